@@ -1,0 +1,96 @@
+//! Domain errors with stable codes and field-level violations.
+
+use std::fmt;
+
+/// A stable, searchable error code. The string form never changes once
+/// released; clients and runbooks may match on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Input failed validation; see the field violations.
+    InvalidArgument,
+    /// The policy document is invalid; see the violations.
+    InvalidPolicy,
+    /// The named object does not exist.
+    NotFound,
+    /// The request conflicts with the current state.
+    FailedPrecondition,
+    /// The same idempotency key was used for a different payload.
+    IdempotencyConflict,
+}
+
+impl ErrorCode {
+    /// The stable string form, e.g. `IDGOV_INVALID_ARGUMENT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "IDGOV_INVALID_ARGUMENT",
+            ErrorCode::InvalidPolicy => "IDGOV_INVALID_POLICY",
+            ErrorCode::NotFound => "IDGOV_NOT_FOUND",
+            ErrorCode::FailedPrecondition => "IDGOV_FAILED_PRECONDITION",
+            ErrorCode::IdempotencyConflict => "IDGOV_IDEMPOTENCY_CONFLICT",
+        }
+    }
+}
+
+/// One offending field (or policy entry) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Path of the field, e.g. `event.employee_id` or `roles[2].entitlements`.
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// An error raised by a domain rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub violations: Vec<FieldViolation>,
+}
+
+impl DomainError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            violations: Vec::new(),
+        }
+    }
+
+    /// An invalid-argument error carrying field violations.
+    pub fn invalid(message: impl Into<String>, violations: Vec<FieldViolation>) -> Self {
+        Self {
+            code: ErrorCode::InvalidArgument,
+            message: message.into(),
+            violations,
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn precondition(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::FailedPrecondition, message)
+    }
+}
+
+impl fmt::Display for DomainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)?;
+        for v in &self.violations {
+            write!(f, "; {}: {}", v.field, v.description)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DomainError {}

@@ -1,0 +1,78 @@
+//! Grants: an identity holding an entitlement, with where it came from and,
+//! once revoked, why. Nothing is deleted: revoked grants stay as history.
+
+use crate::identity::string_enum;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+string_enum!(
+    /// Where a grant came from.
+    SourceKind { Birthright => "birthright", Request => "request", Exception => "exception", Imported => "imported" }
+);
+
+string_enum!(
+    /// Why a grant was revoked.
+    RevokeReason {
+        Leaver => "leaver",
+        Mover => "mover",
+        Review => "review",
+        Expired => "expired",
+        Manual => "manual",
+        Sod => "sod",
+        Clearance => "clearance",
+        Policy => "policy",
+    }
+);
+
+/// A grant of an entitlement to an identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: String,
+    pub employee_id: String,
+    pub entitlement_id: String,
+    pub source: SourceKind,
+    /// The role of a birthright grant, the request id of a requested one.
+    pub source_ref: String,
+    pub granted_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub approvers: Vec<String>,
+    pub justification: String,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoke_reason: Option<RevokeReason>,
+    /// Kept on a move, pending the new manager's mover review.
+    pub mover_review_pending: bool,
+}
+
+impl Grant {
+    pub fn is_active(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+}
+
+/// A grant to create; the store assigns its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewGrant {
+    pub entitlement_id: String,
+    pub source: SourceKind,
+    pub source_ref: String,
+    pub justification: String,
+}
+
+/// A change to an identity's grants, decided by a domain rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum GrantChange {
+    Add(NewGrant),
+    Revoke {
+        grant_id: String,
+        entitlement_id: String,
+        reason: RevokeReason,
+    },
+    /// Keep the grant, but put it into the mover review.
+    MarkMoverReview {
+        grant_id: String,
+        entitlement_id: String,
+    },
+}

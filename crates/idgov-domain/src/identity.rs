@@ -1,0 +1,478 @@
+//! Identities: people keyed by their HR employee id, their attributes,
+//! lifecycle status and the access ceiling the hard rules give them.
+
+use crate::Classification;
+use crate::error::FieldViolation;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// The lowercase name used in storage, files and the CLI.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $s),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let norm = s.trim().to_ascii_lowercase().replace('-', "_");
+                match norm.as_str() {
+                    $($s => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "unknown {} {:?}; expected one of: {}",
+                        stringify!($name), s, [$($s),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+pub(crate) use string_enum;
+
+string_enum!(
+    /// Lifecycle status: `pre_hire → active ↔ suspended → terminated`, and
+    /// `terminated → active` on rehire.
+    Status { PreHire => "pre_hire", Active => "active", Suspended => "suspended", Terminated => "terminated" }
+);
+
+string_enum!(
+    /// Kind of employment; contractors never hold `restricted` entitlements.
+    EmploymentType { Employee => "employee", Contractor => "contractor", Intern => "intern" }
+);
+
+string_enum!(
+    /// Background-check state; nothing above `public` until `cleared`.
+    BackgroundCheck { Pending => "pending", Cleared => "cleared", Failed => "failed" }
+);
+
+/// The HR attributes of a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attributes {
+    pub display_name: String,
+    pub email: String,
+    pub department: String,
+    pub title: String,
+    pub job_code: String,
+    pub location: String,
+    pub cost_center: String,
+    pub manager_id: Option<String>,
+    pub employment_type: EmploymentType,
+    pub background_check: BackgroundCheck,
+    pub clearance: Classification,
+    pub start_date: Option<NaiveDate>,
+    pub end_date: Option<NaiveDate>,
+}
+
+impl Attributes {
+    /// Attributes of a new person before any HR data: the safe defaults
+    /// (background check pending, clearance as configured).
+    pub fn new_person(default_clearance: Classification) -> Self {
+        Self {
+            display_name: String::new(),
+            email: String::new(),
+            department: String::new(),
+            title: String::new(),
+            job_code: String::new(),
+            location: String::new(),
+            cost_center: String::new(),
+            manager_id: None,
+            employment_type: EmploymentType::Employee,
+            background_check: BackgroundCheck::Pending,
+            clearance: default_clearance,
+            start_date: None,
+            end_date: None,
+        }
+    }
+
+    /// The value of a birthright-rule attribute, by its policy name.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        Some(match name {
+            "department" => &self.department,
+            "title" => &self.title,
+            "job_code" => &self.job_code,
+            "location" => &self.location,
+            "cost_center" => &self.cost_center,
+            "employment_type" => self.employment_type.as_str(),
+            _ => return None,
+        })
+    }
+
+    /// The highest classification this person may hold under the hard rules:
+    /// `public` until the background check is cleared, never above the
+    /// clearance, never `restricted` for a contractor.
+    pub fn access_ceiling(&self) -> Classification {
+        if self.background_check != BackgroundCheck::Cleared {
+            return Classification::Public;
+        }
+        let mut ceiling = self.clearance;
+        if self.employment_type == EmploymentType::Contractor {
+            ceiling = ceiling.min(Classification::Confidential);
+        }
+        ceiling
+    }
+}
+
+/// Attribute names whose change makes a person a mover.
+pub const MOVER_FIELDS: [&str; 4] = ["department", "title", "job_code", "manager_id"];
+
+/// A partial set of attributes, as carried by an HR event. `None` keeps the
+/// current value; `manager_id: Some(None)` clears the manager.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributesPatch {
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub department: Option<String>,
+    pub title: Option<String>,
+    pub job_code: Option<String>,
+    pub location: Option<String>,
+    pub cost_center: Option<String>,
+    pub manager_id: Option<Option<String>>,
+    pub employment_type: Option<EmploymentType>,
+    pub background_check: Option<BackgroundCheck>,
+    pub clearance: Option<Classification>,
+    pub start_date: Option<NaiveDate>,
+    pub end_date: Option<NaiveDate>,
+}
+
+/// One attribute that differs between two attribute sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub old: String,
+    pub new: String,
+}
+
+fn opt_date(d: Option<NaiveDate>) -> String {
+    d.map(|d| d.to_string()).unwrap_or_default()
+}
+
+impl AttributesPatch {
+    /// Returns `base` with this patch applied.
+    pub fn apply_to(&self, base: &Attributes) -> Attributes {
+        let mut a = base.clone();
+        macro_rules! set {
+            ($($f:ident),*) => { $(if let Some(v) = &self.$f { a.$f = v.clone(); })* };
+        }
+        set!(
+            display_name,
+            email,
+            department,
+            title,
+            job_code,
+            location,
+            cost_center,
+            manager_id
+        );
+        macro_rules! set_copy {
+            ($($f:ident),*) => { $(if let Some(v) = self.$f { a.$f = v; })* };
+        }
+        set_copy!(employment_type, background_check, clearance);
+        if self.start_date.is_some() {
+            a.start_date = self.start_date;
+        }
+        if self.end_date.is_some() {
+            a.end_date = self.end_date;
+        }
+        a
+    }
+
+    /// True when the patch sets no attribute at all.
+    pub fn is_empty(&self) -> bool {
+        self == &AttributesPatch::default()
+    }
+
+    /// Checks the values that have a shape: names, email, manager.
+    pub fn validate(&self, prefix: &str, employee_id: &str) -> Vec<FieldViolation> {
+        let mut v = Vec::new();
+        let texts = [
+            ("display_name", &self.display_name, 200),
+            ("email", &self.email, 254),
+            ("department", &self.department, 200),
+            ("title", &self.title, 200),
+            ("job_code", &self.job_code, 64),
+            ("location", &self.location, 200),
+            ("cost_center", &self.cost_center, 64),
+        ];
+        for (name, value, max) in texts {
+            if let Some(s) = value {
+                if let Some(problem) = text_problem(s, max) {
+                    v.push(FieldViolation::new(format!("{prefix}.{name}"), problem));
+                }
+            }
+        }
+        if let Some(email) = &self.email {
+            if !email.is_empty() && !looks_like_email(email) {
+                v.push(FieldViolation::new(
+                    format!("{prefix}.email"),
+                    format!("{email:?} is not an email address"),
+                ));
+            }
+        }
+        if let Some(Some(m)) = &self.manager_id {
+            if let Err(e) = validate_employee_id(m) {
+                v.push(FieldViolation::new(
+                    format!("{prefix}.manager_employee_id"),
+                    e,
+                ));
+            } else if m == employee_id {
+                v.push(FieldViolation::new(
+                    format!("{prefix}.manager_employee_id"),
+                    "a person cannot be their own manager",
+                ));
+            }
+        }
+        if let (Some(s), Some(e)) = (self.start_date, self.end_date) {
+            if e < s {
+                v.push(FieldViolation::new(
+                    format!("{prefix}.end_date"),
+                    format!("end date {e} is before start date {s}"),
+                ));
+            }
+        }
+        v
+    }
+}
+
+/// Lists the attributes that differ between `old` and `new`.
+pub fn diff_attributes(old: &Attributes, new: &Attributes) -> Vec<FieldChange> {
+    let pairs: [(&str, String, String); 13] = [
+        (
+            "display_name",
+            old.display_name.clone(),
+            new.display_name.clone(),
+        ),
+        ("email", old.email.clone(), new.email.clone()),
+        ("department", old.department.clone(), new.department.clone()),
+        ("title", old.title.clone(), new.title.clone()),
+        ("job_code", old.job_code.clone(), new.job_code.clone()),
+        ("location", old.location.clone(), new.location.clone()),
+        (
+            "cost_center",
+            old.cost_center.clone(),
+            new.cost_center.clone(),
+        ),
+        (
+            "manager_id",
+            old.manager_id.clone().unwrap_or_default(),
+            new.manager_id.clone().unwrap_or_default(),
+        ),
+        (
+            "employment_type",
+            old.employment_type.to_string(),
+            new.employment_type.to_string(),
+        ),
+        (
+            "background_check",
+            old.background_check.to_string(),
+            new.background_check.to_string(),
+        ),
+        (
+            "clearance",
+            old.clearance.to_string(),
+            new.clearance.to_string(),
+        ),
+        (
+            "start_date",
+            opt_date(old.start_date),
+            opt_date(new.start_date),
+        ),
+        ("end_date", opt_date(old.end_date), opt_date(new.end_date)),
+    ];
+    pairs
+        .into_iter()
+        .filter(|(_, o, n)| o != n)
+        .map(|(f, o, n)| FieldChange {
+            field: f.to_string(),
+            old: o,
+            new: n,
+        })
+        .collect()
+}
+
+/// True when a change of these fields makes the person a mover.
+pub fn is_move(changes: &[FieldChange]) -> bool {
+    changes
+        .iter()
+        .any(|c| MOVER_FIELDS.contains(&c.field.as_str()))
+}
+
+/// A person known to idgov.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub employee_id: String,
+    pub attrs: Attributes,
+    pub status: Status,
+    /// Effective time of the newest attribute state applied.
+    pub attrs_effective_at: DateTime<Utc>,
+    /// Effective time of the newest status change applied.
+    pub status_effective_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Identity {
+    /// The newest effective time of any state applied to this person.
+    pub fn state_effective_at(&self) -> DateTime<Utc> {
+        self.attrs_effective_at.max(self.status_effective_at)
+    }
+
+    /// True when the person may hold grants at all.
+    pub fn may_hold_access(&self) -> bool {
+        matches!(self.status, Status::Active | Status::Suspended)
+    }
+}
+
+/// Validates an HR employee id: 1–64 characters of letters, digits, `.`,
+/// `_`, `-`, `@` or `+`. The narrow alphabet keeps ids safe in LDAP names,
+/// filters, logs and file names.
+pub fn validate_employee_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("employee id is required".into());
+    }
+    if id.len() > 64 {
+        return Err(format!(
+            "employee id is {} characters long; at most 64",
+            id.len()
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | '+')))
+    {
+        return Err(format!(
+            "employee id {id:?} contains {c:?}; use letters, digits, '.', '_', '-', '@' or '+'"
+        ));
+    }
+    Ok(())
+}
+
+/// Describes what is wrong with a free-text attribute, if anything.
+pub fn text_problem(s: &str, max: usize) -> Option<String> {
+    if s.chars().count() > max {
+        return Some(format!("is longer than {max} characters"));
+    }
+    if s.chars().any(|c| c.is_control()) {
+        return Some("contains control characters".into());
+    }
+    if s.trim() != s {
+        return Some("has leading or trailing whitespace".into());
+    }
+    None
+}
+
+fn looks_like_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !s.contains(' ')
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cleared(clearance: Classification, kind: EmploymentType) -> Attributes {
+        Attributes {
+            background_check: BackgroundCheck::Cleared,
+            clearance,
+            employment_type: kind,
+            ..Attributes::new_person(Classification::Internal)
+        }
+    }
+
+    #[test]
+    fn nothing_above_public_until_cleared() {
+        let mut a = cleared(Classification::Restricted, EmploymentType::Employee);
+        assert_eq!(a.access_ceiling(), Classification::Restricted);
+        a.background_check = BackgroundCheck::Pending;
+        assert_eq!(a.access_ceiling(), Classification::Public);
+        a.background_check = BackgroundCheck::Failed;
+        assert_eq!(a.access_ceiling(), Classification::Public);
+    }
+
+    #[test]
+    fn contractors_never_reach_restricted() {
+        let a = cleared(Classification::Restricted, EmploymentType::Contractor);
+        assert_eq!(a.access_ceiling(), Classification::Confidential);
+        let b = cleared(Classification::Internal, EmploymentType::Contractor);
+        assert_eq!(b.access_ceiling(), Classification::Internal);
+    }
+
+    #[test]
+    fn employee_ids_are_narrow() {
+        assert!(validate_employee_id("E1001").is_ok());
+        assert!(validate_employee_id("a.b-c_d@x+1").is_ok());
+        for bad in [
+            "",
+            "*)(uid=*",
+            "cn=x,dc=evil",
+            " E1",
+            "E\u{0}1",
+            "Ærlig",
+            "#1",
+        ] {
+            assert!(validate_employee_id(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn patch_applies_and_clears_manager() {
+        let base = Attributes {
+            manager_id: Some("M1".into()),
+            department: "Sales".into(),
+            ..Attributes::new_person(Classification::Internal)
+        };
+        let patch = AttributesPatch {
+            manager_id: Some(None),
+            department: Some("Finance".into()),
+            ..Default::default()
+        };
+        let new = patch.apply_to(&base);
+        assert_eq!(new.manager_id, None);
+        assert_eq!(new.department, "Finance");
+        let changes = diff_attributes(&base, &new);
+        assert!(is_move(&changes));
+        assert_eq!(changes.len(), 2);
+    }
+
+    #[test]
+    fn patch_validation_names_fields() {
+        let patch = AttributesPatch {
+            email: Some("not-an-email".into()),
+            display_name: Some(" padded".into()),
+            manager_id: Some(Some("E1".into())),
+            ..Default::default()
+        };
+        let v = patch.validate("event.attributes", "E1");
+        let fields: Vec<_> = v.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "event.attributes.display_name",
+                "event.attributes.email",
+                "event.attributes.manager_employee_id"
+            ]
+        );
+    }
+}

@@ -1,0 +1,279 @@
+//! Roster sync: diff a full HR roster against the known identities. New
+//! people are joiners, departed people returning are rehires, changed people
+//! movers or updates, and active people missing from the roster leavers.
+
+use crate::error::{DomainError, FieldViolation};
+use crate::hr::{EventKind, HrEvent};
+use crate::identity::{
+    AttributesPatch, FieldChange, Identity, Status, diff_attributes, is_move, validate_employee_id,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+
+/// One person in a roster snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterEntry {
+    pub employee_id: String,
+    pub attrs: AttributesPatch,
+}
+
+/// The kind of a roster change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Joiner,
+    Mover,
+    Update,
+    Leaver,
+    Rehire,
+}
+
+/// One change a roster would make.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterChange {
+    pub employee_id: String,
+    pub kind: ChangeKind,
+    pub display_name: String,
+    pub changes: Vec<FieldChange>,
+    pub attrs: AttributesPatch,
+}
+
+/// The diff of a roster against the identities.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterDiff {
+    pub changes: Vec<RosterChange>,
+    pub unchanged: u64,
+}
+
+impl RosterDiff {
+    pub fn count(&self, kind: ChangeKind) -> u64 {
+        self.changes.iter().filter(|c| c.kind == kind).count() as u64
+    }
+}
+
+/// Validates roster entries: ids, attributes, duplicates, and a name for
+/// everyone (joiners need one).
+pub fn validate(entries: &[RosterEntry]) -> Result<(), DomainError> {
+    let mut v = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, e) in entries.iter().enumerate() {
+        let path = format!("roster[{i}]");
+        if let Err(msg) = validate_employee_id(&e.employee_id) {
+            v.push(FieldViolation::new(format!("{path}.employee_id"), msg));
+        } else if !seen.insert(e.employee_id.as_str()) {
+            v.push(FieldViolation::new(
+                format!("{path}.employee_id"),
+                format!("employee {} appears twice in the roster", e.employee_id),
+            ));
+        }
+        v.extend(e.attrs.validate(&path, &e.employee_id));
+        if e.attrs.display_name.as_deref().unwrap_or("").is_empty() {
+            v.push(FieldViolation::new(
+                format!("{path}.display_name"),
+                "is required",
+            ));
+        }
+        if v.len() >= 100 {
+            v.push(FieldViolation::new(
+                "roster",
+                "more problems follow; fix these first",
+            ));
+            break;
+        }
+    }
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(DomainError::invalid(
+            format!("the roster has {} problem(s)", v.len()),
+            v,
+        ))
+    }
+}
+
+/// Diffs `entries` against `identities` (every known identity).
+pub fn diff(entries: &[RosterEntry], identities: &HashMap<String, Identity>) -> RosterDiff {
+    let mut out = RosterDiff::default();
+    let mut present = HashSet::with_capacity(entries.len());
+    for e in entries {
+        present.insert(e.employee_id.as_str());
+        let name = e.attrs.display_name.clone().unwrap_or_default();
+        let change = |kind, changes| RosterChange {
+            employee_id: e.employee_id.clone(),
+            kind,
+            display_name: name.clone(),
+            changes,
+            attrs: e.attrs.clone(),
+        };
+        match identities.get(&e.employee_id) {
+            None => out.changes.push(change(ChangeKind::Joiner, vec![])),
+            Some(cur) if cur.status == Status::Terminated => {
+                out.changes.push(change(ChangeKind::Rehire, vec![]))
+            }
+            Some(cur) if cur.status == Status::PreHire => {
+                // Their scheduled hire decides when they start.
+                out.unchanged += 1;
+            }
+            Some(cur) => {
+                let new = e.attrs.apply_to(&cur.attrs);
+                let changes = diff_attributes(&cur.attrs, &new);
+                if changes.is_empty() {
+                    out.unchanged += 1;
+                } else if is_move(&changes) {
+                    out.changes.push(change(ChangeKind::Mover, changes));
+                } else {
+                    out.changes.push(change(ChangeKind::Update, changes));
+                }
+            }
+        }
+    }
+    let mut leavers: Vec<&Identity> = identities
+        .values()
+        .filter(|i| matches!(i.status, Status::Active | Status::Suspended))
+        .filter(|i| !present.contains(i.employee_id.as_str()))
+        .collect();
+    leavers.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+    out.changes
+        .extend(leavers.into_iter().map(|i| RosterChange {
+            employee_id: i.employee_id.clone(),
+            kind: ChangeKind::Leaver,
+            display_name: i.attrs.display_name.clone(),
+            changes: vec![],
+            attrs: AttributesPatch::default(),
+        }));
+    out
+}
+
+/// Turns a diff into HR events of `source`, effective `as_of`, keyed by the
+/// sync id so that re-sending a snapshot is idempotent.
+pub fn to_events(
+    diff: &RosterDiff,
+    source: &str,
+    sync_id: &str,
+    as_of: DateTime<Utc>,
+) -> Vec<HrEvent> {
+    diff.changes
+        .iter()
+        .map(|c| {
+            let kind = match c.kind {
+                ChangeKind::Joiner => EventKind::Hire,
+                ChangeKind::Rehire => EventKind::Rehire,
+                ChangeKind::Mover => EventKind::Move,
+                ChangeKind::Update => EventKind::Update,
+                ChangeKind::Leaver => EventKind::Terminate,
+            };
+            let event_id = format!("roster:{sync_id}:{}", c.employee_id);
+            let payload = serde_json::to_vec(&(&event_id, kind, &c.attrs)).unwrap_or_default();
+            HrEvent {
+                source: source.to_string(),
+                event_id,
+                kind,
+                employee_id: c.employee_id.clone(),
+                effective_at: as_of,
+                effective_input: as_of.to_rfc3339(),
+                time_zone: "UTC".into(),
+                attrs: c.attrs.clone(),
+                rescinds_event_id: None,
+                fingerprint: hex::encode(Sha256::digest(payload)),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Classification;
+    use crate::identity::Attributes;
+    use chrono::TimeZone;
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    fn person(id: &str, dept: &str, status: Status) -> Identity {
+        Identity {
+            employee_id: id.into(),
+            attrs: Attributes {
+                display_name: format!("Person {id}"),
+                department: dept.into(),
+                ..Attributes::new_person(Classification::Internal)
+            },
+            status,
+            attrs_effective_at: t0(),
+            status_effective_at: t0(),
+            created_at: t0(),
+            updated_at: t0(),
+        }
+    }
+
+    fn entry(id: &str, dept: &str) -> RosterEntry {
+        RosterEntry {
+            employee_id: id.into(),
+            attrs: AttributesPatch {
+                display_name: Some(format!("Person {id}")),
+                department: Some(dept.into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn classifies_every_kind() {
+        let known: HashMap<_, _> = [
+            person("A", "Sales", Status::Active),
+            person("B", "Sales", Status::Active),
+            person("C", "Sales", Status::Active),
+            person("D", "Sales", Status::Terminated),
+            person("E", "Sales", Status::Active),
+            person("P", "Sales", Status::PreHire),
+        ]
+        .into_iter()
+        .map(|i| (i.employee_id.clone(), i))
+        .collect();
+        let mut moved_email = entry("C", "Sales");
+        moved_email.attrs.email = Some("c@example.com".into());
+        let roster = vec![
+            entry("A", "Sales"),
+            entry("B", "Finance"),
+            moved_email,
+            entry("D", "Sales"),
+            entry("N", "Sales"),
+        ];
+        let d = diff(&roster, &known);
+        let kinds: Vec<_> = d
+            .changes
+            .iter()
+            .map(|c| (c.employee_id.as_str(), c.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("B", ChangeKind::Mover),
+                ("C", ChangeKind::Update),
+                ("D", ChangeKind::Rehire),
+                ("N", ChangeKind::Joiner),
+                ("E", ChangeKind::Leaver),
+            ]
+        );
+        assert_eq!(d.unchanged, 1, "A unchanged; the pre-hire P is neither");
+        let events = to_events(&d, "workday", "s1", t0());
+        assert_eq!(events[4].kind, EventKind::Terminate);
+        assert_eq!(events[4].event_id, "roster:s1:E");
+    }
+
+    #[test]
+    fn validation_catches_duplicates_and_names() {
+        let mut nameless = entry("B", "X");
+        nameless.attrs.display_name = None;
+        let err = validate(&[entry("A", "X"), entry("A", "Y"), nameless]).err();
+        let fields: Vec<_> = err
+            .map(|e| e.violations.into_iter().map(|v| v.field).collect())
+            .unwrap_or_else(Vec::new);
+        assert_eq!(fields, ["roster[1].employee_id", "roster[2].display_name"]);
+    }
+}

@@ -1,0 +1,1 @@
+//! idgov-server
