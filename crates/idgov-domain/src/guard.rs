@@ -2,8 +2,21 @@
 //! signal, so a change that would terminate or strip too many people at once
 //! is held whole until a person releases or discards it.
 
+use crate::identity::string_enum;
 use crate::policy::GuardPolicy;
 use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+string_enum!(
+    /// What a held change would do.
+    HeldKind { RosterSync => "roster_sync", PolicyApply => "policy_apply" }
+);
+
+string_enum!(
+    /// Where a held change stands.
+    HeldState { Held => "held", Released => "released", Discarded => "discarded" }
+);
 
 /// The guard's verdict on one change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

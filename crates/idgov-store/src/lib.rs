@@ -1,1 +1,183 @@
-//! idgov-store
+//! idgov's durable store: one interface over two backends, SQLite (the
+//! zero-configuration default) and PostgreSQL, through sqlx's `Any` driver.
+//! Both run the same SQL; the few dialect differences live in [`Backend`].
+//!
+//! Reads go through [`Store`]; every change goes through a [`WriteTx`], which
+//! appends the audit events of the change to the hash chain in the same
+//! transaction: if the audit write fails, the change fails.
+//!
+//! Times are stored as microseconds since the Unix epoch (UTC).
+
+mod audit;
+mod convert;
+pub mod error;
+pub mod grants;
+mod held;
+mod hr_events;
+mod identities;
+mod policies;
+mod tx;
+
+pub use audit::{AuditFilter, VerifyReport};
+pub use error::StoreError;
+pub use held::{HeldChange, HeldKind, HeldState};
+pub use hr_events::{EventFilter, RecordedEvent, StoredSync};
+pub use identities::IdentityFilter;
+pub use policies::StoredPolicy;
+pub use tx::WriteTx;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Executor, SqlSafeStr};
+use std::path::Path;
+use std::time::Duration;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The store. Cheap to clone; clones share the connection pools.
+#[derive(Clone, Debug)]
+pub struct Store {
+    read: AnyPool,
+    write: AnyPool,
+    backend: Backend,
+}
+
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = FULL; \
+     PRAGMA foreign_keys = ON; \
+     PRAGMA busy_timeout = 10000;";
+
+fn migrator(backend: Backend) -> Migrator {
+    let sql = match backend {
+        Backend::Sqlite => include_str!("../../../migrations/sqlite/0001_initial.sql"),
+        Backend::Postgres => include_str!("../../../migrations/postgres/0001_initial.sql"),
+    };
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "initial".into(),
+        MigrationType::Simple,
+        sql.into_sql_str(),
+        false,
+    )])
+}
+
+impl Store {
+    /// Opens the store at `url` (`sqlite:PATH` or `postgres://…`) and runs
+    /// pending migrations.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Config(format!(
+                "unsupported database URL {:?}; use postgres://… or sqlite:PATH",
+                redact_url(url)
+            )));
+        };
+        let (read, write) = match backend {
+            Backend::Sqlite => {
+                let opts = || {
+                    AnyPoolOptions::new()
+                        .acquire_timeout(Duration::from_secs(30))
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                conn.execute(SQLITE_PRAGMAS).await?;
+                                Ok(())
+                            })
+                        })
+                };
+                // One writer connection: SQLite serializes writers anyway, and
+                // queueing in the pool beats SQLITE_BUSY.
+                let write = opts().max_connections(1).connect(url).await?;
+                let read = opts().max_connections(4).connect(url).await?;
+                (read, write)
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect(url)
+                    .await?;
+                (pool.clone(), pool)
+            }
+        };
+        migrator(backend)
+            .run(&write)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(Store { read, write, backend })
+    }
+
+    /// Opens (creating it if needed) the SQLite store in `data_dir`.
+    pub async fn open_data_dir(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Config(format!("cannot create data directory {}: {e}", data_dir.display()))
+        })?;
+        let path = data_dir.join("idgov.db");
+        Store::open(&format!("sqlite:{}?mode=rwc", path.display())).await
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Begins a write transaction.
+    pub async fn begin(&self) -> Result<WriteTx, StoreError> {
+        WriteTx::begin(&self.write, self.backend).await
+    }
+
+    /// Checks the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    pub(crate) fn reader(&self) -> &AnyPool {
+        &self.read
+    }
+}
+
+/// Hides the password of a database URL.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..s], user, &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact_url("postgres://idgov:s3cret@db:5432/idgov"),
+            "postgres://idgov:***@db:5432/idgov"
+        );
+        assert_eq!(super::redact_url("sqlite:/tmp/x.db"), "sqlite:/tmp/x.db");
+    }
+}

@@ -1,0 +1,181 @@
+//! Grants: reads, and applying the grant changes a domain rule decided.
+
+use crate::convert::{get, json, micros, opt_time, parsed, time, to_json};
+use crate::{Store, StoreError, WriteTx};
+use chrono::{DateTime, Utc};
+use idgov_domain::Classification;
+use idgov_domain::grant::{Grant, GrantChange};
+use idgov_domain::policy::Policy;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use std::collections::HashMap;
+
+fn grant_from_row(row: &AnyRow) -> Result<(Grant, Classification), StoreError> {
+    let reason: Option<String> = get(row, "revoke_reason")?;
+    let grant = Grant {
+        id: get(row, "id")?,
+        employee_id: get(row, "employee_id")?,
+        entitlement_id: get(row, "entitlement_id")?,
+        source: parsed(row, "source")?,
+        source_ref: get(row, "source_ref")?,
+        granted_at: time(get(row, "granted_at")?)?,
+        expires_at: opt_time(get(row, "expires_at")?)?,
+        approvers: json(row, "approvers")?,
+        justification: get(row, "justification")?,
+        revoked_at: opt_time(get(row, "revoked_at")?)?,
+        revoke_reason: reason
+            .map(|r| r.parse().map_err(|e| StoreError::Corrupt(format!("grants.revoke_reason: {e}"))))
+            .transpose()?,
+        mover_review_pending: get::<i64>(row, "mover_review_pending")? != 0,
+    };
+    Ok((grant, parsed(row, "classification")?))
+}
+
+/// What applying grant changes did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedGrants {
+    pub added: Vec<(String, String)>,
+    pub revoked: Vec<(String, String)>,
+    pub marked: Vec<(String, String)>,
+}
+
+impl Store {
+    /// An identity's grants ordered by id (creation order), with the
+    /// classification each had when granted.
+    pub async fn list_grants(
+        &self,
+        employee_id: &str,
+        include_revoked: bool,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(Grant, Classification)>, StoreError> {
+        let sql = "SELECT id, employee_id, entitlement_id, classification, source, source_ref, granted_at, \
+             expires_at, approvers, justification, revoked_at, revoke_reason, mover_review_pending FROM grants \
+             WHERE employee_id = $1 AND ($2 = 1 OR revoked_at IS NULL) AND id > $3 ORDER BY id LIMIT $4";
+        let rows = sqlx::query(sql)
+            .bind(employee_id)
+            .bind(i64::from(include_revoked))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter().map(grant_from_row).collect()
+    }
+
+    /// Every active grant, by holder.
+    pub async fn all_active_grants(&self) -> Result<HashMap<String, Vec<Grant>>, StoreError> {
+        let sql = "SELECT id, employee_id, entitlement_id, classification, source, source_ref, granted_at, \
+             expires_at, approvers, justification, revoked_at, revoke_reason, mover_review_pending FROM grants \
+             WHERE revoked_at IS NULL ORDER BY id";
+        let rows = sqlx::query(sql).fetch_all(self.reader()).await?;
+        let mut out: HashMap<String, Vec<Grant>> = HashMap::new();
+        for r in &rows {
+            let (g, _) = grant_from_row(r)?;
+            out.entry(g.employee_id.clone()).or_default().push(g);
+        }
+        Ok(out)
+    }
+
+    /// Counts active grants whose holder is not active (must always be zero).
+    pub async fn count_active_grants_of_inactive(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM grants g JOIN identities i ON i.employee_id = g.employee_id \
+             WHERE g.revoked_at IS NULL AND i.status NOT IN ('active', 'suspended')",
+        )
+        .fetch_one(self.reader())
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+}
+
+impl WriteTx {
+    /// The active grants of an identity.
+    pub async fn active_grants(&mut self, employee_id: &str) -> Result<Vec<Grant>, StoreError> {
+        let sql = "SELECT id, employee_id, entitlement_id, classification, source, source_ref, granted_at, \
+             expires_at, approvers, justification, revoked_at, revoke_reason, mover_review_pending FROM grants \
+             WHERE employee_id = $1 AND revoked_at IS NULL ORDER BY id";
+        let rows = sqlx::query(sql).bind(employee_id).fetch_all(&mut *self.tx).await?;
+        rows.iter().map(|r| grant_from_row(r).map(|(g, _)| g)).collect()
+    }
+
+    /// Applies grant changes for `employee_id`. `cause` names what decided
+    /// them (an HR event key, a policy version) and is kept with new grants.
+    pub async fn apply_grant_changes(
+        &mut self,
+        employee_id: &str,
+        changes: &[GrantChange],
+        policy: &Policy,
+        cause: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AppliedGrants, StoreError> {
+        let mut out = AppliedGrants::default();
+        for c in changes {
+            match c {
+                GrantChange::Add(n) => {
+                    let id = uuid::Uuid::now_v7().to_string();
+                    let classification = policy
+                        .entitlements
+                        .get(&n.entitlement_id)
+                        .map(|e| e.classification)
+                        .ok_or_else(|| {
+                            StoreError::Conflict(format!("entitlement {} is not in the policy", n.entitlement_id))
+                        })?;
+                    sqlx::query(
+                        "INSERT INTO grants (id, employee_id, entitlement_id, classification, source, source_ref, \
+                         granted_at, expires_at, approvers, justification, revoked_at, revoke_reason, \
+                         mover_review_pending, cause) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, NULL, NULL, 0, $10)",
+                    )
+                    .bind(&id)
+                    .bind(employee_id)
+                    .bind(&n.entitlement_id)
+                    .bind(classification.as_str())
+                    .bind(n.source.as_str())
+                    .bind(&n.source_ref)
+                    .bind(micros(now))
+                    .bind(to_json(&Vec::<String>::new()))
+                    .bind(&n.justification)
+                    .bind(cause)
+                    .execute(&mut *self.tx)
+                    .await?;
+                    out.added.push((id, n.entitlement_id.clone()));
+                }
+                GrantChange::Revoke {
+                    grant_id,
+                    entitlement_id,
+                    reason,
+                } => {
+                    let r = sqlx::query(
+                        "UPDATE grants SET revoked_at = $1, revoke_reason = $2, mover_review_pending = 0 \
+                         WHERE id = $3 AND employee_id = $4 AND revoked_at IS NULL",
+                    )
+                    .bind(micros(now))
+                    .bind(reason.as_str())
+                    .bind(grant_id)
+                    .bind(employee_id)
+                    .execute(&mut *self.tx)
+                    .await?;
+                    if r.rows_affected() != 1 {
+                        return Err(StoreError::Conflict(format!("grant {grant_id} is no longer active")));
+                    }
+                    out.revoked.push((grant_id.clone(), entitlement_id.clone()));
+                }
+                GrantChange::MarkMoverReview {
+                    grant_id,
+                    entitlement_id,
+                } => {
+                    sqlx::query(
+                        "UPDATE grants SET mover_review_pending = 1 WHERE id = $1 AND employee_id = $2 \
+                         AND revoked_at IS NULL",
+                    )
+                    .bind(grant_id)
+                    .bind(employee_id)
+                    .execute(&mut *self.tx)
+                    .await?;
+                    out.marked.push((grant_id.clone(), entitlement_id.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

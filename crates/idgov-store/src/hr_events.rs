@@ -1,0 +1,224 @@
+//! Recorded HR events (the idempotency record and the schedule) and roster
+//! sync receipts.
+
+use crate::convert::{get, json, micros, opt_time, parsed, time, to_json};
+use crate::{Store, StoreError, WriteTx};
+use chrono::{DateTime, Utc};
+use idgov_domain::hr::{EventState, HrEvent};
+use sqlx::any::AnyRow;
+
+/// An HR event as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    pub arrival: i64,
+    pub event: HrEvent,
+    pub state: EventState,
+    pub received_at: DateTime<Utc>,
+    pub applied_at: Option<DateTime<Utc>>,
+    pub detail: String,
+    pub actor: String,
+}
+
+/// Filters of [`Store::list_hr_events`]; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub state: Option<EventState>,
+    pub employee_id: String,
+}
+
+/// The receipt of a roster sync, for idempotent re-sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSync {
+    pub outcome: String,
+    pub held_change_id: Option<String>,
+    pub response: serde_json::Value,
+}
+
+fn event_from_row(row: &AnyRow) -> Result<RecordedEvent, StoreError> {
+    Ok(RecordedEvent {
+        arrival: get(row, "arrival")?,
+        event: json(row, "payload")?,
+        state: parsed(row, "state")?,
+        received_at: time(get(row, "received_at")?)?,
+        applied_at: opt_time(get(row, "applied_at")?)?,
+        detail: get(row, "detail")?,
+        actor: get(row, "actor")?,
+    })
+}
+
+macro_rules! select_events {
+    ($where:literal) => {
+        concat!(
+            "SELECT arrival, payload, state, received_at, applied_at, detail, actor FROM hr_events ",
+            $where
+        )
+    };
+}
+
+impl Store {
+    pub async fn get_hr_event(&self, source: &str, event_id: &str) -> Result<Option<RecordedEvent>, StoreError> {
+        let row = sqlx::query(select_events!("WHERE source = $1 AND event_id = $2"))
+            .bind(source)
+            .bind(event_id)
+            .fetch_optional(self.reader())
+            .await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    /// Events in arrival order, after arrival number `after`.
+    pub async fn list_hr_events(
+        &self,
+        filter: &EventFilter,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(select_events!(
+            "WHERE arrival > $1 AND ($2 = '' OR state = $2) AND ($3 = '' OR employee_id = $3) \
+             ORDER BY arrival LIMIT $4"
+        ))
+        .bind(after)
+        .bind(filter.state.map(|s| s.as_str()).unwrap_or(""))
+        .bind(&filter.employee_id)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// Scheduled events due at `now`, oldest effective time first.
+    pub async fn due_events(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(select_events!(
+            "WHERE state = 'scheduled' AND effective_at <= $1 ORDER BY effective_at, arrival LIMIT $2"
+        ))
+        .bind(micros(now))
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// The effective time of the next scheduled event, if any.
+    pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = sqlx::query("SELECT MIN(effective_at) AS t FROM hr_events WHERE state = 'scheduled'")
+            .fetch_one(self.reader())
+            .await?;
+        opt_time(get(&row, "t")?)
+    }
+
+    pub async fn get_sync(&self, source: &str, sync_id: &str) -> Result<Option<StoredSync>, StoreError> {
+        let row = sqlx::query(
+            "SELECT outcome, held_change_id, response FROM roster_syncs WHERE source = $1 AND sync_id = $2",
+        )
+        .bind(source)
+        .bind(sync_id)
+        .fetch_optional(self.reader())
+        .await?;
+        row.map(|r| {
+            Ok(StoredSync {
+                outcome: get(&r, "outcome")?,
+                held_change_id: get(&r, "held_change_id")?,
+                response: json(&r, "response")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+impl WriteTx {
+    /// Reads a recorded event within the transaction.
+    pub async fn get_hr_event(&mut self, source: &str, event_id: &str) -> Result<Option<RecordedEvent>, StoreError> {
+        let sql = match self.backend {
+            crate::Backend::Postgres => select_events!("WHERE source = $1 AND event_id = $2 FOR UPDATE"),
+            crate::Backend::Sqlite => select_events!("WHERE source = $1 AND event_id = $2"),
+        };
+        let row = sqlx::query(sql)
+            .bind(source)
+            .bind(event_id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    /// Records an event unless its (source, event_id) is already recorded.
+    /// Returns whether it was inserted.
+    pub async fn insert_hr_event(
+        &mut self,
+        event: &HrEvent,
+        state: EventState,
+        detail: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let applied_at = (state == EventState::Applied).then(|| micros(now));
+        let r = sqlx::query(
+            "INSERT INTO hr_events (source, event_id, kind, employee_id, effective_at, received_at, state, \
+             applied_at, detail, fingerprint, payload, actor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (source, event_id) DO NOTHING",
+        )
+        .bind(&event.source)
+        .bind(&event.event_id)
+        .bind(event.kind.as_str())
+        .bind(&event.employee_id)
+        .bind(micros(event.effective_at))
+        .bind(micros(now))
+        .bind(state.as_str())
+        .bind(applied_at)
+        .bind(detail)
+        .bind(&event.fingerprint)
+        .bind(to_json(event))
+        .bind(actor)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Moves a recorded event from `from` to `to`. Returns false when it was
+    /// not in `from` (someone else got there first).
+    pub async fn transition_hr_event(
+        &mut self,
+        source: &str,
+        event_id: &str,
+        from: EventState,
+        to: EventState,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let applied_at = (to == EventState::Applied).then(|| micros(now));
+        let r = sqlx::query(
+            "UPDATE hr_events SET state = $1, detail = $2, applied_at = $3 \
+             WHERE source = $4 AND event_id = $5 AND state = $6",
+        )
+        .bind(to.as_str())
+        .bind(detail)
+        .bind(applied_at)
+        .bind(source)
+        .bind(event_id)
+        .bind(from.as_str())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn insert_sync(
+        &mut self,
+        source: &str,
+        sync_id: &str,
+        sync: &StoredSync,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO roster_syncs (source, sync_id, received_at, outcome, held_change_id, response) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source, sync_id) DO NOTHING",
+        )
+        .bind(source)
+        .bind(sync_id)
+        .bind(micros(now))
+        .bind(&sync.outcome)
+        .bind(sync.held_change_id.clone())
+        .bind(to_json(&sync.response))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,172 @@
+//! Identities: reads and writes.
+
+use crate::convert::{get, micros, opt_date, parsed, time};
+use crate::{Store, StoreError, WriteTx};
+use idgov_domain::identity::{Attributes, Identity, Status};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+use std::collections::HashMap;
+
+/// Filters of [`Store::list_identities`]; empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityFilter {
+    pub status: Option<Status>,
+    pub department: String,
+    pub manager_id: String,
+}
+
+pub(crate) fn identity_from_row(row: &AnyRow) -> Result<Identity, StoreError> {
+    Ok(Identity {
+        employee_id: get(row, "employee_id")?,
+        attrs: Attributes {
+            display_name: get(row, "display_name")?,
+            email: get(row, "email")?,
+            department: get(row, "department")?,
+            title: get(row, "title")?,
+            job_code: get(row, "job_code")?,
+            location: get(row, "location")?,
+            cost_center: get(row, "cost_center")?,
+            manager_id: get::<Option<String>>(row, "manager_id")?.filter(|m| !m.is_empty()),
+            employment_type: parsed(row, "employment_type")?,
+            background_check: parsed(row, "background_check")?,
+            clearance: parsed(row, "clearance")?,
+            start_date: opt_date(row, "start_date")?,
+            end_date: opt_date(row, "end_date")?,
+        },
+        status: parsed(row, "status")?,
+        attrs_effective_at: time(get(row, "attrs_effective_at")?)?,
+        status_effective_at: time(get(row, "status_effective_at")?)?,
+        created_at: time(get(row, "created_at")?)?,
+        updated_at: time(get(row, "updated_at")?)?,
+    })
+}
+
+async fn fetch_identity<'e, E: Executor<'e, Database = Any>>(
+    e: E,
+    sql: &'static str,
+    employee_id: &str,
+) -> Result<Option<Identity>, StoreError> {
+    let row = sqlx::query(sql).bind(employee_id).fetch_optional(e).await?;
+    row.as_ref().map(identity_from_row).transpose()
+}
+
+macro_rules! select_identity {
+    ($suffix:literal) => {
+        concat!(
+            "SELECT employee_id, display_name, email, department, title, job_code, location, \
+             cost_center, manager_id, employment_type, background_check, clearance, start_date, end_date, \
+             status, attrs_effective_at, status_effective_at, created_at, updated_at \
+             FROM identities WHERE employee_id = $1",
+            $suffix
+        )
+    };
+}
+
+impl Store {
+    pub async fn get_identity(&self, employee_id: &str) -> Result<Option<Identity>, StoreError> {
+        fetch_identity(self.reader(), select_identity!(""), employee_id).await
+    }
+
+    /// Lists identities ordered by employee id, after `after`, with the
+    /// number of active grants each holds.
+    pub async fn list_identities(
+        &self,
+        filter: &IdentityFilter,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(Identity, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT i.employee_id, display_name, email, department, title, job_code, location, \
+             cost_center, manager_id, employment_type, background_check, clearance, start_date, end_date, \
+             status, attrs_effective_at, status_effective_at, created_at, updated_at, \
+             (SELECT COUNT(*) FROM grants g WHERE g.employee_id = i.employee_id AND g.revoked_at IS NULL) AS active_grants \
+             FROM identities i \
+             WHERE i.employee_id > $1 AND ($2 = '' OR status = $2) AND ($3 = '' OR department = $3) \
+             AND ($4 = '' OR manager_id = $4) \
+             ORDER BY i.employee_id LIMIT $5",
+        )
+        .bind(after)
+        .bind(filter.status.map(|s| s.as_str()).unwrap_or(""))
+        .bind(&filter.department)
+        .bind(&filter.manager_id)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((identity_from_row(r)?, r.try_get::<i64, _>("active_grants")?)))
+            .collect()
+    }
+
+    /// Every identity, keyed by employee id (for roster diffs and policy
+    /// recomputation).
+    pub async fn all_identities(&self) -> Result<HashMap<String, Identity>, StoreError> {
+        let sql = "SELECT employee_id, display_name, email, department, title, job_code, location, \
+             cost_center, manager_id, employment_type, background_check, clearance, start_date, end_date, \
+             status, attrs_effective_at, status_effective_at, created_at, updated_at FROM identities";
+        let rows = sqlx::query(sql).fetch_all(self.reader()).await?;
+        rows.iter()
+            .map(|r| identity_from_row(r).map(|i| (i.employee_id.clone(), i)))
+            .collect()
+    }
+
+    /// Counts identities in `status`.
+    pub async fn count_identities(&self, status: Status) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM identities WHERE status = $1")
+            .bind(status.as_str())
+            .fetch_one(self.reader())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+}
+
+impl WriteTx {
+    /// Reads an identity, locking it until commit on PostgreSQL.
+    pub async fn get_identity(&mut self, employee_id: &str) -> Result<Option<Identity>, StoreError> {
+        let sql = match self.backend {
+            crate::Backend::Postgres => select_identity!(" FOR UPDATE"),
+            crate::Backend::Sqlite => select_identity!(""),
+        };
+        fetch_identity(&mut *self.tx, sql, employee_id).await
+    }
+
+    /// Inserts or replaces an identity.
+    pub async fn put_identity(&mut self, i: &Identity) -> Result<(), StoreError> {
+        let a = &i.attrs;
+        sqlx::query(
+            "INSERT INTO identities (employee_id, display_name, email, department, title, job_code, location, \
+             cost_center, manager_id, employment_type, background_check, clearance, start_date, end_date, \
+             status, attrs_effective_at, status_effective_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+             ON CONFLICT (employee_id) DO UPDATE SET display_name = excluded.display_name, \
+             email = excluded.email, department = excluded.department, title = excluded.title, \
+             job_code = excluded.job_code, location = excluded.location, cost_center = excluded.cost_center, \
+             manager_id = excluded.manager_id, employment_type = excluded.employment_type, \
+             background_check = excluded.background_check, clearance = excluded.clearance, \
+             start_date = excluded.start_date, end_date = excluded.end_date, status = excluded.status, \
+             attrs_effective_at = excluded.attrs_effective_at, status_effective_at = excluded.status_effective_at, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&i.employee_id)
+        .bind(&a.display_name)
+        .bind(&a.email)
+        .bind(&a.department)
+        .bind(&a.title)
+        .bind(&a.job_code)
+        .bind(&a.location)
+        .bind(&a.cost_center)
+        .bind(a.manager_id.clone())
+        .bind(a.employment_type.as_str())
+        .bind(a.background_check.as_str())
+        .bind(a.clearance.as_str())
+        .bind(a.start_date.map(|d| d.to_string()))
+        .bind(a.end_date.map(|d| d.to_string()))
+        .bind(i.status.as_str())
+        .bind(micros(i.attrs_effective_at))
+        .bind(micros(i.status_effective_at))
+        .bind(micros(i.created_at))
+        .bind(micros(i.updated_at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+}

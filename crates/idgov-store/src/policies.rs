@@ -1,0 +1,78 @@
+//! Applied policy documents, versioned.
+
+use crate::convert::{get, micros, time};
+use crate::{Store, StoreError, WriteTx};
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+/// A policy document as applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPolicy {
+    pub version: i64,
+    pub document: String,
+    pub sha256: String,
+    pub applied_at: DateTime<Utc>,
+    pub applied_by: String,
+    pub reason: String,
+}
+
+impl Store {
+    /// The policy in force: the highest version.
+    pub async fn current_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {
+        let row = sqlx::query(
+            "SELECT version, document, sha256, applied_at, applied_by, reason FROM policies \
+             ORDER BY version DESC LIMIT 1",
+        )
+        .fetch_optional(self.reader())
+        .await?;
+        row.map(|r| {
+            Ok(StoredPolicy {
+                version: get(&r, "version")?,
+                document: get(&r, "document")?,
+                sha256: get(&r, "sha256")?,
+                applied_at: time(get(&r, "applied_at")?)?,
+                applied_by: get(&r, "applied_by")?,
+                reason: get(&r, "reason")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+impl WriteTx {
+    /// Stores a new policy version; fails with a conflict if `expected_version`
+    /// is no longer the current one (someone applied a policy meanwhile).
+    pub async fn insert_policy(
+        &mut self,
+        expected_version: i64,
+        document: &str,
+        sha256: &str,
+        by: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM policies")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        let current: i64 = row.try_get("v")?;
+        if current != expected_version {
+            return Err(StoreError::Conflict(format!(
+                "the policy changed meanwhile (now version {current}); review it and apply again"
+            )));
+        }
+        let version = current + 1;
+        sqlx::query(
+            "INSERT INTO policies (version, document, sha256, applied_at, applied_by, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(version)
+        .bind(document)
+        .bind(sha256)
+        .bind(micros(now))
+        .bind(by)
+        .bind(reason)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(version)
+    }
+}
