@@ -1,1 +1,28 @@
-//! test kit
+//! idgov's test kit: real components as fixtures.
+//!
+//! - [`pg`]: a private PostgreSQL cluster per test process, started from the
+//!   installed binaries, with a fresh database per test;
+//! - [`backends`]: open a store on SQLite or PostgreSQL by name, so one suite
+//!   runs against both;
+//! - [`server`]: an in-process idgov server on a random port with a
+//!   controllable clock.
+//!
+//! A missing component skips a test locally with a loud message, and fails
+//! it when `IDGOV_REQUIRE_INTEGRATION=1` (set by `.ci/run`): CI never skips.
+
+pub mod backends;
+pub mod pg;
+pub mod server;
+
+/// True when integration tests must not be skipped (CI).
+pub fn integration_required() -> bool {
+    std::env::var("IDGOV_REQUIRE_INTEGRATION").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// Skips (locally) or fails (in CI) a test whose fixture is missing.
+pub fn skip_or_fail(what: &str, why: &str) {
+    if integration_required() {
+        panic!("{what} is required (IDGOV_REQUIRE_INTEGRATION=1) but unavailable: {why}");
+    }
+    eprintln!("SKIPPED: {what} unavailable ({why}); set IDGOV_REQUIRE_INTEGRATION=1 to make this a failure");
+}
