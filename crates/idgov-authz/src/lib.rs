@@ -1,1 +1,359 @@
-//! idgov-authz
+//! The one place idgov decides authorization.
+//!
+//! Deny by default. Every RPC has one [`Rule`] in [`rule`]: the staff roles
+//! that may call it outright, and the relationships (self, manager of, …)
+//! that may call it for particular objects only. A call that matches neither
+//! is denied before it reaches a handler; a call allowed through a
+//! relationship carries [`Grant::Scoped`], and its handler must ask
+//! [`check_object`] with the facts of the object it is about.
+//!
+//! `idgov authz matrix` prints [`matrix`], so auditors read the table the
+//! code enforces, not a document about it.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+/// A role given to a caller by configuration (token claims, client ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// An HR system: submits HR data, nothing else.
+    HrFeed,
+    /// Maintains the catalog and policy, operates the service.
+    ItAdmin,
+    /// Approves sensitive access, releases held changes, reads the audit log.
+    SecurityOfficer,
+    /// Reads everything, changes nothing.
+    Auditor,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::HrFeed, Role::ItAdmin, Role::SecurityOfficer, Role::Auditor];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::HrFeed => "hr-feed",
+            Role::ItAdmin => "it-admin",
+            Role::SecurityOfficer => "security-officer",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s.trim())
+            .ok_or_else(|| format!("unknown role {s:?}; roles are hr-feed, it-admin, security-officer, auditor"))
+    }
+}
+
+/// A relationship between the caller and the object of a call, derived
+/// from data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Relation {
+    /// The object is the caller.
+    SelfOf,
+    /// The object is one of the caller's direct reports.
+    ManagerOf,
+    /// The caller is a known employee (any object of the call is public to staff).
+    Employee,
+}
+
+impl Relation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Relation::SelfOf => "self",
+            Relation::ManagerOf => "manager-of",
+            Relation::Employee => "employee",
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// The authenticated subject (a user id, a client id).
+    pub subject: String,
+    /// The employee id the caller is, when the caller is a person.
+    pub employee_id: Option<String>,
+    pub roles: BTreeSet<Role>,
+    /// How the caller authenticated, e.g. `dev`, `oidc`, `mtls`.
+    pub method: String,
+}
+
+impl Caller {
+    /// The actor name written to the audit log, e.g. `user:E1001` or
+    /// `service:workday-feed`.
+    pub fn actor(&self) -> String {
+        match &self.employee_id {
+            Some(e) => format!("user:{e}"),
+            None => format!("service:{}", self.subject),
+        }
+    }
+
+    pub fn has_any(&self, roles: &[Role]) -> bool {
+        roles.iter().any(|r| self.roles.contains(r))
+    }
+}
+
+macro_rules! rpcs {
+    ($($variant:ident => $service:literal, $method:literal, $desc:literal;)+) => {
+        /// Every RPC of `idgov.v1`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum Rpc { $($variant),+ }
+
+        impl Rpc {
+            pub const ALL: &'static [Rpc] = &[$(Rpc::$variant),+];
+
+            /// The gRPC path, e.g. `/idgov.v1.HrService/SubmitHrEvent`.
+            pub fn path(self) -> &'static str {
+                match self { $(Rpc::$variant => concat!("/idgov.v1.", $service, "/", $method)),+ }
+            }
+
+            pub fn name(self) -> &'static str {
+                match self { $(Rpc::$variant => $method),+ }
+            }
+
+            pub fn service(self) -> &'static str {
+                match self { $(Rpc::$variant => $service),+ }
+            }
+
+            pub fn description(self) -> &'static str {
+                match self { $(Rpc::$variant => $desc),+ }
+            }
+
+            /// The RPC at a gRPC path; `None` for anything else (denied).
+            pub fn from_path(path: &str) -> Option<Rpc> {
+                Rpc::ALL.iter().copied().find(|r| r.path() == path)
+            }
+        }
+    };
+}
+
+rpcs! {
+    SubmitHrEvent => "HrService", "SubmitHrEvent", "submit one HR event";
+    SyncRoster => "HrService", "SyncRoster", "sync a whole roster";
+    ListHrEvents => "HrService", "ListHrEvents", "list recorded HR events";
+    ListHeldChanges => "HrService", "ListHeldChanges", "list changes held by the mass-change guard";
+    ReleaseHeldChange => "HrService", "ReleaseHeldChange", "apply a held change";
+    DiscardHeldChange => "HrService", "DiscardHeldChange", "discard a held change";
+    GetIdentity => "IdentityService", "GetIdentity", "read one identity";
+    ListIdentities => "IdentityService", "ListIdentities", "list identities";
+    ListGrants => "IdentityService", "ListGrants", "list an identity's grants";
+    GetPolicy => "PolicyService", "GetPolicy", "read the policy";
+    ApplyPolicy => "PolicyService", "ApplyPolicy", "change the policy";
+    ListEntitlements => "PolicyService", "ListEntitlements", "list entitlements";
+    ListRoles => "PolicyService", "ListRoles", "list roles";
+    ListAuditEvents => "AuditService", "ListAuditEvents", "read the audit log";
+    VerifyAuditChain => "AuditService", "VerifyAuditChain", "verify the audit chain";
+}
+
+/// Who may call an RPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// Roles that may call it for any object.
+    pub roles: &'static [Role],
+    /// Relationships that may call it for the related objects only.
+    pub relations: &'static [Relation],
+}
+
+use Relation::*;
+use Role::*;
+
+const READERS: &[Role] = &[ItAdmin, SecurityOfficer, Auditor];
+const CHANGE_APPROVERS: &[Role] = &[ItAdmin, SecurityOfficer];
+
+/// The rule of each RPC. This table *is* the authorization policy.
+pub fn rule(rpc: Rpc) -> Rule {
+    let (roles, relations): (&'static [Role], &'static [Relation]) = match rpc {
+        Rpc::SubmitHrEvent | Rpc::SyncRoster => (&[HrFeed], &[]),
+        Rpc::ListHrEvents => (READERS, &[]),
+        Rpc::ListHeldChanges => (READERS, &[]),
+        Rpc::ReleaseHeldChange | Rpc::DiscardHeldChange => (CHANGE_APPROVERS, &[]),
+        Rpc::GetIdentity | Rpc::ListGrants => (READERS, &[SelfOf, ManagerOf]),
+        Rpc::ListIdentities => (READERS, &[ManagerOf]),
+        Rpc::GetPolicy | Rpc::ListEntitlements | Rpc::ListRoles => (READERS, &[Employee]),
+        Rpc::ApplyPolicy => (CHANGE_APPROVERS, &[]),
+        Rpc::ListAuditEvents | Rpc::VerifyAuditChain => (&[SecurityOfficer, Auditor], &[]),
+    };
+    Rule { roles, relations }
+}
+
+/// What the RPC-level check allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// Through a role: any object.
+    Full { role: Role },
+    /// Through relationships: only objects related to the caller; the
+    /// handler must call [`check_object`].
+    Scoped { relations: &'static [Relation] },
+}
+
+/// A call that may proceed, and on what terms. Handlers receive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub caller: Caller,
+    pub rpc: Rpc,
+    pub grant: Grant,
+}
+
+/// Why a call was denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub rpc: Option<Rpc>,
+    pub reason: String,
+}
+
+/// The RPC-level decision.
+pub fn check_rpc(caller: &Caller, rpc: Rpc) -> Result<Access, Denied> {
+    let r = rule(rpc);
+    if let Some(role) = r.roles.iter().find(|role| caller.roles.contains(role)) {
+        return Ok(Access {
+            caller: caller.clone(),
+            rpc,
+            grant: Grant::Full { role: *role },
+        });
+    }
+    if !r.relations.is_empty() && caller.employee_id.is_some() {
+        return Ok(Access {
+            caller: caller.clone(),
+            rpc,
+            grant: Grant::Scoped { relations: r.relations },
+        });
+    }
+    let needed: Vec<&str> = r.roles.iter().map(|r| r.as_str()).collect();
+    Err(Denied {
+        rpc: Some(rpc),
+        reason: format!("{} requires one of the roles: {}", rpc.name(), needed.join(", ")),
+    })
+}
+
+/// Facts about the object of a call, loaded by the handler.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectFacts {
+    /// The identity the call is about.
+    pub employee_id: Option<String>,
+    /// That identity's manager.
+    pub manager_id: Option<String>,
+}
+
+/// The object-level decision for a scoped grant. Full grants pass.
+pub fn check_object(access: &Access, facts: &ObjectFacts) -> Result<(), Denied> {
+    let Grant::Scoped { relations } = &access.grant else {
+        return Ok(());
+    };
+    let me = access.caller.employee_id.as_deref();
+    let holds = |rel: &Relation| match rel {
+        SelfOf => me.is_some() && facts.employee_id.as_deref() == me,
+        ManagerOf => me.is_some() && facts.manager_id.as_deref() == me,
+        Employee => me.is_some(),
+    };
+    if relations.iter().any(holds) {
+        Ok(())
+    } else {
+        Err(Denied {
+            rpc: Some(access.rpc),
+            reason: format!(
+                "{} is allowed here only as {}",
+                access.rpc.name(),
+                relations.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or ")
+            ),
+        })
+    }
+}
+
+/// One row of the authorization matrix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatrixRow {
+    pub rpc: String,
+    pub path: String,
+    pub description: String,
+    pub roles: Vec<String>,
+    pub relations: Vec<String>,
+}
+
+/// The whole table, for `idgov authz matrix`.
+pub fn matrix() -> Vec<MatrixRow> {
+    Rpc::ALL
+        .iter()
+        .map(|rpc| {
+            let r = rule(*rpc);
+            MatrixRow {
+                rpc: format!("{}.{}", rpc.service(), rpc.name()),
+                path: rpc.path().to_string(),
+                description: rpc.description().to_string(),
+                roles: r.roles.iter().map(|x| x.to_string()).collect(),
+                relations: r.relations.iter().map(|x| x.as_str().to_string()).collect(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(roles: &[Role], employee: Option<&str>) -> Caller {
+        Caller {
+            subject: "s".into(),
+            employee_id: employee.map(String::from),
+            roles: roles.iter().copied().collect(),
+            method: "test".into(),
+        }
+    }
+
+    #[test]
+    fn unknown_paths_are_denied() {
+        assert_eq!(Rpc::from_path("/idgov.v1.HrService/DropTables"), None);
+        assert_eq!(Rpc::from_path("/idgov.v1.HrService/SubmitHrEvent"), Some(Rpc::SubmitHrEvent));
+    }
+
+    #[test]
+    fn a_caller_without_roles_or_identity_is_denied_everything() {
+        let nobody = caller(&[], None);
+        for rpc in Rpc::ALL {
+            assert!(check_rpc(&nobody, *rpc).is_err(), "{rpc:?} allowed");
+        }
+    }
+
+    #[test]
+    fn the_hr_feed_only_submits_hr_data() {
+        let feed = caller(&[HrFeed], None);
+        let allowed: Vec<_> = Rpc::ALL.iter().filter(|r| check_rpc(&feed, **r).is_ok()).collect();
+        assert_eq!(allowed, [&Rpc::SubmitHrEvent, &Rpc::SyncRoster]);
+    }
+
+    #[test]
+    fn auditors_only_read() {
+        let auditor = caller(&[Auditor], None);
+        for rpc in [Rpc::SubmitHrEvent, Rpc::SyncRoster, Rpc::ApplyPolicy, Rpc::ReleaseHeldChange, Rpc::DiscardHeldChange] {
+            assert!(check_rpc(&auditor, rpc).is_err(), "{rpc:?}");
+        }
+        assert!(check_rpc(&auditor, Rpc::VerifyAuditChain).is_ok());
+    }
+
+    #[test]
+    fn a_manager_reaches_only_their_reports() {
+        let m = caller(&[], Some("M1"));
+        let access = check_rpc(&m, Rpc::ListGrants).unwrap_or_else(|d| panic!("{d:?}"));
+        let report = ObjectFacts { employee_id: Some("E1".into()), manager_id: Some("M1".into()) };
+        let other = ObjectFacts { employee_id: Some("E2".into()), manager_id: Some("M2".into()) };
+        let own = ObjectFacts { employee_id: Some("M1".into()), manager_id: Some("CEO".into()) };
+        assert!(check_object(&access, &report).is_ok());
+        assert!(check_object(&access, &own).is_ok());
+        assert!(check_object(&access, &other).is_err());
+        assert!(check_rpc(&m, Rpc::ApplyPolicy).is_err());
+    }
+}

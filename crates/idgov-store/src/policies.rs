@@ -40,6 +40,14 @@ impl Store {
 }
 
 impl WriteTx {
+    /// The version of the policy in force (0 when none was applied).
+    pub async fn policy_version(&mut self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM policies")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(row.try_get("v")?)
+    }
+
     /// Stores a new policy version; fails with a conflict if `expected_version`
     /// is no longer the current one (someone applied a policy meanwhile).
     pub async fn insert_policy(
@@ -51,10 +59,7 @@ impl WriteTx {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM policies")
-            .fetch_one(&mut *self.tx)
-            .await?;
-        let current: i64 = row.try_get("v")?;
+        let current = self.policy_version().await?;
         if current != expected_version {
             return Err(StoreError::Conflict(format!(
                 "the policy changed meanwhile (now version {current}); review it and apply again"

@@ -1,0 +1,119 @@
+//! Releasing and discarding changes held by the mass-change guard.
+
+use super::App;
+use super::intake::process_event;
+use super::policy::StagedPolicy;
+use super::roster::StagedSync;
+use crate::error::AppError;
+use idgov_domain::audit::AuditEntry;
+use idgov_domain::guard::{HeldKind, HeldState};
+use idgov_domain::policy::Policy;
+use idgov_store::HeldChange;
+use serde_json::json;
+
+impl App {
+    /// Applies a held change as staged, and records who released it, in one
+    /// transaction: all of it applies, or none.
+    pub async fn release_held(&self, id: &str, reason: &str, actor: &str) -> Result<HeldChange, AppError> {
+        if reason.trim().is_empty() {
+            return Err(AppError::invalid("reason", "say why the held change is released"));
+        }
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let held = self.open_held(&mut tx, id).await?;
+        let mut result = json!({});
+        match held.kind {
+            HeldKind::RosterSync => {
+                let staged: StagedSync = serde_json::from_value(held.payload.clone())
+                    .map_err(|e| AppError::Store(idgov_store::StoreError::Corrupt(e.to_string())))?;
+                let policy = self.policy_in(&mut tx).await?;
+                let mut applied = 0u64;
+                let mut rejected = Vec::new();
+                for ev in &staged.events {
+                    match process_event(&mut tx, ev, actor, &policy, now).await {
+                        Ok(_) => applied += 1,
+                        Err(e) if e.is_store() => return Err(e),
+                        Err(e) => rejected.push((ev.employee_id.clone(), e.to_string())),
+                    }
+                }
+                result = json!({"events_applied": applied, "rejected": rejected});
+            }
+            HeldKind::PolicyApply => {
+                let staged: StagedPolicy = serde_json::from_value(held.payload.clone())
+                    .map_err(|e| AppError::Store(idgov_store::StoreError::Corrupt(e.to_string())))?;
+                let new = Policy::parse(&staged.document)?;
+                let current = self.policy_in(&mut tx).await?;
+                if current.version != staged.base_version {
+                    return Err(AppError::precondition(format!(
+                        "the policy changed since this was held (version {} → {}); discard it and apply again",
+                        staged.base_version, current.version
+                    )));
+                }
+                let diff = current.policy.diff(&new);
+                let impact = self
+                    .store_policy(&mut tx, &new, staged.base_version, &staged.reason, actor, &diff, now)
+                    .await?;
+                result = json!({"impact": impact});
+            }
+        }
+        tx.decide_held_change(id, HeldState::Released, actor, reason, now).await?;
+        tx.audit(
+            AuditEntry::new(
+                actor,
+                "held_change.released",
+                format!("held_change:{id}"),
+                json!({"kind": held.kind, "summary": held.summary, "reason": reason, "result": result}),
+            )
+            .security(),
+        );
+        tx.commit(now).await?;
+        if held.kind == HeldKind::PolicyApply {
+            self.reload_policy().await?;
+        }
+        self.held_or_not_found(id).await
+    }
+
+    /// Discards a held change; nothing of it is applied.
+    pub async fn discard_held(&self, id: &str, reason: &str, actor: &str) -> Result<HeldChange, AppError> {
+        if reason.trim().is_empty() {
+            return Err(AppError::invalid("reason", "say why the held change is discarded"));
+        }
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let held = self.open_held(&mut tx, id).await?;
+        tx.decide_held_change(id, HeldState::Discarded, actor, reason, now).await?;
+        tx.audit(
+            AuditEntry::new(
+                actor,
+                "held_change.discarded",
+                format!("held_change:{id}"),
+                json!({"kind": held.kind, "summary": held.summary, "reason": reason}),
+            )
+            .security(),
+        );
+        tx.commit(now).await?;
+        self.held_or_not_found(id).await
+    }
+
+    async fn open_held(&self, tx: &mut idgov_store::WriteTx, id: &str) -> Result<HeldChange, AppError> {
+        let held = tx
+            .get_held_change(id)
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("there is no held change {id:?}")))?;
+        if held.state != HeldState::Held {
+            return Err(AppError::precondition(format!(
+                "held change {id} was already {} by {}",
+                held.state,
+                held.decided_by.as_deref().unwrap_or("someone")
+            )));
+        }
+        Ok(held)
+    }
+
+    async fn held_or_not_found(&self, id: &str) -> Result<HeldChange, AppError> {
+        self.store
+            .get_held_change(id)
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("there is no held change {id:?}")))
+    }
+}

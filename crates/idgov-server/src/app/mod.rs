@@ -1,0 +1,130 @@
+//! Application services: each operation reads through the store, asks the
+//! domain rules, and writes the result with its audit events in one
+//! transaction.
+//!
+//! - [`intake`]: HR events (submit, rescind, scheduled application), batched
+//!   into group commits by one writer task;
+//! - [`roster`]: roster sync with the mass-change guard;
+//! - [`policy`]: applying policy documents;
+//! - [`held`]: releasing and discarding held changes;
+//! - [`scheduler`]: applying future-dated events when due.
+
+pub mod held;
+pub mod intake;
+pub mod policy;
+pub mod roster;
+pub mod scheduler;
+
+use crate::clock::Clock;
+use crate::error::AppError;
+use chrono::{DateTime, Utc};
+use idgov_domain::policy::Policy;
+use idgov_store::{Store, WriteTx};
+use std::sync::{Arc, RwLock};
+use tokio::sync::mpsc;
+
+/// The policy in force, as cached by this process.
+#[derive(Debug, Clone)]
+pub struct ActivePolicy {
+    /// 0 before any policy was applied.
+    pub version: i64,
+    pub policy: Policy,
+    pub applied_at: Option<DateTime<Utc>>,
+    pub applied_by: String,
+    pub sha256: String,
+}
+
+impl ActivePolicy {
+    fn empty() -> Self {
+        Self {
+            version: 0,
+            policy: Policy::empty(),
+            applied_at: None,
+            applied_by: String::new(),
+            sha256: String::new(),
+        }
+    }
+}
+
+/// The application: store, clock, policy cache and the intake writer.
+#[derive(Debug)]
+pub struct App {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    policy: RwLock<Arc<ActivePolicy>>,
+    writer: mpsc::Sender<intake::Job>,
+}
+
+/// The actor name of work the service does by itself.
+pub const SYSTEM_SCHEDULER: &str = "system:scheduler";
+
+impl App {
+    /// Builds the application and starts its intake writer.
+    pub async fn start(store: Store, clock: Arc<dyn Clock>) -> Result<Arc<App>, AppError> {
+        let (tx, rx) = mpsc::channel(4096);
+        let app = Arc::new(App {
+            store,
+            clock,
+            policy: RwLock::new(Arc::new(ActivePolicy::empty())),
+            writer: tx,
+        });
+        app.reload_policy().await?;
+        tokio::spawn(intake::writer_loop(Arc::downgrade(&app), rx));
+        Ok(app)
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The policy in force, as cached.
+    pub fn policy(&self) -> Arc<ActivePolicy> {
+        self.policy
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn set_policy(&self, p: ActivePolicy) {
+        match self.policy.write() {
+            Ok(mut g) => *g = Arc::new(p),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(p),
+        }
+    }
+
+    /// Reloads the policy in force from the store.
+    pub async fn reload_policy(&self) -> Result<Arc<ActivePolicy>, AppError> {
+        let active = match self.store.current_policy().await? {
+            None => ActivePolicy::empty(),
+            Some(stored) => {
+                let policy = Policy::parse(&stored.document).map_err(|e| {
+                    AppError::Store(idgov_store::StoreError::Corrupt(format!(
+                        "stored policy version {} no longer parses: {e}",
+                        stored.version
+                    )))
+                })?;
+                ActivePolicy {
+                    version: stored.version,
+                    policy,
+                    applied_at: Some(stored.applied_at),
+                    applied_by: stored.applied_by,
+                    sha256: stored.sha256,
+                }
+            }
+        };
+        self.set_policy(active);
+        Ok(self.policy())
+    }
+
+    /// The policy to decide with inside `tx`: the cached one, unless another
+    /// process applied a newer version meanwhile.
+    pub(crate) async fn policy_in(&self, tx: &mut WriteTx) -> Result<Arc<ActivePolicy>, AppError> {
+        let cached = self.policy();
+        let version = tx.policy_version().await?;
+        if version == cached.version {
+            Ok(cached)
+        } else {
+            self.reload_policy().await
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Roster sync: diff a full roster, guard against mass termination, apply.
+
+use super::App;
+use super::intake::process_event;
+use crate::error::AppError;
+use chrono::{DateTime, Utc};
+use idgov_domain::audit::AuditEntry;
+use idgov_domain::guard::{self, HeldKind, HeldState, Verdict};
+use idgov_domain::hr::HrEvent;
+use idgov_domain::identity::{Status, text_problem};
+use idgov_domain::roster::{self, ChangeKind, RosterDiff, RosterEntry};
+use idgov_domain::{DomainError, FieldViolation};
+use idgov_store::{HeldChange, StoredSync};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// A roster snapshot to sync.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    pub source: String,
+    pub sync_id: String,
+    pub dry_run: bool,
+    /// RFC 3339; empty means now.
+    pub as_of: String,
+    pub entries: Vec<RosterEntry>,
+}
+
+/// The outcome of a sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Applied,
+    Held,
+    DryRun,
+    Unchanged,
+}
+
+/// What a sync did or would do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncOutcome {
+    pub sync_id: String,
+    pub outcome: Outcome,
+    pub diff: RosterDiff,
+    pub guard: Verdict,
+    pub held_change_id: Option<String>,
+    pub entries_received: u64,
+    /// Events of the diff the rules refused (e.g. a rehire of someone active).
+    pub rejected: Vec<(String, String)>,
+}
+
+/// What a held roster sync stores for its release.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StagedSync {
+    pub source: String,
+    pub sync_id: String,
+    pub events: Vec<HrEvent>,
+    pub diff: RosterDiff,
+}
+
+impl App {
+    /// Syncs a roster snapshot. Re-sending the same (source, sync_id) returns
+    /// the first outcome and changes nothing.
+    pub async fn sync_roster(&self, req: SyncRequest, actor: &str) -> Result<SyncOutcome, AppError> {
+        let mut v = Vec::new();
+        for (field, value) in [("header.source", &req.source), ("header.sync_id", &req.sync_id)] {
+            if value.is_empty() {
+                v.push(FieldViolation::new(field, "is required"));
+            } else if let Some(p) = text_problem(value, 128) {
+                v.push(FieldViolation::new(field, p));
+            }
+        }
+        let now = self.now();
+        let as_of: DateTime<Utc> = if req.as_of.trim().is_empty() {
+            now
+        } else {
+            match DateTime::parse_from_rfc3339(req.as_of.trim()) {
+                Ok(t) => t.with_timezone(&Utc),
+                Err(_) => {
+                    v.push(FieldViolation::new("header.as_of", "use an RFC 3339 timestamp, or leave it empty for now"));
+                    now
+                }
+            }
+        };
+        if as_of > now {
+            v.push(FieldViolation::new(
+                "header.as_of",
+                "a roster snapshot cannot be in the future; send future changes as dated HR events",
+            ));
+        }
+        if req.entries.is_empty() {
+            v.push(FieldViolation::new(
+                "entries",
+                "the roster is empty; an empty roster would terminate everyone and is refused",
+            ));
+        }
+        if !v.is_empty() {
+            return Err(AppError::Domain(DomainError::invalid("the roster sync is invalid", v)));
+        }
+        roster::validate(&req.entries)?;
+
+        if !req.dry_run {
+            if let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await? {
+                return serde_json::from_value(prev.response).map_err(|e| {
+                    AppError::Store(idgov_store::StoreError::Corrupt(format!("stored sync receipt: {e}")))
+                });
+            }
+        }
+
+        let identities = self.store.all_identities().await?;
+        let active = identities
+            .values()
+            .filter(|i| matches!(i.status, Status::Active | Status::Suspended))
+            .count() as u64;
+        let diff = roster::diff(&req.entries, &identities);
+        let policy = self.policy();
+        let verdict = guard::evaluate(active, diff.count(ChangeKind::Leaver), &policy.policy.guard);
+        let mut out = SyncOutcome {
+            sync_id: req.sync_id.clone(),
+            outcome: Outcome::DryRun,
+            diff,
+            guard: verdict,
+            held_change_id: None,
+            entries_received: req.entries.len() as u64,
+            rejected: vec![],
+        };
+        if req.dry_run {
+            return Ok(out);
+        }
+        let counts = summary(&out.diff);
+        let mut tx = self.store.begin().await?;
+        if out.diff.changes.is_empty() {
+            out.outcome = Outcome::Unchanged;
+        } else if verdict.tripped {
+            let id = uuid::Uuid::now_v7().to_string();
+            let staged = StagedSync {
+                source: req.source.clone(),
+                sync_id: req.sync_id.clone(),
+                events: roster::to_events(&out.diff, &req.source, &req.sync_id, as_of),
+                diff: out.diff.clone(),
+            };
+            let summary_text = format!(
+                "roster sync {} from {}: {} leavers of {} active (threshold {}); {}",
+                req.sync_id, req.source, verdict.affected, verdict.active, verdict.threshold, counts
+            );
+            tx.insert_held_change(&HeldChange {
+                id: id.clone(),
+                kind: HeldKind::RosterSync,
+                state: HeldState::Held,
+                created_at: now,
+                created_by: actor.to_string(),
+                summary: summary_text.clone(),
+                guard: verdict,
+                payload: serde_json::to_value(&staged).unwrap_or_default(),
+                decided_by: None,
+                decided_at: None,
+                decision_reason: None,
+            })
+            .await?;
+            tx.audit(
+                AuditEntry::new(
+                    actor,
+                    "roster.sync.held",
+                    format!("held_change:{id}"),
+                    json!({"source": req.source, "sync_id": req.sync_id, "guard": verdict, "summary": summary_text}),
+                )
+                .security(),
+            );
+            out.outcome = Outcome::Held;
+            out.held_change_id = Some(id);
+        } else {
+            let events = roster::to_events(&out.diff, &req.source, &req.sync_id, as_of);
+            let policy = self.policy_in(&mut tx).await?;
+            for ev in &events {
+                match process_event(&mut tx, ev, actor, &policy, now).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_store() => return Err(e),
+                    Err(e) => out.rejected.push((ev.employee_id.clone(), e.to_string())),
+                }
+            }
+            out.outcome = Outcome::Applied;
+        }
+        tx.audit(AuditEntry::new(
+            actor,
+            "roster.sync",
+            format!("roster:{}:{}", req.source, req.sync_id),
+            json!({
+                "outcome": out.outcome, "entries": out.entries_received, "summary": counts,
+                "unchanged": out.diff.unchanged, "guard": verdict, "rejected": out.rejected,
+                "held_change_id": out.held_change_id,
+            }),
+        ));
+        let receipt = StoredSync {
+            outcome: format!("{:?}", out.outcome).to_lowercase(),
+            held_change_id: out.held_change_id.clone(),
+            response: serde_json::to_value(&out).unwrap_or_default(),
+        };
+        if !tx.insert_sync(&req.source, &req.sync_id, &receipt, now).await? {
+            // A concurrent send of the same snapshot won; report its outcome.
+            drop(tx);
+            if let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await? {
+                return serde_json::from_value(prev.response)
+                    .map_err(|e| AppError::Store(idgov_store::StoreError::Corrupt(e.to_string())));
+            }
+            return Err(AppError::Store(idgov_store::StoreError::Conflict(
+                "the same sync is being processed concurrently; retry".into(),
+            )));
+        }
+        tx.commit(now).await?;
+        Ok(out)
+    }
+}
+
+/// "2 joiners, 1 mover, 0 updates, 3 leavers, 0 rehires".
+pub fn summary(d: &RosterDiff) -> String {
+    format!(
+        "{} joiners, {} movers, {} updates, {} leavers, {} rehires",
+        d.count(ChangeKind::Joiner),
+        d.count(ChangeKind::Mover),
+        d.count(ChangeKind::Update),
+        d.count(ChangeKind::Leaver),
+        d.count(ChangeKind::Rehire)
+    )
+}

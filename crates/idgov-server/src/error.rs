@@ -1,0 +1,43 @@
+//! Errors of the application layer. [`crate::grpc::status`] is the one place
+//! that maps them to gRPC status codes.
+
+use idgov_domain::DomainError;
+use idgov_store::StoreError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Domain(#[from] DomainError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The service is shutting down or a worker is gone.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl AppError {
+    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
+        AppError::Domain(DomainError::invalid(
+            "invalid request",
+            vec![idgov_domain::FieldViolation::new(field, description)],
+        ))
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        AppError::Domain(DomainError::not_found(message))
+    }
+
+    pub fn precondition(message: impl Into<String>) -> Self {
+        AppError::Domain(DomainError::precondition(message))
+    }
+
+    /// True for errors of the store (the transaction may be unusable).
+    pub fn is_store(&self) -> bool {
+        matches!(self, AppError::Store(_))
+    }
+}

@@ -1,0 +1,3 @@
+//! Serving.
+pub struct ServeConfig;
+pub struct Running;
