@@ -1,3 +1,180 @@
-//! Serving.
-pub struct ServeConfig;
-pub struct Running;
+//! Running the service: open the store, load the policy, start the intake
+//! writer and the scheduler, and serve `idgov.v1` with gRPC health and
+//! reflection until the shutdown signal.
+
+use crate::app::App;
+use crate::app::scheduler::scheduler_loop;
+use crate::auth::Authenticator;
+use crate::auth::dev::DevAuth;
+use crate::auth::layer::AuthLayer;
+use crate::clock::Clock;
+use crate::grpc::Api;
+use anyhow::{Context, bail};
+use idgov_proto::v1::audit_service_server::AuditServiceServer;
+use idgov_proto::v1::hr_service_server::HrServiceServer;
+use idgov_proto::v1::identity_service_server::IdentityServiceServer;
+use idgov_proto::v1::policy_service_server::PolicyServiceServer;
+use idgov_store::Store;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+
+/// What `idgov serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `postgres://…`; `None` uses SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// A policy document to apply at start (if it differs from the one in force).
+    pub policy_file: Option<PathBuf>,
+    pub scheduler_interval: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 50051))),
+            data_dir: PathBuf::from("idgov-data"),
+            database_url: None,
+            policy_file: None,
+            scheduler_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<Result<(), tonic::transport::Error>>,
+    scheduler: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops serving and waits for in-flight calls to finish.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.scheduler.abort();
+        (&mut self.handle).await.context("server task")??;
+        self.app.store.close().await;
+        Ok(())
+    }
+
+    /// Waits until the server stops by itself (it does not, short of an error).
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        (&mut self.handle).await.context("server task")??;
+        Ok(())
+    }
+
+    /// Signals shutdown without waiting.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Opens the store the configuration names.
+pub async fn open_store(cfg: &ServeConfig) -> anyhow::Result<Store> {
+    Ok(match &cfg.database_url {
+        Some(url) => Store::open(url)
+            .await
+            .with_context(|| format!("cannot open the database {}", idgov_store::redact_url(url)))?,
+        None => Store::open_data_dir(&cfg.data_dir)
+            .await
+            .with_context(|| format!("cannot open the SQLite store in {}", cfg.data_dir.display()))?,
+    })
+}
+
+/// Starts the service. It keeps serving until [`Running::stop`].
+pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
+    // Development mode: no identity provider is configured yet.
+    if !cfg.listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {}: without an OIDC issuer idgov runs in development mode, \
+             which accepts locally minted tokens and therefore listens on loopback only \
+             (use --listen 127.0.0.1:PORT)",
+            cfg.listen
+        );
+    }
+    let dev = DevAuth::load_or_create(&cfg.data_dir).map_err(anyhow::Error::msg)?;
+    let store = open_store(&cfg).await?;
+    let app = App::start(store.clone(), clock).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    if let Some(path) = &cfg.policy_file {
+        let doc = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the policy file {}", path.display()))?;
+        let res = app
+            .apply_policy(&doc, false, &format!("policy file {} at start", path.display()), "system:startup")
+            .await
+            .map_err(|e| anyhow::anyhow!("the policy file {} was not applied: {e}", path.display()))?;
+        tracing::info!(outcome = ?res.outcome, version = res.policy.version, "policy file at start");
+        if let Some(id) = &res.held_change_id {
+            tracing::warn!(held_change = %id, "the policy file was held by the mass-change guard; release it with `idgov hr held release`");
+        }
+    }
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    for name in [
+        "idgov.v1.HrService",
+        "idgov.v1.IdentityService",
+        "idgov.v1.PolicyService",
+        "idgov.v1.AuditService",
+        "",
+    ] {
+        health_reporter
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(idgov_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("gRPC reflection")?;
+
+    let api = Api::new(app.clone());
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another idgov running?)", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let auth = Authenticator::Dev(dev);
+    let mode = auth.mode();
+    let router = tonic::transport::Server::builder()
+        .layer(AuthLayer::new(auth, store))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(HrServiceServer::new(api.clone()))
+        .add_service(IdentityServiceServer::new(api.clone()))
+        .add_service(PolicyServiceServer::new(api.clone()))
+        .add_service(AuditServiceServer::new(api));
+    let (tx, rx) = oneshot::channel::<()>();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let handle = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = rx.await;
+    }));
+    let scheduler = tokio::spawn(scheduler_loop(Arc::downgrade(&app), cfg.scheduler_interval));
+    tracing::info!(
+        %addr,
+        backend = app.store.backend().as_str(),
+        auth = mode,
+        policy_version = app.policy().version,
+        "idgov serving"
+    );
+    Ok(Running {
+        addr,
+        app,
+        shutdown: Some(tx),
+        handle,
+        scheduler,
+    })
+}

@@ -1,0 +1,151 @@
+//! Development-mode tokens: HS256 JWTs signed with a random key kept in the
+//! data directory (mode 0600). Whoever can read the data directory can mint
+//! tokens, which is why development mode listens on loopback only.
+
+use chrono::{Duration, Utc};
+use idgov_authz::{Caller, Role};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Issuer and audience of development tokens.
+pub const DEV_ISSUER: &str = "idgov-dev";
+/// The key file in the data directory.
+pub const KEY_FILE: &str = "dev-signing-key";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DevClaims {
+    iss: String,
+    aud: String,
+    sub: String,
+    roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    employee_id: Option<String>,
+    iat: i64,
+    exp: i64,
+}
+
+/// Verifies (and mints) development tokens.
+pub struct DevAuth {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for DevAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DevAuth { key: <redacted> }")
+    }
+}
+
+/// The key file path in `data_dir`.
+pub fn key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(KEY_FILE)
+}
+
+impl DevAuth {
+    /// Loads the key from `data_dir`, creating it (0600) if missing.
+    pub fn load_or_create(data_dir: &Path) -> Result<DevAuth, String> {
+        let path = key_path(data_dir);
+        match std::fs::read_to_string(&path) {
+            Ok(s) => {
+                let key = hex::decode(s.trim()).map_err(|_| format!("{} is not a hex key; delete it to make a new one", path.display()))?;
+                if key.len() < 32 {
+                    return Err(format!("{} holds a key shorter than 32 bytes; delete it to make a new one", path.display()));
+                }
+                Ok(DevAuth { key })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(data_dir)
+                    .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+                let mut key = vec![0u8; 32];
+                rand::rng().fill_bytes(&mut key);
+                let mut opts = std::fs::OpenOptions::new();
+                opts.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+                match opts.open(&path) {
+                    Ok(mut f) => {
+                        f.write_all(hex::encode(&key).as_bytes())
+                            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                        Ok(DevAuth { key })
+                    }
+                    // Someone else created it meanwhile: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => DevAuth::load_or_create(data_dir),
+                    Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+                }
+            }
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    /// Mints a token for `roles`, optionally as the person `employee_id`.
+    pub fn mint(&self, subject: &str, employee_id: Option<&str>, roles: &[Role], ttl: Duration) -> Result<String, String> {
+        let now = Utc::now();
+        let claims = DevClaims {
+            iss: DEV_ISSUER.into(),
+            aud: DEV_ISSUER.into(),
+            sub: subject.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            employee_id: employee_id.map(String::from),
+            iat: now.timestamp(),
+            exp: (now + ttl).timestamp(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&self.key))
+            .map_err(|e| format!("cannot sign the token: {e}"))
+    }
+
+    /// Verifies a token and names its caller.
+    pub fn verify(&self, token: &str) -> Result<Caller, String> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_issuer(&[DEV_ISSUER]);
+        v.set_audience(&[DEV_ISSUER]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        v.leeway = 30;
+        let data = jsonwebtoken::decode::<DevClaims>(token, &DecodingKey::from_secret(&self.key), &v)
+            .map_err(|e| format!("invalid token ({e}); mint a new one with `idgov dev token`"))?;
+        let c = data.claims;
+        let roles = c
+            .roles
+            .iter()
+            .map(|r| r.parse::<Role>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("invalid token: {e}"))?;
+        Ok(Caller {
+            subject: c.sub,
+            employee_id: c.employee_id,
+            roles,
+            method: "dev".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_verify_and_forgeries_do_not() -> Result<(), String> {
+        let dir = std::env::temp_dir().join(format!("idgov-dev-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let auth = DevAuth::load_or_create(&dir)?;
+        let token = auth.mint("alice", Some("E1"), &[Role::Auditor], Duration::hours(1))?;
+        let caller = auth.verify(&token)?;
+        assert_eq!(caller.employee_id.as_deref(), Some("E1"));
+        assert!(caller.roles.contains(&Role::Auditor));
+
+        let other = DevAuth { key: vec![7; 32] };
+        let forged = other.mint("mallory", None, &[Role::ItAdmin], Duration::hours(1))?;
+        assert!(auth.verify(&forged).is_err(), "a token of another key is refused");
+        let expired = auth.mint("alice", None, &[Role::Auditor], Duration::hours(-2))?;
+        assert!(auth.verify(&expired).is_err(), "an expired token is refused");
+        let mut parts: Vec<String> = token.split('.').map(String::from).collect();
+        parts[1] = parts[1].replace('A', "B");
+        assert!(auth.verify(&parts.join(".")).is_err(), "an altered payload is refused");
+        // The same directory gives the same key.
+        let again = DevAuth::load_or_create(&dir)?;
+        assert!(again.verify(&token).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+}

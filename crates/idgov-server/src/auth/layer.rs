@@ -1,0 +1,111 @@
+//! The tower layer every call passes through: authenticate, refuse departed
+//! people, and decide the RPC-level authorization with `idgov-authz`. The
+//! decision travels to the handler as an [`idgov_authz::Access`] extension.
+//! Only gRPC health and reflection are open without credentials.
+
+use super::Authenticator;
+use crate::error::AppError;
+use crate::grpc::status::to_status;
+use idgov_authz::{Rpc, check_rpc};
+use idgov_domain::identity::Status;
+use idgov_store::Store;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+/// Paths open without credentials.
+const OPEN_PREFIXES: [&str; 3] = [
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+#[derive(Debug)]
+struct Shared {
+    auth: Authenticator,
+    store: Store,
+}
+
+/// Adds authentication and authorization to a gRPC service.
+#[derive(Debug, Clone)]
+pub struct AuthLayer(Arc<Shared>);
+
+impl AuthLayer {
+    pub fn new(auth: Authenticator, store: Store) -> Self {
+        AuthLayer(Arc::new(Shared { auth, store }))
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            inner,
+            shared: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl Shared {
+    async fn decide(&self, path: &str, headers: &http::HeaderMap) -> Result<idgov_authz::Access, AppError> {
+        let caller = self.auth.authenticate(headers).await?;
+        if let Some(emp) = &caller.employee_id {
+            if let Some(person) = self.store.get_identity(emp).await? {
+                if person.status == Status::Terminated {
+                    return Err(AppError::Unauthenticated(format!(
+                        "{emp} has left the organisation; their credentials are no longer accepted"
+                    )));
+                }
+            }
+        }
+        let rpc = Rpc::from_path(path)
+            .ok_or_else(|| AppError::PermissionDenied(format!("{path} is not an idgov method")))?;
+        check_rpc(&caller, rpc).map_err(|d| AppError::PermissionDenied(d.reason))
+    }
+}
+
+impl<S> Service<http::Request<Body>> for AuthService<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        // Take the service that was driven to readiness; leave a clone.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_string();
+            if OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
+                return inner.call(req).await;
+            }
+            match shared.decide(&path, req.headers()).await {
+                Ok(access) => {
+                    req.extensions_mut().insert(access);
+                    inner.call(req).await
+                }
+                Err(e) => {
+                    tracing::info!(path = %path, error = %e, "call refused");
+                    Ok(to_status(e).into_http())
+                }
+            }
+        })
+    }
+}

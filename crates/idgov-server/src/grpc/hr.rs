@@ -1,0 +1,199 @@
+//! `idgov.v1.HrService`.
+
+use super::{Api, access, convert, invalid, paging};
+use crate::app::roster::SyncRequest;
+use crate::error::AppError;
+use idgov_domain::FieldViolation;
+use idgov_domain::hr::HrEvent;
+use idgov_domain::roster::RosterEntry;
+use idgov_proto::v1 as pb;
+use idgov_proto::v1::hr_service_server::HrService;
+use idgov_proto::v1::sync_roster_request::Item;
+use idgov_store::EventFilter;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The largest roster accepted in one sync.
+const MAX_ROSTER: usize = 2_000_000;
+
+#[tonic::async_trait]
+impl HrService for Api {
+    async fn submit_hr_event(
+        &self,
+        req: Request<pb::SubmitHrEventRequest>,
+    ) -> Result<Response<pb::SubmitHrEventResponse>, Status> {
+        let access = access(&req)?;
+        let Some(ev) = req.into_inner().event else {
+            return Err(invalid("the request has no event", vec![FieldViolation::new("event", "is required")]));
+        };
+        let input = convert::event_input(&ev).map_err(|v| invalid("the HR event is invalid", v))?;
+        let policy = self.app.policy();
+        let event = HrEvent::parse(input, policy.policy.hr_time_zone, self.app.now()).map_err(AppError::from)?;
+        let out = self.app.submit_event(event, &access.caller.actor()).await?;
+        Ok(Response::new(pb::SubmitHrEventResponse {
+            state: convert::event_state(out.state) as i32,
+            duplicate: out.duplicate,
+            effective_at: Some(convert::ts(out.effective_at)),
+            detail: out.detail,
+            grants_added: out.grants_added as i32,
+            grants_revoked: out.grants_revoked as i32,
+        }))
+    }
+
+    async fn sync_roster(
+        &self,
+        req: Request<Streaming<pb::SyncRosterRequest>>,
+    ) -> Result<Response<pb::SyncRosterResponse>, Status> {
+        let access = access(&req)?;
+        let mut stream = req.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::SyncRosterRequest { item: Some(Item::Header(h)) }) => h,
+            _ => {
+                return Err(invalid(
+                    "the first message of a roster sync must be its header",
+                    vec![FieldViolation::new("header", "is required first")],
+                ));
+            }
+        };
+        let mut entries = Vec::new();
+        let mut violations = Vec::new();
+        while let Some(msg) = stream.message().await? {
+            match msg.item {
+                Some(Item::Entry(e)) => {
+                    let i = entries.len();
+                    let attrs = match &e.attributes {
+                        Some(a) => match convert::attrs_from(a, &format!("roster[{i}]")) {
+                            Ok((attrs, start, end)) => {
+                                let mut attrs = attrs;
+                                for (field, raw, slot) in [
+                                    ("start_date", start, &mut attrs.start_date),
+                                    ("end_date", end, &mut attrs.end_date),
+                                ] {
+                                    if let Some(s) = raw.filter(|s| !s.is_empty()) {
+                                        match idgov_domain::time::parse_date(&s) {
+                                            Ok(d) => *slot = Some(d),
+                                            Err(m) => violations.push(FieldViolation::new(format!("roster[{i}].{field}"), m)),
+                                        }
+                                    }
+                                }
+                                attrs
+                            }
+                            Err(mut v) => {
+                                violations.append(&mut v);
+                                Default::default()
+                            }
+                        },
+                        None => Default::default(),
+                    };
+                    entries.push(RosterEntry {
+                        employee_id: e.employee_id,
+                        attrs,
+                    });
+                    if entries.len() > MAX_ROSTER {
+                        return Err(invalid(
+                            "the roster is too large",
+                            vec![FieldViolation::new("entries", format!("at most {MAX_ROSTER} entries per sync"))],
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(invalid(
+                        "a roster sync has one header, then only entries",
+                        vec![FieldViolation::new(format!("entries[{}]", entries.len()), "is not an entry")],
+                    ));
+                }
+            }
+            if violations.len() > 100 {
+                break;
+            }
+        }
+        if !violations.is_empty() {
+            return Err(invalid("the roster has invalid entries", violations));
+        }
+        let out = self
+            .app
+            .sync_roster(
+                SyncRequest {
+                    source: header.source,
+                    sync_id: header.sync_id,
+                    dry_run: header.dry_run,
+                    as_of: header.as_of,
+                    entries,
+                },
+                &access.caller.actor(),
+            )
+            .await?;
+        Ok(Response::new(convert::sync_response(&out)))
+    }
+
+    async fn list_hr_events(
+        &self,
+        req: Request<pb::ListHrEventsRequest>,
+    ) -> Result<Response<pb::ListHrEventsResponse>, Status> {
+        access(&req)?;
+        let r = req.into_inner();
+        let limit = paging::page_size(r.page_size)?;
+        let after = paging::decode_i64(&r.page_token)?;
+        let state = convert::event_state_from(r.state).map_err(|v| invalid("invalid filter", vec![v]))?;
+        let filter = EventFilter {
+            state,
+            employee_id: r.employee_id,
+        };
+        let rows = self
+            .app
+            .store
+            .list_hr_events(&filter, after, limit + 1)
+            .await
+            .map_err(AppError::from)?;
+        let (rows, next) = paging::finish(rows, limit, |e| e.arrival.to_string());
+        Ok(Response::new(pb::ListHrEventsResponse {
+            events: rows.iter().map(convert::recorded_event).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn list_held_changes(
+        &self,
+        req: Request<pb::ListHeldChangesRequest>,
+    ) -> Result<Response<pb::ListHeldChangesResponse>, Status> {
+        access(&req)?;
+        let r = req.into_inner();
+        let limit = paging::page_size(r.page_size)?;
+        let after = paging::decode(&r.page_token)?;
+        let state = convert::held_state_from(r.state).map_err(|v| invalid("invalid filter", vec![v]))?;
+        let rows = self
+            .app
+            .store
+            .list_held_changes(state, &after, limit + 1)
+            .await
+            .map_err(AppError::from)?;
+        let (rows, next) = paging::finish(rows, limit, |h| h.id.clone());
+        Ok(Response::new(pb::ListHeldChangesResponse {
+            held_changes: rows.iter().map(convert::held).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn release_held_change(
+        &self,
+        req: Request<pb::ReleaseHeldChangeRequest>,
+    ) -> Result<Response<pb::ReleaseHeldChangeResponse>, Status> {
+        let access = access(&req)?;
+        let r = req.into_inner();
+        let h = self.app.release_held(&r.id, &r.reason, &access.caller.actor()).await?;
+        Ok(Response::new(pb::ReleaseHeldChangeResponse {
+            held_change: Some(convert::held(&h)),
+        }))
+    }
+
+    async fn discard_held_change(
+        &self,
+        req: Request<pb::DiscardHeldChangeRequest>,
+    ) -> Result<Response<pb::DiscardHeldChangeResponse>, Status> {
+        let access = access(&req)?;
+        let r = req.into_inner();
+        let h = self.app.discard_held(&r.id, &r.reason, &access.caller.actor()).await?;
+        Ok(Response::new(pb::DiscardHeldChangeResponse {
+            held_change: Some(convert::held(&h)),
+        }))
+    }
+}

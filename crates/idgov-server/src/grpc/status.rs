@@ -1,0 +1,104 @@
+//! The one place that maps errors to gRPC status codes. Bad input carries
+//! `google.rpc.BadRequest` field violations; every error carries an
+//! `ErrorInfo` with its stable code as the reason.
+
+use crate::error::AppError;
+use idgov_domain::ErrorCode;
+use idgov_store::StoreError;
+use std::collections::HashMap;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of idgov errors.
+pub const ERROR_DOMAIN: &str = "idgov.dev";
+
+fn status(code: Code, reason: &str, message: String, violations: &[(String, String)]) -> Status {
+    let mut d = ErrorDetails::new();
+    d.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    for (field, description) in violations {
+        d.add_bad_request_violation(field.clone(), description.clone());
+    }
+    Status::with_error_details(code, message, d)
+}
+
+/// Maps an application error to a gRPC status.
+pub fn to_status(e: AppError) -> Status {
+    match e {
+        AppError::Domain(d) => {
+            let code = match d.code {
+                ErrorCode::InvalidArgument | ErrorCode::InvalidPolicy => Code::InvalidArgument,
+                ErrorCode::NotFound => Code::NotFound,
+                ErrorCode::FailedPrecondition => Code::FailedPrecondition,
+                ErrorCode::IdempotencyConflict => Code::AlreadyExists,
+            };
+            let violations: Vec<(String, String)> = d
+                .violations
+                .iter()
+                .map(|v| (v.field.clone(), v.description.clone()))
+                .collect();
+            status(code, d.code.as_str(), d.to_string(), &violations)
+        }
+        AppError::Store(s) => {
+            let reason = s.code();
+            match s {
+                StoreError::Unavailable(_) => {
+                    tracing::warn!(error = %s, "database unavailable");
+                    status(Code::Unavailable, reason, "the database is unavailable; retry shortly".into(), &[])
+                }
+                StoreError::Conflict(m) => status(
+                    Code::Aborted,
+                    reason,
+                    format!("a concurrent change got there first ({m}); retry"),
+                    &[],
+                ),
+                StoreError::NotFound(m) => status(Code::NotFound, reason, m, &[]),
+                other => {
+                    tracing::error!(error = %other, code = reason, "internal error");
+                    status(
+                        Code::Internal,
+                        reason,
+                        format!("internal error {reason}; the server log has the details"),
+                        &[],
+                    )
+                }
+            }
+        }
+        AppError::Unauthenticated(m) => status(Code::Unauthenticated, "IDGOV_UNAUTHENTICATED", m, &[]),
+        AppError::PermissionDenied(m) => status(Code::PermissionDenied, "IDGOV_PERMISSION_DENIED", m, &[]),
+        AppError::Unavailable(m) => status(Code::Unavailable, "IDGOV_UNAVAILABLE", m, &[]),
+    }
+}
+
+impl From<AppError> for Status {
+    fn from(e: AppError) -> Self {
+        to_status(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use idgov_domain::{DomainError, FieldViolation};
+
+    #[test]
+    fn bad_input_carries_field_violations() {
+        let e = AppError::Domain(DomainError::invalid(
+            "bad",
+            vec![FieldViolation::new("event.employee_id", "is required")],
+        ));
+        let s = to_status(e);
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let d = s.get_error_details();
+        let br = d.bad_request().map(|b| b.field_violations.clone()).unwrap_or_default();
+        assert_eq!(br.len(), 1);
+        assert_eq!(br[0].field, "event.employee_id");
+        assert_eq!(d.error_info().map(|i| i.reason.as_str()), Some("IDGOV_INVALID_ARGUMENT"));
+    }
+
+    #[test]
+    fn internal_errors_hide_details() {
+        let s = to_status(AppError::Store(StoreError::Corrupt("row 7 secret detail".into())));
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("secret"));
+    }
+}
