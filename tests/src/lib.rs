@@ -10,6 +10,9 @@
 //! A missing component skips a test locally with a loud message, and fails
 //! it when `IDGOV_REQUIRE_INTEGRATION=1` (set by `.ci/run`): CI never skips.
 
+// Test code: a fixture that cannot start must fail the test loudly.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 pub mod backends;
 pub mod pg;
 pub mod server;

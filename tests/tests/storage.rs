@@ -1,4 +1,5 @@
 //! Smoke test of both backends (the full suite lives in `it`).
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 use idgov_tests::backends::TestStore;
 use idgov_tests::both_backends;
 

@@ -159,24 +159,22 @@ impl HrEvent {
                     ));
                 }
             }
-            Some(EventKind::Hire) | Some(EventKind::Rehire) => {
+            Some(EventKind::Hire) | Some(EventKind::Rehire)
                 if attrs.display_name.as_deref().unwrap_or("").is_empty()
                     && kind == Some(EventKind::Hire)
-                {
+                => {
                     v.push(FieldViolation::new(
                         "event.attributes.display_name",
                         "a hire needs the person's name",
                     ));
                 }
-            }
-            Some(EventKind::Update) | Some(EventKind::Move) => {
-                if attrs.is_empty() {
+            Some(EventKind::Update) | Some(EventKind::Move)
+                if attrs.is_empty() => {
                     v.push(FieldViolation::new(
                         "event.attributes",
                         "an update or move must change at least one attribute",
                     ));
                 }
-            }
             _ => {}
         }
         if kind != Some(EventKind::Rescind) && !rescinds.is_empty() {

@@ -448,14 +448,13 @@ impl Policy {
                 p.no_review_response = n;
             }
         }
-        if let Some(r) = policy.levels.get(&Classification::Restricted) {
-            if r.birthright_allowed {
+        if let Some(r) = policy.levels.get(&Classification::Restricted)
+            && r.birthright_allowed {
                 v.push(FieldViolation::new(
                     "levels.restricted.birthright_allowed",
                     "restricted entitlements are never birthright; remove this override",
                 ));
             }
-        }
 
         for (i, s) in doc.systems.iter().enumerate() {
             let path = format!("systems[{i}] ({})", s.id);

@@ -273,7 +273,7 @@ mod tests {
         let err = validate(&[entry("A", "X"), entry("A", "Y"), nameless]).err();
         let fields: Vec<_> = err
             .map(|e| e.violations.into_iter().map(|v| v.field).collect())
-            .unwrap_or_else(Vec::new);
+            .unwrap_or_default();
         assert_eq!(fields, ["roster[1].employee_id", "roster[2].display_name"]);
     }
 }

@@ -1,1 +1,114 @@
-fn main() {}
+//! `idgov`: the identity lifecycle and access-review service (`idgov serve`)
+//! and its command-line client for admins and scripts.
+
+mod client;
+mod cmd;
+mod output;
+mod roster_csv;
+
+use clap::{Args, Parser, Subcommand};
+use output::Format;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "idgov", version, about = "Identity lifecycle and access governance", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options of every client command.
+#[derive(Args, Clone, Debug)]
+pub struct ClientOpts {
+    /// The idgov server to talk to.
+    #[arg(long, env = "IDGOV_SERVER", default_value = "http://127.0.0.1:50051", global = true)]
+    pub server: String,
+    /// Bearer token (default: the one saved by `idgov dev token`).
+    #[arg(long, env = "IDGOV_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Output for people (table) or scripts (json).
+    #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
+    pub output: Format,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve(cmd::serve::ServeArgs),
+    /// Development-mode helpers.
+    #[command(subcommand)]
+    Dev(cmd::dev::DevCommand),
+    /// HR intake: send events, import rosters, handle held syncs.
+    Hr {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        command: cmd::hr::HrCommand,
+    },
+    /// Identities.
+    Identity {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        command: cmd::identity::IdentityCommand,
+    },
+    /// Grants.
+    Grant {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        command: cmd::identity::GrantCommand,
+    },
+    /// The catalog and classification policy.
+    Policy {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        command: cmd::policy::PolicyCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        command: cmd::audit::AuditCommand,
+    },
+    /// Authorization.
+    #[command(subcommand)]
+    Authz(cmd::authz::AuthzCommand),
+}
+
+/// Where the data directory is by default.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("idgov-data")
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Serve(a) => cmd::serve::run(a).await,
+            Command::Dev(c) => cmd::dev::run(c),
+            Command::Hr { client, command } => cmd::hr::run(&client, command).await,
+            Command::Identity { client, command } => cmd::identity::run(&client, command).await,
+            Command::Grant { client, command } => cmd::identity::run_grant(&client, command).await,
+            Command::Policy { client, command } => cmd::policy::run(&client, command).await,
+            Command::Audit { client, command } => cmd::audit::run(&client, command).await,
+            Command::Authz(c) => cmd::authz::run(c),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -380,9 +380,9 @@ async fn rescind(tx: &mut WriteTx, ev: &HrEvent, actor: &str, now: DateTime<Utc>
         json!({"source": ev.source, "event_id": target_id, "kind": target.event.kind, "rescinded_by": ev.event_id}),
     ));
     // A withdrawn offer: the pre-hire never starts.
-    if target.event.kind == EventKind::Hire {
-        if let Some(mut person) = tx.get_identity(id).await? {
-            if person.status == Status::PreHire {
+    if target.event.kind == EventKind::Hire
+        && let Some(mut person) = tx.get_identity(id).await?
+            && person.status == Status::PreHire {
                 person.status = Status::Terminated;
                 person.status_effective_at = now;
                 person.updated_at = now;
@@ -394,8 +394,6 @@ async fn rescind(tx: &mut WriteTx, ev: &HrEvent, actor: &str, now: DateTime<Utc>
                     json!({"employee_id": id}),
                 ));
             }
-        }
-    }
     Ok(SubmitOutcome {
         state: EventState::Applied,
         duplicate: false,

@@ -98,13 +98,12 @@ impl App {
         }
         roster::validate(&req.entries)?;
 
-        if !req.dry_run {
-            if let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await? {
+        if !req.dry_run
+            && let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await? {
                 return serde_json::from_value(prev.response).map_err(|e| {
                     AppError::Store(idgov_store::StoreError::Corrupt(format!("stored sync receipt: {e}")))
                 });
             }
-        }
 
         let identities = self.store.all_identities().await?;
         let active = identities

@@ -1,0 +1,105 @@
+//! Connecting to the server as a client: address, token, and errors that
+//! say what to do.
+
+use anyhow::{Context, anyhow};
+use std::path::PathBuf;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+/// The file `idgov dev token` writes and every client command reads.
+pub fn token_path() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("idgov").join("token")
+}
+
+/// The token to send: `--token`/`IDGOV_TOKEN`, else the saved one.
+pub fn load_token(explicit: Option<&str>) -> Option<String> {
+    if let Some(t) = explicit.filter(|t| !t.trim().is_empty()) {
+        return Some(t.trim().to_string());
+    }
+    std::fs::read_to_string(token_path())
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// A connection to the server.
+pub struct Client {
+    pub channel: Authed,
+}
+
+impl Client {
+    pub async fn connect(server: &str, token: Option<&str>) -> anyhow::Result<Client> {
+        let url = if server.contains("://") {
+            server.to_string()
+        } else {
+            format!("http://{server}")
+        };
+        let endpoint = Endpoint::from_shared(url.clone())
+            .with_context(|| format!("{server:?} is not a server address; use e.g. http://127.0.0.1:50051"))?
+            .connect_timeout(std::time::Duration::from_secs(5));
+        let channel = endpoint.connect().await.map_err(|_| {
+            anyhow!(
+                "cannot reach idgov at {url}; is the server running? Start it with `idgov serve`, \
+                 or point --server / IDGOV_SERVER at it"
+            )
+        })?;
+        let token = load_token(token)
+            .map(|t| format!("Bearer {t}").parse::<MetadataValue<_>>())
+            .transpose()
+            .map_err(|_| anyhow!("the token is not valid header text; mint a new one with `idgov dev token`"))?;
+        Ok(Client {
+            channel: InterceptedService::new(channel, Bearer(token)),
+        })
+    }
+}
+
+/// Turns a gRPC error into a message for people: what happened, which
+/// fields were wrong, and what to do.
+pub fn explain(s: Status) -> anyhow::Error {
+    let mut msg = s.message().to_string();
+    let details = s.get_error_details();
+    if let Some(br) = details.bad_request() {
+        if !br.field_violations.is_empty() {
+            msg = msg.split("; ").next().unwrap_or_default().to_string();
+            for v in &br.field_violations {
+                msg.push_str(&format!("\n  - {}: {}", v.field, v.description));
+            }
+        }
+    }
+    let hint = match s.code() {
+        Code::Unauthenticated => Some(
+            "mint a token with `idgov dev token --role ROLE` (development mode), or set IDGOV_TOKEN",
+        ),
+        Code::PermissionDenied => Some("your token does not carry a role this needs; `idgov authz matrix` lists who may do what"),
+        Code::Unavailable => Some("the server or its database is unavailable; retry, or check the server log"),
+        Code::Aborted => Some("a concurrent change got there first; run the command again"),
+        _ => None,
+    };
+    if let Some(h) = hint {
+        msg.push_str(&format!("\nhint: {h}"));
+    }
+    anyhow!("{msg}")
+}

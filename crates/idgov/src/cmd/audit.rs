@@ -1,0 +1,211 @@
+//! `idgov audit`: list, verify (online, or offline from an export) and export.
+
+use crate::ClientOpts;
+use crate::client::{Client, explain};
+use crate::output::{Format, json, table, time};
+use anyhow::Context;
+use clap::Subcommand;
+use idgov_domain::audit::{AuditRecord, Verifier};
+use idgov_proto::v1 as pb;
+use idgov_proto::v1::audit_service_client::AuditServiceClient;
+use serde_json::json;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain and report the first altered or missing event.
+    Verify {
+        /// Verify an export (JSON lines) offline instead of asking the server.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Export the audit log as JSON lines.
+    Export {
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        actor: String,
+        #[arg(long, default_value = "")]
+        target: String,
+    },
+    /// List audit events, oldest first.
+    List {
+        #[arg(long, default_value = "")]
+        actor: String,
+        #[arg(long, default_value = "")]
+        target: String,
+        #[arg(long, default_value = "")]
+        action: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i32,
+    },
+}
+
+fn event_line(e: &pb::AuditEvent) -> serde_json::Value {
+    json!({
+        "seq": e.seq,
+        "occurred_at": time(&e.occurred_at),
+        "occurred_at_us": e.occurred_at.as_ref().map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000),
+        "actor": e.actor, "action": e.action, "target": e.target,
+        "detail": serde_json::from_str::<serde_json::Value>(&e.detail_json).unwrap_or(serde_json::Value::Null),
+        "detail_json": e.detail_json,
+        "security_event": e.security_event, "prev_hash": e.prev_hash, "hash": e.hash,
+    })
+}
+
+pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode> {
+    if let AuditCommand::Verify { file: Some(f) } = &c {
+        return verify_file(f, opts.output);
+    }
+    let client = Client::connect(&opts.server, opts.token.as_deref()).await?;
+    let mut audit = AuditServiceClient::new(client.channel);
+    match c {
+        AuditCommand::Verify { .. } => {
+            let r = audit
+                .verify_audit_chain(pb::VerifyAuditChainRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner();
+            match opts.output {
+                Format::Json => json(&json!({
+                    "ok": r.ok, "events_checked": r.events_checked, "first_bad_seq": r.first_bad_seq,
+                    "problem": r.problem, "head_hash": r.head_hash,
+                })),
+                Format::Table => {
+                    if r.ok {
+                        println!("audit chain OK: {} events verified, head {}", r.events_checked, r.head_hash);
+                    } else {
+                        println!(
+                            "AUDIT CHAIN BROKEN at event {}: {} ({} events verified before it)",
+                            r.first_bad_seq, r.problem, r.events_checked
+                        );
+                    }
+                }
+            }
+            Ok(if r.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        AuditCommand::Export { out, actor, target } => {
+            let mut w: Box<dyn Write> = match &out {
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let mut token = String::new();
+            let mut n = 0u64;
+            loop {
+                let r = audit
+                    .list_audit_events(pb::ListAuditEventsRequest {
+                        page_size: 1000,
+                        page_token: token,
+                        actor: actor.clone(),
+                        target: target.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                for e in &r.events {
+                    writeln!(w, "{}", event_line(e))?;
+                    n += 1;
+                }
+                token = r.next_page_token;
+                if token.is_empty() {
+                    break;
+                }
+            }
+            w.flush()?;
+            if let Some(p) = out {
+                eprintln!("exported {n} audit events to {}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::List { actor, target, action, limit } => {
+            let r = audit
+                .list_audit_events(pb::ListAuditEventsRequest {
+                    page_size: limit,
+                    actor,
+                    target,
+                    action,
+                    ..Default::default()
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            match opts.output {
+                Format::Json => json(&serde_json::Value::Array(r.events.iter().map(event_line).collect())),
+                Format::Table => {
+                    let mut t = table(&["seq", "time", "actor", "action", "target", "detail"]);
+                    for e in &r.events {
+                        let mut detail = e.detail_json.clone();
+                        if detail.len() > 120 {
+                            detail.truncate(detail.char_indices().nth(117).map(|(i, _)| i).unwrap_or(117));
+                            detail.push('…');
+                        }
+                        t.add_row(vec![
+                            format!("{}{}", e.seq, if e.security_event { " !" } else { "" }),
+                            time(&e.occurred_at),
+                            e.actor.clone(),
+                            e.action.clone(),
+                            e.target.clone(),
+                            detail,
+                        ]);
+                    }
+                    println!("{t}");
+                    println!("(! marks security events)");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Verifies an export offline: the same chain rules, no server needed.
+fn verify_file(path: &PathBuf, out: Format) -> anyhow::Result<ExitCode> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut v = Verifier::new();
+    let mut broken = None;
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let j: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("line {} is not JSON", i + 1))?;
+        let field = |k: &str| j.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string();
+        let us = j.get("occurred_at_us").and_then(|x| x.as_i64()).unwrap_or_default();
+        let rec = AuditRecord {
+            seq: j.get("seq").and_then(|x| x.as_i64()).unwrap_or_default(),
+            occurred_at: chrono::DateTime::from_timestamp_micros(us).unwrap_or_default(),
+            actor: field("actor"),
+            action: field("action"),
+            target: field("target"),
+            detail: field("detail_json"),
+            security: j.get("security_event").and_then(|x| x.as_bool()).unwrap_or_default(),
+            prev_hash: field("prev_hash"),
+            hash: field("hash"),
+        };
+        if let Err(b) = v.check(&rec) {
+            broken = Some(b);
+            break;
+        }
+    }
+    match (out, &broken) {
+        (Format::Json, _) => json(&json!({
+            "ok": broken.is_none(), "events_checked": v.checked(),
+            "first_bad_seq": broken.as_ref().map(|b| b.seq), "problem": broken.as_ref().map(|b| b.problem.clone()),
+            "head_hash": v.head_hash(),
+        })),
+        (Format::Table, None) => println!(
+            "export OK: {} events chain from genesis to {} (compare this head with `idgov audit verify`)",
+            v.checked(),
+            v.head_hash()
+        ),
+        (Format::Table, Some(b)) => println!("EXPORT BROKEN at event {}: {}", b.seq, b.problem),
+    }
+    Ok(if broken.is_none() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,452 @@
+//! `idgov hr`: send events, import rosters, list events, handle held changes.
+
+use crate::ClientOpts;
+use crate::client::{Client, explain};
+use crate::output::{Format, enum_name, json, table, time};
+use crate::roster_csv;
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use idgov_proto::v1 as pb;
+use idgov_proto::v1::hr_service_client::HrServiceClient;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Subcommand)]
+pub enum HrCommand {
+    /// Send one HR event.
+    Send(SendArgs),
+    /// Import a roster CSV as a full snapshot (joiners, movers, leavers).
+    Import(ImportArgs),
+    /// List recorded HR events (e.g. the scheduled ones).
+    Events(EventsArgs),
+    /// Changes held by the mass-change guard.
+    #[command(subcommand)]
+    Held(HeldCommand),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EventType {
+    Hire,
+    Update,
+    Move,
+    Terminate,
+    Rehire,
+    Rescind,
+}
+
+#[derive(Args)]
+pub struct SendArgs {
+    /// The kind of event.
+    #[arg(long = "type", value_enum)]
+    kind: EventType,
+    #[arg(long)]
+    employee_id: String,
+    /// The sending system; with --event-id, the idempotency key.
+    #[arg(long, default_value = "cli")]
+    source: String,
+    /// Unique per source (default: a new random id).
+    #[arg(long)]
+    event_id: Option<String>,
+    /// RFC 3339 time or YYYY-MM-DD date (default: now).
+    #[arg(long, default_value = "")]
+    effective_at: String,
+    /// IANA zone for a date-only --effective-at (default: the policy's HR zone).
+    #[arg(long, default_value = "")]
+    time_zone: String,
+    /// For --type rescind: the event id to cancel.
+    #[arg(long, default_value = "")]
+    rescinds: String,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    email: Option<String>,
+    #[arg(long)]
+    department: Option<String>,
+    #[arg(long)]
+    title: Option<String>,
+    #[arg(long)]
+    job_code: Option<String>,
+    #[arg(long)]
+    location: Option<String>,
+    #[arg(long)]
+    cost_center: Option<String>,
+    /// The manager's employee id ("" clears it).
+    #[arg(long)]
+    manager: Option<String>,
+    /// employee, contractor or intern.
+    #[arg(long)]
+    employment_type: Option<String>,
+    /// pending, cleared or failed.
+    #[arg(long)]
+    background_check: Option<String>,
+    /// public, internal, confidential or restricted.
+    #[arg(long)]
+    clearance: Option<String>,
+    #[arg(long)]
+    start_date: Option<String>,
+    #[arg(long)]
+    end_date: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The roster CSV (header: employee_id, display_name, … see README).
+    file: PathBuf,
+    /// The sending system.
+    #[arg(long, default_value = "roster-csv")]
+    source: String,
+    /// Unique per snapshot (default: derived from the file's content, so
+    /// importing the same file twice changes nothing the second time).
+    #[arg(long)]
+    sync_id: Option<String>,
+    /// Only show what would change.
+    #[arg(long)]
+    dry_run: bool,
+    /// Effective time of the snapshot, RFC 3339 (default: now).
+    #[arg(long, default_value = "")]
+    as_of: String,
+}
+
+#[derive(Args)]
+pub struct EventsArgs {
+    /// applied, scheduled, superseded, rescinded or rejected.
+    #[arg(long)]
+    state: Option<String>,
+    #[arg(long, default_value = "")]
+    employee_id: String,
+    #[arg(long, default_value_t = 100)]
+    limit: i32,
+}
+
+#[derive(Subcommand)]
+pub enum HeldCommand {
+    /// List held changes.
+    List {
+        /// Show released and discarded ones instead: released, discarded.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Apply a held change as staged.
+    Release {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Discard a held change; nothing of it is applied.
+    Discard {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+pub async fn run(opts: &ClientOpts, c: HrCommand) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(&opts.server, opts.token.as_deref()).await?;
+    let mut hr = HrServiceClient::new(client.channel);
+    match c {
+        HrCommand::Send(a) => send(&mut hr, opts.output, a).await,
+        HrCommand::Import(a) => import(&mut hr, opts.output, a).await,
+        HrCommand::Events(a) => events(&mut hr, opts.output, a).await,
+        HrCommand::Held(h) => held(&mut hr, opts.output, h).await,
+    }
+}
+
+type Hr = HrServiceClient<crate::client::Authed>;
+
+async fn send(hr: &mut Hr, out: Format, a: SendArgs) -> anyhow::Result<ExitCode> {
+    let kind = match a.kind {
+        EventType::Hire => pb::HrEventType::Hire,
+        EventType::Update => pb::HrEventType::Update,
+        EventType::Move => pb::HrEventType::Move,
+        EventType::Terminate => pb::HrEventType::Terminate,
+        EventType::Rehire => pb::HrEventType::Rehire,
+        EventType::Rescind => pb::HrEventType::Rescind,
+    };
+    let enum_arg = |v: &Option<String>, f: fn(&str) -> Result<i32, String>, name: &str| -> anyhow::Result<i32> {
+        v.as_deref().map(f).transpose().map_err(|e| anyhow::anyhow!("--{name}: {e}")).map(|x| x.unwrap_or(0))
+    };
+    let attrs = pb::PersonAttributes {
+        display_name: a.name,
+        email: a.email,
+        department: a.department,
+        title: a.title,
+        job_code: a.job_code,
+        location: a.location,
+        cost_center: a.cost_center,
+        manager_employee_id: a.manager,
+        employment_type: enum_arg(&a.employment_type, |s| roster_csv::employment_type(s).map(|x| x as i32), "employment-type")?,
+        background_check: enum_arg(&a.background_check, |s| roster_csv::background_check(s).map(|x| x as i32), "background-check")?,
+        clearance: enum_arg(&a.clearance, |s| roster_csv::classification(s).map(|x| x as i32), "clearance")?,
+        start_date: a.start_date,
+        end_date: a.end_date,
+    };
+    let event_id = a.event_id.unwrap_or_else(|| format!("cli-{}", uuid::Uuid::now_v7()));
+    let r = hr
+        .submit_hr_event(pb::SubmitHrEventRequest {
+            event: Some(pb::HrEvent {
+                source: a.source,
+                event_id: event_id.clone(),
+                r#type: kind as i32,
+                employee_id: a.employee_id.clone(),
+                effective_at: a.effective_at,
+                time_zone: a.time_zone,
+                attributes: Some(attrs),
+                rescinds_event_id: a.rescinds,
+            }),
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    let state = enum_name(r.state().as_str_name(), "HR_EVENT_STATE_");
+    match out {
+        Format::Json => json(&json!({
+            "event_id": event_id, "state": state, "duplicate": r.duplicate,
+            "effective_at": time(&r.effective_at), "detail": r.detail,
+            "grants_added": r.grants_added, "grants_revoked": r.grants_revoked,
+        })),
+        Format::Table => {
+            println!(
+                "{} {} for {}: {}{} (effective {}){}",
+                if r.duplicate { "duplicate of" } else { "event" },
+                event_id,
+                a.employee_id,
+                state,
+                if r.detail.is_empty() { String::new() } else { format!(" — {}", r.detail) },
+                time(&r.effective_at),
+                if r.grants_added + r.grants_revoked > 0 {
+                    format!("; grants +{} −{}", r.grants_added, r.grants_revoked)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import(hr: &mut Hr, out: Format, a: ImportArgs) -> anyhow::Result<ExitCode> {
+    let data = std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+    let entries = roster_csv::parse(&data).map_err(|errs| {
+        anyhow::anyhow!("{} is not a valid roster:\n  - {}", a.file.display(), errs.join("\n  - "))
+    })?;
+    let sync_id = a
+        .sync_id
+        .unwrap_or_else(|| format!("sha256-{}", &hex::encode(Sha256::digest(&data))[..24]));
+    let total = entries.len() as u64;
+    let bar = Arc::new(if matches!(out, Format::Table) {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    });
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} sending roster [{bar:30}] {pos}/{len} ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let header = pb::SyncRosterRequest {
+        item: Some(pb::sync_roster_request::Item::Header(pb::RosterHeader {
+            source: a.source,
+            sync_id: sync_id.clone(),
+            dry_run: a.dry_run,
+            as_of: a.as_of,
+        })),
+    };
+    let counter = bar.clone();
+    let stream = tokio_stream::iter(std::iter::once(header).chain(entries.into_iter().map(move |e| {
+        counter.inc(1);
+        pb::SyncRosterRequest {
+            item: Some(pb::sync_roster_request::Item::Entry(e)),
+        }
+    })));
+    let result = hr.sync_roster(stream).await;
+    bar.finish_and_clear();
+    let r = result.map_err(explain)?.into_inner();
+    let outcome = enum_name(r.outcome().as_str_name(), "CHANGE_OUTCOME_");
+    let d = r.diff.clone().unwrap_or_default();
+    let g = r.guard.clone().unwrap_or_default();
+    match out {
+        Format::Json => json(&json!({
+            "sync_id": r.sync_id, "outcome": outcome, "entries": r.entries_received,
+            "joiners": d.joiners, "movers": d.movers, "updates": d.updates, "leavers": d.leavers,
+            "rehires": d.rehires, "unchanged": d.unchanged,
+            "guard": {"active": g.active, "affected": g.affected, "threshold": g.threshold, "tripped": g.tripped},
+            "held_change_id": r.held_change_id,
+            "changes": d.changes.iter().map(|c| json!({
+                "employee_id": c.employee_id, "kind": enum_name(c.kind().as_str_name(), "ROSTER_CHANGE_KIND_"),
+                "display_name": c.display_name,
+                "changes": c.changes.iter().map(|f| json!({"field": f.field, "old": f.old_value, "new": f.new_value})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })),
+        Format::Table => {
+            if !d.changes.is_empty() && (a.dry_run || r.outcome() == pb::ChangeOutcome::Held) {
+                println!("{}", diff_table(&d));
+            }
+            println!(
+                "roster {}: {} entries — {} joiners, {} movers, {} updates, {} leavers, {} rehires, {} unchanged",
+                r.sync_id, r.entries_received, d.joiners, d.movers, d.updates, d.leavers, d.rehires, d.unchanged
+            );
+            match r.outcome() {
+                pb::ChangeOutcome::DryRun => println!("dry run: nothing was applied"),
+                pb::ChangeOutcome::Held => println!(
+                    "HELD: {} leavers exceed the guard's threshold of {} ({} active). Nothing was applied.\n\
+                     Review it, then `idgov hr held release {} --reason …` or `idgov hr held discard {} --reason …`",
+                    g.affected, g.threshold, g.active, r.held_change_id, r.held_change_id
+                ),
+                pb::ChangeOutcome::Unchanged => println!("nothing changed"),
+                _ => println!("applied"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn diff_table(d: &pb::RosterDiff) -> comfy_table::Table {
+    let mut t = table(&["change", "employee", "name", "what changes"]);
+    for c in &d.changes {
+        t.add_row(vec![
+            enum_name(c.kind().as_str_name(), "ROSTER_CHANGE_KIND_"),
+            c.employee_id.clone(),
+            c.display_name.clone(),
+            c.changes
+                .iter()
+                .map(|f| format!("{}: {:?} → {:?}", f.field, f.old_value, f.new_value))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ]);
+    }
+    t
+}
+
+async fn events(hr: &mut Hr, out: Format, a: EventsArgs) -> anyhow::Result<ExitCode> {
+    let state = match a.state.as_deref() {
+        None | Some("") => pb::HrEventState::Unspecified,
+        Some(s) => pb::HrEventState::from_str_name(&format!("HR_EVENT_STATE_{}", s.to_ascii_uppercase()))
+            .ok_or_else(|| anyhow::anyhow!("--state must be applied, scheduled, superseded, rescinded or rejected"))?,
+    };
+    let r = hr
+        .list_hr_events(pb::ListHrEventsRequest {
+            page_size: a.limit,
+            page_token: String::new(),
+            state: state as i32,
+            employee_id: a.employee_id,
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    match out {
+        Format::Json => json(&serde_json::Value::Array(
+            r.events
+                .iter()
+                .map(|e| {
+                    let ev = e.event.clone().unwrap_or_default();
+                    json!({
+                        "source": ev.source, "event_id": ev.event_id, "employee_id": ev.employee_id,
+                        "type": enum_name(ev.r#type().as_str_name(), "HR_EVENT_TYPE_"),
+                        "state": enum_name(e.state().as_str_name(), "HR_EVENT_STATE_"),
+                        "effective_at": time(&e.effective_at), "received_at": time(&e.received_at),
+                        "applied_at": time(&e.applied_at), "detail": e.detail,
+                    })
+                })
+                .collect(),
+        )),
+        Format::Table => {
+            let mut t = table(&["effective", "employee", "type", "state", "source / event", "detail"]);
+            for e in &r.events {
+                let ev = e.event.clone().unwrap_or_default();
+                t.add_row(vec![
+                    time(&e.effective_at),
+                    ev.employee_id.clone(),
+                    enum_name(ev.r#type().as_str_name(), "HR_EVENT_TYPE_"),
+                    enum_name(e.state().as_str_name(), "HR_EVENT_STATE_"),
+                    format!("{} / {}", ev.source, ev.event_id),
+                    e.detail.clone(),
+                ]);
+            }
+            println!("{t}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn held_json(h: &pb::HeldChange) -> serde_json::Value {
+    let g = h.guard.clone().unwrap_or_default();
+    json!({
+        "id": h.id, "kind": enum_name(h.kind().as_str_name(), "HELD_CHANGE_KIND_"),
+        "state": enum_name(h.state().as_str_name(), "HELD_CHANGE_STATE_"),
+        "created_at": time(&h.created_at), "created_by": h.created_by, "summary": h.summary,
+        "guard": {"active": g.active, "affected": g.affected, "threshold": g.threshold},
+        "decided_by": h.decided_by, "decided_at": time(&h.decided_at), "decision_reason": h.decision_reason,
+    })
+}
+
+async fn held(hr: &mut Hr, out: Format, c: HeldCommand) -> anyhow::Result<ExitCode> {
+    let changes = match c {
+        HeldCommand::List { state } => {
+            let st = match state.as_deref() {
+                None | Some("held") => pb::HeldChangeState::Held,
+                Some("released") => pb::HeldChangeState::Released,
+                Some("discarded") => pb::HeldChangeState::Discarded,
+                Some(other) => anyhow::bail!("--state {other:?}: use held, released or discarded"),
+            };
+            hr.list_held_changes(pb::ListHeldChangesRequest {
+                page_size: 1000,
+                page_token: String::new(),
+                state: st as i32,
+            })
+            .await
+            .map_err(explain)?
+            .into_inner()
+            .held_changes
+        }
+        HeldCommand::Release { id, reason } => hr
+            .release_held_change(pb::ReleaseHeldChangeRequest { id, reason })
+            .await
+            .map_err(explain)?
+            .into_inner()
+            .held_change
+            .into_iter()
+            .collect(),
+        HeldCommand::Discard { id, reason } => hr
+            .discard_held_change(pb::DiscardHeldChangeRequest { id, reason })
+            .await
+            .map_err(explain)?
+            .into_inner()
+            .held_change
+            .into_iter()
+            .collect(),
+    };
+    match out {
+        Format::Json => json(&serde_json::Value::Array(changes.iter().map(held_json).collect())),
+        Format::Table => {
+            if changes.is_empty() {
+                println!("no held changes");
+            }
+            let mut t = table(&["id", "kind", "state", "created", "by", "summary"]);
+            for h in &changes {
+                t.add_row(vec![
+                    h.id.clone(),
+                    enum_name(h.kind().as_str_name(), "HELD_CHANGE_KIND_"),
+                    enum_name(h.state().as_str_name(), "HELD_CHANGE_STATE_"),
+                    time(&h.created_at),
+                    h.created_by.clone(),
+                    h.summary.clone(),
+                ]);
+            }
+            if !changes.is_empty() {
+                println!("{t}");
+            }
+            for h in &changes {
+                if let Some(d) = &h.diff {
+                    if !d.changes.is_empty() && h.state() == pb::HeldChangeState::Held {
+                        println!("staged changes of {}:\n{}", h.id, diff_table(d));
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

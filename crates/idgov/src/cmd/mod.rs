@@ -1,0 +1,9 @@
+//! One module per command group.
+
+pub mod audit;
+pub mod authz;
+pub mod dev;
+pub mod hr;
+pub mod identity;
+pub mod policy;
+pub mod serve;

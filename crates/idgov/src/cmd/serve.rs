@@ -1,0 +1,88 @@
+//! `idgov serve`.
+
+use clap::{Args, ValueEnum};
+use idgov_server::serve::{DEFAULT_LISTEN, ServeConfig, start};
+use idgov_server::SystemClock;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "IDGOV_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Directory for the embedded SQLite store and local keys.
+    #[arg(long, env = "IDGOV_DATA_DIR", default_value = "idgov-data")]
+    data_dir: PathBuf,
+    /// PostgreSQL URL (postgres://…); without it, SQLite in the data directory.
+    #[arg(long, env = "IDGOV_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Policy document (TOML) to apply at start when it differs from the one in force.
+    #[arg(long, env = "IDGOV_POLICY")]
+    policy: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "IDGOV_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IDGOV_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match a.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.compact().init(),
+    }
+    let cfg = ServeConfig {
+        listen: a.listen,
+        data_dir: a.data_dir,
+        database_url: a.database_url.filter(|u| !u.is_empty()),
+        policy_file: a.policy,
+        ..ServeConfig::default()
+    };
+    let data_dir = cfg.data_dir.clone();
+    let mut running = start(cfg, Arc::new(SystemClock)).await?;
+    eprintln!(
+        "idgov is serving on http://{} ({} store)\n\
+         DEVELOPMENT MODE: no identity provider is configured; only tokens minted with\n\
+         `idgov dev token --role ROLE` (key in {}) are accepted, and only on loopback.",
+        running.addr,
+        running.app.store.backend().as_str(),
+        data_dir.display()
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.signal_shutdown();
+    running.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,170 @@
+//! Reading a roster CSV into roster entries. The header names the columns;
+//! `employee_id` and `display_name` are required, the others optional. A
+//! column that is absent is not compared; a present but empty cell clears
+//! text values (and the manager).
+
+use idgov_proto::v1 as pb;
+use std::collections::HashMap;
+
+/// Known columns, in the order the example roster uses.
+pub const COLUMNS: [&str; 14] = [
+    "employee_id",
+    "display_name",
+    "email",
+    "department",
+    "title",
+    "job_code",
+    "location",
+    "cost_center",
+    "manager_employee_id",
+    "employment_type",
+    "background_check",
+    "clearance",
+    "start_date",
+    "end_date",
+];
+
+pub fn employment_type(s: &str) -> Result<pb::EmploymentType, String> {
+    Ok(match s.trim().to_ascii_lowercase().as_str() {
+        "" => pb::EmploymentType::Unspecified,
+        "employee" => pb::EmploymentType::Employee,
+        "contractor" => pb::EmploymentType::Contractor,
+        "intern" => pb::EmploymentType::Intern,
+        other => return Err(format!("{other:?} is not employee, contractor or intern")),
+    })
+}
+
+pub fn background_check(s: &str) -> Result<pb::BackgroundCheck, String> {
+    Ok(match s.trim().to_ascii_lowercase().as_str() {
+        "" => pb::BackgroundCheck::Unspecified,
+        "pending" => pb::BackgroundCheck::Pending,
+        "cleared" => pb::BackgroundCheck::Cleared,
+        "failed" => pb::BackgroundCheck::Failed,
+        other => return Err(format!("{other:?} is not pending, cleared or failed")),
+    })
+}
+
+pub fn classification(s: &str) -> Result<pb::Classification, String> {
+    Ok(match s.trim().to_ascii_lowercase().as_str() {
+        "" => pb::Classification::Unspecified,
+        "public" => pb::Classification::Public,
+        "internal" => pb::Classification::Internal,
+        "confidential" => pb::Classification::Confidential,
+        "restricted" => pb::Classification::Restricted,
+        other => return Err(format!("{other:?} is not public, internal, confidential or restricted")),
+    })
+}
+
+/// Parses a roster CSV. Every problem is reported with its line.
+pub fn parse(data: &[u8]) -> Result<Vec<pb::RosterEntry>, Vec<String>> {
+    let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(data);
+    let headers = match rdr.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => return Err(vec![format!("cannot read the header line: {e}")]),
+    };
+    let mut errors = Vec::new();
+    let mut col: HashMap<&str, usize> = HashMap::new();
+    for (i, h) in headers.iter().enumerate() {
+        match COLUMNS.iter().find(|c| **c == h) {
+            Some(c) => {
+                if col.insert(c, i).is_some() {
+                    errors.push(format!("line 1: column {h:?} appears twice"));
+                }
+            }
+            None => errors.push(format!("line 1: unknown column {h:?}; known columns are {}", COLUMNS.join(", "))),
+        }
+    }
+    for required in ["employee_id", "display_name"] {
+        if !col.contains_key(required) {
+            errors.push(format!("line 1: the required column {required:?} is missing"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut out = Vec::new();
+    for (n, rec) in rdr.records().enumerate() {
+        let line = n + 2;
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(format!("line {line}: {e}"));
+                if errors.len() >= 20 {
+                    break;
+                }
+                continue;
+            }
+        };
+        let get = |name: &str| col.get(name).map(|i| rec.get(*i).unwrap_or("").to_string());
+        let mut bad = |field: &str, e: String| errors.push(format!("line {line}, column {field}: {e}"));
+        let mut a = pb::PersonAttributes {
+            display_name: get("display_name"),
+            email: get("email"),
+            department: get("department"),
+            title: get("title"),
+            job_code: get("job_code"),
+            location: get("location"),
+            cost_center: get("cost_center"),
+            manager_employee_id: get("manager_employee_id"),
+            start_date: get("start_date").filter(|s| !s.is_empty()),
+            end_date: get("end_date").filter(|s| !s.is_empty()),
+            ..Default::default()
+        };
+        if let Some(v) = get("employment_type") {
+            match employment_type(&v) {
+                Ok(x) => a.employment_type = x as i32,
+                Err(e) => bad("employment_type", e),
+            }
+        }
+        if let Some(v) = get("background_check") {
+            match background_check(&v) {
+                Ok(x) => a.background_check = x as i32,
+                Err(e) => bad("background_check", e),
+            }
+        }
+        if let Some(v) = get("clearance") {
+            match classification(&v) {
+                Ok(x) => a.clearance = x as i32,
+                Err(e) => bad("clearance", e),
+            }
+        }
+        out.push(pb::RosterEntry {
+            employee_id: get("employee_id").unwrap_or_default(),
+            attributes: Some(a),
+        });
+        if errors.len() >= 20 {
+            errors.push("more problems may follow; fix these first".into());
+            break;
+        }
+    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_roster() {
+        let csv = "employee_id,display_name,department,manager_employee_id,clearance\n\
+                   E1,Ada Lovelace,Finance,,confidential\n\
+                   E2, Bob ,Sales,E1,\n";
+        let rows = parse(csv.as_bytes()).unwrap_or_default();
+        assert_eq!(rows.len(), 2);
+        let a = rows[0].attributes.clone().unwrap_or_default();
+        assert_eq!(a.manager_employee_id.as_deref(), Some(""));
+        assert_eq!(a.clearance, pb::Classification::Confidential as i32);
+        assert_eq!(a.email, None, "an absent column is not sent");
+        assert_eq!(rows[1].attributes.clone().unwrap_or_default().display_name.as_deref(), Some("Bob"));
+    }
+
+    #[test]
+    fn malformed_rosters_name_lines_and_columns() {
+        let errs = parse(b"employee_id,shoe_size\nE1,44\n").err().unwrap_or_default();
+        assert!(errs.iter().any(|e| e.contains("unknown column \"shoe_size\"")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("\"display_name\" is missing")), "{errs:?}");
+        let errs = parse(b"employee_id,display_name,clearance\nE1,A,secret\nE2,B\n").err().unwrap_or_default();
+        assert!(errs[0].starts_with("line 2, column clearance"), "{errs:?}");
+        assert!(errs[1].starts_with("line 3"), "{errs:?}");
+    }
+}
