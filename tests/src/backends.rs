@@ -21,7 +21,11 @@ pub async fn open(backend: &str) -> Option<TestStore> {
                 Ok(s) => s,
                 Err(e) => panic!("cannot open SQLite store: {e}"),
             };
-            Some(TestStore { store, url, _dir: Some(dir) })
+            Some(TestStore {
+                store,
+                url,
+                _dir: Some(dir),
+            })
         }
         "postgres" => {
             let server = crate::pg::shared()?;
@@ -33,7 +37,11 @@ pub async fn open(backend: &str) -> Option<TestStore> {
                 Ok(s) => s,
                 Err(e) => panic!("cannot open PostgreSQL store: {e}"),
             };
-            Some(TestStore { store, url, _dir: None })
+            Some(TestStore {
+                store,
+                url,
+                _dir: None,
+            })
         }
         other => panic!("unknown backend {other}"),
     }

@@ -27,5 +27,7 @@ pub fn skip_or_fail(what: &str, why: &str) {
     if integration_required() {
         panic!("{what} is required (IDGOV_REQUIRE_INTEGRATION=1) but unavailable: {why}");
     }
-    eprintln!("SKIPPED: {what} unavailable ({why}); set IDGOV_REQUIRE_INTEGRATION=1 to make this a failure");
+    eprintln!(
+        "SKIPPED: {what} unavailable ({why}); set IDGOV_REQUIRE_INTEGRATION=1 to make this a failure"
+    );
 }

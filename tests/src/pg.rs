@@ -60,14 +60,19 @@ fn postgres_user() -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&"postgres") && f.len() > 3).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+        (f.first() == Some(&"postgres") && f.len() > 3)
+            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
     })
 }
 
 fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -75,7 +80,8 @@ impl PgServer {
     /// Starts a cluster. `durable: false` turns fsync off (tests);
     /// `durable: true` keeps PostgreSQL's defaults (benchmarks).
     pub fn start(durable: bool) -> Result<PgServer, String> {
-        let bin = find_bin().ok_or("no PostgreSQL server binaries (install postgresql, or set IDGOV_PG_BIN)")?;
+        let bin = find_bin()
+            .ok_or("no PostgreSQL server binaries (install postgresql, or set IDGOV_PG_BIN)")?;
         let dir = tempfile::Builder::new()
             .prefix("idgov-pg-")
             .tempdir()
@@ -85,7 +91,8 @@ impl PgServer {
         let opts = if durable {
             "-c max_connections=200 -c shared_buffers=256MB".to_string()
         } else {
-            "-c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off".to_string()
+            "-c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+                .to_string()
         };
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
@@ -99,12 +106,14 @@ impl PgServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if running_as_root() {
-            let (uid, gid) = postgres_user().ok_or("running as root and there is no postgres user")?;
+            let (uid, gid) =
+                postgres_user().ok_or("running as root and there is no postgres user")?;
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
             cmd.uid(uid).gid(gid);
         }
         // Detached: the watchdog outlives this handle and ends with the process.
-        cmd.spawn().map_err(|e| format!("cannot start the PostgreSQL watchdog: {e}"))?;
+        cmd.spawn()
+            .map_err(|e| format!("cannot start the PostgreSQL watchdog: {e}"))?;
         let server = PgServer { port, dir, bin };
         server.wait_ready(Duration::from_secs(30))?;
         Ok(server)
@@ -114,7 +123,15 @@ impl PgServer {
         let start = Instant::now();
         while start.elapsed() < timeout {
             let ok = Command::new(self.bin.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-q"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-q",
+                ])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
@@ -126,7 +143,9 @@ impl PgServer {
         let log = std::fs::read_to_string(self.dir.join("postgres.log"))
             .or_else(|_| std::fs::read_to_string(self.dir.join("initdb.log")))
             .unwrap_or_default();
-        Err(format!("PostgreSQL did not become ready in {timeout:?}: {log}"))
+        Err(format!(
+            "PostgreSQL did not become ready in {timeout:?}: {log}"
+        ))
     }
 
     /// The URL of database `name` on this server.
@@ -138,7 +157,11 @@ impl PgServer {
     pub async fn fresh_database(&self) -> Result<String, String> {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();
-        let name = format!("idgov_{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "idgov_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::Relaxed)
+        );
         let mut conn = sqlx::AnyConnection::connect(&self.url("postgres"))
             .await
             .map_err(|e| e.to_string())?;

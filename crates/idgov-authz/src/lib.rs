@@ -30,7 +30,12 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::HrFeed, Role::ItAdmin, Role::SecurityOfficer, Role::Auditor];
+    pub const ALL: [Role; 4] = [
+        Role::HrFeed,
+        Role::ItAdmin,
+        Role::SecurityOfficer,
+        Role::Auditor,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -54,7 +59,11 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s.trim())
-            .ok_or_else(|| format!("unknown role {s:?}; roles are hr-feed, it-admin, security-officer, auditor"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown role {s:?}; roles are hr-feed, it-admin, security-officer, auditor"
+                )
+            })
     }
 }
 
@@ -230,13 +239,19 @@ pub fn check_rpc(caller: &Caller, rpc: Rpc) -> Result<Access, Denied> {
         return Ok(Access {
             caller: caller.clone(),
             rpc,
-            grant: Grant::Scoped { relations: r.relations },
+            grant: Grant::Scoped {
+                relations: r.relations,
+            },
         });
     }
     let needed: Vec<&str> = r.roles.iter().map(|r| r.as_str()).collect();
     Err(Denied {
         rpc: Some(rpc),
-        reason: format!("{} requires one of the roles: {}", rpc.name(), needed.join(", ")),
+        reason: format!(
+            "{} requires one of the roles: {}",
+            rpc.name(),
+            needed.join(", ")
+        ),
     })
 }
 
@@ -268,7 +283,11 @@ pub fn check_object(access: &Access, facts: &ObjectFacts) -> Result<(), Denied> 
             reason: format!(
                 "{} is allowed here only as {}",
                 access.rpc.name(),
-                relations.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or ")
+                relations
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             ),
         })
     }
@@ -317,7 +336,10 @@ mod tests {
     #[test]
     fn unknown_paths_are_denied() {
         assert_eq!(Rpc::from_path("/idgov.v1.HrService/DropTables"), None);
-        assert_eq!(Rpc::from_path("/idgov.v1.HrService/SubmitHrEvent"), Some(Rpc::SubmitHrEvent));
+        assert_eq!(
+            Rpc::from_path("/idgov.v1.HrService/SubmitHrEvent"),
+            Some(Rpc::SubmitHrEvent)
+        );
     }
 
     #[test]
@@ -331,14 +353,23 @@ mod tests {
     #[test]
     fn the_hr_feed_only_submits_hr_data() {
         let feed = caller(&[HrFeed], None);
-        let allowed: Vec<_> = Rpc::ALL.iter().filter(|r| check_rpc(&feed, **r).is_ok()).collect();
+        let allowed: Vec<_> = Rpc::ALL
+            .iter()
+            .filter(|r| check_rpc(&feed, **r).is_ok())
+            .collect();
         assert_eq!(allowed, [&Rpc::SubmitHrEvent, &Rpc::SyncRoster]);
     }
 
     #[test]
     fn auditors_only_read() {
         let auditor = caller(&[Auditor], None);
-        for rpc in [Rpc::SubmitHrEvent, Rpc::SyncRoster, Rpc::ApplyPolicy, Rpc::ReleaseHeldChange, Rpc::DiscardHeldChange] {
+        for rpc in [
+            Rpc::SubmitHrEvent,
+            Rpc::SyncRoster,
+            Rpc::ApplyPolicy,
+            Rpc::ReleaseHeldChange,
+            Rpc::DiscardHeldChange,
+        ] {
             assert!(check_rpc(&auditor, rpc).is_err(), "{rpc:?}");
         }
         assert!(check_rpc(&auditor, Rpc::VerifyAuditChain).is_ok());
@@ -348,9 +379,18 @@ mod tests {
     fn a_manager_reaches_only_their_reports() {
         let m = caller(&[], Some("M1"));
         let access = check_rpc(&m, Rpc::ListGrants).unwrap_or_else(|d| panic!("{d:?}"));
-        let report = ObjectFacts { employee_id: Some("E1".into()), manager_id: Some("M1".into()) };
-        let other = ObjectFacts { employee_id: Some("E2".into()), manager_id: Some("M2".into()) };
-        let own = ObjectFacts { employee_id: Some("M1".into()), manager_id: Some("CEO".into()) };
+        let report = ObjectFacts {
+            employee_id: Some("E1".into()),
+            manager_id: Some("M1".into()),
+        };
+        let other = ObjectFacts {
+            employee_id: Some("E2".into()),
+            manager_id: Some("M2".into()),
+        };
+        let own = ObjectFacts {
+            employee_id: Some("M1".into()),
+            manager_id: Some("CEO".into()),
+        };
         assert!(check_object(&access, &report).is_ok());
         assert!(check_object(&access, &own).is_ok());
         assert!(check_object(&access, &other).is_err());

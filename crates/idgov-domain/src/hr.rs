@@ -116,7 +116,16 @@ impl HrEvent {
         } else {
             DayBoundary::StartOfDay
         };
-        let effective_at = match resolve_effective(&input.effective_at, zone, boundary, now) {
+        // With no effective time, a hire or rehire takes effect on its start
+        // date and a termination at the end of its end date.
+        let implied = match (kind, input.effective_at.trim().is_empty()) {
+            (Some(EventKind::Hire | EventKind::Rehire), true) => input.start_date.clone(),
+            (Some(EventKind::Terminate), true) => input.end_date.clone(),
+            _ => None,
+        }
+        .filter(|d| parse_date(d).is_ok());
+        let effective_text = implied.as_deref().unwrap_or(&input.effective_at);
+        let effective_at = match resolve_effective(effective_text, zone, boundary, now) {
             Ok(t) => t,
             Err(e) => {
                 v.push(FieldViolation::new("event.effective_at", e));
@@ -161,20 +170,19 @@ impl HrEvent {
             }
             Some(EventKind::Hire) | Some(EventKind::Rehire)
                 if attrs.display_name.as_deref().unwrap_or("").is_empty()
-                    && kind == Some(EventKind::Hire)
-                => {
-                    v.push(FieldViolation::new(
-                        "event.attributes.display_name",
-                        "a hire needs the person's name",
-                    ));
-                }
-            Some(EventKind::Update) | Some(EventKind::Move)
-                if attrs.is_empty() => {
-                    v.push(FieldViolation::new(
-                        "event.attributes",
-                        "an update or move must change at least one attribute",
-                    ));
-                }
+                    && kind == Some(EventKind::Hire) =>
+            {
+                v.push(FieldViolation::new(
+                    "event.attributes.display_name",
+                    "a hire needs the person's name",
+                ));
+            }
+            Some(EventKind::Update) | Some(EventKind::Move) if attrs.is_empty() => {
+                v.push(FieldViolation::new(
+                    "event.attributes",
+                    "an update or move must change at least one attribute",
+                ));
+            }
             _ => {}
         }
         if kind != Some(EventKind::Rescind) && !rescinds.is_empty() {
@@ -272,6 +280,19 @@ mod tests {
                 "event.attributes.start_date"
             ]
         );
+    }
+
+    #[test]
+    fn dates_imply_the_effective_time() -> Result<(), DomainError> {
+        let mut hire = input(EventKind::Hire);
+        hire.start_date = Some("2026-09-01".into());
+        let e = HrEvent::parse(hire, chrono_tz::Europe::Oslo, now())?;
+        assert_eq!(e.effective_at.to_rfc3339(), "2026-08-31T22:00:00+00:00");
+        let mut term = input(EventKind::Terminate);
+        term.end_date = Some("2026-09-30".into());
+        let e = HrEvent::parse(term, chrono_tz::UTC, now())?;
+        assert_eq!(e.effective_at.to_rfc3339(), "2026-10-01T00:00:00+00:00");
+        Ok(())
     }
 
     #[test]

@@ -211,17 +211,20 @@ impl AttributesPatch {
         ];
         for (name, value, max) in texts {
             if let Some(s) = value
-                && let Some(problem) = text_problem(s, max) {
-                    v.push(FieldViolation::new(format!("{prefix}.{name}"), problem));
-                }
+                && let Some(problem) = text_problem(s, max)
+            {
+                v.push(FieldViolation::new(format!("{prefix}.{name}"), problem));
+            }
         }
         if let Some(email) = &self.email
-            && !email.is_empty() && !looks_like_email(email) {
-                v.push(FieldViolation::new(
-                    format!("{prefix}.email"),
-                    format!("{email:?} is not an email address"),
-                ));
-            }
+            && !email.is_empty()
+            && !looks_like_email(email)
+        {
+            v.push(FieldViolation::new(
+                format!("{prefix}.email"),
+                format!("{email:?} is not an email address"),
+            ));
+        }
         if let Some(Some(m)) = &self.manager_id {
             if let Err(e) = validate_employee_id(m) {
                 v.push(FieldViolation::new(
@@ -236,12 +239,13 @@ impl AttributesPatch {
             }
         }
         if let (Some(s), Some(e)) = (self.start_date, self.end_date)
-            && e < s {
-                v.push(FieldViolation::new(
-                    format!("{prefix}.end_date"),
-                    format!("end date {e} is before start date {s}"),
-                ));
-            }
+            && e < s
+        {
+            v.push(FieldViolation::new(
+                format!("{prefix}.end_date"),
+                format!("end date {e} is before start date {s}"),
+            ));
+        }
         v
     }
 }

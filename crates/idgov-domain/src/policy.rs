@@ -449,12 +449,13 @@ impl Policy {
             }
         }
         if let Some(r) = policy.levels.get(&Classification::Restricted)
-            && r.birthright_allowed {
-                v.push(FieldViolation::new(
-                    "levels.restricted.birthright_allowed",
-                    "restricted entitlements are never birthright; remove this override",
-                ));
-            }
+            && r.birthright_allowed
+        {
+            v.push(FieldViolation::new(
+                "levels.restricted.birthright_allowed",
+                "restricted entitlements are never birthright; remove this override",
+            ));
+        }
 
         for (i, s) in doc.systems.iter().enumerate() {
             let path = format!("systems[{i}] ({})", s.id);

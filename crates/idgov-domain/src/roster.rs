@@ -7,7 +7,9 @@ use crate::hr::{EventKind, HrEvent};
 use crate::identity::{
     AttributesPatch, FieldChange, Identity, Status, diff_attributes, is_move, validate_employee_id,
 };
+use crate::time::{local_date, local_day_start};
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -147,12 +149,15 @@ pub fn diff(entries: &[RosterEntry], identities: &HashMap<String, Identity>) -> 
 }
 
 /// Turns a diff into HR events of `source`, effective `as_of`, keyed by the
-/// sync id so that re-sending a snapshot is idempotent.
+/// sync id so that re-sending a snapshot is idempotent. A joiner whose start
+/// date (in `zone`) is after `as_of` is hired at the start of that day: the
+/// event is scheduled and the person is a pre-hire until then.
 pub fn to_events(
     diff: &RosterDiff,
     source: &str,
     sync_id: &str,
     as_of: DateTime<Utc>,
+    zone: Tz,
 ) -> Vec<HrEvent> {
     diff.changes
         .iter()
@@ -165,14 +170,20 @@ pub fn to_events(
                 ChangeKind::Leaver => EventKind::Terminate,
             };
             let event_id = format!("roster:{sync_id}:{}", c.employee_id);
+            let effective_at = match (c.kind, c.attrs.start_date) {
+                (ChangeKind::Joiner, Some(d)) if d > local_date(as_of, zone) => {
+                    local_day_start(d, zone).unwrap_or(as_of)
+                }
+                _ => as_of,
+            };
             let payload = serde_json::to_vec(&(&event_id, kind, &c.attrs)).unwrap_or_default();
             HrEvent {
                 source: source.to_string(),
                 event_id,
                 kind,
                 employee_id: c.employee_id.clone(),
-                effective_at: as_of,
-                effective_input: as_of.to_rfc3339(),
+                effective_at,
+                effective_input: effective_at.to_rfc3339(),
                 time_zone: "UTC".into(),
                 attrs: c.attrs.clone(),
                 rescinds_event_id: None,
@@ -261,9 +272,21 @@ mod tests {
             ]
         );
         assert_eq!(d.unchanged, 1, "A unchanged; the pre-hire P is neither");
-        let events = to_events(&d, "workday", "s1", t0());
+        let events = to_events(&d, "workday", "s1", t0(), chrono_tz::UTC);
         assert_eq!(events[4].kind, EventKind::Terminate);
         assert_eq!(events[4].event_id, "roster:s1:E");
+    }
+
+    #[test]
+    fn a_joiner_starting_later_is_hired_on_their_start_date() {
+        let mut later = entry("N", "Sales");
+        later.attrs.start_date = chrono::NaiveDate::from_ymd_opt(2026, 2, 1);
+        let d = diff(&[later], &HashMap::new());
+        let events = to_events(&d, "hr", "s1", t0(), chrono_tz::Europe::Oslo);
+        assert_eq!(
+            events[0].effective_at.to_rfc3339(),
+            "2026-01-31T23:00:00+00:00"
+        );
     }
 
     #[test]

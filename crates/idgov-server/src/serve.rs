@@ -41,7 +41,9 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 50051))),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 50051))),
             data_dir: PathBuf::from("idgov-data"),
             database_url: None,
             policy_file: None,
@@ -88,12 +90,12 @@ impl Running {
 /// Opens the store the configuration names.
 pub async fn open_store(cfg: &ServeConfig) -> anyhow::Result<Store> {
     Ok(match &cfg.database_url {
-        Some(url) => Store::open(url)
-            .await
-            .with_context(|| format!("cannot open the database {}", idgov_store::redact_url(url)))?,
-        None => Store::open_data_dir(&cfg.data_dir)
-            .await
-            .with_context(|| format!("cannot open the SQLite store in {}", cfg.data_dir.display()))?,
+        Some(url) => Store::open(url).await.with_context(|| {
+            format!("cannot open the database {}", idgov_store::redact_url(url))
+        })?,
+        None => Store::open_data_dir(&cfg.data_dir).await.with_context(|| {
+            format!("cannot open the SQLite store in {}", cfg.data_dir.display())
+        })?,
     })
 }
 
@@ -110,15 +112,24 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     }
     let dev = DevAuth::load_or_create(&cfg.data_dir).map_err(anyhow::Error::msg)?;
     let store = open_store(&cfg).await?;
-    let app = App::start(store.clone(), clock).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let app = App::start(store.clone(), clock)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     if let Some(path) = &cfg.policy_file {
         let doc = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the policy file {}", path.display()))?;
         let res = app
-            .apply_policy(&doc, false, &format!("policy file {} at start", path.display()), "system:startup")
+            .apply_policy(
+                &doc,
+                false,
+                &format!("policy file {} at start", path.display()),
+                "system:startup",
+            )
             .await
-            .map_err(|e| anyhow::anyhow!("the policy file {} was not applied: {e}", path.display()))?;
+            .map_err(|e| {
+                anyhow::anyhow!("the policy file {} was not applied: {e}", path.display())
+            })?;
         tracing::info!(outcome = ?res.outcome, version = res.policy.version, "policy file at start");
         if let Some(id) = &res.held_change_id {
             tracing::warn!(held_change = %id, "the policy file was held by the mass-change guard; release it with `idgov hr held release`");
@@ -143,9 +154,12 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         .context("gRPC reflection")?;
 
     let api = Api::new(app.clone());
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (is another idgov running?)", cfg.listen))?;
+    let listener = TcpListener::bind(cfg.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another idgov running?)",
+            cfg.listen
+        )
+    })?;
     let addr = listener.local_addr()?;
     let auth = Authenticator::Dev(dev);
     let mode = auth.mode();

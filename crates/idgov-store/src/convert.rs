@@ -29,7 +29,8 @@ where
 /// Reads a text column holding an enum's string form.
 pub fn parsed<T: FromStr<Err = String>>(row: &AnyRow, col: &str) -> Result<T, StoreError> {
     let s: String = get(row, col)?;
-    s.parse().map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+    s.parse()
+        .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
 }
 
 pub fn opt_date(row: &AnyRow, col: &str) -> Result<Option<NaiveDate>, StoreError> {

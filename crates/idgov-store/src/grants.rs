@@ -24,7 +24,10 @@ fn grant_from_row(row: &AnyRow) -> Result<(Grant, Classification), StoreError> {
         justification: get(row, "justification")?,
         revoked_at: opt_time(get(row, "revoked_at")?)?,
         revoke_reason: reason
-            .map(|r| r.parse().map_err(|e| StoreError::Corrupt(format!("grants.revoke_reason: {e}"))))
+            .map(|r| {
+                r.parse()
+                    .map_err(|e| StoreError::Corrupt(format!("grants.revoke_reason: {e}")))
+            })
             .transpose()?,
         mover_review_pending: get::<i64>(row, "mover_review_pending")? != 0,
     };
@@ -94,8 +97,13 @@ impl WriteTx {
         let sql = "SELECT id, employee_id, entitlement_id, classification, source, source_ref, granted_at, \
              expires_at, approvers, justification, revoked_at, revoke_reason, mover_review_pending FROM grants \
              WHERE employee_id = $1 AND revoked_at IS NULL ORDER BY id";
-        let rows = sqlx::query(sql).bind(employee_id).fetch_all(&mut *self.tx).await?;
-        rows.iter().map(|r| grant_from_row(r).map(|(g, _)| g)).collect()
+        let rows = sqlx::query(sql)
+            .bind(employee_id)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter()
+            .map(|r| grant_from_row(r).map(|(g, _)| g))
+            .collect()
     }
 
     /// Applies grant changes for `employee_id`. `cause` names what decided
@@ -118,7 +126,10 @@ impl WriteTx {
                         .get(&n.entitlement_id)
                         .map(|e| e.classification)
                         .ok_or_else(|| {
-                            StoreError::Conflict(format!("entitlement {} is not in the policy", n.entitlement_id))
+                            StoreError::Conflict(format!(
+                                "entitlement {} is not in the policy",
+                                n.entitlement_id
+                            ))
                         })?;
                     sqlx::query(
                         "INSERT INTO grants (id, employee_id, entitlement_id, classification, source, source_ref, \
@@ -156,7 +167,9 @@ impl WriteTx {
                     .execute(&mut *self.tx)
                     .await?;
                     if r.rows_affected() != 1 {
-                        return Err(StoreError::Conflict(format!("grant {grant_id} is no longer active")));
+                        return Err(StoreError::Conflict(format!(
+                            "grant {grant_id} is no longer active"
+                        )));
                     }
                     out.revoked.push((grant_id.clone(), entitlement_id.clone()));
                 }

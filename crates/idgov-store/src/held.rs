@@ -67,12 +67,14 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<HeldChange>, StoreError> {
-        let rows = sqlx::query(select_held!("WHERE state = $1 AND id > $2 ORDER BY id LIMIT $3"))
-            .bind(state.as_str())
-            .bind(after)
-            .bind(limit)
-            .fetch_all(self.reader())
-            .await?;
+        let rows = sqlx::query(select_held!(
+            "WHERE state = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(state.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
         rows.iter().map(held_from_row).collect()
     }
 }
@@ -102,7 +104,10 @@ impl WriteTx {
             crate::Backend::Postgres => select_held!("WHERE id = $1 FOR UPDATE"),
             crate::Backend::Sqlite => select_held!("WHERE id = $1"),
         };
-        let row = sqlx::query(sql).bind(id).fetch_optional(&mut *self.tx).await?;
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
         row.as_ref().map(held_from_row).transpose()
     }
 
@@ -128,7 +133,9 @@ impl WriteTx {
         .execute(&mut *self.tx)
         .await?;
         if r.rows_affected() != 1 {
-            return Err(StoreError::Conflict(format!("held change {id} was already decided")));
+            return Err(StoreError::Conflict(format!(
+                "held change {id} was already decided"
+            )));
         }
         Ok(())
     }

@@ -56,7 +56,11 @@ macro_rules! select_events {
 }
 
 impl Store {
-    pub async fn get_hr_event(&self, source: &str, event_id: &str) -> Result<Option<RecordedEvent>, StoreError> {
+    pub async fn get_hr_event(
+        &self,
+        source: &str,
+        event_id: &str,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
         let row = sqlx::query(select_events!("WHERE source = $1 AND event_id = $2"))
             .bind(source)
             .bind(event_id)
@@ -86,7 +90,11 @@ impl Store {
     }
 
     /// Scheduled events due at `now`, oldest effective time first.
-    pub async fn due_events(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+    pub async fn due_events(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let rows = sqlx::query(select_events!(
             "WHERE state = 'scheduled' AND effective_at <= $1 ORDER BY effective_at, arrival LIMIT $2"
         ))
@@ -99,13 +107,18 @@ impl Store {
 
     /// The effective time of the next scheduled event, if any.
     pub async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let row = sqlx::query("SELECT MIN(effective_at) AS t FROM hr_events WHERE state = 'scheduled'")
-            .fetch_one(self.reader())
-            .await?;
+        let row =
+            sqlx::query("SELECT MIN(effective_at) AS t FROM hr_events WHERE state = 'scheduled'")
+                .fetch_one(self.reader())
+                .await?;
         opt_time(get(&row, "t")?)
     }
 
-    pub async fn get_sync(&self, source: &str, sync_id: &str) -> Result<Option<StoredSync>, StoreError> {
+    pub async fn get_sync(
+        &self,
+        source: &str,
+        sync_id: &str,
+    ) -> Result<Option<StoredSync>, StoreError> {
         let row = sqlx::query(
             "SELECT outcome, held_change_id, response FROM roster_syncs WHERE source = $1 AND sync_id = $2",
         )
@@ -126,9 +139,15 @@ impl Store {
 
 impl WriteTx {
     /// Reads a recorded event within the transaction.
-    pub async fn get_hr_event(&mut self, source: &str, event_id: &str) -> Result<Option<RecordedEvent>, StoreError> {
+    pub async fn get_hr_event(
+        &mut self,
+        source: &str,
+        event_id: &str,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
         let sql = match self.backend {
-            crate::Backend::Postgres => select_events!("WHERE source = $1 AND event_id = $2 FOR UPDATE"),
+            crate::Backend::Postgres => {
+                select_events!("WHERE source = $1 AND event_id = $2 FOR UPDATE")
+            }
             crate::Backend::Sqlite => select_events!("WHERE source = $1 AND event_id = $2"),
         };
         let row = sqlx::query(sql)

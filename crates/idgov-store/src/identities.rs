@@ -109,6 +109,25 @@ impl Store {
             .collect()
     }
 
+    /// Active or suspended identities whose end date is before `today`
+    /// (their last day is over).
+    pub async fn identities_past_end_date(
+        &self,
+        today: chrono::NaiveDate,
+    ) -> Result<Vec<Identity>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT employee_id, display_name, email, department, title, job_code, location, \
+             cost_center, manager_id, employment_type, background_check, clearance, start_date, end_date, \
+             status, attrs_effective_at, status_effective_at, created_at, updated_at FROM identities \
+             WHERE status IN ('active', 'suspended') AND end_date IS NOT NULL AND end_date <> '' \
+             AND end_date < $1 ORDER BY employee_id LIMIT 1000",
+        )
+        .bind(today.to_string())
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(identity_from_row).collect()
+    }
+
     /// Counts identities in `status`.
     pub async fn count_identities(&self, status: Status) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM identities WHERE status = $1")
@@ -121,7 +140,10 @@ impl Store {
 
 impl WriteTx {
     /// Reads an identity, locking it until commit on PostgreSQL.
-    pub async fn get_identity(&mut self, employee_id: &str) -> Result<Option<Identity>, StoreError> {
+    pub async fn get_identity(
+        &mut self,
+        employee_id: &str,
+    ) -> Result<Option<Identity>, StoreError> {
         let sql = match self.backend {
             crate::Backend::Postgres => select_identity!(" FOR UPDATE"),
             crate::Backend::Sqlite => select_identity!(""),

@@ -121,13 +121,20 @@ impl Store {
             .run(&write)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(Store { read, write, backend })
+        Ok(Store {
+            read,
+            write,
+            backend,
+        })
     }
 
     /// Opens (creating it if needed) the SQLite store in `data_dir`.
     pub async fn open_data_dir(data_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Config(format!("cannot create data directory {}: {e}", data_dir.display()))
+            StoreError::Config(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
         })?;
         let path = data_dir.join("idgov.db");
         Store::open(&format!("sqlite:{}?mode=rwc", path.display())).await

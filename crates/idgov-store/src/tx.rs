@@ -58,7 +58,9 @@ impl WriteTx {
             for e in std::mem::take(&mut self.audit) {
                 seq += 1;
                 let detail = serde_json::to_string(&e.detail).unwrap_or_else(|_| "{}".into());
-                let hash = event_hash(&prev, seq, at, &e.actor, &e.action, &e.target, &detail, e.security);
+                let hash = event_hash(
+                    &prev, seq, at, &e.actor, &e.action, &e.target, &detail, e.security,
+                );
                 sqlx::query(
                     "INSERT INTO audit_events (seq, occurred_at, actor, action, target, detail, security, prev_hash, hash) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",

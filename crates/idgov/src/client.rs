@@ -58,7 +58,9 @@ impl Client {
             format!("http://{server}")
         };
         let endpoint = Endpoint::from_shared(url.clone())
-            .with_context(|| format!("{server:?} is not a server address; use e.g. http://127.0.0.1:50051"))?
+            .with_context(|| {
+                format!("{server:?} is not a server address; use e.g. http://127.0.0.1:50051")
+            })?
             .connect_timeout(std::time::Duration::from_secs(5));
         let channel = endpoint.connect().await.map_err(|_| {
             anyhow!(
@@ -69,7 +71,9 @@ impl Client {
         let token = load_token(token)
             .map(|t| format!("Bearer {t}").parse::<MetadataValue<_>>())
             .transpose()
-            .map_err(|_| anyhow!("the token is not valid header text; mint a new one with `idgov dev token`"))?;
+            .map_err(|_| {
+                anyhow!("the token is not valid header text; mint a new one with `idgov dev token`")
+            })?;
         Ok(Client {
             channel: InterceptedService::new(channel, Bearer(token)),
         })
@@ -93,8 +97,12 @@ pub fn explain(s: Status) -> anyhow::Error {
         Code::Unauthenticated => Some(
             "mint a token with `idgov dev token --role ROLE` (development mode), or set IDGOV_TOKEN",
         ),
-        Code::PermissionDenied => Some("your token does not carry a role this needs; `idgov authz matrix` lists who may do what"),
-        Code::Unavailable => Some("the server or its database is unavailable; retry, or check the server log"),
+        Code::PermissionDenied => Some(
+            "your token does not carry a role this needs; `idgov authz matrix` lists who may do what",
+        ),
+        Code::Unavailable => {
+            Some("the server or its database is unavailable; retry, or check the server log")
+        }
         Code::Aborted => Some("a concurrent change got there first; run the command again"),
         _ => None,
     };

@@ -21,7 +21,12 @@ struct Cli {
 #[derive(Args, Clone, Debug)]
 pub struct ClientOpts {
     /// The idgov server to talk to.
-    #[arg(long, env = "IDGOV_SERVER", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "IDGOV_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     pub server: String,
     /// Bearer token (default: the one saved by `idgov dev token`).
     #[arg(long, env = "IDGOV_TOKEN", hide_env_values = true, global = true)]
@@ -85,7 +90,10 @@ pub fn default_data_dir() -> PathBuf {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -35,5 +35,7 @@ pub fn time(t: &Option<prost_types::Timestamp>) -> String {
 /// The lowercase name of a protobuf enum value without its prefix,
 /// e.g. `IDENTITY_STATUS_PRE_HIRE` → `pre_hire`.
 pub fn enum_name(name: &str, prefix: &str) -> String {
-    name.strip_prefix(prefix).unwrap_or(name).to_ascii_lowercase()
+    name.strip_prefix(prefix)
+        .unwrap_or(name)
+        .to_ascii_lowercase()
 }

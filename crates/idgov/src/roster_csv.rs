@@ -51,13 +51,19 @@ pub fn classification(s: &str) -> Result<pb::Classification, String> {
         "internal" => pb::Classification::Internal,
         "confidential" => pb::Classification::Confidential,
         "restricted" => pb::Classification::Restricted,
-        other => return Err(format!("{other:?} is not public, internal, confidential or restricted")),
+        other => {
+            return Err(format!(
+                "{other:?} is not public, internal, confidential or restricted"
+            ));
+        }
     })
 }
 
 /// Parses a roster CSV. Every problem is reported with its line.
 pub fn parse(data: &[u8]) -> Result<Vec<pb::RosterEntry>, Vec<String>> {
-    let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(data);
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(data);
     let headers = match rdr.headers() {
         Ok(h) => h.clone(),
         Err(e) => return Err(vec![format!("cannot read the header line: {e}")]),
@@ -71,12 +77,17 @@ pub fn parse(data: &[u8]) -> Result<Vec<pb::RosterEntry>, Vec<String>> {
                     errors.push(format!("line 1: column {h:?} appears twice"));
                 }
             }
-            None => errors.push(format!("line 1: unknown column {h:?}; known columns are {}", COLUMNS.join(", "))),
+            None => errors.push(format!(
+                "line 1: unknown column {h:?}; known columns are {}",
+                COLUMNS.join(", ")
+            )),
         }
     }
     for required in ["employee_id", "display_name"] {
         if !col.contains_key(required) {
-            errors.push(format!("line 1: the required column {required:?} is missing"));
+            errors.push(format!(
+                "line 1: the required column {required:?} is missing"
+            ));
         }
     }
     if !errors.is_empty() {
@@ -96,7 +107,8 @@ pub fn parse(data: &[u8]) -> Result<Vec<pb::RosterEntry>, Vec<String>> {
             }
         };
         let get = |name: &str| col.get(name).map(|i| rec.get(*i).unwrap_or("").to_string());
-        let mut bad = |field: &str, e: String| errors.push(format!("line {line}, column {field}: {e}"));
+        let mut bad =
+            |field: &str, e: String| errors.push(format!("line {line}, column {field}: {e}"));
         let mut a = pb::PersonAttributes {
             display_name: get("display_name"),
             email: get("email"),
@@ -137,7 +149,11 @@ pub fn parse(data: &[u8]) -> Result<Vec<pb::RosterEntry>, Vec<String>> {
             break;
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]
@@ -155,15 +171,35 @@ mod tests {
         assert_eq!(a.manager_employee_id.as_deref(), Some(""));
         assert_eq!(a.clearance, pb::Classification::Confidential as i32);
         assert_eq!(a.email, None, "an absent column is not sent");
-        assert_eq!(rows[1].attributes.clone().unwrap_or_default().display_name.as_deref(), Some("Bob"));
+        assert_eq!(
+            rows[1]
+                .attributes
+                .clone()
+                .unwrap_or_default()
+                .display_name
+                .as_deref(),
+            Some("Bob")
+        );
     }
 
     #[test]
     fn malformed_rosters_name_lines_and_columns() {
-        let errs = parse(b"employee_id,shoe_size\nE1,44\n").err().unwrap_or_default();
-        assert!(errs.iter().any(|e| e.contains("unknown column \"shoe_size\"")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.contains("\"display_name\" is missing")), "{errs:?}");
-        let errs = parse(b"employee_id,display_name,clearance\nE1,A,secret\nE2,B\n").err().unwrap_or_default();
+        let errs = parse(b"employee_id,shoe_size\nE1,44\n")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("unknown column \"shoe_size\"")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("\"display_name\" is missing")),
+            "{errs:?}"
+        );
+        let errs = parse(b"employee_id,display_name,clearance\nE1,A,secret\nE2,B\n")
+            .err()
+            .unwrap_or_default();
         assert!(errs[0].starts_with("line 2, column clearance"), "{errs:?}");
         assert!(errs[1].starts_with("line 3"), "{errs:?}");
     }

@@ -14,9 +14,17 @@ use serde_json::json;
 impl App {
     /// Applies a held change as staged, and records who released it, in one
     /// transaction: all of it applies, or none.
-    pub async fn release_held(&self, id: &str, reason: &str, actor: &str) -> Result<HeldChange, AppError> {
+    pub async fn release_held(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Result<HeldChange, AppError> {
         if reason.trim().is_empty() {
-            return Err(AppError::invalid("reason", "say why the held change is released"));
+            return Err(AppError::invalid(
+                "reason",
+                "say why the held change is released",
+            ));
         }
         let now = self.now();
         let mut tx = self.store.begin().await?;
@@ -24,8 +32,10 @@ impl App {
         let mut result = json!({});
         match held.kind {
             HeldKind::RosterSync => {
-                let staged: StagedSync = serde_json::from_value(held.payload.clone())
-                    .map_err(|e| AppError::Store(idgov_store::StoreError::Corrupt(e.to_string())))?;
+                let staged: StagedSync =
+                    serde_json::from_value(held.payload.clone()).map_err(|e| {
+                        AppError::Store(idgov_store::StoreError::Corrupt(e.to_string()))
+                    })?;
                 let policy = self.policy_in(&mut tx).await?;
                 let mut applied = 0u64;
                 let mut rejected = Vec::new();
@@ -39,8 +49,10 @@ impl App {
                 result = json!({"events_applied": applied, "rejected": rejected});
             }
             HeldKind::PolicyApply => {
-                let staged: StagedPolicy = serde_json::from_value(held.payload.clone())
-                    .map_err(|e| AppError::Store(idgov_store::StoreError::Corrupt(e.to_string())))?;
+                let staged: StagedPolicy =
+                    serde_json::from_value(held.payload.clone()).map_err(|e| {
+                        AppError::Store(idgov_store::StoreError::Corrupt(e.to_string()))
+                    })?;
                 let new = Policy::parse(&staged.document)?;
                 let current = self.policy_in(&mut tx).await?;
                 if current.version != staged.base_version {
@@ -51,12 +63,21 @@ impl App {
                 }
                 let diff = current.policy.diff(&new);
                 let impact = self
-                    .store_policy(&mut tx, &new, staged.base_version, &staged.reason, actor, &diff, now)
+                    .store_policy(
+                        &mut tx,
+                        &new,
+                        staged.base_version,
+                        &staged.reason,
+                        actor,
+                        &diff,
+                        now,
+                    )
                     .await?;
                 result = json!({"impact": impact});
             }
         }
-        tx.decide_held_change(id, HeldState::Released, actor, reason, now).await?;
+        tx.decide_held_change(id, HeldState::Released, actor, reason, now)
+            .await?;
         tx.audit(
             AuditEntry::new(
                 actor,
@@ -74,14 +95,23 @@ impl App {
     }
 
     /// Discards a held change; nothing of it is applied.
-    pub async fn discard_held(&self, id: &str, reason: &str, actor: &str) -> Result<HeldChange, AppError> {
+    pub async fn discard_held(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Result<HeldChange, AppError> {
         if reason.trim().is_empty() {
-            return Err(AppError::invalid("reason", "say why the held change is discarded"));
+            return Err(AppError::invalid(
+                "reason",
+                "say why the held change is discarded",
+            ));
         }
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let held = self.open_held(&mut tx, id).await?;
-        tx.decide_held_change(id, HeldState::Discarded, actor, reason, now).await?;
+        tx.decide_held_change(id, HeldState::Discarded, actor, reason, now)
+            .await?;
         tx.audit(
             AuditEntry::new(
                 actor,
@@ -95,7 +125,11 @@ impl App {
         self.held_or_not_found(id).await
     }
 
-    async fn open_held(&self, tx: &mut idgov_store::WriteTx, id: &str) -> Result<HeldChange, AppError> {
+    async fn open_held(
+        &self,
+        tx: &mut idgov_store::WriteTx,
+        id: &str,
+    ) -> Result<HeldChange, AppError> {
         let held = tx
             .get_held_change(id)
             .await?

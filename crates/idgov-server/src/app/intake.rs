@@ -44,7 +44,11 @@ const MAX_BATCH: usize = 512;
 impl App {
     /// Records and (when due) applies one HR event. Returns once the event
     /// is durable.
-    pub async fn submit_event(&self, event: HrEvent, actor: &str) -> Result<SubmitOutcome, AppError> {
+    pub async fn submit_event(
+        &self,
+        event: HrEvent,
+        actor: &str,
+    ) -> Result<SubmitOutcome, AppError> {
         let (reply, rx) = oneshot::channel();
         self.writer
             .send(Job {
@@ -128,21 +132,52 @@ impl App {
         let target = format!("identity:{}", ev.employee_id);
         match decide(current.as_ref(), &grants, ev, &policy.policy, now) {
             Decision::Apply(t) => {
-                tx.transition_hr_event(&ev.source, &ev.event_id, EventState::Scheduled, EventState::Applied, "", now)
-                    .await?;
+                tx.transition_hr_event(
+                    &ev.source,
+                    &ev.event_id,
+                    EventState::Scheduled,
+                    EventState::Applied,
+                    "",
+                    now,
+                )
+                .await?;
                 apply_transition(&mut tx, ev, &t, SYSTEM_SCHEDULER, &policy, now).await?;
             }
             Decision::Superseded { reason } => {
-                tx.transition_hr_event(&ev.source, &ev.event_id, EventState::Scheduled, EventState::Superseded, &reason, now)
-                    .await?;
-                tx.audit(AuditEntry::new(SYSTEM_SCHEDULER, "hr.event.superseded", target, with(detail_base, "reason", &reason)));
+                tx.transition_hr_event(
+                    &ev.source,
+                    &ev.event_id,
+                    EventState::Scheduled,
+                    EventState::Superseded,
+                    &reason,
+                    now,
+                )
+                .await?;
+                tx.audit(AuditEntry::new(
+                    SYSTEM_SCHEDULER,
+                    "hr.event.superseded",
+                    target,
+                    with(detail_base, "reason", &reason),
+                ));
             }
             Decision::Reject { reason } => {
-                tx.transition_hr_event(&ev.source, &ev.event_id, EventState::Scheduled, EventState::Rejected, &reason, now)
-                    .await?;
+                tx.transition_hr_event(
+                    &ev.source,
+                    &ev.event_id,
+                    EventState::Scheduled,
+                    EventState::Rejected,
+                    &reason,
+                    now,
+                )
+                .await?;
                 tx.audit(
-                    AuditEntry::new(SYSTEM_SCHEDULER, "hr.event.rejected", target, with(detail_base, "reason", &reason))
-                        .security(),
+                    AuditEntry::new(
+                        SYSTEM_SCHEDULER,
+                        "hr.event.rejected",
+                        target,
+                        with(detail_base, "reason", &reason),
+                    )
+                    .security(),
                 );
             }
             Decision::Schedule { .. } => return Ok(false),
@@ -227,13 +262,20 @@ pub(crate) async fn process_event(
     match decide(current.as_ref(), &grants, ev, &policy.policy, now) {
         Decision::Reject { reason } => Err(AppError::precondition(reason)),
         Decision::Superseded { reason } => {
-            tx.insert_hr_event(ev, EventState::Superseded, &reason, actor, now).await?;
-            tx.audit(AuditEntry::new(actor, "hr.event.superseded", target, with(base, "reason", &reason)));
+            tx.insert_hr_event(ev, EventState::Superseded, &reason, actor, now)
+                .await?;
+            tx.audit(AuditEntry::new(
+                actor,
+                "hr.event.superseded",
+                target,
+                with(base, "reason", &reason),
+            ));
             Ok(outcome(EventState::Superseded, reason))
         }
         Decision::Schedule { pre_hire } => {
             let detail = format!("scheduled for {}", ev.effective_at.to_rfc3339());
-            tx.insert_hr_event(ev, EventState::Scheduled, &detail, actor, now).await?;
+            tx.insert_hr_event(ev, EventState::Scheduled, &detail, actor, now)
+                .await?;
             if let Some(p) = pre_hire {
                 tx.put_identity(&p).await?;
                 tx.audit(AuditEntry::new(
@@ -247,7 +289,8 @@ pub(crate) async fn process_event(
             Ok(outcome(EventState::Scheduled, detail))
         }
         Decision::Apply(t) => {
-            tx.insert_hr_event(ev, EventState::Applied, "", actor, now).await?;
+            tx.insert_hr_event(ev, EventState::Applied, "", actor, now)
+                .await?;
             let (added, revoked) = apply_transition(tx, ev, &t, actor, policy, now).await?;
             Ok(SubmitOutcome {
                 grants_added: added,
@@ -328,7 +371,14 @@ pub(crate) async fn apply_transition(
             .values()
             .filter(|e| &e.owner == id)
             .map(|e| e.id.as_str())
-            .chain(policy.policy.systems.values().filter(|s| &s.owner == id).map(|s| s.id.as_str()))
+            .chain(
+                policy
+                    .policy
+                    .systems
+                    .values()
+                    .filter(|s| &s.owner == id)
+                    .map(|s| s.id.as_str()),
+            )
             .collect();
         if !owned.is_empty() {
             tx.audit(
@@ -346,7 +396,12 @@ pub(crate) async fn apply_transition(
 }
 
 /// Cancels a scheduled event.
-async fn rescind(tx: &mut WriteTx, ev: &HrEvent, actor: &str, now: DateTime<Utc>) -> Result<SubmitOutcome, AppError> {
+async fn rescind(
+    tx: &mut WriteTx,
+    ev: &HrEvent,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<SubmitOutcome, AppError> {
     let target_id = ev.rescinds_event_id.as_deref().unwrap_or_default();
     let Some(target) = tx.get_hr_event(&ev.source, target_id).await? else {
         return Err(AppError::not_found(format!(
@@ -357,7 +412,10 @@ async fn rescind(tx: &mut WriteTx, ev: &HrEvent, actor: &str, now: DateTime<Utc>
     if target.event.employee_id != ev.employee_id {
         return Err(AppError::invalid(
             "event.employee_id",
-            format!("event {target_id:?} is about employee {}, not {}", target.event.employee_id, ev.employee_id),
+            format!(
+                "event {target_id:?} is about employee {}, not {}",
+                target.event.employee_id, ev.employee_id
+            ),
         ));
     }
     if target.state != EventState::Scheduled {
@@ -368,10 +426,23 @@ async fn rescind(tx: &mut WriteTx, ev: &HrEvent, actor: &str, now: DateTime<Utc>
         )));
     }
     let detail = format!("rescinded by {}", ev.event_id);
-    tx.transition_hr_event(&ev.source, target_id, EventState::Scheduled, EventState::Rescinded, &detail, now)
-        .await?;
-    tx.insert_hr_event(ev, EventState::Applied, &format!("rescinded {target_id}"), actor, now)
-        .await?;
+    tx.transition_hr_event(
+        &ev.source,
+        target_id,
+        EventState::Scheduled,
+        EventState::Rescinded,
+        &detail,
+        now,
+    )
+    .await?;
+    tx.insert_hr_event(
+        ev,
+        EventState::Applied,
+        &format!("rescinded {target_id}"),
+        actor,
+        now,
+    )
+    .await?;
     let id = &ev.employee_id;
     tx.audit(AuditEntry::new(
         actor,
@@ -382,18 +453,19 @@ async fn rescind(tx: &mut WriteTx, ev: &HrEvent, actor: &str, now: DateTime<Utc>
     // A withdrawn offer: the pre-hire never starts.
     if target.event.kind == EventKind::Hire
         && let Some(mut person) = tx.get_identity(id).await?
-            && person.status == Status::PreHire {
-                person.status = Status::Terminated;
-                person.status_effective_at = now;
-                person.updated_at = now;
-                tx.put_identity(&person).await?;
-                tx.audit(AuditEntry::new(
-                    actor,
-                    "identity.pre_hire_withdrawn",
-                    format!("identity:{id}"),
-                    json!({"employee_id": id}),
-                ));
-            }
+        && person.status == Status::PreHire
+    {
+        person.status = Status::Terminated;
+        person.status_effective_at = now;
+        person.updated_at = now;
+        tx.put_identity(&person).await?;
+        tx.audit(AuditEntry::new(
+            actor,
+            "identity.pre_hire_withdrawn",
+            format!("identity:{id}"),
+            json!({"employee_id": id}),
+        ));
+    }
     Ok(SubmitOutcome {
         state: EventState::Applied,
         duplicate: false,

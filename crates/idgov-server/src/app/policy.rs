@@ -63,8 +63,14 @@ fn measure(
     for i in identities.values().filter(|i| i.may_hold_access()) {
         let held = grants.get(&i.employee_id).unwrap_or(&none);
         let (changes, _) = reconcile_access(i, held, policy, Cause::Policy);
-        let revoked = changes.iter().filter(|c| matches!(c, GrantChange::Revoke { .. })).count() as u64;
-        let added = changes.iter().filter(|c| matches!(c, GrantChange::Add(_))).count() as u64;
+        let revoked = changes
+            .iter()
+            .filter(|c| matches!(c, GrantChange::Revoke { .. }))
+            .count() as u64;
+        let added = changes
+            .iter()
+            .filter(|c| matches!(c, GrantChange::Add(_)))
+            .count() as u64;
         impact.grants_added += added;
         impact.grants_revoked += revoked;
         impact.identities_losing += u64::from(revoked > 0);
@@ -152,7 +158,15 @@ impl App {
         }
         let mut tx = self.store.begin().await?;
         let applied = self
-            .store_policy(&mut tx, &new, current.version, reason, actor, &result.diff, now)
+            .store_policy(
+                &mut tx,
+                &new,
+                current.version,
+                reason,
+                actor,
+                &result.diff,
+                now,
+            )
             .await?;
         tx.commit(now).await?;
         result.policy = self.reload_policy().await?;
@@ -175,13 +189,22 @@ impl App {
         now: DateTime<Utc>,
     ) -> Result<Impact, AppError> {
         let version = tx
-            .insert_policy(base_version, &new.document, &new.sha256(), actor, reason, now)
+            .insert_policy(
+                base_version,
+                &new.document,
+                &new.sha256(),
+                actor,
+                reason,
+                now,
+            )
             .await?;
         let cause = format!("policy:v{version}");
         let mut impact = Impact::default();
         let ids: BTreeSet<String> = self.store.all_identities().await?.into_keys().collect();
         for id in ids {
-            let Some(person) = tx.get_identity(&id).await? else { continue };
+            let Some(person) = tx.get_identity(&id).await? else {
+                continue;
+            };
             if !person.may_hold_access() {
                 continue;
             }
@@ -190,7 +213,9 @@ impl App {
             if changes.is_empty() {
                 continue;
             }
-            let applied = tx.apply_grant_changes(&id, &changes, new, &cause, now).await?;
+            let applied = tx
+                .apply_grant_changes(&id, &changes, new, &cause, now)
+                .await?;
             impact.identities_affected += 1;
             impact.identities_losing += u64::from(!applied.revoked.is_empty());
             impact.grants_added += applied.added.len() as u64;
@@ -204,7 +229,12 @@ impl App {
                 ));
             }
             for c in &changes {
-                if let GrantChange::Revoke { grant_id, entitlement_id, reason } = c {
+                if let GrantChange::Revoke {
+                    grant_id,
+                    entitlement_id,
+                    reason,
+                } = c
+                {
                     tx.audit(AuditEntry::new(
                         actor,
                         "grant.revoked",

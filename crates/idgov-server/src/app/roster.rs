@@ -60,9 +60,16 @@ pub(crate) struct StagedSync {
 impl App {
     /// Syncs a roster snapshot. Re-sending the same (source, sync_id) returns
     /// the first outcome and changes nothing.
-    pub async fn sync_roster(&self, req: SyncRequest, actor: &str) -> Result<SyncOutcome, AppError> {
+    pub async fn sync_roster(
+        &self,
+        req: SyncRequest,
+        actor: &str,
+    ) -> Result<SyncOutcome, AppError> {
         let mut v = Vec::new();
-        for (field, value) in [("header.source", &req.source), ("header.sync_id", &req.sync_id)] {
+        for (field, value) in [
+            ("header.source", &req.source),
+            ("header.sync_id", &req.sync_id),
+        ] {
             if value.is_empty() {
                 v.push(FieldViolation::new(field, "is required"));
             } else if let Some(p) = text_problem(value, 128) {
@@ -76,7 +83,10 @@ impl App {
             match DateTime::parse_from_rfc3339(req.as_of.trim()) {
                 Ok(t) => t.with_timezone(&Utc),
                 Err(_) => {
-                    v.push(FieldViolation::new("header.as_of", "use an RFC 3339 timestamp, or leave it empty for now"));
+                    v.push(FieldViolation::new(
+                        "header.as_of",
+                        "use an RFC 3339 timestamp, or leave it empty for now",
+                    ));
                     now
                 }
             }
@@ -94,16 +104,22 @@ impl App {
             ));
         }
         if !v.is_empty() {
-            return Err(AppError::Domain(DomainError::invalid("the roster sync is invalid", v)));
+            return Err(AppError::Domain(DomainError::invalid(
+                "the roster sync is invalid",
+                v,
+            )));
         }
         roster::validate(&req.entries)?;
 
         if !req.dry_run
-            && let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await? {
-                return serde_json::from_value(prev.response).map_err(|e| {
-                    AppError::Store(idgov_store::StoreError::Corrupt(format!("stored sync receipt: {e}")))
-                });
-            }
+            && let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await?
+        {
+            return serde_json::from_value(prev.response).map_err(|e| {
+                AppError::Store(idgov_store::StoreError::Corrupt(format!(
+                    "stored sync receipt: {e}"
+                )))
+            });
+        }
 
         let identities = self.store.all_identities().await?;
         let active = identities
@@ -134,12 +150,23 @@ impl App {
             let staged = StagedSync {
                 source: req.source.clone(),
                 sync_id: req.sync_id.clone(),
-                events: roster::to_events(&out.diff, &req.source, &req.sync_id, as_of),
+                events: roster::to_events(
+                    &out.diff,
+                    &req.source,
+                    &req.sync_id,
+                    as_of,
+                    policy.policy.hr_time_zone,
+                ),
                 diff: out.diff.clone(),
             };
             let summary_text = format!(
                 "roster sync {} from {}: {} leavers of {} active (threshold {}); {}",
-                req.sync_id, req.source, verdict.affected, verdict.active, verdict.threshold, counts
+                req.sync_id,
+                req.source,
+                verdict.affected,
+                verdict.active,
+                verdict.threshold,
+                counts
             );
             tx.insert_held_change(&HeldChange {
                 id: id.clone(),
@@ -167,7 +194,13 @@ impl App {
             out.outcome = Outcome::Held;
             out.held_change_id = Some(id);
         } else {
-            let events = roster::to_events(&out.diff, &req.source, &req.sync_id, as_of);
+            let events = roster::to_events(
+                &out.diff,
+                &req.source,
+                &req.sync_id,
+                as_of,
+                policy.policy.hr_time_zone,
+            );
             let policy = self.policy_in(&mut tx).await?;
             for ev in &events {
                 match process_event(&mut tx, ev, actor, &policy, now).await {
@@ -193,7 +226,10 @@ impl App {
             held_change_id: out.held_change_id.clone(),
             response: serde_json::to_value(&out).unwrap_or_default(),
         };
-        if !tx.insert_sync(&req.source, &req.sync_id, &receipt, now).await? {
+        if !tx
+            .insert_sync(&req.source, &req.sync_id, &receipt, now)
+            .await?
+        {
             // A concurrent send of the same snapshot won; report its outcome.
             drop(tx);
             if let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await? {

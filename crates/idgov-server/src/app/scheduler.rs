@@ -1,15 +1,25 @@
 //! Applies future-dated HR events when they fall due.
 
-use super::App;
+use super::{App, SYSTEM_SCHEDULER};
 use crate::error::AppError;
+use chrono::Days;
+use idgov_domain::hr::{EventKind, HrEvent};
+use idgov_domain::time::{local_date, local_day_start};
+use sha2::{Digest, Sha256};
 use std::sync::Weak;
 use std::time::Duration;
 
 impl App {
-    /// Applies every scheduled event due now. Returns how many this process
-    /// applied. Safe to run on several replicas at once: each event is
-    /// claimed under a row lock and applied once.
+    /// Applies every scheduled event due now, then terminates everyone whose
+    /// end date is over. Returns how many events this process applied. Safe
+    /// to run on several replicas at once: each event is claimed under a row
+    /// lock and applied once.
     pub async fn run_due(&self) -> Result<u64, AppError> {
+        let applied = self.run_scheduled().await?;
+        Ok(applied + self.run_end_dates().await?)
+    }
+
+    async fn run_scheduled(&self) -> Result<u64, AppError> {
         let mut applied = 0;
         loop {
             let due = self.store.due_events(self.now(), 200).await?;
@@ -27,6 +37,51 @@ impl App {
                 return Ok(applied);
             }
         }
+    }
+}
+
+impl App {
+    /// Terminates active people whose end date (in the HR time zone) is over,
+    /// through an ordinary, idempotent HR event from the source `idgov`.
+    /// The end date is read from the identity each time, so an extended
+    /// contract simply moves it and nothing stale fires.
+    pub async fn run_end_dates(&self) -> Result<u64, AppError> {
+        let zone = self.policy().policy.hr_time_zone;
+        let today = local_date(self.now(), zone);
+        let mut applied = 0;
+        for person in self.store.identities_past_end_date(today).await? {
+            let Some(end) = person.attrs.end_date else {
+                continue;
+            };
+            let Some(effective_at) = end
+                .checked_add_days(Days::new(1))
+                .and_then(|d| local_day_start(d, zone))
+            else {
+                continue;
+            };
+            let event_id = format!("end-date:{}:{end}", person.employee_id);
+            let event = HrEvent {
+                source: "idgov".into(),
+                fingerprint: hex::encode(Sha256::digest(event_id.as_bytes())),
+                event_id,
+                kind: EventKind::Terminate,
+                employee_id: person.employee_id.clone(),
+                effective_at,
+                effective_input: end.to_string(),
+                time_zone: zone.name().to_string(),
+                attrs: Default::default(),
+                rescinds_event_id: None,
+            };
+            match self.submit_event(event, SYSTEM_SCHEDULER).await {
+                Ok(o) if !o.duplicate => applied += 1,
+                Ok(_) => {}
+                Err(e) if e.is_store() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(employee = %person.employee_id, error = %e, "end-date termination refused")
+                }
+            }
+        }
+        Ok(applied)
     }
 }
 

@@ -49,15 +49,24 @@ impl DevAuth {
         let path = key_path(data_dir);
         match std::fs::read_to_string(&path) {
             Ok(s) => {
-                let key = hex::decode(s.trim()).map_err(|_| format!("{} is not a hex key; delete it to make a new one", path.display()))?;
+                let key = hex::decode(s.trim()).map_err(|_| {
+                    format!(
+                        "{} is not a hex key; delete it to make a new one",
+                        path.display()
+                    )
+                })?;
                 if key.len() < 32 {
-                    return Err(format!("{} holds a key shorter than 32 bytes; delete it to make a new one", path.display()));
+                    return Err(format!(
+                        "{} holds a key shorter than 32 bytes; delete it to make a new one",
+                        path.display()
+                    ));
                 }
                 Ok(DevAuth { key })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir)
-                    .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+                std::fs::create_dir_all(data_dir).map_err(|e| {
+                    format!("cannot create data directory {}: {e}", data_dir.display())
+                })?;
                 let mut key = vec![0u8; 32];
                 rand::rng().fill_bytes(&mut key);
                 let mut opts = std::fs::OpenOptions::new();
@@ -71,7 +80,9 @@ impl DevAuth {
                         Ok(DevAuth { key })
                     }
                     // Someone else created it meanwhile: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => DevAuth::load_or_create(data_dir),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        DevAuth::load_or_create(data_dir)
+                    }
                     Err(e) => Err(format!("cannot create {}: {e}", path.display())),
                 }
             }
@@ -80,7 +91,13 @@ impl DevAuth {
     }
 
     /// Mints a token for `roles`, optionally as the person `employee_id`.
-    pub fn mint(&self, subject: &str, employee_id: Option<&str>, roles: &[Role], ttl: Duration) -> Result<String, String> {
+    pub fn mint(
+        &self,
+        subject: &str,
+        employee_id: Option<&str>,
+        roles: &[Role],
+        ttl: Duration,
+    ) -> Result<String, String> {
         let now = Utc::now();
         let claims = DevClaims {
             iss: DEV_ISSUER.into(),
@@ -91,8 +108,12 @@ impl DevAuth {
             iat: now.timestamp(),
             exp: (now + ttl).timestamp(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&self.key))
-            .map_err(|e| format!("cannot sign the token: {e}"))
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&self.key),
+        )
+        .map_err(|e| format!("cannot sign the token: {e}"))
     }
 
     /// Verifies a token and names its caller.
@@ -102,8 +123,11 @@ impl DevAuth {
         v.set_audience(&[DEV_ISSUER]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         v.leeway = 30;
-        let data = jsonwebtoken::decode::<DevClaims>(token, &DecodingKey::from_secret(&self.key), &v)
-            .map_err(|e| format!("invalid token ({e}); mint a new one with `idgov dev token`"))?;
+        let data =
+            jsonwebtoken::decode::<DevClaims>(token, &DecodingKey::from_secret(&self.key), &v)
+                .map_err(|e| {
+                    format!("invalid token ({e}); mint a new one with `idgov dev token`")
+                })?;
         let c = data.claims;
         let roles = c
             .roles
@@ -136,12 +160,21 @@ mod tests {
 
         let other = DevAuth { key: vec![7; 32] };
         let forged = other.mint("mallory", None, &[Role::ItAdmin], Duration::hours(1))?;
-        assert!(auth.verify(&forged).is_err(), "a token of another key is refused");
+        assert!(
+            auth.verify(&forged).is_err(),
+            "a token of another key is refused"
+        );
         let expired = auth.mint("alice", None, &[Role::Auditor], Duration::hours(-2))?;
-        assert!(auth.verify(&expired).is_err(), "an expired token is refused");
+        assert!(
+            auth.verify(&expired).is_err(),
+            "an expired token is refused"
+        );
         let mut parts: Vec<String> = token.split('.').map(String::from).collect();
         parts[1] = parts[1].replace('A', "B");
-        assert!(auth.verify(&parts.join(".")).is_err(), "an altered payload is refused");
+        assert!(
+            auth.verify(&parts.join(".")).is_err(),
+            "an altered payload is refused"
+        );
         // The same directory gives the same key.
         let again = DevAuth::load_or_create(&dir)?;
         assert!(again.verify(&token).is_ok());

@@ -55,15 +55,20 @@ pub struct AuthService<S> {
 }
 
 impl Shared {
-    async fn decide(&self, path: &str, headers: &http::HeaderMap) -> Result<idgov_authz::Access, AppError> {
+    async fn decide(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<idgov_authz::Access, AppError> {
         let caller = self.auth.authenticate(headers).await?;
         if let Some(emp) = &caller.employee_id
             && let Some(person) = self.store.get_identity(emp).await?
-                && person.status == Status::Terminated {
-                    return Err(AppError::Unauthenticated(format!(
-                        "{emp} has left the organisation; their credentials are no longer accepted"
-                    )));
-                }
+            && person.status == Status::Terminated
+        {
+            return Err(AppError::Unauthenticated(format!(
+                "{emp} has left the organisation; their credentials are no longer accepted"
+            )));
+        }
         let rpc = Rpc::from_path(path)
             .ok_or_else(|| AppError::PermissionDenied(format!("{path} is not an idgov method")))?;
         check_rpc(&caller, rpc).map_err(|d| AppError::PermissionDenied(d.reason))

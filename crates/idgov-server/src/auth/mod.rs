@@ -39,14 +39,18 @@ impl Authenticator {
 fn bearer(headers: &http::HeaderMap) -> Result<&str, AppError> {
     let value = headers
         .get(http::header::AUTHORIZATION)
-        .ok_or_else(|| AppError::Unauthenticated("no credentials: send `authorization: Bearer <token>`".into()))?
+        .ok_or_else(|| {
+            AppError::Unauthenticated("no credentials: send `authorization: Bearer <token>`".into())
+        })?
         .to_str()
         .map_err(|_| AppError::Unauthenticated("the authorization header is not text".into()))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| AppError::Unauthenticated("the authorization header is not `Bearer <token>`".into()))?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(|| {
+        AppError::Unauthenticated("the authorization header is not `Bearer <token>`".into())
+    })?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(AppError::Unauthenticated("the authorization header is not `Bearer <token>`".into()));
+        return Err(AppError::Unauthenticated(
+            "the authorization header is not `Bearer <token>`".into(),
+        ));
     }
     Ok(token.trim())
 }

@@ -57,7 +57,12 @@ impl AuditService for Api {
         req: Request<pb::VerifyAuditChainRequest>,
     ) -> Result<Response<pb::VerifyAuditChainResponse>, Status> {
         let access = access(&req)?;
-        let report = self.app.store.verify_audit_chain().await.map_err(AppError::from)?;
+        let report = self
+            .app
+            .store
+            .verify_audit_chain()
+            .await
+            .map_err(AppError::from)?;
         if let Some(b) = &report.broken {
             // A failed verification is itself a security event. Recording it
             // extends the chain after the break; it does not hide it.

@@ -45,7 +45,10 @@ pub fn classification_from(v: i32, field: &str) -> Result<Option<Classification>
         Ok(pb::Classification::Internal) => Ok(Some(Classification::Internal)),
         Ok(pb::Classification::Confidential) => Ok(Some(Classification::Confidential)),
         Ok(pb::Classification::Restricted) => Ok(Some(Classification::Restricted)),
-        Err(_) => Err(FieldViolation::new(field, format!("{v} is not a classification"))),
+        Err(_) => Err(FieldViolation::new(
+            field,
+            format!("{v} is not a classification"),
+        )),
     }
 }
 
@@ -65,7 +68,10 @@ pub fn status_from(v: i32) -> Result<Option<Status>, FieldViolation> {
         Ok(pb::IdentityStatus::Active) => Ok(Some(Status::Active)),
         Ok(pb::IdentityStatus::Suspended) => Ok(Some(Status::Suspended)),
         Ok(pb::IdentityStatus::Terminated) => Ok(Some(Status::Terminated)),
-        Err(_) => Err(FieldViolation::new("status", format!("{v} is not an identity status"))),
+        Err(_) => Err(FieldViolation::new(
+            "status",
+            format!("{v} is not an identity status"),
+        )),
     }
 }
 
@@ -98,7 +104,10 @@ pub fn attrs_from(
         Ok(pb::EmploymentType::Contractor) => Some(EmploymentType::Contractor),
         Ok(pb::EmploymentType::Intern) => Some(EmploymentType::Intern),
         Err(_) => {
-            v.push(FieldViolation::new(format!("{prefix}.employment_type"), "unknown value"));
+            v.push(FieldViolation::new(
+                format!("{prefix}.employment_type"),
+                "unknown value",
+            ));
             None
         }
     };
@@ -108,14 +117,18 @@ pub fn attrs_from(
         Ok(pb::BackgroundCheck::Cleared) => Some(BackgroundCheck::Cleared),
         Ok(pb::BackgroundCheck::Failed) => Some(BackgroundCheck::Failed),
         Err(_) => {
-            v.push(FieldViolation::new(format!("{prefix}.background_check"), "unknown value"));
+            v.push(FieldViolation::new(
+                format!("{prefix}.background_check"),
+                "unknown value",
+            ));
             None
         }
     };
-    let clearance = classification_from(a.clearance, &format!("{prefix}.clearance")).unwrap_or_else(|e| {
-        v.push(e);
-        None
-    });
+    let clearance = classification_from(a.clearance, &format!("{prefix}.clearance"))
+        .unwrap_or_else(|e| {
+            v.push(e);
+            None
+        });
     if !v.is_empty() {
         return Err(v);
     }
@@ -163,7 +176,10 @@ pub fn event_input(e: &pb::HrEvent) -> Result<HrEventInput, Vec<FieldViolation>>
         Ok(pb::HrEventType::Rehire) => Some(EventKind::Rehire),
         Ok(pb::HrEventType::Rescind) => Some(EventKind::Rescind),
         Err(_) => {
-            v.push(FieldViolation::new("event.type", format!("{} is not an event type", e.r#type)));
+            v.push(FieldViolation::new(
+                "event.type",
+                format!("{} is not an event type", e.r#type),
+            ));
             None
         }
     };
@@ -212,11 +228,18 @@ pub fn event_state_from(v: i32) -> Result<Option<EventState>, FieldViolation> {
         Ok(pb::HrEventState::Superseded) => Ok(Some(EventState::Superseded)),
         Ok(pb::HrEventState::Rescinded) => Ok(Some(EventState::Rescinded)),
         Ok(pb::HrEventState::Rejected) => Ok(Some(EventState::Rejected)),
-        Err(_) => Err(FieldViolation::new("state", format!("{v} is not an event state"))),
+        Err(_) => Err(FieldViolation::new(
+            "state",
+            format!("{v} is not an event state"),
+        )),
     }
 }
 
-fn attrs_to(a: &AttributesPatch, start: Option<String>, end: Option<String>) -> pb::PersonAttributes {
+fn attrs_to(
+    a: &AttributesPatch,
+    start: Option<String>,
+    end: Option<String>,
+) -> pb::PersonAttributes {
     pb::PersonAttributes {
         display_name: a.display_name.clone(),
         email: a.email.clone(),
@@ -394,7 +417,10 @@ pub fn held_state_from(v: i32) -> Result<HeldState, FieldViolation> {
         Ok(pb::HeldChangeState::Unspecified) | Ok(pb::HeldChangeState::Held) => Ok(HeldState::Held),
         Ok(pb::HeldChangeState::Released) => Ok(HeldState::Released),
         Ok(pb::HeldChangeState::Discarded) => Ok(HeldState::Discarded),
-        Err(_) => Err(FieldViolation::new("state", format!("{v} is not a held-change state"))),
+        Err(_) => Err(FieldViolation::new(
+            "state",
+            format!("{v} is not a held-change state"),
+        )),
     }
 }
 

@@ -23,11 +23,15 @@ impl HrService for Api {
     ) -> Result<Response<pb::SubmitHrEventResponse>, Status> {
         let access = access(&req)?;
         let Some(ev) = req.into_inner().event else {
-            return Err(invalid("the request has no event", vec![FieldViolation::new("event", "is required")]));
+            return Err(invalid(
+                "the request has no event",
+                vec![FieldViolation::new("event", "is required")],
+            ));
         };
         let input = convert::event_input(&ev).map_err(|v| invalid("the HR event is invalid", v))?;
         let policy = self.app.policy();
-        let event = HrEvent::parse(input, policy.policy.hr_time_zone, self.app.now()).map_err(AppError::from)?;
+        let event = HrEvent::parse(input, policy.policy.hr_time_zone, self.app.now())
+            .map_err(AppError::from)?;
         let out = self.app.submit_event(event, &access.caller.actor()).await?;
         Ok(Response::new(pb::SubmitHrEventResponse {
             state: convert::event_state(out.state) as i32,
@@ -46,7 +50,9 @@ impl HrService for Api {
         let access = access(&req)?;
         let mut stream = req.into_inner();
         let header = match stream.message().await? {
-            Some(pb::SyncRosterRequest { item: Some(Item::Header(h)) }) => h,
+            Some(pb::SyncRosterRequest {
+                item: Some(Item::Header(h)),
+            }) => h,
             _ => {
                 return Err(invalid(
                     "the first message of a roster sync must be its header",
@@ -71,7 +77,10 @@ impl HrService for Api {
                                     if let Some(s) = raw.filter(|s| !s.is_empty()) {
                                         match idgov_domain::time::parse_date(&s) {
                                             Ok(d) => *slot = Some(d),
-                                            Err(m) => violations.push(FieldViolation::new(format!("roster[{i}].{field}"), m)),
+                                            Err(m) => violations.push(FieldViolation::new(
+                                                format!("roster[{i}].{field}"),
+                                                m,
+                                            )),
                                         }
                                     }
                                 }
@@ -91,14 +100,20 @@ impl HrService for Api {
                     if entries.len() > MAX_ROSTER {
                         return Err(invalid(
                             "the roster is too large",
-                            vec![FieldViolation::new("entries", format!("at most {MAX_ROSTER} entries per sync"))],
+                            vec![FieldViolation::new(
+                                "entries",
+                                format!("at most {MAX_ROSTER} entries per sync"),
+                            )],
                         ));
                     }
                 }
                 _ => {
                     return Err(invalid(
                         "a roster sync has one header, then only entries",
-                        vec![FieldViolation::new(format!("entries[{}]", entries.len()), "is not an entry")],
+                        vec![FieldViolation::new(
+                            format!("entries[{}]", entries.len()),
+                            "is not an entry",
+                        )],
                     ));
                 }
             }
@@ -133,7 +148,8 @@ impl HrService for Api {
         let r = req.into_inner();
         let limit = paging::page_size(r.page_size)?;
         let after = paging::decode_i64(&r.page_token)?;
-        let state = convert::event_state_from(r.state).map_err(|v| invalid("invalid filter", vec![v]))?;
+        let state =
+            convert::event_state_from(r.state).map_err(|v| invalid("invalid filter", vec![v]))?;
         let filter = EventFilter {
             state,
             employee_id: r.employee_id,
@@ -159,7 +175,8 @@ impl HrService for Api {
         let r = req.into_inner();
         let limit = paging::page_size(r.page_size)?;
         let after = paging::decode(&r.page_token)?;
-        let state = convert::held_state_from(r.state).map_err(|v| invalid("invalid filter", vec![v]))?;
+        let state =
+            convert::held_state_from(r.state).map_err(|v| invalid("invalid filter", vec![v]))?;
         let rows = self
             .app
             .store
@@ -179,7 +196,10 @@ impl HrService for Api {
     ) -> Result<Response<pb::ReleaseHeldChangeResponse>, Status> {
         let access = access(&req)?;
         let r = req.into_inner();
-        let h = self.app.release_held(&r.id, &r.reason, &access.caller.actor()).await?;
+        let h = self
+            .app
+            .release_held(&r.id, &r.reason, &access.caller.actor())
+            .await?;
         Ok(Response::new(pb::ReleaseHeldChangeResponse {
             held_change: Some(convert::held(&h)),
         }))
@@ -191,7 +211,10 @@ impl HrService for Api {
     ) -> Result<Response<pb::DiscardHeldChangeResponse>, Status> {
         let access = access(&req)?;
         let r = req.into_inner();
-        let h = self.app.discard_held(&r.id, &r.reason, &access.caller.actor()).await?;
+        let h = self
+            .app
+            .discard_held(&r.id, &r.reason, &access.caller.actor())
+            .await?;
         Ok(Response::new(pb::DiscardHeldChangeResponse {
             held_change: Some(convert::held(&h)),
         }))

@@ -14,15 +14,32 @@ impl Api {
     /// Loads the identity a call is about and checks the caller may reach
     /// it. A scoped caller learns nothing about identities outside its
     /// reach: unknown and unrelated look the same.
-    async fn reachable_identity(&self, access: &Access, employee_id: &str) -> Result<Identity, Status> {
-        validate_employee_id(employee_id)
-            .map_err(|e| invalid("invalid employee id", vec![FieldViolation::new("employee_id", e)]))?;
-        let found = self.app.store.get_identity(employee_id).await.map_err(AppError::from)?;
+    async fn reachable_identity(
+        &self,
+        access: &Access,
+        employee_id: &str,
+    ) -> Result<Identity, Status> {
+        validate_employee_id(employee_id).map_err(|e| {
+            invalid(
+                "invalid employee id",
+                vec![FieldViolation::new("employee_id", e)],
+            )
+        })?;
+        let found = self
+            .app
+            .store
+            .get_identity(employee_id)
+            .await
+            .map_err(AppError::from)?;
         let scoped = matches!(access.grant, Grant::Scoped { .. });
         let person = match found {
             Some(p) => p,
             None if scoped => return Err(denied(access)),
-            None => return Err(AppError::not_found(format!("there is no identity {employee_id}")).into()),
+            None => {
+                return Err(
+                    AppError::not_found(format!("there is no identity {employee_id}")).into(),
+                );
+            }
         };
         let facts = ObjectFacts {
             employee_id: Some(person.employee_id.clone()),
@@ -43,16 +60,24 @@ fn denied(access: &Access) -> Status {
 
 #[tonic::async_trait]
 impl IdentityService for Api {
-    async fn get_identity(&self, req: Request<pb::GetIdentityRequest>) -> Result<Response<pb::Identity>, Status> {
+    async fn get_identity(
+        &self,
+        req: Request<pb::GetIdentityRequest>,
+    ) -> Result<Response<pb::Identity>, Status> {
         let access = access(&req)?;
-        let person = self.reachable_identity(&access, &req.get_ref().employee_id).await?;
+        let person = self
+            .reachable_identity(&access, &req.get_ref().employee_id)
+            .await?;
         let grants = self
             .app
             .store
             .list_grants(&person.employee_id, false, "", i64::MAX)
             .await
             .map_err(AppError::from)?;
-        Ok(Response::new(convert::identity(&person, grants.len() as i64)))
+        Ok(Response::new(convert::identity(
+            &person,
+            grants.len() as i64,
+        )))
     }
 
     async fn list_identities(
@@ -63,7 +88,8 @@ impl IdentityService for Api {
         let r = req.into_inner();
         let limit = paging::page_size(r.page_size)?;
         let after = paging::decode(&r.page_token)?;
-        let status = convert::status_from(r.status).map_err(|v| invalid("invalid filter", vec![v]))?;
+        let status =
+            convert::status_from(r.status).map_err(|v| invalid("invalid filter", vec![v]))?;
         let mut filter = IdentityFilter {
             status,
             department: r.department,
@@ -91,7 +117,10 @@ impl IdentityService for Api {
         }))
     }
 
-    async fn list_grants(&self, req: Request<pb::ListGrantsRequest>) -> Result<Response<pb::ListGrantsResponse>, Status> {
+    async fn list_grants(
+        &self,
+        req: Request<pb::ListGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
         let access = access(&req)?;
         let r = req.into_inner();
         let person = self.reachable_identity(&access, &r.employee_id).await?;

@@ -32,7 +32,12 @@ pub fn decode(token: &str) -> Result<String, AppError> {
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.strip_prefix("v1:").map(String::from))
-        .ok_or_else(|| AppError::invalid("page_token", "is not a token this server issued; start again without one"))
+        .ok_or_else(|| {
+            AppError::invalid(
+                "page_token",
+                "is not a token this server issued; start again without one",
+            )
+        })
 }
 
 /// Decodes a page token holding a number (0 for none).
@@ -41,8 +46,12 @@ pub fn decode_i64(token: &str) -> Result<i64, AppError> {
     if s.is_empty() {
         return Ok(0);
     }
-    s.parse()
-        .map_err(|_| AppError::invalid("page_token", "is not a token this server issued; start again without one"))
+    s.parse().map_err(|_| {
+        AppError::invalid(
+            "page_token",
+            "is not a token this server issued; start again without one",
+        )
+    })
 }
 
 /// Cuts `items` (fetched with limit + 1) to the page and returns the token

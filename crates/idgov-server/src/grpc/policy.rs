@@ -9,7 +9,10 @@ use tonic::{Request, Response, Status};
 
 #[tonic::async_trait]
 impl PolicyService for Api {
-    async fn get_policy(&self, req: Request<pb::GetPolicyRequest>) -> Result<Response<pb::Policy>, Status> {
+    async fn get_policy(
+        &self,
+        req: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::Policy>, Status> {
         access(&req)?;
         Ok(Response::new(convert::policy(&self.app.policy())))
     }
@@ -69,7 +72,10 @@ impl PolicyService for Api {
         let items: Vec<pb::Entitlement> = policy
             .policy
             .entitlements
-            .range::<String, _>((std::ops::Bound::Excluded(&after), std::ops::Bound::Unbounded))
+            .range::<String, _>((
+                std::ops::Bound::Excluded(&after),
+                std::ops::Bound::Unbounded,
+            ))
             .map(|(_, e)| e)
             .filter(|e| r.system_id.is_empty() || e.system == r.system_id)
             .filter(|e| class.is_none_or(|c| e.classification == c))
@@ -92,7 +98,10 @@ impl PolicyService for Api {
         }))
     }
 
-    async fn list_roles(&self, req: Request<pb::ListRolesRequest>) -> Result<Response<pb::ListRolesResponse>, Status> {
+    async fn list_roles(
+        &self,
+        req: Request<pb::ListRolesRequest>,
+    ) -> Result<Response<pb::ListRolesResponse>, Status> {
         access(&req)?;
         let r = req.into_inner();
         let limit = paging::page_size(r.page_size)?;
@@ -100,12 +109,18 @@ impl PolicyService for Api {
         let policy = self.app.policy();
         let mut rules: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for rule in &policy.policy.birthright {
-            rules.entry(rule.role.as_str()).or_default().push(rule.describe());
+            rules
+                .entry(rule.role.as_str())
+                .or_default()
+                .push(rule.describe());
         }
         let items: Vec<pb::Role> = policy
             .policy
             .roles
-            .range::<String, _>((std::ops::Bound::Excluded(&after), std::ops::Bound::Unbounded))
+            .range::<String, _>((
+                std::ops::Bound::Excluded(&after),
+                std::ops::Bound::Unbounded,
+            ))
             .take(limit as usize + 1)
             .map(|(_, role)| pb::Role {
                 id: role.id.clone(),

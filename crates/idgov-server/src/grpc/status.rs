@@ -43,7 +43,12 @@ pub fn to_status(e: AppError) -> Status {
             match s {
                 StoreError::Unavailable(_) => {
                     tracing::warn!(error = %s, "database unavailable");
-                    status(Code::Unavailable, reason, "the database is unavailable; retry shortly".into(), &[])
+                    status(
+                        Code::Unavailable,
+                        reason,
+                        "the database is unavailable; retry shortly".into(),
+                        &[],
+                    )
                 }
                 StoreError::Conflict(m) => status(
                     Code::Aborted,
@@ -63,8 +68,12 @@ pub fn to_status(e: AppError) -> Status {
                 }
             }
         }
-        AppError::Unauthenticated(m) => status(Code::Unauthenticated, "IDGOV_UNAUTHENTICATED", m, &[]),
-        AppError::PermissionDenied(m) => status(Code::PermissionDenied, "IDGOV_PERMISSION_DENIED", m, &[]),
+        AppError::Unauthenticated(m) => {
+            status(Code::Unauthenticated, "IDGOV_UNAUTHENTICATED", m, &[])
+        }
+        AppError::PermissionDenied(m) => {
+            status(Code::PermissionDenied, "IDGOV_PERMISSION_DENIED", m, &[])
+        }
         AppError::Unavailable(m) => status(Code::Unavailable, "IDGOV_UNAVAILABLE", m, &[]),
     }
 }
@@ -89,15 +98,23 @@ mod tests {
         let s = to_status(e);
         assert_eq!(s.code(), Code::InvalidArgument);
         let d = s.get_error_details();
-        let br = d.bad_request().map(|b| b.field_violations.clone()).unwrap_or_default();
+        let br = d
+            .bad_request()
+            .map(|b| b.field_violations.clone())
+            .unwrap_or_default();
         assert_eq!(br.len(), 1);
         assert_eq!(br[0].field, "event.employee_id");
-        assert_eq!(d.error_info().map(|i| i.reason.as_str()), Some("IDGOV_INVALID_ARGUMENT"));
+        assert_eq!(
+            d.error_info().map(|i| i.reason.as_str()),
+            Some("IDGOV_INVALID_ARGUMENT")
+        );
     }
 
     #[test]
     fn internal_errors_hide_details() {
-        let s = to_status(AppError::Store(StoreError::Corrupt("row 7 secret detail".into())));
+        let s = to_status(AppError::Store(StoreError::Corrupt(
+            "row 7 secret detail".into(),
+        )));
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("secret"));
     }

@@ -77,7 +77,10 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
                 })),
                 Format::Table => {
                     if r.ok {
-                        println!("audit chain OK: {} events verified, head {}", r.events_checked, r.head_hash);
+                        println!(
+                            "audit chain OK: {} events verified, head {}",
+                            r.events_checked, r.head_hash
+                        );
                     } else {
                         println!(
                             "AUDIT CHAIN BROKEN at event {}: {} ({} events verified before it)",
@@ -86,12 +89,17 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
                     }
                 }
             }
-            Ok(if r.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if r.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         AuditCommand::Export { out, actor, target } => {
             let mut w: Box<dyn Write> = match &out {
                 Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+                    std::fs::File::create(p)
+                        .with_context(|| format!("cannot create {}", p.display()))?,
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
@@ -124,7 +132,12 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::List { actor, target, action, limit } => {
+        AuditCommand::List {
+            actor,
+            target,
+            action,
+            limit,
+        } => {
             let r = audit
                 .list_audit_events(pb::ListAuditEventsRequest {
                     page_size: limit,
@@ -137,13 +150,21 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
                 .map_err(explain)?
                 .into_inner();
             match opts.output {
-                Format::Json => json(&serde_json::Value::Array(r.events.iter().map(event_line).collect())),
+                Format::Json => json(&serde_json::Value::Array(
+                    r.events.iter().map(event_line).collect(),
+                )),
                 Format::Table => {
                     let mut t = table(&["seq", "time", "actor", "action", "target", "detail"]);
                     for e in &r.events {
                         let mut detail = e.detail_json.clone();
                         if detail.len() > 120 {
-                            detail.truncate(detail.char_indices().nth(117).map(|(i, _)| i).unwrap_or(117));
+                            detail.truncate(
+                                detail
+                                    .char_indices()
+                                    .nth(117)
+                                    .map(|(i, _)| i)
+                                    .unwrap_or(117),
+                            );
                             detail.push('…');
                         }
                         t.add_row(vec![
@@ -176,8 +197,16 @@ fn verify_file(path: &PathBuf, out: Format) -> anyhow::Result<ExitCode> {
         }
         let j: serde_json::Value =
             serde_json::from_str(&line).with_context(|| format!("line {} is not JSON", i + 1))?;
-        let field = |k: &str| j.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string();
-        let us = j.get("occurred_at_us").and_then(|x| x.as_i64()).unwrap_or_default();
+        let field = |k: &str| {
+            j.get(k)
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let us = j
+            .get("occurred_at_us")
+            .and_then(|x| x.as_i64())
+            .unwrap_or_default();
         let rec = AuditRecord {
             seq: j.get("seq").and_then(|x| x.as_i64()).unwrap_or_default(),
             occurred_at: chrono::DateTime::from_timestamp_micros(us).unwrap_or_default(),
@@ -185,7 +214,10 @@ fn verify_file(path: &PathBuf, out: Format) -> anyhow::Result<ExitCode> {
             action: field("action"),
             target: field("target"),
             detail: field("detail_json"),
-            security: j.get("security_event").and_then(|x| x.as_bool()).unwrap_or_default(),
+            security: j
+                .get("security_event")
+                .and_then(|x| x.as_bool())
+                .unwrap_or_default(),
             prev_hash: field("prev_hash"),
             hash: field("hash"),
         };
@@ -207,5 +239,9 @@ fn verify_file(path: &PathBuf, out: Format) -> anyhow::Result<ExitCode> {
         ),
         (Format::Table, Some(b)) => println!("EXPORT BROKEN at event {}: {}", b.seq, b.problem),
     }
-    Ok(if broken.is_none() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if broken.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

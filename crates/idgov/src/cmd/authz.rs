@@ -19,12 +19,21 @@ pub fn run(c: AuthzCommand) -> anyhow::Result<ExitCode> {
     match output {
         Format::Json => json(&serde_json::to_value(&rows)?),
         Format::Table => {
-            let mut t = table(&["RPC", "roles (any object)", "relationships (related objects only)", "what"]);
+            let mut t = table(&[
+                "RPC",
+                "roles (any object)",
+                "relationships (related objects only)",
+                "what",
+            ]);
             for r in rows {
                 t.add_row(vec![
                     r.rpc,
                     r.roles.join(", "),
-                    if r.relations.is_empty() { "—".into() } else { r.relations.join(", ") },
+                    if r.relations.is_empty() {
+                        "—".into()
+                    } else {
+                        r.relations.join(", ")
+                    },
                     r.description,
                 ]);
             }

@@ -41,7 +41,9 @@ fn parse_role(s: &str) -> Result<Role, String> {
 pub fn run(c: DevCommand) -> anyhow::Result<ExitCode> {
     let DevCommand::Token(a) = c;
     if a.roles.is_empty() && a.subject.is_none() {
-        anyhow::bail!("give at least one --role (hr-feed, it-admin, security-officer, auditor) or a --subject");
+        anyhow::bail!(
+            "give at least one --role (hr-feed, it-admin, security-officer, auditor) or a --subject"
+        );
     }
     if !(1..=24 * 30).contains(&a.ttl_hours) {
         anyhow::bail!("--ttl-hours must be between 1 and 720");
@@ -52,7 +54,12 @@ pub fn run(c: DevCommand) -> anyhow::Result<ExitCode> {
     let auth = DevAuth::load_or_create(&a.data_dir).map_err(anyhow::Error::msg)?;
     let subject = a.subject.clone().unwrap_or_else(|| "dev-user".to_string());
     let token = auth
-        .mint(&subject, a.subject.as_deref(), &a.roles, chrono::Duration::hours(a.ttl_hours))
+        .mint(
+            &subject,
+            a.subject.as_deref(),
+            &a.roles,
+            chrono::Duration::hours(a.ttl_hours),
+        )
         .map_err(anyhow::Error::msg)?;
     if a.print {
         println!("{token}");
@@ -71,8 +78,14 @@ pub fn run(c: DevCommand) -> anyhow::Result<ExitCode> {
     eprintln!(
         "saved a development token to {} (roles: {}{}; valid {} h)",
         path.display(),
-        if roles.is_empty() { "none".into() } else { roles.join(", ") },
-        a.subject.map(|s| format!("; acting as {s}")).unwrap_or_default(),
+        if roles.is_empty() {
+            "none".into()
+        } else {
+            roles.join(", ")
+        },
+        a.subject
+            .map(|s| format!("; acting as {s}"))
+            .unwrap_or_default(),
         a.ttl_hours
     );
     Ok(ExitCode::SUCCESS)

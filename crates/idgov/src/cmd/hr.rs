@@ -166,8 +166,15 @@ async fn send(hr: &mut Hr, out: Format, a: SendArgs) -> anyhow::Result<ExitCode>
         EventType::Rehire => pb::HrEventType::Rehire,
         EventType::Rescind => pb::HrEventType::Rescind,
     };
-    let enum_arg = |v: &Option<String>, f: fn(&str) -> Result<i32, String>, name: &str| -> anyhow::Result<i32> {
-        v.as_deref().map(f).transpose().map_err(|e| anyhow::anyhow!("--{name}: {e}")).map(|x| x.unwrap_or(0))
+    let enum_arg = |v: &Option<String>,
+                    f: fn(&str) -> Result<i32, String>,
+                    name: &str|
+     -> anyhow::Result<i32> {
+        v.as_deref()
+            .map(f)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--{name}: {e}"))
+            .map(|x| x.unwrap_or(0))
     };
     let attrs = pb::PersonAttributes {
         display_name: a.name,
@@ -178,13 +185,27 @@ async fn send(hr: &mut Hr, out: Format, a: SendArgs) -> anyhow::Result<ExitCode>
         location: a.location,
         cost_center: a.cost_center,
         manager_employee_id: a.manager,
-        employment_type: enum_arg(&a.employment_type, |s| roster_csv::employment_type(s).map(|x| x as i32), "employment-type")?,
-        background_check: enum_arg(&a.background_check, |s| roster_csv::background_check(s).map(|x| x as i32), "background-check")?,
-        clearance: enum_arg(&a.clearance, |s| roster_csv::classification(s).map(|x| x as i32), "clearance")?,
+        employment_type: enum_arg(
+            &a.employment_type,
+            |s| roster_csv::employment_type(s).map(|x| x as i32),
+            "employment-type",
+        )?,
+        background_check: enum_arg(
+            &a.background_check,
+            |s| roster_csv::background_check(s).map(|x| x as i32),
+            "background-check",
+        )?,
+        clearance: enum_arg(
+            &a.clearance,
+            |s| roster_csv::classification(s).map(|x| x as i32),
+            "clearance",
+        )?,
         start_date: a.start_date,
         end_date: a.end_date,
     };
-    let event_id = a.event_id.unwrap_or_else(|| format!("cli-{}", uuid::Uuid::now_v7()));
+    let event_id = a
+        .event_id
+        .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::now_v7()));
     let r = hr
         .submit_hr_event(pb::SubmitHrEventRequest {
             event: Some(pb::HrEvent {
@@ -215,7 +236,11 @@ async fn send(hr: &mut Hr, out: Format, a: SendArgs) -> anyhow::Result<ExitCode>
                 event_id,
                 a.employee_id,
                 state,
-                if r.detail.is_empty() { String::new() } else { format!(" — {}", r.detail) },
+                if r.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {}", r.detail)
+                },
                 time(&r.effective_at),
                 if r.grants_added + r.grants_revoked > 0 {
                     format!("; grants +{} −{}", r.grants_added, r.grants_revoked)
@@ -229,9 +254,14 @@ async fn send(hr: &mut Hr, out: Format, a: SendArgs) -> anyhow::Result<ExitCode>
 }
 
 async fn import(hr: &mut Hr, out: Format, a: ImportArgs) -> anyhow::Result<ExitCode> {
-    let data = std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+    let data =
+        std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
     let entries = roster_csv::parse(&data).map_err(|errs| {
-        anyhow::anyhow!("{} is not a valid roster:\n  - {}", a.file.display(), errs.join("\n  - "))
+        anyhow::anyhow!(
+            "{} is not a valid roster:\n  - {}",
+            a.file.display(),
+            errs.join("\n  - ")
+        )
     })?;
     let sync_id = a
         .sync_id
@@ -256,12 +286,14 @@ async fn import(hr: &mut Hr, out: Format, a: ImportArgs) -> anyhow::Result<ExitC
         })),
     };
     let counter = bar.clone();
-    let stream = tokio_stream::iter(std::iter::once(header).chain(entries.into_iter().map(move |e| {
-        counter.inc(1);
-        pb::SyncRosterRequest {
-            item: Some(pb::sync_roster_request::Item::Entry(e)),
-        }
-    })));
+    let stream = tokio_stream::iter(std::iter::once(header).chain(entries.into_iter().map(
+        move |e| {
+            counter.inc(1);
+            pb::SyncRosterRequest {
+                item: Some(pb::sync_roster_request::Item::Entry(e)),
+            }
+        },
+    )));
     let result = hr.sync_roster(stream).await;
     bar.finish_and_clear();
     let r = result.map_err(explain)?.into_inner();
@@ -287,7 +319,14 @@ async fn import(hr: &mut Hr, out: Format, a: ImportArgs) -> anyhow::Result<ExitC
             }
             println!(
                 "roster {}: {} entries — {} joiners, {} movers, {} updates, {} leavers, {} rehires, {} unchanged",
-                r.sync_id, r.entries_received, d.joiners, d.movers, d.updates, d.leavers, d.rehires, d.unchanged
+                r.sync_id,
+                r.entries_received,
+                d.joiners,
+                d.movers,
+                d.updates,
+                d.leavers,
+                d.rehires,
+                d.unchanged
             );
             match r.outcome() {
                 pb::ChangeOutcome::DryRun => println!("dry run: nothing was applied"),
@@ -324,8 +363,14 @@ fn diff_table(d: &pb::RosterDiff) -> comfy_table::Table {
 async fn events(hr: &mut Hr, out: Format, a: EventsArgs) -> anyhow::Result<ExitCode> {
     let state = match a.state.as_deref() {
         None | Some("") => pb::HrEventState::Unspecified,
-        Some(s) => pb::HrEventState::from_str_name(&format!("HR_EVENT_STATE_{}", s.to_ascii_uppercase()))
-            .ok_or_else(|| anyhow::anyhow!("--state must be applied, scheduled, superseded, rescinded or rejected"))?,
+        Some(s) => {
+            pb::HrEventState::from_str_name(&format!("HR_EVENT_STATE_{}", s.to_ascii_uppercase()))
+                .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--state must be applied, scheduled, superseded, rescinded or rejected"
+                )
+            })?
+        }
     };
     let r = hr
         .list_hr_events(pb::ListHrEventsRequest {
@@ -354,7 +399,14 @@ async fn events(hr: &mut Hr, out: Format, a: EventsArgs) -> anyhow::Result<ExitC
                 .collect(),
         )),
         Format::Table => {
-            let mut t = table(&["effective", "employee", "type", "state", "source / event", "detail"]);
+            let mut t = table(&[
+                "effective",
+                "employee",
+                "type",
+                "state",
+                "source / event",
+                "detail",
+            ]);
             for e in &r.events {
                 let ev = e.event.clone().unwrap_or_default();
                 t.add_row(vec![
@@ -420,7 +472,9 @@ async fn held(hr: &mut Hr, out: Format, c: HeldCommand) -> anyhow::Result<ExitCo
             .collect(),
     };
     match out {
-        Format::Json => json(&serde_json::Value::Array(changes.iter().map(held_json).collect())),
+        Format::Json => json(&serde_json::Value::Array(
+            changes.iter().map(held_json).collect(),
+        )),
         Format::Table => {
             if changes.is_empty() {
                 println!("no held changes");

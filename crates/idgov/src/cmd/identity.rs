@@ -74,18 +74,33 @@ pub async fn run(opts: &ClientOpts, c: IdentityCommand) -> anyhow::Result<ExitCo
                     let mut t = table(&["attribute", "value"]);
                     if let Some(o) = v.as_object() {
                         for (k, val) in o {
-                            t.add_row(vec![k.clone(), val.as_str().map(String::from).unwrap_or_else(|| val.to_string())]);
+                            t.add_row(vec![
+                                k.clone(),
+                                val.as_str()
+                                    .map(String::from)
+                                    .unwrap_or_else(|| val.to_string()),
+                            ]);
                         }
                     }
                     println!("{t}");
                 }
             }
         }
-        IdentityCommand::List { status, department, manager, limit } => {
+        IdentityCommand::List {
+            status,
+            department,
+            manager,
+            limit,
+        } => {
             let status = match status.as_deref() {
                 None | Some("") => pb::IdentityStatus::Unspecified,
-                Some(s) => pb::IdentityStatus::from_str_name(&format!("IDENTITY_STATUS_{}", s.to_ascii_uppercase()))
-                    .ok_or_else(|| anyhow::anyhow!("--status must be pre_hire, active, suspended or terminated"))?,
+                Some(s) => pb::IdentityStatus::from_str_name(&format!(
+                    "IDENTITY_STATUS_{}",
+                    s.to_ascii_uppercase()
+                ))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--status must be pre_hire, active, suspended or terminated")
+                })?,
             };
             let mut all = Vec::new();
             let mut token = String::new();
@@ -111,9 +126,21 @@ pub async fn run(opts: &ClientOpts, c: IdentityCommand) -> anyhow::Result<ExitCo
                 all.truncate(limit);
             }
             match opts.output {
-                Format::Json => json(&serde_json::Value::Array(all.iter().map(identity_json).collect())),
+                Format::Json => json(&serde_json::Value::Array(
+                    all.iter().map(identity_json).collect(),
+                )),
                 Format::Table => {
-                    let mut t = table(&["employee", "name", "department", "title", "manager", "type", "status", "ceiling", "grants"]);
+                    let mut t = table(&[
+                        "employee",
+                        "name",
+                        "department",
+                        "title",
+                        "manager",
+                        "type",
+                        "status",
+                        "ceiling",
+                        "grants",
+                    ]);
                     for i in &all {
                         t.add_row(vec![
                             i.employee_id.clone(),

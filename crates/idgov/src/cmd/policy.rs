@@ -39,14 +39,34 @@ pub enum PolicyCommand {
 }
 
 fn levels_table(p: &pb::Policy) -> comfy_table::Table {
-    let mut t = table(&["level", "birthright", "approvals", "max days", "review every", "on mover", "no response"]);
+    let mut t = table(&[
+        "level",
+        "birthright",
+        "approvals",
+        "max days",
+        "review every",
+        "on mover",
+        "no response",
+    ]);
     for l in &p.levels {
         t.add_row(vec![
             enum_name(l.level().as_str_name(), "CLASSIFICATION_"),
             if l.birthright_allowed { "yes" } else { "no" }.into(),
-            if l.approvals.is_empty() { "none".into() } else { l.approvals.join(" + ") },
-            if l.max_grant_days == 0 { "none".into() } else { l.max_grant_days.to_string() },
-            if l.review_every_months == 0 { "never".into() } else { format!("{} months", l.review_every_months) },
+            if l.approvals.is_empty() {
+                "none".into()
+            } else {
+                l.approvals.join(" + ")
+            },
+            if l.max_grant_days == 0 {
+                "none".into()
+            } else {
+                l.max_grant_days.to_string()
+            },
+            if l.review_every_months == 0 {
+                "never".into()
+            } else {
+                format!("{} months", l.review_every_months)
+            },
             l.on_mover.clone(),
             l.no_review_response.clone(),
         ]);
@@ -73,7 +93,11 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
     let mut pol = PolicyServiceClient::new(client.channel);
     match c {
         PolicyCommand::Show { document } => {
-            let p = pol.get_policy(pb::GetPolicyRequest {}).await.map_err(explain)?.into_inner();
+            let p = pol
+                .get_policy(pb::GetPolicyRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner();
             if document {
                 print!("{}", p.document);
                 return Ok(ExitCode::SUCCESS);
@@ -82,7 +106,9 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
                 Format::Json => json(&policy_json(&p)),
                 Format::Table => {
                     if p.version == 0 {
-                        println!("no policy applied yet (defaults in force); apply one with `idgov policy apply FILE`");
+                        println!(
+                            "no policy applied yet (defaults in force); apply one with `idgov policy apply FILE`"
+                        );
                     } else {
                         println!(
                             "policy version {} (sha256 {}…), applied {} by {}",
@@ -95,17 +121,31 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
                     println!(
                         "{} systems, {} entitlements, {} roles, {} birthright rules; HR time zone {}; \
                          guard holds syncs terminating more than min({}% of active, {})",
-                        p.systems, p.entitlements, p.roles, p.birthright_rules, p.hr_time_zone,
-                        p.guard_max_leavers_percent, p.guard_max_leavers
+                        p.systems,
+                        p.entitlements,
+                        p.roles,
+                        p.birthright_rules,
+                        p.hr_time_zone,
+                        p.guard_max_leavers_percent,
+                        p.guard_max_leavers
                     );
                     println!("{}", levels_table(&p));
                 }
             }
         }
-        PolicyCommand::Apply { file, dry_run, reason } => {
-            let document = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        PolicyCommand::Apply {
+            file,
+            dry_run,
+            reason,
+        } => {
+            let document = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
             let r = pol
-                .apply_policy(pb::ApplyPolicyRequest { document, dry_run, reason })
+                .apply_policy(pb::ApplyPolicyRequest {
+                    document,
+                    dry_run,
+                    reason,
+                })
                 .await
                 .map_err(explain)?
                 .into_inner();
@@ -148,7 +188,9 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
                             r.policy.as_ref().map(|p| p.version).unwrap_or_default()
                         ),
                         pb::ChangeOutcome::DryRun => println!("dry run: nothing was applied"),
-                        pb::ChangeOutcome::Unchanged => println!("unchanged: this document is already in force"),
+                        pb::ChangeOutcome::Unchanged => {
+                            println!("unchanged: this document is already in force")
+                        }
                         pb::ChangeOutcome::Held => println!(
                             "HELD: it would strip grants from {} of {} active people (threshold {}). \
                              Release with `idgov hr held release {} --reason …`",
@@ -207,7 +249,10 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
         }
         PolicyCommand::Roles => {
             let r = pol
-                .list_roles(pb::ListRolesRequest { page_size: 1000, page_token: String::new() })
+                .list_roles(pb::ListRolesRequest {
+                    page_size: 1000,
+                    page_token: String::new(),
+                })
                 .await
                 .map_err(explain)?
                 .into_inner();

@@ -1,8 +1,8 @@
 //! `idgov serve`.
 
 use clap::{Args, ValueEnum};
-use idgov_server::serve::{DEFAULT_LISTEN, ServeConfig, start};
 use idgov_server::SystemClock;
+use idgov_server::serve::{DEFAULT_LISTEN, ServeConfig, start};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,9 +34,12 @@ pub struct ServeArgs {
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("IDGOV_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IDGOV_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match a.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.compact().init(),
