@@ -626,8 +626,8 @@ impl Policy {
             )),
             Some(_) => {}
         };
-        for (i, s) in self.systems.values().enumerate() {
-            check(format!("systems ({}) [{i}].owner", s.id), &s.owner);
+        for s in self.systems.values() {
+            check(format!("systems ({}).owner", s.id), &s.owner);
         }
         for e in self.entitlements.values() {
             check(format!("entitlements ({}).owner", e.id), &e.owner);

@@ -201,7 +201,7 @@ fn owners_must_be_active_identities() -> Result<(), DomainError> {
     let fields: Vec<_> = err.violations.iter().map(|v| v.field.clone()).collect();
     assert_eq!(
         fields,
-        ["systems (hq) [1].owner", "entitlements (hq.lobby).owner"]
+        ["systems (hq).owner", "entitlements (hq.lobby).owner"]
     );
     assert!(err.violations[0].description.contains("has left"));
     p.check_owners(|_| Some(Status::Active))?;

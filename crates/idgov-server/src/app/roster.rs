@@ -22,6 +22,8 @@ pub struct SyncRequest {
     pub dry_run: bool,
     /// RFC 3339; empty means now.
     pub as_of: String,
+    /// IANA zone for the roster's dates; empty means the policy's HR zone.
+    pub time_zone: String,
     pub entries: Vec<RosterEntry>,
 }
 
@@ -91,6 +93,18 @@ impl App {
                 }
             }
         };
+        let policy = self.policy();
+        let zone = if req.time_zone.trim().is_empty() {
+            policy.policy.hr_time_zone
+        } else {
+            match idgov_domain::time::parse_zone(&req.time_zone) {
+                Ok(z) => z,
+                Err(e) => {
+                    v.push(FieldViolation::new("header.time_zone", e));
+                    policy.policy.hr_time_zone
+                }
+            }
+        };
         if as_of > now {
             v.push(FieldViolation::new(
                 "header.as_of",
@@ -127,7 +141,6 @@ impl App {
             .filter(|i| matches!(i.status, Status::Active | Status::Suspended))
             .count() as u64;
         let diff = roster::diff(&req.entries, &identities);
-        let policy = self.policy();
         let verdict = guard::evaluate(active, diff.count(ChangeKind::Leaver), &policy.policy.guard);
         let mut out = SyncOutcome {
             sync_id: req.sync_id.clone(),
@@ -150,13 +163,7 @@ impl App {
             let staged = StagedSync {
                 source: req.source.clone(),
                 sync_id: req.sync_id.clone(),
-                events: roster::to_events(
-                    &out.diff,
-                    &req.source,
-                    &req.sync_id,
-                    as_of,
-                    policy.policy.hr_time_zone,
-                ),
+                events: roster::to_events(&out.diff, &req.source, &req.sync_id, as_of, zone),
                 diff: out.diff.clone(),
             };
             let summary_text = format!(
@@ -194,13 +201,7 @@ impl App {
             out.outcome = Outcome::Held;
             out.held_change_id = Some(id);
         } else {
-            let events = roster::to_events(
-                &out.diff,
-                &req.source,
-                &req.sync_id,
-                as_of,
-                policy.policy.hr_time_zone,
-            );
+            let events = roster::to_events(&out.diff, &req.source, &req.sync_id, as_of, zone);
             let policy = self.policy_in(&mut tx).await?;
             for ev in &events {
                 match process_event(&mut tx, ev, actor, &policy, now).await {

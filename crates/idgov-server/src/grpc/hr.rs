@@ -132,6 +132,7 @@ impl HrService for Api {
                     sync_id: header.sync_id,
                     dry_run: header.dry_run,
                     as_of: header.as_of,
+                    time_zone: header.time_zone,
                     entries,
                 },
                 &access.caller.actor(),

@@ -109,6 +109,9 @@ pub struct ImportArgs {
     /// Effective time of the snapshot, RFC 3339 (default: now).
     #[arg(long, default_value = "")]
     as_of: String,
+    /// IANA zone the roster's dates are in (default: the policy's HR zone).
+    #[arg(long, default_value = "")]
+    time_zone: String,
 }
 
 #[derive(Args)]
@@ -283,6 +286,7 @@ async fn import(hr: &mut Hr, out: Format, a: ImportArgs) -> anyhow::Result<ExitC
             sync_id: sync_id.clone(),
             dry_run: a.dry_run,
             as_of: a.as_of,
+            time_zone: a.time_zone,
         })),
     };
     let counter = bar.clone();
