@@ -1,0 +1,9 @@
+//! idgov's integration tests: one binary (link time), modules by subject.
+//! Tests named `…::sqlite` and `…::postgres` run the same body on both
+//! backends; PostgreSQL is a private cluster started by the test kit.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod common;
+mod lifecycle;
+mod store_suite;

@@ -1,0 +1,294 @@
+//! The storage conformance suite: the same assertions on SQLite and on
+//! PostgreSQL.
+
+use chrono::{Duration, TimeZone, Utc};
+use idgov_domain::Classification;
+use idgov_domain::audit::AuditEntry;
+use idgov_domain::grant::{GrantChange, NewGrant, RevokeReason, SourceKind};
+use idgov_domain::guard::{HeldKind, HeldState, Verdict};
+use idgov_domain::hr::{EventKind, EventState, HrEvent};
+use idgov_domain::identity::{Attributes, Identity, Status};
+use idgov_domain::policy::Policy;
+use idgov_store::{AuditFilter, EventFilter, HeldChange, IdentityFilter, StoreError};
+use idgov_tests::backends::TestStore;
+use idgov_tests::both_backends;
+use serde_json::json;
+use sqlx::Connection;
+
+fn at(h: i64) -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap() + Duration::hours(h)
+}
+
+fn person(id: &str, dept: &str, manager: Option<&str>, status: Status) -> Identity {
+    Identity {
+        employee_id: id.into(),
+        attrs: Attributes {
+            display_name: format!("Person {id} Ærø \"quoted\""),
+            email: format!("{}@example.com", id.to_lowercase()),
+            department: dept.into(),
+            manager_id: manager.map(String::from),
+            start_date: chrono::NaiveDate::from_ymd_opt(2024, 2, 29),
+            ..Attributes::new_person(Classification::Internal)
+        },
+        status,
+        attrs_effective_at: at(1),
+        status_effective_at: at(2),
+        created_at: at(0),
+        updated_at: at(3),
+    }
+}
+
+fn ev(id: &str, employee: &str, effective: i64) -> HrEvent {
+    HrEvent {
+        source: "hr".into(),
+        event_id: id.into(),
+        kind: EventKind::Terminate,
+        employee_id: employee.into(),
+        effective_at: at(effective),
+        effective_input: String::new(),
+        time_zone: "UTC".into(),
+        attrs: Default::default(),
+        rescinds_event_id: None,
+        fingerprint: format!("fp-{id}"),
+    }
+}
+
+async fn raw(t: &TestStore) -> sqlx::AnyConnection {
+    sqlx::AnyConnection::connect(&t.url).await.expect("raw connection")
+}
+
+both_backends! {
+    async fn identities_round_trip_and_page(t: TestStore) {
+        let s = &t.store;
+        let mut tx = s.begin().await.unwrap();
+        for (i, id) in ["E1", "E2", "E3", "E4", "E5"].iter().enumerate() {
+            let status = if i == 4 { Status::Terminated } else { Status::Active };
+            let dept = if i % 2 == 0 { "Finance" } else { "Sales" };
+            tx.put_identity(&person(id, dept, Some("E1"), status)).await.unwrap();
+        }
+        tx.commit(at(0)).await.unwrap();
+        let got = s.get_identity("E2").await.unwrap().unwrap();
+        assert_eq!(got, person("E2", "Sales", Some("E1"), Status::Active));
+        assert!(s.get_identity("nobody").await.unwrap().is_none());
+
+        let page1 = s.list_identities(&IdentityFilter::default(), "", 2).await.unwrap();
+        let page2 = s.list_identities(&IdentityFilter::default(), "E2", 2).await.unwrap();
+        let ids = |v: &[(Identity, i64)]| v.iter().map(|(i, _)| i.employee_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&page1), ["E1", "E2"]);
+        assert_eq!(ids(&page2), ["E3", "E4"]);
+        let finance = IdentityFilter { department: "Finance".into(), status: Some(Status::Active), ..Default::default() };
+        assert_eq!(ids(&s.list_identities(&finance, "", 10).await.unwrap()), ["E1", "E3"]);
+        assert_eq!(s.count_identities(Status::Active).await.unwrap(), 4);
+        assert_eq!(s.all_identities().await.unwrap().len(), 5);
+
+        // Replacing keeps created_at and changes the rest.
+        let mut tx = s.begin().await.unwrap();
+        let mut moved = person("E2", "Finance", None, Status::Active);
+        moved.created_at = at(99);
+        tx.put_identity(&moved).await.unwrap();
+        tx.commit(at(0)).await.unwrap();
+        let got = s.get_identity("E2").await.unwrap().unwrap();
+        assert_eq!(got.attrs.department, "Finance");
+        assert_eq!(got.attrs.manager_id, None);
+        assert_eq!(got.created_at, at(0));
+    }
+
+    async fn grants_apply_and_keep_history(t: TestStore) {
+        let s = &t.store;
+        let policy = Policy::parse(crate::common::POLICY).unwrap();
+        let mut tx = s.begin().await.unwrap();
+        tx.put_identity(&person("E1", "Finance", None, Status::Active)).await.unwrap();
+        let add = |e: &str| GrantChange::Add(NewGrant {
+            entitlement_id: e.into(), source: SourceKind::Birthright, source_ref: "everyone".into(), justification: "b".into(),
+        });
+        let applied = tx.apply_grant_changes("E1", &[add("lobby"), add("wiki"), add("ledger")], &policy, "test", at(1)).await.unwrap();
+        assert_eq!(applied.added.len(), 3);
+        let wiki = applied.added.iter().find(|(_, e)| e == "wiki").unwrap().0.clone();
+        let ledger = applied.added.iter().find(|(_, e)| e == "ledger").unwrap().0.clone();
+        tx.apply_grant_changes("E1", &[
+            GrantChange::Revoke { grant_id: wiki.clone(), entitlement_id: "wiki".into(), reason: RevokeReason::Mover },
+            GrantChange::MarkMoverReview { grant_id: ledger.clone(), entitlement_id: "ledger".into() },
+        ], &policy, "test", at(2)).await.unwrap();
+        tx.commit(at(2)).await.unwrap();
+
+        let active = s.list_grants("E1", false, "", 100).await.unwrap();
+        let all = s.list_grants("E1", true, "", 100).await.unwrap();
+        assert_eq!(active.len(), 2);
+        assert_eq!(all.len(), 3, "revoked grants stay as history");
+        let (w, class) = all.iter().find(|(g, _)| g.id == wiki).unwrap();
+        assert_eq!(w.revoke_reason, Some(RevokeReason::Mover));
+        assert_eq!(w.revoked_at, Some(at(2)));
+        assert_eq!(*class, Classification::Internal);
+        assert!(active.iter().any(|(g, _)| g.id == ledger && g.mover_review_pending));
+        assert_eq!(s.all_active_grants().await.unwrap()["E1"].len(), 2);
+
+        // Revoking what is no longer active is a conflict, and rolls back.
+        let mut tx = s.begin().await.unwrap();
+        let err = tx.apply_grant_changes("E1", &[GrantChange::Revoke {
+            grant_id: wiki, entitlement_id: "wiki".into(), reason: RevokeReason::Leaver,
+        }], &policy, "test", at(3)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    }
+
+    async fn hr_events_are_idempotent_and_scheduled(t: TestStore) {
+        let s = &t.store;
+        let mut tx = s.begin().await.unwrap();
+        assert!(tx.insert_hr_event(&ev("a", "E1", 10), EventState::Scheduled, "", "t", at(0)).await.unwrap());
+        assert!(!tx.insert_hr_event(&ev("a", "E1", 10), EventState::Applied, "", "t", at(0)).await.unwrap(), "same key twice");
+        assert!(tx.insert_hr_event(&ev("b", "E2", 5), EventState::Scheduled, "", "t", at(0)).await.unwrap());
+        assert!(tx.insert_hr_event(&ev("c", "E3", 1), EventState::Applied, "", "t", at(0)).await.unwrap());
+        tx.commit(at(0)).await.unwrap();
+
+        let due: Vec<_> = s.due_events(at(10), 10).await.unwrap().into_iter().map(|e| e.event.event_id).collect();
+        assert_eq!(due, ["b", "a"], "oldest effective first, applied ones never");
+        assert_eq!(s.due_events(at(4), 10).await.unwrap().len(), 0);
+        assert_eq!(s.next_due().await.unwrap(), Some(at(5)));
+
+        let mut tx = s.begin().await.unwrap();
+        assert!(tx.transition_hr_event("hr", "b", EventState::Scheduled, EventState::Applied, "", at(6)).await.unwrap());
+        assert!(!tx.transition_hr_event("hr", "b", EventState::Scheduled, EventState::Applied, "", at(6)).await.unwrap(),
+            "a second claim of the same event fails");
+        tx.commit(at(6)).await.unwrap();
+        let b = s.get_hr_event("hr", "b").await.unwrap().unwrap();
+        assert_eq!(b.state, EventState::Applied);
+        assert_eq!(b.applied_at, Some(at(6)));
+        assert_eq!(b.event, ev("b", "E2", 5));
+        let scheduled = EventFilter { state: Some(EventState::Scheduled), ..Default::default() };
+        assert_eq!(s.list_hr_events(&scheduled, 0, 10).await.unwrap().len(), 1);
+    }
+
+    async fn held_changes_are_decided_once(t: TestStore) {
+        let s = &t.store;
+        let held = HeldChange {
+            id: "h1".into(), kind: HeldKind::RosterSync, state: HeldState::Held, created_at: at(0),
+            created_by: "service:hr".into(), summary: "40 leavers".into(),
+            guard: Verdict { active: 100, affected: 40, threshold: 5, tripped: true },
+            payload: json!({"events": []}), decided_by: None, decided_at: None, decision_reason: None,
+        };
+        let mut tx = s.begin().await.unwrap();
+        tx.insert_held_change(&held).await.unwrap();
+        tx.commit(at(0)).await.unwrap();
+        assert_eq!(s.get_held_change("h1").await.unwrap().unwrap(), held);
+        assert_eq!(s.list_held_changes(HeldState::Held, "", 10).await.unwrap().len(), 1);
+
+        let mut tx = s.begin().await.unwrap();
+        tx.decide_held_change("h1", HeldState::Discarded, "user:E9", "wrong file", at(1)).await.unwrap();
+        assert!(matches!(tx.decide_held_change("h1", HeldState::Released, "user:E9", "x", at(1)).await, Err(StoreError::Conflict(_))));
+        tx.commit(at(1)).await.unwrap();
+        let got = s.get_held_change("h1").await.unwrap().unwrap();
+        assert_eq!(got.state, HeldState::Discarded);
+        assert_eq!(got.decided_by.as_deref(), Some("user:E9"));
+        assert!(s.list_held_changes(HeldState::Held, "", 10).await.unwrap().is_empty());
+    }
+
+    async fn policies_are_versioned_without_lost_updates(t: TestStore) {
+        let s = &t.store;
+        assert!(s.current_policy().await.unwrap().is_none());
+        let mut tx = s.begin().await.unwrap();
+        assert_eq!(tx.insert_policy(0, "doc1", "h1", "user:a", "first", at(0)).await.unwrap(), 1);
+        tx.commit(at(0)).await.unwrap();
+        let mut tx = s.begin().await.unwrap();
+        let stale = tx.insert_policy(0, "doc2", "h2", "user:b", "based on nothing", at(1)).await;
+        assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+        drop(tx);
+        let p = s.current_policy().await.unwrap().unwrap();
+        assert_eq!((p.version, p.document.as_str(), p.applied_by.as_str()), (1, "doc1", "user:a"));
+    }
+
+    async fn audit_events_commit_with_their_change_or_not_at_all(t: TestStore) {
+        let s = &t.store;
+        let mut tx = s.begin().await.unwrap();
+        tx.put_identity(&person("E1", "Sales", None, Status::Active)).await.unwrap();
+        tx.audit(AuditEntry::new("user:a", "test.one", "identity:E1", json!({"n": 1})));
+        tx.audit(AuditEntry::new("user:b", "test.two", "identity:E2", json!({"n": 2})).security());
+        assert_eq!(tx.commit(at(1)).await.unwrap(), 2);
+
+        // A rolled-back change leaves neither the change nor its audit event.
+        let mut tx = s.begin().await.unwrap();
+        tx.put_identity(&person("E9", "Sales", None, Status::Active)).await.unwrap();
+        tx.audit(AuditEntry::new("user:a", "test.three", "identity:E9", json!({})));
+        tx.rollback().await.unwrap();
+        assert!(s.get_identity("E9").await.unwrap().is_none());
+
+        let all = s.list_audit_events(&AuditFilter::default(), 0, 100).await.unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(all[1].security);
+        let by_actor = AuditFilter { actor: "user:b".into(), ..Default::default() };
+        assert_eq!(s.list_audit_events(&by_actor, 0, 100).await.unwrap()[0].action, "test.two");
+        let later = AuditFilter { start: Some(at(2)), ..Default::default() };
+        assert!(s.list_audit_events(&later, 0, 100).await.unwrap().is_empty());
+        let report = s.verify_audit_chain().await.unwrap();
+        assert_eq!((report.checked, report.broken), (2, None));
+        assert_eq!(report.head_hash, all[1].hash);
+    }
+
+    async fn audit_rows_are_append_only(t: TestStore) {
+        let s = &t.store;
+        let mut tx = s.begin().await.unwrap();
+        tx.audit(AuditEntry::new("user:a", "test", "x", json!({})));
+        tx.commit(at(1)).await.unwrap();
+        let mut c = raw(&t).await;
+        let upd = sqlx::query("UPDATE audit_events SET actor = 'user:mallory' WHERE seq = 1").execute(&mut c).await;
+        assert!(upd.is_err(), "an UPDATE of the audit log is refused");
+        let del = sqlx::query("DELETE FROM audit_events WHERE seq = 1").execute(&mut c).await;
+        assert!(del.is_err(), "a DELETE from the audit log is refused");
+    }
+
+    async fn verify_names_the_altered_or_missing_event(t: TestStore) {
+        let s = &t.store;
+        for i in 0..5 {
+            let mut tx = s.begin().await.unwrap();
+            tx.audit(AuditEntry::new("user:a", "test", format!("n:{i}"), json!({"i": i})));
+            tx.commit(at(i)).await.unwrap();
+        }
+        assert!(s.verify_audit_chain().await.unwrap().broken.is_none());
+        // An attacker with database access removes the append-only guard.
+        let mut c = raw(&t).await;
+        let drop_guard: &[&str] = if t.url.starts_with("postgres") {
+            &["ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update"]
+        } else {
+            &["DROP TRIGGER audit_events_no_update", "DROP TRIGGER audit_events_no_delete"]
+        };
+        for q in drop_guard {
+            sqlx::query(sqlx::AssertSqlSafe(q.to_string())).execute(&mut c).await.unwrap();
+        }
+        sqlx::query("UPDATE audit_events SET detail = '{\"i\":99}' WHERE seq = 3").execute(&mut c).await.unwrap();
+        let r = s.verify_audit_chain().await.unwrap();
+        assert_eq!(r.broken.as_ref().map(|b| b.seq), Some(3), "{r:?}");
+        assert!(r.broken.unwrap().problem.contains("altered"));
+
+        sqlx::query("UPDATE audit_events SET detail = '{\"i\":2}' WHERE seq = 3").execute(&mut c).await.unwrap();
+        assert!(s.verify_audit_chain().await.unwrap().broken.is_none(), "restoring the row restores the chain");
+
+        sqlx::query("DELETE FROM audit_events WHERE seq = 2").execute(&mut c).await.unwrap();
+        let r = s.verify_audit_chain().await.unwrap();
+        assert_eq!(r.broken.as_ref().map(|b| b.seq), Some(2), "{r:?}");
+        assert!(r.broken.unwrap().problem.contains("missing"));
+    }
+
+    async fn a_removed_last_event_is_named(t: TestStore) {
+        let s = &t.store;
+        for i in 0..3 {
+            let mut tx = s.begin().await.unwrap();
+            tx.audit(AuditEntry::new("user:a", "test", "x", json!({"i": i})));
+            tx.commit(at(i)).await.unwrap();
+        }
+        let mut c = raw(&t).await;
+        if t.url.starts_with("postgres") {
+            sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update").execute(&mut c).await.unwrap();
+        } else {
+            sqlx::query("DROP TRIGGER audit_events_no_delete").execute(&mut c).await.unwrap();
+        }
+        sqlx::query("DELETE FROM audit_events WHERE seq = 3").execute(&mut c).await.unwrap();
+        let r = s.verify_audit_chain().await.unwrap();
+        assert_eq!(r.broken.map(|b| b.seq), Some(3));
+    }
+}
+
+#[tokio::test]
+async fn sqlite_is_durable_by_configuration() {
+    let t = idgov_tests::backends::open("sqlite").await.unwrap();
+    let mut c = raw(&t).await;
+    let mode: String = sqlx::Row::get(&sqlx::query("PRAGMA journal_mode").fetch_one(&mut c).await.unwrap(), 0);
+    assert_eq!(mode.to_lowercase(), "wal");
+}
