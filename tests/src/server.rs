@@ -18,7 +18,10 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 /// A client channel that sends a fixed token (or none).
-pub type Authed = InterceptedService<Channel, Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send + Sync>>;
+pub type Authed = InterceptedService<
+    Channel,
+    Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send + Sync>,
+>;
 
 pub struct TestServer {
     pub running: Option<Running>,
@@ -43,7 +46,12 @@ pub async fn start(backend: &'static str) -> Option<TestServer> {
     let dir = tempfile::tempdir().expect("temp dir");
     let database_url = match backend {
         "sqlite" => None,
-        "postgres" => Some(crate::pg::shared()?.fresh_database().await.expect("fresh database")),
+        "postgres" => Some(
+            crate::pg::shared()?
+                .fresh_database()
+                .await
+                .expect("fresh database"),
+        ),
         other => panic!("unknown backend {other}"),
     };
     let clock = Arc::new(ManualClock::new(t0()));
@@ -55,7 +63,9 @@ pub async fn start(backend: &'static str) -> Option<TestServer> {
         // Tests run the scheduler themselves, at the times they choose.
         scheduler_interval: std::time::Duration::from_secs(3600),
     };
-    let running = start_server(cfg, clock.clone()).await.expect("server starts");
+    let running = start_server(cfg, clock.clone())
+        .await
+        .expect("server starts");
     let dev = DevAuth::load_or_create(dir.path()).expect("dev key");
     Some(TestServer {
         url: format!("http://{}", running.addr),
@@ -76,7 +86,12 @@ impl TestServer {
     /// A token with `roles`, acting as `employee_id` if given.
     pub fn token(&self, roles: &[Role], employee_id: Option<&str>) -> String {
         self.dev
-            .mint(employee_id.unwrap_or("test-user"), employee_id, roles, Duration::hours(1))
+            .mint(
+                employee_id.unwrap_or("test-user"),
+                employee_id,
+                roles,
+                Duration::hours(1),
+            )
             .expect("mint")
     }
 
@@ -87,7 +102,11 @@ impl TestServer {
             .connect()
             .await
             .expect("connect");
-        let header = token.map(|t| format!("Bearer {t}").parse::<MetadataValue<_>>().expect("header"));
+        let header = token.map(|t| {
+            format!("Bearer {t}")
+                .parse::<MetadataValue<_>>()
+                .expect("header")
+        });
         let f: Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send + Sync> =
             Box::new(move |mut req: Request<()>| {
                 if let Some(h) = &header {
@@ -102,7 +121,11 @@ impl TestServer {
         HrServiceClient::new(self.channel(Some(self.token(roles, None))).await)
     }
 
-    pub async fn ids(&self, roles: &[Role], as_employee: Option<&str>) -> IdentityServiceClient<Authed> {
+    pub async fn ids(
+        &self,
+        roles: &[Role],
+        as_employee: Option<&str>,
+    ) -> IdentityServiceClient<Authed> {
         IdentityServiceClient::new(self.channel(Some(self.token(roles, as_employee))).await)
     }
 

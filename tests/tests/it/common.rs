@@ -72,7 +72,9 @@ when = { department = "Finance" }
 /// An app over a fresh store, with a manual clock at `t0()`.
 pub async fn app_on(t: &TestStore) -> (Arc<App>, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(t0()));
-    let app = App::start(t.store.clone(), clock.clone()).await.expect("app");
+    let app = App::start(t.store.clone(), clock.clone())
+        .await
+        .expect("app");
     (app, clock)
 }
 
@@ -111,7 +113,14 @@ impl<'a> Person<'a> {
 }
 
 /// A validated event. `effective` is RFC 3339, a date, or "" for now.
-pub fn event(app: &App, kind: EventKind, event_id: &str, employee: &str, effective: &str, attrs: AttributesPatch) -> HrEvent {
+pub fn event(
+    app: &App,
+    kind: EventKind,
+    event_id: &str,
+    employee: &str,
+    effective: &str,
+    attrs: AttributesPatch,
+) -> HrEvent {
     let input = HrEventInput {
         source: "workday".into(),
         event_id: event_id.into(),
@@ -126,7 +135,14 @@ pub fn event(app: &App, kind: EventKind, event_id: &str, employee: &str, effecti
 
 /// Hires `p` now.
 pub async fn hire(app: &App, p: &Person<'_>) {
-    let ev = event(app, EventKind::Hire, &format!("hire-{}", p.id), p.id, "", p.patch());
+    let ev = event(
+        app,
+        EventKind::Hire,
+        &format!("hire-{}", p.id),
+        p.id,
+        "",
+        p.patch(),
+    );
     app.submit_event(ev, "service:test").await.expect("hire");
 }
 
@@ -135,7 +151,9 @@ pub async fn with_policy(app: &App) {
     for o in ["O1", "O2"] {
         hire(app, &Person::new(o, "Management")).await;
     }
-    app.apply_policy(POLICY, false, "test policy", "user:admin").await.expect("policy applies");
+    app.apply_policy(POLICY, false, "test policy", "user:admin")
+        .await
+        .expect("policy applies");
 }
 
 /// Active grants of `id`, as entitlement ids, sorted.

@@ -54,7 +54,9 @@ fn ev(id: &str, employee: &str, effective: i64) -> HrEvent {
 }
 
 async fn raw(t: &TestStore) -> sqlx::AnyConnection {
-    sqlx::AnyConnection::connect(&t.url).await.expect("raw connection")
+    sqlx::AnyConnection::connect(&t.url)
+        .await
+        .expect("raw connection")
 }
 
 both_backends! {
@@ -289,6 +291,12 @@ both_backends! {
 async fn sqlite_is_durable_by_configuration() {
     let t = idgov_tests::backends::open("sqlite").await.unwrap();
     let mut c = raw(&t).await;
-    let mode: String = sqlx::Row::get(&sqlx::query("PRAGMA journal_mode").fetch_one(&mut c).await.unwrap(), 0);
+    let mode: String = sqlx::Row::get(
+        &sqlx::query("PRAGMA journal_mode")
+            .fetch_one(&mut c)
+            .await
+            .unwrap(),
+        0,
+    );
     assert_eq!(mode.to_lowercase(), "wal");
 }

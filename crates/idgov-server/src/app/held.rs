@@ -69,6 +69,7 @@ impl App {
                         staged.base_version,
                         &staged.reason,
                         actor,
+                        &held.created_by,
                         &diff,
                         now,
                     )

@@ -164,6 +164,7 @@ impl App {
                 current.version,
                 reason,
                 actor,
+                actor,
                 &result.diff,
                 now,
             )
@@ -176,7 +177,8 @@ impl App {
     }
 
     /// Stores `new` as the next version and recomputes every identity's
-    /// grants, inside `tx`.
+    /// grants, inside `tx`. `actor` applies it; `requested_by` proposed it
+    /// (they differ when a held change is released).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn store_policy(
         &self,
@@ -185,6 +187,7 @@ impl App {
         base_version: i64,
         reason: &str,
         actor: &str,
+        requested_by: &str,
         diff: &PolicyDiff,
         now: DateTime<Utc>,
     ) -> Result<Impact, AppError> {
@@ -249,7 +252,7 @@ impl App {
             "policy.applied",
             "policy",
             json!({
-                "version": version, "sha256": new.sha256(), "reason": reason,
+                "version": version, "sha256": new.sha256(), "reason": reason, "requested_by": requested_by,
                 "changes": diff, "impact": impact,
             }),
         ));
