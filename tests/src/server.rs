@@ -17,11 +17,21 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
+/// Sends a fixed bearer token (or none).
+#[derive(Clone)]
+pub struct Token(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(h) = &self.0 {
+            req.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(req)
+    }
+}
+
 /// A client channel that sends a fixed token (or none).
-pub type Authed = InterceptedService<
-    Channel,
-    Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send + Sync>,
->;
+pub type Authed = InterceptedService<Channel, Token>;
 
 pub struct TestServer {
     pub running: Option<Running>,
@@ -107,14 +117,7 @@ impl TestServer {
                 .parse::<MetadataValue<_>>()
                 .expect("header")
         });
-        let f: Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send + Sync> =
-            Box::new(move |mut req: Request<()>| {
-                if let Some(h) = &header {
-                    req.metadata_mut().insert("authorization", h.clone());
-                }
-                Ok(req)
-            });
-        InterceptedService::new(channel, f)
+        InterceptedService::new(channel, Token(header))
     }
 
     pub async fn hr(&self, roles: &[Role]) -> HrServiceClient<Authed> {

@@ -1,1 +1,584 @@
-//! API tests.
+//! The gRPC API end to end: authentication, the authorization matrix (every
+//! RPC called by every role), object-level checks, error details, health and
+//! reflection.
+
+use crate::common::*;
+use base64::Engine;
+use idgov_authz::{Grant, Role, Rpc, check_rpc};
+use idgov_domain::hr::EventKind;
+use idgov_domain::identity::AttributesPatch;
+use idgov_proto::v1 as pb;
+use idgov_proto::v1::audit_service_client::AuditServiceClient;
+use idgov_proto::v1::hr_service_client::HrServiceClient;
+use idgov_proto::v1::identity_service_client::IdentityServiceClient;
+use idgov_proto::v1::policy_service_client::PolicyServiceClient;
+use idgov_tests::server::{Authed, TestServer, start};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+static N: AtomicU64 = AtomicU64::new(0);
+
+/// A server with the test policy, a manager chain and some people.
+async fn setup(backend: &'static str) -> Option<TestServer> {
+    let s = start(backend).await?;
+    let app = s.app();
+    with_policy(app).await;
+    for (id, mgr) in [
+        ("M1", None),
+        ("E1", Some("M1")),
+        ("M2", None),
+        ("E2", Some("M2")),
+    ] {
+        let mut p = Person::new(id, "Finance");
+        p.manager = mgr;
+        hire(app, &p).await;
+    }
+    Some(s)
+}
+
+/// Calls `rpc` with a minimal well-formed request.
+async fn call(ch: Authed, rpc: Rpc) -> Result<(), Status> {
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let mut hr = HrServiceClient::new(ch.clone());
+    let mut ids = IdentityServiceClient::new(ch.clone());
+    let mut pol = PolicyServiceClient::new(ch.clone());
+    let mut audit = AuditServiceClient::new(ch);
+    match rpc {
+        Rpc::SubmitHrEvent => hr
+            .submit_hr_event(pb::SubmitHrEventRequest {
+                event: Some(pb::HrEvent {
+                    source: "matrix".into(),
+                    event_id: format!("m-{n}"),
+                    r#type: pb::HrEventType::Hire as i32,
+                    employee_id: format!("X{n}"),
+                    attributes: Some(pb::PersonAttributes {
+                        display_name: Some("X".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map(|_| ()),
+        Rpc::SyncRoster => {
+            let msgs = vec![
+                pb::SyncRosterRequest {
+                    item: Some(pb::sync_roster_request::Item::Header(pb::RosterHeader {
+                        source: "matrix".into(),
+                        sync_id: format!("s-{n}"),
+                        dry_run: true,
+                        ..Default::default()
+                    })),
+                },
+                pb::SyncRosterRequest {
+                    item: Some(pb::sync_roster_request::Item::Entry(pb::RosterEntry {
+                        employee_id: "O1".into(),
+                        attributes: Some(pb::PersonAttributes {
+                            display_name: Some("O".into()),
+                            ..Default::default()
+                        }),
+                    })),
+                },
+            ];
+            hr.sync_roster(tokio_stream::iter(msgs)).await.map(|_| ())
+        }
+        Rpc::ListHrEvents => hr
+            .list_hr_events(pb::ListHrEventsRequest::default())
+            .await
+            .map(|_| ()),
+        Rpc::ListHeldChanges => hr
+            .list_held_changes(pb::ListHeldChangesRequest::default())
+            .await
+            .map(|_| ()),
+        Rpc::ReleaseHeldChange => hr
+            .release_held_change(pb::ReleaseHeldChangeRequest {
+                id: "none".into(),
+                reason: "r".into(),
+            })
+            .await
+            .map(|_| ()),
+        Rpc::DiscardHeldChange => hr
+            .discard_held_change(pb::DiscardHeldChangeRequest {
+                id: "none".into(),
+                reason: "r".into(),
+            })
+            .await
+            .map(|_| ()),
+        Rpc::GetIdentity => ids
+            .get_identity(pb::GetIdentityRequest {
+                employee_id: "E1".into(),
+            })
+            .await
+            .map(|_| ()),
+        Rpc::ListIdentities => ids
+            .list_identities(pb::ListIdentitiesRequest::default())
+            .await
+            .map(|_| ()),
+        Rpc::ListGrants => ids
+            .list_grants(pb::ListGrantsRequest {
+                employee_id: "E1".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        Rpc::GetPolicy => pol.get_policy(pb::GetPolicyRequest {}).await.map(|_| ()),
+        Rpc::ApplyPolicy => pol
+            .apply_policy(pb::ApplyPolicyRequest {
+                document: POLICY.into(),
+                dry_run: true,
+                reason: "r".into(),
+            })
+            .await
+            .map(|_| ()),
+        Rpc::ListEntitlements => pol
+            .list_entitlements(pb::ListEntitlementsRequest::default())
+            .await
+            .map(|_| ()),
+        Rpc::ListRoles => pol
+            .list_roles(pb::ListRolesRequest::default())
+            .await
+            .map(|_| ()),
+        Rpc::ListAuditEvents => audit
+            .list_audit_events(pb::ListAuditEventsRequest::default())
+            .await
+            .map(|_| ()),
+        Rpc::VerifyAuditChain => audit
+            .verify_audit_chain(pb::VerifyAuditChainRequest {})
+            .await
+            .map(|_| ()),
+    }
+}
+
+fn refused(r: &Result<(), Status>) -> Option<Code> {
+    match r {
+        Err(s) if matches!(s.code(), Code::PermissionDenied | Code::Unauthenticated) => {
+            Some(s.code())
+        }
+        _ => None,
+    }
+}
+
+async fn matrix(backend: &'static str) {
+    let Some(s) = setup(backend).await else {
+        return;
+    };
+    let role_sets: Vec<Vec<Role>> = std::iter::once(vec![])
+        .chain(Role::ALL.iter().map(|r| vec![*r]))
+        .collect();
+    let mut checked = 0;
+    for roles in &role_sets {
+        let ch = s.channel(Some(s.token(roles, None))).await;
+        for rpc in Rpc::ALL {
+            let caller = idgov_authz::Caller {
+                subject: "t".into(),
+                employee_id: None,
+                roles: roles.iter().copied().collect(),
+                method: "dev".into(),
+            };
+            let expected_allowed =
+                matches!(check_rpc(&caller, *rpc), Ok(a) if matches!(a.grant, Grant::Full { .. }));
+            let r = call(ch.clone(), *rpc).await;
+            if expected_allowed {
+                assert_eq!(
+                    refused(&r),
+                    None,
+                    "{roles:?} calling {rpc:?} was refused: {r:?}"
+                );
+                if let Err(e) = &r {
+                    // Allowed calls may still find nothing to act on.
+                    assert!(
+                        matches!(e.code(), Code::NotFound),
+                        "{roles:?} {rpc:?}: {e:?}"
+                    );
+                }
+            } else {
+                assert_eq!(
+                    refused(&r),
+                    Some(Code::PermissionDenied),
+                    "{roles:?} calling {rpc:?}: {r:?}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 5 * Rpc::ALL.len());
+    // Without credentials, or with garbage, nothing is allowed.
+    let none = s.channel(None).await;
+    let garbage = s.channel(Some("not.a.token".into())).await;
+    for rpc in Rpc::ALL {
+        assert_eq!(
+            refused(&call(none.clone(), *rpc).await),
+            Some(Code::Unauthenticated),
+            "{rpc:?}"
+        );
+        assert_eq!(
+            refused(&call(garbage.clone(), *rpc).await),
+            Some(Code::Unauthenticated),
+            "{rpc:?}"
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_by_every_role_sqlite() {
+    matrix("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_by_every_role_postgres() {
+    matrix("postgres").await;
+}
+
+fn b64(v: &serde_json::Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_and_departed_tokens_are_refused() {
+    let Some(s) = setup("sqlite").await else {
+        return;
+    };
+    let good = s.token(&[Role::Auditor], None);
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({
+        "iss": "idgov-dev", "aud": "idgov-dev", "sub": "mallory", "roles": ["it-admin"], "iat": now, "exp": now + 3600
+    });
+    let alg_none = format!(
+        "{}.{}.",
+        b64(&serde_json::json!({"alg": "none", "typ": "JWT"})),
+        b64(&claims)
+    );
+    let parts: Vec<&str> = good.split('.').collect();
+    let altered = format!("{}.{}.{}", parts[0], b64(&claims), parts[2]);
+    let other_key =
+        idgov_server::auth::dev::DevAuth::load_or_create(tempfile::tempdir().unwrap().path())
+            .unwrap();
+    let foreign = other_key
+        .mint(
+            "mallory",
+            None,
+            &[Role::ItAdmin],
+            chrono::Duration::hours(1),
+        )
+        .unwrap();
+    let expired = s
+        .dev
+        .mint("alice", None, &[Role::Auditor], chrono::Duration::hours(-1))
+        .unwrap();
+    for (what, token) in [
+        ("alg none", alg_none),
+        ("altered payload", altered),
+        ("another key", foreign),
+        ("expired", expired),
+    ] {
+        let r = call(s.channel(Some(token)).await, Rpc::VerifyAuditChain).await;
+        assert_eq!(refused(&r), Some(Code::Unauthenticated), "{what}: {r:?}");
+    }
+    assert_eq!(
+        refused(&call(s.channel(Some(good)).await, Rpc::VerifyAuditChain).await),
+        None
+    );
+
+    // A person who left is refused even with an unexpired token.
+    let token = s.token(&[], Some("E1"));
+    assert_eq!(
+        refused(&call(s.channel(Some(token.clone())).await, Rpc::GetPolicy).await),
+        None
+    );
+    let app = s.app();
+    app.submit_event(
+        event(
+            app,
+            EventKind::Terminate,
+            "t-e1",
+            "E1",
+            "",
+            AttributesPatch::default(),
+        ),
+        "service:hr",
+    )
+    .await
+    .unwrap();
+    let r = call(s.channel(Some(token)).await, Rpc::GetPolicy).await;
+    assert_eq!(refused(&r), Some(Code::Unauthenticated), "{r:?}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_reaches_only_their_reports() {
+    let Some(s) = setup("sqlite").await else {
+        return;
+    };
+    let mut m1 = s.ids(&[], Some("M1")).await;
+    let get = |id: &str| pb::GetIdentityRequest {
+        employee_id: id.into(),
+    };
+    assert_eq!(
+        m1.get_identity(get("E1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .manager_employee_id,
+        "M1"
+    );
+    assert_eq!(
+        m1.get_identity(get("M1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .employee_id,
+        "M1",
+        "self"
+    );
+    for other in ["E2", "M2", "O1", "E999"] {
+        let e = m1.get_identity(get(other)).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            Code::PermissionDenied,
+            "{other}: unknown and unrelated look the same"
+        );
+    }
+    let grants = |id: &str| pb::ListGrantsRequest {
+        employee_id: id.into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        m1.list_grants(grants("E1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .grants
+            .len(),
+        3
+    );
+    assert_eq!(
+        m1.list_grants(grants("E2")).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let mine = m1
+        .list_identities(pb::ListIdentitiesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<_> = mine
+        .identities
+        .iter()
+        .map(|i| i.employee_id.as_str())
+        .collect();
+    assert_eq!(ids, ["E1"], "a manager lists their own reports");
+    let theirs = pb::ListIdentitiesRequest {
+        manager_employee_id: "M2".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        m1.list_identities(theirs).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    // A report cannot read their manager, nor a peer.
+    let mut e1 = s.ids(&[], Some("E1")).await;
+    assert_eq!(
+        e1.get_identity(get("M1")).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        e1.get_identity(get("E1"))
+            .await
+            .unwrap()
+            .into_inner()
+            .employee_id,
+        "E1"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_answered_field_by_field() {
+    let Some(s) = setup("sqlite").await else {
+        return;
+    };
+    let mut hr = s.hr(&[Role::HrFeed]).await;
+    let hostile = pb::SubmitHrEventRequest {
+        event: Some(pb::HrEvent {
+            source: "hr".into(),
+            event_id: "x\u{0}y".into(),
+            r#type: 42,
+            employee_id: "*)(uid=*".into(),
+            effective_at: "yesterday-ish".into(),
+            ..Default::default()
+        }),
+    };
+    let e = hr.submit_hr_event(hostile).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let fields: Vec<String> = e
+        .get_error_details()
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect();
+    assert_eq!(fields, ["event.type"], "the enum is checked first");
+    let e = hr
+        .submit_hr_event(pb::SubmitHrEventRequest {
+            event: Some(pb::HrEvent {
+                source: "hr".into(),
+                event_id: "x\u{0}y".into(),
+                r#type: pb::HrEventType::Hire as i32,
+                employee_id: "cn=x,dc=evil".into(),
+                effective_at: "yesterday-ish".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    let d = e.get_error_details();
+    let fields: Vec<String> = d
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "event.event_id",
+            "event.employee_id",
+            "event.effective_at",
+            "event.attributes.display_name"
+        ]
+    );
+    assert_eq!(d.error_info().unwrap().reason, "IDGOV_INVALID_ARGUMENT");
+
+    // A roster stream must start with its header.
+    let entry = pb::SyncRosterRequest {
+        item: Some(pb::sync_roster_request::Item::Entry(pb::RosterEntry {
+            employee_id: "E1".into(),
+            attributes: None,
+        })),
+    };
+    let e = hr
+        .sync_roster(tokio_stream::iter(vec![entry]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    // A bad page token is refused, not misread.
+    let mut ids = s.ids(&[Role::Auditor], None).await;
+    let e = ids
+        .list_identities(pb::ListIdentitiesRequest {
+            page_token: "garbage".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_page_through_everything() {
+    let Some(s) = setup("sqlite").await else {
+        return;
+    };
+    for i in 0..25 {
+        hire(s.app(), &Person::new(&format!("P{i:02}"), "Sales")).await;
+    }
+    let mut ids = s.ids(&[Role::Auditor], None).await;
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = ids
+            .list_identities(pb::ListIdentitiesRequest {
+                page_size: 7,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.identities.len() <= 7);
+        seen.extend(r.identities.into_iter().map(|i| i.employee_id));
+        token = r.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 31, "25 + 4 + 2 owners, each once");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, seen);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_answer_without_credentials() {
+    let Some(s) = start("sqlite").await else {
+        return;
+    };
+    let ch = tonic::transport::Channel::from_shared(s.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    for service in ["", "idgov.v1.HrService"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving
+        );
+    }
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut refl = ServerReflectionClient::new(ch);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("{msg:?}")
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for svc in [
+        "idgov.v1.HrService",
+        "idgov.v1.IdentityService",
+        "idgov.v1.PolicyService",
+        "idgov.v1.AuditService",
+    ] {
+        assert!(names.contains(&svc), "{names:?}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn development_mode_refuses_a_public_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = idgov_server::ServeConfig {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let clock = std::sync::Arc::new(idgov_server::SystemClock);
+    let err = idgov_server::serve::start(cfg, clock)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("loopback"), "{err}");
+}
