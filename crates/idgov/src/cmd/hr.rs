@@ -148,11 +148,16 @@ pub enum HeldCommand {
 }
 
 pub async fn run(opts: &ClientOpts, c: HrCommand) -> anyhow::Result<ExitCode> {
+    // A roster is read and checked before anything is sent anywhere.
+    let roster = match &c {
+        HrCommand::Import(a) => Some(read_roster(&a.file)?),
+        _ => None,
+    };
     let client = Client::connect(&opts.server, opts.token.as_deref()).await?;
     let mut hr = HrServiceClient::new(client.channel);
     match c {
         HrCommand::Send(a) => send(&mut hr, opts.output, a).await,
-        HrCommand::Import(a) => import(&mut hr, opts.output, a).await,
+        HrCommand::Import(a) => import(&mut hr, opts.output, a, roster.unwrap_or_default()).await,
         HrCommand::Events(a) => events(&mut hr, opts.output, a).await,
         HrCommand::Held(h) => held(&mut hr, opts.output, h).await,
     }
@@ -256,19 +261,38 @@ async fn send(hr: &mut Hr, out: Format, a: SendArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-async fn import(hr: &mut Hr, out: Format, a: ImportArgs) -> anyhow::Result<ExitCode> {
-    let data =
-        std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+/// A parsed roster file and the digest of its bytes.
+#[derive(Default)]
+pub struct RosterFile {
+    entries: Vec<pb::RosterEntry>,
+    digest: String,
+}
+
+fn read_roster(file: &PathBuf) -> anyhow::Result<RosterFile> {
+    let data = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let entries = roster_csv::parse(&data).map_err(|errs| {
         anyhow::anyhow!(
             "{} is not a valid roster:\n  - {}",
-            a.file.display(),
+            file.display(),
             errs.join("\n  - ")
         )
     })?;
+    Ok(RosterFile {
+        entries,
+        digest: hex::encode(Sha256::digest(&data)),
+    })
+}
+
+async fn import(
+    hr: &mut Hr,
+    out: Format,
+    a: ImportArgs,
+    roster: RosterFile,
+) -> anyhow::Result<ExitCode> {
+    let entries = roster.entries;
     let sync_id = a
         .sync_id
-        .unwrap_or_else(|| format!("sha256-{}", &hex::encode(Sha256::digest(&data))[..24]));
+        .unwrap_or_else(|| format!("sha256-{}", &roster.digest[..24]));
     let total = entries.len() as u64;
     let bar = Arc::new(if matches!(out, Format::Table) {
         ProgressBar::new(total)

@@ -1,0 +1,286 @@
+//! The README tour, run through the real `idgov` binary: serve on the
+//! embedded store, mint a token, import the example organisation, apply its
+//! policy, move and terminate someone, and verify and export the audit log.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_idgov");
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `idgov serve` in `dir` on a random port and waits for its banner.
+fn serve(dir: &Path, extra: &[&str]) -> (Server, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .current_dir(dir)
+        .env("IDGOV_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("idgov serve starts");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(rest) = line.strip_prefix("idgov is serving on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+        assert!(!line.contains("error"), "serve failed: {line}");
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (Server { child, url }, started.elapsed())
+}
+
+struct Cli<'a> {
+    dir: &'a Path,
+    url: String,
+}
+
+impl Cli<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(self.dir)
+            .env("IDGOV_SERVER", &self.url)
+            .env("XDG_CONFIG_HOME", self.dir.join("config"))
+            .env_remove("IDGOV_TOKEN")
+            .output()
+            .expect("idgov runs")
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            out.status.success(),
+            "idgov {args:?} failed:\n{stdout}\n{stderr}"
+        );
+        stdout
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("json output")
+    }
+}
+
+#[test]
+fn the_readme_tour_works_step_by_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, startup) = serve(dir.path(), &[]);
+    eprintln!("idgov serve printed its address after {startup:?}");
+    let cli = Cli {
+        dir: dir.path(),
+        url: server.url.clone(),
+    };
+    let roster = examples().join("northwind-roster.csv");
+    let policy = examples().join("northwind-policy.toml");
+    let (roster, policy) = (roster.to_str().unwrap(), policy.to_str().unwrap());
+
+    // Without a token the CLI says what to do.
+    let out = cli.run(&["identity", "list"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("idgov dev token"));
+
+    cli.ok(&[
+        "dev",
+        "token",
+        "--role",
+        "hr-feed",
+        "--role",
+        "it-admin",
+        "--role",
+        "security-officer",
+        "--role",
+        "auditor",
+    ]);
+    let dry = cli.json(&[
+        "hr",
+        "import",
+        roster,
+        "--time-zone",
+        "Europe/Oslo",
+        "--dry-run",
+    ]);
+    assert_eq!(dry["outcome"], "dry_run");
+    assert_eq!(dry["joiners"], 304);
+    let imported = cli.json(&["hr", "import", roster, "--time-zone", "Europe/Oslo"]);
+    assert_eq!(imported["outcome"], "applied");
+    let again = cli.json(&["hr", "import", roster, "--time-zone", "Europe/Oslo"]);
+    assert_eq!(
+        again["sync_id"], imported["sync_id"],
+        "the same file is the same snapshot"
+    );
+
+    let applied = cli.json(&["policy", "apply", policy, "--reason", "tour"]);
+    assert_eq!(applied["outcome"], "applied");
+    assert!(applied["grants_added"].as_i64().unwrap() > 2000);
+
+    // Future starters are scheduled, in Oslo time.
+    let scheduled = cli.json(&["hr", "events", "--state", "scheduled"]);
+    let starts: Vec<&str> = scheduled
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["effective_at"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "2027-05-31T22:00:00Z",
+            "2027-05-31T22:00:00Z",
+            "2027-06-30T22:00:00Z",
+            "2027-08-15T22:00:00Z"
+        ]
+    );
+
+    // An accountant holds finance birthright; someone pending holds only public.
+    let grants = cli.json(&["grant", "list", "E1007"]);
+    let ents: Vec<&str> = grants
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["entitlement_id"].as_str().unwrap())
+        .collect();
+    assert!(ents.contains(&"erp.payments"), "{ents:?}");
+    let pending = cli.json(&["identity", "get", "E1003"]);
+    assert_eq!(pending["access_ceiling"], "public");
+
+    // Move the accountant to Sales: finance birthright goes, sales comes.
+    cli.ok(&[
+        "hr",
+        "send",
+        "--type",
+        "move",
+        "--employee-id",
+        "E1007",
+        "--department",
+        "Sales",
+        "--title",
+        "Account Executive",
+    ]);
+    let grants = cli.json(&["grant", "list", "E1007", "--all"]);
+    let revoked: Vec<&str> = grants
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["revoke_reason"] == "mover")
+        .map(|g| g["entitlement_id"].as_str().unwrap())
+        .collect();
+    assert!(revoked.contains(&"erp.payments"), "{revoked:?}");
+    assert!(
+        grants
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["entitlement_id"] == "crm.user" && g["active"] == true)
+    );
+
+    // Terminate them: nothing stays active, history stays.
+    cli.ok(&[
+        "hr",
+        "send",
+        "--type",
+        "terminate",
+        "--employee-id",
+        "E1007",
+    ]);
+    let person = cli.json(&["identity", "get", "E1007"]);
+    assert_eq!(person["status"], "terminated");
+    assert_eq!(person["active_grants"], 0);
+    let table = cli.ok(&["grant", "list", "E1007", "--all"]);
+    assert!(table.contains("0 active grant(s)"), "{table}");
+
+    // A roster that drops 10% of people is held, and nothing applied.
+    let csv = std::fs::read_to_string(examples().join("northwind-roster.csv")).unwrap();
+    let kept: Vec<&str> = csv
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || i % 10 != 3)
+        .map(|(_, l)| l)
+        .collect();
+    let short = dir.path().join("short.csv");
+    std::fs::write(&short, kept.join("\n")).unwrap();
+    let held = cli.json(&[
+        "hr",
+        "import",
+        short.to_str().unwrap(),
+        "--time-zone",
+        "Europe/Oslo",
+    ]);
+    assert_eq!(held["outcome"], "held");
+    let list = cli.json(&["hr", "held", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let id = held["held_change_id"].as_str().unwrap();
+    cli.ok(&["hr", "held", "discard", id, "--reason", "truncated export"]);
+
+    // The audit trail verifies, online and from an export.
+    let verify = cli.ok(&["audit", "verify"]);
+    assert!(verify.starts_with("audit chain OK"), "{verify}");
+    let export = dir.path().join("audit.jsonl");
+    cli.ok(&["audit", "export", "--out", export.to_str().unwrap()]);
+    let offline = cli.ok(&["audit", "verify", "--file", export.to_str().unwrap()]);
+    assert!(offline.starts_with("export OK"), "{offline}");
+    let matrix = cli.ok(&["authz", "matrix"]);
+    assert!(matrix.contains("HrService.SubmitHrEvent") && matrix.contains("hr-feed"));
+}
+
+#[test]
+fn serve_refuses_a_public_address_in_development_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback only"));
+}
+
+#[test]
+fn a_malformed_roster_is_refused_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "employee_id,display_name,clearance\nE1,Ada,top-secret\n\"E2,unclosed\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "hr",
+            "import",
+            bad.to_str().unwrap(),
+            "--server",
+            "http://127.0.0.1:1",
+        ])
+        .env("XDG_CONFIG_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2, column clearance"), "{err}");
+}
