@@ -1,1 +1,355 @@
-fn main() {}
+//! idgov benchmarks. Each figure is printed beside the raw limit of the same
+//! component measured in the same run, with the machine and the command.
+//!
+//! `cargo run --release -p idgov-bench -- ingest` measures HR events durably
+//! accepted per second through the gRPC API, on SQLite and on PostgreSQL
+//! (a private cluster with fsync on), beside:
+//! - plain durable single-row inserts into the same database (one commit each),
+//! - bare gRPC round trips (health checks) to the same server.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use idgov_authz::Role;
+use idgov_proto::v1 as pb;
+use idgov_proto::v1::hr_service_client::HrServiceClient;
+use idgov_server::auth::dev::DevAuth;
+use idgov_server::serve::{ServeConfig, start};
+use idgov_server::SystemClock;
+use sqlx::ConnectOptions;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(about = "idgov benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// HR events durably accepted per second, SQLite and PostgreSQL.
+    Ingest {
+        /// Events per phase (hires, then changes of those people).
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+        /// Concurrent client requests in flight.
+        #[arg(long, default_value_t = 64)]
+        concurrency: u64,
+        /// Only this backend: sqlite or postgres.
+        #[arg(long)]
+        backend: Option<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        match cli.command {
+            Cmd::Ingest { events, concurrency, backend } => ingest(events, concurrency, backend).await,
+        }
+    })
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+        .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), {mem} RAM")
+}
+
+struct Row {
+    backend: &'static str,
+    what: String,
+    count: u64,
+    secs: f64,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.secs
+    }
+}
+
+async fn ingest(events: u64, concurrency: u64, only: Option<String>) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    let backends: Vec<&'static str> = match only.as_deref() {
+        None => vec!["sqlite", "postgres"],
+        Some("sqlite") => vec!["sqlite"],
+        Some("postgres") => vec!["postgres"],
+        Some(o) => anyhow::bail!("unknown backend {o}"),
+    };
+    let mut _pg = None;
+    for backend in backends {
+        let dir = tempfile::tempdir()?;
+        let database_url = match backend {
+            "postgres" => {
+                let server = idgov_tests::pg::PgServer::start(true).map_err(anyhow::Error::msg)?;
+                let url = server.fresh_database().await.map_err(anyhow::Error::msg)?;
+                _pg = Some(server);
+                Some(url)
+            }
+            _ => None,
+        };
+        eprintln!("[{backend}] raw durable inserts…");
+        rows.push(raw_inserts(backend, dir.path(), database_url.as_deref(), events, concurrency).await?);
+
+        let cfg = ServeConfig {
+            listen: "127.0.0.1:0".parse()?,
+            data_dir: dir.path().join("idgov"),
+            database_url: database_url.clone(),
+            policy_file: None,
+            scheduler_interval: Duration::from_secs(3600),
+        };
+        let running = start(cfg, Arc::new(SystemClock)).await?;
+        let app = running.app.clone();
+        // The example organisation and its policy, so hires get birthright.
+        let roster = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/northwind-roster.csv"))?;
+        let entries = parse_roster(&roster)?;
+        app.sync_roster(
+            idgov_server::app::roster::SyncRequest {
+                source: "bench".into(),
+                sync_id: "seed".into(),
+                dry_run: false,
+                as_of: String::new(),
+                time_zone: String::new(),
+                entries,
+            },
+            "service:bench",
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let policy = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/northwind-policy.toml"))?;
+        app.apply_policy(&policy, false, "bench", "service:bench").await.map_err(|e| anyhow::anyhow!("{e}"))?;
+
+        let dev = DevAuth::load_or_create(&dir.path().join("idgov")).map_err(anyhow::Error::msg)?;
+        let token = dev.mint("bench", None, &[Role::HrFeed], chrono::Duration::hours(2)).map_err(anyhow::Error::msg)?;
+        let url = format!("http://{}", running.addr);
+        let channels = connect(&url, 4).await?;
+
+        eprintln!("[{backend}] raw gRPC round trips…");
+        rows.push(grpc_round_trips(backend, &channels, events, concurrency).await?);
+        eprintln!("[{backend}] idgov hires…");
+        rows.push(submit(backend, &channels, &token, "hire", events, concurrency).await?);
+        eprintln!("[{backend}] idgov changes…");
+        rows.push(submit(backend, &channels, &token, "change", events, concurrency).await?);
+        let report = app.store.verify_audit_chain().await?;
+        anyhow::ensure!(report.broken.is_none(), "audit chain broken after the run");
+        eprintln!("[{backend}] audit chain verified: {} events", report.checked);
+        running.stop().await?;
+    }
+    println!("\nmachine: {}", machine());
+    println!(
+        "command: cargo run --release -p idgov-bench -- ingest --events {events} --concurrency {concurrency}\n"
+    );
+    println!("| backend | what | count | seconds | per second |");
+    println!("|---|---|---:|---:|---:|");
+    for r in &rows {
+        println!("| {} | {} | {} | {:.2} | {:.0} |", r.backend, r.what, r.count, r.secs, r.rate());
+    }
+    Ok(())
+}
+
+fn parse_roster(data: &[u8]) -> anyhow::Result<Vec<idgov_domain::roster::RosterEntry>> {
+    let text = std::str::from_utf8(data)?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().context("empty roster")?.split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let mut out = Vec::new();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let get = |name: &str| col(name).and_then(|i| f.get(i)).map(|s| s.to_string());
+        let attrs = idgov_domain::identity::AttributesPatch {
+            display_name: get("display_name"),
+            department: get("department"),
+            title: get("title"),
+            manager_id: get("manager_employee_id").map(|m| (!m.is_empty()).then_some(m)),
+            employment_type: get("employment_type").and_then(|v| v.parse().ok()),
+            background_check: get("background_check").and_then(|v| v.parse().ok()),
+            clearance: get("clearance").and_then(|v| v.parse().ok()),
+            ..Default::default()
+        };
+        out.push(idgov_domain::roster::RosterEntry { employee_id: get("employee_id").unwrap_or_default(), attrs });
+    }
+    Ok(out)
+}
+
+async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(Channel::from_shared(url.to_string())?.connect().await?);
+    }
+    Ok(v)
+}
+
+/// Runs `count` operations with `concurrency` in flight; returns seconds.
+async fn drive<F, Fut>(count: u64, concurrency: u64, op: F) -> anyhow::Result<f64>
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let next = next.clone();
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                op(i).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+async fn raw_inserts(
+    backend: &'static str,
+    dir: &std::path::Path,
+    pg_url: Option<&str>,
+    count: u64,
+    concurrency: u64,
+) -> anyhow::Result<Row> {
+    let secs = match pg_url {
+        Some(url) => {
+            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(concurrency.min(64) as u32).connect(url).await?;
+            sqlx::query("CREATE TABLE raw_bench (id BIGINT PRIMARY KEY, payload TEXT NOT NULL)").execute(&pool).await?;
+            drive(count, concurrency, move |i| {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query("INSERT INTO raw_bench (id, payload) VALUES ($1, $2)")
+                        .bind(i as i64)
+                        .bind("an hr event payload of about this size, durable on commit")
+                        .execute(&pool)
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await?
+        }
+        None => {
+            // The same settings as idgov's store: WAL, synchronous=FULL, one writer.
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(dir.join("raw.db"))
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                .disable_statement_logging();
+            let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+            sqlx::query("CREATE TABLE raw_bench (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)").execute(&pool).await?;
+            drive(count, concurrency, move |i| {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query("INSERT INTO raw_bench (id, payload) VALUES ($1, $2)")
+                        .bind(i as i64)
+                        .bind("an hr event payload of about this size, durable on commit")
+                        .execute(&pool)
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await?
+        }
+    };
+    Ok(Row { backend, what: "raw: durable single-row INSERT, one commit each".into(), count, secs })
+}
+
+async fn grpc_round_trips(backend: &'static str, channels: &[Channel], count: u64, concurrency: u64) -> anyhow::Result<Row> {
+    let channels = channels.to_vec();
+    let secs = drive(count, concurrency, move |i| {
+        let mut c = tonic_health::pb::health_client::HealthClient::new(channels[i as usize % channels.len()].clone());
+        async move {
+            c.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(Row { backend, what: "raw: gRPC round trip (health check)".into(), count, secs })
+}
+
+const DEPARTMENTS: [&str; 4] = ["Finance", "Engineering", "Sales", "Customer Support"];
+
+async fn submit(
+    backend: &'static str,
+    channels: &[Channel],
+    token: &str,
+    phase: &'static str,
+    count: u64,
+    concurrency: u64,
+) -> anyhow::Result<Row> {
+    let header: MetadataValue<_> = format!("Bearer {token}").parse()?;
+    let channels = channels.to_vec();
+    let secs = drive(count, concurrency, move |i| {
+        let ch = channels[i as usize % channels.len()].clone();
+        let header = header.clone();
+        async move {
+            let mut hr = HrServiceClient::new(ch);
+            let employee_id = format!("B{i:07}");
+            let (kind, attrs) = match (phase, i % 10) {
+                ("hire", _) => (
+                    pb::HrEventType::Hire,
+                    pb::PersonAttributes {
+                        display_name: Some(format!("Bench Person {i}")),
+                        department: Some(DEPARTMENTS[(i % 4) as usize].into()),
+                        title: Some("Analyst".into()),
+                        manager_employee_id: Some("E1000".into()),
+                        background_check: pb::BackgroundCheck::Cleared as i32,
+                        clearance: pb::Classification::Confidential as i32,
+                        ..Default::default()
+                    },
+                ),
+                (_, 0) => (pb::HrEventType::Terminate, pb::PersonAttributes::default()),
+                (_, 1 | 2) => (
+                    pb::HrEventType::Move,
+                    pb::PersonAttributes {
+                        department: Some(DEPARTMENTS[((i + 1) % 4) as usize].into()),
+                        ..Default::default()
+                    },
+                ),
+                _ => (
+                    pb::HrEventType::Update,
+                    pb::PersonAttributes { title: Some(format!("Analyst {}", i % 3)), ..Default::default() },
+                ),
+            };
+            let mut req = tonic::Request::new(pb::SubmitHrEventRequest {
+                event: Some(pb::HrEvent {
+                    source: "bench".into(),
+                    event_id: format!("{phase}-{i}"),
+                    r#type: kind as i32,
+                    employee_id,
+                    attributes: Some(attrs),
+                    ..Default::default()
+                }),
+            });
+            req.metadata_mut().insert("authorization", header);
+            let r = hr.submit_hr_event(req).await?.into_inner();
+            anyhow::ensure!(r.state == pb::HrEventState::Applied as i32, "event {i} not applied: {r:?}");
+            Ok(())
+        }
+    })
+    .await?;
+    let what = match phase {
+        "hire" => "idgov: hire events (identity + ~7 birthright grants + audit), acknowledged durable",
+        _ => "idgov: update/move/terminate mix (70/20/10), acknowledged durable",
+    };
+    Ok(Row { backend, what: what.into(), count, secs })
+}
