@@ -12,9 +12,9 @@ use clap::{Parser, Subcommand};
 use idgov_authz::Role;
 use idgov_proto::v1 as pb;
 use idgov_proto::v1::hr_service_client::HrServiceClient;
+use idgov_server::SystemClock;
 use idgov_server::auth::dev::DevAuth;
 use idgov_server::serve::{ServeConfig, start};
-use idgov_server::SystemClock;
 use sqlx::ConnectOptions;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,10 +47,16 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         match cli.command {
-            Cmd::Ingest { events, concurrency, backend } => ingest(events, concurrency, backend).await,
+            Cmd::Ingest {
+                events,
+                concurrency,
+                backend,
+            } => ingest(events, concurrency, backend).await,
         }
     })
 }
@@ -58,12 +64,23 @@ fn main() -> anyhow::Result<()> {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
         .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
         .unwrap_or_default();
     format!("{cores} cores ({cpu}), {mem} RAM")
@@ -103,7 +120,16 @@ async fn ingest(events: u64, concurrency: u64, only: Option<String>) -> anyhow::
             _ => None,
         };
         eprintln!("[{backend}] raw durable inserts…");
-        rows.push(raw_inserts(backend, dir.path(), database_url.as_deref(), events, concurrency).await?);
+        rows.push(
+            raw_inserts(
+                backend,
+                dir.path(),
+                database_url.as_deref(),
+                events,
+                concurrency,
+            )
+            .await?,
+        );
 
         let cfg = ServeConfig {
             listen: "127.0.0.1:0".parse()?,
@@ -115,7 +141,10 @@ async fn ingest(events: u64, concurrency: u64, only: Option<String>) -> anyhow::
         let running = start(cfg, Arc::new(SystemClock)).await?;
         let app = running.app.clone();
         // The example organisation and its policy, so hires get birthright.
-        let roster = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/northwind-roster.csv"))?;
+        let roster = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/northwind-roster.csv"
+        ))?;
         let entries = parse_roster(&roster)?;
         app.sync_roster(
             idgov_server::app::roster::SyncRequest {
@@ -130,11 +159,18 @@ async fn ingest(events: u64, concurrency: u64, only: Option<String>) -> anyhow::
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let policy = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/northwind-policy.toml"))?;
-        app.apply_policy(&policy, false, "bench", "service:bench").await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let policy = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/northwind-policy.toml"
+        ))?;
+        app.apply_policy(&policy, false, "bench", "service:bench")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
 
         let dev = DevAuth::load_or_create(&dir.path().join("idgov")).map_err(anyhow::Error::msg)?;
-        let token = dev.mint("bench", None, &[Role::HrFeed], chrono::Duration::hours(2)).map_err(anyhow::Error::msg)?;
+        let token = dev
+            .mint("bench", None, &[Role::HrFeed], chrono::Duration::hours(2))
+            .map_err(anyhow::Error::msg)?;
         let url = format!("http://{}", running.addr);
         let channels = connect(&url, 4).await?;
 
@@ -146,7 +182,10 @@ async fn ingest(events: u64, concurrency: u64, only: Option<String>) -> anyhow::
         rows.push(submit(backend, &channels, &token, "change", events, concurrency).await?);
         let report = app.store.verify_audit_chain().await?;
         anyhow::ensure!(report.broken.is_none(), "audit chain broken after the run");
-        eprintln!("[{backend}] audit chain verified: {} events", report.checked);
+        eprintln!(
+            "[{backend}] audit chain verified: {} events",
+            report.checked
+        );
         running.stop().await?;
     }
     println!("\nmachine: {}", machine());
@@ -156,7 +195,14 @@ async fn ingest(events: u64, concurrency: u64, only: Option<String>) -> anyhow::
     println!("| backend | what | count | seconds | per second |");
     println!("|---|---|---:|---:|---:|");
     for r in &rows {
-        println!("| {} | {} | {} | {:.2} | {:.0} |", r.backend, r.what, r.count, r.secs, r.rate());
+        println!(
+            "| {} | {} | {} | {:.2} | {:.0} |",
+            r.backend,
+            r.what,
+            r.count,
+            r.secs,
+            r.rate()
+        );
     }
     Ok(())
 }
@@ -180,7 +226,10 @@ fn parse_roster(data: &[u8]) -> anyhow::Result<Vec<idgov_domain::roster::RosterE
             clearance: get("clearance").and_then(|v| v.parse().ok()),
             ..Default::default()
         };
-        out.push(idgov_domain::roster::RosterEntry { employee_id: get("employee_id").unwrap_or_default(), attrs });
+        out.push(idgov_domain::roster::RosterEntry {
+            employee_id: get("employee_id").unwrap_or_default(),
+            attrs,
+        });
     }
     Ok(out)
 }
@@ -231,8 +280,13 @@ async fn raw_inserts(
 ) -> anyhow::Result<Row> {
     let secs = match pg_url {
         Some(url) => {
-            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(concurrency.min(64) as u32).connect(url).await?;
-            sqlx::query("CREATE TABLE raw_bench (id BIGINT PRIMARY KEY, payload TEXT NOT NULL)").execute(&pool).await?;
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(concurrency.min(64) as u32)
+                .connect(url)
+                .await?;
+            sqlx::query("CREATE TABLE raw_bench (id BIGINT PRIMARY KEY, payload TEXT NOT NULL)")
+                .execute(&pool)
+                .await?;
             drive(count, concurrency, move |i| {
                 let pool = pool.clone();
                 async move {
@@ -254,8 +308,13 @@ async fn raw_inserts(
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
                 .disable_statement_logging();
-            let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
-            sqlx::query("CREATE TABLE raw_bench (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)").execute(&pool).await?;
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts)
+                .await?;
+            sqlx::query("CREATE TABLE raw_bench (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
+                .execute(&pool)
+                .await?;
             drive(count, concurrency, move |i| {
                 let pool = pool.clone();
                 async move {
@@ -270,20 +329,40 @@ async fn raw_inserts(
             .await?
         }
     };
-    Ok(Row { backend, what: "raw: durable single-row INSERT, one commit each".into(), count, secs })
+    Ok(Row {
+        backend,
+        what: "raw: durable single-row INSERT, one commit each".into(),
+        count,
+        secs,
+    })
 }
 
-async fn grpc_round_trips(backend: &'static str, channels: &[Channel], count: u64, concurrency: u64) -> anyhow::Result<Row> {
+async fn grpc_round_trips(
+    backend: &'static str,
+    channels: &[Channel],
+    count: u64,
+    concurrency: u64,
+) -> anyhow::Result<Row> {
     let channels = channels.to_vec();
     let secs = drive(count, concurrency, move |i| {
-        let mut c = tonic_health::pb::health_client::HealthClient::new(channels[i as usize % channels.len()].clone());
+        let mut c = tonic_health::pb::health_client::HealthClient::new(
+            channels[i as usize % channels.len()].clone(),
+        );
         async move {
-            c.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await?;
+            c.check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?;
             Ok(())
         }
     })
     .await?;
-    Ok(Row { backend, what: "raw: gRPC round trip (health check)".into(), count, secs })
+    Ok(Row {
+        backend,
+        what: "raw: gRPC round trip (health check)".into(),
+        count,
+        secs,
+    })
 }
 
 const DEPARTMENTS: [&str; 4] = ["Finance", "Engineering", "Sales", "Customer Support"];
@@ -327,7 +406,10 @@ async fn submit(
                 ),
                 _ => (
                     pb::HrEventType::Update,
-                    pb::PersonAttributes { title: Some(format!("Analyst {}", i % 3)), ..Default::default() },
+                    pb::PersonAttributes {
+                        title: Some(format!("Analyst {}", i % 3)),
+                        ..Default::default()
+                    },
                 ),
             };
             let mut req = tonic::Request::new(pb::SubmitHrEventRequest {
@@ -342,14 +424,24 @@ async fn submit(
             });
             req.metadata_mut().insert("authorization", header);
             let r = hr.submit_hr_event(req).await?.into_inner();
-            anyhow::ensure!(r.state == pb::HrEventState::Applied as i32, "event {i} not applied: {r:?}");
+            anyhow::ensure!(
+                r.state == pb::HrEventState::Applied as i32,
+                "event {i} not applied: {r:?}"
+            );
             Ok(())
         }
     })
     .await?;
     let what = match phase {
-        "hire" => "idgov: hire events (identity + ~7 birthright grants + audit), acknowledged durable",
+        "hire" => {
+            "idgov: hire events (identity + ~7 birthright grants + audit), acknowledged durable"
+        }
         _ => "idgov: update/move/terminate mix (70/20/10), acknowledged durable",
     };
-    Ok(Row { backend, what: what.into(), count, secs })
+    Ok(Row {
+        backend,
+        what: what.into(),
+        count,
+        secs,
+    })
 }

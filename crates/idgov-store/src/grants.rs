@@ -1,6 +1,7 @@
 //! Grants: reads, and applying the grant changes a domain rule decided.
 
-use crate::convert::{get, json, micros, opt_time, parsed, time, to_json};
+use crate::GrantRow;
+use crate::convert::{get, json, opt_time, parsed, time};
 use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::Classification;
@@ -10,7 +11,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use std::collections::HashMap;
 
-fn grant_from_row(row: &AnyRow) -> Result<(Grant, Classification), StoreError> {
+pub(crate) fn grant_from_row(row: &AnyRow) -> Result<(Grant, Classification), StoreError> {
     let reason: Option<String> = get(row, "revoke_reason")?;
     let grant = Grant {
         id: get(row, "id")?,
@@ -117,10 +118,12 @@ impl WriteTx {
         now: DateTime<Utc>,
     ) -> Result<AppliedGrants, StoreError> {
         let mut out = AppliedGrants::default();
+        let mut rows = Vec::new();
+        let mut revokes = Vec::new();
+        let mut marks = Vec::new();
         for c in changes {
             match c {
                 GrantChange::Add(n) => {
-                    let id = uuid::Uuid::now_v7().to_string();
                     let classification = policy
                         .entitlements
                         .get(&n.entitlement_id)
@@ -131,64 +134,39 @@ impl WriteTx {
                                 n.entitlement_id
                             ))
                         })?;
-                    sqlx::query(
-                        "INSERT INTO grants (id, employee_id, entitlement_id, classification, source, source_ref, \
-                         granted_at, expires_at, approvers, justification, revoked_at, revoke_reason, \
-                         mover_review_pending, cause) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, NULL, NULL, 0, $10)",
-                    )
-                    .bind(&id)
-                    .bind(employee_id)
-                    .bind(&n.entitlement_id)
-                    .bind(classification.as_str())
-                    .bind(n.source.as_str())
-                    .bind(&n.source_ref)
-                    .bind(micros(now))
-                    .bind(to_json(&Vec::<String>::new()))
-                    .bind(&n.justification)
-                    .bind(cause)
-                    .execute(&mut *self.tx)
-                    .await?;
-                    out.added.push((id, n.entitlement_id.clone()));
+                    let id = uuid::Uuid::now_v7().to_string();
+                    out.added.push((id.clone(), n.entitlement_id.clone()));
+                    rows.push(GrantRow {
+                        id,
+                        employee_id: employee_id.to_string(),
+                        entitlement_id: n.entitlement_id.clone(),
+                        classification: classification.as_str().to_string(),
+                        source: n.source.as_str().to_string(),
+                        source_ref: n.source_ref.clone(),
+                        justification: n.justification.clone(),
+                        cause: cause.to_string(),
+                    });
                 }
                 GrantChange::Revoke {
                     grant_id,
                     entitlement_id,
                     reason,
                 } => {
-                    let r = sqlx::query(
-                        "UPDATE grants SET revoked_at = $1, revoke_reason = $2, mover_review_pending = 0 \
-                         WHERE id = $3 AND employee_id = $4 AND revoked_at IS NULL",
-                    )
-                    .bind(micros(now))
-                    .bind(reason.as_str())
-                    .bind(grant_id)
-                    .bind(employee_id)
-                    .execute(&mut *self.tx)
-                    .await?;
-                    if r.rows_affected() != 1 {
-                        return Err(StoreError::Conflict(format!(
-                            "grant {grant_id} is no longer active"
-                        )));
-                    }
                     out.revoked.push((grant_id.clone(), entitlement_id.clone()));
+                    revokes.push((grant_id.clone(), *reason));
                 }
                 GrantChange::MarkMoverReview {
                     grant_id,
                     entitlement_id,
                 } => {
-                    sqlx::query(
-                        "UPDATE grants SET mover_review_pending = 1 WHERE id = $1 AND employee_id = $2 \
-                         AND revoked_at IS NULL",
-                    )
-                    .bind(grant_id)
-                    .bind(employee_id)
-                    .execute(&mut *self.tx)
-                    .await?;
                     out.marked.push((grant_id.clone(), entitlement_id.clone()));
+                    marks.push(grant_id.clone());
                 }
             }
         }
+        self.insert_grants(&rows, now).await?;
+        self.revoke_grants(&revokes, now).await?;
+        self.mark_mover_review(&marks).await?;
         Ok(out)
     }
 }

@@ -34,7 +34,7 @@ pub struct StoredSync {
     pub response: serde_json::Value,
 }
 
-fn event_from_row(row: &AnyRow) -> Result<RecordedEvent, StoreError> {
+pub(crate) fn event_from_row(row: &AnyRow) -> Result<RecordedEvent, StoreError> {
     Ok(RecordedEvent {
         arrival: get(row, "arrival")?,
         event: json(row, "payload")?,

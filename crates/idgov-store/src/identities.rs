@@ -1,6 +1,6 @@
 //! Identities: reads and writes.
 
-use crate::convert::{get, micros, opt_date, parsed, time};
+use crate::convert::{get, opt_date, parsed, time};
 use crate::{Store, StoreError, WriteTx};
 use idgov_domain::identity::{Attributes, Identity, Status};
 use sqlx::any::AnyRow;
@@ -153,42 +153,6 @@ impl WriteTx {
 
     /// Inserts or replaces an identity.
     pub async fn put_identity(&mut self, i: &Identity) -> Result<(), StoreError> {
-        let a = &i.attrs;
-        sqlx::query(
-            "INSERT INTO identities (employee_id, display_name, email, department, title, job_code, location, \
-             cost_center, manager_id, employment_type, background_check, clearance, start_date, end_date, \
-             status, attrs_effective_at, status_effective_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-             ON CONFLICT (employee_id) DO UPDATE SET display_name = excluded.display_name, \
-             email = excluded.email, department = excluded.department, title = excluded.title, \
-             job_code = excluded.job_code, location = excluded.location, cost_center = excluded.cost_center, \
-             manager_id = excluded.manager_id, employment_type = excluded.employment_type, \
-             background_check = excluded.background_check, clearance = excluded.clearance, \
-             start_date = excluded.start_date, end_date = excluded.end_date, status = excluded.status, \
-             attrs_effective_at = excluded.attrs_effective_at, status_effective_at = excluded.status_effective_at, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(&i.employee_id)
-        .bind(&a.display_name)
-        .bind(&a.email)
-        .bind(&a.department)
-        .bind(&a.title)
-        .bind(&a.job_code)
-        .bind(&a.location)
-        .bind(&a.cost_center)
-        .bind(a.manager_id.clone())
-        .bind(a.employment_type.as_str())
-        .bind(a.background_check.as_str())
-        .bind(a.clearance.as_str())
-        .bind(a.start_date.map(|d| d.to_string()))
-        .bind(a.end_date.map(|d| d.to_string()))
-        .bind(i.status.as_str())
-        .bind(micros(i.attrs_effective_at))
-        .bind(micros(i.status_effective_at))
-        .bind(micros(i.created_at))
-        .bind(micros(i.updated_at))
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
+        self.put_identities(std::slice::from_ref(i)).await
     }
 }

@@ -9,6 +9,7 @@
 //! Times are stored as microseconds since the Unix epoch (UTC).
 
 mod audit;
+mod bulk;
 mod convert;
 pub mod error;
 pub mod grants;
@@ -19,6 +20,7 @@ mod policies;
 mod tx;
 
 pub use audit::{AuditFilter, VerifyReport};
+pub use bulk::{EventRow, GrantRow};
 pub use error::StoreError;
 pub use held::{HeldChange, HeldKind, HeldState};
 pub use hr_events::{EventFilter, RecordedEvent, StoredSync};

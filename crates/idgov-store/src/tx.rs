@@ -55,28 +55,36 @@ impl WriteTx {
             let mut seq: i64 = head.try_get("seq")?;
             let mut prev: String = head.try_get("hash")?;
             let at = micros(now);
+            let mut rows = Vec::with_capacity(self.audit.len());
             for e in std::mem::take(&mut self.audit) {
                 seq += 1;
                 let detail = serde_json::to_string(&e.detail).unwrap_or_else(|_| "{}".into());
                 let hash = event_hash(
                     &prev, seq, at, &e.actor, &e.action, &e.target, &detail, e.security,
                 );
-                sqlx::query(
-                    "INSERT INTO audit_events (seq, occurred_at, actor, action, target, detail, security, prev_hash, hash) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(seq)
-                .bind(at)
-                .bind(&e.actor)
-                .bind(&e.action)
-                .bind(&e.target)
-                .bind(&detail)
-                .bind(i64::from(e.security))
-                .bind(&prev)
-                .bind(&hash)
-                .execute(&mut *self.tx)
-                .await?;
+                rows.push((seq, e, detail, prev.clone(), hash.clone()));
                 prev = hash;
+            }
+            for chunk in rows.chunks(500) {
+                let sql = format!(
+                    "INSERT INTO audit_events (seq, occurred_at, actor, action, target, detail, security, \
+                     prev_hash, hash) VALUES {}",
+                    crate::bulk::values(chunk.len(), 9)
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for (seq, e, detail, prev_hash, hash) in chunk {
+                    q = q
+                        .bind(*seq)
+                        .bind(at)
+                        .bind(e.actor.clone())
+                        .bind(e.action.clone())
+                        .bind(e.target.clone())
+                        .bind(detail.clone())
+                        .bind(i64::from(e.security))
+                        .bind(prev_hash.clone())
+                        .bind(hash.clone());
+                }
+                q.execute(&mut *self.tx).await?;
             }
             sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
                 .bind(seq)

@@ -1,7 +1,6 @@
 //! Releasing and discarding changes held by the mass-change guard.
 
 use super::App;
-use super::intake::process_event;
 use super::policy::StagedPolicy;
 use super::roster::StagedSync;
 use crate::error::AppError;
@@ -36,13 +35,12 @@ impl App {
                     serde_json::from_value(held.payload.clone()).map_err(|e| {
                         AppError::Store(idgov_store::StoreError::Corrupt(e.to_string()))
                     })?;
-                let policy = self.policy_in(&mut tx).await?;
                 let mut applied = 0u64;
                 let mut rejected = Vec::new();
-                for ev in &staged.events {
-                    match process_event(&mut tx, ev, actor, &policy, now).await {
+                let results = self.submit_all(&mut tx, &staged.events, actor, now).await?;
+                for (ev, r) in staged.events.iter().zip(results) {
+                    match r {
                         Ok(_) => applied += 1,
-                        Err(e) if e.is_store() => return Err(e),
                         Err(e) => rejected.push((ev.employee_id.clone(), e.to_string())),
                     }
                 }

@@ -1,25 +1,29 @@
 //! HR intake: recording and applying HR events.
 //!
-//! Every event is processed inside a write transaction: the idempotency
-//! record, the identity change, the grant changes and their audit events
-//! commit together, so an acknowledged event is durable and complete.
+//! Events are processed in batches inside one write transaction (group
+//! commit): a [`Batch`] reads everything the batch needs with a few set-based
+//! queries, decides every event in memory with the domain rules, and writes
+//! the results with multi-row statements. The idempotency records, identity
+//! changes, grant changes and audit events commit together, so an
+//! acknowledged event is durable and complete.
 //!
-//! Submitted events go through one writer task that groups whatever is
-//! queued into one transaction (group commit): one durable commit
-//! acknowledges many events. If a batch fails, each of its events is retried
-//! alone, so one bad event never fails another.
+//! Submitted events reach one writer task that batches whatever is queued.
+//! If a batch fails, each of its events is retried alone, so one bad event
+//! never fails another.
 
 use super::{ActivePolicy, App, SYSTEM_SCHEDULER};
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::AuditEntry;
+use idgov_domain::grant::{Grant, GrantChange, RevokeReason, SourceKind};
 use idgov_domain::hr::{EventKind, EventState, HrEvent};
-use idgov_domain::identity::Status;
+use idgov_domain::identity::{Identity, Status};
 use idgov_domain::lifecycle::{Decision, Transition, decide};
 use idgov_domain::{DomainError, ErrorCode};
-use idgov_store::{RecordedEvent, WriteTx};
+use idgov_store::{EventRow, GrantRow, RecordedEvent, StoreError, WriteTx};
 use serde_json::json;
-use std::sync::Weak;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, oneshot};
 
 /// What became of a submitted event.
@@ -40,6 +44,508 @@ pub(crate) struct Job {
 }
 
 const MAX_BATCH: usize = 512;
+
+/// What a batch knows about a recorded event.
+#[derive(Debug, Clone)]
+struct Known {
+    fingerprint: String,
+    state: EventState,
+    detail: String,
+    effective_at: DateTime<Utc>,
+    kind: EventKind,
+    employee_id: String,
+}
+
+/// A group of HR events processed together in one transaction.
+pub(crate) struct Batch {
+    policy: Arc<ActivePolicy>,
+    now: DateTime<Utc>,
+    identities: HashMap<String, Option<Identity>>,
+    active: HashMap<String, Vec<Grant>>,
+    events: HashMap<(String, String), Known>,
+    // Staged writes, flushed in this order.
+    new_events: Vec<EventRow>,
+    people: Vec<Identity>,
+    grants: Vec<GrantRow>,
+    revokes: Vec<(String, RevokeReason)>,
+    marks: Vec<String>,
+    transitions: Vec<(String, String, EventState, EventState, String)>,
+}
+
+fn known(r: &RecordedEvent) -> Known {
+    Known {
+        fingerprint: r.event.fingerprint.clone(),
+        state: r.state,
+        detail: r.detail.clone(),
+        effective_at: r.event.effective_at,
+        kind: r.event.kind,
+        employee_id: r.event.employee_id.clone(),
+    }
+}
+
+fn with(mut v: serde_json::Value, key: &str, value: &str) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.to_string(), json!(value));
+    }
+    v
+}
+
+impl Batch {
+    /// Reads what `events` need (their records, rescind targets, the people
+    /// and their active grants), locked on PostgreSQL until commit.
+    pub(crate) async fn load(
+        tx: &mut WriteTx,
+        policy: Arc<ActivePolicy>,
+        now: DateTime<Utc>,
+        events: &[&HrEvent],
+    ) -> Result<Batch, AppError> {
+        let mut keys = Vec::with_capacity(events.len());
+        let mut people: Vec<String> = Vec::with_capacity(events.len());
+        for e in events {
+            keys.push((e.source.clone(), e.event_id.clone()));
+            if let Some(target) = &e.rescinds_event_id {
+                keys.push((e.source.clone(), target.clone()));
+            }
+            people.push(e.employee_id.clone());
+        }
+        keys.sort();
+        keys.dedup();
+        people.sort();
+        people.dedup();
+        let recorded = tx.events_by_keys(&keys).await?;
+        let found = tx.identities_by_ids(&people).await?;
+        let active = tx.active_grants_of(&people).await?;
+        let mut identities: HashMap<String, Option<Identity>> =
+            people.into_iter().map(|p| (p, None)).collect();
+        for p in found {
+            identities.insert(p.employee_id.clone(), Some(p));
+        }
+        Ok(Batch {
+            policy,
+            now,
+            identities,
+            active,
+            events: recorded
+                .iter()
+                .map(|r| ((r.event.source.clone(), r.event.event_id.clone()), known(r)))
+                .collect(),
+            new_events: Vec::new(),
+            people: Vec::new(),
+            grants: Vec::new(),
+            revokes: Vec::new(),
+            marks: Vec::new(),
+            transitions: Vec::new(),
+        })
+    }
+
+    fn current(&self, employee_id: &str) -> (Option<Identity>, Vec<Grant>) {
+        (
+            self.identities.get(employee_id).cloned().flatten(),
+            self.active.get(employee_id).cloned().unwrap_or_default(),
+        )
+    }
+
+    fn outcome(&self, ev: &HrEvent, state: EventState, detail: String) -> SubmitOutcome {
+        SubmitOutcome {
+            state,
+            duplicate: false,
+            effective_at: ev.effective_at,
+            detail,
+            grants_added: 0,
+            grants_revoked: 0,
+        }
+    }
+
+    /// Records and, when due, applies one event. Nothing is written until
+    /// [`Batch::flush`]; a domain error leaves the batch as it was.
+    pub(crate) fn submit(
+        &mut self,
+        tx: &mut WriteTx,
+        ev: &HrEvent,
+        actor: &str,
+    ) -> Result<SubmitOutcome, AppError> {
+        if let Some(k) = self.events.get(&(ev.source.clone(), ev.event_id.clone())) {
+            if k.fingerprint != ev.fingerprint {
+                return Err(AppError::Domain(DomainError::new(
+                    ErrorCode::IdempotencyConflict,
+                    format!(
+                        "event {:?} from {:?} was already accepted with a different payload; \
+                         use a new event_id for a new event",
+                        ev.event_id, ev.source
+                    ),
+                )));
+            }
+            return Ok(SubmitOutcome {
+                state: k.state,
+                duplicate: true,
+                effective_at: k.effective_at,
+                detail: k.detail.clone(),
+                grants_added: 0,
+                grants_revoked: 0,
+            });
+        }
+        if ev.kind == EventKind::Rescind {
+            return self.rescind(tx, ev, actor);
+        }
+        let (current, grants) = self.current(&ev.employee_id);
+        let target = format!("identity:{}", ev.employee_id);
+        let base = json!({
+            "source": ev.source, "event_id": ev.event_id, "kind": ev.kind,
+            "effective_at": ev.effective_at.to_rfc3339(),
+        });
+        match decide(current.as_ref(), &grants, ev, &self.policy.policy, self.now) {
+            Decision::Reject { reason } => Err(AppError::precondition(reason)),
+            Decision::Superseded { reason } => {
+                self.record(ev, EventState::Superseded, &reason, actor);
+                tx.audit(AuditEntry::new(
+                    actor,
+                    "hr.event.superseded",
+                    target,
+                    with(base, "reason", &reason),
+                ));
+                Ok(self.outcome(ev, EventState::Superseded, reason))
+            }
+            Decision::Schedule { pre_hire } => {
+                let detail = format!("scheduled for {}", ev.effective_at.to_rfc3339());
+                self.record(ev, EventState::Scheduled, &detail, actor);
+                if let Some(p) = pre_hire {
+                    tx.audit(AuditEntry::new(
+                        actor,
+                        "identity.pre_hire_created",
+                        target.clone(),
+                        json!({"employee_id": p.employee_id, "starts_at": ev.effective_at.to_rfc3339()}),
+                    ));
+                    self.set_identity(*p);
+                }
+                tx.audit(AuditEntry::new(actor, "hr.event.scheduled", target, base));
+                Ok(self.outcome(ev, EventState::Scheduled, detail))
+            }
+            Decision::Apply(t) => {
+                let note = t.note.clone().unwrap_or_default();
+                self.record(ev, EventState::Applied, &note, actor);
+                let (added, revoked) = self.apply(tx, ev, &t, actor);
+                Ok(SubmitOutcome {
+                    grants_added: added,
+                    grants_revoked: revoked,
+                    ..self.outcome(ev, EventState::Applied, note)
+                })
+            }
+        }
+    }
+
+    /// Applies a scheduled event that is due. Returns false when it is no
+    /// longer scheduled (another process applied or rescinded it).
+    pub(crate) fn apply_due(
+        &mut self,
+        tx: &mut WriteTx,
+        ev: &HrEvent,
+        submitted_by: &str,
+    ) -> Result<bool, AppError> {
+        let key = (ev.source.clone(), ev.event_id.clone());
+        if self.events.get(&key).map(|k| k.state) != Some(EventState::Scheduled) {
+            return Ok(false);
+        }
+        let (current, grants) = self.current(&ev.employee_id);
+        let base = json!({
+            "source": ev.source, "event_id": ev.event_id, "kind": ev.kind,
+            "effective_at": ev.effective_at.to_rfc3339(), "submitted_by": submitted_by,
+        });
+        let target = format!("identity:{}", ev.employee_id);
+        match decide(current.as_ref(), &grants, ev, &self.policy.policy, self.now) {
+            Decision::Apply(t) => {
+                self.transition(&key, EventState::Applied, "");
+                self.apply(tx, ev, &t, SYSTEM_SCHEDULER);
+            }
+            Decision::Superseded { reason } => {
+                self.transition(&key, EventState::Superseded, &reason);
+                tx.audit(AuditEntry::new(
+                    SYSTEM_SCHEDULER,
+                    "hr.event.superseded",
+                    target,
+                    with(base, "reason", &reason),
+                ));
+            }
+            Decision::Reject { reason } => {
+                self.transition(&key, EventState::Rejected, &reason);
+                tx.audit(
+                    AuditEntry::new(
+                        SYSTEM_SCHEDULER,
+                        "hr.event.rejected",
+                        target,
+                        with(base, "reason", &reason),
+                    )
+                    .security(),
+                );
+            }
+            Decision::Schedule { .. } => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn record(&mut self, ev: &HrEvent, state: EventState, detail: &str, actor: &str) {
+        self.events.insert(
+            (ev.source.clone(), ev.event_id.clone()),
+            Known {
+                fingerprint: ev.fingerprint.clone(),
+                state,
+                detail: detail.to_string(),
+                effective_at: ev.effective_at,
+                kind: ev.kind,
+                employee_id: ev.employee_id.clone(),
+            },
+        );
+        self.new_events.push(EventRow {
+            event: ev.clone(),
+            state,
+            detail: detail.to_string(),
+            actor: actor.to_string(),
+        });
+    }
+
+    /// Moves a recorded event out of `scheduled`.
+    fn transition(&mut self, key: &(String, String), to: EventState, detail: &str) {
+        if let Some(k) = self.events.get_mut(key) {
+            k.state = to;
+            k.detail = detail.to_string();
+        }
+        // Recorded in this very batch: change the row before it is written.
+        if let Some(row) = self
+            .new_events
+            .iter_mut()
+            .find(|r| r.event.source == key.0 && r.event.event_id == key.1)
+        {
+            row.state = to;
+            row.detail = detail.to_string();
+            return;
+        }
+        self.transitions.push((
+            key.0.clone(),
+            key.1.clone(),
+            EventState::Scheduled,
+            to,
+            detail.to_string(),
+        ));
+    }
+
+    fn set_identity(&mut self, p: Identity) {
+        self.identities
+            .insert(p.employee_id.clone(), Some(p.clone()));
+        self.people.push(p);
+    }
+
+    /// Stages a transition and its audit events. Returns (added, revoked).
+    fn apply(&mut self, tx: &mut WriteTx, ev: &HrEvent, t: &Transition, actor: &str) -> (u32, u32) {
+        let id = t.identity.employee_id.clone();
+        self.set_identity(t.identity.clone());
+        let cause = format!("hr:{}:{}", ev.source, ev.event_id);
+        let target = format!("identity:{id}");
+        tx.audit(AuditEntry::new(
+            actor,
+            "hr.event.applied",
+            target.clone(),
+            json!({
+                "source": ev.source,
+                "event_id": ev.event_id,
+                "kind": ev.kind,
+                "effective_at": ev.effective_at.to_rfc3339(),
+                "status": {"from": t.previous_status, "to": t.identity.status},
+                "changes": t.changes,
+                "mover": t.mover,
+                "withheld": t.withheld,
+                "note": t.note,
+            }),
+        ));
+        let (mut added, mut revoked) = (0, 0);
+        let active = self.active.entry(id.clone()).or_default();
+        for c in &t.grant_changes {
+            match c {
+                GrantChange::Add(n) => {
+                    let Some(ent) = self.policy.policy.entitlements.get(&n.entitlement_id) else {
+                        continue;
+                    };
+                    let grant_id = uuid::Uuid::now_v7().to_string();
+                    self.grants.push(GrantRow {
+                        id: grant_id.clone(),
+                        employee_id: id.clone(),
+                        entitlement_id: n.entitlement_id.clone(),
+                        classification: ent.classification.as_str().to_string(),
+                        source: n.source.as_str().to_string(),
+                        source_ref: n.source_ref.clone(),
+                        justification: n.justification.clone(),
+                        cause: cause.clone(),
+                    });
+                    active.push(Grant {
+                        id: grant_id.clone(),
+                        employee_id: id.clone(),
+                        entitlement_id: n.entitlement_id.clone(),
+                        source: n.source,
+                        source_ref: n.source_ref.clone(),
+                        granted_at: self.now,
+                        expires_at: None,
+                        approvers: vec![],
+                        justification: n.justification.clone(),
+                        revoked_at: None,
+                        revoke_reason: None,
+                        mover_review_pending: false,
+                    });
+                    added += 1;
+                    tx.audit(AuditEntry::new(
+                        actor,
+                        "grant.added",
+                        format!("grant:{grant_id}"),
+                        json!({
+                            "employee_id": id, "entitlement_id": n.entitlement_id,
+                            "source": SourceKind::Birthright, "role": n.source_ref, "cause": cause,
+                        }),
+                    ));
+                }
+                GrantChange::Revoke {
+                    grant_id,
+                    entitlement_id,
+                    reason,
+                } => {
+                    active.retain(|g| &g.id != grant_id);
+                    self.revokes.push((grant_id.clone(), *reason));
+                    revoked += 1;
+                    tx.audit(AuditEntry::new(
+                        actor,
+                        "grant.revoked",
+                        format!("grant:{grant_id}"),
+                        json!({"employee_id": id, "entitlement_id": entitlement_id, "reason": reason, "cause": cause}),
+                    ));
+                }
+                GrantChange::MarkMoverReview {
+                    grant_id,
+                    entitlement_id,
+                } => {
+                    if let Some(g) = active.iter_mut().find(|g| &g.id == grant_id) {
+                        g.mover_review_pending = true;
+                    }
+                    self.marks.push(grant_id.clone());
+                    tx.audit(AuditEntry::new(
+                        actor,
+                        "grant.mover_review_pending",
+                        format!("grant:{grant_id}"),
+                        json!({"employee_id": id, "entitlement_id": entitlement_id, "cause": cause}),
+                    ));
+                }
+            }
+        }
+        if t.identity.status == Status::Terminated && t.previous_status != Some(Status::Terminated)
+        {
+            let pol = &self.policy.policy;
+            let owned: Vec<&str> = pol
+                .entitlements
+                .values()
+                .filter(|e| e.owner == id)
+                .map(|e| e.id.as_str())
+                .chain(
+                    pol.systems
+                        .values()
+                        .filter(|s| s.owner == id)
+                        .map(|s| s.id.as_str()),
+                )
+                .collect();
+            if !owned.is_empty() {
+                tx.audit(
+                    AuditEntry::new(
+                        actor,
+                        "catalog.owner_left",
+                        target,
+                        json!({"employee_id": id, "owns": owned, "action": "name a new owner in the policy"}),
+                    )
+                    .security(),
+                );
+            }
+        }
+        (added, revoked)
+    }
+
+    /// Cancels a scheduled event.
+    fn rescind(
+        &mut self,
+        tx: &mut WriteTx,
+        ev: &HrEvent,
+        actor: &str,
+    ) -> Result<SubmitOutcome, AppError> {
+        let target_id = ev.rescinds_event_id.clone().unwrap_or_default();
+        let key = (ev.source.clone(), target_id.clone());
+        let Some(target) = self.events.get(&key).cloned() else {
+            return Err(AppError::not_found(format!(
+                "there is no event {target_id:?} from {:?} to rescind",
+                ev.source
+            )));
+        };
+        if target.employee_id != ev.employee_id {
+            return Err(AppError::invalid(
+                "event.employee_id",
+                format!(
+                    "event {target_id:?} is about employee {}, not {}",
+                    target.employee_id, ev.employee_id
+                ),
+            ));
+        }
+        if target.state != EventState::Scheduled {
+            return Err(AppError::precondition(format!(
+                "event {target_id:?} is {}, not scheduled; only future-dated events can be rescinded — \
+                 send a compensating event instead",
+                target.state
+            )));
+        }
+        let detail = format!("rescinded {target_id}");
+        self.transition(
+            &key,
+            EventState::Rescinded,
+            &format!("rescinded by {}", ev.event_id),
+        );
+        self.record(ev, EventState::Applied, &detail, actor);
+        let id = ev.employee_id.clone();
+        tx.audit(AuditEntry::new(
+            actor,
+            "hr.event.rescinded",
+            format!("identity:{id}"),
+            json!({"source": ev.source, "event_id": target_id, "kind": target.kind, "rescinded_by": ev.event_id}),
+        ));
+        // A withdrawn offer: the pre-hire never starts.
+        if target.kind == EventKind::Hire {
+            if let Some(mut person) = self.identities.get(&id).cloned().flatten() {
+                if person.status == Status::PreHire {
+                    person.status = Status::Terminated;
+                    person.status_effective_at = self.now;
+                    person.updated_at = self.now;
+                    self.set_identity(person);
+                    tx.audit(AuditEntry::new(
+                        actor,
+                        "identity.pre_hire_withdrawn",
+                        format!("identity:{id}"),
+                        json!({"employee_id": id}),
+                    ));
+                }
+            }
+        }
+        Ok(self.outcome(ev, EventState::Applied, detail))
+    }
+
+    /// Writes everything staged, set-based.
+    pub(crate) async fn flush(self, tx: &mut WriteTx) -> Result<(), AppError> {
+        tx.insert_hr_events(&self.new_events, self.now).await?;
+        tx.put_identities(&self.people).await?;
+        tx.insert_grants(&self.grants, self.now).await?;
+        tx.revoke_grants(&self.revokes, self.now).await?;
+        tx.mark_mover_review(&self.marks).await?;
+        for (source, event_id, from, to, detail) in &self.transitions {
+            if !tx
+                .transition_hr_event(source, event_id, *from, *to, detail, self.now)
+                .await?
+            {
+                return Err(AppError::Store(StoreError::Conflict(format!(
+                    "event {event_id:?} from {source:?} was handled by another process"
+                ))));
+            }
+        }
+        Ok(())
+    }
+}
 
 impl App {
     /// Records and (when due) applies one HR event. Returns once the event
@@ -62,128 +568,94 @@ impl App {
             .map_err(|_| AppError::Unavailable("the intake writer has stopped".into()))?
     }
 
-    /// Processes a batch in one transaction; on failure, each job alone.
-    async fn run_batch(&self, batch: Vec<Job>) {
+    /// Submits `events` in one transaction: all are recorded, or none.
+    /// Domain refusals of single events are returned per event.
+    pub(crate) async fn submit_all(
+        &self,
+        tx: &mut WriteTx,
+        events: &[HrEvent],
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<SubmitOutcome, AppError>>, AppError> {
+        let policy = self.policy_in(tx).await?;
+        let refs: Vec<&HrEvent> = events.iter().collect();
+        let mut batch = Batch::load(tx, policy, now, &refs).await?;
+        let results = events
+            .iter()
+            .map(|ev| batch.submit(tx, ev, actor))
+            .collect();
+        batch.flush(tx).await?;
+        Ok(results)
+    }
+
+    /// Processes queued jobs in one transaction; on failure, each alone.
+    async fn run_batch(&self, jobs: Vec<Job>) {
         let now = self.now();
         let together = async {
             let mut tx = self.store.begin().await?;
             let policy = self.policy_in(&mut tx).await?;
-            let mut results = Vec::with_capacity(batch.len());
-            for job in &batch {
-                match process_event(&mut tx, &job.event, &job.actor, &policy, now).await {
-                    Err(e) if e.is_store() => return Err(e),
-                    r => results.push(r),
-                }
-            }
+            let refs: Vec<&HrEvent> = jobs.iter().map(|j| &j.event).collect();
+            let mut batch = Batch::load(&mut tx, policy, now, &refs).await?;
+            let results: Vec<_> = jobs
+                .iter()
+                .map(|j| batch.submit(&mut tx, &j.event, &j.actor))
+                .collect();
+            batch.flush(&mut tx).await?;
             tx.commit(now).await?;
             Ok::<_, AppError>(results)
         };
         match together.await {
             Ok(results) => {
-                for (job, r) in batch.into_iter().zip(results) {
+                for (job, r) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(r);
                 }
             }
-            Err(e) if batch.len() == 1 => {
-                if let Some(job) = batch.into_iter().next() {
+            Err(e) if jobs.len() == 1 => {
+                if let Some(job) = jobs.into_iter().next() {
                     let _ = job.reply.send(Err(e));
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, size = batch.len(), "intake batch failed; retrying its events one by one");
-                for job in batch {
-                    let r = self.process_alone(&job.event, &job.actor).await;
+                tracing::warn!(error = %e, size = jobs.len(), "intake batch failed; retrying its events one by one");
+                for job in jobs {
+                    let r = self.submit_alone(&job.event, &job.actor).await;
                     let _ = job.reply.send(r);
                 }
             }
         }
     }
 
-    async fn process_alone(&self, event: &HrEvent, actor: &str) -> Result<SubmitOutcome, AppError> {
+    async fn submit_alone(&self, event: &HrEvent, actor: &str) -> Result<SubmitOutcome, AppError> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        let policy = self.policy_in(&mut tx).await?;
-        let r = process_event(&mut tx, event, actor, &policy, now).await?;
+        let mut results = self
+            .submit_all(&mut tx, std::slice::from_ref(event), actor, now)
+            .await?;
+        let r = results
+            .pop()
+            .unwrap_or_else(|| Err(AppError::Unavailable("no result".into())))?;
         tx.commit(now).await?;
         Ok(r)
     }
 
-    /// Applies a scheduled event that is due. Returns false when another
-    /// process applied it first.
-    pub async fn apply_scheduled(&self, rec: &RecordedEvent) -> Result<bool, AppError> {
+    /// Applies scheduled events that are due, in one transaction. Returns
+    /// how many this process applied (others may have been claimed by
+    /// another replica meanwhile).
+    pub async fn apply_scheduled(&self, due: &[RecordedEvent]) -> Result<u64, AppError> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let policy = self.policy_in(&mut tx).await?;
-        let ev = &rec.event;
-        // Re-read under lock: the claim that makes it run once.
-        match tx.get_hr_event(&ev.source, &ev.event_id).await? {
-            Some(r) if r.state == EventState::Scheduled => {}
-            _ => return Ok(false),
+        let refs: Vec<&HrEvent> = due.iter().map(|r| &r.event).collect();
+        let mut batch = Batch::load(&mut tx, policy, now, &refs).await?;
+        let mut applied = 0;
+        for rec in due {
+            if batch.apply_due(&mut tx, &rec.event, &rec.actor)? {
+                applied += 1;
+            }
         }
-        let current = tx.get_identity(&ev.employee_id).await?;
-        let grants = match &current {
-            Some(_) => tx.active_grants(&ev.employee_id).await?,
-            None => vec![],
-        };
-        let detail_base = json!({
-            "source": ev.source, "event_id": ev.event_id, "kind": ev.kind,
-            "effective_at": ev.effective_at.to_rfc3339(), "submitted_by": rec.actor,
-        });
-        let target = format!("identity:{}", ev.employee_id);
-        match decide(current.as_ref(), &grants, ev, &policy.policy, now) {
-            Decision::Apply(t) => {
-                tx.transition_hr_event(
-                    &ev.source,
-                    &ev.event_id,
-                    EventState::Scheduled,
-                    EventState::Applied,
-                    "",
-                    now,
-                )
-                .await?;
-                apply_transition(&mut tx, ev, &t, SYSTEM_SCHEDULER, &policy, now).await?;
-            }
-            Decision::Superseded { reason } => {
-                tx.transition_hr_event(
-                    &ev.source,
-                    &ev.event_id,
-                    EventState::Scheduled,
-                    EventState::Superseded,
-                    &reason,
-                    now,
-                )
-                .await?;
-                tx.audit(AuditEntry::new(
-                    SYSTEM_SCHEDULER,
-                    "hr.event.superseded",
-                    target,
-                    with(detail_base, "reason", &reason),
-                ));
-            }
-            Decision::Reject { reason } => {
-                tx.transition_hr_event(
-                    &ev.source,
-                    &ev.event_id,
-                    EventState::Scheduled,
-                    EventState::Rejected,
-                    &reason,
-                    now,
-                )
-                .await?;
-                tx.audit(
-                    AuditEntry::new(
-                        SYSTEM_SCHEDULER,
-                        "hr.event.rejected",
-                        target,
-                        with(detail_base, "reason", &reason),
-                    )
-                    .security(),
-                );
-            }
-            Decision::Schedule { .. } => return Ok(false),
-        }
+        batch.flush(&mut tx).await?;
         tx.commit(now).await?;
-        Ok(true)
+        Ok(applied)
     }
 }
 
@@ -200,278 +672,4 @@ pub(crate) async fn writer_loop(app: Weak<App>, mut rx: mpsc::Receiver<Job>) {
         let Some(app) = app.upgrade() else { break };
         app.run_batch(batch).await;
     }
-}
-
-fn with(mut v: serde_json::Value, key: &str, value: &str) -> serde_json::Value {
-    if let Some(o) = v.as_object_mut() {
-        o.insert(key.to_string(), json!(value));
-    }
-    v
-}
-
-/// Records and applies one event within `tx`. Domain errors are returned
-/// before anything is written; store errors leave `tx` unusable.
-pub(crate) async fn process_event(
-    tx: &mut WriteTx,
-    ev: &HrEvent,
-    actor: &str,
-    policy: &ActivePolicy,
-    now: DateTime<Utc>,
-) -> Result<SubmitOutcome, AppError> {
-    if let Some(existing) = tx.get_hr_event(&ev.source, &ev.event_id).await? {
-        if existing.event.fingerprint != ev.fingerprint {
-            return Err(AppError::Domain(DomainError::new(
-                ErrorCode::IdempotencyConflict,
-                format!(
-                    "event {:?} from {:?} was already accepted with a different payload; \
-                     use a new event_id for a new event",
-                    ev.event_id, ev.source
-                ),
-            )));
-        }
-        return Ok(SubmitOutcome {
-            state: existing.state,
-            duplicate: true,
-            effective_at: existing.event.effective_at,
-            detail: existing.detail,
-            grants_added: 0,
-            grants_revoked: 0,
-        });
-    }
-    if ev.kind == EventKind::Rescind {
-        return rescind(tx, ev, actor, now).await;
-    }
-    let current = tx.get_identity(&ev.employee_id).await?;
-    let grants = match &current {
-        Some(_) => tx.active_grants(&ev.employee_id).await?,
-        None => vec![],
-    };
-    let target = format!("identity:{}", ev.employee_id);
-    let base = json!({
-        "source": ev.source, "event_id": ev.event_id, "kind": ev.kind,
-        "effective_at": ev.effective_at.to_rfc3339(),
-    });
-    let outcome = |state, detail: String| SubmitOutcome {
-        state,
-        duplicate: false,
-        effective_at: ev.effective_at,
-        detail,
-        grants_added: 0,
-        grants_revoked: 0,
-    };
-    match decide(current.as_ref(), &grants, ev, &policy.policy, now) {
-        Decision::Reject { reason } => Err(AppError::precondition(reason)),
-        Decision::Superseded { reason } => {
-            tx.insert_hr_event(ev, EventState::Superseded, &reason, actor, now)
-                .await?;
-            tx.audit(AuditEntry::new(
-                actor,
-                "hr.event.superseded",
-                target,
-                with(base, "reason", &reason),
-            ));
-            Ok(outcome(EventState::Superseded, reason))
-        }
-        Decision::Schedule { pre_hire } => {
-            let detail = format!("scheduled for {}", ev.effective_at.to_rfc3339());
-            tx.insert_hr_event(ev, EventState::Scheduled, &detail, actor, now)
-                .await?;
-            if let Some(p) = pre_hire {
-                tx.put_identity(&p).await?;
-                tx.audit(AuditEntry::new(
-                    actor,
-                    "identity.pre_hire_created",
-                    target.clone(),
-                    json!({"employee_id": p.employee_id, "starts_at": ev.effective_at.to_rfc3339()}),
-                ));
-            }
-            tx.audit(AuditEntry::new(actor, "hr.event.scheduled", target, base));
-            Ok(outcome(EventState::Scheduled, detail))
-        }
-        Decision::Apply(t) => {
-            tx.insert_hr_event(ev, EventState::Applied, "", actor, now)
-                .await?;
-            let (added, revoked) = apply_transition(tx, ev, &t, actor, policy, now).await?;
-            Ok(SubmitOutcome {
-                grants_added: added,
-                grants_revoked: revoked,
-                ..outcome(EventState::Applied, t.note.clone().unwrap_or_default())
-            })
-        }
-    }
-}
-
-/// Writes a transition and its audit events. Returns (added, revoked).
-pub(crate) async fn apply_transition(
-    tx: &mut WriteTx,
-    ev: &HrEvent,
-    t: &Transition,
-    actor: &str,
-    policy: &ActivePolicy,
-    now: DateTime<Utc>,
-) -> Result<(u32, u32), AppError> {
-    let id = &t.identity.employee_id;
-    tx.put_identity(&t.identity).await?;
-    let cause = format!("hr:{}:{}", ev.source, ev.event_id);
-    let applied = tx
-        .apply_grant_changes(id, &t.grant_changes, &policy.policy, &cause, now)
-        .await?;
-    let target = format!("identity:{id}");
-    tx.audit(AuditEntry::new(
-        actor,
-        "hr.event.applied",
-        target.clone(),
-        json!({
-            "source": ev.source,
-            "event_id": ev.event_id,
-            "kind": ev.kind,
-            "effective_at": ev.effective_at.to_rfc3339(),
-            "status": {"from": t.previous_status, "to": t.identity.status},
-            "changes": t.changes,
-            "mover": t.mover,
-            "withheld": t.withheld,
-            "note": t.note,
-        }),
-    ));
-    for (grant_id, ent) in &applied.added {
-        tx.audit(AuditEntry::new(
-            actor,
-            "grant.added",
-            format!("grant:{grant_id}"),
-            json!({"employee_id": id, "entitlement_id": ent, "source": "birthright", "cause": cause}),
-        ));
-    }
-    for c in &t.grant_changes {
-        if let idgov_domain::grant::GrantChange::Revoke {
-            grant_id,
-            entitlement_id,
-            reason,
-        } = c
-        {
-            tx.audit(AuditEntry::new(
-                actor,
-                "grant.revoked",
-                format!("grant:{grant_id}"),
-                json!({"employee_id": id, "entitlement_id": entitlement_id, "reason": reason, "cause": cause}),
-            ));
-        }
-    }
-    for (grant_id, ent) in &applied.marked {
-        tx.audit(AuditEntry::new(
-            actor,
-            "grant.mover_review_pending",
-            format!("grant:{grant_id}"),
-            json!({"employee_id": id, "entitlement_id": ent, "cause": cause}),
-        ));
-    }
-    if t.identity.status == Status::Terminated && t.previous_status != Some(Status::Terminated) {
-        let owned: Vec<&str> = policy
-            .policy
-            .entitlements
-            .values()
-            .filter(|e| &e.owner == id)
-            .map(|e| e.id.as_str())
-            .chain(
-                policy
-                    .policy
-                    .systems
-                    .values()
-                    .filter(|s| &s.owner == id)
-                    .map(|s| s.id.as_str()),
-            )
-            .collect();
-        if !owned.is_empty() {
-            tx.audit(
-                AuditEntry::new(
-                    actor,
-                    "catalog.owner_left",
-                    target,
-                    json!({"employee_id": id, "owns": owned, "action": "name a new owner in the policy"}),
-                )
-                .security(),
-            );
-        }
-    }
-    Ok((applied.added.len() as u32, applied.revoked.len() as u32))
-}
-
-/// Cancels a scheduled event.
-async fn rescind(
-    tx: &mut WriteTx,
-    ev: &HrEvent,
-    actor: &str,
-    now: DateTime<Utc>,
-) -> Result<SubmitOutcome, AppError> {
-    let target_id = ev.rescinds_event_id.as_deref().unwrap_or_default();
-    let Some(target) = tx.get_hr_event(&ev.source, target_id).await? else {
-        return Err(AppError::not_found(format!(
-            "there is no event {target_id:?} from {:?} to rescind",
-            ev.source
-        )));
-    };
-    if target.event.employee_id != ev.employee_id {
-        return Err(AppError::invalid(
-            "event.employee_id",
-            format!(
-                "event {target_id:?} is about employee {}, not {}",
-                target.event.employee_id, ev.employee_id
-            ),
-        ));
-    }
-    if target.state != EventState::Scheduled {
-        return Err(AppError::precondition(format!(
-            "event {target_id:?} is {}, not scheduled; only future-dated events can be rescinded — \
-             send a compensating event instead",
-            target.state
-        )));
-    }
-    let detail = format!("rescinded by {}", ev.event_id);
-    tx.transition_hr_event(
-        &ev.source,
-        target_id,
-        EventState::Scheduled,
-        EventState::Rescinded,
-        &detail,
-        now,
-    )
-    .await?;
-    tx.insert_hr_event(
-        ev,
-        EventState::Applied,
-        &format!("rescinded {target_id}"),
-        actor,
-        now,
-    )
-    .await?;
-    let id = &ev.employee_id;
-    tx.audit(AuditEntry::new(
-        actor,
-        "hr.event.rescinded",
-        format!("identity:{id}"),
-        json!({"source": ev.source, "event_id": target_id, "kind": target.event.kind, "rescinded_by": ev.event_id}),
-    ));
-    // A withdrawn offer: the pre-hire never starts.
-    if target.event.kind == EventKind::Hire
-        && let Some(mut person) = tx.get_identity(id).await?
-        && person.status == Status::PreHire
-    {
-        person.status = Status::Terminated;
-        person.status_effective_at = now;
-        person.updated_at = now;
-        tx.put_identity(&person).await?;
-        tx.audit(AuditEntry::new(
-            actor,
-            "identity.pre_hire_withdrawn",
-            format!("identity:{id}"),
-            json!({"employee_id": id}),
-        ));
-    }
-    Ok(SubmitOutcome {
-        state: EventState::Applied,
-        duplicate: false,
-        effective_at: ev.effective_at,
-        detail: format!("rescinded {target_id}"),
-        grants_added: 0,
-        grants_revoked: 0,
-    })
 }

@@ -1,7 +1,6 @@
 //! Roster sync: diff a full roster, guard against mass termination, apply.
 
 use super::App;
-use super::intake::process_event;
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::AuditEntry;
@@ -202,12 +201,10 @@ impl App {
             out.held_change_id = Some(id);
         } else {
             let events = roster::to_events(&out.diff, &req.source, &req.sync_id, as_of, zone);
-            let policy = self.policy_in(&mut tx).await?;
-            for ev in &events {
-                match process_event(&mut tx, ev, actor, &policy, now).await {
-                    Ok(_) => {}
-                    Err(e) if e.is_store() => return Err(e),
-                    Err(e) => out.rejected.push((ev.employee_id.clone(), e.to_string())),
+            let results = self.submit_all(&mut tx, &events, actor, now).await?;
+            for (ev, r) in events.iter().zip(results) {
+                if let Err(e) = r {
+                    out.rejected.push((ev.employee_id.clone(), e.to_string()));
                 }
             }
             out.outcome = Outcome::Applied;

@@ -26,14 +26,23 @@ impl App {
             if due.is_empty() {
                 return Ok(applied);
             }
-            let mut progressed = false;
-            for rec in &due {
-                if self.apply_scheduled(rec).await? {
-                    applied += 1;
-                    progressed = true;
+            let n = match self.apply_scheduled(&due).await {
+                Ok(n) => n,
+                // Another replica claimed some of them: go one by one.
+                Err(e) if e.is_store() => {
+                    let mut n = 0;
+                    for rec in &due {
+                        n += self
+                            .apply_scheduled(std::slice::from_ref(rec))
+                            .await
+                            .unwrap_or(0);
+                    }
+                    n
                 }
-            }
-            if !progressed {
+                Err(e) => return Err(e),
+            };
+            applied += n;
+            if n == 0 {
                 return Ok(applied);
             }
         }

@@ -170,7 +170,13 @@ mod tests {
             "an expired token is refused"
         );
         let mut parts: Vec<String> = token.split('.').map(String::from).collect();
-        parts[1] = parts[1].replace('A', "B");
+        // Grant oneself a role by re-encoding the claims, signature kept.
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let claims = base64::Engine::decode(&b64, &parts[1]).map_err(|e| e.to_string())?;
+        let claims =
+            String::from_utf8_lossy(&claims).replace("\"auditor\"", "\"auditor\",\"it-admin\"");
+        assert!(claims.contains("it-admin"));
+        parts[1] = base64::Engine::encode(&b64, claims);
         assert!(
             auth.verify(&parts.join(".")).is_err(),
             "an altered payload is refused"

@@ -1,0 +1,333 @@
+//! Set-based reads and writes for batches: a group of HR events is read with
+//! a few `IN (…)` queries and written with multi-row statements, so a batch
+//! costs about ten statements however many events it holds.
+
+use crate::convert::{micros, to_json};
+use crate::grants::grant_from_row;
+use crate::hr_events::{RecordedEvent, event_from_row};
+use crate::identities::identity_from_row;
+use crate::{Backend, StoreError, WriteTx};
+use chrono::{DateTime, Utc};
+use idgov_domain::grant::{Grant, RevokeReason};
+use idgov_domain::hr::{EventState, HrEvent};
+use idgov_domain::identity::Identity;
+use sqlx::AssertSqlSafe;
+use std::collections::HashMap;
+
+/// `($s, $s+1, …), (…)` for `rows` rows of `cols` columns.
+pub(crate) fn values(rows: usize, cols: usize) -> String {
+    let mut out = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", r * cols + c + 1));
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// `$s, $s+1, …` for `n` values starting at `$start`.
+fn list(n: usize, start: usize) -> String {
+    (0..n)
+        .map(|i| format!("${}", start + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A grant to insert, with its id already chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRow {
+    pub id: String,
+    pub employee_id: String,
+    pub entitlement_id: String,
+    pub classification: String,
+    pub source: String,
+    pub source_ref: String,
+    pub justification: String,
+    pub cause: String,
+}
+
+/// An HR event to record.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub event: HrEvent,
+    pub state: EventState,
+    pub detail: String,
+    pub actor: String,
+}
+
+const IN_CHUNK: usize = 500;
+
+impl WriteTx {
+    /// Recorded events with these (source, event_id) keys, locked on
+    /// PostgreSQL until commit.
+    pub async fn events_by_keys(
+        &mut self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(IN_CHUNK / 2) {
+            let conds: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(source = ${} AND event_id = ${})", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let lock = if self.backend == Backend::Postgres {
+                " FOR UPDATE"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "SELECT arrival, payload, state, received_at, applied_at, detail, actor FROM hr_events WHERE {}{lock}",
+                conds.join(" OR ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for (s, e) in chunk {
+                q = q.bind(s.clone()).bind(e.clone());
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                out.push(event_from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Identities with these ids, locked on PostgreSQL until commit.
+    pub async fn identities_by_ids(&mut self, ids: &[String]) -> Result<Vec<Identity>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(IN_CHUNK) {
+            let lock = if self.backend == Backend::Postgres {
+                " FOR UPDATE"
+            } else {
+                ""
+            };
+            let sql = format!(
+                "SELECT employee_id, display_name, email, department, title, job_code, location, \
+                 cost_center, manager_id, employment_type, background_check, clearance, start_date, end_date, \
+                 status, attrs_effective_at, status_effective_at, created_at, updated_at \
+                 FROM identities WHERE employee_id IN ({}){lock}",
+                list(chunk.len(), 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                out.push(identity_from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The active grants of these identities, by holder.
+    pub async fn active_grants_of(
+        &mut self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Vec<Grant>>, StoreError> {
+        let mut out: HashMap<String, Vec<Grant>> = HashMap::new();
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT id, employee_id, entitlement_id, classification, source, source_ref, granted_at, \
+                 expires_at, approvers, justification, revoked_at, revoke_reason, mover_review_pending FROM grants \
+                 WHERE revoked_at IS NULL AND employee_id IN ({}) ORDER BY id",
+                list(chunk.len(), 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                let (g, _) = grant_from_row(&row)?;
+                out.entry(g.employee_id.clone()).or_default().push(g);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records HR events. A key recorded meanwhile by someone else is a
+    /// conflict (the caller retries and then sees a duplicate).
+    pub async fn insert_hr_events(
+        &mut self,
+        rows: &[EventRow],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(200) {
+            let sql = format!(
+                "INSERT INTO hr_events (source, event_id, kind, employee_id, effective_at, received_at, state, \
+                 applied_at, detail, fingerprint, payload, actor) VALUES {}",
+                values(chunk.len(), 12)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for r in chunk {
+                let e = &r.event;
+                q = q
+                    .bind(e.source.clone())
+                    .bind(e.event_id.clone())
+                    .bind(e.kind.as_str())
+                    .bind(e.employee_id.clone())
+                    .bind(micros(e.effective_at))
+                    .bind(micros(now))
+                    .bind(r.state.as_str())
+                    .bind((r.state == EventState::Applied).then(|| micros(now)))
+                    .bind(r.detail.clone())
+                    .bind(e.fingerprint.clone())
+                    .bind(to_json(e))
+                    .bind(r.actor.clone());
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Inserts or replaces identities (the last of several with one id wins).
+    pub async fn put_identities(&mut self, people: &[Identity]) -> Result<(), StoreError> {
+        let mut last: HashMap<&str, usize> = HashMap::new();
+        for (i, p) in people.iter().enumerate() {
+            last.insert(p.employee_id.as_str(), i);
+        }
+        let unique: Vec<&Identity> = people
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| last.get(p.employee_id.as_str()) == Some(i))
+            .map(|(_, p)| p)
+            .collect();
+        for chunk in unique.chunks(200) {
+            let sql = format!(
+                "INSERT INTO identities (employee_id, display_name, email, department, title, job_code, location, \
+                 cost_center, manager_id, employment_type, background_check, clearance, start_date, end_date, \
+                 status, attrs_effective_at, status_effective_at, created_at, updated_at) VALUES {} \
+                 ON CONFLICT (employee_id) DO UPDATE SET display_name = excluded.display_name, \
+                 email = excluded.email, department = excluded.department, title = excluded.title, \
+                 job_code = excluded.job_code, location = excluded.location, cost_center = excluded.cost_center, \
+                 manager_id = excluded.manager_id, employment_type = excluded.employment_type, \
+                 background_check = excluded.background_check, clearance = excluded.clearance, \
+                 start_date = excluded.start_date, end_date = excluded.end_date, status = excluded.status, \
+                 attrs_effective_at = excluded.attrs_effective_at, status_effective_at = excluded.status_effective_at, \
+                 updated_at = excluded.updated_at",
+                values(chunk.len(), 19)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for i in chunk {
+                let a = &i.attrs;
+                q = q
+                    .bind(i.employee_id.clone())
+                    .bind(a.display_name.clone())
+                    .bind(a.email.clone())
+                    .bind(a.department.clone())
+                    .bind(a.title.clone())
+                    .bind(a.job_code.clone())
+                    .bind(a.location.clone())
+                    .bind(a.cost_center.clone())
+                    .bind(a.manager_id.clone())
+                    .bind(a.employment_type.as_str())
+                    .bind(a.background_check.as_str())
+                    .bind(a.clearance.as_str())
+                    .bind(a.start_date.map(|d| d.to_string()))
+                    .bind(a.end_date.map(|d| d.to_string()))
+                    .bind(i.status.as_str())
+                    .bind(micros(i.attrs_effective_at))
+                    .bind(micros(i.status_effective_at))
+                    .bind(micros(i.created_at))
+                    .bind(micros(i.updated_at));
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Inserts new grants.
+    pub async fn insert_grants(
+        &mut self,
+        rows: &[GrantRow],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let empty = to_json(&Vec::<String>::new());
+        for chunk in rows.chunks(300) {
+            let sql = format!(
+                "INSERT INTO grants (id, employee_id, entitlement_id, classification, source, source_ref, \
+                 granted_at, approvers, justification, cause) VALUES {}",
+                values(chunk.len(), 10)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for g in chunk {
+                q = q
+                    .bind(g.id.clone())
+                    .bind(g.employee_id.clone())
+                    .bind(g.entitlement_id.clone())
+                    .bind(g.classification.clone())
+                    .bind(g.source.clone())
+                    .bind(g.source_ref.clone())
+                    .bind(micros(now))
+                    .bind(empty.clone())
+                    .bind(g.justification.clone())
+                    .bind(g.cause.clone());
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Revokes active grants. Every one must still be active: a grant revoked
+    /// meanwhile by someone else is a conflict.
+    pub async fn revoke_grants(
+        &mut self,
+        revokes: &[(String, RevokeReason)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut by_reason: HashMap<RevokeReason, Vec<&String>> = HashMap::new();
+        for (id, reason) in revokes {
+            by_reason.entry(*reason).or_default().push(id);
+        }
+        for (reason, ids) in by_reason {
+            for chunk in ids.chunks(IN_CHUNK) {
+                let sql = format!(
+                    "UPDATE grants SET revoked_at = $1, revoke_reason = $2, mover_review_pending = 0 \
+                     WHERE revoked_at IS NULL AND id IN ({})",
+                    list(chunk.len(), 3)
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql))
+                    .persistent(false)
+                    .bind(micros(now))
+                    .bind(reason.as_str());
+                for id in chunk {
+                    q = q.bind((*id).clone());
+                }
+                let r = q.execute(&mut *self.tx).await?;
+                if r.rows_affected() != chunk.len() as u64 {
+                    return Err(StoreError::Conflict("a grant was revoked meanwhile".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks active grants as pending the mover review.
+    pub async fn mark_mover_review(&mut self, ids: &[String]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = format!(
+                "UPDATE grants SET mover_review_pending = 1 WHERE revoked_at IS NULL AND id IN ({})",
+                list(chunk.len(), 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders() {
+        assert_eq!(super::values(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(super::list(3, 3), "$3, $4, $5");
+    }
+}
