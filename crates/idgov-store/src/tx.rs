@@ -69,7 +69,7 @@ impl WriteTx {
                 let sql = format!(
                     "INSERT INTO audit_events (seq, occurred_at, actor, action, target, detail, security, \
                      prev_hash, hash) VALUES {}",
-                    crate::bulk::values(chunk.len(), 9)
+                    crate::bulk::values(self.backend, chunk.len(), 9)
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
                 for (seq, e, detail, prev_hash, hash) in chunk {
