@@ -44,6 +44,8 @@ CREATE TABLE grants (
 );
 CREATE INDEX grants_by_identity ON grants (employee_id, id);
 CREATE INDEX grants_active_by_entitlement ON grants (entitlement_id) WHERE revoked_at IS NULL;
+-- A person's active grants, read by every HR event about them.
+CREATE INDEX grants_active_by_identity ON grants (employee_id) WHERE revoked_at IS NULL;
 
 CREATE TABLE hr_events (
     arrival       BIGSERIAL PRIMARY KEY,

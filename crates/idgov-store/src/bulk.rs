@@ -46,7 +46,10 @@ pub(crate) fn values(backend: Backend, rows: usize, cols: usize) -> String {
 
 /// `n` placeholders numbered from `start`, comma-separated.
 fn list(backend: Backend, n: usize, start: usize) -> String {
-    (0..n).map(|i| ph(backend, start + i)).collect::<Vec<_>>().join(", ")
+    (0..n)
+        .map(|i| ph(backend, start + i))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A grant to insert, with its id already chosen.
@@ -80,26 +83,36 @@ impl WriteTx {
         &mut self,
         keys: &[(String, String)],
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut by_source: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (source, event_id) in keys {
+            by_source
+                .entry(source.as_str())
+                .or_default()
+                .push(event_id.as_str());
+        }
+        let lock = if self.backend == Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
         let mut out = Vec::new();
-        for chunk in keys.chunks(IN_CHUNK / 2) {
-            let conds: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(source = {} AND event_id = {})", ph(self.backend, 2 * i + 1), ph(self.backend, 2 * i + 2)))
-                .collect();
-            let lock = if self.backend == Backend::Postgres {
-                " FOR UPDATE"
-            } else {
-                ""
-            };
-            let sql = format!(
-                "SELECT arrival, payload, state, received_at, applied_at, detail, actor FROM hr_events WHERE {}{lock}",
-                conds.join(" OR ")
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for (s, e) in chunk {
-                q = q.bind(s.clone()).bind(e.clone());
-            }
-            for row in q.fetch_all(&mut *self.tx).await? {
-                out.push(event_from_row(&row)?);
+        for (source, ids) in by_source {
+            for chunk in ids.chunks(IN_CHUNK) {
+                let sql = format!(
+                    "SELECT arrival, payload, state, received_at, applied_at, detail, actor FROM hr_events \
+                     WHERE source = {} AND event_id IN ({}){lock}",
+                    ph(self.backend, 1),
+                    list(self.backend, chunk.len(), 2)
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql))
+                    .persistent(false)
+                    .bind(source.to_string());
+                for id in chunk {
+                    q = q.bind(id.to_string());
+                }
+                for row in q.fetch_all(&mut *self.tx).await? {
+                    out.push(event_from_row(&row)?);
+                }
             }
         }
         Ok(out)

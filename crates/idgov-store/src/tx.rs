@@ -11,6 +11,7 @@ pub struct WriteTx {
     pub(crate) tx: Transaction<'static, Any>,
     pub(crate) backend: Backend,
     audit: Vec<AuditEntry>,
+    expected_policy: Option<i64>,
 }
 
 impl WriteTx {
@@ -25,6 +26,7 @@ impl WriteTx {
             tx,
             backend,
             audit: Vec::new(),
+            expected_policy: None,
         })
     }
 
@@ -37,6 +39,13 @@ impl WriteTx {
         self.audit.push(entry);
     }
 
+    /// Makes the commit fail with a conflict unless the policy in force is
+    /// still `version` (checked under the audit-head lock, so no policy can
+    /// change between the check and the commit).
+    pub fn expect_policy_version(&mut self, version: i64) {
+        self.expected_policy = Some(version);
+    }
+
     /// Number of audit events pending in this transaction.
     pub fn pending_audit(&self) -> usize {
         self.audit.len()
@@ -46,12 +55,26 @@ impl WriteTx {
     /// sequence number of the last audit event written (0 if none).
     pub async fn commit(mut self, now: DateTime<Utc>) -> Result<i64, StoreError> {
         let mut last = 0;
-        if !self.audit.is_empty() {
+        if !self.audit.is_empty() || self.expected_policy.is_some() {
             let head_sql = match self.backend {
-                Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
-                Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+                Backend::Postgres => {
+                    "SELECT seq, hash, (SELECT COALESCE(MAX(version), 0) FROM policies) AS policy \
+                     FROM audit_head WHERE id = 1 FOR UPDATE"
+                }
+                Backend::Sqlite => {
+                    "SELECT seq, hash, (SELECT COALESCE(MAX(version), 0) FROM policies) AS policy \
+                     FROM audit_head WHERE id = 1"
+                }
             };
             let head = sqlx::query(head_sql).fetch_one(&mut *self.tx).await?;
+            if let Some(expected) = self.expected_policy {
+                let policy: i64 = head.try_get("policy")?;
+                if policy != expected {
+                    return Err(StoreError::Conflict(format!(
+                        "the policy changed to version {policy} during this change; retry"
+                    )));
+                }
+            }
             let mut seq: i64 = head.try_get("seq")?;
             let mut prev: String = head.try_get("hash")?;
             let at = micros(now);
@@ -65,14 +88,29 @@ impl WriteTx {
                 rows.push((seq, e, detail, prev.clone(), hash.clone()));
                 prev = hash;
             }
-            for chunk in rows.chunks(500) {
-                let sql = format!(
-                    "INSERT INTO audit_events (seq, occurred_at, actor, action, target, detail, security, \
-                     prev_hash, hash) VALUES {}",
-                    crate::bulk::values(self.backend, chunk.len(), 9)
-                );
+            // On PostgreSQL the last chunk and the head update travel as one
+            // statement; SQLite (in-process) runs them one after the other.
+            let chunks: Vec<_> = rows.chunks(500).collect();
+            for (n, chunk) in chunks.iter().enumerate() {
+                let cols = crate::bulk::values(self.backend, chunk.len(), 9);
+                let fold_head = self.backend == Backend::Postgres && n + 1 == chunks.len();
+                let sql = if fold_head {
+                    let p = chunk.len() * 9;
+                    format!(
+                        "WITH appended AS (INSERT INTO audit_events (seq, occurred_at, actor, action, target, \
+                         detail, security, prev_hash, hash) VALUES {cols}) \
+                         UPDATE audit_head SET seq = ${}, hash = ${} WHERE id = 1",
+                        p + 1,
+                        p + 2
+                    )
+                } else {
+                    format!(
+                        "INSERT INTO audit_events (seq, occurred_at, actor, action, target, detail, security, \
+                         prev_hash, hash) VALUES {cols}"
+                    )
+                };
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-                for (seq, e, detail, prev_hash, hash) in chunk {
+                for (seq, e, detail, prev_hash, hash) in chunk.iter() {
                     q = q
                         .bind(*seq)
                         .bind(at)
@@ -84,13 +122,18 @@ impl WriteTx {
                         .bind(prev_hash.clone())
                         .bind(hash.clone());
                 }
+                if fold_head {
+                    q = q.bind(seq).bind(prev.clone());
+                }
                 q.execute(&mut *self.tx).await?;
             }
-            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-                .bind(seq)
-                .bind(&prev)
-                .execute(&mut *self.tx)
-                .await?;
+            if self.backend == Backend::Sqlite && !rows.is_empty() {
+                sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                    .bind(seq)
+                    .bind(&prev)
+                    .execute(&mut *self.tx)
+                    .await?;
+            }
             last = seq;
         }
         self.tx.commit().await?;

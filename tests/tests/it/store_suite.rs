@@ -197,6 +197,31 @@ both_backends! {
         assert_eq!((p.version, p.document.as_str(), p.applied_by.as_str()), (1, "doc1", "user:a"));
     }
 
+    async fn a_change_decided_under_an_old_policy_does_not_commit(t: TestStore) {
+        let s = &t.store;
+        let mut tx = s.begin().await.unwrap();
+        tx.put_identity(&person("E1", "Sales", None, Status::Active)).await.unwrap();
+        tx.audit(AuditEntry::new("user:a", "test", "identity:E1", json!({})));
+        tx.expect_policy_version(0);
+        // On SQLite the writer is exclusive: apply the policy first, then commit.
+        if t.url.starts_with("sqlite") {
+            tx.rollback().await.unwrap();
+            let mut p = s.begin().await.unwrap();
+            p.insert_policy(0, "doc", "h", "user:b", "r", at(1)).await.unwrap();
+            p.commit(at(1)).await.unwrap();
+            let mut tx = s.begin().await.unwrap();
+            tx.put_identity(&person("E1", "Sales", None, Status::Active)).await.unwrap();
+            tx.expect_policy_version(0);
+            assert!(matches!(tx.commit(at(2)).await, Err(StoreError::Conflict(_))));
+        } else {
+            let mut p = s.begin().await.unwrap();
+            p.insert_policy(0, "doc", "h", "user:b", "r", at(1)).await.unwrap();
+            p.commit(at(1)).await.unwrap();
+            assert!(matches!(tx.commit(at(2)).await, Err(StoreError::Conflict(_))));
+        }
+        assert!(s.get_identity("E1").await.unwrap().is_none(), "nothing of it was kept");
+    }
+
     async fn audit_events_commit_with_their_change_or_not_at_all(t: TestStore) {
         let s = &t.store;
         let mut tx = s.begin().await.unwrap();

@@ -52,11 +52,14 @@ impl App {
                         AppError::Store(idgov_store::StoreError::Corrupt(e.to_string()))
                     })?;
                 let new = Policy::parse(&staged.document)?;
-                let current = self.policy_in(&mut tx).await?;
-                if current.version != staged.base_version {
+                // insert_policy checks the base version itself; this
+                // transaction changes the policy, so it expects no version.
+                let current = self.policy();
+                let in_force = tx.policy_version().await?;
+                if in_force != staged.base_version {
                     return Err(AppError::precondition(format!(
                         "the policy changed since this was held (version {} → {}); discard it and apply again",
-                        staged.base_version, current.version
+                        staged.base_version, in_force
                     )));
                 }
                 let diff = current.policy.diff(&new);

@@ -556,7 +556,15 @@ impl App {
         actor: &str,
     ) -> Result<SubmitOutcome, AppError> {
         let (reply, rx) = oneshot::channel();
-        self.writer
+        // Events about one person always reach the same writer, in order.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&event.employee_id, &mut h);
+        let i = (std::hash::Hasher::finish(&h) % self.writers.len().max(1) as u64) as usize;
+        let writer = self
+            .writers
+            .get(i)
+            .ok_or_else(|| AppError::Unavailable("no intake writer".into()))?;
+        writer
             .send(Job {
                 event,
                 actor: actor.to_string(),
@@ -577,7 +585,7 @@ impl App {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<SubmitOutcome, AppError>>, AppError> {
-        let policy = self.policy_in(tx).await?;
+        let policy = self.policy_for(tx);
         let refs: Vec<&HrEvent> = events.iter().collect();
         let mut batch = Batch::load(tx, policy, now, &refs).await?;
         let results = events
@@ -593,7 +601,7 @@ impl App {
         let now = self.now();
         let together = async {
             let mut tx = self.store.begin().await?;
-            let policy = self.policy_in(&mut tx).await?;
+            let policy = self.policy_for(&mut tx);
             let refs: Vec<&HrEvent> = jobs.iter().map(|j| &j.event).collect();
             let mut batch = Batch::load(&mut tx, policy, now, &refs).await?;
             let results: Vec<_> = jobs
@@ -617,6 +625,10 @@ impl App {
             }
             Err(e) => {
                 tracing::warn!(error = %e, size = jobs.len(), "intake batch failed; retrying its events one by one");
+                // The policy may have changed under us; decide with the new one.
+                if let Err(e) = self.reload_policy().await {
+                    tracing::warn!(error = %e, "cannot reload the policy");
+                }
                 for job in jobs {
                     let r = self.submit_alone(&job.event, &job.actor).await;
                     let _ = job.reply.send(r);
@@ -644,7 +656,7 @@ impl App {
     pub async fn apply_scheduled(&self, due: &[RecordedEvent]) -> Result<u64, AppError> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        let policy = self.policy_in(&mut tx).await?;
+        let policy = self.policy_for(&mut tx);
         let refs: Vec<&HrEvent> = due.iter().map(|r| &r.event).collect();
         let mut batch = Batch::load(&mut tx, policy, now, &refs).await?;
         let mut applied = 0;
