@@ -21,7 +21,7 @@ pub fn table(header: &[&str]) -> Table {
 
 /// Prints a JSON value, pretty.
 pub fn json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    crate::outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// RFC 3339 text of a protobuf timestamp ("" when absent).
@@ -38,4 +38,22 @@ pub fn enum_name(name: &str, prefix: &str) -> String {
     name.strip_prefix(prefix)
         .unwrap_or(name)
         .to_ascii_lowercase()
+}
+
+/// Writes a line to standard output. A closed pipe (`idgov … | head`) ends
+/// the program quietly instead of panicking like `println!`.
+pub fn write_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|_| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// `println!` that survives a closed pipe.
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::output::write_line(format_args!($($t)*)) };
 }

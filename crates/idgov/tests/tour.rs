@@ -244,6 +244,22 @@ fn the_readme_tour_works_step_by_step() {
     cli.ok(&["audit", "export", "--out", export.to_str().unwrap()]);
     let offline = cli.ok(&["audit", "verify", "--file", export.to_str().unwrap()]);
     assert!(offline.starts_with("export OK"), "{offline}");
+    // `idgov … | head`: a reader that goes away early ends the CLI quietly.
+    let mut child = Command::new(BIN)
+        .args(["identity", "list"])
+        .current_dir(dir.path())
+        .env("IDGOV_SERVER", &server.url)
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{err}");
+
     let matrix = cli.ok(&["authz", "matrix"]);
     assert!(matrix.contains("HrService.SubmitHrEvent") && matrix.contains("hr-feed"));
 }

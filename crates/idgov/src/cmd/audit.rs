@@ -77,14 +77,17 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
                 })),
                 Format::Table => {
                     if r.ok {
-                        println!(
+                        crate::outln!(
                             "audit chain OK: {} events verified, head {}",
-                            r.events_checked, r.head_hash
+                            r.events_checked,
+                            r.head_hash
                         );
                     } else {
-                        println!(
+                        crate::outln!(
                             "AUDIT CHAIN BROKEN at event {}: {} ({} events verified before it)",
-                            r.first_bad_seq, r.problem, r.events_checked
+                            r.first_bad_seq,
+                            r.problem,
+                            r.events_checked
                         );
                     }
                 }
@@ -176,8 +179,8 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
                             detail,
                         ]);
                     }
-                    println!("{t}");
-                    println!("(! marks security events)");
+                    crate::outln!("{t}");
+                    crate::outln!("(! marks security events)");
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -232,12 +235,14 @@ fn verify_file(path: &PathBuf, out: Format) -> anyhow::Result<ExitCode> {
             "first_bad_seq": broken.as_ref().map(|b| b.seq), "problem": broken.as_ref().map(|b| b.problem.clone()),
             "head_hash": v.head_hash(),
         })),
-        (Format::Table, None) => println!(
+        (Format::Table, None) => crate::outln!(
             "export OK: {} events chain from genesis to {} (compare this head with `idgov audit verify`)",
             v.checked(),
             v.head_hash()
         ),
-        (Format::Table, Some(b)) => println!("EXPORT BROKEN at event {}: {}", b.seq, b.problem),
+        (Format::Table, Some(b)) => {
+            crate::outln!("EXPORT BROKEN at event {}: {}", b.seq, b.problem)
+        }
     }
     Ok(if broken.is_none() {
         ExitCode::SUCCESS

@@ -37,8 +37,8 @@ pub fn run(c: AuthzCommand) -> anyhow::Result<ExitCode> {
                     r.description,
                 ]);
             }
-            println!("{t}");
-            println!("Everything else is denied. Health and reflection need no credentials.");
+            crate::outln!("{t}");
+            crate::outln!("Everything else is denied. Health and reflection need no credentials.");
         }
     }
     Ok(ExitCode::SUCCESS)

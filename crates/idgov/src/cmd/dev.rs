@@ -62,7 +62,7 @@ pub fn run(c: DevCommand) -> anyhow::Result<ExitCode> {
         )
         .map_err(anyhow::Error::msg)?;
     if a.print {
-        println!("{token}");
+        crate::outln!("{token}");
         return Ok(ExitCode::SUCCESS);
     }
     let path = token_path();

@@ -238,7 +238,7 @@ async fn send(hr: &mut Hr, out: Format, a: SendArgs) -> anyhow::Result<ExitCode>
             "grants_added": r.grants_added, "grants_revoked": r.grants_revoked,
         })),
         Format::Table => {
-            println!(
+            crate::outln!(
                 "{} {} for {}: {}{} (effective {}){}",
                 if r.duplicate { "duplicate of" } else { "event" },
                 event_id,
@@ -343,9 +343,9 @@ async fn import(
         })),
         Format::Table => {
             if !d.changes.is_empty() && (a.dry_run || r.outcome() == pb::ChangeOutcome::Held) {
-                println!("{}", diff_table(&d));
+                crate::outln!("{}", diff_table(&d));
             }
-            println!(
+            crate::outln!(
                 "roster {}: {} entries — {} joiners, {} movers, {} updates, {} leavers, {} rehires, {} unchanged",
                 r.sync_id,
                 r.entries_received,
@@ -357,14 +357,18 @@ async fn import(
                 d.unchanged
             );
             match r.outcome() {
-                pb::ChangeOutcome::DryRun => println!("dry run: nothing was applied"),
-                pb::ChangeOutcome::Held => println!(
+                pb::ChangeOutcome::DryRun => crate::outln!("dry run: nothing was applied"),
+                pb::ChangeOutcome::Held => crate::outln!(
                     "HELD: {} leavers exceed the guard's threshold of {} ({} active). Nothing was applied.\n\
                      Review it, then `idgov hr held release {} --reason …` or `idgov hr held discard {} --reason …`",
-                    g.affected, g.threshold, g.active, r.held_change_id, r.held_change_id
+                    g.affected,
+                    g.threshold,
+                    g.active,
+                    r.held_change_id,
+                    r.held_change_id
                 ),
-                pb::ChangeOutcome::Unchanged => println!("nothing changed"),
-                _ => println!("applied"),
+                pb::ChangeOutcome::Unchanged => crate::outln!("nothing changed"),
+                _ => crate::outln!("applied"),
             }
         }
     }
@@ -446,7 +450,7 @@ async fn events(hr: &mut Hr, out: Format, a: EventsArgs) -> anyhow::Result<ExitC
                     e.detail.clone(),
                 ]);
             }
-            println!("{t}");
+            crate::outln!("{t}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -505,7 +509,7 @@ async fn held(hr: &mut Hr, out: Format, c: HeldCommand) -> anyhow::Result<ExitCo
         )),
         Format::Table => {
             if changes.is_empty() {
-                println!("no held changes");
+                crate::outln!("no held changes");
             }
             let mut t = table(&["id", "kind", "state", "created", "by", "summary"]);
             for h in &changes {
@@ -519,12 +523,12 @@ async fn held(hr: &mut Hr, out: Format, c: HeldCommand) -> anyhow::Result<ExitCo
                 ]);
             }
             if !changes.is_empty() {
-                println!("{t}");
+                crate::outln!("{t}");
             }
             for h in &changes {
                 if let Some(d) = &h.diff {
                     if !d.changes.is_empty() && h.state() == pb::HeldChangeState::Held {
-                        println!("staged changes of {}:\n{}", h.id, diff_table(d));
+                        crate::outln!("staged changes of {}:\n{}", h.id, diff_table(d));
                     }
                 }
             }

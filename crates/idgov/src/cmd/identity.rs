@@ -82,7 +82,7 @@ pub async fn run(opts: &ClientOpts, c: IdentityCommand) -> anyhow::Result<ExitCo
                             ]);
                         }
                     }
-                    println!("{t}");
+                    crate::outln!("{t}");
                 }
             }
         }
@@ -154,8 +154,8 @@ pub async fn run(opts: &ClientOpts, c: IdentityCommand) -> anyhow::Result<ExitCo
                             i.active_grant_count.to_string(),
                         ]);
                     }
-                    println!("{t}");
-                    println!("{} identities", all.len());
+                    crate::outln!("{t}");
+                    crate::outln!("{} identities", all.len());
                 }
             }
         }
@@ -225,9 +225,9 @@ pub async fn run_grant(opts: &ClientOpts, c: GrantCommand) -> anyhow::Result<Exi
                     if g.mover_review_pending { "mover review pending".into() } else { String::new() },
                 ]);
             }
-            println!("{t}");
+            crate::outln!("{t}");
             let active = grants.iter().filter(|g| g.active).count();
-            println!("{employee_id}: {active} active grant(s){}", if all { format!(", {} revoked", grants.len() - active) } else { String::new() });
+            crate::outln!("{employee_id}: {active} active grant(s){}", if all { format!(", {} revoked", grants.len() - active) } else { String::new() });
         }
     }
     Ok(ExitCode::SUCCESS)

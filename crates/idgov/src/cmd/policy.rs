@@ -99,18 +99,18 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
                 .map_err(explain)?
                 .into_inner();
             if document {
-                print!("{}", p.document);
+                crate::outln!("{}", p.document.trim_end());
                 return Ok(ExitCode::SUCCESS);
             }
             match opts.output {
                 Format::Json => json(&policy_json(&p)),
                 Format::Table => {
                     if p.version == 0 {
-                        println!(
+                        crate::outln!(
                             "no policy applied yet (defaults in force); apply one with `idgov policy apply FILE`"
                         );
                     } else {
-                        println!(
+                        crate::outln!(
                             "policy version {} (sha256 {}…), applied {} by {}",
                             p.version,
                             &p.sha256[..12.min(p.sha256.len())],
@@ -118,7 +118,7 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
                             p.applied_by
                         );
                     }
-                    println!(
+                    crate::outln!(
                         "{} systems, {} entitlements, {} roles, {} birthright rules; HR time zone {}; \
                          guard holds syncs terminating more than min({}% of active, {})",
                         p.systems,
@@ -129,7 +129,7 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
                         p.guard_max_leavers_percent,
                         p.guard_max_leavers
                     );
-                    println!("{}", levels_table(&p));
+                    crate::outln!("{}", levels_table(&p));
                 }
             }
         }
@@ -167,10 +167,10 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
                 Format::Table => {
                     let names = |label: &str, v: &[String]| {
                         if !v.is_empty() {
-                            println!("  {label}: {}", v.join(", "));
+                            crate::outln!("  {label}: {}", v.join(", "));
                         }
                     };
-                    println!("{} is valid.", file.display());
+                    crate::outln!("{} is valid.", file.display());
                     names("entitlements added", &i.added_entitlements);
                     names("entitlements removed", &i.removed_entitlements);
                     names("entitlements changed", &i.changed_entitlements);
@@ -178,23 +178,28 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
                     names("roles removed", &i.removed_roles);
                     names("roles changed", &i.changed_roles);
                     names("levels changed", &i.changed_levels);
-                    println!(
+                    crate::outln!(
                         "impact: {} grants added, {} revoked, {} identities affected",
-                        i.grants_added, i.grants_revoked, i.identities_affected
+                        i.grants_added,
+                        i.grants_revoked,
+                        i.identities_affected
                     );
                     match r.outcome() {
-                        pb::ChangeOutcome::Applied => println!(
+                        pb::ChangeOutcome::Applied => crate::outln!(
                             "applied as version {}",
                             r.policy.as_ref().map(|p| p.version).unwrap_or_default()
                         ),
-                        pb::ChangeOutcome::DryRun => println!("dry run: nothing was applied"),
+                        pb::ChangeOutcome::DryRun => crate::outln!("dry run: nothing was applied"),
                         pb::ChangeOutcome::Unchanged => {
-                            println!("unchanged: this document is already in force")
+                            crate::outln!("unchanged: this document is already in force")
                         }
-                        pb::ChangeOutcome::Held => println!(
+                        pb::ChangeOutcome::Held => crate::outln!(
                             "HELD: it would strip grants from {} of {} active people (threshold {}). \
                              Release with `idgov hr held release {} --reason …`",
-                            g.affected, g.active, g.threshold, r.held_change_id
+                            g.affected,
+                            g.active,
+                            g.threshold,
+                            r.held_change_id
                         ),
                         _ => {}
                     }
@@ -243,7 +248,7 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
                             e.name.clone(),
                         ]);
                     }
-                    println!("{t}");
+                    crate::outln!("{t}");
                 }
             }
         }
@@ -268,7 +273,7 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
                     for x in &r.roles {
                         t.add_row(vec![x.id.clone(), x.entitlement_ids.join("\n"), x.birthright_rules.join("\n")]);
                     }
-                    println!("{t}");
+                    crate::outln!("{t}");
                 }
             }
         }
