@@ -43,6 +43,12 @@ enum Cmd {
         #[arg(long)]
         backend: Option<String>,
     },
+    /// Time from start to the first SERVING gRPC health answer, on SQLite:
+    /// a fresh data directory, and one holding the example organisation.
+    Startup {
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +63,7 @@ fn main() -> anyhow::Result<()> {
                 concurrency,
                 backend,
             } => ingest(events, concurrency, backend).await,
+            Cmd::Startup { runs } => startup(runs).await,
         }
     })
 }
@@ -444,4 +451,100 @@ async fn submit(
         count,
         secs,
     })
+}
+
+/// Starts the service in `dir` and waits for SERVING; returns the time taken.
+async fn start_and_check(
+    dir: &std::path::Path,
+) -> anyhow::Result<(Duration, idgov_server::Running)> {
+    let t = Instant::now();
+    let cfg = ServeConfig {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: dir.to_path_buf(),
+        database_url: None,
+        policy_file: None,
+        scheduler_interval: Duration::from_secs(1),
+    };
+    let running = start(cfg, Arc::new(SystemClock)).await?;
+    let ch = Channel::from_shared(format!("http://{}", running.addr))?
+        .connect()
+        .await?;
+    let r = tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        r.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    Ok((t.elapsed(), running))
+}
+
+async fn startup(runs: usize) -> anyhow::Result<()> {
+    let mut fresh = Vec::new();
+    let mut loaded = Vec::new();
+    let seeded = tempfile::tempdir()?;
+    {
+        let (_, running) = start_and_check(seeded.path()).await?;
+        let roster = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/northwind-roster.csv"
+        ))?;
+        running
+            .app
+            .sync_roster(
+                idgov_server::app::roster::SyncRequest {
+                    source: "bench".into(),
+                    sync_id: "seed".into(),
+                    dry_run: false,
+                    as_of: String::new(),
+                    time_zone: String::new(),
+                    entries: parse_roster(&roster)?,
+                },
+                "service:bench",
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let policy = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/northwind-policy.toml"
+        ))?;
+        running
+            .app
+            .apply_policy(&policy, false, "bench", "service:bench")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        running.stop().await?;
+    }
+    for _ in 0..runs {
+        let dir = tempfile::tempdir()?;
+        let (d, running) = start_and_check(dir.path()).await?;
+        fresh.push(d);
+        running.stop().await?;
+        let (d, running) = start_and_check(seeded.path()).await?;
+        loaded.push(d);
+        running.stop().await?;
+    }
+    let stats = |v: &mut Vec<Duration>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() - 1])
+    };
+    let (f50, fmax) = stats(&mut fresh);
+    let (l50, lmax) = stats(&mut loaded);
+    println!("\nmachine: {}", machine());
+    println!("command: cargo run --release -p idgov-bench -- startup --runs {runs}\n");
+    println!("| SQLite data directory | median | max |");
+    println!("|---|---:|---:|");
+    println!(
+        "| new (create, migrate, listen) | {:.1} ms | {:.1} ms |",
+        f50.as_secs_f64() * 1e3,
+        fmax.as_secs_f64() * 1e3
+    );
+    println!(
+        "| example organisation (304 people, 2,438 grants) | {:.1} ms | {:.1} ms |",
+        l50.as_secs_f64() * 1e3,
+        lmax.as_secs_f64() * 1e3
+    );
+    Ok(())
 }

@@ -85,12 +85,12 @@ impl Client {
 pub fn explain(s: Status) -> anyhow::Error {
     let mut msg = s.message().to_string();
     let details = s.get_error_details();
-    if let Some(br) = details.bad_request() {
-        if !br.field_violations.is_empty() {
-            msg = msg.split("; ").next().unwrap_or_default().to_string();
-            for v in &br.field_violations {
-                msg.push_str(&format!("\n  - {}: {}", v.field, v.description));
-            }
+    if let Some(br) = details.bad_request()
+        && !br.field_violations.is_empty()
+    {
+        msg = msg.split("; ").next().unwrap_or_default().to_string();
+        for v in &br.field_violations {
+            msg.push_str(&format!("\n  - {}: {}", v.field, v.description));
         }
     }
     let hint = match s.code() {

@@ -36,6 +36,8 @@ pub struct ClientOpts {
     pub output: Format,
 }
 
+// Parsed once per process: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the service.

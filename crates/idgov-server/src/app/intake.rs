@@ -507,21 +507,20 @@ impl Batch {
             json!({"source": ev.source, "event_id": target_id, "kind": target.kind, "rescinded_by": ev.event_id}),
         ));
         // A withdrawn offer: the pre-hire never starts.
-        if target.kind == EventKind::Hire {
-            if let Some(mut person) = self.identities.get(&id).cloned().flatten() {
-                if person.status == Status::PreHire {
-                    person.status = Status::Terminated;
-                    person.status_effective_at = self.now;
-                    person.updated_at = self.now;
-                    self.set_identity(person);
-                    tx.audit(AuditEntry::new(
-                        actor,
-                        "identity.pre_hire_withdrawn",
-                        format!("identity:{id}"),
-                        json!({"employee_id": id}),
-                    ));
-                }
-            }
+        if target.kind == EventKind::Hire
+            && let Some(mut person) = self.identities.get(&id).cloned().flatten()
+            && person.status == Status::PreHire
+        {
+            person.status = Status::Terminated;
+            person.status_effective_at = self.now;
+            person.updated_at = self.now;
+            self.set_identity(person);
+            tx.audit(AuditEntry::new(
+                actor,
+                "identity.pre_hire_withdrawn",
+                format!("identity:{id}"),
+                json!({"employee_id": id}),
+            ));
         }
         Ok(self.outcome(ev, EventState::Applied, detail))
     }

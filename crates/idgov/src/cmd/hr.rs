@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+// Parsed once per process: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum HrCommand {
     /// Send one HR event.
@@ -327,7 +329,7 @@ async fn import(
     let r = result.map_err(explain)?.into_inner();
     let outcome = enum_name(r.outcome().as_str_name(), "CHANGE_OUTCOME_");
     let d = r.diff.clone().unwrap_or_default();
-    let g = r.guard.clone().unwrap_or_default();
+    let g = r.guard.unwrap_or_default();
     match out {
         Format::Json => json(&json!({
             "sync_id": r.sync_id, "outcome": outcome, "entries": r.entries_received,
@@ -457,7 +459,7 @@ async fn events(hr: &mut Hr, out: Format, a: EventsArgs) -> anyhow::Result<ExitC
 }
 
 fn held_json(h: &pb::HeldChange) -> serde_json::Value {
-    let g = h.guard.clone().unwrap_or_default();
+    let g = h.guard.unwrap_or_default();
     json!({
         "id": h.id, "kind": enum_name(h.kind().as_str_name(), "HELD_CHANGE_KIND_"),
         "state": enum_name(h.state().as_str_name(), "HELD_CHANGE_STATE_"),
@@ -526,10 +528,11 @@ async fn held(hr: &mut Hr, out: Format, c: HeldCommand) -> anyhow::Result<ExitCo
                 crate::outln!("{t}");
             }
             for h in &changes {
-                if let Some(d) = &h.diff {
-                    if !d.changes.is_empty() && h.state() == pb::HeldChangeState::Held {
-                        crate::outln!("staged changes of {}:\n{}", h.id, diff_table(d));
-                    }
+                if let Some(d) = &h.diff
+                    && !d.changes.is_empty()
+                    && h.state() == pb::HeldChangeState::Held
+                {
+                    crate::outln!("staged changes of {}:\n{}", h.id, diff_table(d));
                 }
             }
         }

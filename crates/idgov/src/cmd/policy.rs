@@ -151,7 +151,7 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
                 .into_inner();
             let outcome = enum_name(r.outcome().as_str_name(), "CHANGE_OUTCOME_");
             let i = r.impact.clone().unwrap_or_default();
-            let g = r.guard.clone().unwrap_or_default();
+            let g = r.guard.unwrap_or_default();
             match opts.output {
                 Format::Json => json(&json!({
                     "outcome": outcome,
