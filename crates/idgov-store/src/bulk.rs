@@ -128,11 +128,14 @@ impl WriteTx {
                 ""
             };
             let sql = format!(
-                "SELECT employee_id, display_name, email, department, title, job_code, location, \
-                 cost_center, manager_id, employment_type, background_check, clearance, start_date, end_date, \
-                 status, attrs_effective_at, status_effective_at, created_at, updated_at \
-                 FROM identities WHERE employee_id IN ({}){lock}",
-                list(self.backend, chunk.len(), 1)
+                concat!(
+                    "SELECT ",
+                    identity_columns!(),
+                    " \
+                 FROM identities WHERE employee_id IN ({}){}"
+                ),
+                list(self.backend, chunk.len(), 1),
+                lock
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for id in chunk {
@@ -153,9 +156,12 @@ impl WriteTx {
         let mut out: HashMap<String, Vec<Grant>> = HashMap::new();
         for chunk in ids.chunks(IN_CHUNK) {
             let sql = format!(
-                "SELECT id, employee_id, entitlement_id, classification, source, source_ref, granted_at, \
-                 expires_at, approvers, justification, revoked_at, revoke_reason, mover_review_pending FROM grants \
-                 WHERE revoked_at IS NULL AND employee_id IN ({}) ORDER BY id",
+                concat!(
+                    "SELECT ",
+                    grant_columns!(),
+                    " FROM grants \
+                 WHERE revoked_at IS NULL AND employee_id IN ({}) ORDER BY id"
+                ),
                 list(self.backend, chunk.len(), 1)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);

@@ -53,9 +53,12 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<(Grant, Classification)>, StoreError> {
-        let sql = "SELECT id, employee_id, entitlement_id, classification, source, source_ref, granted_at, \
-             expires_at, approvers, justification, revoked_at, revoke_reason, mover_review_pending FROM grants \
-             WHERE employee_id = $1 AND ($2 = 1 OR revoked_at IS NULL) AND id > $3 ORDER BY id LIMIT $4";
+        let sql = concat!(
+            "SELECT ",
+            grant_columns!(),
+            " FROM grants \
+             WHERE employee_id = $1 AND ($2 = 1 OR revoked_at IS NULL) AND id > $3 ORDER BY id LIMIT $4"
+        );
         let rows = sqlx::query(sql)
             .bind(employee_id)
             .bind(i64::from(include_revoked))
@@ -68,9 +71,12 @@ impl Store {
 
     /// Every active grant, by holder.
     pub async fn all_active_grants(&self) -> Result<HashMap<String, Vec<Grant>>, StoreError> {
-        let sql = "SELECT id, employee_id, entitlement_id, classification, source, source_ref, granted_at, \
-             expires_at, approvers, justification, revoked_at, revoke_reason, mover_review_pending FROM grants \
-             WHERE revoked_at IS NULL ORDER BY id";
+        let sql = concat!(
+            "SELECT ",
+            grant_columns!(),
+            " FROM grants \
+             WHERE revoked_at IS NULL ORDER BY id"
+        );
         let rows = sqlx::query(sql).fetch_all(self.reader()).await?;
         let mut out: HashMap<String, Vec<Grant>> = HashMap::new();
         for r in &rows {
@@ -95,9 +101,12 @@ impl Store {
 impl WriteTx {
     /// The active grants of an identity.
     pub async fn active_grants(&mut self, employee_id: &str) -> Result<Vec<Grant>, StoreError> {
-        let sql = "SELECT id, employee_id, entitlement_id, classification, source, source_ref, granted_at, \
-             expires_at, approvers, justification, revoked_at, revoke_reason, mover_review_pending FROM grants \
-             WHERE employee_id = $1 AND revoked_at IS NULL ORDER BY id";
+        let sql = concat!(
+            "SELECT ",
+            grant_columns!(),
+            " FROM grants \
+             WHERE employee_id = $1 AND revoked_at IS NULL ORDER BY id"
+        );
         let rows = sqlx::query(sql)
             .bind(employee_id)
             .fetch_all(&mut *self.tx)

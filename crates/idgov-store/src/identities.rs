@@ -53,10 +53,12 @@ async fn fetch_identity<'e, E: Executor<'e, Database = Any>>(
 macro_rules! select_identity {
     ($suffix:literal) => {
         concat!(
-            "SELECT employee_id, display_name, email, department, title, job_code, location, \
-             cost_center, manager_id, employment_type, background_check, clearance, start_date, end_date, \
-             status, attrs_effective_at, status_effective_at, created_at, updated_at \
-             FROM identities WHERE employee_id = $1",
+            concat!(
+                "SELECT ",
+                identity_columns!(),
+                " \
+             FROM identities WHERE employee_id = $1"
+            ),
             $suffix
         )
     };
@@ -76,14 +78,12 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(Identity, i64)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT i.employee_id, display_name, email, department, title, job_code, location, \
-             cost_center, manager_id, employment_type, background_check, clearance, start_date, end_date, \
-             status, attrs_effective_at, status_effective_at, created_at, updated_at, \
+            concat!("SELECT ", identity_columns!(), ", \
              (SELECT COUNT(*) FROM grants g WHERE g.employee_id = i.employee_id AND g.revoked_at IS NULL) AS active_grants \
              FROM identities i \
              WHERE i.employee_id > $1 AND ($2 = '' OR status = $2) AND ($3 = '' OR department = $3) \
              AND ($4 = '' OR manager_id = $4) \
-             ORDER BY i.employee_id LIMIT $5",
+             ORDER BY i.employee_id LIMIT $5"),
         )
         .bind(after)
         .bind(filter.status.map(|s| s.as_str()).unwrap_or(""))
@@ -100,9 +100,7 @@ impl Store {
     /// Every identity, keyed by employee id (for roster diffs and policy
     /// recomputation).
     pub async fn all_identities(&self) -> Result<HashMap<String, Identity>, StoreError> {
-        let sql = "SELECT employee_id, display_name, email, department, title, job_code, location, \
-             cost_center, manager_id, employment_type, background_check, clearance, start_date, end_date, \
-             status, attrs_effective_at, status_effective_at, created_at, updated_at FROM identities";
+        let sql = concat!("SELECT ", identity_columns!(), " FROM identities");
         let rows = sqlx::query(sql).fetch_all(self.reader()).await?;
         rows.iter()
             .map(|r| identity_from_row(r).map(|i| (i.employee_id.clone(), i)))
@@ -115,13 +113,13 @@ impl Store {
         &self,
         today: chrono::NaiveDate,
     ) -> Result<Vec<Identity>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT employee_id, display_name, email, department, title, job_code, location, \
-             cost_center, manager_id, employment_type, background_check, clearance, start_date, end_date, \
-             status, attrs_effective_at, status_effective_at, created_at, updated_at FROM identities \
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            identity_columns!(),
+            " FROM identities \
              WHERE status IN ('active', 'suspended') AND end_date IS NOT NULL AND end_date <> '' \
-             AND end_date < $1 ORDER BY employee_id LIMIT 1000",
-        )
+             AND end_date < $1 ORDER BY employee_id LIMIT 1000"
+        ))
         .bind(today.to_string())
         .fetch_all(self.reader())
         .await?;

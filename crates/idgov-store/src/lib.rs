@@ -8,6 +8,23 @@
 //!
 //! Times are stored as microseconds since the Unix epoch (UTC).
 
+/// The columns of an identities row, as `identities::identity_from_row` reads them.
+macro_rules! identity_columns {
+    () => {
+        "employee_id, display_name, email, department, title, job_code, location, cost_center, \
+         manager_id, employment_type, background_check, clearance, start_date, end_date, status, \
+         attrs_effective_at, status_effective_at, created_at, updated_at"
+    };
+}
+
+/// The columns of a grants row, as `grants::grant_from_row` reads them.
+macro_rules! grant_columns {
+    () => {
+        "id, employee_id, entitlement_id, classification, source, source_ref, granted_at, expires_at, \
+         approvers, justification, revoked_at, revoke_reason, mover_review_pending"
+    };
+}
+
 mod audit;
 mod bulk;
 mod convert;

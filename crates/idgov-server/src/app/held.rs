@@ -4,11 +4,51 @@ use super::App;
 use super::policy::StagedPolicy;
 use super::roster::StagedSync;
 use crate::error::AppError;
+use chrono::{DateTime, Utc};
 use idgov_domain::audit::AuditEntry;
+use idgov_domain::guard::Verdict;
 use idgov_domain::guard::{HeldKind, HeldState};
 use idgov_domain::policy::Policy;
-use idgov_store::HeldChange;
+use idgov_store::{HeldChange, WriteTx};
 use serde_json::json;
+
+/// Holds a change in `tx` (nothing of it is applied) and records the
+/// security event `action`, whose detail gets the summary and the guard's
+/// verdict added. Returns the held change's id.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn hold(
+    tx: &mut WriteTx,
+    kind: HeldKind,
+    summary: String,
+    guard: Verdict,
+    payload: serde_json::Value,
+    action: &str,
+    mut detail: serde_json::Value,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<String, AppError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    if let Some(d) = detail.as_object_mut() {
+        d.insert("summary".into(), json!(summary));
+        d.insert("guard".into(), json!(guard));
+    }
+    tx.insert_held_change(&HeldChange {
+        id: id.clone(),
+        kind,
+        state: HeldState::Held,
+        created_at: now,
+        created_by: actor.to_string(),
+        summary,
+        guard,
+        payload,
+        decided_by: None,
+        decided_at: None,
+        decision_reason: None,
+    })
+    .await?;
+    tx.audit(AuditEntry::new(actor, action, format!("held_change:{id}"), detail).security());
+    Ok(id)
+}
 
 impl App {
     /// Applies a held change as staged, and records who released it, in one

@@ -6,11 +6,11 @@ use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::AuditEntry;
 use idgov_domain::grant::{Grant, GrantChange};
-use idgov_domain::guard::{self, HeldKind, HeldState, Verdict};
+use idgov_domain::guard::{self, HeldKind, Verdict};
 use idgov_domain::identity::Identity;
 use idgov_domain::lifecycle::{Cause, reconcile_access};
 use idgov_domain::policy::{Policy, PolicyDiff};
-use idgov_store::{HeldChange, WriteTx};
+use idgov_store::WriteTx;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
@@ -117,7 +117,6 @@ impl App {
         }
         let now = self.now();
         if verdict.tripped {
-            let id = uuid::Uuid::now_v7().to_string();
             let summary = format!(
                 "policy change would revoke {} grants from {} of {} active people (threshold {})",
                 result.impact.grants_revoked, verdict.affected, verdict.active, verdict.threshold
@@ -128,29 +127,18 @@ impl App {
                 base_version: current.version,
             };
             let mut tx = self.store.begin().await?;
-            tx.insert_held_change(&HeldChange {
-                id: id.clone(),
-                kind: HeldKind::PolicyApply,
-                state: HeldState::Held,
-                created_at: now,
-                created_by: actor.to_string(),
-                summary: summary.clone(),
-                guard: verdict,
-                payload: serde_json::to_value(&staged).unwrap_or_default(),
-                decided_by: None,
-                decided_at: None,
-                decision_reason: None,
-            })
+            let id = super::held::hold(
+                &mut tx,
+                HeldKind::PolicyApply,
+                summary,
+                verdict,
+                serde_json::to_value(&staged).unwrap_or_default(),
+                "policy.apply.held",
+                json!({"diff": result.diff, "reason": reason}),
+                actor,
+                now,
+            )
             .await?;
-            tx.audit(
-                AuditEntry::new(
-                    actor,
-                    "policy.apply.held",
-                    format!("held_change:{id}"),
-                    json!({"summary": summary, "guard": verdict, "diff": result.diff, "reason": reason}),
-                )
-                .security(),
-            );
             tx.commit(now).await?;
             result.outcome = PolicyOutcome::Held;
             result.held_change_id = Some(id);

@@ -4,12 +4,12 @@ use super::App;
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::AuditEntry;
-use idgov_domain::guard::{self, HeldKind, HeldState, Verdict};
+use idgov_domain::guard::{self, HeldKind, Verdict};
 use idgov_domain::hr::HrEvent;
 use idgov_domain::identity::{Status, text_problem};
 use idgov_domain::roster::{self, ChangeKind, RosterDiff, RosterEntry};
 use idgov_domain::{DomainError, FieldViolation};
-use idgov_store::{HeldChange, StoredSync};
+use idgov_store::StoredSync;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -158,7 +158,6 @@ impl App {
         if out.diff.changes.is_empty() {
             out.outcome = Outcome::Unchanged;
         } else if verdict.tripped {
-            let id = uuid::Uuid::now_v7().to_string();
             let staged = StagedSync {
                 source: req.source.clone(),
                 sync_id: req.sync_id.clone(),
@@ -174,29 +173,18 @@ impl App {
                 verdict.threshold,
                 counts
             );
-            tx.insert_held_change(&HeldChange {
-                id: id.clone(),
-                kind: HeldKind::RosterSync,
-                state: HeldState::Held,
-                created_at: now,
-                created_by: actor.to_string(),
-                summary: summary_text.clone(),
-                guard: verdict,
-                payload: serde_json::to_value(&staged).unwrap_or_default(),
-                decided_by: None,
-                decided_at: None,
-                decision_reason: None,
-            })
+            let id = super::held::hold(
+                &mut tx,
+                HeldKind::RosterSync,
+                summary_text,
+                verdict,
+                serde_json::to_value(&staged).unwrap_or_default(),
+                "roster.sync.held",
+                json!({"source": req.source, "sync_id": req.sync_id}),
+                actor,
+                now,
+            )
             .await?;
-            tx.audit(
-                AuditEntry::new(
-                    actor,
-                    "roster.sync.held",
-                    format!("held_change:{id}"),
-                    json!({"source": req.source, "sync_id": req.sync_id, "guard": verdict, "summary": summary_text}),
-                )
-                .security(),
-            );
             out.outcome = Outcome::Held;
             out.held_change_id = Some(id);
         } else {
