@@ -72,6 +72,7 @@ pub async fn start(backend: &'static str) -> Option<TestServer> {
         policy_file: None,
         // Tests run the scheduler themselves, at the times they choose.
         scheduler_interval: std::time::Duration::from_secs(3600),
+        health_interval: std::time::Duration::from_millis(200),
     };
     let running = start_server(cfg, clock.clone())
         .await

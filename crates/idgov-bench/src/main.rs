@@ -144,6 +144,7 @@ async fn ingest(events: u64, concurrency: u64, only: Option<String>) -> anyhow::
             database_url: database_url.clone(),
             policy_file: None,
             scheduler_interval: Duration::from_secs(3600),
+            health_interval: Duration::from_secs(5),
         };
         let running = start(cfg, Arc::new(SystemClock)).await?;
         let app = running.app.clone();
@@ -464,6 +465,7 @@ async fn start_and_check(
         database_url: None,
         policy_file: None,
         scheduler_interval: Duration::from_secs(1),
+        health_interval: Duration::from_secs(5),
     };
     let running = start(cfg, Arc::new(SystemClock)).await?;
     let ch = Channel::from_shared(format!("http://{}", running.addr))?

@@ -36,6 +36,8 @@ pub struct ServeConfig {
     /// A policy document to apply at start (if it differs from the one in force).
     pub policy_file: Option<PathBuf>,
     pub scheduler_interval: Duration,
+    /// How often gRPC health checks that the database answers.
+    pub health_interval: Duration,
 }
 
 impl Default for ServeConfig {
@@ -48,6 +50,7 @@ impl Default for ServeConfig {
             database_url: None,
             policy_file: None,
             scheduler_interval: Duration::from_secs(1),
+            health_interval: Duration::from_secs(5),
         }
     }
 }
@@ -177,6 +180,11 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         let _ = rx.await;
     }));
     let scheduler = tokio::spawn(scheduler_loop(Arc::downgrade(&app), cfg.scheduler_interval));
+    tokio::spawn(health_loop(
+        Arc::downgrade(&app),
+        health_reporter,
+        cfg.health_interval,
+    ));
     tracing::info!(
         %addr,
         backend = app.store.backend().as_str(),
@@ -191,4 +199,39 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         handle,
         scheduler,
     })
+}
+
+/// Keeps gRPC health in step with the database: NOT_SERVING while the store
+/// does not answer, SERVING again when it does.
+async fn health_loop(
+    app: std::sync::Weak<App>,
+    reporter: tonic_health::server::HealthReporter,
+    interval: Duration,
+) {
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(app) = app.upgrade() else { return };
+        let ok = tokio::time::timeout(Duration::from_secs(3), app.store.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if ok != serving {
+            serving = ok;
+            let status = if ok {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            tracing::warn!(database_answers = ok, "health changed");
+            reporter.set_service_status("", status).await;
+            for name in [
+                "idgov.v1.HrService",
+                "idgov.v1.IdentityService",
+                "idgov.v1.PolicyService",
+                "idgov.v1.AuditService",
+            ] {
+                reporter.set_service_status(name, status).await;
+            }
+        }
+    }
 }

@@ -46,11 +46,6 @@ impl WriteTx {
         self.expected_policy = Some(version);
     }
 
-    /// Number of audit events pending in this transaction.
-    pub fn pending_audit(&self) -> usize {
-        self.audit.len()
-    }
-
     /// Appends the pending audit events to the chain and commits. Returns the
     /// sequence number of the last audit event written (0 if none).
     pub async fn commit(mut self, now: DateTime<Utc>) -> Result<i64, StoreError> {

@@ -568,6 +568,56 @@ async fn health_and_reflection_answer_without_credentials() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_the_database() {
+    let Some(s) = start("postgres").await else {
+        return;
+    };
+    let ch = tonic::transport::Channel::from_shared(s.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    let status =
+        |h: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>| {
+            let mut h = h.clone();
+            async move {
+                h.check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status()
+            }
+        };
+    use tonic_health::pb::health_check_response::ServingStatus;
+    assert_eq!(status(&mut health).await, ServingStatus::Serving);
+    // The database goes away under the running server.
+    let url = s.database_url.clone().unwrap();
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let admin = url.replace(&format!("/{name}"), "/postgres");
+    let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let mut seen = ServingStatus::Serving;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        seen = status(&mut health).await;
+        if seen == ServingStatus::NotServing {
+            break;
+        }
+    }
+    assert_eq!(seen, ServingStatus::NotServing);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn development_mode_refuses_a_public_listen_address() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = idgov_server::ServeConfig {
