@@ -152,6 +152,17 @@ impl HrEvent {
                 }
             }
         }
+        // Dates far outside any working life are data errors, not plans.
+        let sane = |year: i32| (1900..=2200).contains(&year);
+        if !sane(chrono::Datelike::year(&effective_at)) {
+            v.push(FieldViolation::new(
+                "event.effective_at",
+                format!(
+                    "{} is outside 1900–2200; check the date",
+                    effective_at.to_rfc3339()
+                ),
+            ));
+        }
         v.extend(attrs.validate("event.attributes", &input.employee_id));
         let rescinds = input.rescinds_event_id.trim().to_string();
         match kind {
@@ -293,6 +304,19 @@ mod tests {
         let e = HrEvent::parse(term, chrono_tz::UTC, now())?;
         assert_eq!(e.effective_at.to_rfc3339(), "2026-10-01T00:00:00+00:00");
         Ok(())
+    }
+
+    #[test]
+    fn dates_outside_a_working_life_are_refused() {
+        let mut i = input(EventKind::Hire);
+        i.effective_at = "0001-01-01T00:00:00Z".into();
+        i.end_date = Some("9999-12-31".into());
+        let err = HrEvent::parse(i, chrono_tz::UTC, now())
+            .err()
+            .map(|e| e.violations)
+            .unwrap_or_default();
+        let fields: Vec<_> = err.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["event.effective_at", "event.attributes.end_date"]);
     }
 
     #[test]

@@ -238,6 +238,14 @@ impl AttributesPatch {
                 ));
             }
         }
+        for (field, date) in [("start_date", self.start_date), ("end_date", self.end_date)] {
+            if let Some(d) = date.filter(|d| !(1900..=2200).contains(&chrono::Datelike::year(d))) {
+                v.push(FieldViolation::new(
+                    format!("{prefix}.{field}"),
+                    format!("{d} is outside 1900–2200; check the date"),
+                ));
+            }
+        }
         if let (Some(s), Some(e)) = (self.start_date, self.end_date)
             && e < s
         {
