@@ -65,7 +65,9 @@ CREATE TABLE hr_events (
 );
 CREATE INDEX hr_events_due ON hr_events (effective_at, arrival) WHERE state = 'scheduled';
 CREATE INDEX hr_events_by_employee ON hr_events (employee_id, arrival);
-CREATE INDEX hr_events_by_state ON hr_events (state, arrival);
+-- Events that did not simply apply (scheduled, superseded, rescinded,
+-- rejected): the ones people list. Applied events, nearly all of them, stay out.
+CREATE INDEX hr_events_unusual ON hr_events (state, arrival) WHERE state <> 'applied';
 
 CREATE TABLE roster_syncs (
     source         TEXT NOT NULL,
