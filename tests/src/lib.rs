@@ -5,7 +5,8 @@
 //! - [`backends`]: open a store on SQLite or PostgreSQL by name, so one suite
 //!   runs against both;
 //! - [`server`]: an in-process idgov server on a random port with a
-//!   controllable clock.
+//!   controllable clock;
+//! - [`slapd`]: a private OpenLDAP instance per test, with ppolicy.
 //!
 //! A missing component skips a test locally with a loud message, and fails
 //! it when `IDGOV_REQUIRE_INTEGRATION=1` (set by `.ci/run`): CI never skips.
@@ -16,6 +17,7 @@
 pub mod backends;
 pub mod pg;
 pub mod server;
+pub mod slapd;
 
 /// True when integration tests must not be skipped (CI).
 pub fn integration_required() -> bool {

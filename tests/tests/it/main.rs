@@ -5,5 +5,6 @@
 
 mod api;
 mod common;
+mod directory;
 mod lifecycle;
 mod store_suite;

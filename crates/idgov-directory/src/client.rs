@@ -1,0 +1,355 @@
+//! The directory operations idgov performs, each idempotent so an operation
+//! retried after a failure or a crash is harmless.
+
+use crate::escape::eq_filter;
+use crate::preset::{DisableMethod, Schema};
+use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry};
+use std::collections::HashSet;
+use std::time::Duration;
+use thiserror::Error;
+
+/// LDAP result codes idgov interprets.
+mod rc {
+    pub const SUCCESS: u32 = 0;
+    pub const NO_SUCH_ATTRIBUTE: u32 = 16;
+    pub const NO_SUCH_OBJECT: u32 = 32;
+    pub const TYPE_OR_VALUE_EXISTS: u32 = 20;
+    pub const INVALID_CREDENTIALS: u32 = 49;
+}
+
+#[derive(Debug, Error)]
+pub enum DirectoryError {
+    /// The directory could not be reached; retry later.
+    #[error("directory unreachable: {0}")]
+    Unreachable(String),
+    /// The directory refused the operation (result code and message).
+    #[error("directory refused: {code} {message}")]
+    Refused { code: u32, message: String },
+    #[error("not found in the directory: {0}")]
+    NotFound(String),
+}
+
+impl DirectoryError {
+    /// True when retrying later can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DirectoryError::Unreachable(_))
+    }
+}
+
+impl From<LdapError> for DirectoryError {
+    fn from(e: LdapError) -> Self {
+        match e {
+            LdapError::LdapResult { result } => DirectoryError::Refused {
+                code: result.rc,
+                message: result.text,
+            },
+            other => DirectoryError::Unreachable(other.to_string()),
+        }
+    }
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// `ldap://host:port` (StartTLS when `starttls`) or `ldaps://host:port`.
+    pub url: String,
+    pub starttls: bool,
+    pub bind_dn: String,
+    /// The bind password; never logged.
+    pub password: String,
+    pub timeout: Duration,
+}
+
+/// A bound directory session.
+pub struct Directory {
+    ldap: ldap3::Ldap,
+    schema: Schema,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+/// Turns a result into success, treating `ok_codes` as done too.
+fn accept(
+    r: Result<ldap3::LdapResult, LdapError>,
+    ok_codes: &[u32],
+) -> Result<bool, DirectoryError> {
+    let result = r?;
+    if result.rc == rc::SUCCESS {
+        Ok(true)
+    } else if ok_codes.contains(&result.rc) {
+        Ok(false)
+    } else {
+        Err(DirectoryError::Refused {
+            code: result.rc,
+            message: result.text,
+        })
+    }
+}
+
+impl Directory {
+    /// Connects and binds.
+    pub async fn connect(c: &Connection, schema: Schema) -> Result<Directory, DirectoryError> {
+        let settings = LdapConnSettings::new()
+            .set_conn_timeout(c.timeout)
+            .set_starttls(c.starttls);
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &c.url).await?;
+        ldap3::drive!(conn);
+        ldap.with_timeout(c.timeout);
+        let bound = ldap.simple_bind(&c.bind_dn, &c.password).await?;
+        if bound.rc != rc::SUCCESS {
+            return Err(DirectoryError::Refused {
+                code: bound.rc,
+                message: format!("bind as {} failed: {}", c.bind_dn, bound.text),
+            });
+        }
+        Ok(Directory { ldap, schema })
+    }
+
+    /// Checks whether `dn` can bind with `password` (true) or is refused
+    /// with invalid credentials, e.g. because it is locked (false).
+    pub async fn can_bind(url: &str, dn: &str, password: &str) -> Result<bool, DirectoryError> {
+        let (conn, mut ldap) = LdapConnAsync::new(url).await?;
+        ldap3::drive!(conn);
+        let r = ldap.simple_bind(dn, password).await?;
+        let _ = ldap.unbind().await;
+        match r.rc {
+            rc::SUCCESS => Ok(true),
+            rc::INVALID_CREDENTIALS => Ok(false),
+            code => Err(DirectoryError::Refused {
+                code,
+                message: r.text,
+            }),
+        }
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The DN of the account whose correlation attribute is `employee_id`.
+    pub async fn find_account(
+        &mut self,
+        base: &str,
+        employee_id: &str,
+    ) -> Result<Option<String>, DirectoryError> {
+        let filter = format!(
+            "(&(objectClass={}){})",
+            self.schema.account_class,
+            eq_filter(&self.schema.correlation_attr, employee_id)
+        );
+        let (entries, _) = self
+            .ldap
+            .search(base, Scope::Subtree, &filter, vec!["1.1"])
+            .await?
+            .success()?;
+        Ok(entries
+            .into_iter()
+            .next()
+            .map(|e| SearchEntry::construct(e).dn))
+    }
+
+    /// Adds `member` to `group`. Returns false when it was a member already.
+    pub async fn add_member(&mut self, group: &str, member: &str) -> Result<bool, DirectoryError> {
+        let attr = self.schema.member_attr.clone();
+        let r = self
+            .ldap
+            .modify(
+                group,
+                vec![Mod::Add(attr, HashSet::from([member.to_string()]))],
+            )
+            .await;
+        accept(r, &[rc::TYPE_OR_VALUE_EXISTS])
+    }
+
+    /// Removes `member` from `group`. Returns false when it was not a member.
+    pub async fn remove_member(
+        &mut self,
+        group: &str,
+        member: &str,
+    ) -> Result<bool, DirectoryError> {
+        let attr = self.schema.member_attr.clone();
+        let r = self
+            .ldap
+            .modify(
+                group,
+                vec![Mod::Delete(attr, HashSet::from([member.to_string()]))],
+            )
+            .await;
+        accept(r, &[rc::NO_SUCH_ATTRIBUTE])
+    }
+
+    /// The groups under `base` listing `member`.
+    pub async fn groups_of(
+        &mut self,
+        base: &str,
+        member: &str,
+    ) -> Result<Vec<String>, DirectoryError> {
+        let filter = format!(
+            "(&(objectClass={}){})",
+            self.schema.group_class,
+            eq_filter(&self.schema.member_attr, member)
+        );
+        let (entries, _) = self
+            .ldap
+            .search(base, Scope::Subtree, &filter, vec!["1.1"])
+            .await?
+            .success()?;
+        Ok(entries
+            .into_iter()
+            .map(|e| SearchEntry::construct(e).dn)
+            .collect())
+    }
+
+    /// Disables an account. Returns false when it was disabled already.
+    pub async fn disable(&mut self, dn: &str) -> Result<bool, DirectoryError> {
+        match self.schema.disable {
+            DisableMethod::PpolicyLock => {
+                if self.read_attr(dn, "pwdAccountLockedTime").await?.as_deref()
+                    == Some("000001010000Z")
+                {
+                    return Ok(false);
+                }
+                let r = self
+                    .ldap
+                    .modify(
+                        dn,
+                        vec![Mod::Replace(
+                            "pwdAccountLockedTime".to_string(),
+                            HashSet::from(["000001010000Z".to_string()]),
+                        )],
+                    )
+                    .await;
+                accept(r, &[])
+            }
+            DisableMethod::NsAccountLock => {
+                let r = self
+                    .ldap
+                    .modify(
+                        dn,
+                        vec![Mod::Replace(
+                            "nsAccountLock".to_string(),
+                            HashSet::from(["TRUE".to_string()]),
+                        )],
+                    )
+                    .await;
+                accept(r, &[])
+            }
+            DisableMethod::UserAccountControl => self.set_uac_disabled(dn, true).await,
+        }
+    }
+
+    /// Enables an account. Returns false when it was enabled already.
+    pub async fn enable(&mut self, dn: &str) -> Result<bool, DirectoryError> {
+        match self.schema.disable {
+            DisableMethod::PpolicyLock => {
+                let r = self
+                    .ldap
+                    .modify(
+                        dn,
+                        vec![Mod::Delete(
+                            "pwdAccountLockedTime".to_string(),
+                            HashSet::new(),
+                        )],
+                    )
+                    .await;
+                accept(r, &[rc::NO_SUCH_ATTRIBUTE])
+            }
+            DisableMethod::NsAccountLock => {
+                let r = self
+                    .ldap
+                    .modify(
+                        dn,
+                        vec![Mod::Delete("nsAccountLock".to_string(), HashSet::new())],
+                    )
+                    .await;
+                accept(r, &[rc::NO_SUCH_ATTRIBUTE])
+            }
+            DisableMethod::UserAccountControl => self.set_uac_disabled(dn, false).await,
+        }
+    }
+
+    /// True when the account is disabled by the preset's method.
+    pub async fn is_disabled(&mut self, dn: &str) -> Result<bool, DirectoryError> {
+        Ok(match self.schema.disable {
+            DisableMethod::PpolicyLock => {
+                self.read_attr(dn, "pwdAccountLockedTime").await?.is_some()
+            }
+            DisableMethod::NsAccountLock => self
+                .read_attr(dn, "nsAccountLock")
+                .await?
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            DisableMethod::UserAccountControl => {
+                self.read_attr(dn, "userAccountControl")
+                    .await?
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .unwrap_or(0)
+                    & 2
+                    != 0
+            }
+        })
+    }
+
+    async fn set_uac_disabled(&mut self, dn: &str, disabled: bool) -> Result<bool, DirectoryError> {
+        let current: u32 = self
+            .read_attr(dn, "userAccountControl")
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(512);
+        let next = if disabled { current | 2 } else { current & !2 };
+        if next == current {
+            return Ok(false);
+        }
+        let r = self
+            .ldap
+            .modify(
+                dn,
+                vec![Mod::Replace(
+                    "userAccountControl".to_string(),
+                    HashSet::from([next.to_string()]),
+                )],
+            )
+            .await;
+        accept(r, &[])
+    }
+
+    /// One value of `attr` of the entry `dn` (operational attributes too).
+    async fn read_attr(&mut self, dn: &str, attr: &str) -> Result<Option<String>, DirectoryError> {
+        let res = self
+            .ldap
+            .search(dn, Scope::Base, "(objectClass=*)", vec![attr])
+            .await?;
+        if res.1.rc == rc::NO_SUCH_OBJECT {
+            return Err(DirectoryError::NotFound(dn.to_string()));
+        }
+        let (entries, _) = res.success()?;
+        Ok(entries
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .and_then(|e| e.attrs.get(attr).and_then(|v| v.first().cloned())))
+    }
+
+    /// Creates an entry with `attrs` (each with at least one value).
+    pub async fn add_entry(
+        &mut self,
+        dn: &str,
+        attrs: Vec<(String, Vec<String>)>,
+    ) -> Result<(), DirectoryError> {
+        let attrs: Vec<(String, HashSet<String>)> = attrs
+            .into_iter()
+            .map(|(a, v)| (a, v.into_iter().collect()))
+            .collect();
+        let r = self.ldap.add(dn, attrs).await;
+        accept(r, &[]).map(|_| ())
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ldap.unbind().await;
+    }
+}
