@@ -49,7 +49,7 @@ impl From<LdapError> for DirectoryError {
 }
 
 /// Where and how to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Connection {
     /// `ldap://host:port` (StartTLS when `starttls`) or `ldaps://host:port`.
     pub url: String,
@@ -58,6 +58,17 @@ pub struct Connection {
     /// The bind password; never logged.
     pub password: String,
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("url", &self.url)
+            .field("starttls", &self.starttls)
+            .field("bind_dn", &self.bind_dn)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A bound directory session.

@@ -5,8 +5,10 @@
 //! idempotent (already a member, or already absent, counts as done).
 
 pub mod client;
+pub mod config;
 pub mod escape;
 pub mod preset;
 
 pub use client::{Directory, DirectoryError};
+pub use config::DirectoryConfig;
 pub use preset::{DisableMethod, Preset};
