@@ -70,6 +70,7 @@ pub async fn start(backend: &'static str) -> Option<TestServer> {
         data_dir: dir.path().to_path_buf(),
         database_url: database_url.clone(),
         policy_file: None,
+        directory_file: None,
         // Tests run the scheduler themselves, at the times they choose.
         scheduler_interval: std::time::Duration::from_secs(3600),
         health_interval: std::time::Duration::from_millis(200),

@@ -143,6 +143,7 @@ async fn ingest(events: u64, concurrency: u64, only: Option<String>) -> anyhow::
             data_dir: dir.path().join("idgov"),
             database_url: database_url.clone(),
             policy_file: None,
+            directory_file: None,
             scheduler_interval: Duration::from_secs(3600),
             health_interval: Duration::from_secs(5),
         };
@@ -464,6 +465,7 @@ async fn start_and_check(
         data_dir: dir.to_path_buf(),
         database_url: None,
         policy_file: None,
+        directory_file: None,
         scheduler_interval: Duration::from_secs(1),
         health_interval: Duration::from_secs(5),
     };

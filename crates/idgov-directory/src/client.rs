@@ -14,6 +14,7 @@ mod rc {
     pub const NO_SUCH_ATTRIBUTE: u32 = 16;
     pub const NO_SUCH_OBJECT: u32 = 32;
     pub const TYPE_OR_VALUE_EXISTS: u32 = 20;
+    pub const OBJECT_CLASS_VIOLATION: u32 = 65;
     pub const INVALID_CREDENTIALS: u32 = 49;
 }
 
@@ -72,6 +73,7 @@ impl std::fmt::Debug for Connection {
 }
 
 /// A bound directory session.
+#[derive(Clone)]
 pub struct Directory {
     ldap: ldap3::Ldap,
     schema: Schema,
@@ -179,6 +181,8 @@ impl Directory {
     }
 
     /// Removes `member` from `group`. Returns false when it was not a member.
+    /// Where the last member cannot leave a group empty (`groupOfNames`),
+    /// the schema's stand-in member takes its place.
     pub async fn remove_member(
         &mut self,
         group: &str,
@@ -189,10 +193,29 @@ impl Directory {
             .ldap
             .modify(
                 group,
-                vec![Mod::Delete(attr, HashSet::from([member.to_string()]))],
+                vec![Mod::Delete(
+                    attr.clone(),
+                    HashSet::from([member.to_string()]),
+                )],
             )
-            .await;
-        accept(r, &[rc::NO_SUCH_ATTRIBUTE])
+            .await?;
+        if r.rc == rc::OBJECT_CLASS_VIOLATION
+            && let Some(stand_in) = self.schema.empty_group_member.clone()
+        {
+            // One modify: the stand-in comes in as the member goes out.
+            let r = self
+                .ldap
+                .modify(
+                    group,
+                    vec![
+                        Mod::Add(attr.clone(), HashSet::from([stand_in])),
+                        Mod::Delete(attr, HashSet::from([member.to_string()])),
+                    ],
+                )
+                .await;
+            return accept(r, &[rc::NO_SUCH_ATTRIBUTE]);
+        }
+        accept(Ok(r), &[rc::NO_SUCH_ATTRIBUTE])
     }
 
     /// The groups under `base` listing `member`.

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The stand-in member of an otherwise empty `groupOfNames`.
+pub const EMPTY_MEMBER: &str = "cn=nobody";
+
 /// A directory product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -38,6 +41,9 @@ pub struct Schema {
     pub group_class: String,
     /// Attribute listing group members (DNs).
     pub member_attr: String,
+    /// Where the member attribute is mandatory (`groupOfNames`), the value
+    /// that stands in when the last real member is removed.
+    pub empty_group_member: Option<String>,
     pub disable: DisableMethod,
 }
 
@@ -50,6 +56,7 @@ impl Preset {
                 rdn_attr: "uid".into(),
                 group_class: "groupOfNames".into(),
                 member_attr: "member".into(),
+                empty_group_member: Some(EMPTY_MEMBER.into()),
                 disable: DisableMethod::PpolicyLock,
             },
             Preset::ActiveDirectory => Schema {
@@ -58,6 +65,7 @@ impl Preset {
                 rdn_attr: "cn".into(),
                 group_class: "group".into(),
                 member_attr: "member".into(),
+                empty_group_member: None,
                 disable: DisableMethod::UserAccountControl,
             },
             Preset::Ds389 => Schema {
@@ -66,6 +74,7 @@ impl Preset {
                 rdn_attr: "uid".into(),
                 group_class: "groupOfNames".into(),
                 member_attr: "member".into(),
+                empty_group_member: Some(EMPTY_MEMBER.into()),
                 disable: DisableMethod::NsAccountLock,
             },
         }

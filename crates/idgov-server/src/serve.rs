@@ -35,6 +35,8 @@ pub struct ServeConfig {
     pub database_url: Option<String>,
     /// A policy document to apply at start (if it differs from the one in force).
     pub policy_file: Option<PathBuf>,
+    /// The directory configuration file; without it nothing is provisioned.
+    pub directory_file: Option<PathBuf>,
     pub scheduler_interval: Duration,
     /// How often gRPC health checks that the database answers.
     pub health_interval: Duration,
@@ -49,6 +51,7 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from("idgov-data"),
             database_url: None,
             policy_file: None,
+            directory_file: None,
             scheduler_interval: Duration::from_secs(1),
             health_interval: Duration::from_secs(5),
         }
@@ -114,8 +117,17 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         );
     }
     let dev = DevAuth::load_or_create(&cfg.data_dir).map_err(anyhow::Error::msg)?;
+    let directory = cfg
+        .directory_file
+        .as_deref()
+        .map(idgov_directory::DirectoryConfig::load)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    if let Some(d) = &directory {
+        tracing::info!(url = %d.connection.url, preset = ?d.preset, "provisioning to the directory");
+    }
     let store = open_store(&cfg).await?;
-    let app = App::start(store.clone(), clock)
+    let app = App::start(store.clone(), clock, directory)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 

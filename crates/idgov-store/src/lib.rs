@@ -28,6 +28,7 @@ macro_rules! grant_columns {
 mod audit;
 mod bulk;
 mod convert;
+mod directory_ops;
 pub mod error;
 pub mod grants;
 mod held;
@@ -38,6 +39,7 @@ mod tx;
 
 pub use audit::{AuditFilter, VerifyReport};
 pub use bulk::{EventRow, GrantRow};
+pub use directory_ops::{DirOp, DirOpKind, DirOpState, NewDirOp};
 pub use error::StoreError;
 pub use held::{HeldChange, HeldKind, HeldState};
 pub use hr_events::{EventFilter, RecordedEvent, StoredSync};
@@ -81,17 +83,43 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
      PRAGMA busy_timeout = 10000;";
 
 fn migrator(backend: Backend) -> Migrator {
-    let sql = match backend {
-        Backend::Sqlite => include_str!("../../../migrations/sqlite/0001_initial.sql"),
-        Backend::Postgres => include_str!("../../../migrations/postgres/0001_initial.sql"),
+    let files: [(&str, &str); 2] = match backend {
+        Backend::Sqlite => [
+            (
+                "initial",
+                include_str!("../../../migrations/sqlite/0001_initial.sql"),
+            ),
+            (
+                "directory_ops",
+                include_str!("../../../migrations/sqlite/0002_directory_ops.sql"),
+            ),
+        ],
+        Backend::Postgres => [
+            (
+                "initial",
+                include_str!("../../../migrations/postgres/0001_initial.sql"),
+            ),
+            (
+                "directory_ops",
+                include_str!("../../../migrations/postgres/0002_directory_ops.sql"),
+            ),
+        ],
     };
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "initial".into(),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(
+        files
+            .into_iter()
+            .zip(1..)
+            .map(|((name, sql), version)| {
+                Migration::new(
+                    version,
+                    name.into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
 impl Store {

@@ -72,7 +72,7 @@ when = { department = "Finance" }
 /// An app over a fresh store, with a manual clock at `t0()`.
 pub async fn app_on(t: &TestStore) -> (Arc<App>, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(t0()));
-    let app = App::start(t.store.clone(), clock.clone())
+    let app = App::start(t.store.clone(), clock.clone(), None)
         .await
         .expect("app");
     (app, clock)

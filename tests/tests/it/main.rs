@@ -7,4 +7,5 @@ mod api;
 mod common;
 mod directory;
 mod lifecycle;
+mod provisioning;
 mod store_suite;

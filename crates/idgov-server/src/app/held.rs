@@ -130,6 +130,7 @@ impl App {
             .security(),
         );
         tx.commit(now).await?;
+        self.wake_provisioning();
         if held.kind == HeldKind::PolicyApply {
             self.reload_policy().await?;
         }
@@ -164,6 +165,7 @@ impl App {
             .security(),
         );
         tx.commit(now).await?;
+        self.wake_provisioning();
         self.held_or_not_found(id).await
     }
 

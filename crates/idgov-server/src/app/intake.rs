@@ -20,7 +20,7 @@ use idgov_domain::hr::{EventKind, EventState, HrEvent};
 use idgov_domain::identity::{Identity, Status};
 use idgov_domain::lifecycle::{Decision, Transition, decide};
 use idgov_domain::{DomainError, ErrorCode};
-use idgov_store::{EventRow, GrantRow, RecordedEvent, StoreError, WriteTx};
+use idgov_store::{DirOpKind, EventRow, GrantRow, NewDirOp, RecordedEvent, StoreError, WriteTx};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -70,6 +70,9 @@ pub(crate) struct Batch {
     revokes: Vec<(String, RevokeReason)>,
     marks: Vec<String>,
     transitions: Vec<(String, String, EventState, EventState, String)>,
+    /// Directory operations, when a directory is provisioned.
+    provisioning: bool,
+    dir_ops: Vec<NewDirOp>,
 }
 
 fn known(r: &RecordedEvent) -> Known {
@@ -80,6 +83,25 @@ fn known(r: &RecordedEvent) -> Known {
         effective_at: r.event.effective_at,
         kind: r.event.kind,
         employee_id: r.event.employee_id.clone(),
+    }
+}
+
+fn dir_op(
+    employee_id: &str,
+    kind: DirOpKind,
+    group: Option<(String, String)>,
+    cause: &str,
+) -> NewDirOp {
+    let (entitlement_id, group_dn) = match group {
+        Some((e, dn)) => (Some(e), Some(dn)),
+        None => (None, None),
+    };
+    NewDirOp {
+        employee_id: employee_id.to_string(),
+        kind,
+        group_dn,
+        entitlement_id,
+        cause: cause.to_string(),
     }
 }
 
@@ -98,6 +120,7 @@ impl Batch {
         policy: Arc<ActivePolicy>,
         now: DateTime<Utc>,
         events: &[&HrEvent],
+        provisioning: bool,
     ) -> Result<Batch, AppError> {
         let mut keys = Vec::with_capacity(events.len());
         let mut people: Vec<String> = Vec::with_capacity(events.len());
@@ -135,6 +158,8 @@ impl Batch {
             revokes: Vec::new(),
             marks: Vec::new(),
             transitions: Vec::new(),
+            provisioning,
+            dir_ops: Vec::new(),
         })
     }
 
@@ -356,6 +381,41 @@ impl Batch {
             }),
         ));
         let (mut added, mut revoked) = (0, 0);
+        let becomes_active =
+            t.identity.may_hold_access() && matches!(t.previous_status, Some(Status::Terminated));
+        if self.provisioning && becomes_active {
+            self.dir_ops
+                .push(dir_op(&id, DirOpKind::Enable, None, &cause));
+        }
+        let pol = self.policy.clone();
+        let group_of = |entitlement: &str| {
+            pol.policy
+                .entitlements
+                .get(entitlement)
+                .and_then(|e| e.ldap_group_dn.clone())
+                .map(|dn| (entitlement.to_string(), dn))
+        };
+        if self.provisioning {
+            for c in &t.grant_changes {
+                let (kind, ent) = match c {
+                    GrantChange::Add(n) => (DirOpKind::AddMember, &n.entitlement_id),
+                    GrantChange::Revoke { entitlement_id, .. } => {
+                        (DirOpKind::RemoveMember, entitlement_id)
+                    }
+                    GrantChange::MarkMoverReview { .. } => continue,
+                };
+                if let Some(group) = group_of(ent) {
+                    self.dir_ops.push(dir_op(&id, kind, Some(group), &cause));
+                }
+            }
+            if t.identity.status == Status::Terminated
+                && t.previous_status != Some(Status::Terminated)
+            {
+                // The leaver fast path: disable, and strip every managed group.
+                self.dir_ops
+                    .push(dir_op(&id, DirOpKind::Disable, None, &cause));
+            }
+        }
         let active = self.active.entry(id.clone()).or_default();
         for c in &t.grant_changes {
             match c {
@@ -525,13 +585,15 @@ impl Batch {
         Ok(self.outcome(ev, EventState::Applied, detail))
     }
 
-    /// Writes everything staged, set-based.
-    pub(crate) async fn flush(self, tx: &mut WriteTx) -> Result<(), AppError> {
+    /// Writes everything staged, set-based. Returns how many directory
+    /// operations were queued.
+    pub(crate) async fn flush(self, tx: &mut WriteTx) -> Result<usize, AppError> {
         tx.insert_hr_events(&self.new_events, self.now).await?;
         tx.put_identities(&self.people).await?;
         tx.insert_grants(&self.grants, self.now).await?;
         tx.revoke_grants(&self.revokes, self.now).await?;
         tx.mark_mover_review(&self.marks).await?;
+        tx.enqueue_directory_ops(&self.dir_ops, self.now).await?;
         for (source, event_id, from, to, detail) in &self.transitions {
             if !tx
                 .transition_hr_event(source, event_id, *from, *to, detail, self.now)
@@ -542,7 +604,7 @@ impl Batch {
                 ))));
             }
         }
-        Ok(())
+        Ok(self.dir_ops.len())
     }
 }
 
@@ -586,7 +648,7 @@ impl App {
     ) -> Result<Vec<Result<SubmitOutcome, AppError>>, AppError> {
         let policy = self.policy_for(tx);
         let refs: Vec<&HrEvent> = events.iter().collect();
-        let mut batch = Batch::load(tx, policy, now, &refs).await?;
+        let mut batch = Batch::load(tx, policy, now, &refs, self.provisioning()).await?;
         let results = events
             .iter()
             .map(|ev| batch.submit(tx, ev, actor))
@@ -602,13 +664,16 @@ impl App {
             let mut tx = self.store.begin().await?;
             let policy = self.policy_for(&mut tx);
             let refs: Vec<&HrEvent> = jobs.iter().map(|j| &j.event).collect();
-            let mut batch = Batch::load(&mut tx, policy, now, &refs).await?;
+            let mut batch = Batch::load(&mut tx, policy, now, &refs, self.provisioning()).await?;
             let results: Vec<_> = jobs
                 .iter()
                 .map(|j| batch.submit(&mut tx, &j.event, &j.actor))
                 .collect();
-            batch.flush(&mut tx).await?;
+            let queued = batch.flush(&mut tx).await?;
             tx.commit(now).await?;
+            if queued > 0 {
+                self.wake_provisioning();
+            }
             Ok::<_, AppError>(results)
         };
         match together.await {
@@ -657,15 +722,18 @@ impl App {
         let mut tx = self.store.begin().await?;
         let policy = self.policy_for(&mut tx);
         let refs: Vec<&HrEvent> = due.iter().map(|r| &r.event).collect();
-        let mut batch = Batch::load(&mut tx, policy, now, &refs).await?;
+        let mut batch = Batch::load(&mut tx, policy, now, &refs, self.provisioning()).await?;
         let mut applied = 0;
         for rec in due {
             if batch.apply_due(&mut tx, &rec.event, &rec.actor)? {
                 applied += 1;
             }
         }
-        batch.flush(&mut tx).await?;
+        let queued = batch.flush(&mut tx).await?;
         tx.commit(now).await?;
+        if queued > 0 {
+            self.wake_provisioning();
+        }
         Ok(applied)
     }
 }

@@ -12,6 +12,7 @@
 pub mod held;
 pub mod intake;
 pub mod policy;
+pub mod provisioning;
 pub mod roster;
 pub mod scheduler;
 
@@ -54,14 +55,23 @@ pub struct App {
     policy: RwLock<Arc<ActivePolicy>>,
     /// Intake writers, each owning a partition of employee ids.
     writers: Vec<mpsc::Sender<intake::Job>>,
+    /// The directory idgov provisions, when configured.
+    pub directory: Option<Arc<idgov_directory::DirectoryConfig>>,
+    /// Wakes the provisioning worker when operations were queued.
+    pub(crate) provisioning_wakeup: Arc<tokio::sync::Notify>,
 }
 
 /// The actor name of work the service does by itself.
 pub const SYSTEM_SCHEDULER: &str = "system:scheduler";
 
 impl App {
-    /// Builds the application and starts its intake writer.
-    pub async fn start(store: Store, clock: Arc<dyn Clock>) -> Result<Arc<App>, AppError> {
+    /// Builds the application and starts its intake writers and, with a
+    /// directory, the provisioning worker.
+    pub async fn start(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        directory: Option<idgov_directory::DirectoryConfig>,
+    ) -> Result<Arc<App>, AppError> {
         // SQLite has one write connection: one writer. PostgreSQL runs
         // transactions concurrently: writers work in parallel on disjoint
         // sets of people and meet only at the audit chain head. Two beat
@@ -77,12 +87,27 @@ impl App {
             clock,
             policy: RwLock::new(Arc::new(ActivePolicy::empty())),
             writers: senders,
+            directory: directory.map(Arc::new),
+            provisioning_wakeup: Arc::new(tokio::sync::Notify::new()),
         });
         app.reload_policy().await?;
         for rx in receivers {
             tokio::spawn(intake::writer_loop(Arc::downgrade(&app), rx));
         }
+        if let Some(cfg) = app.directory.clone() {
+            tokio::spawn(provisioning::worker_loop(Arc::downgrade(&app), cfg));
+        }
         Ok(app)
+    }
+
+    /// True when grant changes are provisioned to a directory.
+    pub fn provisioning(&self) -> bool {
+        self.directory.is_some()
+    }
+
+    /// Wakes the provisioning worker (after operations were queued).
+    pub(crate) fn wake_provisioning(&self) {
+        self.provisioning_wakeup.notify_one();
     }
 
     pub fn now(&self) -> DateTime<Utc> {

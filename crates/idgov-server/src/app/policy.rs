@@ -158,6 +158,7 @@ impl App {
             )
             .await?;
         tx.commit(now).await?;
+        self.wake_provisioning();
         result.policy = self.reload_policy().await?;
         result.impact = applied;
         result.outcome = PolicyOutcome::Applied;
@@ -207,6 +208,34 @@ impl App {
             let applied = tx
                 .apply_grant_changes(&id, &changes, new, &cause, now)
                 .await?;
+            if self.provisioning() {
+                let group = |ent: &str| {
+                    new.entitlements
+                        .get(ent)
+                        .and_then(|e| e.ldap_group_dn.clone())
+                };
+                let ops: Vec<idgov_store::NewDirOp> = applied
+                    .revoked
+                    .iter()
+                    .map(|(_, e)| (idgov_store::DirOpKind::RemoveMember, e))
+                    .chain(
+                        applied
+                            .added
+                            .iter()
+                            .map(|(_, e)| (idgov_store::DirOpKind::AddMember, e)),
+                    )
+                    .filter_map(|(kind, e)| {
+                        group(e).map(|dn| idgov_store::NewDirOp {
+                            employee_id: id.clone(),
+                            kind,
+                            group_dn: Some(dn),
+                            entitlement_id: Some(e.clone()),
+                            cause: cause.clone(),
+                        })
+                    })
+                    .collect();
+                tx.enqueue_directory_ops(&ops, now).await?;
+            }
             impact.identities_affected += 1;
             impact.identities_losing += u64::from(!applied.revoked.is_empty());
             impact.grants_added += applied.added.len() as u64;

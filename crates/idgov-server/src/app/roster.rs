@@ -227,6 +227,7 @@ impl App {
             )));
         }
         tx.commit(now).await?;
+        self.wake_provisioning();
         Ok(out)
     }
 }

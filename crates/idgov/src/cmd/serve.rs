@@ -28,6 +28,9 @@ pub struct ServeArgs {
     /// Policy document (TOML) to apply at start when it differs from the one in force.
     #[arg(long, env = "IDGOV_POLICY")]
     policy: Option<PathBuf>,
+    /// Directory configuration (TOML); without it, nothing is provisioned.
+    #[arg(long, env = "IDGOV_DIRECTORY")]
+    directory: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "IDGOV_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -49,6 +52,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         data_dir: a.data_dir,
         database_url: a.database_url.filter(|u| !u.is_empty()),
         policy_file: a.policy,
+        directory_file: a.directory,
         ..ServeConfig::default()
     };
     let data_dir = cfg.data_dir.clone();

@@ -1,0 +1,205 @@
+//! The provisioning worker: applies the directory operations of the outbox.
+//!
+//! Each person's operations apply in order (only the oldest pending one of a
+//! person is ever claimed); different people's apply concurrently, up to the
+//! configured number of workers. Every operation is idempotent, so applying
+//! one again after a crash changes nothing. A failed attempt is retried with
+//! capped exponential backoff (1 s, 2 s, 4 s … 5 min) for as long as it takes;
+//! an operation still pending after 15 minutes raises a security event.
+
+use super::App;
+use crate::error::AppError;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use idgov_directory::{Directory, DirectoryConfig, DirectoryError};
+use idgov_domain::audit::AuditEntry;
+use idgov_store::{DirOp, DirOpKind};
+use serde_json::json;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// How long a claimed operation is reserved for this process.
+const LEASE_SECONDS: i64 = 60;
+/// Operations pending longer than this raise a security event.
+pub const STUCK_AFTER_MINUTES: i64 = 15;
+
+/// The delay before attempt `attempts + 1`.
+pub fn backoff(attempts: i64) -> chrono::Duration {
+    let secs = 1i64 << attempts.clamp(0, 9);
+    chrono::Duration::seconds(secs.min(300))
+}
+
+/// Applies one operation; returns its outcome (`applied`, `already`,
+/// `no_account`).
+async fn apply(
+    dir: &mut Directory,
+    cfg: &DirectoryConfig,
+    op: &DirOp,
+) -> Result<&'static str, DirectoryError> {
+    let account = dir
+        .find_account(&cfg.accounts_base, &op.employee_id)
+        .await?;
+    let group = op.group_dn.clone().unwrap_or_default();
+    let done = |changed: bool| if changed { "applied" } else { "already" };
+    match (op.kind, account) {
+        // Nothing to remove or disable where there is no account.
+        (DirOpKind::RemoveMember | DirOpKind::Disable, None) => Ok("no_account"),
+        (DirOpKind::AddMember | DirOpKind::Enable, None) => Err(DirectoryError::NotFound(format!(
+            "no account with {}={} under {}",
+            cfg.schema.correlation_attr, op.employee_id, cfg.accounts_base
+        ))),
+        (DirOpKind::AddMember, Some(dn)) => Ok(done(dir.add_member(&group, &dn).await?)),
+        (DirOpKind::RemoveMember, Some(dn)) => Ok(done(dir.remove_member(&group, &dn).await?)),
+        (DirOpKind::Enable, Some(dn)) => Ok(done(dir.enable(&dn).await?)),
+        (DirOpKind::Disable, Some(dn)) => {
+            // The leaver fast path: locked, and out of every managed group,
+            // whether idgov granted the membership or not.
+            let mut changed = dir.disable(&dn).await?;
+            for g in dir.groups_of(&cfg.groups_base, &dn).await? {
+                changed |= dir.remove_member(&g, &dn).await?;
+            }
+            Ok(done(changed))
+        }
+    }
+}
+
+impl App {
+    /// Claims and applies the operations whose turn has come. Returns how many
+    /// were attempted and whether the directory looked unreachable.
+    pub async fn run_provisioning(
+        &self,
+        dir: &Directory,
+        cfg: &DirectoryConfig,
+    ) -> Result<(usize, bool), AppError> {
+        let now = self.now();
+        let ops = self
+            .store
+            .claim_directory_ops(now, chrono::Duration::seconds(LEASE_SECONDS), 256)
+            .await?;
+        let n = ops.len();
+        let unreachable = std::sync::atomic::AtomicBool::new(false);
+        futures::stream::iter(ops)
+            .for_each_concurrent(cfg.workers, |op| {
+                let mut dir = dir.clone();
+                let unreachable = &unreachable;
+                async move {
+                    let result = apply(&mut dir, cfg, &op).await;
+                    let now = self.now();
+                    let recorded = match result {
+                        Ok(outcome) => self.store.finish_directory_op(op.id, outcome, now).await,
+                        Err(e) => {
+                            if e.is_transient() {
+                                unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            tracing::warn!(op = op.id, employee = %op.employee_id, kind = %op.kind,
+                                attempts = op.attempts + 1, error = %e, "directory operation failed; will retry");
+                            self.store
+                                .retry_directory_op(op.id, &e.to_string(), now + backoff(op.attempts))
+                                .await
+                        }
+                    };
+                    if let Err(e) = recorded {
+                        tracing::error!(op = op.id, error = %e, "cannot record a directory operation's result");
+                    }
+                }
+            })
+            .await;
+        Ok((n, unreachable.into_inner()))
+    }
+
+    /// Raises a security event for each operation pending too long.
+    pub async fn alert_stuck_provisioning(&self) -> Result<usize, AppError> {
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let stuck = tx
+            .take_stuck_directory_ops(now - chrono::Duration::minutes(STUCK_AFTER_MINUTES))
+            .await?;
+        for op in &stuck {
+            tx.audit(
+                AuditEntry::new(
+                    "system:provisioning",
+                    "provisioning.stuck",
+                    format!("identity:{}", op.employee_id),
+                    json!({
+                        "op": op.id, "kind": op.kind, "group_dn": op.group_dn, "attempts": op.attempts,
+                        "last_error": op.last_error, "pending_since": op.created_at.to_rfc3339(),
+                    }),
+                )
+                .security(),
+            );
+        }
+        tx.commit(now).await?;
+        Ok(stuck.len())
+    }
+}
+
+/// When to look again: at the next due operation, or in a second at most.
+async fn next_wait(app: &App, now: DateTime<Utc>) -> Duration {
+    match app.store.next_directory_op_due().await {
+        Ok(Some(t)) if t > now => (t - now)
+            .to_std()
+            .unwrap_or_default()
+            .min(Duration::from_secs(1)),
+        Ok(Some(_)) => Duration::from_millis(50),
+        _ => Duration::from_secs(1),
+    }
+}
+
+/// Runs the provisioning worker until the application is dropped.
+pub(crate) async fn worker_loop(app: Weak<App>, cfg: Arc<DirectoryConfig>) {
+    let mut dir: Option<Directory> = None;
+    let mut last_alert_check = None;
+    loop {
+        let Some(app) = app.upgrade() else { return };
+        let now = app.now();
+        if last_alert_check.is_none_or(|t: DateTime<Utc>| now - t > chrono::Duration::seconds(30)) {
+            last_alert_check = Some(now);
+            if let Err(e) = app.alert_stuck_provisioning().await {
+                tracing::warn!(error = %e, "cannot check for stuck directory operations");
+            }
+        }
+        if dir.is_none() {
+            match Directory::connect(&cfg.connection, cfg.schema.clone()).await {
+                Ok(d) => dir = Some(d),
+                Err(e) => {
+                    tracing::warn!(url = %cfg.connection.url, error = %e, "directory unreachable; operations wait")
+                }
+            }
+        }
+        let (worked, unreachable) = match &dir {
+            Some(d) => app.run_provisioning(d, &cfg).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "provisioning run failed");
+                (0, false)
+            }),
+            None => (0, false),
+        };
+        if unreachable {
+            // Reconnect before the next attempt; the failed operations wait
+            // out their backoff meanwhile.
+            dir = None;
+        }
+        if worked > 0 && !unreachable {
+            continue;
+        }
+        let wait = if dir.is_some() {
+            next_wait(&app, now).await
+        } else {
+            Duration::from_secs(1)
+        };
+        let wakeup = app.provisioning_wakeup.clone();
+        drop(app);
+        tokio::select! {
+            _ = wakeup.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_is_capped_exponential() {
+        let secs: Vec<i64> = (0..12).map(|a| super::backoff(a).num_seconds()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+    }
+}

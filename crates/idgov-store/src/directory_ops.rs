@@ -1,0 +1,265 @@
+//! The provisioning outbox.
+
+use crate::bulk::values;
+use crate::convert::{get, micros, opt_time, time};
+use crate::{Store, StoreError, WriteTx};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::AssertSqlSafe;
+use sqlx::any::AnyRow;
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! text_enum {
+    ($name:ident { $($v:ident => $s:literal),+ }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($v),+ }
+        impl $name {
+            pub fn as_str(self) -> &'static str { match self { $($name::$v => $s),+ } }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s { $($s => Ok($name::$v),)+ other => Err(format!("unknown {} {other:?}", stringify!($name))) }
+            }
+        }
+    };
+}
+
+text_enum!(DirOpKind {
+    AddMember => "add_member",
+    RemoveMember => "remove_member",
+    Disable => "disable",
+    Enable => "enable"
+});
+
+text_enum!(DirOpState { Pending => "pending", Done => "done" });
+
+/// An operation to enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDirOp {
+    pub employee_id: String,
+    pub kind: DirOpKind,
+    pub group_dn: Option<String>,
+    pub entitlement_id: Option<String>,
+    pub cause: String,
+}
+
+/// A queued or applied operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirOp {
+    pub id: i64,
+    pub employee_id: String,
+    pub kind: DirOpKind,
+    pub group_dn: Option<String>,
+    pub entitlement_id: Option<String>,
+    pub cause: String,
+    pub state: DirOpState,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    /// What applying it found: `applied`, `already`, `no_account`.
+    pub outcome: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub done_at: Option<DateTime<Utc>>,
+}
+
+macro_rules! op_columns {
+    () => {
+        "id, employee_id, kind, group_dn, entitlement_id, cause, state, attempts, last_error, outcome, \
+         created_at, next_attempt_at, done_at"
+    };
+}
+
+fn op_from_row(r: &AnyRow) -> Result<DirOp, StoreError> {
+    let parse = |col: &str| -> Result<String, StoreError> { get(r, col) };
+    Ok(DirOp {
+        id: get(r, "id")?,
+        employee_id: get(r, "employee_id")?,
+        kind: parse("kind")?.parse().map_err(StoreError::Corrupt)?,
+        group_dn: get(r, "group_dn")?,
+        entitlement_id: get(r, "entitlement_id")?,
+        cause: get(r, "cause")?,
+        state: parse("state")?.parse().map_err(StoreError::Corrupt)?,
+        attempts: get(r, "attempts")?,
+        last_error: get(r, "last_error")?,
+        outcome: get(r, "outcome")?,
+        created_at: time(get(r, "created_at")?)?,
+        next_attempt_at: time(get(r, "next_attempt_at")?)?,
+        done_at: opt_time(get(r, "done_at")?)?,
+    })
+}
+
+impl WriteTx {
+    /// Queues directory operations, in order, with the change that needs them.
+    pub async fn enqueue_directory_ops(
+        &mut self,
+        ops: &[NewDirOp],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for chunk in ops.chunks(300) {
+            let sql = format!(
+                "INSERT INTO directory_ops (employee_id, kind, group_dn, entitlement_id, cause, state, \
+                 created_at, next_attempt_at) VALUES {}",
+                values(self.backend, chunk.len(), 8)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for o in chunk {
+                q = q
+                    .bind(o.employee_id.clone())
+                    .bind(o.kind.as_str())
+                    .bind(o.group_dn.clone())
+                    .bind(o.entitlement_id.clone())
+                    .bind(o.cause.clone())
+                    .bind(DirOpState::Pending.as_str())
+                    .bind(micros(now))
+                    .bind(micros(now));
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The oldest pending operation of each person whose turn has come (due,
+    /// not leased), claimed for `lease`. Later operations of the same person
+    /// wait: operations apply in order per person.
+    pub async fn claim_directory_ops(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: i64,
+    ) -> Result<Vec<DirOp>, StoreError> {
+        let candidates = sqlx::query(concat!(
+            "SELECT ",
+            op_columns!(),
+            " FROM directory_ops d WHERE state = 'pending' AND next_attempt_at <= $1 AND claimed_until <= $1 \
+             AND id = (SELECT MIN(id) FROM directory_ops e WHERE e.employee_id = d.employee_id AND e.state = 'pending') \
+             ORDER BY id LIMIT $2"
+        ))
+        .bind(micros(now))
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        let mut claimed = Vec::with_capacity(candidates.len());
+        for row in &candidates {
+            let op = op_from_row(row)?;
+            // A conditional update is the claim: one process wins each op.
+            let r = sqlx::query(
+                "UPDATE directory_ops SET claimed_until = $1 WHERE id = $2 AND state = 'pending' AND claimed_until <= $3",
+            )
+            .bind(micros(now + lease))
+            .bind(op.id)
+            .bind(micros(now))
+            .execute(&self.write)
+            .await?;
+            if r.rows_affected() == 1 {
+                claimed.push(op);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Records that an operation is done.
+    pub async fn finish_directory_op(
+        &self,
+        id: i64,
+        outcome: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE directory_ops SET state = 'done', outcome = $1, done_at = $2, attempts = attempts + 1, \
+             claimed_until = 0 WHERE id = $3 AND state = 'pending'",
+        )
+        .bind(outcome)
+        .bind(micros(now))
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt and when to try again.
+    pub async fn retry_directory_op(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE directory_ops SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, \
+             claimed_until = 0 WHERE id = $3 AND state = 'pending'",
+        )
+        .bind(error)
+        .bind(micros(next_attempt_at))
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Operations in id order after `after`, optionally only in `state` or
+    /// about one person.
+    pub async fn list_directory_ops(
+        &self,
+        state: Option<DirOpState>,
+        employee_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<DirOp>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            op_columns!(),
+            " FROM directory_ops WHERE id > $1 AND ($2 = '' OR state = $2) AND ($3 = '' OR employee_id = $3) \
+             ORDER BY id LIMIT $4"
+        ))
+        .bind(after)
+        .bind(state.map(|s| s.as_str()).unwrap_or(""))
+        .bind(employee_id)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(op_from_row).collect()
+    }
+
+    /// The earliest time a pending operation becomes due (None when none).
+    pub async fn next_directory_op_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(next_attempt_at) AS t FROM directory_ops WHERE state = 'pending'",
+        )
+        .fetch_one(self.reader())
+        .await?;
+        opt_time(get(&row, "t")?)
+    }
+}
+
+impl WriteTx {
+    /// Pending operations created before `cutoff` that were not yet alerted
+    /// on; marks them alerted (the caller audits them in this transaction).
+    pub async fn take_stuck_directory_ops(
+        &mut self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Vec<DirOp>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            op_columns!(),
+            " FROM directory_ops WHERE state = 'pending' AND alerted = 0 AND created_at < $1 ORDER BY id LIMIT 1000"
+        ))
+        .bind(micros(cutoff))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let ops: Vec<DirOp> = rows.iter().map(op_from_row).collect::<Result<_, _>>()?;
+        for op in &ops {
+            sqlx::query("UPDATE directory_ops SET alerted = 1 WHERE id = $1")
+                .bind(op.id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(ops)
+    }
+}

@@ -1,0 +1,324 @@
+//! Provisioning through the outbox into a real slapd: the leaver fast path,
+//! rehires, and an outage that loses and duplicates nothing.
+
+use crate::common::*;
+use idgov_directory::client::Connection;
+use idgov_directory::{Directory, DirectoryConfig, Preset};
+use idgov_domain::hr::EventKind;
+use idgov_domain::identity::AttributesPatch;
+use idgov_server::{App, SystemClock};
+use idgov_store::DirOpState;
+use idgov_tests::backends::TestStore;
+use idgov_tests::slapd::{ADMIN_DN, ADMIN_PW, GROUPS, PEOPLE, Slapd};
+use std::sync::Arc;
+use std::time::Duration;
+
+const LDAP_POLICY: &str = r#"
+[[systems]]
+id = "dir"
+kind = "directory"
+owner = "O1"
+
+[[entitlements]]
+id = "group.staff"
+system = "dir"
+classification = "public"
+kind = "ldap_group"
+ldap_group_dn = "cn=staff,ou=groups,dc=example,dc=com"
+
+[[entitlements]]
+id = "group.finance"
+system = "dir"
+classification = "internal"
+kind = "ldap_group"
+ldap_group_dn = "cn=finance,ou=groups,dc=example,dc=com"
+
+[[entitlements]]
+id = "group.sales"
+system = "dir"
+classification = "internal"
+kind = "ldap_group"
+ldap_group_dn = "cn=sales,ou=groups,dc=example,dc=com"
+
+[[roles]]
+id = "staff"
+entitlements = ["group.staff"]
+
+[[roles]]
+id = "finance"
+entitlements = ["group.finance"]
+
+[[roles]]
+id = "sales"
+entitlements = ["group.sales"]
+
+[[birthright]]
+role = "staff"
+
+[[birthright]]
+role = "finance"
+when = { department = "Finance" }
+
+[[birthright]]
+role = "sales"
+when = { department = "Sales" }
+"#;
+
+fn seed() -> String {
+    let mut s = String::new();
+    for id in ["O1", "E1", "E2", "E3"] {
+        let uid = id.to_lowercase();
+        s.push_str(&format!(
+            "dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {id}\nsn: {id}\n\
+             employeeNumber: {id}\nuserPassword: pw-{uid}\n\n"
+        ));
+    }
+    for g in ["staff", "finance", "sales"] {
+        s.push_str(&format!(
+            "dn: cn={g},{GROUPS}\nobjectClass: groupOfNames\ncn: {g}\nmember: cn=placeholder,dc=example,dc=com\n\n"
+        ));
+    }
+    // A membership idgov never granted: a leaver loses it too.
+    s.push_str(&format!(
+        "dn: cn=vpn,{GROUPS}\nobjectClass: groupOfNames\ncn: vpn\nmember: uid=e1,{PEOPLE}\n\n"
+    ));
+    s
+}
+
+fn config(s: &Slapd) -> DirectoryConfig {
+    DirectoryConfig {
+        connection: Connection {
+            url: s.url(),
+            starttls: false,
+            bind_dn: ADMIN_DN.into(),
+            password: ADMIN_PW.into(),
+            timeout: Duration::from_secs(2),
+        },
+        accounts_base: PEOPLE.into(),
+        groups_base: GROUPS.into(),
+        preset: Preset::Openldap,
+        schema: Preset::Openldap.schema(),
+        page_size: 100,
+        workers: 4,
+    }
+}
+
+async fn app_with_directory(t: &TestStore, s: &Slapd) -> Arc<App> {
+    let app = App::start(t.store.clone(), Arc::new(SystemClock), Some(config(s)))
+        .await
+        .unwrap();
+    hire(&app, &Person::new("O1", "Management")).await;
+    app.apply_policy(LDAP_POLICY, false, "test", "user:admin")
+        .await
+        .unwrap();
+    app
+}
+
+async fn admin(s: &Slapd) -> Directory {
+    Directory::connect(&config(s).connection, Preset::Openldap.schema())
+        .await
+        .unwrap()
+}
+
+/// Waits until no directory operation is pending.
+async fn settled(app: &App, within: Duration) {
+    let t = std::time::Instant::now();
+    loop {
+        let pending = app
+            .store
+            .list_directory_ops(Some(DirOpState::Pending), "", 0, 1000)
+            .await
+            .unwrap();
+        if pending.is_empty() {
+            return;
+        }
+        assert!(
+            t.elapsed() < within,
+            "still pending after {within:?}: {pending:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn dn(id: &str) -> String {
+    format!("uid={},{PEOPLE}", id.to_lowercase())
+}
+
+fn group(g: &str) -> String {
+    format!("cn={g},{GROUPS}")
+}
+
+async fn groups(d: &mut Directory, id: &str) -> Vec<String> {
+    let mut v = d.groups_of(GROUPS, &dn(id)).await.unwrap();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaver_is_locked_out_and_a_rehire_gets_nothing_old_back() {
+    let Some(s) = Slapd::start_with(&seed()) else {
+        return;
+    };
+    let t = idgov_tests::backends::open("sqlite").await.unwrap();
+    let app = app_with_directory(&t, &s).await;
+    hire(&app, &Person::new("E1", "Finance")).await;
+    settled(&app, Duration::from_secs(10)).await;
+    let mut d = admin(&s).await;
+    assert_eq!(
+        groups(&mut d, "E1").await,
+        [group("finance"), group("staff"), group("vpn")]
+    );
+
+    let term = event(
+        &app,
+        EventKind::Terminate,
+        "t1",
+        "E1",
+        "",
+        AttributesPatch::default(),
+    );
+    app.submit_event(term, "service:hr").await.unwrap();
+    settled(&app, Duration::from_secs(10)).await;
+    assert!(
+        !Directory::can_bind(&s.url(), &dn("E1"), "pw-e1")
+            .await
+            .unwrap(),
+        "a leaver cannot bind"
+    );
+    assert!(
+        groups(&mut d, "E1").await.is_empty(),
+        "a leaver is in no managed group, granted or not"
+    );
+
+    // A rehire is checked again; HR reports the check cleared with it.
+    let back = AttributesPatch {
+        department: Some("Sales".into()),
+        background_check: Some(idgov_domain::identity::BackgroundCheck::Cleared),
+        ..Default::default()
+    };
+    app.submit_event(
+        event(&app, EventKind::Rehire, "r1", "E1", "", back),
+        "service:hr",
+    )
+    .await
+    .unwrap();
+    settled(&app, Duration::from_secs(10)).await;
+    assert!(
+        Directory::can_bind(&s.url(), &dn("E1"), "pw-e1")
+            .await
+            .unwrap(),
+        "a rehire can bind again"
+    );
+    assert_eq!(
+        groups(&mut d, "E1").await,
+        [group("sales"), group("staff")],
+        "no old membership back"
+    );
+
+    // Every operation was applied once and recorded.
+    let ops = app
+        .store
+        .list_directory_ops(None, "E1", 0, 100)
+        .await
+        .unwrap();
+    let kinds: Vec<String> = ops
+        .iter()
+        .map(|o| format!("{} {}", o.kind, o.group_dn.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            format!("add_member {}", group("finance")),
+            format!("add_member {}", group("staff")),
+            format!("remove_member {}", group("finance")),
+            format!("remove_member {}", group("staff")),
+            "disable ".to_string(),
+            "enable ".to_string(),
+            format!("add_member {}", group("sales")),
+            format!("add_member {}", group("staff")),
+        ],
+        "{ops:#?}"
+    );
+    assert!(
+        ops.iter()
+            .all(|o| o.state == DirOpState::Done && o.attempts == 1),
+        "{ops:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_outage_loses_and_duplicates_nothing() {
+    let Some(mut s) = Slapd::start_with(&seed()) else {
+        return;
+    };
+    let t = idgov_tests::backends::open("sqlite").await.unwrap();
+    let app = app_with_directory(&t, &s).await;
+    hire(&app, &Person::new("E1", "Finance")).await;
+    hire(&app, &Person::new("E2", "Sales")).await;
+    settled(&app, Duration::from_secs(10)).await;
+    let before = app
+        .store
+        .list_directory_ops(None, "", 0, 1000)
+        .await
+        .unwrap()
+        .len();
+
+    s.stop();
+    let term = event(
+        &app,
+        EventKind::Terminate,
+        "t1",
+        "E1",
+        "",
+        AttributesPatch::default(),
+    );
+    app.submit_event(term, "service:hr").await.unwrap();
+    hire(&app, &Person::new("E3", "Finance")).await;
+    // Meanwhile the operations show as pending, with their failed attempts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pending = app
+        .store
+        .list_directory_ops(Some(DirOpState::Pending), "", 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.len(),
+        5,
+        "E1: 2 removes + disable; E3: 2 adds — {pending:#?}"
+    );
+    assert!(
+        pending
+            .iter()
+            .any(|o| o.attempts >= 1 && o.last_error.is_some()),
+        "{pending:#?}"
+    );
+
+    s.start();
+    settled(&app, Duration::from_secs(30)).await;
+    let mut d = admin(&s).await;
+    assert!(
+        !Directory::can_bind(&s.url(), &dn("E1"), "pw-e1")
+            .await
+            .unwrap()
+    );
+    assert!(groups(&mut d, "E1").await.is_empty());
+    assert_eq!(
+        groups(&mut d, "E3").await,
+        [group("finance"), group("staff")]
+    );
+    assert_eq!(
+        groups(&mut d, "E2").await,
+        [group("sales"), group("staff")],
+        "others untouched"
+    );
+    let all = app
+        .store
+        .list_directory_ops(None, "", 0, 1000)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), before + 5, "nothing queued twice");
+    assert!(
+        all.iter().all(|o| o.state == DirOpState::Done),
+        "every operation applied"
+    );
+}
