@@ -167,6 +167,7 @@ rpcs! {
     ListRoles => "PolicyService", "ListRoles", "list roles";
     ListAuditEvents => "AuditService", "ListAuditEvents", "read the audit log";
     VerifyAuditChain => "AuditService", "VerifyAuditChain", "verify the audit chain";
+    ListDirectoryOperations => "ProvisioningService", "ListDirectoryOperations", "list directory operations";
 }
 
 /// Who may call an RPC.
@@ -196,6 +197,7 @@ pub fn rule(rpc: Rpc) -> Rule {
         Rpc::GetPolicy | Rpc::ListEntitlements | Rpc::ListRoles => (READERS, &[Employee]),
         Rpc::ApplyPolicy => (CHANGE_APPROVERS, &[]),
         Rpc::ListAuditEvents | Rpc::VerifyAuditChain => (&[SecurityOfficer, Auditor], &[]),
+        Rpc::ListDirectoryOperations => (READERS, &[]),
     };
     Rule { roles, relations }
 }

@@ -14,6 +14,7 @@ use idgov_proto::v1::audit_service_server::AuditServiceServer;
 use idgov_proto::v1::hr_service_server::HrServiceServer;
 use idgov_proto::v1::identity_service_server::IdentityServiceServer;
 use idgov_proto::v1::policy_service_server::PolicyServiceServer;
+use idgov_proto::v1::provisioning_service_server::ProvisioningServiceServer;
 use idgov_store::Store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -157,6 +158,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         "idgov.v1.IdentityService",
         "idgov.v1.PolicyService",
         "idgov.v1.AuditService",
+        "idgov.v1.ProvisioningService",
         "",
     ] {
         health_reporter
@@ -185,6 +187,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         .add_service(HrServiceServer::new(api.clone()))
         .add_service(IdentityServiceServer::new(api.clone()))
         .add_service(PolicyServiceServer::new(api.clone()))
+        .add_service(ProvisioningServiceServer::new(api.clone()))
         .add_service(AuditServiceServer::new(api));
     let (tx, rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

@@ -80,6 +80,13 @@ enum Command {
         #[command(subcommand)]
         command: cmd::audit::AuditCommand,
     },
+    /// Directory provisioning: the operations idgov owes the directory.
+    Provisioning {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        command: cmd::provisioning::ProvisioningCommand,
+    },
     /// Authorization.
     #[command(subcommand)]
     Authz(cmd::authz::AuthzCommand),
@@ -111,6 +118,9 @@ fn main() -> std::process::ExitCode {
             Command::Grant { client, command } => cmd::identity::run_grant(&client, command).await,
             Command::Policy { client, command } => cmd::policy::run(&client, command).await,
             Command::Audit { client, command } => cmd::audit::run(&client, command).await,
+            Command::Provisioning { client, command } => {
+                cmd::provisioning::run(&client, command).await
+            }
             Command::Authz(c) => cmd::authz::run(c),
         }
     });

@@ -43,7 +43,8 @@ async fn call(ch: Authed, rpc: Rpc) -> Result<(), Status> {
     let mut hr = HrServiceClient::new(ch.clone());
     let mut ids = IdentityServiceClient::new(ch.clone());
     let mut pol = PolicyServiceClient::new(ch.clone());
-    let mut audit = AuditServiceClient::new(ch);
+    let mut audit = AuditServiceClient::new(ch.clone());
+    let mut prov = idgov_proto::v1::provisioning_service_client::ProvisioningServiceClient::new(ch);
     match rpc {
         Rpc::SubmitHrEvent => hr
             .submit_hr_event(pb::SubmitHrEventRequest {
@@ -145,6 +146,10 @@ async fn call(ch: Authed, rpc: Rpc) -> Result<(), Status> {
             .map(|_| ()),
         Rpc::VerifyAuditChain => audit
             .verify_audit_chain(pb::VerifyAuditChainRequest {})
+            .await
+            .map(|_| ()),
+        Rpc::ListDirectoryOperations => prov
+            .list_directory_operations(pb::ListDirectoryOperationsRequest::default())
             .await
             .map(|_| ()),
     }
@@ -561,6 +566,7 @@ async fn health_and_reflection_answer_without_credentials() {
         "idgov.v1.IdentityService",
         "idgov.v1.PolicyService",
         "idgov.v1.AuditService",
+        "idgov.v1.ProvisioningService",
     ] {
         assert!(names.contains(&svc), "{names:?}");
     }

@@ -9,6 +9,7 @@ mod hr;
 mod identity;
 pub mod paging;
 mod policy;
+mod provisioning;
 pub mod status;
 
 use crate::app::App;

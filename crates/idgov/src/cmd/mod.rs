@@ -6,4 +6,5 @@ pub mod dev;
 pub mod hr;
 pub mod identity;
 pub mod policy;
+pub mod provisioning;
 pub mod serve;
