@@ -3,10 +3,28 @@
 
 use crate::escape::eq_filter;
 use crate::preset::{DisableMethod, Schema};
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry};
 use std::collections::HashSet;
 use std::time::Duration;
 use thiserror::Error;
+
+/// An account as read from the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub dn: String,
+    /// The correlation attribute's value (the HR employee id), if any.
+    pub employee_id: Option<String>,
+    pub disabled: bool,
+}
+
+/// A group as read from the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub dn: String,
+    /// Member DNs as stored.
+    pub members: Vec<String>,
+}
 
 /// LDAP result codes idgov interprets.
 mod rc {
@@ -367,6 +385,102 @@ impl Directory {
             .next()
             .map(SearchEntry::construct)
             .and_then(|e| e.attrs.get(attr).and_then(|v| v.first().cloned())))
+    }
+
+    /// Every account under `base`, read in pages.
+    pub async fn accounts(
+        &mut self,
+        base: &str,
+        page_size: i32,
+    ) -> Result<Vec<Account>, DirectoryError> {
+        let filter = format!("(objectClass={})", self.schema.account_class);
+        let corr = self.schema.correlation_attr.clone();
+        let disable_attr = match self.schema.disable {
+            DisableMethod::PpolicyLock => "pwdAccountLockedTime",
+            DisableMethod::NsAccountLock => "nsAccountLock",
+            DisableMethod::UserAccountControl => "userAccountControl",
+        };
+        let attrs = vec![corr.clone(), disable_attr.to_string()];
+        let entries = self.paged(base, &filter, attrs, page_size).await?;
+        Ok(entries
+            .into_iter()
+            .map(|e| {
+                let first = |a: &str| e.attrs.get(a).and_then(|v| v.first().cloned());
+                let disabled = match self.schema.disable {
+                    DisableMethod::PpolicyLock => first(disable_attr).is_some(),
+                    DisableMethod::NsAccountLock => {
+                        first(disable_attr).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                    }
+                    DisableMethod::UserAccountControl => {
+                        first(disable_attr)
+                            .and_then(|v| v.parse::<u32>().ok())
+                            .unwrap_or(0)
+                            & 2
+                            != 0
+                    }
+                };
+                Account {
+                    employee_id: first(&corr),
+                    disabled,
+                    dn: e.dn,
+                }
+            })
+            .collect())
+    }
+
+    /// Every group under `base` with its members, read in pages. The
+    /// stand-in member of an otherwise empty group is left out.
+    pub async fn groups(
+        &mut self,
+        base: &str,
+        page_size: i32,
+    ) -> Result<Vec<Group>, DirectoryError> {
+        let filter = format!("(objectClass={})", self.schema.group_class);
+        let member = self.schema.member_attr.clone();
+        let entries = self
+            .paged(base, &filter, vec![member.clone()], page_size)
+            .await?;
+        let stand_in = self
+            .schema
+            .empty_group_member
+            .clone()
+            .map(|s| s.to_lowercase());
+        Ok(entries
+            .into_iter()
+            .map(|mut e| Group {
+                members: e
+                    .attrs
+                    .remove(&member)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|m| Some(m.to_lowercase()) != stand_in)
+                    .collect(),
+                dn: e.dn,
+            })
+            .collect())
+    }
+
+    async fn paged(
+        &mut self,
+        base: &str,
+        filter: &str,
+        attrs: Vec<String>,
+        page_size: i32,
+    ) -> Result<Vec<SearchEntry>, DirectoryError> {
+        let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
+            Box::new(EntriesOnly::new()),
+            Box::new(PagedResults::new(page_size)),
+        ];
+        let mut stream = self
+            .ldap
+            .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)
+            .await?;
+        let mut out = Vec::new();
+        while let Some(entry) = stream.next().await? {
+            out.push(SearchEntry::construct(entry));
+        }
+        stream.finish().await.success()?;
+        Ok(out)
     }
 
     /// Creates an entry with `attrs` (each with at least one value).

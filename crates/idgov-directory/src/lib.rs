@@ -9,6 +9,6 @@ pub mod config;
 pub mod escape;
 pub mod preset;
 
-pub use client::{Directory, DirectoryError};
+pub use client::{Account, Directory, DirectoryError, Group};
 pub use config::DirectoryConfig;
 pub use preset::{DisableMethod, Preset};

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod classification;
+pub mod drift;
 pub mod error;
 pub mod grant;
 pub mod guard;

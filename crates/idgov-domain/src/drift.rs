@@ -1,0 +1,323 @@
+//! Drift: where the directory and idgov's truth differ. Computed from plain
+//! values (what the directory holds, what idgov holds); no I/O.
+
+use crate::grant::Grant;
+use crate::identity::{Identity, Status};
+use crate::policy::Policy;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The kinds of drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    /// An account no identity owns (no or an unknown employee id).
+    OrphanAccount,
+    /// A terminated identity whose account is still enabled.
+    EnabledLeaver,
+    /// A member of a managed group without a grant that gives it.
+    UnmanagedMembership,
+    /// An active grant whose group membership is missing.
+    MissingMembership,
+    /// An active identity without an account.
+    MissingAccount,
+}
+
+impl DriftKind {
+    pub const ALL: [DriftKind; 5] = [
+        DriftKind::OrphanAccount,
+        DriftKind::EnabledLeaver,
+        DriftKind::UnmanagedMembership,
+        DriftKind::MissingMembership,
+        DriftKind::MissingAccount,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftKind::OrphanAccount => "orphan_account",
+            DriftKind::EnabledLeaver => "enabled_leaver",
+            DriftKind::UnmanagedMembership => "unmanaged_membership",
+            DriftKind::MissingMembership => "missing_membership",
+            DriftKind::MissingAccount => "missing_account",
+        }
+    }
+
+    /// Drift that matters to security people at once.
+    pub fn is_security_event(self) -> bool {
+        matches!(self, DriftKind::OrphanAccount | DriftKind::EnabledLeaver)
+    }
+}
+
+impl std::str::FromStr for DriftKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        DriftKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown drift kind {s:?}"))
+    }
+}
+
+/// An account as the directory holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    pub dn: String,
+    pub employee_id: Option<String>,
+    pub disabled: bool,
+}
+
+/// A managed group as the directory holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupView {
+    pub dn: String,
+    pub members: Vec<String>,
+}
+
+/// One difference.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Drift {
+    pub kind: DriftKind,
+    pub employee_id: Option<String>,
+    pub account_dn: Option<String>,
+    pub group_dn: Option<String>,
+    pub entitlement_id: Option<String>,
+}
+
+/// A DN in a comparable form: lowercase, no spaces around separators.
+pub fn normalize_dn(dn: &str) -> String {
+    dn.split(',')
+        .map(|rdn| {
+            rdn.split('=')
+                .map(|p| p.trim().to_lowercase())
+                .collect::<Vec<_>>()
+                .join("=")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Everything that differs, sorted by kind and names.
+pub fn compute(
+    identities: &HashMap<String, Identity>,
+    active_grants: &HashMap<String, Vec<Grant>>,
+    policy: &Policy,
+    accounts: &[AccountView],
+    groups: &[GroupView],
+) -> Vec<Drift> {
+    let mut out = Vec::new();
+    // Entitlements by the (normalized) group that provisions them.
+    let mut ent_of_group: HashMap<String, Vec<&str>> = HashMap::new();
+    for e in policy.entitlements.values() {
+        if let Some(dn) = &e.ldap_group_dn {
+            ent_of_group
+                .entry(normalize_dn(dn))
+                .or_default()
+                .push(&e.id);
+        }
+    }
+    // Accounts: orphans and enabled leavers; who owns which account.
+    let mut account_of: HashMap<&str, &AccountView> = HashMap::new();
+    let mut owner_of_dn: HashMap<String, &str> = HashMap::new();
+    for a in accounts {
+        match a.employee_id.as_deref().and_then(|id| identities.get(id)) {
+            None => out.push(Drift {
+                kind: DriftKind::OrphanAccount,
+                employee_id: a.employee_id.clone(),
+                account_dn: Some(a.dn.clone()),
+                group_dn: None,
+                entitlement_id: None,
+            }),
+            Some(person) => {
+                account_of.insert(&person.employee_id, a);
+                owner_of_dn.insert(normalize_dn(&a.dn), &person.employee_id);
+                if person.status == Status::Terminated && !a.disabled {
+                    out.push(Drift {
+                        kind: DriftKind::EnabledLeaver,
+                        employee_id: Some(person.employee_id.clone()),
+                        account_dn: Some(a.dn.clone()),
+                        group_dn: None,
+                        entitlement_id: None,
+                    });
+                }
+            }
+        }
+    }
+    // Memberships the grants give: (group, member account) pairs.
+    let mut granted: HashSet<(String, String)> = HashSet::new();
+    let mut wanted: BTreeMap<(String, String), (&str, &str, &str)> = BTreeMap::new();
+    for (id, grants) in active_grants {
+        let Some(account) = account_of.get(id.as_str()) else {
+            continue;
+        };
+        for g in grants.iter().filter(|g| g.is_active()) {
+            if let Some(dn) = policy
+                .entitlements
+                .get(&g.entitlement_id)
+                .and_then(|e| e.ldap_group_dn.as_deref())
+            {
+                let key = (normalize_dn(dn), normalize_dn(&account.dn));
+                granted.insert(key.clone());
+                wanted.insert(key, (id.as_str(), dn, g.entitlement_id.as_str()));
+            }
+        }
+    }
+    let mut present: HashSet<(String, String)> = HashSet::new();
+    for g in groups {
+        let gdn = normalize_dn(&g.dn);
+        for m in &g.members {
+            let key = (gdn.clone(), normalize_dn(m));
+            if !granted.contains(&key) {
+                out.push(Drift {
+                    kind: DriftKind::UnmanagedMembership,
+                    employee_id: owner_of_dn.get(&key.1).map(|s| s.to_string()),
+                    account_dn: Some(m.clone()),
+                    group_dn: Some(g.dn.clone()),
+                    entitlement_id: ent_of_group
+                        .get(&gdn)
+                        .and_then(|v| v.first())
+                        .map(|s| s.to_string()),
+                });
+            }
+            present.insert(key);
+        }
+    }
+    for (key, (id, dn, ent)) in &wanted {
+        if !present.contains(key) {
+            out.push(Drift {
+                kind: DriftKind::MissingMembership,
+                employee_id: Some(id.to_string()),
+                account_dn: account_of.get(id).map(|a| a.dn.clone()),
+                group_dn: Some(dn.to_string()),
+                entitlement_id: Some(ent.to_string()),
+            });
+        }
+    }
+    for person in identities.values().filter(|i| i.may_hold_access()) {
+        if !account_of.contains_key(person.employee_id.as_str()) {
+            out.push(Drift {
+                kind: DriftKind::MissingAccount,
+                employee_id: Some(person.employee_id.clone()),
+                account_dn: None,
+                group_dn: None,
+                entitlement_id: None,
+            });
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Classification;
+    use crate::grant::SourceKind;
+    use crate::identity::Attributes;
+    use chrono::{TimeZone, Utc};
+
+    const POLICY: &str = r#"
+[[systems]]
+id = "dir"
+kind = "directory"
+owner = "A"
+
+[[entitlements]]
+id = "fin"
+system = "dir"
+classification = "internal"
+kind = "ldap_group"
+ldap_group_dn = "cn=Finance, ou=groups,dc=x"
+"#;
+
+    fn person(id: &str, status: Status) -> (String, Identity) {
+        let t = Utc.timestamp_opt(0, 0).single().unwrap_or_default();
+        (
+            id.to_string(),
+            Identity {
+                employee_id: id.into(),
+                attrs: Attributes::new_person(Classification::Internal),
+                status,
+                attrs_effective_at: t,
+                status_effective_at: t,
+                created_at: t,
+                updated_at: t,
+            },
+        )
+    }
+
+    fn grant(id: &str, ent: &str) -> Grant {
+        Grant {
+            id: format!("g-{id}"),
+            employee_id: id.into(),
+            entitlement_id: ent.into(),
+            source: SourceKind::Birthright,
+            source_ref: "r".into(),
+            granted_at: Utc.timestamp_opt(0, 0).single().unwrap_or_default(),
+            expires_at: None,
+            approvers: vec![],
+            justification: String::new(),
+            revoked_at: None,
+            revoke_reason: None,
+            mover_review_pending: false,
+        }
+    }
+
+    fn account(uid: &str, emp: Option<&str>, disabled: bool) -> AccountView {
+        AccountView {
+            dn: format!("uid={uid},ou=people,dc=x"),
+            employee_id: emp.map(String::from),
+            disabled,
+        }
+    }
+
+    #[test]
+    fn every_kind_is_found_and_nothing_else() {
+        let policy = Policy::parse(POLICY).unwrap_or_default();
+        let ids: HashMap<_, _> = [
+            person("A", Status::Active), // in sync: account, granted membership present
+            person("B", Status::Active), // grant, membership missing
+            person("L", Status::Terminated), // enabled leaver
+            person("D", Status::Terminated), // disabled leaver: fine
+            person("N", Status::Active), // no account
+            person("P", Status::PreHire), // no account yet: fine
+        ]
+        .into_iter()
+        .collect();
+        let grants: HashMap<_, _> = [("A", "fin"), ("B", "fin")]
+            .into_iter()
+            .map(|(i, e)| (i.to_string(), vec![grant(i, e)]))
+            .collect();
+        let accounts = vec![
+            account("a", Some("A"), false),
+            account("b", Some("B"), false),
+            account("l", Some("L"), false),
+            account("d", Some("D"), true),
+            account("x", Some("X"), false), // orphan: unknown employee
+            account("svc", None, false),    // orphan: no employee id
+        ];
+        let groups = vec![GroupView {
+            dn: "CN=finance,OU=groups,DC=x".into(),
+            members: vec![
+                "UID=a, ou=people,dc=x".into(),
+                "uid=l,ou=people,dc=x".into(),
+            ],
+        }];
+        let d = compute(&ids, &grants, &policy, &accounts, &groups);
+        let got: Vec<(DriftKind, Option<&str>)> = d
+            .iter()
+            .map(|d| (d.kind, d.employee_id.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (DriftKind::OrphanAccount, None),
+                (DriftKind::OrphanAccount, Some("X")),
+                (DriftKind::EnabledLeaver, Some("L")),
+                (DriftKind::UnmanagedMembership, Some("L")),
+                (DriftKind::MissingMembership, Some("B")),
+                (DriftKind::MissingAccount, Some("N")),
+            ]
+        );
+        assert_eq!(d[3].entitlement_id.as_deref(), Some("fin"));
+    }
+}
