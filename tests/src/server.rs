@@ -53,6 +53,14 @@ pub fn t0() -> DateTime<Utc> {
 /// Starts a server on `backend`; `None` when PostgreSQL is unavailable
 /// locally (skipped; fails in CI).
 pub async fn start(backend: &'static str) -> Option<TestServer> {
+    // Server logs go to the test's output (shown when a test fails).
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IDGOV_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
     let dir = tempfile::tempdir().expect("temp dir");
     let database_url = match backend {
         "sqlite" => None,

@@ -168,6 +168,9 @@ rpcs! {
     ListAuditEvents => "AuditService", "ListAuditEvents", "read the audit log";
     VerifyAuditChain => "AuditService", "VerifyAuditChain", "verify the audit chain";
     ListDirectoryOperations => "ProvisioningService", "ListDirectoryOperations", "list directory operations";
+    RunDirectorySync => "DirectoryService", "RunDirectorySync", "sync with the directory (and remediate)";
+    GetDirectorySync => "DirectoryService", "GetDirectorySync", "read a directory sync run";
+    ListDrift => "DirectoryService", "ListDrift", "list directory drift";
 }
 
 /// Who may call an RPC.
@@ -197,7 +200,8 @@ pub fn rule(rpc: Rpc) -> Rule {
         Rpc::GetPolicy | Rpc::ListEntitlements | Rpc::ListRoles => (READERS, &[Employee]),
         Rpc::ApplyPolicy => (CHANGE_APPROVERS, &[]),
         Rpc::ListAuditEvents | Rpc::VerifyAuditChain => (&[SecurityOfficer, Auditor], &[]),
-        Rpc::ListDirectoryOperations => (READERS, &[]),
+        Rpc::ListDirectoryOperations | Rpc::GetDirectorySync | Rpc::ListDrift => (READERS, &[]),
+        Rpc::RunDirectorySync => (CHANGE_APPROVERS, &[]),
     };
     Rule { roles, relations }
 }

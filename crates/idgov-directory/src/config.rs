@@ -16,6 +16,7 @@
 use crate::client::Connection;
 use crate::preset::{Preset, Schema};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,7 +39,28 @@ struct ConfigDoc {
     workers: usize,
     #[serde(default = "default_timeout")]
     timeout_seconds: u64,
+    /// What a sync does about each drift kind (default: report).
+    #[serde(default)]
+    drift: BTreeMap<String, DriftAction>,
 }
+
+/// What a directory sync does about a kind of drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftAction {
+    /// Record it (and raise a security event where it matters).
+    Report,
+    /// Make the directory match idgov, through the provisioning outbox.
+    Remediate,
+}
+
+/// Drift kinds that can be remediated, and those that can only be reported.
+pub const REMEDIABLE_DRIFT: [&str; 3] = [
+    "enabled_leaver",
+    "unmanaged_membership",
+    "missing_membership",
+];
+pub const REPORT_ONLY_DRIFT: [&str; 2] = ["orphan_account", "missing_account"];
 
 fn default_preset() -> Preset {
     Preset::Openldap
@@ -63,6 +85,8 @@ pub struct DirectoryConfig {
     pub schema: Schema,
     pub page_size: i32,
     pub workers: usize,
+    /// Drift kind name → action; kinds not named are reported.
+    pub drift: BTreeMap<String, DriftAction>,
 }
 
 impl std::fmt::Debug for DirectoryConfig {
@@ -120,6 +144,19 @@ impl DirectoryConfig {
                 .map_err(|_| format!("the directory password variable {v} is not set"))?,
             _ => return Err("give exactly one of password_file and password_env".into()),
         };
+        for (kind, action) in &doc.drift {
+            if REPORT_ONLY_DRIFT.contains(&kind.as_str()) {
+                if *action == DriftAction::Remediate {
+                    return Err(format!("drift.{kind} can only be reported"));
+                }
+            } else if !REMEDIABLE_DRIFT.contains(&kind.as_str()) {
+                return Err(format!(
+                    "drift.{kind}: unknown drift kind; use {} or {}",
+                    REMEDIABLE_DRIFT.join(", "),
+                    REPORT_ONLY_DRIFT.join(", ")
+                ));
+            }
+        }
         if !(1..=100_000).contains(&doc.page_size) || !(1..=256).contains(&doc.workers) {
             return Err("page_size must be 1..=100000 and workers 1..=256".into());
         }
@@ -137,6 +174,7 @@ impl DirectoryConfig {
             preset: doc.preset,
             page_size: doc.page_size,
             workers: doc.workers,
+            drift: doc.drift,
         })
     }
 }

@@ -10,5 +10,5 @@ pub mod escape;
 pub mod preset;
 
 pub use client::{Account, Directory, DirectoryError, Group};
-pub use config::DirectoryConfig;
+pub use config::{DirectoryConfig, DriftAction};
 pub use preset::{DisableMethod, Preset};

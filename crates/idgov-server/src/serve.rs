@@ -11,6 +11,7 @@ use crate::clock::Clock;
 use crate::grpc::Api;
 use anyhow::{Context, bail};
 use idgov_proto::v1::audit_service_server::AuditServiceServer;
+use idgov_proto::v1::directory_service_server::DirectoryServiceServer;
 use idgov_proto::v1::hr_service_server::HrServiceServer;
 use idgov_proto::v1::identity_service_server::IdentityServiceServer;
 use idgov_proto::v1::policy_service_server::PolicyServiceServer;
@@ -159,6 +160,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         "idgov.v1.PolicyService",
         "idgov.v1.AuditService",
         "idgov.v1.ProvisioningService",
+        "idgov.v1.DirectoryService",
         "",
     ] {
         health_reporter
@@ -188,6 +190,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         .add_service(IdentityServiceServer::new(api.clone()))
         .add_service(PolicyServiceServer::new(api.clone()))
         .add_service(ProvisioningServiceServer::new(api.clone()))
+        .add_service(DirectoryServiceServer::new(api.clone()))
         .add_service(AuditServiceServer::new(api));
     let (tx, rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

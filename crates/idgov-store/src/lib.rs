@@ -29,6 +29,7 @@ mod audit;
 mod bulk;
 mod convert;
 mod directory_ops;
+mod directory_sync;
 pub mod error;
 pub mod grants;
 mod held;
@@ -40,6 +41,7 @@ mod tx;
 pub use audit::{AuditFilter, VerifyReport};
 pub use bulk::{EventRow, GrantRow};
 pub use directory_ops::{DirOp, DirOpKind, DirOpState, NewDirOp};
+pub use directory_sync::{DriftRow, SyncRun};
 pub use error::StoreError;
 pub use held::{HeldChange, HeldKind, HeldState};
 pub use hr_events::{EventFilter, RecordedEvent, StoredSync};
@@ -83,7 +85,7 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
      PRAGMA busy_timeout = 10000;";
 
 fn migrator(backend: Backend) -> Migrator {
-    let files: [(&str, &str); 2] = match backend {
+    let files: [(&str, &str); 3] = match backend {
         Backend::Sqlite => [
             (
                 "initial",
@@ -92,6 +94,10 @@ fn migrator(backend: Backend) -> Migrator {
             (
                 "directory_ops",
                 include_str!("../../../migrations/sqlite/0002_directory_ops.sql"),
+            ),
+            (
+                "directory_sync",
+                include_str!("../../../migrations/sqlite/0003_directory_sync.sql"),
             ),
         ],
         Backend::Postgres => [
@@ -102,6 +108,10 @@ fn migrator(backend: Backend) -> Migrator {
             (
                 "directory_ops",
                 include_str!("../../../migrations/postgres/0002_directory_ops.sql"),
+            ),
+            (
+                "directory_sync",
+                include_str!("../../../migrations/postgres/0003_directory_sync.sql"),
             ),
         ],
     };
@@ -226,6 +236,30 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{Backend, migrator};
+
+    fn files(dir: &str) -> Vec<String> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations").join(dir);
+        let mut v: Vec<String> = std::fs::read_dir(path)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string())).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn migrations_are_paired_and_all_embedded() {
+        let sqlite = files("sqlite");
+        assert_eq!(sqlite, files("postgres"), "the same file names in both folders");
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let embedded: Vec<String> = migrator(backend)
+                .iter()
+                .map(|m| format!("{:04}_{}.sql", m.version, m.description))
+                .collect();
+            assert_eq!(embedded, sqlite, "{backend:?}: every migration file is embedded, in order");
+        }
+    }
+
     #[test]
     fn redacts_passwords() {
         assert_eq!(

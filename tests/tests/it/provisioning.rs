@@ -13,7 +13,7 @@ use idgov_tests::slapd::{ADMIN_DN, ADMIN_PW, GROUPS, PEOPLE, Slapd};
 use std::sync::Arc;
 use std::time::Duration;
 
-const LDAP_POLICY: &str = r#"
+pub const LDAP_POLICY: &str = r#"
 [[systems]]
 id = "dir"
 kind = "directory"
@@ -85,7 +85,7 @@ fn seed() -> String {
     s
 }
 
-fn config(s: &Slapd) -> DirectoryConfig {
+pub fn config(s: &Slapd) -> DirectoryConfig {
     DirectoryConfig {
         connection: Connection {
             url: s.url(),
@@ -100,6 +100,7 @@ fn config(s: &Slapd) -> DirectoryConfig {
         schema: Preset::Openldap.schema(),
         page_size: 100,
         workers: 4,
+        drift: Default::default(),
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`held`]: releasing and discarding held changes;
 //! - [`scheduler`]: applying future-dated events when due.
 
+pub mod directory_sync;
 pub mod held;
 pub mod intake;
 pub mod policy;

@@ -2,9 +2,11 @@
 
 use super::{Api, access, convert, paging};
 use crate::error::AppError;
+use idgov_domain::drift::DriftKind;
 use idgov_proto::v1 as pb;
+use idgov_proto::v1::directory_service_server::DirectoryService;
 use idgov_proto::v1::provisioning_service_server::ProvisioningService;
-use idgov_store::{DirOp, DirOpKind, DirOpState};
+use idgov_store::{DirOp, DirOpKind, DirOpState, DriftRow, SyncRun};
 use tonic::{Request, Response, Status};
 
 fn operation(o: &DirOp, now: chrono::DateTime<chrono::Utc>) -> pb::DirectoryOperation {
@@ -66,6 +68,146 @@ impl ProvisioningService for Api {
         let now = self.app.now();
         Ok(Response::new(pb::ListDirectoryOperationsResponse {
             operations: rows.iter().map(|o| operation(o, now)).collect(),
+            next_page_token: next,
+        }))
+    }
+}
+
+fn drift_kind(k: DriftKind) -> pb::DriftKind {
+    match k {
+        DriftKind::OrphanAccount => pb::DriftKind::OrphanAccount,
+        DriftKind::EnabledLeaver => pb::DriftKind::EnabledLeaver,
+        DriftKind::UnmanagedMembership => pb::DriftKind::UnmanagedMembership,
+        DriftKind::MissingMembership => pb::DriftKind::MissingMembership,
+        DriftKind::MissingAccount => pb::DriftKind::MissingAccount,
+    }
+}
+
+fn drift_item(r: &DriftRow) -> pb::DriftItem {
+    let d = &r.drift;
+    pb::DriftItem {
+        seq: r.seq,
+        kind: drift_kind(d.kind) as i32,
+        employee_id: d.employee_id.clone().unwrap_or_default(),
+        account_dn: d.account_dn.clone().unwrap_or_default(),
+        group_dn: d.group_dn.clone().unwrap_or_default(),
+        entitlement_id: d.entitlement_id.clone().unwrap_or_default(),
+        action: r.action.clone(),
+    }
+}
+
+fn sync_run(run: &SyncRun, drift: &[DriftRow]) -> pb::DirectorySync {
+    let counts = run
+        .summary
+        .get("drift")
+        .and_then(|d| d.as_object())
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    pb::DirectorySync {
+        id: run.id.clone(),
+        started_at: Some(convert::ts(run.started_at)),
+        finished_at: Some(convert::ts(run.finished_at)),
+        actor: run.actor.clone(),
+        dry_run: run.dry_run,
+        accounts: run.accounts,
+        groups: run.groups,
+        drift_counts: counts,
+        remediations_queued: run
+            .summary
+            .get("remediations_queued")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0),
+        drift: drift.iter().take(1000).map(drift_item).collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl DirectoryService for Api {
+    async fn run_directory_sync(
+        &self,
+        req: Request<pb::RunDirectorySyncRequest>,
+    ) -> Result<Response<pb::DirectorySync>, Status> {
+        let access = access(&req)?;
+        let dry_run = req.get_ref().dry_run;
+        let (run, drift) = self
+            .app
+            .sync_directory(dry_run, &access.caller.actor())
+            .await?;
+        Ok(Response::new(sync_run(
+            &run,
+            if dry_run { &drift } else { &[] },
+        )))
+    }
+
+    async fn get_directory_sync(
+        &self,
+        req: Request<pb::GetDirectorySyncRequest>,
+    ) -> Result<Response<pb::DirectorySync>, Status> {
+        access(&req)?;
+        let run = self
+            .app
+            .store
+            .get_sync_run(&req.get_ref().id)
+            .await
+            .map_err(AppError::from)?
+            .ok_or_else(|| {
+                AppError::not_found(format!("there is no directory sync {:?}", req.get_ref().id))
+            })?;
+        Ok(Response::new(sync_run(&run, &[])))
+    }
+
+    async fn list_drift(
+        &self,
+        req: Request<pb::ListDriftRequest>,
+    ) -> Result<Response<pb::ListDriftResponse>, Status> {
+        access(&req)?;
+        let r = req.into_inner();
+        let limit = paging::page_size(r.page_size)?;
+        let after = paging::decode_i64(&r.page_token)?;
+        let kind = match pb::DriftKind::try_from(r.kind) {
+            Ok(pb::DriftKind::Unspecified) => None,
+            Ok(k) => Some(
+                k.as_str_name()
+                    .trim_start_matches("DRIFT_KIND_")
+                    .to_ascii_lowercase()
+                    .parse::<DriftKind>()
+                    .map_err(|e| AppError::invalid("kind", e))?,
+            ),
+            Err(_) => return Err(AppError::invalid("kind", "is not a drift kind").into()),
+        };
+        let sync_id = if r.sync_id.is_empty() {
+            match self
+                .app
+                .store
+                .latest_sync_run()
+                .await
+                .map_err(AppError::from)?
+            {
+                Some(run) => run.id,
+                None => {
+                    return Err(AppError::not_found(
+                        "no directory sync has run yet; run `idgov directory sync`",
+                    )
+                    .into());
+                }
+            }
+        } else {
+            r.sync_id
+        };
+        let rows = self
+            .app
+            .store
+            .list_drift(&sync_id, kind, after, limit + 1)
+            .await
+            .map_err(AppError::from)?;
+        let (rows, next) = paging::finish(rows, limit, |d| d.seq.to_string());
+        Ok(Response::new(pb::ListDriftResponse {
+            sync_id,
+            drift: rows.iter().map(drift_item).collect(),
             next_page_token: next,
         }))
     }

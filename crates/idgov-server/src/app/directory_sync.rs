@@ -1,0 +1,184 @@
+//! Directory sync: read the directory, compare it with idgov's truth, record
+//! the drift, and (per kind, as configured) remediate through the outbox.
+
+use super::App;
+use crate::error::AppError;
+use idgov_directory::{Directory, DirectoryError, DriftAction};
+use idgov_domain::audit::AuditEntry;
+use idgov_domain::drift::{self, AccountView, Drift, DriftKind, GroupView};
+use idgov_store::{DirOpKind, DriftRow, NewDirOp, SyncRun};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// Security events per kind recorded one by one; beyond, one aggregate.
+const SECURITY_EVENTS_PER_KIND: usize = 100;
+
+fn unreachable(e: DirectoryError) -> AppError {
+    if e.is_transient() {
+        AppError::Unavailable(format!("the directory is unreachable: {e}"))
+    } else {
+        AppError::precondition(format!("the directory refused the sync: {e}"))
+    }
+}
+
+/// The outbox operation that remediates `d`, if there is one.
+fn remediation(d: &Drift, cause: &str) -> Option<NewDirOp> {
+    let employee_id = d.employee_id.clone()?;
+    let kind = match d.kind {
+        DriftKind::EnabledLeaver => DirOpKind::Disable,
+        DriftKind::UnmanagedMembership => DirOpKind::RemoveMember,
+        DriftKind::MissingMembership => DirOpKind::AddMember,
+        DriftKind::OrphanAccount | DriftKind::MissingAccount => return None,
+    };
+    Some(NewDirOp {
+        employee_id,
+        kind,
+        group_dn: d.group_dn.clone(),
+        entitlement_id: d.entitlement_id.clone(),
+        cause: cause.to_string(),
+    })
+}
+
+impl App {
+    /// Runs a directory sync. A dry run only reports; otherwise the run and
+    /// its drift are recorded and audited, and drift configured for
+    /// remediation is queued for the provisioning worker.
+    pub async fn sync_directory(
+        &self,
+        dry_run: bool,
+        actor: &str,
+    ) -> Result<(SyncRun, Vec<DriftRow>), AppError> {
+        let cfg = self.directory.clone().ok_or_else(|| {
+            AppError::precondition(
+                "no directory is configured; start idgov serve with --directory FILE",
+            )
+        })?;
+        let started = self.now();
+        let mut dir = Directory::connect(&cfg.connection, cfg.schema.clone())
+            .await
+            .map_err(unreachable)?;
+        let accounts: Vec<AccountView> = dir
+            .accounts(&cfg.accounts_base, cfg.page_size)
+            .await
+            .map_err(unreachable)?
+            .into_iter()
+            .map(|a| AccountView {
+                dn: a.dn,
+                employee_id: a.employee_id,
+                disabled: a.disabled,
+            })
+            .collect();
+        let groups: Vec<GroupView> = dir
+            .groups(&cfg.groups_base, cfg.page_size)
+            .await
+            .map_err(unreachable)?
+            .into_iter()
+            .map(|g| GroupView {
+                dn: g.dn,
+                members: g.members,
+            })
+            .collect();
+        dir.close().await;
+        let identities = self.store.all_identities().await?;
+        let grants = self.store.all_active_grants().await?;
+        let policy = self.policy();
+        let found = drift::compute(&identities, &grants, &policy.policy, &accounts, &groups);
+
+        let id = uuid::Uuid::now_v7().to_string();
+        let cause = format!("directory-sync:{id}");
+        let mut ops = Vec::new();
+        let rows: Vec<DriftRow> = found
+            .into_iter()
+            .zip(1..)
+            .map(|(d, seq)| {
+                let remediate = cfg.drift.get(d.kind.as_str()) == Some(&DriftAction::Remediate);
+                let op = if remediate && !dry_run {
+                    remediation(&d, &cause)
+                } else {
+                    None
+                };
+                let action = if op.is_some() {
+                    "remediated"
+                } else {
+                    "reported"
+                };
+                ops.extend(op);
+                DriftRow {
+                    seq,
+                    drift: d,
+                    action: action.into(),
+                }
+            })
+            .collect();
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in &rows {
+            *counts.entry(r.drift.kind.as_str()).or_default() += 1;
+        }
+        let run = SyncRun {
+            id: if dry_run {
+                format!("dry-run-{id}")
+            } else {
+                id.clone()
+            },
+            started_at: started,
+            finished_at: self.now(),
+            actor: actor.to_string(),
+            dry_run,
+            accounts: accounts.len() as i64,
+            groups: groups.len() as i64,
+            summary: json!({"drift": counts, "remediations_queued": ops.len()}),
+        };
+        if dry_run {
+            return Ok((run, rows));
+        }
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        tx.insert_sync_run(&run, &rows).await?;
+        tx.enqueue_directory_ops(&ops, now).await?;
+        tx.audit(AuditEntry::new(
+            actor,
+            "directory.sync",
+            format!("directory_sync:{id}"),
+            json!({"accounts": run.accounts, "groups": run.groups, "summary": run.summary}),
+        ));
+        for kind in [DriftKind::OrphanAccount, DriftKind::EnabledLeaver] {
+            let of_kind: Vec<&DriftRow> = rows.iter().filter(|r| r.drift.kind == kind).collect();
+            for r in of_kind.iter().take(SECURITY_EVENTS_PER_KIND) {
+                tx.audit(
+                    AuditEntry::new(
+                        actor,
+                        &format!("directory.{}", kind.as_str()),
+                        r.drift
+                            .employee_id
+                            .as_ref()
+                            .map(|e| format!("identity:{e}"))
+                            .unwrap_or_else(|| {
+                                format!(
+                                    "account:{}",
+                                    r.drift.account_dn.clone().unwrap_or_default()
+                                )
+                            }),
+                        json!({"sync": id, "account_dn": r.drift.account_dn, "action": r.action}),
+                    )
+                    .security(),
+                );
+            }
+            if of_kind.len() > SECURITY_EVENTS_PER_KIND {
+                tx.audit(
+                    AuditEntry::new(
+                        actor,
+                        &format!("directory.{}", kind.as_str()),
+                        format!("directory_sync:{id}"),
+                        json!({"sync": id, "more": of_kind.len() - SECURITY_EVENTS_PER_KIND}),
+                    )
+                    .security(),
+                );
+            }
+        }
+        tx.commit(now).await?;
+        if !ops.is_empty() {
+            self.wake_provisioning();
+        }
+        Ok((run, rows))
+    }
+}

@@ -1,0 +1,149 @@
+//! Directory sync runs and their drift.
+
+use crate::bulk::values;
+use crate::convert::{get, micros, time};
+use crate::{Store, StoreError, WriteTx};
+use chrono::{DateTime, Utc};
+use idgov_domain::drift::{Drift, DriftKind};
+use sqlx::AssertSqlSafe;
+
+/// A sync run's summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncRun {
+    pub id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub actor: String,
+    pub dry_run: bool,
+    pub accounts: i64,
+    pub groups: i64,
+    /// Counts per drift kind and per action, as JSON.
+    pub summary: serde_json::Value,
+}
+
+/// One drift finding of a run, and what was done about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriftRow {
+    pub seq: i64,
+    pub drift: Drift,
+    /// `reported` or `remediated`.
+    pub action: String,
+}
+
+impl WriteTx {
+    /// Records a run and its findings.
+    pub async fn insert_sync_run(
+        &mut self,
+        run: &SyncRun,
+        drift: &[DriftRow],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO directory_syncs (id, started_at, finished_at, actor, dry_run, account_count, group_count, summary) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&run.id)
+        .bind(micros(run.started_at))
+        .bind(micros(run.finished_at))
+        .bind(&run.actor)
+        .bind(i64::from(run.dry_run))
+        .bind(run.accounts)
+        .bind(run.groups)
+        .bind(run.summary.to_string())
+        .execute(&mut *self.tx)
+        .await?;
+        for chunk in drift.chunks(300) {
+            let sql = format!(
+                "INSERT INTO directory_drift (sync_id, seq, kind, employee_id, account_dn, group_dn, entitlement_id, \
+                 action) VALUES {}",
+                values(self.backend, chunk.len(), 8)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for d in chunk {
+                q = q
+                    .bind(run.id.clone())
+                    .bind(d.seq)
+                    .bind(d.drift.kind.as_str())
+                    .bind(d.drift.employee_id.clone())
+                    .bind(d.drift.account_dn.clone())
+                    .bind(d.drift.group_dn.clone())
+                    .bind(d.drift.entitlement_id.clone())
+                    .bind(d.action.clone());
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+}
+
+fn run_from_row(r: &sqlx::any::AnyRow) -> Result<SyncRun, StoreError> {
+    let summary: String = get(r, "summary")?;
+    Ok(SyncRun {
+        id: get(r, "id")?,
+        started_at: time(get(r, "started_at")?)?,
+        finished_at: time(get(r, "finished_at")?)?,
+        actor: get(r, "actor")?,
+        dry_run: get::<i64>(r, "dry_run")? != 0,
+        accounts: get(r, "account_count")?,
+        groups: get(r, "group_count")?,
+        summary: serde_json::from_str(&summary).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    })
+}
+
+impl Store {
+    pub async fn get_sync_run(&self, id: &str) -> Result<Option<SyncRun>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, started_at, finished_at, actor, dry_run, account_count, group_count, summary FROM directory_syncs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.reader())
+        .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// The newest run that was not a dry run.
+    pub async fn latest_sync_run(&self) -> Result<Option<SyncRun>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, started_at, finished_at, actor, dry_run, account_count, group_count, summary FROM directory_syncs \
+             WHERE dry_run = 0 ORDER BY started_at DESC, id DESC LIMIT 1",
+        )
+        .fetch_optional(self.reader())
+        .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// Drift of run `sync_id`, in order, optionally one kind only.
+    pub async fn list_drift(
+        &self,
+        sync_id: &str,
+        kind: Option<DriftKind>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<DriftRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, kind, employee_id, account_dn, group_dn, entitlement_id, action FROM directory_drift \
+             WHERE sync_id = $1 AND ($2 = '' OR kind = $2) AND seq > $3 ORDER BY seq LIMIT $4",
+        )
+        .bind(sync_id)
+        .bind(kind.map(|k| k.as_str()).unwrap_or(""))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = get(r, "kind")?;
+                Ok(DriftRow {
+                    seq: get(r, "seq")?,
+                    drift: Drift {
+                        kind: kind.parse().map_err(StoreError::Corrupt)?,
+                        employee_id: get(r, "employee_id")?,
+                        account_dn: get(r, "account_dn")?,
+                        group_dn: get(r, "group_dn")?,
+                        entitlement_id: get(r, "entitlement_id")?,
+                    },
+                    action: get(r, "action")?,
+                })
+            })
+            .collect()
+    }
+}
