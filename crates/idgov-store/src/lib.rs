@@ -239,9 +239,14 @@ mod tests {
     use super::{Backend, migrator};
 
     fn files(dir: &str) -> Vec<String> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations").join(dir);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../migrations")
+            .join(dir);
         let mut v: Vec<String> = std::fs::read_dir(path)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string())).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -250,13 +255,20 @@ mod tests {
     #[test]
     fn migrations_are_paired_and_all_embedded() {
         let sqlite = files("sqlite");
-        assert_eq!(sqlite, files("postgres"), "the same file names in both folders");
+        assert_eq!(
+            sqlite,
+            files("postgres"),
+            "the same file names in both folders"
+        );
         for backend in [Backend::Sqlite, Backend::Postgres] {
             let embedded: Vec<String> = migrator(backend)
                 .iter()
                 .map(|m| format!("{:04}_{}.sql", m.version, m.description))
                 .collect();
-            assert_eq!(embedded, sqlite, "{backend:?}: every migration file is embedded, in order");
+            assert_eq!(
+                embedded, sqlite,
+                "{backend:?}: every migration file is embedded, in order"
+            );
         }
     }
 

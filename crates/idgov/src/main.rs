@@ -80,6 +80,13 @@ enum Command {
         #[command(subcommand)]
         command: cmd::audit::AuditCommand,
     },
+    /// The directory: sync and drift.
+    Directory {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        command: cmd::directory::DirectoryCommand,
+    },
     /// Directory provisioning: the operations idgov owes the directory.
     Provisioning {
         #[command(flatten)]
@@ -118,6 +125,7 @@ fn main() -> std::process::ExitCode {
             Command::Grant { client, command } => cmd::identity::run_grant(&client, command).await,
             Command::Policy { client, command } => cmd::policy::run(&client, command).await,
             Command::Audit { client, command } => cmd::audit::run(&client, command).await,
+            Command::Directory { client, command } => cmd::directory::run(&client, command).await,
             Command::Provisioning { client, command } => {
                 cmd::provisioning::run(&client, command).await
             }

@@ -6,6 +6,7 @@
 mod api;
 mod common;
 mod directory;
+mod drift;
 mod lifecycle;
 mod provisioning;
 mod store_suite;

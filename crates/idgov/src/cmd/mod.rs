@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod authz;
 pub mod dev;
+pub mod directory;
 pub mod hr;
 pub mod identity;
 pub mod policy;

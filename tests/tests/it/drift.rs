@@ -1,0 +1,193 @@
+//! Directory sync against a real slapd seeded with drift: drift is reported
+//! exactly for the seeded cases, and remediation closes what it may.
+
+use crate::common::*;
+use crate::provisioning::{LDAP_POLICY, config};
+use idgov_directory::{Directory, DriftAction};
+use idgov_domain::drift::DriftKind;
+use idgov_domain::hr::EventKind;
+use idgov_domain::identity::AttributesPatch;
+use idgov_server::App;
+use idgov_store::DirOpState;
+use idgov_tests::slapd::{GROUPS, PEOPLE, Slapd};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn seeded() -> String {
+    let mut s = String::new();
+    let account = |id: &str| {
+        format!(
+            "dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {id}\nsn: {id}\nemployeeNumber: {id}\n\n",
+            uid = id.to_lowercase()
+        )
+    };
+    for id in ["O1", "E1", "E2", "L1"] {
+        s.push_str(&account(id));
+    }
+    // An account nobody in HR owns.
+    s.push_str(&account("X99"));
+    let group = |g: &str, members: &[&str]| {
+        let mut e =
+            format!("dn: cn={g},{GROUPS}\nobjectClass: groupOfNames\ncn: {g}\nmember: cn=nobody\n");
+        for m in members {
+            e.push_str(&format!("member: uid={},{PEOPLE}\n", m.to_lowercase()));
+        }
+        e + "\n"
+    };
+    s.push_str(&group("staff", &["O1", "E1", "E2"]));
+    s.push_str(&group("finance", &["E1"])); // E2's finance membership is missing
+    s.push_str(&group("sales", &[]));
+    s.push_str(&group("vpn", &["E1"])); // granted by nobody
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_reported_exactly_and_remediated_where_configured() {
+    let Some(s) = Slapd::start_with(&seeded()) else {
+        return;
+    };
+    let t = idgov_tests::backends::open("sqlite").await.unwrap();
+    // idgov's truth, built without a directory (nothing provisioned).
+    {
+        let (app, _) = app_on(&t).await;
+        hire(&app, &Person::new("O1", "Management")).await;
+        app.apply_policy(LDAP_POLICY, false, "test", "user:admin")
+            .await
+            .unwrap();
+        for (id, dept) in [
+            ("E1", "Finance"),
+            ("E2", "Finance"),
+            ("L1", "Sales"),
+            ("E3", "Sales"),
+        ] {
+            hire(&app, &Person::new(id, dept)).await;
+        }
+        let term = event(
+            &app,
+            EventKind::Terminate,
+            "t-l1",
+            "L1",
+            "",
+            AttributesPatch::default(),
+        );
+        app.submit_event(term, "service:hr").await.unwrap();
+    }
+    let mut cfg = config(&s);
+    for kind in [
+        "enabled_leaver",
+        "unmanaged_membership",
+        "missing_membership",
+    ] {
+        cfg.drift.insert(kind.into(), DriftAction::Remediate);
+    }
+    let app = App::start(
+        t.store.clone(),
+        Arc::new(idgov_server::SystemClock),
+        Some(cfg),
+    )
+    .await
+    .unwrap();
+
+    let expected = [
+        (DriftKind::OrphanAccount, Some("X99"), None),
+        (DriftKind::EnabledLeaver, Some("L1"), None),
+        (
+            DriftKind::UnmanagedMembership,
+            Some("E1"),
+            Some(format!("cn=vpn,{GROUPS}")),
+        ),
+        (
+            DriftKind::MissingMembership,
+            Some("E2"),
+            Some(format!("cn=finance,{GROUPS}")),
+        ),
+        (DriftKind::MissingAccount, Some("E3"), None),
+    ];
+    let shape =
+        |rows: &[idgov_store::DriftRow]| -> Vec<(DriftKind, Option<String>, Option<String>)> {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.drift.kind,
+                        r.drift.employee_id.clone(),
+                        r.drift.group_dn.clone(),
+                    )
+                })
+                .collect()
+        };
+    let want: Vec<(DriftKind, Option<String>, Option<String>)> = expected
+        .iter()
+        .map(|(k, e, g)| (*k, e.map(String::from), g.clone()))
+        .collect();
+
+    let (dry, found) = app.sync_directory(true, "user:admin").await.unwrap();
+    assert!(dry.dry_run);
+    assert_eq!(
+        shape(&found),
+        want,
+        "exactly the seeded drift, and none other"
+    );
+    assert!(
+        app.store.latest_sync_run().await.unwrap().is_none(),
+        "a dry run records nothing"
+    );
+
+    let (run, found) = app.sync_directory(false, "user:admin").await.unwrap();
+    assert_eq!(shape(&found), want);
+    assert_eq!((run.accounts, run.groups), (5, 4));
+    let actions: Vec<&str> = found.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "reported",
+            "remediated",
+            "remediated",
+            "remediated",
+            "reported"
+        ]
+    );
+    let stored = app.store.list_drift(&run.id, None, 0, 100).await.unwrap();
+    assert_eq!(shape(&stored), want);
+    let security = app
+        .store
+        .list_audit_events(&idgov_store::AuditFilter::default(), 0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.security && e.action.starts_with("directory."))
+        .map(|e| e.action)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        security,
+        ["directory.orphan_account", "directory.enabled_leaver"]
+    );
+
+    // The remediations apply; a second sync finds only what cannot be remediated.
+    let t0 = std::time::Instant::now();
+    while !app
+        .store
+        .list_directory_ops(Some(DirOpState::Pending), "", 0, 10)
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "remediations did not apply"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, after) = app.sync_directory(false, "user:admin").await.unwrap();
+    let kinds: Vec<DriftKind> = after.iter().map(|r| r.drift.kind).collect();
+    assert_eq!(kinds, [DriftKind::OrphanAccount, DriftKind::MissingAccount]);
+    let mut d = Directory::connect(
+        &config(&s).connection,
+        idgov_directory::Preset::Openldap.schema(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        d.is_disabled(&format!("uid=l1,{PEOPLE}")).await.unwrap(),
+        "the enabled leaver was disabled"
+    );
+}
