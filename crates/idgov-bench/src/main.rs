@@ -7,6 +7,8 @@
 //! - plain durable single-row inserts into the same database (one commit each),
 //! - bare gRPC round trips (health checks) to the same server.
 
+mod directory;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use idgov_authz::Role;
@@ -49,6 +51,31 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
+    /// Leaver latency: terminate acknowledged → the directory confirms the
+    /// account locked and in no group; beside the same modifies issued directly.
+    Leaver {
+        #[arg(long, default_value_t = 10_000)]
+        people: usize,
+        /// Groups in all (each person is in groups / 10 of them).
+        #[arg(long, default_value_t = 100)]
+        groups: usize,
+        #[arg(long, default_value_t = 200)]
+        leavers: usize,
+    },
+    /// Backlog drain after a directory outage, beside raw modify throughput.
+    Drain {
+        #[arg(long, default_value_t = 20_000)]
+        people: usize,
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+    },
+    /// Directory sync of unchanged accounts, beside a raw paged search.
+    Dirsync {
+        #[arg(long, default_value_t = 100_000)]
+        people: usize,
+        #[arg(long, default_value_t = 100)]
+        groups: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,11 +91,18 @@ fn main() -> anyhow::Result<()> {
                 backend,
             } => ingest(events, concurrency, backend).await,
             Cmd::Startup { runs } => startup(runs).await,
+            Cmd::Leaver {
+                people,
+                groups,
+                leavers,
+            } => directory::leaver(people, groups, leavers).await,
+            Cmd::Dirsync { people, groups } => directory::dirsync(people, groups).await,
+            Cmd::Drain { people, workers } => directory::drain(people, workers).await,
         }
     })
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
