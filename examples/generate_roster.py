@@ -131,3 +131,67 @@ kinds = {}
 for r in rows:
     kinds[r["employment_type"]] = kinds.get(r["employment_type"], 0) + 1
 print(f"{len(rows)} people; {kinds}; pending checks: {sum(r['background_check'] == 'pending' for r in rows)}")
+
+# ---------------------------------------------------------------------------
+# examples/directory/northwind.ldif: Northwind's directory as it was before
+# idgov: an account per person working today, group memberships matching the
+# birthright rules of northwind-policy.toml (background-check gate included),
+# and some drift planted on purpose:
+#   - orphan accounts: a service account with no employee number, and an old
+#     contractor HR no longer knows (E0999);
+#   - an engineer in domain-admins whom nobody granted it (unmanaged);
+#   - a legacy VPN group nobody manages, with a few members (unmanaged).
+LEVELS = ["public", "internal", "confidential", "restricted"]
+TODAY = "2026-11-28"
+BASE = "dc=northwind,dc=example"
+
+
+def ceiling(r):
+    if r["background_check"] != "cleared":
+        return 0
+    c = LEVELS.index(r["clearance"])
+    return min(c, 2) if r["employment_type"] == "contractor" else c
+
+
+working = [r for r in rows if r["start_date"] <= TODAY]
+members = {g: [] for g in ["all-staff", "employees", "engineering", "finance", "domain-admins", "vpn-legacy"]}
+for r in working:
+    c = ceiling(r)
+    members["all-staff"].append(r)
+    if r["employment_type"] in ("employee", "intern") and c >= 1:
+        members["employees"].append(r)
+    if r["department"] == "Engineering" and c >= 1:
+        members["engineering"].append(r)
+    if r["department"] == "Finance" and r["employment_type"] != "contractor" and c >= 2:
+        members["finance"].append(r)
+engineer = next(r for r in working if r["department"] == "Engineering" and r["title"] == "Software Engineer")
+members["domain-admins"].append(engineer)
+members["vpn-legacy"].extend([r for r in working if r["department"] == "Sales"][:3])
+
+
+def uid(r):
+    return r["email"].split("@")[0]
+
+
+out = [f"dn: {BASE}\nobjectClass: dcObject\nobjectClass: organization\ndc: northwind\no: Northwind Analytics\n",
+       f"dn: ou=people,{BASE}\nobjectClass: organizationalUnit\nou: people\n",
+       f"dn: ou=groups,{BASE}\nobjectClass: organizationalUnit\nou: groups\n",
+       f"dn: ou=policies,{BASE}\nobjectClass: organizationalUnit\nou: policies\n",
+       f"dn: cn=default,ou=policies,{BASE}\nobjectClass: person\nobjectClass: pwdPolicy\ncn: default\nsn: default\n"
+       "pwdAttribute: userPassword\npwdLockout: TRUE\n"]
+for r in working:
+    first, _, last = r["display_name"].partition(" ")
+    out.append(f"dn: uid={uid(r)},ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: {uid(r)}\n"
+               f"cn: {r['display_name']}\nsn: {last or first}\ngivenName: {first}\nmail: {r['email']}\n"
+               f"employeeNumber: {r['employee_id']}\nuserPassword: northwind\n")
+out.append(f"dn: uid=svc-backup,ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: svc-backup\ncn: Backup service\n"
+           "sn: service\nuserPassword: northwind\n")
+out.append(f"dn: uid=old.contractor,ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: old.contractor\n"
+           "cn: Old Contractor\nsn: Contractor\nemployeeNumber: E0999\nuserPassword: northwind\n")
+for g, ms in members.items():
+    lines = [f"dn: cn={g},ou=groups,{BASE}", "objectClass: groupOfNames", f"cn: {g}", "member: cn=nobody"]
+    lines += [f"member: uid={uid(r)},ou=people,{BASE}" for r in ms]
+    out.append("\n".join(lines) + "\n")
+with open("examples/directory/northwind.ldif", "w", encoding="utf-8") as f:
+    f.write("\n".join(out))
+print(f"northwind.ldif: {len(working) + 2} accounts; " + ", ".join(f"{g} {len(m)}" for g, m in members.items()))
