@@ -262,6 +262,139 @@ fn the_readme_tour_works_step_by_step() {
 
     let matrix = cli.ok(&["authz", "matrix"]);
     assert!(matrix.contains("HrService.SubmitHrEvent") && matrix.contains("hr-feed"));
+
+    // The directory part of the tour.
+    drop(server);
+    directory_tour(dir.path());
+}
+
+/// Runs `examples/directory/start-slapd.sh` on a free port.
+struct ExampleSlapd(Child);
+
+impl Drop for ExampleSlapd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn directory_tour(dir: &Path) {
+    if !Path::new("/usr/sbin/slapd").exists() {
+        idgov_tests::skip_or_fail(
+            "OpenLDAP slapd",
+            "not installed (apt-get install slapd ldap-utils)",
+        );
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let slapd = ExampleSlapd(
+        Command::new(examples().join("directory/start-slapd.sh"))
+            .env("SLAPD_DIR", dir.join("slapd"))
+            .env("SLAPD_PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the example slapd did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The example configuration, pointed at this port.
+    let example = std::fs::read_to_string(examples().join("directory/directory.toml")).unwrap();
+    let password = examples().join("directory/ldap-password");
+    let config = example
+        .replace("ldap://127.0.0.1:3890", &format!("ldap://127.0.0.1:{port}"))
+        .replace(
+            "\"ldap-password\"",
+            &format!("{:?}", password.display().to_string()),
+        );
+    std::fs::write(dir.join("directory.toml"), config).unwrap();
+    let config = dir.join("directory.toml");
+    let (server, _) = serve(dir, &["--directory", config.to_str().unwrap()]);
+    let cli = Cli {
+        dir,
+        url: server.url.clone(),
+    };
+
+    let kinds = |v: &serde_json::Value| -> Vec<(String, String)> {
+        let mut k: Vec<(String, String)> = v["items"]
+            .as_array()
+            .unwrap_or(&vec![])
+            .iter()
+            .map(|d| {
+                (
+                    d["kind"].as_str().unwrap().to_string(),
+                    d["employee_id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        k.sort();
+        k
+    };
+    let dry = cli.json(&["directory", "sync", "--dry-run"]);
+    let mut want = vec![
+        ("enabled_leaver", "E1007"),
+        ("orphan_account", ""),
+        ("orphan_account", "E0999"),
+        ("unmanaged_membership", "E1007"),
+        ("unmanaged_membership", "E1007"),
+        ("unmanaged_membership", "E1007"),
+        ("unmanaged_membership", "E1050"),
+        ("unmanaged_membership", "E1124"),
+        ("unmanaged_membership", "E1125"),
+        ("unmanaged_membership", "E1126"),
+    ];
+    want.sort();
+    let want: Vec<(String, String)> = want
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(kinds(&dry), want, "exactly the planted drift");
+
+    let run = cli.json(&["directory", "sync"]);
+    assert_eq!(run["remediations_queued"], 8);
+    cli.ok(&[
+        "hr",
+        "send",
+        "--type",
+        "terminate",
+        "--employee-id",
+        "E1008",
+    ]);
+    let t = Instant::now();
+    loop {
+        let pending = cli.json(&["provisioning", "list", "--state", "pending"]);
+        if pending.as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "provisioning did not finish: {pending}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ops = cli.json(&["provisioning", "list", "--employee-id", "E1008"]);
+    let last = ops.as_array().unwrap().last().unwrap();
+    assert_eq!(
+        (last["kind"].as_str(), last["state"].as_str()),
+        (Some("disable"), Some("done"))
+    );
+    let after = cli.json(&["directory", "sync"]);
+    assert_eq!(
+        after["drift"],
+        serde_json::json!({"orphan_account": 2}),
+        "only what cannot be remediated"
+    );
+    drop(slapd);
 }
 
 #[test]
