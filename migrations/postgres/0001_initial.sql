@@ -39,7 +39,7 @@ CREATE TABLE grants (
     justification        TEXT NOT NULL,
     revoked_at           BIGINT,
     revoke_reason        TEXT,
-    mover_review_pending BIGINT NOT NULL DEFAULT 0,
+    review_pending BIGINT NOT NULL DEFAULT 0,
     cause                TEXT NOT NULL
 );
 CREATE INDEX grants_by_identity ON grants (employee_id, id);

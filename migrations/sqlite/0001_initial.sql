@@ -39,7 +39,7 @@ CREATE TABLE grants (
     justification        TEXT NOT NULL,
     revoked_at           INTEGER,
     revoke_reason        TEXT,
-    mover_review_pending INTEGER NOT NULL DEFAULT 0,
+    review_pending INTEGER NOT NULL DEFAULT 0,
     cause                TEXT NOT NULL
 );
 CREATE INDEX grants_by_identity ON grants (employee_id, id);

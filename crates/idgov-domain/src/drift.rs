@@ -258,7 +258,7 @@ ldap_group_dn = "cn=Finance, ou=groups,dc=x"
             justification: String::new(),
             revoked_at: None,
             revoke_reason: None,
-            mover_review_pending: false,
+            review_pending: false,
         }
     }
 

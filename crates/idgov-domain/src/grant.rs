@@ -41,8 +41,10 @@ pub struct Grant {
     pub justification: String,
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoke_reason: Option<RevokeReason>,
-    /// Kept on a move, pending the new manager's mover review.
-    pub mover_review_pending: bool,
+    /// Kept pending a review: the mover review for a mover's grant, the
+    /// onboarding review for one imported from the directory (`source`
+    /// says which).
+    pub review_pending: bool,
 }
 
 impl Grant {

@@ -366,7 +366,7 @@ pub fn reconcile_access(
                 match policy.level(e.classification).on_mover {
                     OnMover::Revoke => changes.push(revoke(g, RevokeReason::Mover)),
                     OnMover::KeepAndReview => {
-                        if !g.mover_review_pending {
+                        if !g.review_pending {
                             changes.push(GrantChange::MarkMoverReview {
                                 grant_id: g.id.clone(),
                                 entitlement_id: g.entitlement_id.clone(),

@@ -313,7 +313,7 @@ impl WriteTx {
         for (reason, ids) in by_reason {
             for chunk in ids.chunks(IN_CHUNK) {
                 let sql = format!(
-                    "UPDATE grants SET revoked_at = {}, revoke_reason = {}, mover_review_pending = 0 \
+                    "UPDATE grants SET revoked_at = {}, revoke_reason = {}, review_pending = 0 \
                      WHERE revoked_at IS NULL AND id IN ({})",
                     ph(self.backend, 1),
                     ph(self.backend, 2),
@@ -339,7 +339,7 @@ impl WriteTx {
     pub async fn mark_mover_review(&mut self, ids: &[String]) -> Result<(), StoreError> {
         for chunk in ids.chunks(IN_CHUNK) {
             let sql = format!(
-                "UPDATE grants SET mover_review_pending = 1 WHERE revoked_at IS NULL AND id IN ({})",
+                "UPDATE grants SET review_pending = 1 WHERE revoked_at IS NULL AND id IN ({})",
                 list(self.backend, chunk.len(), 1)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);

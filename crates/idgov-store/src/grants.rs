@@ -30,7 +30,7 @@ pub(crate) fn grant_from_row(row: &AnyRow) -> Result<(Grant, Classification), St
                     .map_err(|e| StoreError::Corrupt(format!("grants.revoke_reason: {e}")))
             })
             .transpose()?,
-        mover_review_pending: get::<i64>(row, "mover_review_pending")? != 0,
+        review_pending: get::<i64>(row, "review_pending")? != 0,
     };
     Ok((grant, parsed(row, "classification")?))
 }

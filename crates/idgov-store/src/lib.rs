@@ -21,7 +21,7 @@ macro_rules! identity_columns {
 macro_rules! grant_columns {
     () => {
         "id, employee_id, entitlement_id, classification, source, source_ref, granted_at, expires_at, \
-         approvers, justification, revoked_at, revoke_reason, mover_review_pending"
+         approvers, justification, revoked_at, revoke_reason, review_pending"
     };
 }
 

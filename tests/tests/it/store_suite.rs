@@ -121,7 +121,7 @@ both_backends! {
         assert_eq!(w.revoke_reason, Some(RevokeReason::Mover));
         assert_eq!(w.revoked_at, Some(at(2)));
         assert_eq!(*class, Classification::Internal);
-        assert!(active.iter().any(|(g, _)| g.id == ledger && g.mover_review_pending));
+        assert!(active.iter().any(|(g, _)| g.id == ledger && g.review_pending));
         assert_eq!(s.all_active_grants().await.unwrap()["E1"].len(), 2);
 
         // Revoking what is no longer active is a conflict, and rolls back.

@@ -114,7 +114,7 @@ fn commit(grants: &mut Vec<Grant>, t: &Transition, now: DateTime<Utc>) {
                 justification: n.justification.clone(),
                 revoked_at: None,
                 revoke_reason: None,
-                mover_review_pending: false,
+                review_pending: false,
             }),
             GrantChange::Revoke {
                 grant_id, reason, ..
@@ -126,7 +126,7 @@ fn commit(grants: &mut Vec<Grant>, t: &Transition, now: DateTime<Utc>) {
             }
             GrantChange::MarkMoverReview { grant_id, .. } => {
                 if let Some(g) = grants.iter_mut().find(|g| &g.id == grant_id) {
-                    g.mover_review_pending = true;
+                    g.review_pending = true;
                 }
             }
         }
@@ -156,7 +156,7 @@ fn requested(grants: &mut Vec<Grant>, ent: &str, now: DateTime<Utc>) {
         justification: "needed".into(),
         revoked_at: None,
         revoke_reason: None,
-        mover_review_pending: false,
+        review_pending: false,
     });
 }
 
@@ -307,7 +307,7 @@ fn mover_loses_old_birthright_and_other_grants_follow_the_level() {
     assert!(
         grants
             .iter()
-            .any(|g| g.entitlement_id == "crm.read" && g.mover_review_pending)
+            .any(|g| g.entitlement_id == "crm.read" && g.review_pending)
     );
 }
 

@@ -446,7 +446,7 @@ impl Batch {
                         justification: n.justification.clone(),
                         revoked_at: None,
                         revoke_reason: None,
-                        mover_review_pending: false,
+                        review_pending: false,
                     });
                     added += 1;
                     tx.audit(AuditEntry::new(
@@ -479,12 +479,12 @@ impl Batch {
                     entitlement_id,
                 } => {
                     if let Some(g) = active.iter_mut().find(|g| &g.id == grant_id) {
-                        g.mover_review_pending = true;
+                        g.review_pending = true;
                     }
                     self.marks.push(grant_id.clone());
                     tx.audit(AuditEntry::new(
                         actor,
-                        "grant.mover_review_pending",
+                        "grant.review_pending",
                         format!("grant:{grant_id}"),
                         json!({"employee_id": id, "entitlement_id": entitlement_id, "cause": cause}),
                     ));

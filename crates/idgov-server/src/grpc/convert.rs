@@ -342,7 +342,7 @@ pub fn grant(g: &Grant, c: Classification) -> pb::Grant {
         active: g.is_active(),
         revoked_at: opt_ts(g.revoked_at),
         revoke_reason: reason.unwrap_or_default() as i32,
-        mover_review_pending: g.mover_review_pending,
+        review_pending: g.review_pending,
         classification: classification(c) as i32,
     }
 }

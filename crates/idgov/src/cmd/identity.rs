@@ -199,7 +199,7 @@ pub async fn run_grant(opts: &ClientOpts, c: GrantCommand) -> anyhow::Result<Exi
                         "granted_at": time(&g.granted_at), "expires_at": time(&g.expires_at),
                         "active": g.active, "revoked_at": time(&g.revoked_at),
                         "revoke_reason": if g.active { String::new() } else { enum_name(g.revoke_reason().as_str_name(), "REVOKE_REASON_") },
-                        "mover_review_pending": g.mover_review_pending,
+                        "review_pending": g.review_pending,
                     })
                 })
                 .collect(),
@@ -222,7 +222,11 @@ pub async fn run_grant(opts: &ClientOpts, c: GrantCommand) -> anyhow::Result<Exi
                     format!("{} {}", enum_name(g.source().as_str_name(), "GRANT_SOURCE_KIND_"), g.source_ref),
                     time(&g.granted_at),
                     state,
-                    if g.mover_review_pending { "mover review pending".into() } else { String::new() },
+                    match (g.review_pending, g.source()) {
+                        (false, _) => String::new(),
+                        (true, pb::GrantSourceKind::Imported) => "imported: review pending".into(),
+                        (true, _) => "mover review pending".into(),
+                    },
                 ]);
             }
             crate::outln!("{t}");
