@@ -52,6 +52,9 @@ pub enum DriftAction {
     Report,
     /// Make the directory match idgov, through the provisioning outbox.
     Remediate,
+    /// For first onboarding (unmanaged memberships only): adopt the
+    /// membership as a grant with source `imported`, pending review.
+    Import,
 }
 
 /// Drift kinds that can be remediated, and those that can only be reported.
@@ -145,6 +148,11 @@ impl DirectoryConfig {
             _ => return Err("give exactly one of password_file and password_env".into()),
         };
         for (kind, action) in &doc.drift {
+            if *action == DriftAction::Import && kind != "unmanaged_membership" {
+                return Err(format!(
+                    "drift.{kind}: only unmanaged_membership can be imported"
+                ));
+            }
             if REPORT_ONLY_DRIFT.contains(&kind.as_str()) {
                 if *action == DriftAction::Remediate {
                     return Err(format!("drift.{kind} can only be reported"));

@@ -63,6 +63,8 @@ pub struct GrantRow {
     pub source_ref: String,
     pub justification: String,
     pub cause: String,
+    /// Pending a review (e.g. imported from the directory).
+    pub review_pending: bool,
 }
 
 /// An HR event to record.
@@ -277,8 +279,8 @@ impl WriteTx {
         for chunk in rows.chunks(300) {
             let sql = format!(
                 "INSERT INTO grants (id, employee_id, entitlement_id, classification, source, source_ref, \
-                 granted_at, approvers, justification, cause) VALUES {}",
-                values(self.backend, chunk.len(), 10)
+                 granted_at, approvers, justification, cause, review_pending) VALUES {}",
+                values(self.backend, chunk.len(), 11)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for g in chunk {
@@ -292,7 +294,8 @@ impl WriteTx {
                     .bind(micros(now))
                     .bind(empty.clone())
                     .bind(g.justification.clone())
-                    .bind(g.cause.clone());
+                    .bind(g.cause.clone())
+                    .bind(i64::from(g.review_pending));
             }
             q.execute(&mut *self.tx).await?;
         }

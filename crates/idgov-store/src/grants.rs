@@ -154,6 +154,7 @@ impl WriteTx {
                         source_ref: n.source_ref.clone(),
                         justification: n.justification.clone(),
                         cause: cause.to_string(),
+                        review_pending: false,
                     });
                 }
                 GrantChange::Revoke {

@@ -191,3 +191,81 @@ async fn drift_is_reported_exactly_and_remediated_where_configured() {
         "the enabled leaver was disabled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_onboarding_imports_memberships_for_review_within_the_rules() {
+    // The directory already has E2 (Sales) in finance, and P1 (background
+    // check pending) in finance too.
+    let mut ldif = String::new();
+    for id in ["O1", "E2", "P1"] {
+        ldif.push_str(&format!(
+            "dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {id}\nsn: {id}\nemployeeNumber: {id}\n\n",
+            uid = id.to_lowercase()
+        ));
+    }
+    for (g, members) in [
+        ("staff", vec!["O1", "E2", "P1"]),
+        ("finance", vec!["E2", "P1"]),
+        ("sales", vec!["E2"]),
+    ] {
+        ldif.push_str(&format!(
+            "dn: cn={g},{GROUPS}\nobjectClass: groupOfNames\ncn: {g}\nmember: cn=nobody\n"
+        ));
+        for m in members {
+            ldif.push_str(&format!("member: uid={},{PEOPLE}\n", m.to_lowercase()));
+        }
+        ldif.push('\n');
+    }
+    let Some(s) = Slapd::start_with(&ldif) else {
+        return;
+    };
+    let t = idgov_tests::backends::open("sqlite").await.unwrap();
+    {
+        let (app, _) = app_on(&t).await;
+        hire(&app, &Person::new("O1", "Management")).await;
+        app.apply_policy(LDAP_POLICY, false, "test", "user:admin")
+            .await
+            .unwrap();
+        hire(&app, &Person::new("E2", "Sales")).await;
+        let mut pending = Person::new("P1", "Sales");
+        pending.check = idgov_domain::identity::BackgroundCheck::Pending;
+        hire(&app, &pending).await;
+    }
+    let mut cfg = config(&s);
+    cfg.drift
+        .insert("unmanaged_membership".into(), DriftAction::Import);
+    let app = App::start(
+        t.store.clone(),
+        Arc::new(idgov_server::SystemClock),
+        Some(cfg),
+    )
+    .await
+    .unwrap();
+    let (run, found) = app.sync_directory(false, "user:admin").await.unwrap();
+    let actions: Vec<(Option<&str>, &str)> = found
+        .iter()
+        .map(|r| (r.drift.employee_id.as_deref(), r.action.as_str()))
+        .collect();
+    // P1's finance membership is above their ceiling (public until the
+    // check clears): reported, never imported.
+    assert_eq!(
+        actions,
+        [(Some("E2"), "imported"), (Some("P1"), "reported")]
+    );
+    assert_eq!(run.summary["grants_imported"], 1);
+    let e2: Vec<_> = app.store.list_grants("E2", false, "", 100).await.unwrap();
+    let imported = e2
+        .iter()
+        .find(|(g, _)| g.entitlement_id == "group.finance")
+        .expect("imported grant");
+    assert_eq!(imported.0.source, idgov_domain::grant::SourceKind::Imported);
+    assert!(imported.0.review_pending, "imported for review");
+    // Adopted: the next sync finds nothing about E2.
+    let (_, again) = app.sync_directory(false, "user:admin").await.unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|r| r.drift.employee_id.as_deref() != Some("E2")),
+        "{again:?}"
+    );
+}

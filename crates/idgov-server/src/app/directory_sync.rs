@@ -6,7 +6,7 @@ use crate::error::AppError;
 use idgov_directory::{Directory, DirectoryError, DriftAction};
 use idgov_domain::audit::AuditEntry;
 use idgov_domain::drift::{self, AccountView, Drift, DriftKind, GroupView};
-use idgov_store::{DirOpKind, DriftRow, NewDirOp, SyncRun};
+use idgov_store::{DirOpKind, DriftRow, GrantRow, NewDirOp, SyncRun};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -87,22 +87,53 @@ impl App {
         let id = uuid::Uuid::now_v7().to_string();
         let cause = format!("directory-sync:{id}");
         let mut ops = Vec::new();
+        let mut imports: Vec<GrantRow> = Vec::new();
+        // An unmanaged membership is adopted as a grant only for a known,
+        // active person, of a catalogued entitlement, within their ceiling.
+        let importable = |d: &Drift| -> Option<GrantRow> {
+            let person = identities.get(d.employee_id.as_deref()?)?;
+            let ent = policy
+                .policy
+                .entitlements
+                .get(d.entitlement_id.as_deref()?)?;
+            (person.may_hold_access() && ent.classification <= person.attrs.access_ceiling()).then(
+                || GrantRow {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    employee_id: person.employee_id.clone(),
+                    entitlement_id: ent.id.clone(),
+                    classification: ent.classification.as_str().to_string(),
+                    source: "imported".into(),
+                    source_ref: id.clone(),
+                    justification: format!(
+                        "member of {} in the directory at sync {id}; imported for review",
+                        d.group_dn.clone().unwrap_or_default()
+                    ),
+                    cause: cause.clone(),
+                    review_pending: true,
+                },
+            )
+        };
         let rows: Vec<DriftRow> = found
             .into_iter()
             .zip(1..)
             .map(|(d, seq)| {
-                let remediate = cfg.drift.get(d.kind.as_str()) == Some(&DriftAction::Remediate);
-                let op = if remediate && !dry_run {
-                    remediation(&d, &cause)
-                } else {
-                    None
+                let action = match cfg.drift.get(d.kind.as_str()) {
+                    Some(DriftAction::Remediate) if !dry_run => match remediation(&d, &cause) {
+                        Some(op) => {
+                            ops.push(op);
+                            "remediated"
+                        }
+                        None => "reported",
+                    },
+                    Some(DriftAction::Import) if !dry_run => match importable(&d) {
+                        Some(g) => {
+                            imports.push(g);
+                            "imported"
+                        }
+                        None => "reported",
+                    },
+                    _ => "reported",
                 };
-                let action = if op.is_some() {
-                    "remediated"
-                } else {
-                    "reported"
-                };
-                ops.extend(op);
                 DriftRow {
                     seq,
                     drift: d,
@@ -126,7 +157,7 @@ impl App {
             dry_run,
             accounts: accounts.len() as i64,
             groups: groups.len() as i64,
-            summary: json!({"drift": counts, "remediations_queued": ops.len()}),
+            summary: json!({"drift": counts, "remediations_queued": ops.len(), "grants_imported": imports.len()}),
         };
         if dry_run {
             return Ok((run, rows));
@@ -135,6 +166,18 @@ impl App {
         let mut tx = self.store.begin().await?;
         tx.insert_sync_run(&run, &rows).await?;
         tx.enqueue_directory_ops(&ops, now).await?;
+        tx.insert_grants(&imports, now).await?;
+        for g in &imports {
+            tx.audit(AuditEntry::new(
+                actor,
+                "grant.imported",
+                format!("grant:{}", g.id),
+                json!({
+                    "employee_id": g.employee_id, "entitlement_id": g.entitlement_id, "sync": id,
+                    "justification": g.justification, "review_pending": true,
+                }),
+            ));
+        }
         tx.audit(AuditEntry::new(
             actor,
             "directory.sync",

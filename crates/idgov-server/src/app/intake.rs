@@ -433,6 +433,7 @@ impl Batch {
                         source_ref: n.source_ref.clone(),
                         justification: n.justification.clone(),
                         cause: cause.clone(),
+                        review_pending: false,
                     });
                     active.push(Grant {
                         id: grant_id.clone(),

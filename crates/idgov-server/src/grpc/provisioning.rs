@@ -122,6 +122,11 @@ fn sync_run(run: &SyncRun, drift: &[DriftRow]) -> pb::DirectorySync {
             .and_then(|v| v.as_i64())
             .unwrap_or(0),
         drift: drift.iter().take(1000).map(drift_item).collect(),
+        grants_imported: run
+            .summary
+            .get("grants_imported")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0),
     }
 }
 

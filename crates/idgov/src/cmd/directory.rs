@@ -62,7 +62,7 @@ pub async fn run(opts: &ClientOpts, c: DirectoryCommand) -> anyhow::Result<ExitC
             match opts.output {
                 Format::Json => json(&json!({
                     "id": r.id, "dry_run": r.dry_run, "accounts": r.accounts, "groups": r.groups,
-                    "drift": r.drift_counts, "remediations_queued": r.remediations_queued,
+                    "drift": r.drift_counts, "remediations_queued": r.remediations_queued, "grants_imported": r.grants_imported,
                     "started_at": time(&r.started_at), "finished_at": time(&r.finished_at),
                     "items": r.drift.iter().map(drift_json).collect::<Vec<_>>(),
                 })),
@@ -76,7 +76,7 @@ pub async fn run(opts: &ClientOpts, c: DirectoryCommand) -> anyhow::Result<ExitC
                         .map(|(k, v)| format!("{v} {k}"))
                         .collect();
                     crate::outln!(
-                        "{}sync {}: {} accounts, {} groups; drift: {}; {} remediation(s) queued",
+                        "{}sync {}: {} accounts, {} groups; drift: {}; {} remediation(s) queued, {} grant(s) imported",
                         if r.dry_run { "dry-run " } else { "" },
                         r.id,
                         r.accounts,
@@ -86,7 +86,8 @@ pub async fn run(opts: &ClientOpts, c: DirectoryCommand) -> anyhow::Result<ExitC
                         } else {
                             counts.join(", ")
                         },
-                        r.remediations_queued
+                        r.remediations_queued,
+                        r.grants_imported
                     );
                     if !r.dry_run && !counts.is_empty() {
                         crate::outln!(
