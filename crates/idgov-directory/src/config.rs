@@ -13,6 +13,7 @@
 //! workers = 8                           # operations applied concurrently (across people)
 //! ```
 
+use crate::account::AccountTemplate;
 use crate::client::Connection;
 use crate::preset::{Preset, Schema};
 use serde::Deserialize;
@@ -42,6 +43,9 @@ struct ConfigDoc {
     /// What a sync does about each drift kind (default: report).
     #[serde(default)]
     drift: BTreeMap<String, DriftAction>,
+    /// Account creation for joiners (off by default).
+    #[serde(default)]
+    accounts: AccountTemplate,
 }
 
 /// What a directory sync does about a kind of drift.
@@ -90,6 +94,8 @@ pub struct DirectoryConfig {
     pub workers: usize,
     /// Drift kind name → action; kinds not named are reported.
     pub drift: BTreeMap<String, DriftAction>,
+    /// How joiners' accounts are created, if they are.
+    pub accounts: AccountTemplate,
 }
 
 impl std::fmt::Debug for DirectoryConfig {
@@ -165,6 +171,7 @@ impl DirectoryConfig {
                 ));
             }
         }
+        doc.accounts.validate()?;
         if !(1..=100_000).contains(&doc.page_size) || !(1..=256).contains(&doc.workers) {
             return Err("page_size must be 1..=100000 and workers 1..=256".into());
         }
@@ -183,6 +190,7 @@ impl DirectoryConfig {
             page_size: doc.page_size,
             workers: doc.workers,
             drift: doc.drift,
+            accounts: doc.accounts,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! ([`client`]): group membership and account disable/enable, each
 //! idempotent (already a member, or already absent, counts as done).
 
+pub mod account;
 pub mod client;
 pub mod config;
 pub mod escape;

@@ -31,6 +31,7 @@ macro_rules! text_enum {
 }
 
 text_enum!(DirOpKind {
+    CreateAccount => "create_account",
     AddMember => "add_member",
     RemoveMember => "remove_member",
     Disable => "disable",

@@ -101,6 +101,7 @@ pub fn config(s: &Slapd) -> DirectoryConfig {
         page_size: 100,
         workers: 4,
         drift: Default::default(),
+        accounts: Default::default(),
     }
 }
 
@@ -321,5 +322,83 @@ async fn a_directory_outage_loses_and_duplicates_nothing() {
     assert!(
         all.iter().all(|o| o.state == DirOpState::Done),
         "every operation applied"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiners_get_an_account_from_the_template_then_their_groups() {
+    let Some(s) = Slapd::start_with(&seed()) else {
+        return;
+    };
+    let t = idgov_tests::backends::open("sqlite").await.unwrap();
+    let mut cfg = config(&s);
+    cfg.accounts = idgov_directory::account::AccountTemplate {
+        create: true,
+        dn: format!("uid={{email_local}},{PEOPLE}"),
+        attributes: [
+            ("uid", "{email_local}"),
+            ("cn", "{display_name}"),
+            ("sn", "{family_name}"),
+            ("givenName", "{given_name}"),
+            ("mail", "{email}"),
+            ("employeeNumber", "not-this"),
+        ]
+        .into_iter()
+        .map(|(a, v)| (a.to_string(), v.to_string()))
+        .collect(),
+    };
+    let app = App::start(t.store.clone(), Arc::new(SystemClock), Some(cfg))
+        .await
+        .unwrap();
+    hire(&app, &Person::new("O1", "Management")).await;
+    app.apply_policy(LDAP_POLICY, false, "test", "user:admin")
+        .await
+        .unwrap();
+    let mut j = Person::new("J1", "Finance").patch();
+    j.display_name = Some("Jane Doe, Jr.".into());
+    j.email = Some("jane.doe+x@example.com".into());
+    app.submit_event(
+        event(&app, EventKind::Hire, "hire-j1", "J1", "", j),
+        "service:hr",
+    )
+    .await
+    .unwrap();
+    hire(&app, &Person::new("E1", "Sales")).await; // already has an account
+    settled(&app, Duration::from_secs(10)).await;
+
+    let mut d = admin(&s).await;
+    let dn = d
+        .find_account(PEOPLE, "J1")
+        .await
+        .unwrap()
+        .expect("account created");
+    assert_eq!(
+        dn.to_lowercase(),
+        format!(r"uid=jane.doe\2bx,{PEOPLE}"),
+        "the DN value is escaped"
+    );
+    assert_eq!(
+        d.groups_of(GROUPS, &dn).await.unwrap().len(),
+        2,
+        "then its birthright groups (finance, staff)"
+    );
+    let ops = app
+        .store
+        .list_directory_ops(None, "J1", 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (ops[0].kind, ops[0].outcome.as_deref()),
+        (idgov_store::DirOpKind::CreateAccount, Some("applied"))
+    );
+    let e1 = app
+        .store
+        .list_directory_ops(None, "E1", 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        e1[0].outcome.as_deref(),
+        Some("already"),
+        "an existing account is kept"
     );
 }

@@ -72,6 +72,8 @@ pub(crate) struct Batch {
     transitions: Vec<(String, String, EventState, EventState, String)>,
     /// Directory operations, when a directory is provisioned.
     provisioning: bool,
+    /// Joiners get an account created first.
+    create_accounts: bool,
     dir_ops: Vec<NewDirOp>,
 }
 
@@ -121,6 +123,7 @@ impl Batch {
         now: DateTime<Utc>,
         events: &[&HrEvent],
         provisioning: bool,
+        create_accounts: bool,
     ) -> Result<Batch, AppError> {
         let mut keys = Vec::with_capacity(events.len());
         let mut people: Vec<String> = Vec::with_capacity(events.len());
@@ -159,6 +162,7 @@ impl Batch {
             marks: Vec::new(),
             transitions: Vec::new(),
             provisioning,
+            create_accounts,
             dir_ops: Vec::new(),
         })
     }
@@ -383,6 +387,12 @@ impl Batch {
         let (mut added, mut revoked) = (0, 0);
         let becomes_active =
             t.identity.may_hold_access() && matches!(t.previous_status, Some(Status::Terminated));
+        let starts = t.identity.may_hold_access()
+            && !matches!(t.previous_status, Some(Status::Active | Status::Suspended));
+        if self.provisioning && self.create_accounts && starts {
+            self.dir_ops
+                .push(dir_op(&id, DirOpKind::CreateAccount, None, &cause));
+        }
         if self.provisioning && becomes_active {
             self.dir_ops
                 .push(dir_op(&id, DirOpKind::Enable, None, &cause));
@@ -649,7 +659,15 @@ impl App {
     ) -> Result<Vec<Result<SubmitOutcome, AppError>>, AppError> {
         let policy = self.policy_for(tx);
         let refs: Vec<&HrEvent> = events.iter().collect();
-        let mut batch = Batch::load(tx, policy, now, &refs, self.provisioning()).await?;
+        let mut batch = Batch::load(
+            tx,
+            policy,
+            now,
+            &refs,
+            self.provisioning(),
+            self.creates_accounts(),
+        )
+        .await?;
         let results = events
             .iter()
             .map(|ev| batch.submit(tx, ev, actor))
@@ -665,7 +683,15 @@ impl App {
             let mut tx = self.store.begin().await?;
             let policy = self.policy_for(&mut tx);
             let refs: Vec<&HrEvent> = jobs.iter().map(|j| &j.event).collect();
-            let mut batch = Batch::load(&mut tx, policy, now, &refs, self.provisioning()).await?;
+            let mut batch = Batch::load(
+                &mut tx,
+                policy,
+                now,
+                &refs,
+                self.provisioning(),
+                self.creates_accounts(),
+            )
+            .await?;
             let results: Vec<_> = jobs
                 .iter()
                 .map(|j| batch.submit(&mut tx, &j.event, &j.actor))
@@ -723,7 +749,15 @@ impl App {
         let mut tx = self.store.begin().await?;
         let policy = self.policy_for(&mut tx);
         let refs: Vec<&HrEvent> = due.iter().map(|r| &r.event).collect();
-        let mut batch = Batch::load(&mut tx, policy, now, &refs, self.provisioning()).await?;
+        let mut batch = Batch::load(
+            &mut tx,
+            policy,
+            now,
+            &refs,
+            self.provisioning(),
+            self.creates_accounts(),
+        )
+        .await?;
         let mut applied = 0;
         for rec in due {
             if batch.apply_due(&mut tx, &rec.event, &rec.actor)? {

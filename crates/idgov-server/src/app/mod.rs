@@ -106,6 +106,11 @@ impl App {
         self.directory.is_some()
     }
 
+    /// True when joiners get a directory account created.
+    pub fn creates_accounts(&self) -> bool {
+        self.directory.as_ref().is_some_and(|d| d.accounts.create)
+    }
+
     /// Wakes the provisioning worker (after operations were queued).
     pub(crate) fn wake_provisioning(&self) {
         self.provisioning_wakeup.notify_one();

@@ -13,8 +13,10 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use idgov_directory::{Directory, DirectoryConfig, DirectoryError};
 use idgov_domain::audit::AuditEntry;
+use idgov_domain::identity::Identity;
 use idgov_store::{DirOp, DirOpKind};
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -29,21 +31,64 @@ pub fn backoff(attempts: i64) -> chrono::Duration {
     chrono::Duration::seconds(secs.min(300))
 }
 
+/// The template values of a person.
+fn template_values(p: &Identity) -> HashMap<&'static str, String> {
+    let a = &p.attrs;
+    let (given, family) = a
+        .display_name
+        .split_once(' ')
+        .unwrap_or((&a.display_name, &a.display_name));
+    HashMap::from([
+        ("employee_id", p.employee_id.clone()),
+        ("display_name", a.display_name.clone()),
+        ("given_name", given.to_string()),
+        ("family_name", family.to_string()),
+        ("email", a.email.clone()),
+        (
+            "email_local",
+            a.email.split('@').next().unwrap_or_default().to_string(),
+        ),
+        ("department", a.department.clone()),
+        ("title", a.title.clone()),
+        ("job_code", a.job_code.clone()),
+        ("location", a.location.clone()),
+        ("cost_center", a.cost_center.clone()),
+    ])
+}
+
 /// Applies one operation; returns its outcome (`applied`, `already`,
-/// `no_account`).
+/// `no_account`). `person` is the current HR record (for account creation).
 async fn apply(
     dir: &mut Directory,
     cfg: &DirectoryConfig,
     op: &DirOp,
+    person: Option<&Identity>,
 ) -> Result<&'static str, DirectoryError> {
     let account = dir
         .find_account(&cfg.accounts_base, &op.employee_id)
         .await?;
+    if op.kind == DirOpKind::CreateAccount {
+        if account.is_some() {
+            return Ok("already");
+        }
+        let person = person
+            .ok_or_else(|| DirectoryError::NotFound(format!("identity {}", op.employee_id)))?;
+        let (dn, mut attrs) = cfg.accounts.render(&template_values(person));
+        attrs.retain(|(a, _)| !a.eq_ignore_ascii_case(&cfg.schema.correlation_attr));
+        attrs.push(("objectClass".into(), vec![cfg.schema.account_class.clone()]));
+        attrs.push((
+            cfg.schema.correlation_attr.clone(),
+            vec![op.employee_id.clone()],
+        ));
+        dir.add_entry(&dn, attrs).await?;
+        return Ok("applied");
+    }
     let group = op.group_dn.clone().unwrap_or_default();
     let done = |changed: bool| if changed { "applied" } else { "already" };
     match (op.kind, account) {
         // Nothing to remove or disable where there is no account.
         (DirOpKind::RemoveMember | DirOpKind::Disable, None) => Ok("no_account"),
+        (DirOpKind::CreateAccount, _) => Ok("already"),
         (DirOpKind::AddMember | DirOpKind::Enable, None) => Err(DirectoryError::NotFound(format!(
             "no account with {}={} under {}",
             cfg.schema.correlation_attr, op.employee_id, cfg.accounts_base
@@ -83,7 +128,11 @@ impl App {
                 let mut dir = dir.clone();
                 let unreachable = &unreachable;
                 async move {
-                    let result = apply(&mut dir, cfg, &op).await;
+                    let person = match op.kind {
+                        DirOpKind::CreateAccount => self.store.get_identity(&op.employee_id).await.ok().flatten(),
+                        _ => None,
+                    };
+                    let result = apply(&mut dir, cfg, &op, person.as_ref()).await;
                     let now = self.now();
                     let recorded = match result {
                         Ok(outcome) => self.store.finish_directory_op(op.id, outcome, now).await,

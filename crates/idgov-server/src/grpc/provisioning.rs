@@ -15,6 +15,7 @@ fn operation(o: &DirOp, now: chrono::DateTime<chrono::Utc>) -> pb::DirectoryOper
         DirOpKind::RemoveMember => pb::DirectoryOperationKind::RemoveMember,
         DirOpKind::Disable => pb::DirectoryOperationKind::Disable,
         DirOpKind::Enable => pb::DirectoryOperationKind::Enable,
+        DirOpKind::CreateAccount => pb::DirectoryOperationKind::CreateAccount,
     };
     let state = match o.state {
         DirOpState::Pending => pb::DirectoryOperationState::Pending,
