@@ -402,3 +402,54 @@ async fn joiners_get_an_account_from_the_template_then_their_groups() {
         "an existing account is kept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_pending_fifteen_minutes_raises_a_security_event() {
+    let Some(mut s) = Slapd::start_with(&seed()) else {
+        return;
+    };
+    let t = idgov_tests::backends::open("sqlite").await.unwrap();
+    let clock = Arc::new(idgov_server::ManualClock::new(idgov_tests::server::t0()));
+    let app = App::start(t.store.clone(), clock.clone(), Some(config(&s)))
+        .await
+        .unwrap();
+    hire(&app, &Person::new("O1", "Management")).await;
+    app.apply_policy(LDAP_POLICY, false, "test", "user:admin")
+        .await
+        .unwrap();
+    s.stop();
+    hire(&app, &Person::new("E1", "Finance")).await;
+    let stuck = |app: &App| {
+        let store = app.store.clone();
+        async move {
+            store
+                .list_audit_events(
+                    &idgov_store::AuditFilter {
+                        action: "provisioning.stuck".into(),
+                        ..Default::default()
+                    },
+                    0,
+                    100,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    clock.advance(chrono::Duration::minutes(14));
+    assert_eq!(app.alert_stuck_provisioning().await.unwrap(), 0, "not yet");
+    clock.advance(chrono::Duration::minutes(2));
+    let n = app.alert_stuck_provisioning().await.unwrap();
+    assert!(n >= 2, "E1's pending operations are stuck: {n}");
+    let events = stuck(&app).await;
+    assert_eq!(events.len(), n);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.security && (e.target == "identity:E1" || e.target == "identity:O1"))
+    );
+    assert_eq!(
+        app.alert_stuck_provisioning().await.unwrap(),
+        0,
+        "each operation alerts once"
+    );
+}
