@@ -163,17 +163,16 @@ impl Directory {
         &self.schema
     }
 
-    /// The DN of the account whose correlation attribute is `employee_id`.
-    pub async fn find_account(
+    /// The DNs under `base` of `class` entries whose `attr` is `value`
+    /// (matched literally: the value is filter-escaped).
+    async fn dns_where(
         &mut self,
         base: &str,
-        employee_id: &str,
-    ) -> Result<Option<String>, DirectoryError> {
-        let filter = format!(
-            "(&(objectClass={}){})",
-            self.schema.account_class,
-            eq_filter(&self.schema.correlation_attr, employee_id)
-        );
+        class: &str,
+        attr: &str,
+        value: &str,
+    ) -> Result<Vec<String>, DirectoryError> {
+        let filter = format!("(&(objectClass={class}){})", eq_filter(attr, value));
         let (entries, _) = self
             .ldap
             .search(base, Scope::Subtree, &filter, vec!["1.1"])
@@ -181,8 +180,25 @@ impl Directory {
             .success()?;
         Ok(entries
             .into_iter()
-            .next()
-            .map(|e| SearchEntry::construct(e).dn))
+            .map(|e| SearchEntry::construct(e).dn)
+            .collect())
+    }
+
+    /// The DN of the account whose correlation attribute is `employee_id`.
+    pub async fn find_account(
+        &mut self,
+        base: &str,
+        employee_id: &str,
+    ) -> Result<Option<String>, DirectoryError> {
+        let (class, attr) = (
+            self.schema.account_class.clone(),
+            self.schema.correlation_attr.clone(),
+        );
+        Ok(self
+            .dns_where(base, &class, &attr, employee_id)
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// Adds `member` to `group`. Returns false when it was a member already.
@@ -242,20 +258,11 @@ impl Directory {
         base: &str,
         member: &str,
     ) -> Result<Vec<String>, DirectoryError> {
-        let filter = format!(
-            "(&(objectClass={}){})",
-            self.schema.group_class,
-            eq_filter(&self.schema.member_attr, member)
+        let (class, attr) = (
+            self.schema.group_class.clone(),
+            self.schema.member_attr.clone(),
         );
-        let (entries, _) = self
-            .ldap
-            .search(base, Scope::Subtree, &filter, vec!["1.1"])
-            .await?
-            .success()?;
-        Ok(entries
-            .into_iter()
-            .map(|e| SearchEntry::construct(e).dn)
-            .collect())
+        self.dns_where(base, &class, &attr, member).await
     }
 
     /// Disables an account. Returns false when it was disabled already.
