@@ -1,0 +1,89 @@
+// A real OpenID Connect provider for idgov's tests (panva/oidc-provider).
+//
+//   PORT=… KEYS_FILE=keys.json GROUPS_FILE=groups.json node provider.mjs
+//
+// - KEYS_FILE: a JSON array of private JWKs (each with a kid and alg); the
+//   first signs. Restart with another file to rotate keys.
+// - GROUPS_FILE: {"E1001": ["idgov-admins"], …}: the `groups` claim of users.
+// Clients: "hr-feed" (client_credentials, secret "hr-feed-secret") and
+// "idgov-cli" (authorization code + PKCE, public). Access tokens for the
+// resource "urn:idgov" are JWTs with audience "idgov".
+// The interaction is automatic (tests only): the user named by login_hint is
+// logged in and consent is implied.
+import Provider, { errors } from 'oidc-provider';
+import { readFileSync } from 'node:fs';
+
+const port = Number(process.env.PORT);
+const issuer = `http://127.0.0.1:${port}`;
+const keys = JSON.parse(readFileSync(process.env.KEYS_FILE, 'utf8'));
+const groups = process.env.GROUPS_FILE ? JSON.parse(readFileSync(process.env.GROUPS_FILE, 'utf8')) : {};
+
+const provider = new Provider(issuer, {
+  clients: [
+    {
+      client_id: 'hr-feed',
+      client_secret: 'hr-feed-secret',
+      grant_types: ['client_credentials'],
+      redirect_uris: [],
+      response_types: [],
+    },
+    {
+      client_id: 'idgov-cli',
+      token_endpoint_auth_method: 'none',
+      grant_types: ['authorization_code'],
+      redirect_uris: ['http://127.0.0.1:9/callback'],
+      response_types: ['code'],
+    },
+  ],
+  jwks: { keys },
+  findAccount: async (ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => 'urn:idgov',
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, resource) => {
+        if (resource !== 'urn:idgov') throw new errors.InvalidTarget();
+        return {
+          scope: 'openid idgov',
+          audience: 'idgov',
+          accessTokenTTL: 300,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: keys[0].alg } },
+        };
+      },
+    },
+  },
+  extraTokenClaims: async (ctx, token) =>
+    token.accountId ? { groups: groups[token.accountId] ?? [] } : {},
+  loadExistingGrant: async (ctx) => {
+    const grant = new ctx.oidc.provider.Grant({
+      clientId: ctx.oidc.client.clientId,
+      accountId: ctx.oidc.session.accountId,
+    });
+    grant.addOIDCScope('openid');
+    grant.addResourceScope('urn:idgov', 'openid idgov');
+    await grant.save();
+    return grant;
+  },
+  interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+});
+
+provider.use(async (ctx, next) => {
+  if (ctx.path.startsWith('/interaction/')) {
+    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    const accountId = details.params.login_hint;
+    if (!accountId) {
+      ctx.status = 400;
+      ctx.body = 'login_hint required';
+      return;
+    }
+    await provider.interactionFinished(ctx.req, ctx.res, { login: { accountId } }, { mergeWithLastSubmission: false });
+    return;
+  }
+  await next();
+});
+
+provider.listen(port, '127.0.0.1', () => console.log(`oidc-provider listening on ${issuer}`));
