@@ -1,4 +1,6 @@
-// Writes a private JWK set: node make-keys.mjs FILE KID [ALG]  (RS256 | ES256 | EdDSA)
+// Writes a private JWK set and the same key as PKCS#8 PEM:
+//   node make-keys.mjs FILE KID [ALG]    (ALG: RS256 | ES256 | EdDSA)
+// FILE gets [jwk]; FILE.pem gets the private key (tests sign with it).
 import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 const [file, kid, alg = 'RS256'] = process.argv.slice(2);
@@ -8,3 +10,4 @@ const pair =
   : generateKeyPairSync('ed25519');
 const jwk = { ...pair.privateKey.export({ format: 'jwk' }), kid, alg, use: 'sig' };
 writeFileSync(file, JSON.stringify([jwk]));
+writeFileSync(`${file}.pem`, pair.privateKey.export({ format: 'pem', type: 'pkcs8' }));

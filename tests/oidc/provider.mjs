@@ -30,6 +30,7 @@ const provider = new Provider(issuer, {
     {
       client_id: 'idgov-cli',
       token_endpoint_auth_method: 'none',
+      id_token_signed_response_alg: keys[0].alg,
       grant_types: ['authorization_code'],
       redirect_uris: ['http://127.0.0.1:9/callback'],
       response_types: ['code'],
@@ -49,7 +50,7 @@ const provider = new Provider(issuer, {
         return {
           scope: 'openid idgov',
           audience: 'idgov',
-          accessTokenTTL: 300,
+          accessTokenTTL: Number(process.env.TOKEN_TTL ?? 300),
           accessTokenFormat: 'jwt',
           jwt: { sign: { alg: keys[0].alg } },
         };

@@ -15,6 +15,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod backends;
+pub mod oidc;
 pub mod pg;
 pub mod server;
 pub mod slapd;

@@ -53,6 +53,12 @@ pub fn t0() -> DateTime<Utc> {
 /// Starts a server on `backend`; `None` when PostgreSQL is unavailable
 /// locally (skipped; fails in CI).
 pub async fn start(backend: &'static str) -> Option<TestServer> {
+    start_with_auth(backend, None).await
+}
+
+/// Starts a server with an authentication configuration (the TOML of
+/// `idgov serve --auth`); paths in it are relative to the server's data dir.
+pub async fn start_with_auth(backend: &'static str, auth: Option<&str>) -> Option<TestServer> {
     // Server logs go to the test's output (shown when a test fails).
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
@@ -79,6 +85,11 @@ pub async fn start(backend: &'static str) -> Option<TestServer> {
         database_url: database_url.clone(),
         policy_file: None,
         directory_file: None,
+        auth_file: auth.map(|toml| {
+            let path = dir.path().join("auth.toml");
+            std::fs::write(&path, toml).expect("auth.toml");
+            path
+        }),
         // Tests run the scheduler themselves, at the times they choose.
         scheduler_interval: std::time::Duration::from_secs(3600),
         health_interval: std::time::Duration::from_millis(200),
@@ -86,9 +97,10 @@ pub async fn start(backend: &'static str) -> Option<TestServer> {
     let running = start_server(cfg, clock.clone())
         .await
         .expect("server starts");
+    let scheme = if running.tls { "https" } else { "http" };
     let dev = DevAuth::load_or_create(dir.path()).expect("dev key");
     Some(TestServer {
-        url: format!("http://{}", running.addr),
+        url: format!("{scheme}://{}", running.addr),
         running: Some(running),
         clock,
         dev,

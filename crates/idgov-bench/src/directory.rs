@@ -190,6 +190,7 @@ pub async fn leaver(people: usize, groups: usize, leavers: usize) -> anyhow::Res
         database_url: None,
         policy_file: None,
         directory_file: Some(write_config(dir.path(), &slapd)?),
+        auth_file: None,
         scheduler_interval: Duration::from_secs(3600),
         health_interval: Duration::from_secs(5),
     };

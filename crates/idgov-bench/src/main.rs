@@ -178,6 +178,7 @@ async fn ingest(events: u64, concurrency: u64, only: Option<String>) -> anyhow::
             database_url: database_url.clone(),
             policy_file: None,
             directory_file: None,
+            auth_file: None,
             scheduler_interval: Duration::from_secs(3600),
             health_interval: Duration::from_secs(5),
         };
@@ -500,6 +501,7 @@ async fn start_and_check(
         database_url: None,
         policy_file: None,
         directory_file: None,
+        auth_file: None,
         scheduler_interval: Duration::from_secs(1),
         health_interval: Duration::from_secs(5),
     };

@@ -4,9 +4,11 @@
 
 use crate::app::App;
 use crate::app::scheduler::scheduler_loop;
-use crate::auth::Authenticator;
+use crate::auth::config::AuthConfig;
 use crate::auth::dev::DevAuth;
 use crate::auth::layer::AuthLayer;
+use crate::auth::oidc::OidcAuth;
+use crate::auth::{Authenticator, CertRoles};
 use crate::clock::Clock;
 use crate::grpc::Api;
 use anyhow::{Context, bail};
@@ -24,6 +26,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -39,6 +42,8 @@ pub struct ServeConfig {
     pub policy_file: Option<PathBuf>,
     /// The directory configuration file; without it nothing is provisioned.
     pub directory_file: Option<PathBuf>,
+    /// The authentication configuration (OIDC, TLS); without it, development mode.
+    pub auth_file: Option<PathBuf>,
     pub scheduler_interval: Duration,
     /// How often gRPC health checks that the database answers.
     pub health_interval: Duration,
@@ -54,6 +59,7 @@ impl Default for ServeConfig {
             database_url: None,
             policy_file: None,
             directory_file: None,
+            auth_file: None,
             scheduler_interval: Duration::from_secs(1),
             health_interval: Duration::from_secs(5),
         }
@@ -64,6 +70,10 @@ impl Default for ServeConfig {
 pub struct Running {
     pub addr: SocketAddr,
     pub app: Arc<App>,
+    /// How callers authenticate (for the banner).
+    pub auth_mode: &'static str,
+    /// True when the listener speaks TLS.
+    pub tls: bool,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), tonic::transport::Error>>,
     scheduler: JoinHandle<()>,
@@ -109,16 +119,39 @@ pub async fn open_store(cfg: &ServeConfig) -> anyhow::Result<Store> {
 
 /// Starts the service. It keeps serving until [`Running::stop`].
 pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
-    // Development mode: no identity provider is configured yet.
-    if !cfg.listen.ip().is_loopback() {
-        bail!(
-            "refusing to listen on {}: without an OIDC issuer idgov runs in development mode, \
-             which accepts locally minted tokens and therefore listens on loopback only \
-             (use --listen 127.0.0.1:PORT)",
-            cfg.listen
-        );
-    }
-    let dev = DevAuth::load_or_create(&cfg.data_dir).map_err(anyhow::Error::msg)?;
+    let auth_cfg = match &cfg.auth_file {
+        Some(p) => AuthConfig::load(p).map_err(anyhow::Error::msg)?,
+        None => AuthConfig::default(),
+    };
+    let auth = match &auth_cfg.oidc {
+        // Development mode: no identity provider is configured.
+        None => {
+            if !cfg.listen.ip().is_loopback() {
+                bail!(
+                    "refusing to listen on {}: without an OIDC issuer idgov runs in development mode, \
+                     which accepts locally minted tokens and therefore listens on loopback only \
+                     (use --listen 127.0.0.1:PORT, or configure [oidc] in the --auth file)",
+                    cfg.listen
+                );
+            }
+            Authenticator::Dev(DevAuth::load_or_create(&cfg.data_dir).map_err(anyhow::Error::msg)?)
+        }
+        Some(o) => {
+            let oidc = Arc::new(OidcAuth::new(o.clone()).map_err(anyhow::Error::msg)?);
+            // Keys are fetched now if the provider answers, else on first use.
+            if let Err(e) = oidc.refresh().await {
+                tracing::warn!(issuer = %oidc.issuer(), error = %e, "the OIDC provider does not answer yet; will retry on first use");
+            }
+            Authenticator::Oidc(oidc)
+        }
+    };
+    let certs = CertRoles(
+        auth_cfg
+            .tls
+            .as_ref()
+            .map(|t| t.client_roles.clone())
+            .unwrap_or_default(),
+    );
     let directory = cfg
         .directory_file
         .as_deref()
@@ -180,10 +213,23 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         )
     })?;
     let addr = listener.local_addr()?;
-    let auth = Authenticator::Dev(dev);
     let mode = auth.mode();
-    let router = tonic::transport::Server::builder()
-        .layer(AuthLayer::new(auth, store))
+    let mut server = tonic::transport::Server::builder();
+    if let Some(t) = &auth_cfg.tls {
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        let mut tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(read(&t.cert_file)?, read(&t.key_file)?));
+        if let Some(ca) = &t.client_ca_file {
+            // Client certificates are optional: bearer-token clients need none.
+            tls = tls
+                .client_ca_root(Certificate::from_pem(read(ca)?))
+                .client_auth_optional(true);
+        }
+        server = server.tls_config(tls).context("TLS configuration")?;
+    }
+    let router = server
+        .layer(AuthLayer::new(auth, certs, store))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(HrServiceServer::new(api.clone()))
@@ -213,6 +259,8 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     Ok(Running {
         addr,
         app,
+        auth_mode: mode,
+        tls: auth_cfg.tls.is_some(),
         shutdown: Some(tx),
         handle,
         scheduler,

@@ -126,6 +126,21 @@ impl Store {
         rows.iter().map(identity_from_row).collect()
     }
 
+    /// The employee id of the one identity with `email` (case-insensitive);
+    /// `None` when there is none or more than one.
+    pub async fn identity_id_by_email(&self, email: &str) -> Result<Option<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT employee_id FROM identities WHERE lower(email) = lower($1) LIMIT 2",
+        )
+        .bind(email)
+        .fetch_all(self.reader())
+        .await?;
+        Ok(match rows.as_slice() {
+            [one] => Some(one.try_get("employee_id")?),
+            _ => None,
+        })
+    }
+
     /// Counts identities in `status`.
     pub async fn count_identities(&self, status: Status) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM identities WHERE status = $1")

@@ -8,5 +8,6 @@ mod common;
 mod directory;
 mod drift;
 mod lifecycle;
+mod oidc;
 mod provisioning;
 mod store_suite;

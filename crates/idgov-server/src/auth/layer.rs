@@ -3,7 +3,7 @@
 //! decision travels to the handler as an [`idgov_authz::Access`] extension.
 //! Only gRPC health and reflection are open without credentials.
 
-use super::Authenticator;
+use super::{Authenticator, CertRoles};
 use crate::error::AppError;
 use crate::grpc::status::to_status;
 use idgov_authz::{Rpc, check_rpc};
@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tonic::body::Body;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
 /// Paths open without credentials.
@@ -25,6 +26,7 @@ const OPEN_PREFIXES: [&str; 3] = [
 #[derive(Debug)]
 struct Shared {
     auth: Authenticator,
+    certs: CertRoles,
     store: Store,
 }
 
@@ -33,8 +35,8 @@ struct Shared {
 pub struct AuthLayer(Arc<Shared>);
 
 impl AuthLayer {
-    pub fn new(auth: Authenticator, store: Store) -> Self {
-        AuthLayer(Arc::new(Shared { auth, store }))
+    pub fn new(auth: Authenticator, certs: CertRoles, store: Store) -> Self {
+        AuthLayer(Arc::new(Shared { auth, certs, store }))
     }
 }
 
@@ -59,8 +61,16 @@ impl Shared {
         &self,
         path: &str,
         headers: &http::HeaderMap,
+        peer_cert: Option<Vec<u8>>,
     ) -> Result<idgov_authz::Access, AppError> {
-        let caller = self.auth.authenticate(headers).await?;
+        // A verified client certificate speaks for a machine client; without
+        // one, the bearer token does.
+        let caller = match peer_cert {
+            Some(der) if headers.get(http::header::AUTHORIZATION).is_none() => {
+                self.certs.caller(&der).map_err(AppError::Unauthenticated)?
+            }
+            _ => self.auth.authenticate(headers, &self.store).await?,
+        };
         if let Some(emp) = &caller.employee_id
             && let Some(person) = self.store.get_identity(emp).await?
             && person.status == Status::Terminated
@@ -99,7 +109,12 @@ where
             if OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
                 return inner.call(req).await;
             }
-            match shared.decide(&path, req.headers()).await {
+            let peer_cert = req
+                .extensions()
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.peer_certs())
+                .and_then(|c| c.first().map(|c| c.as_ref().to_vec()));
+            match shared.decide(&path, req.headers(), peer_cert).await {
                 Ok(access) => {
                     req.extensions_mut().insert(access);
                     inner.call(req).await

@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// Policy document (TOML) to apply at start when it differs from the one in force.
     #[arg(long, env = "IDGOV_POLICY")]
     policy: Option<PathBuf>,
+    /// Authentication configuration (TOML: [oidc], [tls]); without it,
+    /// development mode (locally minted tokens, loopback only).
+    #[arg(long, env = "IDGOV_AUTH")]
+    auth: Option<PathBuf>,
     /// Directory configuration (TOML); without it, nothing is provisioned.
     #[arg(long, env = "IDGOV_DIRECTORY")]
     directory: Option<PathBuf>,
@@ -53,18 +57,25 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         database_url: a.database_url.filter(|u| !u.is_empty()),
         policy_file: a.policy,
         directory_file: a.directory,
+        auth_file: a.auth,
         ..ServeConfig::default()
     };
     let data_dir = cfg.data_dir.clone();
     let mut running = start(cfg, Arc::new(SystemClock)).await?;
+    let scheme = if running.tls { "https" } else { "http" };
     eprintln!(
-        "idgov is serving on http://{} ({} store)\n\
-         DEVELOPMENT MODE: no identity provider is configured; only tokens minted with\n\
-         `idgov dev token --role ROLE` (key in {}) are accepted, and only on loopback.",
+        "idgov is serving on {scheme}://{} ({} store; {})",
         running.addr,
         running.app.store.backend().as_str(),
-        data_dir.display()
+        running.auth_mode
     );
+    if running.auth_mode.starts_with("development") {
+        eprintln!(
+            "DEVELOPMENT MODE: no identity provider is configured; only tokens minted with\n\
+             `idgov dev token --role ROLE` (key in {}) are accepted, and only on loopback.",
+            data_dir.display()
+        );
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.signal_shutdown();

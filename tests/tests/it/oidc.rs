@@ -1,0 +1,337 @@
+//! Authentication against a real OIDC provider (panva oidc-provider), and
+//! mutual TLS.
+
+use crate::common::*;
+use base64::Engine;
+use idgov_proto::v1 as pb;
+use idgov_proto::v1::hr_service_client::HrServiceClient;
+use idgov_proto::v1::identity_service_client::IdentityServiceClient;
+use idgov_proto::v1::policy_service_client::PolicyServiceClient;
+use idgov_tests::oidc::{Key, Provider};
+use idgov_tests::server::{Authed, TestServer, start_with_auth};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use std::collections::BTreeMap;
+use tonic::Code;
+
+fn auth_toml(issuer: &str) -> String {
+    format!(
+        r#"
+[oidc]
+issuer = "{issuer}"
+audience = "idgov"
+roles_claim = "groups"
+leeway_seconds = 0
+jwks_refresh_seconds = 0
+
+[oidc.roles]
+"idgov-admins" = "it-admin"
+"auditors" = "auditor"
+
+[oidc.clients]
+"hr-feed" = ["hr-feed"]
+"#
+    )
+}
+
+async fn setup(provider: &Provider) -> Option<TestServer> {
+    let s = start_with_auth("sqlite", Some(&auth_toml(&provider.issuer()))).await?;
+    let app = s.app();
+    for (id, mgr) in [
+        ("E1001", None),
+        ("E1002", Some("E1001")),
+        ("E1003", Some("E1001")),
+        ("E2001", None),
+    ] {
+        let mut p = Person::new(id, "Finance");
+        p.manager = mgr;
+        hire(app, &p).await;
+    }
+    Some(s)
+}
+
+fn groups() -> BTreeMap<&'static str, Vec<&'static str>> {
+    BTreeMap::from([("E2001", vec!["idgov-admins", "unrelated-group"])])
+}
+
+async fn as_token(s: &TestServer, token: &str) -> Authed {
+    s.channel(Some(token.to_string())).await
+}
+
+/// Calls GetPolicy (open to every employee and staff role).
+async fn probe(s: &TestServer, token: &str) -> Result<(), tonic::Status> {
+    PolicyServiceClient::new(as_token(s, token).await)
+        .get_policy(pb::GetPolicyRequest {})
+        .await
+        .map(|_| ())
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Signs `claims` with the provider's own key.
+fn forge(key: &Key, kid: &str, claims: &serde_json::Value) -> String {
+    let (alg, enc) = match key.alg.as_str() {
+        "RS256" => (
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(key.pem.as_bytes()).unwrap(),
+        ),
+        "ES256" => (
+            Algorithm::ES256,
+            EncodingKey::from_ec_pem(key.pem.as_bytes()).unwrap(),
+        ),
+        _ => (
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_pem(key.pem.as_bytes()).unwrap(),
+        ),
+    };
+    let mut h = Header::new(alg);
+    h.kid = Some(kid.into());
+    jsonwebtoken::encode(&h, claims, &enc).unwrap()
+}
+
+fn b64(v: &serde_json::Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_tokens_map_to_clients_people_and_roles() {
+    let Some(op) = Provider::start("k1", "RS256", &groups(), 300) else {
+        return;
+    };
+    let Some(s) = setup(&op).await else { return };
+    // A service client (client credentials) → its configured role.
+    let feed = op.client_token("hr-feed", "hr-feed-secret").await;
+    let mut hr = HrServiceClient::new(as_token(&s, &feed).await);
+    let ev = pb::HrEvent {
+        source: "workday".into(),
+        event_id: "oidc-1".into(),
+        r#type: pb::HrEventType::Hire as i32,
+        employee_id: "E3001".into(),
+        attributes: Some(pb::PersonAttributes {
+            display_name: Some("New Person".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    hr.submit_hr_event(pb::SubmitHrEventRequest { event: Some(ev) })
+        .await
+        .expect("the HR feed submits");
+    let e = PolicyServiceClient::new(as_token(&s, &feed).await)
+        .apply_policy(pb::ApplyPolicyRequest {
+            document: POLICY.into(),
+            dry_run: true,
+            reason: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::PermissionDenied,
+        "the HR feed only submits HR data"
+    );
+
+    // A person (authorization code) → their identity and mapped roles.
+    let admin = op.user_token("E2001").await;
+    let mut ids = IdentityServiceClient::new(as_token(&s, &admin).await);
+    let all = ids
+        .list_identities(pb::ListIdentitiesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(all.identities.len() >= 5, "it-admin reads everyone");
+
+    // A manager without staff roles reaches their reports only.
+    let manager = op.user_token("E1001").await;
+    let mut m = IdentityServiceClient::new(as_token(&s, &manager).await);
+    let get = |id: &str| pb::GetIdentityRequest {
+        employee_id: id.into(),
+    };
+    assert_eq!(
+        m.get_identity(get("E1002"))
+            .await
+            .unwrap()
+            .into_inner()
+            .employee_id,
+        "E1002"
+    );
+    assert_eq!(
+        m.get_identity(get("E2001")).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let report = op.user_token("E1002").await;
+    let e = IdentityServiceClient::new(as_token(&s, &report).await)
+        .get_identity(get("E1003"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::PermissionDenied,
+        "a peer is not reachable by guessing ids"
+    );
+
+    // Once an issuer is configured, locally minted development tokens are refused.
+    let dev = s.token(&[idgov_authz::Role::ItAdmin], None);
+    assert_eq!(
+        probe(&s, &dev).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_and_misdirected_tokens_are_refused() {
+    let Some(op) = Provider::start("k1", "RS256", &groups(), 300) else {
+        return;
+    };
+    let Some(s) = setup(&op).await else { return };
+    let key = op.keys[0].clone();
+    let good = |over: serde_json::Value| {
+        let mut c = serde_json::json!({
+            "iss": op.issuer(), "aud": "idgov", "sub": "E1001", "client_id": "idgov-cli",
+            "iat": now(), "exp": now() + 300,
+        });
+        if let (Some(c), Some(o)) = (c.as_object_mut(), over.as_object()) {
+            for (k, v) in o {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        c
+    };
+    // The control: correctly signed, correct claims: accepted.
+    assert!(
+        probe(&s, &forge(&key, "k1", &good(serde_json::json!({}))))
+            .await
+            .is_ok()
+    );
+    let real = op.user_token("E1001").await;
+    assert!(probe(&s, &real).await.is_ok());
+
+    let parts: Vec<&str> = real.split('.').collect();
+    let claims = good(serde_json::json!({"sub": "E2001"}));
+    let public_jwk = serde_json::json!({"kty": "RSA", "n": key.jwk["n"], "e": key.jwk["e"]});
+    let hs256 = {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("k1".into());
+        jsonwebtoken::encode(
+            &h,
+            &claims,
+            &EncodingKey::from_secret(public_jwk.to_string().as_bytes()),
+        )
+        .unwrap()
+    };
+    let stranger = op.new_key("k9", "RS256");
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(&serde_json::json!({"alg": "none", "kid": "k1"})),
+                b64(&claims)
+            ),
+        ),
+        ("HS256 signed with the provider's public key", hs256),
+        (
+            "expired",
+            forge(&key, "k1", &good(serde_json::json!({"exp": now() - 120}))),
+        ),
+        (
+            "not yet valid",
+            forge(&key, "k1", &good(serde_json::json!({"nbf": now() + 300}))),
+        ),
+        (
+            "wrong issuer",
+            forge(
+                &key,
+                "k1",
+                &good(serde_json::json!({"iss": "https://evil.example"})),
+            ),
+        ),
+        (
+            "wrong audience",
+            forge(&key, "k1", &good(serde_json::json!({"aud": "another-api"}))),
+        ),
+        (
+            "unknown key id",
+            forge(&stranger, "k9", &good(serde_json::json!({}))),
+        ),
+        (
+            "altered payload",
+            format!("{}.{}.{}", parts[0], b64(&claims), parts[2]),
+        ),
+        ("not a JWT", "not.a.jwt".to_string()),
+    ];
+    for (what, token) in cases {
+        let e = probe(&s, &token).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{what}: {e:?}");
+    }
+
+    // A person who left is refused although their token is unexpired.
+    let leaver = op.user_token("E1003").await;
+    assert!(probe(&s, &leaver).await.is_ok());
+    let app = s.app();
+    let term = event(
+        app,
+        idgov_domain::hr::EventKind::Terminate,
+        "t-e1003",
+        "E1003",
+        "",
+        Default::default(),
+    );
+    app.submit_event(term, "service:hr").await.unwrap();
+    assert_eq!(
+        probe(&s, &leaver).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_is_followed_without_a_restart() {
+    let Some(mut op) = Provider::start("k1", "RS256", &groups(), 300) else {
+        return;
+    };
+    let Some(s) = setup(&op).await else { return };
+    let before = op.client_token("hr-feed", "hr-feed-secret").await;
+    assert!(probe_feed(&s, &before).await.is_ok());
+    // The provider rotates to a new key and stops publishing the old one.
+    let k2 = op.new_key("k2", "RS256");
+    op.rotate(k2, false);
+    let after = op.client_token("hr-feed", "hr-feed-secret").await;
+    assert!(after.starts_with(
+        &b64(&serde_json::json!({"alg": "RS256", "typ": "at+jwt", "kid": "k2"}))[..10]
+    ));
+    assert!(
+        probe_feed(&s, &after).await.is_ok(),
+        "the new key is fetched on first sight"
+    );
+    assert_eq!(
+        probe_feed(&s, &before).await.unwrap_err().code(),
+        Code::Unauthenticated,
+        "the retired key is no longer accepted"
+    );
+}
+
+async fn probe_feed(s: &TestServer, token: &str) -> Result<(), tonic::Status> {
+    HrServiceClient::new(as_token(s, token).await)
+        .list_held_changes(pb::ListHeldChangesRequest::default())
+        .await
+        .map(|_| ())
+        .or_else(|e| {
+            if e.code() == Code::PermissionDenied {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es256_and_eddsa_providers_are_accepted() {
+    for alg in ["ES256", "EdDSA"] {
+        let Some(op) = Provider::start("e1", alg, &groups(), 300) else {
+            return;
+        };
+        let Some(s) = setup(&op).await else { return };
+        let token = op.user_token("E2001").await;
+        assert!(probe(&s, &token).await.is_ok(), "{alg}");
+    }
+}
