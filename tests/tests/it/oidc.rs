@@ -335,3 +335,180 @@ async fn es256_and_eddsa_providers_are_accepted() {
         assert!(probe(&s, &token).await.is_ok(), "{alg}");
     }
 }
+
+mod mtls {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+    struct Ca {
+        params: CertificateParams,
+        key: KeyPair,
+        pem: String,
+    }
+
+    fn ca(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let pem = p.self_signed(&key).unwrap().pem();
+        Ca {
+            params: p,
+            key,
+            pem,
+        }
+    }
+
+    fn leaf(ca: &Ca, cn: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut p =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![usage];
+        let cert = p
+            .signed_by(&key, &Issuer::from_params(&ca.params, &ca.key))
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    async fn channel(
+        url: &str,
+        server_ca: &str,
+        client: Option<&(String, String)>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(server_ca))
+            .domain_name("localhost");
+        if let Some((cert, key)) = client {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Channel::from_shared(url.to_string())
+            .unwrap()
+            .tls_config(tls)?
+            .connect()
+            .await
+    }
+
+    fn hire_request(id: &str) -> pb::SubmitHrEventRequest {
+        pb::SubmitHrEventRequest {
+            event: Some(pb::HrEvent {
+                source: "mtls".into(),
+                event_id: format!("hire-{id}"),
+                r#type: pb::HrEventType::Hire as i32,
+                employee_id: id.into(),
+                attributes: Some(pb::PersonAttributes {
+                    display_name: Some("P".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn client_certificates_of_the_configured_ca_map_to_roles_and_others_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let server_ca = ca("idgov test server CA");
+        let client_ca = ca("idgov test client CA");
+        let rogue_ca = ca("somebody else's CA");
+        let (server_cert, server_key) = leaf(
+            &server_ca,
+            "idgov",
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let feed = leaf(
+            &client_ca,
+            "hr-feed.internal",
+            &["hr-feed.internal"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let rogue = leaf(
+            &rogue_ca,
+            "hr-feed.internal",
+            &["hr-feed.internal"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let unmapped = leaf(
+            &client_ca,
+            "printer.internal",
+            &["printer.internal"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let write = |name: &str, body: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, body).unwrap();
+            p.display().to_string()
+        };
+        let toml = format!(
+            "[tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n[tls.client_roles]\n\"hr-feed.internal\" = [\"hr-feed\"]\n",
+            write("server.pem", &server_cert),
+            write("server.key", &server_key),
+            write("clients-ca.pem", &client_ca.pem)
+        );
+        let Some(s) = start_with_auth("sqlite", Some(&toml)).await else {
+            return;
+        };
+        assert!(s.url.starts_with("https://"), "{}", s.url);
+
+        // A certificate of the configured CA: its mapped role, and only that.
+        let ch = channel(&s.url, &server_ca.pem, Some(&feed))
+            .await
+            .expect("TLS with a client certificate");
+        HrServiceClient::new(ch.clone())
+            .submit_hr_event(hire_request("M1"))
+            .await
+            .expect("hr-feed by certificate");
+        let e = PolicyServiceClient::new(ch)
+            .get_policy(pb::GetPolicyRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
+
+        // Another CA's certificate with the same name is refused.
+        let refused = match channel(&s.url, &server_ca.pem, Some(&rogue)).await {
+            Err(_) => true,
+            Ok(ch) => HrServiceClient::new(ch)
+                .submit_hr_event(hire_request("M2"))
+                .await
+                .is_err(),
+        };
+        assert!(refused, "a certificate of another CA must not be accepted");
+
+        // A valid certificate nobody mapped, and no certificate at all, are unauthenticated.
+        let ch = channel(&s.url, &server_ca.pem, Some(&unmapped))
+            .await
+            .unwrap();
+        let e = HrServiceClient::new(ch)
+            .submit_hr_event(hire_request("M3"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        let ch = channel(&s.url, &server_ca.pem, None).await.unwrap();
+        let e = HrServiceClient::new(ch.clone())
+            .submit_hr_event(hire_request("M4"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+
+        // Bearer tokens still work over TLS.
+        let token: tonic::metadata::MetadataValue<_> =
+            format!("Bearer {}", s.token(&[idgov_authz::Role::Auditor], None))
+                .parse()
+                .unwrap();
+        let mut req = tonic::Request::new(pb::GetPolicyRequest {});
+        req.metadata_mut().insert("authorization", token);
+        PolicyServiceClient::new(ch)
+            .get_policy(req)
+            .await
+            .expect("bearer over TLS");
+    }
+}
