@@ -229,7 +229,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         server = server.tls_config(tls).context("TLS configuration")?;
     }
     let router = server
-        .layer(AuthLayer::new(auth, certs, store))
+        .layer(AuthLayer::new(auth, certs, store, app.denials.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(HrServiceServer::new(api.clone()))
@@ -244,6 +244,10 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         let _ = rx.await;
     }));
     let scheduler = tokio::spawn(scheduler_loop(Arc::downgrade(&app), cfg.scheduler_interval));
+    tokio::spawn(crate::auth::denials::flush_loop(
+        Arc::downgrade(&app),
+        Duration::from_secs(10),
+    ));
     tokio::spawn(health_loop(
         Arc::downgrade(&app),
         health_reporter,

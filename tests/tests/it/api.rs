@@ -654,3 +654,73 @@ async fn development_mode_refuses_a_public_listen_address() {
         .expect("refused");
     assert!(err.to_string().contains("loopback"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_calls_are_audited_in_aggregate_and_a_burst_raises_a_security_event() {
+    let Some(s) = setup("sqlite").await else {
+        return;
+    };
+    let auditor = s.channel(Some(s.token(&[Role::Auditor], None))).await;
+    for _ in 0..60 {
+        let r = call(auditor.clone(), Rpc::ApplyPolicy).await;
+        assert_eq!(refused(&r), Some(Code::PermissionDenied));
+    }
+    let garbage = s.channel(Some("garbage".into())).await;
+    for _ in 0..5 {
+        assert_eq!(
+            refused(&call(garbage.clone(), Rpc::VerifyAuditChain).await),
+            Some(Code::Unauthenticated)
+        );
+    }
+    let mut m1 = s.ids(&[], Some("M1")).await;
+    for _ in 0..3 {
+        let e = m1
+            .get_identity(pb::GetIdentityRequest {
+                employee_id: "E2".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
+    }
+    let app = s.app();
+    assert_eq!(app.flush_denials().await.unwrap(), 68);
+    let events = app
+        .store
+        .list_audit_events(&idgov_store::AuditFilter::default(), 0, 100_000)
+        .await
+        .unwrap();
+    let mut denied: Vec<(String, String, i64)> = events
+        .iter()
+        .filter(|e| e.action == "access.denied")
+        .map(|e| {
+            let d: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
+            (
+                e.actor.clone(),
+                e.target.clone(),
+                d["count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    denied.sort();
+    let rpc = |r: Rpc| format!("rpc:{}", r.path());
+    assert_eq!(
+        denied,
+        [
+            ("service:test-user".to_string(), rpc(Rpc::ApplyPolicy), 60),
+            ("unknown".to_string(), rpc(Rpc::VerifyAuditChain), 5),
+            ("user:M1".to_string(), rpc(Rpc::GetIdentity), 3),
+        ],
+        "one event per caller, RPC and reason, with a count"
+    );
+    let burst: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "access.denied_burst")
+        .collect();
+    assert_eq!(burst.len(), 1);
+    assert!(burst[0].security);
+    assert_eq!(
+        app.flush_denials().await.unwrap(),
+        0,
+        "a flush writes each denial once"
+    );
+}

@@ -60,6 +60,8 @@ pub struct App {
     pub directory: Option<Arc<idgov_directory::DirectoryConfig>>,
     /// Wakes the provisioning worker when operations were queued.
     pub(crate) provisioning_wakeup: Arc<tokio::sync::Notify>,
+    /// Denied calls, counted until written to the audit log.
+    pub denials: Arc<crate::auth::denials::DenialLog>,
 }
 
 /// The actor name of work the service does by itself.
@@ -90,6 +92,7 @@ impl App {
             writers: senders,
             directory: directory.map(Arc::new),
             provisioning_wakeup: Arc::new(tokio::sync::Notify::new()),
+            denials: Arc::default(),
         });
         app.reload_policy().await?;
         for rx in receivers {

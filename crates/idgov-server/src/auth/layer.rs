@@ -3,6 +3,7 @@
 //! decision travels to the handler as an [`idgov_authz::Access`] extension.
 //! Only gRPC health and reflection are open without credentials.
 
+use super::denials::DenialLog;
 use super::{Authenticator, CertRoles};
 use crate::error::AppError;
 use crate::grpc::status::to_status;
@@ -28,6 +29,7 @@ struct Shared {
     auth: Authenticator,
     certs: CertRoles,
     store: Store,
+    denials: Arc<DenialLog>,
 }
 
 /// Adds authentication and authorization to a gRPC service.
@@ -35,8 +37,18 @@ struct Shared {
 pub struct AuthLayer(Arc<Shared>);
 
 impl AuthLayer {
-    pub fn new(auth: Authenticator, certs: CertRoles, store: Store) -> Self {
-        AuthLayer(Arc::new(Shared { auth, certs, store }))
+    pub fn new(
+        auth: Authenticator,
+        certs: CertRoles,
+        store: Store,
+        denials: Arc<DenialLog>,
+    ) -> Self {
+        AuthLayer(Arc::new(Shared {
+            auth,
+            certs,
+            store,
+            denials,
+        }))
     }
 }
 
@@ -62,26 +74,41 @@ impl Shared {
         path: &str,
         headers: &http::HeaderMap,
         peer_cert: Option<Vec<u8>>,
-    ) -> Result<idgov_authz::Access, AppError> {
+    ) -> Result<idgov_authz::Access, (AppError, String)> {
+        let unknown = |e: AppError| (e, "unknown".to_string());
         // A verified client certificate speaks for a machine client; without
         // one, the bearer token does.
         let caller = match peer_cert {
-            Some(der) if headers.get(http::header::AUTHORIZATION).is_none() => {
-                self.certs.caller(&der).map_err(AppError::Unauthenticated)?
-            }
-            _ => self.auth.authenticate(headers, &self.store).await?,
+            Some(der) if headers.get(http::header::AUTHORIZATION).is_none() => self
+                .certs
+                .caller(&der)
+                .map_err(|e| unknown(AppError::Unauthenticated(e)))?,
+            _ => self
+                .auth
+                .authenticate(headers, &self.store)
+                .await
+                .map_err(unknown)?,
         };
+        let actor = caller.actor();
+        let named = |e: AppError| (e, actor.clone());
         if let Some(emp) = &caller.employee_id
-            && let Some(person) = self.store.get_identity(emp).await?
+            && let Some(person) = self
+                .store
+                .get_identity(emp)
+                .await
+                .map_err(|e| named(e.into()))?
             && person.status == Status::Terminated
         {
-            return Err(AppError::Unauthenticated(format!(
+            return Err(named(AppError::Unauthenticated(format!(
                 "{emp} has left the organisation; their credentials are no longer accepted"
-            )));
+            ))));
         }
-        let rpc = Rpc::from_path(path)
-            .ok_or_else(|| AppError::PermissionDenied(format!("{path} is not an idgov method")))?;
-        check_rpc(&caller, rpc).map_err(|d| AppError::PermissionDenied(d.reason))
+        let rpc = Rpc::from_path(path).ok_or_else(|| {
+            named(AppError::PermissionDenied(format!(
+                "{path} is not an idgov method"
+            )))
+        })?;
+        check_rpc(&caller, rpc).map_err(|d| named(AppError::PermissionDenied(d.reason)))
     }
 }
 
@@ -116,10 +143,29 @@ where
                 .and_then(|c| c.first().map(|c| c.as_ref().to_vec()));
             match shared.decide(&path, req.headers(), peer_cert).await {
                 Ok(access) => {
+                    let caller = access.caller.actor();
                     req.extensions_mut().insert(access);
-                    inner.call(req).await
+                    let resp = inner.call(req).await?;
+                    // Object-level denials are decided in the handlers.
+                    if resp.headers().get("grpc-status").is_some_and(|s| s == "7") {
+                        let reason = resp
+                            .headers()
+                            .get("grpc-message")
+                            .and_then(|m| m.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
+                        shared
+                            .denials
+                            .record("permission_denied", &caller, &path, &reason);
+                    }
+                    Ok(resp)
                 }
-                Err(e) => {
+                Err((e, caller)) => {
+                    let kind = match &e {
+                        AppError::Unauthenticated(_) => "unauthenticated",
+                        _ => "permission_denied",
+                    };
+                    shared.denials.record(kind, &caller, &path, &e.to_string());
                     tracing::info!(path = %path, error = %e, "call refused");
                     Ok(to_status(e).into_http())
                 }
