@@ -4,7 +4,8 @@
 //
 // - KEYS_FILE: a JSON array of private JWKs (each with a kid and alg); the
 //   first signs. Restart with another file to rotate keys.
-// - GROUPS_FILE: {"E1001": ["idgov-admins"], …}: the `groups` claim of users.
+// - GROUPS_FILE: {"E1001": ["idgov-admins"], …}: the `groups` claim of users;
+//   every user's `email` claim is <lowercased id>@example.com.
 // Clients: "hr-feed" (client_credentials, secret "hr-feed-secret") and
 // "idgov-cli" (authorization code + PKCE, public). Access tokens for the
 // resource "urn:idgov" are JWTs with audience "idgov".
@@ -58,7 +59,9 @@ const provider = new Provider(issuer, {
     },
   },
   extraTokenClaims: async (ctx, token) =>
-    token.accountId ? { groups: groups[token.accountId] ?? [] } : {},
+    token.accountId
+      ? { groups: groups[token.accountId] ?? [], email: `${token.accountId.toLowerCase()}@example.com` }
+      : {},
   loadExistingGrant: async (ctx) => {
     const grant = new ctx.oidc.provider.Grant({
       clientId: ctx.oidc.client.clientId,

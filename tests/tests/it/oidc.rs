@@ -512,3 +512,55 @@ mod mtls {
             .expect("bearer over TLS");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_can_be_named_by_their_email_claim() {
+    let Some(op) = Provider::start("k1", "RS256", &groups(), 300) else {
+        return;
+    };
+    let toml = auth_toml(&op.issuer()).replace(
+        "roles_claim = \"groups\"",
+        "roles_claim = \"groups\"\nuser_claim = \"email\"\nuser_claim_is = \"email\"",
+    );
+    let Some(s) = start_with_auth("sqlite", Some(&toml)).await else {
+        return;
+    };
+    let app = s.app();
+    for (id, mgr) in [("E1001", None), ("E1002", Some("E1001"))] {
+        let mut p = Person::new(id, "Finance").patch();
+        p.email = Some(format!("{}@Example.com", id.to_lowercase()));
+        p.manager_id = mgr.map(|m| Some(m.to_string()));
+        app.submit_event(
+            event(
+                app,
+                idgov_domain::hr::EventKind::Hire,
+                &format!("h-{id}"),
+                id,
+                "",
+                p,
+            ),
+            "service:hr",
+        )
+        .await
+        .unwrap();
+    }
+    // The token carries e1001@example.com: it is E1001, manager of E1002.
+    let token = op.user_token("E1001").await;
+    let mut ids = IdentityServiceClient::new(as_token(&s, &token).await);
+    let r = ids
+        .get_identity(pb::GetIdentityRequest {
+            employee_id: "E1002".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().manager_employee_id, "E1001");
+    // Nobody in HR has E9999's email: no relationships, nothing to read.
+    let stranger = op.user_token("E9999").await;
+    let e = IdentityServiceClient::new(as_token(&s, &stranger).await)
+        .get_identity(pb::GetIdentityRequest {
+            employee_id: "E1002".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+}
