@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
@@ -51,17 +51,29 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn connect(server: &str, token: Option<&str>) -> anyhow::Result<Client> {
+    pub async fn connect(opts: &crate::ClientOpts) -> anyhow::Result<Client> {
+        let server = opts.server.as_str();
+        let token = opts.token.as_deref();
         let url = if server.contains("://") {
             server.to_string()
         } else {
             format!("http://{server}")
         };
-        let endpoint = Endpoint::from_shared(url.clone())
-            .with_context(|| {
-                format!("{server:?} is not a server address; use e.g. http://127.0.0.1:50051")
-            })?
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .with_context(|| format!("{server:?} is not a server address; use e.g. http://127.0.0.1:50051"))?
             .connect_timeout(std::time::Duration::from_secs(5));
+        if url.starts_with("https://") {
+            let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+            let mut tls = ClientTlsConfig::new();
+            tls = match &opts.ca_file {
+                Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca)?)),
+                None => tls.with_webpki_roots(),
+            };
+            if let (Some(cert), Some(key)) = (&opts.client_cert, &opts.client_key) {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            endpoint = endpoint.tls_config(tls).context("TLS configuration")?;
+        }
         let channel = endpoint.connect().await.map_err(|_| {
             anyhow!(
                 "cannot reach idgov at {url}; is the server running? Start it with `idgov serve`, \

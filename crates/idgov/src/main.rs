@@ -31,6 +31,15 @@ pub struct ClientOpts {
     /// Bearer token (default: the one saved by `idgov dev token`).
     #[arg(long, env = "IDGOV_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) to verify an https:// server with (default: web roots).
+    #[arg(long, env = "IDGOV_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, env = "IDGOV_CLIENT_CERT", global = true, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Client certificate key (PEM) for mutual TLS.
+    #[arg(long, env = "IDGOV_CLIENT_KEY", global = true, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Output for people (table) or scripts (json).
     #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
     pub output: Format,

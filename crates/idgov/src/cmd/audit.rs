@@ -61,7 +61,7 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
     if let AuditCommand::Verify { file: Some(f) } = &c {
         return verify_file(f, opts.output);
     }
-    let client = Client::connect(&opts.server, opts.token.as_deref()).await?;
+    let client = Client::connect(opts).await?;
     let mut audit = AuditServiceClient::new(client.channel);
     match c {
         AuditCommand::Verify { .. } => {

@@ -155,7 +155,7 @@ pub async fn run(opts: &ClientOpts, c: HrCommand) -> anyhow::Result<ExitCode> {
         HrCommand::Import(a) => Some(read_roster(&a.file)?),
         _ => None,
     };
-    let client = Client::connect(&opts.server, opts.token.as_deref()).await?;
+    let client = Client::connect(opts).await?;
     let mut hr = HrServiceClient::new(client.channel);
     match c {
         HrCommand::Send(a) => send(&mut hr, opts.output, a).await,

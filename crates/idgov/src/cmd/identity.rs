@@ -58,7 +58,7 @@ fn identity_json(i: &pb::Identity) -> serde_json::Value {
 }
 
 pub async fn run(opts: &ClientOpts, c: IdentityCommand) -> anyhow::Result<ExitCode> {
-    let client = Client::connect(&opts.server, opts.token.as_deref()).await?;
+    let client = Client::connect(opts).await?;
     let mut ids = IdentityServiceClient::new(client.channel);
     match c {
         IdentityCommand::Get { employee_id } => {
@@ -165,7 +165,7 @@ pub async fn run(opts: &ClientOpts, c: IdentityCommand) -> anyhow::Result<ExitCo
 
 pub async fn run_grant(opts: &ClientOpts, c: GrantCommand) -> anyhow::Result<ExitCode> {
     let GrantCommand::List { employee_id, all } = c;
-    let client = Client::connect(&opts.server, opts.token.as_deref()).await?;
+    let client = Client::connect(opts).await?;
     let mut ids = IdentityServiceClient::new(client.channel);
     let mut grants = Vec::new();
     let mut token = String::new();

@@ -89,7 +89,7 @@ fn policy_json(p: &pb::Policy) -> serde_json::Value {
 }
 
 pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode> {
-    let client = Client::connect(&opts.server, opts.token.as_deref()).await?;
+    let client = Client::connect(opts).await?;
     let mut pol = PolicyServiceClient::new(client.channel);
     match c {
         PolicyCommand::Show { document } => {

@@ -36,7 +36,7 @@ pub async fn run(opts: &ClientOpts, c: ProvisioningCommand) -> anyhow::Result<Ex
         Some("done") => pb::DirectoryOperationState::Done,
         Some(o) => anyhow::bail!("--state {o:?}: use pending or done"),
     };
-    let client = Client::connect(&opts.server, opts.token.as_deref()).await?;
+    let client = Client::connect(opts).await?;
     let r = ProvisioningServiceClient::new(client.channel)
         .list_directory_operations(pb::ListDirectoryOperationsRequest {
             page_size: limit,
