@@ -60,10 +60,14 @@ impl Client {
             format!("http://{server}")
         };
         let mut endpoint = Endpoint::from_shared(url.clone())
-            .with_context(|| format!("{server:?} is not a server address; use e.g. http://127.0.0.1:50051"))?
+            .with_context(|| {
+                format!("{server:?} is not a server address; use e.g. http://127.0.0.1:50051")
+            })?
             .connect_timeout(std::time::Duration::from_secs(5));
         if url.starts_with("https://") {
-            let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+            };
             let mut tls = ClientTlsConfig::new();
             tls = match &opts.ca_file {
                 Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca)?)),

@@ -35,10 +35,20 @@ pub struct ClientOpts {
     #[arg(long, env = "IDGOV_CA_FILE", global = true)]
     pub ca_file: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS.
-    #[arg(long, env = "IDGOV_CLIENT_CERT", global = true, requires = "client_key")]
+    #[arg(
+        long,
+        env = "IDGOV_CLIENT_CERT",
+        global = true,
+        requires = "client_key"
+    )]
     pub client_cert: Option<PathBuf>,
     /// Client certificate key (PEM) for mutual TLS.
-    #[arg(long, env = "IDGOV_CLIENT_KEY", global = true, requires = "client_cert")]
+    #[arg(
+        long,
+        env = "IDGOV_CLIENT_KEY",
+        global = true,
+        requires = "client_cert"
+    )]
     pub client_key: Option<PathBuf>,
     /// Output for people (table) or scripts (json).
     #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]

@@ -564,3 +564,33 @@ async fn people_can_be_named_by_their_email_claim() {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_ids_cannot_make_idgov_hammer_the_provider() {
+    let Some(mut op) = Provider::start("k1", "RS256", &groups(), 300) else {
+        return;
+    };
+    let toml =
+        auth_toml(&op.issuer()).replace("jwks_refresh_seconds = 0", "jwks_refresh_seconds = 3600");
+    let Some(s) = start_with_auth("sqlite", Some(&toml)).await else {
+        return;
+    };
+    let k2 = op.new_key("k2", "RS256");
+    op.rotate(k2, false);
+    let t2 = op.client_token("hr-feed", "hr-feed-secret").await;
+    assert!(
+        probe_feed(&s, &t2).await.is_ok(),
+        "the first unknown key id triggers a refresh"
+    );
+    // Another key within the refresh interval is not fetched (and so not
+    // accepted) until the interval has passed.
+    let k3 = op.new_key("k3", "RS256");
+    op.rotate(k3, false);
+    let t3 = op.client_token("hr-feed", "hr-feed-secret").await;
+    for _ in 0..20 {
+        assert_eq!(
+            probe_feed(&s, &t3).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
+    }
+}
