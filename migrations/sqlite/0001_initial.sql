@@ -25,6 +25,9 @@ CREATE TABLE identities (
 CREATE INDEX identities_by_status ON identities (status, employee_id);
 CREATE INDEX identities_by_department ON identities (department, employee_id);
 CREATE INDEX identities_by_manager ON identities (manager_id, employee_id);
+-- The scheduler asks every second whose last day is over.
+CREATE INDEX identities_ending ON identities (end_date)
+    WHERE status IN ('active', 'suspended') AND end_date IS NOT NULL;
 
 CREATE TABLE grants (
     id                   TEXT PRIMARY KEY,

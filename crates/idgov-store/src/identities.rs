@@ -113,16 +113,27 @@ impl Store {
         &self,
         today: chrono::NaiveDate,
     ) -> Result<Vec<Identity>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            identity_columns!(),
-            " FROM identities \
-             WHERE status IN ('active', 'suspended') AND end_date IS NOT NULL AND end_date <> '' \
-             AND end_date < $1 ORDER BY employee_id LIMIT 1000"
-        ))
-        .bind(today.to_string())
-        .fetch_all(self.reader())
-        .await?;
+        macro_rules! ending {
+            ($from:literal) => {
+                concat!(
+                    "SELECT ",
+                    identity_columns!(),
+                    $from,
+                    " WHERE status IN ('active', 'suspended') AND end_date IS NOT NULL \
+                     AND end_date < $1 ORDER BY employee_id LIMIT 1000"
+                )
+            };
+        }
+        // The partial index identities_ending holds just these people;
+        // SQLite (without statistics) has to be told to use it.
+        let sql = match self.backend() {
+            crate::Backend::Sqlite => ending!(" FROM identities INDEXED BY identities_ending"),
+            crate::Backend::Postgres => ending!(" FROM identities"),
+        };
+        let rows = sqlx::query(sql)
+            .bind(today.to_string())
+            .fetch_all(self.reader())
+            .await?;
         rows.iter().map(identity_from_row).collect()
     }
 
