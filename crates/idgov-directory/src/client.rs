@@ -274,30 +274,11 @@ impl Directory {
                 {
                     return Ok(false);
                 }
-                let r = self
-                    .ldap
-                    .modify(
-                        dn,
-                        vec![Mod::Replace(
-                            "pwdAccountLockedTime".to_string(),
-                            HashSet::from(["000001010000Z".to_string()]),
-                        )],
-                    )
-                    .await;
-                accept(r, &[])
+                self.set_lock_attr(dn, "pwdAccountLockedTime", Some("000001010000Z"))
+                    .await
             }
             DisableMethod::NsAccountLock => {
-                let r = self
-                    .ldap
-                    .modify(
-                        dn,
-                        vec![Mod::Replace(
-                            "nsAccountLock".to_string(),
-                            HashSet::from(["TRUE".to_string()]),
-                        )],
-                    )
-                    .await;
-                accept(r, &[])
+                self.set_lock_attr(dn, "nsAccountLock", Some("TRUE")).await
             }
             DisableMethod::UserAccountControl => self.set_uac_disabled(dn, true).await,
         }
@@ -307,30 +288,33 @@ impl Directory {
     pub async fn enable(&mut self, dn: &str) -> Result<bool, DirectoryError> {
         match self.schema.disable {
             DisableMethod::PpolicyLock => {
-                let r = self
-                    .ldap
-                    .modify(
-                        dn,
-                        vec![Mod::Delete(
-                            "pwdAccountLockedTime".to_string(),
-                            HashSet::new(),
-                        )],
-                    )
-                    .await;
-                accept(r, &[rc::NO_SUCH_ATTRIBUTE])
+                self.set_lock_attr(dn, "pwdAccountLockedTime", None).await
             }
-            DisableMethod::NsAccountLock => {
-                let r = self
-                    .ldap
-                    .modify(
-                        dn,
-                        vec![Mod::Delete("nsAccountLock".to_string(), HashSet::new())],
-                    )
-                    .await;
-                accept(r, &[rc::NO_SUCH_ATTRIBUTE])
-            }
+            DisableMethod::NsAccountLock => self.set_lock_attr(dn, "nsAccountLock", None).await,
             DisableMethod::UserAccountControl => self.set_uac_disabled(dn, false).await,
         }
+    }
+
+    /// Sets the lock attribute `attr` to `value`, or removes it when `value` is None
+    /// (an attribute that is already absent counts as already enabled).
+    async fn set_lock_attr(
+        &mut self,
+        dn: &str,
+        attr: &str,
+        value: Option<&str>,
+    ) -> Result<bool, DirectoryError> {
+        let (change, tolerated): (_, &[u32]) = match value {
+            Some(v) => (
+                Mod::Replace(attr.to_string(), HashSet::from([v.to_string()])),
+                &[],
+            ),
+            None => (
+                Mod::Delete(attr.to_string(), HashSet::new()),
+                &[rc::NO_SUCH_ATTRIBUTE],
+            ),
+        };
+        let r = self.ldap.modify(dn, vec![change]).await;
+        accept(r, tolerated)
     }
 
     /// True when the account is disabled by the preset's method.
