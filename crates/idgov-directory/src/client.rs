@@ -2,29 +2,13 @@
 //! retried after a failure or a crash is harmless.
 
 use crate::escape::eq_filter;
-use crate::preset::{DisableMethod, Schema};
+use crate::preset::{DisableMethod, PERMANENT_LOCK, Schema};
+use idgov_domain::drift::{AccountView, GroupView};
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry};
 use std::collections::HashSet;
 use std::time::Duration;
 use thiserror::Error;
-
-/// An account as read from the directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    pub dn: String,
-    /// The correlation attribute's value (the HR employee id), if any.
-    pub employee_id: Option<String>,
-    pub disabled: bool,
-}
-
-/// A group as read from the directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Group {
-    pub dn: String,
-    /// Member DNs as stored.
-    pub members: Vec<String>,
-}
 
 /// LDAP result codes idgov interprets.
 mod rc {
@@ -267,37 +251,52 @@ impl Directory {
 
     /// Disables an account. Returns false when it was disabled already.
     pub async fn disable(&mut self, dn: &str) -> Result<bool, DirectoryError> {
-        match self.schema.disable {
-            DisableMethod::PpolicyLock => {
-                if self.read_attr(dn, "pwdAccountLockedTime").await?.as_deref()
-                    == Some("000001010000Z")
-                {
-                    return Ok(false);
-                }
-                self.set_lock_attr(dn, "pwdAccountLockedTime", Some("000001010000Z"))
-                    .await
+        let method = self.schema.disable.clone();
+        let attr = method.attribute();
+        let current = self.read_attr(dn, attr).await?;
+        let value = match method {
+            // Any other lock (a temporary lockout) is made permanent.
+            DisableMethod::PpolicyLock => PERMANENT_LOCK.to_string(),
+            DisableMethod::NsAccountLock => "TRUE".to_string(),
+            DisableMethod::UserAccountControl => {
+                DisableMethod::user_account_control(current.as_deref(), true).to_string()
             }
-            DisableMethod::NsAccountLock => {
-                self.set_lock_attr(dn, "nsAccountLock", Some("TRUE")).await
-            }
-            DisableMethod::UserAccountControl => self.set_uac_disabled(dn, true).await,
+        };
+        if current.as_deref() == Some(value.as_str()) {
+            return Ok(false);
         }
+        self.set_attr(dn, attr, Some(&value)).await
     }
 
     /// Enables an account. Returns false when it was enabled already.
     pub async fn enable(&mut self, dn: &str) -> Result<bool, DirectoryError> {
-        match self.schema.disable {
-            DisableMethod::PpolicyLock => {
-                self.set_lock_attr(dn, "pwdAccountLockedTime", None).await
+        let method = self.schema.disable.clone();
+        let attr = method.attribute();
+        match method {
+            DisableMethod::PpolicyLock | DisableMethod::NsAccountLock => {
+                self.set_attr(dn, attr, None).await
             }
-            DisableMethod::NsAccountLock => self.set_lock_attr(dn, "nsAccountLock", None).await,
-            DisableMethod::UserAccountControl => self.set_uac_disabled(dn, false).await,
+            DisableMethod::UserAccountControl => {
+                let current = self.read_attr(dn, attr).await?;
+                if !method.is_disabled(current.as_deref()) {
+                    return Ok(false);
+                }
+                let value = DisableMethod::user_account_control(current.as_deref(), false);
+                self.set_attr(dn, attr, Some(&value.to_string())).await
+            }
         }
     }
 
-    /// Sets the lock attribute `attr` to `value`, or removes it when `value` is None
-    /// (an attribute that is already absent counts as already enabled).
-    async fn set_lock_attr(
+    /// True when the account is disabled by the preset's method.
+    pub async fn is_disabled(&mut self, dn: &str) -> Result<bool, DirectoryError> {
+        let attr = self.schema.disable.attribute();
+        let value = self.read_attr(dn, attr).await?;
+        Ok(self.schema.disable.is_disabled(value.as_deref()))
+    }
+
+    /// Sets `attr` to `value`, or removes it when `value` is None (an
+    /// attribute already absent counts as done: returns false).
+    async fn set_attr(
         &mut self,
         dn: &str,
         attr: &str,
@@ -315,50 +314,6 @@ impl Directory {
         };
         let r = self.ldap.modify(dn, vec![change]).await;
         accept(r, tolerated)
-    }
-
-    /// True when the account is disabled by the preset's method.
-    pub async fn is_disabled(&mut self, dn: &str) -> Result<bool, DirectoryError> {
-        Ok(match self.schema.disable {
-            DisableMethod::PpolicyLock => {
-                self.read_attr(dn, "pwdAccountLockedTime").await?.is_some()
-            }
-            DisableMethod::NsAccountLock => self
-                .read_attr(dn, "nsAccountLock")
-                .await?
-                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
-            DisableMethod::UserAccountControl => {
-                self.read_attr(dn, "userAccountControl")
-                    .await?
-                    .and_then(|v| v.parse::<u32>().ok())
-                    .unwrap_or(0)
-                    & 2
-                    != 0
-            }
-        })
-    }
-
-    async fn set_uac_disabled(&mut self, dn: &str, disabled: bool) -> Result<bool, DirectoryError> {
-        let current: u32 = self
-            .read_attr(dn, "userAccountControl")
-            .await?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(512);
-        let next = if disabled { current | 2 } else { current & !2 };
-        if next == current {
-            return Ok(false);
-        }
-        let r = self
-            .ldap
-            .modify(
-                dn,
-                vec![Mod::Replace(
-                    "userAccountControl".to_string(),
-                    HashSet::from([next.to_string()]),
-                )],
-            )
-            .await;
-        accept(r, &[])
     }
 
     /// One value of `attr` of the entry `dn` (operational attributes too).
@@ -383,36 +338,19 @@ impl Directory {
         &mut self,
         base: &str,
         page_size: i32,
-    ) -> Result<Vec<Account>, DirectoryError> {
+    ) -> Result<Vec<AccountView>, DirectoryError> {
         let filter = format!("(objectClass={})", self.schema.account_class);
         let corr = self.schema.correlation_attr.clone();
-        let disable_attr = match self.schema.disable {
-            DisableMethod::PpolicyLock => "pwdAccountLockedTime",
-            DisableMethod::NsAccountLock => "nsAccountLock",
-            DisableMethod::UserAccountControl => "userAccountControl",
-        };
-        let attrs = vec![corr.clone(), disable_attr.to_string()];
+        let method = self.schema.disable.clone();
+        let attrs = vec![corr.clone(), method.attribute().to_string()];
         let entries = self.paged(base, &filter, attrs, page_size).await?;
         Ok(entries
             .into_iter()
             .map(|e| {
                 let first = |a: &str| e.attrs.get(a).and_then(|v| v.first().cloned());
-                let disabled = match self.schema.disable {
-                    DisableMethod::PpolicyLock => first(disable_attr).is_some(),
-                    DisableMethod::NsAccountLock => {
-                        first(disable_attr).is_some_and(|v| v.eq_ignore_ascii_case("true"))
-                    }
-                    DisableMethod::UserAccountControl => {
-                        first(disable_attr)
-                            .and_then(|v| v.parse::<u32>().ok())
-                            .unwrap_or(0)
-                            & 2
-                            != 0
-                    }
-                };
-                Account {
+                AccountView {
                     employee_id: first(&corr),
-                    disabled,
+                    disabled: method.is_disabled(first(method.attribute()).as_deref()),
                     dn: e.dn,
                 }
             })
@@ -425,7 +363,7 @@ impl Directory {
         &mut self,
         base: &str,
         page_size: i32,
-    ) -> Result<Vec<Group>, DirectoryError> {
+    ) -> Result<Vec<GroupView>, DirectoryError> {
         let filter = format!("(objectClass={})", self.schema.group_class);
         let member = self.schema.member_attr.clone();
         let entries = self
@@ -438,7 +376,7 @@ impl Directory {
             .map(|s| s.to_lowercase());
         Ok(entries
             .into_iter()
-            .map(|mut e| Group {
+            .map(|mut e| GroupView {
                 members: e
                     .attrs
                     .remove(&member)

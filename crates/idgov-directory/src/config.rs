@@ -16,6 +16,7 @@
 use crate::account::AccountTemplate;
 use crate::client::Connection;
 use crate::preset::{Preset, Schema};
+use idgov_domain::drift::DriftKind;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,7 +43,7 @@ struct ConfigDoc {
     timeout_seconds: u64,
     /// What a sync does about each drift kind (default: report).
     #[serde(default)]
-    drift: BTreeMap<String, DriftAction>,
+    drift: BTreeMap<DriftKind, DriftAction>,
     /// Account creation for joiners (off by default).
     #[serde(default)]
     accounts: AccountTemplate,
@@ -60,14 +61,6 @@ pub enum DriftAction {
     /// membership as a grant with source `imported`, pending review.
     Import,
 }
-
-/// Drift kinds that can be remediated, and those that can only be reported.
-pub const REMEDIABLE_DRIFT: [&str; 3] = [
-    "enabled_leaver",
-    "unmanaged_membership",
-    "missing_membership",
-];
-pub const REPORT_ONLY_DRIFT: [&str; 2] = ["orphan_account", "missing_account"];
 
 fn default_preset() -> Preset {
     Preset::Openldap
@@ -92,8 +85,8 @@ pub struct DirectoryConfig {
     pub schema: Schema,
     pub page_size: i32,
     pub workers: usize,
-    /// Drift kind name → action; kinds not named are reported.
-    pub drift: BTreeMap<String, DriftAction>,
+    /// What a sync does about each drift kind; kinds not named are reported.
+    pub drift: BTreeMap<DriftKind, DriftAction>,
     /// How joiners' accounts are created, if they are.
     pub accounts: AccountTemplate,
 }
@@ -154,21 +147,28 @@ impl DirectoryConfig {
             _ => return Err("give exactly one of password_file and password_env".into()),
         };
         for (kind, action) in &doc.drift {
-            if *action == DriftAction::Import && kind != "unmanaged_membership" {
-                return Err(format!(
-                    "drift.{kind}: only unmanaged_membership can be imported"
-                ));
-            }
-            if REPORT_ONLY_DRIFT.contains(&kind.as_str()) {
-                if *action == DriftAction::Remediate {
-                    return Err(format!("drift.{kind} can only be reported"));
+            let able = |can: fn(DriftKind) -> bool| {
+                DriftKind::ALL
+                    .iter()
+                    .filter(|k| can(**k))
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            match action {
+                DriftAction::Remediate if !kind.can_remediate() => {
+                    return Err(format!(
+                        "drift.{kind} can only be reported; remediable kinds are {}",
+                        able(DriftKind::can_remediate)
+                    ));
                 }
-            } else if !REMEDIABLE_DRIFT.contains(&kind.as_str()) {
-                return Err(format!(
-                    "drift.{kind}: unknown drift kind; use {} or {}",
-                    REMEDIABLE_DRIFT.join(", "),
-                    REPORT_ONLY_DRIFT.join(", ")
-                ));
+                DriftAction::Import if !kind.can_import() => {
+                    return Err(format!(
+                        "drift.{kind}: only {} can be imported",
+                        able(DriftKind::can_import)
+                    ));
+                }
+                _ => {}
             }
         }
         doc.accounts.validate()?;
@@ -231,5 +231,33 @@ preset = "active-directory"
             .err()
             .unwrap_or_default();
         assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn drift_actions_are_checked_against_what_each_kind_allows() {
+        let dir = Path::new("/nonexistent");
+        let with = |drift: &str| {
+            DirectoryConfig::parse(
+                &format!(
+                    "{}\n[drift]\n{drift}\n",
+                    DOC.replace("password_file = \"pw\"", "password_env = \"HOME\"")
+                ),
+                dir,
+            )
+        };
+        let ok = with("enabled_leaver = \"remediate\"\nunmanaged_membership = \"import\"")
+            .map(|c| c.drift);
+        assert_eq!(
+            ok,
+            Ok(BTreeMap::from([
+                (DriftKind::EnabledLeaver, DriftAction::Remediate),
+                (DriftKind::UnmanagedMembership, DriftAction::Import),
+            ]))
+        );
+        let err = |d: &str| with(d).err().unwrap_or_default();
+        assert!(err("orphan_account = \"remediate\"").contains("can only be reported"));
+        assert!(err("missing_membership = \"import\"").contains("only unmanaged_membership"));
+        let unknown = err("stale_group = \"report\"");
+        assert!(unknown.contains("stale_group"), "{unknown}");
     }
 }

@@ -28,6 +28,46 @@ pub enum DisableMethod {
     NsAccountLock,
 }
 
+/// The `pwdAccountLockedTime` value that locks an account for good.
+pub const PERMANENT_LOCK: &str = "000001010000Z";
+
+/// The `userAccountControl` bit of a disabled account.
+const ACCOUNTDISABLE: u32 = 2;
+
+impl DisableMethod {
+    /// The attribute that says whether an account is disabled.
+    pub fn attribute(&self) -> &'static str {
+        match self {
+            DisableMethod::PpolicyLock => "pwdAccountLockedTime",
+            DisableMethod::NsAccountLock => "nsAccountLock",
+            DisableMethod::UserAccountControl => "userAccountControl",
+        }
+    }
+
+    /// True when an account whose [`DisableMethod::attribute`] holds
+    /// `value` (`None`: absent) is disabled.
+    pub fn is_disabled(&self, value: Option<&str>) -> bool {
+        match self {
+            DisableMethod::PpolicyLock => value.is_some(),
+            DisableMethod::NsAccountLock => value.is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            DisableMethod::UserAccountControl => {
+                value.and_then(|v| v.parse::<u32>().ok()).unwrap_or(0) & ACCOUNTDISABLE != 0
+            }
+        }
+    }
+
+    /// The `userAccountControl` value with the disabled bit set or cleared
+    /// (an absent value counts as a normal account, 512).
+    pub fn user_account_control(current: Option<&str>, disabled: bool) -> u32 {
+        let current: u32 = current.and_then(|v| v.parse().ok()).unwrap_or(512);
+        if disabled {
+            current | ACCOUNTDISABLE
+        } else {
+            current & !ACCOUNTDISABLE
+        }
+    }
+}
+
 /// The schema facts idgov needs about a directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schema {
@@ -68,15 +108,49 @@ impl Preset {
                 empty_group_member: None,
                 disable: DisableMethod::UserAccountControl,
             },
+            // 389-ds: OpenLDAP's schema, with its own lock attribute.
             Preset::Ds389 => Schema {
-                account_class: "inetOrgPerson".into(),
-                correlation_attr: "employeeNumber".into(),
-                rdn_attr: "uid".into(),
-                group_class: "groupOfNames".into(),
-                member_attr: "member".into(),
-                empty_group_member: Some(EMPTY_MEMBER.into()),
                 disable: DisableMethod::NsAccountLock,
+                ..Preset::Openldap.schema()
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_method_reads_its_own_lock() {
+        assert!(DisableMethod::PpolicyLock.is_disabled(Some(PERMANENT_LOCK)));
+        assert!(!DisableMethod::PpolicyLock.is_disabled(None));
+        assert!(DisableMethod::NsAccountLock.is_disabled(Some("true")));
+        assert!(!DisableMethod::NsAccountLock.is_disabled(Some("FALSE")));
+        assert!(DisableMethod::UserAccountControl.is_disabled(Some("514")));
+        assert!(!DisableMethod::UserAccountControl.is_disabled(Some("512")));
+        assert!(!DisableMethod::UserAccountControl.is_disabled(None));
+    }
+
+    #[test]
+    fn active_directory_keeps_the_other_account_flags() {
+        // 66048 = NORMAL_ACCOUNT | DONT_EXPIRE_PASSWORD.
+        let uac = DisableMethod::user_account_control;
+        assert_eq!(uac(Some("66048"), true), 66050);
+        assert_eq!(uac(Some("66050"), false), 66048);
+        assert_eq!(uac(None, true), 514);
+    }
+
+    #[test]
+    fn ds389_is_openldap_but_for_the_lock() {
+        let (ds, ol) = (Preset::Ds389.schema(), Preset::Openldap.schema());
+        assert_eq!(ds.disable, DisableMethod::NsAccountLock);
+        assert_eq!(
+            Schema {
+                disable: DisableMethod::PpolicyLock,
+                ..ds
+            },
+            ol
+        );
     }
 }

@@ -7,54 +7,43 @@ use crate::policy::Policy;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// The kinds of drift.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DriftKind {
-    /// An account no identity owns (no or an unknown employee id).
-    OrphanAccount,
-    /// A terminated identity whose account is still enabled.
-    EnabledLeaver,
-    /// A member of a managed group without a grant that gives it.
-    UnmanagedMembership,
-    /// An active grant whose group membership is missing.
-    MissingMembership,
-    /// An active identity without an account.
-    MissingAccount,
-}
+string_enum!(
+    /// The kinds of drift.
+    DriftKind {
+        /// An account no identity owns (no or an unknown employee id).
+        OrphanAccount => "orphan_account",
+        /// A terminated identity whose account is still enabled.
+        EnabledLeaver => "enabled_leaver",
+        /// A member of a managed group without a grant that gives it.
+        UnmanagedMembership => "unmanaged_membership",
+        /// An active grant whose group membership is missing.
+        MissingMembership => "missing_membership",
+        /// An active identity without an account.
+        MissingAccount => "missing_account",
+    }
+);
 
 impl DriftKind {
-    pub const ALL: [DriftKind; 5] = [
-        DriftKind::OrphanAccount,
-        DriftKind::EnabledLeaver,
-        DriftKind::UnmanagedMembership,
-        DriftKind::MissingMembership,
-        DriftKind::MissingAccount,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DriftKind::OrphanAccount => "orphan_account",
-            DriftKind::EnabledLeaver => "enabled_leaver",
-            DriftKind::UnmanagedMembership => "unmanaged_membership",
-            DriftKind::MissingMembership => "missing_membership",
-            DriftKind::MissingAccount => "missing_account",
-        }
-    }
-
     /// Drift that matters to security people at once.
     pub fn is_security_event(self) -> bool {
         matches!(self, DriftKind::OrphanAccount | DriftKind::EnabledLeaver)
     }
-}
 
-impl std::str::FromStr for DriftKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        DriftKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown drift kind {s:?}"))
+    /// True when the outbox can make the directory match idgov. An orphan
+    /// account or a missing account needs a person's decision.
+    pub fn can_remediate(self) -> bool {
+        matches!(
+            self,
+            DriftKind::EnabledLeaver
+                | DriftKind::UnmanagedMembership
+                | DriftKind::MissingMembership
+        )
+    }
+
+    /// True when the directory's state can be adopted as grants pending
+    /// review (first onboarding): unmanaged memberships only.
+    pub fn can_import(self) -> bool {
+        self == DriftKind::UnmanagedMembership
     }
 }
 
@@ -142,8 +131,7 @@ pub fn compute(
             }
         }
     }
-    // Memberships the grants give: (group, member account) pairs.
-    let mut granted: HashSet<(String, String)> = HashSet::new();
+    // Memberships the grants give, by (group, member account).
     let mut wanted: BTreeMap<(String, String), (&str, &str, &str)> = BTreeMap::new();
     for (id, grants) in active_grants {
         let Some(account) = account_of.get(id.as_str()) else {
@@ -156,7 +144,6 @@ pub fn compute(
                 .and_then(|e| e.ldap_group_dn.as_deref())
             {
                 let key = (normalize_dn(dn), normalize_dn(&account.dn));
-                granted.insert(key.clone());
                 wanted.insert(key, (id.as_str(), dn, g.entitlement_id.as_str()));
             }
         }
@@ -166,7 +153,7 @@ pub fn compute(
         let gdn = normalize_dn(&g.dn);
         for m in &g.members {
             let key = (gdn.clone(), normalize_dn(m));
-            if !granted.contains(&key) {
+            if !wanted.contains_key(&key) {
                 out.push(Drift {
                     kind: DriftKind::UnmanagedMembership,
                     employee_id: owner_of_dn.get(&key.1).map(|s| s.to_string()),

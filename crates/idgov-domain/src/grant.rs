@@ -1,11 +1,8 @@
 //! Grants: an identity holding an entitlement, with where it came from and,
 //! once revoked, why. Nothing is deleted: revoked grants stay as history.
 
-use crate::identity::string_enum;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
 string_enum!(
     /// Where a grant came from.

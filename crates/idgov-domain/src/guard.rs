@@ -2,11 +2,8 @@
 //! signal, so a change that would terminate or strip too many people at once
 //! is held whole until a person releases or discards it.
 
-use crate::identity::string_enum;
 use crate::policy::GuardPolicy;
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
 string_enum!(
     /// What a held change would do.

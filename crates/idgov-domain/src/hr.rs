@@ -2,14 +2,12 @@
 //! payload fingerprint that makes `(source, event_id)` an idempotency key.
 
 use crate::error::{DomainError, FieldViolation};
-use crate::identity::{AttributesPatch, string_enum, text_problem, validate_employee_id};
+use crate::identity::{AttributesPatch, text_problem, validate_employee_id};
 use crate::time::{DayBoundary, parse_date, parse_zone, resolve_effective};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::fmt;
-use std::str::FromStr;
 
 string_enum!(
     /// The kind of an HR event.
@@ -152,16 +150,11 @@ impl HrEvent {
                 }
             }
         }
-        // Dates far outside any working life are data errors, not plans.
-        let sane = |year: i32| (1900..=2200).contains(&year);
-        if !sane(chrono::Datelike::year(&effective_at)) {
-            v.push(FieldViolation::new(
-                "event.effective_at",
-                format!(
-                    "{} is outside 1900–2200; check the date",
-                    effective_at.to_rfc3339()
-                ),
-            ));
+        if let Some(problem) = crate::time::implausible_year(
+            chrono::Datelike::year(&effective_at),
+            effective_at.to_rfc3339(),
+        ) {
+            v.push(FieldViolation::new("event.effective_at", problem));
         }
         v.extend(attrs.validate("event.attributes", &input.employee_id));
         let rescinds = input.rescinds_event_id.trim().to_string();

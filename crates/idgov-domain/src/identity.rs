@@ -5,45 +5,6 @@ use crate::Classification;
 use crate::error::FieldViolation;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
-
-macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            /// The lowercase name used in storage, files and the CLI.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $s),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                let norm = s.trim().to_ascii_lowercase().replace('-', "_");
-                match norm.as_str() {
-                    $($s => Ok($name::$variant),)+
-                    _ => Err(format!(
-                        "unknown {} {:?}; expected one of: {}",
-                        stringify!($name), s, [$($s),+].join(", ")
-                    )),
-                }
-            }
-        }
-    };
-}
-pub(crate) use string_enum;
 
 string_enum!(
     /// Lifecycle status: `pre_hire → active ↔ suspended → terminated`, and
@@ -239,11 +200,10 @@ impl AttributesPatch {
             }
         }
         for (field, date) in [("start_date", self.start_date), ("end_date", self.end_date)] {
-            if let Some(d) = date.filter(|d| !(1900..=2200).contains(&chrono::Datelike::year(d))) {
-                v.push(FieldViolation::new(
-                    format!("{prefix}.{field}"),
-                    format!("{d} is outside 1900–2200; check the date"),
-                ));
+            if let Some(problem) =
+                date.and_then(|d| crate::time::implausible_year(chrono::Datelike::year(&d), d))
+            {
+                v.push(FieldViolation::new(format!("{prefix}.{field}"), problem));
             }
         }
         if let (Some(s), Some(e)) = (self.start_date, self.end_date)

@@ -8,13 +8,11 @@
 
 use crate::Classification;
 use crate::error::{DomainError, ErrorCode, FieldViolation};
-use crate::identity::{Attributes, Status, string_enum};
+use crate::identity::{Attributes, Status};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::str::FromStr;
 
 string_enum!(
     /// What happens to a non-birthright grant when its holder moves.

@@ -16,6 +16,13 @@ pub enum DayBoundary {
 }
 
 /// Parses an IANA zone name such as `Europe/Oslo`.
+/// What is wrong with a date in `year` in HR data: one far outside any
+/// working life (before 1900 or after 2200) is a typo, not a plan.
+pub fn implausible_year(year: i32, shown: impl std::fmt::Display) -> Option<String> {
+    (!(1900..=2200).contains(&year))
+        .then(|| format!("{shown} is outside 1900–2200; check the date"))
+}
+
 pub fn parse_zone(name: &str) -> Result<Tz, String> {
     name.parse::<Tz>().map_err(|_| {
         format!("unknown IANA time zone {name:?}; use a name such as \"Europe/Oslo\" or \"UTC\"")

@@ -92,11 +92,7 @@ impl WriteTx {
                 .or_default()
                 .push(event_id.as_str());
         }
-        let lock = if self.backend == Backend::Postgres {
-            " FOR UPDATE"
-        } else {
-            ""
-        };
+        let lock = self.backend.for_update();
         let mut out = Vec::new();
         for (source, ids) in by_source {
             for chunk in ids.chunks(IN_CHUNK) {
@@ -124,11 +120,6 @@ impl WriteTx {
     pub async fn identities_by_ids(&mut self, ids: &[String]) -> Result<Vec<Identity>, StoreError> {
         let mut out = Vec::new();
         for chunk in ids.chunks(IN_CHUNK) {
-            let lock = if self.backend == Backend::Postgres {
-                " FOR UPDATE"
-            } else {
-                ""
-            };
             let sql = format!(
                 concat!(
                     "SELECT ",
@@ -137,7 +128,7 @@ impl WriteTx {
                  FROM identities WHERE employee_id IN ({}){}"
                 ),
                 list(self.backend, chunk.len(), 1),
-                lock
+                self.backend.for_update()
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for id in chunk {

@@ -33,6 +33,19 @@ pub fn parsed<T: FromStr<Err = String>>(row: &AnyRow, col: &str) -> Result<T, St
         .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
 }
 
+/// Reads a nullable text column holding an enum's string form.
+pub fn opt_parsed<T: FromStr<Err = String>>(
+    row: &AnyRow,
+    col: &str,
+) -> Result<Option<T>, StoreError> {
+    let s: Option<String> = get(row, col)?;
+    s.map(|s| {
+        s.parse()
+            .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+    })
+    .transpose()
+}
+
 pub fn opt_date(row: &AnyRow, col: &str) -> Result<Option<NaiveDate>, StoreError> {
     let s: Option<String> = get(row, col)?;
     s.filter(|s| !s.is_empty())

@@ -1,44 +1,27 @@
 //! The provisioning outbox.
 
 use crate::bulk::values;
-use crate::convert::{get, micros, opt_time, time};
+use crate::convert::{get, micros, opt_time, parsed, time};
 use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
-use std::fmt;
-use std::str::FromStr;
 
-macro_rules! text_enum {
-    ($name:ident { $($v:ident => $s:literal),+ }) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($v),+ }
-        impl $name {
-            pub fn as_str(self) -> &'static str { match self { $($name::$v => $s),+ } }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
-        }
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s { $($s => Ok($name::$v),)+ other => Err(format!("unknown {} {other:?}", stringify!($name))) }
-            }
-        }
-    };
-}
+idgov_domain::string_enum!(
+    /// What an outbox operation does in the directory.
+    DirOpKind {
+        CreateAccount => "create_account",
+        AddMember => "add_member",
+        RemoveMember => "remove_member",
+        Disable => "disable",
+        Enable => "enable",
+    }
+);
 
-text_enum!(DirOpKind {
-    CreateAccount => "create_account",
-    AddMember => "add_member",
-    RemoveMember => "remove_member",
-    Disable => "disable",
-    Enable => "enable"
-});
-
-text_enum!(DirOpState { Pending => "pending", Done => "done" });
+idgov_domain::string_enum!(
+    /// Where an outbox operation stands.
+    DirOpState { Pending => "pending", Done => "done" }
+);
 
 /// An operation to enqueue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,15 +60,14 @@ macro_rules! op_columns {
 }
 
 fn op_from_row(r: &AnyRow) -> Result<DirOp, StoreError> {
-    let parse = |col: &str| -> Result<String, StoreError> { get(r, col) };
     Ok(DirOp {
         id: get(r, "id")?,
         employee_id: get(r, "employee_id")?,
-        kind: parse("kind")?.parse().map_err(StoreError::Corrupt)?,
+        kind: parsed(r, "kind")?,
         group_dn: get(r, "group_dn")?,
         entitlement_id: get(r, "entitlement_id")?,
         cause: get(r, "cause")?,
-        state: parse("state")?.parse().map_err(StoreError::Corrupt)?,
+        state: parsed(r, "state")?,
         attempts: get(r, "attempts")?,
         last_error: get(r, "last_error")?,
         outcome: get(r, "outcome")?,

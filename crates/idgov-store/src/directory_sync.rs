@@ -1,7 +1,7 @@
 //! Directory sync runs and their drift.
 
 use crate::bulk::values;
-use crate::convert::{get, micros, time};
+use crate::convert::{get, micros, parsed, time};
 use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::drift::{Drift, DriftKind};
@@ -131,11 +131,10 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                let kind: String = get(r, "kind")?;
                 Ok(DriftRow {
                     seq: get(r, "seq")?,
                     drift: Drift {
-                        kind: kind.parse().map_err(StoreError::Corrupt)?,
+                        kind: parsed(r, "kind")?,
                         employee_id: get(r, "employee_id")?,
                         account_dn: get(r, "account_dn")?,
                         group_dn: get(r, "group_dn")?,

@@ -1,7 +1,7 @@
 //! Grants: reads, and applying the grant changes a domain rule decided.
 
 use crate::GrantRow;
-use crate::convert::{get, json, opt_time, parsed, time};
+use crate::convert::{get, json, opt_parsed, opt_time, parsed, time};
 use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::Classification;
@@ -12,7 +12,6 @@ use sqlx::any::AnyRow;
 use std::collections::HashMap;
 
 pub(crate) fn grant_from_row(row: &AnyRow) -> Result<(Grant, Classification), StoreError> {
-    let reason: Option<String> = get(row, "revoke_reason")?;
     let grant = Grant {
         id: get(row, "id")?,
         employee_id: get(row, "employee_id")?,
@@ -24,12 +23,7 @@ pub(crate) fn grant_from_row(row: &AnyRow) -> Result<(Grant, Classification), St
         approvers: json(row, "approvers")?,
         justification: get(row, "justification")?,
         revoked_at: opt_time(get(row, "revoked_at")?)?,
-        revoke_reason: reason
-            .map(|r| {
-                r.parse()
-                    .map_err(|e| StoreError::Corrupt(format!("grants.revoke_reason: {e}")))
-            })
-            .transpose()?,
+        revoke_reason: opt_parsed(row, "revoke_reason")?,
         review_pending: get::<i64>(row, "review_pending")? != 0,
     };
     Ok((grant, parsed(row, "classification")?))

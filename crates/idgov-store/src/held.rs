@@ -1,6 +1,6 @@
 //! Changes held by the mass-change guard.
 
-use crate::convert::{get, json, micros, opt_time, time, to_json};
+use crate::convert::{get, json, micros, opt_time, parsed, time, to_json};
 use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::guard::Verdict;
@@ -25,11 +25,10 @@ pub struct HeldChange {
 }
 
 fn held_from_row(row: &AnyRow) -> Result<HeldChange, StoreError> {
-    let parse = |col: &str| -> Result<String, StoreError> { get(row, col) };
     Ok(HeldChange {
         id: get(row, "id")?,
-        kind: parse("kind")?.parse().map_err(StoreError::Corrupt)?,
-        state: parse("state")?.parse().map_err(StoreError::Corrupt)?,
+        kind: parsed(row, "kind")?,
+        state: parsed(row, "state")?,
         created_at: time(get(row, "created_at")?)?,
         created_by: get(row, "created_by")?,
         summary: get(row, "summary")?,

@@ -138,26 +138,6 @@ impl Store {
 }
 
 impl WriteTx {
-    /// Reads a recorded event within the transaction.
-    pub async fn get_hr_event(
-        &mut self,
-        source: &str,
-        event_id: &str,
-    ) -> Result<Option<RecordedEvent>, StoreError> {
-        let sql = match self.backend {
-            crate::Backend::Postgres => {
-                select_events!("WHERE source = $1 AND event_id = $2 FOR UPDATE")
-            }
-            crate::Backend::Sqlite => select_events!("WHERE source = $1 AND event_id = $2"),
-        };
-        let row = sqlx::query(sql)
-            .bind(source)
-            .bind(event_id)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        row.as_ref().map(event_from_row).transpose()
-    }
-
     /// Records an event unless its (source, event_id) is already recorded.
     /// Returns whether it was inserted.
     pub async fn insert_hr_event(

@@ -69,6 +69,15 @@ impl Backend {
             Backend::Postgres => "postgres",
         }
     }
+
+    /// The suffix of a SELECT that locks the rows it reads until commit:
+    /// PostgreSQL needs it; SQLite's single writer holds everything already.
+    pub(crate) fn for_update(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
 }
 
 /// The store. Cheap to clone; clones share the connection pools.
@@ -84,36 +93,40 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
      PRAGMA foreign_keys = ON; \
      PRAGMA busy_timeout = 10000;";
 
+/// The migration files of the folder `migrations/$dir`, in order. Both
+/// folders hold the same file names (a test checks); a new migration is one
+/// more line here.
+macro_rules! migrations {
+    ($dir:literal) => {
+        [
+            (
+                "initial",
+                include_str!(concat!("../../../migrations/", $dir, "/0001_initial.sql")),
+            ),
+            (
+                "directory_ops",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0002_directory_ops.sql"
+                )),
+            ),
+            (
+                "directory_sync",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0003_directory_sync.sql"
+                )),
+            ),
+        ]
+    };
+}
+
 fn migrator(backend: Backend) -> Migrator {
-    let files: [(&str, &str); 3] = match backend {
-        Backend::Sqlite => [
-            (
-                "initial",
-                include_str!("../../../migrations/sqlite/0001_initial.sql"),
-            ),
-            (
-                "directory_ops",
-                include_str!("../../../migrations/sqlite/0002_directory_ops.sql"),
-            ),
-            (
-                "directory_sync",
-                include_str!("../../../migrations/sqlite/0003_directory_sync.sql"),
-            ),
-        ],
-        Backend::Postgres => [
-            (
-                "initial",
-                include_str!("../../../migrations/postgres/0001_initial.sql"),
-            ),
-            (
-                "directory_ops",
-                include_str!("../../../migrations/postgres/0002_directory_ops.sql"),
-            ),
-            (
-                "directory_sync",
-                include_str!("../../../migrations/postgres/0003_directory_sync.sql"),
-            ),
-        ],
+    let files = match backend {
+        Backend::Sqlite => migrations!("sqlite"),
+        Backend::Postgres => migrations!("postgres"),
     };
     Migrator::with_migrations(
         files

@@ -74,11 +74,11 @@ async fn drift_is_reported_exactly_and_remediated_where_configured() {
     }
     let mut cfg = config(&s);
     for kind in [
-        "enabled_leaver",
-        "unmanaged_membership",
-        "missing_membership",
+        DriftKind::EnabledLeaver,
+        DriftKind::UnmanagedMembership,
+        DriftKind::MissingMembership,
     ] {
-        cfg.drift.insert(kind.into(), DriftAction::Remediate);
+        cfg.drift.insert(kind, DriftAction::Remediate);
     }
     let app = App::start(
         t.store.clone(),
@@ -233,7 +233,7 @@ async fn first_onboarding_imports_memberships_for_review_within_the_rules() {
     }
     let mut cfg = config(&s);
     cfg.drift
-        .insert("unmanaged_membership".into(), DriftAction::Import);
+        .insert(DriftKind::UnmanagedMembership, DriftAction::Import);
     let app = App::start(
         t.store.clone(),
         Arc::new(idgov_server::SystemClock),

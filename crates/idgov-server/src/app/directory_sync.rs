@@ -5,7 +5,7 @@ use super::App;
 use crate::error::AppError;
 use idgov_directory::{Directory, DirectoryError, DriftAction};
 use idgov_domain::audit::AuditEntry;
-use idgov_domain::drift::{self, AccountView, Drift, DriftKind, GroupView};
+use idgov_domain::drift::{self, Drift, DriftKind};
 use idgov_store::{DirOpKind, DriftRow, GrantRow, NewDirOp, SyncRun};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -57,27 +57,14 @@ impl App {
         let mut dir = Directory::connect(&cfg.connection, cfg.schema.clone())
             .await
             .map_err(unreachable)?;
-        let accounts: Vec<AccountView> = dir
+        let accounts = dir
             .accounts(&cfg.accounts_base, cfg.page_size)
             .await
-            .map_err(unreachable)?
-            .into_iter()
-            .map(|a| AccountView {
-                dn: a.dn,
-                employee_id: a.employee_id,
-                disabled: a.disabled,
-            })
-            .collect();
-        let groups: Vec<GroupView> = dir
+            .map_err(unreachable)?;
+        let groups = dir
             .groups(&cfg.groups_base, cfg.page_size)
             .await
-            .map_err(unreachable)?
-            .into_iter()
-            .map(|g| GroupView {
-                dn: g.dn,
-                members: g.members,
-            })
-            .collect();
+            .map_err(unreachable)?;
         dir.close().await;
         let identities = self.store.all_identities().await?;
         let grants = self.store.all_active_grants().await?;
@@ -117,7 +104,7 @@ impl App {
             .into_iter()
             .zip(1..)
             .map(|(d, seq)| {
-                let action = match cfg.drift.get(d.kind.as_str()) {
+                let action = match cfg.drift.get(&d.kind) {
                     Some(DriftAction::Remediate) if !dry_run => match remediation(&d, &cause) {
                         Some(op) => {
                             ops.push(op);
@@ -184,7 +171,7 @@ impl App {
             format!("directory_sync:{id}"),
             json!({"accounts": run.accounts, "groups": run.groups, "summary": run.summary}),
         ));
-        for kind in [DriftKind::OrphanAccount, DriftKind::EnabledLeaver] {
+        for &kind in DriftKind::ALL.iter().filter(|k| k.is_security_event()) {
             let of_kind: Vec<&DriftRow> = rows.iter().filter(|r| r.drift.kind == kind).collect();
             for r in of_kind.iter().take(SECURITY_EVENTS_PER_KIND) {
                 tx.audit(
