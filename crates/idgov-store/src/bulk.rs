@@ -8,7 +8,8 @@ use crate::hr_events::{RecordedEvent, event_from_row};
 use crate::identities::identity_from_row;
 use crate::{Backend, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
-use idgov_domain::grant::{Grant, RevokeReason};
+use idgov_domain::Classification;
+use idgov_domain::grant::{Grant, NewGrant, RevokeReason};
 use idgov_domain::hr::{EventState, HrEvent};
 use idgov_domain::identity::Identity;
 use sqlx::AssertSqlSafe;
@@ -65,6 +66,30 @@ pub struct GrantRow {
     pub cause: String,
     /// Pending a review (e.g. imported from the directory).
     pub review_pending: bool,
+}
+
+impl GrantRow {
+    /// The row of a new grant `n` of `employee_id`, with a fresh
+    /// time-ordered id, an entitlement of `classification`, decided
+    /// because of `cause`.
+    pub fn new(
+        employee_id: &str,
+        n: &NewGrant,
+        classification: Classification,
+        cause: &str,
+    ) -> GrantRow {
+        GrantRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            employee_id: employee_id.to_string(),
+            entitlement_id: n.entitlement_id.clone(),
+            classification: classification.as_str().to_string(),
+            source: n.source.as_str().to_string(),
+            source_ref: n.source_ref.clone(),
+            justification: n.justification.clone(),
+            cause: cause.to_string(),
+            review_pending: false,
+        }
+    }
 }
 
 /// An HR event to record.

@@ -137,19 +137,9 @@ impl WriteTx {
                                 n.entitlement_id
                             ))
                         })?;
-                    let id = uuid::Uuid::now_v7().to_string();
-                    out.added.push((id.clone(), n.entitlement_id.clone()));
-                    rows.push(GrantRow {
-                        id,
-                        employee_id: employee_id.to_string(),
-                        entitlement_id: n.entitlement_id.clone(),
-                        classification: classification.as_str().to_string(),
-                        source: n.source.as_str().to_string(),
-                        source_ref: n.source_ref.clone(),
-                        justification: n.justification.clone(),
-                        cause: cause.to_string(),
-                        review_pending: false,
-                    });
+                    let row = GrantRow::new(employee_id, n, classification, cause);
+                    out.added.push((row.id.clone(), n.entitlement_id.clone()));
+                    rows.push(row);
                 }
                 GrantChange::Revoke {
                     grant_id,

@@ -321,6 +321,25 @@ both_backends! {
         assert_eq!(same.outcome, PolicyOutcome::Unchanged);
     }
 
+    async fn a_departing_owner_raises_a_security_event(t: TestStore) {
+        let (app, _) = app_on(&t).await;
+        with_policy(&app).await;
+        let leave = event(&app, EventKind::Terminate, "o1-leaves", "O1", "", AttributesPatch::default());
+        app.submit_event(leave, "service:hr").await.unwrap();
+        let left = app.store.list_audit_events(&AuditFilter { action: "catalog.owner_left".into(), ..Default::default() }, 0, 10).await.unwrap();
+        assert_eq!(left.len(), 1, "one event for the one owner who left");
+        assert!(left[0].security, "a security event");
+        assert_eq!(left[0].target, "identity:O1");
+        let detail: serde_json::Value = serde_json::from_str(&left[0].detail).unwrap();
+        assert_eq!(detail["owns"], serde_json::json!(["ledger", "wiki", "app"]), "names what is left without an owner: the system and its entitlements");
+        // A leaver who owns nothing raises none.
+        hire(&app, &Person::new("E1", "Sales")).await;
+        let leave = event(&app, EventKind::Terminate, "e1-leaves", "E1", "", AttributesPatch::default());
+        app.submit_event(leave, "service:hr").await.unwrap();
+        let after = app.store.list_audit_events(&AuditFilter { action: "catalog.owner_left".into(), ..Default::default() }, 0, 10).await.unwrap();
+        assert_eq!(after.len(), 1);
+    }
+
     async fn an_end_date_that_passes_terminates(t: TestStore) {
         let (app, clock) = app_on(&t).await;
         with_policy(&app).await;

@@ -249,6 +249,59 @@ async fn a_leaver_is_locked_out_and_a_rehire_gets_nothing_old_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_changes_reach_everyone_they_touch_in_the_directory() {
+    let Some(s) = Slapd::start_with(&seed()) else {
+        return;
+    };
+    let t = idgov_tests::backends::open("sqlite").await.unwrap();
+    // O1 was hired before any policy: the first policy grants the staff group.
+    let app = app_with_directory(&t, &s).await;
+    hire(&app, &Person::new("E1", "Finance")).await;
+    settled(&app, Duration::from_secs(10)).await;
+    let mut d = admin(&s).await;
+    assert_eq!(groups(&mut d, "O1").await, [group("staff")]);
+
+    // Everyone's role gains the sales group.
+    let wider = LDAP_POLICY.replace(
+        r#"entitlements = ["group.staff"]"#,
+        r#"entitlements = ["group.staff", "group.sales"]"#,
+    );
+    app.apply_policy(&wider, false, "sales for all", "user:admin")
+        .await
+        .unwrap();
+    settled(&app, Duration::from_secs(10)).await;
+    assert_eq!(groups(&mut d, "O1").await, [group("sales"), group("staff")]);
+    assert_eq!(
+        groups(&mut d, "E1").await,
+        [
+            group("finance"),
+            group("sales"),
+            group("staff"),
+            group("vpn")
+        ],
+        "the unmanaged vpn membership is left alone"
+    );
+
+    // Taking it back strips everyone: held, then released.
+    let held = app
+        .apply_policy(LDAP_POLICY, false, "sales back", "user:admin")
+        .await
+        .unwrap();
+    let id = held
+        .held_change_id
+        .expect("a change stripping everyone is held");
+    settled(&app, Duration::from_secs(10)).await;
+    assert_eq!(groups(&mut d, "O1").await, [group("sales"), group("staff")]);
+    app.release_held(&id, "approved", "user:sec").await.unwrap();
+    settled(&app, Duration::from_secs(10)).await;
+    assert_eq!(groups(&mut d, "O1").await, [group("staff")]);
+    assert_eq!(
+        groups(&mut d, "E1").await,
+        [group("finance"), group("staff"), group("vpn")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_outage_loses_and_duplicates_nothing() {
     let Some(mut s) = Slapd::start_with(&seed()) else {
         return;

@@ -6,6 +6,7 @@ use crate::error::AppError;
 use idgov_directory::{Directory, DirectoryError, DriftAction};
 use idgov_domain::audit::AuditEntry;
 use idgov_domain::drift::{self, Drift, DriftKind};
+use idgov_domain::grant::{NewGrant, SourceKind};
 use idgov_store::{DirOpKind, DriftRow, GrantRow, NewDirOp, SyncRun};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -84,19 +85,20 @@ impl App {
                 .entitlements
                 .get(d.entitlement_id.as_deref()?)?;
             (person.may_hold_access() && ent.classification <= person.attrs.access_ceiling()).then(
-                || GrantRow {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    employee_id: person.employee_id.clone(),
-                    entitlement_id: ent.id.clone(),
-                    classification: ent.classification.as_str().to_string(),
-                    source: "imported".into(),
-                    source_ref: id.clone(),
-                    justification: format!(
-                        "member of {} in the directory at sync {id}; imported for review",
-                        d.group_dn.clone().unwrap_or_default()
-                    ),
-                    cause: cause.clone(),
-                    review_pending: true,
+                || {
+                    let imported = NewGrant {
+                        entitlement_id: ent.id.clone(),
+                        source: SourceKind::Imported,
+                        source_ref: id.clone(),
+                        justification: format!(
+                            "member of {} in the directory at sync {id}; imported for review",
+                            d.group_dn.clone().unwrap_or_default()
+                        ),
+                    };
+                    GrantRow {
+                        review_pending: true,
+                        ..GrantRow::new(&person.employee_id, &imported, ent.classification, &cause)
+                    }
                 },
             )
         };

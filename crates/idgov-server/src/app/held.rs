@@ -50,6 +50,13 @@ pub(crate) async fn hold(
     Ok(id)
 }
 
+/// A stored payload that no longer reads back.
+fn corrupt(e: serde_json::Error) -> AppError {
+    AppError::Store(idgov_store::StoreError::Corrupt(format!(
+        "held change payload: {e}"
+    )))
+}
+
 impl App {
     /// Applies a held change as staged, and records who released it, in one
     /// transaction: all of it applies, or none.
@@ -59,82 +66,8 @@ impl App {
         reason: &str,
         actor: &str,
     ) -> Result<HeldChange, AppError> {
-        if reason.trim().is_empty() {
-            return Err(AppError::invalid(
-                "reason",
-                "say why the held change is released",
-            ));
-        }
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        let held = self.open_held(&mut tx, id).await?;
-        let mut result = json!({});
-        match held.kind {
-            HeldKind::RosterSync => {
-                let staged: StagedSync =
-                    serde_json::from_value(held.payload.clone()).map_err(|e| {
-                        AppError::Store(idgov_store::StoreError::Corrupt(e.to_string()))
-                    })?;
-                let mut applied = 0u64;
-                let mut rejected = Vec::new();
-                let results = self.submit_all(&mut tx, &staged.events, actor, now).await?;
-                for (ev, r) in staged.events.iter().zip(results) {
-                    match r {
-                        Ok(_) => applied += 1,
-                        Err(e) => rejected.push((ev.employee_id.clone(), e.to_string())),
-                    }
-                }
-                result = json!({"events_applied": applied, "rejected": rejected});
-            }
-            HeldKind::PolicyApply => {
-                let staged: StagedPolicy =
-                    serde_json::from_value(held.payload.clone()).map_err(|e| {
-                        AppError::Store(idgov_store::StoreError::Corrupt(e.to_string()))
-                    })?;
-                let new = Policy::parse(&staged.document)?;
-                // insert_policy checks the base version itself; this
-                // transaction changes the policy, so it expects no version.
-                let current = self.policy();
-                let in_force = tx.policy_version().await?;
-                if in_force != staged.base_version {
-                    return Err(AppError::precondition(format!(
-                        "the policy changed since this was held (version {} → {}); discard it and apply again",
-                        staged.base_version, in_force
-                    )));
-                }
-                let diff = current.policy.diff(&new);
-                let impact = self
-                    .store_policy(
-                        &mut tx,
-                        &new,
-                        staged.base_version,
-                        &staged.reason,
-                        actor,
-                        &held.created_by,
-                        &diff,
-                        now,
-                    )
-                    .await?;
-                result = json!({"impact": impact});
-            }
-        }
-        tx.decide_held_change(id, HeldState::Released, actor, reason, now)
-            .await?;
-        tx.audit(
-            AuditEntry::new(
-                actor,
-                "held_change.released",
-                format!("held_change:{id}"),
-                json!({"kind": held.kind, "summary": held.summary, "reason": reason, "result": result}),
-            )
-            .security(),
-        );
-        tx.commit(now).await?;
-        self.wake_provisioning();
-        if held.kind == HeldKind::PolicyApply {
-            self.reload_policy().await?;
-        }
-        self.held_or_not_found(id).await
+        self.decide_held(id, HeldState::Released, reason, actor)
+            .await
     }
 
     /// Discards a held change; nothing of it is applied.
@@ -144,36 +77,115 @@ impl App {
         reason: &str,
         actor: &str,
     ) -> Result<HeldChange, AppError> {
+        self.decide_held(id, HeldState::Discarded, reason, actor)
+            .await
+    }
+
+    /// Records the decision on a held change with its audit event, applying
+    /// the change first when it is released.
+    async fn decide_held(
+        &self,
+        id: &str,
+        decision: HeldState,
+        reason: &str,
+        actor: &str,
+    ) -> Result<HeldChange, AppError> {
+        let verb = match decision {
+            HeldState::Released => "released",
+            HeldState::Discarded => "discarded",
+            HeldState::Held => {
+                return Err(AppError::invalid("decision", "release or discard"));
+            }
+        };
         if reason.trim().is_empty() {
             return Err(AppError::invalid(
                 "reason",
-                "say why the held change is discarded",
+                format!("say why the held change is {verb}"),
             ));
         }
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let held = self.open_held(&mut tx, id).await?;
-        tx.decide_held_change(id, HeldState::Discarded, actor, reason, now)
+        let mut detail = json!({"kind": held.kind, "summary": held.summary, "reason": reason});
+        if decision == HeldState::Released {
+            detail["result"] = self.apply_held(&mut tx, &held, actor, now).await?;
+        }
+        tx.decide_held_change(id, decision, actor, reason, now)
             .await?;
         tx.audit(
             AuditEntry::new(
                 actor,
-                "held_change.discarded",
+                &format!("held_change.{verb}"),
                 format!("held_change:{id}"),
-                json!({"kind": held.kind, "summary": held.summary, "reason": reason}),
+                detail,
             )
             .security(),
         );
         tx.commit(now).await?;
-        self.wake_provisioning();
+        if decision == HeldState::Released {
+            self.wake_provisioning();
+            if held.kind == HeldKind::PolicyApply {
+                self.reload_policy().await?;
+            }
+        }
         self.held_or_not_found(id).await
     }
 
-    async fn open_held(
+    /// Applies a held change as staged, inside `tx`; returns what it did.
+    async fn apply_held(
         &self,
-        tx: &mut idgov_store::WriteTx,
-        id: &str,
-    ) -> Result<HeldChange, AppError> {
+        tx: &mut WriteTx,
+        held: &HeldChange,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<serde_json::Value, AppError> {
+        Ok(match held.kind {
+            HeldKind::RosterSync => {
+                let staged: StagedSync =
+                    serde_json::from_value(held.payload.clone()).map_err(corrupt)?;
+                let mut applied = 0u64;
+                let mut rejected = Vec::new();
+                let results = self.submit_all(tx, &staged.events, actor, now).await?;
+                for (ev, r) in staged.events.iter().zip(results) {
+                    match r {
+                        Ok(_) => applied += 1,
+                        Err(e) => rejected.push((ev.employee_id.clone(), e.to_string())),
+                    }
+                }
+                json!({"events_applied": applied, "rejected": rejected})
+            }
+            HeldKind::PolicyApply => {
+                let staged: StagedPolicy =
+                    serde_json::from_value(held.payload.clone()).map_err(corrupt)?;
+                let new = Policy::parse(&staged.document)?;
+                // insert_policy would refuse a stale base too; this says
+                // what to do about it.
+                let in_force = tx.policy_version().await?;
+                if in_force != staged.base_version {
+                    return Err(AppError::precondition(format!(
+                        "the policy changed since this was held (version {} → {}); discard it and apply again",
+                        staged.base_version, in_force
+                    )));
+                }
+                let diff = self.policy().policy.diff(&new);
+                let impact = self
+                    .store_policy(
+                        tx,
+                        &new,
+                        staged.base_version,
+                        &staged.reason,
+                        actor,
+                        &held.created_by,
+                        &diff,
+                        now,
+                    )
+                    .await?;
+                json!({"impact": impact})
+            }
+        })
+    }
+
+    async fn open_held(&self, tx: &mut WriteTx, id: &str) -> Result<HeldChange, AppError> {
         let held = tx
             .get_held_change(id)
             .await?

@@ -15,7 +15,7 @@ use super::{ActivePolicy, App, SYSTEM_SCHEDULER};
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::AuditEntry;
-use idgov_domain::grant::{Grant, GrantChange, RevokeReason, SourceKind};
+use idgov_domain::grant::{Grant, GrantChange, RevokeReason};
 use idgov_domain::hr::{EventKind, EventState, HrEvent};
 use idgov_domain::identity::{Identity, Status};
 use idgov_domain::lifecycle::{Decision, Transition, decide};
@@ -139,10 +139,29 @@ impl Batch {
         people.sort();
         people.dedup();
         let recorded = tx.events_by_keys(&keys).await?;
-        let found = tx.identities_by_ids(&people).await?;
-        let active = tx.active_grants_of(&people).await?;
+        let mut batch =
+            Batch::for_people(tx, policy, now, &people, provisioning, create_accounts).await?;
+        batch.events = recorded
+            .iter()
+            .map(|r| ((r.event.source.clone(), r.event.event_id.clone()), known(r)))
+            .collect();
+        Ok(batch)
+    }
+
+    /// Reads `people` and their active grants (locked on PostgreSQL until
+    /// commit), for changes that are not HR events (a policy change).
+    pub(crate) async fn for_people(
+        tx: &mut WriteTx,
+        policy: Arc<ActivePolicy>,
+        now: DateTime<Utc>,
+        people: &[String],
+        provisioning: bool,
+        create_accounts: bool,
+    ) -> Result<Batch, AppError> {
+        let found = tx.identities_by_ids(people).await?;
+        let active = tx.active_grants_of(people).await?;
         let mut identities: HashMap<String, Option<Identity>> =
-            people.into_iter().map(|p| (p, None)).collect();
+            people.iter().map(|p| (p.clone(), None)).collect();
         for p in found {
             identities.insert(p.employee_id.clone(), Some(p));
         }
@@ -151,10 +170,7 @@ impl Batch {
             now,
             identities,
             active,
-            events: recorded
-                .iter()
-                .map(|r| ((r.event.source.clone(), r.event.event_id.clone()), known(r)))
-                .collect(),
+            events: HashMap::new(),
             new_events: Vec::new(),
             people: Vec::new(),
             grants: Vec::new(),
@@ -167,7 +183,7 @@ impl Batch {
         })
     }
 
-    fn current(&self, employee_id: &str) -> (Option<Identity>, Vec<Grant>) {
+    pub(crate) fn current(&self, employee_id: &str) -> (Option<Identity>, Vec<Grant>) {
         (
             self.identities.get(employee_id).cloned().flatten(),
             self.active.get(employee_id).cloned().unwrap_or_default(),
@@ -384,7 +400,8 @@ impl Batch {
                 "note": t.note,
             }),
         ));
-        let (mut added, mut revoked) = (0, 0);
+        let leaves = t.identity.status == Status::Terminated
+            && t.previous_status != Some(Status::Terminated);
         let becomes_active =
             t.identity.may_hold_access() && matches!(t.previous_status, Some(Status::Terminated));
         let starts = t.identity.may_hold_access()
@@ -397,16 +414,56 @@ impl Batch {
             self.dir_ops
                 .push(dir_op(&id, DirOpKind::Enable, None, &cause));
         }
-        let pol = self.policy.clone();
-        let group_of = |entitlement: &str| {
-            pol.policy
+        let (added, revoked) = self.stage_grant_changes(tx, &id, &t.grant_changes, &cause, actor);
+        if self.provisioning && leaves {
+            // The leaver fast path: disable, and strip every managed group.
+            self.dir_ops
+                .push(dir_op(&id, DirOpKind::Disable, None, &cause));
+        }
+        if leaves {
+            let pol = &self.policy.policy;
+            let owned: Vec<&str> = pol
                 .entitlements
-                .get(entitlement)
-                .and_then(|e| e.ldap_group_dn.clone())
-                .map(|dn| (entitlement.to_string(), dn))
-        };
+                .values()
+                .filter(|e| e.owner == id)
+                .map(|e| e.id.as_str())
+                .chain(
+                    pol.systems
+                        .values()
+                        .filter(|s| s.owner == id)
+                        .map(|s| s.id.as_str()),
+                )
+                .collect();
+            if !owned.is_empty() {
+                tx.audit(
+                    AuditEntry::new(
+                        actor,
+                        "catalog.owner_left",
+                        target,
+                        json!({"employee_id": id, "owns": owned, "action": "name a new owner in the policy"}),
+                    )
+                    .security(),
+                );
+            }
+        }
+        (added, revoked)
+    }
+
+    /// Stages grant changes of `id` decided because of `cause`: the rows,
+    /// their audit events and, when provisioning, the directory operations.
+    /// Returns (added, revoked).
+    pub(crate) fn stage_grant_changes(
+        &mut self,
+        tx: &mut WriteTx,
+        id: &str,
+        changes: &[GrantChange],
+        cause: &str,
+        actor: &str,
+    ) -> (u32, u32) {
+        let (mut added, mut revoked) = (0, 0);
+        let pol = self.policy.clone();
         if self.provisioning {
-            for c in &t.grant_changes {
+            for c in changes {
                 let (kind, ent) = match c {
                     GrantChange::Add(n) => (DirOpKind::AddMember, &n.entitlement_id),
                     GrantChange::Revoke { entitlement_id, .. } => {
@@ -414,40 +471,28 @@ impl Batch {
                     }
                     GrantChange::MarkMoverReview { .. } => continue,
                 };
-                if let Some(group) = group_of(ent) {
-                    self.dir_ops.push(dir_op(&id, kind, Some(group), &cause));
+                if let Some(dn) = pol
+                    .policy
+                    .entitlements
+                    .get(ent)
+                    .and_then(|e| e.ldap_group_dn.clone())
+                {
+                    self.dir_ops
+                        .push(dir_op(id, kind, Some((ent.clone(), dn)), cause));
                 }
             }
-            if t.identity.status == Status::Terminated
-                && t.previous_status != Some(Status::Terminated)
-            {
-                // The leaver fast path: disable, and strip every managed group.
-                self.dir_ops
-                    .push(dir_op(&id, DirOpKind::Disable, None, &cause));
-            }
         }
-        let active = self.active.entry(id.clone()).or_default();
-        for c in &t.grant_changes {
+        let active = self.active.entry(id.to_string()).or_default();
+        for c in changes {
             match c {
                 GrantChange::Add(n) => {
-                    let Some(ent) = self.policy.policy.entitlements.get(&n.entitlement_id) else {
+                    let Some(ent) = pol.policy.entitlements.get(&n.entitlement_id) else {
                         continue;
                     };
-                    let grant_id = uuid::Uuid::now_v7().to_string();
-                    self.grants.push(GrantRow {
-                        id: grant_id.clone(),
-                        employee_id: id.clone(),
-                        entitlement_id: n.entitlement_id.clone(),
-                        classification: ent.classification.as_str().to_string(),
-                        source: n.source.as_str().to_string(),
-                        source_ref: n.source_ref.clone(),
-                        justification: n.justification.clone(),
-                        cause: cause.clone(),
-                        review_pending: false,
-                    });
+                    let row = GrantRow::new(id, n, ent.classification, cause);
                     active.push(Grant {
-                        id: grant_id.clone(),
-                        employee_id: id.clone(),
+                        id: row.id.clone(),
+                        employee_id: id.to_string(),
                         entitlement_id: n.entitlement_id.clone(),
                         source: n.source,
                         source_ref: n.source_ref.clone(),
@@ -463,12 +508,13 @@ impl Batch {
                     tx.audit(AuditEntry::new(
                         actor,
                         "grant.added",
-                        format!("grant:{grant_id}"),
+                        format!("grant:{}", row.id),
                         json!({
                             "employee_id": id, "entitlement_id": n.entitlement_id,
-                            "source": SourceKind::Birthright, "role": n.source_ref, "cause": cause,
+                            "source": n.source, "role": n.source_ref, "cause": cause,
                         }),
                     ));
+                    self.grants.push(row);
                 }
                 GrantChange::Revoke {
                     grant_id,
@@ -500,33 +546,6 @@ impl Batch {
                         json!({"employee_id": id, "entitlement_id": entitlement_id, "cause": cause}),
                     ));
                 }
-            }
-        }
-        if t.identity.status == Status::Terminated && t.previous_status != Some(Status::Terminated)
-        {
-            let pol = &self.policy.policy;
-            let owned: Vec<&str> = pol
-                .entitlements
-                .values()
-                .filter(|e| e.owner == id)
-                .map(|e| e.id.as_str())
-                .chain(
-                    pol.systems
-                        .values()
-                        .filter(|s| s.owner == id)
-                        .map(|s| s.id.as_str()),
-                )
-                .collect();
-            if !owned.is_empty() {
-                tx.audit(
-                    AuditEntry::new(
-                        actor,
-                        "catalog.owner_left",
-                        target,
-                        json!({"employee_id": id, "owns": owned, "action": "name a new owner in the policy"}),
-                    )
-                    .security(),
-                );
             }
         }
         (added, revoked)
@@ -648,6 +667,45 @@ impl App {
             .map_err(|_| AppError::Unavailable("the intake writer has stopped".into()))?
     }
 
+    /// A batch for `events`, decided with the cached policy (the commit
+    /// fails, and the work is retried, if another process changed it).
+    async fn hr_batch(
+        &self,
+        tx: &mut WriteTx,
+        now: DateTime<Utc>,
+        events: &[&HrEvent],
+    ) -> Result<Batch, AppError> {
+        let policy = self.policy_for(tx);
+        Batch::load(
+            tx,
+            policy,
+            now,
+            events,
+            self.provisioning(),
+            self.creates_accounts(),
+        )
+        .await
+    }
+
+    /// Records `jobs` (events with their actors) in `tx`: all are recorded,
+    /// or none. Domain refusals of single events are returned per event,
+    /// with how many directory operations were queued.
+    async fn record(
+        &self,
+        tx: &mut WriteTx,
+        jobs: &[(&HrEvent, &str)],
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Result<SubmitOutcome, AppError>>, usize), AppError> {
+        let events: Vec<&HrEvent> = jobs.iter().map(|(ev, _)| *ev).collect();
+        let mut batch = self.hr_batch(tx, now, &events).await?;
+        let results = jobs
+            .iter()
+            .map(|(ev, actor)| batch.submit(tx, ev, actor))
+            .collect();
+        let queued = batch.flush(tx).await?;
+        Ok((results, queued))
+    }
+
     /// Submits `events` in one transaction: all are recorded, or none.
     /// Domain refusals of single events are returned per event.
     pub(crate) async fn submit_all(
@@ -657,23 +715,8 @@ impl App {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<SubmitOutcome, AppError>>, AppError> {
-        let policy = self.policy_for(tx);
-        let refs: Vec<&HrEvent> = events.iter().collect();
-        let mut batch = Batch::load(
-            tx,
-            policy,
-            now,
-            &refs,
-            self.provisioning(),
-            self.creates_accounts(),
-        )
-        .await?;
-        let results = events
-            .iter()
-            .map(|ev| batch.submit(tx, ev, actor))
-            .collect();
-        batch.flush(tx).await?;
-        Ok(results)
+        let jobs: Vec<(&HrEvent, &str)> = events.iter().map(|ev| (ev, actor)).collect();
+        Ok(self.record(tx, &jobs, now).await?.0)
     }
 
     /// Processes queued jobs in one transaction; on failure, each alone.
@@ -681,22 +724,9 @@ impl App {
         let now = self.now();
         let together = async {
             let mut tx = self.store.begin().await?;
-            let policy = self.policy_for(&mut tx);
-            let refs: Vec<&HrEvent> = jobs.iter().map(|j| &j.event).collect();
-            let mut batch = Batch::load(
-                &mut tx,
-                policy,
-                now,
-                &refs,
-                self.provisioning(),
-                self.creates_accounts(),
-            )
-            .await?;
-            let results: Vec<_> = jobs
-                .iter()
-                .map(|j| batch.submit(&mut tx, &j.event, &j.actor))
-                .collect();
-            let queued = batch.flush(&mut tx).await?;
+            let pairs: Vec<(&HrEvent, &str)> =
+                jobs.iter().map(|j| (&j.event, j.actor.as_str())).collect();
+            let (results, queued) = self.record(&mut tx, &pairs, now).await?;
             tx.commit(now).await?;
             if queued > 0 {
                 self.wake_provisioning();
@@ -731,13 +761,14 @@ impl App {
     async fn submit_alone(&self, event: &HrEvent, actor: &str) -> Result<SubmitOutcome, AppError> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        let mut results = self
-            .submit_all(&mut tx, std::slice::from_ref(event), actor, now)
-            .await?;
+        let (mut results, queued) = self.record(&mut tx, &[(event, actor)], now).await?;
         let r = results
             .pop()
             .unwrap_or_else(|| Err(AppError::Unavailable("no result".into())))?;
         tx.commit(now).await?;
+        if queued > 0 {
+            self.wake_provisioning();
+        }
         Ok(r)
     }
 
@@ -747,17 +778,8 @@ impl App {
     pub async fn apply_scheduled(&self, due: &[RecordedEvent]) -> Result<u64, AppError> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        let policy = self.policy_for(&mut tx);
         let refs: Vec<&HrEvent> = due.iter().map(|r| &r.event).collect();
-        let mut batch = Batch::load(
-            &mut tx,
-            policy,
-            now,
-            &refs,
-            self.provisioning(),
-            self.creates_accounts(),
-        )
-        .await?;
+        let mut batch = self.hr_batch(&mut tx, now, &refs).await?;
         let mut applied = 0;
         for rec in due {
             if batch.apply_due(&mut tx, &rec.event, &rec.actor)? {

@@ -7,7 +7,9 @@
 //! - [`roster`]: roster sync with the mass-change guard;
 //! - [`policy`]: applying policy documents;
 //! - [`held`]: releasing and discarding held changes;
-//! - [`scheduler`]: applying future-dated events when due.
+//! - [`scheduler`]: applying future-dated events and end dates when due;
+//! - [`provisioning`]: the worker that applies the directory outbox;
+//! - [`directory_sync`]: reading the directory, recording and remediating drift.
 
 pub mod directory_sync;
 pub mod held;

@@ -1,6 +1,7 @@
 //! Applying a policy document: validate, measure the impact, guard, then
 //! store it and recompute everyone's birthright in one transaction.
 
+use super::intake::Batch;
 use super::{ActivePolicy, App};
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
@@ -13,7 +14,8 @@ use idgov_domain::policy::{Policy, PolicyDiff};
 use idgov_store::WriteTx;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// What a policy change does to grants.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,79 +193,44 @@ impl App {
             )
             .await?;
         let cause = format!("policy:v{version}");
+        let deciding = Arc::new(ActivePolicy {
+            version,
+            policy: new.clone(),
+            applied_at: Some(now),
+            applied_by: actor.to_string(),
+            sha256: new.sha256(),
+        });
+        // Everyone and their grants in a few set-based reads; the changes
+        // are written set-based by the batch, as HR events' are.
+        let ids = tx.identity_ids().await?;
+        let mut batch = Batch::for_people(
+            tx,
+            deciding,
+            now,
+            &ids,
+            self.provisioning(),
+            self.creates_accounts(),
+        )
+        .await?;
         let mut impact = Impact::default();
-        let ids: BTreeSet<String> = self.store.all_identities().await?.into_keys().collect();
-        for id in ids {
-            let Some(person) = tx.get_identity(&id).await? else {
+        for id in &ids {
+            let (Some(person), grants) = batch.current(id) else {
                 continue;
             };
             if !person.may_hold_access() {
                 continue;
             }
-            let grants = tx.active_grants(&id).await?;
             let (changes, _) = reconcile_access(&person, &grants, new, Cause::Policy);
             if changes.is_empty() {
                 continue;
             }
-            let applied = tx
-                .apply_grant_changes(&id, &changes, new, &cause, now)
-                .await?;
-            if self.provisioning() {
-                let group = |ent: &str| {
-                    new.entitlements
-                        .get(ent)
-                        .and_then(|e| e.ldap_group_dn.clone())
-                };
-                let ops: Vec<idgov_store::NewDirOp> = applied
-                    .revoked
-                    .iter()
-                    .map(|(_, e)| (idgov_store::DirOpKind::RemoveMember, e))
-                    .chain(
-                        applied
-                            .added
-                            .iter()
-                            .map(|(_, e)| (idgov_store::DirOpKind::AddMember, e)),
-                    )
-                    .filter_map(|(kind, e)| {
-                        group(e).map(|dn| idgov_store::NewDirOp {
-                            employee_id: id.clone(),
-                            kind,
-                            group_dn: Some(dn),
-                            entitlement_id: Some(e.clone()),
-                            cause: cause.clone(),
-                        })
-                    })
-                    .collect();
-                tx.enqueue_directory_ops(&ops, now).await?;
-            }
+            let (added, revoked) = batch.stage_grant_changes(tx, id, &changes, &cause, actor);
             impact.identities_affected += 1;
-            impact.identities_losing += u64::from(!applied.revoked.is_empty());
-            impact.grants_added += applied.added.len() as u64;
-            impact.grants_revoked += applied.revoked.len() as u64;
-            for (grant_id, ent) in &applied.added {
-                tx.audit(AuditEntry::new(
-                    actor,
-                    "grant.added",
-                    format!("grant:{grant_id}"),
-                    json!({"employee_id": id, "entitlement_id": ent, "source": "birthright", "cause": cause}),
-                ));
-            }
-            for c in &changes {
-                if let GrantChange::Revoke {
-                    grant_id,
-                    entitlement_id,
-                    reason,
-                } = c
-                {
-                    tx.audit(AuditEntry::new(
-                        actor,
-                        "grant.revoked",
-                        format!("grant:{grant_id}"),
-                        json!({"employee_id": id, "entitlement_id": entitlement_id, "reason": reason, "cause": cause}),
-                    ));
-                }
-            }
+            impact.identities_losing += u64::from(revoked > 0);
+            impact.grants_added += u64::from(added);
+            impact.grants_revoked += u64::from(revoked);
         }
+        batch.flush(tx).await?;
         tx.audit(AuditEntry::new(
             actor,
             "policy.applied",

@@ -127,11 +127,7 @@ impl App {
         if !req.dry_run
             && let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await?
         {
-            return serde_json::from_value(prev.response).map_err(|e| {
-                AppError::Store(idgov_store::StoreError::Corrupt(format!(
-                    "stored sync receipt: {e}"
-                )))
-            });
+            return stored_outcome(prev);
         }
 
         let identities = self.store.all_identities().await?;
@@ -154,6 +150,7 @@ impl App {
             return Ok(out);
         }
         let counts = summary(&out.diff);
+        let events = roster::to_events(&out.diff, &req.source, &req.sync_id, as_of, zone);
         let mut tx = self.store.begin().await?;
         if out.diff.changes.is_empty() {
             out.outcome = Outcome::Unchanged;
@@ -161,7 +158,7 @@ impl App {
             let staged = StagedSync {
                 source: req.source.clone(),
                 sync_id: req.sync_id.clone(),
-                events: roster::to_events(&out.diff, &req.source, &req.sync_id, as_of, zone),
+                events,
                 diff: out.diff.clone(),
             };
             let summary_text = format!(
@@ -188,7 +185,6 @@ impl App {
             out.outcome = Outcome::Held;
             out.held_change_id = Some(id);
         } else {
-            let events = roster::to_events(&out.diff, &req.source, &req.sync_id, as_of, zone);
             let results = self.submit_all(&mut tx, &events, actor, now).await?;
             for (ev, r) in events.iter().zip(results) {
                 if let Err(e) = r {
@@ -219,8 +215,7 @@ impl App {
             // A concurrent send of the same snapshot won; report its outcome.
             drop(tx);
             if let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await? {
-                return serde_json::from_value(prev.response)
-                    .map_err(|e| AppError::Store(idgov_store::StoreError::Corrupt(e.to_string())));
+                return stored_outcome(prev);
             }
             return Err(AppError::Store(idgov_store::StoreError::Conflict(
                 "the same sync is being processed concurrently; retry".into(),
@@ -230,6 +225,15 @@ impl App {
         self.wake_provisioning();
         Ok(out)
     }
+}
+
+/// The outcome a stored receipt recorded.
+fn stored_outcome(prev: StoredSync) -> Result<SyncOutcome, AppError> {
+    serde_json::from_value(prev.response).map_err(|e| {
+        AppError::Store(idgov_store::StoreError::Corrupt(format!(
+            "stored sync receipt: {e}"
+        )))
+    })
 }
 
 /// "2 joiners, 1 mover, 0 updates, 3 leavers, 0 rehires".

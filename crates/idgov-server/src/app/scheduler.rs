@@ -47,9 +47,7 @@ impl App {
             }
         }
     }
-}
 
-impl App {
     /// Terminates active people whose end date (in the HR time zone) is over,
     /// through an ordinary, idempotent HR event from the source `idgov`.
     /// The end date is read from the identity each time, so an extended
