@@ -6,7 +6,9 @@
 //!   runs against both;
 //! - [`server`]: an in-process idgov server on a random port with a
 //!   controllable clock;
-//! - [`slapd`]: a private OpenLDAP instance per test, with ppolicy.
+//! - [`slapd`]: a private OpenLDAP instance per test, with ppolicy;
+//! - [`oidc`]: a real OpenID Connect provider (npm `oidc-provider`) with
+//!   keys the tests rotate.
 //!
 //! A missing component skips a test locally with a loud message, and fails
 //! it when `IDGOV_REQUIRE_INTEGRATION=1` (set by `.ci/run`): CI never skips.
@@ -19,6 +21,13 @@ pub mod oidc;
 pub mod pg;
 pub mod server;
 pub mod slapd;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a fixture to
+/// listen on.
+pub fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
 
 /// True when integration tests must not be skipped (CI).
 pub fn integration_required() -> bool {

@@ -3,7 +3,6 @@
 //! are generated per instance; [`Provider::rotate`] restarts it with new ones.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -70,10 +69,7 @@ impl Provider {
             serde_json::to_string(groups).expect("json"),
         )
         .expect("groups");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
+        let port = crate::free_port().expect("a free port");
         let mut p = Provider {
             port,
             dir,
@@ -178,24 +174,15 @@ impl Provider {
 
     /// A client-credentials access token.
     pub async fn client_token(&self, client_id: &str, secret: &str) -> String {
-        let r: serde_json::Value = reqwest::Client::new()
+        let request = reqwest::Client::new()
             .post(format!("{}/token", self.issuer()))
             .basic_auth(client_id, Some(secret))
             .form(&[
                 ("grant_type", "client_credentials"),
                 ("resource", "urn:idgov"),
                 ("scope", "idgov"),
-            ])
-            .send()
-            .await
-            .expect("token request")
-            .json()
-            .await
-            .expect("token json");
-        r["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no token: {r}"))
-            .to_string()
+            ]);
+        access_token(request).await
     }
 
     /// A user's access token through the authorization-code flow with PKCE
@@ -238,27 +225,31 @@ impl Provider {
                 format!("{}{next}", self.issuer())
             };
         };
-        let r: serde_json::Value = http
-            .post(format!("{}/token", self.issuer()))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("client_id", "idgov-cli"),
-                ("code", code.as_str()),
-                ("redirect_uri", redirect),
-                ("code_verifier", verifier.as_str()),
-                ("resource", "urn:idgov"),
-            ])
-            .send()
-            .await
-            .expect("token request")
-            .json()
-            .await
-            .expect("token json");
-        r["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no token: {r}"))
-            .to_string()
+        let request = http.post(format!("{}/token", self.issuer())).form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", "idgov-cli"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier.as_str()),
+            ("resource", "urn:idgov"),
+        ]);
+        access_token(request).await
     }
+}
+
+/// The access token of a token endpoint's answer to `request`.
+async fn access_token(request: reqwest::RequestBuilder) -> String {
+    let r: serde_json::Value = request
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("token json");
+    r["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {r}"))
+        .to_string()
 }
 
 impl Drop for Provider {

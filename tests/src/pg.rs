@@ -6,7 +6,6 @@
 //! root (CI), the cluster runs as the `postgres` user, since PostgreSQL
 //! refuses to run as root.
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -50,11 +49,6 @@ pub fn find_bin() -> Option<PathBuf> {
     versions.pop()
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
 /// uid and gid of the `postgres` user, from /etc/passwd.
 fn postgres_user() -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
@@ -87,7 +81,7 @@ impl PgServer {
             .tempdir()
             .map_err(|e| e.to_string())?
             .keep();
-        let port = free_port()?;
+        let port = crate::free_port()?;
         let opts = if durable {
             "-c max_connections=200 -c shared_buffers=256MB".to_string()
         } else {

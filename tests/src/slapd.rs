@@ -3,7 +3,7 @@
 //! really cannot bind). A watchdog shell owns it and stops it when the test
 //! process ends; [`Slapd::stop`] and [`Slapd::start`] simulate an outage.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -105,10 +105,7 @@ impl Slapd {
             "slapadd failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
+        let port = crate::free_port().expect("a free port");
         let mut s = Slapd {
             port,
             dir,

@@ -3,7 +3,7 @@
 //!   account locked and in no group, beside the same modifies issued directly;
 //! - directory sync of N unchanged accounts, beside a raw paged search.
 
-use crate::machine;
+use crate::{drive, machine, seed};
 use idgov_authz::Role;
 use idgov_directory::client::Connection;
 use idgov_directory::{Directory, Preset};
@@ -118,33 +118,35 @@ async fn seed_store(
     let app = App::start(store.clone(), Arc::new(SystemClock), None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let t = Instant::now();
-    app.sync_roster(
-        idgov_server::app::roster::SyncRequest {
-            source: "bench".into(),
-            sync_id: "seed".into(),
-            dry_run: false,
-            as_of: String::new(),
-            time_zone: String::new(),
-            entries: roster(people),
-        },
-        "service:bench",
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let synced = t.elapsed();
-    let t = Instant::now();
-    app.apply_policy(&policy(groups), false, "bench", "service:bench")
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (synced, applied) = seed(&app, roster(people), &policy(groups)).await?;
     eprintln!(
         "seeded {people} identities: roster sync {:.1} s, policy apply ({} grants) {:.1} s",
         synced.as_secs_f64(),
         people * (groups / DEPARTMENTS),
-        t.elapsed().as_secs_f64()
+        applied.as_secs_f64()
     );
     store.close().await;
     Ok(())
+}
+
+/// A private slapd holding `people` accounts in `groups` groups, and an
+/// idgov store in `dir`/idgov that matches it. Returns the slapd and the
+/// store's data directory.
+async fn matching_directory(
+    dir: &std::path::Path,
+    people: usize,
+    groups: usize,
+) -> anyhow::Result<(Slapd, std::path::PathBuf)> {
+    let t = Instant::now();
+    let slapd = Slapd::start_with(&ldif(people, groups))
+        .ok_or_else(|| anyhow::anyhow!("slapd unavailable"))?;
+    eprintln!(
+        "slapd seeded with {people} accounts and {groups} groups in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let data = dir.join("idgov");
+    seed_store(&data, people, groups).await?;
+    Ok((slapd, data))
 }
 
 fn write_config(dir: &std::path::Path, s: &Slapd) -> anyhow::Result<std::path::PathBuf> {
@@ -179,24 +181,13 @@ pub async fn leaver(people: usize, groups: usize, leavers: usize) -> anyhow::Res
         "need at least twice as many people as leavers"
     );
     let dir = tempfile::tempdir()?;
-    let t = Instant::now();
-    let slapd = Slapd::start_with(&ldif(people, groups))
-        .ok_or_else(|| anyhow::anyhow!("slapd unavailable"))?;
-    eprintln!(
-        "slapd seeded with {people} accounts and {groups} groups in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-    let data = dir.path().join("idgov");
-    seed_store(&data, people, groups).await?;
+    let (slapd, data) = matching_directory(dir.path(), people, groups).await?;
     let cfg = ServeConfig {
         listen: "127.0.0.1:0".parse()?,
         data_dir: data.clone(),
-        database_url: None,
-        policy_file: None,
         directory_file: Some(write_config(dir.path(), &slapd)?),
-        auth_file: None,
         scheduler_interval: Duration::from_secs(3600),
-        health_interval: Duration::from_secs(5),
+        ..ServeConfig::default()
     };
     let running = start(cfg, Arc::new(SystemClock)).await?;
     let dev =
@@ -280,15 +271,7 @@ pub async fn leaver(people: usize, groups: usize, leavers: usize) -> anyhow::Res
 
 pub async fn dirsync(people: usize, groups: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let t = Instant::now();
-    let slapd = Slapd::start_with(&ldif(people, groups))
-        .ok_or_else(|| anyhow::anyhow!("slapd unavailable"))?;
-    eprintln!(
-        "slapd seeded with {people} accounts and {groups} groups in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-    let data = dir.path().join("idgov");
-    seed_store(&data, people, groups).await?;
+    let (slapd, data) = matching_directory(dir.path(), people, groups).await?;
     // Raw: the same paged reads, nothing else.
     let mut d = Directory::connect(&connection(&slapd), Preset::Openldap.schema()).await?;
     let t = Instant::now();
@@ -341,14 +324,15 @@ pub async fn dirsync(people: usize, groups: usize) -> anyhow::Result<()> {
 pub async fn drain(people: usize, workers: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     // Accounts, and one empty group per department.
-    let mut seed = ldif(people, 0);
+    let mut seed_ldif = ldif(people, 0);
     for d in 0..DEPARTMENTS {
         let _ = write!(
-            seed,
+            seed_ldif,
             "dn: cn=g{d:04},{GROUPS}\nobjectClass: groupOfNames\ncn: g{d:04}\nmember: cn=nobody\n\n"
         );
     }
-    let mut slapd = Slapd::start_with(&seed).ok_or_else(|| anyhow::anyhow!("slapd unavailable"))?;
+    let mut slapd =
+        Slapd::start_with(&seed_ldif).ok_or_else(|| anyhow::anyhow!("slapd unavailable"))?;
     let data = dir.path().join("idgov");
     let half = people / 2;
     let store = idgov_store::Store::open_data_dir(&data).await?;
@@ -368,22 +352,7 @@ pub async fn drain(people: usize, workers: usize) -> anyhow::Result<()> {
             e.employee_id[1..].parse::<usize>().unwrap_or(0) % DEPARTMENTS
         ));
     }
-    app.sync_roster(
-        idgov_server::app::roster::SyncRequest {
-            source: "bench".into(),
-            sync_id: "seed".into(),
-            dry_run: false,
-            as_of: String::new(),
-            time_zone: String::new(),
-            entries,
-        },
-        "service:bench",
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    app.apply_policy(&policy(DEPARTMENTS), false, "bench", "service:bench")
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    seed(&app, entries, &policy(DEPARTMENTS)).await?;
     let queued = app
         .store
         .list_directory_ops(Some(idgov_store::DirOpState::Pending), "", 0, i64::MAX)
@@ -411,28 +380,18 @@ pub async fn drain(people: usize, workers: usize) -> anyhow::Result<()> {
     let drained = t.elapsed();
     // Raw: the same add-member modifies for the other half, directly.
     let base = Directory::connect(&connection(&slapd), Preset::Openldap.schema()).await?;
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(half));
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
+    let raw_ops = people - half;
+    let raw = drive(raw_ops as u64, workers as u64, move |k| {
         let mut d = base.clone();
-        let next = next.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= people {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                let dn = format!("uid={},{PEOPLE}", uid(i));
-                d.add_member(&format!("cn=g{:04},{GROUPS}", i % DEPARTMENTS), &dn)
-                    .await?;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    let raw = t.elapsed();
+        let i = half + k as usize;
+        async move {
+            let dn = format!("uid={},{PEOPLE}", uid(i));
+            d.add_member(&format!("cn=g{:04},{GROUPS}", i % DEPARTMENTS), &dn)
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
     let raw_ops = people - half;
     println!("\nmachine: {}", machine());
     println!(
@@ -446,9 +405,8 @@ pub async fn drain(people: usize, workers: usize) -> anyhow::Result<()> {
         queued as f64 / drained.as_secs_f64()
     );
     println!(
-        "| raw: the same add-member modifies issued directly | {raw_ops} | {:.2} | {:.0} |",
-        raw.as_secs_f64(),
-        raw_ops as f64 / raw.as_secs_f64()
+        "| raw: the same add-member modifies issued directly | {raw_ops} | {raw:.2} | {:.0} |",
+        raw_ops as f64 / raw
     );
     Ok(())
 }

@@ -9,14 +9,15 @@
 
 mod directory;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use idgov_authz::Role;
+use idgov_domain::roster::RosterEntry;
 use idgov_proto::v1 as pb;
 use idgov_proto::v1::hr_service_client::HrServiceClient;
-use idgov_server::SystemClock;
+use idgov_server::app::roster::SyncRequest;
 use idgov_server::auth::dev::DevAuth;
 use idgov_server::serve::{ServeConfig, start};
+use idgov_server::{App, SystemClock};
 use sqlx::ConnectOptions;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -176,40 +177,14 @@ async fn ingest(events: u64, concurrency: u64, only: Option<String>) -> anyhow::
             listen: "127.0.0.1:0".parse()?,
             data_dir: dir.path().join("idgov"),
             database_url: database_url.clone(),
-            policy_file: None,
-            directory_file: None,
-            auth_file: None,
             scheduler_interval: Duration::from_secs(3600),
-            health_interval: Duration::from_secs(5),
+            ..ServeConfig::default()
         };
         let running = start(cfg, Arc::new(SystemClock)).await?;
         let app = running.app.clone();
         // The example organisation and its policy, so hires get birthright.
-        let roster = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../examples/northwind-roster.csv"
-        ))?;
-        let entries = parse_roster(&roster)?;
-        app.sync_roster(
-            idgov_server::app::roster::SyncRequest {
-                source: "bench".into(),
-                sync_id: "seed".into(),
-                dry_run: false,
-                as_of: String::new(),
-                time_zone: String::new(),
-                entries,
-            },
-            "service:bench",
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let policy = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../examples/northwind-policy.toml"
-        ))?;
-        app.apply_policy(&policy, false, "bench", "service:bench")
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (entries, policy) = example_org()?;
+        seed(&app, entries, &policy).await?;
 
         let dev = DevAuth::load_or_create(&dir.path().join("idgov")).map_err(anyhow::Error::msg)?;
         let token = dev
@@ -251,31 +226,51 @@ async fn ingest(events: u64, concurrency: u64, only: Option<String>) -> anyhow::
     Ok(())
 }
 
-fn parse_roster(data: &[u8]) -> anyhow::Result<Vec<idgov_domain::roster::RosterEntry>> {
-    let text = std::str::from_utf8(data)?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().context("empty roster")?.split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name);
-    let mut out = Vec::new();
-    for line in lines {
-        let f: Vec<&str> = line.split(',').collect();
-        let get = |name: &str| col(name).and_then(|i| f.get(i)).map(|s| s.to_string());
-        let attrs = idgov_domain::identity::AttributesPatch {
-            display_name: get("display_name"),
-            department: get("department"),
-            title: get("title"),
-            manager_id: get("manager_employee_id").map(|m| (!m.is_empty()).then_some(m)),
-            employment_type: get("employment_type").and_then(|v| v.parse().ok()),
-            background_check: get("background_check").and_then(|v| v.parse().ok()),
-            clearance: get("clearance").and_then(|v| v.parse().ok()),
-            ..Default::default()
-        };
-        out.push(idgov_domain::roster::RosterEntry {
-            employee_id: get("employee_id").unwrap_or_default(),
-            attrs,
-        });
-    }
-    Ok(out)
+/// The example organisation: its roster, read as `idgov hr import` reads
+/// it, and its policy.
+fn example_org() -> anyhow::Result<(Vec<RosterEntry>, String)> {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let csv = std::fs::read(examples.join("northwind-roster.csv"))?;
+    let entries = idgov::roster_csv::parse(&csv)
+        .map_err(|errors| anyhow::anyhow!("example roster: {}", errors.join("; ")))?
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            idgov_server::grpc::convert::roster_entry(e, i)
+                .map_err(|v| anyhow::anyhow!("example roster: {v:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let policy = std::fs::read_to_string(examples.join("northwind-policy.toml"))?;
+    Ok((entries, policy))
+}
+
+/// Syncs `entries` as a roster, then applies `policy`, as the service
+/// `bench`. Returns how long each took.
+pub(crate) async fn seed(
+    app: &App,
+    entries: Vec<RosterEntry>,
+    policy: &str,
+) -> anyhow::Result<(Duration, Duration)> {
+    let t = Instant::now();
+    app.sync_roster(
+        SyncRequest {
+            source: "bench".into(),
+            sync_id: "seed".into(),
+            dry_run: false,
+            as_of: String::new(),
+            time_zone: String::new(),
+            entries,
+        },
+        "service:bench",
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("seeding the roster: {e}"))?;
+    let synced = t.elapsed();
+    let t = Instant::now();
+    app.apply_policy(policy, false, "bench", "service:bench")
+        .await
+        .map_err(|e| anyhow::anyhow!("seeding the policy: {e}"))?;
+    Ok((synced, t.elapsed()))
 }
 
 async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
@@ -287,7 +282,7 @@ async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
 }
 
 /// Runs `count` operations with `concurrency` in flight; returns seconds.
-async fn drive<F, Fut>(count: u64, concurrency: u64, op: F) -> anyhow::Result<f64>
+pub(crate) async fn drive<F, Fut>(count: u64, concurrency: u64, op: F) -> anyhow::Result<f64>
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
@@ -498,12 +493,7 @@ async fn start_and_check(
     let cfg = ServeConfig {
         listen: "127.0.0.1:0".parse()?,
         data_dir: dir.to_path_buf(),
-        database_url: None,
-        policy_file: None,
-        directory_file: None,
-        auth_file: None,
-        scheduler_interval: Duration::from_secs(1),
-        health_interval: Duration::from_secs(5),
+        ..ServeConfig::default()
     };
     let running = start(cfg, Arc::new(SystemClock)).await?;
     let ch = Channel::from_shared(format!("http://{}", running.addr))?
@@ -525,36 +515,19 @@ async fn startup(runs: usize) -> anyhow::Result<()> {
     let mut fresh = Vec::new();
     let mut loaded = Vec::new();
     let seeded = tempfile::tempdir()?;
+    let (people, grants): (usize, usize);
     {
         let (_, running) = start_and_check(seeded.path()).await?;
-        let roster = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../examples/northwind-roster.csv"
-        ))?;
-        running
-            .app
-            .sync_roster(
-                idgov_server::app::roster::SyncRequest {
-                    source: "bench".into(),
-                    sync_id: "seed".into(),
-                    dry_run: false,
-                    as_of: String::new(),
-                    time_zone: String::new(),
-                    entries: parse_roster(&roster)?,
-                },
-                "service:bench",
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let policy = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../examples/northwind-policy.toml"
-        ))?;
-        running
-            .app
-            .apply_policy(&policy, false, "bench", "service:bench")
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (entries, policy) = example_org()?;
+        seed(&running.app, entries, &policy).await?;
+        let store = &running.app.store;
+        people = store.all_identities().await?.len();
+        grants = store
+            .all_active_grants()
+            .await?
+            .values()
+            .map(Vec::len)
+            .sum();
         running.stop().await?;
     }
     for _ in 0..runs {
@@ -582,7 +555,7 @@ async fn startup(runs: usize) -> anyhow::Result<()> {
         fmax.as_secs_f64() * 1e3
     );
     println!(
-        "| example organisation (304 people, 2,438 grants) | {:.1} ms | {:.1} ms |",
+        "| example organisation ({people} people, {grants} grants) | {:.1} ms | {:.1} ms |",
         l50.as_secs_f64() * 1e3,
         lmax.as_secs_f64() * 1e3
     );

@@ -4,7 +4,6 @@
 mod client;
 mod cmd;
 mod output;
-mod roster_csv;
 
 use clap::{Args, Parser, Subcommand};
 use output::Format;

@@ -286,11 +286,7 @@ fn directory_tour(dir: &Path) {
         );
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = idgov_tests::free_port().unwrap();
     let slapd = ExampleSlapd(
         Command::new(examples().join("directory/start-slapd.sh"))
             .env("SLAPD_DIR", dir.join("slapd"))

@@ -9,7 +9,7 @@ use idgov_domain::grant::{Grant, RevokeReason, SourceKind};
 use idgov_domain::guard::{HeldKind, HeldState, Verdict};
 use idgov_domain::hr::{EventKind, EventState, HrEventInput};
 use idgov_domain::identity::{AttributesPatch, BackgroundCheck, EmploymentType, Identity, Status};
-use idgov_domain::roster::{ChangeKind, RosterDiff};
+use idgov_domain::roster::{ChangeKind, RosterDiff, RosterEntry};
 use idgov_proto::v1 as pb;
 use idgov_store::{HeldChange, RecordedEvent};
 
@@ -88,6 +88,39 @@ fn background(b: BackgroundCheck) -> pb::BackgroundCheck {
         BackgroundCheck::Pending => pb::BackgroundCheck::Pending,
         BackgroundCheck::Cleared => pb::BackgroundCheck::Cleared,
         BackgroundCheck::Failed => pb::BackgroundCheck::Failed,
+    }
+}
+
+/// A roster entry from the wire; `i` is its place in the roster (violations
+/// are named `roster[i].field`). Dates are parsed here: a roster's entries
+/// have no event to carry them as text.
+pub fn roster_entry(e: pb::RosterEntry, i: usize) -> Result<RosterEntry, Vec<FieldViolation>> {
+    let Some(a) = &e.attributes else {
+        return Ok(RosterEntry {
+            employee_id: e.employee_id,
+            attrs: AttributesPatch::default(),
+        });
+    };
+    let (mut attrs, start, end) = attrs_from(a, &format!("roster[{i}]"))?;
+    let mut violations = Vec::new();
+    for (field, raw, slot) in [
+        ("start_date", start, &mut attrs.start_date),
+        ("end_date", end, &mut attrs.end_date),
+    ] {
+        if let Some(s) = raw.filter(|s| !s.is_empty()) {
+            match idgov_domain::time::parse_date(&s) {
+                Ok(d) => *slot = Some(d),
+                Err(m) => violations.push(FieldViolation::new(format!("roster[{i}].{field}"), m)),
+            }
+        }
+    }
+    if violations.is_empty() {
+        Ok(RosterEntry {
+            employee_id: e.employee_id,
+            attrs,
+        })
+    } else {
+        Err(violations)
     }
 }
 

@@ -65,38 +65,14 @@ impl HrService for Api {
         while let Some(msg) = stream.message().await? {
             match msg.item {
                 Some(Item::Entry(e)) => {
-                    let i = entries.len();
-                    let attrs = match &e.attributes {
-                        Some(a) => match convert::attrs_from(a, &format!("roster[{i}]")) {
-                            Ok((attrs, start, end)) => {
-                                let mut attrs = attrs;
-                                for (field, raw, slot) in [
-                                    ("start_date", start, &mut attrs.start_date),
-                                    ("end_date", end, &mut attrs.end_date),
-                                ] {
-                                    if let Some(s) = raw.filter(|s| !s.is_empty()) {
-                                        match idgov_domain::time::parse_date(&s) {
-                                            Ok(d) => *slot = Some(d),
-                                            Err(m) => violations.push(FieldViolation::new(
-                                                format!("roster[{i}].{field}"),
-                                                m,
-                                            )),
-                                        }
-                                    }
-                                }
-                                attrs
-                            }
-                            Err(mut v) => {
-                                violations.append(&mut v);
-                                Default::default()
-                            }
-                        },
-                        None => Default::default(),
-                    };
-                    entries.push(RosterEntry {
-                        employee_id: e.employee_id,
-                        attrs,
-                    });
+                    match convert::roster_entry(e, entries.len()) {
+                        Ok(entry) => entries.push(entry),
+                        Err(mut v) => {
+                            violations.append(&mut v);
+                            // Keeps the count, so later entries are named by their place.
+                            entries.push(RosterEntry::default());
+                        }
+                    }
                     if entries.len() > MAX_ROSTER {
                         return Err(invalid(
                             "the roster is too large",

@@ -3,9 +3,9 @@
 use crate::ClientOpts;
 use crate::client::{Client, explain};
 use crate::output::{Format, enum_name, json, table, time};
-use crate::roster_csv;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
+use idgov::roster_csv;
 use idgov_proto::v1 as pb;
 use idgov_proto::v1::hr_service_client::HrServiceClient;
 use indicatif::{ProgressBar, ProgressStyle};
