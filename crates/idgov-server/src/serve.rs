@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::server::NamedService;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// The default listen address.
@@ -187,19 +188,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     }
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    for name in [
-        "idgov.v1.HrService",
-        "idgov.v1.IdentityService",
-        "idgov.v1.PolicyService",
-        "idgov.v1.AuditService",
-        "idgov.v1.ProvisioningService",
-        "idgov.v1.DirectoryService",
-        "",
-    ] {
-        health_reporter
-            .set_service_status(name, tonic_health::ServingStatus::Serving)
-            .await;
-    }
+    set_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(idgov_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -293,15 +282,28 @@ async fn health_loop(
                 tonic_health::ServingStatus::NotServing
             };
             tracing::warn!(database_answers = ok, "health changed");
-            reporter.set_service_status("", status).await;
-            for name in [
-                "idgov.v1.HrService",
-                "idgov.v1.IdentityService",
-                "idgov.v1.PolicyService",
-                "idgov.v1.AuditService",
-            ] {
-                reporter.set_service_status(name, status).await;
-            }
+            set_health(&reporter, status).await;
         }
+    }
+}
+
+/// What gRPC health reports on: the whole server (`""`) and each service.
+const HEALTH_NAMES: [&str; 7] = [
+    "",
+    <HrServiceServer<Api> as NamedService>::NAME,
+    <IdentityServiceServer<Api> as NamedService>::NAME,
+    <PolicyServiceServer<Api> as NamedService>::NAME,
+    <AuditServiceServer<Api> as NamedService>::NAME,
+    <ProvisioningServiceServer<Api> as NamedService>::NAME,
+    <DirectoryServiceServer<Api> as NamedService>::NAME,
+];
+
+/// Every service answers for the database: all report `status` together.
+async fn set_health(
+    reporter: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    for name in HEALTH_NAMES {
+        reporter.set_service_status(name, status).await;
     }
 }

@@ -600,12 +600,13 @@ async fn health_follows_the_database() {
         .await
         .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
-    let status =
-        |h: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>| {
+    let named =
+        |h: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
+         service: &'static str| {
             let mut h = h.clone();
             async move {
                 h.check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
+                    service: service.into(),
                 })
                 .await
                 .unwrap()
@@ -613,6 +614,9 @@ async fn health_follows_the_database() {
                 .status()
             }
         };
+    let status = |h: &mut tonic_health::pb::health_client::HealthClient<
+        tonic::transport::Channel,
+    >| { named(h, "") };
     use tonic_health::pb::health_check_response::ServingStatus;
     assert_eq!(status(&mut health).await, ServingStatus::Serving);
     // The database goes away under the running server.
@@ -637,6 +641,20 @@ async fn health_follows_the_database() {
         }
     }
     assert_eq!(seen, ServingStatus::NotServing);
+    for service in [
+        "idgov.v1.HrService",
+        "idgov.v1.IdentityService",
+        "idgov.v1.PolicyService",
+        "idgov.v1.AuditService",
+        "idgov.v1.ProvisioningService",
+        "idgov.v1.DirectoryService",
+    ] {
+        assert_eq!(
+            named(&mut health, service).await,
+            ServingStatus::NotServing,
+            "{service:?} goes down with the database too"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
