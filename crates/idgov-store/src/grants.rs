@@ -80,6 +80,17 @@ impl Store {
         Ok(out)
     }
 
+    /// How many active grants `employee_id` holds.
+    pub async fn count_active_grants(&self, employee_id: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM grants WHERE employee_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(employee_id)
+        .fetch_one(self.reader())
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Counts active grants whose holder is not active (must always be zero).
     pub async fn count_active_grants_of_inactive(&self) -> Result<i64, StoreError> {
         let row = sqlx::query(

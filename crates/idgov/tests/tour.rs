@@ -390,6 +390,15 @@ fn directory_tour(dir: &Path) {
         serde_json::json!({"orphan_account": 2}),
         "only what cannot be remediated"
     );
+    let orphans = cli.json(&["directory", "drift", "--kind", "orphan_account"]);
+    assert_eq!(
+        kinds(&serde_json::json!({ "items": orphans })),
+        [
+            ("orphan_account".to_string(), String::new()),
+            ("orphan_account".to_string(), "E0999".to_string())
+        ],
+        "the kind filter keeps the orphans only"
+    );
     drop(slapd);
 }
 

@@ -123,6 +123,7 @@ both_backends! {
         assert_eq!(*class, Classification::Internal);
         assert!(active.iter().any(|(g, _)| g.id == ledger && g.review_pending));
         assert_eq!(s.all_active_grants().await.unwrap()["E1"].len(), 2);
+        assert_eq!(s.count_active_grants("E1").await.unwrap(), 2, "revoked grants are not counted");
 
         // Revoking what is no longer active is a conflict, and rolls back.
         let mut tx = s.begin().await.unwrap();

@@ -68,16 +68,13 @@ impl IdentityService for Api {
         let person = self
             .reachable_identity(&access, &req.get_ref().employee_id)
             .await?;
-        let grants = self
+        let active_grants = self
             .app
             .store
-            .list_grants(&person.employee_id, false, "", i64::MAX)
+            .count_active_grants(&person.employee_id)
             .await
             .map_err(AppError::from)?;
-        Ok(Response::new(convert::identity(
-            &person,
-            grants.len() as i64,
-        )))
+        Ok(Response::new(convert::identity(&person, active_grants)))
     }
 
     async fn list_identities(

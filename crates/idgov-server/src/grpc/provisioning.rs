@@ -174,15 +174,9 @@ impl DirectoryService for Api {
         let r = req.into_inner();
         let limit = paging::page_size(r.page_size)?;
         let after = paging::decode_i64(&r.page_token)?;
+        // The one mapping, read backwards: unspecified (0) matches no kind.
         let kind = match pb::DriftKind::try_from(r.kind) {
-            Ok(pb::DriftKind::Unspecified) => None,
-            Ok(k) => Some(
-                k.as_str_name()
-                    .trim_start_matches("DRIFT_KIND_")
-                    .to_ascii_lowercase()
-                    .parse::<DriftKind>()
-                    .map_err(|e| AppError::invalid("kind", e))?,
-            ),
+            Ok(k) => DriftKind::ALL.iter().copied().find(|d| drift_kind(*d) == k),
             Err(_) => return Err(AppError::invalid("kind", "is not a drift kind").into()),
         };
         let sync_id = if r.sync_id.is_empty() {
