@@ -228,6 +228,7 @@ ldap_group_dn = "cn=Finance, ou=groups,dc=x"
                 status_effective_at: t,
                 created_at: t,
                 updated_at: t,
+                history: Default::default(),
             },
         )
     }

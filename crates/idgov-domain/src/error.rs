@@ -94,3 +94,35 @@ impl fmt::Display for DomainError {
 }
 
 impl std::error::Error for DomainError {}
+
+/// At most this many characters of a user's value are echoed in errors and
+/// logs.
+pub const ECHO_MAX: usize = 64;
+
+/// A value as echoed back in an error message or a log line: quoted,
+/// control characters escaped, and cut to [`ECHO_MAX`] characters with the
+/// full length named, so nothing attacker-sized is ever copied out.
+pub fn echo(value: &str) -> String {
+    let n = value.chars().count();
+    if n <= ECHO_MAX {
+        format!("{value:?}")
+    } else {
+        let cut: String = value.chars().take(ECHO_MAX).collect();
+        format!("{cut:?}… ({n} characters)")
+    }
+}
+
+#[cfg(test)]
+mod echo_tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_cut() {
+        let long = "x".repeat(1 << 20);
+        let e = echo(&long);
+        assert!(e.len() < 100, "{e}");
+        assert!(e.ends_with("(1048576 characters)"));
+        assert_eq!(echo("E1"), "\"E1\"");
+        assert_eq!(echo("a\u{0}b"), "\"a\\0b\"");
+    }
+}

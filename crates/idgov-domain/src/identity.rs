@@ -6,6 +6,8 @@ use crate::error::FieldViolation;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::history::History;
+
 string_enum!(
     /// Lifecycle status: `pre_hire → active ↔ suspended → terminated`, and
     /// `terminated → active` on rehire.
@@ -38,6 +40,10 @@ pub struct Attributes {
     pub clearance: Classification,
     pub start_date: Option<NaiveDate>,
     pub end_date: Option<NaiveDate>,
+    /// When the background check was completed, as HR reports it. After a
+    /// rehire a clearance counts only when dated on or after the new start.
+    #[serde(default)]
+    pub background_check_date: Option<NaiveDate>,
 }
 
 impl Attributes {
@@ -58,6 +64,7 @@ impl Attributes {
             clearance: default_clearance,
             start_date: None,
             end_date: None,
+            background_check_date: None,
         }
     }
 
@@ -109,6 +116,8 @@ pub struct AttributesPatch {
     pub clearance: Option<Classification>,
     pub start_date: Option<NaiveDate>,
     pub end_date: Option<NaiveDate>,
+    #[serde(default)]
+    pub background_check_date: Option<NaiveDate>,
 }
 
 /// One attribute that differs between two attribute sets.
@@ -150,6 +159,9 @@ impl AttributesPatch {
         if self.end_date.is_some() {
             a.end_date = self.end_date;
         }
+        if self.background_check_date.is_some() {
+            a.background_check_date = self.background_check_date;
+        }
         a
     }
 
@@ -179,11 +191,12 @@ impl AttributesPatch {
         }
         if let Some(email) = &self.email
             && !email.is_empty()
+            && text_problem(email, 254).is_none()
             && !looks_like_email(email)
         {
             v.push(FieldViolation::new(
                 format!("{prefix}.email"),
-                format!("{email:?} is not an email address"),
+                format!("{} is not an email address", crate::error::echo(email)),
             ));
         }
         if let Some(Some(m)) = &self.manager_id {
@@ -199,7 +212,11 @@ impl AttributesPatch {
                 ));
             }
         }
-        for (field, date) in [("start_date", self.start_date), ("end_date", self.end_date)] {
+        for (field, date) in [
+            ("start_date", self.start_date),
+            ("end_date", self.end_date),
+            ("background_check_date", self.background_check_date),
+        ] {
             if let Some(problem) =
                 date.and_then(|d| crate::time::implausible_year(chrono::Datelike::year(&d), d))
             {
@@ -220,7 +237,7 @@ impl AttributesPatch {
 
 /// Lists the attributes that differ between `old` and `new`.
 pub fn diff_attributes(old: &Attributes, new: &Attributes) -> Vec<FieldChange> {
-    let pairs: [(&str, String, String); 13] = [
+    let pairs: [(&str, String, String); 14] = [
         (
             "display_name",
             old.display_name.clone(),
@@ -262,6 +279,11 @@ pub fn diff_attributes(old: &Attributes, new: &Attributes) -> Vec<FieldChange> {
             opt_date(new.start_date),
         ),
         ("end_date", opt_date(old.end_date), opt_date(new.end_date)),
+        (
+            "background_check_date",
+            opt_date(old.background_check_date),
+            opt_date(new.background_check_date),
+        ),
     ];
     pairs
         .into_iter()
@@ -293,6 +315,11 @@ pub struct Identity {
     pub status_effective_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What the person's HR history left behind that the attributes do not
+    /// show: the newest event folded in, the employment, the zone of the
+    /// end date, the background check as reported, the last roster presence.
+    #[serde(default)]
+    pub history: History,
 }
 
 impl Identity {
@@ -325,7 +352,8 @@ pub fn validate_employee_id(id: &str) -> Result<(), String> {
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | '+')))
     {
         return Err(format!(
-            "employee id {id:?} contains {c:?}; use letters, digits, '.', '_', '-', '@' or '+'"
+            "employee id {} contains {c:?}; use letters, digits, '.', '_', '-', '@' or '+'",
+            crate::error::echo(id)
         ));
     }
     Ok(())

@@ -58,6 +58,7 @@ pub mod drift;
 pub mod error;
 pub mod grant;
 pub mod guard;
+pub mod history;
 pub mod hr;
 pub mod identity;
 pub mod lifecycle;

@@ -1,20 +1,19 @@
 //! Joiner, mover and leaver: what an HR event does to an identity and its
 //! grants, decided from plain values and the current time.
 //!
-//! Ordering: each identity keeps two clocks, the effective time of its newest
-//! attribute state and of its newest status change. An event older than the
-//! clock it would move changes nothing (it is *superseded*), so an old event
-//! arriving late never overwrites newer state.
+//! The person's state comes from their history (see [`crate::history`]):
+//! events fold in effective-time order whatever order they arrived in. This
+//! module turns the state before and after an event into grant changes:
+//! birthright is recomputed from the new attributes and status, a leaver
+//! loses everything, and a new employment starts from nothing.
 
 use crate::Classification;
 use crate::grant::{Grant, GrantChange, NewGrant, RevokeReason, SourceKind};
+use crate::history::{self, FoldContext, Folded};
 use crate::hr::{EventKind, HrEvent};
-use crate::identity::{
-    Attributes, BackgroundCheck, FieldChange, Identity, Status, diff_attributes, is_move,
-};
+use crate::identity::{Attributes, FieldChange, History, Identity, Status, diff_attributes, is_move};
 use crate::policy::{OnMover, Policy};
-use crate::time::local_date;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -36,8 +35,23 @@ pub struct Transition {
     pub grant_changes: Vec<GrantChange>,
     pub withheld: Vec<Withheld>,
     pub mover: bool,
+    /// A new employment began (hire or rehire): access starts from nothing.
+    pub new_employment: bool,
+    /// The person's history was replayed because the event was older than
+    /// state already applied.
+    pub replayed: bool,
+    /// The end-date rule terminated the person.
+    pub end_date_reached: bool,
     /// A note for the audit trail, e.g. "hire of an active person applied as update".
     pub note: Option<String>,
+}
+
+impl Transition {
+    /// True when the HR truth of the person did not change.
+    pub fn is_noop(&self, before: Option<&Identity>) -> bool {
+        before.is_some_and(|b| history::same_state(b, &self.identity))
+            && self.grant_changes.is_empty()
+    }
 }
 
 /// What to do with an HR event.
@@ -48,10 +62,9 @@ pub enum Decision {
     /// Store it and apply it when due. A future hire of someone unknown
     /// creates them now as `pre_hire`, holding nothing.
     Schedule { pre_hire: Option<Box<Identity>> },
-    /// Older than the state already applied: record it, change nothing.
-    Superseded { reason: String },
-    /// Cannot apply in the current state (e.g. an update of someone unknown).
-    Reject { reason: String },
+    /// Older than state already applied: replay the person's history with
+    /// it (call again with the history).
+    NeedsHistory,
 }
 
 /// Why birthright that no longer matches is revoked.
@@ -63,18 +76,29 @@ pub enum Cause {
     Policy,
 }
 
+/// The fold context a policy gives: its default clearance and HR zone.
+pub fn fold_context(policy: &Policy) -> FoldContext {
+    FoldContext {
+        default_clearance: policy.default_clearance,
+        default_zone: policy.hr_time_zone,
+    }
+}
+
 /// Decides what `event` does, given the person's current state and grants.
+/// `history` is every event already folded for the person; it is needed
+/// only when the event is older than the state ([`Decision::NeedsHistory`]).
 pub fn decide(
     current: Option<&Identity>,
     grants: &[Grant],
     event: &HrEvent,
+    history: Option<&[&HrEvent]>,
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Decision {
-    let t = event.effective_at;
-    if t > now {
+    let ctx = fold_context(policy);
+    if event.effective_at > now {
         let pre_hire = match (event.kind, current) {
-            (EventKind::Hire, None) => {
+            (EventKind::Hire | EventKind::Rehire, None) => {
                 let attrs = event
                     .attrs
                     .apply_to(&Attributes::new_person(policy.default_clearance));
@@ -86,220 +110,124 @@ pub fn decide(
                     status_effective_at: now,
                     created_at: now,
                     updated_at: now,
+                    history: History::default(),
                 }))
             }
             _ => None,
         };
         return Decision::Schedule { pre_hire };
     }
-    match event.kind {
-        EventKind::Hire => match current {
-            None => start(None, grants, event, policy, now, None),
-            Some(cur) => match cur.status {
-                Status::PreHire => start(Some(cur), grants, event, policy, now, None),
-                Status::Terminated => start(
-                    Some(cur),
-                    grants,
-                    event,
-                    policy,
-                    now,
-                    Some("hire of a departed person applied as rehire".into()),
-                ),
-                Status::Active | Status::Suspended => update(
-                    cur,
-                    grants,
-                    event,
-                    policy,
-                    now,
-                    Some("hire of an active person applied as update".into()),
-                ),
-            },
-        },
-        EventKind::Update | EventKind::Move => match current {
-            None => Decision::Reject {
-                reason: format!(
-                    "employee {} is unknown; send their hire first (HR may retry this event)",
-                    event.employee_id
-                ),
-            },
-            Some(cur) => update(cur, grants, event, policy, now, None),
-        },
-        EventKind::Terminate => match current {
-            None => Decision::Reject {
-                reason: format!(
-                    "employee {} is unknown; there is no one to terminate",
-                    event.employee_id
-                ),
-            },
-            Some(cur) => terminate(cur, grants, event, policy, now),
-        },
-        EventKind::Rehire => match current {
-            None => start(
-                None,
-                grants,
-                event,
-                policy,
-                now,
-                Some("rehire of an unknown person applied as hire".into()),
-            ),
-            Some(cur) if cur.status == Status::Terminated => {
-                start(Some(cur), grants, event, policy, now, None)
+    let (folded, replayed) = match history::fold_in(current, event, &ctx, now) {
+        Some(f) => (f, false),
+        None => match history {
+            None => return Decision::NeedsHistory,
+            Some(h) => {
+                let mut all: Vec<&HrEvent> = h.to_vec();
+                all.push(event);
+                let presence = current.and_then(|c| c.history.presence.as_ref());
+                (
+                    history::replay(&event.employee_id, current, &all, presence, &ctx, now),
+                    true,
+                )
             }
-            Some(cur) if t < cur.status_effective_at => superseded(cur, t),
-            Some(cur) => Decision::Reject {
-                reason: format!(
-                    "employee {} is {}, not terminated; a rehire needs a departed person",
-                    event.employee_id, cur.status
-                ),
-            },
         },
-        EventKind::Rescind => Decision::Reject {
-            reason: "a rescind cancels a scheduled event and is never applied to an identity"
-                .into(),
-        },
-    }
+    };
+    Decision::Apply(Box::new(transition(
+        current, folded, grants, policy, replayed,
+    )))
 }
 
-fn superseded(cur: &Identity, t: DateTime<Utc>) -> Decision {
-    Decision::Superseded {
-        reason: format!(
-            "effective {} is older than the state applied for {} (effective {})",
-            t.to_rfc3339(),
-            cur.employee_id,
-            cur.state_effective_at().to_rfc3339()
-        ),
-    }
-}
-
-/// Hire, rehire, or activation of a pre-hire: the person becomes active and
-/// starts from nothing but birthright.
-fn start(
+/// The grant changes that take a person from `current` to the folded state.
+pub fn transition(
     current: Option<&Identity>,
+    folded: Folded,
     grants: &[Grant],
-    event: &HrEvent,
     policy: &Policy,
-    now: DateTime<Utc>,
-    note: Option<String>,
-) -> Decision {
-    let t = event.effective_at;
-    let base = match current {
-        Some(cur) if t < cur.status_effective_at => return superseded(cur, t),
-        Some(cur) if cur.status == Status::Terminated => {
-            // A returning person: keep who they are, not what they were cleared for.
-            let mut a = cur.attrs.clone();
-            a.end_date = None;
-            a.start_date = None;
-            a.background_check = BackgroundCheck::Pending;
-            a
-        }
-        Some(cur) => cur.attrs.clone(),
-        None => Attributes::new_person(policy.default_clearance),
+    replayed: bool,
+) -> Transition {
+    let Folded { state, note, ended } = folded;
+    // A fold always yields a person once an event was folded; stay as is
+    // otherwise.
+    let identity = match (state, current) {
+        (Some(s), _) => s,
+        (None, Some(c)) => c.clone(),
+        (None, None) => Identity {
+            employee_id: String::new(),
+            attrs: Attributes::new_person(policy.default_clearance),
+            status: Status::PreHire,
+            attrs_effective_at: DateTime::<Utc>::MIN_UTC,
+            status_effective_at: DateTime::<Utc>::MIN_UTC,
+            created_at: DateTime::<Utc>::MIN_UTC,
+            updated_at: DateTime::<Utc>::MIN_UTC,
+            history: History::default(),
+        },
     };
-    let mut attrs = event.attrs.apply_to(&base);
-    if attrs.start_date.is_none() {
-        attrs.start_date = Some(local_date(t, policy.hr_time_zone));
+    let changes = current
+        .map(|c| diff_attributes(&c.attrs, &identity.attrs))
+        .unwrap_or_default();
+    let was_holding = current.is_some_and(|c| c.may_hold_access());
+    let new_employment = identity.may_hold_access()
+        && current.map(|c| c.history.employment_start) != Some(identity.history.employment_start);
+    let mover = was_holding && identity.may_hold_access() && !new_employment && is_move(&changes);
+    let mut grant_changes = Vec::new();
+    let mut remaining: Vec<Grant> = grants.iter().filter(|g| g.is_active()).cloned().collect();
+    if new_employment && !remaining.is_empty() {
+        // A new employment (e.g. a rehire that an older termination now
+        // precedes) starts from nothing: what the old one held is revoked.
+        grant_changes.extend(remaining.iter().map(|g| GrantChange::Revoke {
+            grant_id: g.id.clone(),
+            entitlement_id: g.entitlement_id.clone(),
+            reason: RevokeReason::Leaver,
+        }));
+        remaining.clear();
     }
-    let identity = Identity {
-        employee_id: event.employee_id.clone(),
-        attrs,
-        status: Status::Active,
-        attrs_effective_at: t,
-        status_effective_at: t,
-        created_at: current.map(|c| c.created_at).unwrap_or(now),
-        updated_at: now,
-    };
-    // Old grants never come back: reconcile against nothing but what is active.
-    let (grant_changes, withheld) =
-        reconcile_access(&identity, grants, policy, Cause::HrChange { mover: false });
-    Decision::Apply(Box::new(Transition {
-        changes: current
-            .map(|c| diff_attributes(&c.attrs, &identity.attrs))
-            .unwrap_or_default(),
+    let (more, withheld) =
+        reconcile_access(&identity, &remaining, policy, Cause::HrChange { mover });
+    grant_changes.extend(more);
+    Transition {
         previous_status: current.map(|c| c.status),
         identity,
-        grant_changes,
-        withheld,
-        mover: false,
-        note,
-    }))
-}
-
-fn update(
-    cur: &Identity,
-    grants: &[Grant],
-    event: &HrEvent,
-    policy: &Policy,
-    now: DateTime<Utc>,
-    note: Option<String>,
-) -> Decision {
-    let t = event.effective_at;
-    if t < cur.attrs_effective_at {
-        return superseded(cur, t);
-    }
-    let attrs = event.attrs.apply_to(&cur.attrs);
-    let changes = diff_attributes(&cur.attrs, &attrs);
-    let mover = is_move(&changes);
-    let identity = Identity {
-        attrs,
-        attrs_effective_at: t,
-        updated_at: now,
-        ..cur.clone()
-    };
-    let (grant_changes, withheld) =
-        reconcile_access(&identity, grants, policy, Cause::HrChange { mover });
-    Decision::Apply(Box::new(Transition {
-        identity,
-        previous_status: Some(cur.status),
         changes,
         grant_changes,
         withheld,
         mover,
+        new_employment,
+        replayed,
+        end_date_reached: ended,
         note,
-    }))
+    }
 }
 
-fn terminate(
-    cur: &Identity,
+/// Applies the end-date rule at `now`: the transition that terminates a
+/// person whose end date is over, or `None` when it is not over (or they
+/// hold no access to lose).
+pub fn end_date_reached(
+    current: &Identity,
     grants: &[Grant],
-    event: &HrEvent,
     policy: &Policy,
     now: DateTime<Utc>,
-) -> Decision {
-    let t = event.effective_at;
-    if t < cur.status_effective_at {
-        return superseded(cur, t);
+) -> Option<Transition> {
+    let ctx = fold_context(policy);
+    let mut state = current.clone();
+    if !history::settle(&mut state, now, &ctx) {
+        return None;
     }
-    if cur.status == Status::Terminated {
-        return Decision::Superseded {
-            reason: format!("employee {} is already terminated", cur.employee_id),
-        };
-    }
-    let mut identity = cur.clone();
-    if t >= cur.attrs_effective_at {
-        identity.attrs = event.attrs.apply_to(&cur.attrs);
-        identity.attrs_effective_at = t;
-    }
-    if event.attrs.end_date.is_none() {
-        // The last day worked: the day before an end-of-day boundary.
-        identity.attrs.end_date = Some(local_date(
-            t - Duration::microseconds(1),
-            policy.hr_time_zone,
-        ));
-    }
-    identity.status = Status::Terminated;
-    identity.status_effective_at = t;
-    identity.updated_at = now;
-    let (grant_changes, _) =
-        reconcile_access(&identity, grants, policy, Cause::HrChange { mover: false });
-    Decision::Apply(Box::new(Transition {
-        changes: diff_attributes(&cur.attrs, &identity.attrs),
-        previous_status: Some(cur.status),
-        identity,
-        grant_changes,
-        withheld: vec![],
-        mover: false,
-        note: None,
-    }))
+    state.updated_at = now;
+    let note = state
+        .attrs
+        .end_date
+        .map(|d| format!("end date {d} is over"));
+    Some(transition(
+        Some(current),
+        Folded {
+            state: Some(state),
+            note,
+            ended: true,
+        },
+        grants,
+        policy,
+        false,
+    ))
 }
 
 /// Brings a person's grants in line with their state and the policy:

@@ -95,6 +95,66 @@ pub fn validate(entries: &[RosterEntry]) -> Result<(), DomainError> {
     }
 }
 
+/// The first management cycle the roster would create, as the people in it
+/// with the first repeated at the end (`[A, B, A]`), and the index of the
+/// entry it starts at. A manager column absent from the roster keeps the
+/// person's current manager.
+pub fn manager_cycle(
+    entries: &[RosterEntry],
+    identities: &HashMap<String, Identity>,
+) -> Option<(usize, Vec<String>)> {
+    let index: HashMap<&str, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.employee_id.as_str(), i))
+        .collect();
+    let manager = |i: usize| -> Option<&str> {
+        let e = entries.get(i)?;
+        match &e.attrs.manager_id {
+            Some(m) => m.as_deref(),
+            None => identities
+                .get(&e.employee_id)
+                .and_then(|p| p.attrs.manager_id.as_deref()),
+        }
+    };
+    // 0: unvisited, 1: on the current path, 2: done.
+    let mut mark = vec![0u8; entries.len()];
+    for start in 0..entries.len() {
+        if mark[start] != 0 {
+            continue;
+        }
+        let mut path = vec![start];
+        mark[start] = 1;
+        let mut cur = start;
+        loop {
+            let Some(next) = manager(cur).and_then(|m| index.get(m).copied()) else {
+                break;
+            };
+            match mark[next] {
+                0 => {
+                    mark[next] = 1;
+                    path.push(next);
+                    cur = next;
+                }
+                1 => {
+                    let from = path.iter().position(|&p| p == next).unwrap_or(0);
+                    let mut cycle: Vec<String> = path[from..]
+                        .iter()
+                        .map(|&i| entries[i].employee_id.clone())
+                        .collect();
+                    cycle.push(entries[next].employee_id.clone());
+                    return Some((next, cycle));
+                }
+                _ => break,
+            }
+        }
+        for p in path {
+            mark[p] = 2;
+        }
+    }
+    None
+}
+
 /// Diffs `entries` against `identities` (every known identity).
 pub fn diff(entries: &[RosterEntry], identities: &HashMap<String, Identity>) -> RosterDiff {
     let mut out = RosterDiff::default();
@@ -114,12 +174,16 @@ pub fn diff(entries: &[RosterEntry], identities: &HashMap<String, Identity>) -> 
             Some(cur) if cur.status == Status::Terminated => {
                 out.changes.push(change(ChangeKind::Rehire, vec![]))
             }
-            Some(cur) if cur.status == Status::PreHire => {
-                // Their scheduled hire decides when they start.
+            Some(cur) if cur.status == Status::PreHire && cur.history.last.is_none() => {
+                // Announced by a future hire: that hire decides when they start.
                 out.unchanged += 1;
             }
+            Some(cur) if cur.status == Status::PreHire => {
+                // Known only from events before their hire: the roster hires them.
+                out.changes.push(change(ChangeKind::Joiner, vec![]))
+            }
             Some(cur) => {
-                let new = e.attrs.apply_to(&cur.attrs);
+                let new = crate::history::preview_update(cur, &e.attrs);
                 let changes = diff_attributes(&cur.attrs, &new);
                 if changes.is_empty() {
                     out.unchanged += 1;
@@ -151,7 +215,8 @@ pub fn diff(entries: &[RosterEntry], identities: &HashMap<String, Identity>) -> 
 /// Turns a diff into HR events of `source`, effective `as_of`, keyed by the
 /// sync id so that re-sending a snapshot is idempotent. A joiner whose start
 /// date (in `zone`) is after `as_of` is hired at the start of that day: the
-/// event is scheduled and the person is a pre-hire until then.
+/// event is scheduled and the person is a pre-hire until then. The events
+/// keep the roster's zone, so its dates mean what the roster meant.
 pub fn to_events(
     diff: &RosterDiff,
     source: &str,
@@ -184,7 +249,7 @@ pub fn to_events(
                 employee_id: c.employee_id.clone(),
                 effective_at,
                 effective_input: effective_at.to_rfc3339(),
-                time_zone: "UTC".into(),
+                time_zone: zone.name().to_string(),
                 attrs: c.attrs.clone(),
                 rescinds_event_id: None,
                 fingerprint: hex::encode(Sha256::digest(payload)),
@@ -219,6 +284,7 @@ mod tests {
             status_effective_at: t0(),
             created_at: t0(),
             updated_at: t0(),
+            history: Default::default(),
         }
     }
 
@@ -287,6 +353,31 @@ mod tests {
             events[0].effective_at.to_rfc3339(),
             "2026-01-31T23:00:00+00:00"
         );
+    }
+
+    #[test]
+    fn management_cycles_are_found_with_their_people() {
+        let mut a = entry("A", "X");
+        a.attrs.manager_id = Some(Some("B".into()));
+        let mut b = entry("B", "X");
+        b.attrs.manager_id = Some(Some("C".into()));
+        let mut c = entry("C", "X");
+        c.attrs.manager_id = Some(Some("A".into()));
+        let d = entry("D", "X");
+        let (at, cycle) = manager_cycle(&[d.clone(), a.clone(), b.clone(), c.clone()], &HashMap::new())
+            .expect("a cycle");
+        assert_eq!(cycle, ["A", "B", "C", "A"]);
+        assert_eq!(at, 1);
+        c.attrs.manager_id = Some(Some("D".into()));
+        assert_eq!(manager_cycle(&[d, a, b, c], &HashMap::new()), None);
+        // A manager column left out keeps the current manager.
+        let mut known = person("Q", "X", Status::Active);
+        known.attrs.manager_id = Some("P".into());
+        let mut p = entry("P", "X");
+        p.attrs.manager_id = Some(Some("Q".into()));
+        let q = entry("Q", "X");
+        let ids: HashMap<_, _> = [("Q".to_string(), known)].into_iter().collect();
+        assert!(manager_cycle(&[p, q], &ids).is_some());
     }
 
     #[test]

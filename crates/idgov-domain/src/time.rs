@@ -24,15 +24,21 @@ pub fn implausible_year(year: i32, shown: impl std::fmt::Display) -> Option<Stri
 }
 
 pub fn parse_zone(name: &str) -> Result<Tz, String> {
+    if name.len() > 64 {
+        return Err("is longer than 64 characters; use an IANA zone name such as \"Europe/Oslo\"".into());
+    }
     name.parse::<Tz>().map_err(|_| {
-        format!("unknown IANA time zone {name:?}; use a name such as \"Europe/Oslo\" or \"UTC\"")
+        format!(
+            "unknown IANA time zone {}; use a name such as \"Europe/Oslo\" or \"UTC\"",
+            crate::error::echo(name)
+        )
     })
 }
 
 /// Parses a calendar date `YYYY-MM-DD`.
 pub fn parse_date(s: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-        .map_err(|_| format!("{s:?} is not a date; use YYYY-MM-DD"))
+        .map_err(|_| format!("{} is not a date; use YYYY-MM-DD", crate::error::echo(s)))
 }
 
 /// Resolves an effective time. Empty means `now`; an RFC 3339 value is taken
@@ -47,6 +53,9 @@ pub fn resolve_effective(
     if value.is_empty() {
         return Ok(now);
     }
+    if value.len() > 64 {
+        return Err("is longer than 64 characters; use an RFC 3339 timestamp or a date YYYY-MM-DD".into());
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -55,13 +64,14 @@ pub fn resolve_effective(
             DayBoundary::StartOfDay => date,
             DayBoundary::EndOfDay => date
                 .checked_add_days(Days::new(1))
-                .ok_or_else(|| format!("date {value:?} is out of range"))?,
+                .ok_or_else(|| format!("date {value} is out of range"))?,
         };
         return local_day_start(day, zone)
-            .ok_or_else(|| format!("date {value:?} has no start of day in {zone}"));
+            .ok_or_else(|| format!("date {value} has no start of day in {zone}"));
     }
     Err(format!(
-        "{value:?} is neither an RFC 3339 timestamp (2026-03-01T09:00:00+01:00) nor a date (2026-03-01)"
+        "{} is neither an RFC 3339 timestamp (2026-03-01T09:00:00+01:00) nor a date (2026-03-01)",
+        crate::error::echo(value)
     ))
 }
 

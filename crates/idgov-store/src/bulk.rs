@@ -245,7 +245,8 @@ impl WriteTx {
             let sql = format!(
                 "INSERT INTO identities (employee_id, display_name, email, department, title, job_code, location, \
                  cost_center, manager_id, employment_type, background_check, clearance, start_date, end_date, \
-                 status, attrs_effective_at, status_effective_at, created_at, updated_at) VALUES {} \
+                 status, attrs_effective_at, status_effective_at, created_at, updated_at, background_check_date, \
+                 history) VALUES {} \
                  ON CONFLICT (employee_id) DO UPDATE SET display_name = excluded.display_name, \
                  email = excluded.email, department = excluded.department, title = excluded.title, \
                  job_code = excluded.job_code, location = excluded.location, cost_center = excluded.cost_center, \
@@ -253,8 +254,9 @@ impl WriteTx {
                  background_check = excluded.background_check, clearance = excluded.clearance, \
                  start_date = excluded.start_date, end_date = excluded.end_date, status = excluded.status, \
                  attrs_effective_at = excluded.attrs_effective_at, status_effective_at = excluded.status_effective_at, \
-                 updated_at = excluded.updated_at",
-                values(self.backend, chunk.len(), 19)
+                 updated_at = excluded.updated_at, background_check_date = excluded.background_check_date, \
+                 history = excluded.history",
+                values(self.backend, chunk.len(), 21)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for i in chunk {
@@ -278,7 +280,9 @@ impl WriteTx {
                     .bind(micros(i.attrs_effective_at))
                     .bind(micros(i.status_effective_at))
                     .bind(micros(i.created_at))
-                    .bind(micros(i.updated_at));
+                    .bind(micros(i.updated_at))
+                    .bind(a.background_check_date.map(|d| d.to_string()))
+                    .bind(to_json(&i.history));
             }
             q.execute(&mut *self.tx).await?;
         }

@@ -138,6 +138,21 @@ impl Store {
 }
 
 impl WriteTx {
+    /// Every event folded into `employee_id`'s state (applied or
+    /// superseded), in arrival order: the history a late event is replayed
+    /// with.
+    pub async fn folded_events_of(&mut self, employee_id: &str) -> Result<Vec<HrEvent>, StoreError> {
+        let rows = sqlx::query(select_events!(
+            "WHERE employee_id = $1 AND state IN ('applied', 'superseded') ORDER BY arrival"
+        ))
+        .bind(employee_id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| event_from_row(r).map(|e| e.event))
+            .collect()
+    }
+
     /// Records an event unless its (source, event_id) is already recorded.
     /// Returns whether it was inserted.
     pub async fn insert_hr_event(

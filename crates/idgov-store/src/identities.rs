@@ -2,7 +2,8 @@
 
 use crate::convert::{get, opt_date, parsed, time};
 use crate::{Store, StoreError, WriteTx};
-use idgov_domain::identity::{Attributes, Identity, Status};
+use idgov_domain::history::EventKey;
+use idgov_domain::identity::{Attributes, History, Identity, Status};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ pub struct IdentityFilter {
 }
 
 pub(crate) fn identity_from_row(row: &AnyRow) -> Result<Identity, StoreError> {
-    Ok(Identity {
+    let mut i = Identity {
         employee_id: get(row, "employee_id")?,
         attrs: Attributes {
             display_name: get(row, "display_name")?,
@@ -32,13 +33,42 @@ pub(crate) fn identity_from_row(row: &AnyRow) -> Result<Identity, StoreError> {
             clearance: parsed(row, "clearance")?,
             start_date: opt_date(row, "start_date")?,
             end_date: opt_date(row, "end_date")?,
+            background_check_date: opt_date(row, "background_check_date")?,
         },
         status: parsed(row, "status")?,
         attrs_effective_at: time(get(row, "attrs_effective_at")?)?,
         status_effective_at: time(get(row, "status_effective_at")?)?,
         created_at: time(get(row, "created_at")?)?,
         updated_at: time(get(row, "updated_at")?)?,
-    })
+        history: History::default(),
+    };
+    let history: String = get(row, "history")?;
+    i.history = if history.is_empty() {
+        legacy_history(&i)
+    } else {
+        serde_json::from_str(&history)
+            .map_err(|e| StoreError::Corrupt(format!("identity {}: history: {e}", i.employee_id)))?
+    };
+    Ok(i)
+}
+
+/// The history of a row written before histories were kept: everything up
+/// to its state is folded, one employment unless a pre-hire.
+fn legacy_history(i: &Identity) -> History {
+    let announced = i.status == Status::PreHire;
+    History {
+        last: (!announced).then(|| EventKey {
+            at: i.state_effective_at(),
+            rank: 0,
+            source: String::new(),
+            event_id: String::new(),
+        }),
+        employment_start: (!announced).then_some(i.status_effective_at),
+        employments: u32::from(!announced),
+        reported_check: i.attrs.background_check,
+        end_zone: None,
+        presence: None,
+    }
 }
 
 async fn fetch_identity<'e, E: Executor<'e, Database = Any>>(
@@ -107,11 +137,15 @@ impl Store {
             .collect()
     }
 
-    /// Active or suspended identities whose end date is before `today`
-    /// (their last day is over).
+    /// Active or suspended identities whose end date is on or before
+    /// `day`. With `day` the UTC date of now this includes everyone whose
+    /// last day is over in any zone (and some whose day is not over yet in
+    /// theirs: the caller checks the exact instant).
     pub async fn identities_past_end_date(
         &self,
-        today: chrono::NaiveDate,
+        day: chrono::NaiveDate,
+        after: &str,
+        limit: i64,
     ) -> Result<Vec<Identity>, StoreError> {
         macro_rules! ending {
             ($from:literal) => {
@@ -120,7 +154,7 @@ impl Store {
                     identity_columns!(),
                     $from,
                     " WHERE status IN ('active', 'suspended') AND end_date IS NOT NULL \
-                     AND end_date < $1 ORDER BY employee_id LIMIT 1000"
+                     AND end_date <= $1 AND employee_id > $2 ORDER BY employee_id LIMIT $3"
                 )
             };
         }
@@ -131,7 +165,9 @@ impl Store {
             crate::Backend::Postgres => ending!(" FROM identities"),
         };
         let rows = sqlx::query(sql)
-            .bind(today.to_string())
+            .bind(day.to_string())
+            .bind(after)
+            .bind(limit)
             .fetch_all(self.reader())
             .await?;
         rows.iter().map(identity_from_row).collect()

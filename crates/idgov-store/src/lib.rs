@@ -13,7 +13,7 @@ macro_rules! identity_columns {
     () => {
         "employee_id, display_name, email, department, title, job_code, location, cost_center, \
          manager_id, employment_type, background_check, clearance, start_date, end_date, status, \
-         attrs_effective_at, status_effective_at, created_at, updated_at"
+         attrs_effective_at, status_effective_at, created_at, updated_at, background_check_date, history"
     };
 }
 
@@ -118,6 +118,10 @@ macro_rules! migrations {
                     $dir,
                     "/0003_directory_sync.sql"
                 )),
+            ),
+            (
+                "history",
+                include_str!(concat!("../../../migrations/", $dir, "/0004_history.sql")),
             ),
         ]
     };

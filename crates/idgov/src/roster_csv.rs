@@ -7,7 +7,7 @@ use idgov_proto::v1 as pb;
 use std::collections::HashMap;
 
 /// Known columns, in the order the example roster uses.
-pub const COLUMNS: [&str; 14] = [
+pub const COLUMNS: [&str; 15] = [
     "employee_id",
     "display_name",
     "email",
@@ -22,6 +22,7 @@ pub const COLUMNS: [&str; 14] = [
     "clearance",
     "start_date",
     "end_date",
+    "background_check_date",
 ];
 
 pub fn employment_type(s: &str) -> Result<pb::EmploymentType, String> {
@@ -120,6 +121,7 @@ pub fn parse(data: &[u8]) -> Result<Vec<pb::RosterEntry>, Vec<String>> {
             manager_employee_id: get("manager_employee_id"),
             start_date: get("start_date").filter(|s| !s.is_empty()),
             end_date: get("end_date").filter(|s| !s.is_empty()),
+            background_check_date: get("background_check_date").filter(|s| !s.is_empty()),
             ..Default::default()
         };
         if let Some(v) = get("employment_type") {

@@ -192,10 +192,14 @@ async fn a_leaver_is_locked_out_and_a_rehire_gets_nothing_old_back() {
         "a leaver is in no managed group, granted or not"
     );
 
-    // A rehire is checked again; HR reports the check cleared with it.
+    // A rehire is checked again; HR reports the new check cleared with it
+    // (dated on the new start: an older clearance would not count).
+    let today = app.now().date_naive();
     let back = AttributesPatch {
         department: Some("Sales".into()),
         background_check: Some(idgov_domain::identity::BackgroundCheck::Cleared),
+        background_check_date: Some(today),
+        start_date: Some(today),
         ..Default::default()
     };
     app.submit_event(

@@ -35,6 +35,17 @@ fn person(id: &str, dept: &str, manager: Option<&str>, status: Status) -> Identi
         status_effective_at: at(2),
         created_at: at(0),
         updated_at: at(3),
+        history: idgov_domain::identity::History {
+            last: Some(idgov_domain::history::EventKey {
+                at: at(2),
+                rank: 0,
+                source: "hr".into(),
+                event_id: format!("hire-{id}"),
+            }),
+            employments: 1,
+            end_zone: Some("Australia/Melbourne".into()),
+            ..Default::default()
+        },
     }
 }
 

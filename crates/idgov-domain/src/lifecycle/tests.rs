@@ -1,6 +1,6 @@
 use super::*;
 use crate::hr::HrEventInput;
-use crate::identity::{AttributesPatch, EmploymentType};
+use crate::identity::{AttributesPatch, BackgroundCheck, EmploymentType};
 use chrono::TimeZone;
 
 const POLICY: &str = r#"
@@ -173,6 +173,7 @@ fn nothing_above_public_before_the_background_check_clears() {
             at(1),
             finance(BackgroundCheck::Pending),
         ),
+        None,
         &p,
         at(1),
     ));
@@ -193,6 +194,7 @@ fn nothing_above_public_before_the_background_check_clears() {
         Some(&hire.identity),
         &grants,
         &event(EventKind::Update, "2", at(2), clear),
+        None,
         &p,
         at(2),
     ));
@@ -214,6 +216,7 @@ fn nobody_holds_above_their_clearance_and_contractors_never_restricted() {
             at(1),
             finance(BackgroundCheck::Cleared),
         ),
+        None,
         &p,
         at(1),
     ));
@@ -228,6 +231,7 @@ fn nobody_holds_above_their_clearance_and_contractors_never_restricted() {
         Some(&hire.identity),
         &grants,
         &event(EventKind::Update, "2", at(2), contractor),
+        None,
         &p,
         at(2),
     ));
@@ -247,6 +251,7 @@ fn nobody_holds_above_their_clearance_and_contractors_never_restricted() {
         Some(&t.identity),
         &grants,
         &event(EventKind::Update, "3", at(3), lower),
+        None,
         &p,
         at(3),
     ));
@@ -271,6 +276,7 @@ fn mover_loses_old_birthright_and_other_grants_follow_the_level() {
             at(1),
             finance(BackgroundCheck::Cleared),
         ),
+        None,
         &p,
         at(1),
     ));
@@ -286,6 +292,7 @@ fn mover_loses_old_birthright_and_other_grants_follow_the_level() {
         Some(&hire.identity),
         &grants,
         &event(EventKind::Move, "2", at(2), mv),
+        None,
         &p,
         at(2),
     ));
@@ -324,6 +331,7 @@ fn a_leaver_holds_nothing_and_nothing_is_deleted() {
             at(1),
             finance(BackgroundCheck::Cleared),
         ),
+        None,
         &p,
         at(1),
     ));
@@ -333,6 +341,7 @@ fn a_leaver_holds_nothing_and_nothing_is_deleted() {
         Some(&hire.identity),
         &grants,
         &event(EventKind::Terminate, "2", at(2), AttributesPatch::default()),
+        None,
         &p,
         at(2),
     ));
@@ -360,6 +369,7 @@ fn an_older_event_never_overwrites_newer_state() {
             at(1),
             finance(BackgroundCheck::Cleared),
         ),
+        None,
         &p,
         at(1),
     ));
@@ -371,6 +381,7 @@ fn an_older_event_never_overwrites_newer_state() {
         Some(&hire.identity),
         &[],
         &event(EventKind::Update, "3", at(5), newer),
+        None,
         &p,
         at(6),
     ));
@@ -378,14 +389,20 @@ fn an_older_event_never_overwrites_newer_state() {
         title: Some("Clerk".into()),
         ..Default::default()
     };
-    let d = decide(
-        Some(&t.identity),
-        &[],
-        &event(EventKind::Update, "2", at(3), older),
-        &p,
-        at(6),
+    let late = event(EventKind::Update, "2", at(3), older);
+    let d = decide(Some(&t.identity), &[], &late, None, &p, at(6));
+    assert_eq!(d, Decision::NeedsHistory);
+    let (h1, h2) = (
+        event(EventKind::Hire, "1", at(1), finance(BackgroundCheck::Cleared)),
+        event(EventKind::Update, "3", at(5), AttributesPatch {
+            title: Some("Controller".into()),
+            ..Default::default()
+        }),
     );
-    assert!(matches!(d, Decision::Superseded { .. }), "{d:?}");
+    let replayed = applied(decide(Some(&t.identity), &[], &late, Some(&[&h1, &h2]), &p, at(6)));
+    assert!(replayed.replayed);
+    assert_eq!(replayed.identity.attrs.title, "Controller");
+    assert!(crate::history::same_state(&replayed.identity, &t.identity), "{replayed:?}");
 }
 
 #[test]
@@ -400,6 +417,7 @@ fn a_late_termination_still_terminates_when_no_newer_status_exists() {
             at(1),
             finance(BackgroundCheck::Cleared),
         ),
+        None,
         &p,
         at(1),
     ));
@@ -411,38 +429,38 @@ fn a_late_termination_still_terminates_when_no_newer_status_exists() {
         Some(&hire.identity),
         &[],
         &event(EventKind::Update, "3", at(5), newer),
+        None,
         &p,
         at(6),
     ));
     // The termination effective on day 4 arrives after the day-5 update.
-    let term = applied(decide(
-        Some(&t.identity),
-        &[],
-        &event(EventKind::Terminate, "2", at(4), AttributesPatch::default()),
-        &p,
-        at(6),
-    ));
+    let h1 = event(EventKind::Hire, "1", at(1), finance(BackgroundCheck::Cleared));
+    let h3 = event(EventKind::Update, "3", at(5), AttributesPatch {
+        title: Some("Controller".into()),
+        ..Default::default()
+    });
+    let late_term = event(EventKind::Terminate, "2", at(4), AttributesPatch::default());
+    let term = applied(decide(Some(&t.identity), &[], &late_term, Some(&[&h1, &h3]), &p, at(6)));
     assert_eq!(term.identity.status, Status::Terminated);
     assert_eq!(
         term.identity.attrs.title, "Controller",
-        "newer attributes kept"
+        "the newer title applies to the departed person too"
     );
-    // But a termination older than a rehire is superseded.
-    let rehire = applied(decide(
-        Some(&term.identity),
-        &[],
-        &event(EventKind::Rehire, "4", at(8), AttributesPatch::default()),
-        &p,
-        at(8),
-    ));
-    let stale = decide(
+    // A termination older than a rehire leaves the rehired person active.
+    let h4 = event(EventKind::Rehire, "4", at(8), AttributesPatch::default());
+    let rehire = applied(decide(Some(&term.identity), &[], &h4, None, &p, at(8)));
+    assert_eq!(rehire.identity.status, Status::Active);
+    let stale = event(EventKind::Terminate, "5", at(7), AttributesPatch::default());
+    let again = applied(decide(
         Some(&rehire.identity),
         &[],
-        &event(EventKind::Terminate, "5", at(7), AttributesPatch::default()),
+        &stale,
+        Some(&[&h1, &h3, &late_term, &h4]),
         &p,
         at(9),
-    );
-    assert!(matches!(stale, Decision::Superseded { .. }), "{stale:?}");
+    ));
+    assert_eq!(again.identity.status, Status::Active);
+    assert!(crate::history::same_state(&again.identity, &rehire.identity), "{again:?}");
 }
 
 #[test]
@@ -457,6 +475,7 @@ fn future_events_are_scheduled_and_a_future_hire_is_a_pre_hire() {
             at(10),
             finance(BackgroundCheck::Cleared),
         ),
+        None,
         &p,
         at(1),
     );
@@ -477,6 +496,7 @@ fn future_events_are_scheduled_and_a_future_hire_is_a_pre_hire() {
             at(10),
             finance(BackgroundCheck::Cleared),
         ),
+        None,
         &p,
         at(10),
     ));
@@ -491,6 +511,7 @@ fn future_events_are_scheduled_and_a_future_hire_is_a_pre_hire() {
             at(20),
             AttributesPatch::default(),
         ),
+        None,
         &p,
         at(11),
     );
@@ -510,6 +531,7 @@ fn a_rehire_starts_from_nothing() {
             at(1),
             finance(BackgroundCheck::Cleared),
         ),
+        None,
         &p,
         at(1),
     ));
@@ -519,6 +541,7 @@ fn a_rehire_starts_from_nothing() {
         Some(&hire.identity),
         &grants,
         &event(EventKind::Terminate, "2", at(2), AttributesPatch::default()),
+        None,
         &p,
         at(2),
     ));
@@ -527,6 +550,7 @@ fn a_rehire_starts_from_nothing() {
         Some(&term.identity),
         &grants,
         &event(EventKind::Rehire, "3", at(9), AttributesPatch::default()),
+        None,
         &p,
         at(9),
     ));
@@ -542,41 +566,39 @@ fn a_rehire_starts_from_nothing() {
 }
 
 #[test]
-fn impossible_transitions_are_rejected() {
+fn events_for_people_in_another_state_are_kept_and_read_sensibly() {
     let p = policy();
-    let d = decide(
-        None,
-        &[],
-        &event(
-            EventKind::Update,
-            "1",
-            at(1),
-            finance(BackgroundCheck::Cleared),
-        ),
-        &p,
-        at(1),
-    );
-    assert!(matches!(d, Decision::Reject { .. }));
+    // An update before the hire: kept, the person is a pre-hire.
+    let upd = event(EventKind::Update, "0", at(1), finance(BackgroundCheck::Cleared));
+    let pre = applied(decide(None, &[], &upd, None, &p, at(1)));
+    assert_eq!(pre.identity.status, Status::PreHire);
+    assert!(pre.grant_changes.is_empty());
+    // The hire then starts them, keeping the update's attributes.
     let hire = applied(decide(
+        Some(&pre.identity),
+        &[],
+        &event(EventKind::Hire, "1", at(2), AttributesPatch {
+            display_name: Some("Ada".into()),
+            ..Default::default()
+        }),
         None,
-        &[],
-        &event(
-            EventKind::Hire,
-            "1",
-            at(1),
-            finance(BackgroundCheck::Cleared),
-        ),
-        &p,
-        at(1),
-    ));
-    let d = decide(
-        Some(&hire.identity),
-        &[],
-        &event(EventKind::Rehire, "2", at(2), AttributesPatch::default()),
         &p,
         at(2),
-    );
-    assert!(matches!(d, Decision::Reject { .. }));
+    ));
+    assert_eq!(hire.identity.status, Status::Active);
+    assert_eq!(hire.identity.attrs.department, "Finance");
+    // A rehire of an active person is an update, with a note.
+    let d = applied(decide(
+        Some(&hire.identity),
+        &[],
+        &event(EventKind::Rehire, "2", at(3), AttributesPatch::default()),
+        None,
+        &p,
+        at(3),
+    ));
+    assert_eq!(d.identity.status, Status::Active);
+    assert!(!d.new_employment);
+    assert!(d.note.is_some());
 }
 
 #[test]
@@ -592,6 +614,7 @@ fn a_policy_change_revokes_birthright_with_reason_policy() -> Result<(), crate::
             at(1),
             finance(BackgroundCheck::Cleared),
         ),
+        None,
         &p,
         at(1),
     ));

@@ -3,6 +3,7 @@
 use super::App;
 use super::policy::StagedPolicy;
 use super::roster::StagedSync;
+use idgov_domain::hr::HrEvent;
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::AuditEntry;
@@ -145,7 +146,11 @@ impl App {
                     serde_json::from_value(held.payload.clone()).map_err(corrupt)?;
                 let mut applied = 0u64;
                 let mut rejected = Vec::new();
-                let results = self.submit_all(tx, &staged.events, actor, now).await?;
+                let jobs: Vec<(&HrEvent, &str)> =
+                    staged.events.iter().map(|e| (e, actor)).collect();
+                let (results, _) = self
+                    .record_with_presence(tx, &jobs, &staged.presences(), actor, now)
+                    .await?;
                 for (ev, r) in staged.events.iter().zip(results) {
                     match r {
                         Ok(_) => applied += 1,

@@ -16,9 +16,10 @@ use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::AuditEntry;
 use idgov_domain::grant::{Grant, GrantChange, RevokeReason};
+use idgov_domain::history::{self, Presence};
 use idgov_domain::hr::{EventKind, EventState, HrEvent};
 use idgov_domain::identity::{Identity, Status};
-use idgov_domain::lifecycle::{Decision, Transition, decide};
+use idgov_domain::lifecycle::{self, Decision, Transition, decide};
 use idgov_domain::{DomainError, ErrorCode};
 use idgov_store::{DirOpKind, EventRow, GrantRow, NewDirOp, RecordedEvent, StoreError, WriteTx};
 use serde_json::json;
@@ -75,6 +76,11 @@ pub(crate) struct Batch {
     /// Joiners get an account created first.
     create_accounts: bool,
     dir_ops: Vec<NewDirOp>,
+    /// Events folded in this batch, by person (the part of a history the
+    /// store does not have yet).
+    folded: HashMap<String, Vec<HrEvent>>,
+    /// Managers of people outside the batch, looked up for cycle checks.
+    managers: HashMap<String, Option<String>>,
 }
 
 fn known(r: &RecordedEvent) -> Known {
@@ -122,11 +128,12 @@ impl Batch {
         policy: Arc<ActivePolicy>,
         now: DateTime<Utc>,
         events: &[&HrEvent],
+        extra_people: &[String],
         provisioning: bool,
         create_accounts: bool,
     ) -> Result<Batch, AppError> {
         let mut keys = Vec::with_capacity(events.len());
-        let mut people: Vec<String> = Vec::with_capacity(events.len());
+        let mut people: Vec<String> = extra_people.to_vec();
         for e in events {
             keys.push((e.source.clone(), e.event_id.clone()));
             if let Some(target) = &e.rescinds_event_id {
@@ -180,6 +187,8 @@ impl Batch {
             provisioning,
             create_accounts,
             dir_ops: Vec::new(),
+            folded: HashMap::new(),
+            managers: HashMap::new(),
         })
     }
 
@@ -201,9 +210,111 @@ impl Batch {
         }
     }
 
+    /// Decides `ev` for its person, replaying their history when it is
+    /// older than the state already applied.
+    async fn decide(&mut self, tx: &mut WriteTx, ev: &HrEvent) -> Result<Decision, AppError> {
+        let (current, grants) = self.current(&ev.employee_id);
+        let policy = &self.policy.policy;
+        let d = decide(current.as_ref(), &grants, ev, None, policy, self.now);
+        if d != Decision::NeedsHistory {
+            return Ok(d);
+        }
+        let history = self.history_of(tx, &ev.employee_id).await?;
+        let refs: Vec<&HrEvent> = history.iter().collect();
+        let policy = &self.policy.policy;
+        match decide(current.as_ref(), &grants, ev, Some(&refs), policy, self.now) {
+            Decision::NeedsHistory => Err(AppError::Unavailable(format!(
+                "cannot order the history of {}; retry",
+                ev.employee_id
+            ))),
+            d => Ok(d),
+        }
+    }
+
+    /// Every event folded for `employee_id`: stored ones and this batch's.
+    async fn history_of(
+        &mut self,
+        tx: &mut WriteTx,
+        employee_id: &str,
+    ) -> Result<Vec<HrEvent>, AppError> {
+        let mut h = tx.folded_events_of(employee_id).await?;
+        if let Some(mine) = self.folded.get(employee_id) {
+            for e in mine {
+                if !h
+                    .iter()
+                    .any(|x| x.source == e.source && x.event_id == e.event_id)
+                {
+                    h.push(e.clone());
+                }
+            }
+        }
+        Ok(h)
+    }
+
+    /// The people in the management chain above `person`, when their new
+    /// manager would make it a cycle back to them: `[person, m1, …, person]`.
+    async fn manager_cycle(
+        &mut self,
+        tx: &mut WriteTx,
+        person: &Identity,
+    ) -> Result<Option<Vec<String>>, AppError> {
+        let me = &person.employee_id;
+        let mut chain = vec![me.clone()];
+        let mut next = person.attrs.manager_id.clone();
+        while let Some(m) = next {
+            if &m == me {
+                chain.push(m);
+                return Ok(Some(chain));
+            }
+            if chain.contains(&m) || chain.len() > 10_000 {
+                // A loop above this person (older data): not theirs to fix.
+                return Ok(None);
+            }
+            chain.push(m.clone());
+            next = self.manager_of(tx, &m).await?;
+        }
+        Ok(None)
+    }
+
+    async fn manager_of(&mut self, tx: &mut WriteTx, id: &str) -> Result<Option<String>, AppError> {
+        if let Some(known) = self.identities.get(id) {
+            return Ok(known.as_ref().and_then(|p| p.attrs.manager_id.clone()));
+        }
+        if let Some(m) = self.managers.get(id) {
+            return Ok(m.clone());
+        }
+        let found = tx.identities_by_ids(&[id.to_string()]).await?;
+        let m = found.into_iter().next().and_then(|p| p.attrs.manager_id);
+        self.managers.insert(id.to_string(), m.clone());
+        Ok(m)
+    }
+
+    /// Refuses a transition whose new manager closes a management cycle.
+    async fn check_no_cycle(
+        &mut self,
+        tx: &mut WriteTx,
+        current: Option<&Identity>,
+        t: &Transition,
+    ) -> Result<(), AppError> {
+        let changed = current.map(|c| c.attrs.manager_id != t.identity.attrs.manager_id);
+        if changed == Some(false) || t.identity.attrs.manager_id.is_none() {
+            return Ok(());
+        }
+        if let Some(cycle) = self.manager_cycle(tx, &t.identity).await? {
+            return Err(AppError::invalid(
+                "event.attributes.manager_employee_id",
+                format!(
+                    "would make a management cycle: {}; nothing was applied",
+                    cycle_text(&cycle)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Records and, when due, applies one event. Nothing is written until
     /// [`Batch::flush`]; a domain error leaves the batch as it was.
-    pub(crate) fn submit(
+    pub(crate) async fn submit(
         &mut self,
         tx: &mut WriteTx,
         ev: &HrEvent,
@@ -214,9 +325,10 @@ impl Batch {
                 return Err(AppError::Domain(DomainError::new(
                     ErrorCode::IdempotencyConflict,
                     format!(
-                        "event {:?} from {:?} was already accepted with a different payload; \
+                        "event {} from {} was already accepted with a different payload; \
                          use a new event_id for a new event",
-                        ev.event_id, ev.source
+                        idgov_domain::error::echo(&ev.event_id),
+                        idgov_domain::error::echo(&ev.source)
                     ),
                 )));
             }
@@ -232,24 +344,13 @@ impl Batch {
         if ev.kind == EventKind::Rescind {
             return self.rescind(tx, ev, actor);
         }
-        let (current, grants) = self.current(&ev.employee_id);
         let target = format!("identity:{}", ev.employee_id);
         let base = json!({
             "source": ev.source, "event_id": ev.event_id, "kind": ev.kind,
             "effective_at": ev.effective_at.to_rfc3339(),
         });
-        match decide(current.as_ref(), &grants, ev, &self.policy.policy, self.now) {
-            Decision::Reject { reason } => Err(AppError::precondition(reason)),
-            Decision::Superseded { reason } => {
-                self.record(ev, EventState::Superseded, &reason, actor);
-                tx.audit(AuditEntry::new(
-                    actor,
-                    "hr.event.superseded",
-                    target,
-                    with(base, "reason", &reason),
-                ));
-                Ok(self.outcome(ev, EventState::Superseded, reason))
-            }
+        match self.decide(tx, ev).await? {
+            Decision::NeedsHistory => Err(AppError::Unavailable("history not ordered".into())),
             Decision::Schedule { pre_hire } => {
                 let detail = format!("scheduled for {}", ev.effective_at.to_rfc3339());
                 self.record(ev, EventState::Scheduled, &detail, actor);
@@ -266,9 +367,30 @@ impl Batch {
                 Ok(self.outcome(ev, EventState::Scheduled, detail))
             }
             Decision::Apply(t) => {
-                let note = t.note.clone().unwrap_or_default();
+                let current = self.current(&ev.employee_id).0;
+                self.check_no_cycle(tx, current.as_ref(), &t).await?;
+                if t.replayed && t.is_noop(current.as_ref()) {
+                    let reason = format!(
+                        "older than the state already applied (effective {}); the history, \
+                         replayed in effective order with it, is unchanged",
+                        current
+                            .as_ref()
+                            .and_then(|c| c.history.last.as_ref())
+                            .map(|k| k.at.to_rfc3339())
+                            .unwrap_or_default()
+                    );
+                    self.record(ev, EventState::Superseded, &reason, actor);
+                    tx.audit(AuditEntry::new(
+                        actor,
+                        "hr.event.superseded",
+                        target,
+                        with(base, "reason", &reason),
+                    ));
+                    return Ok(self.outcome(ev, EventState::Superseded, reason));
+                }
+                let note = describe(&t);
                 self.record(ev, EventState::Applied, &note, actor);
-                let (added, revoked) = self.apply(tx, ev, &t, actor);
+                let (added, revoked) = self.apply(tx, Some(ev), &t, actor);
                 Ok(SubmitOutcome {
                     grants_added: added,
                     grants_revoked: revoked,
@@ -278,9 +400,81 @@ impl Batch {
         }
     }
 
+    /// Folds a roster snapshot's presence of `employee_id` into their
+    /// state: it records who they were at the snapshot's time, so that an
+    /// older event arriving later is ordered before it. Returns true when
+    /// it changed their HR truth (it rarely does: changes come as events).
+    pub(crate) async fn present(
+        &mut self,
+        tx: &mut WriteTx,
+        employee_id: &str,
+        presence: &Presence,
+        actor: &str,
+    ) -> Result<bool, AppError> {
+        let (current, grants) = self.current(employee_id);
+        let ctx = lifecycle::fold_context(&self.policy.policy);
+        let (folded, replayed) =
+            match history::fold_presence(employee_id, current.as_ref(), presence, &ctx, self.now) {
+                Some(f) => (f, false),
+                None => {
+                    let h = self.history_of(tx, employee_id).await?;
+                    let refs: Vec<&HrEvent> = h.iter().collect();
+                    // Only the newest roster presence of a person is kept.
+                    let newest = match current.as_ref().and_then(|c| c.history.presence.as_ref()) {
+                        Some(p) if p.key(employee_id) > presence.key(employee_id) => p.clone(),
+                        _ => presence.clone(),
+                    };
+                    let mut f = history::replay(
+                        employee_id,
+                        current.as_ref(),
+                        &refs,
+                        Some(&newest),
+                        &ctx,
+                        self.now,
+                    );
+                    if let Some(s) = f.state.as_mut() {
+                        s.history.presence = Some(newest);
+                    }
+                    (f, true)
+                }
+            };
+        let t = lifecycle::transition(current.as_ref(), folded, &grants, &self.policy.policy, replayed);
+        if t.is_noop(current.as_ref()) {
+            self.set_identity(t.identity);
+            return Ok(false);
+        }
+        self.check_no_cycle(tx, current.as_ref(), &t).await?;
+        let cause = format!("roster:{}:{}", presence.source, presence.sync_id);
+        self.apply_transition(tx, &t, actor, &cause, json!({
+            "roster": {"source": presence.source, "sync_id": presence.sync_id, "as_of": presence.as_of.to_rfc3339()},
+        }));
+        Ok(true)
+    }
+
+    /// Applies the end-date rule to `employee_id` at the batch's time.
+    /// Returns true when it terminated them.
+    pub(crate) fn end_date(&mut self, tx: &mut WriteTx, employee_id: &str) -> bool {
+        let (Some(current), grants) = self.current(employee_id) else {
+            return false;
+        };
+        let Some(t) = lifecycle::end_date_reached(&current, &grants, &self.policy.policy, self.now)
+        else {
+            return false;
+        };
+        let end = current.attrs.end_date.map(|d| d.to_string()).unwrap_or_default();
+        self.apply_transition(
+            tx,
+            &t,
+            SYSTEM_SCHEDULER,
+            &format!("end-date:{employee_id}:{end}"),
+            json!({"end_date": end, "zone": current.history.end_zone}),
+        );
+        true
+    }
+
     /// Applies a scheduled event that is due. Returns false when it is no
     /// longer scheduled (another process applied or rescinded it).
-    pub(crate) fn apply_due(
+    pub(crate) async fn apply_due(
         &mut self,
         tx: &mut WriteTx,
         ev: &HrEvent,
@@ -290,44 +484,60 @@ impl Batch {
         if self.events.get(&key).map(|k| k.state) != Some(EventState::Scheduled) {
             return Ok(false);
         }
-        let (current, grants) = self.current(&ev.employee_id);
         let base = json!({
             "source": ev.source, "event_id": ev.event_id, "kind": ev.kind,
             "effective_at": ev.effective_at.to_rfc3339(), "submitted_by": submitted_by,
         });
         let target = format!("identity:{}", ev.employee_id);
-        match decide(current.as_ref(), &grants, ev, &self.policy.policy, self.now) {
+        match self.decide(tx, ev).await? {
             Decision::Apply(t) => {
-                self.transition(&key, EventState::Applied, "");
-                self.apply(tx, ev, &t, SYSTEM_SCHEDULER);
-            }
-            Decision::Superseded { reason } => {
-                self.transition(&key, EventState::Superseded, &reason);
-                tx.audit(AuditEntry::new(
-                    SYSTEM_SCHEDULER,
-                    "hr.event.superseded",
-                    target,
-                    with(base, "reason", &reason),
-                ));
-            }
-            Decision::Reject { reason } => {
-                self.transition(&key, EventState::Rejected, &reason);
-                tx.audit(
-                    AuditEntry::new(
+                let current = self.current(&ev.employee_id).0;
+                if let Err(e) = self.check_no_cycle(tx, current.as_ref(), &t).await {
+                    let reason = e.to_string();
+                    self.transition(&key, EventState::Rejected, &reason);
+                    tx.audit(
+                        AuditEntry::new(
+                            SYSTEM_SCHEDULER,
+                            "hr.event.rejected",
+                            target,
+                            with(base, "reason", &reason),
+                        )
+                        .security(),
+                    );
+                    return Ok(true);
+                }
+                if t.replayed && t.is_noop(current.as_ref()) {
+                    let reason = "older than the state already applied; changes nothing";
+                    self.transition(&key, EventState::Superseded, reason);
+                    self.note_folded(ev);
+                    tx.audit(AuditEntry::new(
                         SYSTEM_SCHEDULER,
-                        "hr.event.rejected",
+                        "hr.event.superseded",
                         target,
-                        with(base, "reason", &reason),
-                    )
-                    .security(),
-                );
+                        with(base, "reason", reason),
+                    ));
+                } else {
+                    self.transition(&key, EventState::Applied, &describe(&t));
+                    self.note_folded(ev);
+                    self.apply(tx, Some(ev), &t, SYSTEM_SCHEDULER);
+                }
             }
-            Decision::Schedule { .. } => return Ok(false),
+            Decision::Schedule { .. } | Decision::NeedsHistory => return Ok(false),
         }
         Ok(true)
     }
 
+    fn note_folded(&mut self, ev: &HrEvent) {
+        self.folded
+            .entry(ev.employee_id.clone())
+            .or_default()
+            .push(ev.clone());
+    }
+
     fn record(&mut self, ev: &HrEvent, state: EventState, detail: &str, actor: &str) {
+        if matches!(state, EventState::Applied | EventState::Superseded) && ev.kind != EventKind::Rescind {
+            self.note_folded(ev);
+        }
         self.events.insert(
             (ev.source.clone(), ev.event_id.clone()),
             Known {
@@ -379,27 +589,77 @@ impl Batch {
     }
 
     /// Stages a transition and its audit events. Returns (added, revoked).
-    fn apply(&mut self, tx: &mut WriteTx, ev: &HrEvent, t: &Transition, actor: &str) -> (u32, u32) {
-        let id = t.identity.employee_id.clone();
-        self.set_identity(t.identity.clone());
+    /// Stages the transition an event made, with its audit events.
+    /// Returns (added, revoked).
+    fn apply(
+        &mut self,
+        tx: &mut WriteTx,
+        ev: Option<&HrEvent>,
+        t: &Transition,
+        actor: &str,
+    ) -> (u32, u32) {
+        let Some(ev) = ev else {
+            return self.apply_transition(tx, t, actor, "hr", json!({}));
+        };
         let cause = format!("hr:{}:{}", ev.source, ev.event_id);
-        let target = format!("identity:{id}");
-        tx.audit(AuditEntry::new(
+        self.apply_transition(
+            tx,
+            t,
             actor,
-            "hr.event.applied",
-            target.clone(),
+            &cause,
             json!({
                 "source": ev.source,
                 "event_id": ev.event_id,
                 "kind": ev.kind,
                 "effective_at": ev.effective_at.to_rfc3339(),
-                "status": {"from": t.previous_status, "to": t.identity.status},
-                "changes": t.changes,
-                "mover": t.mover,
-                "withheld": t.withheld,
-                "note": t.note,
             }),
-        ));
+        )
+    }
+
+    /// Stages a transition and its audit events (`hr.event.applied` for an
+    /// event, `hr.end_date_reached` or `hr.roster_presence` otherwise), its
+    /// grant changes and directory operations. Returns (added, revoked).
+    pub(crate) fn apply_transition(
+        &mut self,
+        tx: &mut WriteTx,
+        t: &Transition,
+        actor: &str,
+        cause: &str,
+        what: serde_json::Value,
+    ) -> (u32, u32) {
+        let id = t.identity.employee_id.clone();
+        self.set_identity(t.identity.clone());
+        let target = format!("identity:{id}");
+        let action = if what.get("event_id").is_some() {
+            "hr.event.applied"
+        } else if what.get("roster").is_some() {
+            "hr.roster_presence"
+        } else {
+            "hr.end_date_reached"
+        };
+        let mut detail = json!({
+            "status": {"from": t.previous_status, "to": t.identity.status},
+            "changes": t.changes,
+            "mover": t.mover,
+            "withheld": t.withheld,
+            "note": t.note,
+        });
+        if let (Some(d), Some(w)) = (detail.as_object_mut(), what.as_object()) {
+            for (k, v) in w {
+                d.insert(k.clone(), v.clone());
+            }
+            if t.replayed {
+                d.insert("replayed".into(), json!(true));
+            }
+            if t.new_employment {
+                d.insert("new_employment".into(), json!(true));
+            }
+            if t.end_date_reached {
+                d.insert("end_date_reached".into(), json!(true));
+            }
+        }
+        tx.audit(AuditEntry::new(actor, action, target.clone(), detail));
+        let cause = cause.to_string();
         let leaves = t.identity.status == Status::Terminated
             && t.previous_status != Some(Status::Terminated);
         let becomes_active =
@@ -560,24 +820,25 @@ impl Batch {
     ) -> Result<SubmitOutcome, AppError> {
         let target_id = ev.rescinds_event_id.clone().unwrap_or_default();
         let key = (ev.source.clone(), target_id.clone());
+        let shown = idgov_domain::error::echo(&target_id);
         let Some(target) = self.events.get(&key).cloned() else {
             return Err(AppError::not_found(format!(
-                "there is no event {target_id:?} from {:?} to rescind",
-                ev.source
+                "there is no event {shown} from {} to rescind",
+                idgov_domain::error::echo(&ev.source)
             )));
         };
         if target.employee_id != ev.employee_id {
             return Err(AppError::invalid(
                 "event.employee_id",
                 format!(
-                    "event {target_id:?} is about employee {}, not {}",
+                    "event {shown} is about employee {}, not {}",
                     target.employee_id, ev.employee_id
                 ),
             ));
         }
         if target.state != EventState::Scheduled {
             return Err(AppError::precondition(format!(
-                "event {target_id:?} is {}, not scheduled; only future-dated events can be rescinded — \
+                "event {shown} is {}, not scheduled; only future-dated events can be rescinded — \
                  send a compensating event instead",
                 target.state
             )));
@@ -600,6 +861,7 @@ impl Batch {
         if target.kind == EventKind::Hire
             && let Some(mut person) = self.identities.get(&id).cloned().flatten()
             && person.status == Status::PreHire
+            && person.history.last.is_none()
         {
             person.status = Status::Terminated;
             person.status_effective_at = self.now;
@@ -681,6 +943,7 @@ impl App {
             policy,
             now,
             events,
+            &[],
             self.provisioning(),
             self.creates_accounts(),
         )
@@ -696,27 +959,49 @@ impl App {
         jobs: &[(&HrEvent, &str)],
         now: DateTime<Utc>,
     ) -> Result<(Vec<Result<SubmitOutcome, AppError>>, usize), AppError> {
-        let events: Vec<&HrEvent> = jobs.iter().map(|(ev, _)| *ev).collect();
-        let mut batch = self.hr_batch(tx, now, &events).await?;
-        let results = jobs
-            .iter()
-            .map(|(ev, actor)| batch.submit(tx, ev, actor))
-            .collect();
-        let queued = batch.flush(tx).await?;
-        Ok((results, queued))
+        self.record_with_presence(tx, jobs, &[], "", now).await
     }
 
-    /// Submits `events` in one transaction: all are recorded, or none.
-    /// Domain refusals of single events are returned per event.
-    pub(crate) async fn submit_all(
+    /// Records `jobs`, then folds roster `presences` (people present in a
+    /// snapshot and unchanged by it) with `actor`.
+    pub(crate) async fn record_with_presence(
         &self,
         tx: &mut WriteTx,
-        events: &[HrEvent],
+        jobs: &[(&HrEvent, &str)],
+        presences: &[(String, Presence)],
         actor: &str,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Result<SubmitOutcome, AppError>>, AppError> {
-        let jobs: Vec<(&HrEvent, &str)> = events.iter().map(|ev| (ev, actor)).collect();
-        Ok(self.record(tx, &jobs, now).await?.0)
+    ) -> Result<(Vec<Result<SubmitOutcome, AppError>>, usize), AppError> {
+        let events: Vec<&HrEvent> = jobs.iter().map(|(ev, _)| *ev).collect();
+        let extra: Vec<String> = presences.iter().map(|(id, _)| id.clone()).collect();
+        let policy = self.policy_for(tx);
+        let mut batch = Batch::load(
+            tx,
+            policy,
+            now,
+            &events,
+            &extra,
+            self.provisioning(),
+            self.creates_accounts(),
+        )
+        .await?;
+        let mut results = Vec::with_capacity(jobs.len());
+        for (ev, actor) in jobs {
+            match batch.submit(tx, ev, actor).await {
+                // The transaction may be unusable: fail the whole batch.
+                Err(e) if e.is_store() => return Err(e),
+                r => results.push(r),
+            }
+        }
+        for (id, presence) in presences {
+            match batch.present(tx, id, presence, actor).await {
+                Err(e) if e.is_store() => return Err(e),
+                Err(e) => tracing::warn!(employee = %id, error = %e, "roster presence refused"),
+                Ok(_) => {}
+            }
+        }
+        let queued = batch.flush(tx).await?;
+        Ok((results, queued))
     }
 
     /// Processes queued jobs in one transaction; on failure, each alone.
@@ -782,7 +1067,7 @@ impl App {
         let mut batch = self.hr_batch(&mut tx, now, &refs).await?;
         let mut applied = 0;
         for rec in due {
-            if batch.apply_due(&mut tx, &rec.event, &rec.actor)? {
+            if batch.apply_due(&mut tx, &rec.event, &rec.actor).await? {
                 applied += 1;
             }
         }
@@ -793,6 +1078,26 @@ impl App {
         }
         Ok(applied)
     }
+}
+
+/// The outcome detail of an applied transition.
+fn describe(t: &Transition) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(n) = &t.note {
+        parts.push(n.clone());
+    }
+    if t.replayed {
+        parts.push("older than state already applied: the history was replayed in effective order".into());
+    }
+    if t.end_date_reached {
+        parts.push("the end date is over: terminated".into());
+    }
+    parts.join("; ")
+}
+
+/// "A → B → C → A".
+pub(crate) fn cycle_text(cycle: &[String]) -> String {
+    cycle.join(" → ")
 }
 
 /// Runs the intake writer until the application is dropped.

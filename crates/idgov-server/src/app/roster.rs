@@ -5,6 +5,7 @@ use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::AuditEntry;
 use idgov_domain::guard::{self, HeldKind, Verdict};
+use idgov_domain::history::Presence;
 use idgov_domain::hr::HrEvent;
 use idgov_domain::identity::{Status, text_problem};
 use idgov_domain::roster::{self, ChangeKind, RosterDiff, RosterEntry};
@@ -56,6 +57,68 @@ pub(crate) struct StagedSync {
     pub sync_id: String,
     pub events: Vec<HrEvent>,
     pub diff: RosterDiff,
+    /// The people present and unchanged, with the snapshot's time and zone.
+    #[serde(default)]
+    pub present: Vec<RosterEntry>,
+    #[serde(default)]
+    pub as_of: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub time_zone: String,
+}
+
+impl StagedSync {
+    /// The roster presences of the people present and unchanged.
+    pub(crate) fn presences(&self) -> Vec<(String, Presence)> {
+        let Some(as_of) = self.as_of else {
+            return vec![];
+        };
+        presences(&self.source, &self.sync_id, as_of, &self.time_zone, &self.present)
+    }
+}
+
+fn presences(
+    source: &str,
+    sync_id: &str,
+    as_of: DateTime<Utc>,
+    zone: &str,
+    entries: &[RosterEntry],
+) -> Vec<(String, Presence)> {
+    entries
+        .iter()
+        .map(|e| {
+            (
+                e.employee_id.clone(),
+                Presence {
+                    source: source.to_string(),
+                    sync_id: sync_id.to_string(),
+                    as_of,
+                    time_zone: zone.to_string(),
+                    attrs: e.attrs.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The entries of people present in the roster whom it does not change and
+/// who work here: their presence is recorded (see `history::Presence`).
+fn unchanged_present(
+    entries: &[RosterEntry],
+    diff: &RosterDiff,
+    identities: &std::collections::HashMap<String, idgov_domain::identity::Identity>,
+) -> Vec<RosterEntry> {
+    let changed: std::collections::HashSet<&str> =
+        diff.changes.iter().map(|c| c.employee_id.as_str()).collect();
+    entries
+        .iter()
+        .filter(|e| !changed.contains(e.employee_id.as_str()))
+        .filter(|e| {
+            identities
+                .get(&e.employee_id)
+                .is_some_and(|i| i.may_hold_access())
+        })
+        .cloned()
+        .collect()
 }
 
 impl App {
@@ -131,6 +194,15 @@ impl App {
         }
 
         let identities = self.store.all_identities().await?;
+        if let Some((at, cycle)) = roster::manager_cycle(&req.entries, &identities) {
+            return Err(AppError::invalid(
+                &format!("roster[{at}].manager_employee_id"),
+                format!(
+                    "the roster would make a management cycle: {}; nothing was applied",
+                    super::intake::cycle_text(&cycle)
+                ),
+            ));
+        }
         let active = identities
             .values()
             .filter(|i| matches!(i.status, Status::Active | Status::Suspended))
@@ -151,15 +223,17 @@ impl App {
         }
         let counts = summary(&out.diff);
         let events = roster::to_events(&out.diff, &req.source, &req.sync_id, as_of, zone);
+        let present = unchanged_present(&req.entries, &out.diff, &identities);
         let mut tx = self.store.begin().await?;
-        if out.diff.changes.is_empty() {
-            out.outcome = Outcome::Unchanged;
-        } else if verdict.tripped {
+        if verdict.tripped {
             let staged = StagedSync {
                 source: req.source.clone(),
                 sync_id: req.sync_id.clone(),
                 events,
                 diff: out.diff.clone(),
+                present,
+                as_of: Some(as_of),
+                time_zone: zone.name().to_string(),
             };
             let summary_text = format!(
                 "roster sync {} from {}: {} leavers of {} active (threshold {}); {}",
@@ -185,13 +259,21 @@ impl App {
             out.outcome = Outcome::Held;
             out.held_change_id = Some(id);
         } else {
-            let results = self.submit_all(&mut tx, &events, actor, now).await?;
+            let presences = presences(&req.source, &req.sync_id, as_of, zone.name(), &present);
+            let jobs: Vec<(&HrEvent, &str)> = events.iter().map(|e| (e, actor)).collect();
+            let (results, _) = self
+                .record_with_presence(&mut tx, &jobs, &presences, actor, now)
+                .await?;
             for (ev, r) in events.iter().zip(results) {
                 if let Err(e) = r {
                     out.rejected.push((ev.employee_id.clone(), e.to_string()));
                 }
             }
-            out.outcome = Outcome::Applied;
+            out.outcome = if out.diff.changes.is_empty() {
+                Outcome::Unchanged
+            } else {
+                Outcome::Applied
+            };
         }
         tx.audit(AuditEntry::new(
             actor,

@@ -1,11 +1,9 @@
 //! Applies future-dated HR events when they fall due.
 
-use super::{App, SYSTEM_SCHEDULER};
+use super::App;
+use super::intake::Batch;
 use crate::error::AppError;
-use chrono::Days;
-use idgov_domain::hr::{EventKind, HrEvent};
-use idgov_domain::time::{local_date, local_day_start};
-use sha2::{Digest, Sha256};
+use idgov_domain::{history, lifecycle};
 use std::sync::Weak;
 use std::time::Duration;
 
@@ -48,47 +46,55 @@ impl App {
         }
     }
 
-    /// Terminates active people whose end date (in the HR time zone) is over,
-    /// through an ordinary, idempotent HR event from the source `idgov`.
-    /// The end date is read from the identity each time, so an extended
-    /// contract simply moves it and nothing stale fires.
+    /// Terminates active people whose end date is over: at the end of
+    /// that day in the zone the date was given in. The end date is read
+    /// from the identity each time, so an extended contract simply moves it
+    /// and nothing stale fires. Each termination is audited as
+    /// `hr.end_date_reached`.
     pub async fn run_end_dates(&self) -> Result<u64, AppError> {
-        let zone = self.policy().policy.hr_time_zone;
-        let today = local_date(self.now(), zone);
+        let now = self.now();
+        let ctx = lifecycle::fold_context(&self.policy().policy);
+        let mut after = String::new();
         let mut applied = 0;
-        for person in self.store.identities_past_end_date(today).await? {
-            let Some(end) = person.attrs.end_date else {
+        loop {
+            let candidates = self
+                .store
+                .identities_past_end_date(now.date_naive(), &after, 500)
+                .await?;
+            let Some(last) = candidates.last() else {
+                return Ok(applied);
+            };
+            after = last.employee_id.clone();
+            let due: Vec<String> = candidates
+                .iter()
+                .filter(|p| history::end_instant(p, &ctx).is_some_and(|t| t <= now))
+                .map(|p| p.employee_id.clone())
+                .collect();
+            if due.is_empty() {
                 continue;
-            };
-            let Some(effective_at) = end
-                .checked_add_days(Days::new(1))
-                .and_then(|d| local_day_start(d, zone))
-            else {
-                continue;
-            };
-            let event_id = format!("end-date:{}:{end}", person.employee_id);
-            let event = HrEvent {
-                source: "idgov".into(),
-                fingerprint: hex::encode(Sha256::digest(event_id.as_bytes())),
-                event_id,
-                kind: EventKind::Terminate,
-                employee_id: person.employee_id.clone(),
-                effective_at,
-                effective_input: end.to_string(),
-                time_zone: zone.name().to_string(),
-                attrs: Default::default(),
-                rescinds_event_id: None,
-            };
-            match self.submit_event(event, SYSTEM_SCHEDULER).await {
-                Ok(o) if !o.duplicate => applied += 1,
-                Ok(_) => {}
-                Err(e) if e.is_store() => return Err(e),
-                Err(e) => {
-                    tracing::warn!(employee = %person.employee_id, error = %e, "end-date termination refused")
+            }
+            let mut tx = self.store.begin().await?;
+            let policy = self.policy_for(&mut tx);
+            let mut batch = Batch::for_people(
+                &mut tx,
+                policy,
+                now,
+                &due,
+                self.provisioning(),
+                self.creates_accounts(),
+            )
+            .await?;
+            for id in &due {
+                if batch.end_date(&mut tx, id) {
+                    applied += 1;
                 }
             }
+            let queued = batch.flush(&mut tx).await?;
+            tx.commit(now).await?;
+            if queued > 0 {
+                self.wake_provisioning();
+            }
         }
-        Ok(applied)
     }
 }
 

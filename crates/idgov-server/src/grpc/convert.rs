@@ -162,6 +162,19 @@ pub fn attrs_from(
             v.push(e);
             None
         });
+    let background_check_date = match a.background_check_date.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(d) => match idgov_domain::time::parse_date(d) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                v.push(FieldViolation::new(
+                    format!("{prefix}.background_check_date"),
+                    e,
+                ));
+                None
+            }
+        },
+    };
     if !v.is_empty() {
         return Err(v);
     }
@@ -182,6 +195,7 @@ pub fn attrs_from(
         clearance,
         start_date: None,
         end_date: None,
+        background_check_date,
     };
     Ok((patch, a.start_date.clone(), a.end_date.clone()))
 }
@@ -287,6 +301,7 @@ fn attrs_to(
         clearance: a.clearance.map(classification).unwrap_or_default() as i32,
         start_date: start,
         end_date: end,
+        background_check_date: a.background_check_date.map(|d| d.to_string()),
     }
 }
 
@@ -342,6 +357,12 @@ pub fn identity(i: &Identity, active_grants: i64) -> pb::Identity {
         updated_at: Some(ts(i.updated_at)),
         state_effective_at: Some(ts(i.state_effective_at())),
         active_grant_count: active_grants,
+        background_check_date: a
+            .background_check_date
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+        employment_start: i.history.employment_start.map(ts),
+        rehired: i.history.employments >= 2,
     }
 }
 

@@ -92,6 +92,10 @@ pub struct SendArgs {
     start_date: Option<String>,
     #[arg(long)]
     end_date: Option<String>,
+    /// When the background check was completed (YYYY-MM-DD); after a rehire
+    /// a clearance counts only when dated on or after the new start date.
+    #[arg(long)]
+    background_check_date: Option<String>,
 }
 
 #[derive(Args)]
@@ -212,6 +216,7 @@ async fn send(hr: &mut Hr, out: Format, a: SendArgs) -> anyhow::Result<ExitCode>
         )?,
         start_date: a.start_date,
         end_date: a.end_date,
+        background_check_date: a.background_check_date,
     };
     let event_id = a
         .event_id
