@@ -4,3 +4,15 @@
 -- presence) as JSON; empty for rows written before this migration.
 ALTER TABLE identities ADD COLUMN background_check_date TEXT;
 ALTER TABLE identities ADD COLUMN history TEXT NOT NULL DEFAULT '';
+
+-- Roster snapshots applied, with the time they describe: the newest one's
+-- absences are folded into the histories of people it did not list.
+CREATE TABLE roster_snapshots (
+    source     TEXT NOT NULL,
+    sync_id    TEXT NOT NULL,
+    as_of      INTEGER NOT NULL,
+    time_zone  TEXT NOT NULL,
+    applied_at INTEGER NOT NULL,
+    PRIMARY KEY (source, sync_id)
+);
+CREATE INDEX roster_snapshots_by_as_of ON roster_snapshots (as_of);

@@ -58,10 +58,17 @@ pub fn rank(kind: EventKind) -> u8 {
 const PRESENCE_RANK: u8 = 2;
 
 impl EventKey {
+    /// The key of an event. A roster snapshot's events rank as presence (or,
+    /// for its leavers, as a termination) whatever kind the diff gave them.
     pub fn of(ev: &HrEvent) -> EventKey {
+        let rank = match (ev.from_roster, ev.kind) {
+            (true, EventKind::Terminate) => rank(EventKind::Terminate),
+            (true, _) => PRESENCE_RANK,
+            (false, kind) => rank(kind),
+        };
         EventKey {
             at: ev.effective_at,
-            rank: rank(ev.kind),
+            rank,
             source: ev.source.clone(),
             event_id: ev.event_id.clone(),
         }
@@ -92,6 +99,17 @@ pub struct Presence {
 }
 
 impl Presence {
+    /// The listing this presence leaves in the person's history.
+    pub fn listing(&self, attrs: Option<AttributesPatch>) -> Listing {
+        Listing {
+            source: self.source.clone(),
+            sync_id: self.sync_id.clone(),
+            as_of: self.as_of,
+            time_zone: self.time_zone.clone(),
+            attrs,
+        }
+    }
+
     pub fn key(&self, employee_id: &str) -> EventKey {
         EventKey {
             at: self.as_of,
@@ -100,6 +118,89 @@ impl Presence {
             event_id: format!("roster:{}:{employee_id}", self.sync_id),
         }
     }
+}
+
+/// The newest roster snapshot applied: HR's statement of who worked here at
+/// `as_of`. Someone it did not list was not employed then: in effective
+/// order its absence terminates them if they were active at that time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterMark {
+    pub source: String,
+    pub sync_id: String,
+    pub as_of: DateTime<Utc>,
+    pub time_zone: String,
+}
+
+impl RosterMark {
+    /// The key of the snapshot's word about `employee_id`: the same as the
+    /// termination it writes for a leaver it finds.
+    pub fn key(&self, employee_id: &str) -> EventKey {
+        EventKey {
+            at: self.as_of,
+            rank: rank(EventKind::Terminate),
+            source: self.source.clone(),
+            event_id: format!("roster:{}:{employee_id}", self.sync_id),
+        }
+    }
+
+    /// The person's listing in this snapshot, if it listed them.
+    pub fn listing<'a>(&self, person: Option<&'a Identity>) -> Option<&'a Listing> {
+        person?
+            .history
+            .rosters
+            .iter()
+            .find(|l| l.source == self.source && l.sync_id == self.sync_id)
+    }
+
+    /// True when the snapshot listed this person.
+    pub fn lists(&self, person: Option<&Identity>) -> bool {
+        self.listing(person).is_some()
+    }
+}
+
+/// How many of the newest roster snapshots a replay takes into account
+/// (their listings are kept per person, their absences folded). An event
+/// older than all of them is still ordered among events, but no longer
+/// among the snapshots older than the horizon.
+pub const ROSTER_HORIZON: usize = 6;
+
+/// A roster snapshot that listed a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    pub source: String,
+    pub sync_id: String,
+    pub as_of: DateTime<Utc>,
+    pub time_zone: String,
+    /// The attributes it gave, when it did not change the person (a change
+    /// is an event of its own, which carries them).
+    pub attrs: Option<AttributesPatch>,
+}
+
+impl Listing {
+    /// The presence this listing folds as, if it is not an event.
+    pub fn presence(&self) -> Option<Presence> {
+        Some(Presence {
+            source: self.source.clone(),
+            sync_id: self.sync_id.clone(),
+            as_of: self.as_of,
+            time_zone: self.time_zone.clone(),
+            attrs: self.attrs.clone()?,
+        })
+    }
+}
+
+/// Notes a listing in a person's history: newest first, once per
+/// snapshot, at most [`ROSTER_HORIZON`].
+pub fn note_listing(h: &mut History, l: Listing) {
+    h.rosters
+        .retain(|x| !(x.source == l.source && x.sync_id == l.sync_id));
+    let at = h
+        .rosters
+        .iter()
+        .position(|x| x.as_of < l.as_of)
+        .unwrap_or(h.rosters.len());
+    h.rosters.insert(at, l);
+    h.rosters.truncate(ROSTER_HORIZON);
 }
 
 /// What a person's history leaves behind besides the attributes.
@@ -118,8 +219,13 @@ pub struct History {
     pub reported_check: BackgroundCheck,
     /// The IANA zone the end date was given in.
     pub end_zone: Option<String>,
-    /// The newest roster snapshot this person was present in.
-    pub presence: Option<Presence>,
+    /// The newest roster snapshots that listed this person.
+    #[serde(default)]
+    pub rosters: Vec<Listing>,
+    /// For a pre-hire only announced by future hires: the earliest of them,
+    /// whose attributes the pre-hire shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced: Option<EventKey>,
 }
 
 impl Default for History {
@@ -130,7 +236,8 @@ impl Default for History {
             employments: 0,
             reported_check: BackgroundCheck::Pending,
             end_zone: None,
-            presence: None,
+            rosters: Vec::new(),
+            announced: None,
         }
     }
 }
@@ -149,6 +256,8 @@ pub struct FoldContext {
 enum Item<'a> {
     Event(&'a HrEvent),
     Presence(&'a Presence),
+    /// Absent from the newest roster snapshot.
+    Absence(&'a RosterMark),
 }
 
 impl Item<'_> {
@@ -156,12 +265,14 @@ impl Item<'_> {
         match self {
             Item::Event(e) => EventKey::of(e),
             Item::Presence(p) => p.key(employee_id),
+            Item::Absence(m) => m.key(employee_id),
         }
     }
     fn at(&self) -> DateTime<Utc> {
         match self {
             Item::Event(e) => e.effective_at,
             Item::Presence(p) => p.as_of,
+            Item::Absence(m) => m.as_of,
         }
     }
 }
@@ -262,20 +373,67 @@ fn step_item(
 ) -> (Option<Identity>, Option<String>) {
     let t = item.at();
     let key = item.key(employee_id);
-    // A pre-hire only announced by a future hire, or an offer withdrawn
-    // before anything happened, has no history: fold from nothing.
+    // A person only announced by a future hire (or whose offer was
+    // withdrawn) has no history yet: fold from nothing, so what the
+    // announcement said never outlives it.
     let cur = cur.map(|c| {
-        if c.history.last.is_none() && c.status == Status::Terminated {
-            Identity {
-                status: Status::PreHire,
-                ..blank(employee_id, ctx, c.created_at, t)
-            }
+        if c.history.last.is_none() && c.status != Status::Active {
+            blank(employee_id, ctx, c.created_at, t)
         } else {
             c
         }
     });
+    // A roster snapshot's events mean presence (or absence), whatever kind
+    // the diff gave them when it arrived.
+    let roster_absence;
+    let item = match item {
+        Item::Event(e) if e.from_roster && e.kind == EventKind::Terminate => {
+            roster_absence = RosterMark {
+                source: e.source.clone(),
+                sync_id: e.event_id.clone(),
+                as_of: e.effective_at,
+                time_zone: e.time_zone.clone(),
+            };
+            Item::Absence(&roster_absence)
+        }
+        other => other,
+    };
     let created = cur.as_ref().map(|c| c.created_at).unwrap_or(now);
+    if let Item::Absence(m) = item {
+        // Not listed: someone working here then left; anyone else is as was.
+        let mut p = match cur {
+            Some(c) if c.may_hold_access() => c,
+            other => return (other, None),
+        };
+        terminate(
+            &mut p,
+            &AttributesPatch::default(),
+            zone_named(&m.time_zone, ctx),
+            t,
+        );
+        p.history.last = Some(key).max(p.history.last.take());
+        p.created_at = created;
+        p.updated_at = now;
+        let sync = m
+            .sync_id
+            .strip_prefix("roster:")
+            .and_then(|r| r.split(':').next())
+            .unwrap_or(&m.sync_id);
+        let note = format!(
+            "not listed by roster snapshot {sync} of {} (as of {})",
+            m.source,
+            m.as_of.to_rfc3339()
+        );
+        return (Some(p), Some(note));
+    }
     let (kind, patch, zone) = match item {
+        Item::Event(e) if e.from_roster => {
+            let kind = match cur.as_ref().map(|c| c.status) {
+                None | Some(Status::Terminated | Status::PreHire) => EventKind::Rehire,
+                Some(Status::Active | Status::Suspended) => EventKind::Update,
+            };
+            (kind, &e.attrs, zone_named(&e.time_zone, ctx))
+        }
         Item::Event(e) => (e.kind, &e.attrs, zone_named(&e.time_zone, ctx)),
         Item::Presence(pr) => {
             // A roster presence starts anyone not working here (unknown,
@@ -287,6 +445,7 @@ fn step_item(
             };
             (kind, &pr.attrs, zone_named(&pr.time_zone, ctx))
         }
+        Item::Absence(_) => return (cur, None),
     };
     let mut note = None;
     let mut p = cur.unwrap_or_else(|| blank(employee_id, ctx, now, t));
@@ -298,7 +457,7 @@ fn step_item(
                     note = Some("hire of a departed person applied as rehire".into());
                 } else if kind == EventKind::Rehire
                     && p.history.employments == 0
-                    && matches!(item, Item::Event(_))
+                    && matches!(item, Item::Event(e) if !e.from_roster)
                 {
                     note = Some("rehire of a person never employed applied as hire".into());
                 }
@@ -330,9 +489,6 @@ fn step_item(
             }
         },
         EventKind::Rescind => return (Some(p), None),
-    }
-    if let Item::Presence(pr) = item {
-        p.history.presence = Some(pr.clone());
     }
     p.attrs.background_check = effective_check(&p.attrs, &p.history);
     p.history.last = Some(key).max(p.history.last.take());
@@ -377,14 +533,23 @@ pub struct Folded {
     pub ended: bool,
 }
 
-/// Folds `ev` into `cur` when it is newer than everything folded so far.
-/// `None` means it is older: replay the person's history instead.
+/// Folds `ev` into `cur` when it is newer than everything folded so far
+/// (and than each of the newest roster snapshots, `marks`, that did not
+/// list the person). `None` means it is older: replay the person's history instead.
 pub fn fold_in(
     cur: Option<&Identity>,
     ev: &HrEvent,
+    marks: &[RosterMark],
     ctx: &FoldContext,
     now: DateTime<Utc>,
 ) -> Option<Folded> {
+    let key = EventKey::of(ev);
+    if marks
+        .iter()
+        .any(|m| !m.lists(cur) && key < m.key(&ev.employee_id))
+    {
+        return None;
+    }
     fold_item(&ev.employee_id, cur, Item::Event(ev), ctx, now)
 }
 
@@ -426,13 +591,16 @@ fn fold_item(
 }
 
 /// The state `events` (every event folded for the person, in any order;
-/// rescinds and future events are skipped) and the roster `presence` give
-/// at `now`. `created_at` is kept from `cur`.
+/// rescinds and future events are skipped) and the newest roster snapshots
+/// `marks` (listing or not listing the person) give at `now`; `extra` is a
+/// presence being folded now. `created_at` and the roster listings are kept
+/// from `cur`.
 pub fn replay(
     employee_id: &str,
     cur: Option<&Identity>,
     events: &[&HrEvent],
-    presence: Option<&Presence>,
+    extra: Option<&Presence>,
+    marks: &[RosterMark],
     ctx: &FoldContext,
     now: DateTime<Utc>,
 ) -> Folded {
@@ -441,21 +609,30 @@ pub fn replay(
         .filter(|e| e.kind != EventKind::Rescind && e.effective_at <= now)
         .map(|e| (EventKey::of(e), Item::Event(e)))
         .collect();
-    if let Some(p) = presence.filter(|p| p.as_of <= now) {
+    let presences: Vec<Presence> = marks
+        .iter()
+        .filter_map(|m| m.listing(cur))
+        .filter_map(Listing::presence)
+        .chain(extra.cloned())
+        .filter(|p| p.as_of <= now)
+        .collect();
+    for p in &presences {
         items.push((p.key(employee_id), Item::Presence(p)));
+    }
+    let listed_extra =
+        |m: &RosterMark| extra.is_some_and(|p| p.source == m.source && p.sync_id == m.sync_id);
+    for m in marks
+        .iter()
+        .filter(|m| m.as_of <= now && !m.lists(cur) && !listed_extra(m))
+    {
+        items.push((m.key(employee_id), Item::Absence(m)));
     }
     items.sort_by(|a, b| a.0.cmp(&b.0));
     items.dedup_by(|a, b| a.0 == b.0);
     let created = cur.map(|c| c.created_at).unwrap_or(now);
     // A pre-hire announced by a future hire stays one until something
     // happens to them.
-    let mut state: Option<Identity> = cur
-        .filter(|c| c.history.last.is_none())
-        .cloned()
-        .map(|mut c| {
-            c.history.presence = None;
-            c
-        });
+    let mut state: Option<Identity> = cur.filter(|c| c.history.last.is_none()).cloned();
     let mut note = None;
     let mut ended = false;
     for (_, item) in items {
@@ -470,6 +647,7 @@ pub fn replay(
         ended |= settle(s, now, ctx);
         s.created_at = created;
         s.updated_at = now;
+        s.history.rosters = cur.map(|c| c.history.rosters.clone()).unwrap_or_default();
     }
     Folded { state, note, ended }
 }
@@ -484,6 +662,45 @@ pub fn preview_update(cur: &Identity, patch: &AttributesPatch) -> Attributes {
     let mut a = patch.apply_to(&cur.attrs);
     a.background_check = effective_check(&a, &h);
     a
+}
+
+/// The pre-hire a future hire announces for someone not working here yet:
+/// for a person unknown, withdrawn, or announced by a later hire. `None`
+/// when the person has a history or an earlier announcement stands.
+pub fn announce(
+    current: Option<&Identity>,
+    ev: &HrEvent,
+    ctx: &FoldContext,
+    now: DateTime<Utc>,
+) -> Option<Identity> {
+    if !matches!(ev.kind, EventKind::Hire | EventKind::Rehire) {
+        return None;
+    }
+    let key = EventKey::of(ev);
+    if let Some(c) = current {
+        let placeholder = c.history.last.is_none() && c.status != Status::Active;
+        let earlier =
+            c.status == Status::PreHire && c.history.announced.as_ref().is_some_and(|k| *k < key);
+        if !placeholder || earlier {
+            return None;
+        }
+    }
+    let mut p = blank(&ev.employee_id, ctx, now, now);
+    p.attrs = ev.attrs.apply_to(&p.attrs);
+    p.history.announced = Some(key);
+    if let Some(c) = current {
+        p.created_at = c.created_at;
+    }
+    Some(p)
+}
+
+/// What is left of a pre-hire when their last announcing hire is
+/// withdrawn: a departed record that keeps no HR data of the offer.
+pub fn withdrawn(current: &Identity, ctx: &FoldContext, now: DateTime<Utc>) -> Identity {
+    Identity {
+        status: Status::Terminated,
+        ..blank(&current.employee_id, ctx, current.created_at, now)
+    }
 }
 
 /// True when two states of a person are the same HR truth (ignoring when

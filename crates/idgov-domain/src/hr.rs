@@ -64,6 +64,11 @@ pub struct HrEvent {
     /// SHA-256 of the payload as sent; a different payload under the same
     /// key is a conflict, not a duplicate.
     pub fingerprint: String,
+    /// Written by a roster snapshot: the snapshot's word about the person at
+    /// its time ("works here, like this", or "does not work here"), folded
+    /// by the state at that time rather than by the kind the diff chose.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_roster: bool,
 }
 
 fn check_key_part(field: &str, value: &str, max: usize, v: &mut Vec<FieldViolation>) {
@@ -209,6 +214,7 @@ impl HrEvent {
                     attrs,
                     rescinds_event_id: (!rescinds.is_empty()).then_some(rescinds),
                     fingerprint,
+                    from_roster: false,
                 })
             }
             _ => Err(DomainError::invalid("the HR event is invalid", v)),

@@ -9,9 +9,11 @@
 
 use crate::Classification;
 use crate::grant::{Grant, GrantChange, NewGrant, RevokeReason, SourceKind};
-use crate::history::{self, FoldContext, Folded};
-use crate::hr::{EventKind, HrEvent};
-use crate::identity::{Attributes, FieldChange, History, Identity, Status, diff_attributes, is_move};
+use crate::history::{self, FoldContext, Folded, RosterMark};
+use crate::hr::HrEvent;
+use crate::identity::{
+    Attributes, FieldChange, History, Identity, Status, diff_attributes, is_move,
+};
 use crate::policy::{OnMover, Policy};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -87,46 +89,30 @@ pub fn fold_context(policy: &Policy) -> FoldContext {
 /// Decides what `event` does, given the person's current state and grants.
 /// `history` is every event already folded for the person; it is needed
 /// only when the event is older than the state ([`Decision::NeedsHistory`]).
+/// `marks` are the newest roster snapshots applied.
 pub fn decide(
     current: Option<&Identity>,
     grants: &[Grant],
     event: &HrEvent,
     history: Option<&[&HrEvent]>,
+    marks: &[RosterMark],
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Decision {
     let ctx = fold_context(policy);
     if event.effective_at > now {
-        let pre_hire = match (event.kind, current) {
-            (EventKind::Hire | EventKind::Rehire, None) => {
-                let attrs = event
-                    .attrs
-                    .apply_to(&Attributes::new_person(policy.default_clearance));
-                Some(Box::new(Identity {
-                    employee_id: event.employee_id.clone(),
-                    attrs,
-                    status: Status::PreHire,
-                    attrs_effective_at: now,
-                    status_effective_at: now,
-                    created_at: now,
-                    updated_at: now,
-                    history: History::default(),
-                }))
-            }
-            _ => None,
-        };
+        let pre_hire = history::announce(current, event, &ctx, now).map(Box::new);
         return Decision::Schedule { pre_hire };
     }
-    let (folded, replayed) = match history::fold_in(current, event, &ctx, now) {
+    let (folded, replayed) = match history::fold_in(current, event, marks, &ctx, now) {
         Some(f) => (f, false),
         None => match history {
             None => return Decision::NeedsHistory,
             Some(h) => {
                 let mut all: Vec<&HrEvent> = h.to_vec();
                 all.push(event);
-                let presence = current.and_then(|c| c.history.presence.as_ref());
                 (
-                    history::replay(&event.employee_id, current, &all, presence, &ctx, now),
+                    history::replay(&event.employee_id, current, &all, None, marks, &ctx, now),
                     true,
                 )
             }

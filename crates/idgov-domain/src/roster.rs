@@ -126,10 +126,7 @@ pub fn manager_cycle(
         let mut path = vec![start];
         mark[start] = 1;
         let mut cur = start;
-        loop {
-            let Some(next) = manager(cur).and_then(|m| index.get(m).copied()) else {
-                break;
-            };
+        while let Some(next) = manager(cur).and_then(|m| index.get(m).copied()) {
             match mark[next] {
                 0 => {
                     mark[next] = 1;
@@ -174,12 +171,10 @@ pub fn diff(entries: &[RosterEntry], identities: &HashMap<String, Identity>) -> 
             Some(cur) if cur.status == Status::Terminated => {
                 out.changes.push(change(ChangeKind::Rehire, vec![]))
             }
-            Some(cur) if cur.status == Status::PreHire && cur.history.last.is_none() => {
-                // Announced by a future hire: that hire decides when they start.
-                out.unchanged += 1;
-            }
             Some(cur) if cur.status == Status::PreHire => {
-                // Known only from events before their hire: the roster hires them.
+                // Not working here yet (announced by a future hire, or known
+                // only from events before it): a joiner, hired on the
+                // roster's start date like anyone new.
                 out.changes.push(change(ChangeKind::Joiner, vec![]))
             }
             Some(cur) => {
@@ -253,6 +248,7 @@ pub fn to_events(
                 attrs: c.attrs.clone(),
                 rescinds_event_id: None,
                 fingerprint: hex::encode(Sha256::digest(payload)),
+                from_roster: true,
             }
         })
         .collect()
@@ -337,7 +333,7 @@ mod tests {
                 ("E", ChangeKind::Leaver),
             ]
         );
-        assert_eq!(d.unchanged, 1, "A unchanged; the pre-hire P is neither");
+        assert_eq!(d.unchanged, 1, "A unchanged; the pre-hire P is not listed");
         let events = to_events(&d, "workday", "s1", t0(), chrono_tz::UTC);
         assert_eq!(events[4].kind, EventKind::Terminate);
         assert_eq!(events[4].event_id, "roster:s1:E");
@@ -364,8 +360,11 @@ mod tests {
         let mut c = entry("C", "X");
         c.attrs.manager_id = Some(Some("A".into()));
         let d = entry("D", "X");
-        let (at, cycle) = manager_cycle(&[d.clone(), a.clone(), b.clone(), c.clone()], &HashMap::new())
-            .expect("a cycle");
+        let (at, cycle) = manager_cycle(
+            &[d.clone(), a.clone(), b.clone(), c.clone()],
+            &HashMap::new(),
+        )
+        .expect("a cycle");
         assert_eq!(cycle, ["A", "B", "C", "A"]);
         assert_eq!(at, 1);
         c.attrs.manager_id = Some(Some("D".into()));

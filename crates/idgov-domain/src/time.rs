@@ -25,7 +25,9 @@ pub fn implausible_year(year: i32, shown: impl std::fmt::Display) -> Option<Stri
 
 pub fn parse_zone(name: &str) -> Result<Tz, String> {
     if name.len() > 64 {
-        return Err("is longer than 64 characters; use an IANA zone name such as \"Europe/Oslo\"".into());
+        return Err(
+            "is longer than 64 characters; use an IANA zone name such as \"Europe/Oslo\"".into(),
+        );
     }
     name.parse::<Tz>().map_err(|_| {
         format!(
@@ -54,7 +56,9 @@ pub fn resolve_effective(
         return Ok(now);
     }
     if value.len() > 64 {
-        return Err("is longer than 64 characters; use an RFC 3339 timestamp or a date YYYY-MM-DD".into());
+        return Err(
+            "is longer than 64 characters; use an RFC 3339 timestamp or a date YYYY-MM-DD".into(),
+        );
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
         return Ok(t.with_timezone(&Utc));

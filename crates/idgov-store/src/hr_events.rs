@@ -4,6 +4,7 @@
 use crate::convert::{get, json, micros, opt_time, parsed, time, to_json};
 use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
+use idgov_domain::history::RosterMark;
 use idgov_domain::hr::{EventState, HrEvent};
 use sqlx::any::AnyRow;
 
@@ -138,12 +139,73 @@ impl Store {
 }
 
 impl WriteTx {
+    /// The `n` newest roster snapshots applied (by the time they
+    /// describe), newest first.
+    pub async fn latest_rosters(&mut self, n: i64) -> Result<Vec<RosterMark>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT source, sync_id, as_of, time_zone FROM roster_snapshots \
+             ORDER BY as_of DESC, applied_at DESC LIMIT $1",
+        )
+        .bind(n)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RosterMark {
+                    source: get(r, "source")?,
+                    sync_id: get(r, "sync_id")?,
+                    as_of: time(get(r, "as_of")?)?,
+                    time_zone: get(r, "time_zone")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records that a roster snapshot was applied.
+    pub async fn record_roster_snapshot(
+        &mut self,
+        mark: &RosterMark,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO roster_snapshots (source, sync_id, as_of, time_zone, applied_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source, sync_id) DO NOTHING",
+        )
+        .bind(&mark.source)
+        .bind(&mark.sync_id)
+        .bind(micros(mark.as_of))
+        .bind(&mark.time_zone)
+        .bind(micros(now))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     /// Every event folded into `employee_id`'s state (applied or
     /// superseded), in arrival order: the history a late event is replayed
     /// with.
-    pub async fn folded_events_of(&mut self, employee_id: &str) -> Result<Vec<HrEvent>, StoreError> {
+    pub async fn folded_events_of(
+        &mut self,
+        employee_id: &str,
+    ) -> Result<Vec<HrEvent>, StoreError> {
         let rows = sqlx::query(select_events!(
             "WHERE employee_id = $1 AND state IN ('applied', 'superseded') ORDER BY arrival"
+        ))
+        .bind(employee_id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| event_from_row(r).map(|e| e.event))
+            .collect()
+    }
+
+    /// The events of `employee_id` still scheduled, in arrival order.
+    pub async fn scheduled_events_of(
+        &mut self,
+        employee_id: &str,
+    ) -> Result<Vec<HrEvent>, StoreError> {
+        let rows = sqlx::query(select_events!(
+            "WHERE employee_id = $1 AND state = 'scheduled' ORDER BY arrival"
         ))
         .bind(employee_id)
         .fetch_all(&mut *self.tx)

@@ -67,7 +67,8 @@ fn legacy_history(i: &Identity) -> History {
         employments: u32::from(!announced),
         reported_check: i.attrs.background_check,
         end_zone: None,
-        presence: None,
+        rosters: Vec::new(),
+        announced: None,
     }
 }
 

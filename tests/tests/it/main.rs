@@ -9,5 +9,6 @@ mod directory;
 mod drift;
 mod lifecycle;
 mod oidc;
+mod ordering;
 mod provisioning;
 mod store_suite;

@@ -61,6 +61,7 @@ fn ev(id: &str, employee: &str, effective: i64) -> HrEvent {
         attrs: Default::default(),
         rescinds_event_id: None,
         fingerprint: format!("fp-{id}"),
+        from_roster: false,
     }
 }
 

@@ -31,6 +31,7 @@ fn ev(kind: EventKind, id: &str, at: DateTime<Utc>, attrs: AttributesPatch) -> H
         attrs,
         rescinds_event_id: None,
         fingerprint: id.into(),
+        from_roster: false,
     }
 }
 
@@ -49,13 +50,12 @@ fn arrive(events: &[HrEvent], now: DateTime<Utc>) -> Option<Identity> {
     let mut state: Option<Identity> = None;
     let mut accepted: Vec<&HrEvent> = Vec::new();
     for e in events.iter().filter(|e| e.effective_at <= now) {
-        let folded = match fold_in(state.as_ref(), e, &ctx(), now) {
+        let folded = match fold_in(state.as_ref(), e, &[], &ctx(), now) {
             Some(f) => f,
             None => {
                 let mut all = accepted.clone();
                 all.push(e);
-                let presence = state.as_ref().and_then(|s| s.history.presence.clone());
-                replay("E1", state.as_ref(), &all, presence.as_ref(), &ctx(), now)
+                replay("E1", state.as_ref(), &all, None, &[], &ctx(), now)
             }
         };
         state = folded.state;
@@ -66,11 +66,13 @@ fn arrive(events: &[HrEvent], now: DateTime<Utc>) -> Option<Identity> {
 
 fn sorted(events: &[HrEvent], now: DateTime<Utc>) -> Option<Identity> {
     let all: Vec<&HrEvent> = events.iter().collect();
-    replay("E1", None, &all, None, &ctx(), now).state
+    replay("E1", None, &all, None, &[], &ctx(), now).state
 }
 
 fn status_of(events: &[HrEvent], now: DateTime<Utc>) -> Status {
-    arrive(events, now).map(|p| p.status).unwrap_or(Status::PreHire)
+    arrive(events, now)
+        .map(|p| p.status)
+        .unwrap_or(Status::PreHire)
 }
 
 #[test]
@@ -78,9 +80,24 @@ fn a_newer_terminate_is_not_undone_by_an_older_rehire_arriving_later() {
     // hire t1, terminate t2, rehire t3, terminate t4 arriving t1, t2, t4, t3.
     let e = [
         ev(EventKind::Hire, "h", day(1, 9), named("Finance")),
-        ev(EventKind::Terminate, "t2", day(2, 9), AttributesPatch::default()),
-        ev(EventKind::Terminate, "t4", day(4, 9), AttributesPatch::default()),
-        ev(EventKind::Rehire, "r3", day(3, 9), AttributesPatch::default()),
+        ev(
+            EventKind::Terminate,
+            "t2",
+            day(2, 9),
+            AttributesPatch::default(),
+        ),
+        ev(
+            EventKind::Terminate,
+            "t4",
+            day(4, 9),
+            AttributesPatch::default(),
+        ),
+        ev(
+            EventKind::Rehire,
+            "r3",
+            day(3, 9),
+            AttributesPatch::default(),
+        ),
     ];
     assert_eq!(status_of(&e, day(9, 0)), Status::Terminated);
 }
@@ -103,7 +120,10 @@ fn an_older_update_still_sets_the_fields_no_newer_event_touched() {
     ];
     let p = arrive(&e, day(9, 0)).unwrap();
     assert_eq!(p.attrs.location, "Oslo", "the older update's own field");
-    assert_eq!(p.attrs.title, "Controller", "the newer value of the shared field");
+    assert_eq!(
+        p.attrs.title, "Controller",
+        "the newer value of the shared field"
+    );
 }
 
 #[test]
@@ -116,7 +136,12 @@ fn an_older_rehire_does_not_overwrite_newer_attributes_or_a_later_clearance() {
     };
     let e = [
         ev(EventKind::Hire, "h", day(1, 9), named("Finance")),
-        ev(EventKind::Terminate, "t", day(2, 9), AttributesPatch::default()),
+        ev(
+            EventKind::Terminate,
+            "t",
+            day(2, 9),
+            AttributesPatch::default(),
+        ),
         ev(EventKind::Update, "u", day(5, 9), later),
         ev(EventKind::Rehire, "r", day(3, 9), named("Finance")),
     ];
@@ -139,7 +164,10 @@ fn an_end_date_already_over_terminates_whenever_the_person_was_created() {
     let mut hire = named("Finance");
     hire.end_date = NaiveDate::from_ymd_opt(2026, 3, 3);
     let first = [ev(EventKind::Hire, "h", day(1, 9), hire)];
-    assert_eq!(arrive(&first, day(9, 10)).unwrap().status, Status::Terminated);
+    assert_eq!(
+        arrive(&first, day(9, 10)).unwrap().status,
+        Status::Terminated
+    );
     let extend = AttributesPatch {
         end_date: NaiveDate::from_ymd_opt(2026, 12, 31),
         ..Default::default()
@@ -156,7 +184,10 @@ fn an_end_date_ends_in_the_zone_it_was_given_in() {
     let mut e = ev(EventKind::Hire, "h", day(1, 9), hire);
     e.time_zone = "Australia/Melbourne".into();
     // The end of 30 June in Melbourne (UTC+10) is 14:00 UTC that day.
-    let end = Utc.with_ymd_and_hms(2026, 6, 30, 14, 0, 0).single().unwrap();
+    let end = Utc
+        .with_ymd_and_hms(2026, 6, 30, 14, 0, 0)
+        .single()
+        .unwrap();
     let before = arrive(std::slice::from_ref(&e), end - Duration::minutes(1)).unwrap();
     assert_eq!(before.status, Status::Active);
     let after = arrive(std::slice::from_ref(&e), end).unwrap();
@@ -167,7 +198,10 @@ fn an_end_date_ends_in_the_zone_it_was_given_in() {
 #[test]
 fn a_start_date_is_the_local_date_of_the_zone_given() {
     // 00:30 on 1 March in Melbourne is still 28 February in Oslo.
-    let at = Utc.with_ymd_and_hms(2026, 2, 28, 13, 30, 0).single().unwrap();
+    let at = Utc
+        .with_ymd_and_hms(2026, 2, 28, 13, 30, 0)
+        .single()
+        .unwrap();
     let mut e = ev(EventKind::Hire, "h", at, named("Finance"));
     e.time_zone = "Australia/Melbourne".into();
     let p = arrive(&[e], at).unwrap();
@@ -186,7 +220,12 @@ fn a_start_date_is_the_local_date_of_the_zone_given() {
 fn a_clearance_from_before_a_rehire_does_not_lift_the_gate() {
     let e = [
         ev(EventKind::Hire, "h", day(1, 9), named("Finance")),
-        ev(EventKind::Terminate, "t", day(2, 9), AttributesPatch::default()),
+        ev(
+            EventKind::Terminate,
+            "t",
+            day(2, 9),
+            AttributesPatch::default(),
+        ),
         // The roster after the rehire still says "cleared", undated.
         ev(EventKind::Rehire, "r", day(4, 9), named("Finance")),
     ];
@@ -240,22 +279,49 @@ fn a_roster_presence_asserts_who_was_here_when() {
         attrs: named("Finance"),
     };
     let now = day(9, 0);
-    let p1 = fold_in(None, &hire, &ctx(), now).unwrap().state.unwrap();
+    let p1 = fold_in(None, &hire, &[], &ctx(), now)
+        .unwrap()
+        .state
+        .unwrap();
     let p2 = fold_presence("E1", Some(&p1), &presence, &ctx(), now)
         .unwrap()
         .state
         .unwrap();
     let late = ev(EventKind::Move, "m", day(3, 9), named("Sales"));
-    assert!(fold_in(Some(&p2), &late, &ctx(), now).is_none(), "older: replay");
-    let p3 = replay("E1", Some(&p2), &[&hire, &late], Some(&presence), &ctx(), now)
-        .state
-        .unwrap();
+    assert!(
+        fold_in(Some(&p2), &late, &[], &ctx(), now).is_none(),
+        "older: replay"
+    );
+    let p3 = replay(
+        "E1",
+        Some(&p2),
+        &[&hire, &late],
+        Some(&presence),
+        &[],
+        &ctx(),
+        now,
+    )
+    .state
+    .unwrap();
     assert_eq!(p3.attrs.department, "Finance");
     // A late termination before the roster: the roster (later) says they work here.
-    let term = ev(EventKind::Terminate, "t", day(2, 9), AttributesPatch::default());
-    let p4 = replay("E1", Some(&p2), &[&hire, &term], Some(&presence), &ctx(), now)
-        .state
-        .unwrap();
+    let term = ev(
+        EventKind::Terminate,
+        "t",
+        day(2, 9),
+        AttributesPatch::default(),
+    );
+    let p4 = replay(
+        "E1",
+        Some(&p2),
+        &[&hire, &term],
+        Some(&presence),
+        &[],
+        &ctx(),
+        now,
+    )
+    .state
+    .unwrap();
     assert_eq!(p4.status, Status::Active);
 }
 

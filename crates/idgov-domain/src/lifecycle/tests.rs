@@ -1,5 +1,5 @@
 use super::*;
-use crate::hr::HrEventInput;
+use crate::hr::{EventKind, HrEventInput};
 use crate::identity::{AttributesPatch, BackgroundCheck, EmploymentType};
 use chrono::TimeZone;
 
@@ -174,6 +174,7 @@ fn nothing_above_public_before_the_background_check_clears() {
             finance(BackgroundCheck::Pending),
         ),
         None,
+        &[],
         &p,
         at(1),
     ));
@@ -195,6 +196,7 @@ fn nothing_above_public_before_the_background_check_clears() {
         &grants,
         &event(EventKind::Update, "2", at(2), clear),
         None,
+        &[],
         &p,
         at(2),
     ));
@@ -217,6 +219,7 @@ fn nobody_holds_above_their_clearance_and_contractors_never_restricted() {
             finance(BackgroundCheck::Cleared),
         ),
         None,
+        &[],
         &p,
         at(1),
     ));
@@ -232,6 +235,7 @@ fn nobody_holds_above_their_clearance_and_contractors_never_restricted() {
         &grants,
         &event(EventKind::Update, "2", at(2), contractor),
         None,
+        &[],
         &p,
         at(2),
     ));
@@ -252,6 +256,7 @@ fn nobody_holds_above_their_clearance_and_contractors_never_restricted() {
         &grants,
         &event(EventKind::Update, "3", at(3), lower),
         None,
+        &[],
         &p,
         at(3),
     ));
@@ -277,6 +282,7 @@ fn mover_loses_old_birthright_and_other_grants_follow_the_level() {
             finance(BackgroundCheck::Cleared),
         ),
         None,
+        &[],
         &p,
         at(1),
     ));
@@ -293,6 +299,7 @@ fn mover_loses_old_birthright_and_other_grants_follow_the_level() {
         &grants,
         &event(EventKind::Move, "2", at(2), mv),
         None,
+        &[],
         &p,
         at(2),
     ));
@@ -332,6 +339,7 @@ fn a_leaver_holds_nothing_and_nothing_is_deleted() {
             finance(BackgroundCheck::Cleared),
         ),
         None,
+        &[],
         &p,
         at(1),
     ));
@@ -342,6 +350,7 @@ fn a_leaver_holds_nothing_and_nothing_is_deleted() {
         &grants,
         &event(EventKind::Terminate, "2", at(2), AttributesPatch::default()),
         None,
+        &[],
         &p,
         at(2),
     ));
@@ -370,6 +379,7 @@ fn an_older_event_never_overwrites_newer_state() {
             finance(BackgroundCheck::Cleared),
         ),
         None,
+        &[],
         &p,
         at(1),
     ));
@@ -382,6 +392,7 @@ fn an_older_event_never_overwrites_newer_state() {
         &[],
         &event(EventKind::Update, "3", at(5), newer),
         None,
+        &[],
         &p,
         at(6),
     ));
@@ -390,19 +401,40 @@ fn an_older_event_never_overwrites_newer_state() {
         ..Default::default()
     };
     let late = event(EventKind::Update, "2", at(3), older);
-    let d = decide(Some(&t.identity), &[], &late, None, &p, at(6));
+    let d = decide(Some(&t.identity), &[], &late, None, &[], &p, at(6));
     assert_eq!(d, Decision::NeedsHistory);
     let (h1, h2) = (
-        event(EventKind::Hire, "1", at(1), finance(BackgroundCheck::Cleared)),
-        event(EventKind::Update, "3", at(5), AttributesPatch {
-            title: Some("Controller".into()),
-            ..Default::default()
-        }),
+        event(
+            EventKind::Hire,
+            "1",
+            at(1),
+            finance(BackgroundCheck::Cleared),
+        ),
+        event(
+            EventKind::Update,
+            "3",
+            at(5),
+            AttributesPatch {
+                title: Some("Controller".into()),
+                ..Default::default()
+            },
+        ),
     );
-    let replayed = applied(decide(Some(&t.identity), &[], &late, Some(&[&h1, &h2]), &p, at(6)));
+    let replayed = applied(decide(
+        Some(&t.identity),
+        &[],
+        &late,
+        Some(&[&h1, &h2]),
+        &[],
+        &p,
+        at(6),
+    ));
     assert!(replayed.replayed);
     assert_eq!(replayed.identity.attrs.title, "Controller");
-    assert!(crate::history::same_state(&replayed.identity, &t.identity), "{replayed:?}");
+    assert!(
+        crate::history::same_state(&replayed.identity, &t.identity),
+        "{replayed:?}"
+    );
 }
 
 #[test]
@@ -418,6 +450,7 @@ fn a_late_termination_still_terminates_when_no_newer_status_exists() {
             finance(BackgroundCheck::Cleared),
         ),
         None,
+        &[],
         &p,
         at(1),
     ));
@@ -430,17 +463,36 @@ fn a_late_termination_still_terminates_when_no_newer_status_exists() {
         &[],
         &event(EventKind::Update, "3", at(5), newer),
         None,
+        &[],
         &p,
         at(6),
     ));
     // The termination effective on day 4 arrives after the day-5 update.
-    let h1 = event(EventKind::Hire, "1", at(1), finance(BackgroundCheck::Cleared));
-    let h3 = event(EventKind::Update, "3", at(5), AttributesPatch {
-        title: Some("Controller".into()),
-        ..Default::default()
-    });
+    let h1 = event(
+        EventKind::Hire,
+        "1",
+        at(1),
+        finance(BackgroundCheck::Cleared),
+    );
+    let h3 = event(
+        EventKind::Update,
+        "3",
+        at(5),
+        AttributesPatch {
+            title: Some("Controller".into()),
+            ..Default::default()
+        },
+    );
     let late_term = event(EventKind::Terminate, "2", at(4), AttributesPatch::default());
-    let term = applied(decide(Some(&t.identity), &[], &late_term, Some(&[&h1, &h3]), &p, at(6)));
+    let term = applied(decide(
+        Some(&t.identity),
+        &[],
+        &late_term,
+        Some(&[&h1, &h3]),
+        &[],
+        &p,
+        at(6),
+    ));
     assert_eq!(term.identity.status, Status::Terminated);
     assert_eq!(
         term.identity.attrs.title, "Controller",
@@ -448,7 +500,7 @@ fn a_late_termination_still_terminates_when_no_newer_status_exists() {
     );
     // A termination older than a rehire leaves the rehired person active.
     let h4 = event(EventKind::Rehire, "4", at(8), AttributesPatch::default());
-    let rehire = applied(decide(Some(&term.identity), &[], &h4, None, &p, at(8)));
+    let rehire = applied(decide(Some(&term.identity), &[], &h4, None, &[], &p, at(8)));
     assert_eq!(rehire.identity.status, Status::Active);
     let stale = event(EventKind::Terminate, "5", at(7), AttributesPatch::default());
     let again = applied(decide(
@@ -456,11 +508,15 @@ fn a_late_termination_still_terminates_when_no_newer_status_exists() {
         &[],
         &stale,
         Some(&[&h1, &h3, &late_term, &h4]),
+        &[],
         &p,
         at(9),
     ));
     assert_eq!(again.identity.status, Status::Active);
-    assert!(crate::history::same_state(&again.identity, &rehire.identity), "{again:?}");
+    assert!(
+        crate::history::same_state(&again.identity, &rehire.identity),
+        "{again:?}"
+    );
 }
 
 #[test]
@@ -476,6 +532,7 @@ fn future_events_are_scheduled_and_a_future_hire_is_a_pre_hire() {
             finance(BackgroundCheck::Cleared),
         ),
         None,
+        &[],
         &p,
         at(1),
     );
@@ -497,6 +554,7 @@ fn future_events_are_scheduled_and_a_future_hire_is_a_pre_hire() {
             finance(BackgroundCheck::Cleared),
         ),
         None,
+        &[],
         &p,
         at(10),
     ));
@@ -512,6 +570,7 @@ fn future_events_are_scheduled_and_a_future_hire_is_a_pre_hire() {
             AttributesPatch::default(),
         ),
         None,
+        &[],
         &p,
         at(11),
     );
@@ -532,6 +591,7 @@ fn a_rehire_starts_from_nothing() {
             finance(BackgroundCheck::Cleared),
         ),
         None,
+        &[],
         &p,
         at(1),
     ));
@@ -542,6 +602,7 @@ fn a_rehire_starts_from_nothing() {
         &grants,
         &event(EventKind::Terminate, "2", at(2), AttributesPatch::default()),
         None,
+        &[],
         &p,
         at(2),
     ));
@@ -551,6 +612,7 @@ fn a_rehire_starts_from_nothing() {
         &grants,
         &event(EventKind::Rehire, "3", at(9), AttributesPatch::default()),
         None,
+        &[],
         &p,
         at(9),
     ));
@@ -569,19 +631,30 @@ fn a_rehire_starts_from_nothing() {
 fn events_for_people_in_another_state_are_kept_and_read_sensibly() {
     let p = policy();
     // An update before the hire: kept, the person is a pre-hire.
-    let upd = event(EventKind::Update, "0", at(1), finance(BackgroundCheck::Cleared));
-    let pre = applied(decide(None, &[], &upd, None, &p, at(1)));
+    let upd = event(
+        EventKind::Update,
+        "0",
+        at(1),
+        finance(BackgroundCheck::Cleared),
+    );
+    let pre = applied(decide(None, &[], &upd, None, &[], &p, at(1)));
     assert_eq!(pre.identity.status, Status::PreHire);
     assert!(pre.grant_changes.is_empty());
     // The hire then starts them, keeping the update's attributes.
     let hire = applied(decide(
         Some(&pre.identity),
         &[],
-        &event(EventKind::Hire, "1", at(2), AttributesPatch {
-            display_name: Some("Ada".into()),
-            ..Default::default()
-        }),
+        &event(
+            EventKind::Hire,
+            "1",
+            at(2),
+            AttributesPatch {
+                display_name: Some("Ada".into()),
+                ..Default::default()
+            },
+        ),
         None,
+        &[],
         &p,
         at(2),
     ));
@@ -593,6 +666,7 @@ fn events_for_people_in_another_state_are_kept_and_read_sensibly() {
         &[],
         &event(EventKind::Rehire, "2", at(3), AttributesPatch::default()),
         None,
+        &[],
         &p,
         at(3),
     ));
@@ -615,6 +689,7 @@ fn a_policy_change_revokes_birthright_with_reason_policy() -> Result<(), crate::
             finance(BackgroundCheck::Cleared),
         ),
         None,
+        &[],
         &p,
         at(1),
     ));

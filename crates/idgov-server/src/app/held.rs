@@ -3,7 +3,6 @@
 use super::App;
 use super::policy::StagedPolicy;
 use super::roster::StagedSync;
-use idgov_domain::hr::HrEvent;
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::AuditEntry;
@@ -146,10 +145,17 @@ impl App {
                     serde_json::from_value(held.payload.clone()).map_err(corrupt)?;
                 let mut applied = 0u64;
                 let mut rejected = Vec::new();
-                let jobs: Vec<(&HrEvent, &str)> =
-                    staged.events.iter().map(|e| (e, actor)).collect();
+                let (presences, mark) = staged.presences(now);
                 let (results, _) = self
-                    .record_with_presence(tx, &jobs, &staged.presences(), actor, now)
+                    .record_roster(
+                        tx,
+                        &staged.events,
+                        &presences,
+                        &staged.behind,
+                        mark,
+                        actor,
+                        now,
+                    )
                     .await?;
                 for (ev, r) in staged.events.iter().zip(results) {
                     match r {

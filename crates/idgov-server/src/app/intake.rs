@@ -16,7 +16,7 @@ use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::AuditEntry;
 use idgov_domain::grant::{Grant, GrantChange, RevokeReason};
-use idgov_domain::history::{self, Presence};
+use idgov_domain::history::{self, Presence, RosterMark};
 use idgov_domain::hr::{EventKind, EventState, HrEvent};
 use idgov_domain::identity::{Identity, Status};
 use idgov_domain::lifecycle::{self, Decision, Transition, decide};
@@ -81,6 +81,8 @@ pub(crate) struct Batch {
     folded: HashMap<String, Vec<HrEvent>>,
     /// Managers of people outside the batch, looked up for cycle checks.
     managers: HashMap<String, Option<String>>,
+    /// The newest roster snapshots applied, read when first needed.
+    latest_rosters: Option<Vec<RosterMark>>,
 }
 
 fn known(r: &RecordedEvent) -> Known {
@@ -189,6 +191,7 @@ impl Batch {
             dir_ops: Vec::new(),
             folded: HashMap::new(),
             managers: HashMap::new(),
+            latest_rosters: None,
         })
     }
 
@@ -214,21 +217,66 @@ impl Batch {
     /// older than the state already applied.
     async fn decide(&mut self, tx: &mut WriteTx, ev: &HrEvent) -> Result<Decision, AppError> {
         let (current, grants) = self.current(&ev.employee_id);
+        let marks = self.marks(tx).await?;
         let policy = &self.policy.policy;
-        let d = decide(current.as_ref(), &grants, ev, None, policy, self.now);
+        let d = decide(
+            current.as_ref(),
+            &grants,
+            ev,
+            None,
+            &marks,
+            policy,
+            self.now,
+        );
         if d != Decision::NeedsHistory {
             return Ok(d);
         }
         let history = self.history_of(tx, &ev.employee_id).await?;
         let refs: Vec<&HrEvent> = history.iter().collect();
         let policy = &self.policy.policy;
-        match decide(current.as_ref(), &grants, ev, Some(&refs), policy, self.now) {
+        match decide(
+            current.as_ref(),
+            &grants,
+            ev,
+            Some(&refs),
+            &marks,
+            policy,
+            self.now,
+        ) {
             Decision::NeedsHistory => Err(AppError::Unavailable(format!(
                 "cannot order the history of {}; retry",
                 ev.employee_id
             ))),
             d => Ok(d),
         }
+    }
+
+    /// The newest roster snapshots applied (read once per batch).
+    async fn marks(&mut self, tx: &mut WriteTx) -> Result<Vec<RosterMark>, AppError> {
+        if let Some(m) = &self.latest_rosters {
+            return Ok(m.clone());
+        }
+        let m = tx.latest_rosters(history::ROSTER_HORIZON as i64).await?;
+        self.latest_rosters = Some(m.clone());
+        Ok(m)
+    }
+
+    /// Records the roster snapshot this batch applies among the newest.
+    pub(crate) async fn roster_applied(
+        &mut self,
+        tx: &mut WriteTx,
+        mark: RosterMark,
+    ) -> Result<(), AppError> {
+        let mut marks = self.marks(tx).await?;
+        tx.record_roster_snapshot(&mark, self.now).await?;
+        let at = marks
+            .iter()
+            .position(|m| m.as_of < mark.as_of)
+            .unwrap_or(marks.len());
+        marks.insert(at, mark);
+        marks.truncate(history::ROSTER_HORIZON);
+        self.latest_rosters = Some(marks);
+        Ok(())
     }
 
     /// Every event folded for `employee_id`: stored ones and this batch's.
@@ -342,7 +390,7 @@ impl Batch {
             });
         }
         if ev.kind == EventKind::Rescind {
-            return self.rescind(tx, ev, actor);
+            return self.rescind(tx, ev, actor).await;
         }
         let target = format!("identity:{}", ev.employee_id);
         let base = json!({
@@ -357,9 +405,10 @@ impl Batch {
                 if let Some(p) = pre_hire {
                     tx.audit(AuditEntry::new(
                         actor,
-                        "identity.pre_hire_created",
+                        "identity.pre_hire_announced",
                         target.clone(),
-                        json!({"employee_id": p.employee_id, "starts_at": ev.effective_at.to_rfc3339()}),
+                        json!({"employee_id": p.employee_id, "starts_at": ev.effective_at.to_rfc3339(),
+                               "announced_by": ev.event_id}),
                     ));
                     self.set_identity(*p);
                 }
@@ -419,26 +468,33 @@ impl Batch {
                 None => {
                     let h = self.history_of(tx, employee_id).await?;
                     let refs: Vec<&HrEvent> = h.iter().collect();
-                    // Only the newest roster presence of a person is kept.
-                    let newest = match current.as_ref().and_then(|c| c.history.presence.as_ref()) {
-                        Some(p) if p.key(employee_id) > presence.key(employee_id) => p.clone(),
-                        _ => presence.clone(),
-                    };
-                    let mut f = history::replay(
+                    let marks = self.marks(tx).await?;
+                    let f = history::replay(
                         employee_id,
                         current.as_ref(),
                         &refs,
-                        Some(&newest),
+                        Some(presence),
+                        &marks,
                         &ctx,
                         self.now,
                     );
-                    if let Some(s) = f.state.as_mut() {
-                        s.history.presence = Some(newest);
-                    }
                     (f, true)
                 }
             };
-        let t = lifecycle::transition(current.as_ref(), folded, &grants, &self.policy.policy, replayed);
+        let mut folded = folded;
+        if let Some(s) = folded.state.as_mut() {
+            history::note_listing(
+                &mut s.history,
+                presence.listing(Some(presence.attrs.clone())),
+            );
+        }
+        let t = lifecycle::transition(
+            current.as_ref(),
+            folded,
+            &grants,
+            &self.policy.policy,
+            replayed,
+        );
         if t.is_noop(current.as_ref()) {
             self.set_identity(t.identity);
             return Ok(false);
@@ -448,6 +504,52 @@ impl Batch {
         self.apply_transition(tx, &t, actor, &cause, json!({
             "roster": {"source": presence.source, "sync_id": presence.sync_id, "as_of": presence.as_of.to_rfc3339()},
         }));
+        Ok(true)
+    }
+
+    /// Notes that a roster snapshot listed `employee_id` and changed them
+    /// with an event (which carries the attributes).
+    pub(crate) fn attach_listing(&mut self, employee_id: &str, presence: &Presence) {
+        let Some(mut p) = self.identities.get(employee_id).cloned().flatten() else {
+            return;
+        };
+        history::note_listing(&mut p.history, presence.listing(None));
+        self.set_identity(p);
+    }
+
+    /// Replays `employee_id`'s history with the newest roster snapshots, for
+    /// a snapshot applied after their state: one that did not list them
+    /// describes a time before their newest event. Returns true when it
+    /// changed their HR truth.
+    pub(crate) async fn reconsider(
+        &mut self,
+        tx: &mut WriteTx,
+        employee_id: &str,
+        actor: &str,
+        cause: &str,
+    ) -> Result<bool, AppError> {
+        let (current, grants) = self.current(employee_id);
+        if current.is_none() {
+            return Ok(false);
+        }
+        let ctx = lifecycle::fold_context(&self.policy.policy);
+        let h = self.history_of(tx, employee_id).await?;
+        let refs: Vec<&HrEvent> = h.iter().collect();
+        let marks = self.marks(tx).await?;
+        let folded = history::replay(
+            employee_id,
+            current.as_ref(),
+            &refs,
+            None,
+            &marks,
+            &ctx,
+            self.now,
+        );
+        let t = lifecycle::transition(current.as_ref(), folded, &grants, &self.policy.policy, true);
+        if t.is_noop(current.as_ref()) {
+            return Ok(false);
+        }
+        self.apply_transition(tx, &t, actor, cause, json!({"roster": cause}));
         Ok(true)
     }
 
@@ -461,7 +563,11 @@ impl Batch {
         else {
             return false;
         };
-        let end = current.attrs.end_date.map(|d| d.to_string()).unwrap_or_default();
+        let end = current
+            .attrs
+            .end_date
+            .map(|d| d.to_string())
+            .unwrap_or_default();
         self.apply_transition(
             tx,
             &t,
@@ -535,7 +641,9 @@ impl Batch {
     }
 
     fn record(&mut self, ev: &HrEvent, state: EventState, detail: &str, actor: &str) {
-        if matches!(state, EventState::Applied | EventState::Superseded) && ev.kind != EventKind::Rescind {
+        if matches!(state, EventState::Applied | EventState::Superseded)
+            && ev.kind != EventKind::Rescind
+        {
             self.note_folded(ev);
         }
         self.events.insert(
@@ -812,7 +920,7 @@ impl Batch {
     }
 
     /// Cancels a scheduled event.
-    fn rescind(
+    async fn rescind(
         &mut self,
         tx: &mut WriteTx,
         ev: &HrEvent,
@@ -857,22 +965,62 @@ impl Batch {
             format!("identity:{id}"),
             json!({"source": ev.source, "event_id": target_id, "kind": target.kind, "rescinded_by": ev.event_id}),
         ));
-        // A withdrawn offer: the pre-hire never starts.
-        if target.kind == EventKind::Hire
-            && let Some(mut person) = self.identities.get(&id).cloned().flatten()
+        // A withdrawn offer: the pre-hire shows the earliest hire still
+        // announced, or, with none left, never starts.
+        if let Some(person) = self.identities.get(&id).cloned().flatten()
             && person.status == Status::PreHire
             && person.history.last.is_none()
+            && person
+                .history
+                .announced
+                .as_ref()
+                .is_some_and(|k| k.source == ev.source && k.event_id == target_id)
         {
-            person.status = Status::Terminated;
-            person.status_effective_at = self.now;
-            person.updated_at = self.now;
-            self.set_identity(person);
-            tx.audit(AuditEntry::new(
-                actor,
-                "identity.pre_hire_withdrawn",
-                format!("identity:{id}"),
-                json!({"employee_id": id}),
-            ));
+            let ctx = lifecycle::fold_context(&self.policy.policy);
+            let mut remaining: Vec<HrEvent> = tx
+                .scheduled_events_of(&id)
+                .await?
+                .into_iter()
+                .filter(|e| matches!(e.kind, EventKind::Hire | EventKind::Rehire))
+                .filter(|e| {
+                    self.events
+                        .get(&(e.source.clone(), e.event_id.clone()))
+                        .is_none_or(|k| k.state == EventState::Scheduled)
+                })
+                .collect();
+            remaining.extend(
+                self.new_events
+                    .iter()
+                    .filter(|r| r.state == EventState::Scheduled && r.event.employee_id == id)
+                    .filter(|r| matches!(r.event.kind, EventKind::Hire | EventKind::Rehire))
+                    .map(|r| r.event.clone()),
+            );
+            remaining.retain(|e| !(e.source == ev.source && e.event_id == target_id));
+            remaining.sort_by_key(history::EventKey::of);
+            let blank = history::withdrawn(&person, &ctx, self.now);
+            match remaining
+                .first()
+                .and_then(|next| history::announce(Some(&blank), next, &ctx, self.now))
+            {
+                Some(next) => {
+                    tx.audit(AuditEntry::new(
+                        actor,
+                        "identity.pre_hire_announced",
+                        format!("identity:{id}"),
+                        json!({"employee_id": id, "announced_by": next.history.announced.as_ref().map(|k| k.event_id.clone())}),
+                    ));
+                    self.set_identity(next);
+                }
+                None => {
+                    self.set_identity(blank);
+                    tx.audit(AuditEntry::new(
+                        actor,
+                        "identity.pre_hire_withdrawn",
+                        format!("identity:{id}"),
+                        json!({"employee_id": id}),
+                    ));
+                }
+            }
         }
         Ok(self.outcome(ev, EventState::Applied, detail))
     }
@@ -959,32 +1107,8 @@ impl App {
         jobs: &[(&HrEvent, &str)],
         now: DateTime<Utc>,
     ) -> Result<(Vec<Result<SubmitOutcome, AppError>>, usize), AppError> {
-        self.record_with_presence(tx, jobs, &[], "", now).await
-    }
-
-    /// Records `jobs`, then folds roster `presences` (people present in a
-    /// snapshot and unchanged by it) with `actor`.
-    pub(crate) async fn record_with_presence(
-        &self,
-        tx: &mut WriteTx,
-        jobs: &[(&HrEvent, &str)],
-        presences: &[(String, Presence)],
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(Vec<Result<SubmitOutcome, AppError>>, usize), AppError> {
         let events: Vec<&HrEvent> = jobs.iter().map(|(ev, _)| *ev).collect();
-        let extra: Vec<String> = presences.iter().map(|(id, _)| id.clone()).collect();
-        let policy = self.policy_for(tx);
-        let mut batch = Batch::load(
-            tx,
-            policy,
-            now,
-            &events,
-            &extra,
-            self.provisioning(),
-            self.creates_accounts(),
-        )
-        .await?;
+        let mut batch = self.hr_batch(tx, now, &events).await?;
         let mut results = Vec::with_capacity(jobs.len());
         for (ev, actor) in jobs {
             match batch.submit(tx, ev, actor).await {
@@ -993,12 +1117,73 @@ impl App {
                 r => results.push(r),
             }
         }
-        for (id, presence) in presences {
+        let queued = batch.flush(tx).await?;
+        Ok((results, queued))
+    }
+
+    /// Applies a roster snapshot in `tx`: the events of its diff (changed
+    /// people, joiners, leavers), then the presence of the people it lists
+    /// and leaves unchanged, then records it as applied. Refusals of single
+    /// events are returned per event.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn record_roster(
+        &self,
+        tx: &mut WriteTx,
+        events: &[HrEvent],
+        unchanged: &[(String, Presence)],
+        behind: &[String],
+        mark: RosterMark,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Result<SubmitOutcome, AppError>>, usize), AppError> {
+        let refs: Vec<&HrEvent> = events.iter().collect();
+        let mut extra: Vec<String> = unchanged.iter().map(|(id, _)| id.clone()).collect();
+        extra.extend(behind.iter().cloned());
+        let policy = self.policy_for(tx);
+        let mut batch = Batch::load(
+            tx,
+            policy,
+            now,
+            &refs,
+            &extra,
+            self.provisioning(),
+            self.creates_accounts(),
+        )
+        .await?;
+        let mut results = Vec::with_capacity(events.len());
+        for ev in events {
+            match batch.submit(tx, ev, actor).await {
+                // The transaction may be unusable: fail the whole roster.
+                Err(e) if e.is_store() => return Err(e),
+                Ok(o) => {
+                    if ev.kind != EventKind::Terminate {
+                        batch.attach_listing(
+                            &ev.employee_id,
+                            &Presence {
+                                source: mark.source.clone(),
+                                sync_id: mark.sync_id.clone(),
+                                as_of: mark.as_of,
+                                time_zone: mark.time_zone.clone(),
+                                attrs: ev.attrs.clone(),
+                            },
+                        );
+                    }
+                    results.push(Ok(o));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        for (id, presence) in unchanged {
             match batch.present(tx, id, presence, actor).await {
                 Err(e) if e.is_store() => return Err(e),
                 Err(e) => tracing::warn!(employee = %id, error = %e, "roster presence refused"),
                 Ok(_) => {}
             }
+        }
+        let cause = format!("roster:{}:{}", mark.source, mark.sync_id);
+        batch.roster_applied(tx, mark).await?;
+        for id in behind {
+            batch.reconsider(tx, id, actor, &cause).await?;
         }
         let queued = batch.flush(tx).await?;
         Ok((results, queued))
@@ -1087,7 +1272,9 @@ fn describe(t: &Transition) -> String {
         parts.push(n.clone());
     }
     if t.replayed {
-        parts.push("older than state already applied: the history was replayed in effective order".into());
+        parts.push(
+            "older than state already applied: the history was replayed in effective order".into(),
+        );
     }
     if t.end_date_reached {
         parts.push("the end date is over: terminated".into());

@@ -5,7 +5,7 @@ use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::AuditEntry;
 use idgov_domain::guard::{self, HeldKind, Verdict};
-use idgov_domain::history::Presence;
+use idgov_domain::history::{Presence, RosterMark};
 use idgov_domain::hr::HrEvent;
 use idgov_domain::identity::{Status, text_problem};
 use idgov_domain::roster::{self, ChangeKind, RosterDiff, RosterEntry};
@@ -64,15 +64,31 @@ pub(crate) struct StagedSync {
     pub as_of: Option<DateTime<Utc>>,
     #[serde(default)]
     pub time_zone: String,
+    /// People to replay with the snapshot (see `behind`).
+    #[serde(default)]
+    pub behind: Vec<String>,
 }
 
 impl StagedSync {
-    /// The roster presences of the people present and unchanged.
-    pub(crate) fn presences(&self) -> Vec<(String, Presence)> {
-        let Some(as_of) = self.as_of else {
-            return vec![];
-        };
-        presences(&self.source, &self.sync_id, as_of, &self.time_zone, &self.present)
+    /// The roster presences of the people present and unchanged, and the
+    /// snapshot's mark (none for a sync held before marks were kept).
+    pub(crate) fn presences(&self, now: DateTime<Utc>) -> (Vec<(String, Presence)>, RosterMark) {
+        let as_of = self.as_of.unwrap_or(now);
+        (
+            presences(
+                &self.source,
+                &self.sync_id,
+                as_of,
+                &self.time_zone,
+                &self.present,
+            ),
+            RosterMark {
+                source: self.source.clone(),
+                sync_id: self.sync_id.clone(),
+                as_of,
+                time_zone: self.time_zone.clone(),
+            },
+        )
     }
 }
 
@@ -100,6 +116,36 @@ fn presences(
         .collect()
 }
 
+/// People the roster does not list and does not terminate (they hold no
+/// access now) whose history goes past the roster's time: in effective order
+/// its absence may still concern them, so they are replayed with it.
+fn behind(
+    entries: &[RosterEntry],
+    diff: &RosterDiff,
+    identities: &std::collections::HashMap<String, idgov_domain::identity::Identity>,
+    mark: &RosterMark,
+) -> Vec<String> {
+    let listed: std::collections::HashSet<&str> =
+        entries.iter().map(|e| e.employee_id.as_str()).collect();
+    let changed: std::collections::HashSet<&str> = diff
+        .changes
+        .iter()
+        .map(|c| c.employee_id.as_str())
+        .collect();
+    identities
+        .values()
+        .filter(|i| !listed.contains(i.employee_id.as_str()))
+        .filter(|i| !changed.contains(i.employee_id.as_str()))
+        .filter(|i| {
+            i.history
+                .last
+                .as_ref()
+                .is_some_and(|k| *k > mark.key(&i.employee_id))
+        })
+        .map(|i| i.employee_id.clone())
+        .collect()
+}
+
 /// The entries of people present in the roster whom it does not change and
 /// who work here: their presence is recorded (see `history::Presence`).
 fn unchanged_present(
@@ -107,8 +153,11 @@ fn unchanged_present(
     diff: &RosterDiff,
     identities: &std::collections::HashMap<String, idgov_domain::identity::Identity>,
 ) -> Vec<RosterEntry> {
-    let changed: std::collections::HashSet<&str> =
-        diff.changes.iter().map(|c| c.employee_id.as_str()).collect();
+    let changed: std::collections::HashSet<&str> = diff
+        .changes
+        .iter()
+        .map(|c| c.employee_id.as_str())
+        .collect();
     entries
         .iter()
         .filter(|e| !changed.contains(e.employee_id.as_str()))
@@ -225,8 +274,15 @@ impl App {
         let events = roster::to_events(&out.diff, &req.source, &req.sync_id, as_of, zone);
         let present = unchanged_present(&req.entries, &out.diff, &identities);
         let mut tx = self.store.begin().await?;
+        let mark = RosterMark {
+            source: req.source.clone(),
+            sync_id: req.sync_id.clone(),
+            as_of,
+            time_zone: zone.name().to_string(),
+        };
         if verdict.tripped {
             let staged = StagedSync {
+                behind: behind(&req.entries, &out.diff, &identities, &mark),
                 source: req.source.clone(),
                 sync_id: req.sync_id.clone(),
                 events,
@@ -260,9 +316,9 @@ impl App {
             out.held_change_id = Some(id);
         } else {
             let presences = presences(&req.source, &req.sync_id, as_of, zone.name(), &present);
-            let jobs: Vec<(&HrEvent, &str)> = events.iter().map(|e| (e, actor)).collect();
+            let behind = behind(&req.entries, &out.diff, &identities, &mark);
             let (results, _) = self
-                .record_with_presence(&mut tx, &jobs, &presences, actor, now)
+                .record_roster(&mut tx, &events, &presences, &behind, mark, actor, now)
                 .await?;
             for (ev, r) in events.iter().zip(results) {
                 if let Err(e) = r {
