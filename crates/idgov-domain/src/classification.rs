@@ -50,7 +50,8 @@ impl FromStr for Classification {
             "confidential" => Ok(Classification::Confidential),
             "restricted" => Ok(Classification::Restricted),
             other => Err(format!(
-                "unknown classification {other:?}; expected public, internal, confidential or restricted"
+                "unknown classification {}; expected public, internal, confidential or restricted",
+                crate::error::echo(other)
             )),
         }
     }

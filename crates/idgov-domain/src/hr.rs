@@ -163,6 +163,9 @@ impl HrEvent {
         }
         v.extend(attrs.validate("event.attributes", &input.employee_id));
         let rescinds = input.rescinds_event_id.trim().to_string();
+        if let Some(p) = text_problem(&rescinds, 256) {
+            v.push(FieldViolation::new("event.rescinds_event_id", p));
+        }
         match kind {
             Some(EventKind::Rescind) => {
                 if rescinds.is_empty() {

@@ -43,8 +43,8 @@ macro_rules! string_enum {
                 match norm.as_str() {
                     $($s => Ok($name::$variant),)+
                     _ => Err(format!(
-                        "unknown {} {:?}; expected one of: {}",
-                        stringify!($name), s, [$($s),+].join(", ")
+                        "unknown {} {}; expected one of: {}",
+                        stringify!($name), $crate::error::echo(s), [$($s),+].join(", ")
                     )),
                 }
             }

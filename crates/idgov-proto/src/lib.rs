@@ -1,5 +1,7 @@
 //! The `idgov.v1` API, generated from `proto/idgov/v1`.
 
+pub mod codec;
+
 /// Messages and services of package `idgov.v1`.
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]

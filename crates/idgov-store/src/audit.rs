@@ -89,7 +89,34 @@ impl Store {
                 break;
             }
             for row in &rows {
-                let rec = record_from_row(row)?;
+                // Read defensively: a row that does not even read as an
+                // event is the first bad event, named by its position.
+                let seq: i64 = match get(row, "seq") {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return Ok(VerifyReport {
+                            checked: v.checked(),
+                            head_hash,
+                            broken: Some(ChainBreak {
+                                seq: after + 1,
+                                problem: format!("the event after {after} cannot be read: {e}"),
+                            }),
+                        });
+                    }
+                };
+                let rec = match record_from_row(row) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Ok(VerifyReport {
+                            checked: v.checked(),
+                            head_hash,
+                            broken: Some(ChainBreak {
+                                seq,
+                                problem: format!("event {seq} cannot be read as stored: {e}"),
+                            }),
+                        });
+                    }
+                };
                 after = rec.seq;
                 if let Err(b) = v.check(&rec) {
                     return Ok(VerifyReport {

@@ -19,6 +19,11 @@ pub fn table(header: &[&str]) -> Table {
     t
 }
 
+/// The exit status of a command whose change was held by the guard (nothing
+/// applied; a person must release or discard it). 1 is an error, 2 a usage
+/// error.
+pub const EXIT_HELD: u8 = 3;
+
 /// Prints a JSON value, pretty.
 pub fn json(v: &serde_json::Value) {
     crate::outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());

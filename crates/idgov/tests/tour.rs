@@ -224,13 +224,18 @@ fn the_readme_tour_works_step_by_step() {
         .collect();
     let short = dir.path().join("short.csv");
     std::fs::write(&short, kept.join("\n")).unwrap();
-    let held = cli.json(&[
+    // Held is not success: scripts and cron jobs see exit status 3.
+    let out = cli.run(&[
         "hr",
         "import",
         short.to_str().unwrap(),
         "--time-zone",
         "Europe/Oslo",
+        "--output",
+        "json",
     ]);
+    assert_eq!(out.status.code(), Some(3), "a held import exits 3");
+    let held: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
     assert_eq!(held["outcome"], "held");
     let list = cli.json(&["hr", "held", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
@@ -244,6 +249,37 @@ fn the_readme_tour_works_step_by_step() {
     cli.ok(&["audit", "export", "--out", export.to_str().unwrap()]);
     let offline = cli.ok(&["audit", "verify", "--file", export.to_str().unwrap()]);
     assert!(offline.starts_with("export OK"), "{offline}");
+    // Every field an export shows is verified: an edited detail or time,
+    // an extra field, or a dropped one, is named by its event.
+    let text = std::fs::read_to_string(&export).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let tampered = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(lines[4]).unwrap();
+        f(&mut v);
+        let mut copy: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        copy[4] = v.to_string();
+        let path = dir.path().join("tampered.jsonl");
+        std::fs::write(&path, copy.join("\n")).unwrap();
+        let out = cli.run(&["audit", "verify", "--file", path.to_str().unwrap()]);
+        assert!(!out.status.success(), "a tampered export passes");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let said = tampered(&|v| v["detail"] = serde_json::json!({"forged": true}));
+    assert!(
+        said.contains("EXPORT BROKEN at event 5") && said.contains("detail"),
+        "{said}"
+    );
+    let said = tampered(&|v| v["occurred_at"] = serde_json::json!("2020-01-01T00:00:00.000000Z"));
+    assert!(
+        said.contains("EXPORT BROKEN at event 5") && said.contains("occurred_at"),
+        "{said}"
+    );
+    let said = tampered(&|v| v["note"] = serde_json::json!("added"));
+    assert!(said.contains("EXPORT BROKEN at event 5"), "{said}");
+    let said = tampered(&|v| {
+        v.as_object_mut().unwrap().remove("actor");
+    });
+    assert!(said.contains("EXPORT BROKEN at event 5"), "{said}");
     // `idgov … | head`: a reader that goes away early ends the CLI quietly.
     let mut child = Command::new(BIN)
         .args(["identity", "list"])

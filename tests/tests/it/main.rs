@@ -7,6 +7,7 @@ mod api;
 mod common;
 mod directory;
 mod drift;
+mod input_limits;
 mod lifecycle;
 mod oidc;
 mod ordering;

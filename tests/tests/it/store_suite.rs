@@ -306,6 +306,38 @@ both_backends! {
         assert!(r.broken.unwrap().problem.contains("missing"));
     }
 
+    async fn verify_names_an_event_that_does_not_read_as_stored(t: TestStore) {
+        let s = &t.store;
+        for i in 0..5 {
+            let mut tx = s.begin().await.unwrap();
+            tx.audit(AuditEntry::new("user:a", "test", format!("n:{i}"), json!({"i": i})));
+            tx.commit(at(i)).await.unwrap();
+        }
+        let mut c = raw(&t).await;
+        // Text in an integer column (SQLite keeps what it is given), or a
+        // NULL where a value belongs (PostgreSQL, after its guard is gone).
+        let corrupt: &[&str] = if t.url.starts_with("postgres") {
+            &[
+                "ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update",
+                "ALTER TABLE audit_events ALTER COLUMN detail DROP NOT NULL",
+                "UPDATE audit_events SET detail = NULL WHERE seq = 3",
+            ]
+        } else {
+            &[
+                "DROP TRIGGER audit_events_no_update",
+                "UPDATE audit_events SET occurred_at = 'yesterday' WHERE seq = 3",
+            ]
+        };
+        for q in corrupt {
+            sqlx::query(sqlx::AssertSqlSafe(q.to_string())).execute(&mut c).await.unwrap();
+        }
+        let r = s.verify_audit_chain().await.expect("verify reports, never fails");
+        let b = r.broken.expect("a break");
+        assert_eq!(b.seq, 3, "{b:?}");
+        assert!(b.problem.contains("cannot be read"), "{b:?}");
+        assert_eq!(r.checked, 2);
+    }
+
     async fn a_removed_last_event_is_named(t: TestStore) {
         let s = &t.store;
         for i in 0..3 {

@@ -197,10 +197,12 @@ impl App {
     }
 
     async fn open_held(&self, tx: &mut WriteTx, id: &str) -> Result<HeldChange, AppError> {
-        let held = tx
-            .get_held_change(id)
-            .await?
-            .ok_or_else(|| AppError::not_found(format!("there is no held change {id:?}")))?;
+        let held = tx.get_held_change(id).await?.ok_or_else(|| {
+            AppError::not_found(format!(
+                "there is no held change {}",
+                idgov_domain::error::echo(id)
+            ))
+        })?;
         if held.state != HeldState::Held {
             return Err(AppError::precondition(format!(
                 "held change {id} was already {} by {}",
@@ -212,9 +214,11 @@ impl App {
     }
 
     async fn held_or_not_found(&self, id: &str) -> Result<HeldChange, AppError> {
-        self.store
-            .get_held_change(id)
-            .await?
-            .ok_or_else(|| AppError::not_found(format!("there is no held change {id:?}")))
+        self.store.get_held_change(id).await?.ok_or_else(|| {
+            AppError::not_found(format!(
+                "there is no held change {}",
+                idgov_domain::error::echo(id)
+            ))
+        })
     }
 }

@@ -144,7 +144,7 @@ impl OidcAuth {
             .by_kid
             .get(kid)
             .cloned()
-            .ok_or_else(|| format!("unknown signing key {kid:?}"))
+            .ok_or_else(|| format!("unknown signing key {}", idgov_domain::error::echo(kid)))
     }
 
     /// Verifies a token and reads who it names.

@@ -161,7 +161,10 @@ impl DirectoryService for Api {
             .await
             .map_err(AppError::from)?
             .ok_or_else(|| {
-                AppError::not_found(format!("there is no directory sync {:?}", req.get_ref().id))
+                AppError::not_found(format!(
+                    "there is no directory sync {}",
+                    idgov_domain::error::echo(&req.get_ref().id)
+                ))
             })?;
         Ok(Response::new(sync_run(&run, &[])))
     }

@@ -12,13 +12,31 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// The `ErrorInfo.domain` of idgov errors.
 pub const ERROR_DOMAIN: &str = "idgov.dev";
 
+/// The longest message, field path and violation description a status
+/// carries, and the most violations: whatever a rule wrote, a response stays
+/// well within gRPC clients' default 16 KiB metadata limit.
+const MAX_MESSAGE: usize = 1024;
+const MAX_FIELD: usize = 128;
+const MAX_DESCRIPTION: usize = 512;
+const MAX_VIOLATIONS: usize = 20;
+
+fn cap(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut c: String = s.chars().take(max).collect();
+        c.push('…');
+        c
+    }
+}
+
 fn status(code: Code, reason: &str, message: String, violations: &[(String, String)]) -> Status {
     let mut d = ErrorDetails::new();
     d.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
-    for (field, description) in violations {
-        d.add_bad_request_violation(field.clone(), description.clone());
+    for (field, description) in violations.iter().take(MAX_VIOLATIONS) {
+        d.add_bad_request_violation(cap(field, MAX_FIELD), cap(description, MAX_DESCRIPTION));
     }
-    Status::with_error_details(code, message, d)
+    Status::with_error_details(code, cap(&message, MAX_MESSAGE), d)
 }
 
 /// Maps an application error to a gRPC status.

@@ -5,7 +5,7 @@ use crate::client::{Client, explain};
 use crate::output::{Format, json, table, time};
 use anyhow::Context;
 use clap::Subcommand;
-use idgov_domain::audit::{AuditRecord, Verifier};
+use idgov_domain::audit::{AuditRecord, ChainBreak, Verifier};
 use idgov_proto::v1 as pb;
 use idgov_proto::v1::audit_service_client::AuditServiceClient;
 use serde_json::json;
@@ -45,15 +45,91 @@ pub enum AuditCommand {
     },
 }
 
+/// The keys of an exported event. Every one is covered by verification:
+/// `occurred_at` must be the rendering of the hashed `occurred_at_us`, and
+/// `detail` the parse of the hashed `detail_json`.
+const EXPORT_KEYS: [&str; 11] = [
+    "seq",
+    "occurred_at",
+    "occurred_at_us",
+    "actor",
+    "action",
+    "target",
+    "detail",
+    "detail_json",
+    "security_event",
+    "prev_hash",
+    "hash",
+];
+
+/// An instant in microseconds as exported: RFC 3339 with microseconds, UTC.
+fn micros_text(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default()
+}
+
 fn event_line(e: &pb::AuditEvent) -> serde_json::Value {
+    let us = e
+        .occurred_at
+        .as_ref()
+        .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
+        .unwrap_or_default();
     json!({
         "seq": e.seq,
-        "occurred_at": time(&e.occurred_at),
-        "occurred_at_us": e.occurred_at.as_ref().map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000),
+        "occurred_at": micros_text(us),
+        "occurred_at_us": us,
         "actor": e.actor, "action": e.action, "target": e.target,
         "detail": serde_json::from_str::<serde_json::Value>(&e.detail_json).unwrap_or(serde_json::Value::Null),
         "detail_json": e.detail_json,
         "security_event": e.security_event, "prev_hash": e.prev_hash, "hash": e.hash,
+    })
+}
+
+/// Reads one exported event strictly: every key present with its type,
+/// nothing else, and the shown fields consistent with the hashed ones.
+fn exported_record(j: &serde_json::Value) -> Result<AuditRecord, String> {
+    let o = j.as_object().ok_or("is not a JSON object")?;
+    if let Some(extra) = o.keys().find(|k| !EXPORT_KEYS.contains(&k.as_str())) {
+        return Err(format!(
+            "has a field {extra:?} that is not part of an audit event"
+        ));
+    }
+    let text = |k: &str| {
+        o.get(k)
+            .and_then(|x| x.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("field {k} is missing or not text"))
+    };
+    let int = |k: &str| {
+        o.get(k)
+            .and_then(|x| x.as_i64())
+            .ok_or_else(|| format!("field {k} is missing or not an integer"))
+    };
+    let us = int("occurred_at_us")?;
+    if text("occurred_at")? != micros_text(us) {
+        return Err("field occurred_at does not match the hashed occurred_at_us".into());
+    }
+    let detail_json = text("detail_json")?;
+    let parsed =
+        serde_json::from_str::<serde_json::Value>(&detail_json).unwrap_or(serde_json::Value::Null);
+    if o.get("detail") != Some(&parsed) {
+        return Err("field detail does not match the hashed detail_json".into());
+    }
+    Ok(AuditRecord {
+        seq: int("seq")?,
+        occurred_at: chrono::DateTime::from_timestamp_micros(us)
+            .ok_or("field occurred_at_us is out of range")?,
+        actor: text("actor")?,
+        action: text("action")?,
+        target: text("target")?,
+        detail: detail_json,
+        security: o
+            .get("security_event")
+            .and_then(|x| x.as_bool())
+            .ok_or("field security_event is missing or not a boolean")?,
+        prev_hash: text("prev_hash")?,
+        hash: text("hash")?,
     })
 }
 
@@ -198,31 +274,18 @@ fn verify_file(path: &PathBuf, out: Format) -> anyhow::Result<ExitCode> {
         if line.trim().is_empty() {
             continue;
         }
-        let j: serde_json::Value =
-            serde_json::from_str(&line).with_context(|| format!("line {} is not JSON", i + 1))?;
-        let field = |k: &str| {
-            j.get(k)
-                .and_then(|x| x.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let us = j
-            .get("occurred_at_us")
-            .and_then(|x| x.as_i64())
-            .unwrap_or_default();
-        let rec = AuditRecord {
-            seq: j.get("seq").and_then(|x| x.as_i64()).unwrap_or_default(),
-            occurred_at: chrono::DateTime::from_timestamp_micros(us).unwrap_or_default(),
-            actor: field("actor"),
-            action: field("action"),
-            target: field("target"),
-            detail: field("detail_json"),
-            security: j
-                .get("security_event")
-                .and_then(|x| x.as_bool())
-                .unwrap_or_default(),
-            prev_hash: field("prev_hash"),
-            hash: field("hash"),
+        let rec = match serde_json::from_str::<serde_json::Value>(&line)
+            .map_err(|e| format!("is not JSON ({e})"))
+            .and_then(|j| exported_record(&j))
+        {
+            Ok(r) => r,
+            Err(problem) => {
+                broken = Some(ChainBreak {
+                    seq: v.checked() as i64 + 1,
+                    problem: format!("line {}: {problem}", i + 1),
+                });
+                break;
+            }
         };
         if let Err(b) = v.check(&rec) {
             broken = Some(b);

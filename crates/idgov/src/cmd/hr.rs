@@ -379,7 +379,11 @@ async fn import(
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if r.outcome() == pb::ChangeOutcome::Held {
+        ExitCode::from(crate::output::EXIT_HELD)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn diff_table(d: &pb::RosterDiff) -> comfy_table::Table {

@@ -89,6 +89,7 @@ fn policy_json(p: &pb::Policy) -> serde_json::Value {
 }
 
 pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode> {
+    let mut held = false;
     let client = Client::connect(opts).await?;
     let mut pol = PolicyServiceClient::new(client.channel);
     match c {
@@ -152,6 +153,9 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
             let outcome = enum_name(r.outcome().as_str_name(), "CHANGE_OUTCOME_");
             let i = r.impact.clone().unwrap_or_default();
             let g = r.guard.unwrap_or_default();
+            if r.outcome() == pb::ChangeOutcome::Held {
+                held = true;
+            }
             match opts.output {
                 Format::Json => json(&json!({
                     "outcome": outcome,
@@ -278,5 +282,9 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if held {
+        ExitCode::from(crate::output::EXIT_HELD)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
