@@ -168,6 +168,7 @@ rpcs! {
     ListAuditEvents => "AuditService", "ListAuditEvents", "read the audit log";
     VerifyAuditChain => "AuditService", "VerifyAuditChain", "verify the audit chain";
     ListDirectoryOperations => "ProvisioningService", "ListDirectoryOperations", "list directory operations";
+    RetryDirectoryOperation => "ProvisioningService", "RetryDirectoryOperation", "retry a failed directory operation";
     RunDirectorySync => "DirectoryService", "RunDirectorySync", "sync with the directory (and remediate)";
     GetDirectorySync => "DirectoryService", "GetDirectorySync", "read a directory sync run";
     ListDrift => "DirectoryService", "ListDrift", "list directory drift";
@@ -201,7 +202,7 @@ pub fn rule(rpc: Rpc) -> Rule {
         Rpc::ApplyPolicy => (CHANGE_APPROVERS, &[]),
         Rpc::ListAuditEvents | Rpc::VerifyAuditChain => (&[SecurityOfficer, Auditor], &[]),
         Rpc::ListDirectoryOperations | Rpc::GetDirectorySync | Rpc::ListDrift => (READERS, &[]),
-        Rpc::RunDirectorySync => (CHANGE_APPROVERS, &[]),
+        Rpc::RunDirectorySync | Rpc::RetryDirectoryOperation => (CHANGE_APPROVERS, &[]),
     };
     Rule { roles, relations }
 }

@@ -104,6 +104,8 @@ fn connection(s: &Slapd) -> Connection {
         bind_dn: ADMIN_DN.into(),
         password: ADMIN_PW.into(),
         timeout: Duration::from_secs(10),
+        op_timeout: Duration::from_secs(5),
+        keepalive: Duration::from_secs(30),
     }
 }
 

@@ -11,13 +11,27 @@ use std::time::Duration;
 use thiserror::Error;
 
 /// LDAP result codes idgov interprets.
-mod rc {
+pub mod rc {
     pub const SUCCESS: u32 = 0;
     pub const NO_SUCH_ATTRIBUTE: u32 = 16;
     pub const NO_SUCH_OBJECT: u32 = 32;
     pub const TYPE_OR_VALUE_EXISTS: u32 = 20;
     pub const OBJECT_CLASS_VIOLATION: u32 = 65;
     pub const INVALID_CREDENTIALS: u32 = 49;
+
+    /// Result codes that may go away by themselves: the server is busy,
+    /// unavailable, over a limit, or (often on a replica) unwilling now.
+    /// Every other refusal needs a person to fix something first.
+    pub const TRANSIENT: [u32; 8] = [
+        1,  // operationsError
+        3,  // timeLimitExceeded
+        11, // adminLimitExceeded
+        51, // busy
+        52, // unavailable
+        53, // unwillingToPerform
+        54, // loopDetect
+        80, // other
+    ];
 }
 
 #[derive(Debug, Error)]
@@ -33,9 +47,20 @@ pub enum DirectoryError {
 }
 
 impl DirectoryError {
-    /// True when retrying later can succeed.
-    pub fn is_transient(&self) -> bool {
+    /// True when the connection is suspect (unreachable, timed out): it is
+    /// dropped and replaced.
+    pub fn is_connection(&self) -> bool {
         matches!(self, DirectoryError::Unreachable(_))
+    }
+
+    /// True when retrying later can succeed by itself. A refusal such as a
+    /// value the schema cannot hold (21), an entry that already exists (68)
+    /// or an object class violation (65) is permanent: retrying cannot help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DirectoryError::Unreachable(_) | DirectoryError::NotFound(_) => true,
+            DirectoryError::Refused { code, .. } => rc::TRANSIENT.contains(code),
+        }
     }
 }
 
@@ -60,7 +85,12 @@ pub struct Connection {
     pub bind_dn: String,
     /// The bind password; never logged.
     pub password: String,
+    /// Connect, TLS and bind, each.
     pub timeout: Duration,
+    /// Every search, modify and add.
+    pub op_timeout: Duration,
+    /// TCP keepalive interval.
+    pub keepalive: Duration,
 }
 
 impl std::fmt::Debug for Connection {
@@ -79,6 +109,7 @@ impl std::fmt::Debug for Connection {
 pub struct Directory {
     ldap: ldap3::Ldap,
     schema: Schema,
+    op_timeout: Duration,
 }
 
 impl std::fmt::Debug for Directory {
@@ -108,22 +139,75 @@ fn accept(
 }
 
 impl Directory {
-    /// Connects and binds.
+    /// Connects and binds, each step within the connect timeout. The TCP
+    /// socket has keepalive on, so a connection a firewall or load balancer
+    /// dropped silently is noticed.
     pub async fn connect(c: &Connection, schema: Schema) -> Result<Directory, DirectoryError> {
+        let deadline = |what: &str| {
+            DirectoryError::Unreachable(format!(
+                "{what} took longer than {} s",
+                c.timeout.as_secs()
+            ))
+        };
+        let addr = authority(&c.url)?;
+        let tcp = tokio::time::timeout(c.timeout, tokio::net::TcpStream::connect(&addr))
+            .await
+            .map_err(|_| deadline("connecting"))?
+            .map_err(|e| DirectoryError::Unreachable(format!("cannot connect to {addr}: {e}")))?;
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(c.keepalive)
+            .with_interval(c.keepalive);
+        socket2::SockRef::from(&tcp)
+            .set_tcp_keepalive(&keepalive)
+            .map_err(|e| DirectoryError::Unreachable(format!("keepalive: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let std = tcp
+            .into_std()
+            .map_err(|e| DirectoryError::Unreachable(e.to_string()))?;
         let settings = LdapConnSettings::new()
             .set_conn_timeout(c.timeout)
-            .set_starttls(c.starttls);
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &c.url).await?;
+            .set_starttls(c.starttls)
+            .set_std_stream(ldap3::StdStream::Tcp(std));
+        let (conn, mut ldap) =
+            tokio::time::timeout(c.timeout, LdapConnAsync::with_settings(settings, &c.url))
+                .await
+                .map_err(|_| deadline("the TLS handshake"))??;
         ldap3::drive!(conn);
-        ldap.with_timeout(c.timeout);
-        let bound = ldap.simple_bind(&c.bind_dn, &c.password).await?;
+        let bound = tokio::time::timeout(
+            c.timeout,
+            ldap.with_timeout(c.timeout)
+                .simple_bind(&c.bind_dn, &c.password),
+        )
+        .await
+        .map_err(|_| deadline("binding"))??;
         if bound.rc != rc::SUCCESS {
             return Err(DirectoryError::Refused {
                 code: bound.rc,
                 message: format!("bind as {} failed: {}", c.bind_dn, bound.text),
             });
         }
-        Ok(Directory { ldap, schema })
+        Ok(Directory {
+            ldap,
+            schema,
+            op_timeout: c.op_timeout,
+        })
+    }
+
+    /// The session, with the operation timeout armed for its next request
+    /// (ldap3 applies a timeout to one operation only).
+    fn op(&mut self) -> &mut ldap3::Ldap {
+        self.ldap.with_timeout(self.op_timeout)
+    }
+
+    /// A cheap round trip (the root DSE): true when the session answers
+    /// within the operation timeout.
+    pub async fn is_alive(&mut self) -> bool {
+        matches!(
+            self.op()
+                .search("", Scope::Base, "(objectClass=*)", vec!["1.1"])
+                .await,
+            Ok(r) if r.1.rc == rc::SUCCESS
+        )
     }
 
     /// Checks whether `dn` can bind with `password` (true) or is refused
@@ -158,7 +242,7 @@ impl Directory {
     ) -> Result<Vec<String>, DirectoryError> {
         let filter = format!("(&(objectClass={class}){})", eq_filter(attr, value));
         let (entries, _) = self
-            .ldap
+            .op()
             .search(base, Scope::Subtree, &filter, vec!["1.1"])
             .await?
             .success()?;
@@ -189,7 +273,7 @@ impl Directory {
     pub async fn add_member(&mut self, group: &str, member: &str) -> Result<bool, DirectoryError> {
         let attr = self.schema.member_attr.clone();
         let r = self
-            .ldap
+            .op()
             .modify(
                 group,
                 vec![Mod::Add(attr, HashSet::from([member.to_string()]))],
@@ -208,7 +292,7 @@ impl Directory {
     ) -> Result<bool, DirectoryError> {
         let attr = self.schema.member_attr.clone();
         let r = self
-            .ldap
+            .op()
             .modify(
                 group,
                 vec![Mod::Delete(
@@ -222,7 +306,7 @@ impl Directory {
         {
             // One modify: the stand-in comes in as the member goes out.
             let r = self
-                .ldap
+                .op()
                 .modify(
                     group,
                     vec![
@@ -312,14 +396,14 @@ impl Directory {
                 &[rc::NO_SUCH_ATTRIBUTE],
             ),
         };
-        let r = self.ldap.modify(dn, vec![change]).await;
+        let r = self.op().modify(dn, vec![change]).await;
         accept(r, tolerated)
     }
 
     /// One value of `attr` of the entry `dn` (operational attributes too).
     async fn read_attr(&mut self, dn: &str, attr: &str) -> Result<Option<String>, DirectoryError> {
         let res = self
-            .ldap
+            .op()
             .search(dn, Scope::Base, "(objectClass=*)", vec![attr])
             .await?;
         if res.1.rc == rc::NO_SUCH_OBJECT {
@@ -401,7 +485,7 @@ impl Directory {
             Box::new(PagedResults::new(page_size)),
         ];
         let mut stream = self
-            .ldap
+            .op()
             .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)
             .await?;
         let mut out = Vec::new();
@@ -422,11 +506,139 @@ impl Directory {
             .into_iter()
             .map(|(a, v)| (a, v.into_iter().collect()))
             .collect();
-        let r = self.ldap.add(dn, attrs).await;
+        let r = self.op().add(dn, attrs).await;
         accept(r, &[]).map(|_| ())
     }
 
     pub async fn close(mut self) {
         let _ = self.ldap.unbind().await;
+    }
+}
+
+/// `host:port` of an `ldap://` or `ldaps://` URL (389 and 636 by default).
+fn authority(url: &str) -> Result<String, DirectoryError> {
+    let (rest, port) = if let Some(r) = url.strip_prefix("ldaps://") {
+        (r, 636)
+    } else if let Some(r) = url.strip_prefix("ldap://") {
+        (r, 389)
+    } else {
+        return Err(DirectoryError::Unreachable(format!(
+            "{url:?} is not an ldap:// or ldaps:// URL"
+        )));
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let has_port = match host.rfind(']') {
+        Some(i) => host[i..].contains(':'),
+        None => host.contains(':'),
+    };
+    Ok(if has_port {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+/// Connections to the directory, reused across operations. A connection
+/// that failed is never returned here: it is dropped, and the next
+/// operation gets a new one. One idle longer than `check_after` is checked
+/// with a round trip before it is lent out.
+pub struct Pool {
+    connection: Connection,
+    schema: Schema,
+    idle: std::sync::Mutex<Vec<(Directory, std::time::Instant)>>,
+    max_idle: usize,
+    check_after: Duration,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("url", &self.connection.url)
+            .field("max_idle", &self.max_idle)
+            .finish()
+    }
+}
+
+impl Pool {
+    pub fn new(connection: Connection, schema: Schema, max_idle: usize) -> Pool {
+        Pool {
+            connection,
+            schema,
+            idle: std::sync::Mutex::new(Vec::new()),
+            max_idle: max_idle.max(1),
+            check_after: Duration::from_secs(30),
+        }
+    }
+
+    /// A live connection: an idle one (checked if it idled long), or a new one.
+    pub async fn get(&self) -> Result<Directory, DirectoryError> {
+        loop {
+            let taken = match self.idle.lock() {
+                Ok(mut v) => v.pop(),
+                Err(p) => p.into_inner().pop(),
+            };
+            match taken {
+                None => return Directory::connect(&self.connection, self.schema.clone()).await,
+                Some((d, since)) if since.elapsed() < self.check_after => return Ok(d),
+                Some((mut d, _)) => {
+                    if d.is_alive().await {
+                        return Ok(d);
+                    }
+                    // Dead: dropped; try the next idle one or connect.
+                }
+            }
+        }
+    }
+
+    /// Returns a connection that worked.
+    pub fn put(&self, d: Directory) {
+        let mut v = match self.idle.lock() {
+            Ok(v) => v,
+            Err(p) => p.into_inner(),
+        };
+        if v.len() < self.max_idle {
+            v.push((d, std::time::Instant::now()));
+        }
+    }
+
+    /// Drops every idle connection (after the directory was unreachable).
+    pub fn clear(&self) {
+        match self.idle.lock() {
+            Ok(mut v) => v.clear(),
+            Err(p) => p.into_inner().clear(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_have_ports() {
+        assert_eq!(authority("ldap://h").ok().as_deref(), Some("h:389"));
+        assert_eq!(authority("ldaps://h/").ok().as_deref(), Some("h:636"));
+        assert_eq!(authority("ldap://h:3890").ok().as_deref(), Some("h:3890"));
+        assert_eq!(authority("ldap://[::1]").ok().as_deref(), Some("[::1]:389"));
+        assert_eq!(
+            authority("ldap://[::1]:1389").ok().as_deref(),
+            Some("[::1]:1389")
+        );
+        assert!(authority("http://h").is_err());
+    }
+
+    #[test]
+    fn refusals_are_classified() {
+        let refused = |code| DirectoryError::Refused {
+            code,
+            message: String::new(),
+        };
+        for code in [21, 65, 68, 19, 34, 50] {
+            assert!(!refused(code).is_transient(), "{code}");
+        }
+        for code in [51, 52, 53, 80] {
+            assert!(refused(code).is_transient(), "{code}");
+        }
+        assert!(DirectoryError::Unreachable("x".into()).is_transient());
     }
 }

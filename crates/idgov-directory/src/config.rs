@@ -11,6 +11,9 @@
 //! preset = "openldap"                   # openldap | active-directory | 389-ds
 //! page_size = 500
 //! workers = 8                           # operations applied concurrently (across people)
+//! timeout_seconds = 5                   # connect, TLS and bind
+//! operation_timeout_seconds = 10        # each search, modify, add
+//! keepalive_seconds = 30                # TCP keepalive on idle connections
 //! ```
 
 use crate::account::AccountTemplate;
@@ -39,8 +42,17 @@ struct ConfigDoc {
     page_size: i32,
     #[serde(default = "default_workers")]
     workers: usize,
+    /// Connecting: TCP, TLS and bind, each within this (default 5 s).
     #[serde(default = "default_timeout")]
     timeout_seconds: u64,
+    /// Every search, modify and add, within this (default 10 s); a
+    /// connection that misses it is dropped and replaced.
+    #[serde(default = "default_operation_timeout")]
+    operation_timeout_seconds: u64,
+    /// TCP keepalive probes on idle connections, every this many seconds
+    /// (default 30).
+    #[serde(default = "default_keepalive")]
+    keepalive_seconds: u64,
     /// What a sync does about each drift kind (default: report).
     #[serde(default)]
     drift: BTreeMap<DriftKind, DriftAction>,
@@ -73,6 +85,12 @@ fn default_workers() -> usize {
 }
 fn default_timeout() -> u64 {
     5
+}
+fn default_operation_timeout() -> u64 {
+    10
+}
+fn default_keepalive() -> u64 {
+    30
 }
 
 /// A loaded directory configuration.
@@ -182,6 +200,8 @@ impl DirectoryConfig {
                 bind_dn: doc.bind_dn,
                 password,
                 timeout: Duration::from_secs(doc.timeout_seconds.max(1)),
+                op_timeout: Duration::from_secs(doc.operation_timeout_seconds.max(1)),
+                keepalive: Duration::from_secs(doc.keepalive_seconds.max(1)),
             },
             accounts_base: doc.accounts_base,
             groups_base: doc.groups_base,

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 /// `?` placeholders: sqlx looks every named one up by name, and SQLite's
 /// name lookup is a linear scan, which makes large multi-row statements
 /// quadratic (measured: half the CPU of a batch). PostgreSQL needs `$n`.
-fn ph(backend: Backend, n: usize) -> String {
+pub(crate) fn ph(backend: Backend, n: usize) -> String {
     match backend {
         Backend::Sqlite => "?".to_string(),
         Backend::Postgres => format!("${n}"),
@@ -46,7 +46,7 @@ pub(crate) fn values(backend: Backend, rows: usize, cols: usize) -> String {
 }
 
 /// `n` placeholders numbered from `start`, comma-separated.
-fn list(backend: Backend, n: usize, start: usize) -> String {
+pub(crate) fn list(backend: Backend, n: usize, start: usize) -> String {
     (0..n)
         .map(|i| ph(backend, start + i))
         .collect::<Vec<_>>()

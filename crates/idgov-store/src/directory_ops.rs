@@ -19,9 +19,20 @@ idgov_domain::string_enum!(
 );
 
 idgov_domain::string_enum!(
-    /// Where an outbox operation stands.
-    DirOpState { Pending => "pending", Done => "done" }
+    /// Where an outbox operation stands: `pending` (to apply, retried with
+    /// backoff), `done`, `failed` (the directory refused it for good; an
+    /// admin retries it after a fix), or `superseded` (a leaver's disable
+    /// made it moot).
+    DirOpState { Pending => "pending", Done => "done", Failed => "failed", Superseded => "superseded" }
 );
+
+/// Which operations a provisioning worker claims. Leavers' disables have a
+/// lane of their own, so they never wait behind anyone's group changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Disables,
+    Others,
+}
 
 /// An operation to enqueue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,11 +90,53 @@ fn op_from_row(r: &AnyRow) -> Result<DirOp, StoreError> {
 
 impl WriteTx {
     /// Queues directory operations, in order, with the change that needs them.
+    /// A person's `disable` supersedes their operations still pending (the
+    /// disable strips every managed group anyway), so a leaver never waits
+    /// behind their own earlier operations.
     pub async fn enqueue_directory_ops(
         &mut self,
         ops: &[NewDirOp],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let mut leavers: Vec<&str> = ops
+            .iter()
+            .filter(|o| o.kind == DirOpKind::Disable)
+            .map(|o| o.employee_id.as_str())
+            .collect();
+        leavers.sort();
+        leavers.dedup();
+        for chunk in leavers.chunks(500) {
+            let sql = format!(
+                "UPDATE directory_ops SET state = 'superseded', outcome = 'superseded by a disable', \
+                 done_at = {}, claimed_until = 0 WHERE state = 'pending' AND employee_id IN ({})",
+                crate::bulk::ph(self.backend, 1),
+                crate::bulk::list(self.backend, chunk.len(), 2)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(micros(now));
+            for id in chunk {
+                q = q.bind(id.to_string());
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        // In this very batch too: what comes before a person's disable is moot.
+        let mut last_disable: std::collections::HashMap<&str, usize> = Default::default();
+        for (i, o) in ops.iter().enumerate() {
+            if o.kind == DirOpKind::Disable {
+                last_disable.insert(o.employee_id.as_str(), i);
+            }
+        }
+        let ops: Vec<&NewDirOp> = ops
+            .iter()
+            .enumerate()
+            .filter(|(i, o)| {
+                last_disable
+                    .get(o.employee_id.as_str())
+                    .is_none_or(|d| i >= d)
+            })
+            .map(|(_, o)| o)
+            .collect();
         for chunk in ops.chunks(300) {
             let sql = format!(
                 "INSERT INTO directory_ops (employee_id, kind, group_dn, entitlement_id, cause, state, \
@@ -114,21 +167,33 @@ impl Store {
     /// wait: operations apply in order per person.
     pub async fn claim_directory_ops(
         &self,
+        lane: Lane,
         now: DateTime<Utc>,
         lease: chrono::Duration,
         limit: i64,
     ) -> Result<Vec<DirOp>, StoreError> {
-        let candidates = sqlx::query(concat!(
-            "SELECT ",
-            op_columns!(),
-            " FROM directory_ops d WHERE state = 'pending' AND next_attempt_at <= $1 AND claimed_until <= $1 \
-             AND id = (SELECT MIN(id) FROM directory_ops e WHERE e.employee_id = d.employee_id AND e.state = 'pending') \
-             ORDER BY id LIMIT $2"
-        ))
-        .bind(micros(now))
-        .bind(limit)
-        .fetch_all(self.reader())
-        .await?;
+        macro_rules! claim {
+            ($kind:literal) => {
+                concat!(
+                    "SELECT ",
+                    op_columns!(),
+                    " FROM directory_ops d WHERE state = 'pending' AND next_attempt_at <= $1 AND claimed_until <= $1 \
+                     AND kind ",
+                    $kind,
+                    " AND id = (SELECT MIN(id) FROM directory_ops e WHERE e.employee_id = d.employee_id AND e.state = 'pending') \
+                     ORDER BY id LIMIT $2"
+                )
+            };
+        }
+        let sql = match lane {
+            Lane::Disables => claim!("= 'disable'"),
+            Lane::Others => claim!("<> 'disable'"),
+        };
+        let candidates = sqlx::query(sql)
+            .bind(micros(now))
+            .bind(limit)
+            .fetch_all(self.reader())
+            .await?;
         let mut claimed = Vec::with_capacity(candidates.len());
         for row in &candidates {
             let op = op_from_row(row)?;
@@ -210,18 +275,77 @@ impl Store {
         rows.iter().map(op_from_row).collect()
     }
 
-    /// The earliest time a pending operation becomes due (None when none).
-    pub async fn next_directory_op_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let row = sqlx::query(
-            "SELECT MIN(next_attempt_at) AS t FROM directory_ops WHERE state = 'pending'",
-        )
-        .fetch_one(self.reader())
-        .await?;
+    /// The earliest time a pending operation of `lane` becomes due.
+    pub async fn next_directory_op_due(
+        &self,
+        lane: Lane,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let sql = match lane {
+            Lane::Disables => {
+                "SELECT MIN(next_attempt_at) AS t FROM directory_ops WHERE state = 'pending' AND kind = 'disable'"
+            }
+            Lane::Others => {
+                "SELECT MIN(next_attempt_at) AS t FROM directory_ops WHERE state = 'pending' AND kind <> 'disable'"
+            }
+        };
+        let row = sqlx::query(sql).fetch_one(self.reader()).await?;
         opt_time(get(&row, "t")?)
+    }
+
+    /// One operation by id.
+    pub async fn get_directory_op(&self, id: i64) -> Result<Option<DirOp>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            op_columns!(),
+            " FROM directory_ops WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.reader())
+        .await?;
+        row.as_ref().map(op_from_row).transpose()
     }
 }
 
 impl WriteTx {
+    /// Records that the directory refused an operation for good: it leaves
+    /// the queue (the person's later operations go on) until an admin
+    /// retries it. Returns false when it was no longer pending.
+    pub async fn fail_directory_op(
+        &mut self,
+        id: i64,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE directory_ops SET state = 'failed', outcome = 'failed', last_error = $1, done_at = $2, \
+             attempts = attempts + 1, claimed_until = 0 WHERE id = $3 AND state = 'pending'",
+        )
+        .bind(error)
+        .bind(micros(now))
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Puts a failed operation back in the queue, due now (an admin fixed
+    /// the cause). Returns false when it was not failed.
+    pub async fn retry_failed_directory_op(
+        &mut self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE directory_ops SET state = 'pending', outcome = NULL, done_at = NULL, next_attempt_at = $1, \
+             claimed_until = 0 WHERE id = $2 AND state = 'failed'",
+        )
+        .bind(micros(now))
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Pending operations created before `cutoff` that were not yet alerted
     /// on; marks them alerted (the caller audits them in this transaction).
     pub async fn take_stuck_directory_ops(

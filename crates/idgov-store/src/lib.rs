@@ -40,7 +40,7 @@ mod tx;
 
 pub use audit::{AuditFilter, VerifyReport};
 pub use bulk::{EventRow, GrantRow};
-pub use directory_ops::{DirOp, DirOpKind, DirOpState, NewDirOp};
+pub use directory_ops::{DirOp, DirOpKind, DirOpState, Lane, NewDirOp};
 pub use directory_sync::{DriftRow, SyncRun};
 pub use error::StoreError;
 pub use held::{HeldChange, HeldKind, HeldState};

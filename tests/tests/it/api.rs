@@ -154,6 +154,10 @@ async fn call(ch: Authed, rpc: Rpc) -> Result<(), Status> {
             .list_directory_operations(pb::ListDirectoryOperationsRequest::default())
             .await
             .map(|_| ()),
+        Rpc::RetryDirectoryOperation => prov
+            .retry_directory_operation(pb::RetryDirectoryOperationRequest { id: 1 })
+            .await
+            .map(|_| ()),
         Rpc::RunDirectorySync => dir
             .run_directory_sync(pb::RunDirectorySyncRequest { dry_run: true })
             .await

@@ -22,6 +22,8 @@ async fn admin(s: &Slapd) -> Directory {
         bind_dn: ADMIN_DN.into(),
         password: ADMIN_PW.into(),
         timeout: Duration::from_secs(5),
+        op_timeout: Duration::from_secs(5),
+        keepalive: Duration::from_secs(30),
     };
     Directory::connect(&c, Preset::Openldap.schema())
         .await

@@ -62,6 +62,8 @@ pub struct App {
     pub directory: Option<Arc<idgov_directory::DirectoryConfig>>,
     /// Wakes the provisioning worker when operations were queued.
     pub(crate) provisioning_wakeup: Arc<tokio::sync::Notify>,
+    /// Wakes the leavers' lane when a disable was queued.
+    pub(crate) disable_wakeup: Arc<tokio::sync::Notify>,
     /// Denied calls, counted until written to the audit log.
     pub denials: Arc<crate::auth::denials::DenialLog>,
 }
@@ -94,6 +96,7 @@ impl App {
             writers: senders,
             directory: directory.map(Arc::new),
             provisioning_wakeup: Arc::new(tokio::sync::Notify::new()),
+            disable_wakeup: Arc::new(tokio::sync::Notify::new()),
             denials: Arc::default(),
         });
         app.reload_policy().await?;
@@ -101,7 +104,13 @@ impl App {
             tokio::spawn(intake::writer_loop(Arc::downgrade(&app), rx));
         }
         if let Some(cfg) = app.directory.clone() {
-            tokio::spawn(provisioning::worker_loop(Arc::downgrade(&app), cfg));
+            for lane in [idgov_store::Lane::Disables, idgov_store::Lane::Others] {
+                tokio::spawn(provisioning::worker_loop(
+                    Arc::downgrade(&app),
+                    cfg.clone(),
+                    lane,
+                ));
+            }
         }
         Ok(app)
     }
@@ -116,8 +125,9 @@ impl App {
         self.directory.as_ref().is_some_and(|d| d.accounts.create)
     }
 
-    /// Wakes the provisioning worker (after operations were queued).
+    /// Wakes the provisioning workers (after operations were queued).
     pub(crate) fn wake_provisioning(&self) {
+        self.disable_wakeup.notify_one();
         self.provisioning_wakeup.notify_one();
     }
 

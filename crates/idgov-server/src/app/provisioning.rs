@@ -1,20 +1,30 @@
-//! The provisioning worker: applies the directory operations of the outbox.
+//! The provisioning workers: apply the directory operations of the outbox.
 //!
 //! Each person's operations apply in order (only the oldest pending one of a
 //! person is ever claimed); different people's apply concurrently, up to the
-//! configured number of workers. Every operation is idempotent, so applying
-//! one again after a crash changes nothing. A failed attempt is retried with
-//! capped exponential backoff (1 s, 2 s, 4 s … 5 min) for as long as it takes;
-//! an operation still pending after 15 minutes raises a security event.
+//! configured number of workers. Leavers' disables have a lane (a worker and
+//! connections) of their own, and a disable supersedes the leaver's pending
+//! operations, so locking a leaver never waits behind anything. Every
+//! operation is idempotent, so applying one again after a crash changes
+//! nothing.
+//!
+//! Every directory call has a deadline; a connection that misses one is
+//! dropped and replaced. A transient failure (unreachable, busy, timed out)
+//! is retried with capped exponential backoff (1 s, 2 s, 4 s … 5 min) for as
+//! long as it takes; an operation still pending after 15 minutes raises a
+//! security event. A permanent refusal (a value the schema cannot hold, an
+//! entry that exists already…) fails the operation at once with the
+//! directory's message and raises `provisioning.failed`; the person's other
+//! operations go on, and an admin retries it after a fix.
 
 use super::App;
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use idgov_directory::{Directory, DirectoryConfig, DirectoryError};
+use idgov_directory::{Directory, DirectoryConfig, DirectoryError, Pool};
 use idgov_domain::audit::AuditEntry;
 use idgov_domain::identity::Identity;
-use idgov_store::{DirOp, DirOpKind};
+use idgov_store::{DirOp, DirOpKind, Lane};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -108,36 +118,64 @@ async fn apply(
     }
 }
 
+/// How long one operation may take in all (every call in it has its own
+/// deadline too): a backstop, so nothing waits forever.
+fn backstop(cfg: &DirectoryConfig) -> Duration {
+    cfg.connection.op_timeout * 20 + cfg.connection.timeout * 3
+}
+
 impl App {
-    /// Claims and applies the operations whose turn has come. Returns how many
-    /// were attempted and whether the directory looked unreachable.
+    /// Claims and applies the operations of `lane` whose turn has come.
+    /// Returns how many were attempted and whether the directory looked
+    /// unreachable.
     pub async fn run_provisioning(
         &self,
-        dir: &Directory,
+        pool: &Pool,
         cfg: &DirectoryConfig,
+        lane: Lane,
     ) -> Result<(usize, bool), AppError> {
         let now = self.now();
         let ops = self
             .store
-            .claim_directory_ops(now, chrono::Duration::seconds(LEASE_SECONDS), 256)
+            .claim_directory_ops(lane, now, chrono::Duration::seconds(LEASE_SECONDS), 256)
             .await?;
         let n = ops.len();
         let unreachable = std::sync::atomic::AtomicBool::new(false);
         futures::stream::iter(ops)
             .for_each_concurrent(cfg.workers, |op| {
-                let mut dir = dir.clone();
                 let unreachable = &unreachable;
                 async move {
                     let person = match op.kind {
                         DirOpKind::CreateAccount => self.store.get_identity(&op.employee_id).await.ok().flatten(),
                         _ => None,
                     };
-                    let result = apply(&mut dir, cfg, &op, person.as_ref()).await;
+                    let result = match pool.get().await {
+                        Err(e) => Err(e),
+                        Ok(mut dir) => {
+                            let r = match tokio::time::timeout(
+                                backstop(cfg),
+                                apply(&mut dir, cfg, &op, person.as_ref()),
+                            )
+                            .await
+                            {
+                                Ok(r) => r,
+                                Err(_) => Err(DirectoryError::Unreachable(format!(
+                                    "the operation took longer than {} s",
+                                    backstop(cfg).as_secs()
+                                ))),
+                            };
+                            // A connection that failed is dropped, not reused.
+                            if !r.as_ref().is_err_and(DirectoryError::is_connection) {
+                                pool.put(dir);
+                            }
+                            r
+                        }
+                    };
                     let now = self.now();
                     let recorded = match result {
-                        Ok(outcome) => self.store.finish_directory_op(op.id, outcome, now).await,
-                        Err(e) => {
-                            if e.is_transient() {
+                        Ok(outcome) => self.store.finish_directory_op(op.id, outcome, now).await.map_err(AppError::from),
+                        Err(e) if e.is_transient() => {
+                            if e.is_connection() {
                                 unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
                             }
                             tracing::warn!(op = op.id, employee = %op.employee_id, kind = %op.kind,
@@ -145,7 +183,9 @@ impl App {
                             self.store
                                 .retry_directory_op(op.id, &e.to_string(), now + backoff(op.attempts))
                                 .await
+                                .map_err(AppError::from)
                         }
+                        Err(e) => self.fail_op(&op, &e, now).await,
                     };
                     if let Err(e) = recorded {
                         tracing::error!(op = op.id, error = %e, "cannot record a directory operation's result");
@@ -153,7 +193,68 @@ impl App {
                 }
             })
             .await;
+        if unreachable.load(std::sync::atomic::Ordering::Relaxed) {
+            pool.clear();
+        }
         Ok((n, unreachable.into_inner()))
+    }
+
+    /// Records a permanent refusal: the operation fails with the
+    /// directory's message and a security event, in one transaction.
+    async fn fail_op(
+        &self,
+        op: &DirOp,
+        e: &DirectoryError,
+        now: DateTime<Utc>,
+    ) -> Result<(), AppError> {
+        tracing::error!(op = op.id, employee = %op.employee_id, kind = %op.kind, error = %e,
+            "the directory refused an operation for good; it needs a fix and `idgov provisioning retry`");
+        let mut tx = self.store.begin().await?;
+        if tx.fail_directory_op(op.id, &e.to_string(), now).await? {
+            tx.audit(
+                AuditEntry::new(
+                    "system:provisioning",
+                    "provisioning.failed",
+                    format!("identity:{}", op.employee_id),
+                    json!({
+                        "op": op.id, "kind": op.kind, "group_dn": op.group_dn,
+                        "error": e.to_string(), "attempts": op.attempts + 1,
+                        "action": "fix the cause, then `idgov provisioning retry` the operation",
+                    }),
+                )
+                .security(),
+            );
+        }
+        tx.commit(now).await?;
+        Ok(())
+    }
+
+    /// Puts a failed operation back in the queue (an admin fixed the cause).
+    pub async fn retry_directory_op(&self, id: i64, actor: &str) -> Result<DirOp, AppError> {
+        let now = self.now();
+        let op =
+            self.store.get_directory_op(id).await?.ok_or_else(|| {
+                AppError::not_found(format!("there is no directory operation {id}"))
+            })?;
+        let mut tx = self.store.begin().await?;
+        if !tx.retry_failed_directory_op(id, now).await? {
+            return Err(AppError::precondition(format!(
+                "directory operation {id} is {}, not failed; only failed operations are retried",
+                op.state
+            )));
+        }
+        tx.audit(AuditEntry::new(
+            actor,
+            "provisioning.retried",
+            format!("identity:{}", op.employee_id),
+            json!({"op": id, "kind": op.kind, "group_dn": op.group_dn, "last_error": op.last_error}),
+        ));
+        tx.commit(now).await?;
+        self.wake_provisioning();
+        self.store
+            .get_directory_op(id)
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("there is no directory operation {id}")))
     }
 
     /// Raises a security event for each operation pending too long.
@@ -183,8 +284,8 @@ impl App {
 }
 
 /// When to look again: at the next due operation, or in a second at most.
-async fn next_wait(app: &App, now: DateTime<Utc>) -> Duration {
-    match app.store.next_directory_op_due().await {
+async fn next_wait(app: &App, lane: Lane, now: DateTime<Utc>) -> Duration {
+    match app.store.next_directory_op_due(lane).await {
         Ok(Some(t)) if t > now => (t - now)
             .to_std()
             .unwrap_or_default()
@@ -194,48 +295,46 @@ async fn next_wait(app: &App, now: DateTime<Utc>) -> Duration {
     }
 }
 
-/// Runs the provisioning worker until the application is dropped.
-pub(crate) async fn worker_loop(app: Weak<App>, cfg: Arc<DirectoryConfig>) {
-    let mut dir: Option<Directory> = None;
+/// Runs a provisioning worker for `lane` until the application is dropped.
+/// Each lane has its own connections.
+pub(crate) async fn worker_loop(app: Weak<App>, cfg: Arc<DirectoryConfig>, lane: Lane) {
+    let pool = Pool::new(cfg.connection.clone(), cfg.schema.clone(), cfg.workers);
     let mut last_alert_check = None;
+    let wakeup = match (app.upgrade(), lane) {
+        (Some(a), Lane::Disables) => a.disable_wakeup.clone(),
+        (Some(a), Lane::Others) => a.provisioning_wakeup.clone(),
+        (None, _) => return,
+    };
     loop {
         let Some(app) = app.upgrade() else { return };
         let now = app.now();
-        if last_alert_check.is_none_or(|t: DateTime<Utc>| now - t > chrono::Duration::seconds(30)) {
+        if lane == Lane::Others
+            && last_alert_check
+                .is_none_or(|t: DateTime<Utc>| now - t > chrono::Duration::seconds(30))
+        {
             last_alert_check = Some(now);
             if let Err(e) = app.alert_stuck_provisioning().await {
                 tracing::warn!(error = %e, "cannot check for stuck directory operations");
             }
         }
-        if dir.is_none() {
-            match Directory::connect(&cfg.connection, cfg.schema.clone()).await {
-                Ok(d) => dir = Some(d),
-                Err(e) => {
-                    tracing::warn!(url = %cfg.connection.url, error = %e, "directory unreachable; operations wait")
-                }
-            }
-        }
-        let (worked, unreachable) = match &dir {
-            Some(d) => app.run_provisioning(d, &cfg).await.unwrap_or_else(|e| {
+        let (worked, unreachable) = app
+            .run_provisioning(&pool, &cfg, lane)
+            .await
+            .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "provisioning run failed");
                 (0, false)
-            }),
-            None => (0, false),
-        };
+            });
         if unreachable {
-            // Reconnect before the next attempt; the failed operations wait
-            // out their backoff meanwhile.
-            dir = None;
+            tracing::warn!(url = %cfg.connection.url, ?lane, "directory unreachable; operations wait and are retried");
         }
         if worked > 0 && !unreachable {
             continue;
         }
-        let wait = if dir.is_some() {
-            next_wait(&app, now).await
-        } else {
+        let wait = if unreachable {
             Duration::from_secs(1)
+        } else {
+            next_wait(&app, lane, now).await
         };
-        let wakeup = app.provisioning_wakeup.clone();
         drop(app);
         tokio::select! {
             _ = wakeup.notified() => {}

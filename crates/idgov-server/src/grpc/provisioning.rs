@@ -20,6 +20,8 @@ fn operation(o: &DirOp, now: chrono::DateTime<chrono::Utc>) -> pb::DirectoryOper
     let state = match o.state {
         DirOpState::Pending => pb::DirectoryOperationState::Pending,
         DirOpState::Done => pb::DirectoryOperationState::Done,
+        DirOpState::Failed => pb::DirectoryOperationState::Failed,
+        DirOpState::Superseded => pb::DirectoryOperationState::Superseded,
     };
     pb::DirectoryOperation {
         id: o.id,
@@ -53,6 +55,8 @@ impl ProvisioningService for Api {
             Ok(pb::DirectoryOperationState::Unspecified) => None,
             Ok(pb::DirectoryOperationState::Pending) => Some(DirOpState::Pending),
             Ok(pb::DirectoryOperationState::Done) => Some(DirOpState::Done),
+            Ok(pb::DirectoryOperationState::Failed) => Some(DirOpState::Failed),
+            Ok(pb::DirectoryOperationState::Superseded) => Some(DirOpState::Superseded),
             Err(_) => {
                 return Err(
                     AppError::invalid("state", "is not a directory operation state").into(),
@@ -71,6 +75,26 @@ impl ProvisioningService for Api {
             operations: rows.iter().map(|o| operation(o, now)).collect(),
             next_page_token: next,
         }))
+    }
+
+    async fn retry_directory_operation(
+        &self,
+        req: Request<pb::RetryDirectoryOperationRequest>,
+    ) -> Result<Response<pb::DirectoryOperation>, Status> {
+        let access = access(&req)?;
+        let id = req.into_inner().id;
+        if id <= 0 {
+            return Err(AppError::invalid(
+                "id",
+                "is required (see `idgov provisioning list --state failed`)",
+            )
+            .into());
+        }
+        let op = self
+            .app
+            .retry_directory_op(id, &access.caller.actor())
+            .await?;
+        Ok(Response::new(operation(&op, self.app.now())))
     }
 }
 

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 pub enum ProvisioningCommand {
     /// List directory operations, oldest first.
     List {
-        /// pending or done (default: both).
+        /// pending, done, failed or superseded (default: all).
         #[arg(long)]
         state: Option<String>,
         #[arg(long, default_value = "")]
@@ -22,19 +22,48 @@ pub enum ProvisioningCommand {
         #[arg(long, default_value_t = 100)]
         limit: i32,
     },
+    /// Put a failed operation back in the queue, after fixing its cause.
+    Retry {
+        /// The operation's id (see `idgov provisioning list --state failed`).
+        id: i64,
+    },
 }
 
 pub async fn run(opts: &ClientOpts, c: ProvisioningCommand) -> anyhow::Result<ExitCode> {
-    let ProvisioningCommand::List {
-        state,
-        employee_id,
-        limit,
-    } = c;
+    let (state, employee_id, limit) = match c {
+        ProvisioningCommand::List {
+            state,
+            employee_id,
+            limit,
+        } => (state, employee_id, limit),
+        ProvisioningCommand::Retry { id } => {
+            let client = Client::connect(opts).await?;
+            let o = ProvisioningServiceClient::new(client.channel)
+                .retry_directory_operation(pb::RetryDirectoryOperationRequest { id })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            match opts.output {
+                Format::Json => json(
+                    &json!({"id": o.id, "state": enum_name(o.state().as_str_name(), "DIRECTORY_OPERATION_STATE_")}),
+                ),
+                Format::Table => crate::outln!(
+                    "operation {} ({} of {}) is pending again; the worker applies it now",
+                    o.id,
+                    enum_name(o.kind().as_str_name(), "DIRECTORY_OPERATION_KIND_"),
+                    o.employee_id
+                ),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let state = match state.as_deref() {
         None | Some("") => pb::DirectoryOperationState::Unspecified,
         Some("pending") => pb::DirectoryOperationState::Pending,
         Some("done") => pb::DirectoryOperationState::Done,
-        Some(o) => anyhow::bail!("--state {o:?}: use pending or done"),
+        Some("failed") => pb::DirectoryOperationState::Failed,
+        Some("superseded") => pb::DirectoryOperationState::Superseded,
+        Some(o) => anyhow::bail!("--state {o:?}: use pending, done, failed or superseded"),
     };
     let client = Client::connect(opts).await?;
     let r = ProvisioningServiceClient::new(client.channel)
@@ -76,12 +105,19 @@ pub async fn run(opts: &ClientOpts, c: ProvisioningCommand) -> anyhow::Result<Ex
                     state.clone(),
                     o.attempts.to_string(),
                     format!("{} s", o.age_seconds),
-                    if state == "pending" { o.last_error.clone() } else { o.outcome.clone() },
+                    if state == "pending" || state == "failed" { o.last_error.clone() } else { o.outcome.clone() },
                 ]);
             }
             crate::outln!("{t}");
             let pending = r.operations.iter().filter(|o| o.state() == pb::DirectoryOperationState::Pending).count();
-            crate::outln!("{} operation(s), {pending} pending", r.operations.len());
+            let failed = r.operations.iter().filter(|o| o.state() == pb::DirectoryOperationState::Failed).count();
+            crate::outln!("{} operation(s), {pending} pending, {failed} failed", r.operations.len());
+            if failed > 0 {
+                crate::outln!("failed operations need a fix in the data or the directory, then `idgov provisioning retry ID`");
+            }
+            if !r.next_page_token.is_empty() {
+                crate::outln!("(more operations follow: raise --limit or filter by --state / --employee-id)");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
