@@ -7,6 +7,7 @@
 //! - [`server`]: an in-process idgov server on a random port with a
 //!   controllable clock;
 //! - [`slapd`]: a private OpenLDAP instance per test, with ppolicy;
+//! - [`proxy`]: a TCP proxy that turns open connections into black holes;
 //! - [`oidc`]: a real OpenID Connect provider (npm `oidc-provider`) with
 //!   keys the tests rotate.
 //!
@@ -19,6 +20,7 @@
 pub mod backends;
 pub mod oidc;
 pub mod pg;
+pub mod proxy;
 pub mod server;
 pub mod slapd;
 

@@ -76,7 +76,29 @@ fn fill(template: &str, values: &HashMap<&str, String>, escape_dn: bool) -> Stri
     s
 }
 
+/// Attributes an OpenLDAP or 389-ds schema defines as IA5String: ASCII
+/// only. A non-ASCII value is refused by the directory (result 21).
+pub const IA5_ATTRIBUTES: [&str; 3] = ["mail", "dc", "email"];
+
 impl AccountTemplate {
+    /// The placeholders whose values end up in an ASCII-only attribute of
+    /// `preset`'s schema, with that attribute: their values must be ASCII,
+    /// or the directory refuses the new account for good.
+    pub fn ascii_only(&self, preset: crate::Preset) -> Vec<(String, String)> {
+        if !self.create || preset == crate::Preset::ActiveDirectory {
+            return vec![];
+        }
+        let mut out = Vec::new();
+        for (attr, template) in &self.attributes {
+            if IA5_ATTRIBUTES.iter().any(|a| a.eq_ignore_ascii_case(attr)) {
+                for p in placeholders(template).unwrap_or_default() {
+                    out.push((p.to_string(), attr.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// Checks the template when account creation is on.
     pub fn validate(&self) -> Result<(), String> {
         if !self.create {

@@ -15,6 +15,17 @@ pub enum Preset {
     Ds389,
 }
 
+impl Preset {
+    /// The name used in the directory file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::Openldap => "openldap",
+            Preset::ActiveDirectory => "active-directory",
+            Preset::Ds389 => "389-ds",
+        }
+    }
+}
+
 /// How an account is disabled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

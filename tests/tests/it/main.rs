@@ -12,4 +12,5 @@ mod lifecycle;
 mod oidc;
 mod ordering;
 mod provisioning;
+mod provisioning_faults;
 mod store_suite;

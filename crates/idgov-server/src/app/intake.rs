@@ -1049,6 +1049,52 @@ impl Batch {
 }
 
 impl App {
+    /// What the directory idgov provisions could never accept in `patch`:
+    /// a value its schema cannot hold in the attribute the account
+    /// template maps it to (e.g. a non-ASCII email in OpenLDAP's IA5String
+    /// `mail`). Refused at intake rather than failing in the directory.
+    pub fn directory_violations(
+        &self,
+        patch: &idgov_domain::identity::AttributesPatch,
+        prefix: &str,
+    ) -> Vec<idgov_domain::FieldViolation> {
+        let Some(dir) = &self.directory else {
+            return vec![];
+        };
+        let mut v = Vec::new();
+        for (placeholder, attr) in dir.accounts.ascii_only(dir.preset) {
+            let (field, value) = match placeholder.as_str() {
+                "email" | "email_local" => ("email", &patch.email),
+                "display_name" | "given_name" | "family_name" => {
+                    ("display_name", &patch.display_name)
+                }
+                "department" => ("department", &patch.department),
+                "title" => ("title", &patch.title),
+                "job_code" => ("job_code", &patch.job_code),
+                "location" => ("location", &patch.location),
+                "cost_center" => ("cost_center", &patch.cost_center),
+                _ => continue,
+            };
+            if let Some(value) = value
+                && !value.is_ascii()
+                && !v
+                    .iter()
+                    .any(|x: &idgov_domain::FieldViolation| x.field.ends_with(field))
+            {
+                v.push(idgov_domain::FieldViolation::new(
+                    format!("{prefix}.{field}"),
+                    format!(
+                        "{} has non-ASCII characters, and the directory ({}) keeps {attr} as ASCII only: \
+                         send an ASCII value, or map {attr} from another field in the directory file's [accounts]",
+                        idgov_domain::error::echo(value),
+                        dir.preset.as_str()
+                    ),
+                ));
+            }
+        }
+        v
+    }
+
     /// Records and (when due) applies one HR event. Returns once the event
     /// is durable.
     pub async fn submit_event(
@@ -1056,6 +1102,13 @@ impl App {
         event: HrEvent,
         actor: &str,
     ) -> Result<SubmitOutcome, AppError> {
+        let v = self.directory_violations(&event.attrs, "event.attributes");
+        if !v.is_empty() {
+            return Err(AppError::Domain(DomainError::invalid(
+                "the directory cannot hold these values",
+                v,
+            )));
+        }
         let (reply, rx) = oneshot::channel();
         // Events about one person always reach the same writer, in order.
         let mut h = std::collections::hash_map::DefaultHasher::new();

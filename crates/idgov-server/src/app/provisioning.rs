@@ -149,28 +149,43 @@ impl App {
                         DirOpKind::CreateAccount => self.store.get_identity(&op.employee_id).await.ok().flatten(),
                         _ => None,
                     };
-                    let result = match pool.get().await {
-                        Err(e) => Err(e),
-                        Ok(mut dir) => {
-                            let r = match tokio::time::timeout(
-                                backstop(cfg),
-                                apply(&mut dir, cfg, &op, person.as_ref()),
-                            )
-                            .await
-                            {
-                                Ok(r) => r,
-                                Err(_) => Err(DirectoryError::Unreachable(format!(
-                                    "the operation took longer than {} s",
-                                    backstop(cfg).as_secs()
-                                ))),
-                            };
-                            // A connection that failed is dropped, not reused.
-                            if !r.as_ref().is_err_and(DirectoryError::is_connection) {
-                                pool.put(dir);
-                            }
-                            r
+                    let mut result = Err(DirectoryError::Unreachable("not tried".into()));
+                    // A pooled connection that went dead is replaced at once,
+                    // and the operation tried again on a new one.
+                    for attempt in 0..2 {
+                        if attempt == 1 {
+                            pool.clear();
                         }
-                    };
+                        result = match pool.get().await {
+                            Err(e) => Err(e),
+                            Ok(mut dir) => {
+                                let r = match tokio::time::timeout(
+                                    backstop(cfg),
+                                    apply(&mut dir, cfg, &op, person.as_ref()),
+                                )
+                                .await
+                                {
+                                    Ok(r) => r,
+                                    Err(_) => Err(DirectoryError::Unreachable(format!(
+                                        "the operation took longer than {} s",
+                                        backstop(cfg).as_secs()
+                                    ))),
+                                };
+                                // A connection that failed is dropped, not reused.
+                                if !r.as_ref().is_err_and(DirectoryError::is_connection) {
+                                    pool.put(dir);
+                                }
+                                r
+                            }
+                        };
+                        match &result {
+                            Err(e) if e.is_connection() && attempt == 0 => tracing::warn!(
+                                op = op.id, employee = %op.employee_id, kind = %op.kind, error = %e,
+                                "directory connection failed; replacing it and trying again"
+                            ),
+                            _ => break,
+                        }
+                    }
                     let now = self.now();
                     let recorded = match result {
                         Ok(outcome) => self.store.finish_directory_op(op.id, outcome, now).await.map_err(AppError::from),
@@ -236,6 +251,20 @@ impl App {
             self.store.get_directory_op(id).await?.ok_or_else(|| {
                 AppError::not_found(format!("there is no directory operation {id}"))
             })?;
+        if matches!(
+            op.kind,
+            DirOpKind::AddMember | DirOpKind::Enable | DirOpKind::CreateAccount
+        ) && !self
+            .store
+            .get_identity(&op.employee_id)
+            .await?
+            .is_some_and(|p| p.may_hold_access())
+        {
+            return Err(AppError::precondition(format!(
+                "employee {} holds no access any more; operation {id} ({}) is moot and stays failed",
+                op.employee_id, op.kind
+            )));
+        }
         let mut tx = self.store.begin().await?;
         if !tx.retry_failed_directory_op(id, now).await? {
             return Err(AppError::precondition(format!(

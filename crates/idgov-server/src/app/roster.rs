@@ -235,6 +235,22 @@ impl App {
             )));
         }
         roster::validate(&req.entries)?;
+        let mut dv = Vec::new();
+        for (i, e) in req.entries.iter().enumerate() {
+            dv.extend(self.directory_violations(&e.attrs, &format!("roster[{i}]")));
+            if dv.len() >= 100 {
+                break;
+            }
+        }
+        if !dv.is_empty() {
+            return Err(AppError::Domain(DomainError::invalid(
+                format!(
+                    "{} roster value(s) the directory cannot hold; nothing was applied",
+                    dv.len()
+                ),
+                dv,
+            )));
+        }
 
         if !req.dry_run
             && let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await?
