@@ -285,18 +285,28 @@ pub fn check_object(access: &Access, facts: &ObjectFacts) -> Result<(), Denied> 
     if relations.iter().any(holds) {
         Ok(())
     } else {
-        Err(Denied {
-            rpc: Some(access.rpc),
-            reason: format!(
-                "{} is allowed here only as {}",
-                access.rpc.name(),
-                relations
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ),
-        })
+        Err(out_of_reach(access))
+    }
+}
+
+/// The one answer for an object a scoped caller may not reach, and for one
+/// that does not exist: the same code, reason and message, so that no
+/// caller can tell them apart (no existence oracle).
+pub fn out_of_reach(access: &Access) -> Denied {
+    let relations = match &access.grant {
+        Grant::Scoped { relations } => relations
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(" or "),
+        Grant::Full { .. } => String::new(),
+    };
+    Denied {
+        rpc: Some(access.rpc),
+        reason: format!(
+            "{} is allowed here only as {relations}, for objects that exist",
+            access.rpc.name()
+        ),
     }
 }
 

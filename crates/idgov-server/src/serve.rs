@@ -216,7 +216,9 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     })?;
     let addr = listener.local_addr()?;
     let mode = auth.mode();
-    let mut server = tonic::transport::Server::builder();
+    // Headers beyond 32 KiB in all are refused before anything parses them
+    // (a bearer token is at most 8 KiB; see auth::MAX_TOKEN_BYTES).
+    let mut server = tonic::transport::Server::builder().http2_max_header_list_size(32 * 1024);
     if let Some(t) = &auth_cfg.tls {
         let read =
             |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));

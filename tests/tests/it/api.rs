@@ -746,3 +746,115 @@ async fn denied_calls_are_audited_in_aggregate_and_a_burst_raises_a_security_eve
         "a flush writes each denial once"
     );
 }
+
+/// The full status a call ends with: code, message and details, as bytes.
+fn fingerprint(s: &Status) -> (Code, String, Vec<u8>) {
+    (s.code(), s.message().to_string(), s.details().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_and_missing_look_the_same_byte_for_byte() {
+    let Some(s) = setup("sqlite").await else {
+        return;
+    };
+    // E1 (an employee) and M1 (E1's manager) probe E2 (M2's report, out of
+    // their reach) and E9 (nobody).
+    for me in ["E1", "M1"] {
+        let ch = s.channel(Some(s.token(&[], Some(me)))).await;
+        let mut ids = IdentityServiceClient::new(ch);
+        let get = |id: &str| pb::GetIdentityRequest {
+            employee_id: id.into(),
+        };
+        let hidden = ids.get_identity(get("E2")).await.unwrap_err();
+        let missing = ids.get_identity(get("E9")).await.unwrap_err();
+        assert_eq!(hidden.code(), Code::PermissionDenied);
+        assert_eq!(
+            fingerprint(&hidden),
+            fingerprint(&missing),
+            "GetIdentity as {me}"
+        );
+        let grants = |id: &str| pb::ListGrantsRequest {
+            employee_id: id.into(),
+            ..Default::default()
+        };
+        let hidden = ids.list_grants(grants("E2")).await.unwrap_err();
+        let missing = ids.list_grants(grants("E9")).await.unwrap_err();
+        assert_eq!(
+            fingerprint(&hidden),
+            fingerprint(&missing),
+            "ListGrants as {me}"
+        );
+        let by = |m: &str| pb::ListIdentitiesRequest {
+            manager_employee_id: m.into(),
+            ..Default::default()
+        };
+        let hidden = ids.list_identities(by("M2")).await.unwrap_err();
+        let missing = ids.list_identities(by("M9")).await.unwrap_err();
+        assert_eq!(
+            fingerprint(&hidden),
+            fingerprint(&missing),
+            "ListIdentities as {me}"
+        );
+    }
+    // The control: what is in reach answers.
+    let ch = s.channel(Some(s.token(&[], Some("M1")))).await;
+    IdentityServiceClient::new(ch)
+        .get_identity(pb::GetIdentityRequest {
+            employee_id: "E1".into(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_cannot_be_named_is_refused() {
+    let Some(s) = setup("sqlite").await else {
+        return;
+    };
+    let mint = |subject: &str, employee: Option<&str>| {
+        s.dev
+            .mint(
+                subject,
+                employee,
+                &[Role::ItAdmin],
+                chrono::Duration::hours(1),
+            )
+            .unwrap()
+    };
+    for (subject, employee) in [
+        ("", None),
+        ("   ", None),
+        ("bad\u{7}name", None),
+        ("ok", Some("")),
+        ("ok", Some("*)(uid=*")),
+    ] {
+        let ch = s.channel(Some(mint(subject, employee))).await;
+        let e = PolicyServiceClient::new(ch)
+            .get_policy(pb::GetPolicyRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            Code::Unauthenticated,
+            "{subject:?}/{employee:?}: {e:?}"
+        );
+    }
+    // The control.
+    let ch = s.channel(Some(mint("admin-1", None))).await;
+    PolicyServiceClient::new(ch)
+        .get_policy(pb::GetPolicyRequest {})
+        .await
+        .unwrap();
+    // A policy applied by a nameless caller never reaches the audit log.
+    let audit = s
+        .app()
+        .store
+        .list_audit_events(&Default::default(), 0, 10_000)
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .all(|e| e.actor != "service:" && e.actor != "user:")
+    );
+}

@@ -160,3 +160,172 @@ async fn invalid_utf8_and_malformed_messages_are_invalid_argument() {
         "nothing applied"
     );
 }
+
+/// Every RPC that takes text, called with a megabyte in each text field by a
+/// caller allowed to call it: a clear refusal or an empty answer, never an
+/// internal error, and never a response that echoes the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_rpc_echoes_an_attacker_sized_value() {
+    use idgov_proto::v1::audit_service_client::AuditServiceClient;
+    use idgov_proto::v1::directory_service_client::DirectoryServiceClient;
+    use idgov_proto::v1::identity_service_client::IdentityServiceClient;
+    use idgov_proto::v1::policy_service_client::PolicyServiceClient;
+    use idgov_proto::v1::provisioning_service_client::ProvisioningServiceClient;
+    let s = start("sqlite").await.expect("server");
+    with_policy(s.app()).await;
+    let all = [
+        Role::HrFeed,
+        Role::ItAdmin,
+        Role::SecurityOfficer,
+        Role::Auditor,
+    ];
+    let ch = s.channel(Some(s.token(&all, None))).await;
+    let big = "x".repeat(MIB);
+    let mut hr = HrServiceClient::new(ch.clone());
+    let mut ids = IdentityServiceClient::new(ch.clone());
+    let mut pol = PolicyServiceClient::new(ch.clone());
+    let mut audit = AuditServiceClient::new(ch.clone());
+    let mut prov = ProvisioningServiceClient::new(ch.clone());
+    let mut dir = DirectoryServiceClient::new(ch);
+    let b = || big.clone();
+    let results: Vec<(&str, Result<(), tonic::Status>)> = vec![
+        (
+            "GetIdentity",
+            ids.get_identity(pb::GetIdentityRequest { employee_id: b() })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "ListIdentities",
+            ids.list_identities(pb::ListIdentitiesRequest {
+                department: b(),
+                manager_employee_id: b(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "ListIdentities page",
+            ids.list_identities(pb::ListIdentitiesRequest {
+                page_token: b(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "ListGrants",
+            ids.list_grants(pb::ListGrantsRequest {
+                employee_id: b(),
+                page_token: b(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "ListHrEvents",
+            hr.list_hr_events(pb::ListHrEventsRequest {
+                employee_id: b(),
+                page_token: b(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "ReleaseHeldChange",
+            hr.release_held_change(pb::ReleaseHeldChangeRequest {
+                id: b(),
+                reason: b(),
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "DiscardHeldChange",
+            hr.discard_held_change(pb::DiscardHeldChangeRequest {
+                id: b(),
+                reason: b(),
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "ApplyPolicy",
+            pol.apply_policy(pb::ApplyPolicyRequest {
+                document: b(),
+                reason: b(),
+                dry_run: true,
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "ListEntitlements",
+            pol.list_entitlements(pb::ListEntitlementsRequest {
+                system_id: b(),
+                page_token: b(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "ListAuditEvents",
+            audit
+                .list_audit_events(pb::ListAuditEventsRequest {
+                    actor: b(),
+                    target: b(),
+                    action: b(),
+                    page_token: b(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "ListDirectoryOperations",
+            prov.list_directory_operations(pb::ListDirectoryOperationsRequest {
+                employee_id: b(),
+                page_token: b(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
+            "GetDirectorySync",
+            dir.get_directory_sync(pb::GetDirectorySyncRequest { id: b() })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "ListDrift",
+            dir.list_drift(pb::ListDriftRequest {
+                sync_id: b(),
+                page_token: b(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        ),
+    ];
+    for (rpc, r) in results {
+        if let Err(st) = r {
+            assert!(
+                !matches!(
+                    st.code(),
+                    Code::Internal | Code::Unknown | Code::ResourceExhausted
+                ),
+                "{rpc}: {st:?}"
+            );
+            assert!(
+                status_size(&st) < 8192,
+                "{rpc}: the error carries {} bytes",
+                status_size(&st)
+            );
+        }
+    }
+}

@@ -284,6 +284,76 @@ async fn forged_expired_and_misdirected_tokens_are_refused() {
     );
 }
 
+/// Signs a token with a header of our own making.
+fn sign_raw(key: &Key, header: &serde_json::Value, claims: &serde_json::Value) -> String {
+    let enc = EncodingKey::from_rsa_pem(key.pem.as_bytes()).unwrap();
+    let msg = format!("{}.{}", b64(header), b64(claims));
+    let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), &enc, Algorithm::RS256).unwrap();
+    format!("{msg}.{sig}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_naming_nobody_or_marking_unknown_extensions_critical_are_refused() {
+    let Some(op) = Provider::start("k1", "RS256", &groups(), 300) else {
+        return;
+    };
+    let Some(s) = setup(&op).await else { return };
+    let key = op.keys[0].clone();
+    // A person (signed in through a client) or a client acting for itself.
+    let as_client = |sub: &str, client: &str| {
+        serde_json::json!({
+            "iss": op.issuer(), "aud": "idgov", "sub": sub, "client_id": client,
+            "iat": now(), "exp": now() + 300, "groups": ["idgov-admins"],
+        })
+    };
+    let claims = |sub: &str| as_client(sub, "idgov-cli");
+    let header = serde_json::json!({"alg": "RS256", "kid": "k1", "typ": "JWT"});
+    // Controls, signed the same way: accepted.
+    assert!(
+        probe(&s, &sign_raw(&key, &header, &claims("E1001")))
+            .await
+            .is_ok()
+    );
+    assert!(
+        probe(&s, &forge(&key, "k1", &claims("E2001")))
+            .await
+            .is_ok()
+    );
+
+    // A token whose subject is empty or blank names nobody: refused, as a
+    // person with roles and as a client.
+    for sub in ["", "   ", "\t"] {
+        for token in [claims(sub), as_client(sub, sub)] {
+            let e = probe(&s, &forge(&key, "k1", &token)).await.unwrap_err();
+            assert_eq!(e.code(), Code::Unauthenticated, "sub {sub:?}: {e:?}");
+        }
+    }
+    // `crit` naming an extension idgov does not understand (RFC 7515 4.1.11).
+    let mut crit = header.clone();
+    crit["crit"] = serde_json::json!(["urn:example:must-check"]);
+    crit["urn:example:must-check"] = serde_json::json!(true);
+    let e = probe(&s, &sign_raw(&key, &crit, &claims("E1001")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("critical"), "{e:?}");
+
+    // An attacker-sized key id: refused, and never echoed whole. Under the
+    // token limit it is an unknown key; over it, an oversized token. Either
+    // way the client sees UNAUTHENTICATED (not RESOURCE_EXHAUSTED).
+    for len in [5_000, 8 * 1024] {
+        let e = probe(&s, &forge(&key, &"k".repeat(len), &claims("E1001")))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "kid of {len}: {e:?}");
+        assert!(
+            e.message().len() < 400,
+            "kid of {len} echoed: {} bytes",
+            e.message().len()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_is_followed_without_a_restart() {
     let Some(mut op) = Provider::start("k1", "RS256", &groups(), 300) else {

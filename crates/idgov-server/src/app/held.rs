@@ -103,6 +103,9 @@ impl App {
                 format!("say why the held change is {verb}"),
             ));
         }
+        if let Some(p) = idgov_domain::identity::text_problem(reason.trim(), 1000) {
+            return Err(AppError::invalid("reason", p));
+        }
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let held = self.open_held(&mut tx, id).await?;

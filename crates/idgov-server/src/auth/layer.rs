@@ -89,6 +89,7 @@ impl Shared {
                 .await
                 .map_err(unknown)?,
         };
+        super::nameable(&caller).map_err(|e| unknown(AppError::Unauthenticated(e)))?;
         let actor = caller.actor();
         let named = |e: AppError| (e, actor.clone());
         if let Some(emp) = &caller.employee_id
@@ -105,7 +106,8 @@ impl Shared {
         }
         let rpc = Rpc::from_path(path).ok_or_else(|| {
             named(AppError::PermissionDenied(format!(
-                "{path} is not an idgov method"
+                "{} is not an idgov method",
+                idgov_domain::error::echo(path)
             )))
         })?;
         check_rpc(&caller, rpc).map_err(|d| named(AppError::PermissionDenied(d.reason)))

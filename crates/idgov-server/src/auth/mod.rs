@@ -83,7 +83,12 @@ impl CertRoles {
         let name = names
             .iter()
             .find(|n| self.0.contains_key(n.as_str()))
-            .ok_or_else(|| format!("client certificate {names:?} is not mapped to a role"))?;
+            .ok_or_else(|| {
+                format!(
+                    "client certificate {} is not mapped to a role",
+                    idgov_domain::error::echo(&names.join(", "))
+                )
+            })?;
         Ok(Caller {
             subject: name.clone(),
             employee_id: None,
@@ -95,6 +100,71 @@ impl CertRoles {
             method: "mtls".into(),
         })
     }
+}
+
+/// The longest bearer token read at all: real access tokens are a few
+/// kilobytes; anything longer is refused before it is parsed.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The longest subject (`sub`, client id, certificate name) a caller may
+/// have: it is written into the audit log as the actor.
+const MAX_SUBJECT: usize = 256;
+
+/// Refuses a caller that cannot be named in the audit log: an empty or
+/// blank subject, one with control characters or longer than 256
+/// characters, or an employee id that is not one.
+pub fn nameable(c: &Caller) -> Result<(), String> {
+    let s = c.subject.as_str();
+    if s.trim().is_empty() {
+        return Err("the credentials name nobody (empty subject); idgov refuses a caller it cannot name in the audit log".into());
+    }
+    if s.chars().count() > MAX_SUBJECT || s.chars().any(char::is_control) || s.trim() != s {
+        return Err(format!(
+            "the credentials' subject {} is not a name idgov can write to the audit log",
+            idgov_domain::error::echo(s)
+        ));
+    }
+    if let Some(e) = &c.employee_id
+        && idgov_domain::identity::validate_employee_id(e).is_err()
+    {
+        return Err(format!(
+            "the credentials name {} as the employee, which is not an employee id",
+            idgov_domain::error::echo(e)
+        ));
+    }
+    Ok(())
+}
+
+/// JOSE header checks before a token is verified: no `crit` extension
+/// idgov does not understand (RFC 7515 §4.1.11: it understands none).
+pub fn check_jose_header(token: &str) -> Result<(), String> {
+    use base64::Engine;
+    let head = token.split('.').next().unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head.trim_end_matches('='))
+        .map_err(|_| "not a JWT (the header is not base64url)".to_string())?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|_| "not a JWT (the header is not JSON)".to_string())?;
+    if let Some(crit) = header.get("crit") {
+        let names: Vec<String> = crit
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|v| idgov_domain::error::echo(v.as_str().unwrap_or("?")))
+                    .take(5)
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Err(format!(
+            "the token marks header parameter(s) {} as critical; idgov understands no such extension",
+            if names.is_empty() {
+                "(malformed crit)".to_string()
+            } else {
+                names.join(", ")
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// The bearer token of the `authorization` header.
@@ -114,5 +184,12 @@ fn bearer(headers: &http::HeaderMap) -> Result<&str, AppError> {
             "the authorization header is not `Bearer <token>`".into(),
         ));
     }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AppError::Unauthenticated(format!(
+            "the bearer token is {} bytes long; at most {MAX_TOKEN_BYTES} are accepted",
+            token.len()
+        )));
+    }
+    check_jose_header(token.trim()).map_err(AppError::Unauthenticated)?;
     Ok(token.trim())
 }

@@ -160,7 +160,8 @@ impl OidcAuth {
         let (key, key_alg) = self.key(&kid).await?;
         if key_alg != header.alg {
             return Err(format!(
-                "key {kid:?} is for {key_alg:?}, not {:?}",
+                "key {} is for {key_alg:?}, not {:?}",
+                idgov_domain::error::echo(&kid),
                 header.alg
             ));
         }

@@ -45,17 +45,14 @@ impl Api {
             employee_id: Some(person.employee_id.clone()),
             manager_id: person.attrs.manager_id.clone(),
         };
-        check_object(access, &facts).map_err(|d| AppError::PermissionDenied(d.reason))?;
+        check_object(access, &facts).map_err(|_| denied(access))?;
         Ok(person)
     }
 }
 
+/// Out of reach and missing answer alike (see `idgov_authz::out_of_reach`).
 fn denied(access: &Access) -> Status {
-    AppError::PermissionDenied(format!(
-        "{} is allowed only for yourself or your direct reports",
-        access.rpc.name()
-    ))
-    .into()
+    AppError::PermissionDenied(idgov_authz::out_of_reach(access).reason).into()
 }
 
 #[tonic::async_trait]

@@ -1,6 +1,7 @@
 //! `idgov.v1.PolicyService`.
 
 use super::{Api, access, convert, invalid, paging};
+use crate::AppError;
 use crate::app::policy::PolicyOutcome;
 use idgov_proto::v1 as pb;
 use idgov_proto::v1::policy_service_server::PolicyService;
@@ -26,8 +27,11 @@ impl PolicyService for Api {
         let reason = if r.reason.trim().is_empty() {
             "no reason given".to_string()
         } else {
-            r.reason
+            r.reason.trim().to_string()
         };
+        if let Some(p) = idgov_domain::identity::text_problem(&reason, 1000) {
+            return Err(AppError::invalid("reason", p).into());
+        }
         let res = self
             .app
             .apply_policy(&r.document, r.dry_run, &reason, &access.caller.actor())

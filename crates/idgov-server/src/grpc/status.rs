@@ -17,8 +17,8 @@ pub const ERROR_DOMAIN: &str = "idgov.dev";
 /// well within gRPC clients' default 16 KiB metadata limit.
 const MAX_MESSAGE: usize = 1024;
 const MAX_FIELD: usize = 128;
-const MAX_DESCRIPTION: usize = 512;
-const MAX_VIOLATIONS: usize = 20;
+const MAX_DESCRIPTION: usize = 300;
+const MAX_VIOLATIONS: usize = 10;
 
 fn cap(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
