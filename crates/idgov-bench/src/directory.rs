@@ -271,6 +271,176 @@ pub async fn leaver(people: usize, groups: usize, leavers: usize) -> anyhow::Res
     Ok(())
 }
 
+/// Watches leavers `ids` (each acknowledged at `acked[k]`) until every one
+/// is locked and in no group, with `conns` watcher connections. Returns,
+/// per leaver, the time to locked and the time to stripped.
+async fn watch(
+    slapd: &Slapd,
+    ids: &[usize],
+    acked: &[Instant],
+    conns: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    use futures::StreamExt;
+    let deadline = Duration::from_secs(60);
+    let chunks: Vec<Vec<(usize, Instant)>> = ids
+        .iter()
+        .copied()
+        .zip(acked.iter().copied())
+        .collect::<Vec<_>>()
+        .chunks(ids.len().div_ceil(conns).max(1))
+        .map(|c| c.to_vec())
+        .collect();
+    let results = futures::stream::iter(chunks)
+        .map(|chunk| async move {
+            let mut d = Directory::connect(&connection(slapd), Preset::Openldap.schema()).await?;
+            let mut locked: Vec<Option<Duration>> = vec![None; chunk.len()];
+            let mut stripped: Vec<Option<Duration>> = vec![None; chunk.len()];
+            loop {
+                let mut left = 0;
+                for (k, (i, at)) in chunk.iter().enumerate() {
+                    let dn = format!("uid={},{PEOPLE}", uid(*i));
+                    if locked[k].is_none() && d.is_disabled(&dn).await? {
+                        locked[k] = Some(at.elapsed());
+                    }
+                    if stripped[k].is_none() && d.groups_of(GROUPS, &dn).await?.is_empty() {
+                        stripped[k] = Some(at.elapsed());
+                    }
+                    left += usize::from(locked[k].is_none() || stripped[k].is_none());
+                }
+                if left == 0 {
+                    break;
+                }
+                anyhow::ensure!(
+                    chunk[0].1.elapsed() < deadline,
+                    "{left} leavers not out after {deadline:?}"
+                );
+            }
+            Ok::<_, anyhow::Error>((
+                locked.into_iter().flatten().collect::<Vec<_>>(),
+                stripped.into_iter().flatten().collect::<Vec<_>>(),
+            ))
+        })
+        .buffer_unordered(conns)
+        .collect::<Vec<_>>()
+        .await;
+    let (mut l, mut s) = (Vec::new(), Vec::new());
+    for r in results {
+        let (a, b) = r?;
+        l.extend(a);
+        s.extend(b);
+    }
+    Ok((l, s))
+}
+
+/// A burst of `burst` terminations sent at once: time to locked and to
+/// stripped per leaver, beside the same modifies issued directly with the
+/// same concurrency.
+pub async fn leaver_burst(people: usize, groups: usize, burst: usize) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    anyhow::ensure!(
+        burst * 2 < people,
+        "need at least twice as many people as leavers"
+    );
+    let dir = tempfile::tempdir()?;
+    let (slapd, data) = matching_directory(dir.path(), people, groups).await?;
+    let cfg = ServeConfig {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: data.clone(),
+        directory_file: Some(write_config(dir.path(), &slapd)?),
+        scheduler_interval: Duration::from_secs(3600),
+        ..ServeConfig::default()
+    };
+    let running = start(cfg, Arc::new(SystemClock)).await?;
+    let dev =
+        idgov_server::auth::dev::DevAuth::load_or_create(&data).map_err(anyhow::Error::msg)?;
+    let token: MetadataValue<_> = format!(
+        "Bearer {}",
+        dev.mint("bench", None, &[Role::HrFeed], chrono::Duration::hours(2))
+            .map_err(anyhow::Error::msg)?
+    )
+    .parse()?;
+    let channel = Channel::from_shared(format!("http://{}", running.addr))?
+        .connect()
+        .await?;
+    let grants = groups / DEPARTMENTS;
+    let ids: Vec<usize> = (0..burst).map(|k| 2 + 2 * k).collect();
+    // All at once: each termination is its own call, sent concurrently.
+    let acks = futures::stream::iter(ids.clone())
+        .map(|i| {
+            let mut hr = HrServiceClient::new(channel.clone());
+            let token = token.clone();
+            async move {
+                let mut req = tonic::Request::new(pb::SubmitHrEventRequest {
+                    event: Some(pb::HrEvent {
+                        source: "bench".into(),
+                        event_id: format!("burst-{i}"),
+                        r#type: pb::HrEventType::Terminate as i32,
+                        employee_id: emp(i),
+                        ..Default::default()
+                    }),
+                });
+                req.metadata_mut().insert("authorization", token);
+                hr.submit_hr_event(req).await.map(|_| Instant::now())
+            }
+        })
+        .buffered(burst)
+        .collect::<Vec<_>>()
+        .await;
+    let acked: Vec<Instant> = acks.into_iter().collect::<Result<_, _>>()?;
+    let (locked, stripped) = watch(&slapd, &ids, &acked, 8).await?;
+    running.stop().await?;
+
+    // Raw: the same modifies for other people, 8 at a time (idgov's workers).
+    let raw_ids: Vec<usize> = (0..burst).map(|k| 3 + 2 * k).collect();
+    let start_raw = Instant::now();
+    let raw = futures::stream::iter(raw_ids.clone())
+        .map(|i| {
+            let conn = connection(&slapd);
+            async move {
+                let mut d = Directory::connect(&conn, Preset::Openldap.schema()).await?;
+                let dn = format!("uid={},{PEOPLE}", uid(i));
+                let dept = i % DEPARTMENTS;
+                d.disable(&dn).await?;
+                let locked = start_raw.elapsed();
+                for g in dept * grants..(dept + 1) * grants {
+                    d.remove_member(&format!("cn=g{g:04},{GROUPS}"), &dn)
+                        .await?;
+                }
+                Ok::<_, anyhow::Error>((locked, start_raw.elapsed()))
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    let (mut raw_locked, mut raw_stripped) = (Vec::new(), Vec::new());
+    for r in raw {
+        let (l, s) = r?;
+        raw_locked.push(l);
+        raw_stripped.push(s);
+    }
+    let row = |name: &str, v: Vec<Duration>| {
+        let (p50, p95, p99, max) = percentiles(v);
+        println!("| {name} | {p50:.0} ms | {p95:.0} ms | {p99:.0} ms | {max:.0} ms |");
+    };
+    println!("\nmachine: {}", machine());
+    println!(
+        "command: cargo run --release -p idgov-bench -- leaver --people {people} --groups {groups} --burst {burst}\n"
+    );
+    println!(
+        "| {people} identities, {} grants, {groups} groups; {burst} terminations sent at once | p50 | p95 | p99 | max |",
+        people * grants
+    );
+    println!("|---|---:|---:|---:|---:|");
+    row("idgov: acknowledged → account locked", locked);
+    row("idgov: acknowledged → in no group", stripped);
+    row(
+        "raw: the same modifies, 8 at a time, from the start → locked",
+        raw_locked,
+    );
+    row("raw: … → out of its groups", raw_stripped);
+    Ok(())
+}
+
 pub async fn dirsync(people: usize, groups: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (slapd, data) = matching_directory(dir.path(), people, groups).await?;

@@ -62,6 +62,9 @@ enum Cmd {
         groups: usize,
         #[arg(long, default_value_t = 200)]
         leavers: usize,
+        /// Send this many terminations at once instead (0: one at a time).
+        #[arg(long, default_value_t = 0)]
+        burst: usize,
     },
     /// Backlog drain after a directory outage, beside raw modify throughput.
     Drain {
@@ -95,7 +98,14 @@ fn main() -> anyhow::Result<()> {
             Cmd::Leaver {
                 people,
                 groups,
+                leavers: _,
+                burst,
+            } if burst > 0 => directory::leaver_burst(people, groups, burst).await,
+            Cmd::Leaver {
+                people,
+                groups,
                 leavers,
+                burst: _,
             } => directory::leaver(people, groups, leavers).await,
             Cmd::Dirsync { people, groups } => directory::dirsync(people, groups).await,
             Cmd::Drain { people, workers } => directory::drain(people, workers).await,

@@ -40,4 +40,14 @@ impl AppError {
     pub fn is_store(&self) -> bool {
         matches!(self, AppError::Store(_))
     }
+
+    /// True for the server's own concurrency: the policy changed under a
+    /// change, or another transaction got there first. The server retries
+    /// these itself; a client never has to.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            AppError::Store(StoreError::PolicyChanged(_) | StoreError::Conflict(_))
+        )
+    }
 }

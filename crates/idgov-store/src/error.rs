@@ -11,6 +11,10 @@ pub enum StoreError {
     /// A uniqueness or state conflict; the caller may re-read and retry.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The policy in force changed while a change was decided under the old
+    /// one: reload it and decide again.
+    #[error("the policy changed to version {0} during this change")]
+    PolicyChanged(i64),
     #[error("not found: {0}")]
     NotFound(String),
     /// A stored row could not be read back; the database was altered.
@@ -29,7 +33,7 @@ impl StoreError {
     pub fn code(&self) -> &'static str {
         match self {
             StoreError::Unavailable(_) => "IDGOV_STORE_UNAVAILABLE",
-            StoreError::Conflict(_) => "IDGOV_STORE_CONFLICT",
+            StoreError::Conflict(_) | StoreError::PolicyChanged(_) => "IDGOV_STORE_CONFLICT",
             StoreError::NotFound(_) => "IDGOV_NOT_FOUND",
             StoreError::Corrupt(_) => "IDGOV_STORE_CORRUPT",
             StoreError::Config(_) => "IDGOV_STORE_CONFIG",

@@ -212,6 +212,31 @@ impl WriteTx {
         fetch_identity(&mut *self.tx, sql, employee_id).await
     }
 
+    /// The manager of each of `ids` that exists, read without locking
+    /// (for management-cycle checks, which must not serialise writers on a
+    /// shared manager's row).
+    pub async fn managers_of(
+        &mut self,
+        ids: &[String],
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = sqlx::query(
+                "SELECT employee_id, manager_id FROM identities WHERE employee_id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+            if let Some(r) = row {
+                out.push((
+                    get(&r, "employee_id")?,
+                    get::<Option<String>>(&r, "manager_id")?.filter(|m| !m.is_empty()),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every employee id, in order.
     pub async fn identity_ids(&mut self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT employee_id FROM identities ORDER BY employee_id")

@@ -65,9 +65,7 @@ impl WriteTx {
             if let Some(expected) = self.expected_policy {
                 let policy: i64 = head.try_get("policy")?;
                 if policy != expected {
-                    return Err(StoreError::Conflict(format!(
-                        "the policy changed to version {policy} during this change; retry"
-                    )));
+                    return Err(StoreError::PolicyChanged(policy));
                 }
             }
             let mut seq: i64 = head.try_get("seq")?;

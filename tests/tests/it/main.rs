@@ -13,4 +13,5 @@ mod oidc;
 mod ordering;
 mod provisioning;
 mod provisioning_faults;
+mod replicas;
 mod store_suite;

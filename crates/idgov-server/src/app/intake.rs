@@ -46,6 +46,10 @@ pub(crate) struct Job {
 
 const MAX_BATCH: usize = 512;
 
+/// How often the server retries its own concurrency conflicts before it
+/// reports one.
+const RETRIES: u32 = 8;
+
 /// What a batch knows about a recorded event.
 #[derive(Debug, Clone)]
 struct Known {
@@ -331,8 +335,8 @@ impl Batch {
         if let Some(m) = self.managers.get(id) {
             return Ok(m.clone());
         }
-        let found = tx.identities_by_ids(&[id.to_string()]).await?;
-        let m = found.into_iter().next().and_then(|p| p.attrs.manager_id);
+        let found = tx.managers_of(&[id.to_string()]).await?;
+        let m = found.into_iter().next().and_then(|(_, m)| m);
         self.managers.insert(id.to_string(), m.clone());
         Ok(m)
     }
@@ -1244,17 +1248,32 @@ impl App {
 
     /// Processes queued jobs in one transaction; on failure, each alone.
     async fn run_batch(&self, jobs: Vec<Job>) {
-        let now = self.now();
         let together = async {
-            let mut tx = self.store.begin().await?;
-            let pairs: Vec<(&HrEvent, &str)> =
-                jobs.iter().map(|j| (&j.event, j.actor.as_str())).collect();
-            let (results, queued) = self.record(&mut tx, &pairs, now).await?;
-            tx.commit(now).await?;
-            if queued > 0 {
-                self.wake_provisioning();
+            // The server's own concurrency (a policy applied by another
+            // replica, a concurrent writer) is retried here, not by clients.
+            let mut attempt = 0;
+            loop {
+                let now = self.now();
+                let r = async {
+                    let mut tx = self.store.begin().await?;
+                    let pairs: Vec<(&HrEvent, &str)> =
+                        jobs.iter().map(|j| (&j.event, j.actor.as_str())).collect();
+                    let (results, queued) = self.record(&mut tx, &pairs, now).await?;
+                    tx.commit(now).await?;
+                    if queued > 0 {
+                        self.wake_provisioning();
+                    }
+                    Ok::<_, AppError>(results)
+                }
+                .await;
+                match r {
+                    Err(e) if e.is_retryable() && attempt < RETRIES => {
+                        attempt += 1;
+                        self.after_conflict(&e, attempt).await;
+                    }
+                    r => return r,
+                }
             }
-            Ok::<_, AppError>(results)
         };
         match together.await {
             Ok(results) => {
@@ -1269,10 +1288,6 @@ impl App {
             }
             Err(e) => {
                 tracing::warn!(error = %e, size = jobs.len(), "intake batch failed; retrying its events one by one");
-                // The policy may have changed under us; decide with the new one.
-                if let Err(e) = self.reload_policy().await {
-                    tracing::warn!(error = %e, "cannot reload the policy");
-                }
                 for job in jobs {
                     let r = self.submit_alone(&job.event, &job.actor).await;
                     let _ = job.reply.send(r);
@@ -1281,18 +1296,45 @@ impl App {
         }
     }
 
-    async fn submit_alone(&self, event: &HrEvent, actor: &str) -> Result<SubmitOutcome, AppError> {
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        let (mut results, queued) = self.record(&mut tx, &[(event, actor)], now).await?;
-        let r = results
-            .pop()
-            .unwrap_or_else(|| Err(AppError::Unavailable("no result".into())))?;
-        tx.commit(now).await?;
-        if queued > 0 {
-            self.wake_provisioning();
+    /// Before retrying after a conflict: reload the policy if it changed,
+    /// and wait a little (longer each time) so concurrent writers part.
+    pub(crate) async fn after_conflict(&self, e: &AppError, attempt: u32) {
+        tracing::debug!(error = %e, attempt, "retrying after a concurrent change");
+        if let Err(e) = self.reload_policy().await {
+            tracing::warn!(error = %e, "cannot reload the policy");
         }
-        Ok(r)
+        let jitter = u64::from(rand::random::<u8>() % 20);
+        tokio::time::sleep(std::time::Duration::from_millis(
+            5 * u64::from(attempt) + jitter,
+        ))
+        .await;
+    }
+
+    async fn submit_alone(&self, event: &HrEvent, actor: &str) -> Result<SubmitOutcome, AppError> {
+        let mut attempt = 0;
+        loop {
+            let now = self.now();
+            let r = async {
+                let mut tx = self.store.begin().await?;
+                let (mut results, queued) = self.record(&mut tx, &[(event, actor)], now).await?;
+                let r = results
+                    .pop()
+                    .unwrap_or_else(|| Err(AppError::Unavailable("no result".into())))?;
+                tx.commit(now).await?;
+                if queued > 0 {
+                    self.wake_provisioning();
+                }
+                Ok::<_, AppError>(r)
+            }
+            .await;
+            match r {
+                Err(e) if e.is_retryable() && attempt < RETRIES => {
+                    attempt += 1;
+                    self.after_conflict(&e, attempt).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Applies scheduled events that are due, in one transaction. Returns

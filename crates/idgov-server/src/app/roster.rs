@@ -172,8 +172,26 @@ fn unchanged_present(
 
 impl App {
     /// Syncs a roster snapshot. Re-sending the same (source, sync_id) returns
-    /// the first outcome and changes nothing.
+    /// the first outcome and changes nothing. The server's own concurrency
+    /// (a policy changed by another replica) is retried here.
     pub async fn sync_roster(
+        &self,
+        req: SyncRequest,
+        actor: &str,
+    ) -> Result<SyncOutcome, AppError> {
+        let mut attempt = 0;
+        loop {
+            match self.sync_roster_once(req.clone(), actor).await {
+                Err(e) if e.is_retryable() && attempt < 5 => {
+                    attempt += 1;
+                    self.after_conflict(&e, attempt).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn sync_roster_once(
         &self,
         req: SyncRequest,
         actor: &str,

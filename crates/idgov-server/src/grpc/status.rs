@@ -68,6 +68,12 @@ pub fn to_status(e: AppError) -> Status {
                         &[],
                     )
                 }
+                StoreError::PolicyChanged(v) => status(
+                    Code::Aborted,
+                    reason,
+                    format!("the policy changed to version {v} during this change; retry"),
+                    &[],
+                ),
                 StoreError::Conflict(m) => status(
                     Code::Aborted,
                     reason,
