@@ -53,6 +53,55 @@ impl RosterDiff {
     pub fn count(&self, kind: ChangeKind) -> u64 {
         self.changes.iter().filter(|c| c.kind == kind).count() as u64
     }
+
+    /// How many changes of each kind, and in all.
+    pub fn counts(&self) -> DiffCounts {
+        DiffCounts {
+            joiners: self.count(ChangeKind::Joiner),
+            movers: self.count(ChangeKind::Mover),
+            updates: self.count(ChangeKind::Update),
+            leavers: self.count(ChangeKind::Leaver),
+            rehires: self.count(ChangeKind::Rehire),
+            unchanged: self.unchanged,
+            total: self.changes.len() as u64,
+        }
+    }
+
+    /// At most `max` changes to show a person (leavers first: they are what
+    /// the guard is about); the counts tell how many there are in all.
+    pub fn shown(&self, max: usize) -> RosterDiff {
+        let mut changes: Vec<RosterChange> = self
+            .changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Leaver)
+            .take(max)
+            .cloned()
+            .collect();
+        let room = max.saturating_sub(changes.len());
+        changes.extend(
+            self.changes
+                .iter()
+                .filter(|c| c.kind != ChangeKind::Leaver)
+                .take(room)
+                .cloned(),
+        );
+        RosterDiff {
+            changes,
+            unchanged: self.unchanged,
+        }
+    }
+}
+
+/// How many changes of each kind a roster makes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffCounts {
+    pub joiners: u64,
+    pub movers: u64,
+    pub updates: u64,
+    pub leavers: u64,
+    pub rehires: u64,
+    pub unchanged: u64,
+    pub total: u64,
 }
 
 /// Validates roster entries: ids, attributes, duplicates, and a name for

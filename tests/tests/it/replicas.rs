@@ -34,3 +34,41 @@ both_backends! {
         drop(Arc::clone(&b));
     }
 }
+
+both_backends! {
+    async fn a_large_roster_answers_with_counts_and_a_bounded_diff(t: TestStore) {
+        let (app, _) = app_on(&t).await;
+        with_policy(&app).await;
+        let mut entries: Vec<idgov_domain::roster::RosterEntry> = (0..2500)
+            .map(|i| idgov_domain::roster::RosterEntry {
+                employee_id: format!("J{i:05}"),
+                attrs: Person::new("x", "Sales").patch(),
+            })
+            .collect();
+        for o in ["O1", "O2"] {
+            entries.push(idgov_domain::roster::RosterEntry { employee_id: o.into(), attrs: Person::new(o, "Management").patch() });
+        }
+        let out = app
+            .sync_roster(
+                idgov_server::app::roster::SyncRequest {
+                    source: "workday".into(),
+                    sync_id: "big".into(),
+                    dry_run: false,
+                    as_of: String::new(),
+                    time_zone: String::new(),
+                    entries,
+                },
+                "service:hr",
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.counts.joiners, 2500);
+        assert_eq!(out.counts.total, 2500);
+        assert_eq!(out.diff.changes.len(), idgov_server::app::roster::SHOWN_CHANGES);
+        let wire = idgov_server::grpc::convert::sync_response(&out);
+        let d = wire.diff.unwrap();
+        assert!(d.changes_truncated);
+        assert_eq!((d.joiners, d.total_changes), (2500, 2500));
+        assert_eq!(app.store.count_identities(idgov_domain::identity::Status::Active).await.unwrap(), 2502);
+    }
+}

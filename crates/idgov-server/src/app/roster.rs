@@ -8,7 +8,10 @@ use idgov_domain::guard::{self, HeldKind, Verdict};
 use idgov_domain::history::{Presence, RosterMark};
 use idgov_domain::hr::HrEvent;
 use idgov_domain::identity::{Status, text_problem};
-use idgov_domain::roster::{self, ChangeKind, RosterDiff, RosterEntry};
+use idgov_domain::roster::{self, ChangeKind, DiffCounts, RosterDiff, RosterEntry};
+
+/// How many changes a sync's answer (and its stored receipt) shows.
+pub const SHOWN_CHANGES: usize = 1000;
 use idgov_domain::{DomainError, FieldViolation};
 use idgov_store::StoredSync;
 use serde::{Deserialize, Serialize};
@@ -46,6 +49,10 @@ pub struct SyncOutcome {
     pub guard: Verdict,
     pub held_change_id: Option<String>,
     pub entries_received: u64,
+    /// The counts of the whole diff (`diff` shows at most
+    /// [`SHOWN_CHANGES`] of its changes).
+    #[serde(default)]
+    pub counts: DiffCounts,
     /// Events of the diff the rules refused (e.g. a rehire of someone active).
     pub rejected: Vec<(String, String)>,
 }
@@ -295,6 +302,7 @@ impl App {
         let mut out = SyncOutcome {
             sync_id: req.sync_id.clone(),
             outcome: Outcome::DryRun,
+            counts: diff.counts(),
             diff,
             guard: verdict,
             held_change_id: None,
@@ -302,6 +310,7 @@ impl App {
             rejected: vec![],
         };
         if req.dry_run {
+            out.diff = out.diff.shown(SHOWN_CHANGES);
             return Ok(out);
         }
         let counts = summary(&out.diff);
@@ -375,6 +384,10 @@ impl App {
                 "held_change_id": out.held_change_id,
             }),
         ));
+        // The answer and its receipt show part of a large diff; the counts
+        // are of all of it, and every change is an HR event of its own.
+        out.diff = out.diff.shown(SHOWN_CHANGES);
+        out.rejected.truncate(SHOWN_CHANGES);
         let receipt = StoredSync {
             outcome: format!("{:?}", out.outcome).to_lowercase(),
             held_change_id: out.held_change_id.clone(),

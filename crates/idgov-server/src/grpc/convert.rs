@@ -9,7 +9,7 @@ use idgov_domain::grant::{Grant, RevokeReason, SourceKind};
 use idgov_domain::guard::{HeldKind, HeldState, Verdict};
 use idgov_domain::hr::{EventKind, EventState, HrEventInput};
 use idgov_domain::identity::{AttributesPatch, BackgroundCheck, EmploymentType, Identity, Status};
-use idgov_domain::roster::{ChangeKind, RosterDiff, RosterEntry};
+use idgov_domain::roster::{ChangeKind, DiffCounts, RosterDiff, RosterEntry};
 use idgov_proto::v1 as pb;
 use idgov_store::{HeldChange, RecordedEvent};
 
@@ -410,7 +410,8 @@ pub fn verdict(v: &Verdict) -> pb::GuardVerdict {
     }
 }
 
-pub fn diff(d: &RosterDiff) -> pb::RosterDiff {
+pub fn diff(d: &RosterDiff, counts: &DiffCounts) -> pb::RosterDiff {
+    let d = &d.shown(crate::app::roster::SHOWN_CHANGES);
     let kind = |k| match k {
         ChangeKind::Joiner => pb::RosterChangeKind::Joiner,
         ChangeKind::Mover => pb::RosterChangeKind::Mover,
@@ -437,12 +438,14 @@ pub fn diff(d: &RosterDiff) -> pb::RosterDiff {
                     .collect(),
             })
             .collect(),
-        joiners: d.count(ChangeKind::Joiner) as i32,
-        movers: d.count(ChangeKind::Mover) as i32,
-        updates: d.count(ChangeKind::Update) as i32,
-        leavers: d.count(ChangeKind::Leaver) as i32,
-        rehires: d.count(ChangeKind::Rehire) as i32,
-        unchanged: d.unchanged as i32,
+        joiners: counts.joiners as i32,
+        movers: counts.movers as i32,
+        updates: counts.updates as i32,
+        leavers: counts.leavers as i32,
+        rehires: counts.rehires as i32,
+        unchanged: counts.unchanged as i32,
+        total_changes: counts.total as i32,
+        changes_truncated: (d.changes.len() as u64) < counts.total,
     }
 }
 
@@ -459,7 +462,7 @@ pub fn sync_response(o: &SyncOutcome) -> pb::SyncRosterResponse {
     pb::SyncRosterResponse {
         sync_id: o.sync_id.clone(),
         outcome: change_outcome(o.outcome) as i32,
-        diff: Some(diff(&o.diff)),
+        diff: Some(diff(&o.diff, &o.counts)),
         guard: Some(verdict(&o.guard)),
         held_change_id: o.held_change_id.clone().unwrap_or_default(),
         entries_received: o.entries_received as i32,
@@ -497,7 +500,7 @@ pub fn held(h: &HeldChange) -> pb::HeldChange {
         created_at: Some(ts(h.created_at)),
         created_by: h.created_by.clone(),
         guard: Some(verdict(&h.guard)),
-        diff: staged_diff.as_ref().map(diff),
+        diff: staged_diff.as_ref().map(|d| diff(d, &d.counts())),
         summary: h.summary.clone(),
         decided_by: h.decided_by.clone().unwrap_or_default(),
         decided_at: opt_ts(h.decided_at),

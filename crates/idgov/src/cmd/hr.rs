@@ -339,6 +339,7 @@ async fn import(
         Format::Json => json(&json!({
             "sync_id": r.sync_id, "outcome": outcome, "entries": r.entries_received,
             "joiners": d.joiners, "movers": d.movers, "updates": d.updates, "leavers": d.leavers,
+            "total_changes": d.total_changes, "changes_truncated": d.changes_truncated,
             "rehires": d.rehires, "unchanged": d.unchanged,
             "guard": {"active": g.active, "affected": g.affected, "threshold": g.threshold, "tripped": g.tripped},
             "held_change_id": r.held_change_id,
@@ -351,6 +352,14 @@ async fn import(
         Format::Table => {
             if !d.changes.is_empty() && (a.dry_run || r.outcome() == pb::ChangeOutcome::Held) {
                 crate::outln!("{}", diff_table(&d));
+                if d.changes_truncated {
+                    crate::outln!(
+                        "(showing {} of {} changes, leavers first; applied changes are HR events: \
+                         `idgov hr events`)",
+                        d.changes.len(),
+                        d.total_changes
+                    );
+                }
             }
             crate::outln!(
                 "roster {}: {} entries — {} joiners, {} movers, {} updates, {} leavers, {} rehires, {} unchanged",
