@@ -70,6 +70,9 @@ impl RosterDiff {
     /// At most `max` changes to show a person (leavers first: they are what
     /// the guard is about); the counts tell how many there are in all.
     pub fn shown(&self, max: usize) -> RosterDiff {
+        if self.changes.len() <= max {
+            return self.clone();
+        }
         let mut changes: Vec<RosterChange> = self
             .changes
             .iter()

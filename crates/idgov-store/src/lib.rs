@@ -27,6 +27,7 @@ macro_rules! grant_columns {
 
 mod audit;
 mod bulk;
+mod bulk_jobs;
 mod convert;
 mod directory_ops;
 mod directory_sync;
@@ -40,6 +41,7 @@ mod tx;
 
 pub use audit::{AuditFilter, VerifyReport};
 pub use bulk::{EventRow, GrantRow};
+pub use bulk_jobs::BulkJob;
 pub use directory_ops::{DirOp, DirOpKind, DirOpState, Lane, NewDirOp};
 pub use directory_sync::{DriftRow, SyncRun};
 pub use error::StoreError;
@@ -122,6 +124,10 @@ macro_rules! migrations {
             (
                 "history",
                 include_str!(concat!("../../../migrations/", $dir, "/0004_history.sql")),
+            ),
+            (
+                "bulk_jobs",
+                include_str!(concat!("../../../migrations/", $dir, "/0005_bulk_jobs.sql")),
             ),
         ]
     };

@@ -4,6 +4,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod bulk;
 mod common;
 mod directory;
 mod drift;

@@ -225,12 +225,12 @@ both_backends! {
             let mut tx = s.begin().await.unwrap();
             tx.put_identity(&person("E1", "Sales", None, Status::Active)).await.unwrap();
             tx.expect_policy_version(0);
-            assert!(matches!(tx.commit(at(2)).await, Err(StoreError::Conflict(_))));
+            assert!(matches!(tx.commit(at(2)).await, Err(StoreError::PolicyChanged(_))));
         } else {
             let mut p = s.begin().await.unwrap();
             p.insert_policy(0, "doc", "h", "user:b", "r", at(1)).await.unwrap();
             p.commit(at(1)).await.unwrap();
-            assert!(matches!(tx.commit(at(2)).await, Err(StoreError::Conflict(_))));
+            assert!(matches!(tx.commit(at(2)).await, Err(StoreError::PolicyChanged(_))));
         }
         assert!(s.get_identity("E1").await.unwrap().is_none(), "nothing of it was kept");
     }

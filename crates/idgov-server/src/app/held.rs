@@ -113,6 +113,7 @@ impl App {
         if decision == HeldState::Released {
             detail["result"] = self.apply_held(&mut tx, &held, actor, now).await?;
         }
+        let recompute = detail["result"]["recompute"].as_str().map(String::from);
         tx.decide_held_change(id, decision, actor, reason, now)
             .await?;
         tx.audit(
@@ -129,6 +130,11 @@ impl App {
             self.wake_provisioning();
             if held.kind == HeldKind::PolicyApply {
                 self.reload_policy().await?;
+            }
+            if let Some(job) = recompute
+                && let Some(job) = self.store.get_bulk_job(&job).await?
+            {
+                self.run_recompute(&job).await?;
             }
         }
         self.held_or_not_found(id).await
@@ -182,7 +188,7 @@ impl App {
                     )));
                 }
                 let diff = self.policy().policy.diff(&new);
-                let impact = self
+                let job = self
                     .store_policy(
                         tx,
                         &new,
@@ -194,7 +200,7 @@ impl App {
                         now,
                     )
                     .await?;
-                json!({"impact": impact})
+                json!({"recompute": job.id})
             }
         })
     }

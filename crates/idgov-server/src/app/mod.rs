@@ -103,6 +103,18 @@ impl App {
         for rx in receivers {
             tokio::spawn(intake::writer_loop(Arc::downgrade(&app), rx));
         }
+        // A recompute a crash or a stopped replica left half done goes on.
+        let weak = Arc::downgrade(&app);
+        tokio::spawn(async move {
+            let Some(app) = weak.upgrade() else { return };
+            match app.resume_bulk_jobs().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "resumed bulk work"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot resume bulk work; it is retried at the next start")
+                }
+            }
+        });
         if let Some(cfg) = app.directory.clone() {
             for lane in [idgov_store::Lane::Disables, idgov_store::Lane::Others] {
                 tokio::spawn(provisioning::worker_loop(

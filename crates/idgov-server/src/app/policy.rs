@@ -6,16 +6,13 @@ use super::{ActivePolicy, App};
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::AuditEntry;
-use idgov_domain::grant::{Grant, GrantChange};
+use idgov_domain::grant::GrantChange;
 use idgov_domain::guard::{self, HeldKind, Verdict};
-use idgov_domain::identity::Identity;
 use idgov_domain::lifecycle::{Cause, reconcile_access};
 use idgov_domain::policy::{Policy, PolicyDiff};
-use idgov_store::WriteTx;
+use idgov_store::{BulkJob, WriteTx};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::HashMap;
-use std::sync::Arc;
 
 /// What a policy change does to grants.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,30 +52,26 @@ pub(crate) struct StagedPolicy {
     pub base_version: i64,
 }
 
-fn measure(
-    policy: &Policy,
-    identities: &HashMap<String, Identity>,
-    grants: &HashMap<String, Vec<Grant>>,
-) -> Impact {
-    let mut impact = Impact::default();
-    let none = Vec::new();
-    for i in identities.values().filter(|i| i.may_hold_access()) {
-        let held = grants.get(&i.employee_id).unwrap_or(&none);
-        let (changes, _) = reconcile_access(i, held, policy, Cause::Policy);
-        let revoked = changes
-            .iter()
-            .filter(|c| matches!(c, GrantChange::Revoke { .. }))
-            .count() as u64;
-        let added = changes
-            .iter()
-            .filter(|c| matches!(c, GrantChange::Add(_)))
-            .count() as u64;
-        impact.grants_added += added;
-        impact.grants_revoked += revoked;
-        impact.identities_losing += u64::from(revoked > 0);
-        impact.identities_affected += u64::from(!changes.is_empty());
-    }
-    impact
+/// How many people a step of bulk work takes: short write transactions,
+/// so intake (a leaver above all) never waits long behind them.
+pub const STEP_PEOPLE: i64 = 500;
+
+/// How long a process holds a bulk job before another may take it over.
+const JOB_LEASE_SECONDS: i64 = 60;
+
+fn add_impact(impact: &mut Impact, changes: &[GrantChange]) {
+    let revoked = changes
+        .iter()
+        .filter(|c| matches!(c, GrantChange::Revoke { .. }))
+        .count() as u64;
+    let added = changes
+        .iter()
+        .filter(|c| matches!(c, GrantChange::Add(_)))
+        .count() as u64;
+    impact.grants_added += added;
+    impact.grants_revoked += revoked;
+    impact.identities_losing += u64::from(revoked > 0);
+    impact.identities_affected += u64::from(!changes.is_empty());
 }
 
 impl App {
@@ -93,13 +86,16 @@ impl App {
         actor: &str,
     ) -> Result<ApplyResult, AppError> {
         let new = Policy::parse(document)?;
-        let identities = self.store.all_identities().await?;
-        new.check_owners(|id| identities.get(id).map(|i| i.status))?;
+        let mut owners = std::collections::HashMap::new();
+        for owner in new.owner_ids() {
+            if let Some(p) = self.store.get_identity(&owner).await? {
+                owners.insert(owner, p.status);
+            }
+        }
+        new.check_owners(|id| owners.get(id).copied())?;
         let current = self.policy();
         let diff = current.policy.diff(&new);
-        let grants = self.store.all_active_grants().await?;
-        let impact = measure(&new, &identities, &grants);
-        let active = identities.values().filter(|i| i.may_hold_access()).count() as u64;
+        let (impact, active) = self.measure(&new).await?;
         // The guard in force decides; a change cannot loosen its own guard.
         let verdict = guard::evaluate(active, impact.identities_losing, &current.policy.guard);
         let mut result = ApplyResult {
@@ -147,7 +143,7 @@ impl App {
             return Ok(result);
         }
         let mut tx = self.store.begin().await?;
-        let applied = self
+        let job = self
             .store_policy(
                 &mut tx,
                 &new,
@@ -160,16 +156,43 @@ impl App {
             )
             .await?;
         tx.commit(now).await?;
-        self.wake_provisioning();
         result.policy = self.reload_policy().await?;
-        result.impact = applied;
+        result.impact = self.run_recompute(&job).await?;
         result.outcome = PolicyOutcome::Applied;
         Ok(result)
     }
 
-    /// Stores `new` as the next version and recomputes every identity's
-    /// grants, inside `tx`. `actor` applies it; `requested_by` proposed it
-    /// (they differ when a held change is released).
+    /// What `new` would do to everyone's grants, measured a page of people
+    /// at a time (memory stays bounded). Returns the impact and how many
+    /// people are active.
+    async fn measure(&self, new: &Policy) -> Result<(Impact, u64), AppError> {
+        let mut impact = Impact::default();
+        let mut active = 0;
+        let mut after = String::new();
+        loop {
+            let page = self
+                .store
+                .identities_with_grants_page(&after, 2 * STEP_PEOPLE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.0.employee_id.clone();
+            for (person, grants) in &page {
+                if !person.may_hold_access() {
+                    continue;
+                }
+                active += 1;
+                let (changes, _) = reconcile_access(person, grants, new, Cause::Policy);
+                add_impact(&mut impact, &changes);
+            }
+        }
+        Ok((impact, active))
+    }
+
+    /// Stores `new` as the next version, audited, and starts the recompute
+    /// of everyone's grants as a bulk job, inside `tx`. `actor` applies it;
+    /// `requested_by` proposed it (they differ when a held change is
+    /// released). The caller commits, then runs the job
+    /// ([`App::run_recompute`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn store_policy(
         &self,
@@ -181,7 +204,7 @@ impl App {
         requested_by: &str,
         diff: &PolicyDiff,
         now: DateTime<Utc>,
-    ) -> Result<Impact, AppError> {
+    ) -> Result<BulkJob, AppError> {
         let version = tx
             .insert_policy(
                 base_version,
@@ -192,54 +215,198 @@ impl App {
                 now,
             )
             .await?;
-        let cause = format!("policy:v{version}");
-        let deciding = Arc::new(ActivePolicy {
-            version,
-            policy: new.clone(),
-            applied_at: Some(now),
-            applied_by: actor.to_string(),
-            sha256: new.sha256(),
-        });
-        // Everyone and their grants in a few set-based reads; the changes
-        // are written set-based by the batch, as HR events' are.
-        let ids = tx.identity_ids().await?;
-        let mut batch = Batch::for_people(
-            tx,
-            deciding,
-            now,
-            &ids,
-            self.provisioning(),
-            self.creates_accounts(),
-        )
-        .await?;
-        let mut impact = Impact::default();
-        for id in &ids {
-            let (Some(person), grants) = batch.current(id) else {
-                continue;
-            };
-            if !person.may_hold_access() {
-                continue;
-            }
-            let (changes, _) = reconcile_access(&person, &grants, new, Cause::Policy);
-            if changes.is_empty() {
-                continue;
-            }
-            let (added, revoked) = batch.stage_grant_changes(tx, id, &changes, &cause, actor);
-            impact.identities_affected += 1;
-            impact.identities_losing += u64::from(revoked > 0);
-            impact.grants_added += u64::from(added);
-            impact.grants_revoked += u64::from(revoked);
-        }
-        batch.flush(tx).await?;
+        let job = BulkJob {
+            id: format!("policy-v{version}"),
+            kind: "policy_recompute".into(),
+            state: "running".into(),
+            policy_version: version,
+            cursor: String::new(),
+            detail: json!({"actor": actor, "impact": Impact::default()}),
+            created_at: now,
+            updated_at: now,
+        };
+        tx.insert_bulk_job(&job, now + chrono::Duration::seconds(JOB_LEASE_SECONDS))
+            .await?;
         tx.audit(AuditEntry::new(
             actor,
             "policy.applied",
             "policy",
             json!({
                 "version": version, "sha256": new.sha256(), "reason": reason, "requested_by": requested_by,
-                "changes": diff, "impact": impact,
+                "changes": diff, "recompute": job.id,
             }),
         ));
-        Ok(impact)
+        Ok(job)
+    }
+
+    /// Recomputes everyone's grants under the job's policy version, a step
+    /// of [`STEP_PEOPLE`] people per transaction, recording progress in the
+    /// same transaction: intake goes on between steps, a crash resumes
+    /// where it stopped, and a step done twice changes nothing. Stops when
+    /// a newer policy supersedes it (that one's recompute covers everyone).
+    /// Returns the impact.
+    pub async fn run_recompute(&self, job: &BulkJob) -> Result<Impact, AppError> {
+        let mut cursor = job.cursor.clone();
+        let actor = job.detail["actor"]
+            .as_str()
+            .unwrap_or("system:policy")
+            .to_string();
+        let mut impact: Impact =
+            serde_json::from_value(job.detail["impact"].clone()).unwrap_or_default();
+        let cause = format!("policy:v{}", job.policy_version);
+        loop {
+            let now = self.now();
+            let lease = now + chrono::Duration::seconds(JOB_LEASE_SECONDS);
+            self.store.claim_bulk_job(&job.id, now, lease, true).await?;
+            let mut tx = self.store.begin().await?;
+            let policy = self.policy_for(&mut tx);
+            if policy.version != job.policy_version {
+                // A newer policy is in force (its own recompute covers
+                // everyone), or this process has not reloaded yet.
+                drop(tx);
+                let now_in_force = self.reload_policy().await?;
+                if now_in_force.version != job.policy_version {
+                    let mut tx = self.store.begin().await?;
+                    tx.update_bulk_job(
+                        &job.id,
+                        "superseded",
+                        &cursor,
+                        &json!({"actor": actor, "impact": impact, "superseded_by": now_in_force.version}),
+                        now,
+                    )
+                    .await?;
+                    tx.commit(now).await?;
+                    return Ok(impact);
+                }
+                continue;
+            }
+            let ids = tx.identity_ids_after(&cursor, STEP_PEOPLE).await?;
+            let Some(last) = ids.last().cloned() else {
+                tx.update_bulk_job(
+                    &job.id,
+                    "done",
+                    &cursor,
+                    &json!({"actor": actor, "impact": impact}),
+                    now,
+                )
+                .await?;
+                tx.audit(AuditEntry::new(
+                    &actor,
+                    "policy.recomputed",
+                    "policy",
+                    json!({"version": job.policy_version, "impact": impact}),
+                ));
+                tx.commit(now).await?;
+                self.wake_provisioning();
+                return Ok(impact);
+            };
+            let mut batch = Batch::for_people(
+                &mut tx,
+                policy.clone(),
+                now,
+                &ids,
+                self.provisioning(),
+                self.creates_accounts(),
+            )
+            .await?;
+            let mut step = Impact::default();
+            for id in &ids {
+                let (Some(person), grants) = batch.current(id) else {
+                    continue;
+                };
+                if !person.may_hold_access() {
+                    continue;
+                }
+                let (changes, _) =
+                    reconcile_access(&person, &grants, &policy.policy, Cause::Policy);
+                if changes.is_empty() {
+                    continue;
+                }
+                batch.stage_grant_changes(&mut tx, id, &changes, &cause, &actor);
+                add_impact(&mut step, &changes);
+            }
+            batch.flush(&mut tx).await?;
+            let mut total = impact.clone();
+            total.grants_added += step.grants_added;
+            total.grants_revoked += step.grants_revoked;
+            total.identities_losing += step.identities_losing;
+            total.identities_affected += step.identities_affected;
+            tx.update_bulk_job(
+                &job.id,
+                "running",
+                &last,
+                &json!({"actor": actor, "impact": total}),
+                now,
+            )
+            .await?;
+            match tx.commit(now).await {
+                Ok(_) => {
+                    impact = total;
+                    cursor = last;
+                    if step.identities_affected > 0 {
+                        self.wake_provisioning();
+                    }
+                }
+                Err(e) => {
+                    let e = AppError::from(e);
+                    if !e.is_retryable() {
+                        return Err(e);
+                    }
+                    self.after_conflict(&e, 1).await;
+                }
+            }
+            // Let intake in between steps.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Stores `new` as the next version and records its recompute, without
+    /// running it: what a crash right after the commit leaves behind. For
+    /// tests of the resume.
+    #[doc(hidden)]
+    pub async fn store_policy_for_test(
+        &self,
+        tx: &mut WriteTx,
+        new: &Policy,
+        base_version: i64,
+        diff: &PolicyDiff,
+        now: DateTime<Utc>,
+    ) -> String {
+        match self
+            .store_policy(
+                tx,
+                new,
+                base_version,
+                "test",
+                "user:test",
+                "user:test",
+                diff,
+                now,
+            )
+            .await
+        {
+            Ok(job) => job.id,
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    /// Resumes recomputes a crash (or a stopped replica) left running.
+    pub async fn resume_bulk_jobs(&self) -> Result<usize, AppError> {
+        let now = self.now();
+        let mut n = 0;
+        for job in self.store.unclaimed_bulk_jobs(now).await? {
+            let lease = now + chrono::Duration::seconds(JOB_LEASE_SECONDS);
+            if job.kind == "policy_recompute"
+                && self
+                    .store
+                    .claim_bulk_job(&job.id, now, lease, false)
+                    .await?
+            {
+                tracing::info!(job = %job.id, cursor = %job.cursor, "resuming a policy recompute");
+                self.run_recompute(&job).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 }

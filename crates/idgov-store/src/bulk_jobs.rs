@@ -1,0 +1,209 @@
+//! Bulk work in bounded steps: progress of a recompute of everyone, so that
+//! it runs in short transactions, resumes after a crash, and runs once
+//! across replicas (a lease).
+
+use crate::convert::{get, micros, time};
+use crate::{Store, StoreError, WriteTx};
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+
+/// A bulk job and how far it got.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkJob {
+    pub id: String,
+    pub kind: String,
+    /// `running`, `done` or `superseded`.
+    pub state: String,
+    pub policy_version: i64,
+    /// The last employee id done ("" before the first).
+    pub cursor: String,
+    pub detail: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn job_from_row(r: &AnyRow) -> Result<BulkJob, StoreError> {
+    let detail: String = get(r, "detail")?;
+    Ok(BulkJob {
+        id: get(r, "id")?,
+        kind: get(r, "kind")?,
+        state: get(r, "state")?,
+        policy_version: get(r, "policy_version")?,
+        cursor: get(r, "cursor")?,
+        detail: serde_json::from_str(&detail)
+            .map_err(|e| StoreError::Corrupt(format!("bulk job detail: {e}")))?,
+        created_at: time(get(r, "created_at")?)?,
+        updated_at: time(get(r, "updated_at")?)?,
+    })
+}
+
+const COLUMNS: &str = "id, kind, state, policy_version, cursor, detail, created_at, updated_at";
+
+impl Store {
+    /// Running jobs nobody holds a lease on, oldest first.
+    pub async fn unclaimed_bulk_jobs(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<BulkJob>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM bulk_jobs WHERE state = 'running' AND claimed_until <= $1 ORDER BY created_at"
+        )))
+        .bind(micros(now))
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    pub async fn get_bulk_job(&self, id: &str) -> Result<Option<BulkJob>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM bulk_jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.reader())
+        .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// Takes (or renews) the lease on a running job until `until`. Returns
+    /// false when another process holds it or it is no longer running.
+    pub async fn claim_bulk_job(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        renew: bool,
+    ) -> Result<bool, StoreError> {
+        let sql = if renew {
+            "UPDATE bulk_jobs SET claimed_until = $1 WHERE id = $2 AND state = 'running' AND ($3 = $3)"
+        } else {
+            "UPDATE bulk_jobs SET claimed_until = $1 WHERE id = $2 AND state = 'running' AND claimed_until <= $3"
+        };
+        let r = sqlx::query(sql)
+            .bind(micros(until))
+            .bind(id)
+            .bind(micros(now))
+            .execute(&self.write)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}
+
+impl WriteTx {
+    /// Starts a job, leased to the caller until `until`.
+    pub async fn insert_bulk_job(
+        &mut self,
+        job: &BulkJob,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO bulk_jobs (id, kind, state, policy_version, cursor, detail, claimed_until, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&job.id)
+        .bind(&job.kind)
+        .bind(&job.state)
+        .bind(job.policy_version)
+        .bind(&job.cursor)
+        .bind(job.detail.to_string())
+        .bind(micros(until))
+        .bind(micros(job.created_at))
+        .bind(micros(job.updated_at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Records progress (or the end) of a job, in the transaction of the
+    /// step it records.
+    pub async fn update_bulk_job(
+        &mut self,
+        id: &str,
+        state: &str,
+        cursor: &str,
+        detail: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE bulk_jobs SET state = $1, cursor = $2, detail = $3, updated_at = $4 WHERE id = $5",
+        )
+        .bind(state)
+        .bind(cursor)
+        .bind(detail.to_string())
+        .bind(micros(now))
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The next `limit` employee ids after `after`, in order.
+    pub async fn identity_ids_after(
+        &mut self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT employee_id FROM identities WHERE employee_id > $1 ORDER BY employee_id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(|r| get(r, "employee_id")).collect()
+    }
+}
+
+impl Store {
+    /// A page of identities after `after`, in employee-id order, with their
+    /// active grants (for measuring a change without loading everyone).
+    pub async fn identities_with_grants_page(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<
+        Vec<(
+            idgov_domain::identity::Identity,
+            Vec<idgov_domain::grant::Grant>,
+        )>,
+        StoreError,
+    > {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            identity_columns!(),
+            " FROM identities WHERE employee_id > $1 ORDER BY employee_id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        let people: Vec<idgov_domain::identity::Identity> = rows
+            .iter()
+            .map(crate::identities::identity_from_row)
+            .collect::<Result<_, _>>()?;
+        let (Some(first), Some(last)) = (people.first(), people.last()) else {
+            return Ok(vec![]);
+        };
+        let grant_rows = sqlx::query(concat!(
+            "SELECT ",
+            grant_columns!(),
+            " FROM grants WHERE revoked_at IS NULL AND employee_id >= $1 AND employee_id <= $2"
+        ))
+        .bind(&first.employee_id)
+        .bind(&last.employee_id)
+        .fetch_all(self.reader())
+        .await?;
+        let mut grants: std::collections::HashMap<String, Vec<idgov_domain::grant::Grant>> =
+            Default::default();
+        for r in &grant_rows {
+            let (g, _) = crate::grants::grant_from_row(r)?;
+            grants.entry(g.employee_id.clone()).or_default().push(g);
+        }
+        Ok(people
+            .into_iter()
+            .map(|p| {
+                let g = grants.remove(&p.employee_id).unwrap_or_default();
+                (p, g)
+            })
+            .collect())
+    }
+}
