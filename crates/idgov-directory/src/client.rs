@@ -333,11 +333,60 @@ impl Directory {
         self.dns_where(base, &class, &attr, member).await
     }
 
+    /// Disables the account at `dn` if it still belongs to `employee_id`
+    /// (its correlation attribute is read in the same round trip as its
+    /// lock state); `NotFound` when the entry is gone or someone else's.
+    pub async fn disable_if_theirs(
+        &mut self,
+        dn: &str,
+        employee_id: &str,
+    ) -> Result<bool, DirectoryError> {
+        let method = self.schema.disable.clone();
+        let attr = method.attribute().to_string();
+        let corr = self.schema.correlation_attr.clone();
+        let res = self
+            .op()
+            .search(
+                dn,
+                Scope::Base,
+                "(objectClass=*)",
+                vec![attr.as_str(), corr.as_str()],
+            )
+            .await?;
+        if res.1.rc == rc::NO_SUCH_OBJECT {
+            return Err(DirectoryError::NotFound(dn.to_string()));
+        }
+        let (entries, _) = res.success()?;
+        let entry = entries
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .ok_or_else(|| DirectoryError::NotFound(dn.to_string()))?;
+        let owner = entry.attrs.get(&corr).and_then(|v| v.first().cloned());
+        if owner.as_deref() != Some(employee_id) {
+            return Err(DirectoryError::NotFound(format!(
+                "{dn} is not {employee_id}'s account any more"
+            )));
+        }
+        let current = entry.attrs.get(&attr).and_then(|v| v.first().cloned());
+        self.lock_with(dn, &method, current).await
+    }
+
     /// Disables an account. Returns false when it was disabled already.
     pub async fn disable(&mut self, dn: &str) -> Result<bool, DirectoryError> {
         let method = self.schema.disable.clone();
         let attr = method.attribute();
         let current = self.read_attr(dn, attr).await?;
+        self.lock_with(dn, &method, current).await
+    }
+
+    async fn lock_with(
+        &mut self,
+        dn: &str,
+        method: &DisableMethod,
+        current: Option<String>,
+    ) -> Result<bool, DirectoryError> {
+        let attr = method.attribute();
         let value = match method {
             // Any other lock (a temporary lockout) is made permanent.
             DisableMethod::PpolicyLock => PERMANENT_LOCK.to_string(),
@@ -536,6 +585,50 @@ fn authority(url: &str) -> Result<String, DirectoryError> {
     } else {
         format!("{host}:{port}")
     })
+}
+
+/// Account DNs by correlation value (employee id), remembered so that an
+/// operation does not search for the account every time. An entry that
+/// turns out stale (the account moved or went) is forgotten and looked up
+/// again. Bounded: it forgets everything past `capacity` entries.
+#[derive(Debug)]
+pub struct DnCache {
+    map: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    capacity: usize,
+}
+
+impl DnCache {
+    pub fn new(capacity: usize) -> DnCache {
+        DnCache {
+            map: Default::default(),
+            capacity,
+        }
+    }
+
+    pub fn get(&self, employee_id: &str) -> Option<String> {
+        match self.map.lock() {
+            Ok(m) => m.get(employee_id).cloned(),
+            Err(p) => p.into_inner().get(employee_id).cloned(),
+        }
+    }
+
+    pub fn put(&self, employee_id: &str, dn: &str) {
+        let mut m = match self.map.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if m.len() >= self.capacity {
+            m.clear();
+        }
+        m.insert(employee_id.to_string(), dn.to_string());
+    }
+
+    pub fn forget(&self, employee_id: &str) {
+        match self.map.lock() {
+            Ok(mut m) => m.remove(employee_id),
+            Err(p) => p.into_inner().remove(employee_id),
+        };
+    }
 }
 
 /// Connections to the directory, reused across operations. A connection

@@ -15,6 +15,7 @@ idgov_domain::string_enum!(
         RemoveMember => "remove_member",
         Disable => "disable",
         Enable => "enable",
+        StripGroups => "strip_groups",
     }
 );
 
@@ -26,11 +27,14 @@ idgov_domain::string_enum!(
     DirOpState { Pending => "pending", Done => "done", Failed => "failed", Superseded => "superseded" }
 );
 
-/// Which operations a provisioning worker claims. Leavers' disables have a
-/// lane of their own, so they never wait behind anyone's group changes.
+/// Which operations a provisioning worker claims. A leaver's lock has a
+/// lane of its own, so it never waits behind anything; stripping leavers'
+/// groups has another, so it never waits behind joiners' and movers' group
+/// changes (and they never wait behind it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     Disables,
+    Strips,
     Others,
 }
 
@@ -172,6 +176,23 @@ impl Store {
         lease: chrono::Duration,
         limit: i64,
     ) -> Result<Vec<DirOp>, StoreError> {
+        let ops = self.due_directory_ops(lane, now, limit).await?;
+        if ops.is_empty() || self.backend == crate::Backend::Sqlite {
+            // SQLite serves one process: its worker keeps claims in memory
+            // (no write, no wait behind intake for the only writer).
+            return Ok(ops);
+        }
+        self.lease_directory_ops(ops, now, lease).await
+    }
+
+    /// The oldest pending operation of each person in `lane` whose turn has
+    /// come (due, not leased), without claiming them.
+    pub async fn due_directory_ops(
+        &self,
+        lane: Lane,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<DirOp>, StoreError> {
         macro_rules! claim {
             ($kind:literal) => {
                 concat!(
@@ -187,30 +208,48 @@ impl Store {
         }
         let sql = match lane {
             Lane::Disables => claim!("= 'disable'"),
-            Lane::Others => claim!("<> 'disable'"),
+            Lane::Strips => claim!("= 'strip_groups'"),
+            Lane::Others => claim!("NOT IN ('disable', 'strip_groups')"),
         };
         let candidates = sqlx::query(sql)
             .bind(micros(now))
             .bind(limit)
             .fetch_all(self.reader())
             .await?;
-        let mut claimed = Vec::with_capacity(candidates.len());
-        for row in &candidates {
-            let op = op_from_row(row)?;
-            // A conditional update is the claim: one process wins each op.
-            let r = sqlx::query(
-                "UPDATE directory_ops SET claimed_until = $1 WHERE id = $2 AND state = 'pending' AND claimed_until <= $3",
-            )
+        candidates.iter().map(op_from_row).collect()
+    }
+
+    /// Leases `ops` to this process (one conditional update; one commit);
+    /// returns those it won.
+    async fn lease_directory_ops(
+        &self,
+        ops: Vec<DirOp>,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Vec<DirOp>, StoreError> {
+        // One conditional update claims them all (one commit, not one per
+        // operation); it returns the ids this process won.
+        let sql = format!(
+            "UPDATE directory_ops SET claimed_until = {} WHERE state = 'pending' AND claimed_until <= {} \
+             AND id IN ({}) RETURNING id",
+            crate::bulk::ph(self.backend, 1),
+            crate::bulk::ph(self.backend, 2),
+            crate::bulk::list(self.backend, ops.len(), 3)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .persistent(false)
             .bind(micros(now + lease))
-            .bind(op.id)
-            .bind(micros(now))
-            .execute(&self.write)
-            .await?;
-            if r.rows_affected() == 1 {
-                claimed.push(op);
-            }
+            .bind(micros(now));
+        for o in &ops {
+            q = q.bind(o.id);
         }
-        Ok(claimed)
+        let won: std::collections::HashSet<i64> = q
+            .fetch_all(&self.write)
+            .await?
+            .iter()
+            .map(|r| get::<i64>(r, "id"))
+            .collect::<Result<_, _>>()?;
+        Ok(ops.into_iter().filter(|o| won.contains(&o.id)).collect())
     }
 
     /// Records that an operation is done.
@@ -284,8 +323,12 @@ impl Store {
             Lane::Disables => {
                 "SELECT MIN(next_attempt_at) AS t FROM directory_ops WHERE state = 'pending' AND kind = 'disable'"
             }
+            Lane::Strips => {
+                "SELECT MIN(next_attempt_at) AS t FROM directory_ops WHERE state = 'pending' AND kind = 'strip_groups'"
+            }
             Lane::Others => {
-                "SELECT MIN(next_attempt_at) AS t FROM directory_ops WHERE state = 'pending' AND kind <> 'disable'"
+                "SELECT MIN(next_attempt_at) AS t FROM directory_ops WHERE state = 'pending' \
+                 AND kind NOT IN ('disable', 'strip_groups')"
             }
         };
         let row = sqlx::query(sql).fetch_one(self.reader()).await?;
@@ -307,6 +350,44 @@ impl Store {
 }
 
 impl WriteTx {
+    /// Records that an operation is done (in a transaction with others).
+    pub async fn finish_directory_op(
+        &mut self,
+        id: i64,
+        outcome: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE directory_ops SET state = 'done', outcome = $1, done_at = $2, attempts = attempts + 1, \
+             claimed_until = 0 WHERE id = $3 AND state = 'pending'",
+        )
+        .bind(outcome)
+        .bind(micros(now))
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt and when to try again (in a transaction).
+    pub async fn retry_directory_op(
+        &mut self,
+        id: i64,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE directory_ops SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, \
+             claimed_until = 0 WHERE id = $3 AND state = 'pending'",
+        )
+        .bind(error)
+        .bind(micros(next_attempt_at))
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     /// Records that the directory refused an operation for good: it leaves
     /// the queue (the person's later operations go on) until an admin
     /// retries it. Returns false when it was no longer pending.

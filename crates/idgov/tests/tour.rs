@@ -393,7 +393,10 @@ fn directory_tour(dir: &Path) {
     assert_eq!(kinds(&dry), want, "exactly the planted drift");
 
     let run = cli.json(&["directory", "sync"]);
-    assert_eq!(run["remediations_queued"], 8);
+    assert_eq!(
+        run["remediations_queued"], 9,
+        "the enabled leaver: lock and strip; 7 removals"
+    );
     cli.ok(&[
         "hr",
         "send",
@@ -415,10 +418,18 @@ fn directory_tour(dir: &Path) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let ops = cli.json(&["provisioning", "list", "--employee-id", "E1008"]);
-    let last = ops.as_array().unwrap().last().unwrap();
+    let ops = ops.as_array().unwrap();
+    let tail: Vec<(Option<&str>, Option<&str>)> = ops[ops.len() - 2..]
+        .iter()
+        .map(|o| (o["kind"].as_str(), o["state"].as_str()))
+        .collect();
     assert_eq!(
-        (last["kind"].as_str(), last["state"].as_str()),
-        (Some("disable"), Some("done"))
+        tail,
+        [
+            (Some("disable"), Some("done")),
+            (Some("strip_groups"), Some("done"))
+        ],
+        "locked, then out of every group"
     );
     let after = cli.json(&["directory", "sync"]);
     assert_eq!(

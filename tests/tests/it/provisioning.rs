@@ -238,8 +238,10 @@ async fn a_leaver_is_locked_out_and_a_rehire_gets_nothing_old_back() {
         [
             format!("add_member {}", group("finance")),
             format!("add_member {}", group("staff")),
-            // The leaver's disable strips every group: no removals queued.
+            // The leaver's lock, then one operation that strips every
+            // group: no removals queued one by one.
             "disable ".to_string(),
+            "strip_groups ".to_string(),
             "enable ".to_string(),
             format!("add_member {}", group("sales")),
             format!("add_member {}", group("staff")),
@@ -343,8 +345,8 @@ async fn a_directory_outage_loses_and_duplicates_nothing() {
         .unwrap();
     assert_eq!(
         pending.len(),
-        3,
-        "E1: the disable (it strips every group); E3: 2 adds — {pending:#?}"
+        4,
+        "E1: the lock and the strip of every group; E3: 2 adds — {pending:#?}"
     );
     assert!(
         pending
@@ -376,7 +378,7 @@ async fn a_directory_outage_loses_and_duplicates_nothing() {
         .list_directory_ops(None, "", 0, 1000)
         .await
         .unwrap();
-    assert_eq!(all.len(), before + 3, "nothing queued twice");
+    assert_eq!(all.len(), before + 4, "nothing queued twice");
     assert!(
         all.iter().all(|o| o.state == DirOpState::Done),
         "every operation applied"

@@ -22,22 +22,28 @@ fn unreachable(e: DirectoryError) -> AppError {
     }
 }
 
-/// The outbox operation that remediates `d`, if there is one.
-fn remediation(d: &Drift, cause: &str) -> Option<NewDirOp> {
-    let employee_id = d.employee_id.clone()?;
-    let kind = match d.kind {
-        DriftKind::EnabledLeaver => DirOpKind::Disable,
-        DriftKind::UnmanagedMembership => DirOpKind::RemoveMember,
-        DriftKind::MissingMembership => DirOpKind::AddMember,
-        DriftKind::OrphanAccount | DriftKind::MissingAccount => return None,
+/// The outbox operations that remediate `d` (none for what can only be
+/// reported).
+fn remediation(d: &Drift, cause: &str) -> Vec<NewDirOp> {
+    let Some(employee_id) = d.employee_id.clone() else {
+        return vec![];
     };
-    Some(NewDirOp {
-        employee_id,
-        kind,
-        group_dn: d.group_dn.clone(),
-        entitlement_id: d.entitlement_id.clone(),
-        cause: cause.to_string(),
-    })
+    let kinds: &[DirOpKind] = match d.kind {
+        DriftKind::EnabledLeaver => &[DirOpKind::Disable, DirOpKind::StripGroups],
+        DriftKind::UnmanagedMembership => &[DirOpKind::RemoveMember],
+        DriftKind::MissingMembership => &[DirOpKind::AddMember],
+        DriftKind::OrphanAccount | DriftKind::MissingAccount => &[],
+    };
+    kinds
+        .iter()
+        .map(|kind| NewDirOp {
+            employee_id: employee_id.clone(),
+            kind: *kind,
+            group_dn: d.group_dn.clone(),
+            entitlement_id: d.entitlement_id.clone(),
+            cause: cause.to_string(),
+        })
+        .collect()
 }
 
 impl App {
@@ -67,6 +73,12 @@ impl App {
             .await
             .map_err(unreachable)?;
         dir.close().await;
+        // What a sync reads, a leaver's lock can use (no search first).
+        for a in &accounts {
+            if let Some(e) = &a.employee_id {
+                self.account_dns.put(e, &a.dn);
+            }
+        }
         let identities = self.store.all_identities().await?;
         let grants = self.store.all_active_grants().await?;
         let policy = self.policy();
@@ -107,13 +119,15 @@ impl App {
             .zip(1..)
             .map(|(d, seq)| {
                 let action = match cfg.drift.get(&d.kind) {
-                    Some(DriftAction::Remediate) if !dry_run => match remediation(&d, &cause) {
-                        Some(op) => {
-                            ops.push(op);
+                    Some(DriftAction::Remediate) if !dry_run => {
+                        let fix = remediation(&d, &cause);
+                        if fix.is_empty() {
+                            "reported"
+                        } else {
+                            ops.extend(fix);
                             "remediated"
                         }
-                        None => "reported",
-                    },
+                    }
                     Some(DriftAction::Import) if !dry_run => match importable(&d) {
                         Some(g) => {
                             imports.push(g);

@@ -788,9 +788,12 @@ impl Batch {
         }
         let (added, revoked) = self.stage_grant_changes(tx, &id, &t.grant_changes, &cause, actor);
         if self.provisioning && leaves {
-            // The leaver fast path: disable, and strip every managed group.
+            // The leaver fast path: lock the account at once, then strip
+            // every managed group (each in a lane of its own).
             self.dir_ops
                 .push(dir_op(&id, DirOpKind::Disable, None, &cause));
+            self.dir_ops
+                .push(dir_op(&id, DirOpKind::StripGroups, None, &cause));
         }
         if leaves {
             let pol = &self.policy.policy;

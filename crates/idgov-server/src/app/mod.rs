@@ -64,6 +64,13 @@ pub struct App {
     pub(crate) provisioning_wakeup: Arc<tokio::sync::Notify>,
     /// Wakes the leavers' lane when a disable was queued.
     pub(crate) disable_wakeup: Arc<tokio::sync::Notify>,
+    /// Wakes the lane that strips leavers' groups.
+    pub(crate) strip_wakeup: Arc<tokio::sync::Notify>,
+    /// Directory operations applied by this process whose results are not
+    /// recorded yet (they are not claimed again meanwhile).
+    pub(crate) dir_ops_in_flight: std::sync::Mutex<std::collections::HashSet<i64>>,
+    /// Directory account DNs by employee id (see `DnCache`).
+    pub(crate) account_dns: Arc<idgov_directory::DnCache>,
     /// Denied calls, counted until written to the audit log.
     pub denials: Arc<crate::auth::denials::DenialLog>,
 }
@@ -97,6 +104,9 @@ impl App {
             directory: directory.map(Arc::new),
             provisioning_wakeup: Arc::new(tokio::sync::Notify::new()),
             disable_wakeup: Arc::new(tokio::sync::Notify::new()),
+            strip_wakeup: Arc::new(tokio::sync::Notify::new()),
+            account_dns: Arc::new(idgov_directory::DnCache::new(1_000_000)),
+            dir_ops_in_flight: Default::default(),
             denials: Arc::default(),
         });
         app.reload_policy().await?;
@@ -116,7 +126,8 @@ impl App {
             }
         });
         if let Some(cfg) = app.directory.clone() {
-            for lane in [idgov_store::Lane::Disables, idgov_store::Lane::Others] {
+            use idgov_store::Lane;
+            for lane in [Lane::Disables, Lane::Strips, Lane::Others] {
                 tokio::spawn(provisioning::worker_loop(
                     Arc::downgrade(&app),
                     cfg.clone(),
@@ -140,6 +151,7 @@ impl App {
     /// Wakes the provisioning workers (after operations were queued).
     pub(crate) fn wake_provisioning(&self) {
         self.disable_wakeup.notify_one();
+        self.strip_wakeup.notify_one();
         self.provisioning_wakeup.notify_one();
     }
 

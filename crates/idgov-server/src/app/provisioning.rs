@@ -21,7 +21,7 @@ use super::App;
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use idgov_directory::{Directory, DirectoryConfig, DirectoryError, Pool};
+use idgov_directory::{Directory, DirectoryConfig, DirectoryError, DnCache, Pool};
 use idgov_domain::audit::AuditEntry;
 use idgov_domain::identity::Identity;
 use idgov_store::{DirOp, DirOpKind, Lane};
@@ -66,17 +66,54 @@ fn template_values(p: &Identity) -> HashMap<&'static str, String> {
     ])
 }
 
-/// Applies one operation; returns its outcome (`applied`, `already`,
-/// `no_account`). `person` is the current HR record (for account creation).
+/// True when an error says the entry named is not there.
+fn is_missing(e: &DirectoryError) -> bool {
+    matches!(
+        e,
+        DirectoryError::NotFound(_) | DirectoryError::Refused { code: 32, .. }
+    )
+}
+
+/// Applies one operation. Every operation looks the account up by its
+/// correlation attribute and remembers its DN; a leaver's lock uses the
+/// remembered DN (see above).
 async fn apply(
     dir: &mut Directory,
     cfg: &DirectoryConfig,
     op: &DirOp,
     person: Option<&Identity>,
+    dns: &DnCache,
 ) -> Result<&'static str, DirectoryError> {
+    // The leaver's lock: from the remembered DN, checked to still be
+    // theirs in the same round trip (no search first).
+    if op.kind == DirOpKind::Disable
+        && let Some(dn) = dns.get(&op.employee_id)
+    {
+        match dir.disable_if_theirs(&dn, &op.employee_id).await {
+            Err(e) if is_missing(&e) => dns.forget(&op.employee_id),
+            Ok(changed) => return Ok(if changed { "applied" } else { "already" }),
+            Err(e) => return Err(e),
+        }
+    }
     let account = dir
         .find_account(&cfg.accounts_base, &op.employee_id)
         .await?;
+    if let Some(dn) = &account {
+        dns.put(&op.employee_id, dn);
+    }
+    apply_to(dir, cfg, op, person, account).await
+}
+
+/// Applies one operation to the account `account` (None: there is none);
+/// returns its outcome (`applied`, `already`, `no_account`). `person` is the
+/// current HR record (for account creation).
+async fn apply_to(
+    dir: &mut Directory,
+    cfg: &DirectoryConfig,
+    op: &DirOp,
+    person: Option<&Identity>,
+    account: Option<String>,
+) -> Result<&'static str, DirectoryError> {
     if op.kind == DirOpKind::CreateAccount {
         if account.is_some() {
             return Ok("already");
@@ -97,7 +134,9 @@ async fn apply(
     let done = |changed: bool| if changed { "applied" } else { "already" };
     match (op.kind, account) {
         // Nothing to remove or disable where there is no account.
-        (DirOpKind::RemoveMember | DirOpKind::Disable, None) => Ok("no_account"),
+        (DirOpKind::RemoveMember | DirOpKind::Disable | DirOpKind::StripGroups, None) => {
+            Ok("no_account")
+        }
         (DirOpKind::CreateAccount, _) => Ok("already"),
         (DirOpKind::AddMember | DirOpKind::Enable, None) => Err(DirectoryError::NotFound(format!(
             "no account with {}={} under {}",
@@ -106,16 +145,23 @@ async fn apply(
         (DirOpKind::AddMember, Some(dn)) => Ok(done(dir.add_member(&group, &dn).await?)),
         (DirOpKind::RemoveMember, Some(dn)) => Ok(done(dir.remove_member(&group, &dn).await?)),
         (DirOpKind::Enable, Some(dn)) => Ok(done(dir.enable(&dn).await?)),
-        (DirOpKind::Disable, Some(dn)) => {
-            // The leaver fast path: locked, and out of every managed group,
-            // whether idgov granted the membership or not.
-            let mut changed = dir.disable(&dn).await?;
+        // The leaver fast path: locked first …
+        (DirOpKind::Disable, Some(dn)) => Ok(done(dir.disable(&dn).await?)),
+        // … then out of every managed group, whether idgov granted the
+        // membership or not.
+        (DirOpKind::StripGroups, Some(dn)) => {
+            let mut changed = false;
             for g in dir.groups_of(&cfg.groups_base, &dn).await? {
                 changed |= dir.remove_member(&g, &dn).await?;
             }
             Ok(done(changed))
         }
     }
+}
+
+/// How many leavers' locks are applied at once.
+fn lock_concurrency(cfg: &DirectoryConfig) -> usize {
+    (cfg.workers * 4).clamp(1, 64)
 }
 
 /// How long one operation may take in all (every call in it has its own
@@ -129,24 +175,43 @@ impl App {
     /// Returns how many were attempted and whether the directory looked
     /// unreachable.
     pub async fn run_provisioning(
-        &self,
+        self: &Arc<Self>,
         pool: &Pool,
         cfg: &DirectoryConfig,
         lane: Lane,
     ) -> Result<(usize, bool), AppError> {
         let now = self.now();
+        // Locks are single small modifies: many at once. Strips are long
+        // (every managed group): a few at a time, so the lane looks for new
+        // locks to yield to between them.
+        let (limit, concurrency) = match lane {
+            Lane::Disables => (256, lock_concurrency(cfg)),
+            Lane::Strips => (cfg.workers as i64, cfg.workers),
+            Lane::Others => (256, cfg.workers),
+        };
         let ops = self
             .store
-            .claim_directory_ops(lane, now, chrono::Duration::seconds(LEASE_SECONDS), 256)
+            .claim_directory_ops(lane, now, chrono::Duration::seconds(LEASE_SECONDS), limit)
             .await?;
+        // Operations applied but not yet recorded stay ours.
+        let ops: Vec<DirOp> = {
+            let mut in_flight = match self.dir_ops_in_flight.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            ops.into_iter().filter(|o| in_flight.insert(o.id)).collect()
+        };
         let n = ops.len();
-        let unreachable = std::sync::atomic::AtomicBool::new(false);
-        futures::stream::iter(ops)
-            .for_each_concurrent(cfg.workers, |op| {
-                let unreachable = &unreachable;
-                async move {
+        let results: Vec<(DirOp, Result<&'static str, DirectoryError>)> =
+            futures::stream::iter(ops)
+                .map(|op| async move {
                     let person = match op.kind {
-                        DirOpKind::CreateAccount => self.store.get_identity(&op.employee_id).await.ok().flatten(),
+                        DirOpKind::CreateAccount => self
+                            .store
+                            .get_identity(&op.employee_id)
+                            .await
+                            .ok()
+                            .flatten(),
                         _ => None,
                     };
                     let mut result = Err(DirectoryError::Unreachable("not tried".into()));
@@ -161,7 +226,7 @@ impl App {
                             Ok(mut dir) => {
                                 let r = match tokio::time::timeout(
                                     backstop(cfg),
-                                    apply(&mut dir, cfg, &op, person.as_ref()),
+                                    apply(&mut dir, cfg, &op, person.as_ref(), &self.account_dns),
                                 )
                                 .await
                                 {
@@ -186,59 +251,85 @@ impl App {
                             _ => break,
                         }
                     }
-                    let now = self.now();
-                    let recorded = match result {
-                        Ok(outcome) => self.store.finish_directory_op(op.id, outcome, now).await.map_err(AppError::from),
-                        Err(e) if e.is_transient() => {
-                            if e.is_connection() {
-                                unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
-                            }
-                            tracing::warn!(op = op.id, employee = %op.employee_id, kind = %op.kind,
-                                attempts = op.attempts + 1, error = %e, "directory operation failed; will retry");
-                            self.store
-                                .retry_directory_op(op.id, &e.to_string(), now + backoff(op.attempts))
-                                .await
-                                .map_err(AppError::from)
-                        }
-                        Err(e) => self.fail_op(&op, &e, now).await,
-                    };
-                    if let Err(e) = recorded {
-                        tracing::error!(op = op.id, error = %e, "cannot record a directory operation's result");
-                    }
-                }
-            })
-            .await;
-        if unreachable.load(std::sync::atomic::Ordering::Relaxed) {
+                    (op, result)
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+        let unreachable = results
+            .iter()
+            .any(|(_, r)| r.as_ref().is_err_and(DirectoryError::is_connection));
+        if unreachable {
             pool.clear();
         }
-        Ok((n, unreachable.into_inner()))
+        // One transaction records the whole run (one commit, not one per
+        // operation), with a security event for each permanent refusal. It
+        // runs beside the next run: the next locks do not wait for it.
+        let app = self.clone();
+        tokio::spawn(async move {
+            let mut attempt = 0;
+            loop {
+                match app.record_run(&results).await {
+                    Err(e) if e.is_retryable() && attempt < 5 => {
+                        attempt += 1;
+                        app.after_conflict(&e, attempt).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot record directory operations' results; they are applied again later");
+                        break;
+                    }
+                    Ok(()) => break,
+                }
+            }
+            let mut in_flight = match app.dir_ops_in_flight.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            for (op, _) in &results {
+                in_flight.remove(&op.id);
+            }
+        });
+        Ok((n, unreachable))
     }
 
-    /// Records a permanent refusal: the operation fails with the
-    /// directory's message and a security event, in one transaction.
-    async fn fail_op(
+    async fn record_run(
         &self,
-        op: &DirOp,
-        e: &DirectoryError,
-        now: DateTime<Utc>,
+        results: &[(DirOp, Result<&'static str, DirectoryError>)],
     ) -> Result<(), AppError> {
-        tracing::error!(op = op.id, employee = %op.employee_id, kind = %op.kind, error = %e,
-            "the directory refused an operation for good; it needs a fix and `idgov provisioning retry`");
+        if results.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
         let mut tx = self.store.begin().await?;
-        if tx.fail_directory_op(op.id, &e.to_string(), now).await? {
-            tx.audit(
-                AuditEntry::new(
-                    "system:provisioning",
-                    "provisioning.failed",
-                    format!("identity:{}", op.employee_id),
-                    json!({
-                        "op": op.id, "kind": op.kind, "group_dn": op.group_dn,
-                        "error": e.to_string(), "attempts": op.attempts + 1,
-                        "action": "fix the cause, then `idgov provisioning retry` the operation",
-                    }),
-                )
-                .security(),
-            );
+        for (op, result) in results {
+            match result {
+                Ok(outcome) => tx.finish_directory_op(op.id, outcome, now).await?,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(op = op.id, employee = %op.employee_id, kind = %op.kind,
+                        attempts = op.attempts + 1, error = %e, "directory operation failed; will retry");
+                    tx.retry_directory_op(op.id, &e.to_string(), now + backoff(op.attempts))
+                        .await?;
+                }
+                Err(e) => {
+                    tracing::error!(op = op.id, employee = %op.employee_id, kind = %op.kind, error = %e,
+                        "the directory refused an operation for good; it needs a fix and `idgov provisioning retry`");
+                    if tx.fail_directory_op(op.id, &e.to_string(), now).await? {
+                        tx.audit(
+                            AuditEntry::new(
+                                "system:provisioning",
+                                "provisioning.failed",
+                                format!("identity:{}", op.employee_id),
+                                json!({
+                                    "op": op.id, "kind": op.kind, "group_dn": op.group_dn,
+                                    "error": e.to_string(), "attempts": op.attempts + 1,
+                                    "action": "fix the cause, then `idgov provisioning retry` the operation",
+                                }),
+                            )
+                            .security(),
+                        );
+                    }
+                }
+            }
         }
         tx.commit(now).await?;
         Ok(())
@@ -327,10 +418,15 @@ async fn next_wait(app: &App, lane: Lane, now: DateTime<Utc>) -> Duration {
 /// Runs a provisioning worker for `lane` until the application is dropped.
 /// Each lane has its own connections.
 pub(crate) async fn worker_loop(app: Weak<App>, cfg: Arc<DirectoryConfig>, lane: Lane) {
-    let pool = Pool::new(cfg.connection.clone(), cfg.schema.clone(), cfg.workers);
+    let size = match lane {
+        Lane::Disables => lock_concurrency(&cfg),
+        _ => cfg.workers,
+    };
+    let pool = Pool::new(cfg.connection.clone(), cfg.schema.clone(), size);
     let mut last_alert_check = None;
     let wakeup = match (app.upgrade(), lane) {
         (Some(a), Lane::Disables) => a.disable_wakeup.clone(),
+        (Some(a), Lane::Strips) => a.strip_wakeup.clone(),
         (Some(a), Lane::Others) => a.provisioning_wakeup.clone(),
         (None, _) => return,
     };

@@ -14,6 +14,7 @@ fn operation(o: &DirOp, now: chrono::DateTime<chrono::Utc>) -> pb::DirectoryOper
         DirOpKind::AddMember => pb::DirectoryOperationKind::AddMember,
         DirOpKind::RemoveMember => pb::DirectoryOperationKind::RemoveMember,
         DirOpKind::Disable => pb::DirectoryOperationKind::Disable,
+        DirOpKind::StripGroups => pb::DirectoryOperationKind::StripGroups,
         DirOpKind::Enable => pb::DirectoryOperationKind::Enable,
         DirOpKind::CreateAccount => pb::DirectoryOperationKind::CreateAccount,
     };
