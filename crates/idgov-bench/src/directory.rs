@@ -512,7 +512,7 @@ pub async fn leaver_burst(people: usize, groups: usize, burst: usize) -> anyhow:
     row("idgov: acknowledged → account locked", locked);
     row("idgov: acknowledged → in no group", stripped);
     row(
-        "raw: the same modifies, 8 at a time, from the start → locked",
+        "raw: the same lock modifies, 32 at a time, from the start → locked",
         raw_locked,
     );
     row(
