@@ -253,7 +253,7 @@ async fn arrival_order_property(t: TestStore, histories: usize) {
     }
     let replays = AtomicUsize::new(0);
     futures::stream::iter(pairs.iter())
-        .for_each_concurrent(32, |(_, _, shuffled, sorted)| {
+        .for_each_concurrent(128, |(_, _, shuffled, sorted)| {
             let (app, replays) = (&app, &replays);
             async move {
                 send_all(app, shuffled, replays).await;
