@@ -9,6 +9,96 @@ use sha2::{Digest, Sha256};
 /// The `prev_hash` of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+string_enum!(
+    /// What an audit event records. These names are a contract: exports,
+    /// auditors' queries and webhook subscribers match on them, so a name
+    /// never changes once released (a new meaning gets a new name).
+    Action {
+        AccessDenied => "access.denied",
+        AccessDeniedBurst => "access.denied_burst",
+        AuditVerifyFailed => "audit.verify.failed",
+        CatalogOwnerLeft => "catalog.owner_left",
+        DirectorySync => "directory.sync",
+        DirectoryOrphanAccount => "directory.orphan_account",
+        DirectoryEnabledLeaver => "directory.enabled_leaver",
+        DirectoryUnmanagedMembership => "directory.unmanaged_membership",
+        DirectoryMissingMembership => "directory.missing_membership",
+        DirectoryMissingAccount => "directory.missing_account",
+        GrantAdded => "grant.added",
+        GrantImported => "grant.imported",
+        GrantReviewPending => "grant.review_pending",
+        GrantRevoked => "grant.revoked",
+        HeldChangeReleased => "held_change.released",
+        HeldChangeDiscarded => "held_change.discarded",
+        HrEndDateReached => "hr.end_date_reached",
+        HrEventApplied => "hr.event.applied",
+        HrEventRejected => "hr.event.rejected",
+        HrEventRescinded => "hr.event.rescinded",
+        HrEventScheduled => "hr.event.scheduled",
+        HrEventSuperseded => "hr.event.superseded",
+        HrRosterPresence => "hr.roster_presence",
+        IdentityPreHireAnnounced => "identity.pre_hire_announced",
+        IdentityPreHireWithdrawn => "identity.pre_hire_withdrawn",
+        PolicyApplied => "policy.applied",
+        PolicyApplyHeld => "policy.apply.held",
+        PolicyRecomputed => "policy.recomputed",
+        ProvisioningFailed => "provisioning.failed",
+        ProvisioningRetried => "provisioning.retried",
+        ProvisioningStuck => "provisioning.stuck",
+        RosterSync => "roster.sync",
+        RosterSyncHeld => "roster.sync.held",
+    }
+);
+
+/// What an audit event is about, written `kind:id` (e.g. `identity:E1007`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    Identity(String),
+    Grant(String),
+    HeldChange(String),
+    Roster {
+        source: String,
+        sync_id: String,
+    },
+    DirectorySync(String),
+    /// A directory account no identity owns (by its DN).
+    Account(String),
+    /// An RPC, for denied calls.
+    Rpc(String),
+    /// The policy (its versions are in the detail).
+    Policy,
+    /// The audit log itself.
+    Audit,
+    /// The service as a whole.
+    Service,
+}
+
+impl Target {
+    pub fn identity(id: &str) -> Target {
+        Target::Identity(id.to_string())
+    }
+    pub fn grant(id: &str) -> Target {
+        Target::Grant(id.to_string())
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Identity(id) => write!(f, "identity:{id}"),
+            Target::Grant(id) => write!(f, "grant:{id}"),
+            Target::HeldChange(id) => write!(f, "held_change:{id}"),
+            Target::Roster { source, sync_id } => write!(f, "roster:{source}:{sync_id}"),
+            Target::DirectorySync(id) => write!(f, "directory_sync:{id}"),
+            Target::Account(dn) => write!(f, "account:{dn}"),
+            Target::Rpc(path) => write!(f, "rpc:{path}"),
+            Target::Policy => f.write_str("policy"),
+            Target::Audit => f.write_str("audit"),
+            Target::Service => f.write_str("idgov"),
+        }
+    }
+}
+
 /// An audit event to append; the store assigns its position and hashes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -21,16 +111,11 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
-    pub fn new(
-        actor: &str,
-        action: &str,
-        target: impl Into<String>,
-        detail: serde_json::Value,
-    ) -> Self {
+    pub fn new(actor: &str, action: Action, target: Target, detail: serde_json::Value) -> Self {
         Self {
             actor: actor.to_string(),
-            action: action.to_string(),
-            target: target.into(),
+            action: action.as_str().to_string(),
+            target: target.to_string(),
             detail,
             security: false,
         }

@@ -1,15 +1,12 @@
-//! The idgov service: application services over the store and the domain
-//! rules ([`app`]), authentication ([`auth`]), the gRPC API ([`grpc`]) and
+//! The idgov service process: authentication ([`auth`]), the gRPC API
+//! ([`grpc`], a thin adapter over the application layer `idgov-app`), and
 //! the process that serves it all ([`serve`]).
 
-pub mod app;
 pub mod auth;
-pub mod clock;
-pub mod error;
 pub mod grpc;
 pub mod serve;
 
-pub use app::App;
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::AppError;
+/// The application layer (its own crate, `idgov-app`).
+pub use idgov_app as app;
+pub use idgov_app::{App, AppError, Clock, ManualClock, SystemClock, clock, error};
 pub use serve::{Running, ServeConfig};

@@ -3,7 +3,7 @@
 
 use chrono::{Duration, TimeZone, Utc};
 use idgov_domain::Classification;
-use idgov_domain::audit::AuditEntry;
+use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::grant::{GrantChange, NewGrant, RevokeReason, SourceKind};
 use idgov_domain::guard::{HeldKind, HeldState, Verdict};
 use idgov_domain::hr::{EventKind, EventState, HrEvent};
@@ -214,7 +214,7 @@ both_backends! {
         let s = &t.store;
         let mut tx = s.begin().await.unwrap();
         tx.put_identity(&person("E1", "Sales", None, Status::Active)).await.unwrap();
-        tx.audit(AuditEntry::new("user:a", "test", "identity:E1", json!({})));
+        tx.audit(AuditEntry::new("user:a", Action::HrEventApplied, Target::identity("E1"), json!({})));
         tx.expect_policy_version(0);
         // On SQLite the writer is exclusive: apply the policy first, then commit.
         if t.url.starts_with("sqlite") {
@@ -239,14 +239,14 @@ both_backends! {
         let s = &t.store;
         let mut tx = s.begin().await.unwrap();
         tx.put_identity(&person("E1", "Sales", None, Status::Active)).await.unwrap();
-        tx.audit(AuditEntry::new("user:a", "test.one", "identity:E1", json!({"n": 1})));
-        tx.audit(AuditEntry::new("user:b", "test.two", "identity:E2", json!({"n": 2})).security());
+        tx.audit(AuditEntry::new("user:a", Action::GrantAdded, Target::identity("E1"), json!({"n": 1})));
+        tx.audit(AuditEntry::new("user:b", Action::GrantRevoked, Target::identity("E2"), json!({"n": 2})).security());
         assert_eq!(tx.commit(at(1)).await.unwrap(), 2);
 
         // A rolled-back change leaves neither the change nor its audit event.
         let mut tx = s.begin().await.unwrap();
         tx.put_identity(&person("E9", "Sales", None, Status::Active)).await.unwrap();
-        tx.audit(AuditEntry::new("user:a", "test.three", "identity:E9", json!({})));
+        tx.audit(AuditEntry::new("user:a", Action::RosterSync, Target::identity("E9"), json!({})));
         tx.rollback().await.unwrap();
         assert!(s.get_identity("E9").await.unwrap().is_none());
 
@@ -254,7 +254,7 @@ both_backends! {
         assert_eq!(all.len(), 2);
         assert!(all[1].security);
         let by_actor = AuditFilter { actor: "user:b".into(), ..Default::default() };
-        assert_eq!(s.list_audit_events(&by_actor, 0, 100).await.unwrap()[0].action, "test.two");
+        assert_eq!(s.list_audit_events(&by_actor, 0, 100).await.unwrap()[0].action, "grant.revoked");
         let later = AuditFilter { start: Some(at(2)), ..Default::default() };
         assert!(s.list_audit_events(&later, 0, 100).await.unwrap().is_empty());
         let report = s.verify_audit_chain().await.unwrap();
@@ -265,7 +265,7 @@ both_backends! {
     async fn audit_rows_are_append_only(t: TestStore) {
         let s = &t.store;
         let mut tx = s.begin().await.unwrap();
-        tx.audit(AuditEntry::new("user:a", "test", "x", json!({})));
+        tx.audit(AuditEntry::new("user:a", Action::HrEventApplied, Target::Service, json!({})));
         tx.commit(at(1)).await.unwrap();
         let mut c = raw(&t).await;
         let upd = sqlx::query("UPDATE audit_events SET actor = 'user:mallory' WHERE seq = 1").execute(&mut c).await;
@@ -278,7 +278,7 @@ both_backends! {
         let s = &t.store;
         for i in 0..5 {
             let mut tx = s.begin().await.unwrap();
-            tx.audit(AuditEntry::new("user:a", "test", format!("n:{i}"), json!({"i": i})));
+            tx.audit(AuditEntry::new("user:a", Action::HrEventApplied, Target::identity(&format!("n{i}")), json!({"i": i})));
             tx.commit(at(i)).await.unwrap();
         }
         assert!(s.verify_audit_chain().await.unwrap().broken.is_none());
@@ -310,7 +310,7 @@ both_backends! {
         let s = &t.store;
         for i in 0..5 {
             let mut tx = s.begin().await.unwrap();
-            tx.audit(AuditEntry::new("user:a", "test", format!("n:{i}"), json!({"i": i})));
+            tx.audit(AuditEntry::new("user:a", Action::HrEventApplied, Target::identity(&format!("n{i}")), json!({"i": i})));
             tx.commit(at(i)).await.unwrap();
         }
         let mut c = raw(&t).await;
@@ -342,7 +342,7 @@ both_backends! {
         let s = &t.store;
         for i in 0..3 {
             let mut tx = s.begin().await.unwrap();
-            tx.audit(AuditEntry::new("user:a", "test", "x", json!({"i": i})));
+            tx.audit(AuditEntry::new("user:a", Action::HrEventApplied, Target::Service, json!({"i": i})));
             tx.commit(at(i)).await.unwrap();
         }
         let mut c = raw(&t).await;

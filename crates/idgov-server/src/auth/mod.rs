@@ -6,7 +6,7 @@
 //! data directory, and it listens on loopback only.
 
 pub mod config;
-pub mod denials;
+pub use idgov_app::denials;
 pub mod dev;
 pub mod layer;
 pub mod oidc;

@@ -1,12 +1,10 @@
 //! `idgov.v1.AuditService`.
 
+use super::status::OrStatus;
 use super::{Api, access, convert, paging};
-use crate::error::AppError;
-use idgov_domain::audit::AuditEntry;
 use idgov_proto::v1 as pb;
 use idgov_proto::v1::audit_service_server::AuditService;
 use idgov_store::AuditFilter;
-use serde_json::json;
 use tonic::{Request, Response, Status};
 
 #[tonic::async_trait]
@@ -28,10 +26,9 @@ impl AuditService for Api {
         };
         let rows = self
             .app
-            .store
-            .list_audit_events(&filter, after, limit + 1)
+            .audit_events(&filter, after, limit + 1)
             .await
-            .map_err(AppError::from)?;
+            .or_status()?;
         let (rows, next) = paging::finish(rows, limit, |e| e.seq.to_string());
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: rows
@@ -59,27 +56,9 @@ impl AuditService for Api {
         let access = access(&req)?;
         let report = self
             .app
-            .store
-            .verify_audit_chain()
+            .verify_audit(&access.caller.actor())
             .await
-            .map_err(AppError::from)?;
-        if let Some(b) = &report.broken {
-            // A failed verification is itself a security event. Recording it
-            // extends the chain after the break; it does not hide it.
-            tracing::error!(seq = b.seq, problem = %b.problem, "audit chain verification failed");
-            let now = self.app.now();
-            let mut tx = self.app.store.begin().await.map_err(AppError::from)?;
-            tx.audit(
-                AuditEntry::new(
-                    &access.caller.actor(),
-                    "audit.verify.failed",
-                    "audit",
-                    json!({"first_bad_seq": b.seq, "problem": b.problem, "checked": report.checked}),
-                )
-                .security(),
-            );
-            tx.commit(now).await.map_err(AppError::from)?;
-        }
+            .or_status()?;
         Ok(Response::new(pb::VerifyAuditChainResponse {
             ok: report.broken.is_none(),
             events_checked: report.checked as i64,

@@ -1,5 +1,6 @@
 //! `idgov.v1.HrService`.
 
+use super::status::OrStatus;
 use super::{Api, access, convert, invalid, paging};
 use crate::app::roster::SyncRequest;
 use crate::error::AppError;
@@ -31,8 +32,13 @@ impl HrService for Api {
         let input = convert::event_input(&ev).map_err(|v| invalid("the HR event is invalid", v))?;
         let policy = self.app.policy();
         let event = HrEvent::parse(input, policy.policy.hr_time_zone, self.app.now())
-            .map_err(AppError::from)?;
-        let out = self.app.submit_event(event, &access.caller.actor()).await?;
+            .map_err(AppError::from)
+            .or_status()?;
+        let out = self
+            .app
+            .submit_event(event, &access.caller.actor())
+            .await
+            .or_status()?;
         Ok(Response::new(pb::SubmitHrEventResponse {
             state: convert::event_state(out.state) as i32,
             duplicate: out.duplicate,
@@ -113,7 +119,8 @@ impl HrService for Api {
                 },
                 &access.caller.actor(),
             )
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(convert::sync_response(&out)))
     }
 
@@ -133,10 +140,9 @@ impl HrService for Api {
         };
         let rows = self
             .app
-            .store
-            .list_hr_events(&filter, after, limit + 1)
+            .hr_events(&filter, after, limit + 1)
             .await
-            .map_err(AppError::from)?;
+            .or_status()?;
         let (rows, next) = paging::finish(rows, limit, |e| e.arrival.to_string());
         Ok(Response::new(pb::ListHrEventsResponse {
             events: rows.iter().map(convert::recorded_event).collect(),
@@ -156,10 +162,9 @@ impl HrService for Api {
             convert::held_state_from(r.state).map_err(|v| invalid("invalid filter", vec![v]))?;
         let rows = self
             .app
-            .store
-            .list_held_changes(state, &after, limit + 1)
+            .held_changes(state, &after, limit + 1)
             .await
-            .map_err(AppError::from)?;
+            .or_status()?;
         let (rows, next) = paging::finish(rows, limit, |h| h.id.clone());
         Ok(Response::new(pb::ListHeldChangesResponse {
             held_changes: rows.iter().map(convert::held).collect(),
@@ -176,7 +181,8 @@ impl HrService for Api {
         let h = self
             .app
             .release_held(&r.id, &r.reason, &access.caller.actor())
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(pb::ReleaseHeldChangeResponse {
             held_change: Some(convert::held(&h)),
         }))
@@ -191,7 +197,8 @@ impl HrService for Api {
         let h = self
             .app
             .discard_held(&r.id, &r.reason, &access.caller.actor())
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(pb::DiscardHeldChangeResponse {
             held_change: Some(convert::held(&h)),
         }))

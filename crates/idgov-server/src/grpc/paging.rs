@@ -1,18 +1,23 @@
 //! Page sizes and opaque page tokens.
 
+use super::status::to_status;
 use crate::error::AppError;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tonic::Status;
 
 pub const DEFAULT_PAGE_SIZE: i64 = 100;
 pub const MAX_PAGE_SIZE: i64 = 1000;
 
 /// The page size to use: 0 means the default; larger than the maximum is
 /// clamped; negative is an error.
-pub fn page_size(requested: i32) -> Result<i64, AppError> {
+pub fn page_size(requested: i32) -> Result<i64, Status> {
     match requested {
         0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n < 0 => Err(AppError::invalid("page_size", "must not be negative")),
+        n if n < 0 => Err(to_status(AppError::invalid(
+            "page_size",
+            "must not be negative",
+        ))),
         n => Ok(i64::from(n).min(MAX_PAGE_SIZE)),
     }
 }
@@ -23,7 +28,7 @@ pub fn encode(key: &str) -> String {
 }
 
 /// Decodes a page token into the key to continue after ("" for none).
-pub fn decode(token: &str) -> Result<String, AppError> {
+pub fn decode(token: &str) -> Result<String, Status> {
     if token.is_empty() {
         return Ok(String::new());
     }
@@ -33,24 +38,24 @@ pub fn decode(token: &str) -> Result<String, AppError> {
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.strip_prefix("v1:").map(String::from))
         .ok_or_else(|| {
-            AppError::invalid(
+            to_status(AppError::invalid(
                 "page_token",
                 "is not a token this server issued; start again without one",
-            )
+            ))
         })
 }
 
 /// Decodes a page token holding a number (0 for none).
-pub fn decode_i64(token: &str) -> Result<i64, AppError> {
+pub fn decode_i64(token: &str) -> Result<i64, Status> {
     let s = decode(token)?;
     if s.is_empty() {
         return Ok(0);
     }
     s.parse().map_err(|_| {
-        AppError::invalid(
+        to_status(AppError::invalid(
             "page_token",
             "is not a token this server issued; start again without one",
-        )
+        ))
     })
 }
 

@@ -1,5 +1,6 @@
 //! `idgov.v1.PolicyService`.
 
+use super::status::OrStatus;
 use super::{Api, access, convert, invalid, paging};
 use crate::AppError;
 use crate::app::policy::PolicyOutcome;
@@ -30,12 +31,13 @@ impl PolicyService for Api {
             r.reason.trim().to_string()
         };
         if let Some(p) = idgov_domain::identity::text_problem(&reason, 1000) {
-            return Err(AppError::invalid("reason", p).into());
+            return Err(super::status::to_status(AppError::invalid("reason", p)));
         }
         let res = self
             .app
             .apply_policy(&r.document, r.dry_run, &reason, &access.caller.actor())
-            .await?;
+            .await
+            .or_status()?;
         let d = &res.diff;
         Ok(Response::new(pb::ApplyPolicyResponse {
             outcome: match res.outcome {

@@ -1,5 +1,6 @@
 //! `idgov.v1.ProvisioningService`.
 
+use super::status::OrStatus;
 use super::{Api, access, convert, paging};
 use crate::error::AppError;
 use idgov_domain::drift::DriftKind;
@@ -59,17 +60,17 @@ impl ProvisioningService for Api {
             Ok(pb::DirectoryOperationState::Failed) => Some(DirOpState::Failed),
             Ok(pb::DirectoryOperationState::Superseded) => Some(DirOpState::Superseded),
             Err(_) => {
-                return Err(
-                    AppError::invalid("state", "is not a directory operation state").into(),
-                );
+                return Err(super::status::to_status(AppError::invalid(
+                    "state",
+                    "is not a directory operation state",
+                )));
             }
         };
         let rows = self
             .app
-            .store
-            .list_directory_ops(state, &r.employee_id, after, limit + 1)
+            .directory_ops(state, &r.employee_id, after, limit + 1)
             .await
-            .map_err(AppError::from)?;
+            .or_status()?;
         let (rows, next) = paging::finish(rows, limit, |o| o.id.to_string());
         let now = self.app.now();
         Ok(Response::new(pb::ListDirectoryOperationsResponse {
@@ -85,16 +86,16 @@ impl ProvisioningService for Api {
         let access = access(&req)?;
         let id = req.into_inner().id;
         if id <= 0 {
-            return Err(AppError::invalid(
+            return Err(super::status::to_status(AppError::invalid(
                 "id",
                 "is required (see `idgov provisioning list --state failed`)",
-            )
-            .into());
+            )));
         }
         let op = self
             .app
             .retry_directory_op(id, &access.caller.actor())
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(operation(&op, self.app.now())))
     }
 }
@@ -167,7 +168,8 @@ impl DirectoryService for Api {
         let (run, drift) = self
             .app
             .sync_directory(dry_run, &access.caller.actor())
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(sync_run(
             &run,
             if dry_run { &drift } else { &[] },
@@ -181,16 +183,9 @@ impl DirectoryService for Api {
         access(&req)?;
         let run = self
             .app
-            .store
-            .get_sync_run(&req.get_ref().id)
+            .directory_sync_run(&req.get_ref().id)
             .await
-            .map_err(AppError::from)?
-            .ok_or_else(|| {
-                AppError::not_found(format!(
-                    "there is no directory sync {}",
-                    idgov_domain::error::echo(&req.get_ref().id)
-                ))
-            })?;
+            .or_status()?;
         Ok(Response::new(sync_run(&run, &[])))
     }
 
@@ -205,33 +200,18 @@ impl DirectoryService for Api {
         // The one mapping, read backwards: unspecified (0) matches no kind.
         let kind = match pb::DriftKind::try_from(r.kind) {
             Ok(k) => DriftKind::ALL.iter().copied().find(|d| drift_kind(*d) == k),
-            Err(_) => return Err(AppError::invalid("kind", "is not a drift kind").into()),
-        };
-        let sync_id = if r.sync_id.is_empty() {
-            match self
-                .app
-                .store
-                .latest_sync_run()
-                .await
-                .map_err(AppError::from)?
-            {
-                Some(run) => run.id,
-                None => {
-                    return Err(AppError::not_found(
-                        "no directory sync has run yet; run `idgov directory sync`",
-                    )
-                    .into());
-                }
+            Err(_) => {
+                return Err(super::status::to_status(AppError::invalid(
+                    "kind",
+                    "is not a drift kind",
+                )));
             }
-        } else {
-            r.sync_id
         };
-        let rows = self
+        let (sync_id, rows) = self
             .app
-            .store
-            .list_drift(&sync_id, kind, after, limit + 1)
+            .drift(&r.sync_id, kind, after, limit + 1)
             .await
-            .map_err(AppError::from)?;
+            .or_status()?;
         let (rows, next) = paging::finish(rows, limit, |d| d.seq.to_string());
         Ok(Response::new(pb::ListDriftResponse {
             sync_id,

@@ -102,9 +102,16 @@ pub fn to_status(e: AppError) -> Status {
     }
 }
 
-impl From<AppError> for Status {
-    fn from(e: AppError) -> Self {
-        to_status(e)
+/// `?` for application results in handlers: maps the error through
+/// [`to_status`] (the application layer is another crate, so `From` cannot
+/// be implemented here).
+pub trait OrStatus<T> {
+    fn or_status(self) -> Result<T, Status>;
+}
+
+impl<T> OrStatus<T> for Result<T, AppError> {
+    fn or_status(self) -> Result<T, Status> {
+        self.map_err(to_status)
     }
 }
 

@@ -22,7 +22,7 @@ use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use idgov_directory::{Directory, DirectoryConfig, DirectoryError, DnCache, Pool};
-use idgov_domain::audit::AuditEntry;
+use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::identity::Identity;
 use idgov_store::{DirOp, DirOpKind, Lane};
 use serde_json::json;
@@ -317,8 +317,8 @@ impl App {
                         tx.audit(
                             AuditEntry::new(
                                 "system:provisioning",
-                                "provisioning.failed",
-                                format!("identity:{}", op.employee_id),
+                                Action::ProvisioningFailed,
+                                Target::identity(&op.employee_id),
                                 json!({
                                     "op": op.id, "kind": op.kind, "group_dn": op.group_dn,
                                     "error": e.to_string(), "attempts": op.attempts + 1,
@@ -365,8 +365,8 @@ impl App {
         }
         tx.audit(AuditEntry::new(
             actor,
-            "provisioning.retried",
-            format!("identity:{}", op.employee_id),
+            Action::ProvisioningRetried,
+            Target::identity(&op.employee_id),
             json!({"op": id, "kind": op.kind, "group_dn": op.group_dn, "last_error": op.last_error}),
         ));
         tx.commit(now).await?;
@@ -388,8 +388,8 @@ impl App {
             tx.audit(
                 AuditEntry::new(
                     "system:provisioning",
-                    "provisioning.stuck",
-                    format!("identity:{}", op.employee_id),
+                    Action::ProvisioningStuck,
+                    Target::identity(&op.employee_id),
                     json!({
                         "op": op.id, "kind": op.kind, "group_dn": op.group_dn, "attempts": op.attempts,
                         "last_error": op.last_error, "pending_since": op.created_at.to_rfc3339(),

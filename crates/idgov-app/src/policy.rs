@@ -5,7 +5,7 @@ use super::intake::Batch;
 use super::{ActivePolicy, App};
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
-use idgov_domain::audit::AuditEntry;
+use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::grant::GrantChange;
 use idgov_domain::guard::{self, HeldKind, Verdict};
 use idgov_domain::lifecycle::{Cause, reconcile_access};
@@ -131,7 +131,7 @@ impl App {
                 summary,
                 verdict,
                 serde_json::to_value(&staged).unwrap_or_default(),
-                "policy.apply.held",
+                Action::PolicyApplyHeld,
                 json!({"diff": result.diff, "reason": reason}),
                 actor,
                 now,
@@ -229,8 +229,8 @@ impl App {
             .await?;
         tx.audit(AuditEntry::new(
             actor,
-            "policy.applied",
-            "policy",
+            Action::PolicyApplied,
+            Target::Policy,
             json!({
                 "version": version, "sha256": new.sha256(), "reason": reason, "requested_by": requested_by,
                 "changes": diff, "recompute": job.id,
@@ -292,8 +292,8 @@ impl App {
                 .await?;
                 tx.audit(AuditEntry::new(
                     &actor,
-                    "policy.recomputed",
-                    "policy",
+                    Action::PolicyRecomputed,
+                    Target::Policy,
                     json!({"version": job.policy_version, "impact": impact}),
                 ));
                 tx.commit(now).await?;

@@ -3,7 +3,7 @@
 use super::App;
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
-use idgov_domain::audit::AuditEntry;
+use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::guard::{self, HeldKind, Verdict};
 use idgov_domain::history::{Presence, RosterMark};
 use idgov_domain::hr::HrEvent;
@@ -349,7 +349,7 @@ impl App {
                 summary_text,
                 verdict,
                 serde_json::to_value(&staged).unwrap_or_default(),
-                "roster.sync.held",
+                Action::RosterSyncHeld,
                 json!({"source": req.source, "sync_id": req.sync_id}),
                 actor,
                 now,
@@ -376,8 +376,11 @@ impl App {
         }
         tx.audit(AuditEntry::new(
             actor,
-            "roster.sync",
-            format!("roster:{}:{}", req.source, req.sync_id),
+            Action::RosterSync,
+            Target::Roster {
+                source: req.source.clone(),
+                sync_id: req.sync_id.clone(),
+            },
             json!({
                 "outcome": out.outcome, "entries": out.entries_received, "summary": counts,
                 "unchanged": out.diff.unchanged, "guard": verdict, "rejected": out.rejected,

@@ -5,7 +5,7 @@ use super::policy::StagedPolicy;
 use super::roster::StagedSync;
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
-use idgov_domain::audit::AuditEntry;
+use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::guard::Verdict;
 use idgov_domain::guard::{HeldKind, HeldState};
 use idgov_domain::policy::Policy;
@@ -22,7 +22,7 @@ pub(crate) async fn hold(
     summary: String,
     guard: Verdict,
     payload: serde_json::Value,
-    action: &str,
+    action: Action,
     mut detail: serde_json::Value,
     actor: &str,
     now: DateTime<Utc>,
@@ -46,7 +46,7 @@ pub(crate) async fn hold(
         decision_reason: None,
     })
     .await?;
-    tx.audit(AuditEntry::new(actor, action, format!("held_change:{id}"), detail).security());
+    tx.audit(AuditEntry::new(actor, action, Target::HeldChange(id.to_string()), detail).security());
     Ok(id)
 }
 
@@ -119,8 +119,11 @@ impl App {
         tx.audit(
             AuditEntry::new(
                 actor,
-                &format!("held_change.{verb}"),
-                format!("held_change:{id}"),
+                match decision {
+                    HeldState::Released => Action::HeldChangeReleased,
+                    _ => Action::HeldChangeDiscarded,
+                },
+                Target::HeldChange(id.to_string()),
                 detail,
             )
             .security(),

@@ -1,6 +1,10 @@
-//! Application services: each operation reads through the store, asks the
-//! domain rules, and writes the result with its audit events in one
-//! transaction.
+//! idgov's application layer: the services every adapter calls (the gRPC
+//! API, the web app, the CLI through the API). Each operation reads through
+//! the store, asks the domain rules, and writes the result with its audit
+//! events in one transaction. Adapters never touch the store themselves:
+//! reads go through [`queries`], which applies object-level authorization.
+//! Services never spawn work of their own accord except the workers
+//! [`App::start`] starts for the process.
 //!
 //! - [`intake`]: HR events (submit, rescind, scheduled application), batched
 //!   into group commits by one writer task;
@@ -11,17 +15,21 @@
 //! - [`provisioning`]: the worker that applies the directory outbox;
 //! - [`directory_sync`]: reading the directory, recording and remediating drift.
 
+pub mod clock;
+pub mod denials;
 pub mod directory_sync;
+pub mod error;
 pub mod held;
 pub mod intake;
 pub mod policy;
 pub mod provisioning;
+pub mod queries;
 pub mod roster;
 pub mod scheduler;
 
-use crate::clock::Clock;
-use crate::error::AppError;
 use chrono::{DateTime, Utc};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::AppError;
 use idgov_domain::policy::Policy;
 use idgov_store::{Store, WriteTx};
 use std::sync::{Arc, RwLock};
@@ -72,7 +80,7 @@ pub struct App {
     /// Directory account DNs by employee id (see `DnCache`).
     pub(crate) account_dns: Arc<idgov_directory::DnCache>,
     /// Denied calls, counted until written to the audit log.
-    pub denials: Arc<crate::auth::denials::DenialLog>,
+    pub denials: Arc<crate::denials::DenialLog>,
 }
 
 /// The actor name of work the service does by itself.

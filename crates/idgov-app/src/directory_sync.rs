@@ -4,7 +4,7 @@
 use super::App;
 use crate::error::AppError;
 use idgov_directory::{Directory, DirectoryError, DriftAction};
-use idgov_domain::audit::AuditEntry;
+use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::drift::{self, Drift, DriftKind};
 use idgov_domain::grant::{NewGrant, SourceKind};
 use idgov_store::{DirOpKind, DriftRow, GrantRow, NewDirOp, SyncRun};
@@ -19,6 +19,17 @@ fn unreachable(e: DirectoryError) -> AppError {
         AppError::Unavailable(format!("the directory is unreachable: {e}"))
     } else {
         AppError::precondition(format!("the directory refused the sync: {e}"))
+    }
+}
+
+/// The security event of a kind of drift.
+fn drift_action(kind: DriftKind) -> Action {
+    match kind {
+        DriftKind::OrphanAccount => Action::DirectoryOrphanAccount,
+        DriftKind::EnabledLeaver => Action::DirectoryEnabledLeaver,
+        DriftKind::UnmanagedMembership => Action::DirectoryUnmanagedMembership,
+        DriftKind::MissingMembership => Action::DirectoryMissingMembership,
+        DriftKind::MissingAccount => Action::DirectoryMissingAccount,
     }
 }
 
@@ -173,8 +184,8 @@ impl App {
         for g in &imports {
             tx.audit(AuditEntry::new(
                 actor,
-                "grant.imported",
-                format!("grant:{}", g.id),
+                Action::GrantImported,
+                Target::grant(&g.id),
                 json!({
                     "employee_id": g.employee_id, "entitlement_id": g.entitlement_id, "sync": id,
                     "justification": g.justification, "review_pending": true,
@@ -183,8 +194,8 @@ impl App {
         }
         tx.audit(AuditEntry::new(
             actor,
-            "directory.sync",
-            format!("directory_sync:{id}"),
+            Action::DirectorySync,
+            Target::DirectorySync(id.to_string()),
             json!({"accounts": run.accounts, "groups": run.groups, "summary": run.summary}),
         ));
         for &kind in DriftKind::ALL.iter().filter(|k| k.is_security_event()) {
@@ -193,16 +204,13 @@ impl App {
                 tx.audit(
                     AuditEntry::new(
                         actor,
-                        &format!("directory.{}", kind.as_str()),
+                        drift_action(kind),
                         r.drift
                             .employee_id
                             .as_ref()
-                            .map(|e| format!("identity:{e}"))
+                            .map(|e| Target::identity(e))
                             .unwrap_or_else(|| {
-                                format!(
-                                    "account:{}",
-                                    r.drift.account_dn.clone().unwrap_or_default()
-                                )
+                                Target::Account(r.drift.account_dn.clone().unwrap_or_default())
                             }),
                         json!({"sync": id, "account_dn": r.drift.account_dn, "action": r.action}),
                     )
@@ -213,8 +221,8 @@ impl App {
                 tx.audit(
                     AuditEntry::new(
                         actor,
-                        &format!("directory.{}", kind.as_str()),
-                        format!("directory_sync:{id}"),
+                        drift_action(kind),
+                        Target::DirectorySync(id.to_string()),
                         json!({"sync": id, "more": of_kind.len() - SECURITY_EVENTS_PER_KIND}),
                     )
                     .security(),

@@ -3,9 +3,9 @@
 //! window, with a count), so a flood cannot fill the log. More than
 //! [`BURST`] denials in one window raise a security event.
 
-use crate::app::App;
+use crate::App;
 use crate::error::AppError;
-use idgov_domain::audit::AuditEntry;
+use idgov_domain::audit::{Action, AuditEntry, Target};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -71,8 +71,8 @@ impl App {
         for ((kind, caller, rpc, reason), count) in &w.counts {
             tx.audit(AuditEntry::new(
                 caller,
-                "access.denied",
-                format!("rpc:{rpc}"),
+                Action::AccessDenied,
+                Target::Rpc(rpc.to_string()),
                 json!({"kind": kind, "count": count, "reason": reason}),
             ));
         }
@@ -80,8 +80,8 @@ impl App {
             tx.audit(
                 AuditEntry::new(
                     "system:auth",
-                    "access.denied_burst",
-                    "idgov",
+                    Action::AccessDeniedBurst,
+                    Target::Service,
                     json!({"denials": w.total, "distinct": w.counts.len(), "threshold": BURST}),
                 )
                 .security(),

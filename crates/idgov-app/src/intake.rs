@@ -14,7 +14,7 @@
 use super::{ActivePolicy, App, SYSTEM_SCHEDULER};
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
-use idgov_domain::audit::AuditEntry;
+use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::grant::{Grant, GrantChange, RevokeReason};
 use idgov_domain::history::{self, Presence, RosterMark};
 use idgov_domain::hr::{EventKind, EventState, HrEvent};
@@ -396,7 +396,7 @@ impl Batch {
         if ev.kind == EventKind::Rescind {
             return self.rescind(tx, ev, actor).await;
         }
-        let target = format!("identity:{}", ev.employee_id);
+        let target = Target::identity(&ev.employee_id);
         let base = json!({
             "source": ev.source, "event_id": ev.event_id, "kind": ev.kind,
             "effective_at": ev.effective_at.to_rfc3339(),
@@ -409,14 +409,19 @@ impl Batch {
                 if let Some(p) = pre_hire {
                     tx.audit(AuditEntry::new(
                         actor,
-                        "identity.pre_hire_announced",
+                        Action::IdentityPreHireAnnounced,
                         target.clone(),
                         json!({"employee_id": p.employee_id, "starts_at": ev.effective_at.to_rfc3339(),
                                "announced_by": ev.event_id}),
                     ));
                     self.set_identity(*p);
                 }
-                tx.audit(AuditEntry::new(actor, "hr.event.scheduled", target, base));
+                tx.audit(AuditEntry::new(
+                    actor,
+                    Action::HrEventScheduled,
+                    target,
+                    base,
+                ));
                 Ok(self.outcome(ev, EventState::Scheduled, detail))
             }
             Decision::Apply(t) => {
@@ -435,7 +440,7 @@ impl Batch {
                     self.record(ev, EventState::Superseded, &reason, actor);
                     tx.audit(AuditEntry::new(
                         actor,
-                        "hr.event.superseded",
+                        Action::HrEventSuperseded,
                         target,
                         with(base, "reason", &reason),
                     ));
@@ -598,7 +603,7 @@ impl Batch {
             "source": ev.source, "event_id": ev.event_id, "kind": ev.kind,
             "effective_at": ev.effective_at.to_rfc3339(), "submitted_by": submitted_by,
         });
-        let target = format!("identity:{}", ev.employee_id);
+        let target = Target::identity(&ev.employee_id);
         match self.decide(tx, ev).await? {
             Decision::Apply(t) => {
                 let current = self.current(&ev.employee_id).0;
@@ -608,7 +613,7 @@ impl Batch {
                     tx.audit(
                         AuditEntry::new(
                             SYSTEM_SCHEDULER,
-                            "hr.event.rejected",
+                            Action::HrEventRejected,
                             target,
                             with(base, "reason", &reason),
                         )
@@ -622,7 +627,7 @@ impl Batch {
                     self.note_folded(ev);
                     tx.audit(AuditEntry::new(
                         SYSTEM_SCHEDULER,
-                        "hr.event.superseded",
+                        Action::HrEventSuperseded,
                         target,
                         with(base, "reason", reason),
                     ));
@@ -741,13 +746,13 @@ impl Batch {
     ) -> (u32, u32) {
         let id = t.identity.employee_id.clone();
         self.set_identity(t.identity.clone());
-        let target = format!("identity:{id}");
+        let target = Target::identity(&id);
         let action = if what.get("event_id").is_some() {
-            "hr.event.applied"
+            Action::HrEventApplied
         } else if what.get("roster").is_some() {
-            "hr.roster_presence"
+            Action::HrRosterPresence
         } else {
-            "hr.end_date_reached"
+            Action::HrEndDateReached
         };
         let mut detail = json!({
             "status": {"from": t.previous_status, "to": t.identity.status},
@@ -813,7 +818,7 @@ impl Batch {
                 tx.audit(
                     AuditEntry::new(
                         actor,
-                        "catalog.owner_left",
+                        Action::CatalogOwnerLeft,
                         target,
                         json!({"employee_id": id, "owns": owned, "action": "name a new owner in the policy"}),
                     )
@@ -882,8 +887,8 @@ impl Batch {
                     added += 1;
                     tx.audit(AuditEntry::new(
                         actor,
-                        "grant.added",
-                        format!("grant:{}", row.id),
+                        Action::GrantAdded,
+                        Target::grant(&row.id),
                         json!({
                             "employee_id": id, "entitlement_id": n.entitlement_id,
                             "source": n.source, "role": n.source_ref, "cause": cause,
@@ -901,8 +906,8 @@ impl Batch {
                     revoked += 1;
                     tx.audit(AuditEntry::new(
                         actor,
-                        "grant.revoked",
-                        format!("grant:{grant_id}"),
+                        Action::GrantRevoked,
+                        Target::grant(grant_id),
                         json!({"employee_id": id, "entitlement_id": entitlement_id, "reason": reason, "cause": cause}),
                     ));
                 }
@@ -916,8 +921,8 @@ impl Batch {
                     self.marks.push(grant_id.clone());
                     tx.audit(AuditEntry::new(
                         actor,
-                        "grant.review_pending",
-                        format!("grant:{grant_id}"),
+                        Action::GrantReviewPending,
+                        Target::grant(grant_id),
                         json!({"employee_id": id, "entitlement_id": entitlement_id, "cause": cause}),
                     ));
                 }
@@ -968,8 +973,8 @@ impl Batch {
         let id = ev.employee_id.clone();
         tx.audit(AuditEntry::new(
             actor,
-            "hr.event.rescinded",
-            format!("identity:{id}"),
+            Action::HrEventRescinded,
+            Target::identity(&id),
             json!({"source": ev.source, "event_id": target_id, "kind": target.kind, "rescinded_by": ev.event_id}),
         ));
         // A withdrawn offer: the pre-hire shows the earliest hire still
@@ -1012,8 +1017,8 @@ impl Batch {
                 Some(next) => {
                     tx.audit(AuditEntry::new(
                         actor,
-                        "identity.pre_hire_announced",
-                        format!("identity:{id}"),
+                        Action::IdentityPreHireAnnounced,
+                        Target::identity(&id),
                         json!({"employee_id": id, "announced_by": next.history.announced.as_ref().map(|k| k.event_id.clone())}),
                     ));
                     self.set_identity(next);
@@ -1022,8 +1027,8 @@ impl Batch {
                     self.set_identity(blank);
                     tx.audit(AuditEntry::new(
                         actor,
-                        "identity.pre_hire_withdrawn",
-                        format!("identity:{id}"),
+                        Action::IdentityPreHireWithdrawn,
+                        Target::identity(&id),
                         json!({"employee_id": id}),
                     ));
                 }

@@ -1,0 +1,205 @@
+//! Reads, for every adapter, with object-level authorization applied
+//! inside: an adapter passes the caller's [`Access`] and gets only what the
+//! caller may see. Objects out of reach and objects that do not exist
+//! answer alike ([`idgov_authz::out_of_reach`]).
+
+use crate::App;
+use crate::error::AppError;
+use chrono::{DateTime, Utc};
+use idgov_authz::{Access, Grant as Reach, ObjectFacts, check_object, out_of_reach};
+use idgov_domain::audit::{Action, AuditEntry, AuditRecord, Target};
+use idgov_domain::grant::Grant;
+use idgov_domain::identity::{Identity, validate_employee_id};
+use idgov_domain::{DomainError, FieldViolation};
+use idgov_store::{
+    AuditFilter, DirOp, DirOpState, DriftRow, EventFilter, HeldChange, HeldState, IdentityFilter,
+    RecordedEvent, SyncRun, VerifyReport,
+};
+use serde_json::json;
+
+fn hidden(access: &Access) -> AppError {
+    AppError::PermissionDenied(out_of_reach(access).reason)
+}
+
+impl App {
+    /// The identity a call is about, if the caller may reach it. A scoped
+    /// caller learns nothing about identities outside its reach: unknown
+    /// and unrelated look the same.
+    pub async fn reachable_identity(
+        &self,
+        access: &Access,
+        employee_id: &str,
+    ) -> Result<Identity, AppError> {
+        validate_employee_id(employee_id).map_err(|e| {
+            AppError::Domain(DomainError::invalid(
+                "invalid employee id",
+                vec![FieldViolation::new("employee_id", e)],
+            ))
+        })?;
+        let scoped = matches!(access.grant, Reach::Scoped { .. });
+        let person = match self.store.get_identity(employee_id).await? {
+            Some(p) => p,
+            None if scoped => return Err(hidden(access)),
+            None => {
+                return Err(AppError::not_found(format!(
+                    "there is no identity {employee_id}"
+                )));
+            }
+        };
+        let facts = ObjectFacts {
+            employee_id: Some(person.employee_id.clone()),
+            manager_id: person.attrs.manager_id.clone(),
+        };
+        check_object(access, &facts).map_err(|_| hidden(access))?;
+        Ok(person)
+    }
+
+    /// An identity with the number of grants it holds.
+    pub async fn identity(
+        &self,
+        access: &Access,
+        employee_id: &str,
+    ) -> Result<(Identity, i64), AppError> {
+        let person = self.reachable_identity(access, employee_id).await?;
+        let n = self.store.count_active_grants(&person.employee_id).await?;
+        Ok((person, n))
+    }
+
+    /// Identities after `after`; a manager lists their own reports, and only
+    /// those.
+    pub async fn identities(
+        &self,
+        access: &Access,
+        mut filter: IdentityFilter,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(Identity, i64)>, AppError> {
+        if let Reach::Scoped { .. } = access.grant {
+            let me = access.caller.employee_id.clone().unwrap_or_default();
+            if filter.manager_id.is_empty() {
+                filter.manager_id = me;
+            } else if filter.manager_id != me {
+                return Err(hidden(access));
+            }
+        }
+        Ok(self.store.list_identities(&filter, after, limit).await?)
+    }
+
+    /// A reachable identity's grants.
+    pub async fn grants(
+        &self,
+        access: &Access,
+        employee_id: &str,
+        include_revoked: bool,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(Grant, idgov_domain::Classification)>, AppError> {
+        let person = self.reachable_identity(access, employee_id).await?;
+        Ok(self
+            .store
+            .list_grants(&person.employee_id, include_revoked, after, limit)
+            .await?)
+    }
+
+    pub async fn hr_events(
+        &self,
+        filter: &EventFilter,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, AppError> {
+        Ok(self.store.list_hr_events(filter, after, limit).await?)
+    }
+
+    pub async fn held_changes(
+        &self,
+        state: HeldState,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<HeldChange>, AppError> {
+        Ok(self.store.list_held_changes(state, after, limit).await?)
+    }
+
+    pub async fn audit_events(
+        &self,
+        filter: &AuditFilter,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, AppError> {
+        Ok(self.store.list_audit_events(filter, after, limit).await?)
+    }
+
+    /// Verifies the whole audit chain. A failed verification is itself a
+    /// security event: recording it extends the chain after the break; it
+    /// does not hide it.
+    pub async fn verify_audit(&self, actor: &str) -> Result<VerifyReport, AppError> {
+        let report = self.store.verify_audit_chain().await?;
+        if let Some(b) = &report.broken {
+            tracing::error!(seq = b.seq, problem = %b.problem, "audit chain verification failed");
+            let now = self.now();
+            let mut tx = self.store.begin().await?;
+            tx.audit(
+                AuditEntry::new(
+                    actor,
+                    Action::AuditVerifyFailed,
+                    Target::Audit,
+                    json!({"first_bad_seq": b.seq, "problem": b.problem, "checked": report.checked}),
+                )
+                .security(),
+            );
+            tx.commit(now).await?;
+        }
+        Ok(report)
+    }
+
+    pub async fn directory_ops(
+        &self,
+        state: Option<DirOpState>,
+        employee_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<DirOp>, AppError> {
+        Ok(self
+            .store
+            .list_directory_ops(state, employee_id, after, limit)
+            .await?)
+    }
+
+    pub async fn directory_sync_run(&self, id: &str) -> Result<SyncRun, AppError> {
+        self.store.get_sync_run(id).await?.ok_or_else(|| {
+            AppError::not_found(format!(
+                "there is no directory sync {}",
+                idgov_domain::error::echo(id)
+            ))
+        })
+    }
+
+    /// The drift a sync found (default: the latest sync).
+    pub async fn drift(
+        &self,
+        sync_id: &str,
+        kind: Option<idgov_domain::drift::DriftKind>,
+        after: i64,
+        limit: i64,
+    ) -> Result<(String, Vec<DriftRow>), AppError> {
+        let sync_id = if sync_id.is_empty() {
+            match self.store.latest_sync_run().await? {
+                Some(run) => run.id,
+                None => {
+                    return Err(AppError::not_found(
+                        "no directory sync has run yet; run `idgov directory sync`",
+                    ));
+                }
+            }
+        } else {
+            sync_id.to_string()
+        };
+        let rows = self.store.list_drift(&sync_id, kind, after, limit).await?;
+        Ok((sync_id, rows))
+    }
+
+    /// When the store last answered (for health).
+    pub async fn ping(&self) -> Result<DateTime<Utc>, AppError> {
+        self.store.ping().await?;
+        Ok(self.now())
+    }
+}
