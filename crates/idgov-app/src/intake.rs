@@ -50,6 +50,9 @@ const MAX_BATCH: usize = 512;
 /// reports one.
 const RETRIES: u32 = 8;
 
+/// How many events (or presences) of a roster one transaction applies.
+pub const ROSTER_STEP: usize = 1000;
+
 /// What a batch knows about a recorded event.
 #[derive(Debug, Clone)]
 struct Known {
@@ -1186,10 +1189,10 @@ impl App {
         Ok((results, queued))
     }
 
-    /// Applies a roster snapshot in `tx`: the events of its diff (changed
-    /// people, joiners, leavers), then the presence of the people it lists
-    /// and leaves unchanged, then records it as applied. Refusals of single
-    /// events are returned per event.
+    /// Applies a roster snapshot in `tx`, all of it: the events of its diff
+    /// (changed people, joiners, leavers), the presence of the people it
+    /// lists and leaves unchanged, then records it as applied. Refusals of
+    /// single events are returned per event. (A held roster's release.)
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn record_roster(
         &self,
@@ -1201,9 +1204,77 @@ impl App {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<(Vec<Result<SubmitOutcome, AppError>>, usize), AppError> {
+        let (results, queued) = self
+            .record_roster_part(tx, events, unchanged, &mark, actor, now)
+            .await?;
+        let more = self.finish_roster(tx, behind, mark, actor, now).await?;
+        Ok((results, queued + more))
+    }
+
+    /// Applies a roster snapshot in bounded steps: [`ROSTER_STEP`] events
+    /// or presences per transaction, so intake (a leaver above all) gets the
+    /// writer between steps. A crash leaves the steps done; sending the
+    /// snapshot again does the rest (events are idempotent, presences
+    /// refold to the same state). The caller finishes with
+    /// [`App::finish_roster`] in its own transaction.
+    pub(crate) async fn record_roster_in_steps(
+        &self,
+        events: &[HrEvent],
+        unchanged: &[(String, Presence)],
+        mark: &RosterMark,
+        actor: &str,
+    ) -> Result<Vec<Result<SubmitOutcome, AppError>>, AppError> {
+        let mut results = Vec::with_capacity(events.len());
+        let steps = events
+            .chunks(ROSTER_STEP)
+            .map(|e| (e, &unchanged[..0]))
+            .chain(unchanged.chunks(ROSTER_STEP).map(|u| (&events[..0], u)));
+        for (ev_chunk, pr_chunk) in steps {
+            let mut attempt = 0;
+            loop {
+                let now = self.now();
+                let r = async {
+                    let mut tx = self.store.begin().await?;
+                    let (res, queued) = self
+                        .record_roster_part(&mut tx, ev_chunk, pr_chunk, mark, actor, now)
+                        .await?;
+                    tx.commit(now).await?;
+                    if queued > 0 {
+                        self.wake_provisioning();
+                    }
+                    Ok::<_, AppError>(res)
+                }
+                .await;
+                match r {
+                    Err(e) if e.is_retryable() && attempt < RETRIES => {
+                        attempt += 1;
+                        self.after_conflict(&e, attempt).await;
+                    }
+                    Err(e) => return Err(e),
+                    Ok(res) => {
+                        results.extend(res);
+                        break;
+                    }
+                }
+            }
+            // Let intake in between steps.
+            tokio::task::yield_now().await;
+        }
+        Ok(results)
+    }
+
+    /// The events and presences of part of a roster, in `tx`.
+    async fn record_roster_part(
+        &self,
+        tx: &mut WriteTx,
+        events: &[HrEvent],
+        unchanged: &[(String, Presence)],
+        mark: &RosterMark,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Result<SubmitOutcome, AppError>>, usize), AppError> {
         let refs: Vec<&HrEvent> = events.iter().collect();
-        let mut extra: Vec<String> = unchanged.iter().map(|(id, _)| id.clone()).collect();
-        extra.extend(behind.iter().cloned());
+        let extra: Vec<String> = unchanged.iter().map(|(id, _)| id.clone()).collect();
         let policy = self.policy_for(tx);
         let mut batch = Batch::load(
             tx,
@@ -1218,7 +1289,7 @@ impl App {
         let mut results = Vec::with_capacity(events.len());
         for ev in events {
             match batch.submit(tx, ev, actor).await {
-                // The transaction may be unusable: fail the whole roster.
+                // The transaction may be unusable: fail the whole step.
                 Err(e) if e.is_store() => return Err(e),
                 Ok(o) => {
                     if ev.kind != EventKind::Terminate {
@@ -1245,13 +1316,37 @@ impl App {
                 Ok(_) => {}
             }
         }
+        let queued = batch.flush(tx).await?;
+        Ok((results, queued))
+    }
+
+    /// Records a roster snapshot as applied, in `tx`, and replays the
+    /// people `behind` it (see `roster::behind`).
+    pub(crate) async fn finish_roster(
+        &self,
+        tx: &mut WriteTx,
+        behind: &[String],
+        mark: RosterMark,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<usize, AppError> {
+        let policy = self.policy_for(tx);
+        let mut batch = Batch::load(
+            tx,
+            policy,
+            now,
+            &[],
+            behind,
+            self.provisioning(),
+            self.creates_accounts(),
+        )
+        .await?;
         let cause = format!("roster:{}:{}", mark.source, mark.sync_id);
         batch.roster_applied(tx, mark).await?;
         for id in behind {
             batch.reconsider(tx, id, actor, &cause).await?;
         }
-        let queued = batch.flush(tx).await?;
-        Ok((results, queued))
+        batch.flush(tx).await
     }
 
     /// Processes queued jobs in one transaction; on failure, each alone.

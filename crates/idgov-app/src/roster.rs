@@ -316,13 +316,24 @@ impl App {
         let counts = summary(&out.diff);
         let events = roster::to_events(&out.diff, &req.source, &req.sync_id, as_of, zone);
         let present = unchanged_present(&req.entries, &out.diff, &identities);
-        let mut tx = self.store.begin().await?;
         let mark = RosterMark {
             source: req.source.clone(),
             sync_id: req.sync_id.clone(),
             as_of,
             time_zone: zone.name().to_string(),
         };
+        // Applied in bounded steps before the final transaction: intake
+        // goes on between them.
+        let mut stepped = None;
+        if !verdict.tripped {
+            let presences = presences(&req.source, &req.sync_id, as_of, zone.name(), &present);
+            stepped = Some(
+                self.record_roster_in_steps(&events, &presences, &mark, actor)
+                    .await?,
+            );
+        }
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
         if verdict.tripped {
             let staged = StagedSync {
                 behind: behind(&req.entries, &out.diff, &identities, &mark),
@@ -358,12 +369,9 @@ impl App {
             out.outcome = Outcome::Held;
             out.held_change_id = Some(id);
         } else {
-            let presences = presences(&req.source, &req.sync_id, as_of, zone.name(), &present);
             let behind = behind(&req.entries, &out.diff, &identities, &mark);
-            let (results, _) = self
-                .record_roster(&mut tx, &events, &presences, &behind, mark, actor, now)
-                .await?;
-            for (ev, r) in events.iter().zip(results) {
+            self.finish_roster(&mut tx, &behind, mark, actor, now).await?;
+            for (ev, r) in events.iter().zip(stepped.unwrap_or_default()) {
                 if let Err(e) = r {
                     out.rejected.push((ev.employee_id.clone(), e.to_string()));
                 }

@@ -117,3 +117,54 @@ both_backends! {
         assert_eq!(active_grants(&app, "B00001").await, ["ledger", "lobby", "wiki"]);
     }
 }
+
+both_backends! {
+    async fn a_leaver_is_applied_at_once_during_a_large_roster_import(t: TestStore) {
+        let (app, _) = app_on(&t).await;
+        with_policy(&app).await;
+        hire(&app, &Person::new("E1", "Finance")).await;
+        let mut entries: Vec<RosterEntry> = (0..6000)
+            .map(|i| RosterEntry {
+                employee_id: format!("J{i:05}"),
+                attrs: Person::new("x", "Sales").patch(),
+            })
+            .collect();
+        for id in ["O1", "O2", "E1"] {
+            entries.push(RosterEntry { employee_id: id.into(), attrs: Person::new(id, "Finance").patch() });
+        }
+        let import = {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.sync_roster(
+                    SyncRequest {
+                        source: "workday".into(),
+                        sync_id: "big".into(),
+                        dry_run: false,
+                        as_of: String::new(),
+                        time_zone: String::new(),
+                        entries,
+                    },
+                    "service:hr",
+                )
+                .await
+            })
+        };
+        // Wait until the import is writing, then terminate someone.
+        let t0 = Instant::now();
+        while app.store.get_identity("J00000").await.unwrap().is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(60), "the import never started writing");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ev = event(&app, EventKind::Terminate, "t-e1", "E1", "", AttributesPatch::default());
+        let sent = Instant::now();
+        app.submit_event(ev, "service:hr").await.unwrap();
+        let took = sent.elapsed();
+        let busy = !import.is_finished();
+        let out = import.await.unwrap().unwrap();
+        eprintln!("terminate during the import acknowledged in {took:?} (import still running: {busy})");
+        assert!(took < Duration::from_secs(2), "the leaver waited {took:?} behind the import");
+        assert_eq!(out.counts.joiners, 6000);
+        assert_eq!(app.store.get_identity("E1").await.unwrap().unwrap().status, Status::Terminated);
+        assert_eq!(app.store.count_identities(Status::Active).await.unwrap(), 6002);
+    }
+}
