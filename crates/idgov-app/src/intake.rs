@@ -90,6 +90,10 @@ pub(crate) struct Batch {
     managers: HashMap<String, Option<String>>,
     /// The newest roster snapshots applied, read when first needed.
     latest_rosters: Option<Vec<RosterMark>>,
+    /// People whose grants are not loaded yet (loaded when needed).
+    grants_unloaded: std::collections::HashSet<String>,
+    /// History-only changes (a roster presence that changed nothing else).
+    histories: HashMap<String, idgov_domain::identity::History>,
 }
 
 fn known(r: &RecordedEvent) -> Known {
@@ -199,7 +203,42 @@ impl Batch {
             folded: HashMap::new(),
             managers: HashMap::new(),
             latest_rosters: None,
+            grants_unloaded: Default::default(),
+            histories: HashMap::new(),
         })
+    }
+
+    /// Like [`Batch::for_people`], but reads people's grants only when a
+    /// change of theirs needs them (a roster's presence mostly changes
+    /// nothing).
+    pub(crate) async fn for_people_lazily(
+        tx: &mut WriteTx,
+        policy: Arc<ActivePolicy>,
+        now: DateTime<Utc>,
+        people: &[String],
+        provisioning: bool,
+        create_accounts: bool,
+    ) -> Result<Batch, AppError> {
+        let found = tx.identities_by_ids(people).await?;
+        let mut identities: HashMap<String, Option<Identity>> =
+            people.iter().map(|p| (p.clone(), None)).collect();
+        for p in found {
+            identities.insert(p.employee_id.clone(), Some(p));
+        }
+        let mut b = Batch::for_people(tx, policy, now, &[], provisioning, create_accounts).await?;
+        b.identities = identities;
+        b.grants_unloaded = people.iter().cloned().collect();
+        Ok(b)
+    }
+
+    /// Reads `employee_id`'s grants if they were not read yet.
+    async fn ensure_grants(&mut self, tx: &mut WriteTx, employee_id: &str) -> Result<(), AppError> {
+        if self.grants_unloaded.remove(employee_id) {
+            let mut g = tx.active_grants_of(&[employee_id.to_string()]).await?;
+            self.active
+                .insert(employee_id.to_string(), g.remove(employee_id).unwrap_or_default());
+        }
+        Ok(())
     }
 
     pub(crate) fn current(&self, employee_id: &str) -> (Option<Identity>, Vec<Grant>) {
@@ -472,7 +511,7 @@ impl Batch {
         presence: &Presence,
         actor: &str,
     ) -> Result<bool, AppError> {
-        let (current, grants) = self.current(employee_id);
+        let current = self.current(employee_id).0;
         let ctx = lifecycle::fold_context(&self.policy.policy);
         let (folded, replayed) =
             match history::fold_presence(employee_id, current.as_ref(), presence, &ctx, self.now) {
@@ -500,6 +539,16 @@ impl Batch {
                 presence.listing(Some(presence.attrs.clone())),
             );
         }
+        // The usual case: the person is as the snapshot says. Only their
+        // history changes (the listing); grants are not even read.
+        if let (Some(cur), Some(new)) = (current.as_ref(), folded.state.as_ref())
+            && history::same_state(cur, new)
+        {
+            self.set_history(new.clone());
+            return Ok(false);
+        }
+        self.ensure_grants(tx, employee_id).await?;
+        let grants = self.current(employee_id).1;
         let t = lifecycle::transition(
             current.as_ref(),
             folded,
@@ -703,9 +752,22 @@ impl Batch {
     }
 
     fn set_identity(&mut self, p: Identity) {
+        self.histories.remove(&p.employee_id);
         self.identities
             .insert(p.employee_id.clone(), Some(p.clone()));
         self.people.push(p);
+    }
+
+    /// Stages a change of `p`'s history alone (their row is otherwise as
+    /// stored), unless their whole row is written anyway.
+    fn set_history(&mut self, p: Identity) {
+        if self.people.iter().any(|x| x.employee_id == p.employee_id) {
+            self.set_identity(p);
+            return;
+        }
+        self.histories
+            .insert(p.employee_id.clone(), p.history.clone());
+        self.identities.insert(p.employee_id.clone(), Some(p));
     }
 
     /// Stages a transition and its audit events. Returns (added, revoked).
@@ -1045,6 +1107,9 @@ impl Batch {
     pub(crate) async fn flush(self, tx: &mut WriteTx) -> Result<usize, AppError> {
         tx.insert_hr_events(&self.new_events, self.now).await?;
         tx.put_identities(&self.people).await?;
+        let histories: Vec<(String, idgov_domain::identity::History)> =
+            self.histories.into_iter().collect();
+        tx.put_histories(&histories).await?;
         tx.insert_grants(&self.grants, self.now).await?;
         tx.revoke_grants(&self.revokes, self.now).await?;
         tx.mark_mover_review(&self.marks).await?;
@@ -1276,16 +1341,28 @@ impl App {
         let refs: Vec<&HrEvent> = events.iter().collect();
         let extra: Vec<String> = unchanged.iter().map(|(id, _)| id.clone()).collect();
         let policy = self.policy_for(tx);
-        let mut batch = Batch::load(
-            tx,
-            policy,
-            now,
-            &refs,
-            &extra,
-            self.provisioning(),
-            self.creates_accounts(),
-        )
-        .await?;
+        let mut batch = if events.is_empty() {
+            Batch::for_people_lazily(
+                tx,
+                policy,
+                now,
+                &extra,
+                self.provisioning(),
+                self.creates_accounts(),
+            )
+            .await?
+        } else {
+            Batch::load(
+                tx,
+                policy,
+                now,
+                &refs,
+                &extra,
+                self.provisioning(),
+                self.creates_accounts(),
+            )
+            .await?
+        };
         let mut results = Vec::with_capacity(events.len());
         for ev in events {
             match batch.submit(tx, ev, actor).await {

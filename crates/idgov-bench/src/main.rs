@@ -8,6 +8,7 @@
 //! - bare gRPC round trips (health checks) to the same server.
 
 mod directory;
+mod scale;
 
 use clap::{Parser, Subcommand};
 use idgov_authz::Role;
@@ -66,6 +67,16 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         burst: usize,
     },
+    /// A generated organisation through the life of a service: roster
+    /// import, policy apply (time, memory, a leaver during it), a
+    /// 1%-changed roster, audit verify, read RPCs at 64 clients, start-up.
+    Scale {
+        #[arg(long, default_value_t = 100_000)]
+        people: usize,
+        /// sqlite or postgres.
+        #[arg(long, default_value = "sqlite")]
+        backend: String,
+    },
     /// Backlog drain after a directory outage, beside raw modify throughput.
     Drain {
         #[arg(long, default_value_t = 20_000)]
@@ -115,6 +126,7 @@ fn main() -> anyhow::Result<()> {
                 burst: _,
             } => directory::leaver(people, groups, leavers).await,
             Cmd::Dirsync { people, groups } => directory::dirsync(people, groups).await,
+            Cmd::Scale { people, backend } => scale::scale(people, &backend).await,
             Cmd::Drain { people, workers } => directory::drain(people, workers).await,
         }
     })

@@ -107,6 +107,7 @@ impl Presence {
             as_of: self.as_of,
             time_zone: self.time_zone.clone(),
             attrs,
+            same_as_newer: false,
         }
     }
 
@@ -174,6 +175,10 @@ pub struct Listing {
     /// The attributes it gave, when it did not change the person (a change
     /// is an event of its own, which carries them).
     pub attrs: Option<AttributesPatch>,
+    /// The attributes are those of the next newer listing (kept once: a
+    /// person unchanged across snapshots costs a few bytes per snapshot).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub same_as_newer: bool,
 }
 
 impl Listing {
@@ -189,18 +194,45 @@ impl Listing {
     }
 }
 
+/// The listings with their attributes filled in (newest first).
+pub fn materialized(listings: &[Listing]) -> Vec<Listing> {
+    let mut carry: Option<AttributesPatch> = None;
+    listings
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            if l.same_as_newer {
+                l.attrs = carry.clone();
+                l.same_as_newer = false;
+            }
+            carry = l.attrs.clone();
+            l
+        })
+        .collect()
+}
+
 /// Notes a listing in a person's history: newest first, once per
-/// snapshot, at most [`ROSTER_HORIZON`].
+/// snapshot, at most [`ROSTER_HORIZON`]; attributes equal to the next newer
+/// listing's are kept once.
 pub fn note_listing(h: &mut History, l: Listing) {
-    h.rosters
-        .retain(|x| !(x.source == l.source && x.sync_id == l.sync_id));
-    let at = h
-        .rosters
+    let mut all = materialized(&h.rosters);
+    all.retain(|x| !(x.source == l.source && x.sync_id == l.sync_id));
+    let at = all
         .iter()
         .position(|x| x.as_of < l.as_of)
-        .unwrap_or(h.rosters.len());
-    h.rosters.insert(at, l);
-    h.rosters.truncate(ROSTER_HORIZON);
+        .unwrap_or(all.len());
+    all.insert(at, l);
+    all.truncate(ROSTER_HORIZON);
+    let mut newer: Option<AttributesPatch> = None;
+    for x in all.iter_mut() {
+        let own = x.attrs.clone();
+        if own.is_some() && own == newer {
+            x.attrs = None;
+            x.same_as_newer = true;
+        }
+        newer = own;
+    }
+    h.rosters = all;
 }
 
 /// What a person's history leaves behind besides the attributes.
@@ -609,9 +641,15 @@ pub fn replay(
         .filter(|e| e.kind != EventKind::Rescind && e.effective_at <= now)
         .map(|e| (EventKey::of(e), Item::Event(e)))
         .collect();
+    let listings = cur.map(|c| materialized(&c.history.rosters)).unwrap_or_default();
+    let listed = |m: &RosterMark| {
+        listings
+            .iter()
+            .find(|l| l.source == m.source && l.sync_id == m.sync_id)
+    };
     let presences: Vec<Presence> = marks
         .iter()
-        .filter_map(|m| m.listing(cur))
+        .filter_map(listed)
         .filter_map(Listing::presence)
         .chain(extra.cloned())
         .filter(|p| p.as_of <= now)

@@ -229,6 +229,28 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Replaces only the `history` of identities: what a roster's presence
+    /// changes for people it leaves as they were.
+    pub async fn put_histories(
+        &mut self,
+        rows: &[(String, idgov_domain::identity::History)],
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(400) {
+            let sql = format!(
+                "WITH v(id, h) AS (VALUES {}) UPDATE identities SET history = \
+                 (SELECT h FROM v WHERE v.id = identities.employee_id) \
+                 WHERE employee_id IN (SELECT id FROM v)",
+                values(self.backend, chunk.len(), 2)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for (id, h) in chunk {
+                q = q.bind(id.clone()).bind(to_json(h));
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
     /// Inserts or replaces identities (the last of several with one id wins).
     pub async fn put_identities(&mut self, people: &[Identity]) -> Result<(), StoreError> {
         let mut last: HashMap<&str, usize> = HashMap::new();
