@@ -235,8 +235,10 @@ impl Batch {
     async fn ensure_grants(&mut self, tx: &mut WriteTx, employee_id: &str) -> Result<(), AppError> {
         if self.grants_unloaded.remove(employee_id) {
             let mut g = tx.active_grants_of(&[employee_id.to_string()]).await?;
-            self.active
-                .insert(employee_id.to_string(), g.remove(employee_id).unwrap_or_default());
+            self.active.insert(
+                employee_id.to_string(),
+                g.remove(employee_id).unwrap_or_default(),
+            );
         }
         Ok(())
     }

@@ -370,7 +370,8 @@ impl App {
             out.held_change_id = Some(id);
         } else {
             let behind = behind(&req.entries, &out.diff, &identities, &mark);
-            self.finish_roster(&mut tx, &behind, mark, actor, now).await?;
+            self.finish_roster(&mut tx, &behind, mark, actor, now)
+                .await?;
             for (ev, r) in events.iter().zip(stepped.unwrap_or_default()) {
                 if let Err(e) = r {
                     out.rejected.push((ev.employee_id.clone(), e.to_string()));

@@ -8,14 +8,14 @@
 
 use crate::{connect, drive, machine, start_and_check};
 use idgov_authz::Role;
+use idgov_domain::Classification;
 use idgov_domain::identity::{AttributesPatch, BackgroundCheck, EmploymentType};
 use idgov_domain::roster::RosterEntry;
-use idgov_domain::Classification;
 use idgov_proto::v1 as pb;
+use idgov_server::SystemClock;
 use idgov_server::app::roster::SyncRequest;
 use idgov_server::auth::dev::DevAuth;
 use idgov_server::serve::{ServeConfig, start};
-use idgov_server::SystemClock;
 use sqlx::{Connection, Row};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,7 +77,9 @@ fn policy() -> String {
          [[roles]]\nid = \"everyone\"\nentitlements = [\"all.wiki\"]\n\n[[birthright]]\nrole = \"everyone\"\n\n",
     );
     for d in 0..DEPARTMENTS {
-        let ents: Vec<String> = (0..PER_DEPARTMENT).map(|k| format!("d{d:03}.e{k}")).collect();
+        let ents: Vec<String> = (0..PER_DEPARTMENT)
+            .map(|k| format!("d{d:03}.e{k}"))
+            .collect();
         for e in &ents {
             s.push_str(&format!(
                 "[[entitlements]]\nid = \"{e}\"\nsystem = \"apps\"\nclassification = \"internal\"\nkind = \"app_role\"\n\n"
@@ -161,8 +163,12 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
         .parse()?)
     };
     println!("\nmachine: {}", machine());
-    println!("command: cargo run --release -p idgov-bench -- scale --people {people} --backend {backend}\n");
-    println!("| {people} people, {DEPARTMENTS} departments, ~10 grants each ({backend}) | idgov | raw limit, same run |");
+    println!(
+        "command: cargo run --release -p idgov-bench -- scale --people {people} --backend {backend}\n"
+    );
+    println!(
+        "| {people} people, {DEPARTMENTS} departments, ~10 grants each ({backend}) | idgov | raw limit, same run |"
+    );
     println!("|---|---:|---:|");
     let mut r = Report(vec![]);
 
@@ -183,7 +189,11 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     anyhow::ensure!(out.counts.joiners as usize == people, "{:?}", out.counts);
-    r.row("roster import (all joiners)", format!("{:.1} s", t.elapsed().as_secs_f64()), "—".into());
+    r.row(
+        "roster import (all joiners)",
+        format!("{:.1} s", t.elapsed().as_secs_f64()),
+        "—".into(),
+    );
 
     // Policy apply, with a terminate sent while it runs.
     let before = rss().0;
@@ -238,7 +248,11 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
         format!(
             "{:.0} ms{}",
             leaver.as_secs_f64() * 1e3,
-            if running_still { " (apply still running)" } else { " (apply had finished)" }
+            if running_still {
+                " (apply still running)"
+            } else {
+                " (apply had finished)"
+            }
         ),
         "—".into(),
     );
@@ -260,7 +274,11 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     r.row(
-        &format!("1%-changed roster ({} updates, {} unchanged)", out.counts.updates + out.counts.movers, out.counts.unchanged),
+        &format!(
+            "1%-changed roster ({} updates, {} unchanged)",
+            out.counts.updates + out.counts.movers,
+            out.counts.unchanged
+        ),
         format!("{:.1} s", t.elapsed().as_secs_f64()),
         "—".into(),
     );
@@ -280,7 +298,11 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
     // Reads at 64 clients.
     let admin = token(&[Role::ItAdmin])?;
     let channels = connect(&url, 8).await?;
-    for (name, rpc) in [("GetIdentity", 0u8), ("ListGrants", 1u8), ("raw: gRPC health", 2u8)] {
+    for (name, rpc) in [
+        ("GetIdentity", 0u8),
+        ("ListGrants", 1u8),
+        ("raw: gRPC health", 2u8),
+    ] {
         let lat = Arc::new(Mutex::new(Vec::new()));
         let (chs, tok, l, n) = (channels.clone(), admin.clone(), lat.clone(), people);
         let count = 20_000u64;
@@ -295,16 +317,25 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
                     0 => {
                         let mut q = tonic::Request::new(pb::GetIdentityRequest { employee_id: id });
                         q.metadata_mut().insert("authorization", tok);
-                        pb::identity_service_client::IdentityServiceClient::new(ch).get_identity(q).await?;
+                        pb::identity_service_client::IdentityServiceClient::new(ch)
+                            .get_identity(q)
+                            .await?;
                     }
                     1 => {
-                        let mut q = tonic::Request::new(pb::ListGrantsRequest { employee_id: id, ..Default::default() });
+                        let mut q = tonic::Request::new(pb::ListGrantsRequest {
+                            employee_id: id,
+                            ..Default::default()
+                        });
                         q.metadata_mut().insert("authorization", tok);
-                        pb::identity_service_client::IdentityServiceClient::new(ch).list_grants(q).await?;
+                        pb::identity_service_client::IdentityServiceClient::new(ch)
+                            .list_grants(q)
+                            .await?;
                     }
                     _ => {
                         tonic_health::pb::health_client::HealthClient::new(ch)
-                            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                            .check(tonic_health::pb::HealthCheckRequest {
+                                service: String::new(),
+                            })
                             .await?;
                     }
                 }
@@ -319,7 +350,10 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
         let (p50, p99) = (pct(v.clone(), 0.5), pct(v, 0.99));
         r.row(
             &format!("{name} at 64 clients"),
-            format!("{:.0}/s, p50 {p50:.1} ms, p99 {p99:.1} ms", count as f64 / secs),
+            format!(
+                "{:.0}/s, p50 {p50:.1} ms, p99 {p99:.1} ms",
+                count as f64 / secs
+            ),
             String::new(),
         );
     }
@@ -328,7 +362,11 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
     // Start-up on the 100k store (SQLite: the data directory).
     if database_url.is_none() {
         let (took, running) = start_and_check(&data).await?;
-        r.row("start-up to first SERVING health answer", format!("{:.0} ms", took.as_secs_f64() * 1e3), "—".into());
+        r.row(
+            "start-up to first SERVING health answer",
+            format!("{:.0} ms", took.as_secs_f64() * 1e3),
+            "—".into(),
+        );
         running.stop().await?;
     }
     Ok(())
@@ -339,17 +377,27 @@ async fn raw_copy(data: &std::path::Path, pg: Option<&str>) -> anyhow::Result<f6
     match pg {
         Some(url) => {
             let mut c = sqlx::PgConnection::connect(url).await?;
-            sqlx::query("CREATE TABLE raw_grants AS SELECT * FROM grants WHERE false").execute(&mut c).await?;
+            sqlx::query("CREATE TABLE raw_grants AS SELECT * FROM grants WHERE false")
+                .execute(&mut c)
+                .await?;
             t = Instant::now();
-            sqlx::query("INSERT INTO raw_grants SELECT * FROM grants").execute(&mut c).await?;
+            sqlx::query("INSERT INTO raw_grants SELECT * FROM grants")
+                .execute(&mut c)
+                .await?;
         }
         None => {
             let url = format!("sqlite:{}", data.join("idgov.db").display());
             let mut c = sqlx::SqliteConnection::connect(&url).await?;
-            sqlx::query("PRAGMA synchronous = FULL").execute(&mut c).await?;
-            sqlx::query("CREATE TABLE raw_grants AS SELECT * FROM grants WHERE 0").execute(&mut c).await?;
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut c)
+                .await?;
+            sqlx::query("CREATE TABLE raw_grants AS SELECT * FROM grants WHERE 0")
+                .execute(&mut c)
+                .await?;
             t = Instant::now();
-            sqlx::query("INSERT INTO raw_grants SELECT * FROM grants").execute(&mut c).await?;
+            sqlx::query("INSERT INTO raw_grants SELECT * FROM grants")
+                .execute(&mut c)
+                .await?;
         }
     }
     Ok(t.elapsed().as_secs_f64())
@@ -368,7 +416,11 @@ async fn raw_audit(data: &std::path::Path, pg: Option<&str>) -> anyhow::Result<(
             let mut c = sqlx::PgConnection::connect(url).await?;
             let mut s = sqlx::query(sql).fetch(&mut c);
             while let Some(r) = s.try_next().await? {
-                rows.push(row_bytes(&r.try_get::<String, _>("detail")?, &r.try_get::<String, _>("prev_hash")?, &r.try_get::<String, _>("actor")?));
+                rows.push(row_bytes(
+                    &r.try_get::<String, _>("detail")?,
+                    &r.try_get::<String, _>("prev_hash")?,
+                    &r.try_get::<String, _>("actor")?,
+                ));
             }
         }
         None => {
@@ -376,7 +428,11 @@ async fn raw_audit(data: &std::path::Path, pg: Option<&str>) -> anyhow::Result<(
             let mut c = sqlx::SqliteConnection::connect(&url).await?;
             let mut s = sqlx::query(sql).fetch(&mut c);
             while let Some(r) = s.try_next().await? {
-                rows.push(row_bytes(&r.try_get::<String, _>("detail")?, &r.try_get::<String, _>("prev_hash")?, &r.try_get::<String, _>("actor")?));
+                rows.push(row_bytes(
+                    &r.try_get::<String, _>("detail")?,
+                    &r.try_get::<String, _>("prev_hash")?,
+                    &r.try_get::<String, _>("actor")?,
+                ));
             }
         }
     }
@@ -399,7 +455,16 @@ mod sha2_free {
     pub fn hash_all(rows: &[Vec<u8>]) {
         let mut acc = 0u8;
         for r in rows {
-            let d = idgov_domain::audit::event_hash("", 0, 0, "", "", "", std::str::from_utf8(r).unwrap_or(""), false);
+            let d = idgov_domain::audit::event_hash(
+                "",
+                0,
+                0,
+                "",
+                "",
+                "",
+                std::str::from_utf8(r).unwrap_or(""),
+                false,
+            );
             acc ^= d.as_bytes()[0];
         }
         std::hint::black_box(acc);

@@ -16,6 +16,8 @@ pub enum ErrorCode {
     FailedPrecondition,
     /// The same idempotency key was used for a different payload.
     IdempotencyConflict,
+    /// A rule forbids this caller this action on this object.
+    PermissionDenied,
 }
 
 impl ErrorCode {
@@ -27,6 +29,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "IDGOV_NOT_FOUND",
             ErrorCode::FailedPrecondition => "IDGOV_FAILED_PRECONDITION",
             ErrorCode::IdempotencyConflict => "IDGOV_IDEMPOTENCY_CONFLICT",
+            ErrorCode::PermissionDenied => "IDGOV_PERMISSION_DENIED",
         }
     }
 }

@@ -641,7 +641,9 @@ pub fn replay(
         .filter(|e| e.kind != EventKind::Rescind && e.effective_at <= now)
         .map(|e| (EventKey::of(e), Item::Event(e)))
         .collect();
-    let listings = cur.map(|c| materialized(&c.history.rosters)).unwrap_or_default();
+    let listings = cur
+        .map(|c| materialized(&c.history.rosters))
+        .unwrap_or_default();
     let listed = |m: &RosterMark| {
         listings
             .iter()

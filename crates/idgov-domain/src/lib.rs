@@ -52,6 +52,7 @@ macro_rules! string_enum {
     };
 }
 
+pub mod access;
 pub mod audit;
 pub mod classification;
 pub mod drift;

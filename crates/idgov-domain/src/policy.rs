@@ -51,6 +51,13 @@ pub struct LevelPolicy {
     pub review_every_months: u32,
     pub on_mover: OnMover,
     pub no_review_response: NoResponse,
+    /// Days an access request waits for its approvals before it expires.
+    #[serde(default = "default_request_expiry")]
+    pub request_expiry_days: u32,
+}
+
+fn default_request_expiry() -> u32 {
+    14
 }
 
 impl LevelPolicy {
@@ -65,6 +72,7 @@ impl LevelPolicy {
                 review_every_months: 0,
                 on_mover: OnMover::Keep,
                 no_review_response: NoResponse::Keep,
+                request_expiry_days: 14,
             },
             Classification::Internal => Self {
                 birthright_allowed: true,
@@ -73,6 +81,7 @@ impl LevelPolicy {
                 review_every_months: 12,
                 on_mover: OnMover::KeepAndReview,
                 no_review_response: NoResponse::KeepFlagged,
+                request_expiry_days: 14,
             },
             Classification::Confidential => Self {
                 birthright_allowed: true,
@@ -81,6 +90,7 @@ impl LevelPolicy {
                 review_every_months: 6,
                 on_mover: OnMover::Revoke,
                 no_review_response: NoResponse::Revoke,
+                request_expiry_days: 14,
             },
             Classification::Restricted => Self {
                 birthright_allowed: false,
@@ -89,6 +99,7 @@ impl LevelPolicy {
                 review_every_months: 3,
                 on_mover: OnMover::Revoke,
                 no_review_response: NoResponse::Revoke,
+                request_expiry_days: 14,
             },
         }
     }
@@ -104,6 +115,40 @@ struct LevelDoc {
     review_every_months: Option<u32>,
     on_mover: Option<OnMover>,
     no_review_response: Option<NoResponse>,
+    request_expiry_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestsDoc {
+    fallback_approver: Option<String>,
+}
+
+string_enum!(
+    /// How bad holding both sides of a separation-of-duties rule is.
+    Severity { Low => "low", Medium => "medium", High => "high" }
+);
+
+/// A separation-of-duties rule: entitlements (directly, or through roles)
+/// nobody may hold together without a live exception.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SodRule {
+    pub id: String,
+    #[serde(default)]
+    pub description: String,
+    /// Held together (two or more of these), they conflict.
+    #[serde(default)]
+    pub entitlements: Vec<String>,
+    /// Roles count as the entitlements they bundle.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+}
+
+fn default_severity() -> Severity {
+    Severity::High
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -150,6 +195,9 @@ pub struct Entitlement {
     pub ldap_group_dn: Option<String>,
     #[serde(default)]
     pub description: String,
+    /// People may ask for it (access requests); birthright is given anyway.
+    #[serde(default)]
+    pub requestable: bool,
 }
 
 /// A bundle of entitlements.
@@ -160,6 +208,9 @@ pub struct Role {
     #[serde(default)]
     pub name: String,
     pub entitlements: Vec<String>,
+    /// People may ask for the whole role (access requests).
+    #[serde(default)]
+    pub requestable: bool,
 }
 
 /// Values an attribute must take: one value or any of several.
@@ -260,6 +311,10 @@ struct PolicyDoc {
     roles: Vec<Role>,
     #[serde(default)]
     birthright: Vec<BirthrightRule>,
+    #[serde(default)]
+    requests: RequestsDoc,
+    #[serde(default)]
+    sod: Vec<SodRule>,
 }
 
 /// Thresholds of the mass-change guard.
@@ -280,6 +335,11 @@ pub struct Policy {
     pub entitlements: BTreeMap<String, Entitlement>,
     pub roles: BTreeMap<String, Role>,
     pub birthright: Vec<BirthrightRule>,
+    /// Who approves a step whose approver is missing or has left (an
+    /// active identity), when nobody else can.
+    pub fallback_approver: Option<String>,
+    /// Separation-of-duties rules.
+    pub sod: Vec<SodRule>,
     /// The document this policy was parsed from, as given.
     pub document: String,
 }
@@ -357,6 +417,8 @@ impl Policy {
             entitlements: BTreeMap::new(),
             roles: BTreeMap::new(),
             birthright: Vec::new(),
+            fallback_approver: None,
+            sod: Vec::new(),
             document: String::new(),
         }
     }
@@ -444,6 +506,15 @@ impl Policy {
             }
             if let Some(n) = lv.no_review_response {
                 p.no_review_response = n;
+            }
+            if let Some(d) = lv.request_expiry_days {
+                if d == 0 || d > 365 {
+                    v.push(FieldViolation::new(
+                        format!("levels.{name}.request_expiry_days"),
+                        "must be 1..=365",
+                    ));
+                }
+                p.request_expiry_days = d;
             }
         }
         if let Some(r) = policy.levels.get(&Classification::Restricted)
@@ -595,6 +666,49 @@ impl Policy {
             policy.birthright.push(rule.clone());
         }
 
+        if let Some(f) = &doc.requests.fallback_approver {
+            if let Err(e) = crate::identity::validate_employee_id(f) {
+                v.push(FieldViolation::new("requests.fallback_approver", e));
+            }
+            policy.fallback_approver = Some(f.clone());
+        }
+        let mut sod_ids = BTreeSet::new();
+        for (i, rule) in doc.sod.iter().enumerate() {
+            let path = format!("sod[{i}] ({})", rule.id);
+            if let Some(p) = id_problem(&rule.id) {
+                v.push(FieldViolation::new(format!("sod[{i}].id"), p));
+            }
+            if !sod_ids.insert(rule.id.clone()) {
+                v.push(FieldViolation::new(
+                    &path,
+                    format!("sod rule id {:?} is defined twice", rule.id),
+                ));
+            }
+            for e in &rule.entitlements {
+                if !policy.entitlements.contains_key(e) {
+                    v.push(FieldViolation::new(
+                        format!("{path}.entitlements"),
+                        format!("unknown entitlement {e:?}"),
+                    ));
+                }
+            }
+            for r in &rule.roles {
+                if !policy.roles.contains_key(r) {
+                    v.push(FieldViolation::new(
+                        format!("{path}.roles"),
+                        format!("unknown role {r:?}"),
+                    ));
+                }
+            }
+            if rule.entitlements.len() + rule.roles.len() < 2 {
+                v.push(FieldViolation::new(
+                    &path,
+                    "a separation-of-duties rule names at least two entitlements or roles",
+                ));
+            }
+            policy.sod.push(rule.clone());
+        }
+
         if v.is_empty() {
             Ok(policy)
         } else {
@@ -641,12 +755,42 @@ impl Policy {
         }
     }
 
-    /// Every employee id named as an owner.
+    /// Every employee id named as an owner (or fallback approver).
     pub fn owner_ids(&self) -> BTreeSet<String> {
         self.systems
             .values()
             .map(|s| s.owner.clone())
             .chain(self.entitlements.values().map(|e| e.owner.clone()))
+            .chain(self.fallback_approver.clone())
+            .collect()
+    }
+
+    /// The entitlements of a separation-of-duties rule's side: each named
+    /// entitlement is a side, each role a side of its entitlements.
+    pub fn sod_sides(&self, rule: &SodRule) -> Vec<BTreeSet<String>> {
+        rule.entitlements
+            .iter()
+            .map(|e| BTreeSet::from([e.clone()]))
+            .chain(rule.roles.iter().filter_map(|r| {
+                self.roles
+                    .get(r)
+                    .map(|r| r.entitlements.iter().cloned().collect())
+            }))
+            .collect()
+    }
+
+    /// The rules someone holding `held` breaks: two or more sides of the
+    /// rule are held.
+    pub fn sod_conflicts(&self, held: &BTreeSet<String>) -> Vec<&SodRule> {
+        self.sod
+            .iter()
+            .filter(|rule| {
+                self.sod_sides(rule)
+                    .iter()
+                    .filter(|side| !side.is_empty() && side.iter().all(|e| held.contains(e)))
+                    .count()
+                    >= 2
+            })
             .collect()
     }
 
@@ -727,6 +871,7 @@ impl Policy {
             hr_changed: self.hr_time_zone != new.hr_time_zone
                 || self.default_clearance != new.default_clearance,
             guard_changed: self.guard != new.guard,
+            sod_changed: self.sod != new.sod,
         }
     }
 }
@@ -747,6 +892,8 @@ pub struct PolicyDiff {
     pub birthright_rules_changed: bool,
     pub hr_changed: bool,
     pub guard_changed: bool,
+    #[serde(default)]
+    pub sod_changed: bool,
 }
 
 impl PolicyDiff {

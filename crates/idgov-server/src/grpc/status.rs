@@ -48,6 +48,7 @@ pub fn to_status(e: AppError) -> Status {
                 ErrorCode::NotFound => Code::NotFound,
                 ErrorCode::FailedPrecondition => Code::FailedPrecondition,
                 ErrorCode::IdempotencyConflict => Code::AlreadyExists,
+                ErrorCode::PermissionDenied => Code::PermissionDenied,
             };
             let violations: Vec<(String, String)> = d
                 .violations
