@@ -4,8 +4,16 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["types", "hr", "identity", "policy", "audit", "provisioning"]
-        .map(|f| root.join(format!("idgov/v1/{f}.proto")));
+    let files = [
+        "types",
+        "hr",
+        "identity",
+        "policy",
+        "audit",
+        "provisioning",
+        "access",
+    ]
+    .map(|f| root.join(format!("idgov/v1/{f}.proto")));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

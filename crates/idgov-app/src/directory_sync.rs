@@ -109,15 +109,15 @@ impl App {
                 .get(d.entitlement_id.as_deref()?)?;
             (person.may_hold_access() && ent.classification <= person.attrs.access_ceiling()).then(
                 || {
-                    let imported = NewGrant {
-                        entitlement_id: ent.id.clone(),
-                        source: SourceKind::Imported,
-                        source_ref: id.clone(),
-                        justification: format!(
+                    let imported = NewGrant::plain(
+                        ent.id.clone(),
+                        SourceKind::Imported,
+                        id.clone(),
+                        format!(
                             "member of {} in the directory at sync {id}; imported for review",
                             d.group_dn.clone().unwrap_or_default()
                         ),
-                    };
+                    );
                     GrantRow {
                         review_pending: true,
                         ..GrantRow::new(&person.employee_id, &imported, ent.classification, &cause)

@@ -94,6 +94,9 @@ pub(crate) struct Batch {
     grants_unloaded: std::collections::HashSet<String>,
     /// History-only changes (a roster presence that changed nothing else).
     histories: HashMap<String, idgov_domain::identity::History>,
+    /// People who left in this batch: (employee id, manager, actor), for
+    /// their access requests.
+    leavers: Vec<(String, Option<String>, String)>,
 }
 
 fn known(r: &RecordedEvent) -> Known {
@@ -205,6 +208,7 @@ impl Batch {
             latest_rosters: None,
             grants_unloaded: Default::default(),
             histories: HashMap::new(),
+            leavers: Vec::new(),
         })
     }
 
@@ -868,6 +872,11 @@ impl Batch {
                 .push(dir_op(&id, DirOpKind::StripGroups, None, &cause));
         }
         if leaves {
+            self.leavers.push((
+                id.clone(),
+                t.identity.attrs.manager_id.clone(),
+                actor.to_string(),
+            ));
             let pol = &self.policy.policy;
             let owned: Vec<&str> = pol
                 .entitlements
@@ -944,12 +953,13 @@ impl Batch {
                         source: n.source,
                         source_ref: n.source_ref.clone(),
                         granted_at: self.now,
-                        expires_at: None,
-                        approvers: vec![],
+                        expires_at: n.expires_at,
+                        approvers: n.approvers.clone(),
                         justification: n.justification.clone(),
                         revoked_at: None,
                         revoke_reason: None,
                         review_pending: false,
+                        exception_id: n.exception_id.clone(),
                     });
                     added += 1;
                     tx.audit(AuditEntry::new(
@@ -1104,6 +1114,23 @@ impl Batch {
         Ok(self.outcome(ev, EventState::Applied, detail))
     }
 
+    /// The ids of the grants staged so far.
+    pub(crate) fn staged_grant_ids(&self) -> Vec<String> {
+        self.grants.iter().map(|g| g.id.clone()).collect()
+    }
+
+    /// Stages a history-only change of a person.
+    pub(crate) fn set_history_of(
+        &mut self,
+        employee_id: &str,
+        history: idgov_domain::identity::History,
+    ) {
+        if let Some(Some(p)) = self.identities.get_mut(employee_id) {
+            p.history = history.clone();
+        }
+        self.histories.insert(employee_id.to_string(), history);
+    }
+
     /// Writes everything staged, set-based. Returns how many directory
     /// operations were queued.
     pub(crate) async fn flush(self, tx: &mut WriteTx) -> Result<usize, AppError> {
@@ -1116,6 +1143,13 @@ impl Batch {
         tx.revoke_grants(&self.revokes, self.now).await?;
         tx.mark_mover_review(&self.marks).await?;
         tx.enqueue_directory_ops(&self.dir_ops, self.now).await?;
+        crate::access::requests_after_leavers(
+            tx,
+            &self.leavers,
+            self.policy.policy.fallback_approver.as_deref(),
+            self.now,
+        )
+        .await?;
         for (source, event_id, from, to, detail) in &self.transitions {
             if !tx
                 .transition_hr_event(source, event_id, *from, *to, detail, self.now)

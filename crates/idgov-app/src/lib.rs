@@ -6,6 +6,8 @@
 //! Services never spawn work of their own accord except the workers
 //! [`App::start`] starts for the process.
 //!
+//! - [`access`]: access requests and approvals, manual revocation,
+//!   time-bound grants and separation of duties;
 //! - [`intake`]: HR events (submit, rescind, scheduled application), batched
 //!   into group commits by one writer task;
 //! - [`roster`]: roster sync with the mass-change guard;
@@ -15,6 +17,7 @@
 //! - [`provisioning`]: the worker that applies the directory outbox;
 //! - [`directory_sync`]: reading the directory, recording and remediating drift.
 
+pub mod access;
 pub mod clock;
 pub mod denials;
 pub mod directory_sync;

@@ -22,7 +22,17 @@ pub struct Impact {
     /// Identities losing at least one grant.
     pub identities_losing: u64,
     pub identities_affected: u64,
+    /// Separation-of-duties conflicts people would then hold without a live
+    /// exception (what the detective check would report).
+    #[serde(default)]
+    pub sod_conflicts: u64,
+    /// The first of them, `employee: rule`.
+    #[serde(default)]
+    pub sod_examples: Vec<String>,
 }
+
+/// How many conflicts an impact names.
+const SOD_EXAMPLES: usize = 20;
 
 /// The outcome of applying a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,9 +193,55 @@ impl App {
                 active += 1;
                 let (changes, _) = reconcile_access(person, grants, new, Cause::Policy);
                 add_impact(&mut impact, &changes);
+                if !new.sod.is_empty() {
+                    self.measure_sod(person, grants, &changes, new, &mut impact)
+                        .await?;
+                }
             }
         }
         Ok((impact, active))
+    }
+
+    /// Adds the SoD conflicts `person` would hold after `changes` to
+    /// `impact`.
+    async fn measure_sod(
+        &self,
+        person: &idgov_domain::identity::Identity,
+        grants: &[idgov_domain::grant::Grant],
+        changes: &[GrantChange],
+        new: &Policy,
+        impact: &mut Impact,
+    ) -> Result<(), AppError> {
+        let mut held: std::collections::BTreeSet<String> = grants
+            .iter()
+            .filter(|g| g.is_active())
+            .map(|g| g.entitlement_id.clone())
+            .collect();
+        for c in changes {
+            match c {
+                GrantChange::Add(n) => {
+                    held.insert(n.entitlement_id.clone());
+                }
+                GrantChange::Revoke { entitlement_id, .. } => {
+                    held.remove(entitlement_id);
+                }
+                GrantChange::MarkMoverReview { .. } => {}
+            }
+        }
+        if new.sod_conflicts(&held).is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let exceptions = self.store.live_exceptions(&person.employee_id, now).await?;
+        for (rule, _) in idgov_domain::access::violations(new, &held, &exceptions, now) {
+            impact.sod_conflicts += 1;
+            if impact.sod_examples.len() < SOD_EXAMPLES {
+                impact
+                    .sod_examples
+                    .push(format!("{}: {}", person.employee_id, rule.id));
+            }
+        }
+        Ok(())
     }
 
     /// Stores `new` as the next version, audited, and starts the recompute

@@ -49,6 +49,7 @@ impl App {
         let facts = ObjectFacts {
             employee_id: Some(person.employee_id.clone()),
             manager_id: person.attrs.manager_id.clone(),
+            ..ObjectFacts::default()
         };
         check_object(access, &facts).map_err(|_| hidden(access))?;
         Ok(person)

@@ -98,8 +98,15 @@ impl App {
     }
 }
 
-/// Runs the scheduler every `interval` until the application is dropped.
+/// How often the separation-of-duties detective check runs (and after
+/// every policy change).
+pub const SOD_CHECK_EVERY: Duration = Duration::from_secs(600);
+
+/// Runs the scheduler every `interval` until the application is dropped:
+/// due HR events and end dates, access expiry (requests, time-bound
+/// grants, SoD exceptions) and, now and then, the SoD detective check.
 pub async fn scheduler_loop(app: Weak<App>, interval: Duration) {
+    let mut sod_checked: Option<(std::time::Instant, i64)> = None;
     loop {
         tokio::time::sleep(interval).await;
         let Some(app) = app.upgrade() else { return };
@@ -107,6 +114,40 @@ pub async fn scheduler_loop(app: Weak<App>, interval: Duration) {
             Ok(0) => {}
             Ok(n) => tracing::info!(applied = n, "applied scheduled HR events"),
             Err(e) => tracing::warn!(error = %e, "scheduler run failed; will retry"),
+        }
+        match app.run_access_expiry().await {
+            Ok(s) if s == crate::access::Sweep::default() => {}
+            Ok(s) => tracing::info!(
+                requests = s.requests_expired,
+                grants = s.grants_expired,
+                exceptions = s.exceptions_expired,
+                sod_revoked = s.grants_revoked_sod,
+                "expired access"
+            ),
+            Err(e) => tracing::warn!(error = %e, "access expiry failed; will retry"),
+        }
+        let version = app.policy().version;
+        let due = match sod_checked {
+            None => true,
+            Some((at, v)) => v != version || at.elapsed() >= SOD_CHECK_EVERY,
+        };
+        if due && !app.policy().policy.sod.is_empty() {
+            match app.run_sod_check(crate::SYSTEM_SCHEDULER).await {
+                Ok(c) => {
+                    sod_checked = Some((std::time::Instant::now(), version));
+                    if c.new > 0 || c.resolved > 0 {
+                        tracing::warn!(
+                            new = c.new,
+                            resolved = c.resolved,
+                            open = c.open,
+                            "separation-of-duties check"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "separation-of-duties check failed; will retry")
+                }
+            }
         }
     }
 }

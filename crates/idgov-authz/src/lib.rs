@@ -78,6 +78,10 @@ pub enum Relation {
     ManagerOf,
     /// The caller is a known employee (any object of the call is public to staff).
     Employee,
+    /// The caller made the object (a request) or has a step of it to decide.
+    PartyTo,
+    /// The caller owns the entitlement the object is about.
+    OwnerOf,
 }
 
 impl Relation {
@@ -86,6 +90,8 @@ impl Relation {
             Relation::SelfOf => "self",
             Relation::ManagerOf => "manager-of",
             Relation::Employee => "employee",
+            Relation::PartyTo => "party-to",
+            Relation::OwnerOf => "owner-of",
         }
     }
 }
@@ -172,6 +178,18 @@ rpcs! {
     RunDirectorySync => "DirectoryService", "RunDirectorySync", "sync with the directory (and remediate)";
     GetDirectorySync => "DirectoryService", "GetDirectorySync", "read a directory sync run";
     ListDrift => "DirectoryService", "ListDrift", "list directory drift";
+    CreateAccessRequest => "AccessService", "CreateAccessRequest", "request access (for oneself or a direct report)";
+    GetAccessRequest => "AccessService", "GetAccessRequest", "read an access request";
+    ListAccessRequests => "AccessService", "ListAccessRequests", "list access requests";
+    ApproveAccessRequest => "AccessService", "ApproveAccessRequest", "approve the open step of a request";
+    DenyAccessRequest => "AccessService", "DenyAccessRequest", "deny a request";
+    CancelAccessRequest => "AccessService", "CancelAccessRequest", "cancel a pending request";
+    RevokeGrant => "AccessService", "RevokeGrant", "revoke a grant by hand";
+    ListExpiringGrants => "AccessService", "ListExpiringGrants", "list grants that end soon";
+    ListSodViolations => "AccessService", "ListSodViolations", "list separation-of-duties violations";
+    RunSodCheck => "AccessService", "RunSodCheck", "run the separation-of-duties detective check";
+    ListSodExceptions => "AccessService", "ListSodExceptions", "list separation-of-duties exceptions";
+    GrantSodException => "AccessService", "GrantSodException", "grant a time-bound separation-of-duties exception";
 }
 
 /// Who may call an RPC.
@@ -203,6 +221,18 @@ pub fn rule(rpc: Rpc) -> Rule {
         Rpc::ListAuditEvents | Rpc::VerifyAuditChain => (&[SecurityOfficer, Auditor], &[]),
         Rpc::ListDirectoryOperations | Rpc::GetDirectorySync | Rpc::ListDrift => (READERS, &[]),
         Rpc::RunDirectorySync | Rpc::RetryDirectoryOperation => (CHANGE_APPROVERS, &[]),
+        // People ask for access for themselves or their direct reports.
+        Rpc::CreateAccessRequest => (&[], &[SelfOf, ManagerOf]),
+        Rpc::GetAccessRequest | Rpc::ListAccessRequests => (READERS, &[SelfOf, ManagerOf, PartyTo]),
+        // The domain decides whose step it is; the security step is any
+        // security officer's.
+        Rpc::ApproveAccessRequest | Rpc::DenyAccessRequest => (&[SecurityOfficer], &[PartyTo]),
+        Rpc::CancelAccessRequest => (&[ItAdmin], &[SelfOf, PartyTo]),
+        Rpc::RevokeGrant => (&[ItAdmin], &[OwnerOf]),
+        Rpc::ListExpiringGrants => (READERS, &[SelfOf, ManagerOf]),
+        Rpc::ListSodViolations | Rpc::ListSodExceptions => (READERS, &[]),
+        Rpc::RunSodCheck => (CHANGE_APPROVERS, &[]),
+        Rpc::GrantSodException => (&[SecurityOfficer], &[]),
     };
     Rule { roles, relations }
 }
@@ -269,6 +299,11 @@ pub struct ObjectFacts {
     pub employee_id: Option<String>,
     /// That identity's manager.
     pub manager_id: Option<String>,
+    /// People party to the object: a request's requester and the people
+    /// its steps are (or were) assigned to.
+    pub parties: Vec<String>,
+    /// The owner of the entitlement the object is about.
+    pub owner: Option<String>,
 }
 
 /// The object-level decision for a scoped grant. Full grants pass.
@@ -281,6 +316,8 @@ pub fn check_object(access: &Access, facts: &ObjectFacts) -> Result<(), Denied> 
         SelfOf => me.is_some() && facts.employee_id.as_deref() == me,
         ManagerOf => me.is_some() && facts.manager_id.as_deref() == me,
         Employee => me.is_some(),
+        PartyTo => me.is_some_and(|me| facts.parties.iter().any(|p| p == me)),
+        OwnerOf => me.is_some() && facts.owner.as_deref() == me,
     };
     if relations.iter().any(holds) {
         Ok(())
@@ -399,14 +436,17 @@ mod tests {
         let report = ObjectFacts {
             employee_id: Some("E1".into()),
             manager_id: Some("M1".into()),
+            ..ObjectFacts::default()
         };
         let other = ObjectFacts {
             employee_id: Some("E2".into()),
             manager_id: Some("M2".into()),
+            ..ObjectFacts::default()
         };
         let own = ObjectFacts {
             employee_id: Some("M1".into()),
             manager_id: Some("CEO".into()),
+            ..ObjectFacts::default()
         };
         assert!(check_object(&access, &report).is_ok());
         assert!(check_object(&access, &own).is_ok());

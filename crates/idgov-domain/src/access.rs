@@ -117,6 +117,24 @@ impl AccessRequest {
     }
 }
 
+/// The organisation as approval routing sees it.
+pub trait Org {
+    /// The manager of `employee_id`, if any.
+    fn manager_of(&self, employee_id: &str) -> Option<String>;
+    /// True when `employee_id` is an active person who can decide.
+    fn available(&self, employee_id: &str) -> bool;
+}
+
+/// A manager lookup where everyone is available.
+impl<F: Fn(&str) -> Option<String>> Org for F {
+    fn manager_of(&self, employee_id: &str) -> Option<String> {
+        self(employee_id)
+    }
+    fn available(&self, _: &str) -> bool {
+        true
+    }
+}
+
 /// What someone asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRequest {
@@ -209,7 +227,7 @@ pub fn ceiling_problem(beneficiary: &Identity, classification: Classification) -
 /// Checks a new request against the rules and plans its steps. `held` are
 /// the beneficiary's active grants; `open_for_same` is true when an open
 /// request for the same target exists; `manager_of` looks a manager up;
-/// `exception` is a live SoD exception for the conflicts (if any) found.
+/// `exceptions` are the beneficiary's live SoD exceptions.
 #[allow(clippy::too_many_arguments)]
 pub fn plan(
     new: &NewRequest,
@@ -217,8 +235,8 @@ pub fn plan(
     held: &[Grant],
     open_for_same: bool,
     policy: &Policy,
-    manager_of: &dyn Fn(&str) -> Option<String>,
-    sod_exception: Option<&str>,
+    org: &dyn Org,
+    exceptions: &[SodException],
     now: DateTime<Utc>,
 ) -> Result<AccessRequest, DomainError> {
     let (entitlements, classification) = resolve_target(policy, new.target_kind, &new.target_id)?;
@@ -310,16 +328,31 @@ pub fn plan(
         .filter(|r| !before.contains(r.id.as_str()))
         .map(|r| r.id.clone())
         .collect();
-    if !new_conflicts.is_empty() && sod_exception.is_none() {
+    let live = |rule: &str| {
+        exceptions
+            .iter()
+            .find(|x| x.rule_id == rule && x.is_live(now))
+    };
+    let uncovered: Vec<&String> = new_conflicts.iter().filter(|r| live(r).is_none()).collect();
+    if !uncovered.is_empty() {
         return Err(invalid(
             "target_id",
             format!(
-                "it would break separation of duties ({}); a security officer can grant a time-bound exception",
-                new_conflicts.join(", ")
+                "it would break separation of duties ({}); a security officer can grant a time-bound exception \
+                 (idgov sod grant-exception)",
+                uncovered
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
-    let steps = plan_steps(new, &entitlements, &level.approvals, policy, manager_of)?;
+    let sod_exception = new_conflicts
+        .first()
+        .and_then(|r| live(r))
+        .map(|x| x.id.clone());
+    let steps = plan_steps(new, &entitlements, &level.approvals, policy, org)?;
     let mut req = AccessRequest {
         id: String::new(),
         requester: new.requester.clone(),
@@ -338,11 +371,7 @@ pub fn plan(
         steps,
         grant_ids: vec![],
         extends_grant_id: new.extends_grant_id.clone(),
-        sod_exception_id: if new_conflicts.is_empty() {
-            None
-        } else {
-            sod_exception.map(String::from)
-        },
+        sod_exception_id: sod_exception,
         version: 0,
     };
     if let Some(first) = req.steps.first_mut() {
@@ -357,18 +386,20 @@ pub fn plan(
 }
 
 /// Resolves each approval step to a person. Nobody fills a step for a
-/// request they made or that is for them, and nobody fills two steps: such
-/// a step goes up to that person's manager, then to the fallback approver.
+/// request they made or that is for them, nobody fills two steps, and
+/// nobody who left does: such a step goes up to that person's manager,
+/// then to the fallback approver.
 fn plan_steps(
     new: &NewRequest,
     entitlements: &[String],
     approvals: &[Approver],
     policy: &Policy,
-    manager_of: &dyn Fn(&str) -> Option<String>,
+    org: &dyn Org,
 ) -> Result<Vec<Step>, DomainError> {
+    let manager_of = |p: &str| org.manager_of(p);
     let mut taken: BTreeSet<String> = BTreeSet::new();
     let barred = |p: &str, taken: &BTreeSet<String>| {
-        p == new.requester || p == new.beneficiary || taken.contains(p)
+        p == new.requester || p == new.beneficiary || taken.contains(p) || !org.available(p)
     };
     let mut steps = Vec::new();
     for approver in approvals {
@@ -556,6 +587,221 @@ pub fn reassign_open_step(req: &mut AccessRequest, from: &str, to: &str, why: &s
         }
         _ => false,
     }
+}
+
+/// A time-bound exception to a separation-of-duties rule for one person,
+/// granted by a security officer. When it ends, the grants it allowed are
+/// revoked (`sod`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SodException {
+    pub id: String,
+    pub employee_id: String,
+    pub rule_id: String,
+    pub justification: String,
+    pub granted_by: String,
+    pub granted_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub state: ExceptionState,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+string_enum!(
+    /// Where an exception stands.
+    ExceptionState { Active => "active", Expired => "expired", Revoked => "revoked" }
+);
+
+impl SodException {
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.state == ExceptionState::Active && self.expires_at > now
+    }
+}
+
+/// A conflict the detective check found: someone holds two or more sides
+/// of a rule without a live exception.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SodViolation {
+    pub employee_id: String,
+    pub rule_id: String,
+    pub severity: crate::policy::Severity,
+    /// The held entitlements that make the conflict.
+    pub entitlements: Vec<String>,
+    pub detected_at: DateTime<Utc>,
+    pub checked_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// The conflicts `held` makes under `policy`, without those a live
+/// exception covers: (rule, its entitlements held).
+pub fn violations<'p>(
+    policy: &'p Policy,
+    held: &BTreeSet<String>,
+    exceptions: &[SodException],
+    now: DateTime<Utc>,
+) -> Vec<(&'p crate::policy::SodRule, Vec<String>)> {
+    policy
+        .sod_conflicts(held)
+        .into_iter()
+        .filter(|r| {
+            !exceptions
+                .iter()
+                .any(|x| x.rule_id == r.id && x.is_live(now))
+        })
+        .map(|r| {
+            let ents: BTreeSet<String> = policy
+                .sod_sides(r)
+                .into_iter()
+                .filter(|side| !side.is_empty() && side.iter().all(|e| held.contains(e)))
+                .flatten()
+                .collect();
+            (r, ents.into_iter().collect())
+        })
+        .collect()
+}
+
+/// Checks a security officer's exception before it is granted.
+pub fn check_exception(
+    policy: &Policy,
+    rule_id: &str,
+    justification: &str,
+    days: u32,
+) -> Result<(), DomainError> {
+    let Some(rule) = policy.sod.iter().find(|r| r.id == rule_id) else {
+        return Err(invalid(
+            "rule_id",
+            format!(
+                "there is no separation-of-duties rule {}",
+                crate::error::echo(rule_id)
+            ),
+        ));
+    };
+    let j = justification.trim();
+    if j.is_empty() {
+        return Err(invalid("justification", "say why the exception is needed"));
+    }
+    if let Some(p) = text_problem(j, MAX_JUSTIFICATION) {
+        return Err(invalid("justification", p));
+    }
+    // At most the cap of the most sensitive level the rule touches.
+    let top = policy
+        .sod_sides(rule)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| policy.entitlements.get(&e).map(|e| e.classification))
+        .max()
+        .unwrap_or(Classification::Internal);
+    let cap = policy.level(top).max_grant_days;
+    if days == 0 {
+        return Err(invalid("days", "must be at least 1 day"));
+    }
+    if cap > 0 && days > cap {
+        return Err(invalid(
+            "days",
+            format!("an exception to {rule_id} lasts at most {cap} days ({top} access)"),
+        ));
+    }
+    Ok(())
+}
+
+/// What an approved request does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fulfilment {
+    /// New grants (entitlements already held are left as they are).
+    Grants(Vec<crate::grant::NewGrant>),
+    /// An extension: the grant's new end.
+    Extend {
+        grant_id: String,
+        expires_at: DateTime<Utc>,
+    },
+}
+
+/// The final check of a request every step approved, against the
+/// beneficiary, their grants, the policy and the SoD exceptions as they are
+/// *now* (they may have moved, lost clearance or left since the request was
+/// made). `Err` says why it cannot be granted.
+pub fn fulfil(
+    req: &AccessRequest,
+    beneficiary: &Identity,
+    held: &[Grant],
+    policy: &Policy,
+    exceptions: &[SodException],
+    now: DateTime<Utc>,
+) -> Result<Fulfilment, String> {
+    if beneficiary.status != crate::identity::Status::Active {
+        return Err(format!(
+            "{} is {}, not active",
+            beneficiary.employee_id, beneficiary.status
+        ));
+    }
+    let (entitlements, classification) =
+        resolve_target(policy, req.target_kind, &req.target_id).map_err(|e| e.to_string())?;
+    if let Some(p) = ceiling_problem(beneficiary, classification) {
+        return Err(p);
+    }
+    let cap = policy.level(classification).max_grant_days;
+    let days = match (req.duration_days, cap) {
+        (Some(d), c) if c > 0 => Some(d.min(c)),
+        (None, c) if c > 0 => Some(c),
+        (d, _) => d,
+    };
+    let expires_at = days.map(|d| now + Duration::days(i64::from(d)));
+    let held_ids: BTreeSet<String> = held
+        .iter()
+        .filter(|g| g.is_active())
+        .map(|g| g.entitlement_id.clone())
+        .collect();
+    if let Some(gid) = &req.extends_grant_id {
+        let g = held
+            .iter()
+            .find(|g| &g.id == gid && g.is_active())
+            .ok_or_else(|| format!("grant {gid} is no longer active"))?;
+        let Some(expires_at) = expires_at else {
+            return Err("an extension needs a duration".into());
+        };
+        return Ok(Fulfilment::Extend {
+            grant_id: g.id.clone(),
+            expires_at: expires_at.max(g.expires_at.unwrap_or(expires_at)),
+        });
+    }
+    let mut after = held_ids.clone();
+    after.extend(entitlements.iter().cloned());
+    let before: BTreeSet<&str> = policy
+        .sod_conflicts(&held_ids)
+        .iter()
+        .map(|r| r.id.as_str())
+        .collect();
+    let mut exception_id = None;
+    for rule in policy.sod_conflicts(&after) {
+        if before.contains(rule.id.as_str()) {
+            continue;
+        }
+        match exceptions
+            .iter()
+            .find(|x| x.rule_id == rule.id && x.is_live(now))
+        {
+            Some(x) => exception_id = Some(x.id.clone()),
+            None => {
+                return Err(format!(
+                    "it would now break separation of duties ({}) and no live exception allows it",
+                    rule.id
+                ));
+            }
+        }
+    }
+    let approvers = req.approvers();
+    let grants = entitlements
+        .into_iter()
+        .filter(|e| !held_ids.contains(e))
+        .map(|e| crate::grant::NewGrant {
+            entitlement_id: e,
+            source: crate::grant::SourceKind::Request,
+            source_ref: req.id.clone(),
+            justification: req.justification.clone(),
+            expires_at,
+            approvers: approvers.clone(),
+            exception_id: exception_id.clone(),
+        })
+        .collect();
+    Ok(Fulfilment::Grants(grants))
 }
 
 /// When a request's grant expires, from the final approval.

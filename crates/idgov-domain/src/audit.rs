@@ -16,6 +16,13 @@ string_enum!(
     Action {
         AccessDenied => "access.denied",
         AccessDeniedBurst => "access.denied_burst",
+        AccessRequestApproved => "access.request.approved",
+        AccessRequestCancelled => "access.request.cancelled",
+        AccessRequestCreated => "access.request.created",
+        AccessRequestDenied => "access.request.denied",
+        AccessRequestExpired => "access.request.expired",
+        AccessRequestReassigned => "access.request.reassigned",
+        AccessRequestStepApproved => "access.request.step_approved",
         AuditVerifyFailed => "audit.verify.failed",
         CatalogOwnerLeft => "catalog.owner_left",
         DirectorySync => "directory.sync",
@@ -25,6 +32,7 @@ string_enum!(
         DirectoryMissingMembership => "directory.missing_membership",
         DirectoryMissingAccount => "directory.missing_account",
         GrantAdded => "grant.added",
+        GrantExtended => "grant.extended",
         GrantImported => "grant.imported",
         GrantReviewPending => "grant.review_pending",
         GrantRevoked => "grant.revoked",
@@ -47,6 +55,11 @@ string_enum!(
         ProvisioningStuck => "provisioning.stuck",
         RosterSync => "roster.sync",
         RosterSyncHeld => "roster.sync.held",
+        SodCheck => "sod.check",
+        SodExceptionExpired => "sod.exception.expired",
+        SodExceptionGranted => "sod.exception.granted",
+        SodViolation => "sod.violation",
+        SodViolationResolved => "sod.violation.resolved",
     }
 );
 
@@ -65,6 +78,10 @@ pub enum Target {
     Account(String),
     /// An RPC, for denied calls.
     Rpc(String),
+    /// An access request.
+    Request(String),
+    /// A separation-of-duties exception.
+    SodException(String),
     /// The policy (its versions are in the detail).
     Policy,
     /// The audit log itself.
@@ -92,6 +109,8 @@ impl std::fmt::Display for Target {
             Target::DirectorySync(id) => write!(f, "directory_sync:{id}"),
             Target::Account(dn) => write!(f, "account:{dn}"),
             Target::Rpc(path) => write!(f, "rpc:{path}"),
+            Target::Request(id) => write!(f, "request:{id}"),
+            Target::SodException(id) => write!(f, "sod_exception:{id}"),
             Target::Policy => f.write_str("policy"),
             Target::Audit => f.write_str("audit"),
             Target::Service => f.write_str("idgov"),

@@ -247,6 +247,7 @@ ldap_group_dn = "cn=Finance, ou=groups,dc=x"
             revoked_at: None,
             revoke_reason: None,
             review_pending: false,
+            exception_id: None,
         }
     }
 

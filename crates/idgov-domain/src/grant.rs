@@ -42,6 +42,10 @@ pub struct Grant {
     /// onboarding review for one imported from the directory (`source`
     /// says which).
     pub review_pending: bool,
+    /// The separation-of-duties exception that allowed it: when the
+    /// exception ends, the grant is revoked (`sod`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception_id: Option<String>,
 }
 
 impl Grant {
@@ -57,6 +61,35 @@ pub struct NewGrant {
     pub source: SourceKind,
     pub source_ref: String,
     pub justification: String,
+    /// When a time-bound grant ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Who approved it (requested grants).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    /// The SoD exception that allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception_id: Option<String>,
+}
+
+impl NewGrant {
+    /// A grant with no expiry, approvers or exception.
+    pub fn plain(
+        entitlement_id: impl Into<String>,
+        source: SourceKind,
+        source_ref: impl Into<String>,
+        justification: impl Into<String>,
+    ) -> NewGrant {
+        NewGrant {
+            entitlement_id: entitlement_id.into(),
+            source,
+            source_ref: source_ref.into(),
+            justification: justification.into(),
+            expires_at: None,
+            approvers: vec![],
+            exception_id: None,
+        }
+    }
 }
 
 /// A change to an identity's grants, decided by a domain rule.

@@ -258,6 +258,27 @@ pub struct History {
     /// whose attributes the pre-hire shows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announced: Option<EventKey>,
+    /// Birthright revoked by hand: not given back while the policy and the
+    /// person's attributes stay as they were then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppressed: Vec<Suppressed>,
+}
+
+/// A birthright grant revoked by hand, and the basis it was revoked on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suppressed {
+    pub entitlement_id: String,
+    /// SHA-256 of the policy document in force then.
+    pub policy_sha256: String,
+    /// SHA-256 of the person's attributes then.
+    pub attrs_sha256: String,
+}
+
+impl Suppressed {
+    /// True while the policy and the attributes are as they were.
+    pub fn holds(&self, policy_sha256: &str, attrs_sha256: &str) -> bool {
+        self.policy_sha256 == policy_sha256 && self.attrs_sha256 == attrs_sha256
+    }
 }
 
 impl Default for History {
@@ -270,6 +291,7 @@ impl Default for History {
             end_zone: None,
             rosters: Vec::new(),
             announced: None,
+            suppressed: Vec::new(),
         }
     }
 }

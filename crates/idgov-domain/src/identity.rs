@@ -328,6 +328,13 @@ impl Identity {
         self.attrs_effective_at.max(self.status_effective_at)
     }
 
+    /// SHA-256 of the attributes (the basis of a hand revocation).
+    pub fn attrs_sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let text = serde_json::to_string(&self.attrs).unwrap_or_default();
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+
     /// True when the person may hold grants at all.
     pub fn may_hold_access(&self) -> bool {
         matches!(self.status, Status::Active | Status::Suspended)

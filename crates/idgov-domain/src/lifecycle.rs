@@ -134,7 +134,7 @@ pub fn transition(
     let Folded { state, note, ended } = folded;
     // A fold always yields a person once an event was folded; stay as is
     // otherwise.
-    let identity = match (state, current) {
+    let mut identity = match (state, current) {
         (Some(s), _) => s,
         (None, Some(c)) => c.clone(),
         (None, None) => Identity {
@@ -148,6 +148,10 @@ pub fn transition(
             history: History::default(),
         },
     };
+    if let Some(c) = current {
+        // Hand revocations are not HR history: a replay keeps them.
+        identity.history.suppressed = c.history.suppressed.clone();
+    }
     let changes = current
         .map(|c| diff_attributes(&c.attrs, &identity.attrs))
         .unwrap_or_default();
@@ -244,6 +248,16 @@ pub fn reconcile_access(
     }
     let ceiling = identity.attrs.access_ceiling();
     let mut desired = policy.birthright_for(&identity.attrs);
+    if !identity.history.suppressed.is_empty() {
+        let (p, a) = (policy.sha256(), identity.attrs_sha256());
+        desired.retain(|ent_id, _| {
+            !identity
+                .history
+                .suppressed
+                .iter()
+                .any(|s| &s.entitlement_id == ent_id && s.holds(&p, &a))
+        });
+    }
     let mut withheld = Vec::new();
     desired.retain(|ent_id, _| match policy.entitlements.get(ent_id) {
         Some(e) if e.classification <= ceiling => true,
@@ -300,12 +314,12 @@ pub fn reconcile_access(
     }
     for (ent_id, role) in desired {
         if !kept.contains(ent_id.as_str()) {
-            changes.push(GrantChange::Add(NewGrant {
-                entitlement_id: ent_id,
-                source: SourceKind::Birthright,
-                source_ref: role.clone(),
-                justification: format!("birthright of role {role}"),
-            }));
+            changes.push(GrantChange::Add(NewGrant::plain(
+                ent_id,
+                SourceKind::Birthright,
+                role.clone(),
+                format!("birthright of role {role}"),
+            )));
         }
     }
     (changes, withheld)

@@ -12,6 +12,7 @@ use crate::auth::{Authenticator, CertRoles};
 use crate::clock::Clock;
 use crate::grpc::Api;
 use anyhow::{Context, bail};
+use idgov_proto::v1::access_service_server::AccessServiceServer;
 use idgov_proto::v1::audit_service_server::AuditServiceServer;
 use idgov_proto::v1::directory_service_server::DirectoryServiceServer;
 use idgov_proto::v1::hr_service_server::HrServiceServer;
@@ -241,6 +242,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         .add_service(limits!(PolicyServiceServer::new(api.clone())))
         .add_service(limits!(ProvisioningServiceServer::new(api.clone())))
         .add_service(limits!(DirectoryServiceServer::new(api.clone())))
+        .add_service(limits!(AccessServiceServer::new(api.clone())))
         .add_service(limits!(AuditServiceServer::new(api)));
     let (tx, rx) = oneshot::channel::<()>();
     // tonic does not apply its nodelay setting to a stream of our own:
@@ -313,7 +315,7 @@ async fn health_loop(
 }
 
 /// What gRPC health reports on: the whole server (`""`) and each service.
-const HEALTH_NAMES: [&str; 7] = [
+const HEALTH_NAMES: [&str; 8] = [
     "",
     <HrServiceServer<Api> as NamedService>::NAME,
     <IdentityServiceServer<Api> as NamedService>::NAME,
@@ -321,6 +323,7 @@ const HEALTH_NAMES: [&str; 7] = [
     <AuditServiceServer<Api> as NamedService>::NAME,
     <ProvisioningServiceServer<Api> as NamedService>::NAME,
     <DirectoryServiceServer<Api> as NamedService>::NAME,
+    <AccessServiceServer<Api> as NamedService>::NAME,
 ];
 
 /// Every service answers for the database: all report `status` together.

@@ -66,6 +66,9 @@ pub struct GrantRow {
     pub cause: String,
     /// Pending a review (e.g. imported from the directory).
     pub review_pending: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub approvers: Vec<String>,
+    pub exception_id: Option<String>,
 }
 
 impl GrantRow {
@@ -88,6 +91,9 @@ impl GrantRow {
             justification: n.justification.clone(),
             cause: cause.to_string(),
             review_pending: false,
+            expires_at: n.expires_at,
+            approvers: n.approvers.clone(),
+            exception_id: n.exception_id.clone(),
         }
     }
 }
@@ -317,12 +323,11 @@ impl WriteTx {
         rows: &[GrantRow],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let empty = to_json(&Vec::<String>::new());
-        for chunk in rows.chunks(300) {
+        for chunk in rows.chunks(250) {
             let sql = format!(
                 "INSERT INTO grants (id, employee_id, entitlement_id, classification, source, source_ref, \
-                 granted_at, approvers, justification, cause, review_pending) VALUES {}",
-                values(self.backend, chunk.len(), 11)
+                 granted_at, approvers, justification, cause, review_pending, expires_at, exception_id) VALUES {}",
+                values(self.backend, chunk.len(), 13)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for g in chunk {
@@ -334,10 +339,12 @@ impl WriteTx {
                     .bind(g.source.clone())
                     .bind(g.source_ref.clone())
                     .bind(micros(now))
-                    .bind(empty.clone())
+                    .bind(to_json(&g.approvers))
                     .bind(g.justification.clone())
                     .bind(g.cause.clone())
-                    .bind(i64::from(g.review_pending));
+                    .bind(i64::from(g.review_pending))
+                    .bind(g.expires_at.map(micros))
+                    .bind(g.exception_id.clone());
             }
             q.execute(&mut *self.tx).await?;
         }

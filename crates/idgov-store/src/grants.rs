@@ -25,6 +25,7 @@ pub(crate) fn grant_from_row(row: &AnyRow) -> Result<(Grant, Classification), St
         revoked_at: opt_time(get(row, "revoked_at")?)?,
         revoke_reason: opt_parsed(row, "revoke_reason")?,
         review_pending: get::<i64>(row, "review_pending")? != 0,
+        exception_id: get(row, "exception_id")?,
     };
     Ok((grant, parsed(row, "classification")?))
 }

@@ -69,6 +69,7 @@ fn legacy_history(i: &Identity) -> History {
         end_zone: None,
         rosters: Vec::new(),
         announced: None,
+        suppressed: Vec::new(),
     }
 }
 

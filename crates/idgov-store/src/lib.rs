@@ -21,10 +21,11 @@ macro_rules! identity_columns {
 macro_rules! grant_columns {
     () => {
         "id, employee_id, entitlement_id, classification, source, source_ref, granted_at, expires_at, \
-         approvers, justification, revoked_at, revoke_reason, review_pending"
+         approvers, justification, revoked_at, revoke_reason, review_pending, exception_id"
     };
 }
 
+mod access;
 mod audit;
 mod bulk;
 mod bulk_jobs;
@@ -39,6 +40,7 @@ mod identities;
 mod policies;
 mod tx;
 
+pub use access::RequestFilter;
 pub use audit::{AuditFilter, VerifyReport};
 pub use bulk::{EventRow, GrantRow};
 pub use bulk_jobs::BulkJob;
@@ -128,6 +130,14 @@ macro_rules! migrations {
             (
                 "bulk_jobs",
                 include_str!(concat!("../../../migrations/", $dir, "/0005_bulk_jobs.sql")),
+            ),
+            (
+                "access_requests",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0006_access_requests.sql"
+                )),
             ),
         ]
     };

@@ -112,9 +112,7 @@ both_backends! {
         let policy = Policy::parse(crate::common::POLICY).unwrap();
         let mut tx = s.begin().await.unwrap();
         tx.put_identity(&person("E1", "Finance", None, Status::Active)).await.unwrap();
-        let add = |e: &str| GrantChange::Add(NewGrant {
-            entitlement_id: e.into(), source: SourceKind::Birthright, source_ref: "everyone".into(), justification: "b".into(),
-        });
+        let add = |e: &str| GrantChange::Add(NewGrant::plain(e, SourceKind::Birthright, "everyone", "b"));
         let applied = tx.apply_grant_changes("E1", &[add("lobby"), add("wiki"), add("ledger")], &policy, "test", at(1)).await.unwrap();
         assert_eq!(applied.added.len(), 3);
         let wiki = applied.added.iter().find(|(_, e)| e == "wiki").unwrap().0.clone();

@@ -104,8 +104,8 @@ fn planned(n: &NewRequest) -> Result<AccessRequest, DomainError> {
         &[],
         false,
         &policy,
-        &|p| m.get(p).map(|s| s.to_string()),
-        None,
+        &|p: &str| m.get(p).map(|s| s.to_string()),
+        &[],
         now(),
     )
 }
@@ -159,8 +159,8 @@ fn what_cannot_be_asked_is_refused_with_the_reason() {
         &[],
         false,
         &policy,
-        &|p| m.get(p).map(|s| s.to_string()),
-        None,
+        &|p: &str| m.get(p).map(|s| s.to_string()),
+        &[],
         now(),
     )
     .unwrap_err();
@@ -242,6 +242,7 @@ fn separation_of_duties_needs_an_exception() {
         revoked_at: None,
         revoke_reason: None,
         review_pending: false,
+        exception_id: None,
     }];
     let n = new("B", "B", "audit", Some(30));
     let e = plan(
@@ -250,8 +251,8 @@ fn separation_of_duties_needs_an_exception() {
         &held,
         false,
         &policy,
-        &|p| m.get(p).map(|s| s.to_string()),
-        None,
+        &|p: &str| m.get(p).map(|s| s.to_string()),
+        &[],
         now(),
     )
     .unwrap_err();
@@ -265,8 +266,18 @@ fn separation_of_duties_needs_an_exception() {
         &held,
         false,
         &policy,
-        &|p| m.get(p).map(|s| s.to_string()),
-        Some("x1"),
+        &|p: &str| m.get(p).map(|s| s.to_string()),
+        &[SodException {
+            id: "x1".into(),
+            employee_id: "B".into(),
+            rule_id: "pay-vs-audit".into(),
+            justification: "quarter close".into(),
+            granted_by: "S".into(),
+            granted_at: now(),
+            expires_at: now() + chrono::Duration::days(3),
+            state: ExceptionState::Active,
+            ended_at: None,
+        }],
         now(),
     )
     .unwrap();

@@ -115,6 +115,7 @@ fn commit(grants: &mut Vec<Grant>, t: &Transition, now: DateTime<Utc>) {
                 revoked_at: None,
                 revoke_reason: None,
                 review_pending: false,
+                exception_id: None,
             }),
             GrantChange::Revoke {
                 grant_id, reason, ..
@@ -157,6 +158,7 @@ fn requested(grants: &mut Vec<Grant>, ent: &str, now: DateTime<Utc>) {
         revoked_at: None,
         revoke_reason: None,
         review_pending: false,
+        exception_id: None,
     });
 }
 

@@ -3,6 +3,7 @@
 //! [`crate::auth::layer`]; handlers of relationship-scoped RPCs finish the
 //! object-level check with `idgov_authz::check_object`.
 
+mod access;
 mod audit;
 pub mod convert;
 mod hr;

@@ -58,6 +58,9 @@ impl PolicyService for Api {
                 removed_roles: d.removed_roles.clone(),
                 changed_roles: d.changed_roles.clone(),
                 changed_levels: d.changed_levels.clone(),
+                sod_conflicts: res.impact.sod_conflicts as i32,
+                sod_examples: res.impact.sod_examples.clone(),
+                sod_rules_changed: d.sod_changed,
             }),
             guard: Some(convert::verdict(&res.guard)),
             held_change_id: res.held_change_id.unwrap_or_default(),
@@ -95,6 +98,7 @@ impl PolicyService for Api {
                 kind: e.kind.to_string(),
                 ldap_group_dn: e.ldap_group_dn.clone().unwrap_or_default(),
                 description: e.description.clone(),
+                requestable: e.requestable,
             })
             .collect();
         let (items, next) = paging::finish(items, limit, |e| e.id.clone());
