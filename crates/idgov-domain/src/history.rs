@@ -258,8 +258,8 @@ pub struct History {
     /// whose attributes the pre-hire shows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announced: Option<EventKey>,
-    /// Birthright revoked by hand: not given back while the policy and the
-    /// person's attributes stay as they were then.
+    /// Birthright revoked by hand: not given back while the person's
+    /// attributes stay as they were then (see [`Suppressed::holds`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suppressed: Vec<Suppressed>,
 }
@@ -275,9 +275,11 @@ pub struct Suppressed {
 }
 
 impl Suppressed {
-    /// True while the policy and the attributes are as they were.
-    pub fn holds(&self, policy_sha256: &str, attrs_sha256: &str) -> bool {
-        self.policy_sha256 == policy_sha256 && self.attrs_sha256 == attrs_sha256
+    /// True while the person's attributes are as they were when the grant
+    /// was revoked. A policy edit does not undo a hand revocation; a change
+    /// of the person (a move, a new title) does, once and for good.
+    pub fn holds(&self, attrs_sha256: &str) -> bool {
+        self.attrs_sha256 == attrs_sha256
     }
 }
 

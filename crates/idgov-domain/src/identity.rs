@@ -374,6 +374,13 @@ pub fn text_problem(s: &str, max: usize) -> Option<String> {
     if s.chars().any(|c| c.is_control()) {
         return Some("contains control characters".into());
     }
+    // Bidirectional embeddings, overrides and isolates make text display
+    // as something else than it is ("Trojan Source").
+    if s.chars()
+        .any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+    {
+        return Some("contains bidirectional control characters".into());
+    }
     if s.trim() != s {
         return Some("has leading or trailing whitespace".into());
     }

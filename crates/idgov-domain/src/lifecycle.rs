@@ -149,8 +149,16 @@ pub fn transition(
         },
     };
     if let Some(c) = current {
-        // Hand revocations are not HR history: a replay keeps them.
-        identity.history.suppressed = c.history.suppressed.clone();
+        // Hand revocations are not HR history: a replay keeps them while
+        // the person's attributes stay as they were; a change ends them.
+        let attrs = identity.attrs_sha256();
+        identity.history.suppressed = c
+            .history
+            .suppressed
+            .iter()
+            .filter(|s| s.holds(&attrs))
+            .cloned()
+            .collect();
     }
     let changes = current
         .map(|c| diff_attributes(&c.attrs, &identity.attrs))
@@ -249,13 +257,13 @@ pub fn reconcile_access(
     let ceiling = identity.attrs.access_ceiling();
     let mut desired = policy.birthright_for(&identity.attrs);
     if !identity.history.suppressed.is_empty() {
-        let (p, a) = (policy.sha256(), identity.attrs_sha256());
+        let a = identity.attrs_sha256();
         desired.retain(|ent_id, _| {
             !identity
                 .history
                 .suppressed
                 .iter()
-                .any(|s| &s.entitlement_id == ent_id && s.holds(&p, &a))
+                .any(|s| &s.entitlement_id == ent_id && s.holds(&a))
         });
     }
     let mut withheld = Vec::new();

@@ -3,6 +3,7 @@
 //! backends; PostgreSQL is a private cluster started by the test kit.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+mod access;
 mod api;
 mod bulk;
 mod common;

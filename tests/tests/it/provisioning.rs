@@ -513,3 +513,88 @@ async fn an_operation_pending_fifteen_minutes_raises_a_security_event() {
         "each operation alerts once"
     );
 }
+
+/// An approved request for a directory group reaches slapd through the
+/// outbox; the owner's revocation takes the membership away again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requested_group_reaches_the_directory_and_a_revocation_removes_it() {
+    use idgov_authz::{Caller, Rpc, check_rpc};
+    use idgov_domain::access::{RequestState, TargetKind};
+    use idgov_server::app::access::CreateRequest;
+    let ldif = format!(
+        "{}dn: cn=audit,{GROUPS}\nobjectClass: groupOfNames\ncn: audit\nmember: cn=placeholder,dc=example,dc=com\n\n",
+        seed()
+    );
+    let Some(s) = Slapd::start_with(&ldif) else {
+        return;
+    };
+    let t = idgov_tests::backends::open("sqlite").await.unwrap();
+    let app = App::start(t.store.clone(), Arc::new(SystemClock), Some(config(&s)))
+        .await
+        .unwrap();
+    hire(&app, &Person::new("O1", "Management")).await;
+    let mut e1 = Person::new("E1", "Sales");
+    e1.manager = Some("E2");
+    hire(&app, &Person::new("E2", "Management")).await;
+    hire(&app, &e1).await;
+    let policy = format!(
+        "{LDAP_POLICY}\n[[entitlements]]\nid = \"group.audit\"\nsystem = \"dir\"\nclassification = \"confidential\"\n\
+         kind = \"ldap_group\"\nldap_group_dn = \"cn=audit,{GROUPS}\"\nrequestable = true\n"
+    );
+    app.apply_policy(&policy, false, "test", "user:admin")
+        .await
+        .unwrap();
+    let who = |id: &str, rpc: Rpc| {
+        let c = Caller {
+            subject: id.into(),
+            employee_id: Some(id.into()),
+            roles: Default::default(),
+            method: "test".into(),
+        };
+        check_rpc(&c, rpc).unwrap()
+    };
+    let r = app
+        .create_request(
+            &who("E1", Rpc::CreateAccessRequest),
+            CreateRequest {
+                beneficiary: String::new(),
+                target_kind: Some(TargetKind::Entitlement),
+                target_id: "group.audit".into(),
+                justification: "quarterly audit support".into(),
+                duration_days: Some(7),
+                extends_grant_id: None,
+            },
+        )
+        .await
+        .unwrap();
+    let mut d = admin(&s).await;
+    for approver in ["E2", "O1"] {
+        assert!(!groups(&mut d, "E1").await.contains(&group("audit")));
+        app.decide_request(&who(approver, Rpc::ApproveAccessRequest), &r.id, true, "ok")
+            .await
+            .unwrap();
+    }
+    let done = app
+        .request(&who("E1", Rpc::GetAccessRequest), &r.id)
+        .await
+        .unwrap();
+    assert_eq!(done.state, RequestState::Approved);
+    settled(&app, Duration::from_secs(10)).await;
+    assert!(
+        groups(&mut d, "E1").await.contains(&group("audit")),
+        "the approved group is in the directory"
+    );
+    app.revoke_grant(
+        &who("O1", Rpc::RevokeGrant),
+        &done.grant_ids[0],
+        "audit finished early",
+    )
+    .await
+    .unwrap();
+    settled(&app, Duration::from_secs(10)).await;
+    assert_eq!(
+        groups(&mut d, "E1").await,
+        [group("sales"), group("staff"), group("vpn")],
+        "the revoked membership is gone; birthright and the unmanaged vpn stay"
+    );
+}
