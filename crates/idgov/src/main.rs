@@ -84,6 +84,20 @@ enum Command {
         #[command(subcommand)]
         command: cmd::identity::GrantCommand,
     },
+    /// Access requests and their approvals.
+    Request {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        command: cmd::access::RequestCommand,
+    },
+    /// Separation of duties: violations, exceptions, the detective check.
+    Sod {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        command: cmd::access::SodCommand,
+    },
     /// The catalog and classification policy.
     Policy {
         #[command(flatten)]
@@ -141,6 +155,10 @@ fn main() -> std::process::ExitCode {
             Command::Hr { client, command } => cmd::hr::run(&client, command).await,
             Command::Identity { client, command } => cmd::identity::run(&client, command).await,
             Command::Grant { client, command } => cmd::identity::run_grant(&client, command).await,
+            Command::Request { client, command } => {
+                cmd::access::run_request(&client, command).await
+            }
+            Command::Sod { client, command } => cmd::access::run_sod(&client, command).await,
             Command::Policy { client, command } => cmd::policy::run(&client, command).await,
             Command::Audit { client, command } => cmd::audit::run(&client, command).await,
             Command::Directory { client, command } => cmd::directory::run(&client, command).await,

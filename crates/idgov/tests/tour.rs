@@ -299,9 +299,141 @@ fn the_readme_tour_works_step_by_step() {
     let matrix = cli.ok(&["authz", "matrix"]);
     assert!(matrix.contains("HrService.SubmitHrEvent") && matrix.contains("hr-feed"));
 
+    access_tour(&cli);
+
     // The directory part of the tour.
     drop(server);
     directory_tour(dir.path());
+}
+
+/// The README's access-request part: a restricted request through three
+/// approvals, its expiry notice, a separation-of-duties refusal and the
+/// exception that allows it, a hand revocation.
+fn access_tour(cli: &Cli) {
+    let as_person = |id: &str, roles: &[&str]| {
+        let mut a = vec!["dev", "token", "--subject", id];
+        for r in roles {
+            a.extend(["--role", r]);
+        }
+        cli.ok(&a);
+    };
+    as_person("E1209", &[]);
+    let out = cli.run(&[
+        "request",
+        "create",
+        "oslo-hq.server-room",
+        "--days",
+        "30",
+        "-j",
+        "rack the new switches",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("above E1209's access ceiling"), "{err}");
+
+    as_person("E1203", &[]);
+    let r = cli.json(&[
+        "request",
+        "create",
+        "oslo-hq.server-room",
+        "--days",
+        "30",
+        "-j",
+        "rack the new switches",
+    ]);
+    let id = r["id"].as_str().unwrap().to_string();
+    let assignees: Vec<&str> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["assignee"].as_str().unwrap())
+        .collect();
+    assert_eq!(assignees, ["E1000", "E1239", "@security"]);
+    for (who, roles) in [
+        ("E1000", &[][..]),
+        ("E1239", &[][..]),
+        ("E1222", &["security-officer"][..]),
+    ] {
+        as_person(who, roles);
+        let waiting = cli.json(&["request", "list", "--view", "waiting"]);
+        assert_eq!(waiting[0]["id"], id.as_str(), "{who} sees it waiting");
+        cli.ok(&["request", "approve", &id, "-c", "ok"]);
+    }
+    let done = cli.json(&["request", "show", &id]);
+    assert_eq!(done["state"], "approved");
+    let expiring = cli.json(&["grant", "expiring", "E1203", "--within", "31"]);
+    assert_eq!(expiring[0]["entitlement_id"], "oslo-hq.server-room");
+    assert!(
+        cli.json(&["grant", "expiring", "E1203", "--within", "29"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    as_person("E1239", &[]);
+    let late = cli.run(&["request", "deny", &id, "-c", "late"]);
+    assert!(String::from_utf8_lossy(&late.stderr).contains("not pending"));
+
+    as_person("E1004", &[]);
+    let args = [
+        "request",
+        "create",
+        "erp.payment-approval",
+        "--days",
+        "7",
+        "-j",
+        "quarter-end cover",
+    ];
+    let refused = cli.run(&args);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("payments-four-eyes"));
+    as_person("E1221", &["security-officer"]);
+    cli.ok(&[
+        "sod",
+        "grant-exception",
+        "E1004",
+        "payments-four-eyes",
+        "--days",
+        "7",
+        "-j",
+        "quarter-end cover, CEO informed",
+    ]);
+    as_person("E1004", &[]);
+    let r2 = cli.json(&args);
+    assert_eq!(
+        r2["steps"][1]["assignee"], "E1221",
+        "the owner (E1004) is the beneficiary: the fallback approver"
+    );
+    assert!(
+        r2["sod_exception_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("sodx-")
+    );
+
+    as_person("ADMIN", &["it-admin", "security-officer", "auditor"]);
+    assert_eq!(cli.json(&["sod", "check"])["open"], 0);
+    let grant = done["grant_ids"][0].as_str().unwrap();
+    cli.ok(&["grant", "revoke", grant, "--reason", "switches racked"]);
+    let all = cli.json(&["grant", "list", "E1203", "--all"]);
+    let g = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == grant)
+        .unwrap();
+    assert_eq!(g["revoke_reason"], "manual");
+    // The tour's own token again.
+    cli.ok(&[
+        "dev",
+        "token",
+        "--role",
+        "hr-feed",
+        "--role",
+        "it-admin",
+        "--role",
+        "security-officer",
+        "--role",
+        "auditor",
+    ]);
 }
 
 /// Runs `examples/directory/start-slapd.sh` on a free port.

@@ -38,6 +38,24 @@ pub enum GrantCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Revoke a grant by hand (an it-admin or the entitlement's owner).
+    Revoke {
+        /// The grant's id (see `idgov grant list EMPLOYEE_ID`).
+        grant_id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Grants that end soon, soonest first (yours, or one person's).
+    Expiring {
+        #[arg(default_value = "")]
+        employee_id: String,
+        /// Within this many days.
+        #[arg(long, default_value_t = 14)]
+        within: u32,
+        #[arg(long, default_value_t = 100)]
+        limit: i32,
+    },
 }
 
 fn identity_json(i: &pb::Identity) -> serde_json::Value {
@@ -164,7 +182,17 @@ pub async fn run(opts: &ClientOpts, c: IdentityCommand) -> anyhow::Result<ExitCo
 }
 
 pub async fn run_grant(opts: &ClientOpts, c: GrantCommand) -> anyhow::Result<ExitCode> {
-    let GrantCommand::List { employee_id, all } = c;
+    let (employee_id, all) = match c {
+        GrantCommand::List { employee_id, all } => (employee_id, all),
+        GrantCommand::Revoke { grant_id, reason } => {
+            return super::access::revoke(opts, grant_id, reason).await;
+        }
+        GrantCommand::Expiring {
+            employee_id,
+            within,
+            limit,
+        } => return super::access::expiring(opts, employee_id, within, limit).await,
+    };
     let client = Client::connect(opts).await?;
     let mut ids = IdentityServiceClient::new(client.channel);
     let mut grants = Vec::new();
@@ -199,13 +227,13 @@ pub async fn run_grant(opts: &ClientOpts, c: GrantCommand) -> anyhow::Result<Exi
                         "granted_at": time(&g.granted_at), "expires_at": time(&g.expires_at),
                         "active": g.active, "revoked_at": time(&g.revoked_at),
                         "revoke_reason": if g.active { String::new() } else { enum_name(g.revoke_reason().as_str_name(), "REVOKE_REASON_") },
-                        "review_pending": g.review_pending,
+                        "review_pending": g.review_pending, "approvers": g.approvers,
                     })
                 })
                 .collect(),
         )),
         Format::Table => {
-            let mut t = table(&["entitlement", "class", "source", "granted", "state", "note"]);
+            let mut t = table(&["id", "entitlement", "class", "source", "granted", "expires", "state", "note"]);
             for g in &grants {
                 let state = if g.active {
                     "active".to_string()
@@ -217,10 +245,12 @@ pub async fn run_grant(opts: &ClientOpts, c: GrantCommand) -> anyhow::Result<Exi
                     )
                 };
                 t.add_row(vec![
+                    g.id.clone(),
                     g.entitlement_id.clone(),
                     enum_name(g.classification().as_str_name(), "CLASSIFICATION_"),
                     format!("{} {}", enum_name(g.source().as_str_name(), "GRANT_SOURCE_KIND_"), g.source_ref),
                     time(&g.granted_at),
+                    time(&g.expires_at),
                     state,
                     match (g.review_pending, g.source()) {
                         (false, _) => String::new(),

@@ -1,5 +1,6 @@
 //! One module per command group.
 
+pub mod access;
 pub mod audit;
 pub mod authz;
 pub mod dev;

@@ -167,6 +167,7 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
                     "removed_roles": i.removed_roles, "changed_roles": i.changed_roles, "changed_levels": i.changed_levels,
                     "guard": {"active": g.active, "affected": g.affected, "threshold": g.threshold, "tripped": g.tripped},
                     "held_change_id": r.held_change_id,
+                    "sod_conflicts": i.sod_conflicts, "sod_examples": i.sod_examples,
                 })),
                 Format::Table => {
                     let names = |label: &str, v: &[String]| {
@@ -188,6 +189,18 @@ pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode
                         i.grants_revoked,
                         i.identities_affected
                     );
+                    if i.sod_conflicts > 0 {
+                        crate::outln!(
+                            "separation of duties: {} conflict(s) the detective check will report, e.g. {}",
+                            i.sod_conflicts,
+                            i.sod_examples
+                                .iter()
+                                .take(5)
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        );
+                    }
                     match r.outcome() {
                         pb::ChangeOutcome::Applied => crate::outln!(
                             "applied as version {}",
