@@ -423,19 +423,38 @@ fn plan_steps(
                 .max_by_key(|e| e.classification)
                 .map(|e| e.owner.clone()),
         };
+        let why = |p: &str, taken: &BTreeSet<String>| {
+            if p == new.beneficiary {
+                "the request is for them"
+            } else if p == new.requester {
+                "they made the request"
+            } else if taken.contains(p) {
+                "they fill another step"
+            } else {
+                "they are not active"
+            }
+        };
         let mut candidate = natural.clone();
+        // Why the natural approver does not decide, when they do not.
         let mut note = String::new();
         let mut hops = 0;
         while let Some(c) = candidate.clone() {
             if !barred(&c, &taken) {
                 break;
             }
-            note = format!("{c} may not approve this request; escalated to their manager");
+            if note.is_empty() {
+                note = format!("{c} may not approve: {}", why(&c, &taken));
+            }
             candidate = manager_of(&c);
             hops += 1;
             if hops > 50 {
                 candidate = None;
             }
+        }
+        if let Some(c) = &candidate
+            && !note.is_empty()
+        {
+            note = format!("{note}; escalated up the manager chain to {c}");
         }
         let assignee = match candidate {
             Some(c) => c,

@@ -71,7 +71,8 @@ severity = \"high\"
 }
 
 /// The organisation: B1 at the top; O1 (no manager), O2, F1, M1, S1, S2
-/// under B1; E1, E2, E3 under M1. E1 is cleared for restricted access.
+/// under B1; E1, E2, E3 under M1. E1 and O2 are cleared for restricted
+/// access.
 async fn org(t: &TestStore) -> (Arc<App>, Arc<idgov_server::ManualClock>) {
     let (app, clock) = app_on(t).await;
     hire(&app, &Person::new("B1", "Management")).await;
@@ -79,6 +80,9 @@ async fn org(t: &TestStore) -> (Arc<App>, Arc<idgov_server::ManualClock>) {
     for id in ["O2", "F1", "M1", "S1", "S2"] {
         let mut p = Person::new(id, "Management");
         p.manager = Some("B1");
+        if id == "O2" {
+            p.clearance = Classification::Restricted;
+        }
         hire(&app, &p).await;
     }
     for id in ["E1", "E2", "E3"] {
@@ -266,6 +270,16 @@ both_backends! {
         assert_eq!(code(&e), Some(ErrorCode::PermissionDenied));
         let e = request(&app, "E1", ask("NOBODY", TargetKind::Entitlement, "chat", "", None)).await.unwrap_err();
         assert_eq!(code(&e), Some(ErrorCode::PermissionDenied), "unknown and unreachable answer alike");
+        // An owner asking for their own entitlement: the owner step goes
+        // up (O1 has no manager: the fallback approver).
+        let mine = request(&app, "O2", ask("", TargetKind::Entitlement, "vault", "own keys", Some(5))).await.unwrap();
+        assert_eq!(mine.steps.iter().map(|s| s.assignee.as_str()).collect::<Vec<_>>(), ["B1", "F1", "@security"]);
+        assert!(mine.steps[1].note.contains("O2 may not approve"), "{}", mine.steps[1].note);
+        assert_eq!(code(&approve(&app, "O2", SEC, &mine.id).await.unwrap_err()), Some(ErrorCode::PermissionDenied));
+        // O1 has no manager and the fallback approver fills the manager
+        // step already: nobody may decide the owner step, so it is refused.
+        let e = request(&app, "O1", ask("", TargetKind::Entitlement, "ledger", "own books", Some(5))).await.unwrap_err();
+        assert_eq!(code(&e), Some(ErrorCode::FailedPrecondition), "{e}");
         // A security officer asking for themselves: the security step is
         // decided by another officer.
         let own = request(&app, "S1", ask("", TargetKind::Entitlement, "ledger", "audit prep", Some(5))).await.unwrap();
@@ -355,6 +369,9 @@ both_backends! {
         app.submit_event(event(&app, EventKind::Terminate, "t-E3", "E3", "", AttributesPatch::default()), "service:hr").await.unwrap();
         let c2 = app.request(&s1, &c.id).await.unwrap();
         assert_eq!(c2.state, RequestState::Cancelled);
+        let e = approve(&app, "B1", &[], &c.id).await.unwrap_err();
+        assert_eq!(code(&e), Some(ErrorCode::FailedPrecondition), "approving for a leaver: {e}");
+        assert!(grant_of(&app, "E3", "chat", true).await.is_none());
         assert_eq!(audit_count(&app, "access.request.cancelled", &format!("request:{}", c.id)).await, 1);
     }
 }
@@ -560,8 +577,24 @@ both_backends! {
         let targets = [("ledger", Some(5)), ("vault", Some(5)), ("chat", None), ("payments", Some(5)), ("approve-payments", Some(5))];
         let mut rng = Lcg(0x1d60_2026);
         let mut ids: Vec<String> = Vec::new();
-        for _ in 0..160 {
-            match rng.next(4) {
+        let mut step = 0;
+        for _ in 0..240 {
+            match rng.next(6) {
+                4 => {
+                    // HR: a move, a clearance change, or (rarely) a leaver.
+                    let who = ["E1", "E2", "E3", "M1", "O2"][rng.next(5)];
+                    step += 1;
+                    let (kind, attrs) = match rng.next(6) {
+                        0 => (EventKind::Terminate, AttributesPatch::default()),
+                        1 | 2 => (EventKind::Move, AttributesPatch { department: Some(["Finance", "Sales", "Engineering"][rng.next(3)].into()), ..Default::default() }),
+                        _ => (EventKind::Update, AttributesPatch { clearance: Some([Classification::Internal, Classification::Confidential, Classification::Restricted][rng.next(3)]), ..Default::default() }),
+                    };
+                    let _ = app.submit_event(event(&app, kind, &format!("rnd-{step}"), who, "", attrs), "service:hr").await;
+                }
+                5 if !ids.is_empty() => {
+                    let id = ids[rng.next(ids.len())].clone();
+                    let _ = app.cancel_request(&acc(people[rng.next(people.len())], &[], Rpc::CancelAccessRequest), &id, "random").await;
+                }
                 0 => {
                     let by = people[rng.next(people.len())];
                     let for_ = if rng.next(2) == 0 { "" } else { people[rng.next(people.len())] };
@@ -572,7 +605,14 @@ both_backends! {
                 }
                 _ if !ids.is_empty() => {
                     let id = ids[rng.next(ids.len())].clone();
-                    let who = people[rng.next(people.len())];
+                    // Half the time the step's assignee (or an officer for a
+                    // security step), else anyone: wrong callers too.
+                    let r = app.request(&acc("S1", SEC, Rpc::GetAccessRequest), &id).await.unwrap();
+                    let who = match r.waiting_on() {
+                        Some("@security") if rng.next(2) == 0 => ["S1", "S2", "M1"][rng.next(3)],
+                        Some(a) if rng.next(2) == 0 => people.iter().find(|p| **p == a).copied().unwrap_or("B1"),
+                        _ => people[rng.next(people.len())],
+                    };
                     let roles: &[Role] = if who.starts_with('S') || rng.next(4) == 0 { SEC } else { &[] };
                     let yes = rng.next(5) != 0;
                     let _ = app.decide_request(&acc(who, roles, Rpc::ApproveAccessRequest), &id, yes, "random call").await;
@@ -603,6 +643,14 @@ both_backends! {
             let grants = app.store.list_grants(&r.beneficiary, true, "", 1000).await.unwrap();
             let made = grants.iter().filter(|(g, _)| g.source_ref == r.id).count();
             assert_eq!(made, if r.state == RequestState::Approved { r.entitlements.len() } else { 0 }, "{}", r.id);
+        }
+        // No request-made grant is held by a leaver or above a ceiling.
+        for id in people {
+            let p = app.store.get_identity(id).await.unwrap().unwrap();
+            for (g, class) in app.store.list_grants(id, false, "", 1000).await.unwrap() {
+                assert!(p.may_hold_access(), "{id} left but holds {}", g.entitlement_id);
+                assert!(class <= p.attrs.access_ceiling(), "{id} holds {} ({class}) above their ceiling", g.entitlement_id);
+            }
         }
         // Nobody holds both sides of the rule without an exception.
         let c = app.run_sod_check("user:S1").await.unwrap();
