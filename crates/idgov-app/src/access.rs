@@ -723,7 +723,7 @@ impl App {
                     .retain(|s| s.entitlement_id != g.entitlement_id);
                 history.suppressed.push(Suppressed {
                     entitlement_id: g.entitlement_id.clone(),
-                    policy_sha256: policy.policy.sha256(),
+                    basis_sha256: policy.policy.birthright_basis(&g.entitlement_id),
                     attrs_sha256: p.attrs_sha256(),
                 });
                 batch.set_history_of(&g.employee_id, history);

@@ -258,8 +258,8 @@ pub struct History {
     /// whose attributes the pre-hire shows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announced: Option<EventKey>,
-    /// Birthright revoked by hand: not given back while the person's
-    /// attributes stay as they were then (see [`Suppressed::holds`]).
+    /// Birthright revoked by hand: not given back while the person and the
+    /// rules that give it stay as they were then (see [`Suppressed::holds`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub suppressed: Vec<Suppressed>,
 }
@@ -268,18 +268,20 @@ pub struct History {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Suppressed {
     pub entitlement_id: String,
-    /// SHA-256 of the policy document in force then.
-    pub policy_sha256: String,
+    /// [`crate::policy::Policy::birthright_basis`] of the entitlement then.
+    #[serde(alias = "policy_sha256")]
+    pub basis_sha256: String,
     /// SHA-256 of the person's attributes then.
     pub attrs_sha256: String,
 }
 
 impl Suppressed {
-    /// True while the person's attributes are as they were when the grant
-    /// was revoked. A policy edit does not undo a hand revocation; a change
-    /// of the person (a move, a new title) does, once and for good.
-    pub fn holds(&self, attrs_sha256: &str) -> bool {
-        self.attrs_sha256 == attrs_sha256
+    /// True while the person's attributes and what gives the entitlement by
+    /// birthright are as they were when it was revoked. An unrelated policy
+    /// edit does not undo a hand revocation; a change of the person (a move,
+    /// a new title) or of the rules that give it does.
+    pub fn holds(&self, basis_sha256: &str, attrs_sha256: &str) -> bool {
+        self.basis_sha256 == basis_sha256 && self.attrs_sha256 == attrs_sha256
     }
 }
 

@@ -156,7 +156,7 @@ pub fn transition(
             .history
             .suppressed
             .iter()
-            .filter(|s| s.holds(&attrs))
+            .filter(|s| s.attrs_sha256 == attrs)
             .cloned()
             .collect();
     }
@@ -259,11 +259,9 @@ pub fn reconcile_access(
     if !identity.history.suppressed.is_empty() {
         let a = identity.attrs_sha256();
         desired.retain(|ent_id, _| {
-            !identity
-                .history
-                .suppressed
-                .iter()
-                .any(|s| &s.entitlement_id == ent_id && s.holds(&a))
+            !identity.history.suppressed.iter().any(|s| {
+                &s.entitlement_id == ent_id && s.holds(&policy.birthright_basis(ent_id), &a)
+            })
         });
     }
     let mut withheld = Vec::new();

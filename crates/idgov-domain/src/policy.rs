@@ -824,6 +824,29 @@ impl Policy {
         hex::encode(Sha256::digest(self.document.as_bytes()))
     }
 
+    /// A fingerprint of what gives `entitlement_id` by birthright: its
+    /// definition, the roles that bundle it and their birthright rules. A
+    /// hand revocation holds while it is unchanged; an edit elsewhere in the
+    /// policy leaves it alone.
+    pub fn birthright_basis(&self, entitlement_id: &str) -> String {
+        let roles: Vec<&Role> = self
+            .roles
+            .values()
+            .filter(|r| r.entitlements.iter().any(|e| e == entitlement_id))
+            .collect();
+        let rules: Vec<&BirthrightRule> = self
+            .birthright
+            .iter()
+            .filter(|b| roles.iter().any(|r| r.id == b.role))
+            .collect();
+        let basis = serde_json::json!({
+            "entitlement": self.entitlements.get(entitlement_id),
+            "roles": roles,
+            "birthright": rules,
+        });
+        hex::encode(Sha256::digest(basis.to_string().as_bytes()))
+    }
+
     /// What differs between this policy and `new`, for the audit record.
     pub fn diff(&self, new: &Policy) -> PolicyDiff {
         fn keyed<T: PartialEq>(

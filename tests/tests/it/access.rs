@@ -521,7 +521,8 @@ both_backends! {
         let r = app.revoke_grant(&owner, &g.id, "no ledger work in this team").await.unwrap();
         assert_eq!(r.revoke_reason, Some(RevokeReason::Manual));
         assert_eq!(code(&app.revoke_grant(&owner, &g.id, "again").await.unwrap_err()), Some(ErrorCode::FailedPrecondition));
-        // A policy edit and an unrelated event leave it revoked.
+        // An unrelated policy edit and an event that changes nothing leave it
+        // revoked.
         let edited = format!("{}\n[[roles]]\nid = \"spare\"\nentitlements = [\"chat\"]\n", access_policy());
         app.apply_policy(&edited, false, "edit", "user:admin").await.unwrap();
         app.submit_event(event(&app, EventKind::Hire, "hire-F9-dup", "F9", "", p.patch()), "service:hr").await.unwrap();
@@ -531,6 +532,15 @@ both_backends! {
             app.submit_event(event(&app, EventKind::Update, &format!("mv-{i}"), "F9", "", AttributesPatch { department: Some((*dept).into()), ..Default::default() }), "service:hr").await.unwrap();
         }
         assert!(active_grants(&app, "F9").await.contains(&"ledger".to_string()));
+        // Revoked again; a change to the rule that gives it gives it back.
+        let g = grant_of(&app, "F9", "ledger", false).await.unwrap();
+        app.revoke_grant(&owner, &g.id, "again").await.unwrap();
+        app.apply_policy(&edited, false, "same", "user:admin").await.unwrap();
+        assert!(!active_grants(&app, "F9").await.contains(&"ledger".to_string()));
+        let widened = edited.replace("when = { department = \"Finance\" }", "when = { department = [\"Finance\", \"Accounting\"] }");
+        assert_ne!(widened, edited);
+        app.apply_policy(&widened, false, "finance birthright widened", "user:admin").await.unwrap();
+        assert!(active_grants(&app, "F9").await.contains(&"ledger".to_string()), "the rule changed: birthright applies again");
     }
 }
 
