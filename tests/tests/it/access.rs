@@ -225,7 +225,7 @@ both_backends! {
         assert_eq!(g.approvers, ["M1", "O2", "S1"]);
         assert_eq!(g.justification, "night shift in the vault");
         assert_eq!(g.expires_at, Some(app.now() + days(30)));
-        assert_eq!(done.grant_ids, [g.id.clone()]);
+        assert_eq!(done.grant_ids, std::slice::from_ref(&g.id));
         let target = format!("request:{}", r.id);
         assert_eq!(audit_count(&app, "access.request.created", &target).await, 1);
         assert_eq!(audit_count(&app, "access.request.step_approved", &target).await, 3, "one per step");
@@ -314,7 +314,10 @@ both_backends! {
             let (a, b) = tokio::join!(approve(&app, "S1", SEC, &r.id), approve(&app, "S2", SEC, &r.id));
             let wins = [&a, &b].iter().filter(|x| x.is_ok()).count();
             assert_eq!(wins, 1, "round {round}: exactly one approval wins ({a:?} / {b:?})");
-            let loser = if a.is_ok() { b.unwrap_err() } else { a.unwrap_err() };
+            let loser = match (a, b) {
+                (Err(e), Ok(_)) | (Ok(_), Err(e)) => e,
+                other => panic!("round {round}: {other:?}"),
+            };
             assert_eq!(code(&loser), Some(ErrorCode::FailedPrecondition), "round {round}: {loser}");
             let grants = app.store.list_grants("E1", true, "", 1000).await.unwrap();
             assert_eq!(grants.iter().filter(|(g, _)| g.source_ref == r.id).count(), 1, "one grant per request");
