@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-const DEPARTMENTS: usize = 10;
+pub(crate) const DEPARTMENTS: usize = 10;
 
-fn uid(i: usize) -> String {
+pub(crate) fn uid(i: usize) -> String {
     format!("p{i:06}")
 }
-fn emp(i: usize) -> String {
+pub(crate) fn emp(i: usize) -> String {
     format!("P{i:06}")
 }
 
@@ -58,7 +58,7 @@ fn ldif(people: usize, groups: usize) -> String {
 
 /// A policy: department d's role holds groups d*k .. d*k+k as ldap_group
 /// entitlements, given as birthright.
-fn policy(groups: usize) -> String {
+pub(crate) fn policy(groups: usize) -> String {
     let mut s = format!(
         "[[systems]]\nid = \"dir\"\nkind = \"directory\"\nowner = \"{}\"\n\n",
         emp(0)
@@ -97,7 +97,7 @@ fn roster(people: usize) -> Vec<RosterEntry> {
         .collect()
 }
 
-fn connection(s: &Slapd) -> Connection {
+pub(crate) fn connection(s: &Slapd) -> Connection {
     Connection {
         url: s.url(),
         starttls: false,
@@ -134,7 +134,7 @@ async fn seed_store(
 /// A private slapd holding `people` accounts in `groups` groups, and an
 /// idgov store in `dir`/idgov that matches it. Returns the slapd and the
 /// store's data directory.
-async fn matching_directory(
+pub(crate) async fn matching_directory(
     dir: &std::path::Path,
     people: usize,
     groups: usize,
@@ -164,7 +164,7 @@ fn write_config(dir: &std::path::Path, s: &Slapd) -> anyhow::Result<std::path::P
     Ok(path)
 }
 
-fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64, f64) {
+pub(crate) fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64, f64) {
     v.sort();
     let at = |p: f64| {
         v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1].as_secs_f64() * 1e3

@@ -7,6 +7,7 @@
 //! - plain durable single-row inserts into the same database (one commit each),
 //! - bare gRPC round trips (health checks) to the same server.
 
+mod access;
 mod directory;
 mod scale;
 
@@ -84,6 +85,26 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         workers: usize,
     },
+    /// Access requests: final approval → LDAP membership (SQLite), the
+    /// expiry sweep beside a raw UPDATE, "waiting for me" beside the raw
+    /// SELECT.
+    Access {
+        #[arg(long, default_value_t = 10_000)]
+        people: usize,
+        #[arg(long, default_value_t = 100)]
+        groups: usize,
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Grants due at the same minute.
+        #[arg(long, default_value_t = 100_000)]
+        expiring: usize,
+        /// Open steps waiting on one approver.
+        #[arg(long, default_value_t = 10_000)]
+        waiting: usize,
+        /// sqlite or postgres.
+        #[arg(long, default_value = "sqlite")]
+        backend: String,
+    },
     /// Directory sync of unchanged accounts, beside a raw paged search.
     Dirsync {
         #[arg(long, default_value_t = 100_000)]
@@ -128,6 +149,14 @@ fn main() -> anyhow::Result<()> {
             Cmd::Dirsync { people, groups } => directory::dirsync(people, groups).await,
             Cmd::Scale { people, backend } => scale::scale(people, &backend).await,
             Cmd::Drain { people, workers } => directory::drain(people, workers).await,
+            Cmd::Access {
+                people,
+                groups,
+                requests,
+                expiring,
+                waiting,
+                backend,
+            } => access::access_bench(people, groups, requests, expiring, waiting, &backend).await,
         }
     })
 }
