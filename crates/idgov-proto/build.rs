@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "audit",
         "provisioning",
         "access",
+        "campaign",
     ]
     .map(|f| root.join(format!("idgov/v1/{f}.proto")));
     for f in &files {

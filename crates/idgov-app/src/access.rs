@@ -106,7 +106,7 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), AppError> {
 
 /// The managers and availability of the people a request may route to,
 /// read before the transaction (routing needs no locks).
-struct OrgMap(HashMap<String, Identity>);
+pub(crate) struct OrgMap(pub(crate) HashMap<String, Identity>);
 
 impl Org for OrgMap {
     fn manager_of(&self, employee_id: &str) -> Option<String> {
@@ -135,6 +135,7 @@ fn request_facts(r: &AccessRequest, beneficiary_manager: Option<String>) -> Obje
         manager_id: beneficiary_manager,
         parties,
         owner: None,
+        reviewer: None,
     }
 }
 

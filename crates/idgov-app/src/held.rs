@@ -112,6 +112,16 @@ impl App {
         let mut detail = json!({"kind": held.kind, "summary": held.summary, "reason": reason});
         if decision == HeldState::Released {
             detail["result"] = self.apply_held(&mut tx, &held, actor, now).await?;
+        } else if held.kind == HeldKind::CampaignClose {
+            // Discarded: the campaign closes, nothing revoked by default
+            // (the unanswered are kept, flagged).
+            let staged: crate::review::StagedClose =
+                serde_json::from_value(held.payload.clone()).map_err(corrupt)?;
+            if let Some(mut c) = tx.campaign_for_update(&staged.campaign_id).await? {
+                let (defaulted, _, _) =
+                    self.apply_close(&mut tx, &mut c, false, actor, now).await?;
+                detail["result"] = json!({"campaign": c.id, "defaulted_kept": defaulted});
+            }
         }
         let recompute = detail["result"]["recompute"].as_str().map(String::from);
         tx.decide_held_change(id, decision, actor, reason, now)
@@ -152,6 +162,17 @@ impl App {
         now: DateTime<Utc>,
     ) -> Result<serde_json::Value, AppError> {
         Ok(match held.kind {
+            HeldKind::CampaignClose => {
+                let staged: crate::review::StagedClose =
+                    serde_json::from_value(held.payload.clone()).map_err(corrupt)?;
+                let mut c = tx
+                    .campaign_for_update(&staged.campaign_id)
+                    .await?
+                    .ok_or_else(|| AppError::not_found("the held campaign is gone"))?;
+                let (defaulted, revoked, _) =
+                    self.apply_close(tx, &mut c, true, actor, now).await?;
+                json!({"campaign": c.id, "defaulted": defaulted, "revoked": revoked})
+            }
             HeldKind::RosterSync => {
                 let staged: StagedSync =
                     serde_json::from_value(held.payload.clone()).map_err(corrupt)?;

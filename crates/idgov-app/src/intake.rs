@@ -1150,6 +1150,13 @@ impl Batch {
             self.now,
         )
         .await?;
+        crate::review::items_after_leavers(
+            tx,
+            &self.leavers,
+            self.policy.policy.fallback_reviewer.as_deref(),
+            self.now,
+        )
+        .await?;
         for (source, event_id, from, to, detail) in &self.transitions {
             if !tx
                 .transition_hr_event(source, event_id, *from, *to, detail, self.now)

@@ -27,6 +27,7 @@ pub mod intake;
 pub mod policy;
 pub mod provisioning;
 pub mod queries;
+pub mod review;
 pub mod roster;
 pub mod scheduler;
 

@@ -115,6 +115,11 @@ pub async fn scheduler_loop(app: Weak<App>, interval: Duration) {
             Ok(n) => tracing::info!(applied = n, "applied scheduled HR events"),
             Err(e) => tracing::warn!(error = %e, "scheduler run failed; will retry"),
         }
+        if !app.policy().policy.campaigns.is_empty()
+            && let Err(e) = app.run_campaign_schedule().await
+        {
+            tracing::warn!(error = %e, "campaign schedule failed; will retry");
+        }
         match app.run_access_expiry().await {
             Ok(s) if s == crate::access::Sweep::default() => {}
             Ok(s) => tracing::info!(

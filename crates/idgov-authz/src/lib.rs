@@ -82,6 +82,8 @@ pub enum Relation {
     PartyTo,
     /// The caller owns the entitlement the object is about.
     OwnerOf,
+    /// The caller is the reviewer of the object (a review item).
+    ReviewerOf,
 }
 
 impl Relation {
@@ -92,6 +94,7 @@ impl Relation {
             Relation::Employee => "employee",
             Relation::PartyTo => "party-to",
             Relation::OwnerOf => "owner-of",
+            Relation::ReviewerOf => "reviewer-of",
         }
     }
 }
@@ -190,6 +193,16 @@ rpcs! {
     RunSodCheck => "AccessService", "RunSodCheck", "run the separation-of-duties detective check";
     ListSodExceptions => "AccessService", "ListSodExceptions", "list separation-of-duties exceptions";
     GrantSodException => "AccessService", "GrantSodException", "grant a time-bound separation-of-duties exception";
+    PreviewCampaign => "CampaignService", "PreviewCampaign", "preview a review campaign (nothing written)";
+    StartCampaign => "CampaignService", "StartCampaign", "start a review campaign";
+    GetCampaign => "CampaignService", "GetCampaign", "read a campaign";
+    ListCampaigns => "CampaignService", "ListCampaigns", "list campaigns";
+    ListReviewItems => "CampaignService", "ListReviewItems", "list review items (a reviewer: their own)";
+    DecideReviewItems => "CampaignService", "DecideReviewItems", "certify or revoke review items";
+    ReassignReviewItem => "CampaignService", "ReassignReviewItem", "reassign a review item";
+    CloseCampaign => "CampaignService", "CloseCampaign", "close a campaign early";
+    GetCampaignReport => "CampaignService", "GetCampaignReport", "read a campaign's report";
+    ExportCampaignEvidence => "CampaignService", "ExportCampaignEvidence", "export a campaign's evidence";
 }
 
 /// Who may call an RPC.
@@ -233,6 +246,15 @@ pub fn rule(rpc: Rpc) -> Rule {
         Rpc::ListSodViolations | Rpc::ListSodExceptions => (READERS, &[]),
         Rpc::RunSodCheck => (CHANGE_APPROVERS, &[]),
         Rpc::GrantSodException => (&[SecurityOfficer], &[]),
+        Rpc::PreviewCampaign | Rpc::StartCampaign | Rpc::CloseCampaign => (CHANGE_APPROVERS, &[]),
+        // Campaign metadata (name, due date) is staff-public: reviewers need it.
+        Rpc::GetCampaign | Rpc::ListCampaigns => (READERS, &[Employee]),
+        // A reviewer sees and decides their own items only (checked per item).
+        Rpc::ListReviewItems => (READERS, &[ReviewerOf]),
+        Rpc::DecideReviewItems => (&[SecurityOfficer], &[ReviewerOf]),
+        Rpc::ReassignReviewItem => (CHANGE_APPROVERS, &[ReviewerOf]),
+        Rpc::GetCampaignReport => (READERS, &[]),
+        Rpc::ExportCampaignEvidence => (&[SecurityOfficer, Auditor], &[]),
     };
     Rule { roles, relations }
 }
@@ -304,6 +326,8 @@ pub struct ObjectFacts {
     pub parties: Vec<String>,
     /// The owner of the entitlement the object is about.
     pub owner: Option<String>,
+    /// The reviewer of the object (a review item).
+    pub reviewer: Option<String>,
 }
 
 /// The object-level decision for a scoped grant. Full grants pass.
@@ -318,6 +342,7 @@ pub fn check_object(access: &Access, facts: &ObjectFacts) -> Result<(), Denied> 
         Employee => me.is_some(),
         PartyTo => me.is_some_and(|me| facts.parties.iter().any(|p| p == me)),
         OwnerOf => me.is_some() && facts.owner.as_deref() == me,
+        ReviewerOf => me.is_some() && facts.reviewer.as_deref() == me,
     };
     if relations.iter().any(holds) {
         Ok(())

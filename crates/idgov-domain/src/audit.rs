@@ -24,6 +24,11 @@ string_enum!(
         AccessRequestReassigned => "access.request.reassigned",
         AccessRequestStepApproved => "access.request.step_approved",
         AuditVerifyFailed => "audit.verify.failed",
+        CampaignClosed => "campaign.closed",
+        CampaignCloseHeld => "campaign.close.held",
+        CampaignEscalation => "campaign.escalation",
+        CampaignReminder => "campaign.reminder",
+        CampaignStarted => "campaign.started",
         CatalogOwnerLeft => "catalog.owner_left",
         DirectorySync => "directory.sync",
         DirectoryOrphanAccount => "directory.orphan_account",
@@ -53,6 +58,12 @@ string_enum!(
         ProvisioningFailed => "provisioning.failed",
         ProvisioningRetried => "provisioning.retried",
         ProvisioningStuck => "provisioning.stuck",
+        ReviewCertified => "review.certified",
+        ReviewDefaulted => "review.defaulted",
+        ReviewReassigned => "review.reassigned",
+        ReviewRevoked => "review.revoked",
+        ReviewStageCertified => "review.stage_certified",
+        ReviewSuperseded => "review.superseded",
         RosterSync => "roster.sync",
         RosterSyncHeld => "roster.sync.held",
         SodCheck => "sod.check",
@@ -82,6 +93,10 @@ pub enum Target {
     Request(String),
     /// A separation-of-duties exception.
     SodException(String),
+    /// An access review campaign.
+    Campaign(String),
+    /// A review item of a campaign.
+    ReviewItem(String),
     /// The policy (its versions are in the detail).
     Policy,
     /// The audit log itself.
@@ -111,6 +126,8 @@ impl std::fmt::Display for Target {
             Target::Rpc(path) => write!(f, "rpc:{path}"),
             Target::Request(id) => write!(f, "request:{id}"),
             Target::SodException(id) => write!(f, "sod_exception:{id}"),
+            Target::Campaign(id) => write!(f, "campaign:{id}"),
+            Target::ReviewItem(id) => write!(f, "review_item:{id}"),
             Target::Policy => f.write_str("policy"),
             Target::Audit => f.write_str("audit"),
             Target::Service => f.write_str("idgov"),

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 string_enum!(
     /// What a held change would do.
-    HeldKind { RosterSync => "roster_sync", PolicyApply => "policy_apply" }
+    HeldKind { RosterSync => "roster_sync", PolicyApply => "policy_apply", CampaignClose => "campaign_close" }
 );
 
 string_enum!(

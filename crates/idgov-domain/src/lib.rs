@@ -57,6 +57,7 @@ pub mod audit;
 pub mod classification;
 pub mod drift;
 pub mod error;
+pub mod evidence;
 pub mod grant;
 pub mod guard;
 pub mod history;
@@ -64,6 +65,7 @@ pub mod hr;
 pub mod identity;
 pub mod lifecycle;
 pub mod policy;
+pub mod review;
 pub mod roster;
 pub mod time;
 

@@ -124,6 +124,69 @@ struct RequestsDoc {
     fallback_approver: Option<String>,
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewsDoc {
+    fallback_reviewer: Option<String>,
+    #[serde(default)]
+    protected: Vec<String>,
+}
+
+string_enum!(
+    /// Who reviews an item: the holder's manager, the entitlement's owner,
+    /// or the manager and then the owner (two stages).
+    ReviewerStrategy { Manager => "manager", Owner => "owner", ManagerThenOwner => "manager_then_owner" }
+);
+
+/// An access review campaign, as the policy defines it. An empty scope
+/// list means "any".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignDef {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// Classification levels in scope.
+    #[serde(default)]
+    pub levels: Vec<Classification>,
+    #[serde(default)]
+    pub systems: Vec<String>,
+    /// Entitlement kinds, e.g. `physical_area`.
+    #[serde(default)]
+    pub kinds: Vec<EntitlementKind>,
+    /// Departments of the people holding the access.
+    #[serde(default)]
+    pub departments: Vec<String>,
+    /// Default: `manager`, and `manager_then_owner` for restricted items.
+    #[serde(default)]
+    pub reviewers: Option<ReviewerStrategy>,
+    #[serde(default = "default_campaign_days")]
+    pub duration_days: u32,
+    /// A reminder to reviewers with open items, this many days after start.
+    #[serde(default = "default_remind_days")]
+    pub remind_after_days: u32,
+    /// Open items are escalated to the reviewer's manager after this many days.
+    #[serde(default = "default_escalate_days")]
+    pub escalate_after_days: u32,
+    /// Started by the scheduler on the levels' `review_every_months`
+    /// (physical areas at least yearly); `false`: only by hand.
+    #[serde(default = "default_true")]
+    pub scheduled: bool,
+}
+
+fn default_campaign_days() -> u32 {
+    14
+}
+fn default_remind_days() -> u32 {
+    7
+}
+fn default_escalate_days() -> u32 {
+    10
+}
+fn default_true() -> bool {
+    true
+}
+
 string_enum!(
     /// How bad holding both sides of a separation-of-duties rule is.
     Severity { Low => "low", Medium => "medium", High => "high" }
@@ -315,6 +378,10 @@ struct PolicyDoc {
     requests: RequestsDoc,
     #[serde(default)]
     sod: Vec<SodRule>,
+    #[serde(default)]
+    reviews: ReviewsDoc,
+    #[serde(default)]
+    campaigns: Vec<CampaignDef>,
 }
 
 /// Thresholds of the mass-change guard.
@@ -340,6 +407,13 @@ pub struct Policy {
     pub fallback_approver: Option<String>,
     /// Separation-of-duties rules.
     pub sod: Vec<SodRule>,
+    /// Access review campaigns.
+    pub campaigns: Vec<CampaignDef>,
+    /// Who reviews an item nobody else can (an active identity).
+    pub fallback_reviewer: Option<String>,
+    /// Break-glass principals: their access is never revoked by a
+    /// campaign's non-response default.
+    pub protected: BTreeSet<String>,
     /// The document this policy was parsed from, as given.
     pub document: String,
 }
@@ -418,6 +492,9 @@ impl Policy {
             roles: BTreeMap::new(),
             birthright: Vec::new(),
             fallback_approver: None,
+            campaigns: Vec::new(),
+            fallback_reviewer: None,
+            protected: BTreeSet::new(),
             sod: Vec::new(),
             document: String::new(),
         }
@@ -709,6 +786,53 @@ impl Policy {
             policy.sod.push(rule.clone());
         }
 
+        if let Some(f) = &doc.reviews.fallback_reviewer {
+            if let Err(e) = crate::identity::validate_employee_id(f) {
+                v.push(FieldViolation::new("reviews.fallback_reviewer", e));
+            }
+            policy.fallback_reviewer = Some(f.clone());
+        }
+        for (i, p) in doc.reviews.protected.iter().enumerate() {
+            if let Err(e) = crate::identity::validate_employee_id(p) {
+                v.push(FieldViolation::new(format!("reviews.protected[{i}]"), e));
+            }
+            policy.protected.insert(p.clone());
+        }
+        let mut campaign_ids = BTreeSet::new();
+        for (i, c) in doc.campaigns.iter().enumerate() {
+            let path = format!("campaigns[{i}] ({})", c.id);
+            if let Some(p) = id_problem(&c.id) {
+                v.push(FieldViolation::new(format!("campaigns[{i}].id"), p));
+            }
+            if !campaign_ids.insert(c.id.clone()) {
+                v.push(FieldViolation::new(
+                    &path,
+                    format!("campaign id {:?} is defined twice", c.id),
+                ));
+            }
+            for sys in &c.systems {
+                if !policy.systems.contains_key(sys) {
+                    v.push(FieldViolation::new(
+                        format!("{path}.systems"),
+                        format!("unknown system {sys:?}"),
+                    ));
+                }
+            }
+            if !(1..=90).contains(&c.duration_days) {
+                v.push(FieldViolation::new(
+                    format!("{path}.duration_days"),
+                    "must be between 1 and 90 days",
+                ));
+            }
+            if c.remind_after_days >= c.duration_days || c.escalate_after_days >= c.duration_days {
+                v.push(FieldViolation::new(
+                    &path,
+                    "remind_after_days and escalate_after_days must fall before the end (duration_days)",
+                ));
+            }
+            policy.campaigns.push(c.clone());
+        }
+
         if v.is_empty() {
             Ok(policy)
         } else {
@@ -762,6 +886,7 @@ impl Policy {
             .map(|s| s.owner.clone())
             .chain(self.entitlements.values().map(|e| e.owner.clone()))
             .chain(self.fallback_approver.clone())
+            .chain(self.fallback_reviewer.clone())
             .collect()
     }
 

@@ -14,6 +14,7 @@ use crate::grpc::Api;
 use anyhow::{Context, bail};
 use idgov_proto::v1::access_service_server::AccessServiceServer;
 use idgov_proto::v1::audit_service_server::AuditServiceServer;
+use idgov_proto::v1::campaign_service_server::CampaignServiceServer;
 use idgov_proto::v1::directory_service_server::DirectoryServiceServer;
 use idgov_proto::v1::hr_service_server::HrServiceServer;
 use idgov_proto::v1::identity_service_server::IdentityServiceServer;
@@ -243,6 +244,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         .add_service(limits!(ProvisioningServiceServer::new(api.clone())))
         .add_service(limits!(DirectoryServiceServer::new(api.clone())))
         .add_service(limits!(AccessServiceServer::new(api.clone())))
+        .add_service(limits!(CampaignServiceServer::new(api.clone())))
         .add_service(limits!(AuditServiceServer::new(api)));
     let (tx, rx) = oneshot::channel::<()>();
     // tonic does not apply its nodelay setting to a stream of our own:
@@ -315,7 +317,7 @@ async fn health_loop(
 }
 
 /// What gRPC health reports on: the whole server (`""`) and each service.
-const HEALTH_NAMES: [&str; 8] = [
+const HEALTH_NAMES: [&str; 9] = [
     "",
     <HrServiceServer<Api> as NamedService>::NAME,
     <IdentityServiceServer<Api> as NamedService>::NAME,
@@ -324,6 +326,7 @@ const HEALTH_NAMES: [&str; 8] = [
     <ProvisioningServiceServer<Api> as NamedService>::NAME,
     <DirectoryServiceServer<Api> as NamedService>::NAME,
     <AccessServiceServer<Api> as NamedService>::NAME,
+    <CampaignServiceServer<Api> as NamedService>::NAME,
 ];
 
 /// Every service answers for the database: all report `status` together.

@@ -38,6 +38,7 @@ mod held;
 mod hr_events;
 mod identities;
 mod policies;
+mod review;
 mod tx;
 
 pub use access::RequestFilter;
@@ -51,6 +52,7 @@ pub use held::{HeldChange, HeldKind, HeldState};
 pub use hr_events::{EventFilter, RecordedEvent, StoredSync};
 pub use identities::IdentityFilter;
 pub use policies::StoredPolicy;
+pub use review::{ItemFilter, ReviewerCounts, ScopedGrant};
 pub use tx::WriteTx;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -138,6 +140,10 @@ macro_rules! migrations {
                     $dir,
                     "/0006_access_requests.sql"
                 )),
+            ),
+            (
+                "campaigns",
+                include_str!(concat!("../../../migrations/", $dir, "/0007_campaigns.sql")),
             ),
         ]
     };

@@ -19,10 +19,17 @@ pub struct StoredPolicy {
 impl Store {
     /// The policy in force: the highest version.
     pub async fn current_policy(&self) -> Result<Option<StoredPolicy>, StoreError> {
+        self.policy_at(i64::MAX).await
+    }
+
+    /// The policy that was in force as version `version` (the highest at or
+    /// below it).
+    pub async fn policy_at(&self, version: i64) -> Result<Option<StoredPolicy>, StoreError> {
         let row = sqlx::query(
             "SELECT version, document, sha256, applied_at, applied_by, reason FROM policies \
-             ORDER BY version DESC LIMIT 1",
+             WHERE version <= $1 ORDER BY version DESC LIMIT 1",
         )
+        .bind(version)
         .fetch_optional(self.reader())
         .await?;
         row.map(|r| {

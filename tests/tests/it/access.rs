@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 /// [`POLICY`] with requestable entitlements, a separation-of-duties rule
 /// and a fallback approver. Owners: O1 (app), O2 (site).
-fn access_policy() -> String {
+pub(crate) fn access_policy() -> String {
     let requestable = POLICY
         .replace(
             "classification = \"confidential\"\nkind = \"ldap_group\"",
@@ -73,7 +73,7 @@ severity = \"high\"
 /// The organisation: B1 at the top; O1 (no manager), O2, F1, M1, S1, S2
 /// under B1; E1, E2, E3 under M1. E1 and O2 are cleared for restricted
 /// access.
-async fn org(t: &TestStore) -> (Arc<App>, Arc<idgov_server::ManualClock>) {
+pub(crate) async fn org(t: &TestStore) -> (Arc<App>, Arc<idgov_server::ManualClock>) {
     let (app, clock) = app_on(t).await;
     hire(&app, &Person::new("B1", "Management")).await;
     hire(&app, &Person::new("O1", "Management")).await;
@@ -99,7 +99,7 @@ async fn org(t: &TestStore) -> (Arc<App>, Arc<idgov_server::ManualClock>) {
     (app, clock)
 }
 
-fn caller(id: &str, roles: &[Role]) -> Caller {
+pub(crate) fn caller(id: &str, roles: &[Role]) -> Caller {
     Caller {
         subject: id.to_lowercase(),
         employee_id: Some(id.to_string()),
@@ -109,11 +109,11 @@ fn caller(id: &str, roles: &[Role]) -> Caller {
 }
 
 /// What `id` (with `roles`) may do for `rpc`, as the API would decide.
-fn acc(id: &str, roles: &[Role], rpc: Rpc) -> idgov_authz::Access {
+pub(crate) fn acc(id: &str, roles: &[Role], rpc: Rpc) -> idgov_authz::Access {
     check_rpc(&caller(id, roles), rpc).expect("the table lets this caller in")
 }
 
-fn ask(
+pub(crate) fn ask(
     beneficiary: &str,
     kind: TargetKind,
     target: &str,
@@ -130,12 +130,21 @@ fn ask(
     }
 }
 
-async fn request(app: &App, by: &str, new: CreateRequest) -> Result<AccessRequest, AppError> {
+pub(crate) async fn request(
+    app: &App,
+    by: &str,
+    new: CreateRequest,
+) -> Result<AccessRequest, AppError> {
     app.create_request(&acc(by, &[], Rpc::CreateAccessRequest), new)
         .await
 }
 
-async fn approve(app: &App, by: &str, roles: &[Role], id: &str) -> Result<AccessRequest, AppError> {
+pub(crate) async fn approve(
+    app: &App,
+    by: &str,
+    roles: &[Role],
+    id: &str,
+) -> Result<AccessRequest, AppError> {
     app.decide_request(&acc(by, roles, Rpc::ApproveAccessRequest), id, true, "ok")
         .await
 }
@@ -145,7 +154,7 @@ async fn deny(app: &App, by: &str, id: &str, comment: &str) -> Result<AccessRequ
         .await
 }
 
-fn code(e: &AppError) -> Option<ErrorCode> {
+pub(crate) fn code(e: &AppError) -> Option<ErrorCode> {
     match e {
         AppError::Domain(d) => Some(d.code),
         AppError::PermissionDenied(_) => Some(ErrorCode::PermissionDenied),
@@ -153,7 +162,7 @@ fn code(e: &AppError) -> Option<ErrorCode> {
     }
 }
 
-fn field_of(e: &AppError) -> String {
+pub(crate) fn field_of(e: &AppError) -> String {
     match e {
         AppError::Domain(d) => d
             .violations
@@ -165,7 +174,7 @@ fn field_of(e: &AppError) -> String {
     }
 }
 
-async fn audit_count(app: &App, action: &str, target: &str) -> usize {
+pub(crate) async fn audit_count(app: &App, action: &str, target: &str) -> usize {
     let f = AuditFilter {
         action: action.into(),
         target: target.into(),
@@ -178,7 +187,7 @@ async fn audit_count(app: &App, action: &str, target: &str) -> usize {
         .len()
 }
 
-async fn grant_of(
+pub(crate) async fn grant_of(
     app: &App,
     who: &str,
     ent: &str,
@@ -194,7 +203,7 @@ async fn grant_of(
         .max_by_key(|g| g.granted_at)
 }
 
-const SEC: &[Role] = &[Role::SecurityOfficer];
+pub(crate) const SEC: &[Role] = &[Role::SecurityOfficer];
 
 both_backends! {
     async fn a_restricted_request_takes_three_approvals_in_order(t: TestStore) {

@@ -48,7 +48,8 @@ async fn call(ch: Authed, rpc: Rpc) -> Result<(), Status> {
         idgov_proto::v1::provisioning_service_client::ProvisioningServiceClient::new(ch.clone());
     let mut dir =
         idgov_proto::v1::directory_service_client::DirectoryServiceClient::new(ch.clone());
-    let mut acc = idgov_proto::v1::access_service_client::AccessServiceClient::new(ch);
+    let mut acc = idgov_proto::v1::access_service_client::AccessServiceClient::new(ch.clone());
+    let mut cmp = idgov_proto::v1::campaign_service_client::CampaignServiceClient::new(ch);
     match rpc {
         Rpc::SubmitHrEvent => hr
             .submit_hr_event(pb::SubmitHrEventRequest {
@@ -239,6 +240,60 @@ async fn call(ch: Authed, rpc: Rpc) -> Result<(), Status> {
                 justification: "j".into(),
                 days: 1,
             })
+            .await
+            .map(|_| ()),
+        Rpc::PreviewCampaign => cmp
+            .preview_campaign(pb::PreviewCampaignRequest {
+                definition_id: "none".into(),
+            })
+            .await
+            .map(|_| ()),
+        Rpc::StartCampaign => cmp
+            .start_campaign(pb::StartCampaignRequest {
+                definition_id: "none".into(),
+            })
+            .await
+            .map(|_| ()),
+        Rpc::GetCampaign => cmp
+            .get_campaign(pb::GetCampaignRequest { id: "none".into() })
+            .await
+            .map(|_| ()),
+        Rpc::ListCampaigns => cmp
+            .list_campaigns(pb::ListCampaignsRequest::default())
+            .await
+            .map(|_| ()),
+        Rpc::ListReviewItems => cmp
+            .list_review_items(pb::ListReviewItemsRequest::default())
+            .await
+            .map(|_| ()),
+        Rpc::DecideReviewItems => cmp
+            .decide_review_items(pb::DecideReviewItemsRequest {
+                decisions: vec![pb::ReviewDecision {
+                    item_id: "none".into(),
+                    verdict: pb::ReviewVerdict::Certify as i32,
+                    justification: String::new(),
+                }],
+            })
+            .await
+            .map(|_| ()),
+        Rpc::ReassignReviewItem => cmp
+            .reassign_review_item(pb::ReassignReviewItemRequest {
+                item_id: "none".into(),
+                to_employee_id: "E1".into(),
+                reason: "r".into(),
+            })
+            .await
+            .map(|_| ()),
+        Rpc::CloseCampaign => cmp
+            .close_campaign(pb::CloseCampaignRequest { id: "none".into() })
+            .await
+            .map(|_| ()),
+        Rpc::GetCampaignReport => cmp
+            .get_campaign_report(pb::GetCampaignReportRequest { id: "none".into() })
+            .await
+            .map(|_| ()),
+        Rpc::ExportCampaignEvidence => cmp
+            .export_campaign_evidence(pb::ExportCampaignEvidenceRequest { id: "none".into() })
             .await
             .map(|_| ()),
     }

@@ -6,6 +6,7 @@
 mod access;
 mod api;
 mod bulk;
+mod campaigns;
 mod common;
 mod directory;
 mod drift;

@@ -491,6 +491,7 @@ pub fn held(h: &HeldChange) -> pb::HeldChange {
         kind: match h.kind {
             HeldKind::RosterSync => pb::HeldChangeKind::RosterSync,
             HeldKind::PolicyApply => pb::HeldChangeKind::PolicyApply,
+            HeldKind::CampaignClose => pb::HeldChangeKind::CampaignClose,
         } as i32,
         state: match h.state {
             HeldState::Held => pb::HeldChangeState::Held,

@@ -5,6 +5,7 @@
 
 mod access;
 mod audit;
+mod campaign;
 pub mod convert;
 mod hr;
 mod identity;

@@ -1,0 +1,1195 @@
+//! Access review campaigns: preview, start (by hand or by the schedule),
+//! the reviewers' queues and decisions, reassignment, reminders and
+//! escalations, and the close with its non-response defaults (held by the
+//! mass-change guard when it would revoke too much). The rules live in
+//! [`idgov_domain::review`].
+
+use crate::App;
+use crate::access::OrgMap;
+use crate::error::AppError;
+use crate::intake::Batch;
+use chrono::{DateTime, Duration, Utc};
+use idgov_authz::{Access, Grant as Reach, Role};
+use idgov_domain::access::SECURITY_POOL;
+use idgov_domain::audit::{Action, AuditEntry, Target};
+use idgov_domain::grant::{GrantChange, RevokeReason};
+use idgov_domain::guard::{self, HeldKind};
+use idgov_domain::identity::Status;
+use idgov_domain::policy::{CampaignDef, ReviewerStrategy};
+use idgov_domain::review::{
+    self, Campaign, CampaignState, Context, Decided, ItemState, ReviewItem, Reviewer, Stage,
+    Verdict,
+};
+use idgov_store::{ItemFilter, ScopedGrant, WriteTx};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Grants read (and items written) per step of generation and close.
+const PAGE: i64 = 1000;
+
+/// Active people per (department, title), and holders per (department,
+/// title, entitlement).
+type Peers = (
+    HashMap<(String, String), i64>,
+    HashMap<(String, String, String), i64>,
+);
+
+/// What a campaign would hold, without writing anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Preview {
+    pub definition_id: String,
+    pub items: u64,
+    pub people: u64,
+    pub by_level: BTreeMap<String, u64>,
+    /// Reviewers with the most items first.
+    pub by_reviewer: Vec<(String, u64)>,
+}
+
+/// One decision of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemDecision {
+    pub item_id: String,
+    pub verdict: Verdict,
+    pub justification: String,
+}
+
+/// What became of one decision of a batch.
+#[derive(Debug)]
+pub struct ItemOutcome {
+    pub item_id: String,
+    pub result: Result<ReviewItem, AppError>,
+}
+
+/// How a close ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CloseOutcome {
+    pub campaign: Campaign,
+    pub defaulted: u64,
+    pub revoked: u64,
+    pub superseded: u64,
+    /// The close was held by the guard: nothing applied.
+    pub held_change_id: Option<String>,
+    pub guard: Option<guard::Verdict>,
+}
+
+/// A campaign report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Report {
+    pub campaign_id: String,
+    pub items: u64,
+    pub decided: u64,
+    pub by_state: BTreeMap<String, u64>,
+    pub reviewers: Vec<ReviewerReport>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ReviewerReport {
+    pub reviewer: String,
+    pub items: u64,
+    pub open: u64,
+    pub certified: u64,
+    pub revoked: u64,
+    /// Share of their decisions that certified (1.0: approved everything).
+    pub approve_rate: f64,
+    /// Median seconds between two of their decisions.
+    pub median_seconds_per_decision: Option<f64>,
+    /// Decisions made within a second of the previous one (bulk).
+    pub bulk_decisions: u64,
+}
+
+/// What the staged close of a held campaign keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StagedClose {
+    pub campaign_id: String,
+}
+
+fn staff(access: &Access, roles: &[Role]) -> bool {
+    matches!(access.grant, Reach::Full { role } if roles.contains(&role))
+}
+
+fn me(access: &Access) -> Result<String, AppError> {
+    access.caller.employee_id.clone().ok_or_else(|| {
+        AppError::precondition(format!(
+            "{} is made by a person: sign in as an employee",
+            access.rpc.name()
+        ))
+    })
+}
+
+impl App {
+    fn campaign_def(&self, id: &str) -> Result<CampaignDef, AppError> {
+        self.policy()
+            .policy
+            .campaigns
+            .iter()
+            .find(|c| c.id == id)
+            .cloned()
+            .ok_or_else(|| {
+                let known: Vec<String> = self
+                    .policy()
+                    .policy
+                    .campaigns
+                    .iter()
+                    .map(|c| c.id.clone())
+                    .collect();
+                AppError::not_found(format!(
+                    "the policy defines no campaign {}; defined: {}",
+                    idgov_domain::error::echo(id),
+                    if known.is_empty() {
+                        "none (add [[campaigns]] to the policy)".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            })
+    }
+
+    /// Managers and availability of the people around `start`, read in
+    /// batches level by level.
+    async fn org_of(&self, tx: &mut WriteTx, start: Vec<String>) -> Result<OrgMap, AppError> {
+        let mut known = HashMap::new();
+        let mut frontier: Vec<String> = start;
+        for _ in 0..32 {
+            frontier.sort();
+            frontier.dedup();
+            frontier.retain(|id| !known.contains_key(id));
+            if frontier.is_empty() {
+                break;
+            }
+            let people = tx.people_by_ids(&frontier).await?;
+            let mut next = Vec::new();
+            for p in people {
+                if let Some(m) = p.attrs.manager_id.clone() {
+                    next.push(m);
+                }
+                known.insert(p.employee_id.clone(), p);
+            }
+            frontier = next;
+        }
+        Ok(OrgMap(known))
+    }
+
+    /// The items a page of grants becomes.
+    #[allow(clippy::too_many_arguments)]
+    async fn plan_items(
+        &self,
+        tx: &mut WriteTx,
+        def: &CampaignDef,
+        mover: bool,
+        campaign_id: &str,
+        page: &[ScopedGrant],
+        peers: &Peers,
+    ) -> Result<Vec<ReviewItem>, AppError> {
+        let policy = self.policy();
+        let pol = &policy.policy;
+        let mut start: Vec<String> = page.iter().map(|g| g.grant.employee_id.clone()).collect();
+        start.extend(page.iter().filter_map(|g| g.manager_id.clone()));
+        start.extend(
+            page.iter()
+                .filter_map(|g| pol.entitlements.get(&g.grant.entitlement_id))
+                .map(|e| e.owner.clone()),
+        );
+        start.extend(pol.fallback_reviewer.clone());
+        let org = self.org_of(tx, start).await?;
+        let ids: Vec<String> = page.iter().map(|g| g.grant.id.clone()).collect();
+        let last = tx.last_reviews(&ids).await?;
+        let mut items = Vec::with_capacity(page.len());
+        for g in page {
+            let Some(ent) = pol.entitlements.get(&g.grant.entitlement_id) else {
+                continue;
+            };
+            let class = ent.classification;
+            let strategy = if mover {
+                ReviewerStrategy::Manager
+            } else {
+                def.strategy_for(class)
+            };
+            let stage = match strategy {
+                ReviewerStrategy::Owner => Stage::Owner,
+                _ => Stage::Manager,
+            };
+            let (reviewer, note) = review::resolve_reviewer(
+                stage,
+                &g.grant.employee_id,
+                g.manager_id.as_deref(),
+                &ent.owner,
+                &g.grant.approvers,
+                None,
+                pol.fallback_reviewer.as_deref(),
+                &org,
+            );
+            let key = (g.department.clone(), g.title.clone());
+            let total = (peers.0.get(&key).copied().unwrap_or(1) - 1).max(0);
+            let holding = (peers
+                .1
+                .get(&(g.department.clone(), g.title.clone(), ent.id.clone()))
+                .copied()
+                .unwrap_or(1)
+                - 1)
+            .max(0);
+            let last_review = last.get(&g.grant.id).copied();
+            let (recommendation, reason) = review::recommend(&Context {
+                source: g.grant.source,
+                source_ref: &g.grant.source_ref,
+                review_pending: g.grant.review_pending,
+                approvers: &g.grant.approvers,
+                last_decision: last_review.map(|l| l.0),
+                peers_holding: holding,
+                peers_total: total,
+                classification: class,
+            });
+            items.push(ReviewItem {
+                id: format!("rvi-{}", uuid::Uuid::now_v7().simple()),
+                campaign_id: campaign_id.to_string(),
+                grant_id: g.grant.id.clone(),
+                employee_id: g.grant.employee_id.clone(),
+                entitlement_id: ent.id.clone(),
+                classification: class,
+                source: g.grant.source,
+                source_ref: g.grant.source_ref.clone(),
+                granted_at: g.grant.granted_at,
+                approvers: g.grant.approvers.clone(),
+                last_decision: last_review.map(|l| l.0),
+                last_reviewed_at: last_review.map(|l| l.1),
+                peers_holding: holding,
+                peers_total: total,
+                recommendation,
+                reason,
+                strategy,
+                stage,
+                reviewer,
+                note,
+                state: ItemState::Open,
+                decided_by: None,
+                decided_at: None,
+                justification: String::new(),
+                first_stage_by: None,
+                version: 0,
+            });
+        }
+        Ok(items)
+    }
+
+    /// What starting `definition_id` now would create; nothing is written.
+    pub async fn preview_campaign(&self, definition_id: &str) -> Result<Preview, AppError> {
+        let def = self.campaign_def(definition_id)?;
+        let policy = self.policy();
+        let ents: Vec<String> = def
+            .entitlements(&policy.policy)
+            .iter()
+            .map(|e| e.id.clone())
+            .collect();
+        // Read in one transaction for a consistent count; nothing is written.
+        let mut tx = self.store.begin().await?;
+        let peers = tx.peer_counts(&ents).await?;
+        let mut out = Preview {
+            definition_id: def.id.clone(),
+            ..Preview::default()
+        };
+        let mut people = BTreeSet::new();
+        let mut reviewers: HashMap<String, u64> = HashMap::new();
+        let mut after = String::new();
+        loop {
+            let page = tx.grants_in_scope(&ents, &after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.grant.id.clone();
+            let page: Vec<ScopedGrant> = page
+                .into_iter()
+                .filter(|g| {
+                    policy
+                        .policy
+                        .entitlements
+                        .get(&g.grant.entitlement_id)
+                        .is_some_and(|e| def.covers(e, &g.department))
+                })
+                .collect();
+            for i in self
+                .plan_items(&mut tx, &def, false, "", &page, &peers)
+                .await?
+            {
+                out.items += 1;
+                people.insert(i.employee_id.clone());
+                *out.by_level
+                    .entry(i.classification.to_string())
+                    .or_default() += 1;
+                *reviewers.entry(i.reviewer).or_default() += 1;
+            }
+        }
+        tx.rollback().await?;
+        out.people = people.len() as u64;
+        let mut by: Vec<(String, u64)> = reviewers.into_iter().collect();
+        by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        by.truncate(50);
+        out.by_reviewer = by;
+        Ok(out)
+    }
+
+    /// Starts a campaign of `definition_id` by hand.
+    pub async fn start_campaign(
+        &self,
+        definition_id: &str,
+        actor: &str,
+    ) -> Result<Campaign, AppError> {
+        let id = format!("cmp-{}", uuid::Uuid::now_v7().simple());
+        self.start_campaign_with_id(definition_id, &id, actor)
+            .await?
+            .ok_or_else(|| AppError::precondition("a campaign with this id exists"))
+    }
+
+    /// Starts a campaign under `id`; None when a campaign with that id
+    /// exists already (another replica started it: exactly once).
+    pub(crate) async fn start_campaign_with_id(
+        &self,
+        definition_id: &str,
+        id: &str,
+        actor: &str,
+    ) -> Result<Option<Campaign>, AppError> {
+        let def = self.campaign_def(definition_id)?;
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let policy = self.policy_for(&mut tx);
+        let mut campaign = Campaign {
+            id: id.to_string(),
+            definition_id: def.id.clone(),
+            name: if def.name.is_empty() {
+                def.id.clone()
+            } else {
+                def.name.clone()
+            },
+            definition: def.clone(),
+            policy_version: policy.version,
+            state: CampaignState::Open,
+            started_at: now,
+            started_by: actor.to_string(),
+            due_at: now + Duration::days(i64::from(def.duration_days)),
+            closed_at: None,
+            reminded_at: None,
+            escalated_at: None,
+            mover: false,
+            items: 0,
+            held_change_id: None,
+        };
+        if !tx.insert_campaign(&campaign).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let ents: Vec<String> = def
+            .entitlements(&policy.policy)
+            .iter()
+            .map(|e| e.id.clone())
+            .collect();
+        let peers = tx.peer_counts(&ents).await?;
+        let mut after = String::new();
+        let mut total = 0i64;
+        let mut by_level: BTreeMap<String, u64> = BTreeMap::new();
+        loop {
+            let page = tx.grants_in_scope(&ents, &after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.grant.id.clone();
+            let page: Vec<ScopedGrant> = page
+                .into_iter()
+                .filter(|g| {
+                    policy
+                        .policy
+                        .entitlements
+                        .get(&g.grant.entitlement_id)
+                        .is_some_and(|e| def.covers(e, &g.department))
+                })
+                .collect();
+            let items = self
+                .plan_items(&mut tx, &def, false, id, &page, &peers)
+                .await?;
+            for i in &items {
+                *by_level.entry(i.classification.to_string()).or_default() += 1;
+            }
+            total += items.len() as i64;
+            tx.insert_items(&items).await?;
+        }
+        campaign.items = total;
+        tx.update_campaign(&campaign).await?;
+        tx.audit(AuditEntry::new(
+            actor,
+            Action::CampaignStarted,
+            Target::Campaign(id.to_string()),
+            json!({
+                "definition": def, "policy_version": policy.version, "items": total,
+                "by_level": by_level, "due_at": campaign.due_at,
+            }),
+        ));
+        tx.commit(now).await?;
+        tracing::info!(campaign = id, items = total, "campaign started");
+        Ok(Some(campaign))
+    }
+
+    pub async fn campaign(&self, id: &str) -> Result<Campaign, AppError> {
+        self.store.get_campaign(id).await?.ok_or_else(|| {
+            AppError::not_found(format!(
+                "there is no campaign {}",
+                idgov_domain::error::echo(id)
+            ))
+        })
+    }
+
+    pub async fn campaigns(
+        &self,
+        open_only: bool,
+        before: &str,
+        limit: i64,
+    ) -> Result<Vec<Campaign>, AppError> {
+        Ok(self.store.list_campaigns(open_only, before, limit).await?)
+    }
+
+    /// Review items: a reviewer's own queue (`mine`), or, for staff
+    /// readers, any campaign's items.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn review_items(
+        &self,
+        access: &Access,
+        mine: bool,
+        campaign_id: Option<String>,
+        state: Option<ItemState>,
+        employee_id: Option<String>,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<ReviewItem>, AppError> {
+        let reader = staff(
+            access,
+            &[Role::ItAdmin, Role::SecurityOfficer, Role::Auditor],
+        );
+        let mut filter = ItemFilter {
+            campaign_id,
+            state,
+            employee_id,
+            ..ItemFilter::default()
+        };
+        if mine || !reader {
+            let me = me(access)?;
+            filter.reviewers = vec![me];
+            if access.caller.roles.contains(&Role::SecurityOfficer) {
+                filter.reviewers.push(SECURITY_POOL.to_string());
+            }
+        }
+        Ok(self.store.list_items(&filter, after, limit).await?)
+    }
+
+    /// Decides many items in one call; each is checked on its own and the
+    /// valid ones are applied together (revocations reach the outbox in
+    /// the same transaction).
+    pub async fn decide_items(
+        &self,
+        access: &Access,
+        decisions: Vec<ItemDecision>,
+    ) -> Result<Vec<ItemOutcome>, AppError> {
+        let me = me(access)?;
+        if decisions.is_empty() {
+            return Err(AppError::invalid("decisions", "give at least one decision"));
+        }
+        if decisions.len() > 1000 {
+            return Err(AppError::invalid(
+                "decisions",
+                "at most 1,000 decisions per call",
+            ));
+        }
+        let person = self.store.get_identity(&me).await?;
+        if person.as_ref().map(|p| p.status) != Some(Status::Active) {
+            return Err(AppError::PermissionDenied(format!(
+                "{me} is not an active person; only active people review access"
+            )));
+        }
+        let who = Reviewer {
+            employee_id: me.clone(),
+            security_officer: access.caller.roles.contains(&Role::SecurityOfficer),
+        };
+        let actor = access.caller.actor();
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let policy = self.policy_for(&mut tx);
+        let mut outcomes = Vec::with_capacity(decisions.len());
+        let mut revoke: Vec<ReviewItem> = Vec::new();
+        let mut cleared: Vec<String> = Vec::new();
+        let mut next_stage: Vec<ReviewItem> = Vec::new();
+        let mut swept: BTreeSet<String> = BTreeSet::new();
+        for d in decisions {
+            let result = async {
+                let Some(mut item) = tx.item_for_update(&d.item_id).await? else {
+                    return Err(AppError::not_found(format!(
+                        "there is no review item {}",
+                        idgov_domain::error::echo(&d.item_id)
+                    )));
+                };
+                // Items whose grant ended meanwhile close as superseded.
+                if swept.insert(item.campaign_id.clone())
+                    && supersede(&mut tx, &item.campaign_id, &actor).await? > 0
+                    && let Some(fresh) = tx.item_for_update(&d.item_id).await?
+                {
+                    item = fresh;
+                }
+                let open = tx.campaign_for_update(&item.campaign_id).await?;
+                if open.as_ref().map(|c| c.state) != Some(CampaignState::Open) {
+                    return Err(AppError::precondition(format!(
+                        "campaign {} is closed",
+                        item.campaign_id
+                    )));
+                }
+                let outcome = review::decide(&mut item, &who, d.verdict, &d.justification, now)?;
+                if !tx.update_item(&mut item).await? {
+                    return Err(AppError::precondition(
+                        "this item was decided meanwhile; read it again",
+                    ));
+                }
+                let (action, detail) = match outcome {
+                    Decided::NextStage => (Action::ReviewStageCertified, json!({"next": "owner"})),
+                    Decided::Certified => (Action::ReviewCertified, json!({})),
+                    Decided::Revoked => (Action::ReviewRevoked, json!({})),
+                };
+                let mut detail = detail;
+                detail["campaign"] = json!(item.campaign_id);
+                detail["grant"] = json!(item.grant_id);
+                detail["employee"] = json!(item.employee_id);
+                detail["entitlement"] = json!(item.entitlement_id);
+                detail["justification"] = json!(item.justification);
+                tx.audit(AuditEntry::new(
+                    &actor,
+                    action,
+                    Target::ReviewItem(item.id.clone()),
+                    detail,
+                ));
+                match outcome {
+                    Decided::Revoked => revoke.push(item.clone()),
+                    Decided::Certified => cleared.push(item.grant_id.clone()),
+                    Decided::NextStage => next_stage.push(item.clone()),
+                }
+                Ok(item)
+            }
+            .await;
+            outcomes.push(ItemOutcome {
+                item_id: d.item_id,
+                result,
+            });
+        }
+        // The owner stage of two-stage items.
+        if !next_stage.is_empty() {
+            let pol = &policy.policy;
+            let mut start: Vec<String> = next_stage
+                .iter()
+                .filter_map(|i| {
+                    pol.entitlements
+                        .get(&i.entitlement_id)
+                        .map(|e| e.owner.clone())
+                })
+                .collect();
+            start.extend(pol.fallback_reviewer.clone());
+            let org = self.org_of(&mut tx, start).await?;
+            for mut item in next_stage {
+                let owner = pol
+                    .entitlements
+                    .get(&item.entitlement_id)
+                    .map(|e| e.owner.clone())
+                    .unwrap_or_default();
+                let (reviewer, note) = review::resolve_reviewer(
+                    Stage::Owner,
+                    &item.employee_id,
+                    None,
+                    &owner,
+                    &item.approvers,
+                    item.first_stage_by.as_deref(),
+                    pol.fallback_reviewer.as_deref(),
+                    &org,
+                );
+                item.reviewer = reviewer;
+                item.note = note;
+                if !tx.update_item(&mut item).await? {
+                    return Err(AppError::precondition(
+                        "an item changed meanwhile; try again",
+                    ));
+                }
+                if let Some(o) = outcomes.iter_mut().find(|o| o.item_id == item.id) {
+                    o.result = Ok(item);
+                }
+            }
+        }
+        tx.clear_review_pending(&cleared).await?;
+        let queued = self
+            .revoke_reviewed(&mut tx, &policy, &revoke, &actor, now)
+            .await?;
+        tx.commit(now).await?;
+        if queued > 0 {
+            self.wake_provisioning();
+        }
+        Ok(outcomes)
+    }
+
+    /// Revokes the grants of `items` (reason `review`) through the intake
+    /// batch: directory operations go to the outbox in `tx`.
+    async fn revoke_reviewed(
+        &self,
+        tx: &mut WriteTx,
+        policy: &std::sync::Arc<crate::ActivePolicy>,
+        items: &[ReviewItem],
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<usize, AppError> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let mut people: Vec<String> = items.iter().map(|i| i.employee_id.clone()).collect();
+        people.sort();
+        people.dedup();
+        let mut batch = Batch::for_people(
+            tx,
+            policy.clone(),
+            now,
+            &people,
+            self.provisioning(),
+            self.creates_accounts(),
+        )
+        .await?;
+        for i in items {
+            let (_, grants) = batch.current(&i.employee_id);
+            if !grants.iter().any(|g| g.id == i.grant_id && g.is_active()) {
+                continue;
+            }
+            let change = GrantChange::Revoke {
+                grant_id: i.grant_id.clone(),
+                entitlement_id: i.entitlement_id.clone(),
+                reason: RevokeReason::Review,
+            };
+            let cause = format!("review: campaign {}", i.campaign_id);
+            batch.stage_grant_changes(tx, &i.employee_id, &[change], &cause, actor);
+        }
+        batch.flush(tx).await
+    }
+
+    /// Reassigns an open item to another reviewer, with a reason; never to
+    /// the person whose access it is.
+    pub async fn reassign_item(
+        &self,
+        access: &Access,
+        item_id: &str,
+        to: &str,
+        reason: &str,
+    ) -> Result<ReviewItem, AppError> {
+        let to = to.trim();
+        idgov_domain::identity::validate_employee_id(to).map_err(|e| AppError::invalid("to", e))?;
+        let actor = access.caller.actor();
+        let admin = staff(access, &[Role::ItAdmin, Role::SecurityOfficer]);
+        let caller = access.caller.employee_id.clone().unwrap_or_default();
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let Some(mut item) = tx.item_for_update(item_id).await? else {
+            return Err(AppError::not_found(format!(
+                "there is no review item {}",
+                idgov_domain::error::echo(item_id)
+            )));
+        };
+        if !admin && item.reviewer != caller {
+            return Err(AppError::PermissionDenied(
+                "only the item's reviewer (or an it-admin or security officer) reassigns it".into(),
+            ));
+        }
+        review::check_reassign(&item, to, reason)?;
+        match tx.people_by_ids(&[to.to_string()]).await?.first() {
+            Some(p) if p.status == Status::Active => {}
+            _ => {
+                return Err(AppError::precondition(format!(
+                    "{to} is not an active person"
+                )));
+            }
+        }
+        let from = std::mem::replace(&mut item.reviewer, to.to_string());
+        item.note = format!("reassigned by {actor} from {from}: {}", reason.trim());
+        if !tx.update_item(&mut item).await? {
+            return Err(AppError::precondition(
+                "this item changed meanwhile; read it again",
+            ));
+        }
+        tx.audit(AuditEntry::new(
+            &actor,
+            Action::ReviewReassigned,
+            Target::ReviewItem(item.id.clone()),
+            json!({"campaign": item.campaign_id, "from": from, "to": to, "reason": reason.trim()}),
+        ));
+        tx.commit(now).await?;
+        Ok(item)
+    }
+
+    /// Closes a campaign: items whose grant ended are superseded, the
+    /// unanswered take their level's default. A close that would revoke
+    /// more people's access than the guard allows is held.
+    pub async fn close_campaign(&self, id: &str, actor: &str) -> Result<CloseOutcome, AppError> {
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let policy = self.policy_for(&mut tx);
+        let Some(mut c) = tx.campaign_for_update(id).await? else {
+            return Err(AppError::not_found(format!(
+                "there is no campaign {}",
+                idgov_domain::error::echo(id)
+            )));
+        };
+        if c.state != CampaignState::Open {
+            return Err(AppError::precondition(format!(
+                "campaign {id} is {}",
+                c.state
+            )));
+        }
+        let superseded = supersede(&mut tx, id, actor).await?;
+        // Count what the defaults would revoke, a page at a time.
+        let mut affected: BTreeSet<String> = BTreeSet::new();
+        let mut after = String::new();
+        loop {
+            let page = tx.open_items(id, &after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            for i in &page {
+                if review::unanswered(&policy.policy, i, c.mover, &policy.policy.protected)
+                    == ItemState::Revoked
+                {
+                    affected.insert(i.employee_id.clone());
+                }
+            }
+        }
+        let active = self.store.count_identities(Status::Active).await? as u64;
+        let verdict = guard::evaluate(active, affected.len() as u64, &policy.policy.guard);
+        if verdict.tripped && !c.mover {
+            let summary = format!(
+                "closing campaign {} would revoke access of {} people by default",
+                c.id,
+                affected.len()
+            );
+            let held_id = crate::held::hold(
+                &mut tx,
+                HeldKind::CampaignClose,
+                summary,
+                verdict,
+                json!(StagedClose {
+                    campaign_id: c.id.clone()
+                }),
+                Action::CampaignCloseHeld,
+                json!({"campaign": c.id, "people": affected.len()}),
+                actor,
+                now,
+            )
+            .await?;
+            c.state = CampaignState::Held;
+            c.held_change_id = Some(held_id.clone());
+            tx.update_campaign(&c).await?;
+            tx.commit(now).await?;
+            return Ok(CloseOutcome {
+                campaign: c,
+                defaulted: 0,
+                revoked: 0,
+                superseded,
+                held_change_id: Some(held_id),
+                guard: Some(verdict),
+            });
+        }
+        let (defaulted, revoked, queued) =
+            self.apply_close(&mut tx, &mut c, true, actor, now).await?;
+        tx.commit(now).await?;
+        if queued > 0 {
+            self.wake_provisioning();
+        }
+        Ok(CloseOutcome {
+            campaign: c,
+            defaulted,
+            revoked,
+            superseded,
+            held_change_id: None,
+            guard: Some(verdict),
+        })
+    }
+
+    /// Gives every open item its default (revocations only when `revoke`)
+    /// and closes the campaign, in `tx`. Returns (defaulted, revoked,
+    /// directory operations queued).
+    pub(crate) async fn apply_close(
+        &self,
+        tx: &mut WriteTx,
+        c: &mut Campaign,
+        revoke: bool,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, u64, usize), AppError> {
+        let policy = self.policy_for(tx);
+        supersede(tx, &c.id, actor).await?;
+        let (mut defaulted, mut revoked, mut queued) = (0u64, 0u64, 0usize);
+        loop {
+            // Each page leaves the open set, so always read from the start.
+            let page = tx.open_items(&c.id, "", PAGE).await?;
+            if page.is_empty() {
+                break;
+            }
+            let mut to_revoke = Vec::new();
+            for mut i in page {
+                let mut state =
+                    review::unanswered(&policy.policy, &i, c.mover, &policy.policy.protected);
+                if state == ItemState::Revoked && !revoke {
+                    state = ItemState::Flagged;
+                }
+                i.state = state;
+                i.decided_by = Some("system:non-response".into());
+                i.decided_at = Some(now);
+                if !tx.update_item(&mut i).await? {
+                    return Err(AppError::Store(idgov_store::StoreError::Conflict(
+                        "a review item changed during the close".into(),
+                    )));
+                }
+                tx.audit(AuditEntry::new(
+                    actor,
+                    Action::ReviewDefaulted,
+                    Target::ReviewItem(i.id.clone()),
+                    json!({"campaign": c.id, "grant": i.grant_id, "employee": i.employee_id,
+                           "entitlement": i.entitlement_id, "outcome": state}),
+                ));
+                defaulted += 1;
+                if state == ItemState::Revoked {
+                    revoked += 1;
+                    to_revoke.push(i);
+                }
+            }
+            queued += self
+                .revoke_reviewed(tx, &policy, &to_revoke, actor, now)
+                .await?;
+        }
+        c.state = CampaignState::Closed;
+        c.closed_at = Some(now);
+        tx.update_campaign(c).await?;
+        tx.audit(AuditEntry::new(
+            actor,
+            Action::CampaignClosed,
+            Target::Campaign(c.id.clone()),
+            json!({"defaulted": defaulted, "revoked_by_default": revoked, "revocations_applied": revoke}),
+        ));
+        Ok((defaulted, revoked, queued))
+    }
+
+    /// Completion and decisions per reviewer, with rubber-stamp indicators.
+    pub async fn campaign_report(&self, id: &str) -> Result<Report, AppError> {
+        let c = self.campaign(id).await?;
+        let mut report = Report {
+            campaign_id: c.id.clone(),
+            ..Report::default()
+        };
+        let mut per: BTreeMap<String, (ReviewerReport, Vec<DateTime<Utc>>)> = BTreeMap::new();
+        let mut after = String::new();
+        loop {
+            let page = self.store.decided_items(id, &after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            for i in page {
+                report.items += 1;
+                *report.by_state.entry(i.state.to_string()).or_default() += 1;
+                let human = i
+                    .decided_by
+                    .as_deref()
+                    .is_some_and(|d| !d.starts_with("system:"));
+                if i.state != ItemState::Open && human {
+                    report.decided += 1;
+                }
+                let who = if human && i.state != ItemState::Open {
+                    i.decided_by.clone().unwrap_or_default()
+                } else {
+                    i.reviewer.clone()
+                };
+                let e = per.entry(who.clone()).or_insert_with(|| {
+                    (
+                        ReviewerReport {
+                            reviewer: who.clone(),
+                            ..ReviewerReport::default()
+                        },
+                        Vec::new(),
+                    )
+                });
+                e.0.items += 1;
+                match i.state {
+                    ItemState::Open => e.0.open += 1,
+                    ItemState::Certified if human => e.0.certified += 1,
+                    ItemState::Revoked if human => e.0.revoked += 1,
+                    _ => {}
+                }
+                if human && let Some(t) = i.decided_at {
+                    e.1.push(t);
+                }
+            }
+        }
+        for (_, (mut r, mut times)) in per {
+            let decided = r.certified + r.revoked;
+            r.approve_rate = if decided > 0 {
+                r.certified as f64 / decided as f64
+            } else {
+                0.0
+            };
+            times.sort();
+            let mut gaps: Vec<f64> = times
+                .windows(2)
+                .map(|w| (w[1] - w[0]).num_milliseconds() as f64 / 1000.0)
+                .collect();
+            r.bulk_decisions = gaps.iter().filter(|g| **g < 1.0).count() as u64;
+            gaps.sort_by(|a, b| a.total_cmp(b));
+            r.median_seconds_per_decision = gaps.get(gaps.len() / 2).copied();
+            report.reviewers.push(r);
+        }
+        Ok(report)
+    }
+
+    /// The scheduler's part: start due campaigns (exactly once per period,
+    /// whichever replica gets there first), record reminders and
+    /// escalations, and close campaigns past their due time.
+    pub async fn run_campaign_schedule(&self) -> Result<(), AppError> {
+        let now = self.now();
+        let policy = self.policy();
+        for def in &policy.policy.campaigns {
+            let Some(months) = def.every_months(&policy.policy) else {
+                continue;
+            };
+            let last = self.store.last_campaign_start(&def.id).await?;
+            if !review::next_due(last, months, now) {
+                continue;
+            }
+            // The period's id: a second replica's insert finds it taken.
+            let period = now.format("%Y%m%d");
+            let id = format!("cmp-{}-{period}", def.id);
+            if let Some(c) = self
+                .start_campaign_with_id(&def.id, &id, "system:scheduler")
+                .await?
+            {
+                tracing::info!(campaign = c.id, "scheduled campaign started");
+            }
+        }
+        let mut tx = self.store.begin().await?;
+        let open = tx.open_campaigns().await?;
+        tx.rollback().await?;
+        for c in open {
+            if c.due_at <= now {
+                match self.close_campaign(&c.id, "system:scheduler").await {
+                    Ok(_) => {}
+                    Err(e) if e.is_retryable() => {}
+                    Err(e) => {
+                        tracing::warn!(campaign = c.id, error = %e, "closing a due campaign failed")
+                    }
+                }
+                continue;
+            }
+            self.notify_reviewers(&c, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Records the reminder and the escalation of a campaign once each,
+    /// with the reviewers who still have open items (security-relevant
+    /// notifications, visible in the audit log).
+    async fn notify_reviewers(&self, c: &Campaign, now: DateTime<Utc>) -> Result<(), AppError> {
+        let remind = c.started_at + Duration::days(i64::from(c.definition.remind_after_days));
+        let escalate = c.started_at + Duration::days(i64::from(c.definition.escalate_after_days));
+        let due_reminder = c.reminded_at.is_none() && now >= remind;
+        let due_escalation = c.escalated_at.is_none() && now >= escalate;
+        if !due_reminder && !due_escalation {
+            return Ok(());
+        }
+        let counts = self.store.campaign_counts(&c.id).await?;
+        let open: Vec<(String, i64)> = counts
+            .iter()
+            .filter_map(|r| r.by_state.get("open").map(|n| (r.reviewer.clone(), *n)))
+            .collect();
+        let mut tx = self.store.begin().await?;
+        let Some(mut fresh) = tx.campaign_for_update(&c.id).await? else {
+            return Ok(());
+        };
+        if due_reminder && fresh.reminded_at.is_none() {
+            fresh.reminded_at = Some(now);
+            tx.audit(
+                AuditEntry::new(
+                    "system:scheduler",
+                    Action::CampaignReminder,
+                    Target::Campaign(c.id.clone()),
+                    json!({"due_at": c.due_at, "reviewers": open}),
+                )
+                .security(),
+            );
+        }
+        if due_escalation && fresh.escalated_at.is_none() {
+            fresh.escalated_at = Some(now);
+            let mut org = HashMap::new();
+            for p in tx
+                .people_by_ids(&open.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>())
+                .await?
+            {
+                org.insert(p.employee_id.clone(), p.attrs.manager_id.clone());
+            }
+            let to: Vec<serde_json::Value> = open
+                .iter()
+                .map(|(r, n)| json!({"reviewer": r, "open": n, "manager": org.get(r).cloned().flatten()}))
+                .collect();
+            tx.audit(
+                AuditEntry::new(
+                    "system:scheduler",
+                    Action::CampaignEscalation,
+                    Target::Campaign(c.id.clone()),
+                    json!({"due_at": c.due_at, "escalated": to}),
+                )
+                .security(),
+            );
+        }
+        tx.update_campaign(&fresh).await?;
+        tx.commit(now).await?;
+        Ok(())
+    }
+}
+
+impl App {
+    /// Sends a campaign's evidence, line by line (JSON), into `out`: the
+    /// manifest, the campaign, the policy in force at its start, the audit
+    /// chain from its start to the head now, and every item. Memory stays
+    /// bounded: everything is read a page at a time.
+    pub async fn export_evidence(
+        &self,
+        id: &str,
+        out: tokio::sync::mpsc::Sender<Result<String, AppError>>,
+    ) -> Result<(), AppError> {
+        use idgov_domain::evidence::{CONTROLS, FORMAT, Line, Manifest};
+        let c = self.campaign(id).await?;
+        let started = self
+            .store
+            .list_audit_events(
+                &idgov_store::AuditFilter {
+                    action: "campaign.started".into(),
+                    target: format!("campaign:{id}"),
+                    ..Default::default()
+                },
+                0,
+                1,
+            )
+            .await?;
+        let Some(first) = started.first() else {
+            return Err(AppError::precondition(format!(
+                "the audit event that started campaign {id} is missing"
+            )));
+        };
+        let (head_seq, head_hash) = self.store.audit_head().await?;
+        let items = self
+            .store
+            .campaign_counts(id)
+            .await?
+            .iter()
+            .map(|r| r.by_state.values().sum::<i64>())
+            .sum::<i64>();
+        let send = |line: Line| {
+            let out = out.clone();
+            async move {
+                let text =
+                    serde_json::to_string(&line).map_err(|e| AppError::Unavailable(e.to_string()));
+                out.send(text)
+                    .await
+                    .map_err(|_| AppError::Unavailable("the reader went away".into()))
+            }
+        };
+        send(Line::Manifest(Manifest {
+            format: FORMAT.into(),
+            campaign_id: c.id.clone(),
+            generated_at: self.now().to_rfc3339(),
+            policy_version: c.policy_version,
+            controls: CONTROLS.iter().map(|s| s.to_string()).collect(),
+            items: items as u64,
+            audit_events: (head_seq - first.seq + 1).max(0) as u64,
+            first_seq: first.seq,
+            head_seq,
+            head_hash: head_hash.clone(),
+        }))
+        .await?;
+        send(Line::Campaign(Box::new(c.clone()))).await?;
+        if let Some(p) = self.store.policy_at(c.policy_version).await? {
+            send(Line::Policy {
+                version: p.version,
+                sha256: p.sha256,
+                document: p.document,
+            })
+            .await?;
+        }
+        let mut after = first.seq - 1;
+        while after < head_seq {
+            let page = self
+                .store
+                .list_audit_events(
+                    &idgov_store::AuditFilter::default(),
+                    after,
+                    PAGE.min(head_seq - after),
+                )
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for r in page {
+                send(Line::Audit(r)).await?;
+            }
+        }
+        let mut after = String::new();
+        loop {
+            let page = self.store.decided_items(id, &after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            for i in page {
+                send(Line::Item(Box::new(i))).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Closes as superseded the open items of `campaign_id` whose grant ended,
+/// each with its audit event.
+async fn supersede(tx: &mut WriteTx, campaign_id: &str, actor: &str) -> Result<u64, AppError> {
+    let gone = tx.supersede_ended(campaign_id).await?;
+    for (id, grant, employee) in &gone {
+        tx.audit(AuditEntry::new(
+            actor,
+            Action::ReviewSuperseded,
+            Target::ReviewItem(id.clone()),
+            json!({"campaign": campaign_id, "grant": grant, "employee": employee,
+                   "reason": "the grant ended during the campaign"}),
+        ));
+    }
+    Ok(gone.len() as u64)
+}
+
+/// Moves the open items of people who left to their manager (or the
+/// fallback reviewer, or any security officer), in the leavers'
+/// transaction; the audit says so.
+pub(crate) async fn items_after_leavers(
+    tx: &mut WriteTx,
+    leavers: &[(String, Option<String>, String)],
+    fallback: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), AppError> {
+    let _ = now;
+    for (id, manager, actor) in leavers {
+        loop {
+            let items = tx.open_items_of_reviewer(id, 500).await?;
+            if items.is_empty() {
+                break;
+            }
+            for mut item in items {
+                let to = match manager {
+                    Some(m) if *m != item.employee_id => m.clone(),
+                    _ => match fallback {
+                        Some(f) if f != item.employee_id => f.to_string(),
+                        _ => SECURITY_POOL.to_string(),
+                    },
+                };
+                item.reviewer = to.clone();
+                item.note = format!("{id} left; reassigned to {to}");
+                if !tx.update_item(&mut item).await? {
+                    return Err(AppError::Store(idgov_store::StoreError::Conflict(
+                        "a review item changed meanwhile".into(),
+                    )));
+                }
+                tx.audit(AuditEntry::new(
+                    actor,
+                    Action::ReviewReassigned,
+                    Target::ReviewItem(item.id.clone()),
+                    json!({"campaign": item.campaign_id, "from": id, "to": to, "reason": "the reviewer left"}),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

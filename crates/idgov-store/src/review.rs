@@ -1,0 +1,583 @@
+//! Access review campaigns and their items. The columns hold what is
+//! queried and changed (state, reviewer, version); the JSON body holds the
+//! rest (context, recommendation, decision).
+
+use crate::bulk::{list, ph, values};
+use crate::convert::{get, json, micros, opt_time, time, to_json};
+use crate::grants::grant_from_row;
+use crate::{Store, StoreError, WriteTx};
+use chrono::{DateTime, Utc};
+use idgov_domain::Classification;
+use idgov_domain::grant::Grant;
+use idgov_domain::review::{Campaign, ItemState, ReviewItem};
+use sqlx::AssertSqlSafe;
+use sqlx::any::AnyRow;
+use std::collections::HashMap;
+
+fn campaign_from_row(row: &AnyRow) -> Result<Campaign, StoreError> {
+    let mut c: Campaign = json(row, "body")?;
+    c.state = crate::convert::parsed(row, "state")?;
+    c.closed_at = opt_time(get(row, "closed_at")?)?;
+    Ok(c)
+}
+
+fn item_from_row(row: &AnyRow) -> Result<ReviewItem, StoreError> {
+    let mut i: ReviewItem = json(row, "body")?;
+    i.state = crate::convert::parsed(row, "state")?;
+    i.reviewer = get(row, "reviewer")?;
+    i.version = get(row, "version")?;
+    Ok(i)
+}
+
+/// Which items to list; set fields combine with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemFilter {
+    pub campaign_id: Option<String>,
+    /// Assigned to one of these (employee ids or `@security`).
+    pub reviewers: Vec<String>,
+    pub state: Option<ItemState>,
+    pub employee_id: Option<String>,
+}
+
+/// An active grant in a campaign's scope, with what review needs of its
+/// holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopedGrant {
+    pub grant: Grant,
+    pub classification: Classification,
+    pub department: String,
+    pub title: String,
+    pub manager_id: Option<String>,
+}
+
+/// Counts of one reviewer's items.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReviewerCounts {
+    pub reviewer: String,
+    pub by_state: HashMap<String, i64>,
+}
+
+const ITEM_COLUMNS: &str = "state, reviewer, version, body";
+
+impl Store {
+    pub async fn get_campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
+        let row = sqlx::query("SELECT state, closed_at, body FROM campaigns WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await?;
+        row.as_ref().map(campaign_from_row).transpose()
+    }
+
+    /// Campaigns, newest first, before the id `before` ("" for the first page).
+    pub async fn list_campaigns(
+        &self,
+        open_only: bool,
+        before: &str,
+        limit: i64,
+    ) -> Result<Vec<Campaign>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, closed_at, body FROM campaigns WHERE ($1 = '' OR id < $1) \
+             AND ($2 = 0 OR state <> 'closed') ORDER BY id DESC LIMIT $3",
+        )
+        .bind(before)
+        .bind(i64::from(open_only))
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(campaign_from_row).collect()
+    }
+
+    /// When a campaign of `definition_id` last started.
+    pub async fn last_campaign_start(
+        &self,
+        definition_id: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MAX(started_at) AS t FROM campaigns WHERE definition_id = $1 AND mover = 0",
+        )
+        .bind(definition_id)
+        .fetch_one(self.reader())
+        .await?;
+        opt_time(get(&row, "t")?)
+    }
+
+    pub async fn get_item(&self, id: &str) -> Result<Option<ReviewItem>, StoreError> {
+        let sql = format!("SELECT {ITEM_COLUMNS} FROM review_items WHERE id = $1");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await?;
+        row.as_ref().map(item_from_row).transpose()
+    }
+
+    /// Items matching `filter` after the id `after`, in id order.
+    pub async fn list_items(
+        &self,
+        filter: &ItemFilter,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<ReviewItem>, StoreError> {
+        let mut sql = format!("SELECT {ITEM_COLUMNS} FROM review_items WHERE id > $1");
+        let mut binds: Vec<String> = vec![after.to_string()];
+        let mut add = |sql: &mut String, clause: String, vals: Vec<String>| {
+            let mut c = clause;
+            for v in vals {
+                binds.push(v);
+                c = c.replacen("{}", &format!("${}", binds.len()), 1);
+            }
+            sql.push_str(" AND ");
+            sql.push_str(&c);
+        };
+        if !filter.reviewers.is_empty() {
+            let marks = vec!["{}"; filter.reviewers.len()].join(", ");
+            add(
+                &mut sql,
+                format!("reviewer IN ({marks})"),
+                filter.reviewers.clone(),
+            );
+        }
+        if let Some(c) = &filter.campaign_id {
+            add(&mut sql, "campaign_id = {}".into(), vec![c.clone()]);
+        }
+        if let Some(s) = filter.state {
+            add(&mut sql, "state = {}".into(), vec![s.as_str().to_string()]);
+        }
+        if let Some(e) = &filter.employee_id {
+            add(&mut sql, "employee_id = {}".into(), vec![e.clone()]);
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT ${}", binds.len() + 1));
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for v in binds {
+            q = q.bind(v);
+        }
+        let rows = q.bind(limit).fetch_all(self.reader()).await?;
+        rows.iter().map(item_from_row).collect()
+    }
+
+    /// Items of a campaign per reviewer and state.
+    pub async fn campaign_counts(
+        &self,
+        campaign_id: &str,
+    ) -> Result<Vec<ReviewerCounts>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT reviewer, state, COUNT(*) AS n FROM review_items WHERE campaign_id = $1 \
+             GROUP BY reviewer, state ORDER BY reviewer",
+        )
+        .bind(campaign_id)
+        .fetch_all(self.reader())
+        .await?;
+        let mut out: Vec<ReviewerCounts> = Vec::new();
+        for r in &rows {
+            let reviewer: String = get(r, "reviewer")?;
+            let state: String = get(r, "state")?;
+            let n: i64 = get(r, "n")?;
+            match out.last_mut() {
+                Some(c) if c.reviewer == reviewer => {
+                    c.by_state.insert(state, n);
+                }
+                _ => out.push(ReviewerCounts {
+                    reviewer,
+                    by_state: HashMap::from([(state, n)]),
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every decided item of a campaign, a page at a time (for reports and
+    /// evidence).
+    pub async fn decided_items(
+        &self,
+        campaign_id: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<ReviewItem>, StoreError> {
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM review_items WHERE campaign_id = $1 AND id > $2 \
+             ORDER BY id LIMIT $3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(campaign_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter().map(item_from_row).collect()
+    }
+}
+
+impl WriteTx {
+    pub async fn insert_campaign(&mut self, c: &Campaign) -> Result<bool, StoreError> {
+        let sql = format!(
+            "INSERT INTO campaigns (id, definition_id, state, started_at, due_at, closed_at, mover, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8){}",
+            " ON CONFLICT (id) DO NOTHING"
+        );
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(&c.id)
+            .bind(&c.definition_id)
+            .bind(c.state.as_str())
+            .bind(micros(c.started_at))
+            .bind(micros(c.due_at))
+            .bind(c.closed_at.map(micros))
+            .bind(i64::from(c.mover))
+            .bind(to_json(c))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn update_campaign(&mut self, c: &Campaign) -> Result<(), StoreError> {
+        sqlx::query("UPDATE campaigns SET state = $1, closed_at = $2, body = $3 WHERE id = $4")
+            .bind(c.state.as_str())
+            .bind(c.closed_at.map(micros))
+            .bind(to_json(c))
+            .bind(&c.id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// A campaign, locked on PostgreSQL until commit.
+    pub async fn campaign_for_update(&mut self, id: &str) -> Result<Option<Campaign>, StoreError> {
+        let sql = format!(
+            "SELECT state, closed_at, body FROM campaigns WHERE id = $1{}",
+            self.backend.for_update()
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(campaign_from_row).transpose()
+    }
+
+    /// Open campaigns (the scheduler's work list).
+    pub async fn open_campaigns(&mut self) -> Result<Vec<Campaign>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, closed_at, body FROM campaigns WHERE state = 'open' ORDER BY due_at LIMIT 1000",
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(campaign_from_row).collect()
+    }
+
+    pub async fn insert_items(&mut self, items: &[ReviewItem]) -> Result<(), StoreError> {
+        for chunk in items.chunks(200) {
+            let sql = format!(
+                "INSERT INTO review_items (id, campaign_id, grant_id, employee_id, entitlement_id, classification, \
+                 reviewer, state, decided_at, version, body) VALUES {}",
+                values(self.backend, chunk.len(), 11)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for i in chunk {
+                q = q
+                    .bind(i.id.clone())
+                    .bind(i.campaign_id.clone())
+                    .bind(i.grant_id.clone())
+                    .bind(i.employee_id.clone())
+                    .bind(i.entitlement_id.clone())
+                    .bind(i.classification.as_str())
+                    .bind(i.reviewer.clone())
+                    .bind(i.state.as_str())
+                    .bind(i.decided_at.map(micros))
+                    .bind(i.version)
+                    .bind(to_json(i));
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// An item, locked on PostgreSQL until commit.
+    pub async fn item_for_update(&mut self, id: &str) -> Result<Option<ReviewItem>, StoreError> {
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM review_items WHERE id = $1{}",
+            self.backend.for_update()
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(item_from_row).transpose()
+    }
+
+    /// Writes `i` back if nobody changed it since it was read; bumps the
+    /// version. False: it changed meanwhile (the other decision stands).
+    pub async fn update_item(&mut self, i: &mut ReviewItem) -> Result<bool, StoreError> {
+        let read = i.version;
+        i.version += 1;
+        let done = sqlx::query(
+            "UPDATE review_items SET state = $1, reviewer = $2, decided_at = $3, version = $4, body = $5 \
+             WHERE id = $6 AND version = $7",
+        )
+        .bind(i.state.as_str())
+        .bind(&i.reviewer)
+        .bind(i.decided_at.map(micros))
+        .bind(i.version)
+        .bind(to_json(&*i))
+        .bind(&i.id)
+        .bind(read)
+        .execute(&mut *self.tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            i.version = read;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// A page of a campaign's open items after `after`.
+    pub async fn open_items(
+        &mut self,
+        campaign_id: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<ReviewItem>, StoreError> {
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM review_items WHERE campaign_id = $1 AND state = 'open' AND id > $2 \
+             ORDER BY id LIMIT $3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(campaign_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(item_from_row).collect()
+    }
+
+    /// Open items assigned to `reviewer`, in every open campaign.
+    pub async fn open_items_of_reviewer(
+        &mut self,
+        reviewer: &str,
+        limit: i64,
+    ) -> Result<Vec<ReviewItem>, StoreError> {
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM review_items WHERE reviewer = $1 AND state = 'open' ORDER BY id LIMIT $2"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(reviewer)
+            .bind(limit)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(item_from_row).collect()
+    }
+
+    /// Closes as `superseded` the open items whose grant has ended; returns
+    /// them (id, grant id, employee id) for their audit events.
+    pub async fn supersede_ended(
+        &mut self,
+        campaign_id: &str,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE review_items SET state = 'superseded', version = version + 1 \
+             WHERE campaign_id = $1 AND state = 'open' AND grant_id IN \
+             (SELECT id FROM grants WHERE revoked_at IS NOT NULL) RETURNING id, grant_id, employee_id",
+        )
+        .bind(campaign_id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((get(r, "id")?, get(r, "grant_id")?, get(r, "employee_id")?)))
+            .collect()
+    }
+
+    /// Active grants of active people of `entitlements` after the grant id
+    /// `after`, in id order, with what review needs of their holders.
+    pub async fn grants_in_scope(
+        &mut self,
+        entitlements: &[String],
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<ScopedGrant>, StoreError> {
+        if entitlements.is_empty() {
+            return Ok(vec![]);
+        }
+        let cols = grant_columns!()
+            .split(", ")
+            .map(|c| format!("g.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {cols}, i.department AS department, i.title AS title, i.manager_id AS manager_id \
+             FROM grants g JOIN identities i ON i.employee_id = g.employee_id \
+             WHERE g.revoked_at IS NULL AND i.status IN ('active', 'suspended') AND g.id > {} \
+             AND g.entitlement_id IN ({}) ORDER BY g.id LIMIT {}",
+            ph(self.backend, 1),
+            list(self.backend, entitlements.len(), 2),
+            ph(self.backend, entitlements.len() + 2),
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(after.to_string());
+        for e in entitlements {
+            q = q.bind(e.clone());
+        }
+        let rows = q.bind(limit).fetch_all(&mut *self.tx).await?;
+        rows.iter()
+            .map(|r| {
+                let (grant, classification) = grant_from_row(r)?;
+                Ok(ScopedGrant {
+                    grant,
+                    classification,
+                    department: get(r, "department")?,
+                    title: get(r, "title")?,
+                    manager_id: get(r, "manager_id")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Active people per (department, title), and holders of each of
+    /// `entitlements` per (department, title, entitlement): the peer signal.
+    #[allow(clippy::type_complexity)]
+    pub async fn peer_counts(
+        &mut self,
+        entitlements: &[String],
+    ) -> Result<
+        (
+            HashMap<(String, String), i64>,
+            HashMap<(String, String, String), i64>,
+        ),
+        StoreError,
+    > {
+        let mut people = HashMap::new();
+        let rows = sqlx::query(
+            "SELECT department, title, COUNT(*) AS n FROM identities WHERE status = 'active' \
+             GROUP BY department, title",
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        for r in &rows {
+            people.insert((get(r, "department")?, get(r, "title")?), get(r, "n")?);
+        }
+        let mut holders = HashMap::new();
+        if entitlements.is_empty() {
+            return Ok((people, holders));
+        }
+        let sql = format!(
+            "SELECT i.department AS department, i.title AS title, g.entitlement_id AS entitlement_id, \
+             COUNT(*) AS n FROM grants g JOIN identities i ON i.employee_id = g.employee_id \
+             WHERE g.revoked_at IS NULL AND i.status = 'active' AND g.entitlement_id IN ({}) \
+             GROUP BY i.department, i.title, g.entitlement_id",
+            list(self.backend, entitlements.len(), 1)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for e in entitlements {
+            q = q.bind(e.clone());
+        }
+        for r in &q.fetch_all(&mut *self.tx).await? {
+            holders.insert(
+                (
+                    get(r, "department")?,
+                    get(r, "title")?,
+                    get(r, "entitlement_id")?,
+                ),
+                get(r, "n")?,
+            );
+        }
+        Ok((people, holders))
+    }
+
+    /// The last decision on each of `grant_ids` in earlier campaigns.
+    pub async fn last_reviews(
+        &mut self,
+        grant_ids: &[String],
+    ) -> Result<HashMap<String, (ItemState, DateTime<Utc>)>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in grant_ids.chunks(500) {
+            let sql = format!(
+                "SELECT grant_id, state, decided_at FROM review_items WHERE decided_at IS NOT NULL \
+                 AND grant_id IN ({}) ORDER BY decided_at",
+                list(self.backend, chunk.len(), 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for g in chunk {
+                q = q.bind(g.clone());
+            }
+            for r in &q.fetch_all(&mut *self.tx).await? {
+                let state: ItemState = crate::convert::parsed(r, "state")?;
+                let at = time(get(r, "decided_at")?)?;
+                out.insert(get::<String>(r, "grant_id")?, (state, at));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The grants marked for a mover review that no open item covers yet.
+    pub async fn mover_review_grants(
+        &mut self,
+        limit: i64,
+    ) -> Result<Vec<ScopedGrant>, StoreError> {
+        let cols = grant_columns!()
+            .split(", ")
+            .map(|c| format!("g.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {cols}, i.department AS department, i.title AS title, i.manager_id AS manager_id \
+             FROM grants g JOIN identities i ON i.employee_id = g.employee_id \
+             WHERE g.revoked_at IS NULL AND g.review_pending <> 0 AND i.status IN ('active', 'suspended') \
+             AND NOT EXISTS (SELECT 1 FROM review_items r WHERE r.grant_id = g.id AND r.state = 'open') \
+             ORDER BY i.manager_id, g.id LIMIT $1"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let (grant, classification) = grant_from_row(r)?;
+                Ok(ScopedGrant {
+                    grant,
+                    classification,
+                    department: get(r, "department")?,
+                    title: get(r, "title")?,
+                    manager_id: get(r, "manager_id")?,
+                })
+            })
+            .collect()
+    }
+
+    /// People by id, read without locking (review routing needs no locks).
+    pub async fn people_by_ids(
+        &mut self,
+        ids: &[String],
+    ) -> Result<Vec<idgov_domain::identity::Identity>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                concat!(
+                    "SELECT ",
+                    identity_columns!(),
+                    " FROM identities WHERE employee_id IN ({})"
+                ),
+                list(self.backend, chunk.len(), 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                out.push(crate::identities::identity_from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Clears the review mark of grants a review decided.
+    pub async fn clear_review_pending(&mut self, grant_ids: &[String]) -> Result<(), StoreError> {
+        for chunk in grant_ids.chunks(500) {
+            let sql = format!(
+                "UPDATE grants SET review_pending = 0 WHERE id IN ({})",
+                list(self.backend, chunk.len(), 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for g in chunk {
+                q = q.bind(g.clone());
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,321 @@
+//! Access review campaigns (issue 11) through the application services on
+//! both backends: generation and its context, reviewer resolution,
+//! decisions, reassignment, non-response defaults, the guard, leavers, and
+//! the schedule across replicas.
+
+use crate::access::{SEC, acc, access_policy, approve, ask, audit_count, code, org, request};
+use crate::common::*;
+use idgov_authz::{Role, Rpc};
+use idgov_domain::ErrorCode;
+use idgov_domain::access::TargetKind;
+use idgov_domain::grant::RevokeReason;
+use idgov_domain::hr::EventKind;
+use idgov_domain::identity::AttributesPatch;
+use idgov_domain::review::{CampaignState, ItemState, ReviewItem, Stage, Verdict};
+use idgov_server::App;
+use idgov_server::app::review::ItemDecision;
+use idgov_tests::backends::TestStore;
+use idgov_tests::both_backends;
+use std::collections::BTreeSet;
+
+fn campaign_policy(extra: &str) -> String {
+    format!(
+        "{}
+[reviews]
+fallback_reviewer = \"F1\"
+protected = [\"P6\"]
+
+[[campaigns]]
+id = \"restricted\"
+name = \"Quarterly review of restricted access\"
+levels = [\"restricted\"]
+
+[[campaigns]]
+id = \"confidential\"
+levels = [\"confidential\"]
+scheduled = false
+
+[[campaigns]]
+id = \"internal\"
+levels = [\"internal\"]
+scheduled = false
+
+[[campaigns]]
+id = \"areas\"
+kinds = [\"physical_area\"]
+{extra}",
+        access_policy()
+    )
+}
+
+/// The access-test organisation plus six accountants (P1..P6, Finance,
+/// title Accountant, under M1), with campaigns in the policy.
+async fn setup(
+    t: &TestStore,
+) -> (
+    std::sync::Arc<App>,
+    std::sync::Arc<idgov_server::ManualClock>,
+) {
+    let (app, clock) = org(t).await;
+    for i in 1..=6 {
+        let id = format!("P{i}");
+        let mut p = Person::new(&id, "Finance");
+        p.manager = Some("M1");
+        let mut patch = p.patch();
+        patch.title = Some("Accountant".into());
+        app.submit_event(
+            event(&app, EventKind::Hire, &format!("hire-{id}"), &id, "", patch),
+            "service:hr",
+        )
+        .await
+        .unwrap();
+    }
+    app.apply_policy(&campaign_policy(""), false, "campaigns", "user:admin")
+        .await
+        .unwrap();
+    (app, clock)
+}
+
+async fn items_of(app: &App, campaign: &str) -> Vec<ReviewItem> {
+    app.review_items(
+        &acc("A1", &[Role::Auditor], Rpc::ListReviewItems),
+        false,
+        Some(campaign.into()),
+        None,
+        None,
+        "",
+        10_000,
+    )
+    .await
+    .unwrap()
+}
+
+fn decision(item: &ReviewItem, verdict: Verdict, why: &str) -> ItemDecision {
+    ItemDecision {
+        item_id: item.id.clone(),
+        verdict,
+        justification: why.into(),
+    }
+}
+
+async fn decide(
+    app: &App,
+    who: &str,
+    roles: &[Role],
+    d: Vec<ItemDecision>,
+) -> Vec<Result<ReviewItem, idgov_server::AppError>> {
+    app.decide_items(&acc(who, roles, Rpc::DecideReviewItems), d)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.result)
+        .collect()
+}
+
+both_backends! {
+    async fn exactly_the_grants_in_scope_become_items_with_their_context(t: TestStore) {
+        let (app, _) = setup(&t).await;
+        // E1 gets the ledger by request, approved by M1 and O1.
+        let r = request(&app, "E1", ask("", TargetKind::Entitlement, "ledger", "month end", Some(30))).await.unwrap();
+        approve(&app, "M1", &[], &r.id).await.unwrap();
+        approve(&app, "O1", &[], &r.id).await.unwrap();
+        let preview = app.preview_campaign("confidential").await.unwrap();
+        let c = app.start_campaign("confidential", "user:admin").await.unwrap();
+        let items = items_of(&app, &c.id).await;
+        // Independently: every active confidential grant of an active person.
+        let mut expected = BTreeSet::new();
+        for id in ["B1", "O1", "O2", "F1", "M1", "S1", "S2", "E1", "E2", "E3", "P1", "P2", "P3", "P4", "P5", "P6"] {
+            for (g, class) in app.store.list_grants(id, false, "", 1000).await.unwrap() {
+                if class == idgov_domain::Classification::Confidential {
+                    expected.insert(g.id);
+                }
+            }
+        }
+        let got: BTreeSet<String> = items.iter().map(|i| i.grant_id.clone()).collect();
+        assert_eq!(got, expected);
+        assert_eq!(c.items as usize, expected.len());
+        assert_eq!(preview.items as usize, expected.len(), "the preview counts what the start creates");
+        // The peer signal: same department and title, the holder excluded.
+        let p1 = items.iter().find(|i| i.employee_id == "P1").unwrap();
+        assert_eq!((p1.peers_holding, p1.peers_total), (5, 5), "{p1:?}");
+        let e1 = items.iter().find(|i| i.employee_id == "E1").unwrap();
+        assert_eq!((e1.peers_holding, e1.peers_total), (0, 2), "E2 and E3 share E1's department and title");
+        assert_eq!(e1.approvers, ["M1", "O1"]);
+        assert!(e1.reason.contains("held by 0 of 2 peers") || e1.reason.contains("approved by M1, O1"), "{}", e1.reason);
+        assert_eq!(p1.reason, "birthright of role finance");
+        // Reviewers: the holder's manager.
+        assert!(items.iter().filter(|i| i.employee_id.starts_with('P')).all(|i| i.reviewer == "M1"));
+        assert_eq!(audit_count(&app, "campaign.started", &format!("campaign:{}", c.id)).await, 1);
+    }
+}
+
+both_backends! {
+    async fn nobody_reviews_their_own_access_or_what_they_approved_alone(t: TestStore) {
+        let (app, _) = setup(&t).await;
+        // chat (internal) needs the manager only: M1 approves E2's alone.
+        let r = request(&app, "E2", ask("", TargetKind::Entitlement, "chat", "", None)).await.unwrap();
+        approve(&app, "M1", &[], &r.id).await.unwrap();
+        let c = app.start_campaign("internal", "user:admin").await.unwrap();
+        let items = items_of(&app, &c.id).await;
+        let chat = items.iter().find(|i| i.employee_id == "E2" && i.entitlement_id == "chat").unwrap();
+        assert_eq!(chat.reviewer, "B1", "M1 approved it alone: their manager reviews");
+        assert!(chat.note.contains("approved it alone"), "{}", chat.note);
+        // O1 has no manager: their own wiki is reviewed by the fallback reviewer.
+        let o1 = items.iter().find(|i| i.employee_id == "O1" && i.entitlement_id == "wiki").unwrap();
+        assert_eq!(o1.reviewer, "F1", "{o1:?}");
+        // The subject never decides their own item, even as a security officer.
+        let own = items.iter().find(|i| i.employee_id == "M1").unwrap();
+        let r = decide(&app, "M1", SEC, vec![decision(own, Verdict::Certify, "")]).await;
+        assert_eq!(code(r[0].as_ref().unwrap_err()), Some(ErrorCode::PermissionDenied));
+        // Someone else's item: refused per item, the rest of the batch applies.
+        let e1 = items.iter().find(|i| i.employee_id == "E1" && i.entitlement_id == "wiki").unwrap();
+        let r = decide(&app, "M1", &[], vec![decision(chat, Verdict::Certify, ""), decision(e1, Verdict::Certify, "")]).await;
+        assert_eq!(code(r[0].as_ref().unwrap_err()), Some(ErrorCode::PermissionDenied));
+        assert_eq!(r[1].as_ref().unwrap().state, ItemState::Certified);
+        // A scoped reviewer lists only their own items.
+        let mine = app.review_items(&acc("M1", &[], Rpc::ListReviewItems), false, None, None, None, "", 1000).await.unwrap();
+        assert!(!mine.is_empty() && mine.iter().all(|i| i.reviewer == "M1"));
+    }
+}
+
+both_backends! {
+    async fn revocations_reach_the_grant_and_restricted_access_takes_two_stages(t: TestStore) {
+        let (app, _) = setup(&t).await;
+        let r = request(&app, "E1", ask("", TargetKind::Entitlement, "vault", "stocktake", Some(30))).await.unwrap();
+        approve(&app, "M1", &[], &r.id).await.unwrap();
+        approve(&app, "O2", &[], &r.id).await.unwrap();
+        approve(&app, "S1", SEC, &r.id).await.unwrap();
+        let c = app.start_campaign("restricted", "user:admin").await.unwrap();
+        let items = items_of(&app, &c.id).await;
+        assert_eq!(items.len(), 1);
+        let v = &items[0];
+        assert_eq!((v.stage, v.reviewer.as_str()), (Stage::Manager, "M1"));
+        let r = decide(&app, "M1", &[], vec![decision(v, Verdict::Certify, "")]).await;
+        assert!(r[0].is_err(), "certifying restricted access needs a justification");
+        let r = decide(&app, "M1", &[], vec![decision(v, Verdict::Certify, "still runs the vault")]).await;
+        let v2 = r[0].as_ref().unwrap();
+        assert_eq!((v2.stage, v2.reviewer.as_str(), v2.state), (Stage::Owner, "O2", ItemState::Open));
+        let r = decide(&app, "O2", &[], vec![decision(v2, Verdict::Revoke, "")]).await;
+        assert!(r[0].is_err(), "a revocation needs a justification");
+        let r = decide(&app, "O2", &[], vec![decision(v2, Verdict::Revoke, "stocktake is over")]).await;
+        assert_eq!(r[0].as_ref().unwrap().state, ItemState::Revoked);
+        let g = crate::access::grant_of(&app, "E1", "vault", true).await.unwrap();
+        assert_eq!(g.revoke_reason, Some(RevokeReason::Review));
+        // Decided once.
+        let r = decide(&app, "O2", &[], vec![decision(v2, Verdict::Certify, "oops")]).await;
+        assert_eq!(code(r[0].as_ref().unwrap_err()), Some(ErrorCode::FailedPrecondition));
+        let report = app.campaign_report(&c.id).await.unwrap();
+        assert_eq!(report.decided, 1);
+        let o2 = report.reviewers.iter().find(|r| r.reviewer == "O2").unwrap();
+        assert_eq!((o2.revoked, o2.approve_rate), (1, 0.0));
+    }
+}
+
+both_backends! {
+    async fn the_close_applies_each_levels_default_and_the_guard_holds_a_large_one(t: TestStore) {
+        let (app, _) = setup(&t).await;
+        let c = app.start_campaign("confidential", "user:admin").await.unwrap();
+        let items = items_of(&app, &c.id).await;
+        // M1 certifies P1; P2 leaves (superseded); nobody answers the rest.
+        let p1 = items.iter().find(|i| i.employee_id == "P1").unwrap();
+        decide(&app, "M1", &[], vec![decision(p1, Verdict::Certify, "")]).await[0].as_ref().unwrap();
+        app.submit_event(event(&app, EventKind::Terminate, "t-P2", "P2", "", AttributesPatch::default()), "service:hr").await.unwrap();
+        // Unanswered confidential items are revoked: 3 people (P3, P4, P5;
+        // P6 is protected) of 16 active is above the guard (5%): held.
+        let out = app.close_campaign(&c.id, "user:admin").await.unwrap();
+        let held = out.held_change_id.clone().expect("held by the guard");
+        assert_eq!(out.campaign.state, CampaignState::Held);
+        assert!(active_grants(&app, "P3").await.contains(&"ledger".to_string()), "nothing applied while held");
+        app.release_held(&held, "reviewed the list", "user:S1").await.unwrap();
+        let after = items_of(&app, &c.id).await;
+        let state_of = |id: &str| after.iter().find(|i| i.employee_id == id).unwrap().state;
+        assert_eq!(state_of("P1"), ItemState::Certified);
+        assert_eq!(state_of("P2"), ItemState::Superseded);
+        assert_eq!(state_of("P3"), ItemState::Revoked);
+        assert_eq!(state_of("P6"), ItemState::Flagged, "protected principals are never revoked by default");
+        assert!(!active_grants(&app, "P3").await.contains(&"ledger".to_string()));
+        assert!(active_grants(&app, "P6").await.contains(&"ledger".to_string()));
+        assert_eq!(app.campaign(&c.id).await.unwrap().state, CampaignState::Closed);
+        // Internal: unanswered are kept and flagged, nothing revoked.
+        let i = app.start_campaign("internal", "user:admin").await.unwrap();
+        let out = app.close_campaign(&i.id, "user:admin").await.unwrap();
+        assert!(out.held_change_id.is_none());
+        assert_eq!(out.revoked, 0);
+        assert!(items_of(&app, &i.id).await.iter().all(|x| x.state == ItemState::Flagged));
+    }
+}
+
+both_backends! {
+    async fn a_departed_reviewers_items_move_and_concurrent_deciders_leave_one_decision(t: TestStore) {
+        let (app, _) = setup(&t).await;
+        let c = app.start_campaign("confidential", "user:admin").await.unwrap();
+        let items = items_of(&app, &c.id).await;
+        let p1 = items.iter().find(|i| i.employee_id == "P1").unwrap().clone();
+        // M1 reassigns P1's item to O1 (never to P1 itself).
+        let e = app.reassign_item(&acc("M1", &[], Rpc::ReassignReviewItem), &p1.id, "P1", "self").await.unwrap_err();
+        assert_eq!(code(&e), Some(ErrorCode::InvalidArgument));
+        app.reassign_item(&acc("M1", &[], Rpc::ReassignReviewItem), &p1.id, "O1", "knows the ledger").await.unwrap();
+        // M1 (who read it before) and O1 decide at once: one decision stands.
+        let (a, b) = tokio::join!(
+            decide(&app, "M1", &[], vec![decision(&p1, Verdict::Revoke, "not needed")]),
+            decide(&app, "O1", &[], vec![decision(&p1, Verdict::Certify, "")])
+        );
+        let oks = a.iter().chain(b.iter()).filter(|r| r.is_ok()).count();
+        assert_eq!(oks, 1, "{a:?} {b:?}");
+        assert_eq!(items_of(&app, &c.id).await.iter().find(|i| i.id == p1.id).unwrap().state, ItemState::Certified);
+        // M1 leaves: their open items go to B1, and the audit says so.
+        app.submit_event(event(&app, EventKind::Terminate, "t-M1", "M1", "", AttributesPatch::default()), "service:hr").await.unwrap();
+        let now = items_of(&app, &c.id).await;
+        let moved: Vec<&ReviewItem> = now.iter().filter(|i| i.state == ItemState::Open && i.note.contains("M1 left")).collect();
+        assert!(!moved.is_empty());
+        assert!(moved.iter().all(|i| i.reviewer == "B1"));
+        assert!(audit_count(&app, "review.reassigned", &format!("review_item:{}", moved[0].id)).await >= 1);
+    }
+}
+
+both_backends! {
+    async fn scheduled_campaigns_start_once_across_replicas_and_restarts(t: TestStore) {
+        let (a, clock) = setup(&t).await;
+        let store_b = idgov_store::Store::open(&t.url).await.unwrap();
+        let b = App::start(store_b, clock.clone(), None).await.unwrap();
+        let (x, y) = tokio::join!(a.run_campaign_schedule(), b.run_campaign_schedule());
+        x.unwrap();
+        y.unwrap();
+        let started = a.campaigns(false, "", 100).await.unwrap();
+        let defs: Vec<&str> = started.iter().map(|c| c.definition_id.as_str()).collect();
+        assert_eq!(defs.len(), 2, "restricted and areas, once each: {defs:?}");
+        assert!(defs.contains(&"restricted") && defs.contains(&"areas"));
+        // Again, and after a restart: nothing new until due.
+        a.run_campaign_schedule().await.unwrap();
+        let c = App::start(idgov_store::Store::open(&t.url).await.unwrap(), clock.clone(), None).await.unwrap();
+        c.run_campaign_schedule().await.unwrap();
+        assert_eq!(a.campaigns(false, "", 100).await.unwrap().len(), 2);
+        // Past the due date the first ones close; three months on both
+        // start again (the areas include the restricted vault: quarterly).
+        clock.advance(days(15));
+        a.run_campaign_schedule().await.unwrap();
+        assert!(a.campaigns(true, "", 100).await.unwrap().is_empty(), "due campaigns closed");
+        clock.advance(days(80));
+        a.run_campaign_schedule().await.unwrap();
+        let all = a.campaigns(false, "", 100).await.unwrap();
+        assert_eq!(all.iter().filter(|c| c.definition_id == "restricted").count(), 2);
+        assert_eq!(all.iter().filter(|c| c.definition_id == "areas").count(), 2);
+        // Reminders were recorded once per campaign.
+        assert_eq!(audit_count(&a, "campaign.reminder", "").await, 0, "closed before any scheduler tick saw day 7");
+    }
+}
+
+both_backends! {
+    async fn reminders_and_escalations_are_recorded_once(t: TestStore) {
+        let (app, clock) = setup(&t).await;
+        let c = app.start_campaign("confidential", "user:admin").await.unwrap();
+        clock.advance(days(8));
+        app.run_campaign_schedule().await.unwrap();
+        app.run_campaign_schedule().await.unwrap();
+        assert_eq!(audit_count(&app, "campaign.reminder", &format!("campaign:{}", c.id)).await, 1);
+        assert_eq!(audit_count(&app, "campaign.escalation", &format!("campaign:{}", c.id)).await, 0);
+        clock.advance(days(3));
+        app.run_campaign_schedule().await.unwrap();
+        assert_eq!(audit_count(&app, "campaign.escalation", &format!("campaign:{}", c.id)).await, 1);
+    }
+}
