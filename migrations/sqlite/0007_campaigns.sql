@@ -33,3 +33,10 @@ CREATE INDEX review_items_by_reviewer ON review_items (reviewer, campaign_id, st
 CREATE INDEX review_items_by_campaign ON review_items (campaign_id, state, id);
 -- Items of grants that end during the campaign; the last decision on a grant.
 CREATE INDEX review_items_by_grant ON review_items (grant_id, decided_at);
+
+-- When the scheduler first saw each campaign definition: the first
+-- automatic campaign starts one period after it.
+CREATE TABLE campaign_schedule (
+    definition_id  TEXT PRIMARY KEY,
+    first_seen_at  INTEGER NOT NULL
+);

@@ -325,12 +325,20 @@ impl App {
         Ok(out)
     }
 
-    /// Starts a campaign of `definition_id` by hand.
+    /// Starts a campaign of `definition_id` by hand; refused while one of
+    /// the same definition is open (its items would be reviewed twice).
     pub async fn start_campaign(
         &self,
         definition_id: &str,
         actor: &str,
     ) -> Result<Campaign, AppError> {
+        self.campaign_def(definition_id)?;
+        if let Some(open) = self.store.open_campaign_of(definition_id).await? {
+            return Err(AppError::precondition(format!(
+                "campaign {} of {definition_id} is {} until {}; close it first (idgov campaign close {})",
+                open.id, open.state, open.due_at, open.id
+            )));
+        }
         let id = format!("cmp-{}", uuid::Uuid::now_v7().simple());
         self.start_campaign_with_id(definition_id, &id, actor)
             .await?
@@ -943,8 +951,15 @@ impl App {
             let Some(months) = def.every_months(&policy.policy) else {
                 continue;
             };
-            let last = self.store.last_campaign_start(&def.id).await?;
-            if !review::next_due(last, months, now) {
+            // The first automatic campaign comes one period after the
+            // definition appeared; then one period after the last start.
+            let last = match self.store.last_campaign_start(&def.id).await? {
+                Some(t) => t,
+                None => self.store.definition_first_seen(&def.id, now).await?,
+            };
+            if !review::next_due(Some(last), months, now)
+                || self.store.open_campaign_of(&def.id).await?.is_some()
+            {
                 continue;
             }
             // The period's id: a second replica's insert finds it taken.

@@ -101,6 +101,43 @@ impl Store {
         opt_time(get(&row, "t")?)
     }
 
+    /// When the scheduler first saw `definition_id` (recorded now if never).
+    pub async fn definition_first_seen(
+        &self,
+        definition_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        sqlx::query(
+            "INSERT INTO campaign_schedule (definition_id, first_seen_at) VALUES ($1, $2) \
+             ON CONFLICT (definition_id) DO NOTHING",
+        )
+        .bind(definition_id)
+        .bind(micros(now))
+        .execute(&self.write)
+        .await?;
+        let row =
+            sqlx::query("SELECT first_seen_at FROM campaign_schedule WHERE definition_id = $1")
+                .bind(definition_id)
+                .fetch_one(&self.write)
+                .await?;
+        time(get(&row, "first_seen_at")?)
+    }
+
+    /// The open campaign of `definition_id`, if any.
+    pub async fn open_campaign_of(
+        &self,
+        definition_id: &str,
+    ) -> Result<Option<Campaign>, StoreError> {
+        let row = sqlx::query(
+            "SELECT state, closed_at, body FROM campaigns WHERE definition_id = $1 AND state <> 'closed' \
+             AND mover = 0 ORDER BY started_at DESC LIMIT 1",
+        )
+        .bind(definition_id)
+        .fetch_optional(self.reader())
+        .await?;
+        row.as_ref().map(campaign_from_row).transpose()
+    }
+
     pub async fn get_item(&self, id: &str) -> Result<Option<ReviewItem>, StoreError> {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM review_items WHERE id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))

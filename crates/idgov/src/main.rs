@@ -91,6 +91,13 @@ enum Command {
         #[command(subcommand)]
         command: cmd::access::RequestCommand,
     },
+    /// Access review campaigns: items, decisions, report, evidence.
+    Campaign {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        command: cmd::campaign::CampaignCommand,
+    },
     /// Separation of duties: violations, exceptions, the detective check.
     Sod {
         #[command(flatten)]
@@ -159,6 +166,7 @@ fn main() -> std::process::ExitCode {
                 cmd::access::run_request(&client, command).await
             }
             Command::Sod { client, command } => cmd::access::run_sod(&client, command).await,
+            Command::Campaign { client, command } => cmd::campaign::run(&client, command).await,
             Command::Policy { client, command } => cmd::policy::run(&client, command).await,
             Command::Audit { client, command } => cmd::audit::run(&client, command).await,
             Command::Directory { client, command } => cmd::directory::run(&client, command).await,

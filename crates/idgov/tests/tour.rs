@@ -409,6 +409,18 @@ fn access_tour(cli: &Cli) {
             .starts_with("sodx-")
     );
 
+    // The CEO approves, the CISO decides the owner step (E1004 owns the
+    // ERP), another security officer the last.
+    let id2 = r2["id"].as_str().unwrap().to_string();
+    for (who, roles) in [
+        ("E1000", &[][..]),
+        ("E1221", &["security-officer"][..]),
+        ("E1222", &["security-officer"][..]),
+    ] {
+        as_person(who, roles);
+        cli.ok(&["request", "approve", &id2, "-c", "ok"]);
+    }
+
     as_person("ADMIN", &["it-admin", "security-officer", "auditor"]);
     assert_eq!(cli.json(&["sod", "check"])["open"], 0);
     let grant = done["grant_ids"][0].as_str().unwrap();
@@ -421,6 +433,7 @@ fn access_tour(cli: &Cli) {
         .find(|g| g["id"] == grant)
         .unwrap();
     assert_eq!(g["revoke_reason"], "manual");
+    campaign_tour(cli, &as_person);
     // The tour's own token again.
     cli.ok(&[
         "dev",
@@ -434,6 +447,105 @@ fn access_tour(cli: &Cli) {
         "--role",
         "auditor",
     ]);
+}
+
+/// The README's review part: the quarterly review of restricted access in
+/// two stages, the physical-areas review closed with its defaults (held by
+/// the guard, then discarded), the report, and evidence checked offline.
+fn campaign_tour(cli: &Cli, as_person: &dyn Fn(&str, &[&str])) {
+    as_person("ADMIN", &["it-admin", "security-officer", "auditor"]);
+    let preview = cli.json(&["campaign", "preview", "restricted-quarterly"]);
+    assert_eq!(preview["items"], 1, "{preview}");
+    let c = cli.json(&["campaign", "start", "restricted-quarterly"]);
+    let cid = c["id"].as_str().unwrap().to_string();
+    as_person("E1000", &[]);
+    let items = cli.json(&["campaign", "items"]);
+    let item = items[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(items[0]["entitlement_id"], "erp.payment-approval");
+    let refused = cli.run(&["campaign", "decide", &item, "--certify"]);
+    assert!(
+        !refused.status.success(),
+        "restricted access needs a justification to certify"
+    );
+    let first = cli.json(&[
+        "campaign",
+        "decide",
+        &item,
+        "--certify",
+        "-j",
+        "quarter-end cover still running",
+    ]);
+    assert_eq!(
+        first[0]["item"]["reviewer"], "E1221",
+        "the owner is the subject: the fallback reviewer"
+    );
+    as_person("E1221", &["security-officer"]);
+    cli.ok(&[
+        "campaign",
+        "decide",
+        &item,
+        "--revoke",
+        "-j",
+        "the cover ended",
+    ]);
+    as_person("ADMIN", &["it-admin", "security-officer", "auditor"]);
+    let all = cli.json(&["grant", "list", "E1004", "--all"]);
+    let g = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["entitlement_id"] == "erp.payment-approval")
+        .unwrap();
+    assert_eq!(g["revoke_reason"], "review");
+    let closed = cli.json(&["campaign", "close", &cid]);
+    assert_eq!(closed["campaign"]["state"], "closed");
+
+    // Physical areas: nobody answers; the unanswered confidential archive
+    // access would be revoked for more people than the guard allows.
+    let p = cli.json(&["campaign", "start", "physical-areas"]);
+    let pid = p["id"].as_str().unwrap().to_string();
+    let out = cli.run(&["campaign", "close", &pid]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "held: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let held = cli.json(&["campaign", "show", &pid]);
+    assert_eq!(held["state"], "held");
+    let held_id = held["held_change_id"].as_str().unwrap().to_string();
+    cli.ok(&[
+        "hr",
+        "held",
+        "discard",
+        &held_id,
+        "--reason",
+        "follow up with the archive owner instead",
+    ]);
+    assert_eq!(cli.json(&["campaign", "show", &pid])["state"], "closed");
+    let report = cli.json(&["campaign", "report", &pid]);
+    assert!(
+        report["by_state"]["flagged"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+
+    // Evidence, checked offline; a tampered copy fails.
+    let path = cli.dir.join("evidence.jsonl");
+    cli.ok(&["campaign", "export", &cid, "--out", path.to_str().unwrap()]);
+    let ok = cli.ok(&["campaign", "verify-evidence", path.to_str().unwrap()]);
+    assert!(ok.starts_with("evidence OK"), "{ok}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let tampered = text.replace("\"state\":\"revoked\"", "\"state\":\"certified\"");
+    assert_ne!(tampered, text);
+    let bad = cli.dir.join("tampered.jsonl");
+    std::fs::write(&bad, tampered).unwrap();
+    let out = cli.run(&["campaign", "verify-evidence", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("was altered"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// Runs `examples/directory/start-slapd.sh` on a free port.

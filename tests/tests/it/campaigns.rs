@@ -278,6 +278,11 @@ both_backends! {
         let (a, clock) = setup(&t).await;
         let store_b = idgov_store::Store::open(&t.url).await.unwrap();
         let b = App::start(store_b, clock.clone(), None).await.unwrap();
+        // The first automatic campaign comes one period (3 months for
+        // restricted access) after the definition appeared.
+        a.run_campaign_schedule().await.unwrap();
+        assert!(a.campaigns(false, "", 100).await.unwrap().is_empty());
+        clock.advance(days(92));
         let (x, y) = tokio::join!(a.run_campaign_schedule(), b.run_campaign_schedule());
         x.unwrap();
         y.unwrap();
@@ -309,6 +314,8 @@ both_backends! {
     async fn reminders_and_escalations_are_recorded_once(t: TestStore) {
         let (app, clock) = setup(&t).await;
         let c = app.start_campaign("confidential", "user:admin").await.unwrap();
+        let e = app.start_campaign("confidential", "user:admin").await.unwrap_err();
+        assert_eq!(code(&e), Some(ErrorCode::FailedPrecondition), "one open campaign per definition: {e}");
         clock.advance(days(8));
         app.run_campaign_schedule().await.unwrap();
         app.run_campaign_schedule().await.unwrap();
