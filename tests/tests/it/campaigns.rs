@@ -326,3 +326,76 @@ both_backends! {
         assert_eq!(audit_count(&app, "campaign.escalation", &format!("campaign:{}", c.id)).await, 1);
     }
 }
+
+/// The evidence of a campaign as lines.
+async fn evidence(app: &std::sync::Arc<App>, id: &str) -> Vec<String> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let a = app.clone();
+    let id = id.to_string();
+    let job = tokio::spawn(async move { a.export_evidence(&id, tx).await });
+    let mut lines = Vec::new();
+    while let Some(l) = rx.recv().await {
+        lines.push(l.unwrap());
+    }
+    job.await.unwrap().unwrap();
+    lines
+}
+
+fn check(lines: &[String]) -> Result<idgov_domain::evidence::Summary, Vec<String>> {
+    let mut c = idgov_domain::evidence::Checker::new();
+    for (k, l) in lines.iter().enumerate() {
+        c.line(k + 1, serde_json::from_str(l).unwrap());
+    }
+    c.finish()
+}
+
+both_backends! {
+    async fn tampered_evidence_is_caught_and_named(t: TestStore) {
+        let (app, _) = setup(&t).await;
+        let c = app.start_campaign("confidential", "user:admin").await.unwrap();
+        let items = items_of(&app, &c.id).await;
+        let p = |id: &str| items.iter().find(|i| i.employee_id == id).unwrap();
+        decide(&app, "M1", &[], vec![decision(p("P1"), Verdict::Certify, "ok"), decision(p("P2"), Verdict::Revoke, "moved on")]).await;
+        // Some activity after the campaign's start that is not about it.
+        hire(&app, &Person::new("Z1", "Sales")).await;
+        let out = app.close_campaign(&c.id, "user:admin").await.unwrap();
+        if let Some(h) = out.held_change_id {
+            app.release_held(&h, "reviewed", "user:S1").await.unwrap();
+        }
+        let lines = evidence(&app, &c.id).await;
+        let ok = check(&lines).expect("an untouched export passes");
+        assert_eq!(ok.items as usize, items.len());
+        assert!(ok.decisions >= 2);
+
+        let kind = |l: &String| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].as_str().unwrap().to_string();
+        // An edited decision.
+        let mut edited = lines.clone();
+        let k = edited.iter().position(|l| kind(l) == "item" && l.contains("moved on")).unwrap();
+        edited[k] = edited[k].replace("\"state\":\"revoked\"", "\"state\":\"certified\"");
+        let e = check(&edited).unwrap_err();
+        assert!(e.iter().any(|p| p.contains("was altered")), "{e:?}");
+        // A changed justification.
+        let mut edited = lines.clone();
+        edited[k] = edited[k].replace("moved on", "never needed it");
+        assert!(check(&edited).unwrap_err().iter().any(|p| p.contains("justification")));
+        // A dropped item.
+        let mut dropped = lines.clone();
+        dropped.remove(k);
+        let e = check(&dropped).unwrap_err();
+        assert!(e.iter().any(|p| p.contains("items dropped") || p.contains("missing from the export")), "{e:?}");
+        // Two audit events swapped.
+        let mut swapped = lines.clone();
+        let a = swapped.iter().position(|l| kind(l) == "audit").unwrap();
+        swapped.swap(a + 1, a + 2);
+        let e = check(&swapped).unwrap_err();
+        assert!(e.iter().any(|p| p.contains("reordered") || p.contains("does not link")), "{e:?}");
+        // An edited audit event.
+        let mut forged = lines.clone();
+        let f = forged.iter().position(|l| kind(l) == "audit" && l.contains("review.revoked")).unwrap();
+        forged[f] = forged[f].replace("moved on", "never needed it");
+        assert!(check(&forged).unwrap_err().iter().any(|p| p.contains("altered")));
+        // A truncated export.
+        let cut = &lines[..lines.len() - 1];
+        assert!(check(cut).is_err());
+    }
+}
