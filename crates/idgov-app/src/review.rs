@@ -972,6 +972,7 @@ impl App {
                 tracing::info!(campaign = c.id, "scheduled campaign started");
             }
         }
+        self.start_mover_reviews().await?;
         let mut tx = self.store.begin().await?;
         let open = tx.open_campaigns().await?;
         tx.rollback().await?;
@@ -989,6 +990,100 @@ impl App {
             self.notify_reviewers(&c, now).await?;
         }
         Ok(())
+    }
+
+    /// Grants marked for review (a mover's kept grants, access imported
+    /// from the directory) become a micro-campaign per reviewer (the
+    /// holder's manager), due in 7 days, unanswered items revoked. One per
+    /// reviewer and day: a second replica finds it taken.
+    pub async fn start_mover_reviews(&self) -> Result<u64, AppError> {
+        let now = self.now();
+        let mut started = 0;
+        loop {
+            let mut tx = self.store.begin().await?;
+            let policy = self.policy_for(&mut tx);
+            let marked = tx.mover_review_grants(PAGE).await?;
+            if marked.is_empty() {
+                tx.rollback().await?;
+                return Ok(started);
+            }
+            let def = CampaignDef {
+                id: "mover-review".into(),
+                name: "Mover review".into(),
+                levels: vec![],
+                systems: vec![],
+                kinds: vec![],
+                departments: vec![],
+                reviewers: Some(ReviewerStrategy::Manager),
+                duration_days: 7,
+                remind_after_days: 3,
+                escalate_after_days: 5,
+                scheduled: false,
+            };
+            let peers = tx
+                .peer_counts(
+                    &marked
+                        .iter()
+                        .map(|g| g.grant.entitlement_id.clone())
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect::<Vec<_>>(),
+                )
+                .await?;
+            let items = self
+                .plan_items(&mut tx, &def, true, "", &marked, &peers)
+                .await?;
+            let mut by_reviewer: BTreeMap<String, Vec<ReviewItem>> = BTreeMap::new();
+            for i in items {
+                by_reviewer.entry(i.reviewer.clone()).or_default().push(i);
+            }
+            let mut created = 0;
+            for (reviewer, mut items) in by_reviewer {
+                let id = format!(
+                    "mvr-{}-{}",
+                    reviewer.trim_start_matches('@'),
+                    now.format("%Y%m%d%H%M%S")
+                );
+                let c = Campaign {
+                    id: id.clone(),
+                    definition_id: def.id.clone(),
+                    name: format!("Mover review for {reviewer}"),
+                    definition: def.clone(),
+                    policy_version: policy.version,
+                    state: CampaignState::Open,
+                    started_at: now,
+                    started_by: "system:scheduler".into(),
+                    due_at: now + Duration::days(7),
+                    closed_at: None,
+                    reminded_at: None,
+                    escalated_at: None,
+                    mover: true,
+                    items: items.len() as i64,
+                    held_change_id: None,
+                };
+                if !tx.insert_campaign(&c).await? {
+                    continue;
+                }
+                for i in &mut items {
+                    i.campaign_id = id.clone();
+                }
+                tx.insert_items(&items).await?;
+                tx.audit(AuditEntry::new(
+                    "system:scheduler",
+                    Action::CampaignStarted,
+                    Target::Campaign(id.clone()),
+                    json!({"definition": def, "policy_version": policy.version, "items": items.len(),
+                           "mover": true, "reviewer": reviewer, "due_at": c.due_at}),
+                ));
+                created += 1;
+            }
+            tx.commit(now).await?;
+            if created == 0 {
+                // Everything marked is taken by another replica's campaigns.
+                return Ok(started);
+            }
+            started += created;
+        }
     }
 
     /// Records the reminder and the escalation of a campaign once each,

@@ -399,3 +399,40 @@ both_backends! {
         assert!(check(cut).is_err());
     }
 }
+
+both_backends! {
+    async fn a_movers_kept_access_goes_to_the_new_manager_and_unanswered_is_revoked(t: TestStore) {
+        let (app, clock) = setup(&t).await;
+        let r = request(&app, "E1", ask("", TargetKind::Entitlement, "chat", "", None)).await.unwrap();
+        approve(&app, "M1", &[], &r.id).await.unwrap();
+        let r = request(&app, "E2", ask("", TargetKind::Entitlement, "chat", "", None)).await.unwrap();
+        approve(&app, "M1", &[], &r.id).await.unwrap();
+        // Both move to Sales under O2: internal access is kept, marked for review.
+        for who in ["E1", "E2"] {
+            let mv = AttributesPatch { department: Some("Sales".into()), manager_id: Some(Some("O2".into())), ..Default::default() };
+            app.submit_event(event(&app, EventKind::Move, &format!("mv-{who}"), who, "", mv), "service:hr").await.unwrap();
+        }
+        assert!(active_grants(&app, "E1").await.contains(&"chat".to_string()));
+        assert_eq!(app.start_mover_reviews().await.unwrap(), 1);
+        assert_eq!(app.start_mover_reviews().await.unwrap(), 0, "covered: not twice");
+        let c = app.campaigns(true, "", 10).await.unwrap();
+        assert_eq!(c.len(), 1);
+        assert!(c[0].mover);
+        assert_eq!(c[0].due_at, app.now() + days(7));
+        let items = items_of(&app, &c[0].id).await;
+        assert_eq!(items.len(), 2);
+        assert!(items.iter().all(|i| i.reviewer == "O2" && i.reason == "kept after a move"), "{items:?}");
+        // O2 certifies E1's; nobody answers E2's: revoked at the deadline.
+        let e1 = items.iter().find(|i| i.employee_id == "E1").unwrap();
+        decide(&app, "O2", &[], vec![decision(e1, Verdict::Certify, "")]).await[0].as_ref().unwrap();
+        clock.advance(days(8));
+        app.run_campaign_schedule().await.unwrap();
+        assert_eq!(app.campaign(&c[0].id).await.unwrap().state, CampaignState::Closed);
+        assert!(active_grants(&app, "E1").await.contains(&"chat".to_string()));
+        assert!(!active_grants(&app, "E2").await.contains(&"chat".to_string()), "unanswered mover items are revoked");
+        let g = crate::access::grant_of(&app, "E2", "chat", true).await.unwrap();
+        assert_eq!(g.revoke_reason, Some(RevokeReason::Review));
+        // Nothing left marked.
+        assert_eq!(app.start_mover_reviews().await.unwrap(), 0);
+    }
+}
