@@ -8,6 +8,7 @@
 //! - bare gRPC round trips (health checks) to the same server.
 
 mod access;
+mod campaign;
 mod directory;
 mod scale;
 
@@ -105,6 +106,15 @@ enum Cmd {
         #[arg(long, default_value = "sqlite")]
         backend: String,
     },
+    /// An access review of a generated organisation: generation, a
+    /// reviewer's first page, the close with 30% unanswered.
+    Campaign {
+        #[arg(long, default_value_t = 100_000)]
+        people: usize,
+        /// sqlite or postgres.
+        #[arg(long, default_value = "sqlite")]
+        backend: String,
+    },
     /// Directory sync of unchanged accounts, beside a raw paged search.
     Dirsync {
         #[arg(long, default_value_t = 100_000)]
@@ -149,6 +159,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Dirsync { people, groups } => directory::dirsync(people, groups).await,
             Cmd::Scale { people, backend } => scale::scale(people, &backend).await,
             Cmd::Drain { people, workers } => directory::drain(people, workers).await,
+            Cmd::Campaign { people, backend } => campaign::campaign(people, &backend).await,
             Cmd::Access {
                 people,
                 groups,

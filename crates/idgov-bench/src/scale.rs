@@ -24,13 +24,13 @@ use tonic::metadata::MetadataValue;
 const DEPARTMENTS: usize = 300;
 const PER_DEPARTMENT: usize = 9;
 
-fn emp(i: usize) -> String {
+pub(crate) fn emp(i: usize) -> String {
     format!("S{i:07}")
 }
 
 /// People: P0 is the chief; the first 300 after head the departments; the
 /// rest report to someone earlier in their department (chains ~5 deep).
-fn roster(people: usize, variant: usize) -> Vec<RosterEntry> {
+pub(crate) fn roster(people: usize, variant: usize) -> Vec<RosterEntry> {
     (0..people)
         .map(|i| {
             let dept = if i == 0 { 0 } else { (i - 1) % DEPARTMENTS };
@@ -69,7 +69,7 @@ fn roster(people: usize, variant: usize) -> Vec<RosterEntry> {
 }
 
 /// A catalog of 2,701 entitlements: each department's 9, and one for all.
-fn policy() -> String {
+pub(crate) fn policy() -> String {
     let mut s = String::from(
         "[guard]\nmax_leavers_percent = 100\nmax_leavers = 1000000\n\n\
          [[systems]]\nid = \"apps\"\nkind = \"application\"\nowner = \"S0000000\"\n\n\
@@ -94,7 +94,7 @@ fn policy() -> String {
 }
 
 /// Resident memory of this process now and at its peak, in MiB (Linux).
-fn rss() -> (f64, f64) {
+pub(crate) fn rss() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kb = |key: &str| {
         status
@@ -109,11 +109,11 @@ fn rss() -> (f64, f64) {
 }
 
 /// Resets the peak resident memory the kernel reports (VmHWM).
-fn reset_peak() {
+pub(crate) fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
+pub(crate) fn pct(mut v: Vec<Duration>, p: f64) -> f64 {
     v.sort();
     if v.is_empty() {
         return 0.0;
@@ -372,7 +372,7 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn raw_copy(data: &std::path::Path, pg: Option<&str>) -> anyhow::Result<f64> {
+pub(crate) async fn raw_copy(data: &std::path::Path, pg: Option<&str>) -> anyhow::Result<f64> {
     let t;
     match pg {
         Some(url) => {
