@@ -598,3 +598,78 @@ async fn a_requested_group_reaches_the_directory_and_a_revocation_removes_it() {
         "the revoked membership is gone; birthright and the unmanaged vpn stay"
     );
 }
+
+/// A revocation decided in an access review reaches slapd through the
+/// outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_revocation_removes_the_membership_in_the_directory() {
+    use idgov_authz::{Caller, Rpc, check_rpc};
+    use idgov_domain::review::Verdict;
+    use idgov_server::app::review::ItemDecision;
+    let Some(s) = Slapd::start_with(&seed()) else {
+        return;
+    };
+    let t = idgov_tests::backends::open("sqlite").await.unwrap();
+    let app = App::start(t.store.clone(), Arc::new(SystemClock), Some(config(&s)))
+        .await
+        .unwrap();
+    hire(&app, &Person::new("O1", "Management")).await;
+    let mut e1 = Person::new("E1", "Finance");
+    e1.manager = Some("E2");
+    hire(&app, &Person::new("E2", "Management")).await;
+    hire(&app, &e1).await;
+    let policy = format!(
+        "{LDAP_POLICY}\n[[campaigns]]\nid = \"finance\"\nlevels = [\"internal\"]\nscheduled = false\n"
+    );
+    app.apply_policy(&policy, false, "test", "user:admin")
+        .await
+        .unwrap();
+    settled(&app, Duration::from_secs(10)).await;
+    let mut d = admin(&s).await;
+    assert!(groups(&mut d, "E1").await.contains(&group("finance")));
+    let c = app.start_campaign("finance", "user:admin").await.unwrap();
+    let who = |id: &str, rpc: Rpc| {
+        let c = Caller {
+            subject: id.into(),
+            employee_id: Some(id.into()),
+            roles: Default::default(),
+            method: "test".into(),
+        };
+        check_rpc(&c, rpc).unwrap()
+    };
+    let items = app
+        .review_items(
+            &who("E2", Rpc::ListReviewItems),
+            true,
+            Some(c.id.clone()),
+            None,
+            None,
+            "",
+            100,
+        )
+        .await
+        .unwrap();
+    let item = items
+        .iter()
+        .find(|i| i.employee_id == "E1" && i.entitlement_id == "group.finance")
+        .expect("E1's finance group is under review by E2");
+    let out = app
+        .decide_items(
+            &who("E2", Rpc::DecideReviewItems),
+            vec![ItemDecision {
+                item_id: item.id.clone(),
+                verdict: Verdict::Revoke,
+                justification: "no longer needs the finance share".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    out[0].result.as_ref().unwrap();
+    settled(&app, Duration::from_secs(10)).await;
+    let now = groups(&mut d, "E1").await;
+    assert!(
+        !now.contains(&group("finance")),
+        "revoked in review: {now:?}"
+    );
+    assert!(now.contains(&group("staff")), "the rest stays: {now:?}");
+}
