@@ -25,8 +25,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Grants read (and items written) per step of generation and close.
+/// Items read (or written) per step of close, report and export.
 const PAGE: i64 = 1000;
+
+/// People whose grants are read per step of generation.
+const PEOPLE_PAGE: i64 = 200;
 
 /// Active people per (department, title), and holders per (department,
 /// title, entitlement).
@@ -291,9 +294,9 @@ impl App {
         let mut reviewers: HashMap<String, u64> = HashMap::new();
         let mut after = String::new();
         loop {
-            let page = tx.grants_in_scope(&ents, &after, PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.grant.id.clone();
+            let (page, last) = tx.grants_in_scope(&ents, &after, PEOPLE_PAGE).await?;
+            let Some(last) = last else { break };
+            after = last;
             let page: Vec<ScopedGrant> = page
                 .into_iter()
                 .filter(|g| {
@@ -392,9 +395,9 @@ impl App {
         let mut total = 0i64;
         let mut by_level: BTreeMap<String, u64> = BTreeMap::new();
         loop {
-            let page = tx.grants_in_scope(&ents, &after, PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.grant.id.clone();
+            let (page, last) = tx.grants_in_scope(&ents, &after, PEOPLE_PAGE).await?;
+            let Some(last) = last else { break };
+            after = last;
             let page: Vec<ScopedGrant> = page
                 .into_iter()
                 .filter(|g| {

@@ -419,62 +419,86 @@ impl WriteTx {
             .collect()
     }
 
-    /// Active grants of active people of `entitlements` after the grant id
-    /// `after`, in id order, with what review needs of their holders.
+    /// The active grants of `entitlements` held by the next `people` active
+    /// (or suspended) people after the employee id `after`, with what
+    /// review needs of their holders; and the last person read (None: no
+    /// more people). Paged by person so that both backends walk an index.
     pub async fn grants_in_scope(
         &mut self,
         entitlements: &[String],
         after: &str,
-        limit: i64,
-    ) -> Result<Vec<ScopedGrant>, StoreError> {
-        if entitlements.is_empty() {
-            return Ok(vec![]);
+        people: i64,
+    ) -> Result<(Vec<ScopedGrant>, Option<String>), StoreError> {
+        let rows = sqlx::query(
+            "SELECT employee_id, department, title, manager_id FROM identities \
+             WHERE status IN ('active', 'suspended') AND employee_id > $1 ORDER BY employee_id LIMIT $2",
+        )
+        .bind(after)
+        .bind(people)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut holders: HashMap<String, (String, String, Option<String>)> = HashMap::new();
+        let mut last = None;
+        for r in &rows {
+            let id: String = get(r, "employee_id")?;
+            last = Some(id.clone());
+            holders.insert(
+                id,
+                (
+                    get(r, "department")?,
+                    get(r, "title")?,
+                    get(r, "manager_id")?,
+                ),
+            );
         }
-        let cols = grant_columns!()
-            .split(", ")
-            .map(|c| format!("g.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        // A wide scope reads every active grant (the caller filters); an
-        // IN list of thousands per page costs more than the rows it skips.
+        if holders.is_empty() || entitlements.is_empty() {
+            return Ok((vec![], last));
+        }
+        let ids: Vec<String> = holders.keys().cloned().collect();
+        // A wide scope reads every active grant of the page (the caller
+        // filters); an IN list of thousands costs more than it skips.
         let wide = entitlements.len() > 200;
-        let filter = if wide {
-            String::new()
-        } else {
-            format!(
-                " AND g.entitlement_id IN ({})",
-                list(self.backend, entitlements.len(), 2)
-            )
-        };
         let sql = format!(
-            "SELECT {cols}, i.department AS department, i.title AS title, i.manager_id AS manager_id \
-             FROM grants g JOIN identities i ON i.employee_id = g.employee_id \
-             WHERE g.revoked_at IS NULL AND i.status IN ('active', 'suspended') AND g.id > {}{filter} \
-             ORDER BY g.id LIMIT {}",
-            ph(self.backend, 1),
-            ph(self.backend, if wide { 2 } else { entitlements.len() + 2 }),
+            concat!(
+                "SELECT ",
+                grant_columns!(),
+                " FROM grants WHERE revoked_at IS NULL AND employee_id IN ({}){} ORDER BY employee_id, id"
+            ),
+            list(self.backend, ids.len(), 1),
+            if wide {
+                String::new()
+            } else {
+                format!(
+                    " AND entitlement_id IN ({})",
+                    list(self.backend, entitlements.len(), ids.len() + 1)
+                )
+            }
         );
-        let mut q = sqlx::query(AssertSqlSafe(sql))
-            .persistent(false)
-            .bind(after.to_string());
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for id in &ids {
+            q = q.bind(id.clone());
+        }
         if !wide {
             for e in entitlements {
                 q = q.bind(e.clone());
             }
         }
-        let rows = q.bind(limit).fetch_all(&mut *self.tx).await?;
-        rows.iter()
-            .map(|r| {
-                let (grant, classification) = grant_from_row(r)?;
-                Ok(ScopedGrant {
-                    grant,
-                    classification,
-                    department: get(r, "department")?,
-                    title: get(r, "title")?,
-                    manager_id: get(r, "manager_id")?,
-                })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for r in &q.fetch_all(&mut *self.tx).await? {
+            let (grant, classification) = grant_from_row(r)?;
+            let Some((department, title, manager_id)) = holders.get(&grant.employee_id).cloned()
+            else {
+                continue;
+            };
+            out.push(ScopedGrant {
+                grant,
+                classification,
+                department,
+                title,
+                manager_id,
+            });
+        }
+        Ok((out, last))
     }
 
     /// Active people per (department, title), and holders of each of
