@@ -2,7 +2,7 @@
 //! queried and changed (state, reviewer, version); the JSON body holds the
 //! rest (context, recommendation, decision).
 
-use crate::bulk::{list, ph, values};
+use crate::bulk::{list, values};
 use crate::convert::{get, json, micros, opt_time, time, to_json};
 use crate::grants::grant_from_row;
 use crate::{Store, StoreError, WriteTx};
