@@ -31,6 +31,9 @@ const PAGE: i64 = 1000;
 /// People whose grants are read per step of generation.
 const PEOPLE_PAGE: i64 = 200;
 
+/// People kept for reviewer routing across the pages of one generation.
+const ORG_CACHE: usize = 50_000;
+
 /// Active people per (department, title), and holders per (department,
 /// title, entitlement).
 type Peers = (
@@ -151,7 +154,19 @@ impl App {
     /// Managers and availability of the people around `start`, read in
     /// batches level by level.
     async fn org_of(&self, tx: &mut WriteTx, start: Vec<String>) -> Result<OrgMap, AppError> {
-        let mut known = HashMap::new();
+        let mut org = OrgMap(HashMap::new());
+        self.org_into(tx, &mut org, start).await?;
+        Ok(org)
+    }
+
+    /// Adds the people around `start` to `org` (those not there yet).
+    async fn org_into(
+        &self,
+        tx: &mut WriteTx,
+        org: &mut OrgMap,
+        start: Vec<String>,
+    ) -> Result<(), AppError> {
+        let known = &mut org.0;
         let mut frontier: Vec<String> = start;
         for _ in 0..32 {
             frontier.sort();
@@ -170,7 +185,7 @@ impl App {
             }
             frontier = next;
         }
-        Ok(OrgMap(known))
+        Ok(())
     }
 
     /// The items a page of grants becomes.
@@ -183,6 +198,7 @@ impl App {
         campaign_id: &str,
         page: &[ScopedGrant],
         peers: &Peers,
+        org: &mut OrgMap,
     ) -> Result<Vec<ReviewItem>, AppError> {
         let policy = self.policy();
         let pol = &policy.policy;
@@ -194,7 +210,13 @@ impl App {
                 .map(|e| e.owner.clone()),
         );
         start.extend(pol.fallback_reviewer.clone());
-        let org = self.org_of(tx, start).await?;
+        // The people above repeat from page to page (managers, owners): the
+        // cache keeps them, bounded.
+        if org.0.len() > ORG_CACHE {
+            org.0.clear();
+        }
+        self.org_into(tx, org, start).await?;
+        let org = &*org;
         let ids: Vec<String> = page.iter().map(|g| g.grant.id.clone()).collect();
         let last = tx.last_reviews(&ids).await?;
         let mut items = Vec::with_capacity(page.len());
@@ -220,7 +242,7 @@ impl App {
                 &g.grant.approvers,
                 None,
                 pol.fallback_reviewer.as_deref(),
-                &org,
+                org,
             );
             let key = (g.department.clone(), g.title.clone());
             let total = (peers.0.get(&key).copied().unwrap_or(1) - 1).max(0);
@@ -286,6 +308,7 @@ impl App {
         // Read in one transaction for a consistent count; nothing is written.
         let mut tx = self.store.begin().await?;
         let peers = tx.peer_counts(&ents).await?;
+        let mut org = OrgMap(HashMap::new());
         let mut out = Preview {
             definition_id: def.id.clone(),
             ..Preview::default()
@@ -308,7 +331,7 @@ impl App {
                 })
                 .collect();
             for i in self
-                .plan_items(&mut tx, &def, false, "", &page, &peers)
+                .plan_items(&mut tx, &def, false, "", &page, &peers, &mut org)
                 .await?
             {
                 out.items += 1;
@@ -391,6 +414,7 @@ impl App {
             .map(|e| e.id.clone())
             .collect();
         let peers = tx.peer_counts(&ents).await?;
+        let mut org = OrgMap(HashMap::new());
         let mut after = String::new();
         let mut total = 0i64;
         let mut by_level: BTreeMap<String, u64> = BTreeMap::new();
@@ -409,7 +433,7 @@ impl App {
                 })
                 .collect();
             let items = self
-                .plan_items(&mut tx, &def, false, id, &page, &peers)
+                .plan_items(&mut tx, &def, false, id, &page, &peers, &mut org)
                 .await?;
             for i in &items {
                 *by_level.entry(i.classification.to_string()).or_default() += 1;
@@ -1033,8 +1057,9 @@ impl App {
                         .collect::<Vec<_>>(),
                 )
                 .await?;
+            let mut org = OrgMap(HashMap::new());
             let items = self
-                .plan_items(&mut tx, &def, true, "", &marked, &peers)
+                .plan_items(&mut tx, &def, true, "", &marked, &peers, &mut org)
                 .await?;
             let mut by_reviewer: BTreeMap<String, Vec<ReviewItem>> = BTreeMap::new();
             for i in items {
