@@ -305,8 +305,9 @@ impl App {
             .iter()
             .map(|e| e.id.clone())
             .collect();
-        // Read in one transaction for a consistent count; nothing is written.
-        let mut tx = self.store.begin().await?;
+        // One read-only transaction: a consistent count that never holds
+        // the writer; nothing is written.
+        let mut tx = self.store.begin_read().await?;
         let peers = tx.peer_counts(&ents).await?;
         let mut org = OrgMap(HashMap::new());
         let mut out = Preview {
@@ -372,7 +373,9 @@ impl App {
     }
 
     /// Starts a campaign under `id`; None when a campaign with that id
-    /// exists already (another replica started it: exactly once).
+    /// exists already (another replica started it: exactly once). The items
+    /// are generated a page of people per transaction, so HR events (a
+    /// leaver) never wait for more than one page.
     pub(crate) async fn start_campaign_with_id(
         &self,
         definition_id: &str,
@@ -383,7 +386,7 @@ impl App {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let policy = self.policy_for(&mut tx);
-        let mut campaign = Campaign {
+        let campaign = Campaign {
             id: id.to_string(),
             definition_id: def.id.clone(),
             name: if def.name.is_empty() {
@@ -393,7 +396,7 @@ impl App {
             },
             definition: def.clone(),
             policy_version: policy.version,
-            state: CampaignState::Open,
+            state: CampaignState::Starting,
             started_at: now,
             started_by: actor.to_string(),
             due_at: now + Duration::days(i64::from(def.duration_days)),
@@ -403,58 +406,86 @@ impl App {
             mover: false,
             items: 0,
             held_change_id: None,
+            generated_after: Some(String::new()),
         };
         if !tx.insert_campaign(&campaign).await? {
             tx.rollback().await?;
             return Ok(None);
         }
+        tx.commit(now).await?;
+        Ok(Some(self.generate(id).await?))
+    }
+
+    /// Generates the items of a starting campaign from where it stopped,
+    /// one page of people per transaction; resumable after a restart and
+    /// safe with another replica doing the same (each page reads the
+    /// campaign's cursor under its lock). Returns the campaign once open.
+    pub(crate) async fn generate(&self, id: &str) -> Result<Campaign, AppError> {
+        let first = self.campaign(id).await?;
+        let def = first.definition.clone();
+        let policy = self.policy();
         let ents: Vec<String> = def
             .entitlements(&policy.policy)
             .iter()
             .map(|e| e.id.clone())
             .collect();
-        let peers = tx.peer_counts(&ents).await?;
+        let mut rtx = self.store.begin_read().await?;
+        let peers = rtx.peer_counts(&ents).await?;
+        rtx.rollback().await?;
         let mut org = OrgMap(HashMap::new());
-        let mut after = String::new();
-        let mut total = 0i64;
-        let mut by_level: BTreeMap<String, u64> = BTreeMap::new();
         loop {
-            let (page, last) = tx.grants_in_scope(&ents, &after, PEOPLE_PAGE).await?;
-            let Some(last) = last else { break };
-            after = last;
-            let page: Vec<ScopedGrant> = page
-                .into_iter()
-                .filter(|g| {
-                    policy
-                        .policy
-                        .entitlements
-                        .get(&g.grant.entitlement_id)
-                        .is_some_and(|e| def.covers(e, &g.department))
-                })
-                .collect();
-            let items = self
-                .plan_items(&mut tx, &def, false, id, &page, &peers, &mut org)
-                .await?;
-            for i in &items {
-                *by_level.entry(i.classification.to_string()).or_default() += 1;
+            let now = self.now();
+            let mut tx = self.store.begin().await?;
+            let Some(mut c) = tx.campaign_for_update(id).await? else {
+                return Err(AppError::not_found(format!("campaign {id} is gone")));
+            };
+            if c.state != CampaignState::Starting {
+                tx.rollback().await?;
+                return Ok(c);
             }
-            total += items.len() as i64;
-            tx.insert_items(&items).await?;
+            let after = c.generated_after.clone().unwrap_or_default();
+            let (page, last) = tx.grants_in_scope(&ents, &after, PEOPLE_PAGE).await?;
+            let done = last.is_none();
+            match last {
+                Some(last) => {
+                    let page: Vec<ScopedGrant> = page
+                        .into_iter()
+                        .filter(|g| {
+                            policy
+                                .policy
+                                .entitlements
+                                .get(&g.grant.entitlement_id)
+                                .is_some_and(|e| def.covers(e, &g.department))
+                        })
+                        .collect();
+                    let items = self
+                        .plan_items(&mut tx, &def, false, id, &page, &peers, &mut org)
+                        .await?;
+                    tx.insert_items(&items).await?;
+                    c.items += items.len() as i64;
+                    c.generated_after = Some(last);
+                }
+                None => {
+                    c.state = CampaignState::Open;
+                    c.generated_after = None;
+                    tx.audit(AuditEntry::new(
+                        &c.started_by,
+                        Action::CampaignStarted,
+                        Target::Campaign(id.to_string()),
+                        json!({
+                            "definition": def, "policy_version": c.policy_version, "items": c.items,
+                            "due_at": c.due_at,
+                        }),
+                    ));
+                }
+            }
+            tx.update_campaign(&c).await?;
+            tx.commit(now).await?;
+            if done {
+                tracing::info!(campaign = id, items = c.items, "campaign started");
+                return Ok(c);
+            }
         }
-        campaign.items = total;
-        tx.update_campaign(&campaign).await?;
-        tx.audit(AuditEntry::new(
-            actor,
-            Action::CampaignStarted,
-            Target::Campaign(id.to_string()),
-            json!({
-                "definition": def, "policy_version": policy.version, "items": total,
-                "by_level": by_level, "due_at": campaign.due_at,
-            }),
-        ));
-        tx.commit(now).await?;
-        tracing::info!(campaign = id, items = total, "campaign started");
-        Ok(Some(campaign))
     }
 
     pub async fn campaign(&self, id: &str) -> Result<Campaign, AppError> {
@@ -1004,6 +1035,13 @@ impl App {
         let open = tx.open_campaigns().await?;
         tx.rollback().await?;
         for c in open {
+            if c.state == CampaignState::Starting {
+                // A start interrupted (a restart): carry on where it stopped.
+                if let Err(e) = self.generate(&c.id).await {
+                    tracing::warn!(campaign = c.id, error = %e, "resuming a campaign's generation failed");
+                }
+                continue;
+            }
             if c.due_at <= now {
                 match self.close_campaign(&c.id, "system:scheduler").await {
                     Ok(_) => {}
@@ -1088,6 +1126,7 @@ impl App {
                     mover: true,
                     items: items.len() as i64,
                     held_change_id: None,
+                    generated_after: None,
                 };
                 if !tx.insert_campaign(&c).await? {
                     continue;

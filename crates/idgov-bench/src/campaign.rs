@@ -74,12 +74,43 @@ pub async fn campaign(people: usize, backend: &str) -> anyhow::Result<()> {
     let before = rss().0;
     reset_peak();
     let t = Instant::now();
-    let c = app.start_campaign("all", "user:bench").await.map_err(e)?;
+    let start = {
+        let app = app.clone();
+        tokio::spawn(async move { app.start_campaign("all", "user:bench").await })
+    };
+    // A leaver 3 s into the generation: applied at once, not after it.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let leaver = idgov_domain::hr::HrEvent::parse(
+        idgov_domain::hr::HrEventInput {
+            source: "bench".into(),
+            event_id: "leave-during-generation".into(),
+            kind: Some(idgov_domain::hr::EventKind::Terminate),
+            employee_id: emp(people - 1),
+            ..Default::default()
+        },
+        app.policy().policy.hr_time_zone,
+        app.now(),
+    )
+    .map_err(e)?;
+    let l = Instant::now();
+    app.submit_event(leaver, "service:bench").await.map_err(e)?;
+    let leaver_ms = l.elapsed().as_secs_f64() * 1e3;
+    let still = !start.is_finished();
+    let c = start.await?.map_err(e)?;
     let gen_secs = t.elapsed().as_secs_f64();
     let (after, peak) = rss();
     println!(
         "| generation: {} items with context and peer signal | {gen_secs:.1} s; RSS {before:.0} → peak {peak:.0} → {after:.0} MiB (whole process) | INSERT … SELECT of the grants: {raw:.1} s |",
         c.items
+    );
+
+    println!(
+        "| terminate sent 3 s into the generation: applied after | {leaver_ms:.0} ms{} | — |",
+        if still {
+            " (generation still running)"
+        } else {
+            ""
+        }
     );
 
     // The reviewer with the most items: the chief (the department heads'

@@ -26,6 +26,8 @@ pub const PHYSICAL_AREA_MONTHS: u32 = 12;
 string_enum!(
     /// Where a campaign stands.
     CampaignState {
+        /// Its items are being generated (a page of people at a time).
+        Starting => "starting",
         Open => "open",
         /// Its close would revoke more than the guard allows: held.
         Held => "held",
@@ -80,6 +82,9 @@ pub struct Campaign {
     pub mover: bool,
     pub items: i64,
     pub held_change_id: Option<String>,
+    /// While starting: the last person whose grants became items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_after: Option<String>,
 }
 
 /// One grant under review.

@@ -245,6 +245,12 @@ impl Store {
         WriteTx::begin(&self.write, self.backend).await
     }
 
+    /// Begins a read-only transaction (a consistent view for long reads
+    /// that must not hold the writer).
+    pub async fn begin_read(&self) -> Result<WriteTx, StoreError> {
+        WriteTx::begin_read(&self.read, self.backend).await
+    }
+
     /// Checks the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.read).await?;

@@ -288,10 +288,11 @@ impl WriteTx {
         row.as_ref().map(campaign_from_row).transpose()
     }
 
-    /// Open campaigns (the scheduler's work list).
+    /// Open and starting campaigns (the scheduler's work list).
     pub async fn open_campaigns(&mut self) -> Result<Vec<Campaign>, StoreError> {
         let rows = sqlx::query(
-            "SELECT state, closed_at, body FROM campaigns WHERE state = 'open' ORDER BY due_at LIMIT 1000",
+            "SELECT state, closed_at, body FROM campaigns WHERE state IN ('open', 'starting') \
+             ORDER BY due_at LIMIT 1000",
         )
         .fetch_all(&mut *self.tx)
         .await?;

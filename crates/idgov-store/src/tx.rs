@@ -30,6 +30,28 @@ impl WriteTx {
         })
     }
 
+    /// A read-only transaction on a reader connection: a consistent view
+    /// that never holds SQLite's writer. Roll it back when done; writes in
+    /// it fail.
+    pub(crate) async fn begin_read(
+        pool: &AnyPool,
+        backend: Backend,
+    ) -> Result<WriteTx, StoreError> {
+        let tx = match backend {
+            Backend::Sqlite => pool.begin_with("BEGIN").await?,
+            Backend::Postgres => {
+                pool.begin_with("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?
+            }
+        };
+        Ok(WriteTx {
+            tx,
+            backend,
+            audit: Vec::new(),
+            expected_policy: None,
+        })
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -436,3 +436,42 @@ both_backends! {
         assert_eq!(app.start_mover_reviews().await.unwrap(), 0);
     }
 }
+
+both_backends! {
+    async fn an_interrupted_start_is_resumed_by_the_schedule(t: TestStore) {
+        let (app, _) = setup(&t).await;
+        let expected = app.preview_campaign("confidential").await.unwrap().items;
+        // A start that stopped after writing the campaign (a crash).
+        let def = app.policy().policy.campaigns.iter().find(|c| c.id == "confidential").unwrap().clone();
+        let now = app.now();
+        let c = idgov_domain::review::Campaign {
+            id: "cmp-interrupted".into(),
+            definition_id: def.id.clone(),
+            name: def.id.clone(),
+            definition: def,
+            policy_version: app.policy().version,
+            state: CampaignState::Starting,
+            started_at: now,
+            started_by: "user:admin".into(),
+            due_at: now + days(14),
+            closed_at: None,
+            reminded_at: None,
+            escalated_at: None,
+            mover: false,
+            items: 0,
+            held_change_id: None,
+            generated_after: Some(String::new()),
+        };
+        let mut tx = app.store.begin().await.unwrap();
+        assert!(tx.insert_campaign(&c).await.unwrap());
+        tx.commit(now).await.unwrap();
+        // Not decidable, and not startable twice, while starting.
+        assert!(app.start_campaign("confidential", "user:admin").await.is_err());
+        app.run_campaign_schedule().await.unwrap();
+        let done = app.campaign("cmp-interrupted").await.unwrap();
+        assert_eq!(done.state, CampaignState::Open);
+        assert_eq!(done.items as u64, expected);
+        assert_eq!(items_of(&app, "cmp-interrupted").await.len() as u64, expected);
+        assert_eq!(audit_count(&app, "campaign.started", "campaign:cmp-interrupted").await, 1);
+    }
+}

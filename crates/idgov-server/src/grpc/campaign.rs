@@ -24,6 +24,7 @@ fn campaign(c: &Campaign) -> pb::Campaign {
             CampaignState::Open => pb::CampaignState::Open,
             CampaignState::Held => pb::CampaignState::Held,
             CampaignState::Closed => pb::CampaignState::Closed,
+            CampaignState::Starting => pb::CampaignState::Starting,
         } as i32,
         policy_version: c.policy_version,
         started_at: Some(convert::ts(c.started_at)),
