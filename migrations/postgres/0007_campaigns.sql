@@ -33,6 +33,8 @@ CREATE INDEX review_items_by_reviewer ON review_items (reviewer, campaign_id, st
 CREATE INDEX review_items_by_campaign ON review_items (campaign_id, state, id);
 -- Items of grants that end during the campaign; the last decision on a grant.
 CREATE INDEX review_items_by_grant ON review_items (grant_id, decided_at);
+-- Whether anything was ever decided (generation skips the history lookup).
+CREATE INDEX review_items_decided ON review_items (decided_at) WHERE decided_at IS NOT NULL;
 
 -- When the scheduler first saw each campaign definition: the first
 -- automatic campaign starts one period after it.

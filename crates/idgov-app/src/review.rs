@@ -202,8 +202,9 @@ impl App {
     ) -> Result<Vec<ReviewItem>, AppError> {
         let policy = self.policy();
         let pol = &policy.policy;
-        let mut start: Vec<String> = page.iter().map(|g| g.grant.employee_id.clone()).collect();
-        start.extend(page.iter().filter_map(|g| g.manager_id.clone()));
+        // The people a review may route to (the holders themselves are
+        // never their own reviewers and need not be read).
+        let mut start: Vec<String> = page.iter().filter_map(|g| g.manager_id.clone()).collect();
         start.extend(
             page.iter()
                 .filter_map(|g| pol.entitlements.get(&g.grant.entitlement_id))
@@ -218,7 +219,12 @@ impl App {
         self.org_into(tx, org, start).await?;
         let org = &*org;
         let ids: Vec<String> = page.iter().map(|g| g.grant.id.clone()).collect();
-        let last = tx.last_reviews(&ids).await?;
+        // A store where nothing was ever decided has no last decisions.
+        let last = if tx.any_decided_item().await? {
+            tx.last_reviews(&ids).await?
+        } else {
+            HashMap::new()
+        };
         let mut items = Vec::with_capacity(page.len());
         for g in page {
             let Some(ent) = pol.entitlements.get(&g.grant.entitlement_id) else {
@@ -887,6 +893,7 @@ impl App {
                 break;
             }
             let mut to_revoke = Vec::new();
+            let mut by_state: BTreeMap<ItemState, Vec<String>> = BTreeMap::new();
             for mut i in page {
                 let mut state =
                     review::unanswered(&policy.policy, &i, c.mover, &policy.policy.protected);
@@ -894,13 +901,9 @@ impl App {
                     state = ItemState::Flagged;
                 }
                 i.state = state;
-                i.decided_by = Some("system:non-response".into());
+                i.decided_by = Some(review::BY_DEFAULT.into());
                 i.decided_at = Some(now);
-                if !tx.update_item(&mut i).await? {
-                    return Err(AppError::Store(idgov_store::StoreError::Conflict(
-                        "a review item changed during the close".into(),
-                    )));
-                }
+                by_state.entry(state).or_default().push(i.id.clone());
                 tx.audit(AuditEntry::new(
                     actor,
                     Action::ReviewDefaulted,
@@ -912,6 +915,16 @@ impl App {
                 if state == ItemState::Revoked {
                     revoked += 1;
                     to_revoke.push(i);
+                }
+            }
+            // One statement per outcome (the close holds the campaign, so no
+            // decision can land meanwhile; only open items change).
+            for (state, ids) in &by_state {
+                let n = tx.default_items(ids, *state, now).await?;
+                if n != ids.len() as u64 {
+                    return Err(AppError::Store(idgov_store::StoreError::Conflict(
+                        "a review item changed during the close".into(),
+                    )));
                 }
             }
             queued += self

@@ -20,6 +20,9 @@ use std::collections::BTreeSet;
 /// The longest justification kept on a decision.
 pub const MAX_JUSTIFICATION: usize = 2000;
 
+/// Who decided an item that took its level's default at the deadline.
+pub const BY_DEFAULT: &str = "system:non-response";
+
 /// Physical areas are reviewed at least this often, whatever the level says.
 pub const PHYSICAL_AREA_MONTHS: u32 = 12;
 

@@ -26,6 +26,13 @@ fn item_from_row(row: &AnyRow) -> Result<ReviewItem, StoreError> {
     i.state = crate::convert::parsed(row, "state")?;
     i.reviewer = get(row, "reviewer")?;
     i.version = get(row, "version")?;
+    // Defaults at the close set the columns only (one statement per page).
+    if let Some(at) = opt_time(get(row, "decided_at")?)?
+        && i.decided_by.is_none()
+    {
+        i.decided_by = Some(idgov_domain::review::BY_DEFAULT.into());
+        i.decided_at = Some(at);
+    }
     Ok(i)
 }
 
@@ -57,7 +64,7 @@ pub struct ReviewerCounts {
     pub by_state: HashMap<String, i64>,
 }
 
-const ITEM_COLUMNS: &str = "state, reviewer, version, body";
+const ITEM_COLUMNS: &str = "state, reviewer, version, decided_at, body";
 
 impl Store {
     pub async fn get_campaign(&self, id: &str) -> Result<Option<Campaign>, StoreError> {
@@ -326,6 +333,35 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Gives open items `state` at the close (columns only; the body keeps
+    /// the context). Returns how many changed.
+    pub async fn default_items(
+        &mut self,
+        ids: &[String],
+        state: ItemState,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "UPDATE review_items SET state = {}, decided_at = {}, version = version + 1 \
+                 WHERE state = 'open' AND id IN ({})",
+                crate::bulk::ph(self.backend, 1),
+                crate::bulk::ph(self.backend, 2),
+                list(self.backend, chunk.len(), 3)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(state.as_str())
+                .bind(micros(now));
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            n += q.execute(&mut *self.tx).await?.rows_affected();
+        }
+        Ok(n)
+    }
+
     /// An item, locked on PostgreSQL until commit.
     pub async fn item_for_update(&mut self, id: &str) -> Result<Option<ReviewItem>, StoreError> {
         let sql = format!(
@@ -551,6 +587,16 @@ impl WriteTx {
             );
         }
         Ok((people, holders))
+    }
+
+    /// True once any review item was decided.
+    pub async fn any_decided_item(&mut self) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM (SELECT 1 FROM review_items WHERE decided_at IS NOT NULL LIMIT 1) x",
+        )
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(get::<i64>(&row, "n")? > 0)
     }
 
     /// The last decision on each of `grant_ids` in earlier campaigns.
