@@ -411,6 +411,12 @@ async fn sweep_and_queue(expiring: usize, waiting: usize, backend: &str) -> anyh
         .map_err(e)?;
     }
     let made = t.elapsed().as_secs_f64();
+    // Steady state: the sweep left 200,000 dead row versions and the
+    // requests are new; PostgreSQL's autovacuum would otherwise run during
+    // the measurement (it did: p99 18.7 ms beside a raw p99 of 4.2 ms).
+    if matches!(raw, Raw::Pg(_)) {
+        raw.exec("VACUUM ANALYZE").await?;
+    }
     let w0 = access("W0", &[], Rpc::ListAccessRequests)?;
     let total: i64 = match &mut raw {
         Raw::Sqlite(c) => {
