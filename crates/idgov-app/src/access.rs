@@ -970,6 +970,8 @@ impl App {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let grants = tx.revoke_due_grants(now, SWEEP_STEP).await?;
+        let ids: Vec<String> = grants.iter().map(|g| g.id.clone()).collect();
+        crate::review::items_of_revoked_grants(&mut tx, &ids).await?;
         let mut ops = Vec::new();
         self.stage_swept(&mut tx, &grants, RevokeReason::Expired, "expired", &mut ops);
         tx.enqueue_directory_ops(&ops, now).await?;
@@ -995,6 +997,8 @@ impl App {
             .map(|g| (g.id.clone(), RevokeReason::Sod))
             .collect();
         tx.revoke_grants(&revokes, now).await?;
+        let revoked: Vec<String> = grants.iter().map(|g| g.id.clone()).collect();
+        crate::review::items_of_revoked_grants(&mut tx, &revoked).await?;
         for x in &ended {
             tx.audit(
                 AuditEntry::new(

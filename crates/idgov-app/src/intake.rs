@@ -1141,6 +1141,8 @@ impl Batch {
         tx.put_histories(&histories).await?;
         tx.insert_grants(&self.grants, self.now).await?;
         tx.revoke_grants(&self.revokes, self.now).await?;
+        let revoked: Vec<String> = self.revokes.iter().map(|(id, _)| id.clone()).collect();
+        crate::review::items_of_revoked_grants(tx, &revoked).await?;
         tx.mark_mover_review(&self.marks).await?;
         tx.enqueue_directory_ops(&self.dir_ops, self.now).await?;
         crate::access::requests_after_leavers(

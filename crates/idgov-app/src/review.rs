@@ -1341,6 +1341,28 @@ async fn supersede(tx: &mut WriteTx, campaign_id: &str, actor: &str) -> Result<u
     Ok(gone.len() as u64)
 }
 
+/// Closes as superseded the open review items of grants revoked in this
+/// transaction (a leaver, a mover, a policy change), each with its audit
+/// event: a reviewer never decides access that is already gone.
+pub(crate) async fn items_of_revoked_grants(
+    tx: &mut WriteTx,
+    grant_ids: &[String],
+) -> Result<(), AppError> {
+    if grant_ids.is_empty() {
+        return Ok(());
+    }
+    for (id, campaign, grant, employee) in tx.supersede_grants(grant_ids).await? {
+        tx.audit(AuditEntry::new(
+            "system:idgov",
+            Action::ReviewSuperseded,
+            Target::ReviewItem(id),
+            json!({"campaign": campaign, "grant": grant, "employee": employee,
+                   "reason": "the grant ended during the campaign"}),
+        ));
+    }
+    Ok(())
+}
+
 /// Moves the open items of people who left to their manager (or the
 /// fallback reviewer, or any security officer), in the leavers'
 /// transaction; the audit says so.

@@ -456,6 +456,35 @@ impl WriteTx {
             .collect()
     }
 
+    /// Closes as `superseded` the open items of `grant_ids` (grants revoked
+    /// in this transaction); returns them (id, campaign, grant, employee).
+    pub async fn supersede_grants(
+        &mut self,
+        grant_ids: &[String],
+    ) -> Result<Vec<(String, String, String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in grant_ids.chunks(500) {
+            let sql = format!(
+                "UPDATE review_items SET state = 'superseded', version = version + 1 \
+                 WHERE state = 'open' AND grant_id IN ({}) RETURNING id, campaign_id, grant_id, employee_id",
+                list(self.backend, chunk.len(), 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for g in chunk {
+                q = q.bind(g.clone());
+            }
+            for r in &q.fetch_all(&mut *self.tx).await? {
+                out.push((
+                    get(r, "id")?,
+                    get(r, "campaign_id")?,
+                    get(r, "grant_id")?,
+                    get(r, "employee_id")?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// The active grants of `entitlements` held by the next `people` active
     /// (or suspended) people after the employee id `after`, with what
     /// review needs of their holders; and the last person read (None: no

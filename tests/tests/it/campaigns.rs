@@ -220,6 +220,9 @@ both_backends! {
         let p1 = items.iter().find(|i| i.employee_id == "P1").unwrap();
         decide(&app, "M1", &[], vec![decision(p1, Verdict::Certify, "")]).await[0].as_ref().unwrap();
         app.submit_event(event(&app, EventKind::Terminate, "t-P2", "P2", "", AttributesPatch::default()), "service:hr").await.unwrap();
+        let p2 = items_of(&app, &c.id).await.into_iter().find(|i| i.employee_id == "P2").unwrap();
+        assert_eq!(p2.state, ItemState::Superseded, "at once, in the leaver's transaction");
+        assert_eq!(audit_count(&app, "review.superseded", &format!("review_item:{}", p2.id)).await, 1);
         // Unanswered confidential items are revoked: 3 people (P3, P4, P5;
         // P6 is protected) of 16 active is above the guard (5%): held.
         let out = app.close_campaign(&c.id, "user:admin").await.unwrap();
