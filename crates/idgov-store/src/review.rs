@@ -313,7 +313,8 @@ impl WriteTx {
                  reviewer, state, decided_at, version, body) VALUES {}",
                 values(self.backend, chunk.len(), 11)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            // Full chunks share one text: prepared once per connection.
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(chunk.len() == 200);
             for i in chunk {
                 q = q
                     .bind(i.id.clone())
@@ -351,7 +352,7 @@ impl WriteTx {
                 list(self.backend, chunk.len(), 3)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql))
-                .persistent(false)
+                .persistent(chunk.len() == 500)
                 .bind(state.as_str())
                 .bind(micros(now));
             for id in chunk {
