@@ -536,6 +536,8 @@ impl App {
             ..ItemFilter::default()
         };
         if mine || !reader {
+            // A reviewer's queue holds what they can decide now.
+            filter.ready_only = true;
             let me = me(access)?;
             filter.reviewers = vec![me];
             if access.caller.roles.contains(&Role::SecurityOfficer) {

@@ -44,6 +44,8 @@ pub struct ItemFilter {
     pub reviewers: Vec<String>,
     pub state: Option<ItemState>,
     pub employee_id: Option<String>,
+    /// Leave out the items of campaigns still being generated.
+    pub ready_only: bool,
 }
 
 /// An active grant in a campaign's scope, with what review needs of its
@@ -188,6 +190,11 @@ impl Store {
         }
         if let Some(e) = &filter.employee_id {
             add(&mut sql, "employee_id = {}".into(), vec![e.clone()]);
+        }
+        if filter.ready_only {
+            sql.push_str(
+                " AND campaign_id NOT IN (SELECT id FROM campaigns WHERE state = 'starting')",
+            );
         }
         sql.push_str(&format!(" ORDER BY id LIMIT ${}", binds.len() + 1));
         let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);

@@ -468,7 +468,7 @@ both_backends! {
         let mut tx = app.store.begin().await.unwrap();
         assert!(tx.insert_campaign(&c).await.unwrap());
         tx.commit(now).await.unwrap();
-        // Not decidable, and not startable twice, while starting.
+        // Not startable twice while starting.
         assert!(app.start_campaign("confidential", "user:admin").await.is_err());
         app.run_campaign_schedule().await.unwrap();
         let done = app.campaign("cmp-interrupted").await.unwrap();
@@ -476,5 +476,29 @@ both_backends! {
         assert_eq!(done.items as u64, expected);
         assert_eq!(items_of(&app, "cmp-interrupted").await.len() as u64, expected);
         assert_eq!(audit_count(&app, "campaign.started", "campaign:cmp-interrupted").await, 1);
+    }
+}
+
+both_backends! {
+    async fn a_reviewers_queue_leaves_out_campaigns_still_starting(t: TestStore) {
+        let (app, _) = setup(&t).await;
+        let mut c = app.start_campaign("internal", "user:admin").await.unwrap();
+        let m1_access = acc("M1", &[], Rpc::ListReviewItems);
+        let m1 = || app.review_items(&m1_access, true, None, None, None, "", 1000);
+        let open = m1().await.unwrap().len();
+        assert!(open > 0);
+        // The same campaign seen while its generation runs.
+        c.state = CampaignState::Starting;
+        let mut tx = app.store.begin().await.unwrap();
+        tx.update_campaign(&c).await.unwrap();
+        tx.commit(app.now()).await.unwrap();
+        assert!(m1().await.unwrap().is_empty(), "not in the queue while starting");
+        let staff = app.review_items(&acc("A1", &[Role::Auditor], Rpc::ListReviewItems), false, Some(c.id.clone()), None, None, "", 1000).await.unwrap();
+        assert_eq!(staff.len() as i64, c.items, "staff readers still see everything");
+        c.state = CampaignState::Open;
+        let mut tx = app.store.begin().await.unwrap();
+        tx.update_campaign(&c).await.unwrap();
+        tx.commit(app.now()).await.unwrap();
+        assert_eq!(m1().await.unwrap().len(), open);
     }
 }
