@@ -61,7 +61,7 @@ fn default_request_expiry() -> u32 {
 }
 
 impl LevelPolicy {
-    /// DESIGN's defaults for a level.
+    /// The built-in defaults for a level (documented in docs/classification.md).
     pub fn default_for(level: Classification) -> Self {
         use Approver::*;
         match level {
@@ -473,7 +473,7 @@ fn dn_problem(dn: &str) -> Option<String> {
 }
 
 impl Policy {
-    /// The policy in force before any document is applied: DESIGN's level
+    /// The policy in force before any document is applied: the built-in level
     /// defaults, an empty catalog, UTC, default guard.
     pub fn empty() -> Self {
         Self {
