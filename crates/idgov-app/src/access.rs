@@ -73,12 +73,12 @@ fn hidden(access: &Access) -> AppError {
     AppError::PermissionDenied(out_of_reach(access).reason)
 }
 
-fn is_staff(access: &Access, roles: &[Role]) -> bool {
+pub(crate) fn is_staff(access: &Access, roles: &[Role]) -> bool {
     matches!(access.grant, Reach::Full { role } if roles.contains(&role))
 }
 
 /// The person making a call that only people make.
-fn person(access: &Access) -> Result<&str, AppError> {
+pub(crate) fn person(access: &Access) -> Result<&str, AppError> {
     access.caller.employee_id.as_deref().ok_or_else(|| {
         AppError::precondition(format!(
             "{} is made by a person: sign in as an employee (this caller, {}, is a service)",
@@ -143,27 +143,11 @@ impl App {
     /// Reads the people a request can route to: `start` and everyone above
     /// them, up to 32 levels.
     async fn org_around(&self, start: Vec<String>) -> Result<OrgMap, AppError> {
-        let mut known: HashMap<String, Identity> = HashMap::new();
-        let mut frontier: Vec<String> = start;
-        for _ in 0..32 {
-            let mut next = Vec::new();
-            for id in frontier.drain(..) {
-                if known.contains_key(&id) || validate_employee_id(&id).is_err() {
-                    continue;
-                }
-                if let Some(p) = self.store.get_identity(&id).await? {
-                    if let Some(m) = p.attrs.manager_id.clone() {
-                        next.push(m);
-                    }
-                    known.insert(id, p);
-                }
-            }
-            if next.is_empty() {
-                break;
-            }
-            frontier = next;
-        }
-        Ok(OrgMap(known))
+        // A batched read per level of the chain, in a read-only view.
+        let mut tx = self.store.begin_read().await?;
+        let org = self.org_of(&mut tx, start).await?;
+        tx.rollback().await?;
+        Ok(org)
     }
 
     /// Runs `f` again when it met a concurrent change the server resolves

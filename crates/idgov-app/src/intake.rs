@@ -1156,7 +1156,6 @@ impl Batch {
             tx,
             &self.leavers,
             self.policy.policy.fallback_reviewer.as_deref(),
-            self.now,
         )
         .await?;
         for (source, event_id, from, to, detail) in &self.transitions {

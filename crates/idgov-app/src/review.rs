@@ -5,11 +5,11 @@
 //! [`idgov_domain::review`].
 
 use crate::App;
-use crate::access::OrgMap;
+use crate::access::{OrgMap, is_staff, person};
 use crate::error::AppError;
 use crate::intake::Batch;
 use chrono::{DateTime, Duration, Utc};
-use idgov_authz::{Access, Grant as Reach, Role};
+use idgov_authz::{Access, Role};
 use idgov_domain::access::SECURITY_POOL;
 use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::grant::{GrantChange, RevokeReason};
@@ -110,19 +110,6 @@ pub(crate) struct StagedClose {
     pub campaign_id: String,
 }
 
-fn staff(access: &Access, roles: &[Role]) -> bool {
-    matches!(access.grant, Reach::Full { role } if roles.contains(&role))
-}
-
-fn me(access: &Access) -> Result<String, AppError> {
-    access.caller.employee_id.clone().ok_or_else(|| {
-        AppError::precondition(format!(
-            "{} is made by a person: sign in as an employee",
-            access.rpc.name()
-        ))
-    })
-}
-
 impl App {
     fn campaign_def(&self, id: &str) -> Result<CampaignDef, AppError> {
         self.policy()
@@ -153,7 +140,11 @@ impl App {
 
     /// Managers and availability of the people around `start`, read in
     /// batches level by level.
-    async fn org_of(&self, tx: &mut WriteTx, start: Vec<String>) -> Result<OrgMap, AppError> {
+    pub(crate) async fn org_of(
+        &self,
+        tx: &mut WriteTx,
+        start: Vec<String>,
+    ) -> Result<OrgMap, AppError> {
         let mut org = OrgMap(HashMap::new());
         self.org_into(tx, &mut org, start).await?;
         Ok(org)
@@ -525,7 +516,7 @@ impl App {
         after: &str,
         limit: i64,
     ) -> Result<Vec<ReviewItem>, AppError> {
-        let reader = staff(
+        let reader = is_staff(
             access,
             &[Role::ItAdmin, Role::SecurityOfficer, Role::Auditor],
         );
@@ -538,7 +529,7 @@ impl App {
         if mine || !reader {
             // A reviewer's queue holds what they can decide now.
             filter.ready_only = true;
-            let me = me(access)?;
+            let me = person(access)?.to_string();
             filter.reviewers = vec![me];
             if access.caller.roles.contains(&Role::SecurityOfficer) {
                 filter.reviewers.push(SECURITY_POOL.to_string());
@@ -555,7 +546,7 @@ impl App {
         access: &Access,
         decisions: Vec<ItemDecision>,
     ) -> Result<Vec<ItemOutcome>, AppError> {
-        let me = me(access)?;
+        let me = person(access)?.to_string();
         if decisions.is_empty() {
             return Err(AppError::invalid("decisions", "give at least one decision"));
         }
@@ -583,7 +574,6 @@ impl App {
         let mut revoke: Vec<ReviewItem> = Vec::new();
         let mut cleared: Vec<String> = Vec::new();
         let mut next_stage: Vec<ReviewItem> = Vec::new();
-        let mut swept: BTreeSet<String> = BTreeSet::new();
         for d in decisions {
             let result = async {
                 let Some(mut item) = tx.item_for_update(&d.item_id).await? else {
@@ -592,13 +582,6 @@ impl App {
                         idgov_domain::error::echo(&d.item_id)
                     )));
                 };
-                // Items whose grant ended meanwhile close as superseded.
-                if swept.insert(item.campaign_id.clone())
-                    && supersede(&mut tx, &item.campaign_id, &actor).await? > 0
-                    && let Some(fresh) = tx.item_for_update(&d.item_id).await?
-                {
-                    item = fresh;
-                }
                 let open = tx.campaign_for_update(&item.campaign_id).await?;
                 if open.as_ref().map(|c| c.state) != Some(CampaignState::Open) {
                     return Err(AppError::precondition(format!(
@@ -747,7 +730,7 @@ impl App {
         let to = to.trim();
         idgov_domain::identity::validate_employee_id(to).map_err(|e| AppError::invalid("to", e))?;
         let actor = access.caller.actor();
-        let admin = staff(access, &[Role::ItAdmin, Role::SecurityOfficer]);
+        let admin = is_staff(access, &[Role::ItAdmin, Role::SecurityOfficer]);
         let caller = access.caller.employee_id.clone().unwrap_or_default();
         let now = self.now();
         let mut tx = self.store.begin().await?;
@@ -1372,9 +1355,7 @@ pub(crate) async fn items_after_leavers(
     tx: &mut WriteTx,
     leavers: &[(String, Option<String>, String)],
     fallback: Option<&str>,
-    now: DateTime<Utc>,
 ) -> Result<(), AppError> {
-    let _ = now;
     for (id, manager, actor) in leavers {
         loop {
             let items = tx.open_items_of_reviewer(id, 500).await?;

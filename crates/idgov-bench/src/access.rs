@@ -12,6 +12,7 @@ use crate::directory::{
     DEPARTMENTS, connection, emp, matching_directory, percentiles, policy, uid,
 };
 use crate::machine;
+use crate::scale::rss;
 use idgov_authz::{Access, Caller, Role, Rpc, check_rpc};
 use idgov_directory::{Directory, DirectoryConfig, Preset};
 use idgov_domain::access::{RequestState, TargetKind};
@@ -220,21 +221,6 @@ impl Raw {
                 .len(),
         })
     }
-}
-
-/// Resident memory now and at its peak, in MiB.
-fn rss() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (kb("VmRSS:"), kb("VmHWM:"))
 }
 
 async fn sweep_and_queue(expiring: usize, waiting: usize, backend: &str) -> anyhow::Result<()> {

@@ -11,7 +11,7 @@
 use crate::Classification;
 use crate::error::{DomainError, ErrorCode, FieldViolation};
 use crate::grant::Grant;
-use crate::identity::{Identity, text_problem};
+use crate::identity::{Identity, optional_text_problem, text_problem};
 use crate::policy::{Approver, Policy};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -286,9 +286,7 @@ pub fn plan(
         ));
     }
     let justification = new.justification.trim().to_string();
-    if let Some(p) =
-        text_problem(&justification, MAX_JUSTIFICATION).filter(|_| !justification.is_empty())
-    {
+    if let Some(p) = optional_text_problem(&justification, MAX_JUSTIFICATION) {
         return Err(invalid("justification", p));
     }
     if classification >= Classification::Confidential && justification.is_empty() {
@@ -531,7 +529,7 @@ pub fn decide(
         return Err(precondition("the request has expired".into()));
     }
     let comment = comment.trim();
-    if let Some(p) = text_problem(comment, MAX_JUSTIFICATION).filter(|_| !comment.is_empty()) {
+    if let Some(p) = optional_text_problem(comment, MAX_JUSTIFICATION) {
         return Err(invalid("comment", p));
     }
     if who.employee_id == req.requester || who.employee_id == req.beneficiary {

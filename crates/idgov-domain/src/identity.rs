@@ -387,6 +387,15 @@ pub fn text_problem(s: &str, max: usize) -> Option<String> {
     None
 }
 
+/// [`text_problem`] for optional text: empty is fine.
+pub fn optional_text_problem(s: &str, max: usize) -> Option<String> {
+    if s.is_empty() {
+        None
+    } else {
+        text_problem(s, max)
+    }
+}
+
 fn looks_like_email(s: &str) -> bool {
     match s.split_once('@') {
         Some((local, domain)) => {

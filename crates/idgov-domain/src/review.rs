@@ -9,7 +9,7 @@ use crate::Classification;
 use crate::access::{Org, SECURITY_POOL};
 use crate::error::{DomainError, ErrorCode, FieldViolation};
 use crate::grant::SourceKind;
-use crate::identity::text_problem;
+use crate::identity::optional_text_problem;
 use crate::policy::{
     CampaignDef, Entitlement, EntitlementKind, NoResponse, Policy, ReviewerStrategy,
 };
@@ -389,7 +389,7 @@ pub fn decide(
         ));
     }
     let justification = justification.trim();
-    if let Some(p) = text_problem_opt(justification, MAX_JUSTIFICATION) {
+    if let Some(p) = optional_text_problem(justification, MAX_JUSTIFICATION) {
         return Err(DomainError::invalid(
             "invalid decision",
             vec![FieldViolation::new("justification", p)],
@@ -478,7 +478,7 @@ pub fn check_reassign(item: &ReviewItem, to: &str, reason: &str) -> Result<(), D
             vec![FieldViolation::new("reason", "say why it is reassigned")],
         ));
     }
-    if let Some(p) = text_problem_opt(reason.trim(), MAX_JUSTIFICATION) {
+    if let Some(p) = optional_text_problem(reason.trim(), MAX_JUSTIFICATION) {
         return Err(DomainError::invalid(
             "invalid reassignment",
             vec![FieldViolation::new("reason", p)],
@@ -489,11 +489,3 @@ pub fn check_reassign(item: &ReviewItem, to: &str, reason: &str) -> Result<(), D
 
 #[cfg(test)]
 mod tests;
-
-fn text_problem_opt(s: &str, max: usize) -> Option<String> {
-    if s.is_empty() {
-        None
-    } else {
-        text_problem(s, max)
-    }
-}

@@ -4,7 +4,7 @@
 use crate::bulk::list;
 use crate::convert::{get, json, micros, opt_time, parsed, time, to_json};
 use crate::grants::grant_from_row;
-use crate::{Backend, Store, StoreError, WriteTx};
+use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::Classification;
 use idgov_domain::access::{AccessRequest, RequestState, SodException, SodViolation};
@@ -411,10 +411,7 @@ impl WriteTx {
         let sql = format!(
             "SELECT version, body FROM access_requests WHERE state = 'pending' AND expires_at <= $1 \
              ORDER BY expires_at, id LIMIT $2{}",
-            match self.backend {
-                Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-                Backend::Sqlite => "",
-            }
+            self.backend.skip_locked()
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(micros(now))
@@ -432,10 +429,7 @@ impl WriteTx {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<Grant>, StoreError> {
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
+        let lock = self.backend.skip_locked();
         let sql = format!(
             "UPDATE grants SET revoked_at = $1, revoke_reason = 'expired', review_pending = 0 \
              WHERE id IN (SELECT id FROM grants WHERE revoked_at IS NULL AND expires_at IS NOT NULL \
@@ -558,10 +552,7 @@ impl WriteTx {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<SodException>, StoreError> {
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
+        let lock = self.backend.skip_locked();
         let sql = format!(
             "UPDATE sod_exceptions SET state = 'expired', ended_at = $1 WHERE id IN \
              (SELECT id FROM sod_exceptions WHERE state = 'active' AND expires_at <= $1 ORDER BY expires_at \

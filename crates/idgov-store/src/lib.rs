@@ -78,6 +78,14 @@ impl Backend {
 
     /// The suffix of a SELECT that locks the rows it reads until commit:
     /// PostgreSQL needs it; SQLite's single writer holds everything already.
+    /// Rows claimed by one worker at a time: others skip them (PostgreSQL).
+    pub(crate) fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
     pub(crate) fn for_update(self) -> &'static str {
         match self {
             Backend::Sqlite => "",

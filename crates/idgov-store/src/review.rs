@@ -453,8 +453,8 @@ impl WriteTx {
     ) -> Result<Vec<(String, String, String)>, StoreError> {
         let rows = sqlx::query(
             "UPDATE review_items SET state = 'superseded', version = version + 1 \
-             WHERE campaign_id = $1 AND state = 'open' AND grant_id IN \
-             (SELECT id FROM grants WHERE revoked_at IS NOT NULL) RETURNING id, grant_id, employee_id",
+             WHERE campaign_id = $1 AND state = 'open' AND EXISTS (SELECT 1 FROM grants g \
+             WHERE g.id = review_items.grant_id AND g.revoked_at IS NOT NULL) RETURNING id, grant_id, employee_id",
         )
         .bind(campaign_id)
         .fetch_all(&mut *self.tx)

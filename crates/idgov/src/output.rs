@@ -45,6 +45,13 @@ pub fn enum_name(name: &str, prefix: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// Free text from other people, on one line without terminal escapes.
+pub fn plain(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// Writes a line to standard output. A closed pipe (`idgov … | head`) ends
 /// the program quietly instead of panicking like `println!`.
 pub fn write_line(args: std::fmt::Arguments<'_>) {

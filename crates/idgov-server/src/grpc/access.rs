@@ -156,6 +156,24 @@ fn split_key(key: &str) -> Result<Option<(String, String)>, Status> {
         })
 }
 
+impl Api {
+    /// Approve and deny: one call with the verdict.
+    async fn decide(
+        &self,
+        req: Request<pb::DecideAccessRequestRequest>,
+        approve: bool,
+    ) -> Result<Response<pb::AccessRequest>, Status> {
+        let access = access(&req)?;
+        let r = req.into_inner();
+        let out = self
+            .app
+            .decide_request(&access, &r.id, approve, &r.comment)
+            .await
+            .or_status()?;
+        Ok(Response::new(request(&out)))
+    }
+}
+
 #[tonic::async_trait]
 impl AccessService for Api {
     async fn create_access_request(
@@ -226,28 +244,14 @@ impl AccessService for Api {
         &self,
         req: Request<pb::DecideAccessRequestRequest>,
     ) -> Result<Response<pb::AccessRequest>, Status> {
-        let access = access(&req)?;
-        let r = req.into_inner();
-        let out = self
-            .app
-            .decide_request(&access, &r.id, true, &r.comment)
-            .await
-            .or_status()?;
-        Ok(Response::new(request(&out)))
+        self.decide(req, true).await
     }
 
     async fn deny_access_request(
         &self,
         req: Request<pb::DecideAccessRequestRequest>,
     ) -> Result<Response<pb::AccessRequest>, Status> {
-        let access = access(&req)?;
-        let r = req.into_inner();
-        let out = self
-            .app
-            .decide_request(&access, &r.id, false, &r.comment)
-            .await
-            .or_status()?;
-        Ok(Response::new(request(&out)))
+        self.decide(req, false).await
     }
 
     async fn cancel_access_request(

@@ -4,7 +4,7 @@
 
 use crate::ClientOpts;
 use crate::client::{Client, explain};
-use crate::output::{Format, enum_name, json, table, time};
+use crate::output::{Format, enum_name, json, plain, table, time};
 use clap::{Subcommand, ValueEnum};
 use idgov_proto::v1 as pb;
 use idgov_proto::v1::access_service_client::AccessServiceClient;
@@ -139,13 +139,6 @@ fn request_json(r: &pb::AccessRequest) -> serde_json::Value {
             "decided_by": s.decided_by, "decided_at": time(&s.decided_at), "comment": s.comment, "note": s.note,
         })).collect::<Vec<_>>(),
     })
-}
-
-/// Free text from other people, shown on one line without terminal escapes.
-fn plain(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }
 
 fn print_request(r: &pb::AccessRequest) {

@@ -3,7 +3,7 @@
 
 use crate::ClientOpts;
 use crate::client::{Client, explain};
-use crate::output::{Format, enum_name, json, table, time};
+use crate::output::{Format, enum_name, json, plain, table, time};
 use clap::Subcommand;
 use idgov_domain::evidence::{Checker, Line};
 use idgov_proto::v1 as pb;
@@ -117,12 +117,6 @@ fn item_json(i: &pb::ReviewItem) -> serde_json::Value {
         "note": i.note, "state": enum_name(i.state().as_str_name(), "REVIEW_ITEM_STATE_"),
         "decided_by": i.decided_by, "decided_at": time(&i.decided_at), "justification": i.justification,
     })
-}
-
-fn plain(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }
 
 fn print_campaign(c: &pb::Campaign) {
