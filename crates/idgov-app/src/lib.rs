@@ -30,6 +30,7 @@ pub mod queries;
 pub mod review;
 pub mod roster;
 pub mod scheduler;
+pub mod web_sessions;
 
 use chrono::{DateTime, Utc};
 pub use clock::{Clock, ManualClock, SystemClock};

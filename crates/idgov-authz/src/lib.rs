@@ -126,6 +126,71 @@ impl Caller {
     }
 }
 
+/// How the claims of a verified token (an API access token, or the ID
+/// token of a web sign-in) name the caller and give roles. Both ways in
+/// read claims with this one function.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimRules {
+    /// The claim naming the person (e.g. `sub`, `email`).
+    pub user_claim: String,
+    /// The claim listing groups (an array of strings, or one string).
+    pub roles_claim: String,
+    /// Group name → role.
+    pub roles: std::collections::BTreeMap<String, Role>,
+    /// Client id → roles, for clients acting for themselves.
+    pub clients: std::collections::BTreeMap<String, Vec<Role>>,
+}
+
+/// What verified claims say about the caller, before the person is looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub subject: String,
+    pub client_id: Option<String>,
+    /// The user claim's value, when the claims name a person.
+    pub user: Option<String>,
+    pub roles: BTreeSet<Role>,
+}
+
+/// Reads verified claims by `rules`.
+pub fn read_claims(
+    rules: &ClaimRules,
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Claimed, String> {
+    let text = |name: &str| claims.get(name).and_then(|v| v.as_str()).map(String::from);
+    let subject = text("sub").ok_or("the token has no subject")?;
+    let client_id = text("client_id").or_else(|| text("azp"));
+    // A client acting for itself (client credentials): roles by client id.
+    if client_id.as_deref() == Some(subject.as_str()) {
+        let roles = rules
+            .clients
+            .get(&subject)
+            .map(|r| r.iter().copied().collect())
+            .unwrap_or_default();
+        return Ok(Claimed {
+            subject,
+            client_id,
+            user: None,
+            roles,
+        });
+    }
+    let user = text(&rules.user_claim);
+    let roles = match claims.get(&rules.roles_claim) {
+        Some(serde_json::Value::Array(values)) => values
+            .iter()
+            .filter_map(|v| v.as_str())
+            .filter_map(|g| rules.roles.get(g).copied())
+            .collect(),
+        Some(serde_json::Value::String(g)) => rules.roles.get(g).copied().into_iter().collect(),
+        _ => BTreeSet::new(),
+    };
+    Ok(Claimed {
+        subject,
+        client_id,
+        user,
+        roles,
+    })
+}
+
 macro_rules! rpcs {
     ($($variant:ident => $service:literal, $method:literal, $desc:literal;)+) => {
         /// Every RPC of `idgov.v1`.

@@ -204,6 +204,12 @@ pub fn resolve_target(
     Ok((ents, classification))
 }
 
+/// A request for access of `classification` must say why (confidential
+/// and restricted).
+pub fn needs_justification(classification: Classification) -> bool {
+    classification >= Classification::Confidential
+}
+
 /// What the beneficiary's access ceiling says about `classification`.
 pub fn ceiling_problem(beneficiary: &Identity, classification: Classification) -> Option<String> {
     if !beneficiary.may_hold_access() {
@@ -289,7 +295,7 @@ pub fn plan(
     if let Some(p) = optional_text_problem(&justification, MAX_JUSTIFICATION) {
         return Err(invalid("justification", p));
     }
-    if classification >= Classification::Confidential && justification.is_empty() {
+    if needs_justification(classification) && justification.is_empty() {
         return Err(invalid(
             "justification",
             format!("is required for {classification} access: say why it is needed"),

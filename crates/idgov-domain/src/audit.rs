@@ -71,6 +71,9 @@ string_enum!(
         SodExceptionGranted => "sod.exception.granted",
         SodViolation => "sod.violation",
         SodViolationResolved => "sod.violation.resolved",
+        WebSignedIn => "web.signed_in",
+        WebSignedOut => "web.signed_out",
+        WebSessionEnded => "web.session_ended",
     }
 );
 

@@ -350,8 +350,14 @@ fn refuse(code: ErrorCode, m: impl Into<String>) -> DomainError {
     DomainError::new(code, m)
 }
 
-/// Decides `item`. Justification: required to revoke anything and to
-/// certify restricted access.
+/// A decision that must say why: every revocation, and certifying
+/// restricted access.
+pub fn needs_justification(verdict: Verdict, classification: Classification) -> bool {
+    verdict == Verdict::Revoke
+        || (verdict == Verdict::Certify && classification == Classification::Restricted)
+}
+
+/// Decides `item`. Justification: see [`needs_justification`].
 pub fn decide(
     item: &mut ReviewItem,
     who: &Reviewer,
@@ -395,9 +401,7 @@ pub fn decide(
             vec![FieldViolation::new("justification", p)],
         ));
     }
-    let needs = verdict == Verdict::Revoke
-        || (verdict == Verdict::Certify && item.classification == Classification::Restricted);
-    if needs && justification.is_empty() {
+    if needs_justification(verdict, item.classification) && justification.is_empty() {
         return Err(DomainError::invalid(
             "invalid decision",
             vec![FieldViolation::new(

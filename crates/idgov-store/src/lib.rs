@@ -40,6 +40,7 @@ mod identities;
 mod policies;
 mod review;
 mod tx;
+pub mod web;
 
 pub use access::RequestFilter;
 pub use audit::{AuditFilter, VerifyReport};
@@ -54,6 +55,7 @@ pub use identities::IdentityFilter;
 pub use policies::StoredPolicy;
 pub use review::{ItemFilter, ReviewerCounts, ScopedGrant};
 pub use tx::WriteTx;
+pub use web::{WebLogin, WebSession};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -152,6 +154,14 @@ macro_rules! migrations {
             (
                 "campaigns",
                 include_str!(concat!("../../../migrations/", $dir, "/0007_campaigns.sql")),
+            ),
+            (
+                "web_sessions",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0008_web_sessions.sql"
+                )),
             ),
         ]
     };
@@ -272,6 +282,10 @@ impl Store {
 
     pub(crate) fn reader(&self) -> &AnyPool {
         &self.read
+    }
+
+    pub(crate) fn writer(&self) -> &AnyPool {
+        &self.write
     }
 }
 

@@ -6,12 +6,12 @@
 //! `none`, never HMAC), issuer, audience, `exp`/`nbf` with bounded leeway.
 
 use super::config::{OidcConfig, UserKey};
-use idgov_authz::{Caller, Role};
+use idgov_authz::Caller;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use openidconnect::core::CoreProviderMetadata;
 use openidconnect::{IssuerUrl, reqwest};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, RwLock};
 
@@ -20,14 +20,7 @@ pub const ALLOWED: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorit
 
 /// What a verified token says about its caller, before identities are
 /// looked up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verified {
-    pub subject: String,
-    pub client_id: Option<String>,
-    /// The user claim's value, when the token names a person.
-    pub user: Option<String>,
-    pub roles: BTreeSet<Role>,
-}
+pub type Verified = idgov_authz::Claimed;
 
 struct Keys {
     by_kid: HashMap<String, (DecodingKey, Algorithm)>,
@@ -174,43 +167,17 @@ impl OidcAuth {
         let data =
             jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &v)
                 .map_err(|e| format!("invalid token: {e}"))?;
-        let claims = data.claims;
-        let text = |name: &str| claims.get(name).and_then(|v| v.as_str()).map(String::from);
-        let subject = text("sub").ok_or("the token has no subject")?;
-        let client_id = text("client_id").or_else(|| text("azp"));
-        // A client acting for itself (client credentials): roles by client id.
-        if client_id.as_deref() == Some(subject.as_str()) {
-            let roles = self
-                .cfg
-                .clients
-                .get(&subject)
-                .map(|r| r.iter().copied().collect())
-                .unwrap_or_default();
-            return Ok(Verified {
-                subject,
-                client_id,
-                user: None,
-                roles,
-            });
+        idgov_authz::read_claims(&self.rules(), &data.claims)
+    }
+
+    /// How this provider's claims name callers and give roles.
+    pub fn rules(&self) -> idgov_authz::ClaimRules {
+        idgov_authz::ClaimRules {
+            user_claim: self.cfg.user_claim.clone(),
+            roles_claim: self.cfg.roles_claim.clone(),
+            roles: self.cfg.roles.clone(),
+            clients: self.cfg.clients.clone(),
         }
-        let user = text(&self.cfg.user_claim);
-        let roles = match claims.get(&self.cfg.roles_claim) {
-            Some(serde_json::Value::Array(values)) => values
-                .iter()
-                .filter_map(|v| v.as_str())
-                .filter_map(|g| self.cfg.roles.get(g).copied())
-                .collect(),
-            Some(serde_json::Value::String(g)) => {
-                self.cfg.roles.get(g).copied().into_iter().collect()
-            }
-            _ => BTreeSet::new(),
-        };
-        Ok(Verified {
-            subject,
-            client_id,
-            user,
-            roles,
-        })
     }
 
     /// What the user claim holds.
