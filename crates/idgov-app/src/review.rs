@@ -538,6 +538,40 @@ impl App {
         Ok(self.store.list_items(&filter, after, limit).await?)
     }
 
+    /// One review item, if the caller may see it: staff readers see any;
+    /// a reviewer the items assigned to them (a security officer also the
+    /// security pool's). Anyone else learns nothing: unknown and not yours
+    /// look the same.
+    pub async fn review_item(&self, access: &Access, id: &str) -> Result<ReviewItem, AppError> {
+        let hidden = || AppError::PermissionDenied(idgov_authz::out_of_reach(access).reason);
+        let reader = is_staff(
+            access,
+            &[Role::ItAdmin, Role::SecurityOfficer, Role::Auditor],
+        );
+        if id.is_empty() || id.len() > 64 {
+            return Err(hidden());
+        }
+        let item = self.store.get_item(id).await?;
+        match item {
+            Some(i) if reader => Ok(i),
+            None if reader => Err(AppError::not_found(format!(
+                "there is no review item {}",
+                idgov_domain::error::echo(id)
+            ))),
+            Some(i) => {
+                let me = person(access)?;
+                let pool = access.caller.roles.contains(&Role::SecurityOfficer)
+                    && i.reviewer == SECURITY_POOL;
+                if i.reviewer == me || pool {
+                    Ok(i)
+                } else {
+                    Err(hidden())
+                }
+            }
+            None => Err(hidden()),
+        }
+    }
+
     /// Decides many items in one call; each is checked on its own and the
     /// valid ones are applied together (revocations reach the outbox in
     /// the same transaction).

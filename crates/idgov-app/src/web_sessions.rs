@@ -202,6 +202,11 @@ impl App {
         Ok(())
     }
 
+    /// The employee id of the identity with this email, if exactly one.
+    pub async fn employee_by_email(&self, email: &str) -> Result<Option<String>, AppError> {
+        Ok(self.store.identity_id_by_email(email).await?)
+    }
+
     /// Remembers a sign-in under way; returns the secret for the browser's
     /// cookie that binds it.
     pub async fn begin_web_login(

@@ -234,8 +234,49 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         }
         server = server.tls_config(tls).context("TLS configuration")?;
     }
-    let router = server
-        .layer(AuthLayer::new(auth, certs, store, app.denials.clone()))
+    let signin = match (&auth, &auth_cfg.oidc, &auth_cfg.web) {
+        (Authenticator::Dev(_), _, _) => idgov_web::signin::SignIn::Dev,
+        (_, Some(o), Some(w)) => {
+            let secret = match &w.client_secret_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read web.client_secret_file {}", p.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let rules = idgov_authz::ClaimRules {
+                user_claim: o.user_claim.clone(),
+                roles_claim: o.roles_claim.clone(),
+                roles: o.roles.clone(),
+                clients: o.clients.clone(),
+            };
+            idgov_web::signin::SignIn::Oidc(Box::new(
+                idgov_web::signin::OidcSignIn::new(
+                    o.issuer.clone(),
+                    w.client_id.clone(),
+                    secret,
+                    w.redirect_url.clone(),
+                    w.post_logout_redirect_url.clone(),
+                    rules,
+                    o.user_claim_is == crate::auth::config::UserKey::Email,
+                )
+                .map_err(anyhow::Error::msg)?,
+            ))
+        }
+        _ => idgov_web::signin::SignIn::Unconfigured,
+    };
+    let web = idgov_web::router(Arc::new(idgov_web::WebState {
+        app: app.clone(),
+        signin,
+        secure: auth_cfg.tls.is_some(),
+        limits: auth_cfg.web.as_ref().map(|w| w.limits()).unwrap_or_default(),
+    }));
+    // gRPC services and the web app on one port: the services' routes (no
+    // fallback of their own) merged with the web app's (whose fallback
+    // answers unknown gRPC methods as gRPC does).
+    let grpc = tonic::service::Routes::from(axum::Router::new())
         .add_service(health_service)
         .add_service(reflection)
         .add_service(limits!(HrServiceServer::new(api.clone())))
@@ -246,6 +287,11 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         .add_service(limits!(AccessServiceServer::new(api.clone())))
         .add_service(limits!(CampaignServiceServer::new(api.clone())))
         .add_service(limits!(AuditServiceServer::new(api)));
+    let routes = tonic::service::Routes::from(grpc.into_axum_router().merge(web));
+    let router = server
+        .accept_http1(true)
+        .layer(AuthLayer::new(auth, certs, store, app.denials.clone()))
+        .add_routes(routes);
     let (tx, rx) = oneshot::channel::<()>();
     // tonic does not apply its nodelay setting to a stream of our own:
     // without it, multi-segment responses wait ~40 ms for a delayed ACK.

@@ -14,6 +14,11 @@
 //! [oidc.clients]                   # client_credentials clients → roles
 //! "workday-feed" = ["hr-feed"]
 //!
+//! [web]                            # the web app's sign-in (OIDC code + PKCE)
+//! client_id = "idgov-web"
+//! client_secret_file = "web-client-secret"
+//! redirect_url = "https://idgov.example.com/auth/callback"
+//!
 //! [tls]                            # TLS on the listener
 //! cert_file = "server.pem"
 //! key_file = "server.key"
@@ -88,6 +93,8 @@ pub struct TlsConfig {
 pub struct AuthConfig {
     pub oidc: Option<OidcConfig>,
     pub tls: Option<TlsConfig>,
+    /// The web app's sign-in (needs `[oidc]`).
+    pub web: Option<idgov_web::WebConfig>,
 }
 
 impl AuthConfig {
@@ -114,6 +121,12 @@ impl AuthConfig {
             if o.audience.is_empty() {
                 return Err("oidc.audience is required".into());
             }
+        }
+        if let Some(w) = &mut c.web {
+            if c.oidc.is_none() {
+                return Err("[web] needs [oidc]: people sign in to the web app through the organisation's provider".into());
+            }
+            w.check(dir)?;
         }
         if let Some(t) = &mut c.tls {
             for p in [&mut t.cert_file, &mut t.key_file] {

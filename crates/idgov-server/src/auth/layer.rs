@@ -1,7 +1,8 @@
 //! The tower layer every call passes through: authenticate, refuse departed
 //! people, and decide the RPC-level authorization with `idgov-authz`. The
 //! decision travels to the handler as an [`idgov_authz::Access`] extension.
-//! Only gRPC health and reflection are open without credentials.
+//! Only gRPC health and reflection are open without credentials; paths
+//! outside `/idgov.*` belong to the web app, which has its own sessions.
 
 use super::denials::DenialLog;
 use super::{Authenticator, CertRoles};
@@ -23,6 +24,10 @@ const OPEN_PREFIXES: [&str; 3] = [
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
+
+/// The prefix of every idgov gRPC method path; every call under it is
+/// authenticated and authorized here.
+pub const GRPC_PREFIX: &str = "/idgov.";
 
 #[derive(Debug)]
 struct Shared {
@@ -136,6 +141,11 @@ where
         Box::pin(async move {
             let path = req.uri().path().to_string();
             if OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
+                return inner.call(req).await;
+            }
+            // Everything outside idgov's gRPC services is the web app,
+            // which signs people in with sessions of its own (idgov-web).
+            if !path.starts_with(GRPC_PREFIX) {
                 return inner.call(req).await;
             }
             let peer_cert = req
