@@ -6,11 +6,14 @@
 //   first signs. Restart with another file to rotate keys.
 // - GROUPS_FILE: {"E1001": ["idgov-admins"], …}: the `groups` claim of users;
 //   every user's `email` claim is <lowercased id>@example.com.
-// Clients: "hr-feed" (client_credentials, secret "hr-feed-secret") and
-// "idgov-cli" (authorization code + PKCE, public). Access tokens for the
-// resource "urn:idgov" are JWTs with audience "idgov".
-// The interaction is automatic (tests only): the user named by login_hint is
-// logged in and consent is implied.
+// Clients: "hr-feed" (client_credentials, secret "hr-feed-secret"),
+// "idgov-cli" (authorization code + PKCE, public) and "idgov-web" (the web
+// app: authorization code + PKCE, secret "idgov-web-secret", any loopback
+// port for /auth/callback). Access tokens for the resource "urn:idgov" are
+// JWTs with audience "idgov". ID tokens carry `groups` and `email`.
+// Login: the user named by login_hint is logged in at once; without one, a
+// login page asks for a user id (what a browser test types). Consent is
+// implied (tests only).
 import Provider, { errors } from 'oidc-provider';
 import { readFileSync } from 'node:fs';
 
@@ -36,9 +39,24 @@ const provider = new Provider(issuer, {
       redirect_uris: ['http://127.0.0.1:9/callback'],
       response_types: ['code'],
     },
+    {
+      client_id: 'idgov-web',
+      client_secret: 'idgov-web-secret',
+      application_type: 'native',
+      id_token_signed_response_alg: keys[0].alg,
+      grant_types: ['authorization_code'],
+      redirect_uris: ['http://127.0.0.1/auth/callback'],
+      post_logout_redirect_uris: ['http://127.0.0.1/signin'],
+      response_types: ['code'],
+    },
   ],
   jwks: { keys },
-  findAccount: async (ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),
+  conformIdTokenClaims: false,
+  claims: { openid: ['sub', 'groups', 'email'] },
+  findAccount: async (ctx, id) => ({
+    accountId: id,
+    claims: async () => ({ sub: id, groups: groups[id] ?? [], email: `${id.toLowerCase()}@example.com` }),
+  }),
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
@@ -78,10 +96,21 @@ const provider = new Provider(issuer, {
 provider.use(async (ctx, next) => {
   if (ctx.path.startsWith('/interaction/')) {
     const details = await provider.interactionDetails(ctx.req, ctx.res);
-    const accountId = details.params.login_hint;
+    // Consent is implied (native clients are always asked: answer for them).
+    if (details.prompt.name === 'consent') {
+      const grant = new provider.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
+      grant.addOIDCScope(details.params.scope ?? 'openid');
+      grant.addResourceScope('urn:idgov', 'openid idgov');
+      const grantId = await grant.save();
+      await provider.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+      return;
+    }
+    const accountId = details.params.login_hint || ctx.query.login;
     if (!accountId) {
-      ctx.status = 400;
-      ctx.body = 'login_hint required';
+      ctx.type = 'html';
+      ctx.body = `<!doctype html><title>Test provider sign-in</title>
+<form method="get" action="${ctx.path}"><label>User <input name="login" id="login"></label>
+<button type="submit" id="provider-submit">Sign in</button></form>`;
       return;
     }
     await provider.interactionFinished(ctx.req, ctx.res, { login: { accountId } }, { mergeWithLastSubmission: false });

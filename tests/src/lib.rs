@@ -9,7 +9,8 @@
 //! - [`slapd`]: a private OpenLDAP instance per test, with ppolicy;
 //! - [`proxy`]: a TCP proxy that turns open connections into black holes;
 //! - [`oidc`]: a real OpenID Connect provider (npm `oidc-provider`) with
-//!   keys the tests rotate.
+//!   keys the tests rotate;
+//! - [`browser`]: headless Debian chromium through chromium-driver.
 //!
 //! A missing component skips a test locally with a loud message, and fails
 //! it when `IDGOV_REQUIRE_INTEGRATION=1` (set by `.ci/run`): CI never skips.
@@ -18,6 +19,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod backends;
+pub mod browser;
 pub mod oidc;
 pub mod pg;
 pub mod proxy;

@@ -59,6 +59,16 @@ pub async fn start(backend: &'static str) -> Option<TestServer> {
 /// Starts a server with an authentication configuration (the TOML of
 /// `idgov serve --auth`); paths in it are relative to the server's data dir.
 pub async fn start_with_auth(backend: &'static str, auth: Option<&str>) -> Option<TestServer> {
+    start_at(backend, auth, 0).await
+}
+
+/// Starts a server listening on `port` (0: any free one), for tests that
+/// must know the address before the server starts (an OIDC redirect URL).
+pub async fn start_at(
+    backend: &'static str,
+    auth: Option<&str>,
+    port: u16,
+) -> Option<TestServer> {
     // Server logs go to the test's output (shown when a test fails).
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
@@ -80,7 +90,7 @@ pub async fn start_with_auth(backend: &'static str, auth: Option<&str>) -> Optio
     };
     let clock = Arc::new(ManualClock::new(t0()));
     let cfg = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         data_dir: dir.path().to_path_buf(),
         database_url: database_url.clone(),
         policy_file: None,

@@ -18,7 +18,7 @@ use idgov_tests::backends::TestStore;
 use idgov_tests::both_backends;
 use std::collections::BTreeSet;
 
-fn campaign_policy(extra: &str) -> String {
+pub(crate) fn campaign_policy(extra: &str) -> String {
     format!(
         "{}
 [reviews]

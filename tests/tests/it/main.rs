@@ -18,3 +18,4 @@ mod provisioning;
 mod provisioning_faults;
 mod replicas;
 mod store_suite;
+mod web;
