@@ -134,9 +134,7 @@ impl Drop for Driver {
 pub fn screenshot_dir() -> PathBuf {
     let d = std::env::var_os("IDGOV_SCREENSHOTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/web-screenshots")
-        });
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/web-screenshots"));
     let _ = std::fs::create_dir_all(&d);
     d
 }

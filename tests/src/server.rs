@@ -64,11 +64,7 @@ pub async fn start_with_auth(backend: &'static str, auth: Option<&str>) -> Optio
 
 /// Starts a server listening on `port` (0: any free one), for tests that
 /// must know the address before the server starts (an OIDC redirect URL).
-pub async fn start_at(
-    backend: &'static str,
-    auth: Option<&str>,
-    port: u16,
-) -> Option<TestServer> {
+pub async fn start_at(backend: &'static str, auth: Option<&str>, port: u16) -> Option<TestServer> {
     // Server logs go to the test's output (shown when a test fails).
     let _ = tracing_subscriber::fmt()
         .with_test_writer()

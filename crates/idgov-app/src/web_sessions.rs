@@ -51,7 +51,11 @@ pub fn session_caller(s: &WebSession) -> Caller {
     Caller {
         subject: s.subject.clone(),
         employee_id: Some(s.employee_id.clone()),
-        roles: s.roles.iter().filter_map(|r| r.parse::<Role>().ok()).collect(),
+        roles: s
+            .roles
+            .iter()
+            .filter_map(|r| r.parse::<Role>().ok())
+            .collect(),
         method: format!("web-{}", s.method),
     }
 }
@@ -102,7 +106,11 @@ impl App {
             id_hash: secret_hash(&id),
             subject: caller.subject.clone(),
             employee_id: emp.clone(),
-            roles: caller.roles.iter().map(|r| r.as_str().to_string()).collect(),
+            roles: caller
+                .roles
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect(),
             method: method.to_string(),
             csrf_token: new_secret(),
             id_token: id_token.to_string(),

@@ -240,7 +240,9 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
             let secret = match &w.client_secret_file {
                 Some(p) => Some(
                     std::fs::read_to_string(p)
-                        .with_context(|| format!("cannot read web.client_secret_file {}", p.display()))?
+                        .with_context(|| {
+                            format!("cannot read web.client_secret_file {}", p.display())
+                        })?
                         .trim()
                         .to_string(),
                 ),
@@ -271,7 +273,11 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         app: app.clone(),
         signin,
         secure: auth_cfg.tls.is_some(),
-        limits: auth_cfg.web.as_ref().map(|w| w.limits()).unwrap_or_default(),
+        limits: auth_cfg
+            .web
+            .as_ref()
+            .map(|w| w.limits())
+            .unwrap_or_default(),
     }));
     // gRPC services and the web app on one port: the services' routes (no
     // fallback of their own) merged with the web app's (whose fallback

@@ -153,7 +153,11 @@ async fn security_headers(mut resp: Response) -> Response {
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::X_FRAME_OPTIONS, "DENY");
     set(h, header::REFERRER_POLICY, "no-referrer");
-    set(h, header::HeaderName::from_static("cross-origin-opener-policy"), "same-origin");
+    set(
+        h,
+        header::HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
     if !h.contains_key(header::CACHE_CONTROL) {
         set(h, header::CACHE_CONTROL, "no-store");
     }
@@ -166,14 +170,22 @@ pub fn render<T: askama::Template>(t: &T) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "a page failed to render");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, "The page could not be shown; the error is in the service's log.")
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The page could not be shown; the error is in the service's log.",
+            )
         }
     }
 }
 
 /// A short plain-text answer.
 pub fn plain(status: StatusCode, text: &'static str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
 }
 
 /// The one place the web adapter turns application errors into pages.
@@ -190,7 +202,11 @@ pub fn error_page(nav: Option<&view::Nav>, e: AppError) -> Response {
                 for v in &d.violations {
                     m.push_str(&format!("\n{}: {}", v.field, v.description));
                 }
-                (StatusCode::BAD_REQUEST, "Not done: the input needs a fix", m)
+                (
+                    StatusCode::BAD_REQUEST,
+                    "Not done: the input needs a fix",
+                    m,
+                )
             }
             ErrorCode::FailedPrecondition | ErrorCode::IdempotencyConflict => {
                 (StatusCode::CONFLICT, "Not done", d.message.clone())

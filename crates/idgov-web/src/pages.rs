@@ -110,7 +110,10 @@ async fn not_found(State(state): St, headers: HeaderMap) -> Response {
             [
                 (header::CONTENT_TYPE, "application/grpc"),
                 (header::HeaderName::from_static("grpc-status"), "12"),
-                (header::HeaderName::from_static("grpc-message"), "unknown%20method"),
+                (
+                    header::HeaderName::from_static("grpc-message"),
+                    "unknown%20method",
+                ),
             ],
         )
             .into_response();
@@ -131,7 +134,13 @@ fn ent_name(state: &WebState, id: &str) -> String {
         .policy
         .entitlements
         .get(id)
-        .map(|e| if e.name.is_empty() { e.id.clone() } else { e.name.clone() })
+        .map(|e| {
+            if e.name.is_empty() {
+                e.id.clone()
+            } else {
+                e.name.clone()
+            }
+        })
         .unwrap_or_else(|| id.to_string())
 }
 
@@ -248,11 +257,19 @@ struct ItemView {
     justification: String,
 }
 
-fn item_view(state: &WebState, nav: &Nav, i: &ReviewItem, names: &HashMap<String, String>) -> ItemView {
+fn item_view(
+    state: &WebState,
+    nav: &Nav,
+    i: &ReviewItem,
+    names: &HashMap<String, String>,
+) -> ItemView {
     let now = state.app.now();
     ItemView {
         id: i.id.clone(),
-        campaign: names.get(&i.campaign_id).cloned().unwrap_or_else(|| i.campaign_id.clone()),
+        campaign: names
+            .get(&i.campaign_id)
+            .cloned()
+            .unwrap_or_else(|| i.campaign_id.clone()),
         entitlement_id: i.entitlement_id.clone(),
         entitlement_name: ent_name(state, &i.entitlement_id),
         level: level(i.classification),
@@ -328,23 +345,41 @@ async fn reviews(State(state): St, headers: HeaderMap, Query(q): Query<PageQuery
         s,
         state
             .app
-            .review_items(&a, true, None, Some(ItemState::Open), None, &q.after, PAGE + 1)
+            .review_items(
+                &a,
+                true,
+                None,
+                Some(ItemState::Open),
+                None,
+                &q.after,
+                PAGE + 1
+            )
             .await
     );
     let next = if open.len() as i64 > PAGE {
-        open.get(PAGE as usize - 1).map(|i| i.id.clone()).unwrap_or_default()
+        open.get(PAGE as usize - 1)
+            .map(|i| i.id.clone())
+            .unwrap_or_default()
     } else {
         String::new()
     };
     let open: Vec<ReviewItem> = open.into_iter().take(PAGE as usize).collect();
     // Recently decided and superseded items of the reviewer (one page).
     let mut done_items = Vec::new();
-    for st in [ItemState::Certified, ItemState::Revoked, ItemState::Superseded] {
-        if let Ok(rows) = state.app.review_items(&a, true, None, Some(st), None, "", 50).await {
+    for st in [
+        ItemState::Certified,
+        ItemState::Revoked,
+        ItemState::Superseded,
+    ] {
+        if let Ok(rows) = state
+            .app
+            .review_items(&a, true, None, Some(st), None, "", 50)
+            .await
+        {
             done_items.extend(rows);
         }
     }
-    done_items.sort_by(|x, y| y.decided_at.cmp(&x.decided_at));
+    done_items.sort_by_key(|i| std::cmp::Reverse(i.decided_at));
     done_items.truncate(50);
     // Campaign names and due dates.
     let mut names = HashMap::new();
@@ -412,7 +447,10 @@ async fn reviews(State(state): St, headers: HeaderMap, Query(q): Query<PageQuery
         open: open.len(),
         groups,
         campaigns: lines.into_values().collect(),
-        done: done_items.iter().map(|i| item_view(&state, &s.nav, i, &names)).collect(),
+        done: done_items
+            .iter()
+            .map(|i| item_view(&state, &s.nav, i, &names))
+            .collect(),
         next,
     })
 }
@@ -496,7 +534,9 @@ async fn reviews_decide(
     }
     let mut pending = Vec::new();
     for (k, v) in &form.0 {
-        let Some(id) = k.strip_prefix("v.") else { continue };
+        let Some(id) = k.strip_prefix("v.") else {
+            continue;
+        };
         if v != "certify" && v != "revoke" {
             continue;
         }
@@ -513,7 +553,10 @@ async fn reviews_decide(
     if pending.is_empty() {
         return error_page(
             Some(&s.nav),
-            AppError::invalid("decisions", "choose certify or revoke for at least one item"),
+            AppError::invalid(
+                "decisions",
+                "choose certify or revoke for at least one item",
+            ),
         );
     }
     if form.get("confirm") != "yes" {
@@ -530,7 +573,16 @@ async fn reviews_decide(
     let a = try_page!(s, access(&s, Rpc::DecideReviewItems));
     let labels: HashMap<String, String> = pending
         .iter()
-        .map(|p| (p.id.clone(), if p.label.is_empty() { p.id.clone() } else { p.label.clone() }))
+        .map(|p| {
+            (
+                p.id.clone(),
+                if p.label.is_empty() {
+                    p.id.clone()
+                } else {
+                    p.label.clone()
+                },
+            )
+        })
         .collect();
     let decisions = pending
         .into_iter()
@@ -779,11 +831,7 @@ fn needs(state: &WebState, c: Classification) -> (String, String, bool) {
     } else {
         format!("{} days", lp.max_grant_days)
     };
-    (
-        approvals,
-        max,
-        idgov_domain::access::needs_justification(c),
-    )
+    (approvals, max, idgov_domain::access::needs_justification(c))
 }
 
 fn catalog_entries(state: &WebState, q: &str) -> Vec<CatalogEntry> {
@@ -791,7 +839,12 @@ fn catalog_entries(state: &WebState, q: &str) -> Vec<CatalogEntry> {
     let q = q.trim().to_lowercase();
     let hit = |parts: &[&str]| q.is_empty() || parts.iter().any(|p| p.to_lowercase().contains(&q));
     let mut out = Vec::new();
-    for e in policy.policy.entitlements.values().filter(|e| e.requestable) {
+    for e in policy
+        .policy
+        .entitlements
+        .values()
+        .filter(|e| e.requestable)
+    {
         if !hit(&[&e.id, &e.name, &e.description, &e.system]) {
             continue;
         }
@@ -799,7 +852,11 @@ fn catalog_entries(state: &WebState, q: &str) -> Vec<CatalogEntry> {
         out.push(CatalogEntry {
             kind: "entitlement".into(),
             id: e.id.clone(),
-            name: if e.name.is_empty() { e.id.clone() } else { e.name.clone() },
+            name: if e.name.is_empty() {
+                e.id.clone()
+            } else {
+                e.name.clone()
+            },
             description: e.description.clone(),
             level: level(e.classification),
             approvals,
@@ -822,7 +879,11 @@ fn catalog_entries(state: &WebState, q: &str) -> Vec<CatalogEntry> {
         out.push(CatalogEntry {
             kind: "role".into(),
             id: r.id.clone(),
-            name: if r.name.is_empty() { r.id.clone() } else { r.name.clone() },
+            name: if r.name.is_empty() {
+                r.id.clone()
+            } else {
+                r.name.clone()
+            },
             description: format!("role: {}", r.entitlements.join(", ")),
             level: level(c),
             approvals,
@@ -839,7 +900,10 @@ async fn catalog(State(state): St, headers: HeaderMap, Query(q): Query<CatalogQu
     let a = try_page!(s, access(&s, Rpc::ListAccessRequests));
     let mine = try_page!(
         s,
-        state.app.requests(&a, RequestView::Mine, None, None, "", 50).await
+        state
+            .app
+            .requests(&a, RequestView::Mine, None, None, "", 50)
+            .await
     );
     render(&CatalogPage {
         nav: Some(s.nav.clone()),
@@ -974,8 +1038,7 @@ async fn request_show(State(state): St, headers: HeaderMap, Path(id): Path<Strin
         && r.waiting_on().is_some_and(|w| {
             w == me || (w == SECURITY_POOL && s.caller.roles.contains(&Role::SecurityOfficer))
         });
-    let can_cancel =
-        r.state == RequestState::Pending && (r.requester == me || r.beneficiary == me);
+    let can_cancel = r.state == RequestState::Pending && (r.requester == me || r.beneficiary == me);
     render(&RequestPage {
         nav: Some(s.nav.clone()),
         title: format!("Request {}", r.id),
@@ -1082,12 +1145,19 @@ async fn admin(State(state): St, headers: HeaderMap) -> Response {
             a: v.employee_id.clone(),
             b: v.rule_id.clone(),
             c: v.severity.to_string(),
-            d: format!("{} (since {})", v.entitlements.join(", "), s.nav.when(v.detected_at)),
+            d: format!(
+                "{} (since {})",
+                v.entitlements.join(", "),
+                s.nav.when(v.detected_at)
+            ),
         })
         .collect();
     let failed_ops = try_page!(
         s,
-        state.app.directory_ops(Some(DirOpState::Failed), "", 0, 50).await
+        state
+            .app
+            .directory_ops(Some(DirOpState::Failed), "", 0, 50)
+            .await
     )
     .into_iter()
     .map(|o| Line2 {
@@ -1293,7 +1363,10 @@ async fn audit_page(
         ..AuditFilter::default()
     };
     const PAGE: i64 = 100;
-    let rows = try_page!(s, state.app.audit_events(&filter, q.after.max(0), PAGE).await);
+    let rows = try_page!(
+        s,
+        state.app.audit_events(&filter, q.after.max(0), PAGE).await
+    );
     let next = if rows.len() as i64 == PAGE {
         let last = rows.last().map(|r| r.seq).unwrap_or_default();
         format!(

@@ -59,7 +59,8 @@ pub fn set_cookie(name: &str, value: &str, secure: bool, max_age: Option<i64>) -
     if let Some(a) = max_age {
         s.push_str(&format!("; Max-Age={a}"));
     }
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("idgov-invalid=; Max-Age=0"))
+    HeaderValue::from_str(&s)
+        .unwrap_or_else(|_| HeaderValue::from_static("idgov-invalid=; Max-Age=0"))
 }
 
 /// The signed-in person of a request.
@@ -71,7 +72,8 @@ pub struct Signed {
 }
 
 /// The session of a request, or the answer to give instead: a redirect
-/// to sign in (pages), 401 (anything else).
+/// to sign in.
+#[allow(clippy::result_large_err)]
 pub async fn signed(
     state: &WebState,
     headers: &HeaderMap,
@@ -159,7 +161,9 @@ pub fn token_matches(expected: &str, given: &str) -> bool {
     !expected.is_empty() && Sha256::digest(expected.as_bytes()) == Sha256::digest(given.as_bytes())
 }
 
-/// Both CSRF checks of a form posted in a session.
+/// Both CSRF checks of a form posted in a session. (The refusal is the
+/// answer itself, returned at once: its size does not matter.)
+#[allow(clippy::result_large_err)]
 pub fn check_form(headers: &HeaderMap, s: &Signed, form: &Form) -> Result<(), Response> {
     if !same_origin(headers) {
         tracing::warn!(employee_id = %s.session.employee_id, "a cross-site form post was refused");

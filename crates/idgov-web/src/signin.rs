@@ -189,10 +189,7 @@ fn why_text(why: &str) -> String {
     .to_string()
 }
 
-async fn signin_page(
-    State(state): State<Arc<WebState>>,
-    Query(q): Query<SignInQuery>,
-) -> Response {
+async fn signin_page(State(state): State<Arc<WebState>>, Query(q): Query<SignInQuery>) -> Response {
     let (dev, provider, message) = match &state.signin {
         SignIn::Dev => (true, String::new(), why_text(&q.why)),
         SignIn::Oidc(o) => (false, o.issuer.clone(), why_text(&q.why)),
@@ -240,7 +237,10 @@ async fn start(State(state): State<Arc<WebState>>, Query(q): Query<SignInQuery>)
         }
     };
     let Ok(redirect) = RedirectUrl::new(o.redirect_url.clone()) else {
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, "web.redirect_url is invalid");
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "web.redirect_url is invalid",
+        );
     };
     let client = CoreClient::from_provider_metadata(
         d.meta,
@@ -332,12 +332,12 @@ async fn callback(
     }
     let (caller, id_token) =
         match complete(o, &state, &q.code, &login.pkce_verifier, &login.nonce).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "sign-in failed");
-            return refused(format!("Sign-in failed: {}", crate::view::bounded(&e, 300)));
-        }
-    };
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "sign-in failed");
+                return refused(format!("Sign-in failed: {}", crate::view::bounded(&e, 300)));
+            }
+        };
     finish(&state, &caller, "oidc", &id_token, &login.return_to).await
 }
 
@@ -365,9 +365,7 @@ async fn complete(
         .request_async(&o.http)
         .await
         .map_err(|e| format!("the code exchange failed: {e}"))?;
-    let id_token = token
-        .id_token()
-        .ok_or("the provider sent no ID token")?;
+    let id_token = token.id_token().ok_or("the provider sent no ID token")?;
     let verifier = client.id_token_verifier();
     if let Err(e) = id_token.claims(&verifier, &Nonce::new(nonce.to_string())) {
         // A key rotation: discover again next time.

@@ -83,7 +83,9 @@ impl Nav {
 
     /// A moment in the viewer's zone, e.g. `2026-12-14 09:00 CET`.
     pub fn when(&self, t: DateTime<Utc>) -> String {
-        t.with_timezone(&self.tz).format("%Y-%m-%d %H:%M %Z").to_string()
+        t.with_timezone(&self.tz)
+            .format("%Y-%m-%d %H:%M %Z")
+            .to_string()
     }
 
     pub fn when_opt(&self, t: Option<DateTime<Utc>>) -> String {
@@ -128,9 +130,11 @@ pub fn why(source: SourceKind, source_ref: &str, approvers: &[String]) -> String
             }
         }
         SourceKind::Imported => "imported from the directory".to_string(),
-        SourceKind::Exception => format!("allowed by a separation-of-duties exception {source_ref}")
-            .trim()
-            .to_string(),
+        SourceKind::Exception => {
+            format!("allowed by a separation-of-duties exception {source_ref}")
+                .trim()
+                .to_string()
+        }
     }
 }
 

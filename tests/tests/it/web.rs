@@ -6,11 +6,11 @@
 use crate::common::*;
 use fantoccini::{Client, Locator};
 use idgov_authz::{Role, Rpc};
+use idgov_domain::Classification;
 use idgov_domain::access::{RequestState, TargetKind};
 use idgov_domain::hr::EventKind;
 use idgov_domain::identity::AttributesPatch;
 use idgov_domain::review::ItemState;
-use idgov_domain::Classification;
 use idgov_tests::browser::{Driver, screenshot};
 use idgov_tests::oidc::Provider;
 use idgov_tests::server::{TestServer, start_at};
@@ -147,7 +147,10 @@ impl Web {
             Ok(e) => e,
             Err(_) => panic!(
                 "{who} is not signed in: at {} showing {}",
-                c.current_url().await.map(|u| u.to_string()).unwrap_or_default(),
+                c.current_url()
+                    .await
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
                 c.source().await.unwrap_or_default()
             ),
         };
@@ -232,7 +235,14 @@ async fn a_manager_signs_in_reviews_a_campaign_and_signs_out() {
         .await
         .unwrap();
     assert_eq!(items.len(), 3, "{items:?}");
-    let of = |e: &str| items.iter().find(|i| i.employee_id == e).unwrap().id.clone();
+    let of = |e: &str| {
+        items
+            .iter()
+            .find(|i| i.employee_id == e)
+            .unwrap()
+            .id
+            .clone()
+    };
     let (i1, i2, i3) = (of("E1"), of("E2"), of("E3"));
     // Each item shows its context in words.
     let row = Web::text(&b, &format!("#item-{i2}")).await;
@@ -265,12 +275,18 @@ async fn a_manager_signs_in_reviews_a_campaign_and_signs_out() {
     assert!(summary.starts_with("2 recorded"), "{summary}");
     screenshot(&b, "review-result").await;
     let acc = crate::access::acc("M1", &[], Rpc::ListReviewItems);
-    assert_eq!(app.review_item(&acc, &i1).await.unwrap().state, ItemState::Certified);
+    assert_eq!(
+        app.review_item(&acc, &i1).await.unwrap().state,
+        ItemState::Certified
+    );
     let revoked = app.review_item(&acc, &i2).await.unwrap();
     assert_eq!(revoked.state, ItemState::Revoked);
     assert_eq!(revoked.justification, "moved to another project");
     assert_eq!(revoked.decided_by.as_deref(), Some("M1"));
-    assert_eq!(app.review_item(&acc, &i3).await.unwrap().state, ItemState::Open);
+    assert_eq!(
+        app.review_item(&acc, &i3).await.unwrap().state,
+        ItemState::Open
+    );
     assert!(!active_grants(app, "E2").await.contains(&"wiki".to_string()));
     assert!(active_grants(app, "E1").await.contains(&"wiki".to_string()));
 
@@ -326,7 +342,11 @@ async fn a_three_step_request_is_approved_by_three_people() {
         .expect("the request's page")
         .to_string();
 
-    for (who, next) in [("M1", Some("O2")), ("O2", Some("any security officer")), ("S1", None)] {
+    for (who, next) in [
+        ("M1", Some("O2")),
+        ("O2", Some("any security officer")),
+        ("S1", None),
+    ] {
         let b = w.signed_in(who).await;
         b.goto(&w.url("/approvals")).await.unwrap();
         let section = Web::text(&b, &format!("#req-{id}")).await;
@@ -343,7 +363,10 @@ async fn a_three_step_request_is_approved_by_three_people() {
         Web::click(&b, &format!("#req-{id} button[value=approve]")).await;
         let state = Web::text(&b, "dd.state").await;
         match next {
-            Some(n) => assert!(state.contains(&format!("waiting for {n}")), "{who}: {state}"),
+            Some(n) => assert!(
+                state.contains(&format!("waiting for {n}")),
+                "{who}: {state}"
+            ),
             None => assert!(state.starts_with("approved"), "{state}"),
         }
         b.close().await.unwrap();
@@ -353,9 +376,17 @@ async fn a_three_step_request_is_approved_by_three_people() {
         .await
         .unwrap();
     assert_eq!(r.state, RequestState::Approved);
-    let deciders: Vec<_> = r.steps.iter().filter_map(|s| s.decided_by.clone()).collect();
+    let deciders: Vec<_> = r
+        .steps
+        .iter()
+        .filter_map(|s| s.decided_by.clone())
+        .collect();
     assert_eq!(deciders, ["M1", "O2", "S1"]);
-    assert!(active_grants(app, "E1").await.contains(&"vault".to_string()));
+    assert!(
+        active_grants(app, "E1")
+            .await
+            .contains(&"vault".to_string())
+    );
     // The requester sees it on their access page, with its end date.
     e1.goto(&w.url("/")).await.unwrap();
     let grants = Web::text(&e1, "#grants").await;
@@ -486,7 +517,14 @@ async fn forged_posts_planted_sessions_and_leavers_are_refused() {
     // A leaver is signed out everywhere at once.
     let e3 = w.signed_in("E3").await;
     app.submit_event(
-        event(app, EventKind::Terminate, "bye-E3", "E3", "", AttributesPatch::default()),
+        event(
+            app,
+            EventKind::Terminate,
+            "bye-E3",
+            "E3",
+            "",
+            AttributesPatch::default(),
+        ),
         "service:hr",
     )
     .await
@@ -544,13 +582,24 @@ async fn another_managers_objects_answer_like_missing_ones() {
         let url = w.url(&path);
         let cookie = format!("idgov-session={session}");
         async move {
-            let r = Web::http().get(url).header("cookie", cookie).send().await.unwrap();
+            let r = Web::http()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
     for (other, missing) in [
-        (format!("/reviews/items/{}", theirs[0].id), "/reviews/items/rvi-0000000000000000".to_string()),
-        (format!("/requests/{}", req.id), "/requests/req-0000000000000000".to_string()),
+        (
+            format!("/reviews/items/{}", theirs[0].id),
+            "/reviews/items/rvi-0000000000000000".to_string(),
+        ),
+        (
+            format!("/requests/{}", req.id),
+            "/requests/req-0000000000000000".to_string(),
+        ),
         ("/people/E4".to_string(), "/people/E9999".to_string()),
     ] {
         let a = get(other.clone()).await;
@@ -559,7 +608,9 @@ async fn another_managers_objects_answer_like_missing_ones() {
         assert_eq!(a, m, "{other} and {missing} answer alike");
     }
     // The browser shows it as a page.
-    b.goto(&w.url(&format!("/reviews/items/{}", theirs[0].id))).await.unwrap();
+    b.goto(&w.url(&format!("/reviews/items/{}", theirs[0].id)))
+        .await
+        .unwrap();
     assert_eq!(Web::text(&b, "h1").await, "Not found");
     // Their own report's item opens.
     let mine = app
@@ -574,7 +625,9 @@ async fn another_managers_objects_answer_like_missing_ones() {
         )
         .await
         .unwrap();
-    b.goto(&w.url(&format!("/reviews/items/{}", mine[0].id))).await.unwrap();
+    b.goto(&w.url(&format!("/reviews/items/{}", mine[0].id)))
+        .await
+        .unwrap();
     assert_eq!(Web::text(&b, "h1").await, "Review item");
     screenshot(&b, "review-item").await;
     b.close().await.unwrap();
@@ -619,12 +672,20 @@ async fn hostile_names_and_justifications_render_as_text() {
         let v = verdict.as_array().unwrap();
         assert_eq!(v[0], serde_json::json!(true), "{page}: a script ran");
         assert_eq!(v[1], serde_json::json!(0), "{page}: an element was made");
-        assert_eq!(v[2], serde_json::json!(0), "{page}: a script element was made");
+        assert_eq!(
+            v[2],
+            serde_json::json!(0),
+            "{page}: a script element was made"
+        );
         let text = v[3].as_str().unwrap();
         assert!(text.contains(SCRIPT), "{page}: the text shows: {text}");
     }
     b.goto(&w.url("/approvals")).await.unwrap();
-    assert!(Web::text(&b, &format!("#req-{} .justification", req.id)).await.contains(IMG));
+    assert!(
+        Web::text(&b, &format!("#req-{} .justification", req.id))
+            .await
+            .contains(IMG)
+    );
     b.close().await.unwrap();
 }
 
@@ -636,7 +697,12 @@ async fn headers_cookies_and_staff_pages() {
     let r = Web::http().get(w.url("/signin")).send().await.unwrap();
     let h = r.headers();
     let csp = h["content-security-policy"].to_str().unwrap();
-    for part in ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'", "form-action 'self'"] {
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ] {
         assert!(csp.contains(part), "{csp}");
     }
     assert_eq!(h["x-content-type-options"], "nosniff");
