@@ -102,6 +102,9 @@ pub struct ReviewerReport {
     pub median_seconds_per_decision: Option<f64>,
     /// Decisions made within a second of the previous one (bulk).
     pub bulk_decisions: u64,
+    /// Decisions on items whose context the web app never showed the
+    /// reviewer before they decided (e.g. decided in bulk through the API).
+    pub decided_without_opening: u64,
 }
 
 /// What the staged close of a held campaign keeps.
@@ -572,6 +575,12 @@ impl App {
         }
     }
 
+    /// Records that the web app showed these items' context to their
+    /// reviewer (for the "decided without opening" indicator).
+    pub async fn items_shown(&self, ids: &[String]) -> Result<(), AppError> {
+        Ok(self.store.mark_items_shown(ids, self.now()).await?)
+    }
+
     /// Decides many items in one call; each is checked on its own and the
     /// valid ones are applied together (revocations reach the outbox in
     /// the same transaction).
@@ -974,6 +983,12 @@ impl App {
         loop {
             let page = self.store.decided_items(id, &after, PAGE).await?;
             let Some(last) = page.last() else { break };
+            let unopened: std::collections::HashSet<String> = self
+                .store
+                .decided_unopened(id, &after, &last.id)
+                .await?
+                .into_iter()
+                .collect();
             after = last.id.clone();
             for i in page {
                 report.items += 1;
@@ -1008,6 +1023,9 @@ impl App {
                 }
                 if human && let Some(t) = i.decided_at {
                     e.1.push(t);
+                    if unopened.contains(&i.id) {
+                        e.0.decided_without_opening += 1;
+                    }
                 }
             }
         }

@@ -11,6 +11,7 @@ mod access;
 mod campaign;
 mod directory;
 mod scale;
+mod web;
 
 use clap::{Parser, Subcommand};
 use idgov_authz::Role;
@@ -115,6 +116,14 @@ enum Cmd {
         #[arg(long, default_value = "sqlite")]
         backend: String,
     },
+    /// The web app: a reviewer's page of 500 open items and a page of the
+    /// audit log over the organisation's ~1M events, rendered server-side.
+    Web {
+        #[arg(long, default_value_t = 100_000)]
+        people: usize,
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+    },
     /// Directory sync of unchanged accounts, beside a raw paged search.
     Dirsync {
         #[arg(long, default_value_t = 100_000)]
@@ -160,6 +169,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Scale { people, backend } => scale::scale(people, &backend).await,
             Cmd::Drain { people, workers } => directory::drain(people, workers).await,
             Cmd::Campaign { people, backend } => campaign::campaign(people, &backend).await,
+            Cmd::Web { people, requests } => web::web(people, requests).await,
             Cmd::Access {
                 people,
                 groups,

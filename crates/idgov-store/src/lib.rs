@@ -163,6 +163,14 @@ macro_rules! migrations {
                     "/0008_web_sessions.sql"
                 )),
             ),
+            (
+                "review_shown",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0009_review_shown.sql"
+                )),
+            ),
         ]
     };
 }

@@ -257,6 +257,53 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Records that these items' context was shown to their reviewer now
+    /// (the first time counts).
+    pub async fn mark_items_shown(
+        &self,
+        ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for chunk in ids.chunks(500) {
+            let params: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "UPDATE review_items SET shown_at = $1 WHERE shown_at IS NULL AND id IN ({})",
+                params.join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(micros(now));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(self.writer()).await?;
+        }
+        Ok(())
+    }
+
+    /// Of the items with ids in `(after, upto]`, those decided (certified
+    /// or revoked) whose context was never shown to the reviewer before the
+    /// decision: decided through the API, or without the web page ever
+    /// displaying them.
+    pub async fn decided_unopened(
+        &self,
+        campaign_id: &str,
+        after: &str,
+        upto: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM review_items WHERE campaign_id = $1 AND id > $2 AND id <= $3 \
+             AND state IN ('certified', 'revoked') \
+             AND (shown_at IS NULL OR shown_at > decided_at)",
+        )
+        .bind(campaign_id)
+        .bind(after)
+        .bind(upto)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(|r| get(r, "id")).collect()
+    }
+}
+
 impl WriteTx {
     pub async fn insert_campaign(&mut self, c: &Campaign) -> Result<bool, StoreError> {
         let sql = format!(

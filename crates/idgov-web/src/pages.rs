@@ -33,6 +33,7 @@ pub fn routes() -> Router<Arc<WebState>> {
         .route("/reviews", get(reviews))
         .route("/reviews/items/{id}", get(review_item))
         .route("/reviews/decide", post(reviews_decide))
+        .route("/reviews/items/{id}/reassign", post(review_reassign))
         .route("/approvals", get(approvals))
         .route("/approvals/{id}", post(approval_decide))
         .route("/request", get(catalog).post(request_create))
@@ -364,6 +365,12 @@ async fn reviews(State(state): St, headers: HeaderMap, Query(q): Query<PageQuery
         String::new()
     };
     let open: Vec<ReviewItem> = open.into_iter().take(PAGE as usize).collect();
+    // Their context is on the page now ("decided without opening" counts
+    // decisions on items never shown).
+    let shown: Vec<String> = open.iter().map(|i| i.id.clone()).collect();
+    if let Err(e) = state.app.items_shown(&shown).await {
+        tracing::warn!(error = %e, "cannot record review items as shown");
+    }
     // Recently decided and superseded items of the reviewer (one page).
     let mut done_items = Vec::new();
     for st in [
@@ -470,6 +477,11 @@ async fn review_item(State(state): St, headers: HeaderMap, Path(id): Path<String
     let s = session!(state, headers, &format!("/reviews/items/{}", encode(&id)));
     let a = try_page!(s, access(&s, Rpc::ListReviewItems));
     let i = try_page!(s, state.app.review_item(&a, &id).await);
+    if i.state == ItemState::Open
+        && let Err(e) = state.app.items_shown(std::slice::from_ref(&i.id)).await
+    {
+        tracing::warn!(error = %e, "cannot record a review item as shown");
+    }
     let mut names = HashMap::new();
     if let Ok(c) = state.app.campaign(&i.campaign_id).await {
         names.insert(c.id.clone(), c.name.clone());
@@ -482,6 +494,28 @@ async fn review_item(State(state): St, headers: HeaderMap, Path(id): Path<String
         open: i.state == ItemState::Open,
         item: item_view(&state, &s.nav, &i, &names),
     })
+}
+
+/// Hands an item to another reviewer (never its subject), with a reason.
+async fn review_reassign(
+    State(state): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<Form>,
+) -> Response {
+    let s = session!(state, headers, "/reviews");
+    if let Err(r) = check_form(&headers, &s, &form) {
+        return r;
+    }
+    let a = try_page!(s, access(&s, Rpc::ReassignReviewItem));
+    try_page!(
+        s,
+        state
+            .app
+            .reassign_item(&a, &id, form.get("to").trim(), form.get("reason"))
+            .await
+    );
+    redirect("/reviews")
 }
 
 #[derive(Debug, Clone)]
@@ -1109,6 +1143,8 @@ struct AdminPage {
     sod: Vec<Line2>,
     failed_ops: Vec<Line2>,
     pending_ops: usize,
+    drift: Vec<Line2>,
+    drift_run: String,
 }
 
 async fn admin(State(state): St, headers: HeaderMap) -> Response {
@@ -1173,9 +1209,30 @@ async fn admin(State(state): St, headers: HeaderMap) -> Response {
         .await
         .map(|v| v.len())
         .unwrap_or(0);
+    let (drift_run, drift) = match state.app.drift("", None, 0, 50).await {
+        Ok((run, rows)) => (
+            run,
+            rows.into_iter()
+                .map(|r| Line2 {
+                    a: r.drift.kind.to_string(),
+                    b: r.drift.employee_id.clone().unwrap_or_default(),
+                    c: r
+                        .drift
+                        .group_dn
+                        .clone()
+                        .or(r.drift.account_dn.clone())
+                        .unwrap_or_default(),
+                    d: r.action.clone(),
+                })
+                .collect(),
+        ),
+        Err(_) => (String::new(), Vec::new()),
+    };
     render(&AdminPage {
         nav: Some(s.nav.clone()),
         title: "Administration".into(),
+        drift,
+        drift_run,
         csrf: s.nav.csrf.clone(),
         can_change: s.nav.admin,
         campaigns,
@@ -1197,6 +1254,7 @@ struct ReviewerRow {
     approve_rate: String,
     median: String,
     bulk: u64,
+    unopened: u64,
     flag: bool,
 }
 
@@ -1252,10 +1310,12 @@ async fn admin_campaign(State(state): St, headers: HeaderMap, Path(id): Path<Str
                         .map(|m| format!("{m:.1} s"))
                         .unwrap_or_else(|| "—".into()),
                     bulk: x.bulk_decisions,
-                    // Everything approved, fast: worth a look.
+                    unopened: x.decided_without_opening,
+                    // Everything approved, fast or unseen: worth a look.
                     flag: decided >= 10
                         && x.approve_rate >= 0.99
-                        && x.median_seconds_per_decision.is_some_and(|m| m < 5.0),
+                        && (x.median_seconds_per_decision.is_some_and(|m| m < 5.0)
+                            || x.decided_without_opening * 2 >= decided),
                 }
             })
             .collect(),
@@ -1324,6 +1384,8 @@ struct AuditPage {
     actor: String,
     target: String,
     action: String,
+    from: String,
+    to: String,
     rows: Vec<AuditRow>,
     next: String,
     verify: String,
@@ -1339,6 +1401,12 @@ struct AuditQuery {
     target: String,
     #[serde(default)]
     action: String,
+    /// A day (YYYY-MM-DD) in the viewer's zone: events from its start.
+    #[serde(default)]
+    from: String,
+    /// A day: events up to its end.
+    #[serde(default)]
+    to: String,
     #[serde(default)]
     after: i64,
 }
@@ -1356,11 +1424,29 @@ async fn audit_page(
     verify_ok: bool,
 ) -> Response {
     try_page!(s, access(s, Rpc::ListAuditEvents));
+    let day = |d: &str, end: bool| -> Result<Option<chrono::DateTime<chrono::Utc>>, AppError> {
+        let d = d.trim();
+        if d.is_empty() {
+            return Ok(None);
+        }
+        let date = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+            AppError::invalid(if end { "to" } else { "from" }, "give a day as YYYY-MM-DD")
+        })?;
+        let date = if end { date.succ_opt().unwrap_or(date) } else { date };
+        let local = date.and_hms_opt(0, 0, 0).unwrap_or_default();
+        Ok(local
+            .and_local_timezone(s.nav.tz)
+            .earliest()
+            .map(|t| t.with_timezone(&chrono::Utc)))
+    };
+    let start = try_page!(s, day(&q.from, false));
+    let end = try_page!(s, day(&q.to, true));
     let filter = AuditFilter {
         actor: bounded(q.actor.trim(), 256),
         target: bounded(q.target.trim(), 256),
         action: bounded(q.action.trim(), 64),
-        ..AuditFilter::default()
+        start,
+        end,
     };
     const PAGE: i64 = 100;
     let rows = try_page!(
@@ -1370,10 +1456,12 @@ async fn audit_page(
     let next = if rows.len() as i64 == PAGE {
         let last = rows.last().map(|r| r.seq).unwrap_or_default();
         format!(
-            "/audit?actor={}&target={}&action={}&after={last}",
+            "/audit?actor={}&target={}&action={}&from={}&to={}&after={last}",
             encode(&filter.actor),
             encode(&filter.target),
-            encode(&filter.action)
+            encode(&filter.action),
+            encode(q.from.trim()),
+            encode(q.to.trim())
         )
     } else {
         String::new()
@@ -1412,6 +1500,8 @@ async fn audit_page(
         actor: filter.actor,
         target: filter.target,
         action: filter.action,
+        from: bounded(q.from.trim(), 10),
+        to: bounded(q.to.trim(), 10),
         next,
         verify,
         verify_ok,

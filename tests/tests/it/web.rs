@@ -164,22 +164,44 @@ impl Web {
         c.current_url().await.expect("url").path().to_string()
     }
 
+    /// The text of the first `css` element, waiting for it to appear (a
+    /// click's page may still be loading).
     async fn text(c: &Client, css: &str) -> String {
-        c.find(Locator::Css(css))
+        match c
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
             .await
-            .unwrap_or_else(|_| panic!("{css} on the page"))
-            .text()
-            .await
-            .expect("text")
+        {
+            Ok(e) => e.text().await.expect("text"),
+            Err(_) => panic!(
+                "{css} is not on {}: {}",
+                c.current_url().await.map(|u| u.to_string()).unwrap_or_default(),
+                c.source().await.unwrap_or_default()
+            ),
+        }
     }
 
     async fn click(c: &Client, css: &str) {
-        c.find(Locator::Css(css))
+        c.wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|_| panic!("{css} on the page"))
             .click()
             .await
             .expect("click");
+    }
+
+    /// Waits until the browser is on a page whose path starts with `prefix`.
+    async fn wait_path(c: &Client, prefix: &str) {
+        for _ in 0..100 {
+            if Web::path(c).await.starts_with(prefix) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("never reached {prefix}: at {}", Web::path(c).await);
     }
 
     /// The session cookie's value in `c`.
@@ -257,6 +279,7 @@ async fn a_manager_signs_in_reviews_a_campaign_and_signs_out() {
         .await
         .unwrap();
     Web::click(&b, "#review-submit").await;
+    Web::wait_path(&b, "/reviews/decide").await;
     // The confirmation lists what will be revoked; nothing is decided yet.
     let revoke = Web::text(&b, "#to-revoke").await;
     assert!(revoke.contains("wiki of E2"), "{revoke}");
@@ -271,6 +294,7 @@ async fn a_manager_signs_in_reviews_a_campaign_and_signs_out() {
         ItemState::Open
     );
     Web::click(&b, "#confirm-submit").await;
+    Web::text(&b, "#summary").await;
     let summary = Web::text(&b, "#summary").await;
     assert!(summary.starts_with("2 recorded"), "{summary}");
     screenshot(&b, "review-result").await;
@@ -333,6 +357,7 @@ async fn a_three_step_request_is_approved_by_three_people() {
         .unwrap();
     screenshot(&e1, "request-form").await;
     Web::click(&e1, "#request-submit").await;
+    Web::wait_path(&e1, "/requests/").await;
     let state = Web::text(&e1, "dd.state").await;
     assert!(state.contains("pending"), "{state}");
     assert!(state.contains("waiting for M1"), "{state}");
@@ -361,6 +386,7 @@ async fn a_three_step_request_is_approved_by_three_people() {
             screenshot(&b, "approvals").await;
         }
         Web::click(&b, &format!("#req-{id} button[value=approve]")).await;
+        Web::wait_path(&b, "/requests/").await;
         let state = Web::text(&b, "dd.state").await;
         match next {
             Some(n) => assert!(
@@ -719,6 +745,7 @@ async fn headers_cookies_and_staff_pages() {
     let log = Web::text(&b, "#audit").await;
     assert!(log.contains("user:S1"), "{log}");
     Web::click(&b, "#verify").await;
+    Web::wait_path(&b, "/audit/verify").await;
     assert!(Web::text(&b, "#verify-result").await.contains("intact"));
     screenshot(&b, "audit").await;
     // An employee without a staff role: the same pages are not found.

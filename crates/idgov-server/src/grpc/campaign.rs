@@ -337,6 +337,7 @@ impl CampaignService for Api {
                     approve_rate: x.approve_rate,
                     median_seconds_per_decision: x.median_seconds_per_decision.unwrap_or(0.0),
                     bulk_decisions: x.bulk_decisions as i64,
+                    decided_without_opening: x.decided_without_opening as i64,
                 })
                 .collect(),
         }))

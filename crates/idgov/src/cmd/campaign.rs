@@ -424,6 +424,7 @@ pub async fn run(opts: &ClientOpts, c: CampaignCommand) -> anyhow::Result<ExitCo
                         "reviewer": x.reviewer, "items": x.items, "open": x.open, "certified": x.certified,
                         "revoked": x.revoked, "approve_rate": x.approve_rate,
                         "median_seconds_per_decision": x.median_seconds_per_decision, "bulk_decisions": x.bulk_decisions,
+                        "decided_without_opening": x.decided_without_opening,
                     })).collect::<Vec<_>>(),
                 })),
                 Format::Table => {
@@ -455,6 +456,7 @@ pub async fn run(opts: &ClientOpts, c: CampaignCommand) -> anyhow::Result<ExitCo
                         "approve rate",
                         "median s/decision",
                         "bulk",
+                        "unopened",
                     ]);
                     for x in &r.reviewers {
                         t.add_row(vec![
@@ -466,6 +468,7 @@ pub async fn run(opts: &ClientOpts, c: CampaignCommand) -> anyhow::Result<ExitCo
                             format!("{:.0}%", x.approve_rate * 100.0),
                             format!("{:.1}", x.median_seconds_per_decision),
                             x.bulk_decisions.to_string(),
+                            x.decided_without_opening.to_string(),
                         ]);
                     }
                     crate::outln!("{t}");
