@@ -146,7 +146,16 @@ pub async fn web(people: usize, requests: usize) -> anyhow::Result<()> {
         let path: &'static str = Box::leak(format!("/audit?after={after}").into_boxed_str());
         measure(path).await?
     };
-    let audit_filtered = measure("/audit?action=web.signed_in").await?;
+    let by_actor = {
+        let path: &'static str =
+            Box::leak(format!("/audit?actor=user:{}", emp(0)).into_boxed_str());
+        measure(path).await?
+    };
+    let by_target = {
+        let path: &'static str =
+            Box::leak(format!("/audit?target=identity:{}", emp(people / 2)).into_boxed_str());
+        measure(path).await?
+    };
 
     println!("\nmachine: {}", machine());
     println!(
@@ -178,8 +187,12 @@ pub async fn web(people: usize, requests: usize) -> anyhow::Result<()> {
         audit_late.0, audit_late.1
     );
     println!(
-        "| *Audit*: filtered by action (`web.signed_in`, 1 match in {events}) | {:.1} ms | {:.1} ms | — |",
-        audit_filtered.0, audit_filtered.1
+        "| *Audit*: filtered by actor (the chief's own events) | {:.1} ms | {:.1} ms | — |",
+        by_actor.0, by_actor.1
+    );
+    println!(
+        "| *Audit*: filtered by target (one person's events) | {:.1} ms | {:.1} ms | — |",
+        by_target.0, by_target.1
     );
     running.stop().await?;
     Ok(())

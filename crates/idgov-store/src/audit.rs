@@ -39,27 +39,52 @@ fn record_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
 }
 
 impl Store {
-    /// Audit events in chain order, after `after_seq`.
+    /// Audit events in chain order, after `after_seq`. Only the filters
+    /// given become predicates, so each can use its index (`actor, seq`;
+    /// `target, seq`; `occurred_at, seq`) and an unfiltered page is a seek
+    /// on `seq`, however long the log.
     pub async fn list_audit_events(
         &self,
         f: &AuditFilter,
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, occurred_at, actor, action, target, detail, security, prev_hash, hash FROM audit_events \
-             WHERE seq > $1 AND ($2 = '' OR actor = $2) AND ($3 = '' OR target = $3) AND ($4 = '' OR action = $4) \
-             AND occurred_at >= $5 AND occurred_at < $6 ORDER BY seq LIMIT $7",
-        )
-        .bind(after_seq)
-        .bind(&f.actor)
-        .bind(&f.target)
-        .bind(&f.action)
-        .bind(f.start.map(micros).unwrap_or(i64::MIN))
-        .bind(f.end.map(micros).unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(self.reader())
-        .await?;
+        let mut conds = vec!["seq > $1".to_string()];
+        let mut texts: Vec<&str> = Vec::new();
+        let mut times: Vec<i64> = Vec::new();
+        let mut n = 1;
+        for (col, v) in [
+            ("actor", &f.actor),
+            ("target", &f.target),
+            ("action", &f.action),
+        ] {
+            if !v.is_empty() {
+                n += 1;
+                conds.push(format!("{col} = ${n}"));
+                texts.push(v);
+            }
+        }
+        for (op, t) in [(">=", f.start), ("<", f.end)] {
+            if let Some(t) = t {
+                n += 1;
+                conds.push(format!("occurred_at {op} ${n}"));
+                times.push(micros(t));
+            }
+        }
+        let sql = format!(
+            "SELECT seq, occurred_at, actor, action, target, detail, security, prev_hash, hash \
+             FROM audit_events WHERE {} ORDER BY seq LIMIT ${}",
+            conds.join(" AND "),
+            n + 1
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(after_seq);
+        for t in texts {
+            q = q.bind(t);
+        }
+        for t in times {
+            q = q.bind(t);
+        }
+        let rows = q.bind(limit).fetch_all(self.reader()).await?;
         rows.iter().map(record_from_row).collect()
     }
 

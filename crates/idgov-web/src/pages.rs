@@ -1216,8 +1216,7 @@ async fn admin(State(state): St, headers: HeaderMap) -> Response {
                 .map(|r| Line2 {
                     a: r.drift.kind.to_string(),
                     b: r.drift.employee_id.clone().unwrap_or_default(),
-                    c: r
-                        .drift
+                    c: r.drift
                         .group_dn
                         .clone()
                         .or(r.drift.account_dn.clone())
@@ -1432,7 +1431,11 @@ async fn audit_page(
         let date = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
             AppError::invalid(if end { "to" } else { "from" }, "give a day as YYYY-MM-DD")
         })?;
-        let date = if end { date.succ_opt().unwrap_or(date) } else { date };
+        let date = if end {
+            date.succ_opt().unwrap_or(date)
+        } else {
+            date
+        };
         let local = date.and_hms_opt(0, 0, 0).unwrap_or_default();
         Ok(local
             .and_local_timezone(s.nav.tz)

@@ -168,6 +168,8 @@ struct SignInPage {
     next: String,
     message: String,
     provider: String,
+    /// Development mode: people to pick from (id, name).
+    people: Vec<(String, String)>,
 }
 
 #[derive(Deserialize, Default)]
@@ -201,11 +203,35 @@ async fn signin_page(State(state): State<Arc<WebState>>, Query(q): Query<SignInQ
                 .to_string(),
         ),
     };
+    // Development mode picks a person from the store (loopback only:
+    // whoever reaches it could mint a token anyway).
+    let mut people = Vec::new();
+    if dev {
+        let reader = Caller {
+            subject: "web-dev-signin".into(),
+            employee_id: None,
+            roles: [Role::Auditor].into_iter().collect(),
+            method: "dev".into(),
+        };
+        if let Ok(a) = idgov_authz::check_rpc(&reader, idgov_authz::Rpc::ListIdentities) {
+            let filter = idgov_store::IdentityFilter {
+                status: Some(idgov_domain::identity::Status::Active),
+                ..Default::default()
+            };
+            if let Ok(rows) = state.app.identities(&a, filter, "", 200).await {
+                people = rows
+                    .into_iter()
+                    .map(|(p, _)| (p.employee_id, p.attrs.display_name))
+                    .collect();
+            }
+        }
+    }
     render(&SignInPage {
         dev,
         next: safe_return(&q.next).to_string(),
         message,
         provider,
+        people,
     })
 }
 
@@ -215,6 +241,7 @@ fn refused(message: String) -> Response {
         next: "/".into(),
         message,
         provider: String::new(),
+        people: Vec::new(),
     };
     let mut r = render(&page);
     *r.status_mut() = StatusCode::FORBIDDEN;

@@ -300,10 +300,72 @@ fn the_readme_tour_works_step_by_step() {
     assert!(matrix.contains("HrService.SubmitHrEvent") && matrix.contains("hr-feed"));
 
     access_tour(&cli);
+    web_tour(&server.url);
 
     // The directory part of the tour.
     drop(server);
     directory_tour(dir.path());
+}
+
+/// The README's web part, as a browser would walk it in development mode:
+/// the sign-in page, the development sign-in as E1000, their pages.
+fn web_tour(url: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let page = http.get(format!("{url}/signin")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(page.text().await.unwrap().contains("Development sign-in"));
+        // A sign-in form posted from elsewhere is refused.
+        let forged = http
+            .post(format!("{url}/signin/dev"))
+            .form(&[("employee_id", "E1000")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 403);
+        let r = http
+            .post(format!("{url}/signin/dev"))
+            .header("sec-fetch-site", "same-origin")
+            .form(&[("employee_id", "E1000"), ("next", "/")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let cookie = r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let get = |path: &str| {
+            let req = http.get(format!("{url}{path}")).header("cookie", &cookie);
+            async move {
+                let r = req.send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            }
+        };
+        let (status, home) = get("/").await;
+        assert_eq!(status, 200);
+        assert!(
+            home.contains("My access") && home.contains("Jonas"),
+            "{home}"
+        );
+        assert!(home.contains("id=\"team\""), "the CEO sees his team");
+        for page in ["/reviews", "/approvals", "/request?q=server"] {
+            let (status, _) = get(page).await;
+            assert_eq!(status, 200, "{page}");
+        }
+        // Not a staff role in this sign-in: no admin page.
+        assert_eq!(get("/admin").await.0, 404);
+    });
 }
 
 /// The README's access-request part: a restricted request through three

@@ -502,3 +502,43 @@ both_backends! {
         assert_eq!(m1().await.unwrap().len(), open);
     }
 }
+
+both_backends! {
+    async fn decisions_on_items_never_shown_count_as_decided_without_opening(t: TestStore) {
+        let (app, clock) = setup(&t).await;
+        let c = app.start_campaign("internal", "user:admin").await.unwrap();
+        let mine: Vec<ReviewItem> = items_of(&app, &c.id)
+            .await
+            .into_iter()
+            .filter(|i| i.reviewer == "M1")
+            .collect();
+        assert!(mine.len() >= 3, "{mine:?}");
+        // The web app showed the first one before it was decided; the
+        // second was shown only after its decision; the third never.
+        app.items_shown(&[mine[0].id.clone()]).await.unwrap();
+        clock.advance(chrono::Duration::seconds(5));
+        let out = decide(
+            &app,
+            "M1",
+            &[],
+            vec![
+                decision(&mine[0], Verdict::Certify, ""),
+                decision(&mine[1], Verdict::Certify, ""),
+                decision(&mine[2], Verdict::Certify, ""),
+            ],
+        )
+        .await;
+        assert!(out.iter().all(|r| r.is_ok()), "{out:?}");
+        clock.advance(chrono::Duration::seconds(5));
+        app.items_shown(&[mine[1].id.clone()]).await.unwrap();
+        let report = app.campaign_report(&c.id).await.unwrap();
+        let m1 = report.reviewers.iter().find(|r| r.reviewer == "M1").unwrap();
+        assert_eq!(m1.certified, 3);
+        assert_eq!(m1.decided_without_opening, 2, "{m1:?}");
+        // Showing again never moves the first time.
+        app.items_shown(&[mine[0].id.clone()]).await.unwrap();
+        let report = app.campaign_report(&c.id).await.unwrap();
+        let m1 = report.reviewers.iter().find(|r| r.reviewer == "M1").unwrap();
+        assert_eq!(m1.decided_without_opening, 2);
+    }
+}

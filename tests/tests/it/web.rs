@@ -176,7 +176,10 @@ impl Web {
             Ok(e) => e.text().await.expect("text"),
             Err(_) => panic!(
                 "{css} is not on {}: {}",
-                c.current_url().await.map(|u| u.to_string()).unwrap_or_default(),
+                c.current_url()
+                    .await
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
                 c.source().await.unwrap_or_default()
             ),
         }
@@ -757,4 +760,79 @@ async fn headers_cookies_and_staff_pages() {
     e.close().await.unwrap();
     b.close().await.unwrap();
     let _ = Role::Auditor;
+}
+
+/// Sign-in answers are bound to the browser that began the sign-in, match
+/// its `state`, and are used once; the development sign-in does not exist
+/// on a server with an identity provider.
+#[tokio::test]
+async fn sign_in_answers_must_belong_to_this_browser_and_are_used_once() {
+    let Some(w) = setup().await else { return };
+    let http = Web::http();
+    // No sign-in was begun here.
+    let r = http
+        .get(w.url("/auth/callback?code=abc&state=xyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("not begun in this browser")
+    );
+    // One is begun: the provider is asked with PKCE (S256), state and nonce.
+    let r = http
+        .get(w.url("/signin/start?next=/approvals"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let to = r.headers()["location"].to_str().unwrap().to_string();
+    for part in [
+        "code_challenge_method=S256",
+        "code_challenge=",
+        "state=",
+        "nonce=",
+        "client_id=idgov-web",
+    ] {
+        assert!(to.contains(part), "{to}");
+    }
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    let login = set.split(';').next().unwrap().to_string();
+    // An answer with another state is refused, and uses the sign-in up.
+    let r = http
+        .get(w.url("/auth/callback?code=abc&state=not-the-one"))
+        .header("cookie", &login)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("does not belong"));
+    let state = to
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("state="))
+        .unwrap();
+    let r = http
+        .get(w.url(&format!("/auth/callback?code=abc&state={state}")))
+        .header("cookie", &login)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("already used"));
+    // The development sign-in is not offered.
+    let r = http
+        .post(w.url("/signin/dev"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("employee_id", "S1"), ("role", "security-officer")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }
