@@ -10,7 +10,7 @@ use idgov_proto::v1::identity_service_client::IdentityServiceClient;
 use idgov_proto::v1::policy_service_client::PolicyServiceClient;
 use idgov_server::auth::dev::DevAuth;
 use idgov_server::serve::{Running, ServeConfig, start as start_server};
-use idgov_server::{App, ManualClock};
+use idgov_server::{App, Clock, ManualClock};
 use std::sync::Arc;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -65,6 +65,30 @@ pub async fn start_with_auth(backend: &'static str, auth: Option<&str>) -> Optio
 /// Starts a server listening on `port` (0: any free one), for tests that
 /// must know the address before the server starts (an OIDC redirect URL).
 pub async fn start_at(backend: &'static str, auth: Option<&str>, port: u16) -> Option<TestServer> {
+    start_inner(backend, auth, port, None).await
+}
+
+/// A second `idgov serve` over the same PostgreSQL database as `of` (its own
+/// data directory, policy cache, workers and clock, set to `of`'s time):
+/// two replicas of one service.
+pub async fn start_replica(of: &TestServer) -> TestServer {
+    let url = of
+        .database_url
+        .clone()
+        .expect("replicas share a PostgreSQL database");
+    let s = start_inner(of.backend, None, 0, Some(url))
+        .await
+        .expect("the replica starts");
+    s.clock.set(of.clock.now());
+    s
+}
+
+async fn start_inner(
+    backend: &'static str,
+    auth: Option<&str>,
+    port: u16,
+    shared_database: Option<String>,
+) -> Option<TestServer> {
     // Server logs go to the test's output (shown when a test fails).
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
@@ -75,6 +99,7 @@ pub async fn start_at(backend: &'static str, auth: Option<&str>, port: u16) -> O
         .try_init();
     let dir = tempfile::tempdir().expect("temp dir");
     let database_url = match backend {
+        _ if shared_database.is_some() => shared_database,
         "sqlite" => None,
         "postgres" => Some(
             crate::pg::shared()?

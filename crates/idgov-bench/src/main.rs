@@ -10,6 +10,7 @@
 mod access;
 mod campaign;
 mod directory;
+mod roster;
 mod scale;
 mod web;
 
@@ -124,6 +125,15 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         requests: usize,
     },
+    /// A whole roster of joiners streamed through SyncRoster (1,000,000 by
+    /// default), on SQLite or PostgreSQL.
+    Roster {
+        #[arg(long, default_value_t = 1_000_000)]
+        people: usize,
+        /// sqlite or postgres.
+        #[arg(long, default_value = "sqlite")]
+        backend: String,
+    },
     /// Directory sync of unchanged accounts, beside a raw paged search.
     Dirsync {
         #[arg(long, default_value_t = 100_000)]
@@ -170,6 +180,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Drain { people, workers } => directory::drain(people, workers).await,
             Cmd::Campaign { people, backend } => campaign::campaign(people, &backend).await,
             Cmd::Web { people, requests } => web::web(people, requests).await,
+            Cmd::Roster { people, backend } => roster::roster(people, &backend).await,
             Cmd::Access {
                 people,
                 groups,

@@ -72,3 +72,105 @@ both_backends! {
         assert_eq!(app.store.count_identities(idgov_domain::identity::Status::Active).await.unwrap(), 2502);
     }
 }
+
+fn hire_msg(id: &str, dept: &str, effective_at: &str) -> idgov_proto::v1::SubmitHrEventRequest {
+    use idgov_proto::v1 as pb;
+    pb::SubmitHrEventRequest {
+        event: Some(pb::HrEvent {
+            source: "workday".into(),
+            event_id: format!("hire-{id}"),
+            r#type: pb::HrEventType::Hire as i32,
+            employee_id: id.into(),
+            effective_at: effective_at.into(),
+            attributes: Some(pb::PersonAttributes {
+                display_name: Some(format!("Person {id}")),
+                department: Some(dept.into()),
+                background_check: pb::BackgroundCheck::Cleared as i32,
+                clearance: pb::Classification::Confidential as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Two `idgov serve` processes' worth of service (each its own listener,
+/// policy cache, intake writers and scheduler) on one PostgreSQL: a policy
+/// applied through one's API, HR events through the other's succeed the
+/// first time and are decided under it; a future-dated event applies once
+/// though both schedulers run at the due time.
+#[tokio::test]
+async fn two_servers_on_one_postgres_share_the_work() {
+    use idgov_authz::Role;
+    use idgov_proto::v1 as pb;
+    use idgov_server::Clock;
+    let Some(a) = idgov_tests::server::start("postgres").await else {
+        return;
+    };
+    with_policy(a.app()).await;
+    let b = idgov_tests::server::start_replica(&a).await;
+    assert_eq!(b.app().policy().version, 1);
+    // Version 2 through A: Sales joins the finance birthright.
+    let v2 = format!(
+        "{POLICY}\n[[birthright]]\nrole = \"finance\"\nwhen = {{ department = \"Sales\" }}\n"
+    );
+    a.policy(&[Role::ItAdmin])
+        .await
+        .apply_policy(pb::ApplyPolicyRequest {
+            document: v2,
+            dry_run: false,
+            reason: "v2".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(b.app().policy().version, 1, "B has not heard of it yet");
+    // Hires through B: each accepted the first time, under v2.
+    let mut hr = b.hr(&[Role::HrFeed]).await;
+    for i in 0..5 {
+        let r = hr
+            .submit_hr_event(hire_msg(&format!("R{i}"), "Sales", ""))
+            .await
+            .unwrap_or_else(|e| panic!("hire {i} through B refused: {e}"))
+            .into_inner();
+        assert_eq!(r.state, pb::HrEventState::Applied as i32);
+    }
+    assert_eq!(
+        active_grants(b.app(), "R3").await,
+        ["ledger", "lobby", "wiki"]
+    );
+    // A future hire through A; at its time both schedulers run at once.
+    let later = (a.clock.now() + chrono::Duration::hours(1)).to_rfc3339();
+    let r = a
+        .hr(&[Role::HrFeed])
+        .await
+        .submit_hr_event(hire_msg("F9", "Sales", &later))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.state, pb::HrEventState::Scheduled as i32);
+    for s in [&a, &b] {
+        s.clock.advance(chrono::Duration::hours(2));
+    }
+    let (ra, rb) = tokio::join!(a.app().run_due(), b.app().run_due());
+    assert_eq!(ra.unwrap() + rb.unwrap(), 1, "applied once between them");
+    let applied = a
+        .app()
+        .audit_events(
+            &idgov_store::AuditFilter {
+                action: "hr.event.applied".into(),
+                target: "identity:F9".into(),
+                ..Default::default()
+            },
+            0,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.len(), 1);
+    assert_eq!(
+        active_grants(a.app(), "F9").await,
+        ["ledger", "lobby", "wiki"]
+    );
+    b.stop().await;
+    a.stop().await;
+}
