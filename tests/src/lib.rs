@@ -12,8 +12,9 @@
 //!   keys the tests rotate;
 //! - [`browser`]: headless Debian chromium through chromium-driver.
 //!
-//! A missing component skips a test locally with a loud message, and fails
-//! it when `IDGOV_REQUIRE_INTEGRATION=1` (set by `.ci/run`): CI never skips.
+//! A missing component fails the test with the instruction to install it,
+//! unless `IDGOV_SKIP_MISSING=1` opts out explicitly (then it is skipped
+//! with a loud message); CI (`IDGOV_REQUIRE_INTEGRATION=1`) never skips.
 
 // Test code: a fixture that cannot start must fail the test loudly.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
@@ -33,17 +34,22 @@ pub fn free_port() -> Result<u16, String> {
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-/// True when integration tests must not be skipped (CI).
+/// True when a test whose component is missing must fail: always, unless
+/// `IDGOV_SKIP_MISSING=1` opts out explicitly (CI also sets
+/// `IDGOV_REQUIRE_INTEGRATION=1`, which wins).
 pub fn integration_required() -> bool {
-    std::env::var("IDGOV_REQUIRE_INTEGRATION").is_ok_and(|v| v == "1" || v == "true")
+    let set = |k: &str| std::env::var(k).is_ok_and(|v| v == "1" || v == "true");
+    set("IDGOV_REQUIRE_INTEGRATION") || !set("IDGOV_SKIP_MISSING")
 }
 
-/// Skips (locally) or fails (in CI) a test whose fixture is missing.
+/// Fails a test whose fixture is missing, saying how to install it or to
+/// opt out; with the opt-out, skips it with a loud message.
 pub fn skip_or_fail(what: &str, why: &str) {
     if integration_required() {
-        panic!("{what} is required (IDGOV_REQUIRE_INTEGRATION=1) but unavailable: {why}");
+        panic!(
+            "{what} is needed by this test but unavailable: {why}. Install it (scripts/test installs \
+             everything the tests need), or set IDGOV_SKIP_MISSING=1 to skip the tests that need it"
+        );
     }
-    eprintln!(
-        "SKIPPED: {what} unavailable ({why}); set IDGOV_REQUIRE_INTEGRATION=1 to make this a failure"
-    );
+    eprintln!("SKIPPED (IDGOV_SKIP_MISSING=1): {what} unavailable ({why}); this test did not run");
 }

@@ -90,6 +90,9 @@ pub struct Running {
     pub auth_mode: &'static str,
     /// True when the listener speaks TLS.
     pub tls: bool,
+    /// Why the `--policy` file is not applied yet (it will be, once the
+    /// people it names exist).
+    pub policy_pending: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), tonic::transport::Error>>,
     scheduler: JoinHandle<()>,
@@ -182,23 +185,41 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
+    let mut policy_pending = None;
     if let Some(path) = &cfg.policy_file {
         let doc = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the policy file {}", path.display()))?;
-        let res = app
-            .apply_policy(
-                &doc,
-                false,
-                &format!("policy file {} at start", path.display()),
-                "system:startup",
-            )
+        let reason = format!("policy file {} at start", path.display());
+        match app
+            .apply_policy(&doc, false, &reason, "system:startup")
             .await
-            .map_err(|e| {
-                anyhow::anyhow!("the policy file {} was not applied: {e}", path.display())
-            })?;
-        tracing::info!(outcome = ?res.outcome, version = res.policy.version, "policy file at start");
-        if let Some(id) = &res.held_change_id {
-            tracing::warn!(held_change = %id, "the policy file was held by the mass-change guard; release it with `idgov hr held release`");
+        {
+            Ok(res) => {
+                tracing::info!(outcome = ?res.outcome, version = res.policy.version, "policy file at start");
+                if let Some(id) = &res.held_change_id {
+                    tracing::warn!(held_change = %id, "the policy file was held by the mass-change guard; release it with `idgov hr held release`");
+                }
+            }
+            // Owners not imported yet (a fresh install): serve anyway, and
+            // apply it as soon as they exist.
+            Err(e) if waits_for_people(&e) => {
+                let short = short_error(&e);
+                tracing::warn!(file = %path.display(), why = %short, "the policy file is not applied yet; it will be once its owners exist (or apply one with `idgov policy apply`)");
+                policy_pending = Some(short);
+                tokio::spawn(apply_when_possible(
+                    Arc::downgrade(&app),
+                    doc,
+                    reason,
+                    app.policy().version,
+                ));
+            }
+            Err(e) => {
+                bail!(
+                    "the policy file {} was not applied: {}",
+                    path.display(),
+                    short_error(&e)
+                );
+            }
         }
     }
 
@@ -206,6 +227,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     set_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(idgov_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("gRPC reflection")?;
 
@@ -272,7 +294,10 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     let web = idgov_web::router(Arc::new(idgov_web::WebState {
         app: app.clone(),
         signin,
-        secure: auth_cfg.tls.is_some(),
+        secure: match &auth_cfg.web {
+            Some(w) => w.secure(auth_cfg.tls.is_some()),
+            None => auth_cfg.tls.is_some(),
+        },
         limits: auth_cfg
             .web
             .as_ref()
@@ -335,10 +360,88 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         app,
         auth_mode: mode,
         tls: auth_cfg.tls.is_some(),
+        policy_pending,
         shutdown: Some(tx),
         handle,
         scheduler,
     })
+}
+
+/// True when a policy is refused only because people it names (owners,
+/// fallback approvers or reviewers) are not known active identities yet:
+/// data that arrives with the first roster, not a mistake in the document.
+fn waits_for_people(e: &idgov_app::AppError) -> bool {
+    match e {
+        idgov_app::AppError::Domain(d) => {
+            d.code == idgov_domain::ErrorCode::InvalidPolicy
+                && !d.violations.is_empty()
+                && d.violations
+                    .iter()
+                    .all(|v| v.field.ends_with(".owner") || v.field.contains("fallback_"))
+        }
+        _ => false,
+    }
+}
+
+/// An error on one line: the first problem and how many more there are.
+fn short_error(e: &idgov_app::AppError) -> String {
+    match e {
+        idgov_app::AppError::Domain(d) => {
+            let mut s = d.message.clone();
+            if let Some(v) = d.violations.first() {
+                s.push_str(&format!(": {}: {}", v.field, v.description));
+            }
+            if d.violations.len() > 1 {
+                s.push_str(&format!(" (and {} more)", d.violations.len() - 1));
+            }
+            s
+        }
+        other => idgov_domain::error::echo(&other.to_string()),
+    }
+}
+
+/// Applies the `--policy` file once the people it names exist: tried again
+/// every few seconds until it applies, until a policy is applied some
+/// other way (that decision stands), or until it fails for another reason.
+async fn apply_when_possible(
+    app: std::sync::Weak<App>,
+    doc: String,
+    reason: String,
+    version_at_start: i64,
+) {
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let Some(app) = app.upgrade() else { return };
+        if let Ok(p) = app.reload_policy().await
+            && p.version != version_at_start
+        {
+            tracing::info!(
+                "a policy was applied meanwhile; the --policy file is no longer pending"
+            );
+            return;
+        }
+        match app
+            .apply_policy(&doc, false, &reason, "system:startup")
+            .await
+        {
+            Ok(res) => {
+                tracing::info!(outcome = ?res.outcome, version = res.policy.version, "the --policy file is applied now that its owners exist");
+                return;
+            }
+            Err(e) if waits_for_people(&e) => {
+                let now = short_error(&e);
+                if now != last {
+                    tracing::info!(error = %now, "the --policy file still waits for people it names");
+                    last = now;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %short_error(&e), "the --policy file cannot be applied; apply a policy with `idgov policy apply`");
+                return;
+            }
+        }
+    }
 }
 
 /// Keeps gRPC health in step with the database: NOT_SERVING while the store

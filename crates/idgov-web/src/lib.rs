@@ -39,6 +39,7 @@ use std::sync::Arc;
 /// redirect_url = "https://idgov.example.com/auth/callback"
 /// idle_minutes = 30
 /// absolute_hours = 12
+/// secure_cookies = true   # default: on over TLS or with an https redirect_url
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +57,10 @@ pub struct WebConfig {
     /// Where the provider sends the browser after signing out there
     /// (RP-initiated logout); it must be registered at the provider.
     pub post_logout_redirect_url: Option<String>,
+    /// Cookies `Secure` with the `__Host-` prefix. Defaults to on when
+    /// idgov itself speaks TLS; set it when a TLS-terminating proxy is in
+    /// front (an https `redirect_url` turns it on too).
+    pub secure_cookies: Option<bool>,
 }
 
 fn default_idle() -> u32 {
@@ -97,6 +102,13 @@ impl WebConfig {
             *p = dir.join(&p);
         }
         Ok(())
+    }
+
+    /// Whether cookies are `Secure` (`__Host-`), given whether idgov's own
+    /// listener speaks TLS.
+    pub fn secure(&self, tls: bool) -> bool {
+        self.secure_cookies
+            .unwrap_or(tls || self.redirect_url.starts_with("https://"))
     }
 
     pub fn limits(&self) -> SessionLimits {

@@ -12,6 +12,9 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(name = "idgov", version, about = "Identity lifecycle and access governance", long_about = None)]
 struct Cli {
+    /// The client options; global, so they go before or after the subcommand.
+    #[command(flatten)]
+    client: ClientOpts,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,71 +68,51 @@ enum Command {
     Dev(cmd::dev::DevCommand),
     /// HR intake: send events, import rosters, handle held syncs.
     Hr {
-        #[command(flatten)]
-        client: ClientOpts,
         #[command(subcommand)]
         command: cmd::hr::HrCommand,
     },
     /// Identities.
     Identity {
-        #[command(flatten)]
-        client: ClientOpts,
         #[command(subcommand)]
         command: cmd::identity::IdentityCommand,
     },
     /// Grants.
     Grant {
-        #[command(flatten)]
-        client: ClientOpts,
         #[command(subcommand)]
         command: cmd::identity::GrantCommand,
     },
     /// Access requests and their approvals.
     Request {
-        #[command(flatten)]
-        client: ClientOpts,
         #[command(subcommand)]
         command: cmd::access::RequestCommand,
     },
     /// Access review campaigns: items, decisions, report, evidence.
     Campaign {
-        #[command(flatten)]
-        client: ClientOpts,
         #[command(subcommand)]
         command: cmd::campaign::CampaignCommand,
     },
     /// Separation of duties: violations, exceptions, the detective check.
     Sod {
-        #[command(flatten)]
-        client: ClientOpts,
         #[command(subcommand)]
         command: cmd::access::SodCommand,
     },
     /// The catalog and classification policy.
     Policy {
-        #[command(flatten)]
-        client: ClientOpts,
         #[command(subcommand)]
         command: cmd::policy::PolicyCommand,
     },
     /// The audit log.
     Audit {
-        #[command(flatten)]
-        client: ClientOpts,
         #[command(subcommand)]
         command: cmd::audit::AuditCommand,
     },
     /// The directory: sync and drift.
     Directory {
-        #[command(flatten)]
-        client: ClientOpts,
         #[command(subcommand)]
         command: cmd::directory::DirectoryCommand,
     },
     /// Directory provisioning: the operations idgov owes the directory.
     Provisioning {
-        #[command(flatten)]
-        client: ClientOpts,
         #[command(subcommand)]
         command: cmd::provisioning::ProvisioningCommand,
     },
@@ -159,21 +142,17 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(a) => cmd::serve::run(a).await,
             Command::Dev(c) => cmd::dev::run(c),
-            Command::Hr { client, command } => cmd::hr::run(&client, command).await,
-            Command::Identity { client, command } => cmd::identity::run(&client, command).await,
-            Command::Grant { client, command } => cmd::identity::run_grant(&client, command).await,
-            Command::Request { client, command } => {
-                cmd::access::run_request(&client, command).await
-            }
-            Command::Sod { client, command } => cmd::access::run_sod(&client, command).await,
-            Command::Campaign { client, command } => cmd::campaign::run(&client, command).await,
-            Command::Policy { client, command } => cmd::policy::run(&client, command).await,
-            Command::Audit { client, command } => cmd::audit::run(&client, command).await,
-            Command::Directory { client, command } => cmd::directory::run(&client, command).await,
-            Command::Provisioning { client, command } => {
-                cmd::provisioning::run(&client, command).await
-            }
-            Command::Authz(c) => cmd::authz::run(c),
+            Command::Hr { command } => cmd::hr::run(&cli.client, command).await,
+            Command::Identity { command } => cmd::identity::run(&cli.client, command).await,
+            Command::Grant { command } => cmd::identity::run_grant(&cli.client, command).await,
+            Command::Request { command } => cmd::access::run_request(&cli.client, command).await,
+            Command::Sod { command } => cmd::access::run_sod(&cli.client, command).await,
+            Command::Campaign { command } => cmd::campaign::run(&cli.client, command).await,
+            Command::Policy { command } => cmd::policy::run(&cli.client, command).await,
+            Command::Audit { command } => cmd::audit::run(&cli.client, command).await,
+            Command::Directory { command } => cmd::directory::run(&cli.client, command).await,
+            Command::Provisioning { command } => cmd::provisioning::run(&cli.client, command).await,
+            Command::Authz(c) => cmd::authz::run(c, cli.client.output),
         }
     });
     match result {

@@ -791,3 +791,96 @@ fn a_malformed_roster_is_refused_before_anything_is_sent() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 2, column clearance"), "{err}");
 }
+
+#[test]
+fn a_dev_token_is_never_signed_with_a_key_the_server_does_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    // No server ever ran here: there is no key, and none is made.
+    let out = Command::new(BIN)
+        .args(["dev", "token", "--role", "auditor"])
+        .current_dir(dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .env_remove("IDGOV_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--data-dir"), "{err}");
+    assert!(
+        !dir.path().join("idgov-data").exists(),
+        "no second key was made"
+    );
+}
+
+#[test]
+fn client_options_go_before_or_after_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = serve(dir.path(), &[]);
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .env_remove("IDGOV_SERVER")
+            .env_remove("IDGOV_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["dev", "token", "--role", "auditor"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for args in [
+        vec!["--server", &server.url, "--output", "json", "audit", "list"],
+        vec!["audit", "--server", &server.url, "list", "-o", "json"],
+        vec!["audit", "list", "--server", &server.url, "--output", "json"],
+    ] {
+        let out = run(&args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v.is_array(), "{args:?}");
+    }
+    let out = run(&["-o", "json", "authz", "matrix"]);
+    assert!(out.status.success());
+    assert!(serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok());
+}
+
+#[test]
+fn a_policy_naming_people_not_yet_imported_waits_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = examples().join("northwind-policy.toml");
+    let (server, _) = serve(dir.path(), &["--policy", policy.to_str().unwrap()]);
+    let cli = Cli {
+        dir: dir.path(),
+        url: server.url.clone(),
+    };
+    cli.ok(&["dev", "token", "--role", "hr-feed", "--role", "it-admin"]);
+    let v = cli.json(&["policy", "show"]);
+    assert_eq!(v["version"], 0, "not applied before its owners exist: {v}");
+    let roster = examples().join("northwind-roster.csv");
+    cli.ok(&[
+        "hr",
+        "import",
+        roster.to_str().unwrap(),
+        "--time-zone",
+        "Europe/Oslo",
+    ]);
+    // The service applies it by itself within a few seconds.
+    let t = Instant::now();
+    loop {
+        let v = cli.json(&["policy", "show"]);
+        if v["version"] == 1 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "never applied: {v}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let grants = cli.json(&["grant", "list", "E1007"]);
+    assert!(grants.as_array().is_some_and(|g| !g.is_empty()), "{grants}");
+}

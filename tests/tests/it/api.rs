@@ -716,6 +716,9 @@ async fn health_and_reflection_answer_without_credentials() {
         "idgov.v1.AuditService",
         "idgov.v1.ProvisioningService",
         "idgov.v1.DirectoryService",
+        "idgov.v1.AccessService",
+        "idgov.v1.CampaignService",
+        "grpc.health.v1.Health",
     ] {
         assert!(names.contains(&svc), "{names:?}");
     }

@@ -44,6 +44,21 @@ pub fn key_path(data_dir: &Path) -> PathBuf {
 }
 
 impl DevAuth {
+    /// Loads the key of an existing data directory; never makes one (a
+    /// token signed with a key the server does not have is useless).
+    pub fn load(data_dir: &Path) -> Result<DevAuth, String> {
+        if !key_path(data_dir).exists() {
+            return Err(format!(
+                "there is no development signing key in {dir} (no {KEY_FILE} there): \
+                 tokens must be signed with the key of the data directory `idgov serve` uses. \
+                 Run this where the server runs, or pass --data-dir (or IDGOV_DATA_DIR) naming \
+                 its data directory, and start the server first if it never ran",
+                dir = data_dir.display()
+            ));
+        }
+        DevAuth::load_or_create(data_dir)
+    }
+
     /// Loads the key from `data_dir`, creating it (0600) if missing.
     pub fn load_or_create(data_dir: &Path) -> Result<DevAuth, String> {
         let path = key_path(data_dir);

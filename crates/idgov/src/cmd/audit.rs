@@ -42,6 +42,9 @@ pub enum AuditCommand {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: i32,
+        /// Continue where a previous page stopped (it prints the token).
+        #[arg(long, default_value = "")]
+        page_token: String,
     },
 }
 
@@ -216,10 +219,12 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
             target,
             action,
             limit,
+            page_token,
         } => {
             let r = audit
                 .list_audit_events(pb::ListAuditEventsRequest {
                     page_size: limit,
+                    page_token,
                     actor,
                     target,
                     action,
@@ -257,6 +262,13 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
                     }
                     crate::outln!("{t}");
                     crate::outln!("(! marks security events)");
+                    if !r.next_page_token.is_empty() {
+                        crate::outln!(
+                            "(more follow: add --page-token {} for the next {} events, or filter with --actor / --target / --action; `idgov audit export` writes them all)",
+                            r.next_page_token,
+                            r.events.len()
+                        );
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -7,14 +7,11 @@ use std::process::ExitCode;
 #[derive(Subcommand)]
 pub enum AuthzCommand {
     /// Print who may call each RPC, from the table the server enforces.
-    Matrix {
-        #[arg(long, short = 'o', value_enum, default_value = "table")]
-        output: Format,
-    },
+    Matrix,
 }
 
-pub fn run(c: AuthzCommand) -> anyhow::Result<ExitCode> {
-    let AuthzCommand::Matrix { output } = c;
+pub fn run(c: AuthzCommand, output: Format) -> anyhow::Result<ExitCode> {
+    let AuthzCommand::Matrix = c;
     let rows = idgov_authz::matrix();
     match output {
         Format::Json => json(&serde_json::to_value(&rows)?),

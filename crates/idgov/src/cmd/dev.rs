@@ -51,7 +51,7 @@ pub fn run(c: DevCommand) -> anyhow::Result<ExitCode> {
     if let Some(s) = &a.subject {
         idgov_domain::identity::validate_employee_id(s).map_err(anyhow::Error::msg)?;
     }
-    let auth = DevAuth::load_or_create(&a.data_dir).map_err(anyhow::Error::msg)?;
+    let auth = DevAuth::load(&a.data_dir).map_err(anyhow::Error::msg)?;
     let subject = a.subject.clone().unwrap_or_else(|| "dev-user".to_string());
     let token = auth
         .mint(

@@ -471,6 +471,9 @@ async fn events(hr: &mut Hr, out: Format, a: EventsArgs) -> anyhow::Result<ExitC
                 ]);
             }
             crate::outln!("{t}");
+            if !r.next_page_token.is_empty() {
+                crate::outln!("(more follow: raise --limit, or filter by --state / --employee-id)");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -140,6 +140,7 @@ pub async fn run(opts: &ClientOpts, c: IdentityCommand) -> anyhow::Result<ExitCo
                     break;
                 }
             }
+            let cut = limit > 0 && (all.len() > limit || !token.is_empty());
             if limit > 0 {
                 all.truncate(limit);
             }
@@ -174,6 +175,11 @@ pub async fn run(opts: &ClientOpts, c: IdentityCommand) -> anyhow::Result<ExitCo
                     }
                     crate::outln!("{t}");
                     crate::outln!("{} identities", all.len());
+                    if cut {
+                        crate::outln!(
+                            "(more follow: raise --limit, or filter by --department / --manager / --status)"
+                        );
+                    }
                 }
             }
         }

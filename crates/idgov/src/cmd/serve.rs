@@ -69,6 +69,11 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         running.app.store.backend().as_str(),
         running.auth_mode
     );
+    if let Some(why) = &running.policy_pending {
+        eprintln!(
+            "the --policy file is not applied yet ({why}); it will be as soon as the people it names exist"
+        );
+    }
     if running.auth_mode.starts_with("development") {
         eprintln!(
             "DEVELOPMENT MODE: no identity provider is configured; only tokens minted with\n\
