@@ -18,6 +18,7 @@
 //! - [`directory_sync`]: reading the directory, recording and remediating drift.
 
 pub mod access;
+pub mod audit_checkpoints;
 pub mod clock;
 pub mod denials;
 pub mod directory_sync;
@@ -86,6 +87,8 @@ pub struct App {
     pub(crate) account_dns: Arc<idgov_directory::DnCache>,
     /// Denied calls, counted until written to the audit log.
     pub denials: Arc<crate::denials::DenialLog>,
+    /// The key that signs audit checkpoints, once `serve` has loaded it.
+    pub(crate) audit_signer: std::sync::OnceLock<Arc<audit_checkpoints::AuditSigner>>,
 }
 
 /// The actor name of work the service does by itself.
@@ -121,6 +124,7 @@ impl App {
             account_dns: Arc::new(idgov_directory::DnCache::new(1_000_000)),
             dir_ops_in_flight: Default::default(),
             denials: Arc::default(),
+            audit_signer: std::sync::OnceLock::new(),
         });
         app.reload_policy().await?;
         for rx in receivers {

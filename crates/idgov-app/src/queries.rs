@@ -133,7 +133,8 @@ impl App {
     /// security event: recording it extends the chain after the break; it
     /// does not hide it.
     pub async fn verify_audit(&self, actor: &str) -> Result<VerifyReport, AppError> {
-        let report = self.store.verify_audit_chain().await?;
+        let mut report = self.store.verify_audit_chain().await?;
+        self.check_checkpoints(&mut report).await?;
         if let Some(b) = &report.broken {
             tracing::error!(seq = b.seq, problem = %b.problem, "audit chain verification failed");
             let now = self.now();

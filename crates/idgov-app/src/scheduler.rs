@@ -102,11 +102,15 @@ impl App {
 /// every policy change).
 pub const SOD_CHECK_EVERY: Duration = Duration::from_secs(600);
 
+/// How often the audit chain head is signed (a checkpoint), when it moved.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(600);
+
 /// Runs the scheduler every `interval` until the application is dropped:
 /// due HR events and end dates, access expiry (requests, time-bound
 /// grants, SoD exceptions) and, now and then, the SoD detective check.
 pub async fn scheduler_loop(app: Weak<App>, interval: Duration) {
     let mut sod_checked: Option<(std::time::Instant, i64)> = None;
+    let mut checkpointed: Option<std::time::Instant> = None;
     loop {
         tokio::time::sleep(interval).await;
         let Some(app) = app.upgrade() else { return };
@@ -130,6 +134,12 @@ pub async fn scheduler_loop(app: Weak<App>, interval: Duration) {
                 "expired access"
             ),
             Err(e) => tracing::warn!(error = %e, "access expiry failed; will retry"),
+        }
+        if checkpointed.is_none_or(|t| t.elapsed() >= CHECKPOINT_EVERY) {
+            match app.checkpoint_audit().await {
+                Ok(_) => checkpointed = Some(std::time::Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "audit checkpoint failed; will retry"),
+            }
         }
         let version = app.policy().version;
         let due = match sod_checked {

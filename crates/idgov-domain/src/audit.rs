@@ -23,6 +23,7 @@ string_enum!(
         AccessRequestExpired => "access.request.expired",
         AccessRequestReassigned => "access.request.reassigned",
         AccessRequestStepApproved => "access.request.step_approved",
+        AuditCheckpoint => "audit.checkpoint",
         AuditVerifyFailed => "audit.verify.failed",
         CampaignClosed => "campaign.closed",
         CampaignCloseHeld => "campaign.close.held",
@@ -180,6 +181,12 @@ pub struct AuditRecord {
     pub security: bool,
     pub prev_hash: String,
     pub hash: String,
+}
+
+/// What a signed audit checkpoint signs: the chain head's position and hash
+/// at a time, in one unambiguous text.
+pub fn checkpoint_statement(seq: i64, hash: &str, signed_at_micros: i64) -> String {
+    format!("idgov.audit.checkpoint.v1\n{seq}\n{hash}\n{signed_at_micros}")
 }
 
 /// The hash of an event: SHA-256 over its fields, each length-prefixed so

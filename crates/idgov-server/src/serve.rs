@@ -184,6 +184,10 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     let app = App::start(store.clone(), clock, directory)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let signer = idgov_app::audit_checkpoints::AuditSigner::load_or_create(&cfg.data_dir)
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(key_id = %signer.key_id, "audit checkpoints are signed with this key (`idgov audit public-key`)");
+    app.set_audit_signer(Arc::new(signer));
 
     let mut policy_pending = None;
     if let Some(path) = &cfg.policy_file {

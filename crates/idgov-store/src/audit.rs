@@ -1,7 +1,7 @@
 //! Reading and verifying the audit chain.
 
 use crate::convert::{get, micros, time};
-use crate::{Store, StoreError};
+use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::{AuditRecord, ChainBreak, Verifier};
 use sqlx::any::AnyRow;
@@ -22,6 +22,21 @@ pub struct VerifyReport {
     pub checked: u64,
     pub head_hash: String,
     pub broken: Option<ChainBreak>,
+    /// Signed checkpoints checked against the chain (filled by the app).
+    pub checkpoints: u64,
+    /// The newest checkpoint's position and time, if any.
+    pub last_checkpoint: Option<(i64, DateTime<Utc>)>,
+}
+
+/// A signed audit checkpoint: the chain head at `seq` had `hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    pub signed_at: DateTime<Utc>,
+    pub key_id: String,
+    /// Ed25519 signature (base64) over `idgov_domain::audit::checkpoint_statement`.
+    pub signature: String,
 }
 
 fn record_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
@@ -120,6 +135,8 @@ impl Store {
                     Ok(s) => s,
                     Err(e) => {
                         return Ok(VerifyReport {
+                            checkpoints: 0,
+                            last_checkpoint: None,
                             checked: v.checked(),
                             head_hash,
                             broken: Some(ChainBreak {
@@ -133,6 +150,8 @@ impl Store {
                     Ok(r) => r,
                     Err(e) => {
                         return Ok(VerifyReport {
+                            checkpoints: 0,
+                            last_checkpoint: None,
                             checked: v.checked(),
                             head_hash,
                             broken: Some(ChainBreak {
@@ -145,6 +164,8 @@ impl Store {
                 after = rec.seq;
                 if let Err(b) = v.check(&rec) {
                     return Ok(VerifyReport {
+                        checkpoints: 0,
+                        last_checkpoint: None,
                         checked: v.checked(),
                         head_hash,
                         broken: Some(b),
@@ -153,9 +174,84 @@ impl Store {
             }
         }
         Ok(VerifyReport {
+            checkpoints: 0,
+            last_checkpoint: None,
             checked: v.checked(),
             head_hash: head_hash.clone(),
             broken: v.finish(Some((head_seq, &head_hash))).err(),
         })
+    }
+}
+
+impl Store {
+    /// Checkpoints after `after_seq`, oldest first.
+    pub async fn list_checkpoints(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, hash, signed_at, key_id, signature FROM audit_checkpoints \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Checkpoint {
+                    seq: get(r, "seq")?,
+                    hash: get(r, "hash")?,
+                    signed_at: time(get(r, "signed_at")?)?,
+                    key_id: get(r, "key_id")?,
+                    signature: get(r, "signature")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest checkpoint's position (0 without one).
+    pub async fn last_checkpoint_seq(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM audit_checkpoints")
+            .fetch_one(self.reader())
+            .await?;
+        get(&row, "seq")
+    }
+
+    /// The stored hash of event `seq`, if the event exists.
+    pub async fn audit_hash_at(&self, seq: i64) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT hash FROM audit_events WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(self.reader())
+            .await?;
+        row.map(|r| get(&r, "hash")).transpose()
+    }
+}
+
+impl WriteTx {
+    /// Records a signed checkpoint (once per position); false when one
+    /// for that position exists.
+    pub async fn insert_checkpoint(&mut self, c: &Checkpoint) -> Result<bool, StoreError> {
+        let sql = match self.backend {
+            crate::Backend::Sqlite => {
+                "INSERT OR IGNORE INTO audit_checkpoints (seq, hash, signed_at, key_id, signature) \
+                 VALUES ($1, $2, $3, $4, $5)"
+            }
+            crate::Backend::Postgres => {
+                "INSERT INTO audit_checkpoints (seq, hash, signed_at, key_id, signature) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING"
+            }
+        };
+        let n = sqlx::query(sql)
+            .bind(c.seq)
+            .bind(&c.hash)
+            .bind(micros(c.signed_at))
+            .bind(&c.key_id)
+            .bind(&c.signature)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
     }
 }

@@ -43,7 +43,7 @@ mod tx;
 pub mod web;
 
 pub use access::RequestFilter;
-pub use audit::{AuditFilter, VerifyReport};
+pub use audit::{AuditFilter, Checkpoint, VerifyReport};
 pub use bulk::{EventRow, GrantRow};
 pub use bulk_jobs::BulkJob;
 pub use directory_ops::{DirOp, DirOpKind, DirOpState, Lane, NewDirOp};
@@ -169,6 +169,14 @@ macro_rules! migrations {
                     "../../../migrations/",
                     $dir,
                     "/0009_review_shown.sql"
+                )),
+            ),
+            (
+                "audit_checkpoints",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0010_audit_checkpoints.sql"
                 )),
             ),
         ]

@@ -7,6 +7,7 @@ mod access;
 mod api;
 mod bulk;
 mod campaigns;
+mod checkpoints;
 mod common;
 mod directory;
 mod drift;

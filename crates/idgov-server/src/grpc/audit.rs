@@ -65,6 +65,9 @@ impl AuditService for Api {
             first_bad_seq: report.broken.as_ref().map(|b| b.seq).unwrap_or(0),
             problem: report.broken.map(|b| b.problem).unwrap_or_default(),
             head_hash: report.head_hash,
+            checkpoints_checked: report.checkpoints as i64,
+            last_checkpoint_seq: report.last_checkpoint.map(|c| c.0).unwrap_or(0),
+            last_checkpoint_at: report.last_checkpoint.map(|c| super::convert::ts(c.1)),
         }))
     }
 }

@@ -46,6 +46,13 @@ pub enum AuditCommand {
         #[arg(long, default_value = "")]
         page_token: String,
     },
+    /// Print the public key that verifies the audit checkpoints (read on
+    /// the server's host, from its data directory). Keep a copy off the box.
+    PublicKey {
+        /// The server's data directory.
+        #[arg(long, env = "IDGOV_DATA_DIR", default_value = "idgov-data")]
+        data_dir: PathBuf,
+    },
 }
 
 /// The keys of an exported event. Every one is covered by verification:
@@ -140,6 +147,18 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
     if let AuditCommand::Verify { file: Some(f) } = &c {
         return verify_file(f, opts.output);
     }
+    if let AuditCommand::PublicKey { data_dir } = &c {
+        let s = idgov_server::app::audit_checkpoints::AuditSigner::load(data_dir)
+            .map_err(anyhow::Error::msg)?;
+        match opts.output {
+            Format::Json => json(&json!({"algorithm": "ed25519", "public_key": s.public_key(), "key_id": s.key_id})),
+            Format::Table => {
+                crate::outln!("ed25519 {}", s.public_key());
+                crate::outln!("key id {}", s.key_id);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = Client::connect(opts).await?;
     let mut audit = AuditServiceClient::new(client.channel);
     match c {
@@ -153,6 +172,8 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
                 Format::Json => json(&json!({
                     "ok": r.ok, "events_checked": r.events_checked, "first_bad_seq": r.first_bad_seq,
                     "problem": r.problem, "head_hash": r.head_hash,
+                    "checkpoints_checked": r.checkpoints_checked, "last_checkpoint_seq": r.last_checkpoint_seq,
+                    "last_checkpoint_at": time(&r.last_checkpoint_at),
                 })),
                 Format::Table => {
                     if r.ok {
@@ -161,6 +182,16 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
                             r.events_checked,
                             r.head_hash
                         );
+                        if r.checkpoints_checked > 0 {
+                            crate::outln!(
+                                "{} signed checkpoint(s) match, the newest at event {} ({})",
+                                r.checkpoints_checked,
+                                r.last_checkpoint_seq,
+                                time(&r.last_checkpoint_at)
+                            );
+                        } else {
+                            crate::outln!("no signed checkpoint yet (the service signs the head every 10 minutes)");
+                        }
                     } else {
                         crate::outln!(
                             "AUDIT CHAIN BROKEN at event {}: {} ({} events verified before it)",
