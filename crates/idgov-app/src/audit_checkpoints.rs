@@ -28,7 +28,11 @@ pub struct AuditSigner {
 
 impl std::fmt::Debug for AuditSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AuditSigner {{ key_id: {}, key: <redacted> }}", self.key_id)
+        write!(
+            f,
+            "AuditSigner {{ key_id: {}, key: <redacted> }}",
+            self.key_id
+        )
     }
 }
 
@@ -60,9 +64,8 @@ impl AuditSigner {
         let path = key_path(data_dir);
         let seed = match std::fs::read_to_string(&path) {
             Ok(s) => {
-                let b = hex::decode(s.trim()).map_err(|_| {
-                    format!("{} is not a hex Ed25519 seed", path.display())
-                })?;
+                let b = hex::decode(s.trim())
+                    .map_err(|_| format!("{} is not a hex Ed25519 seed", path.display()))?;
                 <[u8; 32]>::try_from(b.as_slice()).map_err(|_| {
                     format!("{} does not hold a 32-byte Ed25519 seed", path.display())
                 })?
@@ -102,7 +105,8 @@ impl AuditSigner {
     }
 
     fn sign(&self, statement: &str) -> String {
-        base64::engine::general_purpose::STANDARD.encode(self.key.sign(statement.as_bytes()).to_bytes())
+        base64::engine::general_purpose::STANDARD
+            .encode(self.key.sign(statement.as_bytes()).to_bytes())
     }
 
     /// Why `c` is not a valid checkpoint of this key, if it is not.
@@ -179,7 +183,10 @@ impl App {
 
     /// Checks every checkpoint against the chain and the key: the first
     /// that fails becomes the report's break (if earlier than the chain's).
-    pub(crate) async fn check_checkpoints(&self, report: &mut VerifyReport) -> Result<(), AppError> {
+    pub(crate) async fn check_checkpoints(
+        &self,
+        report: &mut VerifyReport,
+    ) -> Result<(), AppError> {
         let Some(signer) = self.audit_signer.get() else {
             return Ok(());
         };
@@ -210,7 +217,10 @@ impl App {
                 if let Some(problem) = problem {
                     let earlier = report.broken.as_ref().is_none_or(|b| c.seq < b.seq);
                     if earlier {
-                        report.broken = Some(ChainBreak { seq: c.seq, problem });
+                        report.broken = Some(ChainBreak {
+                            seq: c.seq,
+                            problem,
+                        });
                     }
                     return Ok(());
                 }

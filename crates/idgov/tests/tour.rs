@@ -243,6 +243,9 @@ fn the_readme_tour_works_step_by_step() {
     cli.ok(&["hr", "held", "discard", id, "--reason", "truncated export"]);
 
     // The audit trail verifies, online and from an export.
+    let key = cli.json(&["audit", "public-key"]);
+    assert_eq!(key["algorithm"], "ed25519", "{key}");
+    assert_eq!(key["key_id"].as_str().map(str::len), Some(16), "{key}");
     let verify = cli.ok(&["audit", "verify"]);
     assert!(verify.starts_with("audit chain OK"), "{verify}");
     let export = dir.path().join("audit.jsonl");

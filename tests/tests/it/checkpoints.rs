@@ -13,7 +13,9 @@ use sqlx::Connection;
 use std::sync::Arc;
 
 async fn raw(t: &TestStore) -> sqlx::AnyConnection {
-    sqlx::AnyConnection::connect(&t.url).await.expect("raw connection")
+    sqlx::AnyConnection::connect(&t.url)
+        .await
+        .expect("raw connection")
 }
 
 /// Removes the append-only guard, as an attacker with database access can.
@@ -21,10 +23,16 @@ async fn drop_guard(t: &TestStore, c: &mut sqlx::AnyConnection) {
     let qs: &[&str] = if t.url.starts_with("postgres") {
         &["ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update"]
     } else {
-        &["DROP TRIGGER audit_events_no_update", "DROP TRIGGER audit_events_no_delete"]
+        &[
+            "DROP TRIGGER audit_events_no_update",
+            "DROP TRIGGER audit_events_no_delete",
+        ]
     };
     for q in qs {
-        sqlx::query(sqlx::AssertSqlSafe(q.to_string())).execute(&mut *c).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(q.to_string()))
+            .execute(&mut *c)
+            .await
+            .unwrap();
     }
 }
 
@@ -38,8 +46,15 @@ async fn signed_history(t: &TestStore) -> (Arc<App>, Checkpoint, tempfile::TempD
         hire(&app, &Person::new(id, "Sales")).await;
     }
     clock.advance(chrono::Duration::minutes(10));
-    let cp = app.checkpoint_audit().await.unwrap().expect("a checkpoint of the head");
-    assert!(app.checkpoint_audit().await.unwrap().is_none(), "nothing new to sign");
+    let cp = app
+        .checkpoint_audit()
+        .await
+        .unwrap()
+        .expect("a checkpoint of the head");
+    assert!(
+        app.checkpoint_audit().await.unwrap().is_none(),
+        "nothing new to sign"
+    );
     for id in ["E4", "E5"] {
         hire(&app, &Person::new(id, "Finance")).await;
     }

@@ -151,7 +151,9 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
         let s = idgov_server::app::audit_checkpoints::AuditSigner::load(data_dir)
             .map_err(anyhow::Error::msg)?;
         match opts.output {
-            Format::Json => json(&json!({"algorithm": "ed25519", "public_key": s.public_key(), "key_id": s.key_id})),
+            Format::Json => json(
+                &json!({"algorithm": "ed25519", "public_key": s.public_key(), "key_id": s.key_id}),
+            ),
             Format::Table => {
                 crate::outln!("ed25519 {}", s.public_key());
                 crate::outln!("key id {}", s.key_id);
@@ -162,6 +164,8 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
     let client = Client::connect(opts).await?;
     let mut audit = AuditServiceClient::new(client.channel);
     match c {
+        // Answered above, without the server.
+        AuditCommand::PublicKey { .. } => Ok(ExitCode::SUCCESS),
         AuditCommand::Verify { .. } => {
             let r = audit
                 .verify_audit_chain(pb::VerifyAuditChainRequest {})
@@ -190,7 +194,9 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
                                 time(&r.last_checkpoint_at)
                             );
                         } else {
-                            crate::outln!("no signed checkpoint yet (the service signs the head every 10 minutes)");
+                            crate::outln!(
+                                "no signed checkpoint yet (the service signs the head every 10 minutes)"
+                            );
                         }
                     } else {
                         crate::outln!(
