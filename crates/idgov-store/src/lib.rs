@@ -27,6 +27,7 @@ macro_rules! grant_columns {
 
 mod access;
 mod audit;
+pub mod backup;
 mod bulk;
 mod bulk_jobs;
 mod convert;

@@ -119,6 +119,10 @@ enum Command {
     /// Authorization.
     #[command(subcommand)]
     Authz(cmd::authz::AuthzCommand),
+    /// Back up the service's data into one file, while it runs (on its host).
+    Backup(cmd::backup::BackupArgs),
+    /// Restore a backup into an empty data directory.
+    Restore(cmd::backup::RestoreArgs),
 }
 
 /// Where the data directory is by default.
@@ -153,6 +157,8 @@ fn main() -> std::process::ExitCode {
             Command::Directory { command } => cmd::directory::run(&cli.client, command).await,
             Command::Provisioning { command } => cmd::provisioning::run(&cli.client, command).await,
             Command::Authz(c) => cmd::authz::run(c, cli.client.output),
+            Command::Backup(a) => cmd::backup::backup(a, cli.client.output).await,
+            Command::Restore(a) => cmd::backup::restore(a, cli.client.output).await,
         }
     });
     match result {

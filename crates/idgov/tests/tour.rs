@@ -305,6 +305,54 @@ fn the_readme_tour_works_step_by_step() {
     access_tour(&cli);
     web_tour(&server.url);
 
+    // Backup while the service runs, restore elsewhere, start, verify.
+    let backup = dir.path().join("tour.idgov");
+    let out = cli.ok(&["backup", "--out", backup.to_str().unwrap()]);
+    assert!(out.contains("audit-signing-key"), "{out}");
+    let pg = cli.run(&[
+        "backup",
+        "--out",
+        "pg.dump",
+        "--database-url",
+        "postgres://idgov:s3cret@db.internal/idgov",
+    ]);
+    let err = String::from_utf8_lossy(&pg.stderr);
+    assert!(!pg.status.success());
+    assert!(
+        err.contains("pg_dump --format=custom --file 'pg.dump'"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("s3cret"),
+        "the password is not printed: {err}"
+    );
+    let restored = dir.path().join("restored");
+    cli.ok(&[
+        "restore",
+        backup.to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
+    let again = cli.run(&[
+        "restore",
+        backup.to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(
+        !again.status.success(),
+        "a non-empty data directory is refused"
+    );
+    {
+        let (copy, _) = serve(dir.path(), &["--data-dir", restored.to_str().unwrap()]);
+        let cli2 = Cli {
+            dir: dir.path(),
+            url: copy.url.clone(),
+        };
+        let v = cli2.ok(&["audit", "verify"]);
+        assert!(v.starts_with("audit chain OK"), "{v}");
+    }
+
     // The directory part of the tour.
     drop(server);
     directory_tour(dir.path());

@@ -5,6 +5,7 @@
 
 mod access;
 mod api;
+mod backup;
 mod bulk;
 mod campaigns;
 mod checkpoints;

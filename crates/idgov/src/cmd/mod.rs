@@ -3,6 +3,7 @@
 pub mod access;
 pub mod audit;
 pub mod authz;
+pub mod backup;
 pub mod campaign;
 pub mod dev;
 pub mod directory;
