@@ -26,11 +26,32 @@ struct Window {
 #[derive(Debug, Default)]
 pub struct DenialLog {
     window: Mutex<Window>,
+    /// The same denials as a Prometheus counter (`idgov_denied_calls_total`).
+    counter: prometheus_client::metrics::family::Family<
+        crate::metrics::DeniedLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
 }
 
 impl DenialLog {
+    /// A log that also counts into `counter` (the metrics' family).
+    pub fn with_counter(
+        counter: prometheus_client::metrics::family::Family<
+            crate::metrics::DeniedLabels,
+            prometheus_client::metrics::counter::Counter,
+        >,
+    ) -> Self {
+        DenialLog {
+            window: Mutex::default(),
+            counter,
+        }
+    }
+
     /// Counts one denial. `kind`: unauthenticated or permission_denied.
     pub fn record(&self, kind: &str, caller: &str, rpc: &str, reason: &str) {
+        self.counter
+            .get_or_create(&crate::metrics::DeniedLabels { kind: kind.into() })
+            .inc();
         let mut reason: String = reason.chars().take(200).collect();
         let mut caller = caller.to_string();
         let Ok(mut w) = self.window.lock() else {

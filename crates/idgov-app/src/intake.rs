@@ -1226,6 +1226,35 @@ impl App {
         event: HrEvent,
         actor: &str,
     ) -> Result<SubmitOutcome, AppError> {
+        let started = std::time::Instant::now();
+        let kind = event.kind.to_string();
+        let out = self.submit_event_inner(event, actor).await;
+        let outcome = match &out {
+            Ok(o) if o.duplicate => "duplicate".to_string(),
+            Ok(o) => o.state.to_string(),
+            Err(AppError::Domain(_)) => "refused".to_string(),
+            Err(_) => "error".to_string(),
+        };
+        self.metrics
+            .hr_events
+            .get_or_create(&crate::metrics::HrLabels {
+                r#type: kind,
+                outcome,
+            })
+            .inc();
+        if out.is_ok() {
+            self.metrics
+                .hr_event_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        out
+    }
+
+    async fn submit_event_inner(
+        &self,
+        event: HrEvent,
+        actor: &str,
+    ) -> Result<SubmitOutcome, AppError> {
         let v = self.directory_violations(&event.attrs, "event.attributes");
         if !v.is_empty() {
             return Err(AppError::Domain(DomainError::invalid(

@@ -25,6 +25,7 @@ pub mod directory_sync;
 pub mod error;
 pub mod held;
 pub mod intake;
+pub mod metrics;
 pub mod policy;
 pub mod provisioning;
 pub mod queries;
@@ -87,6 +88,8 @@ pub struct App {
     pub(crate) account_dns: Arc<idgov_directory::DnCache>,
     /// Denied calls, counted until written to the audit log.
     pub denials: Arc<crate::denials::DenialLog>,
+    /// Prometheus metrics of this process.
+    pub metrics: Arc<metrics::Metrics>,
     /// The key that signs audit checkpoints, once `serve` has loaded it.
     pub(crate) audit_signer: std::sync::OnceLock<Arc<audit_checkpoints::AuditSigner>>,
 }
@@ -112,6 +115,7 @@ impl App {
             idgov_store::Backend::Postgres => 2,
         };
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::channel(4096)).unzip();
+        let metrics = Arc::new(metrics::Metrics::default());
         let app = Arc::new(App {
             store,
             clock,
@@ -123,8 +127,11 @@ impl App {
             strip_wakeup: Arc::new(tokio::sync::Notify::new()),
             account_dns: Arc::new(idgov_directory::DnCache::new(1_000_000)),
             dir_ops_in_flight: Default::default(),
-            denials: Arc::default(),
+            denials: Arc::new(crate::denials::DenialLog::with_counter(
+                metrics.denied.clone(),
+            )),
             audit_signer: std::sync::OnceLock::new(),
+            metrics,
         });
         app.reload_policy().await?;
         for rx in receivers {

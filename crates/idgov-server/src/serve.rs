@@ -322,7 +322,11 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         .add_service(limits!(AccessServiceServer::new(api.clone())))
         .add_service(limits!(CampaignServiceServer::new(api.clone())))
         .add_service(limits!(AuditServiceServer::new(api)));
-    let routes = tonic::service::Routes::from(grpc.into_axum_router().merge(web));
+    let routes = tonic::service::Routes::from(
+        grpc.into_axum_router()
+            .merge(ops_routes(app.clone()))
+            .merge(web),
+    );
     let router = server
         .accept_http1(true)
         .layer(AuthLayer::new(auth, certs, store, app.denials.clone()))
@@ -369,6 +373,104 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         handle,
         scheduler,
     })
+}
+
+/// Operations endpoints, open like gRPC health (no secrets in them):
+/// `/metrics` (Prometheus, OpenMetrics text), `/healthz` (the process
+/// answers), `/readyz` (the database answers) and `/readyz/directory` (the
+/// directory keeps up: no pending operation older than five minutes).
+fn ops_routes(app: Arc<App>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let metrics = {
+        let app = app.clone();
+        move || {
+            let app = app.clone();
+            async move {
+                match app.metrics_text().await {
+                    Ok(text) => (
+                        StatusCode::OK,
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                        .into_response(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metrics could not be read");
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the metrics cannot be read now\n",
+                        )
+                            .into_response()
+                    }
+                }
+            }
+        }
+    };
+    let ready = {
+        let app = app.clone();
+        move || {
+            let app = app.clone();
+            async move {
+                let ok = tokio::time::timeout(Duration::from_secs(3), app.store.ping())
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+                if ok {
+                    (StatusCode::OK, "ready: the database answers\n")
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: the database does not answer\n",
+                    )
+                }
+            }
+        }
+    };
+    let directory = move || {
+        let app = app.clone();
+        async move {
+            if !app.provisioning() {
+                return (StatusCode::OK, "no directory is configured\n".to_string());
+            }
+            match app.store.directory_op_stats().await {
+                Ok(s) => {
+                    let age = s
+                        .oldest_pending
+                        .map(|t| (app.now() - t).num_seconds())
+                        .unwrap_or(0);
+                    if age <= 300 {
+                        (
+                            StatusCode::OK,
+                            format!(
+                                "ready: {} operation(s) pending, the oldest {age} s old\n",
+                                s.pending
+                            ),
+                        )
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
+                                "behind: {} operation(s) pending, the oldest {age} s old; see `idgov provisioning list`\n",
+                                s.pending
+                            ),
+                        )
+                    }
+                }
+                Err(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: the database does not answer\n".to_string(),
+                ),
+            }
+        }
+    };
+    axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/readyz/directory", get(directory))
 }
 
 /// True when a policy is refused only because people it names (owners,

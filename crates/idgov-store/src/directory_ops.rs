@@ -451,3 +451,30 @@ impl WriteTx {
         Ok(ops)
     }
 }
+
+/// How much the service owes the directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirOpStats {
+    pub pending: i64,
+    pub failed: i64,
+    pub oldest_pending: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Pending and failed operations, and when the oldest pending one was
+    /// queued (index-backed: pending rows are a partial index).
+    pub async fn directory_op_stats(&self) -> Result<DirOpStats, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM directory_ops WHERE state = 'pending') AS pending, \
+             (SELECT COUNT(*) FROM directory_ops WHERE state = 'failed') AS failed, \
+             (SELECT MIN(created_at) FROM directory_ops WHERE state = 'pending') AS oldest",
+        )
+        .fetch_one(self.reader())
+        .await?;
+        Ok(DirOpStats {
+            pending: crate::convert::get(&row, "pending")?,
+            failed: crate::convert::get(&row, "failed")?,
+            oldest_pending: crate::convert::opt_time(crate::convert::get(&row, "oldest")?)?,
+        })
+    }
+}

@@ -280,6 +280,17 @@ impl Store {
         Ok(())
     }
 
+    /// Review items waiting for a decision in open campaigns.
+    pub async fn count_open_review_items(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM review_items i JOIN campaigns c ON c.id = i.campaign_id \
+             WHERE c.state = 'open' AND i.state = 'open'",
+        )
+        .fetch_one(self.reader())
+        .await?;
+        get(&row, "n")
+    }
+
     /// Of the items with ids in `(after, upto]`, those decided (certified
     /// or revoked) whose context was never shown to the reviewer before the
     /// decision: decided through the API, or without the web page ever

@@ -990,3 +990,78 @@ async fn a_caller_that_cannot_be_named_is_refused() {
             .all(|e| e.actor != "service:" && e.actor != "user:")
     );
 }
+
+/// Prometheus metrics and readiness on the same port, read over plain HTTP
+/// as a scraper and an orchestrator would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_readiness_answer_on_the_same_port() {
+    let Some(s) = start("sqlite").await else {
+        return;
+    };
+    let app = s.app();
+    with_policy(app).await;
+    for id in ["E1", "E2", "E3"] {
+        hire(app, &Person::new(id, "Finance")).await;
+    }
+    // The same hire again: a duplicate.
+    hire(app, &Person::new("E1", "Finance")).await;
+    // A call without credentials is refused and counted.
+    let mut ids = IdentityServiceClient::new(s.channel(None).await);
+    let e = ids
+        .get_identity(pb::GetIdentityRequest {
+            employee_id: "E1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let url = format!("{}{path}", s.url);
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            let ct = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (r.status().as_u16(), ct, r.text().await.unwrap())
+        }
+    };
+    let (status, ct, text) = get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    let value = |needle: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("{needle} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // O1, O2 (with_policy), E1, E2, E3 applied; the repeat of E1 a duplicate.
+    assert_eq!(
+        value("idgov_hr_events_total{type=\"hire\",outcome=\"applied\"}"),
+        5.0
+    );
+    assert_eq!(
+        value("idgov_hr_events_total{type=\"hire\",outcome=\"duplicate\"}"),
+        1.0
+    );
+    assert_eq!(value("idgov_hr_event_duration_seconds_count"), 6.0);
+    assert_eq!(
+        value("idgov_denied_calls_total{kind=\"unauthenticated\"}"),
+        1.0
+    );
+    assert!(value("idgov_audit_events ") > 5.0);
+    assert_eq!(value("idgov_directory_operations{state=\"pending\"}"), 0.0);
+    assert_eq!(value("idgov_review_items_open "), 0.0);
+    let (status, _, body) = get("/readyz").await;
+    assert_eq!((status, body.trim()), (200, "ready: the database answers"));
+    assert_eq!(get("/healthz").await.0, 200);
+    let (status, _, body) = get("/readyz/directory").await;
+    assert_eq!((status, body.trim()), (200, "no directory is configured"));
+    s.stop().await;
+}

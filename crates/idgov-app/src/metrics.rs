@@ -1,0 +1,135 @@
+//! Prometheus metrics (OpenMetrics text, `prometheus-client`): counters and
+//! a latency histogram updated as work happens, and gauges read from the
+//! store at each scrape (outbox depth and age, open review items, the audit
+//! chain's length). Names follow Prometheus conventions (`idgov_` prefix,
+//! base units, `_total` counters).
+
+use crate::{App, AppError};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HrLabels {
+    /// hire, update, move, terminate, rehire, rescind.
+    pub r#type: String,
+    /// applied, scheduled, superseded, rescinded, duplicate, refused, error.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeniedLabels {
+    /// unauthenticated or permission_denied.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+/// The process's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub hr_events: Family<HrLabels, Counter>,
+    pub hr_event_seconds: Histogram,
+    pub denied: Family<DeniedLabels, Counter>,
+    outbox: Family<StateLabels, Gauge>,
+    outbox_oldest: Gauge<f64, AtomicU64>,
+    review_open: Gauge,
+    audit_events: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("idgov");
+        let hr_events = Family::<HrLabels, Counter>::default();
+        registry.register(
+            "hr_events",
+            "HR events received, by type and outcome",
+            hr_events.clone(),
+        );
+        let hr_event_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "hr_event_duration_seconds",
+            "Time from an HR event's arrival to its durable acknowledgement",
+            hr_event_seconds.clone(),
+        );
+        let denied = Family::<DeniedLabels, Counter>::default();
+        registry.register(
+            "denied_calls",
+            "API calls refused: not authenticated or not allowed",
+            denied.clone(),
+        );
+        let outbox = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "directory_operations",
+            "Directory operations owed to the directory, by state (pending, failed)",
+            outbox.clone(),
+        );
+        let outbox_oldest = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "directory_operations_oldest_pending_age_seconds",
+            "Age of the oldest pending directory operation (0 when none)",
+            outbox_oldest.clone(),
+        );
+        let review_open = Gauge::default();
+        registry.register(
+            "review_items_open",
+            "Review items waiting for a decision in open campaigns",
+            review_open.clone(),
+        );
+        let audit_events = Gauge::default();
+        registry.register(
+            "audit_events",
+            "Events in the audit chain (its head position)",
+            audit_events.clone(),
+        );
+        Metrics {
+            registry,
+            hr_events,
+            hr_event_seconds,
+            denied,
+            outbox,
+            outbox_oldest,
+            review_open,
+            audit_events,
+        }
+    }
+}
+
+impl App {
+    /// The metrics in OpenMetrics text, with the store's gauges read now.
+    pub async fn metrics_text(&self) -> Result<String, AppError> {
+        let m = &self.metrics;
+        let now = self.now();
+        let s = self.store.directory_op_stats().await?;
+        m.outbox
+            .get_or_create(&StateLabels {
+                state: "pending".into(),
+            })
+            .set(s.pending);
+        m.outbox
+            .get_or_create(&StateLabels {
+                state: "failed".into(),
+            })
+            .set(s.failed);
+        m.outbox_oldest.set(
+            s.oldest_pending
+                .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)
+                .unwrap_or(0.0),
+        );
+        m.review_open
+            .set(self.store.count_open_review_items().await?);
+        m.audit_events.set(self.store.audit_head().await?.0);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &m.registry)
+            .map_err(|e| AppError::Unavailable(format!("cannot encode the metrics: {e}")))?;
+        Ok(out)
+    }
+}
