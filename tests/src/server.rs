@@ -65,7 +65,16 @@ pub async fn start_with_auth(backend: &'static str, auth: Option<&str>) -> Optio
 /// Starts a server listening on `port` (0: any free one), for tests that
 /// must know the address before the server starts (an OIDC redirect URL).
 pub async fn start_at(backend: &'static str, auth: Option<&str>, port: u16) -> Option<TestServer> {
-    start_inner(backend, auth, port, None).await
+    start_inner(backend, auth, port, None, None).await
+}
+
+/// Starts a server (development mode) delivering to the webhook
+/// subscriptions of the file at `webhooks`.
+pub async fn start_with_webhooks(
+    backend: &'static str,
+    webhooks: std::path::PathBuf,
+) -> Option<TestServer> {
+    start_inner(backend, None, 0, None, Some(webhooks)).await
 }
 
 /// A second `idgov serve` over the same PostgreSQL database as `of` (its own
@@ -76,7 +85,7 @@ pub async fn start_replica(of: &TestServer) -> TestServer {
         .database_url
         .clone()
         .expect("replicas share a PostgreSQL database");
-    let s = start_inner(of.backend, None, 0, Some(url))
+    let s = start_inner(of.backend, None, 0, Some(url), None)
         .await
         .expect("the replica starts");
     s.clock.set(of.clock.now());
@@ -88,6 +97,7 @@ async fn start_inner(
     auth: Option<&str>,
     port: u16,
     shared_database: Option<String>,
+    webhooks_file: Option<std::path::PathBuf>,
 ) -> Option<TestServer> {
     // Server logs go to the test's output (shown when a test fails).
     let _ = tracing_subscriber::fmt()
@@ -116,6 +126,7 @@ async fn start_inner(
         database_url: database_url.clone(),
         policy_file: None,
         directory_file: None,
+        webhooks_file,
         auth_file: auth.map(|toml| {
             let path = dir.path().join("auth.toml");
             std::fs::write(&path, toml).expect("auth.toml");

@@ -33,6 +33,7 @@ pub mod review;
 pub mod roster;
 pub mod scheduler;
 pub mod web_sessions;
+pub mod webhooks;
 
 use chrono::{DateTime, Utc};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -60,6 +60,8 @@ pub struct ServeConfig {
     pub directory_file: Option<PathBuf>,
     /// The authentication configuration (OIDC, TLS); without it, development mode.
     pub auth_file: Option<PathBuf>,
+    /// Webhook subscriptions (`[[subscriptions]]`); without it, none.
+    pub webhooks_file: Option<PathBuf>,
     pub scheduler_interval: Duration,
     /// How often gRPC health checks that the database answers.
     pub health_interval: Duration,
@@ -76,6 +78,7 @@ impl Default for ServeConfig {
             policy_file: None,
             directory_file: None,
             auth_file: None,
+            webhooks_file: None,
             scheduler_interval: Duration::from_secs(1),
             health_interval: Duration::from_secs(5),
         }
@@ -346,6 +349,22 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     let handle = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = rx.await;
     }));
+    if let Some(path) = &cfg.webhooks_file {
+        let subs = idgov_app::webhooks::load(path, auth_cfg.oidc.is_none())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        app.sync_subscriptions(&subs)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot record the webhook subscriptions: {e}"))?;
+        tracing::info!(
+            subscriptions = subs.len(),
+            "delivering events to webhook subscribers"
+        );
+        tokio::spawn(idgov_app::webhooks::webhook_loop(
+            Arc::downgrade(&app),
+            subs,
+        ));
+    }
     let scheduler = tokio::spawn(scheduler_loop(Arc::downgrade(&app), cfg.scheduler_interval));
     tokio::spawn(crate::auth::denials::flush_loop(
         Arc::downgrade(&app),

@@ -39,7 +39,7 @@ pub struct Checkpoint {
     pub signature: String,
 }
 
-fn record_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
+pub(crate) fn record_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
     Ok(AuditRecord {
         seq: get(row, "seq")?,
         occurred_at: time(get(row, "occurred_at")?)?,

@@ -42,6 +42,7 @@ mod policies;
 mod review;
 mod tx;
 pub mod web;
+pub mod webhooks;
 
 pub use access::RequestFilter;
 pub use audit::{AuditFilter, Checkpoint, VerifyReport};
@@ -179,6 +180,10 @@ macro_rules! migrations {
                     $dir,
                     "/0010_audit_checkpoints.sql"
                 )),
+            ),
+            (
+                "webhooks",
+                include_str!(concat!("../../../migrations/", $dir, "/0011_webhooks.sql")),
             ),
         ]
     };

@@ -21,3 +21,4 @@ mod provisioning_faults;
 mod replicas;
 mod store_suite;
 mod web;
+mod webhooks;

@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// Directory configuration (TOML); without it, nothing is provisioned.
     #[arg(long, env = "IDGOV_DIRECTORY")]
     directory: Option<PathBuf>,
+    /// Webhook subscriptions (TOML, `[[subscriptions]]`); without it, none.
+    #[arg(long, env = "IDGOV_WEBHOOKS")]
+    webhooks: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "IDGOV_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -58,6 +61,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         policy_file: a.policy,
         directory_file: a.directory,
         auth_file: a.auth,
+        webhooks_file: a.webhooks,
         ..ServeConfig::default()
     };
     let data_dir = cfg.data_dir.clone();

@@ -1,0 +1,472 @@
+//! Security events to subscribers (issue 13): CloudEvents 1.0 in structured
+//! mode (`application/cloudevents+json`), signed per Standard Webhooks
+//! (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,…`, HMAC-SHA256
+//! over `id.timestamp.body`; two secrets at once during a rotation).
+//!
+//! The audit log is the durable outbox: every event is committed with its
+//! change, and each subscription reads it in order from its cursor, so
+//! delivery is at least once and in order per subscription, across
+//! restarts; a lease keeps one replica delivering a subscription at a time.
+//! Failures are retried with backoff for days (5 s, 5 min, 30 min, 2 h,
+//! 5 h, then every 10 h); a `410 Gone` disables the subscription. Redirects
+//! are never followed. Destinations must be `https` outside development
+//! mode and public addresses unless `allow_private` says otherwise, checked
+//! again at every attempt against what the name resolves to (and the
+//! connection goes to the address checked).
+
+use crate::{App, AppError};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use idgov_domain::audit::AuditRecord;
+use idgov_store::webhooks::{Attempt, Subscription};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::Sha256;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// The default retry schedule, in seconds after each failure.
+pub const RETRY_SECONDS: [u64; 14] = [
+    5, 300, 1800, 7200, 18000, 36000, 36000, 36000, 36000, 36000, 36000, 36000, 36000, 36000,
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    #[serde(default)]
+    subscriptions: Vec<SubscriptionDoc>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionDoc {
+    id: String,
+    url: String,
+    events: Vec<String>,
+    secret_file: PathBuf,
+    #[serde(default)]
+    allow_private: bool,
+    retry_seconds: Option<Vec<u64>>,
+}
+
+/// A configured subscription.
+pub struct WebhookSubscription {
+    pub id: String,
+    pub url: url::Url,
+    pub events: Vec<String>,
+    /// Raw HMAC keys (the first signs first; all sign during a rotation).
+    secrets: Vec<Vec<u8>>,
+    pub allow_private: bool,
+    pub retry_seconds: Vec<u64>,
+}
+
+impl std::fmt::Debug for WebhookSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSubscription")
+            .field("id", &self.id)
+            .field("url", &self.url.as_str())
+            .field("events", &self.events)
+            .field("secrets", &format!("<{} redacted>", self.secrets.len()))
+            .finish()
+    }
+}
+
+/// Reads a Standard Webhooks secret (`whsec_` + base64).
+fn secret(line: &str) -> Result<Vec<u8>, String> {
+    let b64 = line.trim().strip_prefix("whsec_").unwrap_or(line.trim());
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| "a secret must be whsec_ followed by base64".to_string())?;
+    if key.len() < 16 {
+        return Err("a secret must hold at least 16 bytes".into());
+    }
+    Ok(key)
+}
+
+/// Why an event pattern is not one: `*`, `security`, `prefix.*` or an
+/// action name.
+fn pattern_problem(p: &str) -> Option<String> {
+    let name = p.strip_suffix(".*").unwrap_or(p);
+    let ok = p == "*"
+        || (!name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '_'));
+    (!ok).then(|| {
+        format!(
+            "event pattern {} is not `*`, `security`, `prefix.*` or an action name",
+            idgov_domain::error::echo(p)
+        )
+    })
+}
+
+/// True when connecting to `ip` could reach something inside: loopback,
+/// private, link-local (cloud metadata), shared, unspecified, multicast.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            v.is_loopback()
+                || v.is_private()
+                || v.is_link_local()
+                || v.is_unspecified()
+                || v.is_broadcast()
+                || v.is_multicast()
+                || v.is_documentation()
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+                || o[0] == 0
+        }
+        IpAddr::V6(v) => {
+            if let Some(v4) = v.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            let s = v.segments();
+            v.is_loopback()
+                || v.is_unspecified()
+                || v.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Resolves the destination and checks every address; the connection
+/// then goes to the first one checked.
+pub async fn destination(url: &url::Url, allow_private: bool) -> Result<SocketAddr, String> {
+    let host = url.host_str().ok_or("the URL has no host")?;
+    let port = url.port_or_known_default().ok_or("the URL has no port")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .collect(),
+    };
+    let first = *addrs
+        .first()
+        .ok_or_else(|| format!("{host} resolves to nothing"))?;
+    if !allow_private && let Some(bad) = addrs.iter().find(|a| is_internal(a.ip())) {
+        return Err(format!(
+            "{host} resolves to {}, an internal address; idgov only calls public addresses \
+             (set allow_private = true for a subscription meant to reach inside)",
+            bad.ip()
+        ));
+    }
+    Ok(first)
+}
+
+/// Loads `[[subscriptions]]` from a webhooks file; secrets are read from
+/// their files (relative to it). `development`: `http` URLs are allowed.
+pub async fn load(path: &Path, development: bool) -> Result<Vec<Arc<WebhookSubscription>>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let doc: FileDoc = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for (i, s) in doc.subscriptions.into_iter().enumerate() {
+        let at = format!("{}: subscriptions[{i}] ({})", path.display(), s.id);
+        if s.id.is_empty()
+            || s.id.len() > 64
+            || !s
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!("{at}: id must be 1–64 letters, digits, - or _"));
+        }
+        if out.iter().any(|o: &Arc<WebhookSubscription>| o.id == s.id) {
+            return Err(format!("{at}: the id is used twice"));
+        }
+        let url = url::Url::parse(&s.url).map_err(|e| format!("{at}: url: {e}"))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if development => {}
+            "http" => {
+                return Err(format!(
+                    "{at}: url must be https:// (http only in development mode)"
+                ));
+            }
+            other => return Err(format!("{at}: url scheme {other} is not https")),
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!("{at}: url must not carry credentials"));
+        }
+        if s.events.is_empty() {
+            return Err(format!("{at}: events: name at least one pattern"));
+        }
+        if let Some(p) = s.events.iter().find_map(|p| pattern_problem(p)) {
+            return Err(format!("{at}: {p}"));
+        }
+        destination(&url, s.allow_private)
+            .await
+            .map_err(|e| format!("{at}: url: {e}"))?;
+        let secret_path = if s.secret_file.is_relative() {
+            dir.join(&s.secret_file)
+        } else {
+            s.secret_file.clone()
+        };
+        let text = std::fs::read_to_string(&secret_path)
+            .map_err(|e| format!("{at}: cannot read {}: {e}", secret_path.display()))?;
+        let secrets = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(secret)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{at}: {}: {e}", secret_path.display()))?;
+        if secrets.is_empty() || secrets.len() > 2 {
+            return Err(format!(
+                "{at}: {} must hold one secret (two during a rotation)",
+                secret_path.display()
+            ));
+        }
+        out.push(Arc::new(WebhookSubscription {
+            id: s.id,
+            url,
+            events: s.events,
+            secrets,
+            allow_private: s.allow_private,
+            retry_seconds: s.retry_seconds.unwrap_or_else(|| RETRY_SECONDS.to_vec()),
+        }));
+    }
+    Ok(out)
+}
+
+/// The Standard Webhooks signature header value for `id.timestamp.body`.
+pub fn signature(secrets: &[Vec<u8>], id: &str, timestamp: i64, body: &str) -> String {
+    secrets
+        .iter()
+        .filter_map(|k| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(k).ok()?;
+            mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+            Some(format!(
+                "v1,{}",
+                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The message id of an event: the same on every retry.
+pub fn message_id(e: &AuditRecord) -> String {
+    format!("evt_{}_{}", e.seq, &e.hash[..12.min(e.hash.len())])
+}
+
+/// The CloudEvent of an audit event.
+pub fn cloud_event(e: &AuditRecord) -> serde_json::Value {
+    json!({
+        "specversion": "1.0",
+        "id": message_id(e),
+        "source": "urn:idgov:audit",
+        "type": format!("com.idgov.{}", e.action),
+        "subject": e.target,
+        "time": e.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "datacontenttype": "application/json",
+        "data": {
+            "seq": e.seq,
+            "actor": e.actor,
+            "action": e.action,
+            "target": e.target,
+            "security": e.security,
+            "detail": serde_json::from_str::<serde_json::Value>(&e.detail).unwrap_or(serde_json::Value::Null),
+            "hash": e.hash,
+        },
+    })
+}
+
+/// What one attempt came to.
+enum Outcome {
+    Delivered(u16),
+    Gone,
+    Failed(Option<u16>, String),
+}
+
+async fn post(s: &WebhookSubscription, e: &AuditRecord, now: DateTime<Utc>) -> Outcome {
+    let addr = match destination(&s.url, s.allow_private).await {
+        Ok(a) => a,
+        Err(err) => return Outcome::Failed(None, err),
+    };
+    let body = cloud_event(e).to_string();
+    let id = message_id(e);
+    // The receiver's replay window is judged by the wall clock.
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_else(|_| now.timestamp());
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10));
+    if let Some(host) = s.url.host_str()
+        && host.parse::<IpAddr>().is_err()
+    {
+        b = b.resolve(host, addr);
+    }
+    let client = match b.build() {
+        Ok(c) => c,
+        Err(err) => return Outcome::Failed(None, format!("cannot build the HTTP client: {err}")),
+    };
+    let r = client
+        .post(s.url.clone())
+        .header("content-type", "application/cloudevents+json")
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", signature(&s.secrets, &id, ts, &body))
+        .body(body)
+        .send()
+        .await;
+    match r {
+        Ok(r) if r.status().is_success() => Outcome::Delivered(r.status().as_u16()),
+        Ok(r) if r.status() == reqwest::StatusCode::GONE => Outcome::Gone,
+        Ok(r) => Outcome::Failed(
+            Some(r.status().as_u16()),
+            if r.status().is_redirection() {
+                "a redirect (never followed)".into()
+            } else {
+                format!("answered {}", r.status())
+            },
+        ),
+        Err(err) => Outcome::Failed(None, idgov_domain::error::echo(&err.to_string())),
+    }
+}
+
+impl App {
+    /// Records the configured subscriptions; new ones start after the
+    /// current audit head (they hear of what happens from now on).
+    pub async fn sync_subscriptions(
+        &self,
+        subs: &[Arc<WebhookSubscription>],
+    ) -> Result<(), AppError> {
+        let (head, _) = self.store.audit_head().await?;
+        for s in subs {
+            self.store
+                .upsert_subscription(&s.id, s.url.as_str(), &s.events, head, self.now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Delivers what is due for one subscription (at most `max` events),
+    /// holding its lease. Returns how many were delivered.
+    pub async fn deliver_webhooks(
+        &self,
+        s: &WebhookSubscription,
+        max: usize,
+    ) -> Result<usize, AppError> {
+        let now = self.now();
+        if !self
+            .store
+            .claim_subscription(&s.id, now, now + chrono::Duration::seconds(60))
+            .await?
+        {
+            return Ok(0);
+        }
+        let result = self.deliver_claimed(s, max).await;
+        self.store.release_subscription(&s.id).await?;
+        result
+    }
+
+    async fn deliver_claimed(
+        &self,
+        s: &WebhookSubscription,
+        max: usize,
+    ) -> Result<usize, AppError> {
+        let mut delivered = 0;
+        while delivered < max {
+            let Some(sub): Option<Subscription> = self.store.get_subscription(&s.id).await? else {
+                return Ok(delivered);
+            };
+            if sub.state != "active" {
+                return Ok(delivered);
+            }
+            let Some(e) = self
+                .store
+                .next_event_matching(&s.events, sub.cursor)
+                .await?
+            else {
+                return Ok(delivered);
+            };
+            let now = self.now();
+            let started = std::time::Instant::now();
+            let outcome = post(s, &e, now).await;
+            let millis = started.elapsed().as_millis() as i64;
+            let (status, error) = match &outcome {
+                Outcome::Delivered(c) => (Some(i64::from(*c)), None),
+                Outcome::Gone => (
+                    Some(410),
+                    Some("410 Gone: the subscription is disabled".to_string()),
+                ),
+                Outcome::Failed(c, err) => (c.map(i64::from), Some(err.clone())),
+            };
+            self.store
+                .record_attempt(&Attempt {
+                    subscription_id: s.id.clone(),
+                    seq: e.seq,
+                    attempt: sub.failures + 1,
+                    at: now,
+                    status,
+                    error,
+                    millis,
+                })
+                .await?;
+            match outcome {
+                Outcome::Delivered(_) => {
+                    self.store
+                        .advance_subscription(&s.id, sub.cursor, e.seq)
+                        .await?;
+                    delivered += 1;
+                }
+                Outcome::Gone => {
+                    tracing::warn!(subscription = %s.id, "the receiver answered 410 Gone; subscription disabled");
+                    self.store
+                        .disable_subscription(&s.id, "the receiver answered 410 Gone")
+                        .await?;
+                    return Ok(delivered);
+                }
+                Outcome::Failed(_, err) => {
+                    let failures = sub.failures + 1;
+                    match s.retry_seconds.get((failures - 1) as usize) {
+                        Some(wait) => {
+                            tracing::info!(subscription = %s.id, seq = e.seq, failures, error = %err, "webhook delivery failed; will retry");
+                            self.store
+                                .retry_subscription(
+                                    &s.id,
+                                    failures,
+                                    now + chrono::Duration::seconds(*wait as i64),
+                                )
+                                .await?;
+                        }
+                        None => {
+                            tracing::warn!(subscription = %s.id, failures, "webhook deliveries kept failing; subscription disabled");
+                            self.store
+                                .disable_subscription(
+                                    &s.id,
+                                    &format!("{failures} attempts failed; the last: {err}"),
+                                )
+                                .await?;
+                        }
+                    }
+                    return Ok(delivered);
+                }
+            }
+        }
+        Ok(delivered)
+    }
+}
+
+/// Delivers to every subscription, polling the log every 50 ms, until the
+/// application is dropped.
+pub async fn webhook_loop(app: Weak<App>, subs: Vec<Arc<WebhookSubscription>>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Some(app) = app.upgrade() else { return };
+        for s in &subs {
+            if let Err(e) = app.deliver_webhooks(s, 100).await {
+                tracing::warn!(subscription = %s.id, error = %e, "webhook delivery failed; will retry");
+            }
+        }
+    }
+}

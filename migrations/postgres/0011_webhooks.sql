@@ -1,0 +1,30 @@
+-- Webhook subscriptions (issue 13). The audit log is the durable outbox:
+-- every event is committed with its change, and each subscription reads
+-- it in order from its cursor (the last event delivered), so delivery is
+-- at least once and in order per subscription. A lease keeps one replica
+-- delivering a subscription at a time.
+CREATE TABLE webhook_subscriptions (
+    id               TEXT PRIMARY KEY,
+    url              TEXT NOT NULL,
+    events           TEXT NOT NULL,
+    cursor           BIGINT NOT NULL,
+    state            TEXT NOT NULL,
+    state_reason     TEXT,
+    failures         BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at  BIGINT NOT NULL DEFAULT 0,
+    claimed_until    BIGINT NOT NULL DEFAULT 0,
+    created_at       BIGINT NOT NULL
+);
+
+-- Every delivery attempt, for operators.
+CREATE TABLE webhook_attempts (
+    id               BIGSERIAL PRIMARY KEY,
+    subscription_id  TEXT NOT NULL,
+    seq              BIGINT NOT NULL,
+    attempt          BIGINT NOT NULL,
+    at               BIGINT NOT NULL,
+    status           BIGINT,
+    error            TEXT,
+    millis           BIGINT NOT NULL
+);
+CREATE INDEX webhook_attempts_by_subscription ON webhook_attempts (subscription_id, id);
