@@ -349,6 +349,62 @@ impl App {
         Ok(())
     }
 
+    /// The subscriptions and their state.
+    pub async fn webhook_subscriptions(&self) -> Result<Vec<Subscription>, AppError> {
+        Ok(self.store.list_subscriptions().await?)
+    }
+
+    /// A subscription's delivery attempts, newest first.
+    pub async fn webhook_deliveries(&self, id: &str, limit: i64) -> Result<Vec<Attempt>, AppError> {
+        if self.store.get_subscription(id).await?.is_none() {
+            return Err(AppError::not_found(format!(
+                "there is no webhook subscription {}",
+                idgov_domain::error::echo(id)
+            )));
+        }
+        Ok(self.store.list_attempts(id, limit.clamp(1, 1000)).await?)
+    }
+
+    /// Delivers a subscription's events again from `from_seq` on (or just
+    /// retries now), re-enabling it; audited.
+    pub async fn redeliver_webhook(
+        &self,
+        id: &str,
+        from_seq: Option<i64>,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Subscription, AppError> {
+        if let Some(p) = idgov_domain::identity::optional_text_problem(reason, 2000) {
+            return Err(AppError::invalid("reason", p));
+        }
+        if from_seq.is_some_and(|s| s < 1) {
+            return Err(AppError::invalid(
+                "from_seq",
+                "must be an audit event position (1 or more)",
+            ));
+        }
+        if self.store.get_subscription(id).await?.is_none() {
+            return Err(AppError::not_found(format!(
+                "there is no webhook subscription {}",
+                idgov_domain::error::echo(id)
+            )));
+        }
+        self.store.redeliver_subscription(id, from_seq).await?;
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        tx.audit(idgov_domain::audit::AuditEntry::new(
+            actor,
+            idgov_domain::audit::Action::WebhookRedelivered,
+            idgov_domain::audit::Target::Webhook(id.to_string()),
+            json!({"from_seq": from_seq, "reason": reason}),
+        ));
+        tx.commit(now).await?;
+        self.store
+            .get_subscription(id)
+            .await?
+            .ok_or_else(|| AppError::not_found("the subscription vanished"))
+    }
+
     /// Delivers what is due for one subscription (at most `max` events),
     /// holding its lease. Returns how many were delivered.
     pub async fn deliver_webhooks(

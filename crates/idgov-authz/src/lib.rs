@@ -241,6 +241,9 @@ rpcs! {
     ListRoles => "PolicyService", "ListRoles", "list roles";
     ListAuditEvents => "AuditService", "ListAuditEvents", "read the audit log";
     VerifyAuditChain => "AuditService", "VerifyAuditChain", "verify the audit chain";
+    ListWebhookSubscriptions => "AuditService", "ListWebhookSubscriptions", "list webhook subscriptions";
+    ListWebhookDeliveries => "AuditService", "ListWebhookDeliveries", "list a webhook subscription's deliveries";
+    RedeliverWebhook => "AuditService", "RedeliverWebhook", "deliver webhook events again";
     ListDirectoryOperations => "ProvisioningService", "ListDirectoryOperations", "list directory operations";
     RetryDirectoryOperation => "ProvisioningService", "RetryDirectoryOperation", "retry a failed directory operation";
     RunDirectorySync => "DirectoryService", "RunDirectorySync", "sync with the directory (and remediate)";
@@ -297,6 +300,8 @@ pub fn rule(rpc: Rpc) -> Rule {
         Rpc::GetPolicy | Rpc::ListEntitlements | Rpc::ListRoles => (READERS, &[Employee]),
         Rpc::ApplyPolicy => (CHANGE_APPROVERS, &[]),
         Rpc::ListAuditEvents | Rpc::VerifyAuditChain => (&[SecurityOfficer, Auditor], &[]),
+        Rpc::ListWebhookSubscriptions | Rpc::ListWebhookDeliveries => (READERS, &[]),
+        Rpc::RedeliverWebhook => (&[SecurityOfficer], &[]),
         Rpc::ListDirectoryOperations | Rpc::GetDirectorySync | Rpc::ListDrift => (READERS, &[]),
         Rpc::RunDirectorySync | Rpc::RetryDirectoryOperation => (CHANGE_APPROVERS, &[]),
         // People ask for access for themselves or their direct reports.

@@ -72,6 +72,7 @@ string_enum!(
         SodExceptionGranted => "sod.exception.granted",
         SodViolation => "sod.violation",
         SodViolationResolved => "sod.violation.resolved",
+        WebhookRedelivered => "webhook.redelivered",
         WebSignedIn => "web.signed_in",
         WebSignedOut => "web.signed_out",
         WebSessionEnded => "web.session_ended",
@@ -107,6 +108,8 @@ pub enum Target {
     Audit,
     /// The service as a whole.
     Service,
+    /// A webhook subscription.
+    Webhook(String),
 }
 
 impl Target {
@@ -135,6 +138,7 @@ impl std::fmt::Display for Target {
             Target::Policy => f.write_str("policy"),
             Target::Audit => f.write_str("audit"),
             Target::Service => f.write_str("idgov"),
+            Target::Webhook(id) => write!(f, "webhook:{id}"),
         }
     }
 }

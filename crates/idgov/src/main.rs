@@ -116,6 +116,11 @@ enum Command {
         #[command(subcommand)]
         command: cmd::provisioning::ProvisioningCommand,
     },
+    /// Webhook subscriptions: where each stands, its deliveries, redelivery.
+    Events {
+        #[command(subcommand)]
+        command: cmd::events::EventsCommand,
+    },
     /// Authorization.
     #[command(subcommand)]
     Authz(cmd::authz::AuthzCommand),
@@ -156,6 +161,7 @@ fn main() -> std::process::ExitCode {
             Command::Audit { command } => cmd::audit::run(&cli.client, command).await,
             Command::Directory { command } => cmd::directory::run(&cli.client, command).await,
             Command::Provisioning { command } => cmd::provisioning::run(&cli.client, command).await,
+            Command::Events { command } => cmd::events::run(&cli.client, command).await,
             Command::Authz(c) => cmd::authz::run(c, cli.client.output),
             Command::Backup(a) => cmd::backup::backup(a, cli.client.output).await,
             Command::Restore(a) => cmd::backup::restore(a, cli.client.output).await,

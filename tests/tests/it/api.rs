@@ -153,6 +153,25 @@ async fn call(ch: Authed, rpc: Rpc) -> Result<(), Status> {
             .verify_audit_chain(pb::VerifyAuditChainRequest {})
             .await
             .map(|_| ()),
+        Rpc::ListWebhookSubscriptions => audit
+            .list_webhook_subscriptions(pb::ListWebhookSubscriptionsRequest {})
+            .await
+            .map(|_| ()),
+        Rpc::ListWebhookDeliveries => audit
+            .list_webhook_deliveries(pb::ListWebhookDeliveriesRequest {
+                subscription_id: "none".into(),
+                limit: 10,
+            })
+            .await
+            .map(|_| ()),
+        Rpc::RedeliverWebhook => audit
+            .redeliver_webhook(pb::RedeliverWebhookRequest {
+                subscription_id: "none".into(),
+                from_seq: 0,
+                reason: "r".into(),
+            })
+            .await
+            .map(|_| ()),
         Rpc::ListDirectoryOperations => prov
             .list_directory_operations(pb::ListDirectoryOperationsRequest::default())
             .await

@@ -272,6 +272,30 @@ allow_private = true
     let gone = app.store.get_subscription("gone").await.unwrap().unwrap();
     assert_eq!(gone.state, "disabled");
     assert_eq!(rx.got("/gone").len(), 1);
+    // A security officer re-enables it, from the first event on: audited.
+    let again = app
+        .redeliver_webhook("gone", Some(expected[0]), "receiver back", "user:S1")
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.state.as_str(), again.cursor),
+        ("active", expected[0] - 1)
+    );
+    let audit = app
+        .audit_events(
+            &idgov_store::AuditFilter {
+                action: "webhook.redelivered".into(),
+                ..Default::default()
+            },
+            0,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].target, "webhook:gone");
+    let subs = app.webhook_subscriptions().await.unwrap();
+    assert_eq!(subs.len(), 4);
     s.stop().await;
 }
 

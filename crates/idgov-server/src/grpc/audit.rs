@@ -70,4 +70,74 @@ impl AuditService for Api {
             last_checkpoint_at: report.last_checkpoint.map(|c| super::convert::ts(c.1)),
         }))
     }
+
+    async fn list_webhook_subscriptions(
+        &self,
+        req: Request<pb::ListWebhookSubscriptionsRequest>,
+    ) -> Result<Response<pb::ListWebhookSubscriptionsResponse>, Status> {
+        access(&req)?;
+        let subs = self.app.webhook_subscriptions().await.or_status()?;
+        Ok(Response::new(pb::ListWebhookSubscriptionsResponse {
+            subscriptions: subs.iter().map(subscription).collect(),
+        }))
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        req: Request<pb::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
+        access(&req)?;
+        let r = req.into_inner();
+        let limit = if r.limit <= 0 { 50 } else { i64::from(r.limit) };
+        let rows = self
+            .app
+            .webhook_deliveries(&r.subscription_id, limit)
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::ListWebhookDeliveriesResponse {
+            deliveries: rows
+                .iter()
+                .map(|a| pb::WebhookDelivery {
+                    seq: a.seq,
+                    attempt: a.attempt,
+                    at: Some(convert::ts(a.at)),
+                    status: a.status.unwrap_or(0) as i32,
+                    error: a.error.clone().unwrap_or_default(),
+                    millis: a.millis,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn redeliver_webhook(
+        &self,
+        req: Request<pb::RedeliverWebhookRequest>,
+    ) -> Result<Response<pb::WebhookSubscription>, Status> {
+        let access = access(&req)?;
+        let r = req.into_inner();
+        let s = self
+            .app
+            .redeliver_webhook(
+                &r.subscription_id,
+                (r.from_seq != 0).then_some(r.from_seq),
+                &r.reason,
+                &access.caller.actor(),
+            )
+            .await
+            .or_status()?;
+        Ok(Response::new(subscription(&s)))
+    }
+}
+
+fn subscription(s: &idgov_store::webhooks::Subscription) -> pb::WebhookSubscription {
+    pb::WebhookSubscription {
+        id: s.id.clone(),
+        url: s.url.clone(),
+        events: s.events.clone(),
+        cursor: s.cursor,
+        state: s.state.clone(),
+        state_reason: s.state_reason.clone().unwrap_or_default(),
+        failures: s.failures,
+        next_attempt_at: Some(convert::ts(s.next_attempt_at)),
+    }
 }

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod campaign;
 pub mod dev;
 pub mod directory;
+pub mod events;
 pub mod hr;
 pub mod identity;
 pub mod policy;
