@@ -13,6 +13,7 @@ mod directory;
 mod roster;
 mod scale;
 mod web;
+mod webhooks;
 
 use clap::{Parser, Subcommand};
 use idgov_authz::Role;
@@ -134,6 +135,11 @@ enum Cmd {
         #[arg(long, default_value = "sqlite")]
         backend: String,
     },
+    /// Webhook delivery: an event's commit to the subscriber's 2xx.
+    Webhooks {
+        #[arg(long, default_value_t = 500)]
+        events: usize,
+    },
     /// Directory sync of unchanged accounts, beside a raw paged search.
     Dirsync {
         #[arg(long, default_value_t = 100_000)]
@@ -181,6 +187,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Campaign { people, backend } => campaign::campaign(people, &backend).await,
             Cmd::Web { people, requests } => web::web(people, requests).await,
             Cmd::Roster { people, backend } => roster::roster(people, &backend).await,
+            Cmd::Webhooks { events } => webhooks::webhooks(events).await,
             Cmd::Access {
                 people,
                 groups,

@@ -673,3 +673,57 @@ async fn a_review_revocation_removes_the_membership_in_the_directory() {
     );
     assert!(now.contains(&group("staff")), "the rest stays: {now:?}");
 }
+
+/// Two replicas on one PostgreSQL, both provisioning the same directory
+/// (issue 9): every operation is applied by exactly one of them — none is
+/// found "already" done, as a second application would find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_apply_each_directory_operation_once() {
+    let Some(s) = Slapd::start_with(&seed()) else {
+        return;
+    };
+    let Some(t) = idgov_tests::backends::open("postgres").await else {
+        return;
+    };
+    let a = app_with_directory(&t, &s).await;
+    let store_b = idgov_store::Store::open(&t.url).await.unwrap();
+    let b = App::start(store_b, Arc::new(SystemClock), Some(config(&s)))
+        .await
+        .unwrap();
+    hire(&a, &Person::new("E1", "Finance")).await;
+    hire(&b, &Person::new("E2", "Sales")).await;
+    hire(&a, &Person::new("E3", "Finance")).await;
+    settled(&a, Duration::from_secs(20)).await;
+    let term = event(
+        &b,
+        EventKind::Terminate,
+        "t-e3",
+        "E3",
+        "",
+        AttributesPatch::default(),
+    );
+    b.submit_event(term, "service:hr").await.unwrap();
+    settled(&b, Duration::from_secs(20)).await;
+    let ops = a.store.list_directory_ops(None, "", 0, 1000).await.unwrap();
+    assert!(ops.len() >= 6, "{ops:#?}");
+    for op in &ops {
+        assert!(
+            matches!(op.state, DirOpState::Done | DirOpState::Superseded),
+            "{op:#?}"
+        );
+        if op.state == DirOpState::Done {
+            assert_ne!(
+                op.outcome.as_deref(),
+                Some("already"),
+                "applied twice: {op:#?}"
+            );
+        }
+    }
+    let mut d = admin(&s).await;
+    assert_eq!(
+        groups(&mut d, "E1").await,
+        [group("finance"), group("staff"), group("vpn")]
+    );
+    assert_eq!(groups(&mut d, "E2").await, [group("sales"), group("staff")]);
+    assert!(groups(&mut d, "E3").await.is_empty());
+}
