@@ -85,6 +85,10 @@ pub async fn webhooks(events: usize) -> anyhow::Result<()> {
                 event_id: format!("hire-{i}"),
                 kind: Some(idgov_domain::hr::EventKind::Hire),
                 employee_id: format!("B{i:06}"),
+                attrs: idgov_domain::identity::AttributesPatch {
+                    display_name: Some(format!("Person {i}")),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             app.policy().policy.hr_time_zone,

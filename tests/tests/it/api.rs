@@ -1082,5 +1082,32 @@ async fn metrics_and_readiness_answer_on_the_same_port() {
     assert_eq!(get("/healthz").await.0, 200);
     let (status, _, body) = get("/readyz/directory").await;
     assert_eq!((status, body.trim()), (200, "no directory is configured"));
+    // Every answer carries the request id its log lines carry: the
+    // caller's when it is a sane token, else a new one.
+    let r = http
+        .get(format!("{}/readyz", s.url))
+        .header("x-request-id", "trace-42.a_b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-42.a_b");
+    let r = http
+        .get(format!("{}/readyz", s.url))
+        .header("x-request-id", "bad id\twith tab")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(id.len(), 32, "{id}");
+    let e = ids
+        .get_identity(pb::GetIdentityRequest {
+            employee_id: "E1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.metadata().get("x-request-id").is_some(),
+        "gRPC answers carry it too"
+    );
     s.stop().await;
 }

@@ -138,7 +138,11 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
-        Box::pin(async move {
+        let request_id = request_id(req.headers());
+        let span =
+            tracing::info_span!("request", request_id = %request_id, path = %req.uri().path());
+        let header = http::HeaderValue::from_str(&request_id).ok();
+        let fut = Box::pin(async move {
             let path = req.uri().path().to_string();
             if OPEN_PREFIXES.iter().any(|p| path.starts_with(p)) {
                 return inner.call(req).await;
@@ -182,6 +186,33 @@ where
                     Ok(to_status(e).into_http())
                 }
             }
-        })
+        });
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let mut resp = fut.await?;
+                if let Some(h) = header {
+                    resp.headers_mut().insert("x-request-id", h);
+                }
+                Ok::<_, S::Error>(resp)
+            },
+            span,
+        ))
     }
+}
+
+/// The caller's `x-request-id` when it is a sane token (up to 64 of
+/// `[A-Za-z0-9._-]`), else a new one: every log line of the call carries it,
+/// and the answer returns it.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        })
+        .map(String::from)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string())
 }
