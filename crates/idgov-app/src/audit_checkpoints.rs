@@ -229,3 +229,32 @@ impl App {
         Ok(())
     }
 }
+
+/// Checks a checkpoint's signature with a public key (base64, as `idgov
+/// audit public-key` prints it): for offline verification of an export.
+pub fn verify_with_public_key(
+    public_key_b64: &str,
+    seq: i64,
+    hash: &str,
+    signed_at_us: i64,
+    signature_b64: &str,
+) -> Result<(), String> {
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(public_key_b64.trim())
+        .map_err(|_| "the public key is not base64".to_string())?;
+    let key = <[u8; 32]>::try_from(b.as_slice())
+        .ok()
+        .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+        .ok_or("the public key is not an Ed25519 key")?;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(signature_b64)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
+        .map(|b| Signature::from_bytes(&b))
+        .ok_or("the signature is not an Ed25519 signature")?;
+    key.verify(
+        checkpoint_statement(seq, hash, signed_at_us).as_bytes(),
+        &sig,
+    )
+    .map_err(|_| format!("the checkpoint of event {seq} is not signed by this key"))
+}

@@ -135,6 +135,12 @@ impl App {
     pub async fn verify_audit(&self, actor: &str) -> Result<VerifyReport, AppError> {
         let mut report = self.store.verify_audit_chain().await?;
         self.check_checkpoints(&mut report).await?;
+        // Verified: sign the head now (on demand, besides every 10 minutes).
+        if report.broken.is_none()
+            && let Err(e) = self.checkpoint_audit().await
+        {
+            tracing::warn!(error = %e, "cannot sign an audit checkpoint after verifying");
+        }
         if let Some(b) = &report.broken {
             tracing::error!(seq = b.seq, problem = %b.problem, "audit chain verification failed");
             let now = self.now();

@@ -250,7 +250,37 @@ fn the_readme_tour_works_step_by_step() {
     assert!(verify.starts_with("audit chain OK"), "{verify}");
     let export = dir.path().join("audit.jsonl");
     cli.ok(&["audit", "export", "--out", export.to_str().unwrap()]);
-    let offline = cli.ok(&["audit", "verify", "--file", export.to_str().unwrap()]);
+    let offline = cli.ok(&[
+        "audit",
+        "verify",
+        "--file",
+        export.to_str().unwrap(),
+        "--public-key",
+        key["public_key"].as_str().unwrap(),
+    ]);
+    assert!(
+        offline.contains("signed checkpoint(s) match the chain, their signatures checked"),
+        "{offline}"
+    );
+    assert!(
+        !offline.contains("\n0 signed"),
+        "the verify above signed one: {offline}"
+    );
+    // Another service's key does not verify this service's checkpoints.
+    let other = tempfile::tempdir().unwrap();
+    let stranger = idgov_server::app::audit_checkpoints::AuditSigner::load_or_create(other.path())
+        .unwrap()
+        .public_key();
+    let wrong = cli.run(&[
+        "audit",
+        "verify",
+        "--file",
+        export.to_str().unwrap(),
+        "--public-key",
+        &stranger,
+    ]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stdout).contains("not signed by this key"));
     assert!(offline.starts_with("export OK"), "{offline}");
     // Every field an export shows is verified: an edited detail or time,
     // an extra field, or a dropped one, is named by its event.

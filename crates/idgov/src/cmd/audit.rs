@@ -20,6 +20,10 @@ pub enum AuditCommand {
         /// Verify an export (JSON lines) offline instead of asking the server.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// With --file: the service's public key (`idgov audit public-key`),
+        /// to check the signed checkpoints the export carries.
+        #[arg(long, requires = "file")]
+        public_key: Option<String>,
     },
     /// Export the audit log as JSON lines.
     Export {
@@ -144,8 +148,12 @@ fn exported_record(j: &serde_json::Value) -> Result<AuditRecord, String> {
 }
 
 pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode> {
-    if let AuditCommand::Verify { file: Some(f) } = &c {
-        return verify_file(f, opts.output);
+    if let AuditCommand::Verify {
+        file: Some(f),
+        public_key,
+    } = &c
+    {
+        return verify_file(f, opts.output, public_key.as_deref());
     }
     if let AuditCommand::PublicKey { data_dir } = &c {
         let s = idgov_server::app::audit_checkpoints::AuditSigner::load(data_dir)
@@ -314,11 +322,80 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
 }
 
 /// Verifies an export offline: the same chain rules, no server needed.
-fn verify_file(path: &PathBuf, out: Format) -> anyhow::Result<ExitCode> {
+/// A signed checkpoint found in an export (an `audit.checkpoint` event).
+struct ExportedCheckpoint {
+    hash: String,
+    signed_at_us: i64,
+    signature: String,
+    /// The event that recorded it.
+    at: i64,
+}
+
+/// The checkpoints an export carries, by the event they sign.
+fn exported_checkpoints(
+    path: &PathBuf,
+) -> anyhow::Result<std::collections::BTreeMap<i64, ExportedCheckpoint>> {
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut out = std::collections::BTreeMap::new();
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line?;
+        if !line.contains("audit.checkpoint") {
+            continue;
+        }
+        let Ok(j) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if j["action"] != "audit.checkpoint" {
+            continue;
+        }
+        let d = &j["detail"];
+        if let (Some(seq), Some(hash), Some(at_us), Some(sig), Some(at)) = (
+            d["seq"].as_i64(),
+            d["hash"].as_str(),
+            d["signed_at_us"].as_i64(),
+            d["signature"].as_str(),
+            j["seq"].as_i64(),
+        ) {
+            out.insert(
+                seq,
+                ExportedCheckpoint {
+                    hash: hash.to_string(),
+                    signed_at_us: at_us,
+                    signature: sig.to_string(),
+                    at,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn verify_file(path: &PathBuf, out: Format, public_key: Option<&str>) -> anyhow::Result<ExitCode> {
+    let checkpoints = exported_checkpoints(path)?;
+    let mut broken = None;
+    if let Some(key) = public_key {
+        for (seq, c) in &checkpoints {
+            if let Err(e) = idgov_server::app::audit_checkpoints::verify_with_public_key(
+                key,
+                *seq,
+                &c.hash,
+                c.signed_at_us,
+                &c.signature,
+            ) {
+                broken = Some(ChainBreak {
+                    seq: c.at,
+                    problem: format!("{e} (forged or from another service)"),
+                });
+                break;
+            }
+        }
+    }
     let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut v = Verifier::new();
-    let mut broken = None;
     for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        if broken.is_some() {
+            break;
+        }
         let line = line?;
         if line.trim().is_empty() {
             continue;
@@ -340,18 +417,52 @@ fn verify_file(path: &PathBuf, out: Format) -> anyhow::Result<ExitCode> {
             broken = Some(b);
             break;
         }
+        if let Some(c) = checkpoints.get(&rec.seq)
+            && c.hash != rec.hash
+        {
+            broken = Some(ChainBreak {
+                seq: rec.seq,
+                problem: format!(
+                    "event {} does not have the hash signed at the checkpoint recorded by event {}: the chain was rewritten",
+                    rec.seq, c.at
+                ),
+            });
+        }
+    }
+    if broken.is_none()
+        && let Some((seq, c)) = checkpoints.range(v.checked() as i64 + 1..).next()
+    {
+        broken = Some(ChainBreak {
+            seq: *seq,
+            problem: format!(
+                "the checkpoint recorded by event {} names event {seq}, which the export does not hold",
+                c.at
+            ),
+        });
     }
     match (out, &broken) {
         (Format::Json, _) => json(&json!({
             "ok": broken.is_none(), "events_checked": v.checked(),
             "first_bad_seq": broken.as_ref().map(|b| b.seq), "problem": broken.as_ref().map(|b| b.problem.clone()),
-            "head_hash": v.head_hash(),
+            "head_hash": v.head_hash(), "checkpoints": checkpoints.len(),
+            "checkpoint_signatures_checked": public_key.is_some(),
         })),
-        (Format::Table, None) => crate::outln!(
-            "export OK: {} events chain from genesis to {} (compare this head with `idgov audit verify`)",
-            v.checked(),
-            v.head_hash()
-        ),
+        (Format::Table, None) => {
+            crate::outln!(
+                "export OK: {} events chain from genesis to {} (compare this head with `idgov audit verify`)",
+                v.checked(),
+                v.head_hash()
+            );
+            crate::outln!(
+                "{} signed checkpoint(s) match the chain{}",
+                checkpoints.len(),
+                if public_key.is_some() {
+                    ", their signatures checked with the key given"
+                } else {
+                    "; pass --public-key to check their signatures"
+                }
+            );
+        }
         (Format::Table, Some(b)) => {
             crate::outln!("EXPORT BROKEN at event {}: {}", b.seq, b.problem)
         }
