@@ -1113,6 +1113,17 @@ struct CampaignRow {
     items: i64,
 }
 
+fn campaign_row(nav: &Nav, c: &idgov_domain::review::Campaign) -> CampaignRow {
+    CampaignRow {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        state: c.state.to_string(),
+        started: nav.when(c.started_at),
+        due: nav.when(c.due_at),
+        items: c.items,
+    }
+}
+
 #[derive(Debug, Clone)]
 struct HeldRow {
     id: String,
@@ -1152,14 +1163,7 @@ async fn admin(State(state): St, headers: HeaderMap) -> Response {
     try_page!(s, access(&s, Rpc::ListHeldChanges));
     let campaigns = try_page!(s, state.app.campaigns(false, "", 20).await)
         .into_iter()
-        .map(|c| CampaignRow {
-            id: c.id.clone(),
-            name: c.name.clone(),
-            state: c.state.to_string(),
-            started: s.nav.when(c.started_at),
-            due: s.nav.when(c.due_at),
-            items: c.items,
-        })
+        .map(|c| campaign_row(&s.nav, &c))
         .collect();
     let held = try_page!(s, state.app.held_changes(HeldState::Held, "", 20).await)
         .into_iter()
@@ -1319,14 +1323,7 @@ async fn admin_campaign(State(state): St, headers: HeaderMap, Path(id): Path<Str
             })
             .collect(),
         evidence: s.nav.audit,
-        c: CampaignRow {
-            id: c.id.clone(),
-            name: c.name.clone(),
-            state: c.state.to_string(),
-            started: s.nav.when(c.started_at),
-            due: s.nav.when(c.due_at),
-            items: c.items,
-        },
+        c: campaign_row(&s.nav, &c),
     })
 }
 
@@ -1475,14 +1472,7 @@ async fn audit_page(
         .await
         .unwrap_or_default()
         .into_iter()
-        .map(|c| CampaignRow {
-            id: c.id.clone(),
-            name: c.name.clone(),
-            state: c.state.to_string(),
-            started: s.nav.when(c.started_at),
-            due: s.nav.when(c.due_at),
-            items: c.items,
-        })
+        .map(|c| campaign_row(&s.nav, &c))
         .collect();
     render(&AuditPage {
         nav: Some(s.nav.clone()),
