@@ -73,6 +73,10 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         running.app.store.backend().as_str(),
         running.auth_mode
     );
+    eprintln!(
+        "the web app is at {scheme}://{}/ ; metrics at /metrics, readiness at /readyz",
+        running.addr
+    );
     if let Some(why) = &running.policy_pending {
         eprintln!(
             "the --policy file is not applied yet ({why}); it will be as soon as the people it names exist"
