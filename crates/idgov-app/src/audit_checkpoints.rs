@@ -9,10 +9,8 @@ use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use idgov_domain::audit::{Action, AuditEntry, ChainBreak, Target, checkpoint_statement};
 use idgov_store::{Checkpoint, VerifyReport};
-use rand::RngCore;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -62,36 +60,9 @@ impl AuditSigner {
     /// Loads the key from `data_dir`, creating it (0600) if missing.
     pub fn load_or_create(data_dir: &Path) -> Result<AuditSigner, String> {
         let path = key_path(data_dir);
-        let seed = match std::fs::read_to_string(&path) {
-            Ok(s) => {
-                let b = hex::decode(s.trim())
-                    .map_err(|_| format!("{} is not a hex Ed25519 seed", path.display()))?;
-                <[u8; 32]>::try_from(b.as_slice()).map_err(|_| {
-                    format!("{} does not hold a 32-byte Ed25519 seed", path.display())
-                })?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir)
-                    .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-                let mut seed = [0u8; 32];
-                rand::rng().fill_bytes(&mut seed);
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                match opts.open(&path) {
-                    Ok(mut f) => f
-                        .write_all(hex::encode(seed).as_bytes())
-                        .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        return AuditSigner::load_or_create(data_dir);
-                    }
-                    Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
-                }
-                seed
-            }
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-        };
+        let bytes = crate::keyfile::load_or_create(&path, 32)?;
+        let seed = <[u8; 32]>::try_from(bytes.as_slice())
+            .map_err(|_| format!("{} does not hold a 32-byte Ed25519 seed", path.display()))?;
         let key = SigningKey::from_bytes(&seed);
         Ok(AuditSigner {
             key_id: key_id(&key.verifying_key()),

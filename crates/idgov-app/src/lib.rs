@@ -25,6 +25,7 @@ pub mod directory_sync;
 pub mod error;
 pub mod held;
 pub mod intake;
+pub mod keyfile;
 pub mod metrics;
 pub mod policy;
 pub mod provisioning;

@@ -413,6 +413,22 @@ impl App {
         max: usize,
     ) -> Result<usize, AppError> {
         let now = self.now();
+        // Read first: an idle or waiting subscription costs two reads per
+        // poll, never a write (SQLite has one writer, shared with intake).
+        let Some(sub) = self.store.get_subscription(&s.id).await? else {
+            return Ok(0);
+        };
+        if sub.state != "active" || sub.next_attempt_at > now {
+            return Ok(0);
+        }
+        if self
+            .store
+            .next_event_matching(&s.events, sub.cursor)
+            .await?
+            .is_none()
+        {
+            return Ok(0);
+        }
         if !self
             .store
             .claim_subscription(&s.id, now, now + chrono::Duration::seconds(60))

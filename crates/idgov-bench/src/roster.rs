@@ -9,11 +9,8 @@ use crate::scale::{emp, raw_copy_table, reset_peak, rss};
 use idgov_authz::Role;
 use idgov_proto::v1 as pb;
 use idgov_proto::v1::hr_service_client::HrServiceClient;
-use idgov_server::SystemClock;
 use idgov_server::auth::dev::DevAuth;
-use idgov_server::serve::{ServeConfig, start};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tonic::metadata::MetadataValue;
 
 fn entry(i: usize) -> pb::SyncRosterRequest {
@@ -41,27 +38,9 @@ fn entry(i: usize) -> pb::SyncRosterRequest {
 }
 
 pub async fn roster(people: usize, backend: &str) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut _pg = None;
-    let database_url = match backend {
-        "postgres" => {
-            let server = idgov_tests::pg::PgServer::start(true).map_err(anyhow::Error::msg)?;
-            let url = server.fresh_database().await.map_err(anyhow::Error::msg)?;
-            _pg = Some(server);
-            Some(url)
-        }
-        _ => None,
-    };
-    let data = dir.path().join("idgov");
-    let cfg = ServeConfig {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: data.clone(),
-        database_url: database_url.clone(),
-        scheduler_interval: Duration::from_secs(3600),
-        ..ServeConfig::default()
-    };
-    let running = start(cfg, Arc::new(SystemClock)).await?;
-    let dev = DevAuth::load_or_create(&data).map_err(anyhow::Error::msg)?;
+    let service = crate::scale::serve_on(backend).await?;
+    let (running, data, database_url) = (&service.running, &service.data, &service.database_url);
+    let dev = DevAuth::load_or_create(data).map_err(anyhow::Error::msg)?;
     let token: MetadataValue<tonic::metadata::Ascii> = format!(
         "Bearer {}",
         dev.mint("bench", None, &[Role::HrFeed], chrono::Duration::hours(4))
@@ -96,7 +75,7 @@ pub async fn roster(people: usize, backend: &str) -> anyhow::Result<()> {
         "expected {people} joiners, got {}",
         diff.joiners
     );
-    let raw = raw_copy_table(&data, database_url.as_deref(), "identities").await?;
+    let raw = raw_copy_table(data, database_url.as_deref(), "identities").await?;
     println!("\nmachine: {}", machine());
     println!(
         "command: cargo run --release -p idgov-bench -- roster --people {people} --backend {backend}\n"
@@ -109,6 +88,6 @@ pub async fn roster(people: usize, backend: &str) -> anyhow::Result<()> {
         "| import: every person created and audited, answer with counts and a bounded diff | {secs:.1} s ({:.0} people/s); RSS {before:.0} → peak {peak:.0} → {after:.0} MiB (client and server) | {raw:.1} s to copy the identity rows with one INSERT … SELECT |",
         people as f64 / secs
     );
-    running.stop().await?;
+    service.running.stop().await?;
     Ok(())
 }

@@ -130,14 +130,26 @@ impl Report {
     }
 }
 
-pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
+/// A service on a fresh store of `backend` (sqlite, or postgres on a
+/// private durable cluster), the scheduler idle; keep the whole value alive
+/// while it runs.
+pub(crate) struct Service {
+    pub running: idgov_server::serve::Running,
+    /// The data directory (SQLite store, keys).
+    pub data: std::path::PathBuf,
+    pub database_url: Option<String>,
+    _dir: tempfile::TempDir,
+    _pg: Option<idgov_tests::pg::PgServer>,
+}
+
+pub(crate) async fn serve_on(backend: &str) -> anyhow::Result<Service> {
     let dir = tempfile::tempdir()?;
-    let mut _pg = None;
+    let mut pg = None;
     let database_url = match backend {
         "postgres" => {
             let server = idgov_tests::pg::PgServer::start(true).map_err(anyhow::Error::msg)?;
             let url = server.fresh_database().await.map_err(anyhow::Error::msg)?;
-            _pg = Some(server);
+            pg = Some(server);
             Some(url)
         }
         _ => None,
@@ -151,9 +163,21 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
         ..ServeConfig::default()
     };
     let running = start(cfg, Arc::new(SystemClock)).await?;
+    Ok(Service {
+        running,
+        data,
+        database_url,
+        _dir: dir,
+        _pg: pg,
+    })
+}
+
+pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
+    let service = serve_on(backend).await?;
+    let (running, data, database_url) = (&service.running, &service.data, &service.database_url);
     let app = running.app.clone();
     let url = format!("http://{}", running.addr);
-    let dev = DevAuth::load_or_create(&data).map_err(anyhow::Error::msg)?;
+    let dev = DevAuth::load_or_create(data).map_err(anyhow::Error::msg)?;
     let token = |roles: &[Role]| -> anyhow::Result<MetadataValue<tonic::metadata::Ascii>> {
         Ok(format!(
             "Bearer {}",
@@ -232,7 +256,7 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
     let (after, peak) = rss();
     let grants = res.impact.grants_added;
     // Raw: the same rows copied with one INSERT … SELECT on the same database.
-    let raw_copy = raw_copy(&data, database_url.as_deref()).await?;
+    let raw_copy = raw_copy(data, database_url.as_deref()).await?;
     r.row(
         &format!("policy apply: {grants} grants added"),
         format!("{:.1} s", apply_time.as_secs_f64()),
@@ -288,7 +312,7 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
     let report = app.store.verify_audit_chain().await?;
     anyhow::ensure!(report.broken.is_none());
     let verify = t.elapsed();
-    let (raw_read, sha_only) = raw_audit(&data, database_url.as_deref()).await?;
+    let (raw_read, sha_only) = raw_audit(data, database_url.as_deref()).await?;
     r.row(
         &format!("audit verify ({} events)", report.checked),
         format!("{:.1} s", verify.as_secs_f64()),
@@ -357,11 +381,11 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
             String::new(),
         );
     }
-    running.stop().await?;
+    service.running.stop().await?;
 
     // Start-up on the 100k store (SQLite: the data directory).
     if database_url.is_none() {
-        let (took, running) = start_and_check(&data).await?;
+        let (took, running) = start_and_check(data).await?;
         r.row(
             "start-up to first SERVING health answer",
             format!("{:.0} ms", took.as_secs_f64() * 1e3),

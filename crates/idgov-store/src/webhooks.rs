@@ -101,7 +101,7 @@ impl Store {
             "SELECT {SUB_COLUMNS} FROM webhook_subscriptions WHERE id = $1"
         )))
         .bind(id)
-        .fetch_optional(self.writer())
+        .fetch_optional(self.reader())
         .await?;
         row.as_ref().map(sub_from_row).transpose()
     }

@@ -138,10 +138,50 @@ impl std::fmt::Debug for WebState {
 
 /// The web app's routes. Every response carries the security headers.
 pub fn router(state: Arc<WebState>) -> Router {
+    let csp = Arc::new(content_security_policy(&state.signin));
     pages::routes()
         .merge(signin::routes())
         .with_state(state)
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response_with_state(
+            csp,
+            security_headers,
+        ))
+}
+
+/// The Content-Security-Policy: only our own CSS and script, forms posted
+/// to this site only — and, with a provider, to it too: sign-out's form
+/// continues to the provider's end-session page, and `form-action` also
+/// governs where a form's redirects may lead.
+fn content_security_policy(signin: &signin::SignIn) -> HeaderValue {
+    let provider = match signin {
+        signin::SignIn::Oidc(o) => url_origin(&o.issuer),
+        _ => None,
+    };
+    let form = match provider {
+        Some(p) => format!("'self' {p}"),
+        None => "'self'".to_string(),
+    };
+    HeaderValue::from_str(&format!(
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
+         form-action {form}; frame-ancestors 'none'; base-uri 'none'"
+    ))
+    .unwrap_or_else(|_| {
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        )
+    })
+}
+
+/// `scheme://host[:port]` of a URL, if it has one.
+fn url_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split('/').next()?;
+    let ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    ok.then(|| format!("{scheme}://{host}"))
 }
 
 /// The CSS and script, built in (no build step, nothing fetched).
@@ -151,17 +191,15 @@ pub const JS: &str = include_str!("../static/idgov.js");
 /// Strict headers on every answer: nothing but our own CSS and script runs,
 /// no framing, no sniffing, no referrer leaves the site, no caching of
 /// pages about people.
-async fn security_headers(mut resp: Response) -> Response {
+async fn security_headers(
+    axum::extract::State(csp): axum::extract::State<Arc<HeaderValue>>,
+    mut resp: Response,
+) -> Response {
     let h = resp.headers_mut();
     let set = |h: &mut axum::http::HeaderMap, k: header::HeaderName, v: &'static str| {
         h.insert(k, HeaderValue::from_static(v));
     };
-    set(
-        h,
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
-         form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, (*csp).clone());
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::X_FRAME_OPTIONS, "DENY");
     set(h, header::REFERRER_POLICY, "no-referrer");

@@ -205,3 +205,62 @@ impl Form {
             .map(|(_, v)| v.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_host_prefixed_and_secure_over_tls() {
+        assert_eq!(session_cookie(true), "__Host-idgov-session");
+        let c = set_cookie(session_cookie(true), "abc", true, None);
+        let c = c.to_str().unwrap_or_default();
+        for part in [
+            "__Host-idgov-session=abc",
+            "Path=/",
+            "HttpOnly",
+            "SameSite=Lax",
+            "Secure",
+        ] {
+            assert!(c.contains(part), "{c}");
+        }
+        assert!(!c.contains("Domain"), "{c}");
+        let plain = set_cookie(session_cookie(false), "abc", false, Some(0));
+        let plain = plain.to_str().unwrap_or_default();
+        assert!(
+            plain.starts_with("idgov-session=abc")
+                && !plain.contains("Secure")
+                && plain.ends_with("Max-Age=0")
+        );
+    }
+
+    #[test]
+    fn only_this_sites_own_pages_may_post() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert!(same_origin(&h(&[("sec-fetch-site", "same-origin")])));
+        assert!(!same_origin(&h(&[("sec-fetch-site", "same-site")])));
+        assert!(!same_origin(&h(&[("sec-fetch-site", "cross-site")])));
+        assert!(same_origin(&h(&[
+            ("host", "idgov.example.com"),
+            ("origin", "https://idgov.example.com")
+        ])));
+        assert!(!same_origin(&h(&[
+            ("host", "idgov.example.com"),
+            ("origin", "https://evil.example")
+        ])));
+        assert!(
+            !same_origin(&h(&[("host", "idgov.example.com")])),
+            "neither header: refused"
+        );
+        // Two cookies of one name: trust neither.
+        assert_eq!(cookie(&h(&[("cookie", "a=1; a=2")]), "a"), None);
+        assert_eq!(safe_return("//evil.example/x"), "/");
+        assert_eq!(safe_return("/reviews?after=x"), "/reviews?after=x");
+    }
+}

@@ -19,6 +19,7 @@ mod ordering;
 mod provisioning;
 mod provisioning_faults;
 mod replicas;
+mod sessions;
 mod store_suite;
 mod web;
 mod webhooks;

@@ -321,7 +321,15 @@ async fn a_manager_signs_in_reviews_a_campaign_and_signs_out() {
     let before = Web::session_of(&b).await;
     b.goto(&w.url("/")).await.unwrap();
     Web::click(&b, "#signout").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // RP-initiated logout: on to the provider's end-session page.
+    for _ in 0..50 {
+        if !b.current_url().await.unwrap().as_str().starts_with(&w.base) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let at = b.current_url().await.unwrap();
+    assert!(at.as_str().starts_with(&w._provider.issuer()), "{at}");
     b.goto(&w.url("/reviews")).await.unwrap();
     assert_eq!(Web::path(&b).await, "/signin");
     let r = Web::http()

@@ -5,9 +5,7 @@
 use chrono::{Duration, Utc};
 use idgov_authz::{Caller, Role};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Issuer and audience of development tokens.
@@ -61,48 +59,9 @@ impl DevAuth {
 
     /// Loads the key from `data_dir`, creating it (0600) if missing.
     pub fn load_or_create(data_dir: &Path) -> Result<DevAuth, String> {
-        let path = key_path(data_dir);
-        match std::fs::read_to_string(&path) {
-            Ok(s) => {
-                let key = hex::decode(s.trim()).map_err(|_| {
-                    format!(
-                        "{} is not a hex key; delete it to make a new one",
-                        path.display()
-                    )
-                })?;
-                if key.len() < 32 {
-                    return Err(format!(
-                        "{} holds a key shorter than 32 bytes; delete it to make a new one",
-                        path.display()
-                    ));
-                }
-                Ok(DevAuth { key })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(data_dir).map_err(|e| {
-                    format!("cannot create data directory {}: {e}", data_dir.display())
-                })?;
-                let mut key = vec![0u8; 32];
-                rand::rng().fill_bytes(&mut key);
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                match opts.open(&path) {
-                    Ok(mut f) => {
-                        f.write_all(hex::encode(&key).as_bytes())
-                            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                        Ok(DevAuth { key })
-                    }
-                    // Someone else created it meanwhile: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        DevAuth::load_or_create(data_dir)
-                    }
-                    Err(e) => Err(format!("cannot create {}: {e}", path.display())),
-                }
-            }
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-        }
+        Ok(DevAuth {
+            key: idgov_app::keyfile::load_or_create(&key_path(data_dir), 32)?,
+        })
     }
 
     /// Mints a token for `roles`, optionally as the person `employee_id`.
