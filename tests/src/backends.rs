@@ -50,8 +50,9 @@ pub async fn open(backend: &str) -> Option<TestStore> {
 /// Defines each test once per backend: `name::sqlite` and `name::postgres`.
 #[macro_export]
 macro_rules! both_backends {
-    ($(async fn $name:ident($store:ident : $ty:ty) $body:block)*) => {
+    ($($(#[$doc:meta])* async fn $name:ident($store:ident : $ty:ty) $body:block)*) => {
         $(
+            $(#[$doc])*
             mod $name {
                 #[allow(unused_imports)]
                 use super::*;

@@ -439,8 +439,9 @@ pub(crate) async fn raw_copy_table(
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// Reads every audit row with a plain client and hashes its fields; and
-/// the hashing alone.
+/// Reads every audit row with a plain client (the SQLite library itself;
+/// sqlx's native PostgreSQL driver) on one thread and hashes its fields;
+/// and the hashing alone.
 async fn raw_audit(data: &std::path::Path, pg: Option<&str>) -> anyhow::Result<(f64, f64)> {
     use futures::TryStreamExt;
     use sha2_free::hash_all;
@@ -460,14 +461,18 @@ async fn raw_audit(data: &std::path::Path, pg: Option<&str>) -> anyhow::Result<(
             }
         }
         None => {
-            let url = format!("sqlite:{}", data.join("idgov.db").display());
-            let mut c = sqlx::SqliteConnection::connect(&url).await?;
-            let mut s = sqlx::query(sql).fetch(&mut c);
-            while let Some(r) = s.try_next().await? {
+            // The SQLite library itself, on this thread: no driver between.
+            let c = rusqlite::Connection::open_with_flags(
+                data.join("idgov.db"),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            let mut st = c.prepare(sql)?;
+            let mut q = st.query([])?;
+            while let Some(r) = q.next()? {
                 rows.push(row_bytes(
-                    &r.try_get::<String, _>("detail")?,
-                    &r.try_get::<String, _>("prev_hash")?,
-                    &r.try_get::<String, _>("actor")?,
+                    &r.get::<_, String>("detail")?,
+                    &r.get::<_, String>("prev_hash")?,
+                    &r.get::<_, String>("actor")?,
                 ));
             }
         }

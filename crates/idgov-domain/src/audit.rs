@@ -270,8 +270,32 @@ impl Verifier {
         }
     }
 
+    /// A verifier for the part of a chain that starts at `next_seq`, whose
+    /// predecessor's hash is taken to be `prev_hash` (checked by whoever
+    /// verified the part before): parts of one chain can then be verified
+    /// side by side and their ends compared.
+    pub fn resume(next_seq: i64, prev_hash: String) -> Self {
+        Self {
+            next_seq,
+            prev_hash,
+            checked: 0,
+        }
+    }
+
     pub fn checked(&self) -> u64 {
         self.checked
+    }
+
+    /// Checks that every event up to `last_seq` was fed (the end of a part
+    /// that is not the end of the chain).
+    pub fn expect_through(&self, last_seq: i64) -> Result<(), ChainBreak> {
+        if self.next_seq <= last_seq {
+            return Err(ChainBreak {
+                seq: self.next_seq,
+                problem: format!("event {} is missing", self.next_seq),
+            });
+        }
+        Ok(())
     }
 
     /// The hash of the last event checked.
@@ -344,6 +368,135 @@ impl Verifier {
         }
         Ok(())
     }
+}
+
+/// One part of a chain, the events `after + 1 ..= through`, checked on its
+/// own so that parts can be read and hashed side by side; [`join_parts`]
+/// then reports what one pass over the whole chain would.
+#[derive(Debug, Clone)]
+pub struct ChainPart {
+    after: i64,
+    through: i64,
+    /// The position and stored `prev_hash` of the first event fed.
+    first: Option<(i64, String)>,
+    v: Verifier,
+    broken: Option<ChainBreak>,
+}
+
+impl ChainPart {
+    pub fn new(after: i64, through: i64) -> Self {
+        let v = if after == 0 {
+            Verifier::new()
+        } else {
+            Verifier::resume(after + 1, String::new())
+        };
+        Self {
+            after,
+            through,
+            first: None,
+            v,
+            broken: None,
+        }
+    }
+
+    /// The events this part covers: `(after, through]`.
+    pub fn bounds(&self) -> (i64, i64) {
+        (self.after, self.through)
+    }
+
+    /// Checks the next stored event of this part; `false` once the part is
+    /// broken (reading further is pointless).
+    pub fn feed(&mut self, r: &AuditRecord) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        if self.first.is_none() {
+            self.first = Some((r.seq, r.prev_hash.clone()));
+            if self.after > 0 {
+                // The link to the part before is checked by `join_parts`.
+                self.v = Verifier::resume(self.after + 1, r.prev_hash.clone());
+            }
+        }
+        match self.v.check(r) {
+            Ok(()) => true,
+            Err(b) => {
+                self.broken = Some(b);
+                false
+            }
+        }
+    }
+
+    /// Records a stored event that does not even read as an event (`seq`
+    /// when its position could be read).
+    pub fn unreadable(&mut self, seq: Option<i64>, error: &str) {
+        if self.broken.is_some() {
+            return;
+        }
+        let next = self.v.next_seq;
+        self.broken = Some(match seq {
+            Some(seq) => ChainBreak {
+                seq,
+                problem: format!("event {seq} cannot be read as stored: {error}"),
+            },
+            None => ChainBreak {
+                seq: next,
+                problem: format!("the event after {} cannot be read: {error}", next - 1),
+            },
+        });
+    }
+}
+
+/// Joins parts that cover `1..=head` in order: how many events verified
+/// before the first problem, and that problem, exactly as one [`Verifier`]
+/// fed the whole chain and finished with `head` would report them.
+pub fn join_parts(parts: &[ChainPart], head: Option<(i64, &str)>) -> (u64, Option<ChainBreak>) {
+    let mut checked = 0;
+    let mut prev_hash = GENESIS_HASH.to_string();
+    for (k, p) in parts.iter().enumerate() {
+        if k > 0
+            && let Some((seq, prev)) = &p.first
+            && *seq == p.after + 1
+            && *prev != prev_hash
+        {
+            let b = ChainBreak {
+                seq: *seq,
+                problem: format!(
+                    "event {seq} does not link to its predecessor (prev_hash altered)"
+                ),
+            };
+            return (checked, Some(b));
+        }
+        checked += p.v.checked();
+        if let Some(b) = &p.broken {
+            return (checked, Some(b.clone()));
+        }
+        let end = if k + 1 == parts.len() {
+            p.v.finish(head)
+        } else {
+            p.v.expect_through(p.through)
+        };
+        if let Err(b) = end {
+            return (checked, Some(b));
+        }
+        prev_hash = p.v.head_hash().to_string();
+    }
+    if parts.is_empty() {
+        return (0, Verifier::new().finish(head).err());
+    }
+    (checked, None)
+}
+
+/// `n` parts of about equal size covering `1..=head_seq` (one when short).
+pub fn split_chain(head_seq: i64, n: usize) -> Vec<ChainPart> {
+    let n = (n.max(1) as i64).min(head_seq / 10_000 + 1);
+    let size = head_seq / n;
+    (0..n)
+        .map(|k| {
+            let after = k * size;
+            let through = if k + 1 == n { head_seq } else { after + size };
+            ChainPart::new(after, through)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -420,5 +573,105 @@ mod tests {
         c[1].actor = "user:mallory".into();
         c[1].hash = c[1].computed_hash();
         assert_eq!(verify(&c, Some((4, &head))).err().map(|e| e.seq), Some(3));
+    }
+
+    /// Parts checked side by side report what one pass reports: the same
+    /// first problem and the same count, for any tampering and any split.
+    #[test]
+    fn parts_report_what_one_pass_reports() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for case in 0..3000 {
+            let n: i64 = rng.random_range(0..40);
+            let mut c = chain(n);
+            let head = c.last().map(|r| (r.seq, r.hash.clone()));
+            if n > 0 {
+                for _ in 0..rng.random_range(0..3) {
+                    let len = c.len();
+                    if len == 0 {
+                        break;
+                    }
+                    let i = rng.random_range(0..len);
+                    match rng.random_range(0..5) {
+                        0 => c[i].detail.push('x'),
+                        1 => c[i].prev_hash = "00".into(),
+                        2 => {
+                            c[i].target = "identity:forged".into();
+                            c[i].hash = c[i].computed_hash();
+                        }
+                        3 => {
+                            c.remove(i);
+                        }
+                        _ => c[i].seq += 1000,
+                    }
+                }
+                c.sort_by_key(|r| r.seq);
+            }
+            let head_ref = head.as_ref().map(|(s, h)| (*s, h.as_str()));
+            let mut v = Verifier::new();
+            let mut one = None;
+            for r in &c {
+                if r.seq > head_ref.map_or(0, |h| h.0) {
+                    break;
+                }
+                if let Err(b) = v.check(r) {
+                    one = Some(b);
+                    break;
+                }
+            }
+            if one.is_none() {
+                one = v.finish(head_ref).err();
+            }
+            // A random split of 1..=head into parts.
+            let top = head_ref.map_or(0, |h| h.0);
+            let mut cuts: Vec<i64> = (0..rng.random_range(0..4))
+                .map(|_| rng.random_range(0..=top))
+                .collect();
+            cuts.push(0);
+            cuts.push(top);
+            cuts.sort();
+            cuts.dedup();
+            let mut parts: Vec<ChainPart> = cuts
+                .windows(2)
+                .map(|w| ChainPart::new(w[0], w[1]))
+                .collect();
+            if parts.is_empty() {
+                parts.push(ChainPart::new(0, 0));
+            }
+            for p in &mut parts {
+                let (after, through) = p.bounds();
+                for r in c.iter().filter(|r| r.seq > after && r.seq <= through) {
+                    if !p.feed(r) {
+                        break;
+                    }
+                }
+            }
+            let (checked, broken) = join_parts(&parts, head_ref);
+            assert_eq!(
+                broken.as_ref().map(|b| b.seq),
+                one.as_ref().map(|b| b.seq),
+                "case {case}: the same first problem ({broken:?} / {one:?})"
+            );
+            if one.is_none() {
+                assert_eq!(checked, v.checked(), "case {case}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_chain_is_split_evenly_and_a_short_one_not() {
+        let parts = split_chain(1_000_000, 4);
+        let b: Vec<(i64, i64)> = parts.iter().map(|p| p.bounds()).collect();
+        assert_eq!(
+            b,
+            vec![
+                (0, 250_000),
+                (250_000, 500_000),
+                (500_000, 750_000),
+                (750_000, 1_000_000)
+            ]
+        );
+        assert_eq!(split_chain(5_000, 4).len(), 1);
+        assert_eq!(split_chain(0, 4)[0].bounds(), (0, 0));
     }
 }

@@ -26,19 +26,70 @@ where
     row.try_get(col).map_err(StoreError::from)
 }
 
+/// A row of any of the store's three ways of reading: sqlx's `Any` driver,
+/// native PostgreSQL, and the direct SQLite reader of the hot reads
+/// ([`crate::lite`]). The row mappings that those paths share
+/// (`identity_from_row`, `grant_from_row`, `record_from_row`) are written
+/// once against it.
+pub trait ReadRow {
+    fn col<T: Col>(&self, col: &str) -> Result<T, StoreError>;
+}
+
+/// A column type every read path decodes the same way.
+pub trait Col: Sized {
+    fn from_any(row: &AnyRow, col: &str) -> Result<Self, StoreError>;
+    fn from_pg(row: &sqlx::postgres::PgRow, col: &str) -> Result<Self, StoreError>;
+    fn from_lite(row: &rusqlite::Row<'_>, col: &str) -> Result<Self, StoreError>;
+}
+
+macro_rules! col_type {
+    ($($t:ty),*) => {$(
+        impl Col for $t {
+            fn from_any(row: &AnyRow, col: &str) -> Result<Self, StoreError> {
+                row.try_get(col).map_err(StoreError::from)
+            }
+            fn from_pg(row: &sqlx::postgres::PgRow, col: &str) -> Result<Self, StoreError> {
+                row.try_get(col).map_err(StoreError::from)
+            }
+            fn from_lite(row: &rusqlite::Row<'_>, col: &str) -> Result<Self, StoreError> {
+                row.get(col).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+            }
+        }
+    )*};
+}
+col_type!(String, i64, Option<String>, Option<i64>);
+
+impl ReadRow for AnyRow {
+    fn col<T: Col>(&self, col: &str) -> Result<T, StoreError> {
+        T::from_any(self, col)
+    }
+}
+
+impl ReadRow for sqlx::postgres::PgRow {
+    fn col<T: Col>(&self, col: &str) -> Result<T, StoreError> {
+        T::from_pg(self, col)
+    }
+}
+
+impl ReadRow for rusqlite::Row<'_> {
+    fn col<T: Col>(&self, col: &str) -> Result<T, StoreError> {
+        T::from_lite(self, col)
+    }
+}
+
 /// Reads a text column holding an enum's string form.
-pub fn parsed<T: FromStr<Err = String>>(row: &AnyRow, col: &str) -> Result<T, StoreError> {
-    let s: String = get(row, col)?;
+pub fn parsed<T: FromStr<Err = String>>(row: &impl ReadRow, col: &str) -> Result<T, StoreError> {
+    let s: String = row.col(col)?;
     s.parse()
         .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
 }
 
 /// Reads a nullable text column holding an enum's string form.
 pub fn opt_parsed<T: FromStr<Err = String>>(
-    row: &AnyRow,
+    row: &impl ReadRow,
     col: &str,
 ) -> Result<Option<T>, StoreError> {
-    let s: Option<String> = get(row, col)?;
+    let s: Option<String> = row.col(col)?;
     s.map(|s| {
         s.parse()
             .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
@@ -46,8 +97,8 @@ pub fn opt_parsed<T: FromStr<Err = String>>(
     .transpose()
 }
 
-pub fn opt_date(row: &AnyRow, col: &str) -> Result<Option<NaiveDate>, StoreError> {
-    let s: Option<String> = get(row, col)?;
+pub fn opt_date(row: &impl ReadRow, col: &str) -> Result<Option<NaiveDate>, StoreError> {
+    let s: Option<String> = row.col(col)?;
     s.filter(|s| !s.is_empty())
         .map(|s| {
             NaiveDate::parse_from_str(&s, "%Y-%m-%d")
@@ -56,8 +107,11 @@ pub fn opt_date(row: &AnyRow, col: &str) -> Result<Option<NaiveDate>, StoreError
         .transpose()
 }
 
-pub fn json<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> Result<T, StoreError> {
-    let s: String = get(row, col)?;
+pub fn json<T: serde::de::DeserializeOwned>(
+    row: &impl ReadRow,
+    col: &str,
+) -> Result<T, StoreError> {
+    let s: String = row.col(col)?;
     serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
 }
 

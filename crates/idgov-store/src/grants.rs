@@ -1,31 +1,30 @@
 //! Grants: reads, and applying the grant changes a domain rule decided.
 
 use crate::GrantRow;
-use crate::convert::{get, json, opt_parsed, opt_time, parsed, time};
-use crate::{Store, StoreError, WriteTx};
+use crate::convert::{ReadRow, json, opt_parsed, opt_time, parsed, time};
+use crate::{Fast, Store, StoreError, WriteTx, lite};
 use chrono::{DateTime, Utc};
 use idgov_domain::Classification;
 use idgov_domain::grant::{Grant, GrantChange};
 use idgov_domain::policy::Policy;
 use sqlx::Row;
-use sqlx::any::AnyRow;
 use std::collections::HashMap;
 
-pub(crate) fn grant_from_row(row: &AnyRow) -> Result<(Grant, Classification), StoreError> {
+pub(crate) fn grant_from_row(row: &impl ReadRow) -> Result<(Grant, Classification), StoreError> {
     let grant = Grant {
-        id: get(row, "id")?,
-        employee_id: get(row, "employee_id")?,
-        entitlement_id: get(row, "entitlement_id")?,
+        id: row.col("id")?,
+        employee_id: row.col("employee_id")?,
+        entitlement_id: row.col("entitlement_id")?,
         source: parsed(row, "source")?,
-        source_ref: get(row, "source_ref")?,
-        granted_at: time(get(row, "granted_at")?)?,
-        expires_at: opt_time(get(row, "expires_at")?)?,
+        source_ref: row.col("source_ref")?,
+        granted_at: time(row.col("granted_at")?)?,
+        expires_at: opt_time(row.col("expires_at")?)?,
         approvers: json(row, "approvers")?,
-        justification: get(row, "justification")?,
-        revoked_at: opt_time(get(row, "revoked_at")?)?,
+        justification: row.col("justification")?,
+        revoked_at: opt_time(row.col("revoked_at")?)?,
         revoke_reason: opt_parsed(row, "revoke_reason")?,
-        review_pending: get::<i64>(row, "review_pending")? != 0,
-        exception_id: get(row, "exception_id")?,
+        review_pending: row.col::<i64>("review_pending")? != 0,
+        exception_id: row.col("exception_id")?,
     };
     Ok((grant, parsed(row, "classification")?))
 }
@@ -54,14 +53,20 @@ impl Store {
             " FROM grants \
              WHERE employee_id = $1 AND ($2 = 1 OR revoked_at IS NULL) AND id > $3 ORDER BY id LIMIT $4"
         );
-        let rows = sqlx::query(sql)
-            .bind(employee_id)
-            .bind(i64::from(include_revoked))
-            .bind(after)
-            .bind(limit)
-            .fetch_all(self.reader())
-            .await?;
-        rows.iter().map(grant_from_row).collect()
+        if let Fast::Lite(l) = self.fast() {
+            let params = (employee_id, i64::from(include_revoked), after, limit);
+            return l.run(|c| lite::all(c, sql, params, |r| grant_from_row(r)));
+        }
+        read_pool!(self, |pool| {
+            let rows = sqlx::query(sql)
+                .bind(employee_id)
+                .bind(i64::from(include_revoked))
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(grant_from_row).collect()
+        })
     }
 
     /// Every active grant, by holder.
@@ -83,13 +88,18 @@ impl Store {
 
     /// How many active grants `employee_id` holds.
     pub async fn count_active_grants(&self, employee_id: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM grants WHERE employee_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(employee_id)
-        .fetch_one(self.reader())
-        .await?;
-        Ok(row.try_get("n")?)
+        const SQL: &str =
+            "SELECT COUNT(*) AS n FROM grants WHERE employee_id = $1 AND revoked_at IS NULL";
+        if let Fast::Lite(l) = self.fast() {
+            return l.run(|c| {
+                Ok(c.prepare_cached(SQL)?
+                    .query_row([employee_id], |r| r.get(0))?)
+            });
+        }
+        read_pool!(self, |pool| {
+            let row = sqlx::query(SQL).bind(employee_id).fetch_one(pool).await?;
+            row.col("n")
+        })
     }
 
     /// Counts active grants whose holder is not active (must always be zero).

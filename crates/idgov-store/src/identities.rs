@@ -1,10 +1,9 @@
 //! Identities: reads and writes.
 
-use crate::convert::{get, opt_date, parsed, time};
-use crate::{Store, StoreError, WriteTx};
+use crate::convert::{ReadRow, get, opt_date, parsed, time};
+use crate::{Fast, Store, StoreError, WriteTx, lite};
 use idgov_domain::history::EventKey;
 use idgov_domain::identity::{Attributes, History, Identity, Status};
-use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 use std::collections::HashMap;
 
@@ -16,18 +15,20 @@ pub struct IdentityFilter {
     pub manager_id: String,
 }
 
-pub(crate) fn identity_from_row(row: &AnyRow) -> Result<Identity, StoreError> {
+pub(crate) fn identity_from_row(row: &impl ReadRow) -> Result<Identity, StoreError> {
     let mut i = Identity {
-        employee_id: get(row, "employee_id")?,
+        employee_id: row.col("employee_id")?,
         attrs: Attributes {
-            display_name: get(row, "display_name")?,
-            email: get(row, "email")?,
-            department: get(row, "department")?,
-            title: get(row, "title")?,
-            job_code: get(row, "job_code")?,
-            location: get(row, "location")?,
-            cost_center: get(row, "cost_center")?,
-            manager_id: get::<Option<String>>(row, "manager_id")?.filter(|m| !m.is_empty()),
+            display_name: row.col("display_name")?,
+            email: row.col("email")?,
+            department: row.col("department")?,
+            title: row.col("title")?,
+            job_code: row.col("job_code")?,
+            location: row.col("location")?,
+            cost_center: row.col("cost_center")?,
+            manager_id: row
+                .col::<Option<String>>("manager_id")?
+                .filter(|m| !m.is_empty()),
             employment_type: parsed(row, "employment_type")?,
             background_check: parsed(row, "background_check")?,
             clearance: parsed(row, "clearance")?,
@@ -36,13 +37,13 @@ pub(crate) fn identity_from_row(row: &AnyRow) -> Result<Identity, StoreError> {
             background_check_date: opt_date(row, "background_check_date")?,
         },
         status: parsed(row, "status")?,
-        attrs_effective_at: time(get(row, "attrs_effective_at")?)?,
-        status_effective_at: time(get(row, "status_effective_at")?)?,
-        created_at: time(get(row, "created_at")?)?,
-        updated_at: time(get(row, "updated_at")?)?,
+        attrs_effective_at: time(row.col("attrs_effective_at")?)?,
+        status_effective_at: time(row.col("status_effective_at")?)?,
+        created_at: time(row.col("created_at")?)?,
+        updated_at: time(row.col("updated_at")?)?,
         history: History::default(),
     };
-    let history: String = get(row, "history")?;
+    let history: String = row.col("history")?;
     i.history = if history.is_empty() {
         legacy_history(&i)
     } else {
@@ -98,7 +99,17 @@ macro_rules! select_identity {
 
 impl Store {
     pub async fn get_identity(&self, employee_id: &str) -> Result<Option<Identity>, StoreError> {
-        fetch_identity(self.reader(), select_identity!(""), employee_id).await
+        const SQL: &str = select_identity!("");
+        if let Fast::Lite(l) = self.fast() {
+            return l.run(|c| lite::optional(c, SQL, [employee_id], |r| identity_from_row(r)));
+        }
+        read_pool!(self, |pool| {
+            let row = sqlx::query(SQL)
+                .bind(employee_id)
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(identity_from_row).transpose()
+        })
     }
 
     /// Lists identities ordered by employee id, after `after`, with the

@@ -25,6 +25,22 @@ macro_rules! grant_columns {
     };
 }
 
+/// Runs `$body` with `$pool` bound to the pool for a hot read on sqlx:
+/// PostgreSQL's native pool when there is one, else the `Any` reader. The
+/// body is compiled for each (its rows are `PgRow` or `AnyRow`, both
+/// `convert::ReadRow`).
+macro_rules! read_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match $store.fast() {
+            $crate::Fast::Pg($pool) => $body,
+            _ => {
+                let $pool = $store.reader();
+                $body
+            }
+        }
+    };
+}
+
 mod access;
 mod audit;
 pub mod backup;
@@ -38,6 +54,7 @@ pub mod grants;
 mod held;
 mod hr_events;
 mod identities;
+mod lite;
 mod policies;
 mod review;
 mod tx;
@@ -104,6 +121,19 @@ pub struct Store {
     read: AnyPool,
     write: AnyPool,
     backend: Backend,
+    fast: Fast,
+}
+
+/// The native read path of the hot reads (point lookups by the thousand,
+/// the audit verification), beside the `Any` pools that keep one SQL text
+/// for both backends: the same SQL and row mappings, without `Any`'s copy
+/// of every value (and on SQLite without sqlx's thread hop per row).
+#[derive(Clone, Debug)]
+pub(crate) enum Fast {
+    Lite(std::sync::Arc<lite::LiteReader>),
+    Pg(sqlx::PgPool),
+    /// An in-memory SQLite database: only the `Any` pools see it.
+    None,
 }
 
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
@@ -226,7 +256,7 @@ impl Store {
                 redact_url(url)
             )));
         };
-        let (read, write) = match backend {
+        let (read, write, fast) = match backend {
             Backend::Sqlite => {
                 let opts = || {
                     AnyPoolOptions::new()
@@ -242,7 +272,11 @@ impl Store {
                 // queueing in the pool beats SQLITE_BUSY.
                 let write = opts().max_connections(1).connect(url).await?;
                 let read = opts().max_connections(4).connect(url).await?;
-                (read, write)
+                let fast = match lite::LiteReader::for_url(url) {
+                    Some(l) => Fast::Lite(std::sync::Arc::new(l)),
+                    None => Fast::None,
+                };
+                (read, write, fast)
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -250,7 +284,12 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(30))
                     .connect(url)
                     .await?;
-                (pool.clone(), pool)
+                // Opened lazily: a connection when a hot read first needs one.
+                let native = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_lazy(url)?;
+                (pool.clone(), pool, Fast::Pg(native))
             }
         };
         migrator(backend)
@@ -261,6 +300,7 @@ impl Store {
             read,
             write,
             backend,
+            fast,
         })
     }
 
@@ -300,6 +340,13 @@ impl Store {
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
+        if let Fast::Pg(p) = &self.fast {
+            p.close().await;
+        }
+    }
+
+    pub(crate) fn fast(&self) -> &Fast {
+        &self.fast
     }
 
     pub(crate) fn reader(&self) -> &AnyPool {

@@ -304,6 +304,66 @@ both_backends! {
         assert!(r.broken.unwrap().problem.contains("missing"));
     }
 
+    /// A long chain is verified in parts side by side: a problem at a
+    /// part's first or last event, or inside one, is named as one pass
+    /// would name it, and events added after the head was read are left to
+    /// the next run.
+    async fn verify_in_parts_names_problems_at_and_between_the_seams(t: TestStore) {
+        let s = &t.store;
+        let n = 24_000i64;
+        let mut tx = s.begin().await.unwrap();
+        for i in 0..n {
+            tx.audit(AuditEntry::new("user:a", Action::HrEventApplied, Target::identity(&format!("n{i}")), json!({"i": i})));
+        }
+        tx.commit(at(1)).await.unwrap();
+        let r = s.verify_audit_chain().await.unwrap();
+        assert!(r.broken.is_none(), "{r:?}");
+        assert_eq!(r.checked, n as u64);
+        let mut c = raw(&t).await;
+        let drop_guard: &[&str] = if t.url.starts_with("postgres") {
+            &["ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update"]
+        } else {
+            &["DROP TRIGGER audit_events_no_update", "DROP TRIGGER audit_events_no_delete"]
+        };
+        for q in drop_guard {
+            sqlx::query(sqlx::AssertSqlSafe(q.to_string())).execute(&mut c).await.unwrap();
+        }
+        // Around every possible seam (parts of 10,000 or more) and inside.
+        for seq in [1, 5_000, 8_000, 8_001, 12_000, 12_001, 16_000, 16_001, 23_999, 24_000] {
+            for (set, restore, word) in [
+                ("prev_hash = 'ff'", "prev_hash", "link"),
+                ("actor = 'user:mallory'", "actor", "altered"),
+            ] {
+                let before: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT {restore} FROM audit_events WHERE seq = {seq}"
+                )))
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE audit_events SET {set} WHERE seq = {seq}")))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                let r = s.verify_audit_chain().await.unwrap();
+                let b = r.broken.clone().unwrap_or_else(|| panic!("{set} at {seq} is found"));
+                assert_eq!(b.seq, seq, "{set} at {seq}: {b:?}");
+                assert!(b.problem.contains(word), "{set} at {seq}: {b:?}");
+                assert_eq!(r.checked, (seq - 1) as u64, "events before the break");
+                sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE audit_events SET {restore} = $1 WHERE seq = {seq}")))
+                    .bind(before)
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+        }
+        assert!(s.verify_audit_chain().await.unwrap().broken.is_none(), "restored");
+        // A missing event at a seam.
+        sqlx::query("DELETE FROM audit_events WHERE seq = 12000").execute(&mut c).await.unwrap();
+        let r = s.verify_audit_chain().await.unwrap();
+        assert_eq!(r.broken.as_ref().map(|b| b.seq), Some(12_000), "{r:?}");
+        assert!(r.broken.unwrap().problem.contains("missing"));
+    }
+
     async fn verify_names_an_event_that_does_not_read_as_stored(t: TestStore) {
         let s = &t.store;
         for i in 0..5 {
