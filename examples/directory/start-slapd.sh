@@ -1,11 +1,12 @@
 #!/bin/sh
 # Runs a private OpenLDAP slapd holding Northwind's directory on
-# ldap://127.0.0.1:3890 (SLAPD_PORT), in the foreground (Ctrl-C stops it). Needs the
+# ldap://127.0.0.1:3890 (SLAPD_HOST, SLAPD_PORT), in the foreground (Ctrl-C stops it). Needs the
 # Debian/Ubuntu packages slapd and ldap-utils.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 dir=${SLAPD_DIR:-$(mktemp -d /tmp/northwind-slapd.XXXXXX)}
 port=${SLAPD_PORT:-3890}
+host=${SLAPD_HOST:-127.0.0.1}
 mkdir -p "$dir/data"
 cat > "$dir/slapd.conf" <<EOC
 include /etc/ldap/schema/core.schema
@@ -29,5 +30,5 @@ EOC
 if [ ! -e "$dir/data/data.mdb" ]; then
   /usr/sbin/slapadd -q -f "$dir/slapd.conf" -l "$here/northwind.ldif"
 fi
-echo "slapd serving Northwind on ldap://127.0.0.1:$port (data in $dir); Ctrl-C stops it"
-exec /usr/sbin/slapd -f "$dir/slapd.conf" -h "ldap://127.0.0.1:$port/" -d 0
+echo "slapd serving Northwind on ldap://$host:$port (data in $dir); Ctrl-C stops it"
+exec /usr/sbin/slapd -f "$dir/slapd.conf" -h "ldap://$host:$port/" -d 0

@@ -90,6 +90,9 @@ pub struct App {
     pub(crate) account_dns: Arc<idgov_directory::DnCache>,
     /// Denied calls, counted until written to the audit log.
     pub denials: Arc<crate::denials::DenialLog>,
+    /// Development mode (no identity provider): webhook subscriptions made
+    /// through the API may then use http and private addresses.
+    pub(crate) development: std::sync::atomic::AtomicBool,
     /// Prometheus metrics of this process.
     pub metrics: Arc<metrics::Metrics>,
     /// The key that signs audit checkpoints, once `serve` has loaded it.
@@ -133,6 +136,7 @@ impl App {
                 metrics.denied.clone(),
             )),
             audit_signer: std::sync::OnceLock::new(),
+            development: std::sync::atomic::AtomicBool::new(false),
             metrics,
         });
         app.reload_policy().await?;

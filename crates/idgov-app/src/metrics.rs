@@ -32,6 +32,18 @@ pub struct StateLabels {
     pub state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub subscription: String,
+    /// delivered, failed, gone.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriptionLabels {
+    pub subscription: String,
+}
+
 /// The process's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -43,6 +55,9 @@ pub struct Metrics {
     outbox_oldest: Gauge<f64, AtomicU64>,
     review_open: Gauge,
     audit_events: Gauge,
+    pub webhook_attempts: Family<WebhookLabels, Counter>,
+    pub webhook_delivery_seconds: Histogram,
+    webhook_pending_age: Family<SubscriptionLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -90,8 +105,29 @@ impl Default for Metrics {
             "Events in the audit chain (its head position)",
             audit_events.clone(),
         );
+        let webhook_attempts = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_delivery_attempts",
+            "Webhook delivery attempts by subscription and outcome (delivered, failed, gone)",
+            webhook_attempts.clone(),
+        );
+        let webhook_delivery_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 20));
+        registry.register(
+            "webhook_delivery_lag_seconds",
+            "Time from an event's commit to its subscriber's 2xx",
+            webhook_delivery_seconds.clone(),
+        );
+        let webhook_pending_age = Family::<SubscriptionLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "webhook_oldest_undelivered_age_seconds",
+            "Age of the oldest event a subscription has still to receive (0 when caught up)",
+            webhook_pending_age.clone(),
+        );
         Metrics {
             registry,
+            webhook_attempts,
+            webhook_delivery_seconds,
+            webhook_pending_age,
             hr_events,
             hr_event_seconds,
             denied,
@@ -127,6 +163,19 @@ impl App {
         m.review_open
             .set(self.store.count_open_review_items().await?);
         m.audit_events.set(self.store.audit_head().await?.0);
+        for sub in self.store.list_subscriptions().await? {
+            let age = self
+                .store
+                .next_event_matching(&sub.events, sub.cursor)
+                .await?
+                .map(|e| (now - e.occurred_at).num_milliseconds().max(0) as f64 / 1000.0)
+                .unwrap_or(0.0);
+            m.webhook_pending_age
+                .get_or_create(&SubscriptionLabels {
+                    subscription: sub.id,
+                })
+                .set(age);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &m.registry)
             .map_err(|e| AppError::Unavailable(format!("cannot encode the metrics: {e}")))?;

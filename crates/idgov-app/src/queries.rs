@@ -30,39 +30,21 @@ impl App {
         access: &Access,
         employee_id: &str,
     ) -> Result<Identity, AppError> {
-        validate_employee_id(employee_id).map_err(|e| {
-            AppError::Domain(DomainError::invalid(
-                "invalid employee id",
-                vec![FieldViolation::new("employee_id", e)],
-            ))
-        })?;
-        let scoped = matches!(access.grant, Reach::Scoped { .. });
-        let person = match self.store.get_identity(employee_id).await? {
-            Some(p) => p,
-            None if scoped => return Err(hidden(access)),
-            None => {
-                return Err(AppError::not_found(format!(
-                    "there is no identity {employee_id}"
-                )));
-            }
-        };
-        let facts = ObjectFacts {
-            employee_id: Some(person.employee_id.clone()),
-            manager_id: person.attrs.manager_id.clone(),
-            ..ObjectFacts::default()
-        };
-        check_object(access, &facts).map_err(|_| hidden(access))?;
-        Ok(person)
+        check_employee_id(employee_id)?;
+        let found = self.store.get_identity(employee_id).await?;
+        reach(access, employee_id, found)
     }
 
-    /// An identity with the number of grants it holds.
+    /// An identity with the number of grants it holds (one read).
     pub async fn identity(
         &self,
         access: &Access,
         employee_id: &str,
     ) -> Result<(Identity, i64), AppError> {
-        let person = self.reachable_identity(access, employee_id).await?;
-        let n = self.store.count_active_grants(&person.employee_id).await?;
+        check_employee_id(employee_id)?;
+        let found = self.store.get_identity_counted(employee_id).await?;
+        let n = found.as_ref().map_or(0, |(_, n)| *n);
+        let person = reach(access, employee_id, found.map(|(p, _)| p))?;
         Ok((person, n))
     }
 
@@ -210,4 +192,39 @@ impl App {
         self.store.ping().await?;
         Ok(self.now())
     }
+}
+
+fn check_employee_id(employee_id: &str) -> Result<(), AppError> {
+    validate_employee_id(employee_id).map_err(|e| {
+        AppError::Domain(DomainError::invalid(
+            "invalid employee id",
+            vec![FieldViolation::new("employee_id", e)],
+        ))
+    })
+}
+
+/// The identity read for `employee_id`, if the caller may see it; a scoped
+/// caller learns nothing about people out of reach, present or not.
+fn reach(
+    access: &Access,
+    employee_id: &str,
+    found: Option<Identity>,
+) -> Result<Identity, AppError> {
+    let scoped = matches!(access.grant, Reach::Scoped { .. });
+    let person = match found {
+        Some(p) => p,
+        None if scoped => return Err(hidden(access)),
+        None => {
+            return Err(AppError::not_found(format!(
+                "there is no identity {employee_id}"
+            )));
+        }
+    };
+    let facts = ObjectFacts {
+        employee_id: Some(person.employee_id.clone()),
+        manager_id: person.attrs.manager_id.clone(),
+        ..ObjectFacts::default()
+    };
+    check_object(access, &facts).map_err(|_| hidden(access))?;
+    Ok(person)
 }

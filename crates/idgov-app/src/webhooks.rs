@@ -74,6 +74,16 @@ impl std::fmt::Debug for WebhookSubscription {
     }
 }
 
+/// A new Standard Webhooks secret: 32 random bytes, as stored (base64) and
+/// as shown to the subscriber (`whsec_` + base64).
+fn new_secret() -> (String, String) {
+    use rand::RngCore;
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+    (b64.clone(), format!("whsec_{b64}"))
+}
+
 /// Reads a Standard Webhooks secret (`whsec_` + base64).
 fn secret(line: &str) -> Result<Vec<u8>, String> {
     let b64 = line.trim().strip_prefix("whsec_").unwrap_or(line.trim());
@@ -159,6 +169,52 @@ pub async fn destination(url: &url::Url, allow_private: bool) -> Result<SocketAd
     Ok(first)
 }
 
+/// Checks a subscription's id, URL and event patterns, wherever it comes
+/// from (the webhooks file, the API); the URL is resolved and its
+/// addresses checked now (and again at every delivery).
+pub async fn check_subscription(
+    id: &str,
+    url: &str,
+    events: &[String],
+    development: bool,
+    allow_private: bool,
+) -> Result<url::Url, String> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err("id must be 1–64 letters, digits, - or _".into());
+    }
+    if url.len() > 2000 {
+        return Err("url: longer than 2000 characters".into());
+    }
+    let url = url::Url::parse(url).map_err(|e| format!("url: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if development => {}
+        "http" => return Err("url must be https:// (http only in development mode)".into()),
+        other => return Err(format!("url scheme {other} is not https")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("url must not carry credentials".into());
+    }
+    if events.is_empty() {
+        return Err("events: name at least one pattern".into());
+    }
+    if events.len() > 50 {
+        return Err("events: at most 50 patterns".into());
+    }
+    if let Some(p) = events.iter().find_map(|p| pattern_problem(p)) {
+        return Err(p);
+    }
+    destination(&url, allow_private)
+        .await
+        .map_err(|e| format!("url: {e}"))?;
+    Ok(url)
+}
+
 /// Loads `[[subscriptions]]` from a webhooks file; secrets are read from
 /// their files (relative to it). `development`: `http` URLs are allowed.
 pub async fn load(path: &Path, development: bool) -> Result<Vec<Arc<WebhookSubscription>>, String> {
@@ -169,41 +225,12 @@ pub async fn load(path: &Path, development: bool) -> Result<Vec<Arc<WebhookSubsc
     let mut out = Vec::new();
     for (i, s) in doc.subscriptions.into_iter().enumerate() {
         let at = format!("{}: subscriptions[{i}] ({})", path.display(), s.id);
-        if s.id.is_empty()
-            || s.id.len() > 64
-            || !s
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(format!("{at}: id must be 1–64 letters, digits, - or _"));
-        }
         if out.iter().any(|o: &Arc<WebhookSubscription>| o.id == s.id) {
             return Err(format!("{at}: the id is used twice"));
         }
-        let url = url::Url::parse(&s.url).map_err(|e| format!("{at}: url: {e}"))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if development => {}
-            "http" => {
-                return Err(format!(
-                    "{at}: url must be https:// (http only in development mode)"
-                ));
-            }
-            other => return Err(format!("{at}: url scheme {other} is not https")),
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(format!("{at}: url must not carry credentials"));
-        }
-        if s.events.is_empty() {
-            return Err(format!("{at}: events: name at least one pattern"));
-        }
-        if let Some(p) = s.events.iter().find_map(|p| pattern_problem(p)) {
-            return Err(format!("{at}: {p}"));
-        }
-        destination(&url, s.allow_private)
+        let url = check_subscription(&s.id, &s.url, &s.events, development, s.allow_private)
             .await
-            .map_err(|e| format!("{at}: url: {e}"))?;
+            .map_err(|e| format!("{at}: {e}"))?;
         let secret_path = if s.secret_file.is_relative() {
             dir.join(&s.secret_file)
         } else {
@@ -349,6 +376,148 @@ impl App {
         Ok(())
     }
 
+    /// Says whether the service runs in development mode (see
+    /// [`App::create_webhook`]).
+    pub fn set_development(&self, development: bool) {
+        self.development
+            .store(development, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn development(&self) -> bool {
+        self.development.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Creates a subscription through the API: it hears of events from now
+    /// on, signed with a new secret returned here (and never again).
+    /// Outside development mode the URL must be https to a public address.
+    /// Audited, without the secret.
+    pub async fn create_webhook(
+        &self,
+        id: &str,
+        url: &str,
+        events: &[String],
+        actor: &str,
+    ) -> Result<(Subscription, String), AppError> {
+        let dev = self.development();
+        let checked = check_subscription(id, url, events, dev, dev)
+            .await
+            .map_err(|e| AppError::invalid("subscription", e))?;
+        let (raw, shown) = new_secret();
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let (head, _) = self.store.audit_head().await?;
+        tx.insert_api_subscription(id, checked.as_str(), events, &[raw], head, now)
+            .await?;
+        tx.audit(idgov_domain::audit::AuditEntry::new(
+            actor,
+            idgov_domain::audit::Action::WebhookCreated,
+            idgov_domain::audit::Target::Webhook(id.to_string()),
+            json!({"url": checked.as_str(), "events": events}),
+        ));
+        tx.commit(now).await?;
+        let sub = self
+            .store
+            .get_subscription(id)
+            .await?
+            .ok_or_else(|| AppError::not_found("the subscription vanished"))?;
+        Ok((sub, shown))
+    }
+
+    /// Deletes a subscription created through the API; audited.
+    pub async fn delete_webhook(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &str,
+    ) -> Result<(), AppError> {
+        if let Some(p) = idgov_domain::identity::optional_text_problem(reason, 2000) {
+            return Err(AppError::invalid("reason", p));
+        }
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        if !tx.delete_api_subscription(id).await? {
+            tx.rollback().await?;
+            return Err(self.no_api_webhook(id).await);
+        }
+        tx.audit(idgov_domain::audit::AuditEntry::new(
+            actor,
+            idgov_domain::audit::Action::WebhookDeleted,
+            idgov_domain::audit::Target::Webhook(id.to_string()),
+            json!({"reason": reason}),
+        ));
+        tx.commit(now).await?;
+        Ok(())
+    }
+
+    /// A new secret for a subscription created through the API, returned
+    /// once; it signs first, and the one before it keeps signing beside it
+    /// until the next rotation. Audited, without the secret.
+    pub async fn rotate_webhook_secret(
+        &self,
+        id: &str,
+        actor: &str,
+    ) -> Result<(String, usize), AppError> {
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let Some(old) = tx.api_subscription_secrets(id).await? else {
+            tx.rollback().await?;
+            return Err(self.no_api_webhook(id).await);
+        };
+        let (raw, shown) = new_secret();
+        let mut secrets = vec![raw];
+        secrets.extend(old.into_iter().take(1));
+        tx.set_subscription_secrets(id, &secrets).await?;
+        tx.audit(idgov_domain::audit::AuditEntry::new(
+            actor,
+            idgov_domain::audit::Action::WebhookSecretRotated,
+            idgov_domain::audit::Target::Webhook(id.to_string()),
+            json!({"secrets_in_use": secrets.len()}),
+        ));
+        tx.commit(now).await?;
+        Ok((shown, secrets.len()))
+    }
+
+    /// Not found, or found in the webhooks file (changed there, not here).
+    async fn no_api_webhook(&self, id: &str) -> AppError {
+        match self.store.get_subscription(id).await {
+            Ok(Some(_)) => AppError::precondition(format!(
+                "webhook subscription {} comes from the webhooks file; change it there",
+                idgov_domain::error::echo(id)
+            )),
+            _ => AppError::not_found(format!(
+                "there is no webhook subscription {}",
+                idgov_domain::error::echo(id)
+            )),
+        }
+    }
+
+    /// The subscriptions created through the API, ready to deliver.
+    pub async fn api_webhooks(&self) -> Result<Vec<Arc<WebhookSubscription>>, AppError> {
+        let dev = self.development();
+        let mut out = Vec::new();
+        for (sub, secrets) in self.store.api_subscriptions().await? {
+            let Ok(url) = url::Url::parse(&sub.url) else {
+                continue;
+            };
+            let secrets: Vec<Vec<u8>> = secrets
+                .iter()
+                .filter_map(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                .collect();
+            if secrets.is_empty() {
+                continue;
+            }
+            out.push(Arc::new(WebhookSubscription {
+                id: sub.id,
+                url,
+                events: sub.events,
+                secrets,
+                allow_private: dev,
+                retry_seconds: RETRY_SECONDS.to_vec(),
+            }));
+        }
+        Ok(out)
+    }
+
     /// The subscriptions and their state.
     pub async fn webhook_subscriptions(&self) -> Result<Vec<Subscription>, AppError> {
         Ok(self.store.list_subscriptions().await?)
@@ -484,8 +653,22 @@ impl App {
                     millis,
                 })
                 .await?;
+            let label = match &outcome {
+                Outcome::Delivered(_) => "delivered",
+                Outcome::Gone => "gone",
+                Outcome::Failed(..) => "failed",
+            };
+            self.metrics
+                .webhook_attempts
+                .get_or_create(&crate::metrics::WebhookLabels {
+                    subscription: s.id.clone(),
+                    outcome: label.into(),
+                })
+                .inc();
             match outcome {
                 Outcome::Delivered(_) => {
+                    let lag = (self.now() - e.occurred_at).num_milliseconds().max(0) as f64;
+                    self.metrics.webhook_delivery_seconds.observe(lag / 1000.0);
                     self.store
                         .advance_subscription(&s.id, sub.cursor, e.seq)
                         .await?;
@@ -529,15 +712,41 @@ impl App {
     }
 }
 
-/// Delivers to every subscription, polling the log every 50 ms, until the
-/// application is dropped.
-pub async fn webhook_loop(app: Weak<App>, subs: Vec<Arc<WebhookSubscription>>) {
+/// Delivers to every subscription (those of the webhooks file, `file`, and
+/// those created through the API, read again each round) until the
+/// application is dropped: woken by this process's commits of audit events,
+/// and every 250 ms for what other replicas commit and for retries that come
+/// due.
+pub async fn webhook_loop(app: Weak<App>, file: Vec<Arc<WebhookSubscription>>) {
+    const BATCH: usize = 100;
+    let appended = match app.upgrade() {
+        Some(a) => a.store.audit_appended(),
+        None => return,
+    };
+    let mut behind = false;
     loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if !behind {
+            tokio::select! {
+                _ = appended.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
         let Some(app) = app.upgrade() else { return };
-        for s in &subs {
-            if let Err(e) = app.deliver_webhooks(s, 100).await {
-                tracing::warn!(subscription = %s.id, error = %e, "webhook delivery failed; will retry");
+        behind = false;
+        let api = match app.api_webhooks().await {
+            Ok(api) => api,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the webhook subscriptions; will retry");
+                Vec::new()
+            }
+        };
+        for s in file.iter().chain(api.iter()) {
+            match app.deliver_webhooks(s, BATCH).await {
+                // A full batch: more may wait; go round again at once.
+                Ok(n) => behind |= n == BATCH,
+                Err(e) => {
+                    tracing::warn!(subscription = %s.id, error = %e, "webhook delivery failed; will retry");
+                }
             }
         }
     }

@@ -244,6 +244,9 @@ rpcs! {
     ListWebhookSubscriptions => "AuditService", "ListWebhookSubscriptions", "list webhook subscriptions";
     ListWebhookDeliveries => "AuditService", "ListWebhookDeliveries", "list a webhook subscription's deliveries";
     RedeliverWebhook => "AuditService", "RedeliverWebhook", "deliver webhook events again";
+    CreateWebhookSubscription => "AuditService", "CreateWebhookSubscription", "create a webhook subscription";
+    DeleteWebhookSubscription => "AuditService", "DeleteWebhookSubscription", "delete a webhook subscription";
+    RotateWebhookSecret => "AuditService", "RotateWebhookSecret", "rotate a webhook subscription's secret";
     ListDirectoryOperations => "ProvisioningService", "ListDirectoryOperations", "list directory operations";
     RetryDirectoryOperation => "ProvisioningService", "RetryDirectoryOperation", "retry a failed directory operation";
     RunDirectorySync => "DirectoryService", "RunDirectorySync", "sync with the directory (and remediate)";
@@ -301,7 +304,10 @@ pub fn rule(rpc: Rpc) -> Rule {
         Rpc::ApplyPolicy => (CHANGE_APPROVERS, &[]),
         Rpc::ListAuditEvents | Rpc::VerifyAuditChain => (&[SecurityOfficer, Auditor], &[]),
         Rpc::ListWebhookSubscriptions | Rpc::ListWebhookDeliveries => (READERS, &[]),
-        Rpc::RedeliverWebhook => (&[SecurityOfficer], &[]),
+        Rpc::RedeliverWebhook
+        | Rpc::CreateWebhookSubscription
+        | Rpc::DeleteWebhookSubscription
+        | Rpc::RotateWebhookSecret => (&[SecurityOfficer], &[]),
         Rpc::ListDirectoryOperations | Rpc::GetDirectorySync | Rpc::ListDrift => (READERS, &[]),
         Rpc::RunDirectorySync | Rpc::RetryDirectoryOperation => (CHANGE_APPROVERS, &[]),
         // People ask for access for themselves or their direct reports.

@@ -349,22 +349,29 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
     let handle = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = rx.await;
     }));
-    if let Some(path) = &cfg.webhooks_file {
-        let subs = idgov_app::webhooks::load(path, auth_cfg.oidc.is_none())
-            .await
-            .map_err(anyhow::Error::msg)?;
-        app.sync_subscriptions(&subs)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot record the webhook subscriptions: {e}"))?;
-        tracing::info!(
-            subscriptions = subs.len(),
-            "delivering events to webhook subscribers"
-        );
-        tokio::spawn(idgov_app::webhooks::webhook_loop(
-            Arc::downgrade(&app),
-            subs,
-        ));
-    }
+    let development = auth_cfg.oidc.is_none();
+    app.set_development(development);
+    let file_subs = match &cfg.webhooks_file {
+        Some(path) => {
+            let subs = idgov_app::webhooks::load(path, development)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            app.sync_subscriptions(&subs)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot record the webhook subscriptions: {e}"))?;
+            tracing::info!(
+                subscriptions = subs.len(),
+                "delivering events to webhook subscribers"
+            );
+            subs
+        }
+        None => Vec::new(),
+    };
+    // Also delivers the subscriptions created through the API.
+    tokio::spawn(idgov_app::webhooks::webhook_loop(
+        Arc::downgrade(&app),
+        file_subs,
+    ));
     let scheduler = tokio::spawn(scheduler_loop(Arc::downgrade(&app), cfg.scheduler_interval));
     tokio::spawn(crate::auth::denials::flush_loop(
         Arc::downgrade(&app),

@@ -112,6 +112,32 @@ impl Store {
         })
     }
 
+    /// An identity and the number of active grants it holds, in one read.
+    pub async fn get_identity_counted(
+        &self,
+        employee_id: &str,
+    ) -> Result<Option<(Identity, i64)>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            identity_columns!(),
+            ", (SELECT COUNT(*) FROM grants g WHERE g.employee_id = i.employee_id \
+             AND g.revoked_at IS NULL) AS active_grants FROM identities i WHERE i.employee_id = $1"
+        );
+        fn both(r: &impl ReadRow) -> Result<(Identity, i64), StoreError> {
+            Ok((identity_from_row(r)?, r.col("active_grants")?))
+        }
+        if let Fast::Lite(l) = self.fast() {
+            return l.run(|c| lite::optional(c, SQL, [employee_id], |r| both(r)));
+        }
+        read_pool!(self, |pool| {
+            let row = sqlx::query(SQL)
+                .bind(employee_id)
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(both).transpose()
+        })
+    }
+
     /// Lists identities ordered by employee id, after `after`, with the
     /// number of active grants each holds.
     pub async fn list_identities(

@@ -122,6 +122,9 @@ pub struct Store {
     write: AnyPool,
     backend: Backend,
     fast: Fast,
+    /// Told when a commit of this process appended audit events: the
+    /// webhook deliverer waits on it instead of polling.
+    appended: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The native read path of the hot reads (point lookups by the thousand,
@@ -215,6 +218,14 @@ macro_rules! migrations {
                 "webhooks",
                 include_str!(concat!("../../../migrations/", $dir, "/0011_webhooks.sql")),
             ),
+            (
+                "webhook_api",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0012_webhook_api.sql"
+                )),
+            ),
         ]
     };
 }
@@ -301,6 +312,7 @@ impl Store {
             write,
             backend,
             fast,
+            appended: std::sync::Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -322,7 +334,7 @@ impl Store {
 
     /// Begins a write transaction.
     pub async fn begin(&self) -> Result<WriteTx, StoreError> {
-        WriteTx::begin(&self.write, self.backend).await
+        WriteTx::begin(&self.write, self.backend, self.appended.clone()).await
     }
 
     /// Begins a read-only transaction (a consistent view for long reads
@@ -343,6 +355,11 @@ impl Store {
         if let Fast::Pg(p) = &self.fast {
             p.close().await;
         }
+    }
+
+    /// Notified after this process commits audit events (one waiter).
+    pub fn audit_appended(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.appended.clone()
     }
 
     pub(crate) fn fast(&self) -> &Fast {

@@ -12,10 +12,16 @@ pub struct WriteTx {
     pub(crate) backend: Backend,
     audit: Vec<AuditEntry>,
     expected_policy: Option<i64>,
+    /// Told after a commit that appended audit events.
+    appended: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl WriteTx {
-    pub(crate) async fn begin(pool: &AnyPool, backend: Backend) -> Result<WriteTx, StoreError> {
+    pub(crate) async fn begin(
+        pool: &AnyPool,
+        backend: Backend,
+        appended: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Result<WriteTx, StoreError> {
         let tx = match backend {
             // Take the write lock up front: a deferred transaction that reads
             // first could fail to upgrade.
@@ -27,6 +33,7 @@ impl WriteTx {
             backend,
             audit: Vec::new(),
             expected_policy: None,
+            appended: Some(appended),
         })
     }
 
@@ -49,6 +56,7 @@ impl WriteTx {
             backend,
             audit: Vec::new(),
             expected_policy: None,
+            appended: None,
         })
     }
 
@@ -152,6 +160,11 @@ impl WriteTx {
             last = seq;
         }
         self.tx.commit().await?;
+        if last > 0
+            && let Some(n) = &self.appended
+        {
+            n.notify_one();
+        }
         Ok(last)
     }
 

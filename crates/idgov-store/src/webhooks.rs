@@ -23,6 +23,8 @@ pub struct Subscription {
     pub failures: i64,
     pub next_attempt_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// `file` (the webhooks file) or `api` (created through the API).
+    pub origin: String,
 }
 
 /// One delivery attempt.
@@ -38,7 +40,7 @@ pub struct Attempt {
 }
 
 const SUB_COLUMNS: &str =
-    "id, url, events, cursor, state, state_reason, failures, next_attempt_at, created_at";
+    "id, url, events, cursor, state, state_reason, failures, next_attempt_at, created_at, origin";
 
 fn sub_from_row(r: &sqlx::any::AnyRow) -> Result<Subscription, StoreError> {
     let events: String = get(r, "events")?;
@@ -56,6 +58,7 @@ fn sub_from_row(r: &sqlx::any::AnyRow) -> Result<Subscription, StoreError> {
         failures: get(r, "failures")?,
         next_attempt_at: time(get(r, "next_attempt_at")?)?,
         created_at: time(get(r, "created_at")?)?,
+        origin: get(r, "origin")?,
     })
 }
 
@@ -71,6 +74,14 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Subscription, StoreError> {
         let events = events.join(" ");
+        if let Some(s) = self.get_subscription(id).await?
+            && s.origin != "file"
+        {
+            return Err(StoreError::Conflict(format!(
+                "the webhooks file names subscription {id}, which was created through the API; \
+                 rename one of them"
+            )));
+        }
         let n = sqlx::query("UPDATE webhook_subscriptions SET url = $1, events = $2 WHERE id = $3")
             .bind(url)
             .bind(&events)
@@ -104,6 +115,30 @@ impl Store {
         .fetch_optional(self.reader())
         .await?;
         row.as_ref().map(sub_from_row).transpose()
+    }
+
+    /// The subscriptions created through the API, each with its secrets
+    /// (base64, newest first).
+    pub async fn api_subscriptions(&self) -> Result<Vec<(Subscription, Vec<String>)>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SUB_COLUMNS}, secrets FROM webhook_subscriptions WHERE origin = 'api' \
+             ORDER BY id LIMIT 1000"
+        )))
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let secrets: String = get(r, "secrets")?;
+                Ok((
+                    sub_from_row(r)?,
+                    secrets
+                        .split(' ')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect(),
+                ))
+            })
+            .collect()
     }
 
     pub async fn list_subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
@@ -311,5 +346,88 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+impl crate::WriteTx {
+    /// Creates a subscription through the API, starting after event
+    /// `from_seq`; a taken id is a conflict.
+    pub async fn insert_api_subscription(
+        &mut self,
+        id: &str,
+        url: &str,
+        events: &[String],
+        secrets: &[String],
+        from_seq: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhook_subscriptions (id, url, events, cursor, state, created_at, origin, secrets) \
+             VALUES ($1, $2, $3, $4, 'active', $5, 'api', $6)",
+        )
+        .bind(id)
+        .bind(url)
+        .bind(events.join(" "))
+        .bind(from_seq)
+        .bind(micros(now))
+        .bind(secrets.join(" "))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict(_) => {
+                StoreError::Conflict(format!("there is already a webhook subscription {id}"))
+            }
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    /// The secrets of an API subscription, locked until commit (None: no
+    /// such subscription created through the API).
+    pub async fn api_subscription_secrets(
+        &mut self,
+        id: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let sql = format!(
+            "SELECT secrets FROM webhook_subscriptions WHERE id = $1 AND origin = 'api'{}",
+            self.backend.for_update()
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(|r| {
+            let s: String = get(&r, "secrets")?;
+            Ok(s.split(' ')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect())
+        })
+        .transpose()
+    }
+
+    pub async fn set_subscription_secrets(
+        &mut self,
+        id: &str,
+        secrets: &[String],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE webhook_subscriptions SET secrets = $1 WHERE id = $2 AND origin = 'api'",
+        )
+        .bind(secrets.join(" "))
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes an API subscription (its attempts stay, for the record).
+    pub async fn delete_api_subscription(&mut self, id: &str) -> Result<bool, StoreError> {
+        let n = sqlx::query("DELETE FROM webhook_subscriptions WHERE id = $1 AND origin = 'api'")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
     }
 }

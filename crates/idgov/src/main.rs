@@ -124,6 +124,9 @@ enum Command {
     /// Authorization.
     #[command(subcommand)]
     Authz(cmd::authz::AuthzCommand),
+    /// Is the server up? Exits 0 when it answers SERVING (gRPC health), 1
+    /// otherwise: for container health checks and scripts.
+    Health,
     /// Back up the service's data into one file, while it runs (on its host).
     Backup(cmd::backup::BackupArgs),
     /// Restore a backup into an empty data directory.
@@ -163,6 +166,7 @@ fn main() -> std::process::ExitCode {
             Command::Provisioning { command } => cmd::provisioning::run(&cli.client, command).await,
             Command::Events { command } => cmd::events::run(&cli.client, command).await,
             Command::Authz(c) => cmd::authz::run(c, cli.client.output),
+            Command::Health => cmd::health(&cli.client).await,
             Command::Backup(a) => cmd::backup::backup(a, cli.client.output).await,
             Command::Restore(a) => cmd::backup::restore(a, cli.client.output).await,
         }

@@ -172,6 +172,27 @@ async fn call(ch: Authed, rpc: Rpc) -> Result<(), Status> {
             })
             .await
             .map(|_| ()),
+        Rpc::CreateWebhookSubscription => audit
+            .create_webhook_subscription(pb::CreateWebhookSubscriptionRequest {
+                id: String::new(),
+                url: "https://203.0.113.9/hook".into(),
+                events: vec!["security".into()],
+            })
+            .await
+            .map(|_| ()),
+        Rpc::DeleteWebhookSubscription => audit
+            .delete_webhook_subscription(pb::DeleteWebhookSubscriptionRequest {
+                subscription_id: "none".into(),
+                reason: "r".into(),
+            })
+            .await
+            .map(|_| ()),
+        Rpc::RotateWebhookSecret => audit
+            .rotate_webhook_secret(pb::RotateWebhookSecretRequest {
+                subscription_id: "none".into(),
+            })
+            .await
+            .map(|_| ()),
         Rpc::ListDirectoryOperations => prov
             .list_directory_operations(pb::ListDirectoryOperationsRequest::default())
             .await

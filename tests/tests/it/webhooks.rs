@@ -296,6 +296,38 @@ allow_private = true
     assert_eq!(audit[0].target, "webhook:gone");
     let subs = app.webhook_subscriptions().await.unwrap();
     assert_eq!(subs.len(), 4);
+    // Metrics: attempts by outcome, the commit-to-2xx lag, and how far
+    // behind each subscription is.
+    let m = app.metrics_text().await.unwrap();
+    let line = |prefix: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{m}"))
+    };
+    assert_eq!(
+        line(r#"idgov_webhook_delivery_attempts_total{subscription="soc",outcome="delivered"}"#),
+        expected.len() as f64
+    );
+    assert_eq!(
+        line(r#"idgov_webhook_delivery_attempts_total{subscription="soc",outcome="failed"}"#),
+        2.0
+    );
+    assert!(
+        line(r#"idgov_webhook_delivery_attempts_total{subscription="gone",outcome="gone"}"#) >= 1.0
+    );
+    assert!(line("idgov_webhook_delivery_lag_seconds_count") >= expected.len() as f64);
+    assert_eq!(
+        line(r#"idgov_webhook_oldest_undelivered_age_seconds{subscription="soc"}"#),
+        0.0,
+        "caught up"
+    );
+    assert_eq!(
+        line(r#"idgov_webhook_oldest_undelivered_age_seconds{subscription="reviews"}"#),
+        0.0,
+        "nothing matched"
+    );
     s.stop().await;
 }
 
@@ -324,4 +356,174 @@ async fn internal_destinations_and_plain_http_are_refused() {
         assert!(e.contains(needle), "{url}: {e}");
         assert!(!e.contains(&whsec(3)), "no secret in errors");
     }
+}
+
+/// Verifies a delivery's signature with a `whsec_` secret, independently.
+fn signed_with(secret: &str, headers: &Headers, body: &str) -> bool {
+    let mut h = http::HeaderMap::new();
+    for (k, v) in headers {
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(body.as_bytes(), &h)
+        .is_ok()
+}
+
+/// Waits until `path` got `n` 2xx deliveries; returns them.
+async fn wait_for(rx: &Receiver, path: &str, n: usize) -> Vec<(Headers, String)> {
+    let t = std::time::Instant::now();
+    loop {
+        let ok: Vec<(Headers, String)> = rx
+            .got(path)
+            .into_iter()
+            .filter(|g| g.2 == 200)
+            .map(|g| (g.0, g.1))
+            .collect();
+        if ok.len() >= n {
+            return ok;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{} of {n} delivered to {path}",
+            ok.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A security officer subscribes a receiver through the API (no file, no
+/// restart): it hears of what happens from then on, signed with the secret
+/// shown once; a rotation signs with both secrets, the next one drops the
+/// oldest; deleting stops deliveries. Each change is audited without the
+/// secret, and outside development mode only https to public addresses is
+/// accepted.
+#[tokio::test]
+async fn subscriptions_made_through_the_api_deliver_rotate_and_stop() {
+    let rx = Receiver::start().await;
+    let Some(s) = idgov_tests::server::start("sqlite").await else {
+        return;
+    };
+    let app = s.app();
+    with_policy(app).await;
+    hire(app, &Person::new("E0", "Finance")).await;
+    let url = format!("http://127.0.0.1:{}/siem", rx.port);
+    let (sub, secret1) = app
+        .create_webhook("siem", &url, &["hr.*".to_string()], "user:S1")
+        .await
+        .unwrap();
+    assert_eq!((sub.origin.as_str(), sub.state.as_str()), ("api", "active"));
+    assert!(secret1.starts_with("whsec_"));
+    let again = app
+        .create_webhook("siem", &url, &["hr.*".to_string()], "user:S1")
+        .await;
+    assert!(again.is_err(), "an id is taken once");
+
+    hire(app, &Person::new("E1", "Finance")).await;
+    let got = wait_for(&rx, "/siem", 1).await;
+    for (h, body) in &got {
+        assert!(signed_with(&secret1, h, body));
+        assert!(
+            !body.contains("\"E0\""),
+            "only what happened after subscribing: {body}"
+        );
+    }
+    let first = got.len();
+
+    let (secret2, n) = app.rotate_webhook_secret("siem", "user:S1").await.unwrap();
+    assert_eq!(n, 2);
+    assert_ne!(secret1, secret2);
+    hire(app, &Person::new("E2", "Finance")).await;
+    let got = wait_for(&rx, "/siem", first + 1).await;
+    let (h, body) = &got[got.len() - 1];
+    assert!(
+        signed_with(&secret2, h, body) && signed_with(&secret1, h, body),
+        "both sign during a rotation"
+    );
+
+    let (secret3, n) = app.rotate_webhook_secret("siem", "user:S1").await.unwrap();
+    assert_eq!(n, 2);
+    let before = got.len();
+    hire(app, &Person::new("E3", "Finance")).await;
+    let got = wait_for(&rx, "/siem", before + 1).await;
+    let (h, body) = &got[got.len() - 1];
+    assert!(signed_with(&secret3, h, body) && signed_with(&secret2, h, body));
+    assert!(
+        !signed_with(&secret1, h, body),
+        "the oldest secret is retired"
+    );
+
+    app.delete_webhook("siem", "SIEM replaced", "user:S1")
+        .await
+        .unwrap();
+    let count = rx.got("/siem").len();
+    hire(app, &Person::new("E4", "Finance")).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(rx.got("/siem").len(), count, "nothing after the deletion");
+    assert!(
+        app.delete_webhook("siem", "again", "user:S1")
+            .await
+            .is_err()
+    );
+
+    let audit = app
+        .audit_events(
+            &idgov_store::AuditFilter {
+                target: "webhook:siem".into(),
+                ..Default::default()
+            },
+            0,
+            100,
+        )
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "webhook.created",
+            "webhook.secret_rotated",
+            "webhook.secret_rotated",
+            "webhook.deleted"
+        ]
+    );
+    for e in &audit {
+        for secret in [&secret1, &secret2, &secret3] {
+            let b64 = secret.trim_start_matches("whsec_");
+            assert!(!e.detail.contains(b64), "no secret in the audit log");
+        }
+    }
+
+    // Outside development mode: https to a public address only.
+    app.set_development(false);
+    for (url, needle) in [
+        ("http://203.0.113.7/x", "https"),
+        ("https://127.0.0.1:9/x", "internal address"),
+        ("https://169.254.169.254/x", "internal address"),
+        ("https://u:p@203.0.113.7/x", "credentials"),
+    ] {
+        let e = app
+            .create_webhook("t", url, &["security".to_string()], "user:S1")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{url}: {e}");
+    }
+    for (id, events) in [
+        ("bad id!", vec!["security"]),
+        ("ok", vec![]),
+        ("ok", vec!["Not A Pattern"]),
+    ] {
+        let events: Vec<String> = events.into_iter().map(String::from).collect();
+        assert!(
+            app.create_webhook(id, "https://203.0.113.7/x", &events, "user:S1")
+                .await
+                .is_err(),
+            "{id} {events:?}"
+        );
+    }
+    s.stop().await;
 }

@@ -127,6 +127,53 @@ impl AuditService for Api {
             .or_status()?;
         Ok(Response::new(subscription(&s)))
     }
+
+    async fn create_webhook_subscription(
+        &self,
+        req: Request<pb::CreateWebhookSubscriptionRequest>,
+    ) -> Result<Response<pb::CreateWebhookSubscriptionResponse>, Status> {
+        let access = access(&req)?;
+        let r = req.into_inner();
+        let (s, secret) = self
+            .app
+            .create_webhook(&r.id, &r.url, &r.events, &access.caller.actor())
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::CreateWebhookSubscriptionResponse {
+            subscription: Some(subscription(&s)),
+            secret,
+        }))
+    }
+
+    async fn delete_webhook_subscription(
+        &self,
+        req: Request<pb::DeleteWebhookSubscriptionRequest>,
+    ) -> Result<Response<pb::DeleteWebhookSubscriptionResponse>, Status> {
+        let access = access(&req)?;
+        let r = req.into_inner();
+        self.app
+            .delete_webhook(&r.subscription_id, &r.reason, &access.caller.actor())
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::DeleteWebhookSubscriptionResponse {}))
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        req: Request<pb::RotateWebhookSecretRequest>,
+    ) -> Result<Response<pb::RotateWebhookSecretResponse>, Status> {
+        let access = access(&req)?;
+        let r = req.into_inner();
+        let (secret, n) = self
+            .app
+            .rotate_webhook_secret(&r.subscription_id, &access.caller.actor())
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::RotateWebhookSecretResponse {
+            secret,
+            secrets_in_use: n as u32,
+        }))
+    }
 }
 
 fn subscription(s: &idgov_store::webhooks::Subscription) -> pb::WebhookSubscription {
@@ -138,6 +185,7 @@ fn subscription(s: &idgov_store::webhooks::Subscription) -> pb::WebhookSubscript
         state: s.state.clone(),
         state_reason: s.state_reason.clone().unwrap_or_default(),
         failures: s.failures,
+        origin: s.origin.clone(),
         next_attempt_at: Some(convert::ts(s.next_attempt_at)),
     }
 }

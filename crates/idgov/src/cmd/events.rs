@@ -11,8 +11,32 @@ use std::process::ExitCode;
 
 #[derive(Subcommand)]
 pub enum EventsCommand {
-    /// The webhook subscriptions (from `idgov serve --webhooks FILE`) and where each stands.
+    /// The webhook subscriptions (from `idgov serve --webhooks FILE` or
+    /// `idgov events subscribe`) and where each stands.
     Subscriptions,
+    /// Subscribe a receiver to events from now on (security officers). Prints
+    /// its signing secret once: keep it for the receiver.
+    Subscribe {
+        /// 1–64 letters, digits, - or _.
+        id: String,
+        /// https:// to a public address (http and private addresses only in
+        /// development mode).
+        #[arg(long)]
+        url: String,
+        /// Event patterns, comma-separated: `*`, `security`, `prefix.*` or an
+        /// action name (e.g. `security,directory.*`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+    },
+    /// Delete a subscription made with `subscribe`.
+    Unsubscribe {
+        subscription: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// A new signing secret for a subscription made with `subscribe`, printed
+    /// once; the previous one keeps signing beside it until the next rotation.
+    RotateSecret { subscription: String },
     /// A subscription's delivery attempts, newest first.
     Deliveries {
         subscription: String,
@@ -34,6 +58,7 @@ fn sub_json(s: &pb::WebhookSubscription) -> serde_json::Value {
     json!({
         "id": s.id, "url": s.url, "events": s.events, "cursor": s.cursor, "state": s.state,
         "state_reason": s.state_reason, "failures": s.failures, "next_attempt_at": time(&s.next_attempt_at),
+        "origin": s.origin,
     })
 }
 
@@ -41,6 +66,68 @@ pub async fn run(opts: &ClientOpts, c: EventsCommand) -> anyhow::Result<ExitCode
     let client = Client::connect(opts).await?;
     let mut audit = AuditServiceClient::new(client.channel);
     match c {
+        EventsCommand::Subscribe { id, url, events } => {
+            let r = audit
+                .create_webhook_subscription(pb::CreateWebhookSubscriptionRequest {
+                    id,
+                    url,
+                    events,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            let sub = r.subscription.unwrap_or_default();
+            match opts.output {
+                Format::Json => json(&json!({"subscription": sub_json(&sub), "secret": r.secret})),
+                Format::Table => {
+                    crate::outln!(
+                        "subscribed {} to {} at {}",
+                        sub.id,
+                        sub.events.join(" "),
+                        sub.url
+                    );
+                    crate::outln!("signing secret (shown once; give it to the receiver):");
+                    crate::outln!("{}", r.secret);
+                }
+            }
+        }
+        EventsCommand::Unsubscribe {
+            subscription,
+            reason,
+        } => {
+            audit
+                .delete_webhook_subscription(pb::DeleteWebhookSubscriptionRequest {
+                    subscription_id: subscription.clone(),
+                    reason,
+                })
+                .await
+                .map_err(explain)?;
+            match opts.output {
+                Format::Json => json(&json!({"deleted": subscription})),
+                Format::Table => crate::outln!("deleted webhook subscription {subscription}"),
+            }
+        }
+        EventsCommand::RotateSecret { subscription } => {
+            let r = audit
+                .rotate_webhook_secret(pb::RotateWebhookSecretRequest {
+                    subscription_id: subscription.clone(),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            match opts.output {
+                Format::Json => json(&json!({
+                    "subscription": subscription, "secret": r.secret, "secrets_in_use": r.secrets_in_use,
+                })),
+                Format::Table => {
+                    crate::outln!(
+                        "new signing secret for {subscription} (shown once); the previous one \
+                         keeps signing beside it until the next rotation:"
+                    );
+                    crate::outln!("{}", r.secret);
+                }
+            }
+        }
         EventsCommand::Subscriptions => {
             let r = audit
                 .list_webhook_subscriptions(pb::ListWebhookSubscriptionsRequest {})
@@ -54,7 +141,7 @@ pub async fn run(opts: &ClientOpts, c: EventsCommand) -> anyhow::Result<ExitCode
                 Format::Table => {
                     if r.subscriptions.is_empty() {
                         crate::outln!(
-                            "no webhook subscription; configure them with `idgov serve --webhooks FILE` (docs/operations.md)"
+                            "no webhook subscription; add one with `idgov events subscribe` or `idgov serve --webhooks FILE` (docs/operations.md)"
                         );
                         return Ok(ExitCode::SUCCESS);
                     }

@@ -25,6 +25,10 @@ pub struct ServeArgs {
     /// PostgreSQL URL (postgres://…); without it, SQLite in the data directory.
     #[arg(long, env = "IDGOV_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// A file holding the PostgreSQL URL (a container or systemd secret),
+    /// instead of --database-url: the password stays out of the environment.
+    #[arg(long, env = "IDGOV_DATABASE_URL_FILE", conflicts_with = "database_url")]
+    database_url_file: Option<PathBuf>,
     /// Policy document (TOML) to apply at start when it differs from the one in force.
     #[arg(long, env = "IDGOV_POLICY")]
     policy: Option<PathBuf>,
@@ -54,10 +58,21 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.compact().init(),
     }
+    let database_url = match &a.database_url_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot read --database-url-file {}: {e}", p.display())
+                })?
+                .trim()
+                .to_string(),
+        ),
+        None => a.database_url,
+    };
     let cfg = ServeConfig {
         listen: a.listen,
         data_dir: a.data_dir,
-        database_url: a.database_url.filter(|u| !u.is_empty()),
+        database_url: database_url.filter(|u| !u.is_empty()),
         policy_file: a.policy,
         directory_file: a.directory,
         auth_file: a.auth,
