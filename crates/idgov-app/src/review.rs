@@ -914,12 +914,15 @@ impl App {
         let policy = self.policy_for(tx);
         supersede(tx, &c.id, actor).await?;
         let (mut defaulted, mut revoked, mut queued) = (0u64, 0u64, 0usize);
+        let mut after = String::new();
         loop {
-            // Each page leaves the open set, so always read from the start.
-            let page = tx.open_items(&c.id, "", PAGE).await?;
-            if page.is_empty() {
-                break;
-            }
+            // Every item of a page leaves the open set, and none can come
+            // back (the close holds the campaign): go on after the last one.
+            // (Reading from the start again made PostgreSQL walk the index
+            // entries of every item already defaulted in this transaction.)
+            let page = tx.open_items(&c.id, &after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
             let mut to_revoke = Vec::new();
             let mut by_state: BTreeMap<ItemState, Vec<String>> = BTreeMap::new();
             for mut i in page {
