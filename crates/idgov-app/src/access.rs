@@ -48,6 +48,10 @@ pub enum RequestView {
 /// What one expiry sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sweep {
+    /// Reminders recorded to approvers (half the time to expiry gone).
+    pub requests_reminded: u64,
+    /// Escalations recorded to approvers' managers (three quarters gone).
+    pub requests_escalated: u64,
     pub requests_expired: u64,
     pub grants_expired: u64,
     pub exceptions_expired: u64,
@@ -866,6 +870,14 @@ impl App {
     pub async fn run_access_expiry(&self) -> Result<Sweep, AppError> {
         let mut sweep = Sweep::default();
         loop {
+            let (seen, r, e) = self.notify_approvers_step().await?;
+            sweep.requests_reminded += r;
+            sweep.requests_escalated += e;
+            if seen < SWEEP_STEP as u64 {
+                break;
+            }
+        }
+        loop {
             let n = self.expire_requests_step().await?;
             sweep.requests_expired += n;
             if n < SWEEP_STEP as u64 {
@@ -888,6 +900,67 @@ impl App {
             }
         }
         Ok(sweep)
+    }
+
+    /// Records due reminders (to whoever must decide next) and escalations
+    /// (to their manager, else the fallback approver) of pending requests,
+    /// once each: security-relevant notifications in the audit log, which
+    /// webhook subscribers of `access.request.*` (or `security`) receive.
+    /// Returns (requests seen, reminders, escalations).
+    async fn notify_approvers_step(&self) -> Result<(u64, u64, u64), AppError> {
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let due = tx.requests_to_notify(now, SWEEP_STEP).await?;
+        let waiting: Vec<String> = due
+            .iter()
+            .filter_map(|(r, _, _)| r.waiting_on().map(String::from))
+            .collect();
+        let managers: HashMap<String, Option<String>> = tx
+            .people_by_ids(&waiting)
+            .await?
+            .into_iter()
+            .map(|p| (p.employee_id, p.attrs.manager_id))
+            .collect();
+        let fallback = self.policy().policy.fallback_approver.clone();
+        let (mut reminded, mut escalated) = (0, 0);
+        for (r, remind, escalate) in &due {
+            let waiting_on = r.waiting_on().unwrap_or_default().to_string();
+            if *remind {
+                reminded += 1;
+                tx.audit(
+                    AuditEntry::new(
+                        crate::SYSTEM_SCHEDULER,
+                        Action::AccessRequestReminder,
+                        Target::Request(r.id.clone()),
+                        json!({"waiting_on": waiting_on, "beneficiary": r.beneficiary,
+                               "classification": r.classification, "expires_at": r.expires_at}),
+                    )
+                    .security(),
+                );
+            }
+            if *escalate {
+                escalated += 1;
+                let to = managers
+                    .get(&waiting_on)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| fallback.clone());
+                tx.audit(
+                    AuditEntry::new(
+                        crate::SYSTEM_SCHEDULER,
+                        Action::AccessRequestEscalation,
+                        Target::Request(r.id.clone()),
+                        json!({"waiting_on": waiting_on, "escalated_to": to, "beneficiary": r.beneficiary,
+                               "classification": r.classification, "expires_at": r.expires_at}),
+                    )
+                    .security(),
+                );
+            }
+            tx.mark_request_notified(&r.id, *remind, *escalate, now)
+                .await?;
+        }
+        tx.commit(now).await?;
+        Ok((due.len() as u64, reminded, escalated))
     }
 
     async fn expire_requests_step(&self) -> Result<u64, AppError> {

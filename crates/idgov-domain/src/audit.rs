@@ -21,6 +21,8 @@ string_enum!(
         AccessRequestCreated => "access.request.created",
         AccessRequestDenied => "access.request.denied",
         AccessRequestExpired => "access.request.expired",
+        AccessRequestReminder => "access.request.reminder",
+        AccessRequestEscalation => "access.request.escalation",
         AccessRequestReassigned => "access.request.reassigned",
         AccessRequestStepApproved => "access.request.step_approved",
         AuditCheckpoint => "audit.checkpoint",

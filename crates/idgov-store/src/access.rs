@@ -421,6 +421,69 @@ impl WriteTx {
         rows.iter().map(request_from_row).collect()
     }
 
+    /// Pending requests, not yet expired, whose reminder (half the time to
+    /// expiry gone) or escalation (three quarters gone) is due and not yet
+    /// recorded; with which of the two are due. Locked rows of another
+    /// replica are skipped (PostgreSQL).
+    pub async fn requests_to_notify(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<(AccessRequest, bool, bool)>, StoreError> {
+        let sql = format!(
+            "SELECT version, body, reminded_at, escalated_at, created_at, expires_at FROM access_requests \
+             WHERE state = 'pending' AND expires_at > $1 AND \
+             ((reminded_at IS NULL AND created_at + (expires_at - created_at) / 2 <= $2) \
+              OR (escalated_at IS NULL AND created_at + (expires_at - created_at) / 4 * 3 <= $3)) \
+             ORDER BY id LIMIT $4{}",
+            self.backend.skip_locked()
+        );
+        let t = micros(now);
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(t)
+            .bind(t)
+            .bind(t)
+            .bind(limit)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let created: i64 = get(row, "created_at")?;
+                let expires: i64 = get(row, "expires_at")?;
+                let reminded: Option<i64> = get(row, "reminded_at")?;
+                let escalated: Option<i64> = get(row, "escalated_at")?;
+                let remind = reminded.is_none() && created + (expires - created) / 2 <= t;
+                let escalate = escalated.is_none() && created + (expires - created) / 4 * 3 <= t;
+                Ok((request_from_row(row)?, remind, escalate))
+            })
+            .collect()
+    }
+
+    /// Records that a request's reminder and/or escalation was sent.
+    pub async fn mark_request_notified(
+        &mut self,
+        id: &str,
+        reminded: bool,
+        escalated: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let t = micros(now);
+        sqlx::query(
+            "UPDATE access_requests SET \
+             reminded_at = CASE WHEN $1 = 1 AND reminded_at IS NULL THEN $2 ELSE reminded_at END, \
+             escalated_at = CASE WHEN $3 = 1 AND escalated_at IS NULL THEN $4 ELSE escalated_at END \
+             WHERE id = $5",
+        )
+        .bind(i64::from(reminded))
+        .bind(t)
+        .bind(i64::from(escalated))
+        .bind(t)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     /// Revokes, in one statement, up to `limit` active grants whose
     /// `expires_at` has passed, and returns them: a grant is claimed by
     /// exactly one sweep, whatever runs concurrently.

@@ -226,6 +226,14 @@ macro_rules! migrations {
                     "/0012_webhook_api.sql"
                 )),
             ),
+            (
+                "request_reminders",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0013_request_reminders.sql"
+                )),
+            ),
         ]
     };
 }

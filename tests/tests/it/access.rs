@@ -389,6 +389,52 @@ both_backends! {
 }
 
 both_backends! {
+    /// Half the time to expiry gone with nobody deciding: one reminder to
+    /// whoever must decide; three quarters gone: one escalation to their
+    /// manager. Once each, with two replicas sweeping; none after expiry.
+    async fn approvers_are_reminded_then_escalated_once(t: TestStore) {
+        let (a, clock) = org(&t).await;
+        let r = request(&a, "E2", ask("", TargetKind::Entitlement, "chat", "", None)).await.unwrap();
+        assert_eq!(r.expires_at, a.now() + days(14));
+        let waiting = r.waiting_on().unwrap().to_string();
+        let store_b = idgov_store::Store::open(&t.url).await.unwrap();
+        let b = App::start(store_b, clock.clone(), None).await.unwrap();
+        clock.advance(days(6));
+        let s = a.run_access_expiry().await.unwrap();
+        assert_eq!((s.requests_reminded, s.requests_escalated), (0, 0), "not yet");
+        clock.advance(days(2)); // 8 of 14 days
+        let (x, y) = tokio::join!(a.run_access_expiry(), b.run_access_expiry());
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert_eq!(x.requests_reminded + y.requests_reminded, 1, "{x:?} {y:?}");
+        assert_eq!(x.requests_escalated + y.requests_escalated, 0, "{x:?} {y:?}");
+        assert_eq!(a.run_access_expiry().await.unwrap().requests_reminded, 0, "once");
+        clock.advance(days(3)); // 11 of 14
+        let (x, y) = tokio::join!(a.run_access_expiry(), b.run_access_expiry());
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert_eq!(x.requests_escalated + y.requests_escalated, 1, "{x:?} {y:?}");
+        assert_eq!(x.requests_reminded + y.requests_reminded, 0, "{x:?} {y:?}");
+        let target = format!("request:{}", r.id);
+        let events = a
+            .audit_events(&idgov_store::AuditFilter { target: target.clone(), ..Default::default() }, 0, 100)
+            .await
+            .unwrap();
+        let reminder = events.iter().find(|e| e.action == "access.request.reminder").unwrap();
+        let detail: serde_json::Value = serde_json::from_str(&reminder.detail).unwrap();
+        assert_eq!(detail["waiting_on"], waiting.as_str());
+        assert!(reminder.security, "a notification subscribers of `security` hear of");
+        let escalation = events.iter().find(|e| e.action == "access.request.escalation").unwrap();
+        let detail: serde_json::Value = serde_json::from_str(&escalation.detail).unwrap();
+        let manager = a.store.get_identity(&waiting).await.unwrap().and_then(|p| p.attrs.manager_id);
+        let expected = manager.or_else(|| a.policy().policy.fallback_approver.clone());
+        assert_eq!(detail["escalated_to"].as_str(), expected.as_deref(), "{detail}");
+        // Past expiry: expired, nothing more to remind.
+        clock.advance(days(4));
+        let s = a.run_access_expiry().await.unwrap();
+        assert_eq!((s.requests_expired, s.requests_reminded, s.requests_escalated), (1, 0, 0));
+        assert_eq!(audit_count(&a, "access.request.reminder", &target).await, 1);
+        assert_eq!(audit_count(&a, "access.request.escalation", &target).await, 1);
+    }
+
     async fn requests_and_grants_expire_exactly_once_across_replicas(t: TestStore) {
         let (a, clock) = org(&t).await;
         let r = request(&a, "E1", ask("", TargetKind::Entitlement, "chat", "", Some(3))).await.unwrap();
