@@ -31,6 +31,16 @@ const PAGE: i64 = 1000;
 /// People whose grants are read per step of generation.
 const PEOPLE_PAGE: i64 = 200;
 
+/// What one step of a generation did.
+enum Step {
+    /// Wrote a page; more follow.
+    Wrote,
+    /// Another replica wrote from this cursor on: read again from there.
+    Moved(String),
+    /// The campaign is open (or was already past starting).
+    Finished(Campaign),
+}
+
 /// People kept for reviewer routing across the pages of one generation.
 const ORG_CACHE: usize = 50_000;
 
@@ -433,57 +443,104 @@ impl App {
         let peers = rtx.peer_counts(&ents).await?;
         rtx.rollback().await?;
         let mut org = OrgMap(HashMap::new());
+        // Each step writes one page of people while the next page is read
+        // beside it (outside the writer, on the native read path); a page
+        // read ahead is checked against the grants still active when it is
+        // written, and thrown away if another replica moved the cursor.
+        let mut after = first.generated_after.clone().unwrap_or_default();
+        let mut ahead = self
+            .store
+            .grants_in_scope(&ents, &after, PEOPLE_PAGE)
+            .await?;
         loop {
-            let now = self.now();
-            let mut tx = self.store.begin().await?;
-            let Some(mut c) = tx.campaign_for_update(id).await? else {
-                return Err(AppError::not_found(format!("campaign {id} is gone")));
+            let (page, last) = ahead;
+            let write = async {
+                let now = self.now();
+                let mut tx = self.store.begin().await?;
+                let Some(mut c) = tx.campaign_for_update(id).await? else {
+                    return Err(AppError::not_found(format!("campaign {id} is gone")));
+                };
+                if c.state != CampaignState::Starting {
+                    tx.rollback().await?;
+                    return Ok(Step::Finished(c));
+                }
+                let cursor = c.generated_after.clone().unwrap_or_default();
+                if cursor != after {
+                    tx.rollback().await?;
+                    return Ok(Step::Moved(cursor));
+                }
+                let done = last.is_none();
+                match &last {
+                    Some(last) => {
+                        let live = tx
+                            .active_grant_ids(
+                                &page.iter().map(|g| g.grant.id.clone()).collect::<Vec<_>>(),
+                            )
+                            .await?;
+                        let page: Vec<ScopedGrant> = page
+                            .into_iter()
+                            .filter(|g| {
+                                live.contains(&g.grant.id)
+                                    && policy
+                                        .policy
+                                        .entitlements
+                                        .get(&g.grant.entitlement_id)
+                                        .is_some_and(|e| def.covers(e, &g.department))
+                            })
+                            .collect();
+                        let items = self
+                            .plan_items(&mut tx, &def, false, id, &page, &peers, &mut org)
+                            .await?;
+                        tx.insert_items(&items).await?;
+                        c.items += items.len() as i64;
+                        c.generated_after = Some(last.clone());
+                    }
+                    None => {
+                        c.state = CampaignState::Open;
+                        c.generated_after = None;
+                        tx.audit(AuditEntry::new(
+                            &c.started_by,
+                            Action::CampaignStarted,
+                            Target::Campaign(id.to_string()),
+                            json!({
+                                "definition": def, "policy_version": c.policy_version, "items": c.items,
+                                "due_at": c.due_at,
+                            }),
+                        ));
+                    }
+                }
+                tx.update_campaign(&c).await?;
+                tx.commit(now).await?;
+                Ok(if done { Step::Finished(c) } else { Step::Wrote })
             };
-            if c.state != CampaignState::Starting {
-                tx.rollback().await?;
-                return Ok(c);
-            }
-            let after = c.generated_after.clone().unwrap_or_default();
-            let (page, last) = tx.grants_in_scope(&ents, &after, PEOPLE_PAGE).await?;
-            let done = last.is_none();
-            match last {
-                Some(last) => {
-                    let page: Vec<ScopedGrant> = page
-                        .into_iter()
-                        .filter(|g| {
-                            policy
-                                .policy
-                                .entitlements
-                                .get(&g.grant.entitlement_id)
-                                .is_some_and(|e| def.covers(e, &g.department))
-                        })
-                        .collect();
-                    let items = self
-                        .plan_items(&mut tx, &def, false, id, &page, &peers, &mut org)
+            let read_next = async {
+                match &last {
+                    Some(l) => Some(self.store.grants_in_scope(&ents, l, PEOPLE_PAGE).await),
+                    None => None,
+                }
+            };
+            let (step, next) = tokio::join!(write, read_next);
+            match step? {
+                Step::Finished(c) => {
+                    if c.state == CampaignState::Open {
+                        tracing::info!(campaign = id, items = c.items, "campaign started");
+                    }
+                    return Ok(c);
+                }
+                Step::Wrote => {
+                    after = last.unwrap_or_default();
+                    ahead = match next {
+                        Some(n) => n?,
+                        None => (Vec::new(), None),
+                    };
+                }
+                Step::Moved(cursor) => {
+                    after = cursor;
+                    ahead = self
+                        .store
+                        .grants_in_scope(&ents, &after, PEOPLE_PAGE)
                         .await?;
-                    tx.insert_items(&items).await?;
-                    c.items += items.len() as i64;
-                    c.generated_after = Some(last);
                 }
-                None => {
-                    c.state = CampaignState::Open;
-                    c.generated_after = None;
-                    tx.audit(AuditEntry::new(
-                        &c.started_by,
-                        Action::CampaignStarted,
-                        Target::Campaign(id.to_string()),
-                        json!({
-                            "definition": def, "policy_version": c.policy_version, "items": c.items,
-                            "due_at": c.due_at,
-                        }),
-                    ));
-                }
-            }
-            tx.update_campaign(&c).await?;
-            tx.commit(now).await?;
-            if done {
-                tracing::info!(campaign = id, items = c.items, "campaign started");
-                return Ok(c);
             }
         }
     }

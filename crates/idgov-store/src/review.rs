@@ -3,9 +3,9 @@
 //! rest (context, recommendation, decision).
 
 use crate::bulk::{list, values};
-use crate::convert::{get, json, micros, opt_time, time, to_json};
+use crate::convert::{ReadRow, get, json, micros, opt_time, time, to_json};
 use crate::grants::grant_from_row;
-use crate::{Store, StoreError, WriteTx};
+use crate::{Fast, Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::Classification;
 use idgov_domain::grant::Grant;
@@ -551,7 +551,7 @@ impl WriteTx {
         Ok(out)
     }
 
-    /// The active grants of `entitlements` held by the next `people` active
+    /// Active grants in scope (of `entitlements`) of the next `people` active
     /// (or suspended) people after the employee id `after`, with what
     /// review needs of their holders; and the last person read (None: no
     /// more people). Paged by person so that both backends walk an index.
@@ -561,76 +561,47 @@ impl WriteTx {
         after: &str,
         people: i64,
     ) -> Result<(Vec<ScopedGrant>, Option<String>), StoreError> {
-        let rows = sqlx::query(
-            "SELECT employee_id, department, title, manager_id FROM identities \
-             WHERE status IN ('active', 'suspended') AND employee_id > $1 ORDER BY employee_id LIMIT $2",
-        )
-        .bind(after)
-        .bind(people)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        let mut holders: HashMap<String, (String, String, Option<String>)> = HashMap::new();
-        let mut last = None;
-        for r in &rows {
-            let id: String = get(r, "employee_id")?;
-            last = Some(id.clone());
-            holders.insert(
-                id,
-                (
-                    get(r, "department")?,
-                    get(r, "title")?,
-                    get(r, "manager_id")?,
-                ),
-            );
-        }
-        if holders.is_empty() || entitlements.is_empty() {
-            return Ok((vec![], last));
-        }
-        let ids: Vec<String> = holders.keys().cloned().collect();
-        // A wide scope reads every active grant of the page (the caller
-        // filters); an IN list of thousands costs more than it skips.
-        let wide = entitlements.len() > 200;
-        let sql = format!(
-            concat!(
-                "SELECT ",
-                grant_columns!(),
-                " FROM grants WHERE revoked_at IS NULL AND employee_id IN ({}){} ORDER BY employee_id, id"
-            ),
-            list(self.backend, ids.len(), 1),
-            if wide {
-                String::new()
-            } else {
-                format!(
-                    " AND entitlement_id IN ({})",
-                    list(self.backend, entitlements.len(), ids.len() + 1)
-                )
-            }
-        );
+        let rows = sqlx::query(SCOPE_PEOPLE)
+            .bind(after)
+            .bind(people)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let holders = rows
+            .iter()
+            .map(holder_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some((sql, ids)) = scope_grants_sql(self.backend, &holders, entitlements) else {
+            return Ok((vec![], holders.last().map(|h| h.0.clone())));
+        };
         let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-        for id in &ids {
+        for id in ids.iter().chain(scope_binds(entitlements)) {
             q = q.bind(id.clone());
         }
-        if !wide {
-            for e in entitlements {
-                q = q.bind(e.clone());
+        let rows = q.fetch_all(&mut *self.tx).await?;
+        scoped(holders, rows.iter().map(grant_from_row))
+    }
+
+    /// Active grant ids among `ids` (a page read outside this transaction,
+    /// checked before it is written).
+    pub async fn active_grant_ids(
+        &mut self,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut out = std::collections::HashSet::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT id FROM grants WHERE revoked_at IS NULL AND id IN ({})",
+                list(self.backend, chunk.len(), 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            for r in q.fetch_all(&mut *self.tx).await? {
+                out.insert(get::<String>(&r, "id")?);
             }
         }
-        let mut out = Vec::new();
-        for r in &q.fetch_all(&mut *self.tx).await? {
-            let (grant, classification) = grant_from_row(r)?;
-            let Some((department, title, manager_id)) = holders.get(&grant.employee_id).cloned()
-            else {
-                continue;
-            };
-            out.push(ScopedGrant {
-                grant,
-                classification,
-                department,
-                title,
-                manager_id,
-            });
-        }
-        Ok((out, last))
+        Ok(out)
     }
 
     /// Active people per (department, title), and holders of each of
@@ -794,5 +765,127 @@ impl WriteTx {
             q.execute(&mut *self.tx).await?;
         }
         Ok(())
+    }
+}
+
+const SCOPE_PEOPLE: &str = "SELECT employee_id, department, title, manager_id FROM identities \
+     WHERE status IN ('active', 'suspended') AND employee_id > $1 ORDER BY employee_id LIMIT $2";
+
+/// (employee id, department, title, manager) of a person in scope.
+type Holder = (String, String, String, Option<String>);
+
+fn holder_from_row(r: &impl ReadRow) -> Result<Holder, StoreError> {
+    Ok((
+        r.col("employee_id")?,
+        r.col("department")?,
+        r.col("title")?,
+        r.col("manager_id")?,
+    ))
+}
+
+/// The grants query of a page of holders, and the ids it binds first (the
+/// entitlements follow, see [`scope_binds`]); None when nothing can match.
+fn scope_grants_sql(
+    backend: crate::Backend,
+    holders: &[Holder],
+    entitlements: &[String],
+) -> Option<(String, Vec<String>)> {
+    if holders.is_empty() || entitlements.is_empty() {
+        return None;
+    }
+    let ids: Vec<String> = holders.iter().map(|h| h.0.clone()).collect();
+    let sql = format!(
+        concat!(
+            "SELECT ",
+            grant_columns!(),
+            " FROM grants WHERE revoked_at IS NULL AND employee_id IN ({}){} ORDER BY employee_id, id"
+        ),
+        list(backend, ids.len(), 1),
+        if wide(entitlements) {
+            String::new()
+        } else {
+            format!(
+                " AND entitlement_id IN ({})",
+                list(backend, entitlements.len(), ids.len() + 1)
+            )
+        }
+    );
+    Some((sql, ids))
+}
+
+/// A wide scope reads every active grant of the page (the caller filters);
+/// an IN list of thousands costs more than it skips.
+fn wide(entitlements: &[String]) -> bool {
+    entitlements.len() > 200
+}
+
+/// The entitlements bound after the holders' ids (none for a wide scope).
+fn scope_binds(entitlements: &[String]) -> impl Iterator<Item = &String> {
+    entitlements.iter().take(if wide(entitlements) {
+        0
+    } else {
+        entitlements.len()
+    })
+}
+
+/// Puts each grant read beside what review needs of its holder.
+fn scoped(
+    holders: Vec<Holder>,
+    grants: impl Iterator<Item = Result<(Grant, Classification), StoreError>>,
+) -> Result<(Vec<ScopedGrant>, Option<String>), StoreError> {
+    let last = holders.last().map(|h| h.0.clone());
+    let by_id: HashMap<String, Holder> = holders.into_iter().map(|h| (h.0.clone(), h)).collect();
+    let mut out = Vec::new();
+    for g in grants {
+        let (grant, classification) = g?;
+        let Some((_, department, title, manager_id)) = by_id.get(&grant.employee_id).cloned()
+        else {
+            continue;
+        };
+        out.push(ScopedGrant {
+            grant,
+            classification,
+            department,
+            title,
+            manager_id,
+        });
+    }
+    Ok((out, last))
+}
+
+impl Store {
+    /// [`WriteTx::grants_in_scope`] outside any transaction, on the native
+    /// read path: a page read while the writer writes the page before. What
+    /// it returns may have changed by the time it is written; the caller
+    /// checks ([`WriteTx::active_grant_ids`]).
+    pub async fn grants_in_scope(
+        &self,
+        entitlements: &[String],
+        after: &str,
+        people: i64,
+    ) -> Result<(Vec<ScopedGrant>, Option<String>), StoreError> {
+        if let Fast::Lite(l) = self.fast() {
+            let (ents, after) = (entitlements.to_vec(), after.to_string());
+            return l
+                .run_blocking(move |c| {
+                    let holders =
+                        crate::lite::all(c, SCOPE_PEOPLE, (after.as_str(), people), |r| {
+                            holder_from_row(r)
+                        })?;
+                    let Some((sql, ids)) =
+                        scope_grants_sql(crate::Backend::Sqlite, &holders, &ents)
+                    else {
+                        return Ok((vec![], holders.last().map(|h| h.0.clone())));
+                    };
+                    let binds = rusqlite::params_from_iter(ids.iter().chain(scope_binds(&ents)));
+                    let grants = crate::lite::all(c, &sql, binds, |r| grant_from_row(r))?;
+                    scoped(holders, grants.into_iter().map(Ok))
+                })
+                .await;
+        }
+        let mut tx = self.begin_read().await?;
+        let out = tx.grants_in_scope(entitlements, after, people).await;
+        tx.rollback().await?;
+        out
     }
 }
