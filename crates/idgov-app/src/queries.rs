@@ -77,11 +77,16 @@ impl App {
         after: &str,
         limit: i64,
     ) -> Result<Vec<(Grant, idgov_domain::Classification)>, AppError> {
-        let person = self.reachable_identity(access, employee_id).await?;
-        Ok(self
+        check_employee_id(employee_id)?;
+        // The holder's manager (what reach is decided on) and the page in one
+        // read; nothing of it leaves unless the caller may see it.
+        let found = self
             .store
-            .list_grants(&person.employee_id, include_revoked, after, limit)
-            .await?)
+            .grants_page_with_manager(employee_id, include_revoked, after, limit)
+            .await?;
+        may_reach(access, employee_id, found.as_ref().map(|(m, _)| m.clone()))?;
+        let grants = found.map(|(_, g)| g).unwrap_or_default();
+        Ok(grants)
     }
 
     pub async fn hr_events(
@@ -210,21 +215,32 @@ fn reach(
     employee_id: &str,
     found: Option<Identity>,
 ) -> Result<Identity, AppError> {
-    let scoped = matches!(access.grant, Reach::Scoped { .. });
-    let person = match found {
-        Some(p) => p,
-        None if scoped => return Err(hidden(access)),
-        None => {
-            return Err(AppError::not_found(format!(
-                "there is no identity {employee_id}"
-            )));
-        }
+    may_reach(
+        access,
+        employee_id,
+        found.as_ref().map(|p| p.attrs.manager_id.clone()),
+    )?;
+    found.ok_or_else(|| AppError::not_found(format!("there is no identity {employee_id}")))
+}
+
+/// Whether the caller may see the person `employee_id`, whose manager is
+/// `manager` (None: no such person).
+fn may_reach(
+    access: &Access,
+    employee_id: &str,
+    manager: Option<Option<String>>,
+) -> Result<(), AppError> {
+    let Some(manager_id) = manager else {
+        return Err(if matches!(access.grant, Reach::Scoped { .. }) {
+            hidden(access)
+        } else {
+            AppError::not_found(format!("there is no identity {employee_id}"))
+        });
     };
     let facts = ObjectFacts {
-        employee_id: Some(person.employee_id.clone()),
-        manager_id: person.attrs.manager_id.clone(),
+        employee_id: Some(employee_id.to_string()),
+        manager_id,
         ..ObjectFacts::default()
     };
-    check_object(access, &facts).map_err(|_| hidden(access))?;
-    Ok(person)
+    check_object(access, &facts).map_err(|_| hidden(access))
 }

@@ -38,7 +38,7 @@ enum Step {
     /// Another replica wrote from this cursor on: read again from there.
     Moved(String),
     /// The campaign is open (or was already past starting).
-    Finished(Campaign),
+    Finished(Box<Campaign>),
 }
 
 /// People kept for reviewer routing across the pages of one generation.
@@ -448,12 +448,9 @@ impl App {
         // read ahead is checked against the grants still active when it is
         // written, and thrown away if another replica moved the cursor.
         let mut after = first.generated_after.clone().unwrap_or_default();
-        let mut ahead = self
-            .store
-            .grants_in_scope(&ents, &after, PEOPLE_PAGE)
-            .await?;
+        let mut ahead = self.scope_page(&ents, &after).await?;
         loop {
-            let (page, last) = ahead;
+            let (read_at, (page, last)) = ahead;
             let write = async {
                 let now = self.now();
                 let mut tx = self.store.begin().await?;
@@ -462,7 +459,7 @@ impl App {
                 };
                 if c.state != CampaignState::Starting {
                     tx.rollback().await?;
-                    return Ok(Step::Finished(c));
+                    return Ok(Step::Finished(Box::new(c)));
                 }
                 let cursor = c.generated_after.clone().unwrap_or_default();
                 if cursor != after {
@@ -472,15 +469,22 @@ impl App {
                 let done = last.is_none();
                 match &last {
                     Some(last) => {
-                        let live = tx
-                            .active_grant_ids(
-                                &page.iter().map(|g| g.grant.id.clone()).collect::<Vec<_>>(),
-                            )
-                            .await?;
+                        // Every revocation appends to the audit chain: when
+                        // its head has not moved since the page was read,
+                        // every grant read is still active. (One committed
+                        // after this check is like one committed after the
+                        // page is written: its items are superseded.)
+                        let live = if self.store.audit_head().await?.0 == read_at {
+                            None
+                        } else {
+                            let ids: Vec<String> =
+                                page.iter().map(|g| g.grant.id.clone()).collect();
+                            Some(tx.active_grant_ids(&ids).await?)
+                        };
                         let page: Vec<ScopedGrant> = page
                             .into_iter()
                             .filter(|g| {
-                                live.contains(&g.grant.id)
+                                live.as_ref().is_none_or(|l| l.contains(&g.grant.id))
                                     && policy
                                         .policy
                                         .entitlements
@@ -511,11 +515,15 @@ impl App {
                 }
                 tx.update_campaign(&c).await?;
                 tx.commit(now).await?;
-                Ok(if done { Step::Finished(c) } else { Step::Wrote })
+                Ok(if done {
+                    Step::Finished(Box::new(c))
+                } else {
+                    Step::Wrote
+                })
             };
             let read_next = async {
                 match &last {
-                    Some(l) => Some(self.store.grants_in_scope(&ents, l, PEOPLE_PAGE).await),
+                    Some(l) => Some(self.scope_page(&ents, l).await),
                     None => None,
                 }
             };
@@ -525,24 +533,34 @@ impl App {
                     if c.state == CampaignState::Open {
                         tracing::info!(campaign = id, items = c.items, "campaign started");
                     }
-                    return Ok(c);
+                    return Ok(*c);
                 }
                 Step::Wrote => {
                     after = last.unwrap_or_default();
                     ahead = match next {
                         Some(n) => n?,
-                        None => (Vec::new(), None),
+                        None => (0, (Vec::new(), None)),
                     };
                 }
                 Step::Moved(cursor) => {
                     after = cursor;
-                    ahead = self
-                        .store
-                        .grants_in_scope(&ents, &after, PEOPLE_PAGE)
-                        .await?;
+                    ahead = self.scope_page(&ents, &after).await?;
                 }
             }
         }
+    }
+
+    /// The audit head, then the page of grants in scope after `after`: a
+    /// page read outside the writer, with the position that tells whether
+    /// anything changed since.
+    async fn scope_page(
+        &self,
+        ents: &[String],
+        after: &str,
+    ) -> Result<(i64, (Vec<ScopedGrant>, Option<String>)), AppError> {
+        let head = self.store.audit_head().await?.0;
+        let page = self.store.grants_in_scope(ents, after, PEOPLE_PAGE).await?;
+        Ok((head, page))
     }
 
     pub async fn campaign(&self, id: &str) -> Result<Campaign, AppError> {

@@ -151,7 +151,7 @@ impl Store {
             return l
                 .run_blocking(move |c| {
                     let mut st = c.prepare(SQL)?;
-                    let mut rows = st.query((after, through))?;
+                    let mut rows = crate::lite::query(&mut st, &[&after, &through])?;
                     while let Some(row) = rows.next()? {
                         if !feed_row(&mut part, row) {
                             break;

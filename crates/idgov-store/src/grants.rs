@@ -54,8 +54,9 @@ impl Store {
              WHERE employee_id = $1 AND ($2 = 1 OR revoked_at IS NULL) AND id > $3 ORDER BY id LIMIT $4"
         );
         if let Fast::Lite(l) = self.fast() {
-            let params = (employee_id, i64::from(include_revoked), after, limit);
-            return l.run(|c| lite::all(c, sql, params, |r| grant_from_row(r)));
+            let revoked = i64::from(include_revoked);
+            let args: [&dyn rusqlite::ToSql; 4] = [&employee_id, &revoked, &after, &limit];
+            return l.run(|c| lite::all(c, sql, &args, |r| grant_from_row(r)));
         }
         read_pool!(self, |pool| {
             let rows = sqlx::query(sql)
@@ -66,6 +67,65 @@ impl Store {
                 .fetch_all(pool)
                 .await?;
             rows.iter().map(grant_from_row).collect()
+        })
+    }
+
+    /// A person's manager (the facts reach is decided on) and a page of
+    /// their grants, in one read: None when there is no such person.
+    #[allow(clippy::type_complexity)]
+    pub async fn grants_page_with_manager(
+        &self,
+        employee_id: &str,
+        include_revoked: bool,
+        after: &str,
+        limit: i64,
+    ) -> Result<Option<(Option<String>, Vec<(Grant, Classification)>)>, StoreError> {
+        // One row per grant; one row with no grant when the page is empty.
+        const SQL: &str = "SELECT i.manager_id AS holder_manager, g.id AS id, g.employee_id AS employee_id, \
+             g.entitlement_id AS entitlement_id, g.classification AS classification, g.source AS source, \
+             g.source_ref AS source_ref, g.granted_at AS granted_at, g.expires_at AS expires_at, \
+             g.approvers AS approvers, g.justification AS justification, g.revoked_at AS revoked_at, \
+             g.revoke_reason AS revoke_reason, g.review_pending AS review_pending, \
+             g.exception_id AS exception_id \
+             FROM identities i LEFT JOIN grants g ON g.employee_id = i.employee_id \
+             AND ($2 = 1 OR g.revoked_at IS NULL) AND g.id > $3 \
+             WHERE i.employee_id = $1 ORDER BY g.id LIMIT $4";
+        type Page = Option<(Option<String>, Vec<(Grant, Classification)>)>;
+        fn fold(out: &mut Page, r: &impl ReadRow) -> Result<(), StoreError> {
+            let entry = out.get_or_insert_with(|| (None, Vec::new()));
+            entry.0 = r
+                .col::<Option<String>>("holder_manager")?
+                .filter(|m| !m.is_empty());
+            if r.col::<Option<String>>("id")?.is_some() {
+                entry.1.push(grant_from_row(r)?);
+            }
+            Ok(())
+        }
+        let revoked = i64::from(include_revoked);
+        if let Fast::Lite(l) = self.fast() {
+            return l.run(|c| {
+                let mut st = c.prepare_cached(SQL)?;
+                let mut rows = lite::query(&mut st, &[&employee_id, &revoked, &after, &limit])?;
+                let mut out = None;
+                while let Some(r) = rows.next()? {
+                    fold(&mut out, r)?;
+                }
+                Ok(out)
+            });
+        }
+        read_pool!(self, |pool| {
+            let rows = sqlx::query(SQL)
+                .bind(employee_id)
+                .bind(revoked)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            let mut out = None;
+            for r in &rows {
+                fold(&mut out, r)?;
+            }
+            Ok(out)
         })
     }
 
@@ -92,8 +152,8 @@ impl Store {
             "SELECT COUNT(*) AS n FROM grants WHERE employee_id = $1 AND revoked_at IS NULL";
         if let Fast::Lite(l) = self.fast() {
             return l.run(|c| {
-                Ok(c.prepare_cached(SQL)?
-                    .query_row([employee_id], |r| r.get(0))?)
+                let n = lite::optional(c, SQL, &[&employee_id], |r| r.col("n"))?;
+                Ok(n.unwrap_or(0))
             });
         }
         read_pool!(self, |pool| {

@@ -101,7 +101,7 @@ impl Store {
     pub async fn get_identity(&self, employee_id: &str) -> Result<Option<Identity>, StoreError> {
         const SQL: &str = select_identity!("");
         if let Fast::Lite(l) = self.fast() {
-            return l.run(|c| lite::optional(c, SQL, [employee_id], |r| identity_from_row(r)));
+            return l.run(|c| lite::optional(c, SQL, &[&employee_id], |r| identity_from_row(r)));
         }
         read_pool!(self, |pool| {
             let row = sqlx::query(SQL)
@@ -127,7 +127,7 @@ impl Store {
             Ok((identity_from_row(r)?, r.col("active_grants")?))
         }
         if let Fast::Lite(l) = self.fast() {
-            return l.run(|c| lite::optional(c, SQL, [employee_id], |r| both(r)));
+            return l.run(|c| lite::optional(c, SQL, &[&employee_id], |r| both(r)));
         }
         read_pool!(self, |pool| {
             let row = sqlx::query(SQL)

@@ -17,7 +17,9 @@
 //! small idle list is kept, a connection is opened when it is empty.
 
 use crate::StoreError;
-use rusqlite::{Connection, OpenFlags, Params, Row};
+#[cfg(test)]
+use crate::convert::ReadRow;
+use rusqlite::{Connection, OpenFlags, Row, Rows, Statement, ToSql};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,15 +94,39 @@ impl LiteReader {
     }
 }
 
+/// Binds `args` the way sqlx binds them on SQLite, so that one SQL text
+/// means the same on every path: `$N` is argument N wherever it stands
+/// (SQLite itself numbers `$`-names by first appearance), `?` the next one.
+pub(crate) fn query<'s>(
+    st: &'s mut Statement<'_>,
+    args: &[&dyn ToSql],
+) -> Result<Rows<'s>, StoreError> {
+    for i in 1..=st.parameter_count() {
+        let n = match st.parameter_name(i) {
+            Some(name) => name
+                .strip_prefix('$')
+                .or_else(|| name.strip_prefix('?'))
+                .and_then(|d| d.parse::<usize>().ok())
+                .ok_or_else(|| StoreError::Database(format!("parameter {name} is not $N")))?,
+            None => i,
+        };
+        let arg = args.get(n.wrapping_sub(1)).ok_or_else(|| {
+            StoreError::Database(format!("parameter {n} of {} is not given", args.len()))
+        })?;
+        st.raw_bind_parameter(i, arg)?;
+    }
+    Ok(st.raw_query())
+}
+
 /// The first row of `sql`, mapped.
 pub(crate) fn optional<T>(
     c: &Connection,
     sql: &str,
-    params: impl Params,
+    args: &[&dyn ToSql],
     map: impl FnOnce(&Row<'_>) -> Result<T, StoreError>,
 ) -> Result<Option<T>, StoreError> {
     let mut st = c.prepare_cached(sql)?;
-    let mut rows = st.query(params)?;
+    let mut rows = query(&mut st, args)?;
     match rows.next()? {
         Some(r) => map(r).map(Some),
         None => Ok(None),
@@ -111,11 +137,11 @@ pub(crate) fn optional<T>(
 pub(crate) fn all<T>(
     c: &Connection,
     sql: &str,
-    params: impl Params,
+    args: &[&dyn ToSql],
     mut map: impl FnMut(&Row<'_>) -> Result<T, StoreError>,
 ) -> Result<Vec<T>, StoreError> {
     let mut st = c.prepare_cached(sql)?;
-    let mut rows = st.query(params)?;
+    let mut rows = query(&mut st, args)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         out.push(map(r)?);
@@ -144,5 +170,34 @@ impl From<rusqlite::Error> for StoreError {
             | rusqlite::Error::Utf8Error(..) => StoreError::Corrupt(e.to_string()),
             _ => StoreError::Database(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `$N` means argument N wherever it stands and however often, as sqlx
+    /// binds it; SQLite alone would number `$`-names by first appearance.
+    #[test]
+    fn numbered_parameters_bind_as_sqlx_binds_them() -> Result<(), StoreError> {
+        let c = Connection::open_in_memory()?;
+        let got = optional(
+            &c,
+            "SELECT $3 || '-' || $1 || '-' || $2 || '-' || $1 AS v",
+            &[&"a", &"b", &"c"],
+            |r| r.col::<String>("v"),
+        )?;
+        assert_eq!(got.as_deref(), Some("c-a-b-a"));
+        let got = optional(&c, "SELECT ? || ? AS v", &[&"x", &"y"], |r| {
+            r.col::<String>("v")
+        })?;
+        assert_eq!(got.as_deref(), Some("xy"));
+        assert!(
+            optional(&c, "SELECT $2 AS v", &[&"only one"], |r| r
+                .col::<String>("v"))
+            .is_err()
+        );
+        Ok(())
     }
 }

@@ -868,17 +868,20 @@ impl Store {
             let (ents, after) = (entitlements.to_vec(), after.to_string());
             return l
                 .run_blocking(move |c| {
-                    let holders =
-                        crate::lite::all(c, SCOPE_PEOPLE, (after.as_str(), people), |r| {
-                            holder_from_row(r)
-                        })?;
+                    let holders = crate::lite::all(c, SCOPE_PEOPLE, &[&after, &people], |r| {
+                        holder_from_row(r)
+                    })?;
                     let Some((sql, ids)) =
                         scope_grants_sql(crate::Backend::Sqlite, &holders, &ents)
                     else {
                         return Ok((vec![], holders.last().map(|h| h.0.clone())));
                     };
-                    let binds = rusqlite::params_from_iter(ids.iter().chain(scope_binds(&ents)));
-                    let grants = crate::lite::all(c, &sql, binds, |r| grant_from_row(r))?;
+                    let binds: Vec<&dyn rusqlite::ToSql> = ids
+                        .iter()
+                        .chain(scope_binds(&ents))
+                        .map(|s| s as &dyn rusqlite::ToSql)
+                        .collect();
+                    let grants = crate::lite::all(c, &sql, &binds, |r| grant_from_row(r))?;
                     scoped(holders, grants.into_iter().map(Ok))
                 })
                 .await;
