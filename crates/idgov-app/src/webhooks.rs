@@ -558,9 +558,9 @@ impl App {
                 idgov_domain::error::echo(id)
             )));
         }
-        self.store.redeliver_subscription(id, from_seq).await?;
         let now = self.now();
         let mut tx = self.store.begin().await?;
+        tx.redeliver_subscription(id, from_seq).await?;
         tx.audit(idgov_domain::audit::AuditEntry::new(
             actor,
             idgov_domain::audit::Action::WebhookRedelivered,
@@ -572,6 +572,25 @@ impl App {
             .get_subscription(id)
             .await?
             .ok_or_else(|| AppError::not_found("the subscription vanished"))
+    }
+
+    /// Stops delivering to a subscription, saying why: a security event
+    /// (`webhook.disabled`), committed with the change.
+    async fn disable_webhook(&self, id: &str, reason: &str) -> Result<(), AppError> {
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        tx.disable_subscription(id, reason).await?;
+        tx.audit(
+            idgov_domain::audit::AuditEntry::new(
+                crate::SYSTEM_SCHEDULER,
+                idgov_domain::audit::Action::WebhookDisabled,
+                idgov_domain::audit::Target::Webhook(id.to_string()),
+                json!({"reason": reason}),
+            )
+            .security(),
+        );
+        tx.commit(now).await?;
+        Ok(())
     }
 
     /// Delivers what is due for one subscription (at most `max` events),
@@ -676,8 +695,7 @@ impl App {
                 }
                 Outcome::Gone => {
                     tracing::warn!(subscription = %s.id, "the receiver answered 410 Gone; subscription disabled");
-                    self.store
-                        .disable_subscription(&s.id, "the receiver answered 410 Gone")
+                    self.disable_webhook(&s.id, "the receiver answered 410 Gone")
                         .await?;
                     return Ok(delivered);
                 }
@@ -696,12 +714,11 @@ impl App {
                         }
                         None => {
                             tracing::warn!(subscription = %s.id, failures, "webhook deliveries kept failing; subscription disabled");
-                            self.store
-                                .disable_subscription(
-                                    &s.id,
-                                    &format!("{failures} attempts failed; the last: {err}"),
-                                )
-                                .await?;
+                            self.disable_webhook(
+                                &s.id,
+                                &format!("{failures} attempts failed; the last: {err}"),
+                            )
+                            .await?;
                         }
                     }
                     return Ok(delivered);

@@ -77,6 +77,7 @@ string_enum!(
         WebhookRedelivered => "webhook.redelivered",
         WebhookCreated => "webhook.created",
         WebhookDeleted => "webhook.deleted",
+        WebhookDisabled => "webhook.disabled",
         WebhookSecretRotated => "webhook.secret_rotated",
         WebSignedIn => "web.signed_in",
         WebSignedOut => "web.signed_out",

@@ -259,49 +259,6 @@ impl Store {
         Ok(())
     }
 
-    /// Delivers again from `from_seq` on (None: from the cursor), active
-    /// and due now.
-    pub async fn redeliver_subscription(
-        &self,
-        id: &str,
-        from_seq: Option<i64>,
-    ) -> Result<bool, StoreError> {
-        let n = match from_seq {
-            Some(seq) => {
-                sqlx::query(
-                    "UPDATE webhook_subscriptions SET state = 'active', state_reason = NULL, failures = 0, \
-                     next_attempt_at = 0, cursor = $1 WHERE id = $2",
-                )
-                .bind(seq - 1)
-                .bind(id)
-                .execute(self.writer())
-                .await?
-            }
-            None => {
-                sqlx::query(
-                    "UPDATE webhook_subscriptions SET state = 'active', state_reason = NULL, failures = 0, \
-                     next_attempt_at = 0 WHERE id = $1",
-                )
-                .bind(id)
-                .execute(self.writer())
-                .await?
-            }
-        };
-        Ok(n.rows_affected() > 0)
-    }
-
-    /// Stops delivering to a subscription, saying why.
-    pub async fn disable_subscription(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE webhook_subscriptions SET state = 'disabled', state_reason = $1 WHERE id = $2",
-        )
-        .bind(reason)
-        .bind(id)
-        .execute(self.writer())
-        .await?;
-        Ok(())
-    }
-
     pub async fn record_attempt(&self, a: &Attempt) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO webhook_attempts (subscription_id, seq, attempt, at, status, error, millis) \
@@ -350,6 +307,49 @@ impl Store {
 }
 
 impl crate::WriteTx {
+    /// Delivers again from `from_seq` on (None: from the cursor), active
+    /// and due now.
+    pub async fn redeliver_subscription(
+        &mut self,
+        id: &str,
+        from_seq: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let n = match from_seq {
+            Some(seq) => {
+                sqlx::query(
+                    "UPDATE webhook_subscriptions SET state = 'active', state_reason = NULL, failures = 0, \
+                     next_attempt_at = 0, cursor = $1 WHERE id = $2",
+                )
+                .bind(seq - 1)
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE webhook_subscriptions SET state = 'active', state_reason = NULL, failures = 0, \
+                     next_attempt_at = 0 WHERE id = $1",
+                )
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?
+            }
+        };
+        Ok(n.rows_affected() > 0)
+    }
+
+    /// Stops delivering to a subscription, saying why.
+    pub async fn disable_subscription(&mut self, id: &str, reason: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE webhook_subscriptions SET state = 'disabled', state_reason = $1 WHERE id = $2",
+        )
+        .bind(reason)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     /// Creates a subscription through the API, starting after event
     /// `from_seq`; a taken id is a conflict.
     pub async fn insert_api_subscription(
