@@ -59,6 +59,27 @@ macro_rules! col_type {
 }
 col_type!(String, i64, Option<String>, Option<i64>);
 
+/// What a row of a hot read becomes ([`crate::Store::hot_rows`]).
+pub trait FromRow: Sized {
+    fn from_row(row: &impl ReadRow) -> Result<Self, StoreError>;
+}
+
+/// An argument of a hot read.
+#[derive(Debug, Clone, Copy)]
+pub enum Arg<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+impl rusqlite::ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Arg::Text(s) => s.to_sql(),
+            Arg::Int(i) => i.to_sql(),
+        }
+    }
+}
+
 impl ReadRow for AnyRow {
     fn col<T: Col>(&self, col: &str) -> Result<T, StoreError> {
         T::from_any(self, col)

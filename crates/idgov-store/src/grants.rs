@@ -1,14 +1,46 @@
 //! Grants: reads, and applying the grant changes a domain rule decided.
 
 use crate::GrantRow;
-use crate::convert::{ReadRow, json, opt_parsed, opt_time, parsed, time};
-use crate::{Fast, Store, StoreError, WriteTx, lite};
+use crate::convert::{Arg, FromRow, ReadRow, json, opt_parsed, opt_time, parsed, time};
+use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::Classification;
 use idgov_domain::grant::{Grant, GrantChange};
 use idgov_domain::policy::Policy;
 use sqlx::Row;
 use std::collections::HashMap;
+
+impl FromRow for (Grant, Classification) {
+    fn from_row(row: &impl ReadRow) -> Result<Self, StoreError> {
+        grant_from_row(row)
+    }
+}
+
+/// A count (`n`).
+struct Count(i64);
+
+impl FromRow for Count {
+    fn from_row(row: &impl ReadRow) -> Result<Self, StoreError> {
+        Ok(Count(row.col("n")?))
+    }
+}
+
+/// A row of a holder's grants page: the holder's manager, and a grant
+/// unless the page is empty.
+struct PageRow(Option<String>, Option<(Grant, Classification)>);
+
+impl FromRow for PageRow {
+    fn from_row(row: &impl ReadRow) -> Result<Self, StoreError> {
+        let manager = row
+            .col::<Option<String>>("holder_manager")?
+            .filter(|m| !m.is_empty());
+        let grant = match row.col::<Option<String>>("id")? {
+            Some(_) => Some(grant_from_row(row)?),
+            None => None,
+        };
+        Ok(PageRow(manager, grant))
+    }
+}
 
 pub(crate) fn grant_from_row(row: &impl ReadRow) -> Result<(Grant, Classification), StoreError> {
     let grant = Grant {
@@ -53,21 +85,13 @@ impl Store {
             " FROM grants \
              WHERE employee_id = $1 AND ($2 = 1 OR revoked_at IS NULL) AND id > $3 ORDER BY id LIMIT $4"
         );
-        if let Fast::Lite(l) = self.fast() {
-            let revoked = i64::from(include_revoked);
-            let args: [&dyn rusqlite::ToSql; 4] = [&employee_id, &revoked, &after, &limit];
-            return l.run(|c| lite::all(c, sql, &args, |r| grant_from_row(r)));
-        }
-        read_pool!(self, |pool| {
-            let rows = sqlx::query(sql)
-                .bind(employee_id)
-                .bind(i64::from(include_revoked))
-                .bind(after)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?;
-            rows.iter().map(grant_from_row).collect()
-        })
+        let args = [
+            Arg::Text(employee_id),
+            Arg::Int(i64::from(include_revoked)),
+            Arg::Text(after),
+            Arg::Int(limit),
+        ];
+        self.hot_rows(sql, &args).await
     }
 
     /// A person's manager (the facts reach is decided on) and a page of
@@ -90,43 +114,21 @@ impl Store {
              FROM identities i LEFT JOIN grants g ON g.employee_id = i.employee_id \
              AND ($2 = 1 OR g.revoked_at IS NULL) AND g.id > $3 \
              WHERE i.employee_id = $1 ORDER BY g.id LIMIT $4";
-        type Page = Option<(Option<String>, Vec<(Grant, Classification)>)>;
-        fn fold(out: &mut Page, r: &impl ReadRow) -> Result<(), StoreError> {
-            let entry = out.get_or_insert_with(|| (None, Vec::new()));
-            entry.0 = r
-                .col::<Option<String>>("holder_manager")?
-                .filter(|m| !m.is_empty());
-            if r.col::<Option<String>>("id")?.is_some() {
-                entry.1.push(grant_from_row(r)?);
-            }
-            Ok(())
-        }
-        let revoked = i64::from(include_revoked);
-        if let Fast::Lite(l) = self.fast() {
-            return l.run(|c| {
-                let mut st = c.prepare_cached(SQL)?;
-                let mut rows = lite::query(&mut st, &[&employee_id, &revoked, &after, &limit])?;
-                let mut out = None;
-                while let Some(r) = rows.next()? {
-                    fold(&mut out, r)?;
-                }
-                Ok(out)
-            });
-        }
-        read_pool!(self, |pool| {
-            let rows = sqlx::query(SQL)
-                .bind(employee_id)
-                .bind(revoked)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?;
-            let mut out = None;
-            for r in &rows {
-                fold(&mut out, r)?;
-            }
-            Ok(out)
-        })
+        let args = [
+            Arg::Text(employee_id),
+            Arg::Int(i64::from(include_revoked)),
+            Arg::Text(after),
+            Arg::Int(limit),
+        ];
+        let rows: Vec<PageRow> = self.hot_rows(SQL, &args).await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let manager = first.0.clone();
+        Ok(Some((
+            manager,
+            rows.into_iter().filter_map(|r| r.1).collect(),
+        )))
     }
 
     /// Every active grant, by holder.
@@ -150,16 +152,8 @@ impl Store {
     pub async fn count_active_grants(&self, employee_id: &str) -> Result<i64, StoreError> {
         const SQL: &str =
             "SELECT COUNT(*) AS n FROM grants WHERE employee_id = $1 AND revoked_at IS NULL";
-        if let Fast::Lite(l) = self.fast() {
-            return l.run(|c| {
-                let n = lite::optional(c, SQL, &[&employee_id], |r| r.col("n"))?;
-                Ok(n.unwrap_or(0))
-            });
-        }
-        read_pool!(self, |pool| {
-            let row = sqlx::query(SQL).bind(employee_id).fetch_one(pool).await?;
-            row.col("n")
-        })
+        let rows: Vec<Count> = self.hot_rows(SQL, &[Arg::Text(employee_id)]).await?;
+        Ok(rows.first().map_or(0, |c| c.0))
     }
 
     /// Counts active grants whose holder is not active (must always be zero).

@@ -1,7 +1,7 @@
 //! Identities: reads and writes.
 
-use crate::convert::{ReadRow, get, opt_date, parsed, time};
-use crate::{Fast, Store, StoreError, WriteTx, lite};
+use crate::convert::{Arg, FromRow, ReadRow, get, opt_date, parsed, time};
+use crate::{Store, StoreError, WriteTx};
 use idgov_domain::history::EventKey;
 use idgov_domain::identity::{Attributes, History, Identity, Status};
 use sqlx::{Any, Executor, Row};
@@ -13,6 +13,21 @@ pub struct IdentityFilter {
     pub status: Option<Status>,
     pub department: String,
     pub manager_id: String,
+}
+
+impl FromRow for Identity {
+    fn from_row(row: &impl ReadRow) -> Result<Self, StoreError> {
+        identity_from_row(row)
+    }
+}
+
+/// An identity with its count of active grants (`active_grants`).
+struct Counted(Identity, i64);
+
+impl FromRow for Counted {
+    fn from_row(row: &impl ReadRow) -> Result<Self, StoreError> {
+        Ok(Counted(identity_from_row(row)?, row.col("active_grants")?))
+    }
 }
 
 pub(crate) fn identity_from_row(row: &impl ReadRow) -> Result<Identity, StoreError> {
@@ -100,16 +115,8 @@ macro_rules! select_identity {
 impl Store {
     pub async fn get_identity(&self, employee_id: &str) -> Result<Option<Identity>, StoreError> {
         const SQL: &str = select_identity!("");
-        if let Fast::Lite(l) = self.fast() {
-            return l.run(|c| lite::optional(c, SQL, &[&employee_id], |r| identity_from_row(r)));
-        }
-        read_pool!(self, |pool| {
-            let row = sqlx::query(SQL)
-                .bind(employee_id)
-                .fetch_optional(pool)
-                .await?;
-            row.as_ref().map(identity_from_row).transpose()
-        })
+        let rows: Vec<Identity> = self.hot_rows(SQL, &[Arg::Text(employee_id)]).await?;
+        Ok(rows.into_iter().next())
     }
 
     /// An identity and the number of active grants it holds, in one read.
@@ -123,19 +130,8 @@ impl Store {
             ", (SELECT COUNT(*) FROM grants g WHERE g.employee_id = i.employee_id \
              AND g.revoked_at IS NULL) AS active_grants FROM identities i WHERE i.employee_id = $1"
         );
-        fn both(r: &impl ReadRow) -> Result<(Identity, i64), StoreError> {
-            Ok((identity_from_row(r)?, r.col("active_grants")?))
-        }
-        if let Fast::Lite(l) = self.fast() {
-            return l.run(|c| lite::optional(c, SQL, &[&employee_id], |r| both(r)));
-        }
-        read_pool!(self, |pool| {
-            let row = sqlx::query(SQL)
-                .bind(employee_id)
-                .fetch_optional(pool)
-                .await?;
-            row.as_ref().map(both).transpose()
-        })
+        let rows: Vec<Counted> = self.hot_rows(SQL, &[Arg::Text(employee_id)]).await?;
+        Ok(rows.into_iter().next().map(|c| (c.0, c.1)))
     }
 
     /// Lists identities ordered by employee id, after `after`, with the

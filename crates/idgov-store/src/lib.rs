@@ -374,6 +374,32 @@ impl Store {
         &self.fast
     }
 
+    /// The rows of a hot read (one SQL text, `$N` arguments) on the native
+    /// path: the SQLite library on this thread, PostgreSQL's native pool,
+    /// else the `Any` reader. Every hot point read goes through here.
+    pub(crate) async fn hot_rows<T: convert::FromRow>(
+        &self,
+        sql: &'static str,
+        args: &[convert::Arg<'_>],
+    ) -> Result<Vec<T>, StoreError> {
+        if let Fast::Lite(l) = self.fast() {
+            let args: Vec<&dyn rusqlite::ToSql> =
+                args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
+            return l.run(|c| lite::all(c, sql, &args, |r| T::from_row(r)));
+        }
+        read_pool!(self, |pool| {
+            let mut q = sqlx::query(sql);
+            for a in args {
+                q = match *a {
+                    convert::Arg::Text(s) => q.bind(s),
+                    convert::Arg::Int(i) => q.bind(i),
+                };
+            }
+            let rows = q.fetch_all(pool).await?;
+            rows.iter().map(T::from_row).collect()
+        })
+    }
+
     pub(crate) fn reader(&self) -> &AnyPool {
         &self.read
     }

@@ -118,21 +118,6 @@ pub(crate) fn query<'s>(
     Ok(st.raw_query())
 }
 
-/// The first row of `sql`, mapped.
-pub(crate) fn optional<T>(
-    c: &Connection,
-    sql: &str,
-    args: &[&dyn ToSql],
-    map: impl FnOnce(&Row<'_>) -> Result<T, StoreError>,
-) -> Result<Option<T>, StoreError> {
-    let mut st = c.prepare_cached(sql)?;
-    let mut rows = query(&mut st, args)?;
-    match rows.next()? {
-        Some(r) => map(r).map(Some),
-        None => Ok(None),
-    }
-}
-
 /// Every row of `sql`, mapped (callers bound it with `LIMIT`).
 pub(crate) fn all<T>(
     c: &Connection,
@@ -182,22 +167,16 @@ mod tests {
     #[test]
     fn numbered_parameters_bind_as_sqlx_binds_them() -> Result<(), StoreError> {
         let c = Connection::open_in_memory()?;
-        let got = optional(
-            &c,
+        let one = |sql: &str, args: &[&dyn ToSql]| -> Result<Vec<String>, StoreError> {
+            all(&c, sql, args, |r| r.col::<String>("v"))
+        };
+        let got = one(
             "SELECT $3 || '-' || $1 || '-' || $2 || '-' || $1 AS v",
             &[&"a", &"b", &"c"],
-            |r| r.col::<String>("v"),
         )?;
-        assert_eq!(got.as_deref(), Some("c-a-b-a"));
-        let got = optional(&c, "SELECT ? || ? AS v", &[&"x", &"y"], |r| {
-            r.col::<String>("v")
-        })?;
-        assert_eq!(got.as_deref(), Some("xy"));
-        assert!(
-            optional(&c, "SELECT $2 AS v", &[&"only one"], |r| r
-                .col::<String>("v"))
-            .is_err()
-        );
+        assert_eq!(got, ["c-a-b-a"]);
+        assert_eq!(one("SELECT ? || ? AS v", &[&"x", &"y"])?, ["xy"]);
+        assert!(one("SELECT $2 AS v", &[&"only one"]).is_err());
         Ok(())
     }
 }

@@ -153,6 +153,28 @@ both_backends! {
         assert!(active.iter().any(|(g, _)| g.id == ledger && g.review_pending));
         assert_eq!(s.all_active_grants().await.unwrap()["E1"].len(), 2);
         assert_eq!(s.count_active_grants("E1").await.unwrap(), 2, "revoked grants are not counted");
+        // The one-read forms the API uses: the person with their count; the
+        // holder's manager with a page, paged alike; nobody is None, and a
+        // person without grants is an empty page.
+        let (p, n) = s.get_identity_counted("E1").await.unwrap().unwrap();
+        assert_eq!((p.employee_id.as_str(), n), ("E1", 2));
+        assert!(s.get_identity_counted("nobody").await.unwrap().is_none());
+        for revoked in [false, true] {
+            let listed = s.list_grants("E1", revoked, "", 100).await.unwrap();
+            let (manager, page) = s.grants_page_with_manager("E1", revoked, "", 100).await.unwrap().unwrap();
+            assert_eq!(manager, None);
+            assert_eq!(page, listed, "include_revoked = {revoked}");
+            let (_, first) = s.grants_page_with_manager("E1", revoked, "", 1).await.unwrap().unwrap();
+            let (_, rest) = s.grants_page_with_manager("E1", revoked, &first[0].0.id, 100).await.unwrap().unwrap();
+            assert_eq!([first, rest].concat(), listed, "pages join up");
+        }
+        assert!(s.grants_page_with_manager("nobody", true, "", 100).await.unwrap().is_none());
+        let mut tx = s.begin().await.unwrap();
+        tx.put_identity(&person("E9", "Finance", Some("E1"), Status::Active)).await.unwrap();
+        tx.commit(at(3)).await.unwrap();
+        let (manager, page) = s.grants_page_with_manager("E9", true, "", 100).await.unwrap().unwrap();
+        assert_eq!((manager.as_deref(), page.len()), (Some("E1"), 0));
+        assert_eq!(s.get_identity_counted("E9").await.unwrap().unwrap().1, 0);
 
         // Revoking what is no longer active is a conflict, and rolls back.
         let mut tx = s.begin().await.unwrap();
