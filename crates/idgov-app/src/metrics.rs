@@ -182,3 +182,26 @@ impl App {
         Ok(out)
     }
 }
+
+impl App {
+    /// Readiness: the database answers within three seconds.
+    pub async fn database_ready(&self) -> bool {
+        tokio::time::timeout(std::time::Duration::from_secs(3), self.store.ping())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The directory's backlog: operations pending and the age in seconds
+    /// of the oldest; None when no directory is configured.
+    pub async fn directory_backlog(&self) -> Result<Option<(i64, i64)>, AppError> {
+        if !self.provisioning() {
+            return Ok(None);
+        }
+        let s = self.store.directory_op_stats().await?;
+        let age = s
+            .oldest_pending
+            .map(|t| (self.now() - t).num_seconds())
+            .unwrap_or(0);
+        Ok(Some((s.pending, age)))
+    }
+}

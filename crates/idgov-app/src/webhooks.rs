@@ -484,10 +484,7 @@ impl App {
                 "webhook subscription {} comes from the webhooks file; change it there",
                 idgov_domain::error::echo(id)
             )),
-            _ => AppError::not_found(format!(
-                "there is no webhook subscription {}",
-                idgov_domain::error::echo(id)
-            )),
+            _ => no_webhook(id),
         }
     }
 
@@ -504,6 +501,7 @@ impl App {
                 .filter_map(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
                 .collect();
             if secrets.is_empty() {
+                tracing::warn!(subscription = %sub.id, "a webhook subscription has no readable secret; not delivering it");
                 continue;
             }
             out.push(Arc::new(WebhookSubscription {
@@ -526,10 +524,7 @@ impl App {
     /// A subscription's delivery attempts, newest first.
     pub async fn webhook_deliveries(&self, id: &str, limit: i64) -> Result<Vec<Attempt>, AppError> {
         if self.store.get_subscription(id).await?.is_none() {
-            return Err(AppError::not_found(format!(
-                "there is no webhook subscription {}",
-                idgov_domain::error::echo(id)
-            )));
+            return Err(no_webhook(id));
         }
         Ok(self.store.list_attempts(id, limit.clamp(1, 1000)).await?)
     }
@@ -552,15 +547,12 @@ impl App {
                 "must be an audit event position (1 or more)",
             ));
         }
-        if self.store.get_subscription(id).await?.is_none() {
-            return Err(AppError::not_found(format!(
-                "there is no webhook subscription {}",
-                idgov_domain::error::echo(id)
-            )));
-        }
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        tx.redeliver_subscription(id, from_seq).await?;
+        if !tx.redeliver_subscription(id, from_seq).await? {
+            tx.rollback().await?;
+            return Err(no_webhook(id));
+        }
         tx.audit(idgov_domain::audit::AuditEntry::new(
             actor,
             idgov_domain::audit::Action::WebhookRedelivered,
@@ -767,4 +759,11 @@ pub async fn webhook_loop(app: Weak<App>, file: Vec<Arc<WebhookSubscription>>) {
             }
         }
     }
+}
+
+fn no_webhook(id: &str) -> AppError {
+    AppError::not_found(format!(
+        "there is no webhook subscription {}",
+        idgov_domain::error::echo(id)
+    ))
 }

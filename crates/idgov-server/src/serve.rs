@@ -441,10 +441,7 @@ fn ops_routes(app: Arc<App>) -> axum::Router {
         move || {
             let app = app.clone();
             async move {
-                let ok = tokio::time::timeout(Duration::from_secs(3), app.store.ping())
-                    .await
-                    .is_ok_and(|r| r.is_ok());
-                if ok {
+                if app.database_ready().await {
                     (StatusCode::OK, "ready: the database answers\n")
                 } else {
                     (
@@ -458,33 +455,18 @@ fn ops_routes(app: Arc<App>) -> axum::Router {
     let directory = move || {
         let app = app.clone();
         async move {
-            if !app.provisioning() {
-                return (StatusCode::OK, "no directory is configured\n".to_string());
-            }
-            match app.store.directory_op_stats().await {
-                Ok(s) => {
-                    let age = s
-                        .oldest_pending
-                        .map(|t| (app.now() - t).num_seconds())
-                        .unwrap_or(0);
-                    if age <= 300 {
-                        (
-                            StatusCode::OK,
-                            format!(
-                                "ready: {} operation(s) pending, the oldest {age} s old\n",
-                                s.pending
-                            ),
-                        )
-                    } else {
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!(
-                                "behind: {} operation(s) pending, the oldest {age} s old; see `idgov provisioning list`\n",
-                                s.pending
-                            ),
-                        )
-                    }
-                }
+            match app.directory_backlog().await {
+                Ok(None) => (StatusCode::OK, "no directory is configured\n".to_string()),
+                Ok(Some((pending, age))) if age <= 300 => (
+                    StatusCode::OK,
+                    format!("ready: {pending} operation(s) pending, the oldest {age} s old\n"),
+                ),
+                Ok(Some((pending, age))) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "behind: {pending} operation(s) pending, the oldest {age} s old; see `idgov provisioning list`\n"
+                    ),
+                ),
                 Err(_) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not ready: the database does not answer\n".to_string(),
@@ -587,9 +569,7 @@ async fn health_loop(
     loop {
         tokio::time::sleep(interval).await;
         let Some(app) = app.upgrade() else { return };
-        let ok = tokio::time::timeout(Duration::from_secs(3), app.store.ping())
-            .await
-            .is_ok_and(|r| r.is_ok());
+        let ok = app.database_ready().await;
         if ok != serving {
             serving = ok;
             let status = if ok {
