@@ -366,3 +366,37 @@ async fn a_value_the_directory_cannot_hold_is_refused_at_intake() {
         .unwrap();
     assert!(ops.iter().all(|o| o.state == DirOpState::Done), "{ops:#?}");
 }
+
+/// `/readyz/directory` reads `App::directory_backlog`: with the directory
+/// down, operations wait, and once the oldest has waited more than five
+/// minutes the backlog says so (the endpoint then answers 503); without a
+/// directory there is no backlog to report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_backlog_shows_a_directory_that_is_down() {
+    let Some(t) = idgov_tests::backends::open("sqlite").await else {
+        return;
+    };
+    let clock = Arc::new(idgov_server::ManualClock::new(idgov_tests::server::t0()));
+    // Nothing listens on port 1: every connection is refused.
+    let cfg = config("ldap://127.0.0.1:1".into());
+    let app = App::start(t.store.clone(), clock.clone(), Some(cfg))
+        .await
+        .unwrap();
+    hire(&app, &Person::new("O1", "Management")).await;
+    app.apply_policy(LDAP_POLICY, false, "test", "user:admin")
+        .await
+        .unwrap();
+    hire(&app, &Person::new("E1", "Finance")).await;
+    assert!(pending(&app).await > 0, "operations wait for the directory");
+    let (n, age) = app.directory_backlog().await.unwrap().unwrap();
+    assert!(n > 0 && age <= 300, "{n} pending, {age} s");
+    clock.advance(chrono::Duration::minutes(6));
+    let (n, age) = app.directory_backlog().await.unwrap().unwrap();
+    assert!(n > 0 && age > 300, "{n} pending, {age} s: behind");
+
+    let Some(t2) = idgov_tests::backends::open("sqlite").await else {
+        return;
+    };
+    let plain = App::start(t2.store.clone(), clock, None).await.unwrap();
+    assert_eq!(plain.directory_backlog().await.unwrap(), None);
+}
