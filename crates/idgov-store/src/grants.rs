@@ -25,6 +25,12 @@ impl FromRow for Count {
     }
 }
 
+/// What a grants page is asked for: holder, whether revoked grants count,
+/// the last grant id of the previous page, and the page size.
+pub(crate) type PageRequest = (String, bool, String, i64);
+/// The holder's manager and a page of their grants; `None`: no such person.
+pub(crate) type Page = (Option<String>, Vec<(Grant, Classification)>);
+
 /// A row of a holder's grants page: the holder's manager, and a grant
 /// unless the page is empty.
 struct PageRow(Option<String>, Option<(Grant, Classification)>);
@@ -40,6 +46,59 @@ impl FromRow for PageRow {
         };
         Ok(PageRow(manager, grant))
     }
+}
+
+/// [`Store::grants_page_with_manager`] for many callers at once
+/// (PostgreSQL): one query, each page in the order asked.
+async fn pages_batch(
+    pool: sqlx::PgPool,
+    reqs: Vec<PageRequest>,
+) -> Result<Vec<Option<Page>>, StoreError> {
+    const SQL: &str = "SELECT r.n AS req, i.manager_id AS holder_manager, g.id AS id, g.employee_id AS employee_id, \
+         g.entitlement_id AS entitlement_id, g.classification AS classification, g.source AS source, \
+         g.source_ref AS source_ref, g.granted_at AS granted_at, g.expires_at AS expires_at, \
+         g.approvers AS approvers, g.justification AS justification, g.revoked_at AS revoked_at, \
+         g.revoke_reason AS revoke_reason, g.review_pending AS review_pending, \
+         g.exception_id AS exception_id \
+         FROM unnest($1::text[], $2::bool[], $3::text[], $4::int8[]) WITH ORDINALITY AS r(emp, incl, after_id, lim, n) \
+         JOIN identities i ON i.employee_id = r.emp \
+         LEFT JOIN LATERAL (SELECT * FROM grants g WHERE g.employee_id = r.emp \
+           AND (r.incl OR g.revoked_at IS NULL) AND g.id > r.after_id ORDER BY g.id LIMIT r.lim) g ON true \
+         ORDER BY r.n, g.id";
+    let n = reqs.len();
+    let mut emps = Vec::with_capacity(n);
+    let mut incl = Vec::with_capacity(n);
+    let mut afters = Vec::with_capacity(n);
+    let mut limits = Vec::with_capacity(n);
+    for (e, i, a, l) in reqs {
+        emps.push(e);
+        incl.push(i);
+        afters.push(a);
+        limits.push(l);
+    }
+    let rows = sqlx::query(SQL)
+        .bind(emps)
+        .bind(incl)
+        .bind(afters)
+        .bind(limits)
+        .fetch_all(&pool)
+        .await?;
+    let mut out: Vec<Option<Page>> = vec![None; n];
+    for r in &rows {
+        let at: i64 = r.col("req")?;
+        let slot = usize::try_from(at - 1)
+            .ok()
+            .and_then(|i| out.get_mut(i))
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "a batched grants page answered request {at} of {n}"
+                ))
+            })?;
+        let PageRow(manager, grant) = PageRow::from_row(r)?;
+        let page = slot.get_or_insert_with(|| (manager, Vec::new()));
+        page.1.extend(grant);
+    }
+    Ok(out)
 }
 
 pub(crate) fn grant_from_row(row: &impl ReadRow) -> Result<(Grant, Classification), StoreError> {
@@ -120,6 +179,23 @@ impl Store {
             Arg::Text(after),
             Arg::Int(limit),
         ];
+        if let crate::Fast::Pg(pool) = self.fast() {
+            let pool = pool.clone();
+            let req = (
+                employee_id.to_string(),
+                include_revoked,
+                after.to_string(),
+                limit,
+            );
+            let batched = self
+                .batches
+                .grant_pages
+                .call(req, move |reqs| pages_batch(pool, reqs))
+                .await;
+            if let Some(found) = batched {
+                return Ok(found);
+            }
+        }
         let rows: Vec<PageRow> = self.hot_rows(SQL, &args).await?;
         let Some(first) = rows.first() else {
             return Ok(None);

@@ -30,6 +30,30 @@ impl FromRow for Counted {
     }
 }
 
+/// [`Store::get_identity_counted`] for many callers at once (PostgreSQL):
+/// one query, each answer in the order asked.
+async fn counted_batch(
+    pool: sqlx::PgPool,
+    ids: Vec<String>,
+) -> Result<Vec<Option<(Identity, i64)>>, StoreError> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        identity_columns!(),
+        ", (SELECT COUNT(*) FROM grants g WHERE g.employee_id = i.employee_id \
+         AND g.revoked_at IS NULL) AS active_grants FROM identities i WHERE i.employee_id = ANY($1)"
+    );
+    let rows = sqlx::query(SQL)
+        .bind(ids.as_slice())
+        .fetch_all(&pool)
+        .await?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let Counted(person, n) = Counted::from_row(r)?;
+        found.insert(person.employee_id.clone(), (person, n));
+    }
+    Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+}
+
 pub(crate) fn identity_from_row(row: &impl ReadRow) -> Result<Identity, StoreError> {
     let mut i = Identity {
         employee_id: row.col("employee_id")?,
@@ -130,6 +154,17 @@ impl Store {
             ", (SELECT COUNT(*) FROM grants g WHERE g.employee_id = i.employee_id \
              AND g.revoked_at IS NULL) AS active_grants FROM identities i WHERE i.employee_id = $1"
         );
+        if let crate::Fast::Pg(pool) = self.fast() {
+            let pool = pool.clone();
+            let batched = self
+                .batches
+                .identities
+                .call(employee_id.to_string(), move |ids| counted_batch(pool, ids))
+                .await;
+            if let Some(found) = batched {
+                return Ok(found);
+            }
+        }
         let rows: Vec<Counted> = self.hot_rows(SQL, &[Arg::Text(employee_id)]).await?;
         Ok(rows.into_iter().next().map(|c| (c.0, c.1)))
     }

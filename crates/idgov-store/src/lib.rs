@@ -46,6 +46,8 @@ mod audit;
 pub mod backup;
 mod bulk;
 mod bulk_jobs;
+mod coalesce;
+pub use coalesce::BatchStats;
 mod convert;
 mod directory_ops;
 mod directory_sync;
@@ -125,6 +127,28 @@ pub struct Store {
     /// Told when a commit of this process appended audit events: the
     /// webhook deliverer waits on it instead of polling.
     appended: std::sync::Arc<tokio::sync::Notify>,
+    /// Concurrent hot reads gathered into one query (PostgreSQL).
+    batches: std::sync::Arc<Batches>,
+}
+
+/// The hot reads PostgreSQL answers in batches (see `coalesce`).
+#[derive(Debug)]
+pub(crate) struct Batches {
+    pub(crate) identities:
+        coalesce::Coalescer<String, Option<(idgov_domain::identity::Identity, i64)>>,
+    #[allow(clippy::type_complexity)]
+    pub(crate) grant_pages: coalesce::Coalescer<grants::PageRequest, Option<grants::Page>>,
+}
+
+impl Batches {
+    /// As many batches at once as half the native pool's connections, of
+    /// at most 64 requests each.
+    fn new() -> Self {
+        Batches {
+            identities: coalesce::Coalescer::new(4, 64),
+            grant_pages: coalesce::Coalescer::new(4, 64),
+        }
+    }
 }
 
 /// The native read path of the hot reads (point lookups by the thousand,
@@ -321,6 +345,7 @@ impl Store {
             backend,
             fast,
             appended: std::sync::Arc::new(tokio::sync::Notify::new()),
+            batches: std::sync::Arc::new(Batches::new()),
         })
     }
 
@@ -363,6 +388,12 @@ impl Store {
         if let Fast::Pg(p) = &self.fast {
             p.close().await;
         }
+    }
+
+    /// What the batched hot reads did so far (PostgreSQL; all zero on
+    /// SQLite, which reads on the caller's thread).
+    pub fn batch_stats(&self) -> BatchStats {
+        self.batches.identities.stats() + self.batches.grant_pages.stats()
     }
 
     /// Notified after this process commits audit events (one waiter).

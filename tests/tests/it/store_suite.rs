@@ -175,6 +175,40 @@ both_backends! {
         let (manager, page) = s.grants_page_with_manager("E9", true, "", 100).await.unwrap().unwrap();
         assert_eq!((manager.as_deref(), page.len()), (Some("E1"), 0));
         assert_eq!(s.get_identity_counted("E9").await.unwrap().unwrap().1, 0);
+        // Concurrent callers (on PostgreSQL gathered into shared queries)
+        // each get their own answer, the one a lone read gives.
+        let mut asked = Vec::new();
+        for i in 0..200usize {
+            let who = ["E1", "E9", "nobody"][i % 3];
+            let (revoked, limit) = (i % 2 == 0, [1, 2, 100][i % 5 % 3]);
+            let lone = (
+                s.get_identity_counted(who).await.unwrap().map(|(p, n)| (p.employee_id, n)),
+                s.grants_page_with_manager(who, revoked, "", limit).await.unwrap(),
+            );
+            asked.push((who, revoked, limit, lone));
+        }
+        let before = s.batch_stats();
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (who, revoked, limit, _)) in asked.iter().cloned().enumerate() {
+            let s = s.clone();
+            set.spawn(async move {
+                let counted = s.get_identity_counted(who).await.unwrap().map(|(p, n)| (p.employee_id, n));
+                let page = s.grants_page_with_manager(who, revoked, "", limit).await.unwrap();
+                (i, (counted, page))
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            let (i, got) = done.unwrap();
+            assert_eq!(got, asked[i].3, "concurrent call {i} ({:?})", &asked[i].0);
+        }
+        let stats = s.batch_stats();
+        assert_eq!(stats.failed, 0, "{stats:?}");
+        if t.url.starts_with("postgres") {
+            // Every concurrent read went through a batch, and they shared.
+            let (answered, batches) = (stats.answered - before.answered, stats.batches - before.batches);
+            assert_eq!(answered, 400, "{stats:?}");
+            assert!(batches < 400, "400 concurrent reads shared no batch: {stats:?}");
+        }
 
         // Revoking what is no longer active is a conflict, and rolls back.
         let mut tx = s.begin().await.unwrap();
