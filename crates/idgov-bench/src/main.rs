@@ -7,6 +7,11 @@
 //! - plain durable single-row inserts into the same database (one commit each),
 //! - bare gRPC round trips (health checks) to the same server.
 
+/// The service's allocator (as the `idgov` binary), so the service
+/// measured here allocates as in production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod access;
 mod campaign;
 mod directory;

@@ -179,7 +179,7 @@ impl Store {
             Arg::Text(after),
             Arg::Int(limit),
         ];
-        if let crate::Fast::Pg(pool) = self.fast() {
+        if let Some(pool) = &self.batches.pool {
             let pool = pool.clone();
             let req = (
                 employee_id.to_string(),

@@ -154,7 +154,7 @@ impl Store {
             ", (SELECT COUNT(*) FROM grants g WHERE g.employee_id = i.employee_id \
              AND g.revoked_at IS NULL) AS active_grants FROM identities i WHERE i.employee_id = $1"
         );
-        if let crate::Fast::Pg(pool) = self.fast() {
+        if let Some(pool) = &self.batches.pool {
             let pool = pool.clone();
             let batched = self
                 .batches

@@ -131,9 +131,14 @@ pub struct Store {
     batches: std::sync::Arc<Batches>,
 }
 
+/// How many batches of one kind run at once.
+const BATCH_LEADERS: usize = 4;
+
 /// The hot reads PostgreSQL answers in batches (see `coalesce`).
 #[derive(Debug)]
 pub(crate) struct Batches {
+    /// Their own connections (PostgreSQL only).
+    pub(crate) pool: Option<sqlx::PgPool>,
     pub(crate) identities:
         coalesce::Coalescer<String, Option<(idgov_domain::identity::Identity, i64)>>,
     #[allow(clippy::type_complexity)]
@@ -141,12 +146,13 @@ pub(crate) struct Batches {
 }
 
 impl Batches {
-    /// As many batches at once as half the native pool's connections, of
-    /// at most 64 requests each.
-    fn new() -> Self {
+    /// At most [`BATCH_LEADERS`] batches of a kind at once, of at most 64
+    /// requests each.
+    fn new(pool: Option<sqlx::PgPool>) -> Self {
         Batches {
-            identities: coalesce::Coalescer::new(4, 64),
-            grant_pages: coalesce::Coalescer::new(4, 64),
+            pool,
+            identities: coalesce::Coalescer::new(BATCH_LEADERS, 64),
+            grant_pages: coalesce::Coalescer::new(BATCH_LEADERS, 64),
         }
     }
 }
@@ -299,6 +305,7 @@ impl Store {
                 redact_url(url)
             )));
         };
+        let mut batch_pool = None;
         let (read, write, fast) = match backend {
             Backend::Sqlite => {
                 let opts = || {
@@ -332,6 +339,18 @@ impl Store {
                     .max_connections(8)
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_lazy(url)?;
+                // The batched point reads: generic plans, planned once per
+                // connection (a custom plan per `= ANY($1)` batch cost more
+                // server CPU than the lookups themselves).
+                let opts = url
+                    .parse::<sqlx::postgres::PgConnectOptions>()?
+                    .options([("plan_cache_mode", "force_generic_plan")]);
+                batch_pool = Some(
+                    sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(BATCH_LEADERS as u32)
+                        .acquire_timeout(Duration::from_secs(30))
+                        .connect_lazy_with(opts),
+                );
                 (pool.clone(), pool, Fast::Pg(native))
             }
         };
@@ -345,7 +364,7 @@ impl Store {
             backend,
             fast,
             appended: std::sync::Arc::new(tokio::sync::Notify::new()),
-            batches: std::sync::Arc::new(Batches::new()),
+            batches: std::sync::Arc::new(Batches::new(batch_pool)),
         })
     }
 
@@ -386,6 +405,9 @@ impl Store {
         self.read.close().await;
         self.write.close().await;
         if let Fast::Pg(p) = &self.fast {
+            p.close().await;
+        }
+        if let Some(p) = &self.batches.pool {
             p.close().await;
         }
     }

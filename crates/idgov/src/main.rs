@@ -138,6 +138,12 @@ pub fn default_data_dir() -> PathBuf {
     PathBuf::from("idgov-data")
 }
 
+/// mimalloc: many small, short-lived allocations on many threads (a row's
+/// strings, an audit event's JSON) cost about half as much as with the
+/// system allocator, and freed memory goes back to the system sooner.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
