@@ -151,9 +151,10 @@ impl Store {
             return l
                 .run_blocking(move |c| {
                     let mut st = c.prepare(SQL)?;
+                    let names = crate::lite::names(&st);
                     let mut rows = crate::lite::query(&mut st, &[&after, &through])?;
                     while let Some(row) = rows.next()? {
-                        if !feed_row(&mut part, row) {
+                        if !feed_row(&mut part, &crate::lite::LiteRow::new(row, &names)) {
                             break;
                         }
                     }

@@ -40,6 +40,8 @@ pub trait Col: Sized {
     fn from_any(row: &AnyRow, col: &str) -> Result<Self, StoreError>;
     fn from_pg(row: &sqlx::postgres::PgRow, col: &str) -> Result<Self, StoreError>;
     fn from_lite(row: &rusqlite::Row<'_>, col: &str) -> Result<Self, StoreError>;
+    /// Column `i` (named `col`, for the error) of a row of the SQLite reader.
+    fn from_lite_at(row: &rusqlite::Row<'_>, i: usize, col: &str) -> Result<Self, StoreError>;
 }
 
 macro_rules! col_type {
@@ -53,6 +55,9 @@ macro_rules! col_type {
             }
             fn from_lite(row: &rusqlite::Row<'_>, col: &str) -> Result<Self, StoreError> {
                 row.get(col).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+            }
+            fn from_lite_at(row: &rusqlite::Row<'_>, i: usize, col: &str) -> Result<Self, StoreError> {
+                row.get(i).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
             }
         }
     )*};
