@@ -88,6 +88,13 @@ impl PgServer {
             "-c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
                 .to_string()
         };
+        // More server settings for a look inside (e.g. `-c
+        // log_min_duration_statement=20`); the log is `postgres.log` in the
+        // server's directory.
+        let opts = match std::env::var("IDGOV_TEST_PGOPTS") {
+            Ok(more) if !more.trim().is_empty() => format!("{opts} {more}"),
+            _ => opts,
+        };
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(WATCHDOG)

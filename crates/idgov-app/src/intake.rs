@@ -1367,7 +1367,10 @@ impl App {
             .chunks(ROSTER_STEP)
             .map(|e| (e, &unchanged[..0]))
             .chain(unchanged.chunks(ROSTER_STEP).map(|u| (&events[..0], u)));
-        for (ev_chunk, pr_chunk) in steps {
+        for (n, (ev_chunk, pr_chunk)) in steps.enumerate() {
+            if n as u64 % crate::policy::STATISTICS_EVERY == 0 {
+                self.store.refresh_statistics().await;
+            }
             let mut attempt = 0;
             loop {
                 let now = self.now();

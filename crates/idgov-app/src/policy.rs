@@ -66,6 +66,10 @@ pub(crate) struct StagedPolicy {
 /// so intake (a leaver above all) never waits long behind them.
 pub const STEP_PEOPLE: i64 = 500;
 
+/// Bulk work refreshes the database's planner statistics every this many
+/// steps (see `Store::refresh_statistics`).
+pub(crate) const STATISTICS_EVERY: u64 = 20;
+
 /// How long a process holds a bulk job before another may take it over.
 const JOB_LEASE_SECONDS: i64 = 60;
 
@@ -310,7 +314,12 @@ impl App {
         let mut impact: Impact =
             serde_json::from_value(job.detail["impact"].clone()).unwrap_or_default();
         let cause = format!("policy:v{}", job.policy_version);
+        let mut steps = 0u64;
         loop {
+            if steps % STATISTICS_EVERY == 0 {
+                self.store.refresh_statistics().await;
+            }
+            steps += 1;
             let now = self.now();
             let lease = now + chrono::Duration::seconds(JOB_LEASE_SECONDS);
             self.store.claim_bulk_job(&job.id, now, lease, true).await?;

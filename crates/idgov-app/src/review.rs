@@ -439,6 +439,7 @@ impl App {
             .iter()
             .map(|e| e.id.clone())
             .collect();
+        self.store.refresh_statistics().await;
         let mut rtx = self.store.begin_read().await?;
         let peers = rtx.peer_counts(&ents).await?;
         rtx.rollback().await?;
@@ -449,7 +450,12 @@ impl App {
         // written, and thrown away if another replica moved the cursor.
         let mut after = first.generated_after.clone().unwrap_or_default();
         let mut ahead = self.scope_page(&ents, &after).await?;
+        let mut pages = 1u64;
         loop {
+            if pages % (crate::policy::STATISTICS_EVERY * 5) == 0 {
+                self.store.refresh_statistics().await;
+            }
+            pages += 1;
             let (read_at, (page, last)) = ahead;
             let write = async {
                 let now = self.now();
