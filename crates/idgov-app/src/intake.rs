@@ -1368,7 +1368,7 @@ impl App {
             .map(|e| (e, &unchanged[..0]))
             .chain(unchanged.chunks(ROSTER_STEP).map(|u| (&events[..0], u)));
         for (n, (ev_chunk, pr_chunk)) in steps.enumerate() {
-            if n as u64 % crate::policy::STATISTICS_EVERY == 0 {
+            if (n as u64).is_multiple_of(crate::policy::STATISTICS_EVERY) {
                 self.store.refresh_statistics().await;
             }
             let mut attempt = 0;

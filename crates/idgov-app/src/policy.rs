@@ -316,7 +316,7 @@ impl App {
         let cause = format!("policy:v{}", job.policy_version);
         let mut steps = 0u64;
         loop {
-            if steps % STATISTICS_EVERY == 0 {
+            if steps.is_multiple_of(STATISTICS_EVERY) {
                 self.store.refresh_statistics().await;
             }
             steps += 1;

@@ -452,7 +452,7 @@ impl App {
         let mut ahead = self.scope_page(&ents, &after).await?;
         let mut pages = 1u64;
         loop {
-            if pages % (crate::policy::STATISTICS_EVERY * 5) == 0 {
+            if pages.is_multiple_of(crate::policy::STATISTICS_EVERY * 5) {
                 self.store.refresh_statistics().await;
             }
             pages += 1;
