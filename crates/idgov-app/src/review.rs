@@ -203,6 +203,7 @@ impl App {
         page: &[ScopedGrant],
         peers: &Peers,
         org: &mut OrgMap,
+        decided_ever: Option<bool>,
     ) -> Result<Vec<ReviewItem>, AppError> {
         let policy = self.policy();
         let pol = &policy.policy;
@@ -223,8 +224,13 @@ impl App {
         self.org_into(tx, org, start).await?;
         let org = &*org;
         let ids: Vec<String> = page.iter().map(|g| g.grant.id.clone()).collect();
-        // A store where nothing was ever decided has no last decisions.
-        let last = if tx.any_decided_item().await? {
+        // A store where nothing was ever decided has no last decisions
+        // (`decided_ever`: known to the caller, e.g. a generation asks once).
+        let decided_ever = match decided_ever {
+            Some(d) => d,
+            None => tx.any_decided_item().await?,
+        };
+        let last = if decided_ever {
             tx.last_reviews(&ids).await?
         } else {
             HashMap::new()
@@ -342,7 +348,7 @@ impl App {
                 })
                 .collect();
             for i in self
-                .plan_items(&mut tx, &def, false, "", &page, &peers, &mut org)
+                .plan_items(&mut tx, &def, false, "", &page, &peers, &mut org, None)
                 .await?
             {
                 out.items += 1;
@@ -442,6 +448,9 @@ impl App {
         self.store.refresh_statistics().await;
         let mut rtx = self.store.begin_read().await?;
         let peers = rtx.peer_counts(&ents).await?;
+        // Asked once: the items a generation writes are undecided, and a
+        // decision elsewhere while it runs is as if made after it.
+        let decided_ever = rtx.any_decided_item().await?;
         rtx.rollback().await?;
         let mut org = OrgMap(HashMap::new());
         // Each step writes one page of people while the next page is read
@@ -499,7 +508,16 @@ impl App {
                             })
                             .collect();
                         let items = self
-                            .plan_items(&mut tx, &def, false, id, &page, &peers, &mut org)
+                            .plan_items(
+                                &mut tx,
+                                &def,
+                                false,
+                                id,
+                                &page,
+                                &peers,
+                                &mut org,
+                                Some(decided_ever),
+                            )
                             .await?;
                         tx.insert_items(&items).await?;
                         c.items += items.len() as i64;
@@ -1231,7 +1249,7 @@ impl App {
                 .await?;
             let mut org = OrgMap(HashMap::new());
             let items = self
-                .plan_items(&mut tx, &def, true, "", &marked, &peers, &mut org)
+                .plan_items(&mut tx, &def, true, "", &marked, &peers, &mut org, None)
                 .await?;
             let mut by_reviewer: BTreeMap<String, Vec<ReviewItem>> = BTreeMap::new();
             for i in items {

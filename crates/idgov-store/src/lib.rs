@@ -424,7 +424,7 @@ impl Store {
             return;
         }
         let started = std::time::Instant::now();
-        match sqlx::query("ANALYZE identities, grants, review_items")
+        match sqlx::query("ANALYZE identities, grants")
             .execute(&self.write)
             .await
         {

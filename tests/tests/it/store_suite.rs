@@ -218,6 +218,53 @@ both_backends! {
         assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     }
 
+    async fn campaign_scope_pages_cover_active_and_suspended_people(t: TestStore) {
+        let s = &t.store;
+        let policy = Policy::parse(crate::common::POLICY).unwrap();
+        let add = |e: &str| GrantChange::Add(NewGrant::plain(e, SourceKind::Birthright, "everyone", "b"));
+        let mut tx = s.begin().await.unwrap();
+        let mut expected = Vec::new();
+        for i in 0..60 {
+            let id = format!("E{i:02}");
+            let status = [Status::Active, Status::Suspended, Status::Terminated][i % 3];
+            tx.put_identity(&person(&id, "Finance", Some("E00"), status)).await.unwrap();
+            // A terminated person holds nothing in practice; were a grant
+            // left, the scope must still not read it.
+            tx.apply_grant_changes(&id, &[add("lobby"), add("wiki")], &policy, "test", at(1)).await.unwrap();
+            if status != Status::Terminated {
+                expected.push((id.clone(), "lobby".to_string()));
+                expected.push((id, "wiki".to_string()));
+            }
+        }
+        tx.commit(at(1)).await.unwrap();
+        for (ents, per_page) in [(vec!["lobby", "wiki"], 7), (vec!["wiki"], 4), (vec!["lobby", "wiki"], 100)] {
+            let ents: Vec<String> = ents.into_iter().map(String::from).collect();
+            let want: Vec<_> = expected.iter().filter(|(_, e)| ents.contains(e)).cloned().collect();
+            // Outside a transaction (the native path) and inside one.
+            for inside in [false, true] {
+                let (mut after, mut got) = (String::new(), Vec::new());
+                loop {
+                    let (page, last) = if inside {
+                        let mut tx = s.begin_read().await.unwrap();
+                        tx.grants_in_scope(&ents, &after, per_page).await.unwrap()
+                    } else {
+                        s.grants_in_scope(&ents, &after, per_page).await.unwrap()
+                    };
+                    got.extend(page.into_iter().map(|g| {
+                        assert_eq!((g.department.as_str(), g.manager_id.as_deref()), ("Finance", Some("E00")));
+                        (g.grant.employee_id, g.grant.entitlement_id)
+                    }));
+                    match last {
+                        Some(l) => after = l,
+                        None => break,
+                    }
+                }
+                got.sort();
+                assert_eq!(got, want, "{ents:?}, {per_page} a page, inside a transaction: {inside}");
+            }
+        }
+    }
+
     async fn hr_events_are_idempotent_and_scheduled(t: TestStore) {
         let s = &t.store;
         let mut tx = s.begin().await.unwrap();
