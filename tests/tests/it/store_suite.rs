@@ -265,6 +265,50 @@ both_backends! {
         }
     }
 
+    async fn planner_statistics_follow_a_table_grown_by_bulk_work(t: TestStore) {
+        let s = &t.store;
+        // Analysed while empty: the planner then believes in an empty table.
+        s.refresh_statistics().await;
+        let mut tx = s.begin().await.unwrap();
+        for i in 0..3000 {
+            tx.put_identity(&person(&format!("S{i:05}"), "Finance", None, Status::Active)).await.unwrap();
+        }
+        tx.commit(at(1)).await.unwrap();
+        if !t.url.starts_with("postgres") {
+            s.refresh_statistics().await; // SQLite plans without statistics: nothing to do
+            return;
+        }
+        let pool = sqlx::PgPool::connect(&t.url).await.unwrap();
+        let believed = || async {
+            let (n,): (f32,) = sqlx::query_as("SELECT reltuples FROM pg_class WHERE oid = 'identities'::regclass")
+                .fetch_one(&pool).await.unwrap();
+            n
+        };
+        // The server counts the change within seconds of the commit; the
+        // refresh analyses once it sees it (autovacuum may not for a minute).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while believed().await < 3000.0 {
+            if std::time::Instant::now() > deadline {
+                let (n,): (i64,) = sqlx::query_as("SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relid = 'identities'::regclass")
+                    .fetch_one(&pool).await.unwrap();
+                panic!("statistics still say {} rows; {n} changed since the last analysis", believed().await);
+            }
+            s.refresh_statistics().await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        // Unchanged since: no analysis (the last one stays).
+        let (before,): (Option<String>,) = sqlx::query_as(
+            "SELECT last_analyze::text FROM pg_stat_user_tables WHERE relid = 'identities'::regclass")
+            .fetch_one(&pool).await.unwrap();
+        s.refresh_statistics().await;
+        let (after,): (Option<String>,) = sqlx::query_as(
+            "SELECT last_analyze::text FROM pg_stat_user_tables WHERE relid = 'identities'::regclass")
+            .fetch_one(&pool).await.unwrap();
+        assert!(before.is_some());
+        assert_eq!(before, after, "an unchanged table is not analysed again");
+        pool.close().await;
+    }
+
     async fn hr_events_are_idempotent_and_scheduled(t: TestStore) {
         let s = &t.store;
         let mut tx = s.begin().await.unwrap();
