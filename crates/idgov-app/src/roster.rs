@@ -188,7 +188,8 @@ impl App {
     ) -> Result<SyncOutcome, AppError> {
         let mut attempt = 0;
         loop {
-            match self.sync_roster_once(req.clone(), actor).await {
+            // Borrowed: a retry must not cost a copy of the whole roster.
+            match self.sync_roster_once(&req, actor).await {
                 Err(e) if e.is_retryable() && attempt < 5 => {
                     attempt += 1;
                     self.after_conflict(&e, attempt).await;
@@ -200,7 +201,7 @@ impl App {
 
     async fn sync_roster_once(
         &self,
-        req: SyncRequest,
+        req: &SyncRequest,
         actor: &str,
     ) -> Result<SyncOutcome, AppError> {
         let mut v = Vec::new();
