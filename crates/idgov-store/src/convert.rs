@@ -39,9 +39,9 @@ pub trait ReadRow {
 pub trait Col: Sized {
     fn from_any(row: &AnyRow, col: &str) -> Result<Self, StoreError>;
     fn from_pg(row: &sqlx::postgres::PgRow, col: &str) -> Result<Self, StoreError>;
-    fn from_lite(row: &rusqlite::Row<'_>, col: &str) -> Result<Self, StoreError>;
-    /// Column `i` (named `col`, for the error) of a row of the SQLite reader.
-    fn from_lite_at(row: &rusqlite::Row<'_>, i: usize, col: &str) -> Result<Self, StoreError>;
+    /// Column `i` (named `col`, for the error) of a row of the SQLite reader
+    /// (found by name in `lite::LiteRow`).
+    fn from_lite(row: &rusqlite::Row<'_>, i: usize, col: &str) -> Result<Self, StoreError>;
 }
 
 macro_rules! col_type {
@@ -53,10 +53,7 @@ macro_rules! col_type {
             fn from_pg(row: &sqlx::postgres::PgRow, col: &str) -> Result<Self, StoreError> {
                 row.try_get(col).map_err(StoreError::from)
             }
-            fn from_lite(row: &rusqlite::Row<'_>, col: &str) -> Result<Self, StoreError> {
-                row.get(col).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
-            }
-            fn from_lite_at(row: &rusqlite::Row<'_>, i: usize, col: &str) -> Result<Self, StoreError> {
+            fn from_lite(row: &rusqlite::Row<'_>, i: usize, col: &str) -> Result<Self, StoreError> {
                 row.get(i).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
             }
         }
@@ -94,12 +91,6 @@ impl ReadRow for AnyRow {
 impl ReadRow for sqlx::postgres::PgRow {
     fn col<T: Col>(&self, col: &str) -> Result<T, StoreError> {
         T::from_pg(self, col)
-    }
-}
-
-impl ReadRow for rusqlite::Row<'_> {
-    fn col<T: Col>(&self, col: &str) -> Result<T, StoreError> {
-        T::from_lite(self, col)
     }
 }
 

@@ -166,7 +166,7 @@ impl<'a, 'r> LiteRow<'a, 'r> {
 
 impl ReadRow for LiteRow<'_, '_> {
     fn col<T: Col>(&self, col: &str) -> Result<T, StoreError> {
-        T::from_lite_at(self.row, self.index(col)?, col)
+        T::from_lite(self.row, self.index(col)?, col)
     }
 }
 

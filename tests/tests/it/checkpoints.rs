@@ -18,24 +18,6 @@ async fn raw(t: &TestStore) -> sqlx::AnyConnection {
         .expect("raw connection")
 }
 
-/// Removes the append-only guard, as an attacker with database access can.
-async fn drop_guard(t: &TestStore, c: &mut sqlx::AnyConnection) {
-    let qs: &[&str] = if t.url.starts_with("postgres") {
-        &["ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update"]
-    } else {
-        &[
-            "DROP TRIGGER audit_events_no_update",
-            "DROP TRIGGER audit_events_no_delete",
-        ]
-    };
-    for q in qs {
-        sqlx::query(sqlx::AssertSqlSafe(q.to_string()))
-            .execute(&mut *c)
-            .await
-            .unwrap();
-    }
-}
-
 /// An organisation with some history, a checkpoint of it, and more after.
 async fn signed_history(t: &TestStore) -> (Arc<App>, Checkpoint, tempfile::TempDir) {
     let (app, clock) = app_on(t).await;
@@ -70,7 +52,7 @@ both_backends! {
         let (app, cp, _keys) = signed_history(&t).await;
         let events = app.audit_events(&AuditFilter::default(), 0, 100_000).await.unwrap();
         let mut c = raw(&t).await;
-        drop_guard(&t, &mut c).await;
+        crate::common::drop_audit_guard(&t, &mut c).await;
         // Event 2 gets another detail; every later hash is recomputed, and
         // the head with them: the chain alone is consistent again.
         let mut prev = events[0].hash.clone();
@@ -97,7 +79,7 @@ both_backends! {
         let keep = cp.seq - 3;
         let kept_hash = app.store.audit_hash_at(keep).await.unwrap().unwrap();
         let mut c = raw(&t).await;
-        drop_guard(&t, &mut c).await;
+        crate::common::drop_audit_guard(&t, &mut c).await;
         sqlx::query("DELETE FROM audit_events WHERE seq > $1").bind(keep).execute(&mut c).await.unwrap();
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1").bind(keep).bind(&kept_hash).execute(&mut c).await.unwrap();
         assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none(), "the chain alone looks intact");

@@ -177,3 +177,22 @@ pub fn days(n: i64) -> Duration {
 pub fn rfc(t: DateTime<Utc>) -> String {
     t.to_rfc3339()
 }
+
+/// What an attacker with database access does first: removes the
+/// append-only guard of the audit log.
+pub async fn drop_audit_guard(t: &TestStore, c: &mut sqlx::AnyConnection) {
+    let drop_guard: &[&str] = if t.url.starts_with("postgres") {
+        &["ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update"]
+    } else {
+        &[
+            "DROP TRIGGER audit_events_no_update",
+            "DROP TRIGGER audit_events_no_delete",
+        ]
+    };
+    for q in drop_guard {
+        sqlx::query(sqlx::AssertSqlSafe(q.to_string()))
+            .execute(&mut *c)
+            .await
+            .unwrap();
+    }
+}

@@ -71,25 +71,6 @@ async fn raw(t: &TestStore) -> sqlx::AnyConnection {
         .expect("raw connection")
 }
 
-/// What an attacker with database access does first: removes the
-/// append-only guard of the audit log.
-async fn drop_audit_guard(t: &TestStore, c: &mut sqlx::AnyConnection) {
-    let drop_guard: &[&str] = if t.url.starts_with("postgres") {
-        &["ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update"]
-    } else {
-        &[
-            "DROP TRIGGER audit_events_no_update",
-            "DROP TRIGGER audit_events_no_delete",
-        ]
-    };
-    for q in drop_guard {
-        sqlx::query(sqlx::AssertSqlSafe(q.to_string()))
-            .execute(&mut *c)
-            .await
-            .unwrap();
-    }
-}
-
 both_backends! {
     async fn identities_round_trip_and_page(t: TestStore) {
         let s = &t.store;
@@ -448,7 +429,7 @@ both_backends! {
         assert!(s.verify_audit_chain().await.unwrap().broken.is_none());
         // An attacker with database access removes the append-only guard.
         let mut c = raw(&t).await;
-        drop_audit_guard(&t, &mut c).await;
+        crate::common::drop_audit_guard(&t, &mut c).await;
         sqlx::query("UPDATE audit_events SET detail = '{\"i\":99}' WHERE seq = 3").execute(&mut c).await.unwrap();
         let r = s.verify_audit_chain().await.unwrap();
         assert_eq!(r.broken.as_ref().map(|b| b.seq), Some(3), "{r:?}");
@@ -479,7 +460,7 @@ both_backends! {
         assert!(r.broken.is_none(), "{r:?}");
         assert_eq!(r.checked, n as u64);
         let mut c = raw(&t).await;
-        drop_audit_guard(&t, &mut c).await;
+        crate::common::drop_audit_guard(&t, &mut c).await;
         // Around every possible seam (parts of 10,000 or more) and inside.
         for seq in [1, 5_000, 8_000, 8_001, 12_000, 12_001, 16_000, 16_001, 23_999, 24_000] {
             for (set, restore, word) in [
