@@ -41,6 +41,19 @@ enum Step {
     Finished(Box<Campaign>),
 }
 
+/// A page of a generation, read and planned outside the writer.
+#[derive(Default)]
+struct Ahead {
+    /// The audit head before the page was read.
+    read_at: i64,
+    /// The grants in scope.
+    page: Vec<ScopedGrant>,
+    /// The items they become, as of `read_at`.
+    items: Vec<ReviewItem>,
+    /// The last person of the page; `None`: nobody is left.
+    last: Option<String>,
+}
+
 /// People kept for reviewer routing across the pages of one generation.
 const ORG_CACHE: usize = 50_000;
 
@@ -452,20 +465,29 @@ impl App {
         // decision elsewhere while it runs is as if made after it.
         let decided_ever = rtx.any_decided_item().await?;
         rtx.rollback().await?;
-        let mut org = OrgMap(HashMap::new());
         // Each step writes one page of people while the next page is read
-        // beside it (outside the writer, on the native read path); a page
-        // read ahead is checked against the grants still active when it is
-        // written, and thrown away if another replica moved the cursor.
+        // and planned beside it (outside the writer, on the read path). A
+        // page planned ahead is written as planned when nothing changed
+        // since it was read (the audit head has not moved); otherwise it is
+        // planned again inside the writer from what is true now. It is
+        // thrown away if another replica moved the cursor.
+        let mut org = (0i64, OrgMap(HashMap::new()));
         let mut after = first.generated_after.clone().unwrap_or_default();
-        let mut ahead = self.scope_page(&ents, &after).await?;
+        let mut ahead = self
+            .plan_ahead(id, &def, &ents, &after, &peers, &mut org, decided_ever)
+            .await?;
         let mut pages = 1u64;
         loop {
             if pages.is_multiple_of(crate::policy::STATISTICS_EVERY * 5) {
                 self.store.refresh_statistics().await;
             }
             pages += 1;
-            let (read_at, (page, last)) = ahead;
+            let Ahead {
+                read_at,
+                page,
+                items: planned,
+                last,
+            } = ahead;
             let write = async {
                 let now = self.now();
                 let mut tx = self.store.begin().await?;
@@ -484,41 +506,35 @@ impl App {
                 let done = last.is_none();
                 match &last {
                     Some(last) => {
-                        // Every revocation appends to the audit chain: when
-                        // its head has not moved since the page was read,
-                        // every grant read is still active. (One committed
-                        // after this check is like one committed after the
-                        // page is written: its items are superseded.)
-                        let live = if self.store.audit_head().await?.0 == read_at {
-                            None
+                        // Every change appends to the audit chain: when its
+                        // head has not moved since the page was read, the
+                        // plan still holds (every grant read is active,
+                        // every reviewer as read). (A change committed after
+                        // this check is like one committed after the page
+                        // is written: its items are superseded or moved.)
+                        let items = if self.store.audit_head().await?.0 == read_at {
+                            planned
                         } else {
                             let ids: Vec<String> =
                                 page.iter().map(|g| g.grant.id.clone()).collect();
-                            Some(tx.active_grant_ids(&ids).await?)
-                        };
-                        let page: Vec<ScopedGrant> = page
-                            .into_iter()
-                            .filter(|g| {
-                                live.as_ref().is_none_or(|l| l.contains(&g.grant.id))
-                                    && policy
-                                        .policy
-                                        .entitlements
-                                        .get(&g.grant.entitlement_id)
-                                        .is_some_and(|e| def.covers(e, &g.department))
-                            })
-                            .collect();
-                        let items = self
-                            .plan_items(
+                            let live = tx.active_grant_ids(&ids).await?;
+                            let page: Vec<ScopedGrant> = page
+                                .into_iter()
+                                .filter(|g| live.contains(&g.grant.id))
+                                .collect();
+                            let mut fresh = OrgMap(HashMap::new());
+                            self.plan_items(
                                 &mut tx,
                                 &def,
                                 false,
                                 id,
                                 &page,
                                 &peers,
-                                &mut org,
+                                &mut fresh,
                                 Some(decided_ever),
                             )
-                            .await?;
+                            .await?
+                        };
                         tx.insert_items(&items).await?;
                         c.items += items.len() as i64;
                         c.generated_after = Some(last.clone());
@@ -547,7 +563,10 @@ impl App {
             };
             let read_next = async {
                 match &last {
-                    Some(l) => Some(self.scope_page(&ents, l).await),
+                    Some(l) => Some(
+                        self.plan_ahead(id, &def, &ents, l, &peers, &mut org, decided_ever)
+                            .await,
+                    ),
                     None => None,
                 }
             };
@@ -563,28 +582,77 @@ impl App {
                     after = last.unwrap_or_default();
                     ahead = match next {
                         Some(n) => n?,
-                        None => (0, (Vec::new(), None)),
+                        None => Ahead::default(),
                     };
                 }
                 Step::Moved(cursor) => {
                     after = cursor;
-                    ahead = self.scope_page(&ents, &after).await?;
+                    ahead = self
+                        .plan_ahead(id, &def, &ents, &after, &peers, &mut org, decided_ever)
+                        .await?;
                 }
             }
         }
     }
 
-    /// The audit head, then the page of grants in scope after `after`: a
-    /// page read outside the writer, with the position that tells whether
-    /// anything changed since.
-    async fn scope_page(
+    /// The audit head, then the page of grants in scope after `after` and
+    /// the items it becomes: read and planned outside the writer, with the
+    /// position that tells whether anything changed since. `org` caches
+    /// the people around the pages, valid while the audit head stays where
+    /// it says; a move empties it.
+    #[allow(clippy::too_many_arguments)]
+    async fn plan_ahead(
         &self,
+        id: &str,
+        def: &CampaignDef,
         ents: &[String],
         after: &str,
-    ) -> Result<(i64, (Vec<ScopedGrant>, Option<String>)), AppError> {
-        let head = self.store.audit_head().await?.0;
-        let page = self.store.grants_in_scope(ents, after, PEOPLE_PAGE).await?;
-        Ok((head, page))
+        peers: &Peers,
+        org: &mut (i64, OrgMap),
+        decided_ever: bool,
+    ) -> Result<Ahead, AppError> {
+        let read_at = self.store.audit_head().await?.0;
+        if org.0 != read_at {
+            org.1.0.clear();
+            org.0 = read_at;
+        }
+        let (page, last) = self.store.grants_in_scope(ents, after, PEOPLE_PAGE).await?;
+        let policy = self.policy();
+        let page: Vec<ScopedGrant> = page
+            .into_iter()
+            .filter(|g| {
+                policy
+                    .policy
+                    .entitlements
+                    .get(&g.grant.entitlement_id)
+                    .is_some_and(|e| def.covers(e, &g.department))
+            })
+            .collect();
+        let items = if page.is_empty() {
+            Vec::new()
+        } else {
+            let mut rtx = self.store.begin_read().await?;
+            let items = self
+                .plan_items(
+                    &mut rtx,
+                    def,
+                    false,
+                    id,
+                    &page,
+                    peers,
+                    &mut org.1,
+                    Some(decided_ever),
+                )
+                .await?;
+            rtx.rollback().await?;
+            items
+        };
+        Ok(Ahead {
+            read_at,
+            page,
+            items,
+            last,
+        })
     }
 
     pub async fn campaign(&self, id: &str) -> Result<Campaign, AppError> {

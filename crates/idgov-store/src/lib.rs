@@ -264,6 +264,14 @@ macro_rules! migrations {
                     "/0013_request_reminders.sql"
                 )),
             ),
+            (
+                "review_items_lean",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0014_review_items_lean.sql"
+                )),
+            ),
         ]
     };
 }
