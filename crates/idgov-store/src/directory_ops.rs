@@ -141,13 +141,13 @@ impl WriteTx {
             })
             .map(|(_, o)| o)
             .collect();
-        for chunk in ops.chunks(300) {
+        for chunk in crate::bulk::stable_chunks(self.backend, &ops, 300) {
             let sql = format!(
                 "INSERT INTO directory_ops (employee_id, kind, group_dn, entitlement_id, cause, state, \
                  created_at, next_attempt_at) VALUES {}",
                 values(self.backend, chunk.len(), 8)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(self.backend.prepares());
             for o in chunk {
                 q = q
                     .bind(o.employee_id.clone())

@@ -115,7 +115,19 @@ impl Backend {
             Backend::Postgres => " FOR UPDATE",
         }
     }
+
+    /// Whether the statements of [`bulk::stable_chunks`] are kept prepared:
+    /// on PostgreSQL, where parsing and planning a statement is a server
+    /// round of work each time; SQLite (in-process) parses cheaply, and
+    /// keeps its plain chunks.
+    pub(crate) fn prepares(self) -> bool {
+        self == Backend::Postgres
+    }
 }
+
+/// Prepared statements kept per PostgreSQL connection: the chunk sizes of
+/// [`bulk::stable_chunks`] times the statements that use them, with room.
+const PG_STATEMENT_CACHE: usize = 400;
 
 /// The store. Cheap to clone; clones share the connection pools.
 #[derive(Clone, Debug)]
@@ -298,6 +310,16 @@ fn migrator(backend: Backend) -> Migrator {
     )
 }
 
+/// `url` with room for [`PG_STATEMENT_CACHE`] prepared statements, unless
+/// it says how many itself.
+fn with_statement_cache(url: &str) -> String {
+    if url.contains("statement-cache-capacity=") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}statement-cache-capacity={PG_STATEMENT_CACHE}")
+}
+
 impl Store {
     /// Opens the store at `url` (`sqlite:PATH` or `postgres://…`) and runs
     /// pending migrations.
@@ -340,7 +362,7 @@ impl Store {
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(30))
-                    .connect(url)
+                    .connect(&with_statement_cache(url))
                     .await?;
                 // Opened lazily: a connection when a hot read first needs one.
                 let native = sqlx::postgres::PgPoolOptions::new()

@@ -113,7 +113,7 @@ impl WriteTx {
             }
             // On PostgreSQL the last chunk and the head update travel as one
             // statement; SQLite (in-process) runs them one after the other.
-            let chunks: Vec<_> = rows.chunks(500).collect();
+            let chunks: Vec<_> = crate::bulk::stable_chunks(self.backend, &rows, 500).collect();
             for (n, chunk) in chunks.iter().enumerate() {
                 let cols = crate::bulk::values(self.backend, chunk.len(), 9);
                 let fold_head = self.backend == Backend::Postgres && n + 1 == chunks.len();
@@ -132,7 +132,8 @@ impl WriteTx {
                          prev_hash, hash) VALUES {cols}"
                     )
                 };
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                let mut q =
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(self.backend.prepares());
                 for (seq, e, detail, prev_hash, hash) in chunk.iter() {
                     q = q
                         .bind(*seq)
