@@ -540,6 +540,21 @@ impl App {
                         c.generated_after = Some(last.clone());
                     }
                     None => {
+                        // A reviewer who left while the pages were written
+                        // (their leaver transaction did not see the items
+                        // still being written) hands them on now.
+                        let departed: Vec<(String, Option<String>, String)> = tx
+                            .departed_reviewers(id)
+                            .await?
+                            .into_iter()
+                            .map(|(who, manager)| (who, manager, "system:idgov".to_string()))
+                            .collect();
+                        items_after_leavers(
+                            &mut tx,
+                            &departed,
+                            policy.policy.fallback_reviewer.as_deref(),
+                        )
+                        .await?;
                         c.state = CampaignState::Open;
                         c.generated_after = None;
                         tx.audit(AuditEntry::new(
@@ -1558,6 +1573,7 @@ pub(crate) async fn items_of_revoked_grants(
     if grant_ids.is_empty() {
         return Ok(());
     }
+    tx.hold_generations().await?;
     for (id, campaign, grant, employee) in tx.supersede_grants(grant_ids).await? {
         tx.audit(AuditEntry::new(
             "system:idgov",
@@ -1578,6 +1594,9 @@ pub(crate) async fn items_after_leavers(
     leavers: &[(String, Option<String>, String)],
     fallback: Option<&str>,
 ) -> Result<(), AppError> {
+    if !leavers.is_empty() {
+        tx.hold_generations().await?;
+    }
     for (id, manager, actor) in leavers {
         loop {
             let items = tx.open_items_of_reviewer(id, 500).await?;

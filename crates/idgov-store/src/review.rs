@@ -593,6 +593,46 @@ impl WriteTx {
         rows.iter().map(item_from_row).collect()
     }
 
+    /// On PostgreSQL, waits for the page a campaign generation is writing
+    /// and keeps the next one from starting until this transaction ends:
+    /// a share lock on every campaign still `starting` (a generation step
+    /// holds its campaign's row for update). A leaver or a revocation calls
+    /// it before it reads the open items it changes, so it sees every page
+    /// written before it, and every page after it sees its change (the
+    /// audit head moved, and the page is planned again). Without it a page
+    /// committed between the two could hand items to someone who had just
+    /// left, or review a grant just revoked. SQLite's single writer
+    /// already keeps them apart.
+    pub async fn hold_generations(&mut self) -> Result<(), StoreError> {
+        if self.backend != crate::Backend::Postgres {
+            return Ok(());
+        }
+        sqlx::query("SELECT id FROM campaigns WHERE state = 'starting' ORDER BY id FOR SHARE")
+            .fetch_all(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// People who left (terminated) and still review open items of
+    /// `campaign_id`, with their managers: one probe of the reviewer index
+    /// per person who left, not a scan of the campaign's items.
+    pub async fn departed_reviewers(
+        &mut self,
+        campaign_id: &str,
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT i.employee_id, i.manager_id FROM identities i WHERE i.status = 'terminated' \
+             AND EXISTS (SELECT 1 FROM review_items r WHERE r.reviewer = i.employee_id \
+             AND r.campaign_id = $1 AND r.state = 'open') ORDER BY i.employee_id",
+        )
+        .bind(campaign_id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((get(r, "employee_id")?, get(r, "manager_id")?)))
+            .collect()
+    }
+
     /// Open items assigned to `reviewer`, in every open campaign.
     pub async fn open_items_of_reviewer(
         &mut self,

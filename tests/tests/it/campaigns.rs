@@ -277,6 +277,66 @@ both_backends! {
 }
 
 both_backends! {
+    async fn managers_who_leave_during_a_generation_hand_on_every_item(t: TestStore) {
+        // 600 accountants (three pages of a generation) under twelve team
+        // leads; the leads leave one after another while the campaign is
+        // generated. Whatever the interleaving, no open item may wait for
+        // someone who left, and nobody is left out.
+        let (app, _) = setup(&t).await;
+        let leads: Vec<String> = (1..=12).map(|i| format!("L{i:02}")).collect();
+        for l in &leads {
+            let mut p = Person::new(l, "Finance");
+            p.manager = Some("M1");
+            app.submit_event(event(&app, EventKind::Hire, &format!("hire-{l}"), l, "", p.patch()), "service:hr")
+                .await
+                .unwrap();
+        }
+        let people: Vec<(String, String)> =
+            (0..600).map(|i| (format!("A{i:04}"), leads[i % leads.len()].clone())).collect();
+        for chunk in people.chunks(50) {
+            let sends = chunk.iter().map(|(id, lead)| {
+                let mut p = Person::new(id, "Finance");
+                p.manager = Some(lead);
+                app.submit_event(event(&app, EventKind::Hire, &format!("hire-{id}"), id, "", p.patch()), "service:hr")
+            });
+            for r in futures::future::join_all(sends).await {
+                r.unwrap();
+            }
+        }
+        let leaving = {
+            let app = app.clone();
+            let leads = leads.clone();
+            tokio::spawn(async move {
+                for l in &leads {
+                    tokio::time::sleep(std::time::Duration::from_millis(7)).await;
+                    app.submit_event(event(&app, EventKind::Terminate, &format!("t-{l}"), l, "", AttributesPatch::default()), "service:hr")
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let c = app.start_campaign("confidential", "user:admin").await.unwrap();
+        leaving.await.unwrap();
+        let items = items_of(&app, &c.id).await;
+        let mut reviewed: BTreeSet<&str> = BTreeSet::new();
+        for i in items.iter().filter(|i| i.state == ItemState::Open) {
+            let who = app.store.get_identity(&i.reviewer).await.unwrap();
+            assert!(
+                who.is_none_or(|p| p.status != idgov_domain::identity::Status::Terminated),
+                "{} reviews {} but left", i.reviewer, i.id
+            );
+            // The leads' own access ended when they left: none of it is
+            // still up for review.
+            assert!(!leads.contains(&i.employee_id), "{} of {} left but is open", i.id, i.employee_id);
+            reviewed.insert(i.employee_id.as_str());
+        }
+        for (id, _) in &people {
+            assert!(reviewed.contains(id.as_str()), "{id} has no open item");
+        }
+    }
+}
+
+both_backends! {
     async fn scheduled_campaigns_start_once_across_replicas_and_restarts(t: TestStore) {
         let (a, clock) = setup(&t).await;
         let store_b = idgov_store::Store::open(&t.url).await.unwrap();
