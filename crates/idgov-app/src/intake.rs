@@ -1361,8 +1361,11 @@ impl App {
         unchanged: &[(String, Presence)],
         mark: &RosterMark,
         actor: &str,
-    ) -> Result<Vec<Result<SubmitOutcome, AppError>>, AppError> {
-        let mut results = Vec::with_capacity(events.len());
+    ) -> Result<Vec<(usize, AppError)>, AppError> {
+        // Only the refusals are kept (by the event's place): an outcome per
+        // event of a million-person roster would be a copy of it.
+        let mut refused = Vec::new();
+        let mut done = 0usize;
         let steps = events
             .chunks(ROSTER_STEP)
             .map(|e| (e, &unchanged[..0]))
@@ -1393,7 +1396,12 @@ impl App {
                     }
                     Err(e) => return Err(e),
                     Ok(res) => {
-                        results.extend(res);
+                        refused.extend(
+                            res.into_iter()
+                                .enumerate()
+                                .filter_map(|(i, r)| r.err().map(|e| (done + i, e))),
+                        );
+                        done += ev_chunk.len();
                         break;
                     }
                 }
@@ -1401,7 +1409,7 @@ impl App {
             // Let intake in between steps.
             tokio::task::yield_now().await;
         }
-        Ok(results)
+        Ok(refused)
     }
 
     /// The events and presences of part of a roster, in `tx`.

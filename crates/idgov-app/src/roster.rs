@@ -315,7 +315,6 @@ impl App {
             return Ok(out);
         }
         let counts = summary(&out.diff);
-        let events = roster::to_events(&out.diff, &req.source, &req.sync_id, as_of, zone);
         let present = unchanged_present(&req.entries, &out.diff, &identities);
         let mark = RosterMark {
             source: req.source.clone(),
@@ -323,6 +322,14 @@ impl App {
             as_of,
             time_zone: zone.name().to_string(),
         };
+        let behind = behind(&req.entries, &out.diff, &identities, &mark);
+        // Neither the identities nor the whole diff are needed from here
+        // on: a large roster is held once (as its events), not three times.
+        drop(identities);
+        let staged_diff = verdict.tripped.then(|| out.diff.clone());
+        let shown = out.diff.shown(SHOWN_CHANGES);
+        let all = std::mem::replace(&mut out.diff, shown);
+        let events = roster::to_events(all.changes, &req.source, &req.sync_id, as_of, zone);
         // Applied in bounded steps before the final transaction: intake
         // goes on between them.
         let mut stepped = None;
@@ -337,11 +344,11 @@ impl App {
         let mut tx = self.store.begin().await?;
         if verdict.tripped {
             let staged = StagedSync {
-                behind: behind(&req.entries, &out.diff, &identities, &mark),
+                behind,
                 source: req.source.clone(),
                 sync_id: req.sync_id.clone(),
                 events,
-                diff: out.diff.clone(),
+                diff: staged_diff.unwrap_or_default(),
                 present,
                 as_of: Some(as_of),
                 time_zone: zone.name().to_string(),
@@ -370,15 +377,14 @@ impl App {
             out.outcome = Outcome::Held;
             out.held_change_id = Some(id);
         } else {
-            let behind = behind(&req.entries, &out.diff, &identities, &mark);
             self.finish_roster(&mut tx, &behind, mark, actor, now)
                 .await?;
-            for (ev, r) in events.iter().zip(stepped.unwrap_or_default()) {
-                if let Err(e) = r {
+            for (i, e) in stepped.unwrap_or_default() {
+                if let Some(ev) = events.get(i) {
                     out.rejected.push((ev.employee_id.clone(), e.to_string()));
                 }
             }
-            out.outcome = if out.diff.changes.is_empty() {
+            out.outcome = if out.counts.total == 0 {
                 Outcome::Unchanged
             } else {
                 Outcome::Applied
@@ -397,9 +403,9 @@ impl App {
                 "held_change_id": out.held_change_id,
             }),
         ));
-        // The answer and its receipt show part of a large diff; the counts
-        // are of all of it, and every change is an HR event of its own.
-        out.diff = out.diff.shown(SHOWN_CHANGES);
+        // The answer and its receipt show part of a large diff (`shown`
+        // above); the counts are of all of it, and every change is an HR
+        // event of its own.
         out.rejected.truncate(SHOWN_CHANGES);
         let receipt = StoredSync {
             outcome: format!("{:?}", out.outcome).to_lowercase(),

@@ -263,16 +263,17 @@ pub fn diff(entries: &[RosterEntry], identities: &HashMap<String, Identity>) -> 
 /// sync id so that re-sending a snapshot is idempotent. A joiner whose start
 /// date (in `zone`) is after `as_of` is hired at the start of that day: the
 /// event is scheduled and the person is a pre-hire until then. The events
-/// keep the roster's zone, so its dates mean what the roster meant.
+/// keep the roster's zone, so its dates mean what the roster meant. The
+/// changes are consumed: a large roster is not held twice.
 pub fn to_events(
-    diff: &RosterDiff,
+    changes: Vec<RosterChange>,
     source: &str,
     sync_id: &str,
     as_of: DateTime<Utc>,
     zone: Tz,
 ) -> Vec<HrEvent> {
-    diff.changes
-        .iter()
+    changes
+        .into_iter()
         .map(|c| {
             let kind = match c.kind {
                 ChangeKind::Joiner => EventKind::Hire,
@@ -293,11 +294,11 @@ pub fn to_events(
                 source: source.to_string(),
                 event_id,
                 kind,
-                employee_id: c.employee_id.clone(),
+                employee_id: c.employee_id,
                 effective_at,
                 effective_input: effective_at.to_rfc3339(),
                 time_zone: zone.name().to_string(),
-                attrs: c.attrs.clone(),
+                attrs: c.attrs,
                 rescinds_event_id: None,
                 fingerprint: hex::encode(Sha256::digest(payload)),
                 from_roster: true,
@@ -386,7 +387,7 @@ mod tests {
             ]
         );
         assert_eq!(d.unchanged, 1, "A unchanged; the pre-hire P is not listed");
-        let events = to_events(&d, "workday", "s1", t0(), chrono_tz::UTC);
+        let events = to_events(d.changes.clone(), "workday", "s1", t0(), chrono_tz::UTC);
         assert_eq!(events[4].kind, EventKind::Terminate);
         assert_eq!(events[4].event_id, "roster:s1:E");
     }
@@ -396,7 +397,7 @@ mod tests {
         let mut later = entry("N", "Sales");
         later.attrs.start_date = chrono::NaiveDate::from_ymd_opt(2026, 2, 1);
         let d = diff(&[later], &HashMap::new());
-        let events = to_events(&d, "hr", "s1", t0(), chrono_tz::Europe::Oslo);
+        let events = to_events(d.changes, "hr", "s1", t0(), chrono_tz::Europe::Oslo);
         assert_eq!(
             events[0].effective_at.to_rfc3339(),
             "2026-01-31T23:00:00+00:00"
