@@ -9,8 +9,48 @@ use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::guard::Verdict;
 use idgov_domain::guard::{HeldKind, HeldState};
 use idgov_domain::policy::Policy;
-use idgov_store::{HeldChange, WriteTx};
+use idgov_store::{BulkJob, HeldChange, WriteTx};
 use serde_json::json;
+
+/// The kind of the bulk job that applies a released roster sync.
+pub const ROSTER_RELEASE: &str = "roster_release";
+
+/// A released roster sync's job, as its steps record it.
+pub(crate) struct StepJob<'a> {
+    pub id: &'a str,
+    /// The job's detail when the run started (with the refusals of any
+    /// earlier run).
+    pub detail: serde_json::Value,
+}
+
+impl StepJob<'_> {
+    /// The job's detail after `refused` and `here` (refusals by the
+    /// event's place in `events`): how many in all, and the first
+    /// [`crate::roster::SHOWN_CHANGES`] of them with their reasons.
+    pub(crate) fn progress(
+        &self,
+        events: &[idgov_domain::hr::HrEvent],
+        refused: &[(usize, AppError)],
+        here: &[(usize, AppError)],
+    ) -> serde_json::Value {
+        let mut d = self.detail.clone();
+        let before = d["refused_count"].as_u64().unwrap_or(0);
+        let mut list: Vec<serde_json::Value> = d["refused"].as_array().cloned().unwrap_or_default();
+        for (i, e) in refused.iter().chain(here) {
+            if list.len() >= crate::roster::SHOWN_CHANGES {
+                break;
+            }
+            let who = events
+                .get(*i)
+                .map(|ev| ev.employee_id.as_str())
+                .unwrap_or_default();
+            list.push(json!([who, e.to_string()]));
+        }
+        d["refused_count"] = json!(before + (refused.len() + here.len()) as u64);
+        d["refused"] = json!(list);
+        d
+    }
+}
 
 /// Holds a change in `tx` (nothing of it is applied) and records the
 /// security event `action`, whose detail gets the summary and the guard's
@@ -124,6 +164,7 @@ impl App {
             }
         }
         let recompute = detail["result"]["recompute"].as_str().map(String::from);
+        let release = detail["result"]["release_job"].as_str().map(String::from);
         tx.decide_held_change(id, decision, actor, reason, now)
             .await?;
         tx.audit(
@@ -149,8 +190,83 @@ impl App {
             {
                 self.run_recompute(&job).await?;
             }
+            if let Some(job) = release
+                && let Some(job) = self.store.get_bulk_job(&job).await?
+            {
+                self.run_roster_release(&job).await?;
+            }
         }
         self.held_or_not_found(id).await
+    }
+
+    /// Applies a released roster sync: its events, then the presences of
+    /// the people it listed unchanged, in bounded steps that each record
+    /// the job's progress in their own transaction, then the people behind
+    /// it and a `roster.sync` audit event that says it is applied. Running
+    /// it again (after a crash, by `resume_bulk_jobs`) goes on from the
+    /// recorded place; running a finished one changes nothing.
+    pub async fn run_roster_release(&self, job: &BulkJob) -> Result<serde_json::Value, AppError> {
+        if job.state != "running" {
+            return Ok(job.detail.clone());
+        }
+        let held_id = job.detail["held"].as_str().unwrap_or_default();
+        let actor = job.detail["actor"]
+            .as_str()
+            .unwrap_or(crate::SYSTEM_SCHEDULER)
+            .to_string();
+        let held = self.held_or_not_found(held_id).await?;
+        let staged: StagedSync = serde_json::from_value(held.payload).map_err(corrupt)?;
+        let (presences, mark) = staged.presences(held.decided_at.unwrap_or(job.created_at));
+        let from = job.cursor.parse::<usize>().unwrap_or(0);
+        let step = StepJob {
+            id: &job.id,
+            detail: job.detail.clone(),
+        };
+        let refused = self
+            .record_roster_in_steps(&staged.events, &presences, &mark, &actor, from, Some(&step))
+            .await?;
+        let detail = step.progress(&staged.events, &refused, &[]);
+        let total = staged.events.len() + presences.len();
+        let refused_count = detail["refused_count"].as_u64().unwrap_or(0);
+        let mut attempt = 0;
+        loop {
+            let now = self.now();
+            let r = async {
+                let mut tx = self.store.begin().await?;
+                let queued = self
+                    .finish_roster(&mut tx, &staged.behind, mark.clone(), &actor, now)
+                    .await?;
+                tx.update_bulk_job(&job.id, "done", &total.to_string(), &detail, now)
+                    .await?;
+                tx.audit(AuditEntry::new(
+                    &actor,
+                    Action::RosterSync,
+                    Target::Roster {
+                        source: staged.source.clone(),
+                        sync_id: staged.sync_id.clone(),
+                    },
+                    json!({
+                        "outcome": "applied", "released_from": held.id, "release_job": job.id,
+                        "events": staged.events.len(),
+                        "events_applied": (staged.events.len() as u64).saturating_sub(refused_count),
+                        "rejected": detail["refused"],
+                    }),
+                ));
+                tx.commit(now).await?;
+                Ok::<_, AppError>(queued)
+            }
+            .await;
+            match r {
+                Err(e) if e.is_retryable() && attempt < 8 => {
+                    attempt += 1;
+                    self.after_conflict(&e, attempt).await;
+                }
+                Err(e) => return Err(e),
+                Ok(_) => break,
+            }
+        }
+        self.wake_provisioning();
+        Ok(detail)
     }
 
     /// Applies a held change as staged, inside `tx`; returns what it did.
@@ -174,29 +290,28 @@ impl App {
                 json!({"campaign": c.id, "defaulted": defaulted, "revoked": revoked})
             }
             HeldKind::RosterSync => {
+                // The decision is recorded here; the staged events are
+                // applied after it commits, in bounded steps that record
+                // their progress (`run_roster_release`): a large release
+                // does not hold the writer, and a crash resumes it.
                 let staged: StagedSync =
                     serde_json::from_value(held.payload.clone()).map_err(corrupt)?;
-                let mut applied = 0u64;
-                let mut rejected = Vec::new();
-                let (presences, mark) = staged.presences(now);
-                let (results, _) = self
-                    .record_roster(
-                        tx,
-                        &staged.events,
-                        &presences,
-                        &staged.behind,
-                        mark,
-                        actor,
-                        now,
-                    )
-                    .await?;
-                for (ev, r) in staged.events.iter().zip(results) {
-                    match r {
-                        Ok(_) => applied += 1,
-                        Err(e) => rejected.push((ev.employee_id.clone(), e.to_string())),
-                    }
-                }
-                json!({"events_applied": applied, "rejected": rejected})
+                let job = BulkJob {
+                    id: format!("release-{}", held.id),
+                    kind: ROSTER_RELEASE.into(),
+                    state: "running".into(),
+                    policy_version: self.policy().version,
+                    cursor: "0".into(),
+                    detail: json!({
+                        "actor": actor, "held": held.id, "events": staged.events.len(),
+                        "refused_count": 0, "refused": [],
+                    }),
+                    created_at: now,
+                    updated_at: now,
+                };
+                let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
+                tx.insert_bulk_job(&job, lease).await?;
+                json!({"events": staged.events.len(), "release_job": job.id})
             }
             HeldKind::PolicyApply => {
                 let staged: StagedPolicy =

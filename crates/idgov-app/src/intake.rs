@@ -1327,66 +1327,81 @@ impl App {
         Ok((results, queued))
     }
 
-    /// Applies a roster snapshot in `tx`, all of it: the events of its diff
-    /// (changed people, joiners, leavers), the presence of the people it
-    /// lists and leaves unchanged, then records it as applied. Refusals of
-    /// single events are returned per event. (A held roster's release.)
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn record_roster(
-        &self,
-        tx: &mut WriteTx,
-        events: &[HrEvent],
-        unchanged: &[(String, Presence)],
-        behind: &[String],
-        mark: RosterMark,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(Vec<Result<SubmitOutcome, AppError>>, usize), AppError> {
-        let (results, queued) = self
-            .record_roster_part(tx, events, unchanged, &mark, actor, now)
-            .await?;
-        let more = self.finish_roster(tx, behind, mark, actor, now).await?;
-        Ok((results, queued + more))
-    }
-
     /// Applies a roster snapshot in bounded steps: [`ROSTER_STEP`] events
     /// or presences per transaction, so intake (a leaver above all) gets the
     /// writer between steps. A crash leaves the steps done; sending the
     /// snapshot again does the rest (events are idempotent, presences
     /// refold to the same state). The caller finishes with
     /// [`App::finish_roster`] in its own transaction.
+    ///
+    /// With a `job` (a released roster sync), each step also records the
+    /// job's progress (its cursor: the place reached in the events, then
+    /// the presences) in its own transaction, and the steps start at
+    /// `from`: a resumed release does not replay what was done.
     pub(crate) async fn record_roster_in_steps(
         &self,
         events: &[HrEvent],
         unchanged: &[(String, Presence)],
         mark: &RosterMark,
         actor: &str,
+        from: usize,
+        job: Option<&crate::held::StepJob<'_>>,
     ) -> Result<Vec<(usize, AppError)>, AppError> {
         // Only the refusals are kept (by the event's place): an outcome per
         // event of a million-person roster would be a copy of it.
-        let mut refused = Vec::new();
-        let mut done = 0usize;
-        let steps = events
-            .chunks(ROSTER_STEP)
-            .map(|e| (e, &unchanged[..0]))
-            .chain(unchanged.chunks(ROSTER_STEP).map(|u| (&events[..0], u)));
-        for (n, (ev_chunk, pr_chunk)) in steps.enumerate() {
-            if (n as u64).is_multiple_of(crate::policy::STATISTICS_EVERY) {
+        let mut refused: Vec<(usize, AppError)> = Vec::new();
+        let ne = events.len();
+        let total = ne + unchanged.len();
+        let mut pos = from.min(total);
+        let mut n = 0u64;
+        while pos < total {
+            let (ev_chunk, pr_chunk) = if pos < ne {
+                (&events[pos..(pos + ROSTER_STEP).min(ne)], &unchanged[..0])
+            } else {
+                let p = pos - ne;
+                (
+                    &events[..0],
+                    &unchanged[p..(p + ROSTER_STEP).min(unchanged.len())],
+                )
+            };
+            let end = pos + ev_chunk.len() + pr_chunk.len();
+            if n.is_multiple_of(crate::policy::STATISTICS_EVERY) {
                 self.store.refresh_statistics().await;
             }
+            n += 1;
             let mut attempt = 0;
             loop {
                 let now = self.now();
                 let r = async {
+                    if let Some(j) = job {
+                        let lease =
+                            now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
+                        if !self.store.claim_bulk_job(j.id, now, lease, true).await? {
+                            return Err(AppError::precondition(format!(
+                                "bulk job {} is no longer running here",
+                                j.id
+                            )));
+                        }
+                    }
                     let mut tx = self.store.begin().await?;
                     let (res, queued) = self
                         .record_roster_part(&mut tx, ev_chunk, pr_chunk, mark, actor, now)
                         .await?;
+                    let here: Vec<(usize, AppError)> = res
+                        .into_iter()
+                        .enumerate()
+                        .filter_map(|(i, r)| r.err().map(|e| (pos + i, e)))
+                        .collect();
+                    if let Some(j) = job {
+                        let detail = j.progress(events, &refused, &here);
+                        tx.update_bulk_job(j.id, "running", &end.to_string(), &detail, now)
+                            .await?;
+                    }
                     tx.commit(now).await?;
                     if queued > 0 {
                         self.wake_provisioning();
                     }
-                    Ok::<_, AppError>(res)
+                    Ok::<_, AppError>(here)
                 }
                 .await;
                 match r {
@@ -1395,17 +1410,13 @@ impl App {
                         self.after_conflict(&e, attempt).await;
                     }
                     Err(e) => return Err(e),
-                    Ok(res) => {
-                        refused.extend(
-                            res.into_iter()
-                                .enumerate()
-                                .filter_map(|(i, r)| r.err().map(|e| (done + i, e))),
-                        );
-                        done += ev_chunk.len();
+                    Ok(here) => {
+                        refused.extend(here);
                         break;
                     }
                 }
             }
+            pos = end;
             // Let intake in between steps.
             tokio::task::yield_now().await;
         }

@@ -71,7 +71,7 @@ pub const STEP_PEOPLE: i64 = 500;
 pub(crate) const STATISTICS_EVERY: u64 = 20;
 
 /// How long a process holds a bulk job before another may take it over.
-const JOB_LEASE_SECONDS: i64 = 60;
+pub(crate) const JOB_LEASE_SECONDS: i64 = 60;
 
 fn add_impact(impact: &mut Impact, changes: &[GrantChange]) {
     let revoked = changes
@@ -455,20 +455,26 @@ impl App {
         }
     }
 
-    /// Resumes recomputes a crash (or a stopped replica) left running.
+    /// Resumes the bulk work (policy recomputes, released roster syncs) a
+    /// crash or a stopped replica left running.
     pub async fn resume_bulk_jobs(&self) -> Result<usize, AppError> {
         let now = self.now();
         let mut n = 0;
         for job in self.store.unclaimed_bulk_jobs(now).await? {
             let lease = now + chrono::Duration::seconds(JOB_LEASE_SECONDS);
-            if job.kind == "policy_recompute"
+            let known = job.kind == "policy_recompute" || job.kind == crate::held::ROSTER_RELEASE;
+            if known
                 && self
                     .store
                     .claim_bulk_job(&job.id, now, lease, false)
                     .await?
             {
-                tracing::info!(job = %job.id, cursor = %job.cursor, "resuming a policy recompute");
-                self.run_recompute(&job).await?;
+                tracing::info!(job = %job.id, kind = %job.kind, cursor = %job.cursor, "resuming bulk work");
+                if job.kind == crate::held::ROSTER_RELEASE {
+                    self.run_roster_release(&job).await?;
+                } else {
+                    self.run_recompute(&job).await?;
+                }
                 n += 1;
             }
         }

@@ -336,7 +336,7 @@ impl App {
         if !verdict.tripped {
             let presences = presences(&req.source, &req.sync_id, as_of, zone.name(), &present);
             stepped = Some(
-                self.record_roster_in_steps(&events, &presences, &mark, actor)
+                self.record_roster_in_steps(&events, &presences, &mark, actor, 0, None)
                     .await?,
             );
         }

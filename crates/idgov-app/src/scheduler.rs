@@ -119,6 +119,12 @@ pub async fn scheduler_loop(app: Weak<App>, interval: Duration) {
             Ok(n) => tracing::info!(applied = n, "applied scheduled HR events"),
             Err(e) => tracing::warn!(error = %e, "scheduler run failed; will retry"),
         }
+        // Bulk work whose process stopped (its lease ran out) goes on here.
+        match app.resume_bulk_jobs().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "resumed bulk work"),
+            Err(e) => tracing::warn!(error = %e, "resuming bulk work failed; will retry"),
+        }
         if !app.policy().policy.campaigns.is_empty()
             && let Err(e) = app.run_campaign_schedule().await
         {

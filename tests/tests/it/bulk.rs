@@ -1,7 +1,9 @@
-//! Bulk work in bounded steps (issue 9): a policy recompute runs in short
-//! transactions, intake goes on meanwhile, and a crash resumes it.
+//! Bulk work in bounded steps (issue 9): a policy recompute, a roster import
+//! and a held roster's release run in short transactions, intake goes on
+//! meanwhile, and a crash resumes them.
 
 use crate::common::*;
+use idgov_domain::guard::HeldState;
 use idgov_domain::hr::EventKind;
 use idgov_domain::identity::{AttributesPatch, Status};
 use idgov_domain::roster::RosterEntry;
@@ -166,5 +168,158 @@ both_backends! {
         assert_eq!(out.counts.joiners, 6000);
         assert_eq!(app.store.get_identity("E1").await.unwrap().unwrap().status, Status::Terminated);
         assert_eq!(app.store.count_identities(Status::Active).await.unwrap(), 6002);
+    }
+}
+
+/// The `org` roster with only the first `keep` people of B00000.. listed.
+fn shorter(keep: usize) -> SyncRequest {
+    let mut entries: Vec<RosterEntry> = (0..keep)
+        .map(|i| RosterEntry {
+            employee_id: format!("B{i:05}"),
+            attrs: Person::new("x", if i % 2 == 0 { "Finance" } else { "Sales" }).patch(),
+        })
+        .collect();
+    for o in ["O1", "O2"] {
+        entries.push(RosterEntry {
+            employee_id: o.into(),
+            attrs: Person::new(o, "Management").patch(),
+        });
+    }
+    SyncRequest {
+        source: "workday".into(),
+        sync_id: format!("short-{keep}"),
+        dry_run: false,
+        as_of: String::new(),
+        time_zone: String::new(),
+        entries,
+    }
+}
+
+/// The release's bulk job, once the release committed its decision.
+async fn release_job(app: &App, held: &str) -> Option<idgov_store::BulkJob> {
+    app.store
+        .get_bulk_job(&format!("release-{held}"))
+        .await
+        .unwrap()
+}
+
+both_backends! {
+    async fn a_leaver_is_applied_at_once_during_a_held_roster_release(t: TestStore) {
+        let (app, clock) = app_on(&t).await;
+        with_policy(&app).await;
+        org(&app, 4000).await;
+        // 3,500 of 4,002 missing: far above the guard's threshold.
+        let held = app.sync_roster(shorter(500), "service:hr").await.unwrap();
+        let held_id = held.held_change_id.clone().expect("held");
+        assert_eq!(held.counts.leavers, 3500);
+        clock.advance(chrono::Duration::seconds(60));
+        let release = {
+            let app = app.clone();
+            let id = held_id.clone();
+            tokio::spawn(async move { app.release_held(&id, "confirmed with HR", "user:sec").await })
+        };
+        // Wait until the release is applying, then a leaver who is still listed.
+        let t0 = Instant::now();
+        while app.store.get_identity("B00500").await.unwrap().unwrap().status != Status::Terminated {
+            assert!(t0.elapsed() < Duration::from_secs(120), "the release never started applying");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ev = event(&app, EventKind::Terminate, "t-b00001", "B00001", "", AttributesPatch::default());
+        let sent = Instant::now();
+        app.submit_event(ev, "service:hr").await.unwrap();
+        let took = sent.elapsed();
+        let busy = !release.is_finished();
+        let decided = release.await.unwrap().unwrap();
+        eprintln!("terminate during the release acknowledged in {took:?} (release still running: {busy})");
+        assert!(took < Duration::from_secs(2), "the leaver waited {took:?} behind the release");
+        assert_eq!(decided.state, HeldState::Released);
+        // The release applied all of it, and its roster presence (older
+        // than the terminate) did not bring the leaver back.
+        assert_eq!(app.store.get_identity("B01000").await.unwrap().unwrap().status, Status::Terminated);
+        assert_eq!(app.store.get_identity("B03999").await.unwrap().unwrap().status, Status::Terminated);
+        assert_eq!(app.store.get_identity("B00001").await.unwrap().unwrap().status, Status::Terminated);
+        assert!(active_grants(&app, "B00001").await.is_empty());
+        assert_eq!(active_grants(&app, "B00002").await, ["ledger", "lobby", "wiki"]);
+        assert_eq!(app.store.count_identities(Status::Active).await.unwrap(), 501);
+        let job = release_job(&app, &held_id).await.expect("the release is a bulk job");
+        assert_eq!(job.state, "done");
+        assert_eq!(job.detail["refused_count"], 0, "{:?}", job.detail);
+        let report = app.store.verify_audit_chain().await.unwrap();
+        assert!(report.broken.is_none());
+    }
+
+    async fn a_release_cut_short_resumes_where_it_stopped(t: TestStore) {
+        let (app, clock) = app_on(&t).await;
+        with_policy(&app).await;
+        org(&app, 5000).await;
+        let held = app.sync_roster(shorter(1000), "service:hr").await.unwrap();
+        let held_id = held.held_change_id.clone().expect("held");
+        clock.advance(chrono::Duration::seconds(60));
+        let release = {
+            let app = app.clone();
+            let id = held_id.clone();
+            tokio::spawn(async move { app.release_held(&id, "confirmed with HR", "user:sec").await })
+        };
+        // The process stops after the first step of the release.
+        let t0 = Instant::now();
+        loop {
+            if let Some(j) = release_job(&app, &held_id).await
+                && j.cursor.parse::<usize>().unwrap_or(0) > 0
+            {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(120), "the release never made a step");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        release.abort();
+        let _ = release.await;
+        let cut = release_job(&app, &held_id).await.unwrap();
+        assert_eq!(cut.state, "running", "cut short: {cut:?}");
+        let left_active = app.store.count_identities(Status::Active).await.unwrap();
+        assert!(left_active > 1002, "some leavers are still to go: {left_active}");
+        assert_eq!(
+            app.store.get_held_change(&held_id).await.unwrap().unwrap().state,
+            HeldState::Released,
+            "the decision stands while its application is under way"
+        );
+        drop(app);
+        // The lease runs out; a new process goes on from the recorded place.
+        clock.advance(chrono::Duration::seconds(120));
+        let app = App::start(t.store.clone(), clock.clone(), None).await.unwrap();
+        let t0 = Instant::now();
+        loop {
+            let j = release_job(&app, &held_id).await.unwrap();
+            if j.state == "done" {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(120), "not resumed: {j:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(app.store.count_identities(Status::Active).await.unwrap(), 1002);
+        for id in ["B01000", "B02500", "B04999"] {
+            assert_eq!(app.store.get_identity(id).await.unwrap().unwrap().status, Status::Terminated, "{id}");
+            assert!(active_grants(&app, id).await.is_empty(), "{id}");
+        }
+        assert_eq!(active_grants(&app, "B00000").await, ["ledger", "lobby", "wiki"]);
+        // Each leaver was terminated once: one applied terminate per person.
+        let applied = app.store.list_audit_events(
+            &idgov_store::AuditFilter { action: "hr.event.applied".into(), ..Default::default() }, 0, 20_000,
+        ).await.unwrap();
+        let terminates = applied.iter().filter(|e| e.detail.contains("\"to\":\"terminated\"")).count();
+        assert_eq!(terminates, 4000, "every leaver once, none twice");
+        // Done once: running it again changes nothing.
+        let j = release_job(&app, &held_id).await.unwrap();
+        let before = app.store.verify_audit_chain().await.unwrap();
+        app.run_roster_release(&j).await.unwrap();
+        let after = app.store.verify_audit_chain().await.unwrap();
+        assert!(after.broken.is_none());
+        assert_eq!(before.checked, after.checked, "a finished release writes nothing more");
+        let synced = app.store.list_audit_events(
+            &idgov_store::AuditFilter { action: "roster.sync".into(), ..Default::default() }, 0, 100,
+        ).await.unwrap();
+        assert!(
+            synced.iter().any(|e| e.detail.contains("released_from") && e.detail.contains(&held_id)),
+            "the release's end is audited"
+        );
     }
 }
