@@ -154,15 +154,20 @@ impl App {
             detail["result"] = self.apply_held(&mut tx, &held, actor, now).await?;
         } else if held.kind == HeldKind::CampaignClose {
             // Discarded: the campaign closes, nothing revoked by default
-            // (the unanswered are kept, flagged).
+            // (the unanswered are kept, flagged), in steps after the commit.
             let staged: crate::review::StagedClose =
                 serde_json::from_value(held.payload.clone()).map_err(corrupt)?;
             if let Some(mut c) = tx.campaign_for_update(&staged.campaign_id).await? {
-                let (defaulted, _, _) =
-                    self.apply_close(&mut tx, &mut c, false, actor, now).await?;
-                detail["result"] = json!({"campaign": c.id, "defaulted_kept": defaulted});
+                self.resume_held_close(&mut tx, &mut c, false, actor)
+                    .await?;
+                detail["result"] = json!({"campaign": c.id, "closing": true, "revoke": false});
             }
         }
+        let closing = detail["result"]["closing"]
+            .as_bool()
+            .unwrap_or(false)
+            .then(|| detail["result"]["campaign"].as_str().map(String::from))
+            .flatten();
         let recompute = detail["result"]["recompute"].as_str().map(String::from);
         let release = detail["result"]["release_job"].as_str().map(String::from);
         tx.decide_held_change(id, decision, actor, reason, now)
@@ -180,6 +185,9 @@ impl App {
             .security(),
         );
         tx.commit(now).await?;
+        if let Some(campaign) = closing {
+            self.finish_close(&campaign).await?;
+        }
         if decision == HeldState::Released {
             self.wake_provisioning();
             if held.kind == HeldKind::PolicyApply {
@@ -285,9 +293,9 @@ impl App {
                     .campaign_for_update(&staged.campaign_id)
                     .await?
                     .ok_or_else(|| AppError::not_found("the held campaign is gone"))?;
-                let (defaulted, revoked, _) =
-                    self.apply_close(tx, &mut c, true, actor, now).await?;
-                json!({"campaign": c.id, "defaulted": defaulted, "revoked": revoked})
+                // The defaults apply in steps once this decision commits.
+                self.resume_held_close(tx, &mut c, true, actor).await?;
+                json!({"campaign": c.id, "closing": true, "revoke": true})
             }
             HeldKind::RosterSync => {
                 // The decision is recorded here; the staged events are

@@ -17,8 +17,8 @@ use idgov_domain::guard::{self, HeldKind};
 use idgov_domain::identity::Status;
 use idgov_domain::policy::{CampaignDef, ReviewerStrategy};
 use idgov_domain::review::{
-    self, Campaign, CampaignState, Context, Decided, ItemState, ReviewItem, Reviewer, Stage,
-    Verdict,
+    self, Campaign, CampaignState, CloseProgress, Context, Decided, ItemState, ReviewItem,
+    Reviewer, Stage, Verdict,
 };
 use idgov_store::{ItemFilter, ScopedGrant, WriteTx};
 use serde::{Deserialize, Serialize};
@@ -436,6 +436,7 @@ impl App {
             items: 0,
             held_change_id: None,
             generated_after: Some(String::new()),
+            closing: None,
         };
         if !tx.insert_campaign(&campaign).await? {
             tx.rollback().await?;
@@ -999,46 +1000,155 @@ impl App {
     /// Closes a campaign: items whose grant ended are superseded, the
     /// unanswered take their level's default. A close that would revoke
     /// more people's access than the guard allows is held.
+    ///
+    /// The close is bulk work in bounded steps: the campaign turns
+    /// `closing` first (decisions are refused from then on), the guard
+    /// counts what the defaults would revoke, and the unanswered take
+    /// their default a page per transaction with the campaign's progress
+    /// recorded in each, so HR intake goes on meanwhile and a close cut
+    /// short is carried on by the scheduler (or by closing again).
     pub async fn close_campaign(&self, id: &str, actor: &str) -> Result<CloseOutcome, AppError> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        let policy = self.policy_for(&mut tx);
         let Some(mut c) = tx.campaign_for_update(id).await? else {
             return Err(AppError::not_found(format!(
                 "there is no campaign {}",
                 idgov_domain::error::echo(id)
             )));
         };
-        if c.state != CampaignState::Open {
-            return Err(AppError::precondition(format!(
-                "campaign {id} is {}",
-                c.state
-            )));
+        match c.state {
+            CampaignState::Open => {}
+            CampaignState::Closing => {
+                drop(tx);
+                return self.finish_close(id).await;
+            }
+            other => {
+                return Err(AppError::precondition(format!("campaign {id} is {other}")));
+            }
         }
         let superseded = supersede(&mut tx, id, actor).await?;
-        // Count what the defaults would revoke, a page at a time.
-        let mut affected: BTreeSet<String> = BTreeSet::new();
-        let mut after = String::new();
+        c.state = CampaignState::Closing;
+        c.closing = Some(CloseProgress {
+            revoke: true,
+            actor: actor.to_string(),
+            superseded,
+            ..CloseProgress::default()
+        });
+        tx.update_campaign(&c).await?;
+        tx.commit(now).await?;
+        self.finish_close(id).await
+    }
+
+    /// Carries a closing campaign to its end (see [`App::close_campaign`]):
+    /// the guard first if it has not decided yet, then the defaults a page
+    /// per transaction. Safe to run twice at once (each step reads the
+    /// progress under the campaign's lock) and after a crash.
+    pub async fn finish_close(&self, id: &str) -> Result<CloseOutcome, AppError> {
+        let c = self.campaign(id).await?;
+        let mut guard_verdict = None;
+        if c.state == CampaignState::Closing && !c.closing.as_ref().is_some_and(|p| p.guarded) {
+            let (verdict, held) = self.guard_close(&c).await?;
+            guard_verdict = Some(verdict);
+            if let Some(out) = held {
+                return Ok(out);
+            }
+        }
+        let mut attempt = 0;
         loop {
-            let page = tx.open_items(id, &after, PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.id.clone();
-            for i in &page {
-                if review::unanswered(&policy.policy, i, c.mover, &policy.policy.protected)
-                    == ItemState::Revoked
-                {
-                    affected.insert(i.employee_id.clone());
+            let now = self.now();
+            let step = async {
+                let mut tx = self.store.begin().await?;
+                let Some(mut c) = tx.campaign_for_update(id).await? else {
+                    return Err(AppError::not_found("the campaign is gone"));
+                };
+                if c.state != CampaignState::Closing {
+                    return Ok(Some(c));
+                }
+                let done = self.close_step(&mut tx, &mut c, now).await?;
+                tx.update_campaign(&c).await?;
+                tx.commit(now).await?;
+                Ok(done.then_some(c))
+            }
+            .await;
+            match step {
+                Err(e) if e.is_retryable() && attempt < 8 => {
+                    attempt += 1;
+                    self.after_conflict(&e, attempt).await;
+                }
+                Err(e) => return Err(e),
+                Ok(Some(c)) => {
+                    self.wake_provisioning();
+                    let p = c.closing.clone().unwrap_or_default();
+                    return Ok(CloseOutcome {
+                        held_change_id: c
+                            .held_change_id
+                            .clone()
+                            .filter(|_| c.state == CampaignState::Held),
+                        campaign: c,
+                        defaulted: p.defaulted,
+                        revoked: p.revoked,
+                        superseded: p.superseded,
+                        guard: guard_verdict,
+                    });
+                }
+                Ok(None) => {
+                    attempt = 0;
+                    // Let intake in between steps.
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    }
+
+    /// The guard's decision on a closing campaign: how many people's
+    /// access its defaults would revoke, counted on a read snapshot
+    /// (decisions are refused while closing; a leaver only shrinks the
+    /// count). Held: the campaign turns `held` with its held change.
+    async fn guard_close(
+        &self,
+        c: &Campaign,
+    ) -> Result<(guard::Verdict, Option<CloseOutcome>), AppError> {
+        let policy = self.policy();
+        let mut affected: BTreeSet<String> = BTreeSet::new();
+        {
+            let mut rtx = self.store.begin_read().await?;
+            let mut after = String::new();
+            loop {
+                let page = rtx.open_items(&c.id, &after, PAGE).await?;
+                let Some(last) = page.last() else { break };
+                after = last.id.clone();
+                for i in &page {
+                    if review::unanswered(&policy.policy, i, c.mover, &policy.policy.protected)
+                        == ItemState::Revoked
+                    {
+                        affected.insert(i.employee_id.clone());
+                    }
                 }
             }
         }
         let active = self.store.count_identities(Status::Active).await? as u64;
         let verdict = guard::evaluate(active, affected.len() as u64, &policy.policy.guard);
+        let now = self.now();
+        let mut tx = self.store.begin().await?;
+        let Some(mut c) = tx.campaign_for_update(&c.id).await? else {
+            return Err(AppError::not_found("the campaign is gone"));
+        };
+        let mut p = c.closing.clone().unwrap_or_default();
+        if c.state != CampaignState::Closing || p.guarded {
+            // Someone else decided meanwhile.
+            return Ok((verdict, None));
+        }
         if verdict.tripped && !c.mover {
             let summary = format!(
                 "closing campaign {} would revoke access of {} people by default",
                 c.id,
                 affected.len()
             );
+            let actor = if p.actor.is_empty() {
+                crate::SYSTEM_SCHEDULER.to_string()
+            } else {
+                p.actor.clone()
+            };
             let held_id = crate::held::hold(
                 &mut tx,
                 HeldKind::CampaignClose,
@@ -1049,7 +1159,7 @@ impl App {
                 }),
                 Action::CampaignCloseHeld,
                 json!({"campaign": c.id, "people": affected.len()}),
-                actor,
+                &actor,
                 now,
             )
             .await?;
@@ -1057,103 +1167,120 @@ impl App {
             c.held_change_id = Some(held_id.clone());
             tx.update_campaign(&c).await?;
             tx.commit(now).await?;
-            return Ok(CloseOutcome {
-                campaign: c,
-                defaulted: 0,
-                revoked: 0,
-                superseded,
-                held_change_id: Some(held_id),
-                guard: Some(verdict),
-            });
+            return Ok((
+                verdict,
+                Some(CloseOutcome {
+                    superseded: p.superseded,
+                    campaign: c,
+                    defaulted: 0,
+                    revoked: 0,
+                    held_change_id: Some(held_id),
+                    guard: Some(verdict),
+                }),
+            ));
         }
-        let (defaulted, revoked, queued) =
-            self.apply_close(&mut tx, &mut c, true, actor, now).await?;
+        p.guarded = true;
+        c.closing = Some(p);
+        tx.update_campaign(&c).await?;
         tx.commit(now).await?;
-        if queued > 0 {
-            self.wake_provisioning();
-        }
-        Ok(CloseOutcome {
-            campaign: c,
-            defaulted,
-            revoked,
-            superseded,
-            held_change_id: None,
-            guard: Some(verdict),
-        })
+        Ok((verdict, None))
     }
 
-    /// Gives every open item its default (revocations only when `revoke`)
-    /// and closes the campaign, in `tx`. Returns (defaulted, revoked,
-    /// directory operations queued).
-    pub(crate) async fn apply_close(
+    /// Turns a held close into a closing campaign in `tx` (released: the
+    /// defaults apply; discarded: the unanswered are kept, flagged); the
+    /// caller runs [`App::finish_close`] once `tx` is committed.
+    pub(crate) async fn resume_held_close(
         &self,
         tx: &mut WriteTx,
         c: &mut Campaign,
         revoke: bool,
         actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(u64, u64, usize), AppError> {
-        let policy = self.policy_for(tx);
-        supersede(tx, &c.id, actor).await?;
-        let (mut defaulted, mut revoked, mut queued) = (0u64, 0u64, 0usize);
-        let mut after = String::new();
-        loop {
-            // Every item of a page leaves the open set, and none can come
-            // back (the close holds the campaign): go on after the last one.
-            // (Reading from the start again made PostgreSQL walk the index
-            // entries of every item already defaulted in this transaction.)
-            let page = tx.open_items(&c.id, &after, PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.id.clone();
-            let mut to_revoke = Vec::new();
-            let mut by_state: BTreeMap<ItemState, Vec<String>> = BTreeMap::new();
-            for mut i in page {
-                let mut state =
-                    review::unanswered(&policy.policy, &i, c.mover, &policy.policy.protected);
-                if state == ItemState::Revoked && !revoke {
-                    state = ItemState::Flagged;
-                }
-                i.state = state;
-                i.decided_by = Some(review::BY_DEFAULT.into());
-                i.decided_at = Some(now);
-                by_state.entry(state).or_default().push(i.id.clone());
-                tx.audit(AuditEntry::new(
-                    actor,
-                    Action::ReviewDefaulted,
-                    Target::ReviewItem(i.id.clone()),
-                    json!({"campaign": c.id, "grant": i.grant_id, "employee": i.employee_id,
-                           "entitlement": i.entitlement_id, "outcome": state}),
-                ));
-                defaulted += 1;
-                if state == ItemState::Revoked {
-                    revoked += 1;
-                    to_revoke.push(i);
-                }
-            }
-            // One statement per outcome (the close holds the campaign, so no
-            // decision can land meanwhile; only open items change).
-            for (state, ids) in &by_state {
-                let n = tx.default_items(ids, *state, now).await?;
-                if n != ids.len() as u64 {
-                    return Err(AppError::Store(idgov_store::StoreError::Conflict(
-                        "a review item changed during the close".into(),
-                    )));
-                }
-            }
-            queued += self
-                .revoke_reviewed(tx, &policy, &to_revoke, actor, now)
-                .await?;
-        }
-        c.state = CampaignState::Closed;
-        c.closed_at = Some(now);
+    ) -> Result<(), AppError> {
+        let mut p = c.closing.clone().unwrap_or_default();
+        p.revoke = revoke;
+        p.actor = actor.to_string();
+        p.guarded = true;
+        c.state = CampaignState::Closing;
+        c.closing = Some(p);
         tx.update_campaign(c).await?;
-        tx.audit(AuditEntry::new(
-            actor,
-            Action::CampaignClosed,
-            Target::Campaign(c.id.clone()),
-            json!({"defaulted": defaulted, "revoked_by_default": revoked, "revocations_applied": revoke}),
-        ));
-        Ok((defaulted, revoked, queued))
+        Ok(())
+    }
+
+    /// One step of a close, in `tx`: the next page of open items takes its
+    /// default; with none left, the campaign closes. Returns true when it
+    /// closed. `c` carries the progress.
+    async fn close_step(
+        &self,
+        tx: &mut WriteTx,
+        c: &mut Campaign,
+        now: DateTime<Utc>,
+    ) -> Result<bool, AppError> {
+        let policy = self.policy_for(tx);
+        let mut p = c.closing.clone().unwrap_or_default();
+        let actor = if p.actor.is_empty() {
+            crate::SYSTEM_SCHEDULER.to_string()
+        } else {
+            p.actor.clone()
+        };
+        // Every item of a page leaves the open set and none comes back
+        // (decisions are refused while closing): go on after the last one.
+        // (Reading from the start again walks the index entries of every
+        // item already defaulted.)
+        let page = tx.open_items(&c.id, &p.after, PAGE).await?;
+        let Some(last) = page.last() else {
+            p.superseded += supersede(tx, &c.id, &actor).await?;
+            c.state = CampaignState::Closed;
+            c.closed_at = Some(now);
+            tx.audit(AuditEntry::new(
+                &actor,
+                Action::CampaignClosed,
+                Target::Campaign(c.id.clone()),
+                json!({"defaulted": p.defaulted, "revoked_by_default": p.revoked, "revocations_applied": p.revoke}),
+            ));
+            c.closing = Some(p);
+            return Ok(true);
+        };
+        p.after = last.id.clone();
+        let mut to_revoke = Vec::new();
+        let mut by_state: BTreeMap<ItemState, Vec<String>> = BTreeMap::new();
+        for mut i in page {
+            let mut state =
+                review::unanswered(&policy.policy, &i, c.mover, &policy.policy.protected);
+            if state == ItemState::Revoked && !p.revoke {
+                state = ItemState::Flagged;
+            }
+            i.state = state;
+            i.decided_by = Some(review::BY_DEFAULT.into());
+            i.decided_at = Some(now);
+            by_state.entry(state).or_default().push(i.id.clone());
+            tx.audit(AuditEntry::new(
+                &actor,
+                Action::ReviewDefaulted,
+                Target::ReviewItem(i.id.clone()),
+                json!({"campaign": c.id, "grant": i.grant_id, "employee": i.employee_id,
+                       "entitlement": i.entitlement_id, "outcome": state}),
+            ));
+            p.defaulted += 1;
+            if state == ItemState::Revoked {
+                p.revoked += 1;
+                to_revoke.push(i);
+            }
+        }
+        // One statement per outcome. An item superseded meanwhile (a
+        // leaver committed between the read and here) fails the step,
+        // which is retried.
+        for (state, ids) in &by_state {
+            let n = tx.default_items(ids, *state, now).await?;
+            if n != ids.len() as u64 {
+                return Err(AppError::Store(idgov_store::StoreError::Conflict(
+                    "a review item changed during the close".into(),
+                )));
+            }
+        }
+        self.revoke_reviewed(tx, &policy, &to_revoke, &actor, now)
+            .await?;
+        c.closing = Some(p);
+        Ok(false)
     }
 
     /// Completion and decisions per reviewer, with rubber-stamp indicators.
@@ -1277,6 +1404,14 @@ impl App {
                 }
                 continue;
             }
+            if c.state == CampaignState::Closing {
+                // A close cut short (or under way elsewhere: each step
+                // takes the campaign's lock and its recorded progress).
+                if let Err(e) = self.finish_close(&c.id).await {
+                    tracing::warn!(campaign = c.id, error = %e, "resuming a campaign's close failed");
+                }
+                continue;
+            }
             if c.due_at <= now {
                 match self.close_campaign(&c.id, "system:scheduler").await {
                     Ok(_) => {}
@@ -1362,6 +1497,7 @@ impl App {
                     items: items.len() as i64,
                     held_change_id: None,
                     generated_after: None,
+                    closing: None,
                 };
                 if !tx.insert_campaign(&c).await? {
                     continue;

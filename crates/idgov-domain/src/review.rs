@@ -34,9 +34,28 @@ string_enum!(
         Open => "open",
         /// Its close would revoke more than the guard allows: held.
         Held => "held",
+        /// Being closed (the unanswered take their default a page at a
+        /// time); decisions are refused.
+        Closing => "closing",
         Closed => "closed",
     }
 );
+
+/// A close under way: what the unanswered get, who closes, how far it got.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseProgress {
+    /// False when a held close was discarded: the unanswered are kept,
+    /// flagged, whatever their default.
+    pub revoke: bool,
+    pub actor: String,
+    /// The guard let the close go on (or a person released it).
+    pub guarded: bool,
+    /// The last item given its default (items are taken in id order).
+    pub after: String,
+    pub defaulted: u64,
+    pub revoked: u64,
+    pub superseded: u64,
+}
 
 string_enum!(
     /// Where a review item stands.
@@ -88,6 +107,9 @@ pub struct Campaign {
     /// While starting: the last person whose grants became items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generated_after: Option<String>,
+    /// While closing, once the guard let the close go on: its progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closing: Option<CloseProgress>,
 }
 
 /// One grant under review.

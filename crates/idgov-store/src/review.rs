@@ -467,10 +467,10 @@ impl WriteTx {
         row.as_ref().map(campaign_from_row).transpose()
     }
 
-    /// Open and starting campaigns (the scheduler's work list).
+    /// Open, starting and closing campaigns (the scheduler's work list).
     pub async fn open_campaigns(&mut self) -> Result<Vec<Campaign>, StoreError> {
         let rows = sqlx::query(
-            "SELECT state, closed_at, body FROM campaigns WHERE state IN ('open', 'starting') \
+            "SELECT state, closed_at, body FROM campaigns WHERE state IN ('open', 'starting', 'closing') \
              ORDER BY due_at LIMIT 1000",
         )
         .fetch_all(&mut *self.tx)

@@ -524,6 +524,7 @@ both_backends! {
             items: 0,
             held_change_id: None,
             generated_after: Some(String::new()),
+            closing: None,
         };
         let mut tx = app.store.begin().await.unwrap();
         assert!(tx.insert_campaign(&c).await.unwrap());
@@ -600,5 +601,136 @@ both_backends! {
         let report = app.campaign_report(&c.id).await.unwrap();
         let m1 = report.reviewers.iter().find(|r| r.reviewer == "M1").unwrap();
         assert_eq!(m1.decided_without_opening, 2);
+    }
+}
+
+/// `n` more accountants (Finance, under M1): each holds wiki (internal)
+/// and ledger (confidential), so a campaign of either level has `n` items
+/// and more: a close of 2,100 takes three steps of a thousand.
+async fn accountants(app: &App, n: usize) {
+    let people: Vec<String> = (0..n).map(|i| format!("A{i:05}")).collect();
+    for chunk in people.chunks(100) {
+        let sends = chunk.iter().map(|id| {
+            let mut p = Person::new(id, "Finance");
+            p.manager = Some("M1");
+            app.submit_event(
+                event(
+                    app,
+                    EventKind::Hire,
+                    &format!("hire-{id}"),
+                    id,
+                    "",
+                    p.patch(),
+                ),
+                "service:hr",
+            )
+        });
+        for r in futures::future::join_all(sends).await {
+            r.unwrap();
+        }
+    }
+}
+
+both_backends! {
+    async fn a_leaver_is_applied_at_once_during_a_large_close(t: TestStore) {
+        let (app, _) = setup(&t).await;
+        accountants(&app, 5100).await;
+        let c = app.start_campaign("internal", "user:admin").await.unwrap();
+        let items = items_of(&app, &c.id).await;
+        assert!(items.len() > 5100, "{} items", items.len());
+        // The last item M1 reviews (items are defaulted in id order).
+        let last = items.iter().rfind(|i| i.reviewer == "M1").cloned().unwrap();
+        let close = {
+            let app = app.clone();
+            let id = c.id.clone();
+            tokio::spawn(async move { app.close_campaign(&id, "user:admin").await })
+        };
+        // Wait until the close has given its first page their default.
+        let t0 = std::time::Instant::now();
+        loop {
+            let now = app.campaign(&c.id).await.unwrap();
+            if now.closing.as_ref().is_some_and(|p| p.defaulted > 0) {
+                break;
+            }
+            assert!(t0.elapsed() < std::time::Duration::from_secs(120), "the close never made a step: {:?}", now.state);
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let sent = std::time::Instant::now();
+        app.submit_event(event(&app, EventKind::Terminate, "t-A05099", "A05099", "", AttributesPatch::default()), "service:hr")
+            .await
+            .unwrap();
+        let took = sent.elapsed();
+        let busy = !close.is_finished();
+        // Decisions are refused once the campaign closes.
+        let r = decide(&app, "M1", &[], vec![decision(&last, Verdict::Certify, "")]).await;
+        assert!(r[0].is_err(), "a decision landed in a closing campaign");
+        let out = close.await.unwrap().unwrap();
+        eprintln!("terminate during the close acknowledged in {took:?} (close still running: {busy})");
+        assert!(took < std::time::Duration::from_secs(2), "the leaver waited {took:?} behind the close");
+        assert_eq!(out.campaign.state, CampaignState::Closed);
+        let after = items_of(&app, &c.id).await;
+        assert!(after.iter().all(|i| i.state != ItemState::Open), "an item was left open");
+        let flagged = after.iter().filter(|i| i.state == ItemState::Flagged).count() as u64;
+        assert_eq!(out.defaulted, flagged, "internal: the unanswered are kept, flagged");
+        assert_eq!(audit_count(&app, "review.defaulted", "").await as u64, out.defaulted, "one audit event per default");
+        assert!(active_grants(&app, "A05099").await.is_empty());
+        let report = app.store.verify_audit_chain().await.unwrap();
+        assert!(report.broken.is_none());
+    }
+
+    async fn a_released_close_cut_short_is_carried_on_by_the_scheduler(t: TestStore) {
+        let (app, _) = setup(&t).await;
+        accountants(&app, 2100).await;
+        let c = app.start_campaign("confidential", "user:admin").await.unwrap();
+        let total = items_of(&app, &c.id).await.len();
+        // Nobody answers: every accountant would lose the ledger: held.
+        let out = app.close_campaign(&c.id, "user:admin").await.unwrap();
+        let held = out.held_change_id.clone().expect("held by the guard");
+        assert_eq!(out.campaign.state, CampaignState::Held);
+        let release = {
+            let app = app.clone();
+            tokio::spawn(async move { app.release_held(&held, "reviewed the list", "user:S1").await })
+        };
+        let t0 = std::time::Instant::now();
+        loop {
+            let now = app.campaign(&c.id).await.unwrap();
+            if now.closing.as_ref().is_some_and(|p| p.defaulted > 0) {
+                break;
+            }
+            assert!(t0.elapsed() < std::time::Duration::from_secs(120), "the release never made a step");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        // The process stops in the middle of the close.
+        release.abort();
+        let _ = release.await;
+        let cut = app.campaign(&c.id).await.unwrap();
+        assert_eq!(cut.state, CampaignState::Closing, "cut short");
+        let done_before = cut.closing.clone().unwrap().defaulted;
+        assert!(done_before < total as u64, "part of it is left: {done_before} of {total}");
+        // The scheduler carries it on from the recorded place (a tick that
+        // fails, e.g. on the stopped process's locks not yet released, is
+        // retried at the next tick).
+        for tick in 0.. {
+            match app.run_campaign_schedule().await {
+                Ok(()) => break,
+                Err(e) if tick < 5 => eprintln!("scheduler tick {tick} failed: {e:?}"),
+                Err(e) => panic!("the scheduler cannot carry the close on: {e:?}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let closed = app.campaign(&c.id).await.unwrap();
+        assert_eq!(closed.state, CampaignState::Closed);
+        let after = items_of(&app, &c.id).await;
+        assert!(after.iter().all(|i| i.state != ItemState::Open));
+        let revoked = after.iter().filter(|i| i.state == ItemState::Revoked).count();
+        assert!(revoked > 2100, "{revoked}");
+        assert_eq!(closed.closing.unwrap().revoked as usize, revoked, "counted once each");
+        assert_eq!(audit_count(&app, "review.defaulted", "").await, after.iter().filter(|i| i.decided_by.as_deref() == Some("system:non-response")).count(), "each default audited once");
+        for id in ["A00000", "A01000", "A02099"] {
+            assert!(!active_grants(&app, id).await.contains(&"ledger".to_string()), "{id} kept the ledger");
+        }
+        assert!(active_grants(&app, "P6").await.contains(&"ledger".to_string()), "protected");
+        let report = app.store.verify_audit_chain().await.unwrap();
+        assert!(report.broken.is_none());
     }
 }

@@ -25,6 +25,7 @@ fn campaign(c: &Campaign) -> pb::Campaign {
             CampaignState::Held => pb::CampaignState::Held,
             CampaignState::Closed => pb::CampaignState::Closed,
             CampaignState::Starting => pb::CampaignState::Starting,
+            CampaignState::Closing => pb::CampaignState::Closing,
         } as i32,
         policy_version: c.policy_version,
         started_at: Some(convert::ts(c.started_at)),
