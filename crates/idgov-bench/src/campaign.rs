@@ -166,12 +166,39 @@ pub async fn campaign(people: usize, backend: &str) -> anyhow::Result<()> {
         }
     };
     let t = Instant::now();
-    let out = app.close_campaign(&c.id, "user:bench").await.map_err(e)?;
+    let close = {
+        let app = app.clone();
+        let id = c.id.clone();
+        tokio::spawn(async move { app.close_campaign(&id, "user:bench").await })
+    };
+    // A leaver 3 s into the close: applied at once, not after it.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let leaver = idgov_domain::hr::HrEvent::parse(
+        idgov_domain::hr::HrEventInput {
+            source: "bench".into(),
+            event_id: "leave-during-close".into(),
+            kind: Some(idgov_domain::hr::EventKind::Terminate),
+            employee_id: emp(people - 2),
+            ..Default::default()
+        },
+        app.policy().policy.hr_time_zone,
+        app.now(),
+    )
+    .map_err(e)?;
+    let l = Instant::now();
+    app.submit_event(leaver, "service:bench").await.map_err(e)?;
+    let leaver_ms = l.elapsed().as_secs_f64() * 1e3;
+    let still = !close.is_finished();
+    let out = close.await?.map_err(e)?;
     println!(
         "| close with {} of {} items unanswered (each defaulted with its audit event) | {:.1} s | — |",
         out.defaulted,
         c.items,
         t.elapsed().as_secs_f64()
+    );
+    println!(
+        "| terminate sent 3 s into the close: applied after | {leaver_ms:.0} ms{} | — |",
+        if still { " (close still running)" } else { "" }
     );
     anyhow::ensure!(
         decided > 0 && out.held_change_id.is_none(),
