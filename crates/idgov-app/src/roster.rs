@@ -7,8 +7,9 @@ use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::guard::{self, HeldKind, Verdict};
 use idgov_domain::history::{Presence, RosterMark};
 use idgov_domain::hr::HrEvent;
-use idgov_domain::identity::{Status, text_problem};
-use idgov_domain::roster::{self, ChangeKind, DiffCounts, RosterDiff, RosterEntry};
+use idgov_domain::identity::{Identity, text_problem};
+use idgov_domain::roster::{self, ChangeKind, DiffCounts, RosterChange, RosterDiff, RosterEntry};
+use std::collections::HashMap;
 
 /// How many changes a sync's answer (and its stored receipt) shows.
 pub const SHOWN_CHANGES: usize = 1000;
@@ -99,15 +100,15 @@ impl StagedSync {
     }
 }
 
-fn presences(
+fn presences<'a>(
     source: &str,
     sync_id: &str,
     as_of: DateTime<Utc>,
     zone: &str,
-    entries: &[RosterEntry],
+    entries: impl IntoIterator<Item = &'a RosterEntry>,
 ) -> Vec<(String, Presence)> {
     entries
-        .iter()
+        .into_iter()
         .map(|e| {
             (
                 e.employee_id.clone(),
@@ -123,61 +124,126 @@ fn presences(
         .collect()
 }
 
-/// People the roster does not list and does not terminate (they hold no
-/// access now) whose history goes past the roster's time: in effective order
-/// its absence may still concern them, so they are replayed with it.
-fn behind(
-    entries: &[RosterEntry],
-    diff: &RosterDiff,
-    identities: &std::collections::HashMap<String, idgov_domain::identity::Identity>,
-    mark: &RosterMark,
-) -> Vec<String> {
-    let listed: std::collections::HashSet<&str> =
-        entries.iter().map(|e| e.employee_id.as_str()).collect();
-    let changed: std::collections::HashSet<&str> = diff
-        .changes
-        .iter()
-        .map(|c| c.employee_id.as_str())
-        .collect();
-    identities
-        .values()
-        .filter(|i| !listed.contains(i.employee_id.as_str()))
-        .filter(|i| !changed.contains(i.employee_id.as_str()))
-        .filter(|i| {
-            i.history
-                .last
-                .as_ref()
-                .is_some_and(|k| *k > mark.key(&i.employee_id))
-        })
-        .map(|i| i.employee_id.clone())
-        .collect()
+/// How many people a roster diff reads at a time.
+const WALK_PAGE: i64 = 2000;
+
+/// A roster against the people, read a page at a time (never the whole
+/// table at once).
+#[derive(Default)]
+struct Walked {
+    diff: RosterDiff,
+    /// The entries (by place) of people listed, unchanged, who work here:
+    /// their presence is recorded (see `history::Presence`).
+    present: Vec<usize>,
+    /// People the roster does not list and does not terminate (they hold
+    /// no access now) whose history goes past the roster's time: in
+    /// effective order its absence may still concern them, so they are
+    /// replayed with it.
+    behind: Vec<String>,
+    /// The current manager of each listed person whose entry leaves the
+    /// manager out (the cycle check keeps it).
+    managers: HashMap<String, String>,
+    /// People working here (active or suspended): the guard's base.
+    active: u64,
 }
 
-/// The entries of people present in the roster whom it does not change and
-/// who work here: their presence is recorded (see `history::Presence`).
-fn unchanged_present(
-    entries: &[RosterEntry],
-    diff: &RosterDiff,
-    identities: &std::collections::HashMap<String, idgov_domain::identity::Identity>,
-) -> Vec<RosterEntry> {
-    let changed: std::collections::HashSet<&str> = diff
-        .changes
-        .iter()
-        .map(|c| c.employee_id.as_str())
-        .collect();
-    entries
-        .iter()
-        .filter(|e| !changed.contains(e.employee_id.as_str()))
-        .filter(|e| {
-            identities
-                .get(&e.employee_id)
-                .is_some_and(|i| i.may_hold_access())
-        })
-        .cloned()
-        .collect()
+impl Walked {
+    fn visit(
+        &mut self,
+        changes: &mut Vec<(usize, RosterChange)>,
+        at: usize,
+        e: &RosterEntry,
+        cur: Option<&Identity>,
+    ) {
+        if e.attrs.manager_id.is_none()
+            && let Some(m) = cur.and_then(|p| p.attrs.manager_id.clone())
+        {
+            self.managers.insert(e.employee_id.clone(), m);
+        }
+        match roster::classify(e, cur) {
+            Some(c) => changes.push((at, c)),
+            None => {
+                self.diff.unchanged += 1;
+                if cur.is_some_and(|p| p.may_hold_access()) {
+                    self.present.push(at);
+                }
+            }
+        }
+    }
 }
 
 impl App {
+    /// Diffs `entries` against the people a page at a time, in a merge of
+    /// both by employee id: what `roster::diff` computes over everyone,
+    /// with the listed people's changes in roster order and the leavers by
+    /// employee id.
+    async fn walk_people(
+        &self,
+        entries: &[RosterEntry],
+        mark: &RosterMark,
+    ) -> Result<Walked, AppError> {
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_unstable_by(|a, b| entries[*a].employee_id.cmp(&entries[*b].employee_id));
+        let listed = |id: &str| {
+            order
+                .binary_search_by(|j| entries[*j].employee_id.as_str().cmp(id))
+                .is_ok()
+        };
+        let mut w = Walked::default();
+        let mut changes: Vec<(usize, RosterChange)> = Vec::new();
+        let mut leavers: Vec<RosterChange> = Vec::new();
+        let mut k = 0;
+        let mut after = String::new();
+        loop {
+            let page = self.store.identities_page(&after, WALK_PAGE).await?;
+            let Some(last) = page.last().map(|p| p.employee_id.clone()) else {
+                break;
+            };
+            let by_id: HashMap<&str, &Identity> =
+                page.iter().map(|p| (p.employee_id.as_str(), p)).collect();
+            while let Some(&at) = order.get(k)
+                && entries[at].employee_id <= last
+            {
+                let e = &entries[at];
+                w.visit(
+                    &mut changes,
+                    at,
+                    e,
+                    by_id.get(e.employee_id.as_str()).copied(),
+                );
+                k += 1;
+            }
+            for p in &page {
+                let works_here = roster::leaves_when_unlisted(p);
+                if works_here {
+                    w.active += 1;
+                }
+                if listed(&p.employee_id) {
+                    continue;
+                }
+                if works_here {
+                    leavers.push(roster::leaver(p));
+                } else if p
+                    .history
+                    .last
+                    .as_ref()
+                    .is_some_and(|key| *key > mark.key(&p.employee_id))
+                {
+                    w.behind.push(p.employee_id.clone());
+                }
+            }
+            after = last;
+        }
+        // Everyone after the last person known is new.
+        for &at in &order[k.min(order.len())..] {
+            w.visit(&mut changes, at, &entries[at], None);
+        }
+        changes.sort_unstable_by_key(|(at, _)| *at);
+        w.present.sort_unstable();
+        w.diff.changes = changes.into_iter().map(|(_, c)| c).chain(leavers).collect();
+        Ok(w)
+    }
+
     /// Syncs a roster snapshot. Re-sending the same (source, sync_id) returns
     /// the first outcome and changes nothing. The server's own concurrency
     /// (a policy changed by another replica) is retried here.
@@ -284,8 +350,14 @@ impl App {
             return stored_outcome(prev);
         }
 
-        let identities = self.store.all_identities().await?;
-        if let Some((at, cycle)) = roster::manager_cycle(&req.entries, &identities) {
+        let mark = RosterMark {
+            source: req.source.clone(),
+            sync_id: req.sync_id.clone(),
+            as_of,
+            time_zone: zone.name().to_string(),
+        };
+        let walked = self.walk_people(&req.entries, &mark).await?;
+        if let Some((at, cycle)) = roster::manager_cycle(&req.entries, &walked.managers) {
             return Err(AppError::invalid(
                 &format!("roster[{at}].manager_employee_id"),
                 format!(
@@ -294,11 +366,13 @@ impl App {
                 ),
             ));
         }
-        let active = identities
-            .values()
-            .filter(|i| matches!(i.status, Status::Active | Status::Suspended))
-            .count() as u64;
-        let diff = roster::diff(&req.entries, &identities);
+        let Walked {
+            diff,
+            present,
+            behind,
+            active,
+            ..
+        } = walked;
         let verdict = guard::evaluate(active, diff.count(ChangeKind::Leaver), &policy.policy.guard);
         let mut out = SyncOutcome {
             sync_id: req.sync_id.clone(),
@@ -315,17 +389,8 @@ impl App {
             return Ok(out);
         }
         let counts = summary(&out.diff);
-        let present = unchanged_present(&req.entries, &out.diff, &identities);
-        let mark = RosterMark {
-            source: req.source.clone(),
-            sync_id: req.sync_id.clone(),
-            as_of,
-            time_zone: zone.name().to_string(),
-        };
-        let behind = behind(&req.entries, &out.diff, &identities, &mark);
-        // Neither the identities nor the whole diff are needed from here
-        // on: a large roster is held once (as its events), not three times.
-        drop(identities);
+        // The whole diff is not needed from here on: a large roster is
+        // held once (as its events), not twice.
         let staged_diff = verdict.tripped.then(|| out.diff.clone());
         let shown = out.diff.shown(SHOWN_CHANGES);
         let all = std::mem::replace(&mut out.diff, shown);
@@ -334,7 +399,13 @@ impl App {
         // goes on between them.
         let mut stepped = None;
         if !verdict.tripped {
-            let presences = presences(&req.source, &req.sync_id, as_of, zone.name(), &present);
+            let presences = presences(
+                &req.source,
+                &req.sync_id,
+                as_of,
+                zone.name(),
+                present.iter().map(|&at| &req.entries[at]),
+            );
             stepped = Some(
                 self.record_roster_in_steps(&events, &presences, &mark, actor, 0, None)
                     .await?,
@@ -349,7 +420,7 @@ impl App {
                 sync_id: req.sync_id.clone(),
                 events,
                 diff: staged_diff.unwrap_or_default(),
-                present,
+                present: present.iter().map(|&at| req.entries[at].clone()).collect(),
                 as_of: Some(as_of),
                 time_zone: zone.name().to_string(),
             };

@@ -150,10 +150,11 @@ pub fn validate(entries: &[RosterEntry]) -> Result<(), DomainError> {
 /// The first management cycle the roster would create, as the people in it
 /// with the first repeated at the end (`[A, B, A]`), and the index of the
 /// entry it starts at. A manager column absent from the roster keeps the
-/// person's current manager.
+/// person's current manager (`current`: employee id → their manager now;
+/// only those entries need be in it).
 pub fn manager_cycle(
     entries: &[RosterEntry],
-    identities: &HashMap<String, Identity>,
+    current: &HashMap<String, String>,
 ) -> Option<(usize, Vec<String>)> {
     let index: HashMap<&str, usize> = entries
         .iter()
@@ -164,9 +165,7 @@ pub fn manager_cycle(
         let e = entries.get(i)?;
         match &e.attrs.manager_id {
             Some(m) => m.as_deref(),
-            None => identities
-                .get(&e.employee_id)
-                .and_then(|p| p.attrs.manager_id.as_deref()),
+            None => current.get(&e.employee_id).map(String::as_str),
         }
     };
     // 0: unvisited, 1: on the current path, 2: done.
@@ -204,58 +203,74 @@ pub fn manager_cycle(
     None
 }
 
-/// Diffs `entries` against `identities` (every known identity).
+/// What the roster says of one person listed in it, against what is
+/// known of them (`None`: unknown): a change, or `None` when it changes
+/// nothing.
+pub fn classify(e: &RosterEntry, cur: Option<&Identity>) -> Option<RosterChange> {
+    let change = |kind, changes| RosterChange {
+        employee_id: e.employee_id.clone(),
+        kind,
+        display_name: e.attrs.display_name.clone().unwrap_or_default(),
+        changes,
+        attrs: e.attrs.clone(),
+    };
+    match cur {
+        None => Some(change(ChangeKind::Joiner, vec![])),
+        Some(cur) if cur.status == Status::Terminated => Some(change(ChangeKind::Rehire, vec![])),
+        // Not working here yet (announced by a future hire, or known only
+        // from events before it): a joiner, hired on the roster's start
+        // date like anyone new.
+        Some(cur) if cur.status == Status::PreHire => Some(change(ChangeKind::Joiner, vec![])),
+        Some(cur) => {
+            let new = crate::history::preview_update(cur, &e.attrs);
+            let changes = diff_attributes(&cur.attrs, &new);
+            if changes.is_empty() {
+                None
+            } else if is_move(&changes) {
+                Some(change(ChangeKind::Mover, changes))
+            } else {
+                Some(change(ChangeKind::Update, changes))
+            }
+        }
+    }
+}
+
+/// True when a person the roster does not list leaves with it.
+pub fn leaves_when_unlisted(i: &Identity) -> bool {
+    matches!(i.status, Status::Active | Status::Suspended)
+}
+
+/// The leaver change of someone working here whom the roster does not list.
+pub fn leaver(i: &Identity) -> RosterChange {
+    RosterChange {
+        employee_id: i.employee_id.clone(),
+        kind: ChangeKind::Leaver,
+        display_name: i.attrs.display_name.clone(),
+        changes: vec![],
+        attrs: AttributesPatch::default(),
+    }
+}
+
+/// Diffs `entries` against `identities` (every known identity): the
+/// listed people's changes in roster order, then the leavers by employee
+/// id. (The service computes the same a page of people at a time.)
 pub fn diff(entries: &[RosterEntry], identities: &HashMap<String, Identity>) -> RosterDiff {
     let mut out = RosterDiff::default();
     let mut present = HashSet::with_capacity(entries.len());
     for e in entries {
         present.insert(e.employee_id.as_str());
-        let name = e.attrs.display_name.clone().unwrap_or_default();
-        let change = |kind, changes| RosterChange {
-            employee_id: e.employee_id.clone(),
-            kind,
-            display_name: name.clone(),
-            changes,
-            attrs: e.attrs.clone(),
-        };
-        match identities.get(&e.employee_id) {
-            None => out.changes.push(change(ChangeKind::Joiner, vec![])),
-            Some(cur) if cur.status == Status::Terminated => {
-                out.changes.push(change(ChangeKind::Rehire, vec![]))
-            }
-            Some(cur) if cur.status == Status::PreHire => {
-                // Not working here yet (announced by a future hire, or known
-                // only from events before it): a joiner, hired on the
-                // roster's start date like anyone new.
-                out.changes.push(change(ChangeKind::Joiner, vec![]))
-            }
-            Some(cur) => {
-                let new = crate::history::preview_update(cur, &e.attrs);
-                let changes = diff_attributes(&cur.attrs, &new);
-                if changes.is_empty() {
-                    out.unchanged += 1;
-                } else if is_move(&changes) {
-                    out.changes.push(change(ChangeKind::Mover, changes));
-                } else {
-                    out.changes.push(change(ChangeKind::Update, changes));
-                }
-            }
+        match classify(e, identities.get(&e.employee_id)) {
+            Some(c) => out.changes.push(c),
+            None => out.unchanged += 1,
         }
     }
     let mut leavers: Vec<&Identity> = identities
         .values()
-        .filter(|i| matches!(i.status, Status::Active | Status::Suspended))
+        .filter(|i| leaves_when_unlisted(i))
         .filter(|i| !present.contains(i.employee_id.as_str()))
         .collect();
     leavers.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
-    out.changes
-        .extend(leavers.into_iter().map(|i| RosterChange {
-            employee_id: i.employee_id.clone(),
-            kind: ChangeKind::Leaver,
-            display_name: i.attrs.display_name.clone(),
-            changes: vec![],
-            attrs: AttributesPatch::default(),
-        }));
+    out.changes.extend(leavers.into_iter().map(leaver));
     out
 }
 
@@ -428,8 +443,13 @@ mod tests {
         let mut p = entry("P", "X");
         p.attrs.manager_id = Some(Some("Q".into()));
         let q = entry("Q", "X");
-        let ids: HashMap<_, _> = [("Q".to_string(), known)].into_iter().collect();
-        assert!(manager_cycle(&[p, q], &ids).is_some());
+        let current: HashMap<String, String> = [(
+            known.employee_id.clone(),
+            known.attrs.manager_id.clone().unwrap_or_default(),
+        )]
+        .into_iter()
+        .collect();
+        assert!(manager_cycle(&[p, q], &current).is_some());
     }
 
     #[test]

@@ -197,8 +197,27 @@ impl Store {
             .collect()
     }
 
-    /// Every identity, keyed by employee id (for roster diffs and policy
-    /// recomputation).
+    /// The next `limit` identities after `after`, by employee id (a walk
+    /// over everyone that never holds the whole table).
+    pub async fn identities_page(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<Identity>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            identity_columns!(),
+            " FROM identities WHERE employee_id > $1 ORDER BY employee_id LIMIT $2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter().map(identity_from_row).collect()
+    }
+
+    /// Every identity, keyed by employee id (for the directory sync).
     pub async fn all_identities(&self) -> Result<HashMap<String, Identity>, StoreError> {
         let sql = concat!("SELECT ", identity_columns!(), " FROM identities");
         let rows = sqlx::query(sql).fetch_all(self.reader()).await?;

@@ -323,3 +323,88 @@ both_backends! {
         );
     }
 }
+
+/// A small deterministic generator (no dependency): the same seed, the same case.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+both_backends! {
+    async fn a_roster_diffed_a_page_at_a_time_equals_the_diff_over_everyone(t: TestStore) {
+        // More people than one page of the walk (2,000), in an order that
+        // is not the roster's: joiners, leavers, rehires, movers, updates
+        // and the unchanged, for several generated rosters.
+        let (app, _) = app_on(&t).await;
+        with_policy(&app).await;
+        org(&app, 4500).await;
+        let mut rng = Lcg(0x1d60);
+        for i in 0..4500 {
+            if rng.below(20) == 0 {
+                let id = format!("B{i:05}");
+                let ev = event(&app, EventKind::Terminate, &format!("t-{id}"), &id, "", AttributesPatch::default());
+                app.submit_event(ev, "service:hr").await.unwrap();
+            }
+        }
+        let everyone = app.store.all_identities().await.unwrap();
+        for seed in 1..=4u64 {
+            let mut rng = Lcg(seed);
+            let mut entries: Vec<RosterEntry> = Vec::new();
+            for i in 0..4500 {
+                let roll = rng.below(100);
+                if roll < 4 {
+                    continue; // not listed: a leaver (or nobody, if gone already)
+                }
+                let dept = match roll {
+                    4..=7 => "Engineering", // a mover
+                    _ => if i % 2 == 0 { "Finance" } else { "Sales" },
+                };
+                let mut attrs = Person::new("x", dept).patch();
+                if roll == 8 {
+                    attrs.display_name = Some("Person y".into()); // an update
+                }
+                entries.push(RosterEntry { employee_id: format!("B{i:05}"), attrs });
+            }
+            for j in 0..(rng.below(300) as usize) {
+                // New people, some sorting before everyone, some after.
+                let id = if j % 2 == 0 { format!("A{seed}{j:04}") } else { format!("Z{seed}{j:04}") };
+                entries.push(RosterEntry { employee_id: id, attrs: Person::new("x", "Sales").patch() });
+            }
+            for o in ["O1", "O2"] {
+                entries.push(RosterEntry { employee_id: o.into(), attrs: Person::new(o, "Management").patch() });
+            }
+            // Shuffle: the roster's order is HR's, not ours.
+            for k in (1..entries.len()).rev() {
+                entries.swap(k, rng.below(k as u64 + 1) as usize);
+            }
+            let expected = idgov_domain::roster::diff(&entries, &everyone);
+            let out = app
+                .sync_roster(
+                    SyncRequest {
+                        source: "workday".into(),
+                        sync_id: format!("seed-{seed}"),
+                        dry_run: true,
+                        as_of: String::new(),
+                        time_zone: String::new(),
+                        entries: entries.clone(),
+                    },
+                    "service:hr",
+                )
+                .await
+                .unwrap();
+            assert_eq!(out.counts, expected.counts(), "seed {seed}");
+            assert_eq!(out.diff, expected.shown(idgov_server::app::roster::SHOWN_CHANGES), "seed {seed}");
+            assert!(out.counts.leavers > 0 && out.counts.rehires > 0 && out.counts.movers > 0 && out.counts.joiners > 0 && out.counts.updates > 0, "seed {seed}: {:?}", out.counts);
+        }
+    }
+}
