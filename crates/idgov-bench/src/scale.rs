@@ -282,6 +282,8 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
     );
 
     // A 1%-changed roster.
+    let roster_before = rss().0;
+    reset_peak();
     let t = Instant::now();
     let out = app
         .sync_roster(
@@ -304,6 +306,12 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
             out.counts.unchanged
         ),
         format!("{:.1} s", t.elapsed().as_secs_f64()),
+        "—".into(),
+    );
+    let (roster_after, roster_peak) = rss();
+    r.row(
+        "1%-changed roster: RSS before → peak → after (whole process)",
+        format!("{roster_before:.0} → {roster_peak:.0} → {roster_after:.0} MiB"),
         "—".into(),
     );
 
