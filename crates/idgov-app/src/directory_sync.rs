@@ -4,12 +4,16 @@
 use super::App;
 use crate::error::AppError;
 use idgov_directory::{Directory, DirectoryError, DriftAction};
+use idgov_domain::Classification;
 use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::drift::{self, Drift, DriftKind};
 use idgov_domain::grant::{NewGrant, SourceKind};
 use idgov_store::{DirOpKind, DriftRow, GrantRow, NewDirOp, SyncRun};
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+/// How many people (with their grants) the drift check reads at a time.
+const DRIFT_PAGE: i64 = 1000;
 
 /// Security events per kind recorded one by one; beyond, one aggregate.
 const SECURITY_EVENTS_PER_KIND: usize = 100;
@@ -90,10 +94,36 @@ impl App {
                 self.account_dns.put(e, &a.dn);
             }
         }
-        let identities = self.store.all_identities().await?;
-        let grants = self.store.all_active_grants().await?;
         let policy = self.policy();
-        let found = drift::compute(&identities, &grants, &policy.policy, &accounts, &groups);
+        // idgov's side a page of people (with their active grants) at a
+        // time: memory follows the directory and the drift, not the number
+        // of grants. What an import needs of a person is kept only for
+        // people with unmanaged memberships.
+        let mut walk = drift::DriftWalk::new(&policy.policy, &accounts, &groups);
+        let mut facts: HashMap<String, (bool, Classification)> = HashMap::new();
+        let mut after = String::new();
+        loop {
+            let page = self
+                .store
+                .identities_with_grants_page(&after, DRIFT_PAGE)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = last.employee_id.clone();
+            for (person, grants) in &page {
+                let before = walk.found().len();
+                walk.person(person, grants);
+                if walk.found()[before..]
+                    .iter()
+                    .any(|d| d.kind == DriftKind::UnmanagedMembership)
+                {
+                    facts.insert(
+                        person.employee_id.clone(),
+                        (person.may_hold_access(), person.attrs.access_ceiling()),
+                    );
+                }
+            }
+        }
+        let found = walk.finish();
 
         let id = uuid::Uuid::now_v7().to_string();
         let cause = format!("directory-sync:{id}");
@@ -102,28 +132,27 @@ impl App {
         // An unmanaged membership is adopted as a grant only for a known,
         // active person, of a catalogued entitlement, within their ceiling.
         let importable = |d: &Drift| -> Option<GrantRow> {
-            let person = identities.get(d.employee_id.as_deref()?)?;
+            let employee_id = d.employee_id.as_deref()?;
+            let &(may_hold, ceiling) = facts.get(employee_id)?;
             let ent = policy
                 .policy
                 .entitlements
                 .get(d.entitlement_id.as_deref()?)?;
-            (person.may_hold_access() && ent.classification <= person.attrs.access_ceiling()).then(
-                || {
-                    let imported = NewGrant::plain(
-                        ent.id.clone(),
-                        SourceKind::Imported,
-                        id.clone(),
-                        format!(
-                            "member of {} in the directory at sync {id}; imported for review",
-                            d.group_dn.clone().unwrap_or_default()
-                        ),
-                    );
-                    GrantRow {
-                        review_pending: true,
-                        ..GrantRow::new(&person.employee_id, &imported, ent.classification, &cause)
-                    }
-                },
-            )
+            (may_hold && ent.classification <= ceiling).then(|| {
+                let imported = NewGrant::plain(
+                    ent.id.clone(),
+                    SourceKind::Imported,
+                    id.clone(),
+                    format!(
+                        "member of {} in the directory at sync {id}; imported for review",
+                        d.group_dn.clone().unwrap_or_default()
+                    ),
+                );
+                GrantRow {
+                    review_pending: true,
+                    ..GrantRow::new(employee_id, &imported, ent.classification, &cause)
+                }
+            })
         };
         let rows: Vec<DriftRow> = found
             .into_iter()

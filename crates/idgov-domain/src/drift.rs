@@ -93,105 +93,212 @@ pub fn compute(
     accounts: &[AccountView],
     groups: &[GroupView],
 ) -> Vec<Drift> {
-    let mut out = Vec::new();
-    // Entitlements by the (normalized) group that provisions them.
-    let mut ent_of_group: HashMap<String, Vec<&str>> = HashMap::new();
-    for e in policy.entitlements.values() {
-        if let Some(dn) = &e.ldap_group_dn {
-            ent_of_group
-                .entry(normalize_dn(dn))
-                .or_default()
-                .push(&e.id);
-        }
+    let mut walk = DriftWalk::new(policy, accounts, groups);
+    for (id, person) in identities {
+        walk.person(
+            person,
+            active_grants.get(id).map(Vec::as_slice).unwrap_or_default(),
+        );
     }
-    // Accounts: orphans and enabled leavers; who owns which account.
-    let mut account_of: HashMap<&str, &AccountView> = HashMap::new();
-    let mut owner_of_dn: HashMap<String, &str> = HashMap::new();
-    for a in accounts {
-        match a.employee_id.as_deref().and_then(|id| identities.get(id)) {
-            None => out.push(Drift {
-                kind: DriftKind::OrphanAccount,
-                employee_id: a.employee_id.clone(),
-                account_dn: Some(a.dn.clone()),
-                group_dn: None,
-                entitlement_id: None,
-            }),
-            Some(person) => {
-                account_of.insert(&person.employee_id, a);
-                owner_of_dn.insert(normalize_dn(&a.dn), &person.employee_id);
-                if person.status == Status::Terminated && !a.disabled {
-                    out.push(Drift {
-                        kind: DriftKind::EnabledLeaver,
-                        employee_id: Some(person.employee_id.clone()),
-                        account_dn: Some(a.dn.clone()),
-                        group_dn: None,
-                        entitlement_id: None,
-                    });
-                }
+    walk.finish()
+}
+
+/// The drift check a person at a time: the directory's side (accounts,
+/// groups) is indexed once; idgov's side is given one person with their
+/// grants at a time, in any order, so the caller never holds every
+/// identity and grant at once. [`DriftWalk::finish`] adds what only the
+/// whole walk tells (orphan accounts, memberships of accounts nobody owns)
+/// and sorts.
+pub struct DriftWalk<'a> {
+    policy: &'a Policy,
+    accounts: &'a [AccountView],
+    groups: &'a [GroupView],
+    /// Entitlements by the (normalized) group that provisions them.
+    ent_of_group: HashMap<String, Vec<&'a str>>,
+    /// Accounts by the employee id they name, in the directory's order.
+    accounts_of: HashMap<&'a str, Vec<&'a AccountView>>,
+    /// Managed groups by (normalized) member, once per listing, with the
+    /// member as the group lists it.
+    groups_of: HashMap<String, Vec<(&'a GroupView, &'a str)>>,
+    /// Employee ids (as accounts name them) whose identity was seen.
+    seen: HashSet<&'a str>,
+    /// Normalized DNs of the accounts of identities seen.
+    owned: HashSet<String>,
+    out: Vec<Drift>,
+}
+
+impl<'a> DriftWalk<'a> {
+    pub fn new(policy: &'a Policy, accounts: &'a [AccountView], groups: &'a [GroupView]) -> Self {
+        let mut ent_of_group: HashMap<String, Vec<&'a str>> = HashMap::new();
+        for e in policy.entitlements.values() {
+            if let Some(dn) = &e.ldap_group_dn {
+                ent_of_group
+                    .entry(normalize_dn(dn))
+                    .or_default()
+                    .push(&e.id);
             }
         }
+        let mut accounts_of: HashMap<&'a str, Vec<&'a AccountView>> = HashMap::new();
+        for a in accounts {
+            if let Some(e) = a.employee_id.as_deref() {
+                accounts_of.entry(e).or_default().push(a);
+            }
+        }
+        let mut groups_of: HashMap<String, Vec<(&'a GroupView, &'a str)>> = HashMap::new();
+        for g in groups {
+            for m in &g.members {
+                groups_of
+                    .entry(normalize_dn(m))
+                    .or_default()
+                    .push((g, m.as_str()));
+            }
+        }
+        DriftWalk {
+            policy,
+            accounts,
+            groups,
+            ent_of_group,
+            accounts_of,
+            groups_of,
+            seen: HashSet::new(),
+            owned: HashSet::new(),
+            out: Vec::new(),
+        }
     }
-    // Memberships the grants give, by (group, member account).
-    let mut wanted: BTreeMap<(String, String), (&str, &str, &str)> = BTreeMap::new();
-    for (id, grants) in active_grants {
-        let Some(account) = account_of.get(id.as_str()) else {
-            continue;
+
+    /// The drift of one person (each person once) with their grants.
+    pub fn person(&mut self, person: &Identity, grants: &[Grant]) {
+        let Some((&key, accounts)) = self.accounts_of.get_key_value(person.employee_id.as_str())
+        else {
+            if person.may_hold_access() {
+                self.out.push(Drift {
+                    kind: DriftKind::MissingAccount,
+                    employee_id: Some(person.employee_id.clone()),
+                    account_dn: None,
+                    group_dn: None,
+                    entitlement_id: None,
+                });
+            }
+            return;
         };
+        self.seen.insert(key);
+        for a in accounts {
+            self.owned.insert(normalize_dn(&a.dn));
+            if person.status == Status::Terminated && !a.disabled {
+                self.out.push(Drift {
+                    kind: DriftKind::EnabledLeaver,
+                    employee_id: Some(person.employee_id.clone()),
+                    account_dn: Some(a.dn.clone()),
+                    group_dn: None,
+                    entitlement_id: None,
+                });
+            }
+        }
+        // The account the grants' memberships are for: the last one.
+        let Some(account) = accounts.last() else {
+            return;
+        };
+        let account_dn = normalize_dn(&account.dn);
+        // Memberships the grants give, by (group, member account).
+        let mut wanted: BTreeMap<(String, String), (&str, &str)> = BTreeMap::new();
         for g in grants.iter().filter(|g| g.is_active()) {
-            if let Some(dn) = policy
+            if let Some(dn) = self
+                .policy
                 .entitlements
                 .get(&g.entitlement_id)
                 .and_then(|e| e.ldap_group_dn.as_deref())
             {
-                let key = (normalize_dn(dn), normalize_dn(&account.dn));
-                wanted.insert(key, (id.as_str(), dn, g.entitlement_id.as_str()));
+                wanted.insert(
+                    (normalize_dn(dn), account_dn.clone()),
+                    (dn, g.entitlement_id.as_str()),
+                );
             }
         }
-    }
-    let mut present: HashSet<(String, String)> = HashSet::new();
-    for g in groups {
-        let gdn = normalize_dn(&g.dn);
-        for m in &g.members {
-            let key = (gdn.clone(), normalize_dn(m));
-            if !wanted.contains_key(&key) {
-                out.push(Drift {
-                    kind: DriftKind::UnmanagedMembership,
-                    employee_id: owner_of_dn.get(&key.1).map(|s| s.to_string()),
-                    account_dn: Some(m.clone()),
-                    group_dn: Some(g.dn.clone()),
-                    entitlement_id: ent_of_group
-                        .get(&gdn)
-                        .and_then(|v| v.first())
-                        .map(|s| s.to_string()),
+        // The memberships of each of the person's accounts.
+        let mut present: HashSet<(String, String)> = HashSet::new();
+        for a in accounts {
+            let member = normalize_dn(&a.dn);
+            for (g, listed) in self
+                .groups_of
+                .get(&member)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let key = (normalize_dn(&g.dn), member.clone());
+                if !wanted.contains_key(&key) {
+                    self.out.push(Drift {
+                        kind: DriftKind::UnmanagedMembership,
+                        employee_id: Some(person.employee_id.clone()),
+                        account_dn: Some(listed.to_string()),
+                        group_dn: Some(g.dn.clone()),
+                        entitlement_id: self
+                            .ent_of_group
+                            .get(&key.0)
+                            .and_then(|v| v.first())
+                            .map(|s| s.to_string()),
+                    });
+                }
+                present.insert(key);
+            }
+        }
+        for (key, (dn, ent)) in &wanted {
+            if !present.contains(key) {
+                self.out.push(Drift {
+                    kind: DriftKind::MissingMembership,
+                    employee_id: Some(person.employee_id.clone()),
+                    account_dn: Some(account.dn.clone()),
+                    group_dn: Some(dn.to_string()),
+                    entitlement_id: Some(ent.to_string()),
                 });
             }
-            present.insert(key);
         }
     }
-    for (key, (id, dn, ent)) in &wanted {
-        if !present.contains(key) {
-            out.push(Drift {
-                kind: DriftKind::MissingMembership,
-                employee_id: Some(id.to_string()),
-                account_dn: account_of.get(id).map(|a| a.dn.clone()),
-                group_dn: Some(dn.to_string()),
-                entitlement_id: Some(ent.to_string()),
-            });
-        }
+
+    /// Drift found so far (the caller may look at what a person added).
+    pub fn found(&self) -> &[Drift] {
+        &self.out
     }
-    for person in identities.values().filter(|i| i.may_hold_access()) {
-        if !account_of.contains_key(person.employee_id.as_str()) {
-            out.push(Drift {
-                kind: DriftKind::MissingAccount,
-                employee_id: Some(person.employee_id.clone()),
-                account_dn: None,
-                group_dn: None,
-                entitlement_id: None,
-            });
+
+    /// Everything that differs, sorted by kind and names.
+    pub fn finish(mut self) -> Vec<Drift> {
+        // Accounts no identity seen owns.
+        for a in self.accounts {
+            let owned = a
+                .employee_id
+                .as_deref()
+                .is_some_and(|e| self.seen.contains(e));
+            if !owned {
+                self.out.push(Drift {
+                    kind: DriftKind::OrphanAccount,
+                    employee_id: a.employee_id.clone(),
+                    account_dn: Some(a.dn.clone()),
+                    group_dn: None,
+                    entitlement_id: None,
+                });
+            }
         }
+        // Memberships of accounts nobody owns: no grant gives them.
+        for g in self.groups {
+            let gdn = normalize_dn(&g.dn);
+            for m in &g.members {
+                if !self.owned.contains(&normalize_dn(m)) {
+                    self.out.push(Drift {
+                        kind: DriftKind::UnmanagedMembership,
+                        employee_id: None,
+                        account_dn: Some(m.clone()),
+                        group_dn: Some(g.dn.clone()),
+                        entitlement_id: self
+                            .ent_of_group
+                            .get(&gdn)
+                            .and_then(|v| v.first())
+                            .map(|s| s.to_string()),
+                    });
+                }
+            }
+        }
+        self.out.sort();
+        self.out
     }
-    out.sort();
-    out
 }
 
 #[cfg(test)]
@@ -256,6 +363,237 @@ ldap_group_dn = "cn=Finance, ou=groups,dc=x"
             dn: format!("uid={uid},ou=people,dc=x"),
             employee_id: emp.map(String::from),
             disabled,
+        }
+    }
+
+    /// The drift check as it was first written, over everyone at once: the
+    /// reference the walk must agree with.
+    fn reference(
+        identities: &HashMap<String, Identity>,
+        active_grants: &HashMap<String, Vec<Grant>>,
+        policy: &Policy,
+        accounts: &[AccountView],
+        groups: &[GroupView],
+    ) -> Vec<Drift> {
+        let mut out = Vec::new();
+        // Entitlements by the (normalized) group that provisions them.
+        let mut ent_of_group: HashMap<String, Vec<&str>> = HashMap::new();
+        for e in policy.entitlements.values() {
+            if let Some(dn) = &e.ldap_group_dn {
+                ent_of_group
+                    .entry(normalize_dn(dn))
+                    .or_default()
+                    .push(&e.id);
+            }
+        }
+        // Accounts: orphans and enabled leavers; who owns which account.
+        let mut account_of: HashMap<&str, &AccountView> = HashMap::new();
+        let mut owner_of_dn: HashMap<String, &str> = HashMap::new();
+        for a in accounts {
+            match a.employee_id.as_deref().and_then(|id| identities.get(id)) {
+                None => out.push(Drift {
+                    kind: DriftKind::OrphanAccount,
+                    employee_id: a.employee_id.clone(),
+                    account_dn: Some(a.dn.clone()),
+                    group_dn: None,
+                    entitlement_id: None,
+                }),
+                Some(person) => {
+                    account_of.insert(&person.employee_id, a);
+                    owner_of_dn.insert(normalize_dn(&a.dn), &person.employee_id);
+                    if person.status == Status::Terminated && !a.disabled {
+                        out.push(Drift {
+                            kind: DriftKind::EnabledLeaver,
+                            employee_id: Some(person.employee_id.clone()),
+                            account_dn: Some(a.dn.clone()),
+                            group_dn: None,
+                            entitlement_id: None,
+                        });
+                    }
+                }
+            }
+        }
+        // Memberships the grants give, by (group, member account).
+        let mut wanted: BTreeMap<(String, String), (&str, &str, &str)> = BTreeMap::new();
+        for (id, grants) in active_grants {
+            let Some(account) = account_of.get(id.as_str()) else {
+                continue;
+            };
+            for g in grants.iter().filter(|g| g.is_active()) {
+                if let Some(dn) = policy
+                    .entitlements
+                    .get(&g.entitlement_id)
+                    .and_then(|e| e.ldap_group_dn.as_deref())
+                {
+                    let key = (normalize_dn(dn), normalize_dn(&account.dn));
+                    wanted.insert(key, (id.as_str(), dn, g.entitlement_id.as_str()));
+                }
+            }
+        }
+        let mut present: HashSet<(String, String)> = HashSet::new();
+        for g in groups {
+            let gdn = normalize_dn(&g.dn);
+            for m in &g.members {
+                let key = (gdn.clone(), normalize_dn(m));
+                if !wanted.contains_key(&key) {
+                    out.push(Drift {
+                        kind: DriftKind::UnmanagedMembership,
+                        employee_id: owner_of_dn.get(&key.1).map(|s| s.to_string()),
+                        account_dn: Some(m.clone()),
+                        group_dn: Some(g.dn.clone()),
+                        entitlement_id: ent_of_group
+                            .get(&gdn)
+                            .and_then(|v| v.first())
+                            .map(|s| s.to_string()),
+                    });
+                }
+                present.insert(key);
+            }
+        }
+        for (key, (id, dn, ent)) in &wanted {
+            if !present.contains(key) {
+                out.push(Drift {
+                    kind: DriftKind::MissingMembership,
+                    employee_id: Some(id.to_string()),
+                    account_dn: account_of.get(id).map(|a| a.dn.clone()),
+                    group_dn: Some(dn.to_string()),
+                    entitlement_id: Some(ent.to_string()),
+                });
+            }
+        }
+        for person in identities.values().filter(|i| i.may_hold_access()) {
+            if !account_of.contains_key(person.employee_id.as_str()) {
+                out.push(Drift {
+                    kind: DriftKind::MissingAccount,
+                    employee_id: Some(person.employee_id.clone()),
+                    account_dn: None,
+                    group_dn: None,
+                    entitlement_id: None,
+                });
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_walk_agrees_with_the_check_over_everyone() {
+        // Generated directories and people: accounts with and without
+        // employee ids (some unknown, some twice), DNs spelled differently
+        // in groups, statuses, grants with and without groups.
+        const GROUPS: &str = r#"
+[[systems]]
+id = "dir"
+kind = "directory"
+owner = "A"
+
+[[entitlements]]
+id = "fin"
+system = "dir"
+classification = "internal"
+kind = "ldap_group"
+ldap_group_dn = "cn=Finance, ou=groups,dc=x"
+
+[[entitlements]]
+id = "ops"
+system = "dir"
+classification = "internal"
+kind = "ldap_group"
+ldap_group_dn = "cn=Ops,ou=groups,dc=x"
+
+[[entitlements]]
+id = "badge"
+system = "dir"
+classification = "internal"
+kind = "app_role"
+"#;
+        let policy = Policy::parse(GROUPS).unwrap_or_default();
+        assert_eq!(policy.entitlements.len(), 3);
+        let mut state = 7u64;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        for _case in 0..200 {
+            let people = 1 + next(30) as usize;
+            let statuses = [
+                Status::Active,
+                Status::Suspended,
+                Status::Terminated,
+                Status::PreHire,
+            ];
+            let ids: HashMap<String, Identity> = (0..people)
+                .map(|i| person(&format!("E{i}"), statuses[next(4) as usize]))
+                .collect();
+            let mut grants: HashMap<String, Vec<Grant>> = HashMap::new();
+            for i in 0..people {
+                for ent in ["fin", "ops", "badge"] {
+                    if next(2) == 0 {
+                        grants
+                            .entry(format!("E{i}"))
+                            .or_default()
+                            .push(grant(&format!("E{i}"), ent));
+                    }
+                }
+            }
+            let mut accounts = Vec::new();
+            for i in 0..(people + 5) {
+                match next(6) {
+                    0 => {}
+                    1 => accounts.push(account(&format!("u{i}"), None, false)),
+                    2 => {
+                        accounts.push(account(&format!("u{i}"), Some(&format!("E{i}")), false));
+                        accounts.push(account(
+                            &format!("v{i}"),
+                            Some(&format!("E{i}")),
+                            next(2) == 0,
+                        ));
+                    }
+                    _ => accounts.push(account(
+                        &format!("u{i}"),
+                        Some(&format!("E{i}")),
+                        next(3) == 0,
+                    )),
+                }
+            }
+            let spell = |dn: &str, how: u64| match how {
+                0 => dn.to_string(),
+                1 => dn.to_uppercase(),
+                _ => dn.replace(',', ", "),
+            };
+            let mut groups: Vec<GroupView> = Vec::new();
+            for g in ["cn=Finance,ou=groups,dc=x", "cn=Ops,ou=groups,dc=x"] {
+                let mut members = Vec::new();
+                for i in 0..(people + 5) {
+                    if next(3) != 0 {
+                        continue;
+                    }
+                    let uid = if next(4) == 0 { "v" } else { "u" };
+                    let how = next(3);
+                    members.push(spell(&format!("uid={uid}{i},ou=people,dc=x"), how));
+                }
+                groups.push(GroupView {
+                    dn: g.to_string(),
+                    members,
+                });
+            }
+            let walked = compute(&ids, &grants, &policy, &accounts, &groups);
+            let expected = reference(&ids, &grants, &policy, &accounts, &groups);
+            assert_eq!(walked, expected, "{ids:?} {accounts:?} {groups:?}");
+            // Any order of people gives the same answer.
+            let mut walk = DriftWalk::new(&policy, &accounts, &groups);
+            let mut order: Vec<&String> = ids.keys().collect();
+            order.sort();
+            order.reverse();
+            for id in order {
+                walk.person(
+                    &ids[id],
+                    grants.get(id).map(Vec::as_slice).unwrap_or_default(),
+                );
+            }
+            assert_eq!(walk.finish(), expected);
         }
     }
 

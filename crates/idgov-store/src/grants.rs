@@ -207,7 +207,9 @@ impl Store {
         )))
     }
 
-    /// Every active grant, by holder.
+    /// Every active grant, by holder. For tests and benchmarks only:
+    /// services read grants with their holders a page at a time
+    /// (`identities_with_grants_page`).
     pub async fn all_active_grants(&self) -> Result<HashMap<String, Vec<Grant>>, StoreError> {
         let sql = concat!(
             "SELECT ",

@@ -217,7 +217,8 @@ impl Store {
         rows.iter().map(identity_from_row).collect()
     }
 
-    /// Every identity, keyed by employee id (for the directory sync).
+    /// Every identity, keyed by employee id. For tests and benchmarks only:
+    /// services walk the people a page at a time (`identities_page`).
     pub async fn all_identities(&self) -> Result<HashMap<String, Identity>, StoreError> {
         let sql = concat!("SELECT ", identity_columns!(), " FROM identities");
         let rows = sqlx::query(sql).fetch_all(self.reader()).await?;
