@@ -538,12 +538,15 @@ pub async fn dirsync(people: usize, groups: usize) -> anyhow::Result<()> {
     let app = App::start(store, Arc::new(SystemClock), Some(cfg))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rss_before = crate::scale::rss().0;
+    crate::scale::reset_peak();
     let t = Instant::now();
     let (run, drift) = app
         .sync_directory(false, "service:bench")
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let synced = t.elapsed();
+    let (rss_after, rss_peak) = crate::scale::rss();
     anyhow::ensure!(
         drift.is_empty(),
         "expected no drift, found {}: {:?}",
@@ -567,6 +570,9 @@ pub async fn dirsync(people: usize, groups: usize) -> anyhow::Result<()> {
     println!(
         "| raw: paged search of the same accounts and groups | {:.2} |",
         raw.as_secs_f64()
+    );
+    println!(
+        "\nRSS of the process during the sync (idgov and the bench's client): {rss_before:.0} → peak {rss_peak:.0} → {rss_after:.0} MiB"
     );
     Ok(())
 }
