@@ -186,6 +186,13 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
      PRAGMA foreign_keys = ON; \
      PRAGMA busy_timeout = 10000;";
 
+/// The writer's: the same, with a 64 MiB page cache.
+const SQLITE_WRITER_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = FULL; \
+     PRAGMA foreign_keys = ON; \
+     PRAGMA busy_timeout = 10000; \
+     PRAGMA cache_size = -65536;";
+
 /// The migration files of the folder `migrations/$dir`, in order. Both
 /// folders hold the same file names (a test checks); a new migration is one
 /// more line here.
@@ -338,20 +345,27 @@ impl Store {
         let mut batch_pool = None;
         let (read, write, fast) = match backend {
             Backend::Sqlite => {
-                let opts = || {
+                let opts = |pragmas: &'static str| {
                     AnyPoolOptions::new()
                         .acquire_timeout(Duration::from_secs(30))
-                        .after_connect(|conn, _| {
+                        .after_connect(move |conn, _| {
                             Box::pin(async move {
-                                conn.execute(SQLITE_PRAGMAS).await?;
+                                conn.execute(pragmas).await?;
                                 Ok(())
                             })
                         })
                 };
                 // One writer connection: SQLite serializes writers anyway, and
-                // queueing in the pool beats SQLITE_BUSY.
-                let write = opts().max_connections(1).connect(url).await?;
-                let read = opts().max_connections(4).connect(url).await?;
+                // queueing in the pool beats SQLITE_BUSY. Its page cache is
+                // larger than SQLite's default 2 MiB: bulk work touches the
+                // indexes of tables of a million rows, and re-reading their
+                // pages from the OS on every statement cost it a fifth of its
+                // time in copies (profile of a 100k policy apply).
+                let write = opts(SQLITE_WRITER_PRAGMAS)
+                    .max_connections(1)
+                    .connect(url)
+                    .await?;
+                let read = opts(SQLITE_PRAGMAS).max_connections(4).connect(url).await?;
                 let fast = match lite::LiteReader::for_url(url) {
                     Some(l) => Fast::Lite(std::sync::Arc::new(l)),
                     None => Fast::None,
