@@ -105,9 +105,32 @@ pub const SOD_CHECK_EVERY: Duration = Duration::from_secs(600);
 /// How often the audit chain head is signed (a checkpoint), when it moved.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(600);
 
+/// Runs the long scheduled work every `interval` until the application is
+/// dropped: campaigns (starts, generation, reminders, closes, mover
+/// reviews) and bulk work whose process stopped (its lease ran out). Apart
+/// from [`scheduler_loop`], so a dated leaver never waits behind a
+/// million-item generation or close.
+pub async fn bulk_loop(app: Weak<App>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(app) = app.upgrade() else { return };
+        match app.resume_bulk_jobs().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "resumed bulk work"),
+            Err(e) => tracing::warn!(error = %e, "resuming bulk work failed; will retry"),
+        }
+        if !app.policy().policy.campaigns.is_empty()
+            && let Err(e) = app.run_campaign_schedule().await
+        {
+            tracing::warn!(error = %e, "campaign schedule failed; will retry");
+        }
+    }
+}
+
 /// Runs the scheduler every `interval` until the application is dropped:
 /// due HR events and end dates, access expiry (requests, time-bound
-/// grants, SoD exceptions) and, now and then, the SoD detective check.
+/// grants, SoD exceptions), audit checkpoints and, now and then, the SoD
+/// detective check. Campaigns and resumed bulk work run in [`bulk_loop`].
 pub async fn scheduler_loop(app: Weak<App>, interval: Duration) {
     let mut sod_checked: Option<(std::time::Instant, i64)> = None;
     let mut checkpointed: Option<std::time::Instant> = None;
@@ -118,17 +141,6 @@ pub async fn scheduler_loop(app: Weak<App>, interval: Duration) {
             Ok(0) => {}
             Ok(n) => tracing::info!(applied = n, "applied scheduled HR events"),
             Err(e) => tracing::warn!(error = %e, "scheduler run failed; will retry"),
-        }
-        // Bulk work whose process stopped (its lease ran out) goes on here.
-        match app.resume_bulk_jobs().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(jobs = n, "resumed bulk work"),
-            Err(e) => tracing::warn!(error = %e, "resuming bulk work failed; will retry"),
-        }
-        if !app.policy().policy.campaigns.is_empty()
-            && let Err(e) = app.run_campaign_schedule().await
-        {
-            tracing::warn!(error = %e, "campaign schedule failed; will retry");
         }
         match app.run_access_expiry().await {
             Ok(s) if s == crate::access::Sweep::default() => {}

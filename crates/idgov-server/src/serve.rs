@@ -3,7 +3,7 @@
 //! reflection until the shutdown signal.
 
 use crate::app::App;
-use crate::app::scheduler::scheduler_loop;
+use crate::app::scheduler::{bulk_loop, scheduler_loop};
 use crate::auth::config::AuthConfig;
 use crate::auth::dev::DevAuth;
 use crate::auth::layer::AuthLayer;
@@ -99,6 +99,7 @@ pub struct Running {
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), tonic::transport::Error>>,
     scheduler: JoinHandle<()>,
+    bulk: JoinHandle<()>,
 }
 
 impl Running {
@@ -108,6 +109,7 @@ impl Running {
             let _ = tx.send(());
         }
         self.scheduler.abort();
+        self.bulk.abort();
         (&mut self.handle).await.context("server task")??;
         self.app.store.close().await;
         Ok(())
@@ -373,6 +375,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         file_subs,
     ));
     let scheduler = tokio::spawn(scheduler_loop(Arc::downgrade(&app), cfg.scheduler_interval));
+    let bulk = tokio::spawn(bulk_loop(Arc::downgrade(&app), cfg.scheduler_interval));
     tokio::spawn(crate::auth::denials::flush_loop(
         Arc::downgrade(&app),
         Duration::from_secs(10),
@@ -398,6 +401,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         shutdown: Some(tx),
         handle,
         scheduler,
+        bulk,
     })
 }
 

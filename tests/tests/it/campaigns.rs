@@ -734,3 +734,49 @@ both_backends! {
         assert!(report.broken.is_none());
     }
 }
+
+both_backends! {
+    async fn a_dated_leaver_does_not_wait_behind_a_scheduled_close(t: TestStore) {
+        // The scheduler's short work (due HR events) and its long work
+        // (campaigns, resumed bulk work) run in separate loops: a dated
+        // termination that falls due while the scheduler closes a large
+        // campaign is applied at once.
+        let (app, clock) = setup(&t).await;
+        accountants(&app, 6000).await;
+        let c = app.start_campaign("internal", "user:admin").await.unwrap();
+        let leave_at = (app.now() + days(15) + chrono::Duration::hours(1)).to_rfc3339();
+        app.submit_event(event(&app, EventKind::Terminate, "t-A00001", "A00001", &leave_at, AttributesPatch::default()), "service:hr")
+            .await
+            .unwrap();
+        clock.advance(days(15)); // the campaign is due; the leaver not yet
+        let every = std::time::Duration::from_millis(20);
+        let bulk = tokio::spawn(idgov_server::app::scheduler::bulk_loop(std::sync::Arc::downgrade(&app), every));
+        let short = tokio::spawn(idgov_server::app::scheduler::scheduler_loop(std::sync::Arc::downgrade(&app), every));
+        let t0 = std::time::Instant::now();
+        while app.campaign(&c.id).await.unwrap().state != CampaignState::Closing {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(60), "the scheduler never closed the campaign");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        clock.advance(chrono::Duration::hours(2)); // the leaver is due
+        let due = std::time::Instant::now();
+        loop {
+            let p = app.store.get_identity("A00001").await.unwrap().unwrap();
+            if p.status == idgov_domain::identity::Status::Terminated {
+                break;
+            }
+            assert!(due.elapsed() < std::time::Duration::from_secs(60), "the dated leaver was never applied");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let took = due.elapsed();
+        let closing = app.campaign(&c.id).await.unwrap().state == CampaignState::Closing;
+        eprintln!("dated leaver applied {took:?} after it fell due (close still running: {closing})");
+        assert!(took < std::time::Duration::from_secs(1), "the dated leaver waited {took:?} behind the close");
+        while app.campaign(&c.id).await.unwrap().state != CampaignState::Closed {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(120), "the close never finished");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(active_grants(&app, "A00001").await.is_empty());
+        bulk.abort();
+        short.abort();
+    }
+}
