@@ -163,9 +163,8 @@ impl App {
                 detail["result"] = json!({"campaign": c.id, "closing": true, "revoke": false});
             }
         }
-        let closing = detail["result"]["closing"]
-            .as_bool()
-            .unwrap_or(false)
+        // A close released or discarded goes on in steps once this commits.
+        let closing = (held.kind == HeldKind::CampaignClose)
             .then(|| detail["result"]["campaign"].as_str().map(String::from))
             .flatten();
         let recompute = detail["result"]["recompute"].as_str().map(String::from);
@@ -236,45 +235,34 @@ impl App {
         let detail = step.progress(&staged.events, &refused, &[]);
         let total = staged.events.len() + presences.len();
         let refused_count = detail["refused_count"].as_u64().unwrap_or(0);
-        let mut attempt = 0;
-        loop {
+        let (staged, mark, detail, actor, held_id) = (&staged, &mark, &detail, &actor, &held.id);
+        self.retrying(|| async move {
             let now = self.now();
-            let r = async {
-                let mut tx = self.store.begin().await?;
-                let queued = self
-                    .finish_roster(&mut tx, &staged.behind, mark.clone(), &actor, now)
-                    .await?;
-                tx.update_bulk_job(&job.id, "done", &total.to_string(), &detail, now)
-                    .await?;
-                tx.audit(AuditEntry::new(
-                    &actor,
-                    Action::RosterSync,
-                    Target::Roster {
-                        source: staged.source.clone(),
-                        sync_id: staged.sync_id.clone(),
-                    },
-                    json!({
-                        "outcome": "applied", "released_from": held.id, "release_job": job.id,
-                        "events": staged.events.len(),
-                        "events_applied": (staged.events.len() as u64).saturating_sub(refused_count),
-                        "rejected": detail["refused"],
-                    }),
-                ));
-                tx.commit(now).await?;
-                Ok::<_, AppError>(queued)
-            }
-            .await;
-            match r {
-                Err(e) if e.is_retryable() && attempt < 8 => {
-                    attempt += 1;
-                    self.after_conflict(&e, attempt).await;
-                }
-                Err(e) => return Err(e),
-                Ok(_) => break,
-            }
-        }
+            let mut tx = self.store.begin().await?;
+            self.finish_roster(&mut tx, &staged.behind, mark.clone(), actor, now)
+                .await?;
+            tx.update_bulk_job(&job.id, "done", &total.to_string(), detail, now)
+                .await?;
+            tx.audit(AuditEntry::new(
+                actor,
+                Action::RosterSync,
+                Target::Roster {
+                    source: staged.source.clone(),
+                    sync_id: staged.sync_id.clone(),
+                },
+                json!({
+                    "outcome": "applied", "released_from": held_id, "release_job": job.id,
+                    "events": staged.events.len(),
+                    "events_applied": (staged.events.len() as u64).saturating_sub(refused_count),
+                    "rejected": detail["refused"],
+                }),
+            ));
+            tx.commit(now).await?;
+            Ok(())
+        })
+        .await?;
         self.wake_provisioning();
-        Ok(detail)
+        Ok(detail.clone())
     }
 
     /// Applies a held change as staged, inside `tx`; returns what it did.

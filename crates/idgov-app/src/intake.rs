@@ -1369,10 +1369,10 @@ impl App {
                 self.store.refresh_statistics().await;
             }
             n += 1;
-            let mut attempt = 0;
-            loop {
-                let now = self.now();
-                let r = async {
+            let done = &refused;
+            let here = self
+                .retrying(|| async move {
+                    let now = self.now();
                     if let Some(j) = job {
                         let lease =
                             now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
@@ -1393,7 +1393,7 @@ impl App {
                         .filter_map(|(i, r)| r.err().map(|e| (pos + i, e)))
                         .collect();
                     if let Some(j) = job {
-                        let detail = j.progress(events, &refused, &here);
+                        let detail = j.progress(events, done, &here);
                         tx.update_bulk_job(j.id, "running", &end.to_string(), &detail, now)
                             .await?;
                     }
@@ -1401,21 +1401,10 @@ impl App {
                     if queued > 0 {
                         self.wake_provisioning();
                     }
-                    Ok::<_, AppError>(here)
-                }
-                .await;
-                match r {
-                    Err(e) if e.is_retryable() && attempt < RETRIES => {
-                        attempt += 1;
-                        self.after_conflict(&e, attempt).await;
-                    }
-                    Err(e) => return Err(e),
-                    Ok(here) => {
-                        refused.extend(here);
-                        break;
-                    }
-                }
-            }
+                    Ok(here)
+                })
+                .await?;
+            refused.extend(here);
             pos = end;
             // Let intake in between steps.
             tokio::task::yield_now().await;
@@ -1526,29 +1515,20 @@ impl App {
         let together = async {
             // The server's own concurrency (a policy applied by another
             // replica, a concurrent writer) is retried here, not by clients.
-            let mut attempt = 0;
-            loop {
+            let jobs = &jobs;
+            self.retrying(|| async move {
                 let now = self.now();
-                let r = async {
-                    let mut tx = self.store.begin().await?;
-                    let pairs: Vec<(&HrEvent, &str)> =
-                        jobs.iter().map(|j| (&j.event, j.actor.as_str())).collect();
-                    let (results, queued) = self.record(&mut tx, &pairs, now).await?;
-                    tx.commit(now).await?;
-                    if queued > 0 {
-                        self.wake_provisioning();
-                    }
-                    Ok::<_, AppError>(results)
+                let mut tx = self.store.begin().await?;
+                let pairs: Vec<(&HrEvent, &str)> =
+                    jobs.iter().map(|j| (&j.event, j.actor.as_str())).collect();
+                let (results, queued) = self.record(&mut tx, &pairs, now).await?;
+                tx.commit(now).await?;
+                if queued > 0 {
+                    self.wake_provisioning();
                 }
-                .await;
-                match r {
-                    Err(e) if e.is_retryable() && attempt < RETRIES => {
-                        attempt += 1;
-                        self.after_conflict(&e, attempt).await;
-                    }
-                    r => return r,
-                }
-            }
+                Ok(results)
+            })
+            .await
         };
         match together.await {
             Ok(results) => {
@@ -1585,24 +1565,20 @@ impl App {
         .await;
     }
 
-    async fn submit_alone(&self, event: &HrEvent, actor: &str) -> Result<SubmitOutcome, AppError> {
+    /// Runs `step` (one transaction, begun and committed inside it) until
+    /// it succeeds or fails for a reason other than the server's own
+    /// concurrency, which is retried [`RETRIES`] times (see
+    /// [`App::after_conflict`]): clients never see it.
+    pub(crate) async fn retrying<T, Fut>(
+        &self,
+        mut step: impl FnMut() -> Fut,
+    ) -> Result<T, AppError>
+    where
+        Fut: std::future::Future<Output = Result<T, AppError>>,
+    {
         let mut attempt = 0;
         loop {
-            let now = self.now();
-            let r = async {
-                let mut tx = self.store.begin().await?;
-                let (mut results, queued) = self.record(&mut tx, &[(event, actor)], now).await?;
-                let r = results
-                    .pop()
-                    .unwrap_or_else(|| Err(AppError::Unavailable("no result".into())))?;
-                tx.commit(now).await?;
-                if queued > 0 {
-                    self.wake_provisioning();
-                }
-                Ok::<_, AppError>(r)
-            }
-            .await;
-            match r {
+            match step().await {
                 Err(e) if e.is_retryable() && attempt < RETRIES => {
                     attempt += 1;
                     self.after_conflict(&e, attempt).await;
@@ -1610,6 +1586,23 @@ impl App {
                 r => return r,
             }
         }
+    }
+
+    async fn submit_alone(&self, event: &HrEvent, actor: &str) -> Result<SubmitOutcome, AppError> {
+        self.retrying(|| async move {
+            let now = self.now();
+            let mut tx = self.store.begin().await?;
+            let (mut results, queued) = self.record(&mut tx, &[(event, actor)], now).await?;
+            let r = results
+                .pop()
+                .unwrap_or_else(|| Err(AppError::Unavailable("no result".into())))?;
+            tx.commit(now).await?;
+            if queued > 0 {
+                self.wake_provisioning();
+            }
+            Ok(r)
+        })
+        .await
     }
 
     /// Applies scheduled events that are due, in one transaction. Returns

@@ -15,7 +15,7 @@ use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::grant::{GrantChange, RevokeReason};
 use idgov_domain::guard::{self, HeldKind};
 use idgov_domain::identity::Status;
-use idgov_domain::policy::{CampaignDef, ReviewerStrategy};
+use idgov_domain::policy::{CampaignDef, Policy, ReviewerStrategy};
 use idgov_domain::review::{
     self, Campaign, CampaignState, CloseProgress, Context, Decided, ItemState, ReviewItem,
     Reviewer, Stage, Verdict,
@@ -350,16 +350,7 @@ impl App {
             let (page, last) = tx.grants_in_scope(&ents, &after, PEOPLE_PAGE).await?;
             let Some(last) = last else { break };
             after = last;
-            let page: Vec<ScopedGrant> = page
-                .into_iter()
-                .filter(|g| {
-                    policy
-                        .policy
-                        .entitlements
-                        .get(&g.grant.entitlement_id)
-                        .is_some_and(|e| def.covers(e, &g.department))
-                })
-                .collect();
+            let page = in_scope(&policy.policy, &def, page);
             for i in self
                 .plan_items(&mut tx, &def, false, "", &page, &peers, &mut org, None)
                 .await?
@@ -633,17 +624,7 @@ impl App {
             org.0 = read_at;
         }
         let (page, last) = self.store.grants_in_scope(ents, after, PEOPLE_PAGE).await?;
-        let policy = self.policy();
-        let page: Vec<ScopedGrant> = page
-            .into_iter()
-            .filter(|g| {
-                policy
-                    .policy
-                    .entitlements
-                    .get(&g.grant.entitlement_id)
-                    .is_some_and(|e| def.covers(e, &g.department))
-            })
-            .collect();
+        let page = in_scope(&self.policy().policy, def, page);
         let items = if page.is_empty() {
             Vec::new()
         } else {
@@ -1053,50 +1034,41 @@ impl App {
                 return Ok(out);
             }
         }
-        let mut attempt = 0;
         loop {
-            let now = self.now();
-            let step = async {
-                let mut tx = self.store.begin().await?;
-                let Some(mut c) = tx.campaign_for_update(id).await? else {
-                    return Err(AppError::not_found("the campaign is gone"));
-                };
-                if c.state != CampaignState::Closing {
-                    return Ok(Some(c));
-                }
-                let done = self.close_step(&mut tx, &mut c, now).await?;
-                tx.update_campaign(&c).await?;
-                tx.commit(now).await?;
-                Ok(done.then_some(c))
-            }
-            .await;
-            match step {
-                Err(e) if e.is_retryable() && attempt < 8 => {
-                    attempt += 1;
-                    self.after_conflict(&e, attempt).await;
-                }
-                Err(e) => return Err(e),
-                Ok(Some(c)) => {
-                    self.wake_provisioning();
-                    let p = c.closing.clone().unwrap_or_default();
-                    return Ok(CloseOutcome {
-                        held_change_id: c
-                            .held_change_id
-                            .clone()
-                            .filter(|_| c.state == CampaignState::Held),
-                        campaign: c,
-                        defaulted: p.defaulted,
-                        revoked: p.revoked,
-                        superseded: p.superseded,
-                        guard: guard_verdict,
-                    });
-                }
-                Ok(None) => {
-                    attempt = 0;
-                    // Let intake in between steps.
-                    tokio::task::yield_now().await;
-                }
-            }
+            let closed = self
+                .retrying(|| async move {
+                    let now = self.now();
+                    let mut tx = self.store.begin().await?;
+                    let Some(mut c) = tx.campaign_for_update(id).await? else {
+                        return Err(AppError::not_found("the campaign is gone"));
+                    };
+                    if c.state != CampaignState::Closing {
+                        return Ok(Some(c));
+                    }
+                    let done = self.close_step(&mut tx, &mut c, now).await?;
+                    tx.update_campaign(&c).await?;
+                    tx.commit(now).await?;
+                    Ok(done.then_some(c))
+                })
+                .await?;
+            let Some(c) = closed else {
+                // Let intake in between steps.
+                tokio::task::yield_now().await;
+                continue;
+            };
+            self.wake_provisioning();
+            let p = c.closing.clone().unwrap_or_default();
+            return Ok(CloseOutcome {
+                held_change_id: c
+                    .held_change_id
+                    .clone()
+                    .filter(|_| c.state == CampaignState::Held),
+                campaign: c,
+                defaulted: p.defaulted,
+                revoked: p.revoked,
+                superseded: p.superseded,
+                guard: guard_verdict,
+            });
         }
     }
 
@@ -1144,11 +1116,7 @@ impl App {
                 c.id,
                 affected.len()
             );
-            let actor = if p.actor.is_empty() {
-                crate::SYSTEM_SCHEDULER.to_string()
-            } else {
-                p.actor.clone()
-            };
+            let actor = closing_actor(&p);
             let held_id = crate::held::hold(
                 &mut tx,
                 HeldKind::CampaignClose,
@@ -1217,11 +1185,7 @@ impl App {
     ) -> Result<bool, AppError> {
         let policy = self.policy_for(tx);
         let mut p = c.closing.clone().unwrap_or_default();
-        let actor = if p.actor.is_empty() {
-            crate::SYSTEM_SCHEDULER.to_string()
-        } else {
-            p.actor.clone()
-        };
+        let actor = closing_actor(&p);
         // Every item of a page leaves the open set and none comes back
         // (decisions are refused while closing): go on after the last one.
         // (Reading from the start again walks the index entries of every
@@ -1685,6 +1649,27 @@ impl App {
 
 /// Closes as superseded the open items of `campaign_id` whose grant ended,
 /// each with its audit event.
+/// The grants of `page` whose entitlement the definition covers.
+fn in_scope(policy: &Policy, def: &CampaignDef, page: Vec<ScopedGrant>) -> Vec<ScopedGrant> {
+    page.into_iter()
+        .filter(|g| {
+            policy
+                .entitlements
+                .get(&g.grant.entitlement_id)
+                .is_some_and(|e| def.covers(e, &g.department))
+        })
+        .collect()
+}
+
+/// Who a close acts as: who started it (the scheduler when unknown).
+fn closing_actor(p: &CloseProgress) -> String {
+    if p.actor.is_empty() {
+        crate::SYSTEM_SCHEDULER.to_string()
+    } else {
+        p.actor.clone()
+    }
+}
+
 async fn supersede(tx: &mut WriteTx, campaign_id: &str, actor: &str) -> Result<u64, AppError> {
     let gone = tx.supersede_ended(campaign_id).await?;
     for (id, grant, employee) in &gone {

@@ -80,21 +80,7 @@ pub async fn campaign(people: usize, backend: &str) -> anyhow::Result<()> {
     };
     // A leaver 3 s into the generation: applied at once, not after it.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let leaver = idgov_domain::hr::HrEvent::parse(
-        idgov_domain::hr::HrEventInput {
-            source: "bench".into(),
-            event_id: "leave-during-generation".into(),
-            kind: Some(idgov_domain::hr::EventKind::Terminate),
-            employee_id: emp(people - 1),
-            ..Default::default()
-        },
-        app.policy().policy.hr_time_zone,
-        app.now(),
-    )
-    .map_err(e)?;
-    let l = Instant::now();
-    app.submit_event(leaver, "service:bench").await.map_err(e)?;
-    let leaver_ms = l.elapsed().as_secs_f64() * 1e3;
+    let leaver_ms = terminate_ms(&app, "leave-during-generation", &emp(people - 1)).await?;
     let still = !start.is_finished();
     let c = start.await?.map_err(e)?;
     let gen_secs = t.elapsed().as_secs_f64();
@@ -173,21 +159,7 @@ pub async fn campaign(people: usize, backend: &str) -> anyhow::Result<()> {
     };
     // A leaver 3 s into the close: applied at once, not after it.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let leaver = idgov_domain::hr::HrEvent::parse(
-        idgov_domain::hr::HrEventInput {
-            source: "bench".into(),
-            event_id: "leave-during-close".into(),
-            kind: Some(idgov_domain::hr::EventKind::Terminate),
-            employee_id: emp(people - 2),
-            ..Default::default()
-        },
-        app.policy().policy.hr_time_zone,
-        app.now(),
-    )
-    .map_err(e)?;
-    let l = Instant::now();
-    app.submit_event(leaver, "service:bench").await.map_err(e)?;
-    let leaver_ms = l.elapsed().as_secs_f64() * 1e3;
+    let leaver_ms = terminate_ms(&app, "leave-during-close", &emp(people - 2)).await?;
     let still = !close.is_finished();
     let out = close.await?.map_err(e)?;
     println!(
@@ -205,4 +177,24 @@ pub async fn campaign(people: usize, backend: &str) -> anyhow::Result<()> {
         "the close was held"
     );
     Ok(())
+}
+
+/// Sends a termination of `employee` now; milliseconds until acknowledged.
+async fn terminate_ms(app: &App, event_id: &str, employee: &str) -> anyhow::Result<f64> {
+    let e = |e: idgov_server::AppError| anyhow::anyhow!("{e}");
+    let leaver = idgov_domain::hr::HrEvent::parse(
+        idgov_domain::hr::HrEventInput {
+            source: "bench".into(),
+            event_id: event_id.into(),
+            kind: Some(idgov_domain::hr::EventKind::Terminate),
+            employee_id: employee.into(),
+            ..Default::default()
+        },
+        app.policy().policy.hr_time_zone,
+        app.now(),
+    )
+    .map_err(|d| anyhow::anyhow!("{d}"))?;
+    let l = Instant::now();
+    app.submit_event(leaver, "service:bench").await.map_err(e)?;
+    Ok(l.elapsed().as_secs_f64() * 1e3)
 }

@@ -481,33 +481,23 @@ ldap_group_dn = "cn=Finance, ou=groups,dc=x"
         // Generated directories and people: accounts with and without
         // employee ids (some unknown, some twice), DNs spelled differently
         // in groups, statuses, grants with and without groups.
-        const GROUPS: &str = r#"
-[[systems]]
-id = "dir"
-kind = "directory"
-owner = "A"
+        let groups = format!(
+            "{POLICY}
+[[entitlements]]
+id = \"ops\"
+system = \"dir\"
+classification = \"internal\"
+kind = \"ldap_group\"
+ldap_group_dn = \"cn=Ops,ou=groups,dc=x\"
 
 [[entitlements]]
-id = "fin"
-system = "dir"
-classification = "internal"
-kind = "ldap_group"
-ldap_group_dn = "cn=Finance, ou=groups,dc=x"
-
-[[entitlements]]
-id = "ops"
-system = "dir"
-classification = "internal"
-kind = "ldap_group"
-ldap_group_dn = "cn=Ops,ou=groups,dc=x"
-
-[[entitlements]]
-id = "badge"
-system = "dir"
-classification = "internal"
-kind = "app_role"
-"#;
-        let policy = Policy::parse(GROUPS).unwrap_or_default();
+id = \"badge\"
+system = \"dir\"
+classification = \"internal\"
+kind = \"app_role\"
+"
+        );
+        let policy = Policy::parse(&groups).unwrap_or_default();
         assert_eq!(policy.entitlements.len(), 3);
         let mut state = 7u64;
         let mut next = |n: u64| {

@@ -13,7 +13,9 @@ use idgov_tests::backends::TestStore;
 use idgov_tests::both_backends;
 use std::time::{Duration, Instant};
 
-async fn org(app: &App, n: usize) {
+/// A roster of B00000.. B{n-1} (Finance and Sales, alternately) and the
+/// owners O1 and O2.
+fn listing(n: usize, sync_id: &str) -> SyncRequest {
     let mut entries: Vec<RosterEntry> = (0..n)
         .map(|i| RosterEntry {
             employee_id: format!("B{i:05}"),
@@ -26,19 +28,20 @@ async fn org(app: &App, n: usize) {
             attrs: Person::new(o, "Management").patch(),
         });
     }
-    app.sync_roster(
-        SyncRequest {
-            source: "workday".into(),
-            sync_id: "org".into(),
-            dry_run: false,
-            as_of: String::new(),
-            time_zone: String::new(),
-            entries,
-        },
-        "service:hr",
-    )
-    .await
-    .unwrap();
+    SyncRequest {
+        source: "workday".into(),
+        sync_id: sync_id.into(),
+        dry_run: false,
+        as_of: String::new(),
+        time_zone: String::new(),
+        entries,
+    }
+}
+
+async fn org(app: &App, n: usize) {
+    app.sync_roster(listing(n, "org"), "service:hr")
+        .await
+        .unwrap();
 }
 
 /// The test policy, plus a role everyone gets.
@@ -64,10 +67,7 @@ both_backends! {
             assert!(t0.elapsed() < Duration::from_secs(60), "the apply never started");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let ev = event(&app, EventKind::Terminate, "t-b02999", "B02999", "", AttributesPatch::default());
-        let sent = Instant::now();
-        app.submit_event(ev, "service:hr").await.unwrap();
-        let took = sent.elapsed();
+        let took = terminate_now(&app, "t-b02999", "B02999").await;
         let busy = !apply.is_finished();
         let result = apply.await.unwrap().unwrap();
         eprintln!("terminate during the recompute acknowledged in {took:?} (recompute still running: {busy})");
@@ -157,10 +157,7 @@ both_backends! {
             assert!(t0.elapsed() < Duration::from_secs(60), "the import never started writing");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let ev = event(&app, EventKind::Terminate, "t-e1", "E1", "", AttributesPatch::default());
-        let sent = Instant::now();
-        app.submit_event(ev, "service:hr").await.unwrap();
-        let took = sent.elapsed();
+        let took = terminate_now(&app, "t-e1", "E1").await;
         let busy = !import.is_finished();
         let out = import.await.unwrap().unwrap();
         eprintln!("terminate during the import acknowledged in {took:?} (import still running: {busy})");
@@ -173,26 +170,16 @@ both_backends! {
 
 /// The `org` roster with only the first `keep` people of B00000.. listed.
 fn shorter(keep: usize) -> SyncRequest {
-    let mut entries: Vec<RosterEntry> = (0..keep)
-        .map(|i| RosterEntry {
-            employee_id: format!("B{i:05}"),
-            attrs: Person::new("x", if i % 2 == 0 { "Finance" } else { "Sales" }).patch(),
-        })
-        .collect();
-    for o in ["O1", "O2"] {
-        entries.push(RosterEntry {
-            employee_id: o.into(),
-            attrs: Person::new(o, "Management").patch(),
-        });
-    }
-    SyncRequest {
-        source: "workday".into(),
-        sync_id: format!("short-{keep}"),
-        dry_run: false,
-        as_of: String::new(),
-        time_zone: String::new(),
-        entries,
-    }
+    listing(keep, &format!("short-{keep}"))
+}
+
+/// Releases the held change `id` on a task of its own.
+fn release_in_background(
+    app: &std::sync::Arc<App>,
+    id: &str,
+) -> tokio::task::JoinHandle<Result<idgov_store::HeldChange, idgov_server::AppError>> {
+    let (app, id) = (app.clone(), id.to_string());
+    tokio::spawn(async move { app.release_held(&id, "confirmed with HR", "user:sec").await })
 }
 
 /// The release's bulk job, once the release committed its decision.
@@ -213,21 +200,14 @@ both_backends! {
         let held_id = held.held_change_id.clone().expect("held");
         assert_eq!(held.counts.leavers, 3500);
         clock.advance(chrono::Duration::seconds(60));
-        let release = {
-            let app = app.clone();
-            let id = held_id.clone();
-            tokio::spawn(async move { app.release_held(&id, "confirmed with HR", "user:sec").await })
-        };
+        let release = release_in_background(&app, &held_id);
         // Wait until the release is applying, then a leaver who is still listed.
         let t0 = Instant::now();
         while app.store.get_identity("B00500").await.unwrap().unwrap().status != Status::Terminated {
             assert!(t0.elapsed() < Duration::from_secs(120), "the release never started applying");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let ev = event(&app, EventKind::Terminate, "t-b00001", "B00001", "", AttributesPatch::default());
-        let sent = Instant::now();
-        app.submit_event(ev, "service:hr").await.unwrap();
-        let took = sent.elapsed();
+        let took = terminate_now(&app, "t-b00001", "B00001").await;
         let busy = !release.is_finished();
         let decided = release.await.unwrap().unwrap();
         eprintln!("terminate during the release acknowledged in {took:?} (release still running: {busy})");
@@ -255,11 +235,7 @@ both_backends! {
         let held = app.sync_roster(shorter(1000), "service:hr").await.unwrap();
         let held_id = held.held_change_id.clone().expect("held");
         clock.advance(chrono::Duration::seconds(60));
-        let release = {
-            let app = app.clone();
-            let id = held_id.clone();
-            tokio::spawn(async move { app.release_held(&id, "confirmed with HR", "user:sec").await })
-        };
+        let release = release_in_background(&app, &held_id);
         // The process stops after the first step of the release.
         let t0 = Instant::now();
         loop {

@@ -655,11 +655,7 @@ both_backends! {
             assert!(t0.elapsed() < std::time::Duration::from_secs(120), "the close never made a step: {:?}", now.state);
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
-        let sent = std::time::Instant::now();
-        app.submit_event(event(&app, EventKind::Terminate, "t-A05099", "A05099", "", AttributesPatch::default()), "service:hr")
-            .await
-            .unwrap();
-        let took = sent.elapsed();
+        let took = terminate_now(&app, "t-A05099", "A05099").await;
         let busy = !close.is_finished();
         // Decisions are refused once the campaign closes.
         let r = decide(&app, "M1", &[], vec![decision(&last, Verdict::Certify, "")]).await;

@@ -196,3 +196,19 @@ pub async fn drop_audit_guard(t: &TestStore, c: &mut sqlx::AnyConnection) {
             .unwrap();
     }
 }
+
+/// Terminates `employee` now (event `event_id`); how long until it was
+/// acknowledged (durably applied).
+pub async fn terminate_now(app: &App, event_id: &str, employee: &str) -> std::time::Duration {
+    let ev = event(
+        app,
+        EventKind::Terminate,
+        event_id,
+        employee,
+        "",
+        AttributesPatch::default(),
+    );
+    let sent = std::time::Instant::now();
+    app.submit_event(ev, "service:hr").await.expect("terminate");
+    sent.elapsed()
+}
