@@ -6,6 +6,29 @@ use chrono::{DateTime, Utc};
 use idgov_domain::audit::{AuditEntry, event_hash};
 use sqlx::{Any, AnyPool, Row, Transaction};
 
+/// Begins a transaction on `pool` in a task of its own, so that it runs to
+/// the end even when the caller is dropped half-way (a cancelled request,
+/// an aborted job).
+///
+/// sqlx counts a transaction as open only once the server has answered its
+/// `BEGIN`; a caller dropped in between left the connection inside a
+/// transaction sqlx did not know of, and the pool lent it out again. Every
+/// statement run on it afterwards (autocommit writes included) then
+/// belonged to that transaction: acknowledged, never committed, holding its
+/// row locks (seen as a job step waiting two minutes on a lease row, and
+/// reproduced by the store suite's abandoned-begin test). Run to the end,
+/// the transaction is known, and dropping it rolls it back.
+async fn begin_to_the_end(
+    pool: &AnyPool,
+    begin: &'static str,
+) -> Result<Transaction<'static, Any>, StoreError> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin_with(begin).await })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("beginning a transaction: {e}")))?
+        .map_err(StoreError::from)
+}
+
 /// A write transaction. Dropping it without [`WriteTx::commit`] rolls back.
 pub struct WriteTx {
     pub(crate) tx: Transaction<'static, Any>,
@@ -25,8 +48,8 @@ impl WriteTx {
         let tx = match backend {
             // Take the write lock up front: a deferred transaction that reads
             // first could fail to upgrade.
-            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => pool.begin().await?,
+            Backend::Sqlite => begin_to_the_end(pool, "BEGIN IMMEDIATE").await?,
+            Backend::Postgres => begin_to_the_end(pool, "BEGIN").await?,
         };
         Ok(WriteTx {
             tx,
@@ -45,10 +68,13 @@ impl WriteTx {
         backend: Backend,
     ) -> Result<WriteTx, StoreError> {
         let tx = match backend {
-            Backend::Sqlite => pool.begin_with("BEGIN").await?,
+            Backend::Sqlite => begin_to_the_end(pool, "BEGIN").await?,
             Backend::Postgres => {
-                pool.begin_with("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await?
+                begin_to_the_end(
+                    pool,
+                    "BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                )
+                .await?
             }
         };
         Ok(WriteTx {

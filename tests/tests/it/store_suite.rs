@@ -546,6 +546,76 @@ both_backends! {
         let r = s.verify_audit_chain().await.unwrap();
         assert_eq!(r.broken.map(|b| b.seq), Some(3));
     }
+
+    /// A caller dropped while its transaction begins (a cancelled request,
+    /// an aborted job) leaves no connection inside a transaction: every
+    /// write acknowledged afterwards is committed and seen by another
+    /// process, and nothing waits on a lock nobody will release.
+    async fn a_transaction_abandoned_while_it_begins_leaves_nothing_uncommitted(t: TestStore) {
+        let s = &t.store;
+        let job = idgov_store::BulkJob {
+            id: "job-1".into(),
+            kind: "policy_recompute".into(),
+            state: "running".into(),
+            policy_version: 1,
+            cursor: "0".into(),
+            detail: json!({}),
+            created_at: at(0),
+            updated_at: at(0),
+        };
+        let mut tx = s.begin().await.unwrap();
+        tx.insert_bulk_job(&job, at(0)).await.unwrap();
+        tx.commit(at(0)).await.unwrap();
+        let other = idgov_store::Store::open(&t.url).await.unwrap();
+        let mut finished = 0;
+        for round in 1..=40i64 {
+            // Begins dropped after each number of wake-ups from 8 down to 1,
+            // so some are dropped with BEGIN sent and its answer not yet
+            // read, and no finished one comes after them to clean up.
+            for polls in (1..=8).rev() {
+                for read in [false, true] {
+                    if read {
+                        finished += usize::from(abandon_after(s.begin_read(), polls).await);
+                    } else {
+                        finished += usize::from(abandon_after(s.begin(), polls).await);
+                    }
+                }
+            }
+            // Let the connections go back to their pools.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            let now = at(round);
+            let claimed = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                s.claim_bulk_job("job-1", now, now + Duration::minutes(30), false),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the claim waited on a lock an abandoned transaction holds"))
+            .unwrap();
+            assert!(claimed, "round {round}: the lease ran out, so the claim is taken");
+            let seen = other.unclaimed_bulk_jobs(now + Duration::minutes(1)).await.unwrap();
+            assert!(
+                seen.is_empty(),
+                "round {round}: an acknowledged claim is not committed (another process sees the job unclaimed)"
+            );
+        }
+        assert!(finished < 40 * 16, "no begin was dropped unfinished: the test tried nothing");
+        other.close().await;
+    }
+}
+
+/// Polls `f` until it has been woken `polls` times, then drops it
+/// unfinished; true when it finished first.
+async fn abandon_after<F: std::future::Future>(f: F, polls: usize) -> bool {
+    let mut f = std::pin::pin!(f);
+    let mut left = polls;
+    std::future::poll_fn(|cx| {
+        if left == 0 {
+            return std::task::Poll::Ready(false);
+        }
+        left -= 1;
+        f.as_mut().poll(cx).map(|_| true)
+    })
+    .await
 }
 
 #[tokio::test]
