@@ -37,6 +37,9 @@ pub struct WriteTx {
     expected_policy: Option<i64>,
     /// Told after a commit that appended audit events.
     appended: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// A read-only transaction ([`WriteTx::begin_read`]): its reads take no
+    /// row locks.
+    read_only: bool,
 }
 
 impl WriteTx {
@@ -57,6 +60,7 @@ impl WriteTx {
             audit: Vec::new(),
             expected_policy: None,
             appended: Some(appended),
+            read_only: false,
         })
     }
 
@@ -83,6 +87,7 @@ impl WriteTx {
             audit: Vec::new(),
             expected_policy: None,
             appended: None,
+            read_only: true,
         })
     }
 
@@ -93,6 +98,44 @@ impl WriteTx {
     /// Records an audit event, written when the transaction commits.
     pub fn audit(&mut self, entry: AuditEntry) {
         self.audit.push(entry);
+    }
+
+    /// The audit events recorded so far and not yet written, taken out (a
+    /// change planned on a read transaction hands them to the write
+    /// transaction that applies it).
+    pub fn take_audit(&mut self) -> Vec<AuditEntry> {
+        std::mem::take(&mut self.audit)
+    }
+
+    /// Records audit events, written when the transaction commits.
+    pub fn audit_all(&mut self, entries: Vec<AuditEntry>) {
+        self.audit.extend(entries);
+    }
+
+    /// How many audit events this transaction's commit will append.
+    pub fn pending_audit(&self) -> usize {
+        self.audit.len()
+    }
+
+    /// The sequence number of the audit chain's head, as this transaction
+    /// sees it. Every change appends to the chain, so the same head seen
+    /// twice means nothing changed in between.
+    pub async fn audit_head_seq(&mut self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT seq FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(row.try_get("seq")?)
+    }
+
+    /// ` FOR UPDATE` where a read must lock its rows until the commit (a
+    /// PostgreSQL write transaction); nothing on SQLite, whose write
+    /// transaction holds the only writer, nor in a read-only transaction.
+    pub(crate) fn lock_clause(&self) -> &'static str {
+        if self.read_only {
+            ""
+        } else {
+            self.backend.for_update()
+        }
     }
 
     /// Makes the commit fail with a conflict unless the policy in force is

@@ -390,7 +390,7 @@ impl crate::WriteTx {
     ) -> Result<Option<Vec<String>>, StoreError> {
         let sql = format!(
             "SELECT secrets FROM webhook_subscriptions WHERE id = $1 AND origin = 'api'{}",
-            self.backend.for_update()
+            self.lock_clause()
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
