@@ -908,12 +908,6 @@ impl Batch {
     /// Stages grant changes of `id` decided because of `cause`: the rows,
     /// their audit events and, when provisioning, the directory operations.
     /// Returns (added, revoked).
-    /// Dates what the batch writes (a batch planned ahead is written
-    /// later than it was planned).
-    pub(crate) fn set_now(&mut self, now: DateTime<Utc>) {
-        self.now = now;
-    }
-
     pub(crate) fn stage_grant_changes(
         &mut self,
         tx: &mut WriteTx,

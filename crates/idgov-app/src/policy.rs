@@ -13,7 +13,6 @@ use idgov_domain::policy::{Policy, PolicyDiff};
 use idgov_store::{BulkJob, WriteTx};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::sync::Arc;
 
 /// What a policy change does to grants.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,32 +72,6 @@ pub(crate) const STATISTICS_EVERY: u64 = 20;
 
 /// How long a process holds a bulk job before another may take it over.
 pub(crate) const JOB_LEASE_SECONDS: i64 = 60;
-
-/// A page of a recompute planned ahead on a read transaction.
-struct RecomputePlan {
-    /// The cursor it follows.
-    after: String,
-    /// The audit head its snapshot saw.
-    read_at: i64,
-    ids: Vec<String>,
-    batch: Batch,
-    step: Impact,
-    audit: Vec<AuditEntry>,
-}
-
-impl RecomputePlan {
-    /// Whether the plan still holds in `tx`: its people are locked first
-    /// (nobody changes them until the commit), then the audit head is
-    /// read. Every change appends to the audit chain, so the plan holds
-    /// when the head is where the snapshot saw it, or when the only change
-    /// since was this recompute's own last step (`own`: the head before
-    /// and after it), which touched other people.
-    async fn holds(&self, tx: &mut WriteTx, own: Option<(i64, i64)>) -> Result<bool, AppError> {
-        tx.lock_identities(&self.ids).await?;
-        let now = tx.audit_head_seq().await?;
-        Ok(now == self.read_at || own == Some((self.read_at, now)))
-    }
-}
 
 fn add_impact(impact: &mut Impact, changes: &[GrantChange]) {
     let revoked = changes
@@ -342,16 +315,6 @@ impl App {
             serde_json::from_value(job.detail["impact"].clone()).unwrap_or_default();
         let cause = format!("policy:v{}", job.policy_version);
         let mut steps = 0u64;
-        // Each step writes one page of people while the next page is read
-        // and planned beside it, on a read transaction (outside the
-        // writer). A planned page is applied as planned when nothing but
-        // this recompute's own last step changed since it was read (see
-        // `RecomputePlan::holds`); otherwise it is planned again inside
-        // the writer from what is true now.
-        let mut planned: Option<RecomputePlan> = None;
-        // The audit head just before and just after this recompute's last
-        // commit, when that commit appended events.
-        let mut own: Option<(i64, i64)> = None;
         loop {
             if steps.is_multiple_of(STATISTICS_EVERY) {
                 self.store.refresh_statistics().await;
@@ -366,7 +329,6 @@ impl App {
                 // A newer policy is in force (its own recompute covers
                 // everyone), or this process has not reloaded yet.
                 drop(tx);
-                planned = None;
                 let now_in_force = self.reload_policy().await?;
                 if now_in_force.version != job.policy_version {
                     let mut tx = self.store.begin().await?;
@@ -383,24 +345,8 @@ impl App {
                 }
                 continue;
             }
-            let plan = match planned.take().filter(|p| p.after == cursor) {
-                Some(p) if p.holds(&mut tx, own).await? => {
-                    tx.audit_all(p.audit);
-                    Some((p.ids, p.batch, p.step))
-                }
-                _ => {
-                    let ids = tx.identity_ids_after(&cursor, STEP_PEOPLE).await?;
-                    if ids.is_empty() {
-                        None
-                    } else {
-                        let (batch, step) = self
-                            .plan_recompute(&mut tx, policy.clone(), &ids, &cause, &actor, now)
-                            .await?;
-                        Some((ids, batch, step))
-                    }
-                }
-            };
-            let Some((ids, mut batch, step)) = plan else {
+            let ids = tx.identity_ids_after(&cursor, STEP_PEOPLE).await?;
+            let Some(last) = ids.last().cloned() else {
                 tx.update_bulk_job(
                     &job.id,
                     "done",
@@ -419,43 +365,55 @@ impl App {
                 self.wake_provisioning();
                 return Ok(impact);
             };
-            let last = ids.last().cloned().unwrap_or_default();
+            let mut batch = Batch::for_people(
+                &mut tx,
+                policy.clone(),
+                now,
+                &ids,
+                self.provisioning(),
+                self.creates_accounts(),
+            )
+            .await?;
+            let mut step = Impact::default();
+            for id in &ids {
+                let (Some(person), grants) = batch.current(id) else {
+                    continue;
+                };
+                if !person.may_hold_access() {
+                    continue;
+                }
+                let (changes, _) =
+                    reconcile_access(&person, &grants, &policy.policy, Cause::Policy);
+                if changes.is_empty() {
+                    continue;
+                }
+                batch.stage_grant_changes(&mut tx, id, &changes, &cause, &actor);
+                add_impact(&mut step, &changes);
+            }
+            batch.flush(&mut tx).await?;
             let mut total = impact.clone();
             total.grants_added += step.grants_added;
             total.grants_revoked += step.grants_revoked;
             total.identities_losing += step.identities_losing;
             total.identities_affected += step.identities_affected;
-            batch.set_now(now);
-            let write = async {
-                batch.flush(&mut tx).await?;
-                tx.update_bulk_job(
-                    &job.id,
-                    "running",
-                    &last,
-                    &json!({"actor": actor, "impact": total}),
-                    now,
-                )
-                .await?;
-                let appended = tx.pending_audit() as i64;
-                let head = tx.commit(now).await?;
-                Ok::<_, AppError>((appended > 0).then_some((head - appended, head)))
-            };
-            let (written, next) = tokio::join!(
-                write,
-                self.plan_recompute_ahead(&last, job.policy_version, &cause, &actor)
-            );
-            match written {
-                Ok(moved) => {
+            tx.update_bulk_job(
+                &job.id,
+                "running",
+                &last,
+                &json!({"actor": actor, "impact": total}),
+                now,
+            )
+            .await?;
+            match tx.commit(now).await {
+                Ok(_) => {
                     impact = total;
                     cursor = last;
-                    own = moved;
-                    // A plan that could not be read is made in the writer.
-                    planned = next.ok().flatten();
                     if step.identities_affected > 0 {
                         self.wake_provisioning();
                     }
                 }
                 Err(e) => {
+                    let e = AppError::from(e);
                     if !e.is_retryable() {
                         return Err(e);
                     }
@@ -465,82 +423,6 @@ impl App {
             // Let intake in between steps.
             tokio::task::yield_now().await;
         }
-    }
-
-    /// The grant changes the policy in force makes for `ids`, staged in a
-    /// batch (their audit events recorded in `tx`).
-    async fn plan_recompute(
-        &self,
-        tx: &mut WriteTx,
-        policy: Arc<ActivePolicy>,
-        ids: &[String],
-        cause: &str,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(Batch, Impact), AppError> {
-        let mut batch = Batch::for_people(
-            tx,
-            policy.clone(),
-            now,
-            ids,
-            self.provisioning(),
-            self.creates_accounts(),
-        )
-        .await?;
-        let mut step = Impact::default();
-        for id in ids {
-            let (Some(person), grants) = batch.current(id) else {
-                continue;
-            };
-            if !person.may_hold_access() {
-                continue;
-            }
-            let (changes, _) = reconcile_access(&person, &grants, &policy.policy, Cause::Policy);
-            if changes.is_empty() {
-                continue;
-            }
-            batch.stage_grant_changes(tx, id, &changes, cause, actor);
-            add_impact(&mut step, &changes);
-        }
-        Ok((batch, step))
-    }
-
-    /// The next page after `after`, read and planned on a read transaction
-    /// with the audit head it was read at. `None` when the policy in force
-    /// is not the recompute's (the writer sorts that out) or nobody is
-    /// left.
-    async fn plan_recompute_ahead(
-        &self,
-        after: &str,
-        version: i64,
-        cause: &str,
-        actor: &str,
-    ) -> Result<Option<RecomputePlan>, AppError> {
-        let policy = self.policy();
-        if policy.version != version {
-            return Ok(None);
-        }
-        let mut rtx = self.store.begin_read().await?;
-        // First in the snapshot: the head it was taken at.
-        let read_at = rtx.audit_head_seq().await?;
-        let ids = rtx.identity_ids_after(after, STEP_PEOPLE).await?;
-        if ids.is_empty() {
-            rtx.rollback().await?;
-            return Ok(None);
-        }
-        let (batch, step) = self
-            .plan_recompute(&mut rtx, policy, &ids, cause, actor, self.now())
-            .await?;
-        let audit = rtx.take_audit();
-        rtx.rollback().await?;
-        Ok(Some(RecomputePlan {
-            after: after.to_string(),
-            read_at,
-            ids,
-            batch,
-            step,
-            audit,
-        }))
     }
 
     /// Stores `new` as the next version and records its recompute, without

@@ -209,28 +209,6 @@ impl WriteTx {
         Ok(out)
     }
 
-    /// Locks these identities until the commit (on PostgreSQL; SQLite's
-    /// write transaction already holds the only writer): a change planned
-    /// from a snapshot is applied while nobody else can change them.
-    pub async fn lock_identities(&mut self, ids: &[String]) -> Result<(), StoreError> {
-        let lock = self.lock_clause();
-        if lock.is_empty() {
-            return Ok(());
-        }
-        for chunk in ids.chunks(IN_CHUNK) {
-            let sql = format!(
-                "SELECT employee_id FROM identities WHERE employee_id IN ({}){lock}",
-                list(self.backend, chunk.len(), 1),
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
-            q.fetch_all(&mut *self.tx).await?;
-        }
-        Ok(())
-    }
-
     /// The active grants of these identities, by holder.
     pub async fn active_grants_of(
         &mut self,

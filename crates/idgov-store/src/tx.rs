@@ -100,33 +100,6 @@ impl WriteTx {
         self.audit.push(entry);
     }
 
-    /// The audit events recorded so far and not yet written, taken out (a
-    /// change planned on a read transaction hands them to the write
-    /// transaction that applies it).
-    pub fn take_audit(&mut self) -> Vec<AuditEntry> {
-        std::mem::take(&mut self.audit)
-    }
-
-    /// Records audit events, written when the transaction commits.
-    pub fn audit_all(&mut self, entries: Vec<AuditEntry>) {
-        self.audit.extend(entries);
-    }
-
-    /// How many audit events this transaction's commit will append.
-    pub fn pending_audit(&self) -> usize {
-        self.audit.len()
-    }
-
-    /// The sequence number of the audit chain's head, as this transaction
-    /// sees it. Every change appends to the chain, so the same head seen
-    /// twice means nothing changed in between.
-    pub async fn audit_head_seq(&mut self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT seq FROM audit_head WHERE id = 1")
-            .fetch_one(&mut *self.tx)
-            .await?;
-        Ok(row.try_get("seq")?)
-    }
-
     /// ` FOR UPDATE` where a read must lock its rows until the commit (a
     /// PostgreSQL write transaction); nothing on SQLite, whose write
     /// transaction holds the only writer, nor in a read-only transaction.
