@@ -237,3 +237,27 @@ impl App {
         cached
     }
 }
+
+/// Runs a change in a task of its own, so that it goes to its end when
+/// the caller goes away (a client's deadline, a dropped connection, Ctrl-C
+/// on the CLI, a closed browser tab). The caller still gets the answer when
+/// it stays.
+///
+/// For the adapters (gRPC handlers, web pages) that start bulk work; the
+/// services themselves never spawn. The server drops a call's handler when
+/// its caller goes away, and a bulk change (a roster, a policy recompute, a
+/// held release, a campaign's generation or close) stopped half-way waited
+/// for its lease to run out before a worker carried it on, and an unheld
+/// roster sync stayed half-applied until the roster was sent again.
+pub async fn to_the_end<T, Fut>(
+    app: &Arc<App>,
+    change: impl FnOnce(Arc<App>) -> Fut,
+) -> Result<T, AppError>
+where
+    Fut: std::future::Future<Output = Result<T, AppError>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(change(app.clone()))
+        .await
+        .map_err(|e| AppError::Unavailable(format!("the change stopped: {e}")))?
+}

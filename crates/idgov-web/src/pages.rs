@@ -1342,11 +1342,25 @@ async fn admin_held(
     match form.get("decision") {
         "release" => {
             try_page!(s, access(&s, Rpc::ReleaseHeldChange));
-            try_page!(s, state.app.release_held(&id, reason, &actor).await);
+            let (id, reason) = (id.clone(), reason.to_string());
+            try_page!(
+                s,
+                idgov_app::to_the_end(&state.app, move |app| async move {
+                    app.release_held(&id, &reason, &actor).await
+                })
+                .await
+            );
         }
         "discard" => {
             try_page!(s, access(&s, Rpc::DiscardHeldChange));
-            try_page!(s, state.app.discard_held(&id, reason, &actor).await);
+            let (id, reason) = (id.clone(), reason.to_string());
+            try_page!(
+                s,
+                idgov_app::to_the_end(&state.app, move |app| async move {
+                    app.discard_held(&id, &reason, &actor).await
+                })
+                .await
+            );
         }
         _ => {
             return error_page(

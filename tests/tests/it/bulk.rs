@@ -463,3 +463,70 @@ both_backends! {
         assert!(report.broken.is_none());
     }
 }
+
+/// A held roster released through the API by a client that stops waiting
+/// (its deadline passes half-way) is applied all the same, and at once: the
+/// change does not wait for its lease to run out.
+async fn a_release_whose_caller_gives_up_goes_on(backend: &'static str) {
+    use idgov_proto::v1 as pb;
+    let Some(s) = idgov_tests::server::start(backend).await else {
+        return;
+    };
+    let app = s.app().clone();
+    with_policy(&app).await;
+    org(&app, 4000).await;
+    let held = app.sync_roster(shorter(500), "service:hr").await.unwrap();
+    let held_id = held.held_change_id.clone().expect("held");
+    s.clock.advance(chrono::Duration::seconds(60));
+    let mut hr = s.hr(&[idgov_authz::Role::SecurityOfficer]).await;
+    let mut req = tonic::Request::new(pb::ReleaseHeldChangeRequest {
+        id: held_id.clone(),
+        reason: "confirmed with HR".into(),
+    });
+    req.set_timeout(Duration::from_millis(40));
+    let answer =
+        tokio::time::timeout(Duration::from_millis(400), hr.release_held_change(req)).await;
+    assert!(
+        !matches!(answer, Ok(Ok(_))),
+        "the release answered within its deadline: nothing was cut short"
+    );
+    // The manual clock stands still, so a lease never runs out here: only
+    // a release that went on by itself finishes.
+    let t0 = Instant::now();
+    loop {
+        if let Some(j) = release_job(&app, &held_id).await
+            && j.state == "done"
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the release stopped with its caller"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        app.store.count_identities(Status::Active).await.unwrap(),
+        502
+    );
+    assert_eq!(
+        app.store
+            .get_held_change(&held_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        HeldState::Released
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_whose_caller_gives_up_goes_on_sqlite() {
+    a_release_whose_caller_gives_up_goes_on("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_whose_caller_gives_up_goes_on_postgres() {
+    a_release_whose_caller_gives_up_goes_on("postgres").await;
+}

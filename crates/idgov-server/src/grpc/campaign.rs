@@ -146,11 +146,12 @@ impl CampaignService for Api {
         let access = access(&req)?;
         let id = &req.get_ref().definition_id;
         check_id("definition_id", id)?;
-        let c = self
-            .app
-            .start_campaign(id, &access.caller.actor())
-            .await
-            .or_status()?;
+        let (id, actor) = (id.clone(), access.caller.actor());
+        let c = super::to_the_end(&self.app, move |app| async move {
+            app.start_campaign(&id, &actor).await
+        })
+        .await
+        .or_status()?;
         Ok(Response::new(campaign(&c)))
     }
 
@@ -288,11 +289,12 @@ impl CampaignService for Api {
     ) -> Result<Response<pb::CloseCampaignResponse>, Status> {
         let access = access(&req)?;
         check_id("id", &req.get_ref().id)?;
-        let o = self
-            .app
-            .close_campaign(&req.get_ref().id, &access.caller.actor())
-            .await
-            .or_status()?;
+        let (id, actor) = (req.get_ref().id.clone(), access.caller.actor());
+        let o = super::to_the_end(&self.app, move |app| async move {
+            app.close_campaign(&id, &actor).await
+        })
+        .await
+        .or_status()?;
         Ok(Response::new(pb::CloseCampaignResponse {
             campaign: Some(campaign(&o.campaign)),
             defaulted: o.defaulted as i64,

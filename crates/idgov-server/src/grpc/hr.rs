@@ -106,21 +106,20 @@ impl HrService for Api {
         if !violations.is_empty() {
             return Err(invalid("the roster has invalid entries", violations));
         }
-        let out = self
-            .app
-            .sync_roster(
-                SyncRequest {
-                    source: header.source,
-                    sync_id: header.sync_id,
-                    dry_run: header.dry_run,
-                    as_of: header.as_of,
-                    time_zone: header.time_zone,
-                    entries,
-                },
-                &access.caller.actor(),
-            )
-            .await
-            .or_status()?;
+        let request = SyncRequest {
+            source: header.source,
+            sync_id: header.sync_id,
+            dry_run: header.dry_run,
+            as_of: header.as_of,
+            time_zone: header.time_zone,
+            entries,
+        };
+        let actor = access.caller.actor();
+        let out = super::to_the_end(&self.app, move |app| async move {
+            app.sync_roster(request, &actor).await
+        })
+        .await
+        .or_status()?;
         Ok(Response::new(convert::sync_response(&out)))
     }
 
@@ -178,11 +177,12 @@ impl HrService for Api {
     ) -> Result<Response<pb::ReleaseHeldChangeResponse>, Status> {
         let access = access(&req)?;
         let r = req.into_inner();
-        let h = self
-            .app
-            .release_held(&r.id, &r.reason, &access.caller.actor())
-            .await
-            .or_status()?;
+        let actor = access.caller.actor();
+        let h = super::to_the_end(&self.app, move |app| async move {
+            app.release_held(&r.id, &r.reason, &actor).await
+        })
+        .await
+        .or_status()?;
         Ok(Response::new(pb::ReleaseHeldChangeResponse {
             held_change: Some(convert::held(&h)),
         }))
@@ -194,11 +194,12 @@ impl HrService for Api {
     ) -> Result<Response<pb::DiscardHeldChangeResponse>, Status> {
         let access = access(&req)?;
         let r = req.into_inner();
-        let h = self
-            .app
-            .discard_held(&r.id, &r.reason, &access.caller.actor())
-            .await
-            .or_status()?;
+        let actor = access.caller.actor();
+        let h = super::to_the_end(&self.app, move |app| async move {
+            app.discard_held(&r.id, &r.reason, &actor).await
+        })
+        .await
+        .or_status()?;
         Ok(Response::new(pb::DiscardHeldChangeResponse {
             held_change: Some(convert::held(&h)),
         }))

@@ -33,6 +33,8 @@ impl Api {
     }
 }
 
+pub(crate) use crate::app::to_the_end;
+
 /// The authorization decision the layer attached to the request.
 pub(crate) fn access<T>(req: &Request<T>) -> Result<Access, Status> {
     req.extensions()

@@ -33,11 +33,13 @@ impl PolicyService for Api {
         if let Some(p) = idgov_domain::identity::text_problem(&reason, 1000) {
             return Err(super::status::to_status(AppError::invalid("reason", p)));
         }
-        let res = self
-            .app
-            .apply_policy(&r.document, r.dry_run, &reason, &access.caller.actor())
-            .await
-            .or_status()?;
+        let actor = access.caller.actor();
+        let (document, dry_run) = (r.document, r.dry_run);
+        let res = super::to_the_end(&self.app, move |app| async move {
+            app.apply_policy(&document, dry_run, &reason, &actor).await
+        })
+        .await
+        .or_status()?;
         let d = &res.diff;
         Ok(Response::new(pb::ApplyPolicyResponse {
             outcome: match res.outcome {

@@ -165,11 +165,12 @@ impl DirectoryService for Api {
     ) -> Result<Response<pb::DirectorySync>, Status> {
         let access = access(&req)?;
         let dry_run = req.get_ref().dry_run;
-        let (run, drift) = self
-            .app
-            .sync_directory(dry_run, &access.caller.actor())
-            .await
-            .or_status()?;
+        let actor = access.caller.actor();
+        let (run, drift) = super::to_the_end(&self.app, move |app| async move {
+            app.sync_directory(dry_run, &actor).await
+        })
+        .await
+        .or_status()?;
         Ok(Response::new(sync_run(
             &run,
             if dry_run { &drift } else { &[] },
