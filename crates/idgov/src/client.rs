@@ -45,6 +45,21 @@ impl Interceptor for Bearer {
 
 pub type Authed = InterceptedService<Channel, Bearer>;
 
+/// A generated API client with the API's message-size limits set
+/// explicitly on this side too: the server's limit
+/// (`idgov_server::serve::MAX_MESSAGE_BYTES`, 4 MiB) for what it sends and
+/// what it accepts. Lists are paged and rosters streamed an entry at a
+/// time, so no message comes near it; a message that would is refused here
+/// with the limit named instead of by the server.
+macro_rules! limited {
+    ($client:expr) => {
+        $client
+            .max_decoding_message_size(idgov_server::serve::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(idgov_server::serve::MAX_MESSAGE_BYTES)
+    };
+}
+pub(crate) use limited;
+
 /// A connection to the server.
 pub struct Client {
     pub channel: Authed,

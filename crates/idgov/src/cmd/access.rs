@@ -223,7 +223,7 @@ fn parse_state(s: Option<&str>) -> anyhow::Result<pb::AccessRequestState> {
 
 pub async fn run_request(opts: &ClientOpts, c: RequestCommand) -> anyhow::Result<ExitCode> {
     let client = Client::connect(opts).await?;
-    let mut svc = AccessServiceClient::new(client.channel);
+    let mut svc = crate::client::limited!(AccessServiceClient::new(client.channel));
     let one = match c {
         RequestCommand::Create {
             target,
@@ -361,7 +361,7 @@ pub async fn revoke(
     reason: String,
 ) -> anyhow::Result<ExitCode> {
     let client = Client::connect(opts).await?;
-    let g = AccessServiceClient::new(client.channel)
+    let g = crate::client::limited!(AccessServiceClient::new(client.channel))
         .revoke_grant(pb::RevokeGrantRequest { grant_id, reason })
         .await
         .map_err(explain)?
@@ -390,7 +390,7 @@ pub async fn expiring(
     limit: i32,
 ) -> anyhow::Result<ExitCode> {
     let client = Client::connect(opts).await?;
-    let r = AccessServiceClient::new(client.channel)
+    let r = crate::client::limited!(AccessServiceClient::new(client.channel))
         .list_expiring_grants(pb::ListExpiringGrantsRequest {
             employee_id,
             within_days: i32::try_from(within).unwrap_or(i32::MAX),
@@ -440,7 +440,7 @@ pub async fn expiring(
 
 pub async fn run_sod(opts: &ClientOpts, c: SodCommand) -> anyhow::Result<ExitCode> {
     let client = Client::connect(opts).await?;
-    let mut svc = AccessServiceClient::new(client.channel);
+    let mut svc = crate::client::limited!(AccessServiceClient::new(client.channel));
     match c {
         SodCommand::Violations { all, limit } => {
             let r = svc

@@ -170,7 +170,7 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::SUCCESS);
     }
     let client = Client::connect(opts).await?;
-    let mut audit = AuditServiceClient::new(client.channel);
+    let mut audit = crate::client::limited!(AuditServiceClient::new(client.channel));
     match c {
         // Answered above, without the server.
         AuditCommand::PublicKey { .. } => Ok(ExitCode::SUCCESS),

@@ -142,7 +142,7 @@ pub async fn run(opts: &ClientOpts, c: CampaignCommand) -> anyhow::Result<ExitCo
         return verify_evidence(path, opts.output);
     }
     let client = Client::connect(opts).await?;
-    let mut svc = CampaignServiceClient::new(client.channel);
+    let mut svc = crate::client::limited!(CampaignServiceClient::new(client.channel));
     match c {
         // Handled above, without a server.
         CampaignCommand::VerifyEvidence { .. } => {}

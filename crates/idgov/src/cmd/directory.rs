@@ -51,7 +51,7 @@ fn drift_table(items: &[pb::DriftItem]) -> comfy_table::Table {
 
 pub async fn run(opts: &ClientOpts, c: DirectoryCommand) -> anyhow::Result<ExitCode> {
     let client = Client::connect(opts).await?;
-    let mut dir = DirectoryServiceClient::new(client.channel);
+    let mut dir = crate::client::limited!(DirectoryServiceClient::new(client.channel));
     match c {
         DirectoryCommand::Sync { dry_run } => {
             let r = dir

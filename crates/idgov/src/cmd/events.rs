@@ -64,7 +64,7 @@ fn sub_json(s: &pb::WebhookSubscription) -> serde_json::Value {
 
 pub async fn run(opts: &ClientOpts, c: EventsCommand) -> anyhow::Result<ExitCode> {
     let client = Client::connect(opts).await?;
-    let mut audit = AuditServiceClient::new(client.channel);
+    let mut audit = crate::client::limited!(AuditServiceClient::new(client.channel));
     match c {
         EventsCommand::Subscribe { id, url, events } => {
             let r = audit

@@ -160,7 +160,7 @@ pub async fn run(opts: &ClientOpts, c: HrCommand) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let client = Client::connect(opts).await?;
-    let mut hr = HrServiceClient::new(client.channel);
+    let mut hr = crate::client::limited!(HrServiceClient::new(client.channel));
     match c {
         HrCommand::Send(a) => send(&mut hr, opts.output, a).await,
         HrCommand::Import(a) => import(&mut hr, opts.output, a, roster.unwrap_or_default()).await,

@@ -77,7 +77,7 @@ fn identity_json(i: &pb::Identity) -> serde_json::Value {
 
 pub async fn run(opts: &ClientOpts, c: IdentityCommand) -> anyhow::Result<ExitCode> {
     let client = Client::connect(opts).await?;
-    let mut ids = IdentityServiceClient::new(client.channel);
+    let mut ids = crate::client::limited!(IdentityServiceClient::new(client.channel));
     match c {
         IdentityCommand::Get { employee_id } => {
             let i = ids
@@ -200,7 +200,7 @@ pub async fn run_grant(opts: &ClientOpts, c: GrantCommand) -> anyhow::Result<Exi
         } => return super::access::expiring(opts, employee_id, within, limit).await,
     };
     let client = Client::connect(opts).await?;
-    let mut ids = IdentityServiceClient::new(client.channel);
+    let mut ids = crate::client::limited!(IdentityServiceClient::new(client.channel));
     let mut grants = Vec::new();
     let mut token = String::new();
     loop {

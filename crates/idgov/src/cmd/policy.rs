@@ -91,7 +91,7 @@ fn policy_json(p: &pb::Policy) -> serde_json::Value {
 pub async fn run(opts: &ClientOpts, c: PolicyCommand) -> anyhow::Result<ExitCode> {
     let mut held = false;
     let client = Client::connect(opts).await?;
-    let mut pol = PolicyServiceClient::new(client.channel);
+    let mut pol = crate::client::limited!(PolicyServiceClient::new(client.channel));
     match c {
         PolicyCommand::Show { document } => {
             let p = pol

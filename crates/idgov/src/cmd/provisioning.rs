@@ -38,7 +38,7 @@ pub async fn run(opts: &ClientOpts, c: ProvisioningCommand) -> anyhow::Result<Ex
         } => (state, employee_id, limit),
         ProvisioningCommand::Retry { id } => {
             let client = Client::connect(opts).await?;
-            let o = ProvisioningServiceClient::new(client.channel)
+            let o = crate::client::limited!(ProvisioningServiceClient::new(client.channel))
                 .retry_directory_operation(pb::RetryDirectoryOperationRequest { id })
                 .await
                 .map_err(explain)?
@@ -66,7 +66,7 @@ pub async fn run(opts: &ClientOpts, c: ProvisioningCommand) -> anyhow::Result<Ex
         Some(o) => anyhow::bail!("--state {o:?}: use pending, done, failed or superseded"),
     };
     let client = Client::connect(opts).await?;
-    let r = ProvisioningServiceClient::new(client.channel)
+    let r = crate::client::limited!(ProvisioningServiceClient::new(client.channel))
         .list_directory_operations(pb::ListDirectoryOperationsRequest {
             page_size: limit,
             page_token: String::new(),
