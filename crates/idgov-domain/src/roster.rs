@@ -280,13 +280,21 @@ pub fn diff(entries: &[RosterEntry], identities: &HashMap<String, Identity>) -> 
 /// event is scheduled and the person is a pre-hire until then. The events
 /// keep the roster's zone, so its dates mean what the roster meant. The
 /// changes are consumed: a large roster is not held twice.
+///
+/// **Leavers first**: the events come in the order they are applied (in
+/// steps, for a large roster), and a leaver's access must not wait behind
+/// thousands of joiners and updates. The other changes keep the roster's
+/// order. (Nothing listed depends on a leaver being still active: a change
+/// that names a leaver as manager is applied the same either way.)
 pub fn to_events(
-    changes: Vec<RosterChange>,
+    mut changes: Vec<RosterChange>,
     source: &str,
     sync_id: &str,
     as_of: DateTime<Utc>,
     zone: Tz,
 ) -> Vec<HrEvent> {
+    // A stable sort: leavers by employee id, the rest in roster order.
+    changes.sort_by_key(|c| c.kind != ChangeKind::Leaver);
     changes
         .into_iter()
         .map(|c| {
@@ -402,9 +410,23 @@ mod tests {
             ]
         );
         assert_eq!(d.unchanged, 1, "A unchanged; the pre-hire P is not listed");
+        // Applied leavers first, the rest in roster order.
         let events = to_events(d.changes.clone(), "workday", "s1", t0(), chrono_tz::UTC);
-        assert_eq!(events[4].kind, EventKind::Terminate);
-        assert_eq!(events[4].event_id, "roster:s1:E");
+        let order: Vec<(&str, EventKind)> = events
+            .iter()
+            .map(|e| (e.employee_id.as_str(), e.kind))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("E", EventKind::Terminate),
+                ("B", EventKind::Move),
+                ("C", EventKind::Update),
+                ("D", EventKind::Rehire),
+                ("N", EventKind::Hire),
+            ]
+        );
+        assert_eq!(events[0].event_id, "roster:s1:E");
     }
 
     #[test]

@@ -530,3 +530,33 @@ async fn a_release_whose_caller_gives_up_goes_on_sqlite() {
 async fn a_release_whose_caller_gives_up_goes_on_postgres() {
     a_release_whose_caller_gives_up_goes_on("postgres").await;
 }
+
+both_backends! {
+    async fn a_large_roster_applies_its_leavers_before_anything_else(t: TestStore) {
+        // 2,500 listed people whose names all change (three steps of
+        // updates) and three people no longer listed: the leavers are in
+        // the first step, not after every update.
+        let (app, clock) = app_on(&t).await;
+        with_policy(&app).await;
+        org(&app, 2503).await;
+        clock.advance(chrono::Duration::minutes(1));
+        let mut next = listing(2503, "daily");
+        next.entries.retain(|e| !["B00100", "B01500", "B02502"].contains(&e.employee_id.as_str()));
+        for e in &mut next.entries {
+            e.attrs.display_name = Some(format!("Renamed {}", e.employee_id));
+        }
+        let out = app.sync_roster(next, "service:hr").await.unwrap();
+        assert_eq!((out.counts.leavers, out.counts.updates), (3, 2502));
+        let applied = app.store.list_audit_events(
+            &idgov_store::AuditFilter { action: "hr.event.applied".into(), ..Default::default() }, 0, 20_000,
+        ).await.unwrap();
+        let of_sync: Vec<_> = applied.iter().filter(|e| e.detail.contains("roster:daily:")).collect();
+        assert_eq!(of_sync.len(), 2505, "every change of the sync is applied");
+        let last_leaver = of_sync.iter().filter(|e| e.detail.contains("\"kind\":\"terminate\"")).map(|e| e.seq).max().unwrap();
+        let first_other = of_sync.iter().filter(|e| !e.detail.contains("\"kind\":\"terminate\"")).map(|e| e.seq).min().unwrap();
+        assert!(last_leaver < first_other, "a leaver was applied after another change ({last_leaver} > {first_other})");
+        for id in ["B00100", "B01500", "B02502"] {
+            assert_eq!(app.store.get_identity(id).await.unwrap().unwrap().status, Status::Terminated, "{id}");
+        }
+    }
+}
