@@ -462,7 +462,9 @@ impl App {
         let mut n = 0;
         for job in self.store.unclaimed_bulk_jobs(now).await? {
             let lease = now + chrono::Duration::seconds(JOB_LEASE_SECONDS);
-            let known = job.kind == "policy_recompute" || job.kind == crate::held::ROSTER_RELEASE;
+            let known = job.kind == "policy_recompute"
+                || job.kind == crate::held::ROSTER_RELEASE
+                || job.kind == crate::roster::ROSTER_SYNC;
             if known
                 && self
                     .store
@@ -472,6 +474,8 @@ impl App {
                 tracing::info!(job = %job.id, kind = %job.kind, cursor = %job.cursor, "resuming bulk work");
                 if job.kind == crate::held::ROSTER_RELEASE {
                     self.run_roster_release(&job).await?;
+                } else if job.kind == crate::roster::ROSTER_SYNC {
+                    self.interrupted_sync(&job).await?;
                 } else {
                     self.run_recompute(&job).await?;
                 }

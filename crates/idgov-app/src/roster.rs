@@ -398,6 +398,11 @@ impl App {
         // Applied in bounded steps before the final transaction: intake
         // goes on between them.
         let mut stepped = None;
+        // An unheld sync is a bulk job while its steps run: a crash half-way
+        // leaves it running, and whoever finds it once its lease ran out
+        // reports it (`interrupted_sync`). The roster itself is not staged,
+        // so it is applied in full by sending it again.
+        let mut job = None;
         if !verdict.tripped {
             let presences = presences(
                 &req.source,
@@ -406,13 +411,47 @@ impl App {
                 zone.name(),
                 present.iter().map(|&at| &req.entries[at]),
             );
-            stepped = Some(
-                self.record_roster_in_steps(&events, &presences, &mark, actor, 0, None)
-                    .await?,
-            );
+            let id = self
+                .start_sync_job(
+                    &req.source,
+                    &req.sync_id,
+                    events.len() + presences.len(),
+                    actor,
+                )
+                .await?;
+            let step = crate::held::StepJob {
+                id: &id,
+                detail: self.sync_job_detail(
+                    &req.source,
+                    &req.sync_id,
+                    events.len() + presences.len(),
+                    actor,
+                ),
+            };
+            match self
+                .record_roster_in_steps(&events, &presences, &mark, actor, 0, Some(&step))
+                .await
+            {
+                Ok(r) => stepped = Some(r),
+                Err(e) => {
+                    self.end_sync_job(&id, "failed").await;
+                    return Err(e);
+                }
+            }
+            job = Some(id);
         }
         let now = self.now();
         let mut tx = self.store.begin().await?;
+        if let Some(id) = &job {
+            tx.update_bulk_job(
+                id,
+                "done",
+                "",
+                &json!({"source": req.source, "sync_id": req.sync_id}),
+                now,
+            )
+            .await?;
+        }
         if verdict.tripped {
             let staged = StagedSync {
                 behind,
@@ -489,6 +528,9 @@ impl App {
         {
             // A concurrent send of the same snapshot won; report its outcome.
             drop(tx);
+            if let Some(id) = &job {
+                self.end_sync_job(id, "failed").await;
+            }
             if let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await? {
                 return stored_outcome(prev);
             }
@@ -496,7 +538,12 @@ impl App {
                 "the same sync is being processed concurrently; retry".into(),
             )));
         }
-        tx.commit(now).await?;
+        if let Err(e) = tx.commit(now).await {
+            if let Some(id) = &job {
+                self.end_sync_job(id, "failed").await;
+            }
+            return Err(e.into());
+        }
         self.wake_provisioning();
         Ok(out)
     }
@@ -521,4 +568,105 @@ pub fn summary(d: &RosterDiff) -> String {
         d.count(ChangeKind::Leaver),
         d.count(ChangeKind::Rehire)
     )
+}
+
+/// The kind of an unheld roster sync's bulk job.
+pub const ROSTER_SYNC: &str = "roster_sync";
+
+impl App {
+    fn sync_job_detail(
+        &self,
+        source: &str,
+        sync_id: &str,
+        changes: usize,
+        actor: &str,
+    ) -> serde_json::Value {
+        json!({
+            "source": source, "sync_id": sync_id, "changes": changes, "actor": actor,
+            "refused_count": 0, "refused": [],
+        })
+    }
+
+    /// Records an unheld sync's job, leased to this process.
+    async fn start_sync_job(
+        &self,
+        source: &str,
+        sync_id: &str,
+        changes: usize,
+        actor: &str,
+    ) -> Result<String, AppError> {
+        let now = self.now();
+        let job = idgov_store::BulkJob {
+            id: format!("sync-{}", uuid::Uuid::now_v7()),
+            kind: ROSTER_SYNC.into(),
+            state: "running".into(),
+            policy_version: self.policy().version,
+            cursor: "0".into(),
+            detail: self.sync_job_detail(source, sync_id, changes, actor),
+            created_at: now,
+            updated_at: now,
+        };
+        let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
+        let mut tx = self.store.begin().await?;
+        tx.insert_bulk_job(&job, lease).await?;
+        tx.commit(now).await?;
+        Ok(job.id)
+    }
+
+    /// Ends a sync's job that stopped with an error its caller was told
+    /// of (best effort: if the store is down, the job is reported as
+    /// interrupted later, which is also true).
+    async fn end_sync_job(&self, id: &str, state: &str) {
+        let now = self.now();
+        let ended = async {
+            let job = self.store.get_bulk_job(id).await?;
+            let mut tx = self.store.begin().await?;
+            if let Some(job) = job {
+                tx.update_bulk_job(id, state, &job.cursor, &job.detail, now)
+                    .await?;
+            }
+            tx.commit(now).await?;
+            Ok::<_, AppError>(())
+        };
+        if let Err(e) = ended.await {
+            tracing::warn!(job = id, error = %e, "cannot record the end of a roster sync's job");
+        }
+    }
+
+    /// Reports an unheld roster sync that a crash or a stop cut short (its
+    /// job still running, its lease run out): the changes before its
+    /// recorded place are applied, the rest are not, and the roster is not
+    /// kept to resume from. A security event says so, and what to do:
+    /// send the roster again (it is diffed against what was applied).
+    pub(crate) async fn interrupted_sync(
+        &self,
+        job: &idgov_store::BulkJob,
+    ) -> Result<(), AppError> {
+        let now = self.now();
+        let d = &job.detail;
+        let source = d["source"].as_str().unwrap_or_default().to_string();
+        let sync_id = d["sync_id"].as_str().unwrap_or_default().to_string();
+        let mut tx = self.store.begin().await?;
+        tx.update_bulk_job(&job.id, "interrupted", &job.cursor, d, now)
+            .await?;
+        tx.audit(
+            AuditEntry::new(
+                crate::SYSTEM_SCHEDULER,
+                Action::RosterSyncInterrupted,
+                Target::Roster {
+                    source: source.clone(),
+                    sync_id: sync_id.clone(),
+                },
+                json!({
+                    "job": job.id, "applied": job.cursor, "changes": d["changes"],
+                    "started_at": job.created_at, "actor": d["actor"],
+                    "what_to_do": "send the roster again: it is diffed against what was applied",
+                }),
+            )
+            .security(),
+        );
+        tx.commit(now).await?;
+        tracing::warn!(source = %source, sync_id = %sync_id, applied = %job.cursor, "a roster sync was cut short; send it again");
+        Ok(())
+    }
 }

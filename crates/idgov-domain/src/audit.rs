@@ -69,6 +69,7 @@ string_enum!(
         ReviewSuperseded => "review.superseded",
         RosterSync => "roster.sync",
         RosterSyncHeld => "roster.sync.held",
+        RosterSyncInterrupted => "roster.sync.interrupted",
         SodCheck => "sod.check",
         SodExceptionExpired => "sod.exception.expired",
         SodExceptionGranted => "sod.exception.granted",

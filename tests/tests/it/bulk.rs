@@ -560,3 +560,69 @@ both_backends! {
         }
     }
 }
+
+both_backends! {
+    async fn a_roster_sync_cut_short_by_a_crash_is_reported_and_completed_by_sending_it_again(t: TestStore) {
+        let (app, clock) = app_on(&t).await;
+        with_policy(&app).await;
+        org(&app, 4000).await;
+        clock.advance(chrono::Duration::minutes(1));
+        // A finished sync leaves no job behind.
+        let far = app.now() + chrono::Duration::days(1);
+        assert!(app.store.unclaimed_bulk_jobs(far).await.unwrap().is_empty());
+        let renamed = || {
+            let mut next = listing(4000, "renames");
+            for e in &mut next.entries {
+                e.attrs.display_name = Some(format!("Renamed {}", e.employee_id));
+            }
+            next
+        };
+        let sync = {
+            let (app, next) = (app.clone(), renamed());
+            tokio::spawn(async move { app.sync_roster(next, "service:hr").await })
+        };
+        // The process stops once the first step is applied.
+        let t0 = Instant::now();
+        while app.store.get_identity("B00000").await.unwrap().unwrap().attrs.display_name != "Renamed B00000" {
+            assert!(t0.elapsed() < Duration::from_secs(120), "the sync never made a step");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        sync.abort();
+        let _ = sync.await;
+        assert_ne!(
+            app.store.get_identity("B03999").await.unwrap().unwrap().attrs.display_name,
+            "Renamed B03999",
+            "the sync finished before it was cut short: nothing was tested"
+        );
+        drop(app);
+        clock.advance(chrono::Duration::seconds(120));
+        let app = App::start(t.store.clone(), clock.clone(), None).await.unwrap();
+        let t0 = Instant::now();
+        let reported = loop {
+            let found = app.store.list_audit_events(
+                &idgov_store::AuditFilter { action: "roster.sync.interrupted".into(), ..Default::default() }, 0, 10,
+            ).await.unwrap();
+            if let Some(e) = found.into_iter().next() {
+                break e;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "the interrupted sync was never reported");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(reported.security, "a sync cut short is a security event");
+        assert_eq!(reported.target, "roster:workday:renames");
+        assert!(reported.detail.contains("send the roster again"), "{}", reported.detail);
+        let applied: usize = serde_json::from_str::<serde_json::Value>(&reported.detail).unwrap()["applied"]
+            .as_str().unwrap().parse().unwrap();
+        assert!(applied > 0 && applied < 4002, "applied {applied} of 4,002");
+        // Reported once: the job is no longer running.
+        assert_eq!(app.resume_bulk_jobs().await.unwrap(), 0);
+        // Sent again, the roster applies the rest.
+        app.sync_roster(renamed(), "service:hr").await.unwrap();
+        for id in ["B00000", "B02000", "B03999"] {
+            assert_eq!(app.store.get_identity(id).await.unwrap().unwrap().attrs.display_name, format!("Renamed {id}"));
+        }
+        let far = app.now() + chrono::Duration::days(1);
+        assert!(app.store.unclaimed_bulk_jobs(far).await.unwrap().is_empty());
+        assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
+    }
+}
