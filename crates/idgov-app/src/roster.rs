@@ -411,7 +411,7 @@ impl App {
                 zone.name(),
                 present.iter().map(|&at| &req.entries[at]),
             );
-            let id = self
+            let (id, detail) = self
                 .start_sync_job(
                     &req.source,
                     &req.sync_id,
@@ -419,15 +419,7 @@ impl App {
                     actor,
                 )
                 .await?;
-            let step = crate::held::StepJob {
-                id: &id,
-                detail: self.sync_job_detail(
-                    &req.source,
-                    &req.sync_id,
-                    events.len() + presences.len(),
-                    actor,
-                ),
-            };
+            let step = crate::held::StepJob { id: &id, detail };
             match self
                 .record_roster_in_steps(&events, &presences, &mark, actor, 0, Some(&step))
                 .await
@@ -574,27 +566,15 @@ pub fn summary(d: &RosterDiff) -> String {
 pub const ROSTER_SYNC: &str = "roster_sync";
 
 impl App {
-    fn sync_job_detail(
-        &self,
-        source: &str,
-        sync_id: &str,
-        changes: usize,
-        actor: &str,
-    ) -> serde_json::Value {
-        json!({
-            "source": source, "sync_id": sync_id, "changes": changes, "actor": actor,
-            "refused_count": 0, "refused": [],
-        })
-    }
-
-    /// Records an unheld sync's job, leased to this process.
+    /// Records an unheld sync's job, leased to this process; returns its id
+    /// and detail.
     async fn start_sync_job(
         &self,
         source: &str,
         sync_id: &str,
         changes: usize,
         actor: &str,
-    ) -> Result<String, AppError> {
+    ) -> Result<(String, serde_json::Value), AppError> {
         let now = self.now();
         let job = idgov_store::BulkJob {
             id: format!("sync-{}", uuid::Uuid::now_v7()),
@@ -602,7 +582,10 @@ impl App {
             state: "running".into(),
             policy_version: self.policy().version,
             cursor: "0".into(),
-            detail: self.sync_job_detail(source, sync_id, changes, actor),
+            detail: json!({
+                "source": source, "sync_id": sync_id, "changes": changes, "actor": actor,
+                "refused_count": 0, "refused": [],
+            }),
             created_at: now,
             updated_at: now,
         };
@@ -610,7 +593,7 @@ impl App {
         let mut tx = self.store.begin().await?;
         tx.insert_bulk_job(&job, lease).await?;
         tx.commit(now).await?;
-        Ok(job.id)
+        Ok((job.id, job.detail))
     }
 
     /// Ends a sync's job that stopped with an error its caller was told

@@ -143,8 +143,12 @@ pub struct Store {
     batches: std::sync::Arc<Batches>,
 }
 
-/// How many batches of one kind run at once.
-const BATCH_LEADERS: usize = 4;
+/// How many batches of one kind run at once. Two, measured on 2 cores with
+/// 64 clients (BENCHMARKS.md, 2026-12-01): against four, GetIdentity went
+/// from 11.3–13.2k/s (p99 11.7–12.4 ms) to 13.4–15.1k/s (p99 8.9–10.6 ms)
+/// and ListGrants from 9.3–11.3k/s to 10.8–13.0k/s; one leader was no
+/// better than two, and two keep a slow batch from stopping every reader.
+const BATCH_LEADERS: usize = 2;
 
 /// The hot reads PostgreSQL answers in batches (see `coalesce`).
 #[derive(Debug)]
