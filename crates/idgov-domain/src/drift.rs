@@ -127,17 +127,21 @@ pub struct DriftWalk<'a> {
     out: Vec<Drift>,
 }
 
+/// The entitlements each managed group provisions, by the group's
+/// normalized DN.
+fn entitlements_by_group(policy: &Policy) -> HashMap<String, Vec<&str>> {
+    let mut out: HashMap<String, Vec<&str>> = HashMap::new();
+    for e in policy.entitlements.values() {
+        if let Some(dn) = &e.ldap_group_dn {
+            out.entry(normalize_dn(dn)).or_default().push(&e.id);
+        }
+    }
+    out
+}
+
 impl<'a> DriftWalk<'a> {
     pub fn new(policy: &'a Policy, accounts: &'a [AccountView], groups: &'a [GroupView]) -> Self {
-        let mut ent_of_group: HashMap<String, Vec<&'a str>> = HashMap::new();
-        for e in policy.entitlements.values() {
-            if let Some(dn) = &e.ldap_group_dn {
-                ent_of_group
-                    .entry(normalize_dn(dn))
-                    .or_default()
-                    .push(&e.id);
-            }
-        }
+        let ent_of_group = entitlements_by_group(policy);
         let mut accounts_of: HashMap<&'a str, Vec<&'a AccountView>> = HashMap::new();
         for a in accounts {
             if let Some(e) = a.employee_id.as_deref() {
@@ -377,15 +381,7 @@ ldap_group_dn = "cn=Finance, ou=groups,dc=x"
     ) -> Vec<Drift> {
         let mut out = Vec::new();
         // Entitlements by the (normalized) group that provisions them.
-        let mut ent_of_group: HashMap<String, Vec<&str>> = HashMap::new();
-        for e in policy.entitlements.values() {
-            if let Some(dn) = &e.ldap_group_dn {
-                ent_of_group
-                    .entry(normalize_dn(dn))
-                    .or_default()
-                    .push(&e.id);
-            }
-        }
+        let ent_of_group = entitlements_by_group(policy);
         // Accounts: orphans and enabled leavers; who owns which account.
         let mut account_of: HashMap<&str, &AccountView> = HashMap::new();
         let mut owner_of_dn: HashMap<String, &str> = HashMap::new();

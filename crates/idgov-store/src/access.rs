@@ -333,7 +333,7 @@ impl WriteTx {
     ) -> Result<Option<AccessRequest>, StoreError> {
         let sql = format!(
             "SELECT version, body FROM access_requests WHERE id = $1{}",
-            self.lock_clause()
+            self.backend.for_update()
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
@@ -388,7 +388,7 @@ impl WriteTx {
             let sql = format!(
                 "SELECT version, body FROM access_requests WHERE state = 'pending' AND {column} IN ({}) ORDER BY id{}",
                 list(self.backend, chunk.len(), 1),
-                self.lock_clause()
+                self.backend.for_update()
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for v in chunk {
@@ -518,7 +518,7 @@ impl WriteTx {
         let sql = format!(
             "SELECT {} FROM grants WHERE id = $1 AND revoked_at IS NULL{}",
             grant_columns!(),
-            self.lock_clause()
+            self.backend.for_update()
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
@@ -558,7 +558,7 @@ impl WriteTx {
                 "SELECT {} FROM grants WHERE revoked_at IS NULL AND exception_id IN ({}){}",
                 grant_columns!(),
                 list(self.backend, chunk.len(), 1),
-                self.lock_clause()
+                self.backend.for_update()
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for id in chunk {

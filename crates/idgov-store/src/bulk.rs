@@ -160,7 +160,7 @@ impl WriteTx {
                 .or_default()
                 .push(event_id.as_str());
         }
-        let lock = self.lock_clause();
+        let lock = self.backend.for_update();
         let mut out = Vec::new();
         for (source, ids) in by_source {
             for chunk in ids.chunks(IN_CHUNK) {
@@ -196,7 +196,7 @@ impl WriteTx {
                  FROM identities WHERE employee_id IN ({}){}"
                 ),
                 list(self.backend, chunk.len(), 1),
-                self.lock_clause()
+                self.backend.for_update()
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for id in chunk {

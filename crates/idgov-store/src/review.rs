@@ -458,7 +458,7 @@ impl WriteTx {
     pub async fn campaign_for_update(&mut self, id: &str) -> Result<Option<Campaign>, StoreError> {
         let sql = format!(
             "SELECT state, closed_at, body FROM campaigns WHERE id = $1{}",
-            self.lock_clause()
+            self.backend.for_update()
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
@@ -539,7 +539,7 @@ impl WriteTx {
     pub async fn item_for_update(&mut self, id: &str) -> Result<Option<ReviewItem>, StoreError> {
         let sql = format!(
             "SELECT {ITEM_COLUMNS} FROM review_items WHERE id = $1{}",
-            self.lock_clause()
+            self.backend.for_update()
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)

@@ -37,9 +37,6 @@ pub struct WriteTx {
     expected_policy: Option<i64>,
     /// Told after a commit that appended audit events.
     appended: Option<std::sync::Arc<tokio::sync::Notify>>,
-    /// A read-only transaction ([`WriteTx::begin_read`]): its reads take no
-    /// row locks.
-    read_only: bool,
 }
 
 impl WriteTx {
@@ -60,7 +57,6 @@ impl WriteTx {
             audit: Vec::new(),
             expected_policy: None,
             appended: Some(appended),
-            read_only: false,
         })
     }
 
@@ -87,7 +83,6 @@ impl WriteTx {
             audit: Vec::new(),
             expected_policy: None,
             appended: None,
-            read_only: true,
         })
     }
 
@@ -98,17 +93,6 @@ impl WriteTx {
     /// Records an audit event, written when the transaction commits.
     pub fn audit(&mut self, entry: AuditEntry) {
         self.audit.push(entry);
-    }
-
-    /// ` FOR UPDATE` where a read must lock its rows until the commit (a
-    /// PostgreSQL write transaction); nothing on SQLite, whose write
-    /// transaction holds the only writer, nor in a read-only transaction.
-    pub(crate) fn lock_clause(&self) -> &'static str {
-        if self.read_only {
-            ""
-        } else {
-            self.backend.for_update()
-        }
     }
 
     /// Makes the commit fail with a conflict unless the policy in force is

@@ -390,7 +390,7 @@ impl crate::WriteTx {
     ) -> Result<Option<Vec<String>>, StoreError> {
         let sql = format!(
             "SELECT secrets FROM webhook_subscriptions WHERE id = $1 AND origin = 'api'{}",
-            self.lock_clause()
+            self.backend.for_update()
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)

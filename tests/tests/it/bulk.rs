@@ -44,6 +44,23 @@ async fn org(app: &App, n: usize) {
         .unwrap();
 }
 
+/// An app with the test policy and the organisation of [`listing`], a
+/// minute after its roster (someone hired at the roster's instant and not
+/// in it would be a leaver by it).
+async fn org_settled(
+    t: &TestStore,
+    n: usize,
+) -> (
+    std::sync::Arc<App>,
+    std::sync::Arc<idgov_server::ManualClock>,
+) {
+    let (app, clock) = app_on(t).await;
+    with_policy(&app).await;
+    org(&app, n).await;
+    clock.advance(chrono::Duration::minutes(1));
+    (app, clock)
+}
+
 /// The test policy, plus a role everyone gets.
 fn wider() -> String {
     POLICY.replace(
@@ -387,17 +404,11 @@ both_backends! {
 
 both_backends! {
     async fn a_recompute_beside_leavers_and_joiners_leaves_everyone_as_the_policy_says(t: TestStore) {
-        // The recompute plans each page ahead on a snapshot while the
-        // previous one is written. Leavers and joiners sent meanwhile, in
-        // the pages planned or about to be, must neither keep nor miss a
+        // Leavers and joiners sent while a recompute runs, most of them in
+        // the pages it is about to reach, must neither keep nor miss a
         // grant: at the end everyone holds exactly what the new policy
         // gives them, once.
-        let (app, clock) = app_on(&t).await;
-        with_policy(&app).await;
-        org(&app, 6000).await;
-        // Joiners come after the roster (one at its instant and not in it
-        // would be a leaver by it).
-        clock.advance(chrono::Duration::minutes(1));
+        let (app, _) = org_settled(&t, 6000).await;
         // The ledger moves from Finance to Sales: half the people lose it,
         // half gain it.
         // The guard holds a change that takes this much; its release runs
@@ -536,10 +547,7 @@ both_backends! {
         // 2,500 listed people whose names all change (three steps of
         // updates) and three people no longer listed: the leavers are in
         // the first step, not after every update.
-        let (app, clock) = app_on(&t).await;
-        with_policy(&app).await;
-        org(&app, 2503).await;
-        clock.advance(chrono::Duration::minutes(1));
+        let (app, _) = org_settled(&t, 2503).await;
         let mut next = listing(2503, "daily");
         next.entries.retain(|e| !["B00100", "B01500", "B02502"].contains(&e.employee_id.as_str()));
         for e in &mut next.entries {
@@ -563,10 +571,7 @@ both_backends! {
 
 both_backends! {
     async fn a_roster_sync_cut_short_by_a_crash_is_reported_and_completed_by_sending_it_again(t: TestStore) {
-        let (app, clock) = app_on(&t).await;
-        with_policy(&app).await;
-        org(&app, 4000).await;
-        clock.advance(chrono::Duration::minutes(1));
+        let (app, clock) = org_settled(&t, 4000).await;
         // A finished sync leaves no job behind.
         let far = app.now() + chrono::Duration::days(1);
         assert!(app.store.unclaimed_bulk_jobs(far).await.unwrap().is_empty());
