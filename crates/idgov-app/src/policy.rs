@@ -475,7 +475,7 @@ impl App {
                 if job.kind == crate::held::ROSTER_RELEASE {
                     self.run_roster_release(&job).await?;
                 } else if job.kind == crate::roster::ROSTER_SYNC {
-                    self.interrupted_sync(&job).await?;
+                    self.resume_sync(&job).await?;
                 } else {
                     self.run_recompute(&job).await?;
                 }

@@ -395,15 +395,23 @@ impl App {
         let shown = out.diff.shown(SHOWN_CHANGES);
         let all = std::mem::replace(&mut out.diff, shown);
         let events = roster::to_events(all.changes, &req.source, &req.sync_id, as_of, zone);
-        // Applied in bounded steps before the final transaction: intake
-        // goes on between them.
-        let mut stepped = None;
-        // An unheld sync is a bulk job while its steps run: a crash half-way
-        // leaves it running, and whoever finds it once its lease ran out
-        // reports it (`interrupted_sync`). The roster itself is not staged,
-        // so it is applied in full by sending it again.
-        let mut job = None;
         if !verdict.tripped {
+            // Unheld: staged as a bulk job (its events and the people it
+            // lists unchanged, a row each), then applied in bounded steps
+            // that record the job's place, so intake goes on between them
+            // and a crash half-way is resumed from there.
+            let ctx = SyncContext {
+                mark,
+                behind,
+                out,
+                summary: counts,
+                events: events.len(),
+                present: present.len(),
+                actor: actor.to_string(),
+            };
+            let job = self
+                .stage_sync(&ctx, &events, present.iter().map(|&at| &req.entries[at]))
+                .await?;
             let presences = presences(
                 &req.source,
                 &req.sync_id,
@@ -411,87 +419,50 @@ impl App {
                 zone.name(),
                 present.iter().map(|&at| &req.entries[at]),
             );
-            let (id, detail) = self
-                .start_sync_job(
-                    &req.source,
-                    &req.sync_id,
-                    events.len() + presences.len(),
-                    actor,
-                )
-                .await?;
-            let step = crate::held::StepJob { id: &id, detail };
-            match self
-                .record_roster_in_steps(&events, &presences, &mark, actor, 0, Some(&step))
+            let step = crate::held::StepJob {
+                id: &job.id,
+                detail: job.detail.clone(),
+            };
+            let refused = self
+                .record_roster_in_steps(&events, &presences, &ctx.mark, actor, 0, Some(&step))
                 .await
-            {
-                Ok(r) => stepped = Some(r),
-                Err(e) => {
-                    self.end_sync_job(&id, "failed").await;
-                    return Err(e);
-                }
-            }
-            job = Some(id);
+                .inspect_err(|e| {
+                    tracing::warn!(job = %job.id, error = %e,
+                        "a roster sync stopped half-way; it is resumed from its place once its lease runs out");
+                })?;
+            let detail = step.progress(&events, &refused, &[]);
+            return self.finish_sync(&job.id, &ctx, &detail, false).await;
         }
         let now = self.now();
         let mut tx = self.store.begin().await?;
-        if let Some(id) = &job {
-            tx.update_bulk_job(
-                id,
-                "done",
-                "",
-                &json!({"source": req.source, "sync_id": req.sync_id}),
-                now,
-            )
-            .await?;
-        }
-        if verdict.tripped {
-            let staged = StagedSync {
-                behind,
-                source: req.source.clone(),
-                sync_id: req.sync_id.clone(),
-                events,
-                diff: staged_diff.unwrap_or_default(),
-                present: present.iter().map(|&at| req.entries[at].clone()).collect(),
-                as_of: Some(as_of),
-                time_zone: zone.name().to_string(),
-            };
-            let summary_text = format!(
-                "roster sync {} from {}: {} leavers of {} active (threshold {}); {}",
-                req.sync_id,
-                req.source,
-                verdict.affected,
-                verdict.active,
-                verdict.threshold,
-                counts
-            );
-            let id = super::held::hold(
-                &mut tx,
-                HeldKind::RosterSync,
-                summary_text,
-                verdict,
-                serde_json::to_value(&staged).unwrap_or_default(),
-                Action::RosterSyncHeld,
-                json!({"source": req.source, "sync_id": req.sync_id}),
-                actor,
-                now,
-            )
-            .await?;
-            out.outcome = Outcome::Held;
-            out.held_change_id = Some(id);
-        } else {
-            self.finish_roster(&mut tx, &behind, mark, actor, now)
-                .await?;
-            for (i, e) in stepped.unwrap_or_default() {
-                if let Some(ev) = events.get(i) {
-                    out.rejected.push((ev.employee_id.clone(), e.to_string()));
-                }
-            }
-            out.outcome = if out.counts.total == 0 {
-                Outcome::Unchanged
-            } else {
-                Outcome::Applied
-            };
-        }
+        let staged = StagedSync {
+            behind,
+            source: req.source.clone(),
+            sync_id: req.sync_id.clone(),
+            events,
+            diff: staged_diff.unwrap_or_default(),
+            present: present.iter().map(|&at| req.entries[at].clone()).collect(),
+            as_of: Some(as_of),
+            time_zone: zone.name().to_string(),
+        };
+        let summary_text = format!(
+            "roster sync {} from {}: {} leavers of {} active (threshold {}); {}",
+            req.sync_id, req.source, verdict.affected, verdict.active, verdict.threshold, counts
+        );
+        let id = super::held::hold(
+            &mut tx,
+            HeldKind::RosterSync,
+            summary_text,
+            verdict,
+            serde_json::to_value(&staged).unwrap_or_default(),
+            Action::RosterSyncHeld,
+            json!({"source": req.source, "sync_id": req.sync_id}),
+            actor,
+            now,
+        )
+        .await?;
+        out.outcome = Outcome::Held;
+        out.held_change_id = Some(id);
         tx.audit(AuditEntry::new(
             actor,
             Action::RosterSync,
@@ -505,10 +476,6 @@ impl App {
                 "held_change_id": out.held_change_id,
             }),
         ));
-        // The answer and its receipt show part of a large diff (`shown`
-        // above); the counts are of all of it, and every change is an HR
-        // event of its own.
-        out.rejected.truncate(SHOWN_CHANGES);
         let receipt = StoredSync {
             outcome: format!("{:?}", out.outcome).to_lowercase(),
             held_change_id: out.held_change_id.clone(),
@@ -520,26 +487,119 @@ impl App {
         {
             // A concurrent send of the same snapshot won; report its outcome.
             drop(tx);
-            if let Some(id) = &job {
-                self.end_sync_job(id, "failed").await;
-            }
-            if let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await? {
-                return stored_outcome(prev);
-            }
-            return Err(AppError::Store(idgov_store::StoreError::Conflict(
-                "the same sync is being processed concurrently; retry".into(),
-            )));
+            return self.concurrent_sync(&req.source, &req.sync_id).await;
         }
-        if let Err(e) = tx.commit(now).await {
-            if let Some(id) = &job {
-                self.end_sync_job(id, "failed").await;
-            }
-            return Err(e.into());
+        tx.commit(now).await?;
+        Ok(out)
+    }
+
+    /// The outcome of a snapshot another send of it recorded first.
+    async fn concurrent_sync(&self, source: &str, sync_id: &str) -> Result<SyncOutcome, AppError> {
+        if let Some(prev) = self.store.get_sync(source, sync_id).await? {
+            return stored_outcome(prev);
+        }
+        Err(AppError::Store(idgov_store::StoreError::Conflict(
+            "the same sync is being processed concurrently; retry".into(),
+        )))
+    }
+
+    /// Ends an unheld sync whose steps are all applied, in one transaction:
+    /// the people behind the snapshot, the snapshot's mark, its receipt and
+    /// its `roster.sync` audit event; the job is done and its staged items
+    /// go. `resumed`: after a crash or a stop cut the sync short.
+    async fn finish_sync(
+        &self,
+        job_id: &str,
+        ctx: &SyncContext,
+        detail: &serde_json::Value,
+        resumed: bool,
+    ) -> Result<SyncOutcome, AppError> {
+        let mut out = ctx.out.clone();
+        out.rejected = detail["refused"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|r| {
+                        let text = |i: usize| r[i].as_str().unwrap_or_default().to_string();
+                        (text(0), text(1))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.outcome = if out.counts.total == 0 {
+            Outcome::Unchanged
+        } else {
+            Outcome::Applied
+        };
+        let receipt = StoredSync {
+            outcome: format!("{:?}", out.outcome).to_lowercase(),
+            held_change_id: None,
+            response: serde_json::to_value(&out).unwrap_or_default(),
+        };
+        let (source, sync_id) = (&ctx.mark.source, &ctx.mark.sync_id);
+        let total = (ctx.events + ctx.present).to_string();
+        let (out_ref, receipt, total) = (&out, &receipt, &total);
+        let recorded = self
+            .retrying(|| async move {
+                let now = self.now();
+                let mut tx = self.store.begin().await?;
+                tx.update_bulk_job(job_id, "done", total, detail, now)
+                    .await?;
+                tx.delete_bulk_job_items(job_id).await?;
+                self.finish_roster(&mut tx, &ctx.behind, ctx.mark.clone(), &ctx.actor, now)
+                    .await?;
+                tx.audit(AuditEntry::new(
+                    &ctx.actor,
+                    Action::RosterSync,
+                    Target::Roster {
+                        source: source.clone(),
+                        sync_id: sync_id.clone(),
+                    },
+                    json!({
+                        "outcome": out_ref.outcome, "entries": out_ref.entries_received,
+                        "summary": ctx.summary, "unchanged": out_ref.diff.unchanged,
+                        "guard": out_ref.guard, "rejected": out_ref.rejected,
+                        "rejected_count": detail["refused_count"], "held_change_id": null,
+                        "job": job_id, "resumed": resumed,
+                    }),
+                ));
+                if !tx.insert_sync(source, sync_id, receipt, now).await? {
+                    return Ok(false);
+                }
+                tx.commit(now).await?;
+                Ok(true)
+            })
+            .await?;
+        if !recorded {
+            // A concurrent send of the same snapshot won; report its outcome.
+            self.end_sync_job(job_id, "failed").await;
+            return self.concurrent_sync(source, sync_id).await;
         }
         self.wake_provisioning();
         Ok(out)
     }
 }
+
+/// What an unheld sync's job keeps besides its items: enough to finish
+/// it, and to answer and audit it as the sync itself would have.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SyncContext {
+    mark: RosterMark,
+    behind: Vec<String>,
+    /// The answer without its outcome and refusals (known at the end).
+    out: SyncOutcome,
+    /// The counts of the whole diff, in words (`summary`).
+    summary: String,
+    /// How many events (items 0..events), then presences, are staged.
+    events: usize,
+    present: usize,
+    actor: String,
+}
+
+/// The staged item that holds a sync job's [`SyncContext`].
+const CONTEXT_ITEM: i64 = -1;
+/// Items staged per transaction.
+const STAGE_STEP: usize = 2000;
 
 /// The outcome a stored receipt recorded.
 fn stored_outcome(prev: StoredSync) -> Result<SyncOutcome, AppError> {
@@ -566,39 +626,177 @@ pub fn summary(d: &RosterDiff) -> String {
 pub const ROSTER_SYNC: &str = "roster_sync";
 
 impl App {
-    /// Records an unheld sync's job, leased to this process; returns its id
-    /// and detail.
-    async fn start_sync_job(
+    /// Stages an unheld sync as a bulk job leased to this process: its
+    /// context, its events, then the entries of the people it lists
+    /// unchanged, a row each, [`STAGE_STEP`] per transaction (intake goes
+    /// on between them). The job is `staging` until every item is written,
+    /// then `running`; a crash while staging leaves a job that is reported
+    /// (nothing of it was applied), never one applied from part of its
+    /// items. Returns the running job.
+    async fn stage_sync<'a>(
         &self,
-        source: &str,
-        sync_id: &str,
-        changes: usize,
-        actor: &str,
-    ) -> Result<(String, serde_json::Value), AppError> {
+        ctx: &SyncContext,
+        events: &[HrEvent],
+        present: impl Iterator<Item = &'a RosterEntry>,
+    ) -> Result<idgov_store::BulkJob, AppError> {
         let now = self.now();
-        let job = idgov_store::BulkJob {
+        let mut job = idgov_store::BulkJob {
             id: format!("sync-{}", uuid::Uuid::now_v7()),
             kind: ROSTER_SYNC.into(),
-            state: "running".into(),
+            state: "staging".into(),
             policy_version: self.policy().version,
             cursor: "0".into(),
             detail: json!({
-                "source": source, "sync_id": sync_id, "changes": changes, "actor": actor,
+                "source": ctx.mark.source, "sync_id": ctx.mark.sync_id,
+                "changes": ctx.events + ctx.present, "actor": ctx.actor,
                 "refused_count": 0, "refused": [],
             }),
             created_at: now,
             updated_at: now,
         };
-        let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
-        let mut tx = self.store.begin().await?;
-        tx.insert_bulk_job(&job, lease).await?;
-        tx.commit(now).await?;
-        Ok((job.id, job.detail))
+        let context = serde_json::to_string(ctx).map_err(|e| {
+            AppError::Store(idgov_store::StoreError::Database(format!(
+                "staging a roster sync: {e}"
+            )))
+        })?;
+        let (job_ref, context) = (&job, &context);
+        self.retrying(|| async move {
+            let now = self.now();
+            let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
+            let mut tx = self.store.begin().await?;
+            tx.insert_bulk_job(job_ref, lease).await?;
+            tx.insert_bulk_job_items(&job_ref.id, CONTEXT_ITEM, std::slice::from_ref(context))
+                .await?;
+            tx.commit(now).await?;
+            Ok(())
+        })
+        .await?;
+        let mut items = events
+            .iter()
+            .map(serde_json::to_string)
+            .chain(present.map(serde_json::to_string));
+        let mut n = 0i64;
+        loop {
+            let chunk: Vec<String> = items
+                .by_ref()
+                .take(STAGE_STEP)
+                .collect::<Result<_, _>>()
+                .map_err(|e| {
+                    AppError::Store(idgov_store::StoreError::Database(format!(
+                        "staging a roster sync: {e}"
+                    )))
+                })?;
+            if chunk.is_empty() {
+                break;
+            }
+            let (id, chunk_ref) = (&job.id, &chunk);
+            self.retrying(|| async move {
+                let now = self.now();
+                let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
+                if !self.store.claim_bulk_job(id, now, lease, true).await? {
+                    return Err(AppError::Unavailable(format!(
+                        "roster sync job {id} was taken over while it was staged; send the roster again"
+                    )));
+                }
+                let mut tx = self.store.begin().await?;
+                tx.insert_bulk_job_items(id, n, chunk_ref).await?;
+                tx.commit(now).await?;
+                Ok(())
+            })
+            .await?;
+            n += chunk.len() as i64;
+        }
+        job.state = "running".into();
+        let job_ref = &job;
+        self.retrying(|| async move {
+            let now = self.now();
+            let mut tx = self.store.begin().await?;
+            tx.update_bulk_job(&job_ref.id, "running", "0", &job_ref.detail, now)
+                .await?;
+            tx.commit(now).await?;
+            Ok(())
+        })
+        .await?;
+        Ok(job)
+    }
+
+    /// Goes on with an unheld sync a crash or a stop cut short, from its
+    /// recorded place (run by `resume_bulk_jobs` once its lease ran out),
+    /// and finishes it as the sync itself would have. A job cut short while
+    /// it was staged (or staged before items were kept) is reported
+    /// instead: nothing of it was applied, or what was is not staged.
+    pub(crate) async fn resume_sync(&self, job: &idgov_store::BulkJob) -> Result<(), AppError> {
+        if job.state != "running" {
+            return self.interrupted_sync(job).await;
+        }
+        let context = self
+            .store
+            .bulk_job_items(&job.id, CONTEXT_ITEM, 1)
+            .await?
+            .into_iter()
+            .find(|(n, _)| *n == CONTEXT_ITEM);
+        let Some((_, context)) = context else {
+            return self.interrupted_sync(job).await;
+        };
+        let staged = |e: serde_json::Error| {
+            AppError::Store(idgov_store::StoreError::Corrupt(format!(
+                "roster sync job {}: {e}",
+                job.id
+            )))
+        };
+        let ctx: SyncContext = serde_json::from_str(&context).map_err(staged)?;
+        let mut events: Vec<HrEvent> = Vec::with_capacity(ctx.events);
+        let mut present: Vec<RosterEntry> = Vec::with_capacity(ctx.present);
+        let total = (ctx.events + ctx.present) as i64;
+        let mut from = 0i64;
+        while from < total {
+            let page = self.store.bulk_job_items(&job.id, from, 5000).await?;
+            if page.is_empty() {
+                break;
+            }
+            for (n, body) in page {
+                if (n as usize) < ctx.events {
+                    events.push(serde_json::from_str(&body).map_err(staged)?);
+                } else {
+                    present.push(serde_json::from_str(&body).map_err(staged)?);
+                }
+                from = n + 1;
+            }
+        }
+        if events.len() != ctx.events || present.len() != ctx.present {
+            return Err(AppError::Store(idgov_store::StoreError::Corrupt(format!(
+                "roster sync job {}: {} of {} staged items",
+                job.id,
+                events.len() + present.len(),
+                total
+            ))));
+        }
+        let presences = presences(
+            &ctx.mark.source,
+            &ctx.mark.sync_id,
+            ctx.mark.as_of,
+            &ctx.mark.time_zone,
+            &present,
+        );
+        drop(present);
+        let at = job.cursor.parse::<usize>().unwrap_or(0);
+        tracing::warn!(job = %job.id, source = %ctx.mark.source, sync_id = %ctx.mark.sync_id,
+            applied = at, changes = total, "resuming a roster sync cut short");
+        let step = crate::held::StepJob {
+            id: &job.id,
+            detail: job.detail.clone(),
+        };
+        let refused = self
+            .record_roster_in_steps(&events, &presences, &ctx.mark, &ctx.actor, at, Some(&step))
+            .await?;
+        let detail = step.progress(&events, &refused, &[]);
+        self.finish_sync(&job.id, &ctx, &detail, true).await?;
+        Ok(())
     }
 
     /// Ends a sync's job that stopped with an error its caller was told
-    /// of (best effort: if the store is down, the job is reported as
-    /// interrupted later, which is also true).
+    /// of, with its staged items (best effort: if the store is down, the
+    /// job is found again later).
     async fn end_sync_job(&self, id: &str, state: &str) {
         let now = self.now();
         let ended = async {
@@ -608,6 +806,7 @@ impl App {
                 tx.update_bulk_job(id, state, &job.cursor, &job.detail, now)
                     .await?;
             }
+            tx.delete_bulk_job_items(id).await?;
             tx.commit(now).await?;
             Ok::<_, AppError>(())
         };
@@ -616,11 +815,11 @@ impl App {
         }
     }
 
-    /// Reports an unheld roster sync that a crash or a stop cut short (its
-    /// job still running, its lease run out): the changes before its
-    /// recorded place are applied, the rest are not, and the roster is not
-    /// kept to resume from. A security event says so, and what to do:
-    /// send the roster again (it is diffed against what was applied).
+    /// Reports an unheld roster sync that a crash or a stop cut short and
+    /// that cannot be resumed: one cut short while it was staged (nothing
+    /// of it was applied), or one staged before items were kept. A security
+    /// event says so, and what to do: send the roster again (it is diffed
+    /// against what was applied).
     pub(crate) async fn interrupted_sync(
         &self,
         job: &idgov_store::BulkJob,
@@ -629,9 +828,15 @@ impl App {
         let d = &job.detail;
         let source = d["source"].as_str().unwrap_or_default().to_string();
         let sync_id = d["sync_id"].as_str().unwrap_or_default().to_string();
+        let applied = if job.state == "staging" {
+            "0"
+        } else {
+            job.cursor.as_str()
+        };
         let mut tx = self.store.begin().await?;
         tx.update_bulk_job(&job.id, "interrupted", &job.cursor, d, now)
             .await?;
+        tx.delete_bulk_job_items(&job.id).await?;
         tx.audit(
             AuditEntry::new(
                 crate::SYSTEM_SCHEDULER,
@@ -641,7 +846,7 @@ impl App {
                     sync_id: sync_id.clone(),
                 },
                 json!({
-                    "job": job.id, "applied": job.cursor, "changes": d["changes"],
+                    "job": job.id, "applied": applied, "changes": d["changes"],
                     "started_at": job.created_at, "actor": d["actor"],
                     "what_to_do": "send the roster again: it is diffed against what was applied",
                 }),
@@ -649,7 +854,7 @@ impl App {
             .security(),
         );
         tx.commit(now).await?;
-        tracing::warn!(source = %source, sync_id = %sync_id, applied = %job.cursor, "a roster sync was cut short; send it again");
+        tracing::warn!(source = %source, sync_id = %sync_id, applied = %applied, "a roster sync was cut short and cannot be resumed; send it again");
         Ok(())
     }
 }

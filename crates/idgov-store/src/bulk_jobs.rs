@@ -12,7 +12,8 @@ use sqlx::any::AnyRow;
 pub struct BulkJob {
     pub id: String,
     pub kind: String,
-    /// `running`, `done` or `superseded`.
+    /// `staging` (its items are being written), `running`, `done`,
+    /// `superseded`, `failed` or `interrupted`.
     pub state: String,
     pub policy_version: i64,
     /// The last employee id done ("" before the first).
@@ -40,13 +41,14 @@ fn job_from_row(r: &AnyRow) -> Result<BulkJob, StoreError> {
 const COLUMNS: &str = "id, kind, state, policy_version, cursor, detail, created_at, updated_at";
 
 impl Store {
-    /// Running jobs nobody holds a lease on, oldest first.
+    /// Running (or staging) jobs nobody holds a lease on, oldest first.
     pub async fn unclaimed_bulk_jobs(
         &self,
         now: DateTime<Utc>,
     ) -> Result<Vec<BulkJob>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM bulk_jobs WHERE state = 'running' AND claimed_until <= $1 ORDER BY created_at"
+            "SELECT {COLUMNS} FROM bulk_jobs WHERE state IN ('running', 'staging') AND claimed_until <= $1 \
+             ORDER BY created_at"
         )))
         .bind(micros(now))
         .fetch_all(self.reader())
@@ -64,8 +66,9 @@ impl Store {
         row.as_ref().map(job_from_row).transpose()
     }
 
-    /// Takes (or renews) the lease on a running job until `until`. Returns
-    /// false when another process holds it or it is no longer running.
+    /// Takes (or renews) the lease on a running (or staging) job until
+    /// `until`. Returns false when another process holds it or it is no
+    /// longer running.
     pub async fn claim_bulk_job(
         &self,
         id: &str,
@@ -74,9 +77,10 @@ impl Store {
         renew: bool,
     ) -> Result<bool, StoreError> {
         let sql = if renew {
-            "UPDATE bulk_jobs SET claimed_until = $1 WHERE id = $2 AND state = 'running' AND ($3 = $3)"
+            "UPDATE bulk_jobs SET claimed_until = $1 WHERE id = $2 AND state IN ('running', 'staging') AND ($3 = $3)"
         } else {
-            "UPDATE bulk_jobs SET claimed_until = $1 WHERE id = $2 AND state = 'running' AND claimed_until <= $3"
+            "UPDATE bulk_jobs SET claimed_until = $1 WHERE id = $2 AND state IN ('running', 'staging') \
+             AND claimed_until <= $3"
         };
         let r = sqlx::query(sql)
             .bind(micros(until))
@@ -88,7 +92,60 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Job `id`'s staged items numbered from `from` on, at most `limit`, in
+    /// order, as (number, body).
+    pub async fn bulk_job_items(
+        &self,
+        id: &str,
+        from: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT n, body FROM bulk_job_items WHERE job_id = $1 AND n >= $2 ORDER BY n LIMIT $3",
+        )
+        .bind(id)
+        .bind(from)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((get(r, "n")?, get(r, "body")?)))
+            .collect()
+    }
+}
+
 impl WriteTx {
+    /// Stages `bodies` as items of job `id`, numbered from `first` on.
+    pub async fn insert_bulk_job_items(
+        &mut self,
+        id: &str,
+        first: i64,
+        bodies: &[String],
+    ) -> Result<(), StoreError> {
+        let mut n = first;
+        for chunk in crate::bulk::stable_chunks(self.backend, bodies, 500) {
+            let cols = crate::bulk::values(self.backend, chunk.len(), 3);
+            let sql = format!("INSERT INTO bulk_job_items (job_id, n, body) VALUES {cols}");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(self.backend.prepares());
+            for body in chunk {
+                q = q.bind(id).bind(n).bind(body.as_str());
+                n += 1;
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes job `id`'s staged items; returns how many there were.
+    pub async fn delete_bulk_job_items(&mut self, id: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM bulk_job_items WHERE job_id = $1")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     /// Starts a job, leased to the caller until `until`.
     pub async fn insert_bulk_job(
         &mut self,

@@ -295,6 +295,14 @@ macro_rules! migrations {
                     "/0014_review_items_lean.sql"
                 )),
             ),
+            (
+                "bulk_job_items",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0015_bulk_job_items.sql"
+                )),
+            ),
         ]
     };
 }

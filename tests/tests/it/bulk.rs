@@ -38,6 +38,15 @@ fn listing(n: usize, sync_id: &str) -> SyncRequest {
     }
 }
 
+/// The roster of [`listing`] with every listed person renamed.
+fn renamed(n: usize, sync_id: &str) -> SyncRequest {
+    let mut next = listing(n, sync_id);
+    for e in &mut next.entries {
+        e.attrs.display_name = Some(format!("Renamed {}", e.employee_id));
+    }
+    next
+}
+
 async fn org(app: &App, n: usize) {
     app.sync_roster(listing(n, "org"), "service:hr")
         .await
@@ -570,20 +579,13 @@ both_backends! {
 }
 
 both_backends! {
-    async fn a_roster_sync_cut_short_by_a_crash_is_reported_and_completed_by_sending_it_again(t: TestStore) {
+    async fn a_roster_sync_cut_short_by_a_crash_is_resumed_where_it_stopped(t: TestStore) {
         let (app, clock) = org_settled(&t, 4000).await;
         // A finished sync leaves no job behind.
         let far = app.now() + chrono::Duration::days(1);
         assert!(app.store.unclaimed_bulk_jobs(far).await.unwrap().is_empty());
-        let renamed = || {
-            let mut next = listing(4000, "renames");
-            for e in &mut next.entries {
-                e.attrs.display_name = Some(format!("Renamed {}", e.employee_id));
-            }
-            next
-        };
         let sync = {
-            let (app, next) = (app.clone(), renamed());
+            let (app, next) = (app.clone(), renamed(4000, "renames"));
             tokio::spawn(async move { app.sync_roster(next, "service:hr").await })
         };
         // The process stops once the first step is applied.
@@ -601,6 +603,68 @@ both_backends! {
         );
         drop(app);
         clock.advance(chrono::Duration::seconds(120));
+        // At the next start (or on any replica once its lease ran out) the
+        // sync goes on from its place, with nothing sent again.
+        let app = App::start(t.store.clone(), clock.clone(), None).await.unwrap();
+        let t0 = Instant::now();
+        let ended = loop {
+            let found = app.store.list_audit_events(
+                &idgov_store::AuditFilter { action: "roster.sync".into(), target: "roster:workday:renames".into(), ..Default::default() }, 0, 10,
+            ).await.unwrap();
+            if let Some(e) = found.into_iter().next() {
+                break e;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(120), "the sync cut short was never finished");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let detail: serde_json::Value = serde_json::from_str(&ended.detail).unwrap();
+        assert_eq!(detail["resumed"], true, "{detail}");
+        assert_eq!(detail["outcome"], "applied", "{detail}");
+        for id in ["B00000", "B02000", "B03999"] {
+            assert_eq!(app.store.get_identity(id).await.unwrap().unwrap().attrs.display_name, format!("Renamed {id}"));
+        }
+        // Every change applied once: none skipped, none replayed.
+        let applied = app.store.list_audit_events(
+            &idgov_store::AuditFilter { action: "hr.event.applied".into(), ..Default::default() }, 0, 20_000,
+        ).await.unwrap();
+        assert_eq!(applied.iter().filter(|e| e.detail.contains("roster:renames:")).count(), 4002);
+        // Nothing was reported as lost, no job or staged item is left, and
+        // the snapshot's receipt answers a second send.
+        let lost = app.store.list_audit_events(
+            &idgov_store::AuditFilter { action: "roster.sync.interrupted".into(), ..Default::default() }, 0, 10,
+        ).await.unwrap();
+        assert!(lost.is_empty(), "{lost:?}");
+        let far = app.now() + chrono::Duration::days(1);
+        assert!(app.store.unclaimed_bulk_jobs(far).await.unwrap().is_empty());
+        let job = detail["job"].as_str().unwrap();
+        assert!(app.store.bulk_job_items(job, -10, 10).await.unwrap().is_empty(), "staged items left");
+        let again = app.sync_roster(renamed(4000, "renames"), "service:hr").await.unwrap();
+        assert_eq!(again.outcome, idgov_server::app::roster::Outcome::Applied);
+        assert_eq!(again.counts.updates, 4002);
+        assert_eq!(app.resume_bulk_jobs().await.unwrap(), 0);
+        assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
+    }
+
+    async fn a_roster_sync_cut_short_while_it_is_staged_is_reported_and_completed_by_sending_it_again(t: TestStore) {
+        let (app, clock) = org_settled(&t, 4000).await;
+        let sync = {
+            let (app, next) = (app.clone(), renamed(4000, "renames"));
+            tokio::spawn(async move { app.sync_roster(next, "service:hr").await })
+        };
+        // The process stops while the sync's items are written (three
+        // transactions), before any change is applied.
+        let far = app.now() + chrono::Duration::days(1);
+        let t0 = Instant::now();
+        while !app.store.unclaimed_bulk_jobs(far).await.unwrap().iter().any(|j| j.state == "staging") {
+            assert!(t0.elapsed() < Duration::from_secs(120), "the sync was never staged");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        sync.abort();
+        let _ = sync.await;
+        let jobs = app.store.unclaimed_bulk_jobs(far).await.unwrap();
+        assert!(jobs.iter().all(|j| j.state == "staging"), "staged before it was cut short: nothing was tested ({jobs:?})");
+        drop(app);
+        clock.advance(chrono::Duration::seconds(120));
         let app = App::start(t.store.clone(), clock.clone(), None).await.unwrap();
         let t0 = Instant::now();
         let reported = loop {
@@ -616,17 +680,19 @@ both_backends! {
         assert!(reported.security, "a sync cut short is a security event");
         assert_eq!(reported.target, "roster:workday:renames");
         assert!(reported.detail.contains("send the roster again"), "{}", reported.detail);
-        let applied: usize = serde_json::from_str::<serde_json::Value>(&reported.detail).unwrap()["applied"]
-            .as_str().unwrap().parse().unwrap();
-        assert!(applied > 0 && applied < 4002, "applied {applied} of 4,002");
+        let detail: serde_json::Value = serde_json::from_str(&reported.detail).unwrap();
+        assert_eq!(detail["applied"], "0");
+        // Nothing of it was applied, and nothing of it is left.
+        assert_ne!(app.store.get_identity("B00000").await.unwrap().unwrap().attrs.display_name, "Renamed B00000");
+        let job = detail["job"].as_str().unwrap();
+        assert!(app.store.bulk_job_items(job, -10, 10).await.unwrap().is_empty(), "staged items left");
         // Reported once: the job is no longer running.
         assert_eq!(app.resume_bulk_jobs().await.unwrap(), 0);
-        // Sent again, the roster applies the rest.
-        app.sync_roster(renamed(), "service:hr").await.unwrap();
+        // Sent again, the roster applies.
+        app.sync_roster(renamed(4000, "renames"), "service:hr").await.unwrap();
         for id in ["B00000", "B02000", "B03999"] {
             assert_eq!(app.store.get_identity(id).await.unwrap().unwrap().attrs.display_name, format!("Renamed {id}"));
         }
-        let far = app.now() + chrono::Duration::days(1);
         assert!(app.store.unclaimed_bulk_jobs(far).await.unwrap().is_empty());
         assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
     }
