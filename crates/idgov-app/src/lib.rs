@@ -147,6 +147,7 @@ impl App {
         let weak = Arc::downgrade(&app);
         tokio::spawn(async move {
             let Some(app) = weak.upgrade() else { return };
+            app.delete_ended_staging().await;
             match app.resume_bulk_jobs().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(jobs = n, "resumed bulk work"),

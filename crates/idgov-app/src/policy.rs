@@ -455,6 +455,26 @@ impl App {
         }
     }
 
+    /// Deletes the staged rows of bulk jobs that ended without deleting
+    /// them (a crash in between), at start. Best effort: they are only
+    /// space.
+    pub(crate) async fn delete_ended_staging(&self) {
+        let deleted = async {
+            let now = self.now();
+            let mut tx = self.store.begin().await?;
+            let n = tx.delete_ended_bulk_job_items().await?;
+            tx.commit(now).await?;
+            Ok::<_, AppError>(n)
+        };
+        match deleted.await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "deleted the staged rows of ended bulk jobs"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot delete the staged rows of ended bulk jobs")
+            }
+        }
+    }
+
     /// Resumes the bulk work (policy recomputes, released roster syncs) a
     /// crash or a stopped replica left running.
     pub async fn resume_bulk_jobs(&self) -> Result<usize, AppError> {

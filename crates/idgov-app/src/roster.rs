@@ -545,7 +545,6 @@ impl App {
                 let mut tx = self.store.begin().await?;
                 tx.update_bulk_job(job_id, "done", total, detail, now)
                     .await?;
-                tx.delete_bulk_job_items(job_id).await?;
                 self.finish_roster(&mut tx, &ctx.behind, ctx.mark.clone(), &ctx.actor, now)
                     .await?;
                 tx.audit(AuditEntry::new(
@@ -576,7 +575,38 @@ impl App {
             return self.concurrent_sync(source, sync_id).await;
         }
         self.wake_provisioning();
+        self.drop_staged(job_id).await;
         Ok(out)
+    }
+
+    /// Deletes an ended job's staged items, [`STAGE_STEP`] × 10 per
+    /// transaction (one large delete would hold SQLite's writer). Best
+    /// effort: what a failure or a crash leaves is deleted at the next
+    /// start.
+    async fn drop_staged(&self, job_id: &str) {
+        let dropped = async {
+            let mut below = CONTEXT_ITEM + 1;
+            loop {
+                below += (STAGE_STEP * 10) as i64;
+                let now = self.now();
+                let mut tx = self.store.begin().await?;
+                let n = tx.delete_bulk_job_items(job_id, below).await?;
+                tx.commit(now).await?;
+                if n == 0
+                    && self
+                        .store
+                        .bulk_job_items(job_id, i64::MIN, 1)
+                        .await?
+                        .is_empty()
+                {
+                    return Ok::<_, AppError>(());
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        if let Err(e) = dropped.await {
+            tracing::warn!(job = job_id, error = %e, "cannot delete a roster sync's staged rows; they are deleted at the next start");
+        }
     }
 }
 
@@ -806,7 +836,7 @@ impl App {
                 tx.update_bulk_job(id, state, &job.cursor, &job.detail, now)
                     .await?;
             }
-            tx.delete_bulk_job_items(id).await?;
+            tx.delete_bulk_job_items(id, i64::MAX).await?;
             tx.commit(now).await?;
             Ok::<_, AppError>(())
         };
@@ -836,7 +866,7 @@ impl App {
         let mut tx = self.store.begin().await?;
         tx.update_bulk_job(&job.id, "interrupted", &job.cursor, d, now)
             .await?;
-        tx.delete_bulk_job_items(&job.id).await?;
+        tx.delete_bulk_job_items(&job.id, i64::MAX).await?;
         tx.audit(
             AuditEntry::new(
                 crate::SYSTEM_SCHEDULER,

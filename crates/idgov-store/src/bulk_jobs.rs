@@ -137,12 +137,27 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Removes job `id`'s staged items; returns how many there were.
-    pub async fn delete_bulk_job_items(&mut self, id: &str) -> Result<u64, StoreError> {
-        let r = sqlx::query("DELETE FROM bulk_job_items WHERE job_id = $1")
+    /// Removes job `id`'s staged items numbered below `below` (all of them
+    /// with `i64::MAX`); returns how many there were.
+    pub async fn delete_bulk_job_items(&mut self, id: &str, below: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM bulk_job_items WHERE job_id = $1 AND n < $2")
             .bind(id)
+            .bind(below)
             .execute(&mut *self.tx)
             .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Removes the staged items of jobs that no longer run (left by a
+    /// crash between a job's end and the removal of its items); returns
+    /// how many there were.
+    pub async fn delete_ended_bulk_job_items(&mut self) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM bulk_job_items WHERE job_id IN \
+             (SELECT id FROM bulk_jobs WHERE state NOT IN ('running', 'staging'))",
+        )
+        .execute(&mut *self.tx)
+        .await?;
         Ok(r.rows_affected())
     }
 

@@ -637,7 +637,11 @@ both_backends! {
         let far = app.now() + chrono::Duration::days(1);
         assert!(app.store.unclaimed_bulk_jobs(far).await.unwrap().is_empty());
         let job = detail["job"].as_str().unwrap();
-        assert!(app.store.bulk_job_items(job, -10, 10).await.unwrap().is_empty(), "staged items left");
+        let t0 = Instant::now();
+        while !app.store.bulk_job_items(job, -10, 10).await.unwrap().is_empty() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "staged items left");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let again = app.sync_roster(renamed(4000, "renames"), "service:hr").await.unwrap();
         assert_eq!(again.outcome, idgov_server::app::roster::Outcome::Applied);
         assert_eq!(again.counts.updates, 4002);

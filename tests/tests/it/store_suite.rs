@@ -547,6 +547,54 @@ both_backends! {
         assert_eq!(r.broken.map(|b| b.seq), Some(3));
     }
 
+    /// A bulk job's staged items read back in order and in pages, a
+    /// staging job is found once its lease ran out, and the items of jobs
+    /// that ended go, while those of running jobs stay.
+    async fn bulk_job_items_are_staged_paged_and_dropped_with_their_job(t: TestStore) {
+        let s = &t.store;
+        let job = |id: &str, state: &str| idgov_store::BulkJob {
+            id: id.into(),
+            kind: "roster_sync".into(),
+            state: state.into(),
+            policy_version: 1,
+            cursor: "0".into(),
+            detail: json!({}),
+            created_at: at(0),
+            updated_at: at(0),
+        };
+        let bodies: Vec<String> = (0..1234).map(|i| format!("{{\"i\":{i},\"name\":\"O'Brien \\u00e9 ; DROP\"}}")).collect();
+        let mut tx = s.begin().await.unwrap();
+        for (id, state) in [("a", "staging"), ("b", "running"), ("c", "done")] {
+            tx.insert_bulk_job(&job(id, state), at(1)).await.unwrap();
+            tx.insert_bulk_job_items(id, -1, &["context".to_string()]).await.unwrap();
+            tx.insert_bulk_job_items(id, 0, &bodies).await.unwrap();
+        }
+        tx.commit(at(0)).await.unwrap();
+        let mut read = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = s.bulk_job_items("b", from, 500).await.unwrap();
+            let Some(last) = page.last() else { break };
+            from = last.0 + 1;
+            read.extend(page);
+        }
+        assert_eq!(read.iter().map(|(n, _)| *n).collect::<Vec<_>>(), (0..1234).collect::<Vec<i64>>());
+        assert_eq!(read.into_iter().map(|(_, b)| b).collect::<Vec<_>>(), bodies);
+        assert_eq!(s.bulk_job_items("b", -1, 1).await.unwrap(), [(-1, "context".to_string())]);
+        // Leased until at(1): found after, as running and staging jobs are.
+        assert!(s.unclaimed_bulk_jobs(at(0)).await.unwrap().is_empty());
+        let mut found: Vec<String> = s.unclaimed_bulk_jobs(at(2)).await.unwrap().into_iter().map(|j| j.id).collect();
+        found.sort();
+        assert_eq!(found, ["a", "b"]);
+        let mut tx = s.begin().await.unwrap();
+        assert_eq!(tx.delete_ended_bulk_job_items().await.unwrap(), 1235);
+        assert_eq!(tx.delete_bulk_job_items("a", 100).await.unwrap(), 101);
+        tx.commit(at(2)).await.unwrap();
+        assert!(s.bulk_job_items("c", i64::MIN, 10).await.unwrap().is_empty());
+        assert_eq!(s.bulk_job_items("a", i64::MIN, 1).await.unwrap()[0].0, 100);
+        assert_eq!(s.bulk_job_items("b", i64::MIN, 2000).await.unwrap().len(), 1235);
+    }
+
     /// A caller dropped while its transaction begins (a cancelled request,
     /// an aborted job) leaves no connection inside a transaction: every
     /// write acknowledged afterwards is committed and seen by another
