@@ -110,6 +110,9 @@ pub struct AttributesPatch {
     pub job_code: Option<String>,
     pub location: Option<String>,
     pub cost_center: Option<String>,
+    /// Stored (JSON) as `null` to keep the manager and `""` to clear it
+    /// (see [`cleared_manager`]).
+    #[serde(default, with = "cleared_manager")]
     pub manager_id: Option<Option<String>>,
     pub employment_type: Option<EmploymentType>,
     pub background_check: Option<BackgroundCheck>,
@@ -118,6 +121,31 @@ pub struct AttributesPatch {
     pub end_date: Option<NaiveDate>,
     #[serde(default)]
     pub background_check_date: Option<NaiveDate>,
+}
+
+/// The stored form of a patch's manager: `null` keeps the current manager,
+/// `""` clears it, an id sets it. Plain serde wrote both "keep" and
+/// "clear" as `null`, so a stored event that cleared a manager (an HR event
+/// with an empty manager id, a roster entry without one) read back as one
+/// that kept it: a replay after a late event, a held roster's release and a
+/// resumed roster sync brought the old manager back. Patches stored that
+/// way still read as "keep", as they always did.
+mod cleared_manager {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Option<String>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            None => s.serialize_none(),
+            Some(None) => s.serialize_str(""),
+            Some(Some(m)) => s.serialize_str(m),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(|m| (!m.is_empty()).then_some(m)))
+    }
 }
 
 /// One attribute that differs between two attribute sets.
@@ -411,6 +439,24 @@ fn looks_like_email(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_patch_keeps_clearing_a_manager_apart_from_keeping_one() {
+        for m in [None, Some(None), Some(Some("M1".to_string()))] {
+            let p = AttributesPatch {
+                manager_id: m.clone(),
+                ..Default::default()
+            };
+            let json = serde_json::to_string(&p).unwrap_or_default();
+            let back: Result<AttributesPatch, _> = serde_json::from_str(&json);
+            assert_eq!(back.ok().map(|b| b.manager_id), Some(m), "{json}");
+        }
+        // Stored before: `null` and a missing field keep the manager.
+        for old in [r#"{"manager_id":null}"#, "{}"] {
+            let back: Result<AttributesPatch, _> = serde_json::from_str(old);
+            assert_eq!(back.ok().map(|b| b.manager_id), Some(None), "{old}");
+        }
+    }
 
     fn cleared(clearance: Classification, kind: EmploymentType) -> Attributes {
         Attributes {

@@ -101,6 +101,9 @@ fn random_patch(rng: &mut StdRng, name: bool) -> AttributesPatch {
     }
     if rng.random_bool(0.2) {
         p.manager_id = Some(Some(format!("M{}", rng.random_range(1..4))));
+    } else if rng.random_bool(0.1) {
+        // An empty manager id clears the manager.
+        p.manager_id = Some(None);
     }
     p
 }
