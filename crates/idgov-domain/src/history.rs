@@ -379,6 +379,8 @@ fn patch_into(p: &mut Identity, patch: &AttributesPatch, zone: Tz, t: DateTime<U
     }
     if patch.end_date.is_some() {
         p.history.end_zone = Some(zone.name().to_string());
+    } else if patch.clear_end_date {
+        p.history.end_zone = None;
     }
     if !patch.is_empty() {
         p.attrs_effective_at = p.attrs_effective_at.max(t);

@@ -161,6 +161,16 @@ impl HrEvent {
         ) {
             v.push(FieldViolation::new("event.effective_at", problem));
         }
+        // An empty end date sent takes the end date away (a termination's
+        // own end date is its last day, not an attribute to clear).
+        if kind != Some(EventKind::Terminate)
+            && input
+                .end_date
+                .as_deref()
+                .is_some_and(|s| s.trim().is_empty())
+        {
+            attrs.clear_end_date = true;
+        }
         v.extend(attrs.validate("event.attributes", &input.employee_id));
         let rescinds = input.rescinds_event_id.trim().to_string();
         if let Some(p) = text_problem(&rescinds, 256) {
@@ -305,6 +315,44 @@ mod tests {
         term.end_date = Some("2026-09-30".into());
         let e = HrEvent::parse(term, chrono_tz::UTC, now())?;
         assert_eq!(e.effective_at.to_rfc3339(), "2026-10-01T00:00:00+00:00");
+        Ok(())
+    }
+
+    #[test]
+    fn an_empty_end_date_takes_the_end_date_away_except_in_a_termination() -> Result<(), DomainError>
+    {
+        for (kind, clears) in [
+            (EventKind::Update, true),
+            (EventKind::Move, true),
+            (EventKind::Hire, true),
+            (EventKind::Terminate, false),
+        ] {
+            let mut i = input(kind);
+            i.end_date = Some(" ".into());
+            let e = HrEvent::parse(i, chrono_tz::UTC, now())?;
+            assert_eq!(e.attrs.clear_end_date, clears, "{kind:?}");
+            assert_eq!(e.attrs.end_date, None);
+        }
+        // Not sent: kept.
+        let e = HrEvent::parse(input(EventKind::Update), chrono_tz::UTC, now())?;
+        assert!(!e.attrs.clear_end_date);
+        let base = crate::identity::Attributes {
+            end_date: chrono::NaiveDate::from_ymd_opt(2026, 9, 30),
+            ..crate::identity::Attributes::new_person(crate::Classification::Internal)
+        };
+        let clear = crate::identity::AttributesPatch {
+            clear_end_date: true,
+            ..Default::default()
+        };
+        assert_eq!(clear.apply_to(&base).end_date, None);
+        assert_eq!(e.attrs.apply_to(&base).end_date, base.end_date);
+        // Stored and read back alike; stored without the flag when unset.
+        let json = serde_json::to_string(&clear).unwrap_or_default();
+        let back: crate::identity::AttributesPatch =
+            serde_json::from_str(&json).unwrap_or_default();
+        assert!(back.clear_end_date, "{json}");
+        let json = serde_json::to_string(&e.attrs).unwrap_or_default();
+        assert!(!json.contains("clear_end_date"), "{json}");
         Ok(())
     }
 

@@ -121,6 +121,12 @@ pub struct AttributesPatch {
     pub end_date: Option<NaiveDate>,
     #[serde(default)]
     pub background_check_date: Option<NaiveDate>,
+    /// Takes the end date away (an empty `end_date` sent): a contractor
+    /// made permanent, an end date entered by mistake, a roster that lists
+    /// the person without one. Absent from the stored form when false, so
+    /// patches stored before it read and fingerprint as they did.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_end_date: bool,
 }
 
 /// The stored form of a patch's manager: `null` keeps the current manager,
@@ -183,6 +189,9 @@ impl AttributesPatch {
         set_copy!(employment_type, background_check, clearance);
         if self.start_date.is_some() {
             a.start_date = self.start_date;
+        }
+        if self.clear_end_date {
+            a.end_date = None;
         }
         if self.end_date.is_some() {
             a.end_date = self.end_date;

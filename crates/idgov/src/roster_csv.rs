@@ -120,7 +120,8 @@ pub fn parse(data: &[u8]) -> Result<Vec<pb::RosterEntry>, Vec<String>> {
             cost_center: get("cost_center"),
             manager_employee_id: get("manager_employee_id"),
             start_date: get("start_date").filter(|s| !s.is_empty()),
-            end_date: get("end_date").filter(|s| !s.is_empty()),
+            // An empty end date is sent as such: the person has none.
+            end_date: get("end_date"),
             background_check_date: get("background_check_date").filter(|s| !s.is_empty()),
             ..Default::default()
         };
@@ -173,6 +174,20 @@ mod tests {
         assert_eq!(a.manager_employee_id.as_deref(), Some(""));
         assert_eq!(a.clearance, pb::Classification::Confidential as i32);
         assert_eq!(a.email, None, "an absent column is not sent");
+        let rows = parse(b"employee_id,display_name,start_date,end_date\nE1,Ada,,\nE2,Bob,2026-01-05,2026-09-30\n")
+            .unwrap_or_default();
+        let a = rows[0].attributes.clone().unwrap_or_default();
+        assert_eq!(
+            a.end_date.as_deref(),
+            Some(""),
+            "an empty end date takes it away"
+        );
+        assert_eq!(
+            a.start_date, None,
+            "an empty start date keeps the one known"
+        );
+        let b = rows[1].attributes.clone().unwrap_or_default();
+        assert_eq!(b.end_date.as_deref(), Some("2026-09-30"));
         assert_eq!(
             rows[1]
                 .attributes

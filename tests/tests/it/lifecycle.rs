@@ -340,6 +340,59 @@ both_backends! {
         assert_eq!(after.len(), 1);
     }
 
+    /// An end date can be taken away: by an event sending an empty end date
+    /// (a contractor made permanent), and by a roster listing the person
+    /// without one. The person then stays past the old date.
+    async fn an_end_date_taken_away_no_longer_terminates(t: TestStore) {
+        let (app, clock) = app_on(&t).await;
+        with_policy(&app).await;
+        let ends = chrono::NaiveDate::from_ymd_opt(2026, 3, 10);
+        for id in ["C1", "C2"] {
+            let mut p = Person::new(id, "Finance").patch();
+            p.end_date = ends;
+            app.submit_event(event(&app, EventKind::Hire, &format!("hire-{id}"), id, "", p), "service:hr").await.unwrap();
+            assert_eq!(app.store.get_identity(id).await.unwrap().unwrap().attrs.end_date, ends);
+        }
+        // C1: an update whose end date is sent empty.
+        let input = idgov_domain::hr::HrEventInput {
+            source: "workday".into(),
+            event_id: "c1-permanent".into(),
+            kind: Some(EventKind::Update),
+            employee_id: "C1".into(),
+            end_date: Some(String::new()),
+            ..Default::default()
+        };
+        let ev = idgov_domain::hr::HrEvent::parse(input, app.policy().policy.hr_time_zone, app.now()).unwrap();
+        assert!(ev.attrs.clear_end_date);
+        app.submit_event(ev, "service:hr").await.unwrap();
+        assert_eq!(app.store.get_identity("C1").await.unwrap().unwrap().attrs.end_date, None);
+        // C2: a roster that lists everyone, C2 with an empty end date.
+        let mut entries = Vec::new();
+        for (id, dept) in [("O1", "Management"), ("O2", "Management"), ("C1", "Finance"), ("C2", "Finance")] {
+            let mut attrs = Person::new(id, dept).patch();
+            attrs.clear_end_date = id == "C2";
+            entries.push(RosterEntry { employee_id: id.into(), attrs });
+        }
+        clock.advance(chrono::Duration::minutes(1));
+        let out = app.sync_roster(sync("permanent", entries), "service:hr").await.unwrap();
+        assert_eq!(out.counts.updates, 1, "{out:?}");
+        assert_eq!(app.store.get_identity("C2").await.unwrap().unwrap().attrs.end_date, None);
+        // Past the old last day, both still work here.
+        clock.set(chrono::DateTime::parse_from_rfc3339("2026-03-11T12:00:00Z").unwrap().into());
+        assert_eq!(app.run_due().await.unwrap(), 0);
+        for id in ["C1", "C2"] {
+            let person = app.store.get_identity(id).await.unwrap().unwrap();
+            assert_eq!(person.status, Status::Active, "{id}");
+            assert!(!active_grants(&app, id).await.is_empty(), "{id}");
+        }
+        // A later event that sets an end date again is obeyed.
+        let p = AttributesPatch { end_date: chrono::NaiveDate::from_ymd_opt(2026, 3, 20), ..Default::default() };
+        app.submit_event(event(&app, EventKind::Update, "c1-ends-again", "C1", "", p), "service:hr").await.unwrap();
+        clock.set(chrono::DateTime::parse_from_rfc3339("2026-03-21T12:00:00Z").unwrap().into());
+        assert_eq!(app.run_due().await.unwrap(), 1);
+        assert_eq!(app.store.get_identity("C1").await.unwrap().unwrap().status, Status::Terminated);
+    }
+
     async fn an_end_date_that_passes_terminates(t: TestStore) {
         let (app, clock) = app_on(&t).await;
         with_policy(&app).await;

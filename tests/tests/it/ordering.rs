@@ -142,6 +142,9 @@ fn random_history(rng: &mut StdRng, app: &App, who: &str) -> Vec<HrEvent> {
         let mut end_date = None;
         if rng.random_bool(0.15) {
             end_date = Some(date(rng, -15, 15).to_string());
+        } else if rng.random_bool(0.08) {
+            // Sent empty: the end date is taken away.
+            end_date = Some(String::new());
         }
         let (effective_at, time_zone) = random_when(rng);
         let input = HrEventInput {
@@ -293,6 +296,8 @@ fn random_entry(rng: &mut StdRng, id: &str) -> RosterEntry {
     let mut attrs = random_patch(rng, true);
     if rng.random_bool(0.1) {
         attrs.end_date = Some(date(rng, -15, 15));
+    } else if rng.random_bool(0.1) {
+        attrs.clear_end_date = true;
     }
     RosterEntry {
         employee_id: id.into(),

@@ -107,11 +107,14 @@ pub fn roster_entry(e: pb::RosterEntry, i: usize) -> Result<RosterEntry, Vec<Fie
         ("start_date", start, &mut attrs.start_date),
         ("end_date", end, &mut attrs.end_date),
     ] {
-        if let Some(s) = raw.filter(|s| !s.is_empty()) {
-            match idgov_domain::time::parse_date(&s) {
+        match raw {
+            Some(s) if !s.trim().is_empty() => match idgov_domain::time::parse_date(&s) {
                 Ok(d) => *slot = Some(d),
                 Err(m) => violations.push(FieldViolation::new(format!("roster[{i}].{field}"), m)),
-            }
+            },
+            // Listed with an empty end date: the person has none.
+            Some(_) if field == "end_date" => attrs.clear_end_date = true,
+            _ => {}
         }
     }
     if violations.is_empty() {
@@ -196,6 +199,7 @@ pub fn attrs_from(
         start_date: None,
         end_date: None,
         background_check_date,
+        clear_end_date: false,
     };
     Ok((patch, a.start_date.clone(), a.end_date.clone()))
 }
@@ -318,7 +322,11 @@ pub fn recorded_event(r: &RecordedEvent) -> pb::RecordedHrEvent {
             attributes: Some(attrs_to(
                 &e.attrs,
                 e.attrs.start_date.map(|d| d.to_string()),
-                e.attrs.end_date.map(|d| d.to_string()),
+                match (e.attrs.end_date, e.attrs.clear_end_date) {
+                    (Some(d), _) => Some(d.to_string()),
+                    (None, true) => Some(String::new()),
+                    (None, false) => None,
+                },
             )),
             rescinds_event_id: e.rescinds_event_id.clone().unwrap_or_default(),
         }),
@@ -539,5 +547,38 @@ pub fn policy(p: &ActivePolicy) -> pb::Policy {
         hr_time_zone: pol.hr_time_zone.name().to_string(),
         guard_max_leavers_percent: pol.guard.max_leavers_percent as i32,
         guard_max_leavers: pol.guard.max_leavers as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(end_date: Option<&str>) -> pb::RosterEntry {
+        pb::RosterEntry {
+            employee_id: "E1".into(),
+            attributes: Some(pb::PersonAttributes {
+                display_name: Some("Ada".into()),
+                end_date: end_date.map(String::from),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_roster_entry_with_an_empty_end_date_takes_it_away() {
+        let read = |e| roster_entry(entry(e), 0).ok().map(|r| r.attrs);
+        let cleared = read(Some("")).unwrap_or_default();
+        assert!(cleared.clear_end_date);
+        assert_eq!(cleared.end_date, None);
+        let kept = read(None).unwrap_or_default();
+        assert!(!kept.clear_end_date, "an end date not sent is kept");
+        let set = read(Some("2026-09-30")).unwrap_or_default();
+        assert!(!set.clear_end_date);
+        assert_eq!(
+            set.end_date.map(|d| d.to_string()).as_deref(),
+            Some("2026-09-30")
+        );
+        assert!(roster_entry(entry(Some("30/09/2026")), 0).is_err());
     }
 }
