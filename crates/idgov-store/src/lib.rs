@@ -190,12 +190,16 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
      PRAGMA foreign_keys = ON; \
      PRAGMA busy_timeout = 10000;";
 
-/// The writer's: the same, with a 64 MiB page cache.
+/// The writer's: the same, with a 64 MiB page cache, and checkpointing
+/// left to the background checkpointer (`lite::start_checkpointer`) until
+/// the log passes 64 MiB (16,384 pages): only if that falls behind does the
+/// writer checkpoint by itself.
 const SQLITE_WRITER_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = FULL; \
      PRAGMA foreign_keys = ON; \
      PRAGMA busy_timeout = 10000; \
-     PRAGMA cache_size = -65536;";
+     PRAGMA cache_size = -65536; \
+     PRAGMA wal_autocheckpoint = 16384;";
 
 /// The migration files of the folder `migrations/$dir`, in order. Both
 /// folders hold the same file names (a test checks); a new migration is one
@@ -379,7 +383,11 @@ impl Store {
                     .await?;
                 let read = opts(SQLITE_PRAGMAS).max_connections(4).connect(url).await?;
                 let fast = match lite::LiteReader::for_url(url) {
-                    Some(l) => Fast::Lite(std::sync::Arc::new(l)),
+                    Some(l) => {
+                        let l = std::sync::Arc::new(l);
+                        lite::start_checkpointer(&l);
+                        Fast::Lite(l)
+                    }
                     None => Fast::None,
                 };
                 (read, write, fast)

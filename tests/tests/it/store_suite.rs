@@ -679,3 +679,58 @@ async fn sqlite_is_durable_by_configuration() {
     );
     assert_eq!(mode.to_lowercase(), "wal");
 }
+
+/// SQLite: what commits reaches the database file itself within moments,
+/// copied there beside the writer (a background checkpoint), not only once
+/// the write-ahead log passes the writer's own limit. A copy of the file
+/// alone holds it; without the checkpointer this small change stays in the
+/// log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_commits_reach_the_database_file_beside_the_writer() {
+    let t = idgov_tests::backends::open("sqlite").await.unwrap();
+    let job = idgov_store::BulkJob {
+        id: "job-1".into(),
+        kind: "roster_sync".into(),
+        state: "running".into(),
+        policy_version: 1,
+        cursor: "0".into(),
+        detail: json!({}),
+        created_at: at(0),
+        updated_at: at(0),
+    };
+    let bodies: Vec<String> = (0..300).map(|i| format!("{{\"item\":{i}}}")).collect();
+    let mut tx = t.store.begin().await.unwrap();
+    tx.insert_bulk_job(&job, at(1)).await.unwrap();
+    tx.insert_bulk_job_items("job-1", 0, &bodies).await.unwrap();
+    tx.commit(at(0)).await.unwrap();
+    let path = t
+        .url
+        .trim_start_matches("sqlite:")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let copies = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let copy = copies.path().join(format!("copy-{n}.db"));
+        std::fs::copy(&path, &copy).unwrap();
+        let url = format!("sqlite:{}?mode=rwc", copy.display());
+        if let Ok(s) = idgov_store::Store::open(&url).await
+            && s.bulk_job_items("job-1", 0, 1000)
+                .await
+                .map(|v| v.len())
+                .unwrap_or(0)
+                == 300
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the committed rows never reached the database file"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
