@@ -397,7 +397,7 @@ impl App {
         let events = roster::to_events(all.changes, &req.source, &req.sync_id, as_of, zone);
         if !verdict.tripped {
             // Unheld: staged as a bulk job (its events and the people it
-            // lists unchanged, a row each), then applied in bounded steps
+            // lists unchanged, 2,000 to a row), then applied in bounded steps
             // that record the job's place, so intake goes on between them
             // and a crash half-way is resumed from there.
             let ctx = SyncContext {
@@ -579,15 +579,15 @@ impl App {
         Ok(out)
     }
 
-    /// Deletes an ended job's staged items, [`STAGE_STEP`] × 10 per
-    /// transaction (one large delete would hold SQLite's writer). Best
+    /// Deletes an ended job's staged rows, 10 (20,000 items) per
+    /// transaction: one large delete would hold SQLite's writer. Best
     /// effort: what a failure or a crash leaves is deleted at the next
     /// start.
     async fn drop_staged(&self, job_id: &str) {
         let dropped = async {
             let mut below = CONTEXT_ITEM + 1;
             loop {
-                below += (STAGE_STEP * 10) as i64;
+                below += 10;
                 let now = self.now();
                 let mut tx = self.store.begin().await?;
                 let n = tx.delete_bulk_job_items(job_id, below).await?;
@@ -628,7 +628,7 @@ struct SyncContext {
 
 /// The staged item that holds a sync job's [`SyncContext`].
 const CONTEXT_ITEM: i64 = -1;
-/// Items staged per transaction.
+/// Items staged per row (and transaction).
 const STAGE_STEP: usize = 2000;
 
 /// The outcome a stored receipt recorded.
@@ -658,8 +658,8 @@ pub const ROSTER_SYNC: &str = "roster_sync";
 impl App {
     /// Stages an unheld sync as a bulk job leased to this process: its
     /// context, its events, then the entries of the people it lists
-    /// unchanged, a row each, [`STAGE_STEP`] per transaction (intake goes
-    /// on between them). The job is `staging` until every item is written,
+    /// unchanged, [`STAGE_STEP`] to a row (a JSON array), a row per
+    /// transaction (intake goes on between them). The job is `staging` until every item is written,
     /// then `running`; a crash while staging leaves a job that is reported
     /// (nothing of it was applied), never one applied from part of its
     /// items. Returns the running job.
@@ -719,7 +719,10 @@ impl App {
             if chunk.is_empty() {
                 break;
             }
-            let (id, chunk_ref) = (&job.id, &chunk);
+            // One row per chunk, a JSON array of its items: a row per item
+            // cost PostgreSQL a sixth more on a million-person import.
+            let body = [format!("[{}]", chunk.join(","))];
+            let (id, chunk_ref) = (&job.id, &body);
             self.retrying(|| async move {
                 let now = self.now();
                 let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
@@ -734,7 +737,7 @@ impl App {
                 Ok(())
             })
             .await?;
-            n += chunk.len() as i64;
+            n += 1;
         }
         job.state = "running".into();
         let job_ref = &job;
@@ -777,18 +780,23 @@ impl App {
         let ctx: SyncContext = serde_json::from_str(&context).map_err(staged)?;
         let mut events: Vec<HrEvent> = Vec::with_capacity(ctx.events);
         let mut present: Vec<RosterEntry> = Vec::with_capacity(ctx.present);
-        let total = (ctx.events + ctx.present) as i64;
+        let total = ctx.events + ctx.present;
         let mut from = 0i64;
-        while from < total {
-            let page = self.store.bulk_job_items(&job.id, from, 5000).await?;
+        let mut place = 0usize;
+        while place < total {
+            let page = self.store.bulk_job_items(&job.id, from, 16).await?;
             if page.is_empty() {
                 break;
             }
             for (n, body) in page {
-                if (n as usize) < ctx.events {
-                    events.push(serde_json::from_str(&body).map_err(staged)?);
-                } else {
-                    present.push(serde_json::from_str(&body).map_err(staged)?);
+                let chunk: Vec<serde_json::Value> = serde_json::from_str(&body).map_err(staged)?;
+                for item in chunk {
+                    if place < ctx.events {
+                        events.push(serde_json::from_value(item).map_err(staged)?);
+                    } else {
+                        present.push(serde_json::from_value(item).map_err(staged)?);
+                    }
+                    place += 1;
                 }
                 from = n + 1;
             }
