@@ -19,6 +19,20 @@ fn at(h: i64) -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap() + Duration::hours(h)
 }
 
+/// A roster sync's bulk job in `state`, created at `at(0)`.
+fn sync_job(id: &str, state: &str) -> idgov_store::BulkJob {
+    idgov_store::BulkJob {
+        id: id.into(),
+        kind: "roster_sync".into(),
+        state: state.into(),
+        policy_version: 1,
+        cursor: "0".into(),
+        detail: json!({}),
+        created_at: at(0),
+        updated_at: at(0),
+    }
+}
+
 fn person(id: &str, dept: &str, manager: Option<&str>, status: Status) -> Identity {
     Identity {
         employee_id: id.into(),
@@ -552,20 +566,10 @@ both_backends! {
     /// that ended go, while those of running jobs stay.
     async fn bulk_job_items_are_staged_paged_and_dropped_with_their_job(t: TestStore) {
         let s = &t.store;
-        let job = |id: &str, state: &str| idgov_store::BulkJob {
-            id: id.into(),
-            kind: "roster_sync".into(),
-            state: state.into(),
-            policy_version: 1,
-            cursor: "0".into(),
-            detail: json!({}),
-            created_at: at(0),
-            updated_at: at(0),
-        };
         let bodies: Vec<String> = (0..1234).map(|i| format!("{{\"i\":{i},\"name\":\"O'Brien \\u00e9 ; DROP\"}}")).collect();
         let mut tx = s.begin().await.unwrap();
         for (id, state) in [("a", "staging"), ("b", "running"), ("c", "done")] {
-            tx.insert_bulk_job(&job(id, state), at(1)).await.unwrap();
+            tx.insert_bulk_job(&sync_job(id, state), at(1)).await.unwrap();
             tx.insert_bulk_job_items(id, -1, &["context".to_string()]).await.unwrap();
             tx.insert_bulk_job_items(id, 0, &bodies).await.unwrap();
         }
@@ -688,16 +692,7 @@ async fn sqlite_is_durable_by_configuration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_commits_reach_the_database_file_beside_the_writer() {
     let t = idgov_tests::backends::open("sqlite").await.unwrap();
-    let job = idgov_store::BulkJob {
-        id: "job-1".into(),
-        kind: "roster_sync".into(),
-        state: "running".into(),
-        policy_version: 1,
-        cursor: "0".into(),
-        detail: json!({}),
-        created_at: at(0),
-        updated_at: at(0),
-    };
+    let job = sync_job("job-1", "running");
     let bodies: Vec<String> = (0..300).map(|i| format!("{{\"item\":{i}}}")).collect();
     let mut tx = t.store.begin().await.unwrap();
     tx.insert_bulk_job(&job, at(1)).await.unwrap();
