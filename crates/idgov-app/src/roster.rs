@@ -388,7 +388,7 @@ impl App {
             out.diff = out.diff.shown(SHOWN_CHANGES);
             return Ok(out);
         }
-        let counts = summary(&out.diff);
+        let counts = summary(&out.counts);
         // The whole diff is not needed from here on: a large roster is
         // held once (as its events), not twice.
         let staged_diff = verdict.tripped.then(|| out.diff.clone());
@@ -404,7 +404,6 @@ impl App {
                 mark,
                 behind,
                 out,
-                summary: counts,
                 events: events.len(),
                 present: present.len(),
                 actor: actor.to_string(),
@@ -556,7 +555,7 @@ impl App {
                     },
                     json!({
                         "outcome": out_ref.outcome, "entries": out_ref.entries_received,
-                        "summary": ctx.summary, "unchanged": out_ref.diff.unchanged,
+                        "summary": summary(&out_ref.counts), "unchanged": out_ref.diff.unchanged,
                         "guard": out_ref.guard, "rejected": out_ref.rejected,
                         "rejected_count": detail["refused_count"], "held_change_id": null,
                         "job": job_id, "resumed": resumed,
@@ -575,30 +574,30 @@ impl App {
             return self.concurrent_sync(source, sync_id).await;
         }
         self.wake_provisioning();
-        self.drop_staged(job_id).await;
+        self.drop_staged(job_id, ctx.events + ctx.present).await;
         Ok(out)
     }
 
-    /// Deletes an ended job's staged rows, 10 (20,000 items) per
-    /// transaction: one large delete would hold SQLite's writer. Best
-    /// effort: what a failure or a crash leaves is deleted at the next
-    /// start.
-    async fn drop_staged(&self, job_id: &str) {
+    /// Deletes an ended job's staged rows (`items` of them staged), 10
+    /// rows (20,000 items) per transaction: one large delete would hold
+    /// SQLite's writer. Best effort: what a failure or a crash leaves is
+    /// deleted at the next start.
+    async fn drop_staged(&self, job_id: &str, items: usize) {
+        let rows = items.div_ceil(STAGE_STEP) as i64;
         let dropped = async {
-            let mut below = CONTEXT_ITEM + 1;
+            let mut below = 0;
             loop {
-                below += 10;
+                // The last round takes whatever is left.
+                below = if below + 10 >= rows {
+                    i64::MAX
+                } else {
+                    below + 10
+                };
                 let now = self.now();
                 let mut tx = self.store.begin().await?;
-                let n = tx.delete_bulk_job_items(job_id, below).await?;
+                tx.delete_bulk_job_items(job_id, below).await?;
                 tx.commit(now).await?;
-                if n == 0
-                    && self
-                        .store
-                        .bulk_job_items(job_id, i64::MIN, 1)
-                        .await?
-                        .is_empty()
-                {
+                if below == i64::MAX {
                     return Ok::<_, AppError>(());
                 }
                 tokio::task::yield_now().await;
@@ -618,8 +617,6 @@ struct SyncContext {
     behind: Vec<String>,
     /// The answer without its outcome and refusals (known at the end).
     out: SyncOutcome,
-    /// The counts of the whole diff, in words (`summary`).
-    summary: String,
     /// How many events (items 0..events), then presences, are staged.
     events: usize,
     present: usize,
@@ -641,14 +638,10 @@ fn stored_outcome(prev: StoredSync) -> Result<SyncOutcome, AppError> {
 }
 
 /// "2 joiners, 1 mover, 0 updates, 3 leavers, 0 rehires".
-pub fn summary(d: &RosterDiff) -> String {
+pub fn summary(c: &DiffCounts) -> String {
     format!(
         "{} joiners, {} movers, {} updates, {} leavers, {} rehires",
-        d.count(ChangeKind::Joiner),
-        d.count(ChangeKind::Mover),
-        d.count(ChangeKind::Update),
-        d.count(ChangeKind::Leaver),
-        d.count(ChangeKind::Rehire)
+        c.joiners, c.movers, c.updates, c.leavers, c.rehires
     )
 }
 
@@ -659,8 +652,8 @@ impl App {
     /// Stages an unheld sync as a bulk job leased to this process: its
     /// context, its events, then the entries of the people it lists
     /// unchanged, [`STAGE_STEP`] to a row (a JSON array), a row per
-    /// transaction (intake goes on between them). The job is `staging` until every item is written,
-    /// then `running`; a crash while staging leaves a job that is reported
+    /// transaction (intake goes on between them). The job is `staging`
+    /// until every item is written, then `running`; a crash while staging leaves a job that is reported
     /// (nothing of it was applied), never one applied from part of its
     /// items. Returns the running job.
     async fn stage_sync<'a>(
@@ -684,11 +677,12 @@ impl App {
             created_at: now,
             updated_at: now,
         };
-        let context = serde_json::to_string(ctx).map_err(|e| {
+        let unwritable = |e: serde_json::Error| {
             AppError::Store(idgov_store::StoreError::Database(format!(
                 "staging a roster sync: {e}"
             )))
-        })?;
+        };
+        let context = serde_json::to_string(ctx).map_err(unwritable)?;
         let (job_ref, context) = (&job, &context);
         self.retrying(|| async move {
             let now = self.now();
@@ -711,11 +705,7 @@ impl App {
                 .by_ref()
                 .take(STAGE_STEP)
                 .collect::<Result<_, _>>()
-                .map_err(|e| {
-                    AppError::Store(idgov_store::StoreError::Database(format!(
-                        "staging a roster sync: {e}"
-                    )))
-                })?;
+                .map_err(unwritable)?;
             if chunk.is_empty() {
                 break;
             }

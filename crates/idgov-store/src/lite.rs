@@ -101,8 +101,10 @@ impl LiteReader {
     }
 }
 
-/// How often the checkpointer looks at the write-ahead log.
+/// How often the checkpointer looks at the write-ahead log while it
+/// grows, and while nothing is written.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(500);
 
 /// Copies the write-ahead log into the database file beside the writer.
 ///
@@ -123,8 +125,11 @@ pub(crate) fn start_checkpointer(reader: &Arc<LiteReader>) {
     };
     runtime.spawn(async move {
         let mut conn: Option<Connection> = None;
+        // Frames in the log at the last look: unchanged means idle.
+        let mut last_frames = -1i64;
+        let mut wait = CHECKPOINT_EVERY;
         loop {
-            tokio::time::sleep(CHECKPOINT_EVERY).await;
+            tokio::time::sleep(wait).await;
             if alive.strong_count() == 0 {
                 return;
             }
@@ -138,18 +143,29 @@ pub(crate) fn start_checkpointer(reader: &Arc<LiteReader>) {
                         Err(e) => return (None, Err(e)),
                     },
                 };
-                let r = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                let r = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                    row.get::<_, i64>(1)
+                });
                 (Some(c), r)
             })
             .await;
             match done {
                 Ok((c, r)) => {
                     conn = c;
-                    // Busy (another checkpoint runs) or the file is gone:
-                    // tried again at the next tick; the writer checkpoints
-                    // by itself if the log grows past its limit meanwhile.
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "background checkpoint");
+                    match r {
+                        Ok(frames) => {
+                            wait = if frames == last_frames {
+                                CHECKPOINT_IDLE
+                            } else {
+                                CHECKPOINT_EVERY
+                            };
+                            last_frames = frames;
+                        }
+                        // Busy (another checkpoint runs) or the file is
+                        // gone: tried again at the next tick; the writer
+                        // checkpoints by itself if the log grows past its
+                        // limit meanwhile.
+                        Err(e) => tracing::debug!(error = %e, "background checkpoint"),
                     }
                 }
                 Err(_) => return,

@@ -47,6 +47,38 @@ fn renamed(n: usize, sync_id: &str) -> SyncRequest {
     next
 }
 
+/// Stops `app` as a crash would leave it and starts a new process on the
+/// same store once the stopped one's leases ran out (two minutes later).
+async fn restart_after_leases(
+    t: &TestStore,
+    app: std::sync::Arc<App>,
+    clock: &std::sync::Arc<idgov_server::ManualClock>,
+) -> std::sync::Arc<App> {
+    drop(app);
+    clock.advance(chrono::Duration::seconds(120));
+    App::start(t.store.clone(), clock.clone(), None)
+        .await
+        .unwrap()
+}
+
+/// The first audit event `filter` finds, waiting up to two minutes for it
+/// (`what` names it in the failure).
+async fn first_audit_event(
+    app: &App,
+    filter: idgov_store::AuditFilter,
+    what: &str,
+) -> idgov_domain::audit::AuditRecord {
+    let t0 = Instant::now();
+    loop {
+        let found = app.store.list_audit_events(&filter, 0, 10).await.unwrap();
+        if let Some(e) = found.into_iter().next() {
+            return e;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn org(app: &App, n: usize) {
     app.sync_roster(listing(n, "org"), "service:hr")
         .await
@@ -123,10 +155,8 @@ both_backends! {
             job
         };
         assert_eq!(active_grants(&app, "B00001").await, ["lobby", "wiki"]);
-        drop(app);
         // The lease runs out; a new process picks the job up at start.
-        clock.advance(chrono::Duration::seconds(120));
-        let app = App::start(t.store.clone(), clock.clone(), None).await.unwrap();
+        let app = restart_after_leases(&t, app, &clock).await;
         let t0 = Instant::now();
         loop {
             let j = app.store.get_bulk_job(&job).await.unwrap().unwrap();
@@ -284,10 +314,8 @@ both_backends! {
             HeldState::Released,
             "the decision stands while its application is under way"
         );
-        drop(app);
         // The lease runs out; a new process goes on from the recorded place.
-        clock.advance(chrono::Duration::seconds(120));
-        let app = App::start(t.store.clone(), clock.clone(), None).await.unwrap();
+        let app = restart_after_leases(&t, app, &clock).await;
         let t0 = Instant::now();
         loop {
             let j = release_job(&app, &held_id).await.unwrap();
@@ -601,22 +629,14 @@ both_backends! {
             "Renamed B03999",
             "the sync finished before it was cut short: nothing was tested"
         );
-        drop(app);
-        clock.advance(chrono::Duration::seconds(120));
         // At the next start (or on any replica once its lease ran out) the
         // sync goes on from its place, with nothing sent again.
-        let app = App::start(t.store.clone(), clock.clone(), None).await.unwrap();
-        let t0 = Instant::now();
-        let ended = loop {
-            let found = app.store.list_audit_events(
-                &idgov_store::AuditFilter { action: "roster.sync".into(), target: "roster:workday:renames".into(), ..Default::default() }, 0, 10,
-            ).await.unwrap();
-            if let Some(e) = found.into_iter().next() {
-                break e;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(120), "the sync cut short was never finished");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let app = restart_after_leases(&t, app, &clock).await;
+        let ended = first_audit_event(
+            &app,
+            idgov_store::AuditFilter { action: "roster.sync".into(), target: "roster:workday:renames".into(), ..Default::default() },
+            "the sync cut short was never finished",
+        ).await;
         let detail: serde_json::Value = serde_json::from_str(&ended.detail).unwrap();
         assert_eq!(detail["resumed"], true, "{detail}");
         assert_eq!(detail["outcome"], "applied", "{detail}");
@@ -667,20 +687,12 @@ both_backends! {
         let _ = sync.await;
         let jobs = app.store.unclaimed_bulk_jobs(far).await.unwrap();
         assert!(jobs.iter().all(|j| j.state == "staging"), "staged before it was cut short: nothing was tested ({jobs:?})");
-        drop(app);
-        clock.advance(chrono::Duration::seconds(120));
-        let app = App::start(t.store.clone(), clock.clone(), None).await.unwrap();
-        let t0 = Instant::now();
-        let reported = loop {
-            let found = app.store.list_audit_events(
-                &idgov_store::AuditFilter { action: "roster.sync.interrupted".into(), ..Default::default() }, 0, 10,
-            ).await.unwrap();
-            if let Some(e) = found.into_iter().next() {
-                break e;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(60), "the interrupted sync was never reported");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let app = restart_after_leases(&t, app, &clock).await;
+        let reported = first_audit_event(
+            &app,
+            idgov_store::AuditFilter { action: "roster.sync.interrupted".into(), ..Default::default() },
+            "the interrupted sync was never reported",
+        ).await;
         assert!(reported.security, "a sync cut short is a security event");
         assert_eq!(reported.target, "roster:workday:renames");
         assert!(reported.detail.contains("send the roster again"), "{}", reported.detail);
@@ -762,10 +774,8 @@ both_backends! {
             let _ = sync.await;
             let cut = app.store.unclaimed_bulk_jobs(far).await.unwrap().iter().any(|j| j.kind == "roster_sync");
             interrupted += usize::from(cut);
-            drop(app);
-            clock.advance(chrono::Duration::seconds(120));
             ref_clock.advance(chrono::Duration::seconds(120));
-            app = App::start(t.store.clone(), clock.clone(), None).await.unwrap();
+            app = restart_after_leases(&t, app, &clock).await;
             let t0 = Instant::now();
             while !app.store.unclaimed_bulk_jobs(far + chrono::Duration::days(1)).await.unwrap().is_empty() {
                 assert!(t0.elapsed() < Duration::from_secs(120), "the cut sync was never finished");
