@@ -2,13 +2,14 @@
 
 use super::App;
 use super::policy::StagedPolicy;
-use super::roster::StagedSync;
+use super::roster::{HeldItems, StagedSync};
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::guard::Verdict;
 use idgov_domain::guard::{HeldKind, HeldState};
 use idgov_domain::policy::Policy;
+use idgov_domain::roster::{DiffCounts, RosterChange, RosterDiff, to_events};
 use idgov_store::{BulkJob, HeldChange, WriteTx};
 use serde_json::json;
 
@@ -52,12 +53,13 @@ impl StepJob<'_> {
     }
 }
 
-/// Holds a change in `tx` (nothing of it is applied) and records the
-/// security event `action`, whose detail gets the summary and the guard's
-/// verdict added. Returns the held change's id.
+/// Holds a change as `id` in `tx` (nothing of it is applied) and records
+/// the security event `action`, whose detail gets the summary and the
+/// guard's verdict added. Returns the held change's id.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn hold(
     tx: &mut WriteTx,
+    id: String,
     kind: HeldKind,
     summary: String,
     guard: Verdict,
@@ -67,7 +69,6 @@ pub(crate) async fn hold(
     actor: &str,
     now: DateTime<Utc>,
 ) -> Result<String, AppError> {
-    let id = uuid::Uuid::now_v7().to_string();
     if let Some(d) = detail.as_object_mut() {
         d.insert("summary".into(), json!(summary));
         d.insert("guard".into(), json!(guard));
@@ -88,6 +89,21 @@ pub(crate) async fn hold(
     .await?;
     tx.audit(AuditEntry::new(actor, action, Target::HeldChange(id.to_string()), detail).security());
     Ok(id)
+}
+
+/// Where a held roster sync's changes are staged (none for one held
+/// before they were).
+pub(crate) fn staged_items_of(held: &HeldChange) -> Option<HeldItems> {
+    serde_json::from_value(held.payload.get("staged")?.clone()).ok()
+}
+
+/// A held roster sync's diff as shown (at most
+/// [`crate::roster::SHOWN_CHANGES`] changes) and the counts of all of it;
+/// none for other kinds.
+pub fn held_diff(held: &HeldChange) -> Option<(RosterDiff, DiffCounts)> {
+    let diff: RosterDiff = serde_json::from_value(held.payload.get("diff")?.clone()).ok()?;
+    let counts = staged_items_of(held).map_or_else(|| diff.counts(), |s| s.counts);
+    Some((diff, counts))
 }
 
 /// A stored payload that no longer reads back.
@@ -149,9 +165,17 @@ impl App {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let held = self.open_held(&mut tx, id).await?;
+        let mut discarded_rows = None;
         let mut detail = json!({"kind": held.kind, "summary": held.summary, "reason": reason});
         if decision == HeldState::Released {
             detail["result"] = self.apply_held(&mut tx, &held, actor, now).await?;
+        } else if held.kind == HeldKind::RosterSync
+            && let Some(items) = staged_items_of(&held)
+        {
+            // Discarded: its staged rows go once this commits.
+            tx.update_bulk_job(&items.job, "discarded", "0", &json!({"held": held.id}), now)
+                .await?;
+            discarded_rows = Some(items);
         } else if held.kind == HeldKind::CampaignClose {
             // Discarded: the campaign closes, nothing revoked by default
             // (the unanswered are kept, flagged), in steps after the commit.
@@ -184,6 +208,10 @@ impl App {
             .security(),
         );
         tx.commit(now).await?;
+        if let Some(items) = discarded_rows {
+            self.drop_staged(&items.job, items.changes + items.present)
+                .await;
+        }
         if let Some(campaign) = closing {
             self.finish_close(&campaign).await?;
         }
@@ -213,6 +241,12 @@ impl App {
     /// it again (after a crash, by `resume_bulk_jobs`) goes on from the
     /// recorded place; running a finished one changes nothing.
     pub async fn run_roster_release(&self, job: &BulkJob) -> Result<serde_json::Value, AppError> {
+        if job.state == "staging" {
+            // A sync cut short while it was staged to be held: nothing of
+            // it is held or applied.
+            self.interrupted_sync(job).await?;
+            return Ok(job.detail.clone());
+        }
         if job.state != "running" {
             return Ok(job.detail.clone());
         }
@@ -222,8 +256,29 @@ impl App {
             .unwrap_or(crate::SYSTEM_SCHEDULER)
             .to_string();
         let held = self.held_or_not_found(held_id).await?;
-        let staged: StagedSync = serde_json::from_value(held.payload).map_err(corrupt)?;
+        let mut staged: StagedSync = serde_json::from_value(held.payload).map_err(corrupt)?;
+        if let Some(items) = &staged.staged {
+            let changes: Vec<RosterChange> =
+                self.staged_items(&items.job, 0, items.changes).await?;
+            staged.present = self
+                .staged_items(&items.job, items.changes, items.present)
+                .await?;
+            if changes.len() != items.changes || staged.present.len() != items.present {
+                return Err(AppError::Store(idgov_store::StoreError::Corrupt(format!(
+                    "held roster sync {}: {} of {} staged items",
+                    held.id,
+                    changes.len() + staged.present.len(),
+                    items.changes + items.present
+                ))));
+            }
+            let zone = idgov_domain::time::parse_zone(&staged.time_zone)
+                .map_err(|e| AppError::Store(idgov_store::StoreError::Corrupt(e.to_string())))?;
+            let as_of = staged.as_of.unwrap_or(job.created_at);
+            staged.events = to_events(changes, &staged.source, &staged.sync_id, as_of, zone);
+        }
         let (presences, mark) = staged.presences(held.decided_at.unwrap_or(job.created_at));
+        let staged_rows = staged.staged.as_ref().map(|s| s.changes + s.present);
+        staged.present = vec![];
         let from = job.cursor.parse::<usize>().unwrap_or(0);
         let step = StepJob {
             id: &job.id,
@@ -262,6 +317,9 @@ impl App {
         })
         .await?;
         self.wake_provisioning();
+        if let Some(items) = staged_rows {
+            self.drop_staged(&job.id, items).await;
+        }
         Ok(detail.clone())
     }
 
@@ -292,6 +350,10 @@ impl App {
                 // does not hold the writer, and a crash resumes it.
                 let staged: StagedSync =
                     serde_json::from_value(held.payload.clone()).map_err(corrupt)?;
+                let events = staged
+                    .staged
+                    .as_ref()
+                    .map_or(staged.events.len(), |s| s.changes);
                 let job = BulkJob {
                     id: format!("release-{}", held.id),
                     kind: ROSTER_RELEASE.into(),
@@ -299,15 +361,28 @@ impl App {
                     policy_version: self.policy().version,
                     cursor: "0".into(),
                     detail: json!({
-                        "actor": actor, "held": held.id, "events": staged.events.len(),
+                        "actor": actor, "held": held.id, "events": events,
+                        "source": staged.source, "sync_id": staged.sync_id,
                         "refused_count": 0, "refused": [],
                     }),
                     created_at: now,
                     updated_at: now,
                 };
                 let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
-                tx.insert_bulk_job(&job, lease).await?;
-                json!({"events": staged.events.len(), "release_job": job.id})
+                match &staged.staged {
+                    // Staged when it was held: its job starts, leased here.
+                    Some(items) => {
+                        tx.update_bulk_job(&items.job, "running", "0", &job.detail, now)
+                            .await?;
+                        tx.lease_bulk_job(&items.job, lease).await?;
+                        json!({"events": events, "release_job": items.job})
+                    }
+                    // Held before changes were staged: all in the payload.
+                    None => {
+                        tx.insert_bulk_job(&job, lease).await?;
+                        json!({"events": events, "release_job": job.id})
+                    }
+                }
             }
             HeldKind::PolicyApply => {
                 let staged: StagedPolicy =

@@ -141,6 +141,7 @@ impl App {
             let mut tx = self.store.begin().await?;
             let id = super::held::hold(
                 &mut tx,
+                uuid::Uuid::now_v7().to_string(),
                 HeldKind::PolicyApply,
                 summary,
                 verdict,

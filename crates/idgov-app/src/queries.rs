@@ -10,10 +10,11 @@ use idgov_authz::{Access, Grant as Reach, ObjectFacts, check_object, out_of_reac
 use idgov_domain::audit::{Action, AuditEntry, AuditRecord, Target};
 use idgov_domain::grant::Grant;
 use idgov_domain::identity::{Identity, validate_employee_id};
+use idgov_domain::roster::{ChangeKind, RosterChange};
 use idgov_domain::{DomainError, FieldViolation};
 use idgov_store::{
-    AuditFilter, DirOp, DirOpState, DriftRow, EventFilter, HeldChange, HeldState, IdentityFilter,
-    RecordedEvent, SyncRun, VerifyReport,
+    AuditFilter, DirOp, DirOpState, DriftRow, EventFilter, HeldChange, HeldKind, HeldState,
+    IdentityFilter, RecordedEvent, SyncRun, VerifyReport,
 };
 use serde_json::json;
 
@@ -105,6 +106,57 @@ impl App {
         limit: i64,
     ) -> Result<Vec<HeldChange>, AppError> {
         Ok(self.store.list_held_changes(state, after, limit).await?)
+    }
+
+    /// The changes of held roster sync `id` from place `from` on, at most
+    /// `limit`, in the order they would apply (leavers first), and how
+    /// many it makes in all. Only a change still held lists them: once
+    /// released they are HR events (`hr_events`).
+    pub async fn held_roster_changes(
+        &self,
+        id: &str,
+        from: usize,
+        limit: usize,
+    ) -> Result<(Vec<RosterChange>, usize), AppError> {
+        let held = self.store.get_held_change(id).await?.ok_or_else(|| {
+            AppError::not_found(format!(
+                "there is no held change {}",
+                idgov_domain::error::echo(id)
+            ))
+        })?;
+        if held.kind != HeldKind::RosterSync {
+            return Err(AppError::invalid(
+                "id",
+                format!(
+                    "held change {} is a {}, not a roster sync; ListHeldChanges shows it whole",
+                    held.id,
+                    held.kind.as_str()
+                ),
+            ));
+        }
+        if held.state != HeldState::Held {
+            return Err(AppError::precondition(format!(
+                "held change {} was {} and its staged changes are no longer kept; \
+                 the changes it applied are HR events (idgov hr events)",
+                held.id,
+                held.state.as_str()
+            )));
+        }
+        match crate::held::staged_items_of(&held) {
+            Some(items) => {
+                let want = limit.min(items.changes.saturating_sub(from));
+                let page = self.staged_items(&items.job, from, want).await?;
+                Ok((page, items.changes))
+            }
+            // Held before changes were staged: the payload has them all.
+            None => {
+                let (diff, _) = crate::held::held_diff(&held).unwrap_or_default();
+                let mut changes = diff.changes;
+                changes.sort_by_key(|c| c.kind != ChangeKind::Leaver);
+                let total = changes.len();
+                Ok((changes.into_iter().skip(from).take(limit).collect(), total))
+            }
+        }
     }
 
     pub async fn audit_events(

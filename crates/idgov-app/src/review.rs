@@ -1119,6 +1119,7 @@ impl App {
             let actor = closing_actor(&p);
             let held_id = crate::held::hold(
                 &mut tx,
+                uuid::Uuid::now_v7().to_string(),
                 HeldKind::CampaignClose,
                 summary,
                 verdict,

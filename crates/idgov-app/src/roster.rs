@@ -75,6 +75,25 @@ pub(crate) struct StagedSync {
     /// People to replay with the snapshot (see `behind`).
     #[serde(default)]
     pub behind: Vec<String>,
+    /// Where the changes and the people present are kept when they are
+    /// not in the payload: a held sync's release job holds them as staged
+    /// items, 2,000 to a row (its changes, leavers first, then the people
+    /// present). `events`, `present` and `diff.changes` are then empty
+    /// but for the first [`SHOWN_CHANGES`] changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<HeldItems>,
+}
+
+/// A held roster sync's changes and presences, staged as items of its
+/// release job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HeldItems {
+    pub job: String,
+    /// Items 0..changes are the changes (in the order they apply), then
+    /// `present` people present.
+    pub changes: usize,
+    pub present: usize,
+    pub counts: DiffCounts,
 }
 
 impl StagedSync {
@@ -390,12 +409,11 @@ impl App {
         }
         let counts = summary(&out.counts);
         // The whole diff is not needed from here on: a large roster is
-        // held once (as its events), not twice.
-        let staged_diff = verdict.tripped.then(|| out.diff.clone());
+        // staged once (as its events or its changes), not twice.
         let shown = out.diff.shown(SHOWN_CHANGES);
         let all = std::mem::replace(&mut out.diff, shown);
-        let events = roster::to_events(all.changes, &req.source, &req.sync_id, as_of, zone);
         if !verdict.tripped {
+            let events = roster::to_events(all.changes, &req.source, &req.sync_id, as_of, zone);
             // Unheld: staged as a bulk job (its events and the people it
             // lists unchanged, 2,000 to a row), then applied in bounded steps
             // that record the job's place, so intake goes on between them
@@ -432,64 +450,118 @@ impl App {
             let detail = step.progress(&events, &refused, &[]);
             return self.finish_sync(&job.id, &ctx, &detail, false).await;
         }
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
+        // Held: its changes (leavers first, the order they would apply in)
+        // and the people present are staged as items of the job that
+        // applies them once released, so the held change stays small
+        // however large the roster, and its changes can be read a page at
+        // a time. The hold is one transaction once every item is written.
+        let mut changes = all.changes;
+        changes.sort_by_key(|c| c.kind != ChangeKind::Leaver);
+        let held_id = uuid::Uuid::now_v7().to_string();
+        let job = idgov_store::BulkJob {
+            id: format!("release-{held_id}"),
+            kind: crate::held::ROSTER_RELEASE.into(),
+            state: "staging".into(),
+            policy_version: policy.version,
+            cursor: "0".into(),
+            detail: json!({
+                "source": req.source, "sync_id": req.sync_id, "held": held_id,
+                "changes": changes.len() + present.len(), "actor": actor,
+                "refused_count": 0, "refused": [],
+            }),
+            created_at: self.now(),
+            updated_at: self.now(),
+        };
+        let items = changes.iter().map(serde_json::to_string).chain(
+            present
+                .iter()
+                .map(|&at| serde_json::to_string(&req.entries[at])),
+        );
+        self.stage_items(&job, None, items).await?;
         let staged = StagedSync {
             behind,
             source: req.source.clone(),
             sync_id: req.sync_id.clone(),
-            events,
-            diff: staged_diff.unwrap_or_default(),
-            present: present.iter().map(|&at| req.entries[at].clone()).collect(),
+            events: vec![],
+            diff: out.diff.clone(),
+            present: vec![],
             as_of: Some(as_of),
             time_zone: zone.name().to_string(),
+            staged: Some(HeldItems {
+                job: job.id.clone(),
+                changes: changes.len(),
+                present: present.len(),
+                counts: out.counts,
+            }),
         };
+        drop(changes);
         let summary_text = format!(
             "roster sync {} from {}: {} leavers of {} active (threshold {}); {}",
             req.sync_id, req.source, verdict.affected, verdict.active, verdict.threshold, counts
         );
-        let id = super::held::hold(
-            &mut tx,
-            HeldKind::RosterSync,
-            summary_text,
-            verdict,
-            serde_json::to_value(&staged).unwrap_or_default(),
-            Action::RosterSyncHeld,
-            json!({"source": req.source, "sync_id": req.sync_id}),
-            actor,
-            now,
-        )
-        .await?;
         out.outcome = Outcome::Held;
-        out.held_change_id = Some(id);
-        tx.audit(AuditEntry::new(
-            actor,
-            Action::RosterSync,
-            Target::Roster {
-                source: req.source.clone(),
-                sync_id: req.sync_id.clone(),
-            },
-            json!({
-                "outcome": out.outcome, "entries": out.entries_received, "summary": counts,
-                "unchanged": out.diff.unchanged, "guard": verdict, "rejected": out.rejected,
-                "held_change_id": out.held_change_id,
-            }),
-        ));
+        out.held_change_id = Some(held_id.clone());
         let receipt = StoredSync {
             outcome: format!("{:?}", out.outcome).to_lowercase(),
             held_change_id: out.held_change_id.clone(),
             response: serde_json::to_value(&out).unwrap_or_default(),
         };
-        if !tx
-            .insert_sync(&req.source, &req.sync_id, &receipt, now)
-            .await?
-        {
-            // A concurrent send of the same snapshot won; report its outcome.
-            drop(tx);
-            return self.concurrent_sync(&req.source, &req.sync_id).await;
+        let (staged, summary_text, out_ref, receipt) = (&staged, &summary_text, &out, &receipt);
+        let (held_ref, job_ref, counts) = (&held_id, &job, &counts);
+        let recorded = self
+            .retrying(|| async move {
+                let now = self.now();
+                let mut tx = self.store.begin().await?;
+                super::held::hold(
+                    &mut tx,
+                    held_ref.clone(),
+                    HeldKind::RosterSync,
+                    summary_text.clone(),
+                    verdict,
+                    serde_json::to_value(staged).unwrap_or_default(),
+                    Action::RosterSyncHeld,
+                    json!({"source": req.source, "sync_id": req.sync_id}),
+                    actor,
+                    now,
+                )
+                .await?;
+                tx.update_bulk_job(&job_ref.id, "held", "0", &job_ref.detail, now)
+                    .await?;
+                tx.audit(AuditEntry::new(
+                    actor,
+                    Action::RosterSync,
+                    Target::Roster {
+                        source: req.source.clone(),
+                        sync_id: req.sync_id.clone(),
+                    },
+                    json!({
+                        "outcome": out_ref.outcome, "entries": out_ref.entries_received,
+                        "summary": counts, "unchanged": out_ref.diff.unchanged, "guard": verdict,
+                        "rejected": out_ref.rejected, "held_change_id": out_ref.held_change_id,
+                    }),
+                ));
+                if !tx
+                    .insert_sync(&req.source, &req.sync_id, receipt, now)
+                    .await?
+                {
+                    return Ok(false);
+                }
+                tx.commit(now).await?;
+                Ok(true)
+            })
+            .await;
+        match recorded {
+            Ok(true) => Ok(out),
+            Ok(false) => {
+                // A concurrent send of the same snapshot won; report its outcome.
+                self.end_sync_job(&job.id, "failed").await;
+                self.concurrent_sync(&req.source, &req.sync_id).await
+            }
+            Err(e) => {
+                self.end_sync_job(&job.id, "failed").await;
+                Err(e)
+            }
         }
-        tx.commit(now).await?;
-        Ok(out)
     }
 
     /// The outcome of a snapshot another send of it recorded first.
@@ -582,7 +654,7 @@ impl App {
     /// rows (20,000 items) per transaction: one large delete would hold
     /// SQLite's writer. Best effort: what a failure or a crash leaves is
     /// deleted at the next start.
-    async fn drop_staged(&self, job_id: &str, items: usize) {
+    pub(crate) async fn drop_staged(&self, job_id: &str, items: usize) {
         let rows = items.div_ceil(STAGE_STEP) as i64;
         let dropped = async {
             let mut below = 0;
@@ -628,6 +700,13 @@ const CONTEXT_ITEM: i64 = -1;
 /// Items staged per row (and transaction).
 const STAGE_STEP: usize = 2000;
 
+/// A staged item that cannot be written as JSON.
+fn unstageable(e: serde_json::Error) -> AppError {
+    AppError::Store(idgov_store::StoreError::Database(format!(
+        "staging a roster sync: {e}"
+    )))
+}
+
 /// The outcome a stored receipt recorded.
 fn stored_outcome(prev: StoredSync) -> Result<SyncOutcome, AppError> {
     serde_json::from_value(prev.response).map_err(|e| {
@@ -649,13 +728,12 @@ pub fn summary(c: &DiffCounts) -> String {
 pub const ROSTER_SYNC: &str = "roster_sync";
 
 impl App {
-    /// Stages an unheld sync as a bulk job leased to this process: its
+    /// Stages an unheld sync as a bulk job leased to this process (its
     /// context, its events, then the entries of the people it lists
-    /// unchanged, [`STAGE_STEP`] to a row (a JSON array), a row per
-    /// transaction (intake goes on between them). The job is `staging`
-    /// until every item is written, then `running`; a crash while staging leaves a job that is reported
-    /// (nothing of it was applied), never one applied from part of its
-    /// items. Returns the running job.
+    /// unchanged; see [`App::stage_items`]), and marks it `running`: a crash
+    /// while staging leaves a job that is reported (nothing of it was
+    /// applied), never one applied from part of its items. Returns the
+    /// running job.
     async fn stage_sync<'a>(
         &self,
         ctx: &SyncContext,
@@ -677,37 +755,60 @@ impl App {
             created_at: now,
             updated_at: now,
         };
-        let unwritable = |e: serde_json::Error| {
-            AppError::Store(idgov_store::StoreError::Database(format!(
-                "staging a roster sync: {e}"
-            )))
-        };
-        let context = serde_json::to_string(ctx).map_err(unwritable)?;
-        let (job_ref, context) = (&job, &context);
+        let context = serde_json::to_string(ctx).map_err(unstageable)?;
+        let items = events
+            .iter()
+            .map(serde_json::to_string)
+            .chain(present.map(serde_json::to_string));
+        self.stage_items(&job, Some(context), items).await?;
+        job.state = "running".into();
+        let job_ref = &job;
         self.retrying(|| async move {
             let now = self.now();
-            let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
             let mut tx = self.store.begin().await?;
-            tx.insert_bulk_job(job_ref, lease).await?;
-            tx.insert_bulk_job_items(&job_ref.id, CONTEXT_ITEM, std::slice::from_ref(context))
+            tx.update_bulk_job(&job_ref.id, "running", "0", &job_ref.detail, now)
                 .await?;
             tx.commit(now).await?;
             Ok(())
         })
         .await?;
-        let mut items = events
-            .iter()
-            .map(serde_json::to_string)
-            .chain(present.map(serde_json::to_string));
+        Ok(job)
+    }
+
+    /// Starts `job` (in state `staging`, leased to this process) with its
+    /// `context` item, then writes `items` as its staged rows,
+    /// [`STAGE_STEP`] to a row (a JSON array), a row per transaction
+    /// (intake goes on between them), renewing the lease before each. The
+    /// job stays `staging`: the caller says what it becomes.
+    pub(crate) async fn stage_items(
+        &self,
+        job: &idgov_store::BulkJob,
+        context: Option<String>,
+        mut items: impl Iterator<Item = Result<String, serde_json::Error>>,
+    ) -> Result<(), AppError> {
+        let context = &context;
+        self.retrying(|| async move {
+            let now = self.now();
+            let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
+            let mut tx = self.store.begin().await?;
+            tx.insert_bulk_job(job, lease).await?;
+            if let Some(context) = context {
+                tx.insert_bulk_job_items(&job.id, CONTEXT_ITEM, std::slice::from_ref(context))
+                    .await?;
+            }
+            tx.commit(now).await?;
+            Ok(())
+        })
+        .await?;
         let mut n = 0i64;
         loop {
             let chunk: Vec<String> = items
                 .by_ref()
                 .take(STAGE_STEP)
                 .collect::<Result<_, _>>()
-                .map_err(unwritable)?;
+                .map_err(unstageable)?;
             if chunk.is_empty() {
-                break;
+                return Ok(());
             }
             // One row per chunk, a JSON array of its items: a row per item
             // cost PostgreSQL a sixth more on a million-person import.
@@ -729,18 +830,50 @@ impl App {
             .await?;
             n += 1;
         }
-        job.state = "running".into();
-        let job_ref = &job;
-        self.retrying(|| async move {
-            let now = self.now();
-            let mut tx = self.store.begin().await?;
-            tx.update_bulk_job(&job_ref.id, "running", "0", &job_ref.detail, now)
-                .await?;
-            tx.commit(now).await?;
-            Ok(())
-        })
-        .await?;
-        Ok(job)
+    }
+
+    /// Job `job_id`'s staged items `from..from + limit` (their places in
+    /// the order they were staged), read a row at a time, each turned into
+    /// a `T`.
+    pub(crate) async fn staged_items<T: serde::de::DeserializeOwned>(
+        &self,
+        job_id: &str,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<T>, AppError> {
+        let corrupt = |e: serde_json::Error| {
+            AppError::Store(idgov_store::StoreError::Corrupt(format!(
+                "staged items of job {job_id}: {e}"
+            )))
+        };
+        let mut out = Vec::with_capacity(limit.min(STAGE_STEP * 16));
+        let mut row = (from / STAGE_STEP) as i64;
+        let mut skip = from % STAGE_STEP;
+        while out.len() < limit {
+            // The rows that hold what is still wanted, at most 16 a read.
+            let rows = (skip + limit - out.len()).div_ceil(STAGE_STEP).clamp(1, 16) as i64;
+            let page = self.store.bulk_job_items(job_id, row, rows).await?;
+            if page.is_empty() {
+                break;
+            }
+            for (n, body) in page {
+                if n != row {
+                    return Err(AppError::Store(idgov_store::StoreError::Corrupt(format!(
+                        "staged items of job {job_id}: row {row} is missing"
+                    ))));
+                }
+                let chunk: Vec<serde_json::Value> = serde_json::from_str(&body).map_err(corrupt)?;
+                for item in chunk.into_iter().skip(skip) {
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                    out.push(serde_json::from_value(item).map_err(corrupt)?);
+                }
+                skip = 0;
+                row += 1;
+            }
+        }
+        Ok(out)
     }
 
     /// Goes on with an unheld sync a crash or a stop cut short, from its
@@ -768,29 +901,9 @@ impl App {
             )))
         };
         let ctx: SyncContext = serde_json::from_str(&context).map_err(staged)?;
-        let mut events: Vec<HrEvent> = Vec::with_capacity(ctx.events);
-        let mut present: Vec<RosterEntry> = Vec::with_capacity(ctx.present);
         let total = ctx.events + ctx.present;
-        let mut from = 0i64;
-        let mut place = 0usize;
-        while place < total {
-            let page = self.store.bulk_job_items(&job.id, from, 16).await?;
-            if page.is_empty() {
-                break;
-            }
-            for (n, body) in page {
-                let chunk: Vec<serde_json::Value> = serde_json::from_str(&body).map_err(staged)?;
-                for item in chunk {
-                    if place < ctx.events {
-                        events.push(serde_json::from_value(item).map_err(staged)?);
-                    } else {
-                        present.push(serde_json::from_value(item).map_err(staged)?);
-                    }
-                    place += 1;
-                }
-                from = n + 1;
-            }
-        }
+        let events: Vec<HrEvent> = self.staged_items(&job.id, 0, ctx.events).await?;
+        let present: Vec<RosterEntry> = self.staged_items(&job.id, ctx.events, ctx.present).await?;
         if events.len() != ctx.events || present.len() != ctx.present {
             return Err(AppError::Store(idgov_store::StoreError::Corrupt(format!(
                 "roster sync job {}: {} of {} staged items",
@@ -825,7 +938,7 @@ impl App {
     /// Ends a sync's job that stopped with an error its caller was told
     /// of, with its staged items (best effort: if the store is down, the
     /// job is found again later).
-    async fn end_sync_job(&self, id: &str, state: &str) {
+    pub(crate) async fn end_sync_job(&self, id: &str, state: &str) {
         let now = self.now();
         let ended = async {
             let job = self.store.get_bulk_job(id).await?;

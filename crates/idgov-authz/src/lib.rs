@@ -230,6 +230,7 @@ rpcs! {
     SyncRoster => "HrService", "SyncRoster", "sync a whole roster";
     ListHrEvents => "HrService", "ListHrEvents", "list recorded HR events";
     ListHeldChanges => "HrService", "ListHeldChanges", "list changes held by the mass-change guard";
+    ListHeldRosterChanges => "HrService", "ListHeldRosterChanges", "list every change of a held roster sync";
     ReleaseHeldChange => "HrService", "ReleaseHeldChange", "apply a held change";
     DiscardHeldChange => "HrService", "DiscardHeldChange", "discard a held change";
     GetIdentity => "IdentityService", "GetIdentity", "read one identity";
@@ -296,7 +297,7 @@ pub fn rule(rpc: Rpc) -> Rule {
     let (roles, relations): (&'static [Role], &'static [Relation]) = match rpc {
         Rpc::SubmitHrEvent | Rpc::SyncRoster => (&[HrFeed], &[]),
         Rpc::ListHrEvents => (READERS, &[]),
-        Rpc::ListHeldChanges => (READERS, &[]),
+        Rpc::ListHeldChanges | Rpc::ListHeldRosterChanges => (READERS, &[]),
         Rpc::ReleaseHeldChange | Rpc::DiscardHeldChange => (CHANGE_APPROVERS, &[]),
         Rpc::GetIdentity | Rpc::ListGrants => (READERS, &[SelfOf, ManagerOf]),
         Rpc::ListIdentities => (READERS, &[ManagerOf]),

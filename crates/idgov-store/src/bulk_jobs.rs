@@ -12,8 +12,9 @@ use sqlx::any::AnyRow;
 pub struct BulkJob {
     pub id: String,
     pub kind: String,
-    /// `staging` (its items are being written), `running`, `done`,
-    /// `superseded`, `failed` or `interrupted`.
+    /// `staging` (its items are being written), `held` (a held roster
+    /// sync's release, staged and waiting for the decision), `running`,
+    /// `done`, `superseded`, `failed`, `discarded` or `interrupted`.
     pub state: String,
     pub policy_version: i64,
     /// The last employee id done ("" before the first).
@@ -148,13 +149,13 @@ impl WriteTx {
         Ok(r.rows_affected())
     }
 
-    /// Removes the staged items of jobs that no longer run (left by a
-    /// crash between a job's end and the removal of its items); returns
-    /// how many there were.
+    /// Removes the staged items of jobs that no longer run or wait (left
+    /// by a crash between a job's end and the removal of its items);
+    /// returns how many there were.
     pub async fn delete_ended_bulk_job_items(&mut self) -> Result<u64, StoreError> {
         let r = sqlx::query(
             "DELETE FROM bulk_job_items WHERE job_id IN \
-             (SELECT id FROM bulk_jobs WHERE state NOT IN ('running', 'staging'))",
+             (SELECT id FROM bulk_jobs WHERE state NOT IN ('running', 'staging', 'held'))",
         )
         .execute(&mut *self.tx)
         .await?;
@@ -182,6 +183,21 @@ impl WriteTx {
         .bind(micros(job.updated_at))
         .execute(&mut *self.tx)
         .await?;
+        Ok(())
+    }
+
+    /// Leases job `id` to the caller until `until`, whatever its lease was
+    /// (a held job that its release starts).
+    pub async fn lease_bulk_job(
+        &mut self,
+        id: &str,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE bulk_jobs SET claimed_until = $1 WHERE id = $2")
+            .bind(micros(until))
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 

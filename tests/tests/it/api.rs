@@ -97,6 +97,13 @@ async fn call(ch: Authed, rpc: Rpc) -> Result<(), Status> {
             .list_held_changes(pb::ListHeldChangesRequest::default())
             .await
             .map(|_| ()),
+        Rpc::ListHeldRosterChanges => hr
+            .list_held_roster_changes(pb::ListHeldRosterChangesRequest {
+                id: "none".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
         Rpc::ReleaseHeldChange => hr
             .release_held_change(pb::ReleaseHeldChangeRequest {
                 id: "none".into(),
@@ -1130,5 +1137,217 @@ async fn metrics_and_readiness_answer_on_the_same_port() {
         e.metadata().get("x-request-id").is_some(),
         "gRPC answers carry it too"
     );
+    s.stop().await;
+}
+
+/// A roster entry whose every text is long and multi-byte (`c` repeated).
+fn long_entry(i: usize, c: char) -> pb::SyncRosterRequest {
+    let text = |n: usize| std::iter::repeat_n(c, n).collect::<String>();
+    pb::SyncRosterRequest {
+        item: Some(pb::sync_roster_request::Item::Entry(pb::RosterEntry {
+            employee_id: format!("L{i:04}"),
+            attributes: Some(pb::PersonAttributes {
+                display_name: Some(text(200)),
+                department: Some(text(200)),
+                title: Some(text(200)),
+                location: Some(text(200)),
+                job_code: Some(text(64)),
+                cost_center: Some(text(64)),
+                ..Default::default()
+            }),
+        })),
+    }
+}
+
+/// A roster of the first `n` of the people `L0000..`, texts of `c`.
+fn long_roster(sync_id: &str, n: usize, c: char) -> Vec<pb::SyncRosterRequest> {
+    let header = pb::SyncRosterRequest {
+        item: Some(pb::sync_roster_request::Item::Header(pb::RosterHeader {
+            source: "workday".into(),
+            sync_id: sync_id.into(),
+            ..Default::default()
+        })),
+    };
+    std::iter::once(header)
+        .chain((0..n).map(|i| long_entry(i, c)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_diffs_stay_under_the_message_limit_and_a_held_roster_is_read_a_page_at_a_time() {
+    let Some(s) = start("sqlite").await else {
+        return;
+    };
+    with_policy(s.app()).await;
+    let mut hr = s.hr(&[Role::HrFeed]).await;
+    let mut sec = s.hr(&[Role::SecurityOfficer]).await;
+    // 1,200 joiners whose six texts are 200 (or 64) three-byte characters:
+    // a thousand such changes shown whole would pass the 4 MiB limit. The
+    // two owners are not listed, so the guard holds it (2 of 2 leave).
+    let first = hr
+        .sync_roster(tokio_stream::iter(long_roster("long-1", 1200, '漢')))
+        .await
+        .expect("the answer fits the message limit")
+        .into_inner();
+    assert_eq!(first.outcome(), pb::ChangeOutcome::Held);
+    let d = first.diff.expect("a diff");
+    assert_eq!((d.joiners, d.leavers, d.total_changes), (1200, 2, 1202));
+    assert!(
+        d.changes_truncated && d.changes.len() == 1000,
+        "{}",
+        d.changes.len()
+    );
+    sec.release_held_change(pb::ReleaseHeldChangeRequest {
+        id: first.held_change_id,
+        reason: "the owners left".into(),
+    })
+    .await
+    .expect("released");
+    // Two snapshots that each list only the first 1,100, renamed: 100
+    // leavers (past the guard's 5%) and 1,100 long updates each, held; the
+    // thousand changes they show would be ~5 MiB whole.
+    let mut held = Vec::new();
+    for (sync_id, c) in [("long-2", 'β'), ("long-3", 'γ')] {
+        let r = hr
+            .sync_roster(tokio_stream::iter(long_roster(sync_id, 1100, c)))
+            .await
+            .expect("the held answer fits the message limit")
+            .into_inner();
+        assert_eq!(r.outcome(), pb::ChangeOutcome::Held);
+        let d = r.diff.clone().expect("a diff");
+        assert_eq!((d.leavers, d.total_changes), (100, 1200));
+        assert!(
+            d.changes_truncated && d.changes.len() > 100 && d.changes.len() < 1000,
+            "{}",
+            d.changes.len()
+        );
+        held.push(r.held_change_id);
+    }
+    // Held changes with long diffs: a page holds fewer than asked for, and
+    // the token goes on to the rest.
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = sec
+            .list_held_changes(pb::ListHeldChangesRequest {
+                page_size: 10,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .expect("each page fits the message limit")
+            .into_inner();
+        pages += 1;
+        listed.extend(page.held_changes.iter().map(|h| h.id.clone()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(listed, held, "every held change once, in order");
+    assert_eq!(pages, 2, "two diffs of ~2 MiB do not share a page");
+    // Every change of a held roster, page by page, leavers first.
+    let mut changes = Vec::new();
+    let mut token = String::new();
+    let mut sizes = Vec::new();
+    loop {
+        let page = sec
+            .list_held_roster_changes(pb::ListHeldRosterChangesRequest {
+                id: held[0].clone(),
+                page_size: 1000,
+                page_token: token,
+            })
+            .await
+            .expect("each page fits the message limit")
+            .into_inner();
+        assert_eq!(page.total_changes, 1200);
+        assert!(!page.changes.is_empty());
+        sizes.push(page.changes.len());
+        changes.extend(page.changes);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(changes.len(), 1200);
+    let ids: std::collections::HashSet<&str> =
+        changes.iter().map(|c| c.employee_id.as_str()).collect();
+    assert_eq!(ids.len(), 1200, "no change listed twice");
+    assert!(
+        sizes[0] < 1000,
+        "1,000 long updates do not fit a page of 3 MiB: {sizes:?}"
+    );
+    assert!(
+        changes[..100]
+            .iter()
+            .all(|c| c.kind() == pb::RosterChangeKind::Leaver)
+    );
+    assert!(
+        changes[100..]
+            .iter()
+            .all(|c| c.kind() != pb::RosterChangeKind::Leaver)
+    );
+    assert!(
+        changes[100..]
+            .iter()
+            .all(|c| c.changes.iter().any(|f| f.new_value.starts_with('β')))
+    );
+    // Small pages, from any page's token.
+    let small = sec
+        .list_held_roster_changes(pb::ListHeldRosterChangesRequest {
+            id: held[1].clone(),
+            page_size: 7,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(small.changes.len(), 7);
+    let next = sec
+        .list_held_roster_changes(pb::ListHeldRosterChangesRequest {
+            id: held[1].clone(),
+            page_size: 7,
+            page_token: small.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        next.changes[0].employee_id, "L1107",
+        "the second page goes on after the seventh leaver"
+    );
+    // Unknown ids, forged tokens and decided changes are told apart.
+    let e = sec
+        .list_held_roster_changes(pb::ListHeldRosterChangesRequest {
+            id: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = sec
+        .list_held_roster_changes(pb::ListHeldRosterChangesRequest {
+            id: held[1].clone(),
+            page_token: "garbage".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    sec.discard_held_change(pb::DiscardHeldChangeRequest {
+        id: held[1].clone(),
+        reason: "stale".into(),
+    })
+    .await
+    .unwrap();
+    let e = sec
+        .list_held_roster_changes(pb::ListHeldRosterChangesRequest {
+            id: held[1].clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     s.stop().await;
 }

@@ -809,3 +809,133 @@ both_backends! {
         assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
     }
 }
+
+/// The held roster sync of `sync_id` on the `org` of 4,000: the first
+/// 1,000 listed (every fifth renamed), 100 joiners, 3,000 leavers.
+fn held_roster(sync_id: &str) -> SyncRequest {
+    let mut next = listing(1000, sync_id);
+    // Every fifth of B00000..B00999 renamed: 200 updates.
+    for e in next.entries[..1000].iter_mut().step_by(5) {
+        e.attrs.display_name = Some(format!("Renamed {}", e.employee_id));
+    }
+    for j in 0..100 {
+        next.entries.push(RosterEntry {
+            employee_id: format!("J{j:04}"),
+            attrs: Person::new("joiner", "Finance").patch(),
+        });
+    }
+    next
+}
+
+/// Every change of held roster `id`, read `page` at a time.
+async fn all_held_changes(
+    app: &App,
+    id: &str,
+    page: usize,
+) -> Vec<idgov_domain::roster::RosterChange> {
+    let mut all = Vec::new();
+    loop {
+        let (got, total) = app.held_roster_changes(id, all.len(), page).await.unwrap();
+        assert!(got.len() <= page);
+        if got.is_empty() {
+            assert_eq!(all.len(), total);
+            return all;
+        }
+        all.extend(got);
+    }
+}
+
+both_backends! {
+    async fn a_held_roster_lists_every_change_once_and_keeps_its_rows_until_it_is_decided(t: TestStore) {
+        let (app, _clock) = org_settled(&t, 4000).await;
+        let out = app.sync_roster(held_roster("held-a"), "service:hr").await.unwrap();
+        let held_id = out.held_change_id.clone().expect("held by the guard");
+        assert_eq!((out.counts.leavers, out.counts.joiners, out.counts.total), (3000, 100, 3300));
+        // The held change shows the first 1,000 and counts all of them.
+        let held = app.store.get_held_change(&held_id).await.unwrap().unwrap();
+        let (shown, counts) = idgov_server::app::held::held_diff(&held).expect("a roster diff");
+        assert_eq!((shown.changes.len(), counts.total, counts.leavers), (1000, 3300, 3000));
+        // Its changes and the people present are staged in rows, 2,000 to
+        // a row: 3,300 changes and 1,002 present people.
+        let job = format!("release-{held_id}");
+        assert_eq!(app.store.bulk_job_items(&job, 0, 100).await.unwrap().len(), 3);
+        assert_eq!(app.store.get_bulk_job(&job).await.unwrap().unwrap().state, "held");
+        // A restart neither drops the staged rows nor applies anything.
+        assert_eq!(app.resume_bulk_jobs().await.unwrap(), 0);
+        // Every change once, leavers first, in any page size.
+        for page in [1000, 333, 2000] {
+            let all = all_held_changes(&app, &held_id, page).await;
+            assert_eq!(all.len(), 3300, "page {page}");
+            let ids: std::collections::HashSet<&str> = all.iter().map(|c| c.employee_id.as_str()).collect();
+            assert_eq!(ids.len(), 3300, "page {page}: a change listed twice");
+            assert!(all[..3000].iter().all(|c| c.kind == idgov_domain::roster::ChangeKind::Leaver));
+            assert!(all[3000..].iter().all(|c| c.kind != idgov_domain::roster::ChangeKind::Leaver));
+            assert!(ids.contains("B03999") && ids.contains("J0099") && ids.contains("B00995"));
+            assert!(!ids.contains("B00001"), "an unchanged person is not a change");
+        }
+        assert!(app.store.get_identity("B03999").await.unwrap().unwrap().status == Status::Active);
+        // Released: applied as staged, and its rows go.
+        app.release_held(&held_id, "confirmed with HR", "user:sec").await.unwrap();
+        assert_eq!(app.store.get_bulk_job(&job).await.unwrap().unwrap().state, "done");
+        assert!(app.store.bulk_job_items(&job, -10, 10).await.unwrap().is_empty(), "staged rows left");
+        assert_eq!(app.store.get_identity("B03999").await.unwrap().unwrap().status, Status::Terminated);
+        assert_eq!(app.store.get_identity("B00995").await.unwrap().unwrap().attrs.display_name, "Renamed B00995");
+        assert_eq!(app.store.get_identity("J0099").await.unwrap().unwrap().status, Status::Active);
+        assert_eq!(app.store.count_identities(Status::Active).await.unwrap(), 1102);
+        let e = app.held_roster_changes(&held_id, 0, 10).await.unwrap_err();
+        assert!(e.to_string().contains("released"), "{e}");
+        assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
+    }
+
+    async fn a_discarded_roster_applies_nothing_and_its_rows_go(t: TestStore) {
+        let (app, _clock) = org_settled(&t, 4000).await;
+        let out = app.sync_roster(held_roster("held-b"), "service:hr").await.unwrap();
+        let held_id = out.held_change_id.clone().expect("held by the guard");
+        let job = format!("release-{held_id}");
+        app.discard_held(&held_id, "a truncated export", "user:sec").await.unwrap();
+        assert_eq!(app.store.get_bulk_job(&job).await.unwrap().unwrap().state, "discarded");
+        assert!(app.store.bulk_job_items(&job, -10, 10).await.unwrap().is_empty(), "staged rows left");
+        assert_eq!(app.store.count_identities(Status::Active).await.unwrap(), 4002);
+        assert!(app.store.get_identity("J0000").await.unwrap().is_none());
+        assert_eq!(app.resume_bulk_jobs().await.unwrap(), 0);
+        let e = app.held_roster_changes(&held_id, 0, 10).await.unwrap_err();
+        assert!(e.to_string().contains("discarded"), "{e}");
+    }
+
+    async fn a_roster_cut_short_while_it_is_staged_to_be_held_is_reported_and_held_when_sent_again(t: TestStore) {
+        let (app, clock) = org_settled(&t, 4000).await;
+        let sync = {
+            let app = app.clone();
+            tokio::spawn(async move { app.sync_roster(held_roster("held-c"), "service:hr").await })
+        };
+        // The process stops while the held sync's rows are written.
+        let far = app.now() + chrono::Duration::days(1);
+        let t0 = Instant::now();
+        while !app.store.unclaimed_bulk_jobs(far).await.unwrap().iter().any(|j| j.state == "staging") {
+            assert!(t0.elapsed() < Duration::from_secs(120), "the sync was never staged");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        sync.abort();
+        let _ = sync.await;
+        let jobs = app.store.unclaimed_bulk_jobs(far).await.unwrap();
+        assert!(jobs.iter().all(|j| j.state == "staging"), "staged before it was cut short: nothing was tested ({jobs:?})");
+        assert!(app.store.list_held_changes(HeldState::Held, "", 10).await.unwrap().is_empty());
+        let app = restart_after_leases(&t, app, &clock).await;
+        let reported = first_audit_event(
+            &app,
+            idgov_store::AuditFilter { action: "roster.sync.interrupted".into(), ..Default::default() },
+            "the interrupted sync was never reported",
+        ).await;
+        assert_eq!(reported.target, "roster:workday:held-c");
+        let detail: serde_json::Value = serde_json::from_str(&reported.detail).unwrap();
+        assert_eq!(detail["applied"], "0");
+        let job = detail["job"].as_str().unwrap();
+        assert!(app.store.bulk_job_items(job, -10, 10).await.unwrap().is_empty(), "staged rows left");
+        assert!(app.store.list_held_changes(HeldState::Held, "", 10).await.unwrap().is_empty());
+        assert_eq!(app.store.count_identities(Status::Active).await.unwrap(), 4002);
+        // Sent again, it is held, and lists all its changes.
+        let again = app.sync_roster(held_roster("held-c"), "service:hr").await.unwrap();
+        let held_id = again.held_change_id.expect("held by the guard");
+        assert_eq!(all_held_changes(&app, &held_id, 1000).await.len(), 3300);
+    }
+}

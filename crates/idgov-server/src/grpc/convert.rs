@@ -9,7 +9,7 @@ use idgov_domain::grant::{Grant, RevokeReason, SourceKind};
 use idgov_domain::guard::{HeldKind, HeldState, Verdict};
 use idgov_domain::hr::{EventKind, EventState, HrEventInput};
 use idgov_domain::identity::{AttributesPatch, BackgroundCheck, EmploymentType, Identity, Status};
-use idgov_domain::roster::{ChangeKind, DiffCounts, RosterDiff, RosterEntry};
+use idgov_domain::roster::{ChangeKind, DiffCounts, RosterChange, RosterDiff, RosterEntry};
 use idgov_proto::v1 as pb;
 use idgov_store::{HeldChange, RecordedEvent};
 
@@ -418,34 +418,43 @@ pub fn verdict(v: &Verdict) -> pb::GuardVerdict {
     }
 }
 
-pub fn diff(d: &RosterDiff, counts: &DiffCounts) -> pb::RosterDiff {
-    let d = &d.shown(crate::app::roster::SHOWN_CHANGES);
-    let kind = |k| match k {
+/// How large a diff's shown changes may be, encoded: at most 1,000 are
+/// shown, and fewer when their values are long, so an answer that shows a
+/// diff stays well within the 4 MiB message limit.
+pub const DIFF_BYTES: usize = 2 * 1024 * 1024;
+
+/// One roster change as the API shows it.
+pub fn roster_change(c: &RosterChange) -> pb::RosterChange {
+    let kind = match c.kind {
         ChangeKind::Joiner => pb::RosterChangeKind::Joiner,
         ChangeKind::Mover => pb::RosterChangeKind::Mover,
         ChangeKind::Update => pb::RosterChangeKind::Update,
         ChangeKind::Leaver => pb::RosterChangeKind::Leaver,
         ChangeKind::Rehire => pb::RosterChangeKind::Rehire,
     };
-    pb::RosterDiff {
-        changes: d
+    pb::RosterChange {
+        employee_id: c.employee_id.clone(),
+        kind: kind as i32,
+        display_name: c.display_name.clone(),
+        changes: c
             .changes
             .iter()
-            .map(|c| pb::RosterChange {
-                employee_id: c.employee_id.clone(),
-                kind: kind(c.kind) as i32,
-                display_name: c.display_name.clone(),
-                changes: c
-                    .changes
-                    .iter()
-                    .map(|f| pb::FieldChange {
-                        field: f.field.clone(),
-                        old_value: f.old.clone(),
-                        new_value: f.new.clone(),
-                    })
-                    .collect(),
+            .map(|f| pb::FieldChange {
+                field: f.field.clone(),
+                old_value: f.old.clone(),
+                new_value: f.new.clone(),
             })
             .collect(),
+    }
+}
+
+pub fn diff(d: &RosterDiff, counts: &DiffCounts) -> pb::RosterDiff {
+    let d = &d.shown(crate::app::roster::SHOWN_CHANGES);
+    let mut changes: Vec<pb::RosterChange> = d.changes.iter().map(roster_change).collect();
+    changes.truncate(super::paging::fitting(&changes, DIFF_BYTES));
+    pb::RosterDiff {
+        changes_truncated: (changes.len() as u64) < counts.total,
+        changes,
         joiners: counts.joiners as i32,
         movers: counts.movers as i32,
         updates: counts.updates as i32,
@@ -453,7 +462,6 @@ pub fn diff(d: &RosterDiff, counts: &DiffCounts) -> pb::RosterDiff {
         rehires: counts.rehires as i32,
         unchanged: counts.unchanged as i32,
         total_changes: counts.total as i32,
-        changes_truncated: (d.changes.len() as u64) < counts.total,
     }
 }
 
@@ -490,10 +498,7 @@ pub fn held_state_from(v: i32) -> Result<HeldState, FieldViolation> {
 }
 
 pub fn held(h: &HeldChange) -> pb::HeldChange {
-    let staged_diff = h
-        .payload
-        .get("diff")
-        .and_then(|d| serde_json::from_value::<RosterDiff>(d.clone()).ok());
+    let staged_diff = crate::app::held::held_diff(h);
     pb::HeldChange {
         id: h.id.clone(),
         kind: match h.kind {
@@ -509,7 +514,7 @@ pub fn held(h: &HeldChange) -> pb::HeldChange {
         created_at: Some(ts(h.created_at)),
         created_by: h.created_by.clone(),
         guard: Some(verdict(&h.guard)),
-        diff: staged_diff.as_ref().map(|d| diff(d, &d.counts())),
+        diff: staged_diff.as_ref().map(|(d, counts)| diff(d, counts)),
         summary: h.summary.clone(),
         decided_by: h.decided_by.clone().unwrap_or_default(),
         decided_at: opt_ts(h.decided_at),

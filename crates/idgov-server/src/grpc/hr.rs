@@ -164,10 +164,54 @@ impl HrService for Api {
             .held_changes(state, &after, limit + 1)
             .await
             .or_status()?;
-        let (rows, next) = paging::finish(rows, limit, |h| h.id.clone());
+        let (rows, mut next) = paging::finish(rows, limit, |h| h.id.clone());
+        let mut held: Vec<pb::HeldChange> = rows.iter().map(convert::held).collect();
+        let fit = paging::fitting(&held, paging::PAGE_BYTES);
+        if fit < held.len() {
+            held.truncate(fit);
+            next = held
+                .last()
+                .map(|h| paging::encode(&h.id))
+                .unwrap_or_default();
+        }
         Ok(Response::new(pb::ListHeldChangesResponse {
-            held_changes: rows.iter().map(convert::held).collect(),
+            held_changes: held,
             next_page_token: next,
+        }))
+    }
+
+    async fn list_held_roster_changes(
+        &self,
+        req: Request<pb::ListHeldRosterChangesRequest>,
+    ) -> Result<Response<pb::ListHeldRosterChangesResponse>, Status> {
+        access(&req)?;
+        let r = req.into_inner();
+        let limit = paging::page_size(r.page_size)? as usize;
+        let from = usize::try_from(paging::decode_i64(&r.page_token)?).map_err(|_| {
+            invalid(
+                "invalid page token",
+                vec![FieldViolation::new(
+                    "page_token",
+                    "is not a token this server issued; start again without one",
+                )],
+            )
+        })?;
+        let (page, total) = self
+            .app
+            .held_roster_changes(&r.id, from, limit)
+            .await
+            .or_status()?;
+        let mut changes: Vec<pb::RosterChange> = page.iter().map(convert::roster_change).collect();
+        changes.truncate(paging::fitting(&changes, paging::PAGE_BYTES));
+        let upto = from + changes.len();
+        Ok(Response::new(pb::ListHeldRosterChangesResponse {
+            next_page_token: if upto < total && !changes.is_empty() {
+                paging::encode(&upto.to_string())
+            } else {
+                String::new()
+            },
+            changes,
+            total_changes: total as i64,
         }))
     }
 

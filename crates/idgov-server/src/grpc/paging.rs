@@ -59,6 +59,25 @@ pub fn decode_i64(token: &str) -> Result<i64, Status> {
     })
 }
 
+/// How large a page's items may be, encoded, before the page stops early
+/// (the message limit is 4 MiB): a page of long values holds fewer items,
+/// and the next page token goes on from the last one kept.
+pub const PAGE_BYTES: usize = 3 * 1024 * 1024;
+
+/// How many of `items`, from the first, fit in `budget` bytes encoded (at
+/// least one, so a page always moves on).
+pub fn fitting<M: prost::Message>(items: &[M], budget: usize) -> usize {
+    let mut used = 0;
+    for (i, m) in items.iter().enumerate() {
+        // The field's tag and length prefix cost a few bytes more.
+        used += m.encoded_len() + 8;
+        if used > budget {
+            return i.max(1);
+        }
+    }
+    items.len()
+}
+
 /// Cuts `items` (fetched with limit + 1) to the page and returns the token
 /// of the next page, if there is one.
 pub fn finish<T>(mut items: Vec<T>, limit: i64, key: impl Fn(&T) -> String) -> (Vec<T>, String) {

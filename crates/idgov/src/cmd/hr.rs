@@ -139,6 +139,9 @@ pub enum HeldCommand {
         #[arg(long)]
         state: Option<String>,
     },
+    /// Show every change of a held roster sync (leavers first), a page at a
+    /// time: `list` shows at most the first 1,000.
+    Show { id: String },
     /// Apply a held change as staged.
     Release {
         id: String,
@@ -490,6 +493,62 @@ fn held_json(h: &pb::HeldChange) -> serde_json::Value {
     })
 }
 
+fn change_json(c: &pb::RosterChange) -> serde_json::Value {
+    json!({
+        "employee_id": c.employee_id,
+        "kind": enum_name(c.kind().as_str_name(), "ROSTER_CHANGE_KIND_"),
+        "display_name": c.display_name,
+        "changes": c.changes.iter().map(|f| json!({
+            "field": f.field, "old_value": f.old_value, "new_value": f.new_value,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `idgov hr held show`: every change of a held roster sync, read a page
+/// at a time (a table is printed per page as it comes).
+async fn held_roster_changes(hr: &mut Hr, out: Format, id: String) -> anyhow::Result<ExitCode> {
+    let mut token = String::new();
+    let mut listed = Vec::new();
+    let mut first = true;
+    loop {
+        let page = hr
+            .list_held_roster_changes(pb::ListHeldRosterChangesRequest {
+                id: id.clone(),
+                page_size: 1000,
+                page_token: token,
+            })
+            .await
+            .map_err(explain)?
+            .into_inner();
+        match out {
+            Format::Json => listed.extend(page.changes.iter().map(change_json)),
+            Format::Table => {
+                if first {
+                    crate::outln!(
+                        "{} changes of held roster sync {id}, in the order they would apply (leavers first):",
+                        page.total_changes
+                    );
+                }
+                if !page.changes.is_empty() {
+                    let d = pb::RosterDiff {
+                        changes: page.changes,
+                        ..Default::default()
+                    };
+                    crate::outln!("{}", diff_table(&d));
+                }
+            }
+        }
+        first = false;
+        if page.next_page_token.is_empty() {
+            if let Format::Json = out {
+                json(&json!({"id": id, "total_changes": page.total_changes, "changes": listed}));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        token = page.next_page_token;
+    }
+}
+
 async fn held(hr: &mut Hr, out: Format, c: HeldCommand) -> anyhow::Result<ExitCode> {
     let changes = match c {
         HeldCommand::List { state } => {
@@ -499,16 +558,26 @@ async fn held(hr: &mut Hr, out: Format, c: HeldCommand) -> anyhow::Result<ExitCo
                 Some("discarded") => pb::HeldChangeState::Discarded,
                 Some(other) => anyhow::bail!("--state {other:?}: use held, released or discarded"),
             };
-            hr.list_held_changes(pb::ListHeldChangesRequest {
-                page_size: 1000,
-                page_token: String::new(),
-                state: st as i32,
-            })
-            .await
-            .map_err(explain)?
-            .into_inner()
-            .held_changes
+            let mut all = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = hr
+                    .list_held_changes(pb::ListHeldChangesRequest {
+                        page_size: 1000,
+                        page_token: token,
+                        state: st as i32,
+                    })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                all.extend(page.held_changes);
+                if page.next_page_token.is_empty() {
+                    break all;
+                }
+                token = page.next_page_token;
+            }
         }
+        HeldCommand::Show { id } => return held_roster_changes(hr, out, id).await,
         HeldCommand::Release { id, reason } => hr
             .release_held_change(pb::ReleaseHeldChangeRequest { id, reason })
             .await
@@ -554,6 +623,14 @@ async fn held(hr: &mut Hr, out: Format, c: HeldCommand) -> anyhow::Result<ExitCo
                     && h.state() == pb::HeldChangeState::Held
                 {
                     crate::outln!("staged changes of {}:\n{}", h.id, diff_table(d));
+                    if d.changes_truncated {
+                        crate::outln!(
+                            "(the first {} of {}; `idgov hr held show {}` lists them all)",
+                            d.changes.len(),
+                            d.total_changes,
+                            h.id
+                        );
+                    }
                 }
             }
         }
