@@ -240,7 +240,33 @@ fn the_readme_tour_works_step_by_step() {
     let list = cli.json(&["hr", "held", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
     let id = held["held_change_id"].as_str().unwrap();
+    // Every change of the held roster can be read before deciding.
+    let all = cli.json(&["hr", "held", "show", id]);
+    let changes = all["changes"].as_array().unwrap();
+    assert_eq!(all["total_changes"], held["total_changes"], "{all}");
+    assert_eq!(
+        changes.len() as u64,
+        held["total_changes"].as_u64().unwrap()
+    );
+    let leavers = changes.iter().filter(|c| c["kind"] == "leaver").count() as u64;
+    assert_eq!(leavers, held["leavers"].as_u64().unwrap());
+    assert!(
+        leavers > 0
+            && changes[..leavers as usize]
+                .iter()
+                .all(|c| c["kind"] == "leaver")
+    );
+    let table = cli.ok(&["hr", "held", "show", id]);
+    assert!(
+        table.contains("in the order they would apply (leavers first)"),
+        "{table}"
+    );
     cli.ok(&["hr", "held", "discard", id, "--reason", "truncated export"]);
+    // Once decided, its changes are no longer listed, and the error says why.
+    let out = cli.run(&["hr", "held", "show", id]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("discarded"), "{err}");
 
     // The audit trail verifies, online and from an export.
     let key = cli.json(&["audit", "public-key"]);

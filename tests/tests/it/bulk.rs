@@ -671,22 +671,9 @@ both_backends! {
 
     async fn a_roster_sync_cut_short_while_it_is_staged_is_reported_and_completed_by_sending_it_again(t: TestStore) {
         let (app, clock) = org_settled(&t, 4000).await;
-        let sync = {
-            let (app, next) = (app.clone(), renamed(4000, "renames"));
-            tokio::spawn(async move { app.sync_roster(next, "service:hr").await })
-        };
         // The process stops while the sync's items are written (three
         // transactions), before any change is applied.
-        let far = app.now() + chrono::Duration::days(1);
-        let t0 = Instant::now();
-        while !app.store.unclaimed_bulk_jobs(far).await.unwrap().iter().any(|j| j.state == "staging") {
-            assert!(t0.elapsed() < Duration::from_secs(120), "the sync was never staged");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        sync.abort();
-        let _ = sync.await;
-        let jobs = app.store.unclaimed_bulk_jobs(far).await.unwrap();
-        assert!(jobs.iter().all(|j| j.state == "staging"), "staged before it was cut short: nothing was tested ({jobs:?})");
+        cut_short_while_staging(&app, renamed(4000, "renames")).await;
         let app = restart_after_leases(&t, app, &clock).await;
         let reported = first_audit_event(
             &app,
@@ -709,6 +696,7 @@ both_backends! {
         for id in ["B00000", "B02000", "B03999"] {
             assert_eq!(app.store.get_identity(id).await.unwrap().unwrap().attrs.display_name, format!("Renamed {id}"));
         }
+        let far = app.now() + chrono::Duration::days(1);
         assert!(app.store.unclaimed_bulk_jobs(far).await.unwrap().is_empty());
         assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
     }
@@ -827,6 +815,38 @@ fn held_roster(sync_id: &str) -> SyncRequest {
     next
 }
 
+/// Sends `sync` and stops it (as a crash would) while its rows are being
+/// staged, before anything is applied or held.
+async fn cut_short_while_staging(app: &std::sync::Arc<App>, sync: SyncRequest) {
+    let task = {
+        let app = app.clone();
+        tokio::spawn(async move { app.sync_roster(sync, "service:hr").await })
+    };
+    let far = app.now() + chrono::Duration::days(1);
+    let t0 = Instant::now();
+    while !app
+        .store
+        .unclaimed_bulk_jobs(far)
+        .await
+        .unwrap()
+        .iter()
+        .any(|j| j.state == "staging")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the sync was never staged"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    let jobs = app.store.unclaimed_bulk_jobs(far).await.unwrap();
+    assert!(
+        jobs.iter().all(|j| j.state == "staging"),
+        "staged before it was cut short: nothing was tested ({jobs:?})"
+    );
+}
+
 /// Every change of held roster `id`, read `page` at a time.
 async fn all_held_changes(
     app: &App,
@@ -904,21 +924,8 @@ both_backends! {
 
     async fn a_roster_cut_short_while_it_is_staged_to_be_held_is_reported_and_held_when_sent_again(t: TestStore) {
         let (app, clock) = org_settled(&t, 4000).await;
-        let sync = {
-            let app = app.clone();
-            tokio::spawn(async move { app.sync_roster(held_roster("held-c"), "service:hr").await })
-        };
         // The process stops while the held sync's rows are written.
-        let far = app.now() + chrono::Duration::days(1);
-        let t0 = Instant::now();
-        while !app.store.unclaimed_bulk_jobs(far).await.unwrap().iter().any(|j| j.state == "staging") {
-            assert!(t0.elapsed() < Duration::from_secs(120), "the sync was never staged");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        sync.abort();
-        let _ = sync.await;
-        let jobs = app.store.unclaimed_bulk_jobs(far).await.unwrap();
-        assert!(jobs.iter().all(|j| j.state == "staging"), "staged before it was cut short: nothing was tested ({jobs:?})");
+        cut_short_while_staging(&app, held_roster("held-c")).await;
         assert!(app.store.list_held_changes(HeldState::Held, "", 10).await.unwrap().is_empty());
         let app = restart_after_leases(&t, app, &clock).await;
         let reported = first_audit_event(

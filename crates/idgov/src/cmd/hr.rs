@@ -505,10 +505,12 @@ fn change_json(c: &pb::RosterChange) -> serde_json::Value {
 }
 
 /// `idgov hr held show`: every change of a held roster sync, read a page
-/// at a time (a table is printed per page as it comes).
+/// at a time and printed as it comes (a table per page, or one JSON object
+/// written change by change), so a roster of any size is shown in bounded
+/// memory.
 async fn held_roster_changes(hr: &mut Hr, out: Format, id: String) -> anyhow::Result<ExitCode> {
     let mut token = String::new();
-    let mut listed = Vec::new();
+    let mut written = 0usize;
     let mut first = true;
     loop {
         let page = hr
@@ -521,7 +523,20 @@ async fn held_roster_changes(hr: &mut Hr, out: Format, id: String) -> anyhow::Re
             .map_err(explain)?
             .into_inner();
         match out {
-            Format::Json => listed.extend(page.changes.iter().map(change_json)),
+            Format::Json => {
+                if first {
+                    crate::outln!(
+                        "{{\"id\": {}, \"total_changes\": {}, \"changes\": [",
+                        json!(id),
+                        page.total_changes
+                    );
+                }
+                for c in &page.changes {
+                    let sep = if written == 0 { "" } else { "," };
+                    crate::outln!("{sep}{}", change_json(c));
+                    written += 1;
+                }
+            }
             Format::Table => {
                 if first {
                     crate::outln!(
@@ -541,7 +556,7 @@ async fn held_roster_changes(hr: &mut Hr, out: Format, id: String) -> anyhow::Re
         first = false;
         if page.next_page_token.is_empty() {
             if let Format::Json = out {
-                json(&json!({"id": id, "total_changes": page.total_changes, "changes": listed}));
+                crate::outln!("]}}");
             }
             return Ok(ExitCode::SUCCESS);
         }
