@@ -28,6 +28,7 @@ pub mod intake;
 pub mod keyfile;
 pub mod metrics;
 pub mod policy;
+pub mod preview;
 pub mod provisioning;
 pub mod queries;
 pub mod review;

@@ -56,6 +56,10 @@ pub struct SyncOutcome {
     pub counts: DiffCounts,
     /// Events of the diff the rules refused (e.g. a rehire of someone active).
     pub rejected: Vec<(String, String)>,
+    /// A dry run whose answer shows only some of its changes: the preview
+    /// that lists them all (see `preview.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_id: Option<String>,
 }
 
 /// What a held roster sync stores for its release.
@@ -402,8 +406,15 @@ impl App {
             held_change_id: None,
             entries_received: req.entries.len() as u64,
             rejected: vec![],
+            preview_id: None,
         };
         if req.dry_run {
+            if crate::preview::needs_preview(&out.diff) {
+                out.preview_id = Some(
+                    self.stage_preview(&req.source, &req.sync_id, &out.diff, actor)
+                        .await?,
+                );
+            }
             out.diff = out.diff.shown(SHOWN_CHANGES);
             return Ok(out);
         }

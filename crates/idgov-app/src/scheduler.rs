@@ -107,7 +107,8 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(600);
 
 /// Runs the long scheduled work every `interval` until the application is
 /// dropped: campaigns (starts, generation, reminders, closes, mover
-/// reviews) and bulk work whose process stopped (its lease ran out). Apart
+/// reviews), bulk work whose process stopped (its lease ran out) and
+/// expired roster previews. Apart
 /// from [`scheduler_loop`], so a dated leaver never waits behind a
 /// million-item generation or close.
 pub async fn bulk_loop(app: Weak<App>, interval: Duration) {
@@ -118,6 +119,13 @@ pub async fn bulk_loop(app: Weak<App>, interval: Duration) {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "resumed bulk work"),
             Err(e) => tracing::warn!(error = %e, "resuming bulk work failed; will retry"),
+        }
+        match app.expire_previews().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(previews = n, "removed expired roster previews"),
+            Err(e) => {
+                tracing::warn!(error = %e, "removing expired roster previews failed; will retry")
+            }
         }
         if !app.policy().policy.campaigns.is_empty()
             && let Err(e) = app.run_campaign_schedule().await

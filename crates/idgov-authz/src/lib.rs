@@ -231,6 +231,7 @@ rpcs! {
     ListHrEvents => "HrService", "ListHrEvents", "list recorded HR events";
     ListHeldChanges => "HrService", "ListHeldChanges", "list changes held by the mass-change guard";
     ListHeldRosterChanges => "HrService", "ListHeldRosterChanges", "list every change of a held roster sync";
+    ListRosterPreview => "HrService", "ListRosterPreview", "list every change of a roster dry run";
     ReleaseHeldChange => "HrService", "ReleaseHeldChange", "apply a held change";
     DiscardHeldChange => "HrService", "DiscardHeldChange", "discard a held change";
     GetIdentity => "IdentityService", "GetIdentity", "read one identity";
@@ -298,6 +299,8 @@ pub fn rule(rpc: Rpc) -> Rule {
         Rpc::SubmitHrEvent | Rpc::SyncRoster => (&[HrFeed], &[]),
         Rpc::ListHrEvents => (READERS, &[]),
         Rpc::ListHeldChanges | Rpc::ListHeldRosterChanges => (READERS, &[]),
+        // The feed that sent the dry run reads its preview, as do readers.
+        Rpc::ListRosterPreview => (&[HrFeed, ItAdmin, SecurityOfficer, Auditor], &[]),
         Rpc::ReleaseHeldChange | Rpc::DiscardHeldChange => (CHANGE_APPROVERS, &[]),
         Rpc::GetIdentity | Rpc::ListGrants => (READERS, &[SelfOf, ManagerOf]),
         Rpc::ListIdentities => (READERS, &[ManagerOf]),
@@ -507,13 +510,20 @@ mod tests {
     }
 
     #[test]
-    fn the_hr_feed_only_submits_hr_data() {
+    fn the_hr_feed_only_submits_hr_data_and_reads_its_dry_runs() {
         let feed = caller(&[HrFeed], None);
         let allowed: Vec<_> = Rpc::ALL
             .iter()
             .filter(|r| check_rpc(&feed, **r).is_ok())
             .collect();
-        assert_eq!(allowed, [&Rpc::SubmitHrEvent, &Rpc::SyncRoster]);
+        assert_eq!(
+            allowed,
+            [
+                &Rpc::SubmitHrEvent,
+                &Rpc::SyncRoster,
+                &Rpc::ListRosterPreview
+            ]
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@ pub struct BulkJob {
     pub id: String,
     pub kind: String,
     /// `staging` (its items are being written), `held` (a held roster
-    /// sync's release, staged and waiting for the decision), `running`,
+    /// sync's release, staged and waiting for the decision), `preview` (a
+    /// dry run's whole diff, kept to be read a page at a time), `running`,
     /// `done`, `superseded`, `failed`, `discarded` or `interrupted`.
     pub state: String,
     pub policy_version: i64,
@@ -65,6 +66,31 @@ impl Store {
         .fetch_optional(self.reader())
         .await?;
         row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// Up to `limit` jobs of `kind` in one of `states` started at or
+    /// before `before`, oldest first: what a sweep of short-lived jobs (roster
+    /// previews) removes.
+    pub async fn bulk_jobs_started_before(
+        &self,
+        kind: &str,
+        states: [&str; 3],
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<BulkJob>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM bulk_jobs WHERE state IN ($1, $2, $3) AND created_at <= $4 \
+             AND kind = $5 ORDER BY created_at LIMIT $6"
+        )))
+        .bind(states[0])
+        .bind(states[1])
+        .bind(states[2])
+        .bind(micros(before))
+        .bind(kind)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(job_from_row).collect()
     }
 
     /// Takes (or renews) the lease on a running (or staging) job until
@@ -155,11 +181,21 @@ impl WriteTx {
     pub async fn delete_ended_bulk_job_items(&mut self) -> Result<u64, StoreError> {
         let r = sqlx::query(
             "DELETE FROM bulk_job_items WHERE job_id IN \
-             (SELECT id FROM bulk_jobs WHERE state NOT IN ('running', 'staging', 'held'))",
+             (SELECT id FROM bulk_jobs WHERE state NOT IN ('running', 'staging', 'held', 'preview'))",
         )
         .execute(&mut *self.tx)
         .await?;
         Ok(r.rows_affected())
+    }
+
+    /// Removes job `id` (its staged items first, if any are left).
+    pub async fn delete_bulk_job(&mut self, id: &str) -> Result<(), StoreError> {
+        self.delete_bulk_job_items(id, i64::MAX).await?;
+        sqlx::query("DELETE FROM bulk_jobs WHERE id = $1")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
     }
 
     /// Starts a job, leased to the caller until `until`.

@@ -127,6 +127,37 @@ fn the_readme_tour_works_step_by_step() {
     ]);
     assert_eq!(dry["outcome"], "dry_run");
     assert_eq!(dry["joiners"], 304);
+    assert_eq!(
+        dry["preview_id"], "",
+        "a dry run shown whole keeps no preview"
+    );
+    // A dry run larger than its answer shows is kept as a preview.
+    let big = dir.path().join("big-roster.csv");
+    let mut csv = String::from("employee_id,display_name,department\n");
+    for i in 0..1200 {
+        csv.push_str(&format!("N{i:04},Person {i},Sales\n"));
+    }
+    std::fs::write(&big, csv).unwrap();
+    let big = big.to_str().unwrap();
+    let preview = cli.json(&["hr", "import", big, "--dry-run"]);
+    assert_eq!(preview["total_changes"], 1200, "{preview}");
+    assert_eq!(preview["changes_truncated"], true);
+    let preview_id = preview["preview_id"].as_str().unwrap();
+    assert!(!preview_id.is_empty(), "{preview}");
+    let table = cli.ok(&["hr", "import", big, "--dry-run"]);
+    assert!(table.contains("`idgov hr preview "), "{table}");
+    let all = cli.json(&["hr", "preview", preview_id]);
+    assert_eq!(all["total_changes"], 1200, "{all}");
+    let listed = all["changes"].as_array().unwrap();
+    assert_eq!(listed.len(), 1200);
+    assert!(listed.iter().all(|c| c["kind"] == "joiner"));
+    assert!(all["expires_at"].as_str().is_some_and(|t| !t.is_empty()));
+    let shown = cli.ok(&["hr", "preview", preview_id]);
+    assert!(shown.contains("nothing was applied"), "{shown}");
+    let out = cli.run(&["hr", "preview", "no-such-preview"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("send the dry run again"), "{err}");
     let imported = cli.json(&["hr", "import", roster, "--time-zone", "Europe/Oslo"]);
     assert_eq!(imported["outcome"], "applied");
     let again = cli.json(&["hr", "import", roster, "--time-zone", "Europe/Oslo"]);

@@ -104,6 +104,13 @@ async fn call(ch: Authed, rpc: Rpc) -> Result<(), Status> {
             })
             .await
             .map(|_| ()),
+        Rpc::ListRosterPreview => hr
+            .list_roster_preview(pb::ListRosterPreviewRequest {
+                preview_id: "none".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
         Rpc::ReleaseHeldChange => hr
             .release_held_change(pb::ReleaseHeldChangeRequest {
                 id: "none".into(),
@@ -1350,4 +1357,204 @@ async fn long_diffs_stay_under_the_message_limit_and_a_held_roster_is_read_a_pag
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     s.stop().await;
+}
+
+/// Every change of preview `id`, read by `hr` in pages of `size`.
+async fn whole_preview(
+    hr: &mut HrServiceClient<Authed>,
+    id: &str,
+    size: i32,
+) -> (Vec<pb::RosterChange>, Vec<usize>) {
+    let (mut changes, mut sizes, mut token) = (Vec::new(), Vec::new(), String::new());
+    loop {
+        let page = hr
+            .list_roster_preview(pb::ListRosterPreviewRequest {
+                preview_id: id.into(),
+                page_size: size,
+                page_token: token,
+            })
+            .await
+            .expect("each page fits the message limit")
+            .into_inner();
+        assert!(!page.changes.is_empty());
+        sizes.push(page.changes.len());
+        changes.extend(page.changes);
+        if page.next_page_token.is_empty() {
+            assert_eq!(changes.len() as i64, page.total_changes);
+            return (changes, sizes);
+        }
+        token = page.next_page_token;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_too_large_to_show_is_listed_whole_by_its_preview() {
+    let Some(s) = start("sqlite").await else {
+        return;
+    };
+    with_policy(s.app()).await;
+    let mut hr = s.hr(&[Role::HrFeed]).await;
+    let mut sec = s.hr(&[Role::SecurityOfficer]).await;
+    let mut auditor = s.hr(&[Role::Auditor]).await;
+    let mut nobody = s.hr(&[]).await;
+    // 900 people with long texts (held: the two owners leave; released).
+    let base = hr
+        .sync_roster(tokio_stream::iter(long_roster("base", 900, 'α')))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(base.outcome(), pb::ChangeOutcome::Held);
+    sec.release_held_change(pb::ReleaseHeldChangeRequest {
+        id: base.held_change_id,
+        reason: "the owners left".into(),
+    })
+    .await
+    .expect("released");
+    // Every text rewritten (the department too: 900 movers), fewer than the 1,000 an answer
+    // may show, but ~5 MiB of old and new values, so it shows only some.
+    let r = hr
+        .sync_roster(tokio_stream::iter(dry(long_roster("dry-1", 900, '漢'))))
+        .await
+        .expect("the answer fits the message limit")
+        .into_inner();
+    assert_eq!(r.outcome(), pb::ChangeOutcome::DryRun);
+    let d = r.diff.clone().expect("a diff");
+    assert_eq!((d.movers, d.total_changes), (900, 900));
+    assert!(
+        d.changes_truncated && d.changes.len() < 900,
+        "{}",
+        d.changes.len()
+    );
+    assert!(!r.preview_id.is_empty(), "a cut answer names its preview");
+    // The feed that sent it, and a reader, list every change once, in
+    // pages that stay under the message limit.
+    for client in [&mut hr, &mut auditor] {
+        let (changes, sizes) = whole_preview(client, &r.preview_id, 1000).await;
+        assert_eq!(changes.len(), 900);
+        assert!(
+            sizes.len() > 1,
+            "900 long moves do not fit a 3 MiB page: {sizes:?}"
+        );
+        let ids: std::collections::HashSet<&str> =
+            changes.iter().map(|c| c.employee_id.as_str()).collect();
+        assert_eq!(ids.len(), 900, "no change listed twice");
+        assert!(
+            changes
+                .iter()
+                .all(|c| c.kind() == pb::RosterChangeKind::Mover
+                    && c.changes.iter().any(|f| f.new_value.starts_with('漢')))
+        );
+        // The answer showed the first of the same list.
+        let shown: Vec<&str> = d.changes.iter().map(|c| c.employee_id.as_str()).collect();
+        let listed: Vec<&str> = changes[..shown.len()]
+            .iter()
+            .map(|c| c.employee_id.as_str())
+            .collect();
+        assert_eq!(shown, listed);
+    }
+    let (small, _) = whole_preview(&mut hr, &r.preview_id, 7).await;
+    assert_eq!(small.len(), 900);
+    // Nothing of the dry run was applied.
+    let mut ids = s.ids(&[Role::Auditor], None).await;
+    let person = ids
+        .get_identity(pb::GetIdentityRequest {
+            employee_id: "L0000".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        person.display_name.starts_with('α'),
+        "{}",
+        person.display_name
+    );
+    // 1,200 short entries: 900 movers and 300 joiners, past the 1,000 shown.
+    let short: Vec<pb::SyncRosterRequest> = dry(long_roster("dry-2", 1200, 'x'))
+        .into_iter()
+        .map(|mut m| {
+            if let Some(pb::sync_roster_request::Item::Entry(e)) = &mut m.item {
+                e.attributes = Some(pb::PersonAttributes {
+                    display_name: Some(format!("Joiner {}", e.employee_id)),
+                    department: Some("Finance".into()),
+                    ..Default::default()
+                });
+            }
+            m
+        })
+        .collect();
+    let r2 = hr
+        .sync_roster(tokio_stream::iter(short))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r2.diff.as_ref().unwrap().changes.len(), 1000);
+    assert_ne!(
+        r2.preview_id, r.preview_id,
+        "each dry run has its own preview"
+    );
+    let (all, sizes) = whole_preview(&mut auditor, &r2.preview_id, 1000).await;
+    assert_eq!((all.len(), sizes), (1200, vec![1000, 200]));
+    // A dry run shown whole keeps nothing.
+    let r3 = hr
+        .sync_roster(tokio_stream::iter(dry(long_roster("dry-4", 900, 'α'))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r3.diff.as_ref().unwrap().total_changes, 0);
+    assert!(r3.preview_id.is_empty());
+    // Someone without a reader's role is refused; unknown ids and forged
+    // tokens are told apart.
+    let e = nobody
+        .list_roster_preview(pb::ListRosterPreviewRequest {
+            preview_id: r.preview_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    for bad in ["nope", "", "' OR 1=1 --", &"9".repeat(5000)] {
+        let e = hr
+            .list_roster_preview(pb::ListRosterPreviewRequest {
+                preview_id: bad.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{bad:.20}: {e:?}");
+        assert!(e.message().contains("24 hours"), "{}", e.message());
+    }
+    let e = hr
+        .list_roster_preview(pb::ListRosterPreviewRequest {
+            preview_id: r.preview_id.clone(),
+            page_token: "garbage".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    // A held sync's id is not a preview's.
+    let held = hr
+        .sync_roster(tokio_stream::iter(long_roster("dry-3", 100, 'α')))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(held.outcome(), pb::ChangeOutcome::Held);
+    assert!(held.preview_id.is_empty());
+    let e = hr
+        .list_roster_preview(pb::ListRosterPreviewRequest {
+            preview_id: held.held_change_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    s.stop().await;
+}
+
+/// `roster` with its header marked a dry run.
+fn dry(mut roster: Vec<pb::SyncRosterRequest>) -> Vec<pb::SyncRosterRequest> {
+    if let Some(pb::sync_roster_request::Item::Header(h)) = &mut roster[0].item {
+        h.dry_run = true;
+    }
+    roster
 }

@@ -946,3 +946,101 @@ both_backends! {
         assert_eq!(all_held_changes(&app, &held_id, 1000).await.len(), 3300);
     }
 }
+
+/// Every change of roster preview `id`, read `page` at a time.
+async fn all_preview_changes(
+    app: &App,
+    id: &str,
+    page: usize,
+) -> Vec<idgov_domain::roster::RosterChange> {
+    let mut all = Vec::new();
+    loop {
+        let got = app.roster_preview(id, all.len(), page).await.unwrap();
+        assert!(got.changes.len() <= page);
+        if got.changes.is_empty() {
+            assert_eq!(all.len(), got.total);
+            return all;
+        }
+        all.extend(got.changes);
+    }
+}
+
+/// [`held_roster`] as a dry run.
+fn dry_roster(sync_id: &str) -> SyncRequest {
+    SyncRequest {
+        dry_run: true,
+        ..held_roster(sync_id)
+    }
+}
+
+both_backends! {
+    async fn a_dry_run_keeps_its_whole_diff_as_a_preview_for_a_day_and_applies_nothing(t: TestStore) {
+        let (app, clock) = org_settled(&t, 4000).await;
+        let head = app.store.audit_head().await.unwrap();
+        let out = app.sync_roster(dry_roster("dry-a"), "service:hr").await.unwrap();
+        assert_eq!(out.outcome, idgov_server::app::roster::Outcome::DryRun);
+        assert_eq!((out.counts.leavers, out.counts.joiners, out.counts.total), (3000, 100, 3300));
+        assert_eq!(out.diff.changes.len(), 1000);
+        let id = out.preview_id.clone().expect("a dry run shown in part has a preview");
+        // Every change once, leavers first, in any page size; the answer
+        // showed the first thousand of them.
+        for page in [1000, 333, 2000] {
+            let all = all_preview_changes(&app, &id, page).await;
+            assert_eq!(all.len(), 3300, "page {page}");
+            let ids: std::collections::HashSet<&str> = all.iter().map(|c| c.employee_id.as_str()).collect();
+            assert_eq!(ids.len(), 3300, "page {page}: a change listed twice");
+            assert!(all[..3000].iter().all(|c| c.kind == idgov_domain::roster::ChangeKind::Leaver));
+            assert!(all[3000..].iter().all(|c| c.kind != idgov_domain::roster::ChangeKind::Leaver));
+            assert_eq!(all[..1000], out.diff.changes[..], "page {page}");
+            assert!(ids.contains("B03999") && ids.contains("J0099") && ids.contains("B00995"));
+        }
+        // Nothing applied, held or audited.
+        assert_eq!(app.store.count_identities(Status::Active).await.unwrap(), 4002);
+        assert!(app.store.get_identity("J0000").await.unwrap().is_none());
+        assert!(app.store.list_held_changes(HeldState::Held, "", 10).await.unwrap().is_empty());
+        assert_eq!(app.store.audit_head().await.unwrap(), head, "a dry run changes nothing");
+        assert!(app.store.get_sync("workday", "dry-a").await.unwrap().is_none());
+        // A restart resumes nothing of it, and it is still there.
+        let app = restart_after_leases(&t, app, &clock).await;
+        assert_eq!(app.resume_bulk_jobs().await.unwrap(), 0);
+        assert_eq!(app.expire_previews().await.unwrap(), 0);
+        let job = format!("preview-{id}");
+        assert_eq!(app.store.bulk_job_items(&job, 0, 100).await.unwrap().len(), 2);
+        // A dry run shown whole keeps nothing.
+        let small = app.sync_roster(SyncRequest { dry_run: true, ..listing(4000, "dry-b") }, "service:hr").await.unwrap();
+        assert_eq!(small.counts.total, 0);
+        assert!(small.preview_id.is_none());
+        // A day on, it is gone, and the sweep removes its rows.
+        clock.advance(chrono::Duration::hours(23));
+        assert_eq!(all_preview_changes(&app, &id, 1000).await.len(), 3300);
+        assert_eq!(app.expire_previews().await.unwrap(), 0);
+        clock.advance(chrono::Duration::hours(1) - chrono::Duration::seconds(120));
+        let e = app.roster_preview(&id, 0, 10).await.unwrap_err();
+        assert!(e.to_string().contains("kept for 24 hours"), "{e}");
+        assert_eq!(app.expire_previews().await.unwrap(), 1);
+        assert!(app.store.get_bulk_job(&job).await.unwrap().is_none());
+        assert!(app.store.bulk_job_items(&job, -10, 10).await.unwrap().is_empty(), "staged rows left");
+        // The roster itself is then held as usual.
+        let held = app.sync_roster(held_roster("dry-a"), "service:hr").await.unwrap();
+        assert!(held.held_change_id.is_some());
+        assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
+    }
+
+    async fn a_dry_run_cut_short_while_its_preview_is_staged_leaves_nothing_after_a_day(t: TestStore) {
+        let (app, clock) = org_settled(&t, 4000).await;
+        cut_short_while_staging(&app, dry_roster("dry-c")).await;
+        let far = app.now() + chrono::Duration::days(1);
+        let jobs = app.store.unclaimed_bulk_jobs(far).await.unwrap();
+        let job = jobs.iter().find(|j| j.kind == idgov_server::app::preview::ROSTER_PREVIEW).expect("a preview staged").id.clone();
+        let app = restart_after_leases(&t, app, &clock).await;
+        // Not resumed (nothing asked for it any more), not applied.
+        assert_eq!(app.resume_bulk_jobs().await.unwrap(), 0);
+        assert_eq!(app.store.count_identities(Status::Active).await.unwrap(), 4002);
+        let id = job.trim_start_matches("preview-");
+        assert!(app.roster_preview(id, 0, 10).await.is_err(), "a half-staged preview is not shown");
+        clock.advance(chrono::Duration::hours(25));
+        assert_eq!(app.expire_previews().await.unwrap(), 1);
+        assert!(app.store.get_bulk_job(&job).await.unwrap().is_none());
+        assert!(app.store.bulk_job_items(&job, -10, 10).await.unwrap().is_empty(), "staged rows left");
+    }
+}

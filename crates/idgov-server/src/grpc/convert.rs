@@ -482,6 +482,7 @@ pub fn sync_response(o: &SyncOutcome) -> pb::SyncRosterResponse {
         guard: Some(verdict(&o.guard)),
         held_change_id: o.held_change_id.clone().unwrap_or_default(),
         entries_received: o.entries_received as i32,
+        preview_id: o.preview_id.clone().unwrap_or_default(),
     }
 }
 

@@ -187,31 +187,39 @@ impl HrService for Api {
         access(&req)?;
         let r = req.into_inner();
         let limit = paging::page_size(r.page_size)? as usize;
-        let from = usize::try_from(paging::decode_i64(&r.page_token)?).map_err(|_| {
-            invalid(
-                "invalid page token",
-                vec![FieldViolation::new(
-                    "page_token",
-                    "is not a token this server issued; start again without one",
-                )],
-            )
-        })?;
+        let from = page_place(&r.page_token)?;
         let (page, total) = self
             .app
             .held_roster_changes(&r.id, from, limit)
             .await
             .or_status()?;
-        let mut changes: Vec<pb::RosterChange> = page.iter().map(convert::roster_change).collect();
-        changes.truncate(paging::fitting(&changes, paging::PAGE_BYTES));
-        let upto = from + changes.len();
+        let (changes, next) = changes_page(&page, from, total);
         Ok(Response::new(pb::ListHeldRosterChangesResponse {
-            next_page_token: if upto < total && !changes.is_empty() {
-                paging::encode(&upto.to_string())
-            } else {
-                String::new()
-            },
+            next_page_token: next,
             changes,
             total_changes: total as i64,
+        }))
+    }
+
+    async fn list_roster_preview(
+        &self,
+        req: Request<pb::ListRosterPreviewRequest>,
+    ) -> Result<Response<pb::ListRosterPreviewResponse>, Status> {
+        access(&req)?;
+        let r = req.into_inner();
+        let limit = paging::page_size(r.page_size)? as usize;
+        let from = page_place(&r.page_token)?;
+        let page = self
+            .app
+            .roster_preview(&r.preview_id, from, limit)
+            .await
+            .or_status()?;
+        let (changes, next) = changes_page(&page.changes, from, page.total);
+        Ok(Response::new(pb::ListRosterPreviewResponse {
+            changes,
+            next_page_token: next,
+            total_changes: page.total as i64,
+            expires_at: Some(convert::ts(page.expires_at)),
         }))
     }
 
@@ -248,4 +256,35 @@ impl HrService for Api {
             held_change: Some(convert::held(&h)),
         }))
     }
+}
+
+/// The place a page of staged roster changes starts at, from its token.
+fn page_place(token: &str) -> Result<usize, Status> {
+    usize::try_from(paging::decode_i64(token)?).map_err(|_| {
+        invalid(
+            "invalid page token",
+            vec![FieldViolation::new(
+                "page_token",
+                "is not a token this server issued; start again without one",
+            )],
+        )
+    })
+}
+
+/// A page of roster changes read from place `from` of `total`, cut to
+/// stay well under the message limit, and the token of the next page.
+fn changes_page(
+    page: &[idgov_domain::roster::RosterChange],
+    from: usize,
+    total: usize,
+) -> (Vec<pb::RosterChange>, String) {
+    let mut changes: Vec<pb::RosterChange> = page.iter().map(convert::roster_change).collect();
+    changes.truncate(paging::fitting(&changes, paging::PAGE_BYTES));
+    let upto = from + changes.len();
+    let next = if upto < total && !changes.is_empty() {
+        paging::encode(&upto.to_string())
+    } else {
+        String::new()
+    };
+    (changes, next)
 }

@@ -28,6 +28,13 @@ pub enum HrCommand {
     /// Changes held by the mass-change guard.
     #[command(subcommand)]
     Held(HeldCommand),
+    /// Show every change of a dry run (`import --dry-run`) whose answer
+    /// showed only some, a page at a time, leavers first; a preview is
+    /// kept for 24 hours.
+    Preview {
+        /// The preview id the dry run printed.
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -169,6 +176,9 @@ pub async fn run(opts: &ClientOpts, c: HrCommand) -> anyhow::Result<ExitCode> {
         HrCommand::Import(a) => import(&mut hr, opts.output, a, roster.unwrap_or_default()).await,
         HrCommand::Events(a) => events(&mut hr, opts.output, a).await,
         HrCommand::Held(h) => held(&mut hr, opts.output, h).await,
+        HrCommand::Preview { id } => {
+            roster_changes(&mut hr, opts.output, Changes::Preview(id)).await
+        }
     }
 }
 
@@ -345,7 +355,7 @@ async fn import(
             "total_changes": d.total_changes, "changes_truncated": d.changes_truncated,
             "rehires": d.rehires, "unchanged": d.unchanged,
             "guard": {"active": g.active, "affected": g.affected, "threshold": g.threshold, "tripped": g.tripped},
-            "held_change_id": r.held_change_id,
+            "held_change_id": r.held_change_id, "preview_id": r.preview_id,
             "changes": d.changes.iter().map(|c| json!({
                 "employee_id": c.employee_id, "kind": enum_name(c.kind().as_str_name(), "ROSTER_CHANGE_KIND_"),
                 "display_name": c.display_name,
@@ -356,9 +366,18 @@ async fn import(
             if !d.changes.is_empty() && (a.dry_run || r.outcome() == pb::ChangeOutcome::Held) {
                 crate::outln!("{}", diff_table(&d));
                 if d.changes_truncated {
+                    let all = if !r.preview_id.is_empty() {
+                        format!(
+                            "`idgov hr preview {}` lists them all (kept 24 hours)",
+                            r.preview_id
+                        )
+                    } else if !r.held_change_id.is_empty() {
+                        format!("`idgov hr held show {}` lists them all", r.held_change_id)
+                    } else {
+                        "applied changes are HR events: `idgov hr events`".to_string()
+                    };
                     crate::outln!(
-                        "(showing {} of {} changes, leavers first; applied changes are HR events: \
-                         `idgov hr events`)",
+                        "(showing {} of {} changes, leavers first; {all})",
                         d.changes.len(),
                         d.total_changes
                     );
@@ -504,34 +523,66 @@ fn change_json(c: &pb::RosterChange) -> serde_json::Value {
     })
 }
 
-/// `idgov hr held show`: every change of a held roster sync, read a page
-/// at a time and printed as it comes (a table per page, or one JSON object
-/// written change by change), so a roster of any size is shown in bounded
-/// memory.
-async fn held_roster_changes(hr: &mut Hr, out: Format, id: String) -> anyhow::Result<ExitCode> {
+/// Whose roster changes `roster_changes` shows.
+enum Changes {
+    /// A held roster sync's (`idgov hr held show`).
+    Held(String),
+    /// A dry run's preview (`idgov hr preview`).
+    Preview(String),
+}
+
+/// `idgov hr held show` and `idgov hr preview`: every change of a held
+/// roster sync or of a dry run, read a page at a time and printed as it
+/// comes (a table per page, or one JSON object written change by change),
+/// so a roster of any size is shown in bounded memory.
+async fn roster_changes(hr: &mut Hr, out: Format, of: Changes) -> anyhow::Result<ExitCode> {
     let mut token = String::new();
     let mut written = 0usize;
     let mut first = true;
     loop {
-        let page = hr
-            .list_held_roster_changes(pb::ListHeldRosterChangesRequest {
-                id: id.clone(),
-                page_size: 1000,
-                page_token: token,
-            })
-            .await
-            .map_err(explain)?
-            .into_inner();
+        let (changes, next, total, expires) = match &of {
+            Changes::Held(id) => {
+                let p = hr
+                    .list_held_roster_changes(pb::ListHeldRosterChangesRequest {
+                        id: id.clone(),
+                        page_size: 1000,
+                        page_token: token,
+                    })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                (p.changes, p.next_page_token, p.total_changes, None)
+            }
+            Changes::Preview(id) => {
+                let p = hr
+                    .list_roster_preview(pb::ListRosterPreviewRequest {
+                        preview_id: id.clone(),
+                        page_size: 1000,
+                        page_token: token,
+                    })
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                (p.changes, p.next_page_token, p.total_changes, p.expires_at)
+            }
+        };
+        let id = match &of {
+            Changes::Held(id) | Changes::Preview(id) => id,
+        };
         match out {
             Format::Json => {
                 if first {
-                    crate::outln!(
-                        "{{\"id\": {}, \"total_changes\": {}, \"changes\": [",
-                        json!(id),
-                        page.total_changes
-                    );
+                    let head = match &of {
+                        Changes::Held(_) => format!("\"id\": {}", json!(id)),
+                        Changes::Preview(_) => format!(
+                            "\"preview_id\": {}, \"expires_at\": {}",
+                            json!(id),
+                            json!(time(&expires))
+                        ),
+                    };
+                    crate::outln!("{{{head}, \"total_changes\": {total}, \"changes\": [");
                 }
-                for c in &page.changes {
+                for c in &changes {
                     let sep = if written == 0 { "" } else { "," };
                     crate::outln!("{sep}{}", change_json(c));
                     written += 1;
@@ -539,14 +590,19 @@ async fn held_roster_changes(hr: &mut Hr, out: Format, id: String) -> anyhow::Re
             }
             Format::Table => {
                 if first {
-                    crate::outln!(
-                        "{} changes of held roster sync {id}, in the order they would apply (leavers first):",
-                        page.total_changes
-                    );
+                    match &of {
+                        Changes::Held(_) => crate::outln!(
+                            "{total} changes of held roster sync {id}, in the order they would apply (leavers first):"
+                        ),
+                        Changes::Preview(_) => crate::outln!(
+                            "{total} changes of roster dry run {id} (kept until {}), in the order they would apply (leavers first); nothing was applied:",
+                            time(&expires)
+                        ),
+                    }
                 }
-                if !page.changes.is_empty() {
+                if !changes.is_empty() {
                     let d = pb::RosterDiff {
-                        changes: page.changes,
+                        changes,
                         ..Default::default()
                     };
                     crate::outln!("{}", diff_table(&d));
@@ -554,13 +610,13 @@ async fn held_roster_changes(hr: &mut Hr, out: Format, id: String) -> anyhow::Re
             }
         }
         first = false;
-        if page.next_page_token.is_empty() {
+        if next.is_empty() {
             if let Format::Json = out {
                 crate::outln!("]}}");
             }
             return Ok(ExitCode::SUCCESS);
         }
-        token = page.next_page_token;
+        token = next;
     }
 }
 
@@ -592,7 +648,7 @@ async fn held(hr: &mut Hr, out: Format, c: HeldCommand) -> anyhow::Result<ExitCo
                 token = page.next_page_token;
             }
         }
-        HeldCommand::Show { id } => return held_roster_changes(hr, out, id).await,
+        HeldCommand::Show { id } => return roster_changes(hr, out, Changes::Held(id)).await,
         HeldCommand::Release { id, reason } => hr
             .release_held_change(pb::ReleaseHeldChangeRequest { id, reason })
             .await
