@@ -421,7 +421,7 @@ impl Batch {
         actor: &str,
     ) -> Result<SubmitOutcome, AppError> {
         if let Some(k) = self.events.get(&(ev.source.clone(), ev.event_id.clone())) {
-            if k.fingerprint != ev.fingerprint {
+            if !ev.same_payload(&k.fingerprint) {
                 return Err(AppError::Domain(DomainError::new(
                     ErrorCode::IdempotencyConflict,
                     format!(

@@ -69,6 +69,12 @@ pub struct HrEvent {
     /// by the state at that time rather than by the kind the diff chose.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_roster: bool,
+    /// The fingerprint versions before 2026-12-01 gave the same payload,
+    /// where it differs: they wrote an empty manager id (a cleared manager)
+    /// as `null`. A re-send across the upgrade is still the same event, not
+    /// a conflict. Known when the event is parsed; not stored.
+    #[serde(skip)]
+    pub earlier_fingerprint: Option<String>,
 }
 
 fn check_key_part(field: &str, value: &str, max: usize, v: &mut Vec<FieldViolation>) {
@@ -216,6 +222,11 @@ impl HrEvent {
         match kind {
             Some(kind) if v.is_empty() => {
                 let fingerprint = fingerprint(&input);
+                let earlier_fingerprint = (input.attrs.manager_id == Some(None)).then(|| {
+                    let mut before = input.clone();
+                    before.attrs.manager_id = None;
+                    self::fingerprint(&before)
+                });
                 Ok(HrEvent {
                     source: input.source,
                     event_id: input.event_id,
@@ -228,10 +239,20 @@ impl HrEvent {
                     rescinds_event_id: (!rescinds.is_empty()).then_some(rescinds),
                     fingerprint,
                     from_roster: false,
+                    earlier_fingerprint,
                 })
             }
             _ => Err(DomainError::invalid("the HR event is invalid", v)),
         }
+    }
+}
+
+impl HrEvent {
+    /// True when `stored` (the fingerprint of an event accepted under the
+    /// same key) is this payload's, as this version or an earlier one
+    /// computed it.
+    pub fn same_payload(&self, stored: &str) -> bool {
+        self.fingerprint == stored || self.earlier_fingerprint.as_deref() == Some(stored)
     }
 }
 

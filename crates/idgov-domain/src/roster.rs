@@ -325,6 +325,7 @@ pub fn to_events(
                 rescinds_event_id: None,
                 fingerprint: hex::encode(Sha256::digest(payload)),
                 from_roster: true,
+                earlier_fingerprint: None,
             }
         })
         .collect()

@@ -72,6 +72,51 @@ both_backends! {
         assert_eq!(snapshot(&app).await, before);
     }
 
+    async fn a_manager_clear_accepted_before_the_upgrade_is_the_same_event_when_sent_again(t: TestStore) {
+        let (app, _) = app_on(&t).await;
+        with_policy(&app).await;
+        hire(&app, &Person::new("M1", "Finance")).await;
+        let mut p = Person::new("E1", "Finance").patch();
+        p.manager_id = Some(Some("M1".into()));
+        app.submit_event(event(&app, EventKind::Hire, "hire-e1", "E1", "", p), "service:hr").await.unwrap();
+        let clear = AttributesPatch { manager_id: Some(None), title: Some("Analyst".into()), ..Default::default() };
+        let ev = event(&app, EventKind::Update, "clear-1", "E1", "", clear.clone());
+        let earlier = ev.earlier_fingerprint.clone().expect("a cleared manager had another fingerprint");
+        assert_ne!(earlier, ev.fingerprint);
+        app.submit_event(ev.clone(), "service:hr").await.unwrap();
+        // As a version before 2026-12-01 stored it: the manager written as
+        // null, in the payload and in the fingerprint over it.
+        let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&t.url).await.unwrap();
+        let stored: String = sqlx::Row::get(
+            &sqlx::query("SELECT payload FROM hr_events WHERE event_id = 'clear-1'").fetch_one(&mut c).await.unwrap(),
+            "payload",
+        );
+        let mut payload: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        assert_eq!(payload["attrs"]["manager_id"], "", "{payload}");
+        payload["attrs"]["manager_id"] = serde_json::Value::Null;
+        payload["fingerprint"] = serde_json::Value::String(earlier.clone());
+        let updated = sqlx::query("UPDATE hr_events SET fingerprint = $1, payload = $2 WHERE event_id = 'clear-1'")
+            .bind(&earlier)
+            .bind(payload.to_string())
+            .execute(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(updated.rows_affected(), 1);
+        let before = snapshot(&app).await;
+        // The HR system retries it after the upgrade: a duplicate.
+        let again = app.submit_event(ev.clone(), "service:hr").await.unwrap();
+        assert!(again.duplicate, "{again:?}");
+        assert_eq!(snapshot(&app).await, before, "nothing applied twice");
+        // Another payload under the key is still a conflict.
+        let other = AttributesPatch { title: Some("Lead".into()), ..clear };
+        let err = app
+            .submit_event(event(&app, EventKind::Update, "clear-1", "E1", "", other), "service:hr")
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, AppError::Domain(d) if d.code == idgov_domain::ErrorCode::IdempotencyConflict), "{err:?}");
+        assert_eq!(app.store.get_identity("E1").await.unwrap().unwrap().attrs.manager_id, None);
+    }
+
     async fn an_older_event_after_a_newer_one_changes_nothing(t: TestStore) {
         let (app, clock) = app_on(&t).await;
         with_policy(&app).await;

@@ -76,6 +76,7 @@ fn ev(id: &str, employee: &str, effective: i64) -> HrEvent {
         rescinds_event_id: None,
         fingerprint: format!("fp-{id}"),
         from_roster: false,
+        earlier_fingerprint: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn ev(kind: EventKind, id: &str, at: DateTime<Utc>, attrs: AttributesPatch) -> H
         rescinds_event_id: None,
         fingerprint: id.into(),
         from_roster: false,
+        earlier_fingerprint: None,
     }
 }
 
