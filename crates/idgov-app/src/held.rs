@@ -432,7 +432,7 @@ impl App {
         Ok(held)
     }
 
-    async fn held_or_not_found(&self, id: &str) -> Result<HeldChange, AppError> {
+    pub(crate) async fn held_or_not_found(&self, id: &str) -> Result<HeldChange, AppError> {
         self.store.get_held_change(id).await?.ok_or_else(|| {
             AppError::not_found(format!(
                 "there is no held change {}",

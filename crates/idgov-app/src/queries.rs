@@ -108,6 +108,11 @@ impl App {
         Ok(self.store.list_held_changes(state, after, limit).await?)
     }
 
+    /// Held change `id`, in any state.
+    pub async fn held_change(&self, id: &str) -> Result<HeldChange, AppError> {
+        self.held_or_not_found(id).await
+    }
+
     /// The changes of held roster sync `id` from place `from` on, at most
     /// `limit`, in the order they would apply (leavers first), and how
     /// many it makes in all. Only a change still held lists them: once

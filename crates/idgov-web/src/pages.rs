@@ -19,6 +19,7 @@ use idgov_authz::{Access, Role, Rpc, check_rpc};
 use idgov_domain::Classification;
 use idgov_domain::access::{AccessRequest, RequestState, SECURITY_POOL, StepState, TargetKind};
 use idgov_domain::review::{ItemState, ReviewItem, Verdict};
+use idgov_domain::roster::ChangeKind;
 use idgov_store::{AuditFilter, DirOpState, HeldState, IdentityFilter};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -42,7 +43,7 @@ pub fn routes() -> Router<Arc<WebState>> {
         .route("/requests/{id}/cancel", post(request_cancel))
         .route("/admin", get(admin))
         .route("/admin/campaigns/{id}", get(admin_campaign))
-        .route("/admin/held/{id}", post(admin_held))
+        .route("/admin/held/{id}", get(held_page).post(admin_held))
         .route("/audit", get(audit))
         .route("/audit/verify", post(audit_verify))
         .route("/audit/campaigns/{id}/evidence", get(evidence))
@@ -1324,6 +1325,125 @@ async fn admin_campaign(State(state): St, headers: HeaderMap, Path(id): Path<Str
             .collect(),
         evidence: s.nav.audit,
         c: campaign_row(&s.nav, &c),
+    })
+}
+
+/// One change of a held roster sync, as a row.
+#[derive(Debug, Clone)]
+struct ChangeRow {
+    employee: String,
+    kind: &'static str,
+    name: String,
+    fields: String,
+}
+
+#[derive(Template)]
+#[template(path = "held.html")]
+struct HeldPage {
+    nav: Option<Nav>,
+    title: String,
+    csrf: String,
+    can_change: bool,
+    h: HeldRow,
+    roster: bool,
+    changes: Vec<ChangeRow>,
+    total: usize,
+    first: usize,
+    last: usize,
+    prev: String,
+    next: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct FromQuery {
+    #[serde(default)]
+    from: usize,
+}
+
+/// How many changes of a held roster sync a page shows.
+const HELD_PAGE: usize = 100;
+
+/// A held change before the decision: a roster sync's changes as a table,
+/// a page of [`HELD_PAGE`] at a time (leavers first, the order they would
+/// apply in), anything else as staged; and the decision's form.
+async fn held_page(
+    State(state): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<FromQuery>,
+) -> Response {
+    let s = session!(state, headers, &format!("/admin/held/{}", encode(&id)));
+    try_page!(s, access(&s, Rpc::ListHeldRosterChanges));
+    let h = try_page!(s, state.app.held_change(&id).await);
+    let roster = h.kind == idgov_domain::guard::HeldKind::RosterSync;
+    let (mut changes, mut total) = (Vec::new(), 0);
+    if roster && h.state == HeldState::Held {
+        let (page, all) = try_page!(
+            s,
+            state.app.held_roster_changes(&id, q.from, HELD_PAGE).await
+        );
+        total = all;
+        changes = page
+            .into_iter()
+            .map(|c| ChangeRow {
+                employee: c.employee_id,
+                kind: match c.kind {
+                    ChangeKind::Joiner => "joiner",
+                    ChangeKind::Mover => "mover",
+                    ChangeKind::Update => "update",
+                    ChangeKind::Leaver => "leaver",
+                    ChangeKind::Rehire => "rehire",
+                },
+                name: bounded(&c.display_name, 200),
+                fields: bounded(
+                    &c.changes
+                        .iter()
+                        .map(|f| format!("{}: {} → {}", f.field, f.old, f.new))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    1000,
+                ),
+            })
+            .collect();
+    }
+    let first = q.from.min(total);
+    let last = first + changes.len();
+    let base = format!("/admin/held/{}", encode(&id));
+    render(&HeldPage {
+        nav: Some(s.nav.clone()),
+        title: format!("Held {}", h.kind.to_string().replace('_', " ")),
+        csrf: s.nav.csrf.clone(),
+        can_change: s.nav.admin && h.state == HeldState::Held,
+        roster,
+        total,
+        first: if changes.is_empty() { first } else { first + 1 },
+        last,
+        prev: if first > 0 {
+            format!("{base}?from={}", first.saturating_sub(HELD_PAGE))
+        } else {
+            String::new()
+        },
+        next: if last < total {
+            format!("{base}?from={last}")
+        } else {
+            String::new()
+        },
+        changes,
+        h: HeldRow {
+            id: h.id.clone(),
+            kind: h.kind.to_string(),
+            created: s.nav.when(h.created_at),
+            by: h.created_by.clone(),
+            summary: format!("{} ({})", h.summary, h.state.as_str()),
+            staged: if roster {
+                String::new()
+            } else {
+                bounded(
+                    &serde_json::to_string_pretty(&h.payload).unwrap_or_default(),
+                    20_000,
+                )
+            },
+        },
     })
 }
 

@@ -844,3 +844,128 @@ async fn sign_in_answers_must_belong_to_this_browser_and_are_used_once() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// A security officer reviews a held roster sync in the browser, every
+/// change a page at a time (leavers first, hostile names as text), and
+/// releases it; an employee cannot open it.
+#[tokio::test]
+async fn a_held_roster_is_reviewed_page_by_page_and_released() {
+    let Some(w) = setup().await else { return };
+    let app = w.server.app();
+    // Everyone but E4 listed as they are, and 150 joiners: E4 leaves, past
+    // the guard's threshold, so the sync is held.
+    let mut entries: Vec<idgov_domain::roster::RosterEntry> = Vec::new();
+    for id in [
+        "B1", "O1", "O2", "F1", "M1", "M2", "S1", "S2", "A1", "E1", "E2", "E3",
+    ] {
+        let p = app.store.get_identity(id).await.unwrap().unwrap();
+        entries.push(idgov_domain::roster::RosterEntry {
+            employee_id: id.into(),
+            attrs: AttributesPatch {
+                display_name: Some(p.attrs.display_name.clone()),
+                ..Default::default()
+            },
+        });
+    }
+    for j in 0..150 {
+        let name = if j == 0 {
+            SCRIPT.to_string()
+        } else {
+            format!("Joiner {j}")
+        };
+        entries.push(idgov_domain::roster::RosterEntry {
+            employee_id: format!("J{j:03}"),
+            attrs: AttributesPatch {
+                display_name: Some(name),
+                department: Some("Sales".into()),
+                ..Default::default()
+            },
+        });
+    }
+    let out = app
+        .sync_roster(
+            idgov_server::app::roster::SyncRequest {
+                source: "workday".into(),
+                sync_id: "web-held".into(),
+                dry_run: false,
+                as_of: String::new(),
+                time_zone: String::new(),
+                entries,
+            },
+            "service:hr",
+        )
+        .await
+        .unwrap();
+    let id = out.held_change_id.clone().expect("held by the guard");
+    assert_eq!(
+        (out.counts.leavers, out.counts.joiners, out.counts.total),
+        (1, 150, 151)
+    );
+    let b = w.signed_in("S1").await;
+    b.goto(&w.url("/admin")).await.unwrap();
+    Web::click(&b, &format!("#held-{id} a.review")).await;
+    Web::wait_path(&b, &format!("/admin/held/{id}")).await;
+    assert_eq!(
+        Web::text(&b, "#held-count").await,
+        "Changes 1–100 of 151, in the order they would apply (leavers first)."
+    );
+    let first = Web::text(&b, "#held-changes tbody tr").await;
+    assert!(first.starts_with("E4 leaver"), "{first}");
+    let table = Web::text(&b, "#held-changes").await;
+    assert!(
+        table.contains(SCRIPT),
+        "a hostile name is shown as text: {table}"
+    );
+    let pwned = b
+        .execute("return window.__pwned || 0", vec![])
+        .await
+        .unwrap();
+    assert_eq!(pwned, serde_json::json!(0));
+    screenshot(&b, "held").await;
+    Web::click(&b, "#next").await;
+    for _ in 0..100 {
+        if Web::text(&b, "#held-count")
+            .await
+            .starts_with("Changes 101")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        Web::text(&b, "#held-count").await,
+        "Changes 101–151 of 151, in the order they would apply (leavers first)."
+    );
+    assert!(b.find(Locator::Id("next")).await.is_err(), "the last page");
+    assert!(b.find(Locator::Id("prev")).await.is_ok());
+    // An employee: the page is not found for them.
+    let e = w.signed_in("E2").await;
+    e.goto(&w.url(&format!("/admin/held/{id}"))).await.unwrap();
+    assert_eq!(Web::text(&e, "h1").await, "Not found");
+    e.close().await.unwrap();
+    // Released from the page, with a reason.
+    b.find(Locator::Css("form.decide input[name=reason]"))
+        .await
+        .unwrap()
+        .send_keys("checked with HR")
+        .await
+        .unwrap();
+    Web::click(&b, "form.decide button[value=release]").await;
+    Web::wait_path(&b, "/admin").await;
+    for _ in 0..100 {
+        if app.store.get_identity("J149").await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.store.get_identity("E4").await.unwrap().unwrap().status,
+        idgov_domain::identity::Status::Terminated
+    );
+    assert!(app.store.get_identity("J149").await.unwrap().is_some());
+    // Decided: the page says so, and no form is offered.
+    b.goto(&w.url(&format!("/admin/held/{id}"))).await.unwrap();
+    assert!(Web::text(&b, "#held-summary").await.contains("(released)"));
+    assert!(b.find(Locator::Css("form.decide")).await.is_err());
+    b.close().await.unwrap();
+}
