@@ -847,15 +847,16 @@ async fn cut_short_while_staging(app: &std::sync::Arc<App>, sync: SyncRequest) {
     );
 }
 
-/// Every change of held roster `id`, read `page` at a time.
-async fn all_held_changes(
-    app: &App,
-    id: &str,
-    page: usize,
-) -> Vec<idgov_domain::roster::RosterChange> {
+/// Every change `read(from, limit)` lists (with the total it reports),
+/// read `page` at a time.
+async fn all_changes<F, Fut>(page: usize, read: F) -> Vec<idgov_domain::roster::RosterChange>
+where
+    F: Fn(usize, usize) -> Fut,
+    Fut: std::future::Future<Output = (Vec<idgov_domain::roster::RosterChange>, usize)>,
+{
     let mut all = Vec::new();
     loop {
-        let (got, total) = app.held_roster_changes(id, all.len(), page).await.unwrap();
+        let (got, total) = read(all.len(), page).await;
         assert!(got.len() <= page);
         if got.is_empty() {
             assert_eq!(all.len(), total);
@@ -863,6 +864,18 @@ async fn all_held_changes(
         }
         all.extend(got);
     }
+}
+
+/// Every change of held roster `id`, read `page` at a time.
+async fn all_held_changes(
+    app: &App,
+    id: &str,
+    page: usize,
+) -> Vec<idgov_domain::roster::RosterChange> {
+    all_changes(page, |from, limit| async move {
+        app.held_roster_changes(id, from, limit).await.unwrap()
+    })
+    .await
 }
 
 both_backends! {
@@ -953,16 +966,11 @@ async fn all_preview_changes(
     id: &str,
     page: usize,
 ) -> Vec<idgov_domain::roster::RosterChange> {
-    let mut all = Vec::new();
-    loop {
-        let got = app.roster_preview(id, all.len(), page).await.unwrap();
-        assert!(got.changes.len() <= page);
-        if got.changes.is_empty() {
-            assert_eq!(all.len(), got.total);
-            return all;
-        }
-        all.extend(got.changes);
-    }
+    all_changes(page, |from, limit| async move {
+        let p = app.roster_preview(id, from, limit).await.unwrap();
+        (p.changes, p.total)
+    })
+    .await
 }
 
 /// [`held_roster`] as a dry run.
