@@ -28,14 +28,7 @@ fn listing(n: usize, sync_id: &str) -> SyncRequest {
             attrs: Person::new(o, "Management").patch(),
         });
     }
-    SyncRequest {
-        source: "workday".into(),
-        sync_id: sync_id.into(),
-        dry_run: false,
-        as_of: String::new(),
-        time_zone: String::new(),
-        entries,
-    }
+    roster_sync(sync_id, entries)
 }
 
 /// The roster of [`listing`] with every listed person renamed.
@@ -193,17 +186,7 @@ both_backends! {
         let import = {
             let app = app.clone();
             tokio::spawn(async move {
-                app.sync_roster(
-                    SyncRequest {
-                        source: "workday".into(),
-                        sync_id: "big".into(),
-                        dry_run: false,
-                        as_of: String::new(),
-                        time_zone: String::new(),
-                        entries,
-                    },
-                    "service:hr",
-                )
+app.sync_roster(roster_sync("big", entries), "service:hr")
                 .await
             })
         };

@@ -212,3 +212,18 @@ pub async fn terminate_now(app: &App, event_id: &str, employee: &str) -> std::ti
     app.submit_event(ev, "service:hr").await.expect("terminate");
     sent.elapsed()
 }
+
+/// A roster snapshot from `workday` listing `entries`, applied now.
+pub fn roster_sync(
+    sync_id: &str,
+    entries: Vec<idgov_domain::roster::RosterEntry>,
+) -> idgov_server::app::roster::SyncRequest {
+    idgov_server::app::roster::SyncRequest {
+        source: "workday".into(),
+        sync_id: sync_id.into(),
+        dry_run: false,
+        as_of: String::new(),
+        time_zone: String::new(),
+        entries,
+    }
+}

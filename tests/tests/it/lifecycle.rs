@@ -10,7 +10,7 @@ use idgov_domain::identity::{AttributesPatch, BackgroundCheck, EmploymentType, S
 use idgov_domain::roster::RosterEntry;
 use idgov_server::AppError;
 use idgov_server::app::policy::PolicyOutcome;
-use idgov_server::app::roster::{Outcome, SyncRequest};
+use idgov_server::app::roster::Outcome;
 use idgov_store::AuditFilter;
 use idgov_tests::backends::TestStore;
 use idgov_tests::both_backends;
@@ -25,17 +25,6 @@ fn entry(id: &str, dept: &str) -> RosterEntry {
             clearance: Some(Classification::Confidential),
             ..Default::default()
         },
-    }
-}
-
-fn sync(id: &str, entries: Vec<RosterEntry>) -> SyncRequest {
-    SyncRequest {
-        source: "workday".into(),
-        sync_id: id.into(),
-        dry_run: false,
-        as_of: String::new(),
-        time_zone: String::new(),
-        entries,
     }
 }
 
@@ -267,14 +256,14 @@ both_backends! {
         let everyone: Vec<RosterEntry> = (0..38).map(|i| entry(&format!("E{i:03}"), "Finance"))
             .chain(["O1", "O2"].iter().map(|o| entry(o, "Management")))
             .collect();
-        let first = app.sync_roster(sync("s1", everyone.clone()), "service:hr").await.unwrap();
+        let first = app.sync_roster(roster_sync("s1", everyone.clone()), "service:hr").await.unwrap();
         assert_eq!(first.outcome, Outcome::Applied);
         assert_eq!(app.store.count_identities(Status::Active).await.unwrap(), 40);
         let before = snapshot(&app).await;
 
         // 4 of 40 active people (10%) are missing: above min(5%, 500) = 2.
         let short: Vec<RosterEntry> = everyone[4..].to_vec();
-        let held = app.sync_roster(sync("s2", short.clone()), "service:hr").await.unwrap();
+        let held = app.sync_roster(roster_sync("s2", short.clone()), "service:hr").await.unwrap();
         assert_eq!(held.outcome, Outcome::Held);
         assert_eq!((held.guard.active, held.guard.affected, held.guard.threshold), (40, 4, 2));
         let (rows, audit_seq) = snapshot(&app).await;
@@ -283,7 +272,7 @@ both_backends! {
         let sec = app.store.list_audit_events(&AuditFilter { action: "roster.sync.held".into(), ..Default::default() }, 0, 10).await.unwrap();
         assert!(sec[0].security, "a held sync is a security event");
         // Re-sending the same snapshot is idempotent: the same hold.
-        let again = app.sync_roster(sync("s2", short.clone()), "service:hr").await.unwrap();
+        let again = app.sync_roster(roster_sync("s2", short.clone()), "service:hr").await.unwrap();
         assert_eq!(again.held_change_id, held.held_change_id);
         assert_eq!(app.store.list_held_changes(HeldState::Held, "", 10).await.unwrap().len(), 1);
 
@@ -294,7 +283,7 @@ both_backends! {
         assert!(app.release_held(&id, "changed my mind", "user:sec").await.is_err(), "decided once");
 
         // Held again, then released: the leavers go, and lose everything.
-        let held = app.sync_roster(sync("s3", short), "service:hr").await.unwrap();
+        let held = app.sync_roster(roster_sync("s3", short), "service:hr").await.unwrap();
         assert_eq!(held.outcome, Outcome::Held);
         app.release_held(held.held_change_id.as_deref().unwrap(), "confirmed with HR", "user:sec").await.unwrap();
         assert_eq!(app.store.count_identities(Status::Active).await.unwrap(), 36);
@@ -312,11 +301,11 @@ both_backends! {
         let mut people: Vec<RosterEntry> = (0..40).map(|i| entry(&format!("E{i:03}"), "Finance"))
             .chain(["O1", "O2"].iter().map(|o| entry(o, "Management")))
             .collect();
-        app.sync_roster(sync("s1", people.clone()), "service:hr").await.unwrap();
+        app.sync_roster(roster_sync("s1", people.clone()), "service:hr").await.unwrap();
         people.remove(0); // one leaver: within the guard
         people[0].attrs.department = Some("Sales".into()); // one mover
         people.push(entry("N1", "Sales")); // one joiner
-        let mut dry = sync("s2", people.clone());
+        let mut dry = roster_sync("s2", people.clone());
         dry.dry_run = true;
         let before = snapshot(&app).await;
         let d = app.sync_roster(dry, "service:hr").await.unwrap();
@@ -325,7 +314,7 @@ both_backends! {
         use idgov_domain::roster::ChangeKind::*;
         assert_eq!(kinds, [("E001", Mover), ("N1", Joiner), ("E000", Leaver)]);
         assert_eq!(snapshot(&app).await, before, "a dry run writes nothing");
-        let applied = app.sync_roster(sync("s2", people), "service:hr").await.unwrap();
+        let applied = app.sync_roster(roster_sync("s2", people), "service:hr").await.unwrap();
         assert_eq!(applied.outcome, Outcome::Applied);
         assert_eq!(active_grants(&app, "E001").await, ["lobby", "wiki"]);
         assert_eq!(app.store.get_identity("E000").await.unwrap().unwrap().status, Status::Terminated);
@@ -419,7 +408,7 @@ both_backends! {
             entries.push(RosterEntry { employee_id: id.into(), attrs });
         }
         clock.advance(chrono::Duration::minutes(1));
-        let out = app.sync_roster(sync("permanent", entries), "service:hr").await.unwrap();
+        let out = app.sync_roster(roster_sync("permanent", entries), "service:hr").await.unwrap();
         assert_eq!(out.counts.updates, 1, "{out:?}");
         assert_eq!(app.store.get_identity("C2").await.unwrap().unwrap().attrs.end_date, None);
         // Past the old last day, both still work here.

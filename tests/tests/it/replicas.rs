@@ -49,17 +49,7 @@ both_backends! {
             entries.push(idgov_domain::roster::RosterEntry { employee_id: o.into(), attrs: Person::new(o, "Management").patch() });
         }
         let out = app
-            .sync_roster(
-                idgov_server::app::roster::SyncRequest {
-                    source: "workday".into(),
-                    sync_id: "big".into(),
-                    dry_run: false,
-                    as_of: String::new(),
-                    time_zone: String::new(),
-                    entries,
-                },
-                "service:hr",
-            )
+.sync_roster(roster_sync("big", entries), "service:hr")
             .await
             .unwrap();
         assert_eq!(out.counts.joiners, 2500);

@@ -883,17 +883,7 @@ async fn a_held_roster_is_reviewed_page_by_page_and_released() {
         });
     }
     let out = app
-        .sync_roster(
-            idgov_server::app::roster::SyncRequest {
-                source: "workday".into(),
-                sync_id: "web-held".into(),
-                dry_run: false,
-                as_of: String::new(),
-                time_zone: String::new(),
-                entries,
-            },
-            "service:hr",
-        )
+        .sync_roster(roster_sync("web-held", entries), "service:hr")
         .await
         .unwrap();
     let id = out.held_change_id.clone().expect("held by the guard");
