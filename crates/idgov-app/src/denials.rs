@@ -113,10 +113,14 @@ impl App {
     }
 }
 
-/// Flushes denials every `interval` until the application is dropped.
-pub async fn flush_loop(app: std::sync::Weak<App>, interval: std::time::Duration) {
-    loop {
-        tokio::time::sleep(interval).await;
+/// Flushes denials every `interval` until the application is dropped or
+/// shutdown begins ([`App::shutdown`] writes the last ones).
+pub async fn flush_loop(
+    app: std::sync::Weak<App>,
+    interval: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    while crate::workers::Workers::pause(&stop, interval).await {
         let Some(app) = app.upgrade() else { return };
         if let Err(e) = app.flush_denials().await {
             tracing::warn!(error = %e, "cannot write denied calls to the audit log");

@@ -1650,9 +1650,22 @@ pub(crate) fn cycle_text(cycle: &[String]) -> String {
     cycle.join(" → ")
 }
 
-/// Runs the intake writer until the application is dropped.
-pub(crate) async fn writer_loop(app: Weak<App>, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.recv().await {
+/// Runs the intake writer until the application is dropped or shutdown
+/// begins; then it takes no more events and applies those already queued.
+pub(crate) async fn writer_loop(
+    app: Weak<App>,
+    mut rx: mpsc::Receiver<Job>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            j = rx.recv() => j,
+            _ = stop.cancelled() => {
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(first) = first else { break };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {

@@ -3,8 +3,10 @@
 //! the store, asks the domain rules, and writes the result with its audit
 //! events in one transaction. Adapters never touch the store themselves:
 //! reads go through [`queries`], which applies object-level authorization.
-//! Services never spawn work of their own accord except the workers
-//! [`App::start`] starts for the process.
+//! Services never spawn: every task of the process (the workers
+//! [`App::start`] starts, those `serve` adds, and work an adapter hands over
+//! with [`to_the_end`]) runs under [`workers::Workers`], which stops them
+//! all in one shutdown ([`App::shutdown`]).
 //!
 //! - [`access`]: access requests and approvals, manual revocation,
 //!   time-bound grants and separation of duties;
@@ -36,6 +38,7 @@ pub mod roster;
 pub mod scheduler;
 pub mod web_sessions;
 pub mod webhooks;
+pub mod workers;
 
 use chrono::{DateTime, Utc};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -98,6 +101,8 @@ pub struct App {
     pub metrics: Arc<metrics::Metrics>,
     /// The key that signs audit checkpoints, once `serve` has loaded it.
     pub(crate) audit_signer: std::sync::OnceLock<Arc<audit_checkpoints::AuditSigner>>,
+    /// Every task of the process, under one shutdown.
+    pub workers: workers::Workers,
 }
 
 /// The actor name of work the service does by itself.
@@ -139,14 +144,18 @@ impl App {
             audit_signer: std::sync::OnceLock::new(),
             development: std::sync::atomic::AtomicBool::new(false),
             metrics,
+            workers: workers::Workers::default(),
         });
         app.reload_policy().await?;
         for rx in receivers {
-            tokio::spawn(intake::writer_loop(Arc::downgrade(&app), rx));
+            app.workers.spawn(
+                "intake writer",
+                intake::writer_loop(Arc::downgrade(&app), rx, app.workers.stop_token()),
+            );
         }
         // A recompute a crash or a stopped replica left half done goes on.
         let weak = Arc::downgrade(&app);
-        tokio::spawn(async move {
+        app.workers.spawn("resume bulk work", async move {
             let Some(app) = weak.upgrade() else { return };
             app.delete_ended_staging().await;
             match app.resume_bulk_jobs().await {
@@ -160,14 +169,30 @@ impl App {
         if let Some(cfg) = app.directory.clone() {
             use idgov_store::Lane;
             for lane in [Lane::Disables, Lane::Strips, Lane::Others] {
-                tokio::spawn(provisioning::worker_loop(
-                    Arc::downgrade(&app),
-                    cfg.clone(),
-                    lane,
-                ));
+                app.workers.spawn(
+                    "provisioning lane",
+                    provisioning::worker_loop(
+                        Arc::downgrade(&app),
+                        cfg.clone(),
+                        lane,
+                        app.workers.stop_token(),
+                    ),
+                );
             }
         }
         Ok(app)
+    }
+
+    /// Stops every task of the process (see [`workers::Workers::shutdown`]):
+    /// intake writers apply what is queued, loops stop between two runs, and
+    /// what is still running after `grace` is dropped (bulk work resumes at
+    /// the next start). Denied calls counted so far are written.
+    pub async fn shutdown(&self, grace: std::time::Duration) -> workers::ShutdownReport {
+        let report = self.workers.shutdown(grace).await;
+        if let Err(e) = self.flush_denials().await {
+            tracing::warn!(error = %e, "cannot write denied calls to the audit log at shutdown");
+        }
+        report
     }
 
     /// True when grant changes are provisioned to a directory.
@@ -259,7 +284,18 @@ where
     Fut: std::future::Future<Output = Result<T, AppError>> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::spawn(change(app.clone()))
+    if app.workers.stopping() {
+        return Err(AppError::Unavailable(
+            "the service is stopping; send the change again once it is back".into(),
+        ));
+    }
+    app.workers
+        .spawn("change", change(app.clone()))
         .await
         .map_err(|e| AppError::Unavailable(format!("the change stopped: {e}")))?
+        .ok_or_else(|| {
+            AppError::Unavailable(
+                "the service stopped before the change ended; it resumes at the next start".into(),
+            )
+        })?
 }

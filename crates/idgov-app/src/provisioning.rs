@@ -266,7 +266,7 @@ impl App {
         // operation), with a security event for each permanent refusal. It
         // runs beside the next run: the next locks do not wait for it.
         let app = self.clone();
-        tokio::spawn(async move {
+        self.workers.spawn("directory results", async move {
             let mut attempt = 0;
             loop {
                 match app.record_run(&results).await {
@@ -415,9 +415,15 @@ async fn next_wait(app: &App, lane: Lane, now: DateTime<Utc>) -> Duration {
     }
 }
 
-/// Runs a provisioning worker for `lane` until the application is dropped.
-/// Each lane has its own connections.
-pub(crate) async fn worker_loop(app: Weak<App>, cfg: Arc<DirectoryConfig>, lane: Lane) {
+/// Runs a provisioning worker for `lane` until the application is dropped
+/// or shutdown begins (it ends the run in progress first). Each lane has
+/// its own connections.
+pub(crate) async fn worker_loop(
+    app: Weak<App>,
+    cfg: Arc<DirectoryConfig>,
+    lane: Lane,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let size = match lane {
         Lane::Disables => lock_concurrency(&cfg),
         _ => cfg.workers,
@@ -430,7 +436,7 @@ pub(crate) async fn worker_loop(app: Weak<App>, cfg: Arc<DirectoryConfig>, lane:
         (Some(a), Lane::Others) => a.provisioning_wakeup.clone(),
         (None, _) => return,
     };
-    loop {
+    while !stop.is_cancelled() {
         let Some(app) = app.upgrade() else { return };
         let now = app.now();
         if lane == Lane::Others
@@ -464,6 +470,7 @@ pub(crate) async fn worker_loop(app: Weak<App>, cfg: Arc<DirectoryConfig>, lane:
         tokio::select! {
             _ = wakeup.notified() => {}
             _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => {}
         }
     }
 }

@@ -3,9 +3,11 @@
 use super::App;
 use super::intake::Batch;
 use crate::error::AppError;
+use crate::workers::Workers;
 use idgov_domain::{history, lifecycle};
 use std::sync::Weak;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 impl App {
     /// Applies every scheduled event due now, then terminates everyone whose
@@ -106,14 +108,13 @@ pub const SOD_CHECK_EVERY: Duration = Duration::from_secs(600);
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(600);
 
 /// Runs the long scheduled work every `interval` until the application is
-/// dropped: campaigns (starts, generation, reminders, closes, mover
+/// dropped or shutdown begins: campaigns (starts, generation, reminders, closes, mover
 /// reviews), bulk work whose process stopped (its lease ran out) and
 /// expired roster previews. Apart
 /// from [`scheduler_loop`], so a dated leaver never waits behind a
 /// million-item generation or close.
-pub async fn bulk_loop(app: Weak<App>, interval: Duration) {
-    loop {
-        tokio::time::sleep(interval).await;
+pub async fn bulk_loop(app: Weak<App>, interval: Duration, stop: CancellationToken) {
+    while Workers::pause(&stop, interval).await {
         let Some(app) = app.upgrade() else { return };
         match app.resume_bulk_jobs().await {
             Ok(0) => {}
@@ -135,15 +136,15 @@ pub async fn bulk_loop(app: Weak<App>, interval: Duration) {
     }
 }
 
-/// Runs the scheduler every `interval` until the application is dropped:
+/// Runs the scheduler every `interval` until the application is dropped or
+/// shutdown begins:
 /// due HR events and end dates, access expiry (requests, time-bound
 /// grants, SoD exceptions), audit checkpoints and, now and then, the SoD
 /// detective check. Campaigns and resumed bulk work run in [`bulk_loop`].
-pub async fn scheduler_loop(app: Weak<App>, interval: Duration) {
+pub async fn scheduler_loop(app: Weak<App>, interval: Duration, stop: CancellationToken) {
     let mut sod_checked: Option<(std::time::Instant, i64)> = None;
     let mut checkpointed: Option<std::time::Instant> = None;
-    loop {
-        tokio::time::sleep(interval).await;
+    while Workers::pause(&stop, interval).await {
         let Some(app) = app.upgrade() else { return };
         match app.run_due().await {
             Ok(0) => {}

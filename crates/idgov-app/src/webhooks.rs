@@ -723,21 +723,26 @@ impl App {
 
 /// Delivers to every subscription (those of the webhooks file, `file`, and
 /// those created through the API, read again each round) until the
-/// application is dropped: woken by this process's commits of audit events,
-/// and every 250 ms for what other replicas commit and for retries that come
-/// due.
-pub async fn webhook_loop(app: Weak<App>, file: Vec<Arc<WebhookSubscription>>) {
+/// application is dropped or shutdown begins: woken by this process's
+/// commits of audit events, and every 250 ms for what other replicas commit
+/// and for retries that come due.
+pub async fn webhook_loop(
+    app: Weak<App>,
+    file: Vec<Arc<WebhookSubscription>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
     const BATCH: usize = 100;
     let appended = match app.upgrade() {
         Some(a) => a.store.audit_appended(),
         None => return,
     };
     let mut behind = false;
-    loop {
+    while !stop.is_cancelled() {
         if !behind {
             tokio::select! {
                 _ = appended.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = stop.cancelled() => return,
             }
         }
         let Some(app) = app.upgrade() else { return };

@@ -98,27 +98,44 @@ pub struct Running {
     pub policy_pending: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), tonic::transport::Error>>,
-    scheduler: JoinHandle<()>,
-    bulk: JoinHandle<()>,
 }
 
+/// How long a stopping server waits for its workers (an intake batch, a
+/// provisioning run, a bulk step) before it drops them. Bulk work dropped
+/// then resumes at the next start.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 impl Running {
-    /// Stops serving and waits for in-flight calls to finish.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    /// Stops the process in order: no new calls, in-flight calls finish,
+    /// then every worker stops ([`App::shutdown`], at most
+    /// [`SHUTDOWN_GRACE`]), then the database connections close.
+    pub async fn stop(self) -> anyhow::Result<idgov_app::workers::ShutdownReport> {
+        self.stop_within(SHUTDOWN_GRACE).await
+    }
+
+    /// [`Running::stop`] with another grace period for the workers.
+    pub async fn stop_within(
+        mut self,
+        grace: Duration,
+    ) -> anyhow::Result<idgov_app::workers::ShutdownReport> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        self.scheduler.abort();
-        self.bulk.abort();
-        (&mut self.handle).await.context("server task")??;
+        let served = (&mut self.handle).await.context("server task");
+        let report = self.app.shutdown(grace).await;
         self.app.store.close().await;
-        Ok(())
+        served??;
+        Ok(report)
     }
 
-    /// Waits until the server stops by itself (it does not, short of an error).
-    pub async fn wait(mut self) -> anyhow::Result<()> {
-        (&mut self.handle).await.context("server task")??;
-        Ok(())
+    /// Waits until the server stops by itself (it does not, short of an
+    /// error), then stops the workers as [`Running::stop`] does.
+    pub async fn wait(mut self) -> anyhow::Result<idgov_app::workers::ShutdownReport> {
+        let served = (&mut self.handle).await.context("server task");
+        let report = self.app.shutdown(SHUTDOWN_GRACE).await;
+        self.app.store.close().await;
+        served??;
+        Ok(report)
     }
 
     /// Signals shutdown without waiting.
@@ -215,12 +232,16 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
                 let short = short_error(&e);
                 tracing::warn!(file = %path.display(), why = %short, "the policy file is not applied yet; it will be once its owners exist (or apply one with `idgov policy apply`)");
                 policy_pending = Some(short);
-                tokio::spawn(apply_when_possible(
-                    Arc::downgrade(&app),
-                    doc,
-                    reason,
-                    app.policy().version,
-                ));
+                app.workers.spawn(
+                    "pending policy file",
+                    apply_when_possible(
+                        Arc::downgrade(&app),
+                        doc,
+                        reason,
+                        app.policy().version,
+                        app.workers.stop_token(),
+                    ),
+                );
             }
             Err(e) => {
                 bail!(
@@ -370,21 +391,38 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         None => Vec::new(),
     };
     // Also delivers the subscriptions created through the API.
-    tokio::spawn(idgov_app::webhooks::webhook_loop(
-        Arc::downgrade(&app),
-        file_subs,
-    ));
-    let scheduler = tokio::spawn(scheduler_loop(Arc::downgrade(&app), cfg.scheduler_interval));
-    let bulk = tokio::spawn(bulk_loop(Arc::downgrade(&app), cfg.scheduler_interval));
-    tokio::spawn(crate::auth::denials::flush_loop(
-        Arc::downgrade(&app),
-        Duration::from_secs(10),
-    ));
-    tokio::spawn(health_loop(
-        Arc::downgrade(&app),
-        health_reporter,
-        cfg.health_interval,
-    ));
+    // Every worker under the application's one shutdown (`Running::stop`).
+    let weak = Arc::downgrade(&app);
+    let workers = &app.workers;
+    workers.spawn(
+        "webhook delivery",
+        idgov_app::webhooks::webhook_loop(weak.clone(), file_subs, workers.stop_token()),
+    );
+    workers.spawn(
+        "scheduler",
+        scheduler_loop(weak.clone(), cfg.scheduler_interval, workers.stop_token()),
+    );
+    workers.spawn(
+        "bulk work",
+        bulk_loop(weak.clone(), cfg.scheduler_interval, workers.stop_token()),
+    );
+    workers.spawn(
+        "denied calls",
+        crate::auth::denials::flush_loop(
+            weak.clone(),
+            Duration::from_secs(10),
+            workers.stop_token(),
+        ),
+    );
+    workers.spawn(
+        "health",
+        health_loop(
+            weak,
+            health_reporter,
+            cfg.health_interval,
+            workers.stop_token(),
+        ),
+    );
     tracing::info!(
         %addr,
         backend = app.store.backend().as_str(),
@@ -400,8 +438,6 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
         policy_pending,
         shutdown: Some(tx),
         handle,
-        scheduler,
-        bulk,
     })
 }
 
@@ -526,10 +562,10 @@ async fn apply_when_possible(
     doc: String,
     reason: String,
     version_at_start: i64,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let mut last = String::new();
-    loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
+    while idgov_app::workers::Workers::pause(&stop, Duration::from_secs(5)).await {
         let Some(app) = app.upgrade() else { return };
         if let Ok(p) = app.reload_policy().await
             && p.version != version_at_start
@@ -568,10 +604,10 @@ async fn health_loop(
     app: std::sync::Weak<App>,
     reporter: tonic_health::server::HealthReporter,
     interval: Duration,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let mut serving = true;
-    loop {
-        tokio::time::sleep(interval).await;
+    while idgov_app::workers::Workers::pause(&stop, interval).await {
         let Some(app) = app.upgrade() else { return };
         let ok = app.database_ready().await;
         if ok != serving {

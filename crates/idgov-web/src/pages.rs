@@ -1671,7 +1671,7 @@ async fn evidence(State(state): St, headers: HeaderMap, Path(id): Path<String>) 
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let app = state.app.clone();
     let cid = id.clone();
-    tokio::spawn(async move {
+    state.app.workers.spawn("evidence export", async move {
         let err_tx = tx.clone();
         if let Err(e) = app.export_evidence(&cid, tx).await {
             let _ = err_tx.send(Err(e)).await;

@@ -746,8 +746,8 @@ both_backends! {
             .unwrap();
         clock.advance(days(15)); // the campaign is due; the leaver not yet
         let every = std::time::Duration::from_millis(20);
-        let bulk = tokio::spawn(idgov_server::app::scheduler::bulk_loop(std::sync::Arc::downgrade(&app), every));
-        let short = tokio::spawn(idgov_server::app::scheduler::scheduler_loop(std::sync::Arc::downgrade(&app), every));
+        let bulk = tokio::spawn(idgov_server::app::scheduler::bulk_loop(std::sync::Arc::downgrade(&app), every, app.workers.stop_token()));
+        let short = tokio::spawn(idgov_server::app::scheduler::scheduler_loop(std::sync::Arc::downgrade(&app), every, app.workers.stop_token()));
         let t0 = std::time::Instant::now();
         while app.campaign(&c.id).await.unwrap().state != CampaignState::Closing {
             assert!(t0.elapsed() < std::time::Duration::from_secs(60), "the scheduler never closed the campaign");

@@ -20,6 +20,7 @@ mod provisioning;
 mod provisioning_faults;
 mod replicas;
 mod sessions;
+mod shutdown;
 mod store_suite;
 mod web;
 mod webhooks;

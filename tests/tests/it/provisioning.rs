@@ -65,8 +65,13 @@ when = { department = "Sales" }
 "#;
 
 fn seed() -> String {
+    seed_with(&["O1", "E1", "E2", "E3"])
+}
+
+/// The directory's starting content with an account for each of `people`.
+fn seed_with(people: &[&str]) -> String {
     let mut s = String::new();
-    for id in ["O1", "E1", "E2", "E3"] {
+    for id in people {
         let uid = id.to_lowercase();
         s.push_str(&format!(
             "dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {id}\nsn: {id}\n\
@@ -726,4 +731,79 @@ async fn two_replicas_apply_each_directory_operation_once() {
     );
     assert_eq!(groups(&mut d, "E2").await, [group("sales"), group("staff")]);
     assert!(groups(&mut d, "E3").await.is_empty());
+}
+
+/// Stopping the application stops its provisioning lanes by themselves, and
+/// never leaves a directory change applied but unrecorded: a leaver's
+/// disable is either done (and recorded as done) or still pending for the
+/// next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_ends_the_provisioning_lanes_without_losing_a_result() {
+    const N: usize = 60;
+    let people: Vec<String> = (0..N).map(|i| format!("E{i}")).collect();
+    let mut accounts: Vec<&str> = people.iter().map(String::as_str).collect();
+    accounts.push("O1");
+    let Some(s) = Slapd::start_with(&seed_with(&accounts)) else {
+        return;
+    };
+    let t = idgov_tests::backends::open("sqlite").await.unwrap();
+    let app = app_with_directory(&t, &s).await;
+    assert_eq!(
+        app.workers.running().get("provisioning lane"),
+        Some(&3),
+        "{:?}",
+        app.workers.running()
+    );
+    for i in 0..N {
+        hire(&app, &Person::new(&format!("E{i}"), "Finance")).await;
+    }
+    settled(&app, Duration::from_secs(20)).await;
+    // Leavers, and the stop right behind them.
+    for i in 0..N {
+        let term = event(
+            &app,
+            EventKind::Terminate,
+            &format!("t{i}"),
+            &format!("E{i}"),
+            "",
+            AttributesPatch::default(),
+        );
+        app.submit_event(term, "service:hr").await.unwrap();
+    }
+    let report = app.shutdown(Duration::from_secs(15)).await;
+    assert!(report.forced.is_empty(), "{report:?}");
+    assert!(
+        app.workers.running().is_empty(),
+        "{:?}",
+        app.workers.running()
+    );
+    let ops = app
+        .store
+        .list_directory_ops(None, "", 0, 10_000)
+        .await
+        .unwrap();
+    let mut disables = 0;
+    for i in 0..N {
+        let id = format!("E{i}");
+        let op = ops
+            .iter()
+            .find(|o| o.employee_id == id && o.kind == idgov_store::DirOpKind::Disable)
+            .unwrap_or_else(|| panic!("no disable queued for {id}"));
+        let can_bind =
+            Directory::can_bind(&s.url(), &dn(&id), &format!("pw-{}", id.to_lowercase()))
+                .await
+                .unwrap();
+        match op.state {
+            DirOpState::Done => {
+                disables += 1;
+                assert!(!can_bind, "{id}'s disable is recorded done but it can bind");
+            }
+            DirOpState::Pending => assert!(
+                can_bind,
+                "{id} is disabled in the directory but its operation is still pending: {op:?}"
+            ),
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    eprintln!("{disables} of {N} disables were applied before the stop");
 }

@@ -361,13 +361,14 @@ impl CampaignService for Api {
         let (chunks, out) = tokio::sync::mpsc::channel::<Result<pb::EvidenceChunk, Status>>(4);
         let app = self.app.clone();
         let errors = tx.clone();
-        tokio::spawn(async move {
+        let workers = &self.app.workers;
+        workers.spawn("evidence export", async move {
             if let Err(e) = app.export_evidence(&id, tx).await {
                 let _ = errors.send(Err(e)).await;
             }
         });
         // Lines bundled into chunks of about 60 KiB.
-        tokio::spawn(async move {
+        workers.spawn("evidence export", async move {
             let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
             while let Some(line) = rx.recv().await {
                 match line {

@@ -80,7 +80,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         ..ServeConfig::default()
     };
     let data_dir = cfg.data_dir.clone();
-    let mut running = start(cfg, Arc::new(SystemClock)).await?;
+    let running = start(cfg, Arc::new(SystemClock)).await?;
     let scheme = if running.tls { "https" } else { "http" };
     eprintln!(
         "idgov is serving on {scheme}://{} ({} store; {})",
@@ -106,8 +106,19 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     shutdown_signal().await;
     tracing::info!("shutting down");
-    running.signal_shutdown();
-    running.wait().await?;
+    let report = running.stop().await?;
+    if !report.forced.is_empty() {
+        eprintln!(
+            "stopped; work still running after {} s was dropped and resumes at the next start: {}",
+            idgov_server::serve::SHUTDOWN_GRACE.as_secs(),
+            report
+                .forced
+                .iter()
+                .map(|(name, n)| format!("{name} ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
