@@ -17,6 +17,35 @@ fn examples() -> PathBuf {
 struct Server {
     child: Child,
     url: String,
+    /// What serve wrote to stderr after its banner.
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Sends SIGTERM, as a service manager does, and waits for the exit:
+    /// its status and what serve wrote meanwhile.
+    fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let t = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "idgov serve did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // The reader thread sees the end of stderr once the process is gone.
+        std::thread::sleep(Duration::from_millis(200));
+        let lines = self.stderr.lock().unwrap().clone();
+        (status, lines)
+    }
 }
 
 impl Drop for Server {
@@ -47,8 +76,14 @@ fn serve(dir: &Path, extra: &[&str]) -> (Server, Duration) {
         }
         assert!(!line.contains("error"), "serve failed: {line}");
     };
-    std::thread::spawn(move || for _ in lines {});
-    (Server { child, url }, started.elapsed())
+    let stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let keep = stderr.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            keep.lock().unwrap().push(line);
+        }
+    });
+    (Server { child, url, stderr }, started.elapsed())
 }
 
 struct Cli<'a> {
@@ -890,6 +925,14 @@ fn directory_tour(dir: &Path) {
         ],
         "the kind filter keeps the orphans only"
     );
+    // SIGTERM: every worker (here with the provisioning lanes) stops by
+    // itself, and the process exits successfully; nothing is dropped.
+    let (status, said) = server.terminate();
+    assert!(status.success(), "{status:?}: {said:#?}");
+    assert!(
+        !said.iter().any(|l| l.contains("dropp")),
+        "a worker had to be dropped: {said:#?}"
+    );
     drop(slapd);
 }
 
@@ -1025,4 +1068,32 @@ fn a_policy_naming_people_not_yet_imported_waits_for_them() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+#[test]
+fn sigterm_stops_serve_with_every_worker_even_one_waiting_for_its_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = examples().join("northwind-policy.toml");
+    // A policy whose owners are not imported: a worker retries it.
+    let (server, _) = serve(dir.path(), &["--policy", policy.to_str().unwrap()]);
+    let cli = Cli {
+        dir: dir.path(),
+        url: server.url.clone(),
+    };
+    cli.ok(&["dev", "token", "--role", "auditor"]);
+    assert_eq!(cli.json(&["policy", "show"])["version"], 0);
+    let (status, said) = server.terminate();
+    assert!(status.success(), "{status:?}: {said:#?}");
+    assert!(
+        !said.iter().any(|l| l.contains("dropp")),
+        "a worker had to be dropped: {said:#?}"
+    );
+    // The data directory opens again: the store was closed cleanly.
+    let (again, _) = serve(dir.path(), &[]);
+    let cli = Cli {
+        dir: dir.path(),
+        url: again.url.clone(),
+    };
+    let v = cli.ok(&["audit", "verify"]);
+    assert!(v.starts_with("audit chain OK"), "{v}");
 }
