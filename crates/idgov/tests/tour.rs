@@ -46,6 +46,17 @@ impl Server {
         let lines = self.stderr.lock().unwrap().clone();
         (status, lines)
     }
+
+    /// [`Server::terminate`], which must exit successfully with every
+    /// worker stopped by itself (none dropped at the grace period).
+    fn terminate_cleanly(self) {
+        let (status, said) = self.terminate();
+        assert!(status.success(), "{status:?}: {said:#?}");
+        assert!(
+            !said.iter().any(|l| l.contains("dropp")),
+            "a worker had to be dropped: {said:#?}"
+        );
+    }
 }
 
 impl Drop for Server {
@@ -927,12 +938,7 @@ fn directory_tour(dir: &Path) {
     );
     // SIGTERM: every worker (here with the provisioning lanes) stops by
     // itself, and the process exits successfully; nothing is dropped.
-    let (status, said) = server.terminate();
-    assert!(status.success(), "{status:?}: {said:#?}");
-    assert!(
-        !said.iter().any(|l| l.contains("dropp")),
-        "a worker had to be dropped: {said:#?}"
-    );
+    server.terminate_cleanly();
     drop(slapd);
 }
 
@@ -1082,12 +1088,7 @@ fn sigterm_stops_serve_with_every_worker_even_one_waiting_for_its_policy() {
     };
     cli.ok(&["dev", "token", "--role", "auditor"]);
     assert_eq!(cli.json(&["policy", "show"])["version"], 0);
-    let (status, said) = server.terminate();
-    assert!(status.success(), "{status:?}: {said:#?}");
-    assert!(
-        !said.iter().any(|l| l.contains("dropp")),
-        "a worker had to be dropped: {said:#?}"
-    );
+    server.terminate_cleanly();
     // The data directory opens again: the store was closed cleanly.
     let (again, _) = serve(dir.path(), &[]);
     let cli = Cli {
