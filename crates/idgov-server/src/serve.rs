@@ -127,23 +127,6 @@ impl Running {
         served??;
         Ok(report)
     }
-
-    /// Waits until the server stops by itself (it does not, short of an
-    /// error), then stops the workers as [`Running::stop`] does.
-    pub async fn wait(mut self) -> anyhow::Result<idgov_app::workers::ShutdownReport> {
-        let served = (&mut self.handle).await.context("server task");
-        let report = self.app.shutdown(SHUTDOWN_GRACE).await;
-        self.app.store.close().await;
-        served??;
-        Ok(report)
-    }
-
-    /// Signals shutdown without waiting.
-    pub fn signal_shutdown(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
 }
 
 /// Opens the store the configuration names.
