@@ -1406,8 +1406,11 @@ impl App {
                 .await?;
             refused.extend(here);
             pos = end;
-            // Let intake in between steps.
-            tokio::task::yield_now().await;
+            match job {
+                // Its progress is recorded: it can stop here.
+                Some(j) if pos < total => self.between_steps("the roster", Some(j.id)).await?,
+                _ => tokio::task::yield_now().await,
+            }
         }
         Ok(refused)
     }

@@ -212,6 +212,38 @@ impl App {
         self.provisioning_wakeup.notify_one();
     }
 
+    /// Between two steps of bulk work (each step's progress committed):
+    /// lets intake in, and ends the work when the service has begun to stop
+    /// (see [`workers::Workers::wind_down`]), so that a stop does not wait
+    /// for a million-grant change. `job` is the bulk job whose lease is
+    /// then given up, so the next start (or another replica) goes on at
+    /// once; work without one (a campaign's generation or close) is carried
+    /// on by the campaign schedule.
+    pub(crate) async fn between_steps(
+        &self,
+        what: &str,
+        job: Option<&str>,
+    ) -> Result<(), AppError> {
+        tokio::task::yield_now().await;
+        if !self.workers.winding_down() {
+            return Ok(());
+        }
+        if let Some(id) = job
+            && let Err(e) = self.store.release_bulk_job(id).await
+        {
+            // Its lease runs out by itself; the work goes on later.
+            tracing::warn!(job = id, error = %e, "cannot give up a bulk job's lease at shutdown");
+        }
+        tracing::info!(
+            work = what,
+            job = job.unwrap_or(""),
+            "bulk work stopped between two steps; it goes on at the next start"
+        );
+        Err(AppError::Unavailable(format!(
+            "the service is stopping: {what} stopped after a step, with its progress recorded, and goes on from there when the service is back; nothing needs to be sent again"
+        )))
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
@@ -284,7 +316,7 @@ where
     Fut: std::future::Future<Output = Result<T, AppError>> + Send + 'static,
     T: Send + 'static,
 {
-    if app.workers.stopping() {
+    if app.workers.winding_down() {
         return Err(AppError::Unavailable(
             "the service is stopping; send the change again once it is back".into(),
         ));

@@ -73,6 +73,11 @@ pub(crate) const STATISTICS_EVERY: u64 = 20;
 /// How long a process holds a bulk job before another may take it over.
 pub(crate) const JOB_LEASE_SECONDS: i64 = 60;
 
+/// How long the record of a bulk job that ended (its progress, impact and
+/// refusals) is kept before the bulk loop removes it; what it did stays in
+/// the audit log.
+pub const ENDED_JOBS_KEPT_DAYS: i64 = 30;
+
 fn add_impact(impact: &mut Impact, changes: &[GrantChange]) {
     let revoked = changes
         .iter()
@@ -421,8 +426,8 @@ impl App {
                     self.after_conflict(&e, 1).await;
                 }
             }
-            // Let intake in between steps.
-            tokio::task::yield_now().await;
+            self.between_steps("the policy recompute", Some(&job.id))
+                .await?;
         }
     }
 
@@ -473,6 +478,26 @@ impl App {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot delete the staged rows of ended bulk jobs")
             }
+        }
+    }
+
+    /// Removes the records of bulk jobs that ended more than
+    /// [`ENDED_JOBS_KEPT_DAYS`] ago (by when they started), a few hundred
+    /// per transaction, so that the table does not grow with every change
+    /// for ever. Their audit events stay. Returns how many went.
+    pub async fn prune_ended_jobs(&self) -> Result<u64, AppError> {
+        let before = self.now() - chrono::Duration::days(ENDED_JOBS_KEPT_DAYS);
+        let mut n = 0;
+        loop {
+            let now = self.now();
+            let mut tx = self.store.begin().await?;
+            let gone = tx.delete_ended_bulk_jobs(before, 500).await?;
+            tx.commit(now).await?;
+            n += gone;
+            if gone < 500 {
+                return Ok(n);
+            }
+            tokio::task::yield_now().await;
         }
     }
 

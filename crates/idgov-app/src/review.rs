@@ -591,6 +591,8 @@ impl App {
                         Some(n) => n?,
                         None => Ahead::default(),
                     };
+                    self.between_steps("the campaign's generation", None)
+                        .await?;
                 }
                 Step::Moved(cursor) => {
                     after = cursor;
@@ -1052,8 +1054,7 @@ impl App {
                 })
                 .await?;
             let Some(c) = closed else {
-                // Let intake in between steps.
-                tokio::task::yield_now().await;
+                self.between_steps("the campaign's close", None).await?;
                 continue;
             };
             self.wake_provisioning();

@@ -109,8 +109,8 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(600);
 
 /// Runs the long scheduled work every `interval` until the application is
 /// dropped or shutdown begins: campaigns (starts, generation, reminders, closes, mover
-/// reviews), bulk work whose process stopped (its lease ran out) and
-/// expired roster previews. Apart
+/// reviews), bulk work whose process stopped (its lease ran out), expired
+/// roster previews and the records of bulk jobs that ended long ago. Apart
 /// from [`scheduler_loop`], so a dated leaver never waits behind a
 /// million-item generation or close.
 pub async fn bulk_loop(app: Weak<App>, interval: Duration, stop: CancellationToken) {
@@ -126,6 +126,16 @@ pub async fn bulk_loop(app: Weak<App>, interval: Duration, stop: CancellationTok
             Ok(n) => tracing::info!(previews = n, "removed expired roster previews"),
             Err(e) => {
                 tracing::warn!(error = %e, "removing expired roster previews failed; will retry")
+            }
+        }
+        match app.prune_ended_jobs().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                jobs = n,
+                "removed the records of bulk jobs that ended long ago"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "removing the records of ended bulk jobs failed; will retry")
             }
         }
         if !app.policy().policy.campaigns.is_empty()

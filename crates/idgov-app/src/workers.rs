@@ -24,6 +24,10 @@ use tokio_util::task::TaskTracker;
 pub struct Workers {
     /// Cancelled when shutdown begins: workers stop at their next step.
     stop: CancellationToken,
+    /// Cancelled when the service begins to stop (before the calls in
+    /// flight are drained) and at shutdown: bulk work stops after its
+    /// current step (see [`Workers::wind_down`]).
+    wind_down: CancellationToken,
     /// Cancelled when the grace period is over: what still runs is dropped.
     force: CancellationToken,
     tracker: TaskTracker,
@@ -78,6 +82,29 @@ impl Workers {
         self.stop.is_cancelled()
     }
 
+    /// The first thing a stop does, before the calls in flight are drained:
+    /// bulk work (a policy recompute, a roster sync, a held release, a
+    /// campaign's generation or close) stops after the step it is in, with
+    /// its progress recorded, instead of holding the stop until its end;
+    /// it goes on at the next start. New bulk changes are refused. The
+    /// workers go on until [`Workers::shutdown`].
+    pub fn wind_down(&self) {
+        self.wind_down.cancel();
+    }
+
+    /// A token cancelled when the service begins to stop (see
+    /// [`Workers::wind_down`]), for what must change before the calls in
+    /// flight are drained (gRPC health turning NOT_SERVING).
+    pub fn wind_down_token(&self) -> CancellationToken {
+        self.wind_down.clone()
+    }
+
+    /// True once the service has begun to stop ([`Workers::wind_down`] or
+    /// [`Workers::shutdown`]): bulk work stops at its next step.
+    pub fn winding_down(&self) -> bool {
+        self.wind_down.is_cancelled() || self.stop.is_cancelled()
+    }
+
     /// Tasks running now, by name.
     pub fn running(&self) -> BTreeMap<&'static str, usize> {
         lock(&self.running).clone()
@@ -95,6 +122,7 @@ impl Workers {
     /// Stops every task: asks them to stop, waits up to `grace`, then drops
     /// the rest. Calling it again waits for the same tasks.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        self.wind_down.cancel();
         self.stop.cancel();
         self.tracker.close();
         let mut report = ShutdownReport::default();

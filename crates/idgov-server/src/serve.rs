@@ -106,8 +106,9 @@ pub struct Running {
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 impl Running {
-    /// Stops the process in order: no new calls, in-flight calls finish,
-    /// then every worker stops ([`App::shutdown`], at most
+    /// Stops the process in order: bulk work stops after its current step
+    /// (it goes on at the next start), no new calls, in-flight calls
+    /// finish, then every worker stops ([`App::shutdown`], at most
     /// [`SHUTDOWN_GRACE`]), then the database connections close.
     pub async fn stop(self) -> anyhow::Result<idgov_app::workers::ShutdownReport> {
         self.stop_within(SHUTDOWN_GRACE).await
@@ -118,10 +119,26 @@ impl Running {
         mut self,
         grace: Duration,
     ) -> anyhow::Result<idgov_app::workers::ShutdownReport> {
+        // Bulk work stops after its current step, so that the calls
+        // waiting for it are answered and the server drains at once.
+        self.app.workers.wind_down();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        let served = (&mut self.handle).await.context("server task");
+        // A call that does not end by itself (a client reading a stream
+        // slowly, or never) does not hold the stop: past the grace
+        // period, the connections still open are closed.
+        let served = match tokio::time::timeout(grace, &mut self.handle).await {
+            Ok(served) => served.context("server task"),
+            Err(_) => {
+                tracing::warn!(
+                    grace_seconds = grace.as_secs_f64(),
+                    "calls still in flight after the grace period; closing their connections"
+                );
+                self.handle.abort();
+                Ok(Ok(()))
+            }
+        };
         let report = self.app.shutdown(grace).await;
         self.app.store.close().await;
         served??;
@@ -403,7 +420,7 @@ pub async fn start(cfg: ServeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Ru
             weak,
             health_reporter,
             cfg.health_interval,
-            workers.stop_token(),
+            workers.wind_down_token(),
         ),
     );
     tracing::info!(
@@ -582,7 +599,9 @@ async fn apply_when_possible(
 }
 
 /// Keeps gRPC health in step with the database: NOT_SERVING while the store
-/// does not answer, SERVING again when it does.
+/// does not answer, SERVING again when it does, and NOT_SERVING for good
+/// once the service begins to stop (`stop`: before the calls in flight are
+/// drained), so that a load balancer sends no more work.
 async fn health_loop(
     app: std::sync::Weak<App>,
     reporter: tonic_health::server::HealthReporter,
@@ -604,6 +623,7 @@ async fn health_loop(
             set_health(&reporter, status).await;
         }
     }
+    set_health(&reporter, tonic_health::ServingStatus::NotServing).await;
 }
 
 /// What gRPC health reports on: the whole server (`""`) and each service.

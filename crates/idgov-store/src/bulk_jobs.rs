@@ -120,6 +120,21 @@ impl Store {
 }
 
 impl Store {
+    /// Gives up the lease on a running (or staging) job, so that the next
+    /// start (or another replica) carries it on at once: what bulk work
+    /// stopped between two steps by a shutdown leaves.
+    pub async fn release_bulk_job(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE bulk_jobs SET claimed_until = 0 WHERE id = $1 AND state IN ('running', 'staging')",
+        )
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Store {
     /// Job `id`'s staged items numbered from `from` on, at most `limit`, in
     /// order, as (number, body).
     pub async fn bulk_job_items(
@@ -183,6 +198,35 @@ impl WriteTx {
             "DELETE FROM bulk_job_items WHERE job_id IN \
              (SELECT id FROM bulk_jobs WHERE state NOT IN ('running', 'staging', 'held', 'preview'))",
         )
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Removes up to `limit` jobs that ended (done, superseded, failed,
+    /// discarded or interrupted) and started before `before`, with any
+    /// staged items a crash left them; returns how many jobs went. What
+    /// they did stays in the audit log.
+    pub async fn delete_ended_bulk_jobs(
+        &mut self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        const ENDED: &str = "SELECT id FROM bulk_jobs WHERE state IN \
+             ('done', 'superseded', 'failed', 'discarded', 'interrupted') AND created_at <= $1 \
+             ORDER BY created_at LIMIT $2";
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM bulk_job_items WHERE job_id IN ({ENDED})"
+        )))
+        .bind(micros(before))
+        .bind(limit)
+        .execute(&mut *self.tx)
+        .await?;
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM bulk_jobs WHERE id IN ({ENDED})"
+        )))
+        .bind(micros(before))
+        .bind(limit)
         .execute(&mut *self.tx)
         .await?;
         Ok(r.rows_affected())

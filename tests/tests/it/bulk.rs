@@ -132,6 +132,64 @@ both_backends! {
         assert!(report.broken.is_none());
     }
 
+    async fn the_record_of_a_bulk_job_goes_thirty_days_after_it_ended_and_its_audit_stays(t: TestStore) {
+        let (app, clock) = org_settled(&t, 600).await;
+        app.apply_policy(&wider(), false, "everyone gets the ledger", "user:admin")
+            .await
+            .unwrap();
+        // A recompute a crash cut short: it still has work to do.
+        let running = {
+            let now = app.now();
+            let new = idgov_domain::policy::Policy::parse(POLICY).unwrap();
+            let mut tx = app.store.begin().await.unwrap();
+            let diff = app.policy().policy.diff(&new);
+            let job = app.store_policy_for_test(&mut tx, &new, 2, &diff, now).await;
+            tx.commit(now).await.unwrap();
+            job
+        };
+        // The policies' recomputes and the roster's sync.
+        let jobs = |app: std::sync::Arc<App>| async move {
+            let mut all = Vec::new();
+            for kind in ["policy_recompute", "roster_sync"] {
+                all.extend(
+                    app.store
+                        .bulk_jobs_started_before(kind, ["done", "running", "superseded"], app.now(), 100)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|j| (j.id, j.state)),
+                );
+            }
+            all
+        };
+        let before = jobs(app.clone()).await;
+        let ended = before.iter().filter(|(_, s)| s == "done").count();
+        assert!(ended >= 3, "the test policy's, the wider one's and the roster's: {before:?}");
+        assert!(before.iter().any(|(id, s)| *id == running && s == "running"), "{before:?}");
+
+        clock.advance(chrono::Duration::days(29));
+        assert_eq!(app.prune_ended_jobs().await.unwrap(), 0, "kept for thirty days");
+        assert_eq!(jobs(app.clone()).await, before);
+
+        clock.advance(chrono::Duration::days(2));
+        assert_eq!(app.prune_ended_jobs().await.unwrap(), ended as u64);
+        assert_eq!(jobs(app.clone()).await, [(running.clone(), "running".to_string())], "work still to do is kept");
+        let audited = app
+            .store
+            .list_audit_events(
+                &idgov_store::AuditFilter {
+                    action: "policy.recomputed".into(),
+                    ..Default::default()
+                },
+                0,
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(audited.len(), ended - 1, "what the recomputes did stays in the audit log");
+        assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
+    }
+
     async fn a_recompute_cut_short_resumes_where_it_stopped(t: TestStore) {
         let (app, clock) = app_on(&t).await;
         with_policy(&app).await;
@@ -560,6 +618,118 @@ async fn a_release_whose_caller_gives_up_goes_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_whose_caller_gives_up_goes_on_postgres() {
     a_release_whose_caller_gives_up_goes_on("postgres").await;
+}
+
+/// A stop during a large policy apply: the apply ends after the step it is
+/// in instead of holding the stop until its end (or being dropped after the
+/// grace period), its caller is told that it goes on by itself, and the
+/// next start finishes it at once, as if it had run whole.
+async fn a_stop_ends_a_policy_apply_after_a_step(backend: &'static str) {
+    use idgov_proto::v1 as pb;
+    let Some(mut s) = idgov_tests::server::start(backend).await else {
+        return;
+    };
+    let app = s.app().clone();
+    with_policy(&app).await;
+    org(&app, 5000).await;
+    let mut admin = s.policy(&[idgov_authz::Role::ItAdmin]).await;
+    let apply = tokio::spawn(async move {
+        admin
+            .apply_policy(pb::ApplyPolicyRequest {
+                document: wider(),
+                dry_run: false,
+                reason: "everyone gets the ledger".into(),
+            })
+            .await
+    });
+    // Once its first step is committed, the service stops.
+    let t0 = Instant::now();
+    let job = loop {
+        if let Some(j) = app.store.get_bulk_job("policy-v2").await.unwrap()
+            && !j.cursor.is_empty()
+        {
+            break j;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the apply never started"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    assert_eq!(
+        job.state, "running",
+        "the apply ended before the stop: {job:?}"
+    );
+    let report = s
+        .running
+        .take()
+        .unwrap()
+        .stop_within(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(
+        report.forced.is_empty(),
+        "the apply stopped by itself: {report:?}"
+    );
+    let answer = apply.await.unwrap().expect_err("the apply was cut short");
+    assert_eq!(answer.code(), tonic::Code::Unavailable, "{answer:?}");
+    assert!(
+        answer.message().contains("nothing needs to be sent again"),
+        "{answer:?}"
+    );
+    drop(app);
+
+    let store = match &s.database_url {
+        Some(url) => idgov_store::Store::open(url).await.unwrap(),
+        None => idgov_store::Store::open_data_dir(s.dir.path())
+            .await
+            .unwrap(),
+    };
+    let stopped = store.get_bulk_job(&job.id).await.unwrap().unwrap();
+    assert_eq!(stopped.state, "running", "{stopped:?}");
+    assert!(
+        stopped.cursor.as_str() < "B04999",
+        "stopped between two steps, not run to its end: {stopped:?}"
+    );
+    // The manual clock stands still, so the lease cannot run out: only a
+    // lease given up at the stop lets the next start go on at once.
+    let app = App::start(store, s.clock.clone(), None).await.unwrap();
+    let t0 = Instant::now();
+    let done = loop {
+        let j = app.store.get_bulk_job(&job.id).await.unwrap().unwrap();
+        if j.state == "done" {
+            break j;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "not resumed: {j:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        done.detail["impact"]["grants_added"], 2502,
+        "the Sales half and the two owners gain the ledger, each once: {done:?}"
+    );
+    for id in ["B00001", "B04999", "O1"] {
+        assert_eq!(
+            active_grants(&app, id).await,
+            ["ledger", "lobby", "wiki"],
+            "{id}"
+        );
+    }
+    assert_eq!(
+        active_grants(&app, "B00000").await,
+        ["ledger", "lobby", "wiki"]
+    );
+    let verified = app.store.verify_audit_chain().await.unwrap();
+    assert!(verified.broken.is_none(), "{verified:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_a_policy_apply_after_a_step_sqlite() {
+    a_stop_ends_a_policy_apply_after_a_step("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_a_policy_apply_after_a_step_postgres() {
+    a_stop_ends_a_policy_apply_after_a_step("postgres").await;
 }
 
 both_backends! {

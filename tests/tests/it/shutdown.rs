@@ -172,3 +172,52 @@ async fn stopping_the_server_stops_every_worker_and_loses_nothing_answered_sqlit
 async fn stopping_the_server_stops_every_worker_and_loses_nothing_answered_postgres() {
     stopping_loses_nothing("postgres").await;
 }
+
+/// A load balancer watching gRPC health learns of a stop before the server
+/// goes: health turns NOT_SERVING first. And a call that never ends by
+/// itself (that watch) does not hold the stop past its grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_not_serving_when_the_service_begins_to_stop() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let Some(mut s) = start("sqlite").await else {
+        return;
+    };
+    let ch = tonic::transport::Channel::from_shared(s.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "idgov.v1.HrService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+    let next = tokio::spawn(async move { watch.message().await });
+    let report = tokio::time::timeout(
+        Duration::from_secs(30),
+        s.running
+            .take()
+            .unwrap()
+            .stop_within(Duration::from_secs(3)),
+    )
+    .await
+    .expect("a watch still open does not hold the stop")
+    .unwrap();
+    assert!(report.forced.is_empty(), "{report:?}");
+    let next = tokio::time::timeout(Duration::from_secs(5), next)
+        .await
+        .expect("the watcher is told")
+        .unwrap()
+        .unwrap()
+        .expect("a status, not the end of the watch");
+    assert_eq!(
+        next.status(),
+        ServingStatus::NotServing,
+        "the watcher is told before the server goes"
+    );
+}
