@@ -209,4 +209,15 @@ impl TestServer {
             r.stop().await.expect("stop");
         }
     }
+
+    /// The server's database opened again, as the next start would find it
+    /// (after [`Running::stop`]).
+    pub async fn reopen_store(&self) -> idgov_store::Store {
+        match &self.database_url {
+            Some(url) => idgov_store::Store::open(url).await.expect("reopen"),
+            None => idgov_store::Store::open_data_dir(self.dir.path())
+                .await
+                .expect("reopen"),
+        }
+    }
 }

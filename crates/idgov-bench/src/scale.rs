@@ -463,8 +463,23 @@ pub(crate) async fn raw_copy_indexed(
     pg: Option<&str>,
     tables: &[&str],
 ) -> anyhow::Result<f64> {
-    let t;
-    match pg {
+    // The copies in one durable transaction, timed.
+    macro_rules! timed_copy {
+        ($c:expr) => {{
+            let t = Instant::now();
+            let mut tx = $c.begin().await?;
+            for table in tables {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO raw_ix_{table} SELECT * FROM {table}"
+                )))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            t.elapsed().as_secs_f64()
+        }};
+    }
+    Ok(match pg {
         Some(url) => {
             let mut c = sqlx::PgConnection::connect(url).await?;
             for table in tables {
@@ -474,16 +489,7 @@ pub(crate) async fn raw_copy_indexed(
                 .execute(&mut c)
                 .await?;
             }
-            t = Instant::now();
-            let mut tx = c.begin().await?;
-            for table in tables {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO raw_ix_{table} SELECT * FROM {table}"
-                )))
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
+            timed_copy!(c)
         }
         None => {
             let url = format!("sqlite:{}", data.join("idgov.db").display());
@@ -520,19 +526,9 @@ pub(crate) async fn raw_copy_indexed(
                         .await?;
                 }
             }
-            t = Instant::now();
-            let mut tx = c.begin().await?;
-            for table in tables {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO raw_ix_{table} SELECT * FROM {table}"
-                )))
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
+            timed_copy!(c)
         }
-    }
-    Ok(t.elapsed().as_secs_f64())
+    })
 }
 
 /// Reads every audit row with a plain client (the SQLite library itself;

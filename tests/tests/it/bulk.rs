@@ -174,19 +174,8 @@ both_backends! {
         clock.advance(chrono::Duration::days(2));
         assert_eq!(app.prune_ended_jobs().await.unwrap(), ended as u64);
         assert_eq!(jobs(app.clone()).await, [(running.clone(), "running".to_string())], "work still to do is kept");
-        let audited = app
-            .store
-            .list_audit_events(
-                &idgov_store::AuditFilter {
-                    action: "policy.recomputed".into(),
-                    ..Default::default()
-                },
-                0,
-                10,
-            )
-            .await
-            .unwrap();
-        assert_eq!(audited.len(), ended - 1, "what the recomputes did stays in the audit log");
+        let recomputed = audited(&app.store, "policy.recomputed", 10).await;
+        assert_eq!(recomputed.len(), ended - 1, "what the recomputes did stays in the audit log");
         assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
     }
 
@@ -373,9 +362,7 @@ both_backends! {
         }
         assert_eq!(active_grants(&app, "B00000").await, ["ledger", "lobby", "wiki"]);
         // Each leaver was terminated once: one applied terminate per person.
-        let applied = app.store.list_audit_events(
-            &idgov_store::AuditFilter { action: "hr.event.applied".into(), ..Default::default() }, 0, 20_000,
-        ).await.unwrap();
+        let applied = audited(&app.store, "hr.event.applied", 20_000).await;
         let terminates = applied.iter().filter(|e| e.detail.contains("\"to\":\"terminated\"")).count();
         assert_eq!(terminates, 4000, "every leaver once, none twice");
         // Done once: running it again changes nothing.
@@ -385,9 +372,7 @@ both_backends! {
         let after = app.store.verify_audit_chain().await.unwrap();
         assert!(after.broken.is_none());
         assert_eq!(before.checked, after.checked, "a finished release writes nothing more");
-        let synced = app.store.list_audit_events(
-            &idgov_store::AuditFilter { action: "roster.sync".into(), ..Default::default() }, 0, 100,
-        ).await.unwrap();
+        let synced = audited(&app.store, "roster.sync", 100).await;
         assert!(
             synced.iter().any(|e| e.detail.contains("released_from") && e.detail.contains(&held_id)),
             "the release's end is audited"
@@ -679,12 +664,7 @@ async fn a_stop_ends_a_policy_apply_after_a_step(backend: &'static str) {
     );
     drop(app);
 
-    let store = match &s.database_url {
-        Some(url) => idgov_store::Store::open(url).await.unwrap(),
-        None => idgov_store::Store::open_data_dir(s.dir.path())
-            .await
-            .unwrap(),
-    };
+    let store = s.reopen_store().await;
     let stopped = store.get_bulk_job(&job.id).await.unwrap().unwrap();
     assert_eq!(stopped.state, "running", "{stopped:?}");
     assert!(
@@ -745,9 +725,7 @@ both_backends! {
         }
         let out = app.sync_roster(next, "service:hr").await.unwrap();
         assert_eq!((out.counts.leavers, out.counts.updates), (3, 2502));
-        let applied = app.store.list_audit_events(
-            &idgov_store::AuditFilter { action: "hr.event.applied".into(), ..Default::default() }, 0, 20_000,
-        ).await.unwrap();
+        let applied = audited(&app.store, "hr.event.applied", 20_000).await;
         let of_sync: Vec<_> = applied.iter().filter(|e| e.detail.contains("roster:daily:")).collect();
         assert_eq!(of_sync.len(), 2505, "every change of the sync is applied");
         let last_leaver = of_sync.iter().filter(|e| e.detail.contains("\"kind\":\"terminate\"")).map(|e| e.seq).max().unwrap();
@@ -797,15 +775,11 @@ both_backends! {
             assert_eq!(app.store.get_identity(id).await.unwrap().unwrap().attrs.display_name, format!("Renamed {id}"));
         }
         // Every change applied once: none skipped, none replayed.
-        let applied = app.store.list_audit_events(
-            &idgov_store::AuditFilter { action: "hr.event.applied".into(), ..Default::default() }, 0, 20_000,
-        ).await.unwrap();
+        let applied = audited(&app.store, "hr.event.applied", 20_000).await;
         assert_eq!(applied.iter().filter(|e| e.detail.contains("roster:renames:")).count(), 4002);
         // Nothing was reported as lost, no job or staged item is left, and
         // the snapshot's receipt answers a second send.
-        let lost = app.store.list_audit_events(
-            &idgov_store::AuditFilter { action: "roster.sync.interrupted".into(), ..Default::default() }, 0, 10,
-        ).await.unwrap();
+        let lost = audited(&app.store, "roster.sync.interrupted", 10).await;
         assert!(lost.is_empty(), "{lost:?}");
         let far = app.now() + chrono::Duration::days(1);
         assert!(app.store.unclaimed_bulk_jobs(far).await.unwrap().is_empty());
@@ -941,9 +915,7 @@ both_backends! {
                 v
             };
             assert_eq!(ents(&got), ents(&want), "seed {seed}");
-            let lost = app.store.list_audit_events(
-                &idgov_store::AuditFilter { action: "roster.sync.interrupted".into(), ..Default::default() }, 0, 10,
-            ).await.unwrap();
+            let lost = audited(&app.store, "roster.sync.interrupted", 10).await;
             assert!(lost.is_empty(), "seed {seed}: {lost:?}");
         }
         assert!(interrupted > 0, "no sync was cut short: nothing was tested");

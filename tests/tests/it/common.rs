@@ -227,3 +227,22 @@ pub fn roster_sync(
         entries,
     }
 }
+
+/// Up to `limit` audit events of `action`, oldest first.
+pub async fn audited(
+    store: &idgov_store::Store,
+    action: &str,
+    limit: i64,
+) -> Vec<idgov_domain::audit::AuditRecord> {
+    store
+        .list_audit_events(
+            &idgov_store::AuditFilter {
+                action: action.into(),
+                ..Default::default()
+            },
+            0,
+            limit,
+        )
+        .await
+        .expect("audit events")
+}

@@ -129,12 +129,7 @@ async fn stopping_loses_nothing(backend: &'static str) {
     drop(app);
 
     // The next start finds everything that was answered, and the denial.
-    let store = match &s.database_url {
-        Some(url) => idgov_store::Store::open(url).await.unwrap(),
-        None => idgov_store::Store::open_data_dir(s.dir.path())
-            .await
-            .unwrap(),
-    };
+    let store = s.reopen_store().await;
     let answered = answered.lock().unwrap().clone();
     assert!(answered.len() >= 200);
     for id in &answered {
@@ -143,17 +138,7 @@ async fn stopping_loses_nothing(backend: &'static str) {
             "{id} was answered OK but is not stored"
         );
     }
-    let events = store
-        .list_audit_events(
-            &idgov_store::AuditFilter {
-                action: "access.denied".into(),
-                ..Default::default()
-            },
-            0,
-            100,
-        )
-        .await
-        .unwrap();
+    let events = audited(&store, "access.denied", 100).await;
     assert!(
         events.iter().any(|e| e.actor == "user:Z9"),
         "the call refused just before the stop is in the audit log: {events:?}"
