@@ -210,6 +210,18 @@ impl TestServer {
         }
     }
 
+    /// A gRPC health client (health needs no token).
+    pub async fn health(
+        &self,
+    ) -> tonic_health::pb::health_client::HealthClient<tonic::transport::Channel> {
+        let ch = tonic::transport::Channel::from_shared(self.url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        tonic_health::pb::health_client::HealthClient::new(ch)
+    }
+
     /// The server's database opened again, as the next start would find it
     /// (after [`Running::stop`]).
     pub async fn reopen_store(&self) -> idgov_store::Store {

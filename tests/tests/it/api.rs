@@ -784,12 +784,7 @@ async fn health_follows_the_database() {
     let Some(s) = start("postgres").await else {
         return;
     };
-    let ch = tonic::transport::Channel::from_shared(s.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    let mut health = s.health().await;
     let named =
         |h: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
          service: &'static str| {

@@ -167,12 +167,7 @@ async fn health_turns_not_serving_when_the_service_begins_to_stop() {
     let Some(mut s) = start("sqlite").await else {
         return;
     };
-    let ch = tonic::transport::Channel::from_shared(s.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    let mut health = s.health().await;
     let mut watch = health
         .watch(tonic_health::pb::HealthCheckRequest {
             service: "idgov.v1.HrService".into(),
