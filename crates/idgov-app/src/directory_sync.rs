@@ -15,6 +15,10 @@ use std::collections::{BTreeMap, HashMap};
 /// How many people (with their grants) the drift check reads at a time.
 const DRIFT_PAGE: i64 = 1000;
 
+/// How many drift rows (with their operations and imported grants) a sync
+/// records per transaction.
+const RECORD_STEP: usize = 500;
+
 /// Security events per kind recorded one by one; beyond, one aggregate.
 const SECURITY_EVENTS_PER_KIND: usize = 100;
 
@@ -127,8 +131,9 @@ impl App {
 
         let id = uuid::Uuid::now_v7().to_string();
         let cause = format!("directory-sync:{id}");
-        let mut ops = Vec::new();
-        let mut imports: Vec<GrantRow> = Vec::new();
+        // What each drift row leads to (aligned with the rows): remediation
+        // operations, or a grant imported; recorded with its row.
+        let mut fixes: Vec<(Vec<NewDirOp>, Option<GrantRow>)> = Vec::new();
         // An unmanaged membership is adopted as a grant only for a known,
         // active person, of a catalogued entitlement, within their ceiling.
         let importable = |d: &Drift| -> Option<GrantRow> {
@@ -158,25 +163,27 @@ impl App {
             .into_iter()
             .zip(1..)
             .map(|(d, seq)| {
+                let mut fix = (Vec::new(), None);
                 let action = match cfg.drift.get(&d.kind) {
                     Some(DriftAction::Remediate) if !dry_run => {
-                        let fix = remediation(&d, &cause);
-                        if fix.is_empty() {
+                        fix.0 = remediation(&d, &cause);
+                        if fix.0.is_empty() {
                             "reported"
                         } else {
-                            ops.extend(fix);
                             "remediated"
                         }
                     }
-                    Some(DriftAction::Import) if !dry_run => match importable(&d) {
-                        Some(g) => {
-                            imports.push(g);
+                    Some(DriftAction::Import) if !dry_run => {
+                        fix.1 = importable(&d);
+                        if fix.1.is_some() {
                             "imported"
+                        } else {
+                            "reported"
                         }
-                        None => "reported",
-                    },
+                    }
                     _ => "reported",
                 };
+                fixes.push(fix);
                 DriftRow {
                     seq,
                     drift: d,
@@ -200,27 +207,75 @@ impl App {
             dry_run,
             accounts: accounts.len() as i64,
             groups: groups.len() as i64,
-            summary: json!({"drift": counts, "remediations_queued": ops.len(), "grants_imported": imports.len()}),
+            summary: json!({
+                "drift": counts,
+                "remediations_queued": fixes.iter().map(|f| f.0.len()).sum::<usize>(),
+                "grants_imported": fixes.iter().filter(|f| f.1.is_some()).count(),
+            }),
         };
         if dry_run {
             return Ok((run, rows));
         }
-        let now = self.now();
-        let mut tx = self.store.begin().await?;
-        tx.insert_sync_run(&run, &rows).await?;
-        tx.enqueue_directory_ops(&ops, now).await?;
-        tx.insert_grants(&imports, now).await?;
-        for g in &imports {
-            tx.audit(AuditEntry::new(
-                actor,
-                Action::GrantImported,
-                Target::grant(&g.id),
-                json!({
-                    "employee_id": g.employee_id, "entitlement_id": g.entitlement_id, "sync": id,
-                    "justification": g.justification, "review_pending": true,
-                }),
-            ));
+        // Recorded in steps of [`RECORD_STEP`] rows, each with its
+        // operations and imported grants (and their audit events) in one
+        // short transaction, so that HR intake goes on between them however
+        // much drift a sync finds (a first sync of a directory nobody
+        // managed can import a grant per person). The run comes with the
+        // first step; its `directory.sync` audit event with the last.
+        let steps = rows.len().div_ceil(RECORD_STEP).max(1);
+        for step in 0..steps {
+            let at = (step * RECORD_STEP).min(rows.len());
+            let end = (at + RECORD_STEP).min(rows.len());
+            let now = self.now();
+            let mut tx = self.store.begin().await?;
+            if step == 0 {
+                tx.insert_sync_run(&run, &rows[at..end]).await?;
+            } else {
+                tx.insert_sync_drift(&run.id, &rows[at..end]).await?;
+            }
+            let ops: Vec<NewDirOp> = fixes[at..end].iter().flat_map(|f| f.0.clone()).collect();
+            let imports: Vec<GrantRow> =
+                fixes[at..end].iter().filter_map(|f| f.1.clone()).collect();
+            tx.enqueue_directory_ops(&ops, now).await?;
+            tx.insert_grants(&imports, now).await?;
+            for g in &imports {
+                tx.audit(AuditEntry::new(
+                    actor,
+                    Action::GrantImported,
+                    Target::grant(&g.id),
+                    json!({
+                        "employee_id": g.employee_id, "entitlement_id": g.entitlement_id, "sync": id,
+                        "justification": g.justification, "review_pending": true,
+                    }),
+                ));
+            }
+            if step + 1 < steps {
+                tx.commit(now).await?;
+                if !ops.is_empty() {
+                    self.wake_provisioning();
+                }
+                tokio::task::yield_now().await;
+                continue;
+            }
+            self.record_sync_end(tx, &run, &rows, actor, now).await?;
+            if !ops.is_empty() {
+                self.wake_provisioning();
+            }
         }
+        Ok((run, rows))
+    }
+
+    /// The last step of a sync's recording: its `directory.sync` audit
+    /// event and the security events of its drift, then the commit.
+    async fn record_sync_end(
+        &self,
+        mut tx: idgov_store::WriteTx,
+        run: &SyncRun,
+        rows: &[DriftRow],
+        actor: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), AppError> {
+        let id = &run.id;
         tx.audit(AuditEntry::new(
             actor,
             Action::DirectorySync,
@@ -259,9 +314,6 @@ impl App {
             }
         }
         tx.commit(now).await?;
-        if !ops.is_empty() {
-            self.wake_provisioning();
-        }
-        Ok((run, rows))
+        Ok(())
     }
 }

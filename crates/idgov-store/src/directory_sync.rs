@@ -51,6 +51,15 @@ impl WriteTx {
         .bind(run.summary.to_string())
         .execute(&mut *self.tx)
         .await?;
+        self.insert_sync_drift(&run.id, drift).await
+    }
+
+    /// More drift rows of the run `run_id` (recorded in steps).
+    pub async fn insert_sync_drift(
+        &mut self,
+        run_id: &str,
+        drift: &[DriftRow],
+    ) -> Result<(), StoreError> {
         for chunk in drift.chunks(300) {
             let sql = format!(
                 "INSERT INTO directory_drift (sync_id, seq, kind, employee_id, account_dn, group_dn, entitlement_id, \
@@ -60,7 +69,7 @@ impl WriteTx {
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for d in chunk {
                 q = q
-                    .bind(run.id.clone())
+                    .bind(run_id.to_string())
                     .bind(d.seq)
                     .bind(d.drift.kind.as_str())
                     .bind(d.drift.employee_id.clone())

@@ -269,3 +269,114 @@ async fn first_onboarding_imports_memberships_for_review_within_the_rules() {
         "{again:?}"
     );
 }
+
+/// A first sync of a directory nobody managed: every person is in a group
+/// idgov did not grant, and each membership is imported. That much drift is
+/// recorded in short steps (each row with its grant and audit event), not
+/// in one transaction that would hold HR intake for its whole length; and
+/// the recorded run is whole: every row, every grant, every audit event,
+/// the sync's own event last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_that_imports_a_grant_per_person_records_it_in_short_steps() {
+    const N: usize = 1300;
+    let ids: Vec<String> = (0..N).map(|i| format!("M{i:04}")).collect();
+    let mut ldif = String::new();
+    for id in ids.iter().map(String::as_str).chain(["O1"]) {
+        ldif.push_str(&format!(
+            "dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {id}\nsn: {id}\nemployeeNumber: {id}\n\n",
+            uid = id.to_lowercase()
+        ));
+    }
+    for g in ["staff", "sales", "finance"] {
+        ldif.push_str(&format!(
+            "dn: cn={g},{GROUPS}\nobjectClass: groupOfNames\ncn: {g}\nmember: cn=nobody\n"
+        ));
+        for id in &ids {
+            ldif.push_str(&format!("member: uid={},{PEOPLE}\n", id.to_lowercase()));
+        }
+        if g == "staff" {
+            ldif.push_str(&format!("member: uid=o1,{PEOPLE}\n"));
+        }
+        ldif.push('\n');
+    }
+    let Some(s) = Slapd::start_with(&ldif) else {
+        return;
+    };
+    let t = idgov_tests::backends::open("sqlite").await.unwrap();
+    {
+        let (app, _) = app_on(&t).await;
+        hire(&app, &Person::new("O1", "Management")).await;
+        app.apply_policy(LDAP_POLICY, false, "test", "user:admin")
+            .await
+            .unwrap();
+        let mut entries: Vec<idgov_domain::roster::RosterEntry> = ids
+            .iter()
+            .map(|id| idgov_domain::roster::RosterEntry {
+                employee_id: id.clone(),
+                attrs: Person::new(id, "Sales").patch(),
+            })
+            .collect();
+        entries.push(idgov_domain::roster::RosterEntry {
+            employee_id: "O1".into(),
+            attrs: Person::new("O1", "Management").patch(),
+        });
+        app.sync_roster(roster_sync("brownfield", entries), "service:hr")
+            .await
+            .unwrap();
+    }
+    let mut cfg = config(&s);
+    cfg.drift
+        .insert(DriftKind::UnmanagedMembership, DriftAction::Import);
+    let app = App::start(
+        t.store.clone(),
+        Arc::new(idgov_server::SystemClock),
+        Some(cfg),
+    )
+    .await
+    .unwrap();
+    let (run, found) = app.sync_directory(false, "user:admin").await.unwrap();
+    assert_eq!(run.summary["grants_imported"], N, "{}", run.summary);
+    assert_eq!(found.len(), N, "one unmanaged finance membership each");
+    assert!(found.iter().all(|r| r.action == "imported"));
+
+    // Recorded whole: every row, every grant, every audit event.
+    let stored = app
+        .store
+        .list_drift(&run.id, None, 0, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(stored, found);
+    for id in [&ids[0], &ids[N / 2], &ids[N - 1]] {
+        let grants = app.store.list_grants(id, false, "", 100).await.unwrap();
+        assert!(
+            grants
+                .iter()
+                .any(|(g, _)| g.entitlement_id == "group.finance" && g.review_pending),
+            "{id}: {grants:?}"
+        );
+    }
+    let imported = audited(&app.store, "grant.imported", 10_000).await;
+    assert_eq!(imported.len(), N);
+    let synced = audited(&app.store, "directory.sync", 10).await;
+    assert_eq!(synced.len(), 1);
+    assert!(
+        imported.iter().all(|e| e.seq < synced[0].seq),
+        "the sync's own event comes once all it did is recorded"
+    );
+    // In steps: the imports were committed at several instants (each
+    // transaction stamps its events with its own time), one per 500 rows.
+    let instants: std::collections::BTreeSet<_> = imported.iter().map(|e| e.occurred_at).collect();
+    assert!(
+        instants.len() >= N.div_ceil(500),
+        "recorded in {} transaction(s)",
+        instants.len()
+    );
+    assert!(
+        app.store
+            .verify_audit_chain()
+            .await
+            .unwrap()
+            .broken
+            .is_none()
+    );
+}
