@@ -18,6 +18,11 @@ pub enum AppError {
     /// The service is shutting down or a worker is gone.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Bulk work the service stopped between two steps as it began to
+    /// stop: its progress is recorded and it goes on by itself when the
+    /// service is back, so it must not be sent again.
+    #[error("unavailable: {0}")]
+    GoesOnLater(String),
 }
 
 impl AppError {

@@ -239,7 +239,7 @@ impl App {
             job = job.unwrap_or(""),
             "bulk work stopped between two steps; it goes on at the next start"
         );
-        Err(AppError::Unavailable(format!(
+        Err(AppError::GoesOnLater(format!(
             "the service is stopping: {what} stopped after a step, with its progress recorded, and goes on from there when the service is back; nothing needs to be sent again"
         )))
     }

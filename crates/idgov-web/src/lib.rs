@@ -263,6 +263,11 @@ pub fn error_page(nav: Option<&view::Nav>, e: AppError) -> Response {
             }
         },
         AppError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "Sign in again", String::new()),
+        AppError::GoesOnLater(m) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The service is stopping",
+            format!("{m}. Its result shows here once the service is back."),
+        ),
         AppError::Store(_) | AppError::Unavailable(_) => {
             tracing::error!(error = %e, "a page failed");
             (

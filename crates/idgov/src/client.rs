@@ -131,6 +131,14 @@ pub fn explain(s: Status) -> anyhow::Error {
         Code::PermissionDenied => Some(
             "your token does not carry a role this needs; `idgov authz matrix` lists who may do what",
         ),
+        Code::Unavailable
+            if details.error_info().map(|i| i.reason.as_str()) == Some("IDGOV_GOES_ON_LATER") =>
+        {
+            Some(
+                "do not send it again: it is recorded and finishes by itself once the server is back; \
+                 follow it with `idgov audit list --action policy.recomputed` (or roster.sync, campaign.started, campaign.closed)",
+            )
+        }
         Code::Unavailable => {
             Some("the server or its database is unavailable; retry, or check the server log")
         }
@@ -141,4 +149,25 @@ pub fn explain(s: Status) -> anyhow::Error {
         msg.push_str(&format!("\nhint: {h}"));
     }
     anyhow!("{msg}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::{ErrorDetails, StatusExt};
+
+    fn unavailable(reason: &str) -> String {
+        let mut d = ErrorDetails::new();
+        d.set_error_info(reason, "idgov.dev", std::collections::HashMap::new());
+        explain(Status::with_error_details(Code::Unavailable, "stopped", d)).to_string()
+    }
+
+    #[test]
+    fn bulk_work_that_goes_on_by_itself_is_not_to_be_sent_again() {
+        let goes_on = unavailable("IDGOV_GOES_ON_LATER");
+        assert!(goes_on.contains("do not send it again"), "{goes_on}");
+        assert!(!goes_on.contains("retry"), "{goes_on}");
+        let down = unavailable("IDGOV_UNAVAILABLE");
+        assert!(down.contains("retry"), "{down}");
+    }
 }

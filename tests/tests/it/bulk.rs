@@ -662,6 +662,15 @@ async fn a_stop_ends_a_policy_apply_after_a_step(backend: &'static str) {
         answer.message().contains("nothing needs to be sent again"),
         "{answer:?}"
     );
+    use tonic_types::StatusExt;
+    assert_eq!(
+        answer
+            .get_error_details()
+            .error_info()
+            .map(|i| i.reason.clone()),
+        Some(idgov_server::grpc::status::GOES_ON_LATER.to_string()),
+        "a client can tell it need not send it again"
+    );
     drop(app);
 
     let store = s.reopen_store().await;

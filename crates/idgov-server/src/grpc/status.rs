@@ -12,6 +12,13 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// The `ErrorInfo.domain` of idgov errors.
 pub const ERROR_DOMAIN: &str = "idgov.dev";
 
+/// The `ErrorInfo.reason` of a bulk change (a policy recompute, a roster
+/// sync, a held release, a campaign's generation or close) that the
+/// service stopped between two steps as it began to stop: UNAVAILABLE, but
+/// its progress is recorded and it goes on by itself when the service is
+/// back; sending it again is not needed.
+pub const GOES_ON_LATER: &str = "IDGOV_GOES_ON_LATER";
+
 /// The longest message, field path and violation description a status
 /// carries, and the most violations: whatever a rule wrote, a response stays
 /// well within gRPC clients' default 16 KiB metadata limit.
@@ -100,6 +107,7 @@ pub fn to_status(e: AppError) -> Status {
             status(Code::PermissionDenied, "IDGOV_PERMISSION_DENIED", m, &[])
         }
         AppError::Unavailable(m) => status(Code::Unavailable, "IDGOV_UNAVAILABLE", m, &[]),
+        AppError::GoesOnLater(m) => status(Code::Unavailable, GOES_ON_LATER, m, &[]),
     }
 }
 
