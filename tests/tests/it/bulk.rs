@@ -711,6 +711,82 @@ async fn a_stop_ends_a_policy_apply_after_a_step(backend: &'static str) {
     assert!(verified.broken.is_none(), "{verified:?}");
 }
 
+/// Two replicas on one PostgreSQL: the one running a policy apply stops
+/// half-way, and the other carries the apply on at once (the stopping one
+/// gave up its lease), without waiting for the lease to run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_half_way_through_an_apply_hands_it_on_at_once() {
+    let Some(mut a) = idgov_tests::server::start("postgres").await else {
+        return;
+    };
+    let app_a = a.app().clone();
+    with_policy(&app_a).await;
+    org(&app_a, 5000).await;
+    let b = idgov_tests::server::start_replica(&a).await;
+    let apply = {
+        let app = app_a.clone();
+        tokio::spawn(async move {
+            idgov_server::app::to_the_end(&app, |app| async move {
+                app.apply_policy(&wider(), false, "everyone gets the ledger", "user:admin")
+                    .await
+            })
+            .await
+        })
+    };
+    let t0 = Instant::now();
+    while app_a
+        .store
+        .get_bulk_job("policy-v2")
+        .await
+        .unwrap()
+        .is_none_or(|j| j.cursor.is_empty())
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the apply never started"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    a.running.take().unwrap().stop().await.unwrap();
+    let answer = apply.await.unwrap();
+    assert!(
+        matches!(answer, Err(idgov_server::AppError::GoesOnLater(_))),
+        "{answer:?}"
+    );
+    // B's clock stands still: only a lease given up lets it take the job.
+    let app_b = b.app().clone();
+    assert_eq!(
+        app_b.resume_bulk_jobs().await.unwrap(),
+        1,
+        "B carries the apply on"
+    );
+    let done = app_b
+        .store
+        .get_bulk_job("policy-v2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.state, "done");
+    assert_eq!(done.detail["impact"]["grants_added"], 2502, "{done:?}");
+    for id in ["B00001", "B04999", "O2"] {
+        assert_eq!(
+            active_grants(&app_b, id).await,
+            ["ledger", "lobby", "wiki"],
+            "{id}"
+        );
+    }
+    assert!(
+        app_b
+            .store
+            .verify_audit_chain()
+            .await
+            .unwrap()
+            .broken
+            .is_none()
+    );
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_ends_a_policy_apply_after_a_step_sqlite() {
     a_stop_ends_a_policy_apply_after_a_step("sqlite").await;
