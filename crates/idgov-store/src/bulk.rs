@@ -20,9 +20,19 @@ use std::collections::HashMap;
 /// name lookup is a linear scan, which makes large multi-row statements
 /// quadratic (measured: half the CPU of a batch). PostgreSQL needs `$n`.
 pub(crate) fn ph(backend: Backend, n: usize) -> String {
+    let mut out = String::new();
+    push_ph(&mut out, backend, n);
+    out
+}
+
+/// [`ph`] written onto `out` (no string of its own per placeholder).
+fn push_ph(out: &mut String, backend: Backend, n: usize) {
+    use std::fmt::Write;
     match backend {
-        Backend::Sqlite => "?".to_string(),
-        Backend::Postgres => format!("${n}"),
+        Backend::Sqlite => out.push('?'),
+        Backend::Postgres => {
+            let _ = write!(out, "${n}");
+        }
     }
 }
 
@@ -38,7 +48,7 @@ pub(crate) fn values(backend: Backend, rows: usize, cols: usize) -> String {
             if c > 0 {
                 out.push_str(", ");
             }
-            out.push_str(&ph(backend, r * cols + c + 1));
+            push_ph(&mut out, backend, r * cols + c + 1);
         }
         out.push(')');
     }
@@ -47,10 +57,14 @@ pub(crate) fn values(backend: Backend, rows: usize, cols: usize) -> String {
 
 /// `n` placeholders numbered from `start`, comma-separated.
 pub(crate) fn list(backend: Backend, n: usize, start: usize) -> String {
-    (0..n)
-        .map(|i| ph(backend, start + i))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut out = String::with_capacity(n * 6);
+    for i in 0..n {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        push_ph(&mut out, backend, start + i);
+    }
+    out
 }
 
 /// `items` in chunks whose sizes come from a small fixed set, on
@@ -449,6 +463,9 @@ mod tests {
         assert_eq!(super::values(Postgres, 2, 3), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(super::list(Postgres, 3, 3), "$3, $4, $5");
         assert_eq!(super::values(Sqlite, 2, 2), "(?, ?), (?, ?)");
+        assert_eq!(super::list(Sqlite, 3, 1), "?, ?, ?");
+        assert_eq!(super::list(Postgres, 0, 1), "");
+        assert_eq!(super::ph(Postgres, 12), "$12");
     }
 
     #[test]
