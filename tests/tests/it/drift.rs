@@ -13,30 +13,52 @@ use idgov_tests::slapd::{GROUPS, PEOPLE, Slapd};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The LDIF of a person's account, correlated by employee number.
+fn account(id: &str) -> String {
+    format!(
+        "dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {id}\nsn: {id}\nemployeeNumber: {id}\n\n",
+        uid = id.to_lowercase()
+    )
+}
+
+/// The LDIF of group `g` with the accounts of `members`.
+fn group<S: AsRef<str>>(g: &str, members: &[S]) -> String {
+    let mut e =
+        format!("dn: cn={g},{GROUPS}\nobjectClass: groupOfNames\ncn: {g}\nmember: cn=nobody\n");
+    for m in members {
+        e.push_str(&format!(
+            "member: uid={},{PEOPLE}\n",
+            m.as_ref().to_lowercase()
+        ));
+    }
+    e + "\n"
+}
+
+/// An application on `t` that syncs with the directory of `s`, importing
+/// unmanaged memberships as grants.
+async fn importing(t: &idgov_tests::backends::TestStore, s: &Slapd) -> Arc<App> {
+    let mut cfg = config(s);
+    cfg.drift
+        .insert(DriftKind::UnmanagedMembership, DriftAction::Import);
+    App::start(
+        t.store.clone(),
+        Arc::new(idgov_server::SystemClock),
+        Some(cfg),
+    )
+    .await
+    .unwrap()
+}
+
 fn seeded() -> String {
     let mut s = String::new();
-    let account = |id: &str| {
-        format!(
-            "dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {id}\nsn: {id}\nemployeeNumber: {id}\n\n",
-            uid = id.to_lowercase()
-        )
-    };
     for id in ["O1", "E1", "E2", "L1"] {
         s.push_str(&account(id));
     }
     // An account nobody in HR owns.
     s.push_str(&account("X99"));
-    let group = |g: &str, members: &[&str]| {
-        let mut e =
-            format!("dn: cn={g},{GROUPS}\nobjectClass: groupOfNames\ncn: {g}\nmember: cn=nobody\n");
-        for m in members {
-            e.push_str(&format!("member: uid={},{PEOPLE}\n", m.to_lowercase()));
-        }
-        e + "\n"
-    };
     s.push_str(&group("staff", &["O1", "E1", "E2"]));
     s.push_str(&group("finance", &["E1"])); // E2's finance membership is missing
-    s.push_str(&group("sales", &[]));
+    s.push_str(&group::<&str>("sales", &[]));
     s.push_str(&group("vpn", &["E1"])); // granted by nobody
     s
 }
@@ -198,24 +220,11 @@ async fn first_onboarding_imports_memberships_for_review_within_the_rules() {
     // check pending) in finance too.
     let mut ldif = String::new();
     for id in ["O1", "E2", "P1"] {
-        ldif.push_str(&format!(
-            "dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {id}\nsn: {id}\nemployeeNumber: {id}\n\n",
-            uid = id.to_lowercase()
-        ));
+        ldif.push_str(&account(id));
     }
-    for (g, members) in [
-        ("staff", vec!["O1", "E2", "P1"]),
-        ("finance", vec!["E2", "P1"]),
-        ("sales", vec!["E2"]),
-    ] {
-        ldif.push_str(&format!(
-            "dn: cn={g},{GROUPS}\nobjectClass: groupOfNames\ncn: {g}\nmember: cn=nobody\n"
-        ));
-        for m in members {
-            ldif.push_str(&format!("member: uid={},{PEOPLE}\n", m.to_lowercase()));
-        }
-        ldif.push('\n');
-    }
+    ldif.push_str(&group("staff", &["O1", "E2", "P1"]));
+    ldif.push_str(&group("finance", &["E2", "P1"]));
+    ldif.push_str(&group("sales", &["E2"]));
     let Some(s) = Slapd::start_with(&ldif) else {
         return;
     };
@@ -231,16 +240,7 @@ async fn first_onboarding_imports_memberships_for_review_within_the_rules() {
         pending.check = idgov_domain::identity::BackgroundCheck::Pending;
         hire(&app, &pending).await;
     }
-    let mut cfg = config(&s);
-    cfg.drift
-        .insert(DriftKind::UnmanagedMembership, DriftAction::Import);
-    let app = App::start(
-        t.store.clone(),
-        Arc::new(idgov_server::SystemClock),
-        Some(cfg),
-    )
-    .await
-    .unwrap();
+    let app = importing(&t, &s).await;
     let (run, found) = app.sync_directory(false, "user:admin").await.unwrap();
     let actions: Vec<(Option<&str>, &str)> = found
         .iter()
@@ -282,23 +282,13 @@ async fn a_sync_that_imports_a_grant_per_person_records_it_in_short_steps() {
     let ids: Vec<String> = (0..N).map(|i| format!("M{i:04}")).collect();
     let mut ldif = String::new();
     for id in ids.iter().map(String::as_str).chain(["O1"]) {
-        ldif.push_str(&format!(
-            "dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {id}\nsn: {id}\nemployeeNumber: {id}\n\n",
-            uid = id.to_lowercase()
-        ));
+        ldif.push_str(&account(id));
     }
-    for g in ["staff", "sales", "finance"] {
-        ldif.push_str(&format!(
-            "dn: cn={g},{GROUPS}\nobjectClass: groupOfNames\ncn: {g}\nmember: cn=nobody\n"
-        ));
-        for id in &ids {
-            ldif.push_str(&format!("member: uid={},{PEOPLE}\n", id.to_lowercase()));
-        }
-        if g == "staff" {
-            ldif.push_str(&format!("member: uid=o1,{PEOPLE}\n"));
-        }
-        ldif.push('\n');
-    }
+    let mut staff = ids.clone();
+    staff.push("O1".into());
+    ldif.push_str(&group("staff", &staff));
+    ldif.push_str(&group("sales", &ids));
+    ldif.push_str(&group("finance", &ids));
     let Some(s) = Slapd::start_with(&ldif) else {
         return;
     };
@@ -324,16 +314,7 @@ async fn a_sync_that_imports_a_grant_per_person_records_it_in_short_steps() {
             .await
             .unwrap();
     }
-    let mut cfg = config(&s);
-    cfg.drift
-        .insert(DriftKind::UnmanagedMembership, DriftAction::Import);
-    let app = App::start(
-        t.store.clone(),
-        Arc::new(idgov_server::SystemClock),
-        Some(cfg),
-    )
-    .await
-    .unwrap();
+    let app = importing(&t, &s).await;
     let (run, found) = app.sync_directory(false, "user:admin").await.unwrap();
     assert_eq!(run.summary["grants_imported"], N, "{}", run.summary);
     assert_eq!(found.len(), N, "one unmanaged finance membership each");
