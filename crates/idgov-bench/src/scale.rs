@@ -437,11 +437,7 @@ pub(crate) async fn raw_copy_table(
                 .await?;
         }
         None => {
-            let url = format!("sqlite:{}", data.join("idgov.db").display());
-            let mut c = sqlx::SqliteConnection::connect(&url).await?;
-            sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut c)
-                .await?;
+            let mut c = durable_sqlite(data).await?;
             sqlx::query(sqlx::AssertSqlSafe(create))
                 .execute(&mut c)
                 .await?;
@@ -452,6 +448,17 @@ pub(crate) async fn raw_copy_table(
         }
     }
     Ok(t.elapsed().as_secs_f64())
+}
+
+/// A plain connection to the data directory's SQLite database, its commits
+/// as durable as idgov's (`synchronous = FULL`).
+async fn durable_sqlite(data: &std::path::Path) -> anyhow::Result<sqlx::SqliteConnection> {
+    let url = format!("sqlite:{}", data.join("idgov.db").display());
+    let mut c = sqlx::SqliteConnection::connect(&url).await?;
+    sqlx::query("PRAGMA synchronous = FULL")
+        .execute(&mut c)
+        .await?;
+    Ok(c)
 }
 
 /// Copies the rows of `tables` into copies of them that keep their keys
@@ -492,11 +499,7 @@ pub(crate) async fn raw_copy_indexed(
             timed_copy!(c)
         }
         None => {
-            let url = format!("sqlite:{}", data.join("idgov.db").display());
-            let mut c = sqlx::SqliteConnection::connect(&url).await?;
-            sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut c)
-                .await?;
+            let mut c = durable_sqlite(data).await?;
             for table in tables {
                 // The table's and its indexes' own DDL, renamed.
                 let ddl: Vec<(String, String, String)> = sqlx::query_as(

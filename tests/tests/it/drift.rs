@@ -49,6 +49,14 @@ async fn importing(t: &idgov_tests::backends::TestStore, s: &Slapd) -> Arc<App> 
     .unwrap()
 }
 
+/// The owner O1 and the policy whose entitlements are directory groups.
+async fn with_ldap_policy(app: &App) {
+    hire(app, &Person::new("O1", "Management")).await;
+    app.apply_policy(LDAP_POLICY, false, "test", "user:admin")
+        .await
+        .unwrap();
+}
+
 fn seeded() -> String {
     let mut s = String::new();
     for id in ["O1", "E1", "E2", "L1"] {
@@ -72,10 +80,7 @@ async fn drift_is_reported_exactly_and_remediated_where_configured() {
     // idgov's truth, built without a directory (nothing provisioned).
     {
         let (app, _) = app_on(&t).await;
-        hire(&app, &Person::new("O1", "Management")).await;
-        app.apply_policy(LDAP_POLICY, false, "test", "user:admin")
-            .await
-            .unwrap();
+        with_ldap_policy(&app).await;
         for (id, dept) in [
             ("E1", "Finance"),
             ("E2", "Finance"),
@@ -231,10 +236,7 @@ async fn first_onboarding_imports_memberships_for_review_within_the_rules() {
     let t = idgov_tests::backends::open("sqlite").await.unwrap();
     {
         let (app, _) = app_on(&t).await;
-        hire(&app, &Person::new("O1", "Management")).await;
-        app.apply_policy(LDAP_POLICY, false, "test", "user:admin")
-            .await
-            .unwrap();
+        with_ldap_policy(&app).await;
         hire(&app, &Person::new("E2", "Sales")).await;
         let mut pending = Person::new("P1", "Sales");
         pending.check = idgov_domain::identity::BackgroundCheck::Pending;
@@ -295,10 +297,7 @@ async fn a_sync_that_imports_a_grant_per_person_records_it_in_short_steps() {
     let t = idgov_tests::backends::open("sqlite").await.unwrap();
     {
         let (app, _) = app_on(&t).await;
-        hire(&app, &Person::new("O1", "Management")).await;
-        app.apply_policy(LDAP_POLICY, false, "test", "user:admin")
-            .await
-            .unwrap();
+        with_ldap_policy(&app).await;
         let mut entries: Vec<idgov_domain::roster::RosterEntry> = ids
             .iter()
             .map(|id| idgov_domain::roster::RosterEntry {
