@@ -105,11 +105,18 @@ pub struct Running {
 /// then resumes at the next start.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// The least time the workers get to stop after the calls in flight took
+/// most of the grace period: a whole stop takes at most
+/// `SHUTDOWN_GRACE` + this.
+const WORKERS_GRACE_FLOOR: Duration = Duration::from_secs(5);
+
 impl Running {
     /// Stops the process in order: bulk work stops after its current step
-    /// (it goes on at the next start), no new calls, in-flight calls
-    /// finish, then every worker stops ([`App::shutdown`], at most
-    /// [`SHUTDOWN_GRACE`]), then the database connections close.
+    /// (it goes on at the next start) and gRPC health turns NOT_SERVING, no
+    /// new calls, in-flight calls finish, then every worker stops
+    /// ([`App::shutdown`]), then the database connections close; all of it
+    /// within [`SHUTDOWN_GRACE`] (plus at most 5 s for the workers when the
+    /// calls in flight took it all).
     pub async fn stop(self) -> anyhow::Result<idgov_app::workers::ShutdownReport> {
         self.stop_within(SHUTDOWN_GRACE).await
     }
@@ -127,8 +134,10 @@ impl Running {
         }
         // A call that does not end by itself (a client reading a stream
         // slowly, or never) does not hold the stop: past the grace
-        // period, the connections still open are closed.
-        let served = match tokio::time::timeout(grace, &mut self.handle).await {
+        // period, the connections still open are closed. The workers get
+        // what is left of it, and at least WORKERS_GRACE_FLOOR.
+        let deadline = tokio::time::Instant::now() + grace;
+        let served = match tokio::time::timeout_at(deadline, &mut self.handle).await {
             Ok(served) => served.context("server task"),
             Err(_) => {
                 tracing::warn!(
@@ -139,7 +148,11 @@ impl Running {
                 Ok(Ok(()))
             }
         };
-        let report = self.app.shutdown(grace).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let report = self
+            .app
+            .shutdown(left.max(WORKERS_GRACE_FLOOR.min(grace)))
+            .await;
         self.app.store.close().await;
         served??;
         Ok(report)
