@@ -249,71 +249,58 @@ impl App {
                     }),
                 ));
             }
-            if step + 1 < steps {
-                tx.commit(now).await?;
-                if !ops.is_empty() {
-                    self.wake_provisioning();
-                }
-                tokio::task::yield_now().await;
-                continue;
+            if step + 1 == steps {
+                audit_sync(&mut tx, &run, &rows, actor);
             }
-            self.record_sync_end(tx, &run, &rows, actor, now).await?;
+            tx.commit(now).await?;
             if !ops.is_empty() {
                 self.wake_provisioning();
             }
+            tokio::task::yield_now().await;
         }
         Ok((run, rows))
     }
+}
 
-    /// The last step of a sync's recording: its `directory.sync` audit
-    /// event and the security events of its drift, then the commit.
-    async fn record_sync_end(
-        &self,
-        mut tx: idgov_store::WriteTx,
-        run: &SyncRun,
-        rows: &[DriftRow],
-        actor: &str,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), AppError> {
-        let id = &run.id;
-        tx.audit(AuditEntry::new(
-            actor,
-            Action::DirectorySync,
-            Target::DirectorySync(id.to_string()),
-            json!({"accounts": run.accounts, "groups": run.groups, "summary": run.summary}),
-        ));
-        for &kind in DriftKind::ALL.iter().filter(|k| k.is_security_event()) {
-            let of_kind: Vec<&DriftRow> = rows.iter().filter(|r| r.drift.kind == kind).collect();
-            for r in of_kind.iter().take(SECURITY_EVENTS_PER_KIND) {
-                tx.audit(
-                    AuditEntry::new(
-                        actor,
-                        drift_action(kind),
-                        r.drift
-                            .employee_id
-                            .as_ref()
-                            .map(|e| Target::identity(e))
-                            .unwrap_or_else(|| {
-                                Target::Account(r.drift.account_dn.clone().unwrap_or_default())
-                            }),
-                        json!({"sync": id, "account_dn": r.drift.account_dn, "action": r.action}),
-                    )
-                    .security(),
-                );
-            }
-            if of_kind.len() > SECURITY_EVENTS_PER_KIND {
-                tx.audit(
-                    AuditEntry::new(
-                        actor,
-                        drift_action(kind),
-                        Target::DirectorySync(id.to_string()),
-                        json!({"sync": id, "more": of_kind.len() - SECURITY_EVENTS_PER_KIND}),
-                    )
-                    .security(),
-                );
-            }
+/// The end of a sync's recording, in its last step's transaction: its
+/// `directory.sync` audit event and the security events of its drift.
+fn audit_sync(tx: &mut idgov_store::WriteTx, run: &SyncRun, rows: &[DriftRow], actor: &str) {
+    let id = &run.id;
+    tx.audit(AuditEntry::new(
+        actor,
+        Action::DirectorySync,
+        Target::DirectorySync(id.to_string()),
+        json!({"accounts": run.accounts, "groups": run.groups, "summary": run.summary}),
+    ));
+    for &kind in DriftKind::ALL.iter().filter(|k| k.is_security_event()) {
+        let of_kind: Vec<&DriftRow> = rows.iter().filter(|r| r.drift.kind == kind).collect();
+        for r in of_kind.iter().take(SECURITY_EVENTS_PER_KIND) {
+            tx.audit(
+                AuditEntry::new(
+                    actor,
+                    drift_action(kind),
+                    r.drift
+                        .employee_id
+                        .as_ref()
+                        .map(|e| Target::identity(e))
+                        .unwrap_or_else(|| {
+                            Target::Account(r.drift.account_dn.clone().unwrap_or_default())
+                        }),
+                    json!({"sync": id, "account_dn": r.drift.account_dn, "action": r.action}),
+                )
+                .security(),
+            );
         }
-        tx.commit(now).await?;
-        Ok(())
+        if of_kind.len() > SECURITY_EVENTS_PER_KIND {
+            tx.audit(
+                AuditEntry::new(
+                    actor,
+                    drift_action(kind),
+                    Target::DirectorySync(id.to_string()),
+                    json!({"sync": id, "more": of_kind.len() - SECURITY_EVENTS_PER_KIND}),
+                )
+                .security(),
+            );
+        }
     }
 }

@@ -77,11 +77,6 @@ impl Workers {
         self.stop.clone()
     }
 
-    /// True once shutdown has begun.
-    pub fn stopping(&self) -> bool {
-        self.stop.is_cancelled()
-    }
-
     /// The first thing a stop does, before the calls in flight are drained:
     /// bulk work (a policy recompute, a roster sync, a held release, a
     /// campaign's generation or close) stops after the step it is in, with
@@ -102,7 +97,7 @@ impl Workers {
     /// True once the service has begun to stop ([`Workers::wind_down`] or
     /// [`Workers::shutdown`]): bulk work stops at its next step.
     pub fn winding_down(&self) -> bool {
-        self.wind_down.is_cancelled() || self.stop.is_cancelled()
+        self.wind_down.is_cancelled()
     }
 
     /// Tasks running now, by name.

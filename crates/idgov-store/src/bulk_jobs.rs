@@ -117,9 +117,7 @@ impl Store {
             .await?;
         Ok(r.rows_affected() == 1)
     }
-}
 
-impl Store {
     /// Gives up the lease on a running (or staging) job, so that the next
     /// start (or another replica) carries it on at once: what bulk work
     /// stopped between two steps by a shutdown leaves.
@@ -214,7 +212,7 @@ impl WriteTx {
     ) -> Result<u64, StoreError> {
         const ENDED: &str = "SELECT id FROM bulk_jobs WHERE state IN \
              ('done', 'superseded', 'failed', 'discarded', 'interrupted') AND created_at <= $1 \
-             ORDER BY created_at LIMIT $2";
+             ORDER BY created_at, id LIMIT $2";
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM bulk_job_items WHERE job_id IN ({ENDED})"
         )))

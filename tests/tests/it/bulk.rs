@@ -605,6 +605,44 @@ async fn a_release_whose_caller_gives_up_goes_on_postgres() {
     a_release_whose_caller_gives_up_goes_on("postgres").await;
 }
 
+/// The wider policy's recompute (`policy-v2`) once its first step is
+/// committed, waiting up to a minute for it.
+async fn first_step_of_wider(app: &App) -> idgov_store::BulkJob {
+    let t0 = Instant::now();
+    loop {
+        if let Some(j) = app.store.get_bulk_job("policy-v2").await.unwrap()
+            && !j.cursor.is_empty()
+        {
+            return j;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the apply never started"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The wider policy's recompute `done` ended as a whole run would have:
+/// the Sales half and the two owners gained the ledger, each once, and
+/// the audit chain verifies.
+async fn wider_applied_to_everyone(app: &App, done: &idgov_store::BulkJob) {
+    assert_eq!(done.state, "done", "{done:?}");
+    assert_eq!(
+        done.detail["impact"]["grants_added"], 2502,
+        "the Sales half and the two owners gain the ledger, each once: {done:?}"
+    );
+    for id in ["B00000", "B00001", "B04999", "O1", "O2"] {
+        assert_eq!(
+            active_grants(app, id).await,
+            ["ledger", "lobby", "wiki"],
+            "{id}"
+        );
+    }
+    let verified = app.store.verify_audit_chain().await.unwrap();
+    assert!(verified.broken.is_none(), "{verified:?}");
+}
+
 /// A stop during a large policy apply: the apply ends after the step it is
 /// in instead of holding the stop until its end (or being dropped after the
 /// grace period), its caller is told that it goes on by itself, and the
@@ -628,19 +666,7 @@ async fn a_stop_ends_a_policy_apply_after_a_step(backend: &'static str) {
             .await
     });
     // Once its first step is committed, the service stops.
-    let t0 = Instant::now();
-    let job = loop {
-        if let Some(j) = app.store.get_bulk_job("policy-v2").await.unwrap()
-            && !j.cursor.is_empty()
-        {
-            break j;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the apply never started"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
+    let job = first_step_of_wider(&app).await;
     assert_eq!(
         job.state, "running",
         "the apply ended before the stop: {job:?}"
@@ -692,23 +718,7 @@ async fn a_stop_ends_a_policy_apply_after_a_step(backend: &'static str) {
         assert!(t0.elapsed() < Duration::from_secs(60), "not resumed: {j:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(
-        done.detail["impact"]["grants_added"], 2502,
-        "the Sales half and the two owners gain the ledger, each once: {done:?}"
-    );
-    for id in ["B00001", "B04999", "O1"] {
-        assert_eq!(
-            active_grants(&app, id).await,
-            ["ledger", "lobby", "wiki"],
-            "{id}"
-        );
-    }
-    assert_eq!(
-        active_grants(&app, "B00000").await,
-        ["ledger", "lobby", "wiki"]
-    );
-    let verified = app.store.verify_audit_chain().await.unwrap();
-    assert!(verified.broken.is_none(), "{verified:?}");
+    wider_applied_to_everyone(&app, &done).await;
 }
 
 /// Two replicas on one PostgreSQL: the one running a policy apply stops
@@ -733,20 +743,7 @@ async fn a_replica_that_stops_half_way_through_an_apply_hands_it_on_at_once() {
             .await
         })
     };
-    let t0 = Instant::now();
-    while app_a
-        .store
-        .get_bulk_job("policy-v2")
-        .await
-        .unwrap()
-        .is_none_or(|j| j.cursor.is_empty())
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the apply never started"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    first_step_of_wider(&app_a).await;
     a.running.take().unwrap().stop().await.unwrap();
     let answer = apply.await.unwrap();
     assert!(
@@ -766,24 +763,7 @@ async fn a_replica_that_stops_half_way_through_an_apply_hands_it_on_at_once() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(done.state, "done");
-    assert_eq!(done.detail["impact"]["grants_added"], 2502, "{done:?}");
-    for id in ["B00001", "B04999", "O2"] {
-        assert_eq!(
-            active_grants(&app_b, id).await,
-            ["ledger", "lobby", "wiki"],
-            "{id}"
-        );
-    }
-    assert!(
-        app_b
-            .store
-            .verify_audit_chain()
-            .await
-            .unwrap()
-            .broken
-            .is_none()
-    );
+    wider_applied_to_everyone(&app_b, &done).await;
     b.stop().await;
 }
 
