@@ -210,6 +210,20 @@ impl TestServer {
         }
     }
 
+    /// Stops the server as `idgov serve` does, with `grace` for what is
+    /// running; returns what the stop had to drop.
+    pub async fn stop_within(
+        &mut self,
+        grace: std::time::Duration,
+    ) -> idgov_server::app::workers::ShutdownReport {
+        self.running
+            .take()
+            .expect("running")
+            .stop_within(grace)
+            .await
+            .expect("stop")
+    }
+
     /// A gRPC health client (health needs no token).
     pub async fn health(
         &self,

@@ -671,13 +671,7 @@ async fn a_stop_ends_a_policy_apply_after_a_step(backend: &'static str) {
         job.state, "running",
         "the apply ended before the stop: {job:?}"
     );
-    let report = s
-        .running
-        .take()
-        .unwrap()
-        .stop_within(Duration::from_secs(30))
-        .await
-        .unwrap();
+    let report = s.stop_within(Duration::from_secs(30)).await;
     assert!(
         report.forced.is_empty(),
         "the apply stopped by itself: {report:?}"

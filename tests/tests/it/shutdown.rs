@@ -83,13 +83,7 @@ async fn stopping_loses_nothing(backend: &'static str) {
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
 
-    let report = s
-        .running
-        .take()
-        .unwrap()
-        .stop_within(Duration::from_secs(15))
-        .await
-        .unwrap();
+    let report = s.stop_within(Duration::from_secs(15)).await;
     assert!(
         report.forced.is_empty(),
         "every worker stops by itself when asked: {report:?}"
@@ -180,14 +174,10 @@ async fn health_turns_not_serving_when_the_service_begins_to_stop() {
     let next = tokio::spawn(async move { watch.message().await });
     let report = tokio::time::timeout(
         Duration::from_secs(30),
-        s.running
-            .take()
-            .unwrap()
-            .stop_within(Duration::from_secs(3)),
+        s.stop_within(Duration::from_secs(3)),
     )
     .await
-    .expect("a watch still open does not hold the stop")
-    .unwrap();
+    .expect("a watch still open does not hold the stop");
     assert!(report.forced.is_empty(), "{report:?}");
     let next = tokio::time::timeout(Duration::from_secs(5), next)
         .await
