@@ -2,14 +2,14 @@
 
 use super::App;
 use super::policy::StagedPolicy;
-use super::roster::{HeldItems, StagedSync};
+use super::roster::{HeldItems, RosterSteps, StagedSync};
 use crate::error::AppError;
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::guard::Verdict;
 use idgov_domain::guard::{HeldKind, HeldState};
 use idgov_domain::policy::Policy;
-use idgov_domain::roster::{DiffCounts, RosterChange, RosterDiff, to_events};
+use idgov_domain::roster::{DiffCounts, RosterDiff};
 use idgov_store::{BulkJob, HeldChange, WriteTx};
 use serde_json::json;
 
@@ -25,26 +25,21 @@ pub(crate) struct StepJob<'a> {
 }
 
 impl StepJob<'_> {
-    /// The job's detail after `refused` and `here` (refusals by the
-    /// event's place in `events`): how many in all, and the first
+    /// The job's detail after `refused` and `here` (refusals, each with the
+    /// employee id of its event): how many in all, and the first
     /// [`crate::roster::SHOWN_CHANGES`] of them with their reasons.
     pub(crate) fn progress(
         &self,
-        events: &[idgov_domain::hr::HrEvent],
-        refused: &[(usize, AppError)],
-        here: &[(usize, AppError)],
+        refused: &[(String, AppError)],
+        here: &[(String, AppError)],
     ) -> serde_json::Value {
         let mut d = self.detail.clone();
         let before = d["refused_count"].as_u64().unwrap_or(0);
         let mut list: Vec<serde_json::Value> = d["refused"].as_array().cloned().unwrap_or_default();
-        for (i, e) in refused.iter().chain(here) {
+        for (who, e) in refused.iter().chain(here) {
             if list.len() >= crate::roster::SHOWN_CHANGES {
                 break;
             }
-            let who = events
-                .get(*i)
-                .map(|ev| ev.employee_id.as_str())
-                .unwrap_or_default();
             list.push(json!([who, e.to_string()]));
         }
         d["refused_count"] = json!(before + (refused.len() + here.len()) as u64);
@@ -257,38 +252,36 @@ impl App {
             .to_string();
         let held = self.held_or_not_found(held_id).await?;
         let mut staged: StagedSync = serde_json::from_value(held.payload).map_err(corrupt)?;
-        if let Some(items) = &staged.staged {
-            let changes: Vec<RosterChange> =
-                self.staged_items(&items.job, 0, items.changes).await?;
-            staged.present = self
-                .staged_items(&items.job, items.changes, items.present)
-                .await?;
-            if changes.len() != items.changes || staged.present.len() != items.present {
-                return Err(AppError::Store(idgov_store::StoreError::Corrupt(format!(
-                    "held roster sync {}: {} of {} staged items",
-                    held.id,
-                    changes.len() + staged.present.len(),
-                    items.changes + items.present
-                ))));
+        let mark = staged.mark(held.decided_at.unwrap_or(job.created_at));
+        let mut steps = match &staged.staged {
+            Some(items) => {
+                let zone = idgov_domain::time::parse_zone(&staged.time_zone).map_err(|e| {
+                    AppError::Store(idgov_store::StoreError::Corrupt(e.to_string()))
+                })?;
+                let as_of = staged.as_of.unwrap_or(job.created_at);
+                RosterSteps::staged(
+                    &items.job,
+                    items.changes,
+                    items.present,
+                    Some((as_of, zone)),
+                )
             }
-            let zone = idgov_domain::time::parse_zone(&staged.time_zone)
-                .map_err(|e| AppError::Store(idgov_store::StoreError::Corrupt(e.to_string())))?;
-            let as_of = staged.as_of.unwrap_or(job.created_at);
-            staged.events = to_events(changes, &staged.source, &staged.sync_id, as_of, zone);
-        }
-        let (presences, mark) = staged.presences(held.decided_at.unwrap_or(job.created_at));
+            None => RosterSteps::in_memory(
+                std::mem::take(&mut staged.events),
+                std::mem::take(&mut staged.present),
+            ),
+        };
         let staged_rows = staged.staged.as_ref().map(|s| s.changes + s.present);
-        staged.present = vec![];
         let from = job.cursor.parse::<usize>().unwrap_or(0);
         let step = StepJob {
             id: &job.id,
             detail: job.detail.clone(),
         };
         let refused = self
-            .record_roster_in_steps(&staged.events, &presences, &mark, &actor, from, Some(&step))
+            .record_roster_in_steps(&mut steps, &mark, &actor, from, &step)
             .await?;
-        let detail = step.progress(&staged.events, &refused, &[]);
-        let total = staged.events.len() + presences.len();
+        let detail = step.progress(&refused, &[]);
+        let (events, total) = (steps.events, steps.events + steps.present);
         let refused_count = detail["refused_count"].as_u64().unwrap_or(0);
         let (staged, mark, detail, actor, held_id) = (&staged, &mark, &detail, &actor, &held.id);
         self.retrying(|| async move {
@@ -307,8 +300,8 @@ impl App {
                 },
                 json!({
                     "outcome": "applied", "released_from": held_id, "release_job": job.id,
-                    "events": staged.events.len(),
-                    "events_applied": (staged.events.len() as u64).saturating_sub(refused_count),
+                    "events": events,
+                    "events_applied": (events as u64).saturating_sub(refused_count),
                     "rejected": detail["refused"],
                 }),
             ));

@@ -1328,43 +1328,40 @@ impl App {
     }
 
     /// Applies a roster snapshot in bounded steps: [`ROSTER_STEP`] events
-    /// or presences per transaction, so intake (a leaver above all) gets the
-    /// writer between steps. A crash leaves the steps done; sending the
-    /// snapshot again does the rest (events are idempotent, presences
-    /// refold to the same state). The caller finishes with
+    /// or presences per transaction, read from `steps` one step at a time,
+    /// so intake (a leaver above all) gets the writer between steps and a
+    /// million-person roster is never held whole. The caller finishes with
     /// [`App::finish_roster`] in its own transaction.
     ///
-    /// With a `job` (a released roster sync), each step also records the
-    /// job's progress (its cursor: the place reached in the events, then
-    /// the presences) in its own transaction, and the steps start at
-    /// `from`: a resumed release does not replay what was done.
+    /// Each step also records the `job`'s progress (its cursor: the place
+    /// reached in the events, then the presences) in its transaction, and
+    /// the steps start at `from`: a sync resumed after a crash or a stop
+    /// does not replay what was done. Returns the events refused, each
+    /// with its employee id.
     pub(crate) async fn record_roster_in_steps(
         &self,
-        events: &[HrEvent],
-        unchanged: &[(String, Presence)],
+        steps: &mut crate::roster::RosterSteps,
         mark: &RosterMark,
         actor: &str,
         from: usize,
-        job: Option<&crate::held::StepJob<'_>>,
-    ) -> Result<Vec<(usize, AppError)>, AppError> {
-        // Only the refusals are kept (by the event's place): an outcome per
-        // event of a million-person roster would be a copy of it.
-        let mut refused: Vec<(usize, AppError)> = Vec::new();
-        let ne = events.len();
-        let total = ne + unchanged.len();
+        job: &crate::held::StepJob<'_>,
+    ) -> Result<Vec<(String, AppError)>, AppError> {
+        // Only the refusals are kept: an outcome per event of a
+        // million-person roster would be a copy of it.
+        let mut refused: Vec<(String, AppError)> = Vec::new();
+        let ne = steps.events;
+        let total = ne + steps.present;
         let mut pos = from.min(total);
         let mut n = 0u64;
         while pos < total {
-            let (ev_chunk, pr_chunk) = if pos < ne {
-                (&events[pos..(pos + ROSTER_STEP).min(ne)], &unchanged[..0])
+            let len = if pos < ne {
+                ROSTER_STEP.min(ne - pos)
             } else {
-                let p = pos - ne;
-                (
-                    &events[..0],
-                    &unchanged[p..(p + ROSTER_STEP).min(unchanged.len())],
-                )
+                ROSTER_STEP.min(total - pos)
             };
-            let end = pos + ev_chunk.len() + pr_chunk.len();
+            let (ev_chunk, pr_chunk) = steps.read(self, mark, pos, len).await?;
+            let (ev_chunk, pr_chunk) = (&ev_chunk[..], &pr_chunk[..]);
+            let end = pos + len;
             if n.is_multiple_of(crate::policy::STATISTICS_EVERY) {
                 self.store.refresh_statistics().await;
             }
@@ -1373,30 +1370,25 @@ impl App {
             let here = self
                 .retrying(|| async move {
                     let now = self.now();
-                    if let Some(j) = job {
-                        let lease =
-                            now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
-                        if !self.store.claim_bulk_job(j.id, now, lease, true).await? {
-                            return Err(AppError::precondition(format!(
-                                "bulk job {} is no longer running here",
-                                j.id
-                            )));
-                        }
+                    let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
+                    if !self.store.claim_bulk_job(job.id, now, lease, true).await? {
+                        return Err(AppError::precondition(format!(
+                            "bulk job {} is no longer running here",
+                            job.id
+                        )));
                     }
                     let mut tx = self.store.begin().await?;
                     let (res, queued) = self
                         .record_roster_part(&mut tx, ev_chunk, pr_chunk, mark, actor, now)
                         .await?;
-                    let here: Vec<(usize, AppError)> = res
+                    let here: Vec<(String, AppError)> = res
                         .into_iter()
-                        .enumerate()
-                        .filter_map(|(i, r)| r.err().map(|e| (pos + i, e)))
+                        .zip(ev_chunk)
+                        .filter_map(|(r, ev)| r.err().map(|e| (ev.employee_id.clone(), e)))
                         .collect();
-                    if let Some(j) = job {
-                        let detail = j.progress(events, done, &here);
-                        tx.update_bulk_job(j.id, "running", &end.to_string(), &detail, now)
-                            .await?;
-                    }
+                    let detail = job.progress(done, &here);
+                    tx.update_bulk_job(job.id, "running", &end.to_string(), &detail, now)
+                        .await?;
                     tx.commit(now).await?;
                     if queued > 0 {
                         self.wake_provisioning();
@@ -1406,10 +1398,9 @@ impl App {
                 .await?;
             refused.extend(here);
             pos = end;
-            match job {
+            if pos < total {
                 // Its progress is recorded: it can stop here.
-                Some(j) if pos < total => self.between_steps("the roster", Some(j.id)).await?,
-                _ => tokio::task::yield_now().await,
+                self.between_steps("the roster", Some(job.id)).await?;
             }
         }
         Ok(refused)

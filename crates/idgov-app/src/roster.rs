@@ -101,50 +101,179 @@ pub(crate) struct HeldItems {
 }
 
 impl StagedSync {
-    /// The roster presences of the people present and unchanged, and the
-    /// snapshot's mark (none for a sync held before marks were kept).
-    pub(crate) fn presences(&self, now: DateTime<Utc>) -> (Vec<(String, Presence)>, RosterMark) {
-        let as_of = self.as_of.unwrap_or(now);
-        (
-            presences(
-                &self.source,
-                &self.sync_id,
-                as_of,
-                &self.time_zone,
-                &self.present,
-            ),
-            RosterMark {
-                source: self.source.clone(),
-                sync_id: self.sync_id.clone(),
-                as_of,
-                time_zone: self.time_zone.clone(),
-            },
-        )
+    /// The snapshot's mark (its time defaults to `now` for a sync held
+    /// before marks were kept).
+    pub(crate) fn mark(&self, now: DateTime<Utc>) -> RosterMark {
+        RosterMark {
+            source: self.source.clone(),
+            sync_id: self.sync_id.clone(),
+            as_of: self.as_of.unwrap_or(now),
+            time_zone: self.time_zone.clone(),
+        }
     }
 }
 
-fn presences<'a>(
-    source: &str,
-    sync_id: &str,
-    as_of: DateTime<Utc>,
-    zone: &str,
-    entries: impl IntoIterator<Item = &'a RosterEntry>,
-) -> Vec<(String, Presence)> {
+/// The presences of `entries`, people a snapshot (`mark`) lists unchanged.
+fn presences(mark: &RosterMark, entries: Vec<RosterEntry>) -> Vec<(String, Presence)> {
     entries
         .into_iter()
         .map(|e| {
             (
-                e.employee_id.clone(),
+                e.employee_id,
                 Presence {
-                    source: source.to_string(),
-                    sync_id: sync_id.to_string(),
-                    as_of,
-                    time_zone: zone.to_string(),
-                    attrs: e.attrs.clone(),
+                    source: mark.source.clone(),
+                    sync_id: mark.sync_id.clone(),
+                    as_of: mark.as_of,
+                    time_zone: mark.time_zone.clone(),
+                    attrs: e.attrs,
                 },
             )
         })
         .collect()
+}
+
+/// What a roster's steps apply (see [`App::record_roster_in_steps`]):
+/// `events` HR events, then the presences of `present` people listed
+/// unchanged, read a step at a time, so that applying a million-person
+/// roster (sent, resumed or released) holds one step in memory, not the
+/// roster.
+pub(crate) struct RosterSteps {
+    pub events: usize,
+    pub present: usize,
+    from: StepSource,
+}
+
+enum StepSource {
+    /// A held sync from before its changes were staged: in its payload.
+    Payload {
+        events: Vec<HrEvent>,
+        present: Vec<RosterEntry>,
+    },
+    /// A job's staged items (see [`App::stage_items`]): its events, or the
+    /// changes of a held sync (`changes`: turned into events a step at a
+    /// time, at the snapshot's time and zone), then the people present.
+    Staged {
+        job: String,
+        changes: Option<(DateTime<Utc>, chrono_tz::Tz)>,
+        /// Items read ahead (a staged row holds [`STAGE_STEP`] of them),
+        /// the first at place `at`; `row` is the next row to read.
+        ahead: std::collections::VecDeque<serde_json::Value>,
+        at: usize,
+        row: i64,
+    },
+}
+
+impl RosterSteps {
+    /// Job `job`'s staged items: `events` HR events (or, with `changes`,
+    /// roster changes of a held sync at its time and zone), then `present`
+    /// roster entries.
+    pub(crate) fn staged(
+        job: &str,
+        events: usize,
+        present: usize,
+        changes: Option<(DateTime<Utc>, chrono_tz::Tz)>,
+    ) -> Self {
+        RosterSteps {
+            events,
+            present,
+            from: StepSource::Staged {
+                job: job.to_string(),
+                changes,
+                ahead: Default::default(),
+                at: 0,
+                row: 0,
+            },
+        }
+    }
+
+    /// Events and entries held in memory.
+    pub(crate) fn in_memory(events: Vec<HrEvent>, present: Vec<RosterEntry>) -> Self {
+        RosterSteps {
+            events: events.len(),
+            present: present.len(),
+            from: StepSource::Payload { events, present },
+        }
+    }
+
+    /// Items `pos..pos + n` (all events or all presences: a step never
+    /// spans both), with `mark` the snapshot they belong to.
+    pub(crate) async fn read(
+        &mut self,
+        app: &App,
+        mark: &RosterMark,
+        pos: usize,
+        n: usize,
+    ) -> Result<(Vec<HrEvent>, Vec<(String, Presence)>), AppError> {
+        let is_event = pos < self.events;
+        match &mut self.from {
+            StepSource::Payload { events, present } => Ok(if is_event {
+                (events[pos..pos + n].to_vec(), vec![])
+            } else {
+                let p = pos - events.len();
+                (vec![], presences(mark, present[p..p + n].to_vec()))
+            }),
+            StepSource::Staged {
+                job,
+                changes,
+                ahead,
+                at,
+                row,
+            } => {
+                let corrupt = |what: String| {
+                    AppError::Store(idgov_store::StoreError::Corrupt(format!(
+                        "staged items of job {job}: {what}"
+                    )))
+                };
+                if pos < *at || pos > *at + ahead.len() {
+                    // Not where the last read ended: start at pos's row.
+                    ahead.clear();
+                    *row = (pos / STAGE_STEP) as i64;
+                    *at = *row as usize * STAGE_STEP;
+                }
+                while *at + ahead.len() < pos + n {
+                    let rows = app.store.bulk_job_items(job, *row, 1).await?;
+                    let Some((found, body)) = rows.into_iter().next() else {
+                        return Err(corrupt(format!(
+                            "items up to {} are staged, {} are read",
+                            *at + ahead.len(),
+                            pos + n
+                        )));
+                    };
+                    if found != *row {
+                        return Err(corrupt(format!("row {row} is missing")));
+                    }
+                    let items: Vec<serde_json::Value> =
+                        serde_json::from_str(&body).map_err(|e| corrupt(e.to_string()))?;
+                    ahead.extend(items);
+                    *row += 1;
+                }
+                let skip = pos - *at;
+                ahead.drain(..skip);
+                let taken: Vec<serde_json::Value> = ahead.drain(..n).collect();
+                *at = pos + n;
+                fn each<T: serde::de::DeserializeOwned>(
+                    items: Vec<serde_json::Value>,
+                ) -> Result<Vec<T>, serde_json::Error> {
+                    items.into_iter().map(serde_json::from_value).collect()
+                }
+                let bad = |e: serde_json::Error| corrupt(e.to_string());
+                Ok(match changes {
+                    _ if !is_event => (vec![], presences(mark, each(taken).map_err(bad)?)),
+                    None => (each(taken).map_err(bad)?, vec![]),
+                    Some((as_of, zone)) => (
+                        roster::to_events(
+                            each(taken).map_err(bad)?,
+                            &mark.source,
+                            &mark.sync_id,
+                            *as_of,
+                            *zone,
+                        ),
+                        vec![],
+                    ),
+                })
+            }
+        }
+    }
 }
 
 /// How many people a roster diff reads at a time.
@@ -424,41 +553,36 @@ impl App {
         let shown = out.diff.shown(SHOWN_CHANGES);
         let all = std::mem::replace(&mut out.diff, shown);
         if !verdict.tripped {
-            let events = roster::to_events(all.changes, &req.source, &req.sync_id, as_of, zone);
             // Unheld: staged as a bulk job (its events and the people it
             // lists unchanged, 2,000 to a row), then applied in bounded steps
-            // that record the job's place, so intake goes on between them
-            // and a crash half-way is resumed from there.
+            // read back from there, the way a resumed sync is, that record
+            // the job's place, so intake goes on between them and a crash
+            // half-way is resumed from there.
             let ctx = SyncContext {
                 mark,
                 behind,
                 out,
-                events: events.len(),
+                events: all.changes.len(),
                 present: present.len(),
                 actor: actor.to_string(),
             };
+            let events = roster::events_of(all.changes, &req.source, &req.sync_id, as_of, zone);
             let job = self
-                .stage_sync(&ctx, &events, present.iter().map(|&at| &req.entries[at]))
+                .stage_sync(&ctx, events, present.iter().map(|&at| &req.entries[at]))
                 .await?;
-            let presences = presences(
-                &req.source,
-                &req.sync_id,
-                as_of,
-                zone.name(),
-                present.iter().map(|&at| &req.entries[at]),
-            );
             let step = crate::held::StepJob {
                 id: &job.id,
                 detail: job.detail.clone(),
             };
+            let mut steps = RosterSteps::staged(&job.id, ctx.events, ctx.present, None);
             let refused = self
-                .record_roster_in_steps(&events, &presences, &ctx.mark, actor, 0, Some(&step))
+                .record_roster_in_steps(&mut steps, &ctx.mark, actor, 0, &step)
                 .await
                 .inspect_err(|e| {
                     tracing::warn!(job = %job.id, error = %e,
                         "a roster sync stopped half-way; it is resumed from its place once its lease runs out");
                 })?;
-            let detail = step.progress(&events, &refused, &[]);
+            let detail = step.progress(&refused, &[]);
             return self.finish_sync(&job.id, &ctx, &detail, false).await;
         }
         // Held: its changes (leavers first, the order they would apply in)
@@ -748,7 +872,7 @@ impl App {
     async fn stage_sync<'a>(
         &self,
         ctx: &SyncContext,
-        events: &[HrEvent],
+        events: impl Iterator<Item = HrEvent>,
         present: impl Iterator<Item = &'a RosterEntry>,
     ) -> Result<idgov_store::BulkJob, AppError> {
         let now = self.now();
@@ -768,8 +892,7 @@ impl App {
         };
         let context = serde_json::to_string(ctx).map_err(unstageable)?;
         let items = events
-            .iter()
-            .map(serde_json::to_string)
+            .map(|e| serde_json::to_string(&e))
             .chain(present.map(serde_json::to_string));
         self.stage_items(&job, Some(context), items).await?;
         job.state = "running".into();
@@ -912,36 +1035,18 @@ impl App {
             )))
         };
         let ctx: SyncContext = serde_json::from_str(&context).map_err(staged)?;
-        let total = ctx.events + ctx.present;
-        let events: Vec<HrEvent> = self.staged_items(&job.id, 0, ctx.events).await?;
-        let present: Vec<RosterEntry> = self.staged_items(&job.id, ctx.events, ctx.present).await?;
-        if events.len() != ctx.events || present.len() != ctx.present {
-            return Err(AppError::Store(idgov_store::StoreError::Corrupt(format!(
-                "roster sync job {}: {} of {} staged items",
-                job.id,
-                events.len() + present.len(),
-                total
-            ))));
-        }
-        let presences = presences(
-            &ctx.mark.source,
-            &ctx.mark.sync_id,
-            ctx.mark.as_of,
-            &ctx.mark.time_zone,
-            &present,
-        );
-        drop(present);
         let at = job.cursor.parse::<usize>().unwrap_or(0);
         tracing::warn!(job = %job.id, source = %ctx.mark.source, sync_id = %ctx.mark.sync_id,
-            applied = at, changes = total, "resuming a roster sync cut short");
+            applied = at, changes = ctx.events + ctx.present, "resuming a roster sync cut short");
         let step = crate::held::StepJob {
             id: &job.id,
             detail: job.detail.clone(),
         };
+        let mut steps = RosterSteps::staged(&job.id, ctx.events, ctx.present, None);
         let refused = self
-            .record_roster_in_steps(&events, &presences, &ctx.mark, &ctx.actor, at, Some(&step))
+            .record_roster_in_steps(&mut steps, &ctx.mark, &ctx.actor, at, &step)
             .await?;
-        let detail = step.progress(&events, &refused, &[]);
+        let detail = step.progress(&refused, &[]);
         self.finish_sync(&job.id, &ctx, &detail, true).await?;
         Ok(())
     }

@@ -287,48 +287,58 @@ pub fn diff(entries: &[RosterEntry], identities: &HashMap<String, Identity>) -> 
 /// order. (Nothing listed depends on a leaver being still active: a change
 /// that names a leaver as manager is applied the same either way.)
 pub fn to_events(
-    mut changes: Vec<RosterChange>,
+    changes: Vec<RosterChange>,
     source: &str,
     sync_id: &str,
     as_of: DateTime<Utc>,
     zone: Tz,
 ) -> Vec<HrEvent> {
+    events_of(changes, source, sync_id, as_of, zone).collect()
+}
+
+/// [`to_events`] one event at a time: each change is turned into its event
+/// as it is taken, so a large roster is never held as changes and events
+/// at once.
+pub fn events_of<'a>(
+    mut changes: Vec<RosterChange>,
+    source: &'a str,
+    sync_id: &'a str,
+    as_of: DateTime<Utc>,
+    zone: Tz,
+) -> impl Iterator<Item = HrEvent> + use<'a> {
     // A stable sort: leavers by employee id, the rest in roster order.
     changes.sort_by_key(|c| c.kind != ChangeKind::Leaver);
-    changes
-        .into_iter()
-        .map(|c| {
-            let kind = match c.kind {
-                ChangeKind::Joiner => EventKind::Hire,
-                ChangeKind::Rehire => EventKind::Rehire,
-                ChangeKind::Mover => EventKind::Move,
-                ChangeKind::Update => EventKind::Update,
-                ChangeKind::Leaver => EventKind::Terminate,
-            };
-            let event_id = format!("roster:{sync_id}:{}", c.employee_id);
-            let effective_at = match (c.kind, c.attrs.start_date) {
-                (ChangeKind::Joiner, Some(d)) if d > local_date(as_of, zone) => {
-                    local_day_start(d, zone).unwrap_or(as_of)
-                }
-                _ => as_of,
-            };
-            let payload = serde_json::to_vec(&(&event_id, kind, &c.attrs)).unwrap_or_default();
-            HrEvent {
-                source: source.to_string(),
-                event_id,
-                kind,
-                employee_id: c.employee_id,
-                effective_at,
-                effective_input: effective_at.to_rfc3339(),
-                time_zone: zone.name().to_string(),
-                attrs: c.attrs,
-                rescinds_event_id: None,
-                fingerprint: hex::encode(Sha256::digest(payload)),
-                from_roster: true,
-                earlier_fingerprint: None,
+    changes.into_iter().map(move |c| {
+        let kind = match c.kind {
+            ChangeKind::Joiner => EventKind::Hire,
+            ChangeKind::Rehire => EventKind::Rehire,
+            ChangeKind::Mover => EventKind::Move,
+            ChangeKind::Update => EventKind::Update,
+            ChangeKind::Leaver => EventKind::Terminate,
+        };
+        let event_id = format!("roster:{sync_id}:{}", c.employee_id);
+        let effective_at = match (c.kind, c.attrs.start_date) {
+            (ChangeKind::Joiner, Some(d)) if d > local_date(as_of, zone) => {
+                local_day_start(d, zone).unwrap_or(as_of)
             }
-        })
-        .collect()
+            _ => as_of,
+        };
+        let payload = serde_json::to_vec(&(&event_id, kind, &c.attrs)).unwrap_or_default();
+        HrEvent {
+            source: source.to_string(),
+            event_id,
+            kind,
+            employee_id: c.employee_id,
+            effective_at,
+            effective_input: effective_at.to_rfc3339(),
+            time_zone: zone.name().to_string(),
+            attrs: c.attrs,
+            rescinds_event_id: None,
+            fingerprint: hex::encode(Sha256::digest(payload)),
+            from_roster: true,
+            earlier_fingerprint: None,
+        }
+    })
 }
 
 #[cfg(test)]

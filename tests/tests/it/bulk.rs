@@ -797,6 +797,45 @@ both_backends! {
 }
 
 both_backends! {
+    async fn the_events_a_roster_cannot_apply_are_reported_by_the_person_they_name(t: TestStore) {
+        // 2,503 people renamed: three steps read back from the staged rows.
+        // One person in each step already has an event under the id the
+        // roster's event would take, with another payload: those three are
+        // refused, the rest applied, and each refusal names its person.
+        let (app, _) = org_settled(&t, 2503).await;
+        let planted = ["B00500", "B01700", "B02400"];
+        for id in planted {
+            let mut attrs = Person::new("x", "Finance").patch();
+            attrs.display_name = Some(format!("Planted {id}"));
+            let ev = event(&app, EventKind::Update, &format!("roster:clash:{id}"), id, "", attrs);
+            app.submit_event(ev, "service:hr").await.unwrap();
+        }
+        let out = app.sync_roster(renamed(2503, "clash"), "service:hr").await.unwrap();
+        assert_eq!(out.counts.updates, 2505);
+        let who: Vec<&str> = out.rejected.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(who, planted, "{:?}", out.rejected);
+        for (_, why) in &out.rejected {
+            assert!(why.contains("different payload"), "{why}");
+        }
+        let ended = first_audit_event(
+            &app,
+            idgov_store::AuditFilter { action: "roster.sync".into(), target: "roster:workday:clash".into(), ..Default::default() },
+            "the sync was never recorded",
+        ).await;
+        let detail: serde_json::Value = serde_json::from_str(&ended.detail).unwrap();
+        assert_eq!(detail["rejected_count"], 3, "{detail}");
+        let audited_who: Vec<&str> = detail["rejected"].as_array().unwrap().iter().map(|r| r[0].as_str().unwrap()).collect();
+        assert_eq!(audited_who, planted, "{detail}");
+        for id in planted {
+            assert_eq!(app.store.get_identity(id).await.unwrap().unwrap().attrs.display_name, format!("Planted {id}"));
+        }
+        for id in ["B00000", "B00501", "B01699", "B02502", "O1"] {
+            assert_eq!(app.store.get_identity(id).await.unwrap().unwrap().attrs.display_name, format!("Renamed {id}"));
+        }
+    }
+}
+
+both_backends! {
     async fn a_roster_sync_cut_short_by_a_crash_is_resumed_where_it_stopped(t: TestStore) {
         let (app, clock) = org_settled(&t, 4000).await;
         // A finished sync leaves no job behind.
