@@ -1,7 +1,7 @@
 //! Roster previews: the whole diff of a dry run, kept for a day to be read
 //! a page at a time (ListRosterPreview, `idgov hr preview`).
 //!
-//! A dry run answers with the counts and at most [`SHOWN_CHANGES`] of its
+//! A dry run answers with the counts and at most [`SHOWN_CHANGES`](crate::roster::SHOWN_CHANGES) of its
 //! changes, so the answer stays small whatever the roster. When it shows
 //! fewer than it found, its changes (leavers first, the order a sync would
 //! apply them in) are staged as items of a bulk job of kind
@@ -12,9 +12,8 @@
 
 use super::App;
 use crate::error::AppError;
-use crate::roster::SHOWN_CHANGES;
 use chrono::{DateTime, Utc};
-use idgov_domain::roster::{ChangeKind, RosterChange, RosterDiff};
+use idgov_domain::roster::{RosterChange, RosterDiff};
 use idgov_store::BulkJob;
 use serde_json::json;
 
@@ -25,7 +24,7 @@ pub const ROSTER_PREVIEW: &str = "roster_preview";
 pub const PREVIEW_KEPT_HOURS: i64 = 24;
 
 /// A dry run whose changes, written as JSON, pass this many bytes is
-/// previewed even with fewer than [`SHOWN_CHANGES`] changes: its answer
+/// previewed even with fewer than [`SHOWN_CHANGES`](crate::roster::SHOWN_CHANGES) changes: its answer
 /// may be cut to stay under the message limit.
 const PREVIEW_ABOVE_BYTES: usize = 1 << 20;
 
@@ -34,13 +33,14 @@ fn job_id(id: &str) -> String {
     format!("preview-{id}")
 }
 
-/// True when a dry run's answer may not show all of `diff`.
-pub(crate) fn needs_preview(diff: &RosterDiff) -> bool {
-    if diff.changes.len() > SHOWN_CHANGES {
+/// True when a dry run's answer, `shown` of its `total` changes, may not
+/// show them all.
+pub(crate) fn needs_preview(total: usize, shown: &RosterDiff) -> bool {
+    if total > shown.changes.len() {
         return true;
     }
     let mut bytes = 0;
-    for c in &diff.changes {
+    for c in &shown.changes {
         bytes += serde_json::to_string(c).map_or(0, |s| s.len());
         if bytes > PREVIEW_ABOVE_BYTES {
             return true;
@@ -59,22 +59,22 @@ pub struct PreviewPage {
 }
 
 impl App {
-    /// Stages the whole of a dry run's `diff` as a preview and returns its
-    /// id. A failure leaves nothing to read (and nothing behind once the
-    /// sweep has run).
+    /// Stages the whole of a dry run's diff, its `total` `changes` in the
+    /// order a sync would apply them (leavers first), as a preview and
+    /// returns its id. A failure leaves nothing to read (and nothing behind
+    /// once the sweep has run).
     pub(crate) async fn stage_preview(
         &self,
         source: &str,
         sync_id: &str,
-        diff: &RosterDiff,
+        changes: impl Iterator<Item = RosterChange>,
+        total: usize,
         actor: &str,
     ) -> Result<String, AppError> {
         let id = uuid::Uuid::now_v7().to_string();
         let now = self.now();
-        let mut changes: Vec<&RosterChange> = diff.changes.iter().collect();
-        changes.sort_by_key(|c| c.kind != ChangeKind::Leaver);
         let detail = json!({
-            "source": source, "sync_id": sync_id, "changes": changes.len(), "actor": actor,
+            "source": source, "sync_id": sync_id, "changes": total, "actor": actor,
         });
         let job = BulkJob {
             id: job_id(&id),
@@ -87,8 +87,8 @@ impl App {
             updated_at: now,
         };
         let staged = async {
-            self.stage_items(&job, None, changes.iter().map(serde_json::to_string))
-                .await?;
+            let items = changes.map(|c| serde_json::to_string(&c));
+            self.stage_items(&job, None, items).await?;
             let job = &job;
             self.retrying(|| async move {
                 let now = self.now();
@@ -104,7 +104,7 @@ impl App {
             self.end_sync_job(&job.id, "failed").await;
             return Err(e);
         }
-        tracing::info!(preview = %id, changes = changes.len(), "roster dry run kept as a preview");
+        tracing::info!(preview = %id, changes = total, "roster dry run kept as a preview");
         Ok(id)
     }
 

@@ -283,7 +283,12 @@ const WALK_PAGE: i64 = 2000;
 /// table at once).
 #[derive(Default)]
 struct Walked {
-    diff: RosterDiff,
+    /// The listed people's changes, in roster order.
+    listed: Vec<Listed>,
+    /// The people working here whom the roster does not list, by employee
+    /// id.
+    leavers: Vec<RosterChange>,
+    unchanged: u64,
     /// The entries (by place) of people listed, unchanged, who work here:
     /// their presence is recorded (see `history::Presence`).
     present: Vec<usize>,
@@ -299,28 +304,73 @@ struct Walked {
     active: u64,
 }
 
+/// A listed person's change, by the place of their entry in the roster:
+/// the change itself (with the entry's attributes) is made when it is
+/// taken ([`Walked::applying`]), so a million-person roster is not held
+/// twice, as entries and as changes.
+struct Listed {
+    at: usize,
+    kind: ChangeKind,
+    fields: Vec<idgov_domain::identity::FieldChange>,
+}
+
 impl Walked {
-    fn visit(
-        &mut self,
-        changes: &mut Vec<(usize, RosterChange)>,
-        at: usize,
-        e: &RosterEntry,
-        cur: Option<&Identity>,
-    ) {
+    fn visit(&mut self, at: usize, e: &RosterEntry, cur: Option<&Identity>) {
         if e.attrs.manager_id.is_none()
             && let Some(m) = cur.and_then(|p| p.attrs.manager_id.clone())
         {
             self.managers.insert(e.employee_id.clone(), m);
         }
-        match roster::classify(e, cur) {
-            Some(c) => changes.push((at, c)),
+        match roster::classify_kind(e, cur) {
+            Some((kind, fields)) => self.listed.push(Listed { at, kind, fields }),
             None => {
-                self.diff.unchanged += 1;
+                self.unchanged += 1;
                 if cur.is_some_and(|p| p.may_hold_access()) {
                     self.present.push(at);
                 }
             }
         }
+    }
+
+    /// How many changes the roster makes.
+    fn total(&self) -> usize {
+        self.listed.len() + self.leavers.len()
+    }
+
+    fn counts(&self) -> DiffCounts {
+        let kinds = self.listed.iter().map(|l| l.kind);
+        DiffCounts::of(
+            kinds.chain(self.leavers.iter().map(|c| c.kind)),
+            self.unchanged,
+        )
+    }
+
+    /// The changes in the order they apply: leavers first (see
+    /// `roster::to_events`), then the rest in roster order; `entries` is
+    /// the roster walked.
+    fn applying<'a>(
+        &'a self,
+        entries: &'a [RosterEntry],
+    ) -> impl Iterator<Item = RosterChange> + 'a {
+        self.leavers.iter().cloned().chain(
+            self.listed
+                .iter()
+                .map(|l| roster::change_of(&entries[l.at], l.kind, l.fields.clone())),
+        )
+    }
+
+    /// The diff an answer shows (`RosterDiff::shown`), made from no more
+    /// changes than it can show of each side.
+    fn shown(&self, entries: &[RosterEntry], max: usize) -> RosterDiff {
+        let listed = self.listed.iter().take(max);
+        let diff = RosterDiff {
+            changes: listed
+                .map(|l| roster::change_of(&entries[l.at], l.kind, l.fields.clone()))
+                .chain(self.leavers.iter().take(max).cloned())
+                .collect(),
+            unchanged: self.unchanged,
+        };
+        diff.shown(max)
     }
 }
 
@@ -342,8 +392,6 @@ impl App {
                 .is_ok()
         };
         let mut w = Walked::default();
-        let mut changes: Vec<(usize, RosterChange)> = Vec::new();
-        let mut leavers: Vec<RosterChange> = Vec::new();
         let mut k = 0;
         let mut after = String::new();
         loop {
@@ -357,12 +405,7 @@ impl App {
                 && entries[at].employee_id <= last
             {
                 let e = &entries[at];
-                w.visit(
-                    &mut changes,
-                    at,
-                    e,
-                    by_id.get(e.employee_id.as_str()).copied(),
-                );
+                w.visit(at, e, by_id.get(e.employee_id.as_str()).copied());
                 k += 1;
             }
             for p in &page {
@@ -374,7 +417,7 @@ impl App {
                     continue;
                 }
                 if works_here {
-                    leavers.push(roster::leaver(p));
+                    w.leavers.push(roster::leaver(p));
                 } else if p
                     .history
                     .last
@@ -388,11 +431,10 @@ impl App {
         }
         // Everyone after the last person known is new.
         for &at in &order[k.min(order.len())..] {
-            w.visit(&mut changes, at, &entries[at], None);
+            w.visit(at, &entries[at], None);
         }
-        changes.sort_unstable_by_key(|(at, _)| *at);
+        w.listed.sort_unstable_by_key(|l| l.at);
         w.present.sort_unstable();
-        w.diff.changes = changes.into_iter().map(|(_, c)| c).chain(leavers).collect();
         Ok(w)
     }
 
@@ -508,7 +550,7 @@ impl App {
             as_of,
             time_zone: zone.name().to_string(),
         };
-        let walked = self.walk_people(&req.entries, &mark).await?;
+        let mut walked = self.walk_people(&req.entries, &mark).await?;
         if let Some((at, cycle)) = roster::manager_cycle(&req.entries, &walked.managers) {
             return Err(AppError::invalid(
                 &format!("roster[{at}].manager_employee_id"),
@@ -518,40 +560,34 @@ impl App {
                 ),
             ));
         }
-        let Walked {
-            diff,
-            present,
-            behind,
-            active,
-            ..
-        } = walked;
-        let verdict = guard::evaluate(active, diff.count(ChangeKind::Leaver), &policy.policy.guard);
+        let verdict = guard::evaluate(
+            walked.active,
+            walked.leavers.len() as u64,
+            &policy.policy.guard,
+        );
         let mut out = SyncOutcome {
             sync_id: req.sync_id.clone(),
             outcome: Outcome::DryRun,
-            counts: diff.counts(),
-            diff,
+            counts: walked.counts(),
+            diff: walked.shown(&req.entries, SHOWN_CHANGES),
             guard: verdict,
             held_change_id: None,
             entries_received: req.entries.len() as u64,
             rejected: vec![],
             preview_id: None,
         };
+        let total = walked.total();
         if req.dry_run {
-            if crate::preview::needs_preview(&out.diff) {
+            if crate::preview::needs_preview(total, &out.diff) {
+                let changes = walked.applying(&req.entries);
                 out.preview_id = Some(
-                    self.stage_preview(&req.source, &req.sync_id, &out.diff, actor)
+                    self.stage_preview(&req.source, &req.sync_id, changes, total, actor)
                         .await?,
                 );
             }
-            out.diff = out.diff.shown(SHOWN_CHANGES);
             return Ok(out);
         }
         let counts = summary(&out.counts);
-        // The whole diff is not needed from here on: a large roster is
-        // staged once (as its events or its changes), not twice.
-        let shown = out.diff.shown(SHOWN_CHANGES);
-        let all = std::mem::replace(&mut out.diff, shown);
         if !verdict.tripped {
             // Unheld: staged as a bulk job (its events and the people it
             // lists unchanged, 2,000 to a row), then applied in bounded steps
@@ -560,16 +596,18 @@ impl App {
             // half-way is resumed from there.
             let ctx = SyncContext {
                 mark,
-                behind,
+                behind: std::mem::take(&mut walked.behind),
                 out,
-                events: all.changes.len(),
-                present: present.len(),
+                events: total,
+                present: walked.present.len(),
                 actor: actor.to_string(),
             };
-            let events = roster::events_of(all.changes, &req.source, &req.sync_id, as_of, zone);
-            let job = self
-                .stage_sync(&ctx, events, present.iter().map(|&at| &req.entries[at]))
-                .await?;
+            let events = walked
+                .applying(&req.entries)
+                .map(|c| roster::event_of(c, &req.source, &req.sync_id, as_of, zone));
+            let present = walked.present.iter().map(|&at| &req.entries[at]);
+            let job = self.stage_sync(&ctx, events, present).await?;
+            drop(walked);
             let step = crate::held::StepJob {
                 id: &job.id,
                 detail: job.detail.clone(),
@@ -590,8 +628,6 @@ impl App {
         // applies them once released, so the held change stays small
         // however large the roster, and its changes can be read a page at
         // a time. The hold is one transaction once every item is written.
-        let mut changes = all.changes;
-        changes.sort_by_key(|c| c.kind != ChangeKind::Leaver);
         let held_id = uuid::Uuid::now_v7().to_string();
         let job = idgov_store::BulkJob {
             id: format!("release-{held_id}"),
@@ -601,20 +637,24 @@ impl App {
             cursor: "0".into(),
             detail: json!({
                 "source": req.source, "sync_id": req.sync_id, "held": held_id,
-                "changes": changes.len() + present.len(), "actor": actor,
+                "changes": total + walked.present.len(), "actor": actor,
                 "refused_count": 0, "refused": [],
             }),
             created_at: self.now(),
             updated_at: self.now(),
         };
-        let items = changes.iter().map(serde_json::to_string).chain(
-            present
-                .iter()
-                .map(|&at| serde_json::to_string(&req.entries[at])),
-        );
+        let items = walked
+            .applying(&req.entries)
+            .map(|c| serde_json::to_string(&c))
+            .chain(
+                walked
+                    .present
+                    .iter()
+                    .map(|&at| serde_json::to_string(&req.entries[at])),
+            );
         self.stage_items(&job, None, items).await?;
         let staged = StagedSync {
-            behind,
+            behind: walked.behind,
             source: req.source.clone(),
             sync_id: req.sync_id.clone(),
             events: vec![],
@@ -624,12 +664,11 @@ impl App {
             time_zone: zone.name().to_string(),
             staged: Some(HeldItems {
                 job: job.id.clone(),
-                changes: changes.len(),
-                present: present.len(),
+                changes: total,
+                present: walked.present.len(),
                 counts: out.counts,
             }),
         };
-        drop(changes);
         let summary_text = format!(
             "roster sync {} from {}: {} leavers of {} active (threshold {}); {}",
             req.sync_id, req.source, verdict.affected, verdict.active, verdict.threshold, counts

@@ -56,15 +56,7 @@ impl RosterDiff {
 
     /// How many changes of each kind, and in all.
     pub fn counts(&self) -> DiffCounts {
-        DiffCounts {
-            joiners: self.count(ChangeKind::Joiner),
-            movers: self.count(ChangeKind::Mover),
-            updates: self.count(ChangeKind::Update),
-            leavers: self.count(ChangeKind::Leaver),
-            rehires: self.count(ChangeKind::Rehire),
-            unchanged: self.unchanged,
-            total: self.changes.len() as u64,
-        }
+        DiffCounts::of(self.changes.iter().map(|c| c.kind), self.unchanged)
     }
 
     /// At most `max` changes to show a person (leavers first: they are what
@@ -105,6 +97,27 @@ pub struct DiffCounts {
     pub rehires: u64,
     pub unchanged: u64,
     pub total: u64,
+}
+
+impl DiffCounts {
+    /// The counts of changes of `kinds`, beside `unchanged` people.
+    pub fn of(kinds: impl Iterator<Item = ChangeKind>, unchanged: u64) -> DiffCounts {
+        let mut c = DiffCounts {
+            unchanged,
+            ..DiffCounts::default()
+        };
+        for kind in kinds {
+            *match kind {
+                ChangeKind::Joiner => &mut c.joiners,
+                ChangeKind::Mover => &mut c.movers,
+                ChangeKind::Update => &mut c.updates,
+                ChangeKind::Leaver => &mut c.leavers,
+                ChangeKind::Rehire => &mut c.rehires,
+            } += 1;
+            c.total += 1;
+        }
+        c
+    }
 }
 
 /// Validates roster entries: ids, attributes, duplicates, and a name for
@@ -207,31 +220,47 @@ pub fn manager_cycle(
 /// known of them (`None`: unknown): a change, or `None` when it changes
 /// nothing.
 pub fn classify(e: &RosterEntry, cur: Option<&Identity>) -> Option<RosterChange> {
-    let change = |kind, changes| RosterChange {
-        employee_id: e.employee_id.clone(),
-        kind,
-        display_name: e.attrs.display_name.clone().unwrap_or_default(),
-        changes,
-        attrs: e.attrs.clone(),
-    };
+    classify_kind(e, cur).map(|(kind, fields)| change_of(e, kind, fields))
+}
+
+/// What [`classify`] finds, without the change itself: its kind and the
+/// fields it changes. A roster of a million people keeps these beside its
+/// entries and makes each change ([`change_of`]) when it is taken, rather
+/// than holding every entry twice.
+pub fn classify_kind(
+    e: &RosterEntry,
+    cur: Option<&Identity>,
+) -> Option<(ChangeKind, Vec<FieldChange>)> {
     match cur {
-        None => Some(change(ChangeKind::Joiner, vec![])),
-        Some(cur) if cur.status == Status::Terminated => Some(change(ChangeKind::Rehire, vec![])),
+        None => Some((ChangeKind::Joiner, vec![])),
+        Some(cur) if cur.status == Status::Terminated => Some((ChangeKind::Rehire, vec![])),
         // Not working here yet (announced by a future hire, or known only
         // from events before it): a joiner, hired on the roster's start
         // date like anyone new.
-        Some(cur) if cur.status == Status::PreHire => Some(change(ChangeKind::Joiner, vec![])),
+        Some(cur) if cur.status == Status::PreHire => Some((ChangeKind::Joiner, vec![])),
         Some(cur) => {
             let new = crate::history::preview_update(cur, &e.attrs);
             let changes = diff_attributes(&cur.attrs, &new);
             if changes.is_empty() {
                 None
             } else if is_move(&changes) {
-                Some(change(ChangeKind::Mover, changes))
+                Some((ChangeKind::Mover, changes))
             } else {
-                Some(change(ChangeKind::Update, changes))
+                Some((ChangeKind::Update, changes))
             }
         }
+    }
+}
+
+/// The change entry `e` makes, of `kind`, changing `fields` (see
+/// [`classify_kind`]).
+pub fn change_of(e: &RosterEntry, kind: ChangeKind, fields: Vec<FieldChange>) -> RosterChange {
+    RosterChange {
+        employee_id: e.employee_id.clone(),
+        kind,
+        display_name: e.attrs.display_name.clone().unwrap_or_default(),
+        changes: fields,
+        attrs: e.attrs.clone(),
     }
 }
 
@@ -287,58 +316,58 @@ pub fn diff(entries: &[RosterEntry], identities: &HashMap<String, Identity>) -> 
 /// order. (Nothing listed depends on a leaver being still active: a change
 /// that names a leaver as manager is applied the same either way.)
 pub fn to_events(
-    changes: Vec<RosterChange>,
+    mut changes: Vec<RosterChange>,
     source: &str,
     sync_id: &str,
     as_of: DateTime<Utc>,
     zone: Tz,
 ) -> Vec<HrEvent> {
-    events_of(changes, source, sync_id, as_of, zone).collect()
-}
-
-/// [`to_events`] one event at a time: each change is turned into its event
-/// as it is taken, so a large roster is never held as changes and events
-/// at once.
-pub fn events_of<'a>(
-    mut changes: Vec<RosterChange>,
-    source: &'a str,
-    sync_id: &'a str,
-    as_of: DateTime<Utc>,
-    zone: Tz,
-) -> impl Iterator<Item = HrEvent> + use<'a> {
     // A stable sort: leavers by employee id, the rest in roster order.
     changes.sort_by_key(|c| c.kind != ChangeKind::Leaver);
-    changes.into_iter().map(move |c| {
-        let kind = match c.kind {
-            ChangeKind::Joiner => EventKind::Hire,
-            ChangeKind::Rehire => EventKind::Rehire,
-            ChangeKind::Mover => EventKind::Move,
-            ChangeKind::Update => EventKind::Update,
-            ChangeKind::Leaver => EventKind::Terminate,
-        };
-        let event_id = format!("roster:{sync_id}:{}", c.employee_id);
-        let effective_at = match (c.kind, c.attrs.start_date) {
-            (ChangeKind::Joiner, Some(d)) if d > local_date(as_of, zone) => {
-                local_day_start(d, zone).unwrap_or(as_of)
-            }
-            _ => as_of,
-        };
-        let payload = serde_json::to_vec(&(&event_id, kind, &c.attrs)).unwrap_or_default();
-        HrEvent {
-            source: source.to_string(),
-            event_id,
-            kind,
-            employee_id: c.employee_id,
-            effective_at,
-            effective_input: effective_at.to_rfc3339(),
-            time_zone: zone.name().to_string(),
-            attrs: c.attrs,
-            rescinds_event_id: None,
-            fingerprint: hex::encode(Sha256::digest(payload)),
-            from_roster: true,
-            earlier_fingerprint: None,
+    changes
+        .into_iter()
+        .map(|c| event_of(c, source, sync_id, as_of, zone))
+        .collect()
+}
+
+/// The event of one change (see [`to_events`], which orders them): a
+/// large roster turns its changes into events one at a time.
+pub fn event_of(
+    c: RosterChange,
+    source: &str,
+    sync_id: &str,
+    as_of: DateTime<Utc>,
+    zone: Tz,
+) -> HrEvent {
+    let kind = match c.kind {
+        ChangeKind::Joiner => EventKind::Hire,
+        ChangeKind::Rehire => EventKind::Rehire,
+        ChangeKind::Mover => EventKind::Move,
+        ChangeKind::Update => EventKind::Update,
+        ChangeKind::Leaver => EventKind::Terminate,
+    };
+    let event_id = format!("roster:{sync_id}:{}", c.employee_id);
+    let effective_at = match (c.kind, c.attrs.start_date) {
+        (ChangeKind::Joiner, Some(d)) if d > local_date(as_of, zone) => {
+            local_day_start(d, zone).unwrap_or(as_of)
         }
-    })
+        _ => as_of,
+    };
+    let payload = serde_json::to_vec(&(&event_id, kind, &c.attrs)).unwrap_or_default();
+    HrEvent {
+        source: source.to_string(),
+        event_id,
+        kind,
+        employee_id: c.employee_id,
+        effective_at,
+        effective_input: effective_at.to_rfc3339(),
+        time_zone: zone.name().to_string(),
+        attrs: c.attrs,
+        rescinds_event_id: None,
+        fingerprint: hex::encode(Sha256::digest(payload)),
+        from_roster: true,
+        earlier_fingerprint: None,
+    }
 }
 
 #[cfg(test)]

@@ -431,7 +431,10 @@ both_backends! {
                 }
                 entries.push(RosterEntry { employee_id: format!("B{i:05}"), attrs });
             }
-            for j in 0..(rng.below(300) as usize) {
+            // The last roster makes more changes than an answer shows: its
+            // preview must list them all.
+            let new_people = if seed == 4 { 1500 } else { rng.below(300) as usize };
+            for j in 0..new_people {
                 // New people, some sorting before everyone, some after.
                 let id = if j % 2 == 0 { format!("A{seed}{j:04}") } else { format!("Z{seed}{j:04}") };
                 entries.push(RosterEntry { employee_id: id, attrs: Person::new("x", "Sales").patch() });
@@ -461,6 +464,27 @@ both_backends! {
             assert_eq!(out.counts, expected.counts(), "seed {seed}");
             assert_eq!(out.diff, expected.shown(idgov_server::app::roster::SHOWN_CHANGES), "seed {seed}");
             assert!(out.counts.leavers > 0 && out.counts.rehires > 0 && out.counts.movers > 0 && out.counts.joiners > 0 && out.counts.updates > 0, "seed {seed}: {:?}", out.counts);
+            // The preview (a large dry run's whole diff) lists every change
+            // once, in the order a sync applies them: leavers first.
+            let mut applying = expected.changes.clone();
+            applying.sort_by_key(|c| c.kind != idgov_domain::roster::ChangeKind::Leaver);
+            match &out.preview_id {
+                None => assert!(applying.len() <= idgov_server::app::roster::SHOWN_CHANGES, "seed {seed}"),
+                Some(id) => {
+                    let mut listed = Vec::new();
+                    loop {
+                        let page = app.roster_preview(id, listed.len(), 400).await.unwrap();
+                        if page.changes.is_empty() {
+                            break;
+                        }
+                        listed.extend(page.changes);
+                    }
+                    assert_eq!(listed, applying, "seed {seed}");
+                }
+            }
+            if seed == 4 {
+                assert!(out.preview_id.is_some(), "{} changes", applying.len());
+            }
         }
     }
 }
