@@ -253,7 +253,7 @@ impl App {
         let held = self.held_or_not_found(held_id).await?;
         let mut staged: StagedSync = serde_json::from_value(held.payload).map_err(corrupt)?;
         let mark = staged.mark(held.decided_at.unwrap_or(job.created_at));
-        let mut steps = match &staged.staged {
+        let steps = match &staged.staged {
             Some(items) => {
                 let zone = idgov_domain::time::parse_zone(&staged.time_zone).map_err(|e| {
                     AppError::Store(idgov_store::StoreError::Corrupt(e.to_string()))
@@ -278,7 +278,7 @@ impl App {
             detail: job.detail.clone(),
         };
         let refused = self
-            .record_roster_in_steps(&mut steps, &mark, &actor, from, &step)
+            .record_roster_in_steps(&steps, &mark, &actor, from, &step)
             .await?;
         let detail = step.progress(&refused, &[]);
         let (events, total) = (steps.events, steps.events + steps.present);

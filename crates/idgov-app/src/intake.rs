@@ -1340,7 +1340,7 @@ impl App {
     /// with its employee id.
     pub(crate) async fn record_roster_in_steps(
         &self,
-        steps: &mut crate::roster::RosterSteps,
+        steps: &crate::roster::RosterSteps,
         mark: &RosterMark,
         actor: &str,
         from: usize,

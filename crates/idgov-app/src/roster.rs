@@ -155,11 +155,6 @@ enum StepSource {
     Staged {
         job: String,
         changes: Option<(DateTime<Utc>, chrono_tz::Tz)>,
-        /// Items read ahead (a staged row holds [`STAGE_STEP`] of them),
-        /// the first at place `at`; `row` is the next row to read.
-        ahead: std::collections::VecDeque<serde_json::Value>,
-        at: usize,
-        row: i64,
     },
 }
 
@@ -179,9 +174,6 @@ impl RosterSteps {
             from: StepSource::Staged {
                 job: job.to_string(),
                 changes,
-                ahead: Default::default(),
-                at: 0,
-                row: 0,
             },
         }
     }
@@ -198,78 +190,49 @@ impl RosterSteps {
     /// Items `pos..pos + n` (all events or all presences: a step never
     /// spans both), with `mark` the snapshot they belong to.
     pub(crate) async fn read(
-        &mut self,
+        &self,
         app: &App,
         mark: &RosterMark,
         pos: usize,
         n: usize,
     ) -> Result<(Vec<HrEvent>, Vec<(String, Presence)>), AppError> {
         let is_event = pos < self.events;
-        match &mut self.from {
+        match &self.from {
             StepSource::Payload { events, present } => Ok(if is_event {
                 (events[pos..pos + n].to_vec(), vec![])
             } else {
                 let p = pos - events.len();
                 (vec![], presences(mark, present[p..p + n].to_vec()))
             }),
-            StepSource::Staged {
-                job,
-                changes,
-                ahead,
-                at,
-                row,
-            } => {
-                let corrupt = |what: String| {
-                    AppError::Store(idgov_store::StoreError::Corrupt(format!(
-                        "staged items of job {job}: {what}"
-                    )))
-                };
-                if pos < *at || pos > *at + ahead.len() {
-                    // Not where the last read ended: start at pos's row.
-                    ahead.clear();
-                    *row = (pos / STAGE_STEP) as i64;
-                    *at = *row as usize * STAGE_STEP;
-                }
-                while *at + ahead.len() < pos + n {
-                    let rows = app.store.bulk_job_items(job, *row, 1).await?;
-                    let Some((found, body)) = rows.into_iter().next() else {
-                        return Err(corrupt(format!(
-                            "items up to {} are staged, {} are read",
-                            *at + ahead.len(),
+            StepSource::Staged { job, changes } => {
+                let whole = |got: usize| {
+                    if got == n {
+                        Ok(())
+                    } else {
+                        Err(AppError::Store(idgov_store::StoreError::Corrupt(format!(
+                            "staged items of job {job}: {got} of items {pos}..{} are staged",
                             pos + n
-                        )));
-                    };
-                    if found != *row {
-                        return Err(corrupt(format!("row {row} is missing")));
+                        ))))
                     }
-                    let items: Vec<serde_json::Value> =
-                        serde_json::from_str(&body).map_err(|e| corrupt(e.to_string()))?;
-                    ahead.extend(items);
-                    *row += 1;
-                }
-                let skip = pos - *at;
-                ahead.drain(..skip);
-                let taken: Vec<serde_json::Value> = ahead.drain(..n).collect();
-                *at = pos + n;
-                fn each<T: serde::de::DeserializeOwned>(
-                    items: Vec<serde_json::Value>,
-                ) -> Result<Vec<T>, serde_json::Error> {
-                    items.into_iter().map(serde_json::from_value).collect()
-                }
-                let bad = |e: serde_json::Error| corrupt(e.to_string());
+                };
                 Ok(match changes {
-                    _ if !is_event => (vec![], presences(mark, each(taken).map_err(bad)?)),
-                    None => (each(taken).map_err(bad)?, vec![]),
-                    Some((as_of, zone)) => (
-                        roster::to_events(
-                            each(taken).map_err(bad)?,
-                            &mark.source,
-                            &mark.sync_id,
-                            *as_of,
-                            *zone,
-                        ),
-                        vec![],
-                    ),
+                    _ if !is_event => {
+                        let entries: Vec<RosterEntry> = app.staged_items(job, pos, n).await?;
+                        whole(entries.len())?;
+                        (vec![], presences(mark, entries))
+                    }
+                    None => {
+                        let events: Vec<HrEvent> = app.staged_items(job, pos, n).await?;
+                        whole(events.len())?;
+                        (events, vec![])
+                    }
+                    Some((as_of, zone)) => {
+                        let changes: Vec<RosterChange> = app.staged_items(job, pos, n).await?;
+                        whole(changes.len())?;
+                        let (source, sync_id) = (&mark.source, &mark.sync_id);
+                        let events = roster::to_events(changes, source, sync_id, *as_of, *zone);
+                        (events, vec![])
+                    }
                 })
             }
         }
@@ -612,9 +575,9 @@ impl App {
                 id: &job.id,
                 detail: job.detail.clone(),
             };
-            let mut steps = RosterSteps::staged(&job.id, ctx.events, ctx.present, None);
+            let steps = RosterSteps::staged(&job.id, ctx.events, ctx.present, None);
             let refused = self
-                .record_roster_in_steps(&mut steps, &ctx.mark, actor, 0, &step)
+                .record_roster_in_steps(&steps, &ctx.mark, actor, 0, &step)
                 .await
                 .inspect_err(|e| {
                     tracing::warn!(job = %job.id, error = %e,
@@ -1081,9 +1044,9 @@ impl App {
             id: &job.id,
             detail: job.detail.clone(),
         };
-        let mut steps = RosterSteps::staged(&job.id, ctx.events, ctx.present, None);
+        let steps = RosterSteps::staged(&job.id, ctx.events, ctx.present, None);
         let refused = self
-            .record_roster_in_steps(&mut steps, &ctx.mark, &ctx.actor, at, &step)
+            .record_roster_in_steps(&steps, &ctx.mark, &ctx.actor, at, &step)
             .await?;
         let detail = step.progress(&refused, &[]);
         self.finish_sync(&job.id, &ctx, &detail, true).await?;
