@@ -25,24 +25,25 @@ pub(crate) struct StepJob<'a> {
 }
 
 impl StepJob<'_> {
-    /// The job's detail after `refused` and `here` (refusals, each with the
-    /// employee id of its event): how many in all, and the first
-    /// [`crate::roster::SHOWN_CHANGES`] of them with their reasons.
+    /// `detail` (the job's detail after the steps before) after the
+    /// refusals of one step (each with the employee id of its event): how
+    /// many in all, and the first [`crate::roster::SHOWN_CHANGES`] of them
+    /// with their reasons. Only that many are ever kept, so a roster whose
+    /// every event is refused holds no more than a roster with a few.
     pub(crate) fn progress(
-        &self,
-        refused: &[(String, AppError)],
+        detail: &serde_json::Value,
         here: &[(String, AppError)],
     ) -> serde_json::Value {
-        let mut d = self.detail.clone();
+        let mut d = detail.clone();
         let before = d["refused_count"].as_u64().unwrap_or(0);
         let mut list: Vec<serde_json::Value> = d["refused"].as_array().cloned().unwrap_or_default();
-        for (who, e) in refused.iter().chain(here) {
-            if list.len() >= crate::roster::SHOWN_CHANGES {
-                break;
-            }
-            list.push(json!([who, e.to_string()]));
-        }
-        d["refused_count"] = json!(before + (refused.len() + here.len()) as u64);
+        let room = crate::roster::SHOWN_CHANGES.saturating_sub(list.len());
+        list.extend(
+            here.iter()
+                .take(room)
+                .map(|(who, e)| json!([who, e.to_string()])),
+        );
+        d["refused_count"] = json!(before + here.len() as u64);
         d["refused"] = json!(list);
         d
     }
@@ -277,10 +278,9 @@ impl App {
             id: &job.id,
             detail: job.detail.clone(),
         };
-        let refused = self
+        let detail = self
             .record_roster_in_steps(&steps, &mark, &actor, from, &step)
             .await?;
-        let detail = step.progress(&refused, &[]);
         let (events, total) = (steps.events, steps.events + steps.present);
         let refused_count = detail["refused_count"].as_u64().unwrap_or(0);
         let (staged, mark, detail, actor, held_id) = (&staged, &mark, &detail, &actor, &held.id);

@@ -1336,8 +1336,9 @@ impl App {
     /// Each step also records the `job`'s progress (its cursor: the place
     /// reached in the events, then the presences) in its transaction, and
     /// the steps start at `from`: a sync resumed after a crash or a stop
-    /// does not replay what was done. Returns the events refused, each
-    /// with its employee id.
+    /// does not replay what was done. Returns the job's detail at the end:
+    /// how many events were refused, and the first of them, each with its
+    /// employee id and reason (see [`crate::held::StepJob::progress`]).
     pub(crate) async fn record_roster_in_steps(
         &self,
         steps: &crate::roster::RosterSteps,
@@ -1345,10 +1346,11 @@ impl App {
         actor: &str,
         from: usize,
         job: &crate::held::StepJob<'_>,
-    ) -> Result<Vec<(String, AppError)>, AppError> {
-        // Only the refusals are kept: an outcome per event of a
+    ) -> Result<serde_json::Value, AppError> {
+        // Only the job's detail is carried from step to step (a count of
+        // the refusals and the first of them): an outcome per event of a
         // million-person roster would be a copy of it.
-        let mut refused: Vec<(String, AppError)> = Vec::new();
+        let mut detail = job.detail.clone();
         let ne = steps.events;
         let total = ne + steps.present;
         let mut pos = from.min(total);
@@ -1366,8 +1368,8 @@ impl App {
                 self.store.refresh_statistics().await;
             }
             n += 1;
-            let done = &refused;
-            let here = self
+            let done = &detail;
+            let next = self
                 .retrying(|| async move {
                     let now = self.now();
                     let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
@@ -1386,24 +1388,24 @@ impl App {
                         .zip(ev_chunk)
                         .filter_map(|(r, ev)| r.err().map(|e| (ev.employee_id.clone(), e)))
                         .collect();
-                    let detail = job.progress(done, &here);
-                    tx.update_bulk_job(job.id, "running", &end.to_string(), &detail, now)
+                    let next = crate::held::StepJob::progress(done, &here);
+                    tx.update_bulk_job(job.id, "running", &end.to_string(), &next, now)
                         .await?;
                     tx.commit(now).await?;
                     if queued > 0 {
                         self.wake_provisioning();
                     }
-                    Ok(here)
+                    Ok(next)
                 })
                 .await?;
-            refused.extend(here);
+            detail = next;
             pos = end;
             if pos < total {
                 // Its progress is recorded: it can stop here.
                 self.between_steps("the roster", Some(job.id)).await?;
             }
         }
-        Ok(refused)
+        Ok(detail)
     }
 
     /// The events and presences of part of a roster, in `tx`.

@@ -576,14 +576,13 @@ impl App {
                 detail: job.detail.clone(),
             };
             let steps = RosterSteps::staged(&job.id, ctx.events, ctx.present, None);
-            let refused = self
+            let detail = self
                 .record_roster_in_steps(&steps, &ctx.mark, actor, 0, &step)
                 .await
                 .inspect_err(|e| {
                     tracing::warn!(job = %job.id, error = %e,
                         "a roster sync stopped half-way; it is resumed from its place once its lease runs out");
                 })?;
-            let detail = step.progress(&refused, &[]);
             return self.finish_sync(&job.id, &ctx, &detail, false).await;
         }
         // Held: its changes (leavers first, the order they would apply in)
@@ -1045,10 +1044,9 @@ impl App {
             detail: job.detail.clone(),
         };
         let steps = RosterSteps::staged(&job.id, ctx.events, ctx.present, None);
-        let refused = self
+        let detail = self
             .record_roster_in_steps(&steps, &ctx.mark, &ctx.actor, at, &step)
             .await?;
-        let detail = step.progress(&refused, &[]);
         self.finish_sync(&job.id, &ctx, &detail, true).await?;
         Ok(())
     }

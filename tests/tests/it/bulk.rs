@@ -857,6 +857,39 @@ both_backends! {
             assert_eq!(app.store.get_identity(id).await.unwrap().unwrap().attrs.display_name, format!("Renamed {id}"));
         }
     }
+
+    async fn more_refusals_than_are_shown_are_all_counted(t: TestStore) {
+        // Every second person of 2,503 (1,252, over three steps) already has
+        // an event under the id the roster's would take: all are refused
+        // and counted; the first 1,000, in the roster's order, are listed.
+        let (app, _) = org_settled(&t, 2503).await;
+        let planted: Vec<String> = (0..2503).step_by(2).map(|i| format!("B{i:05}")).collect();
+        for chunk in planted.chunks(64) {
+            let sends = chunk.iter().map(|id| {
+                let mut attrs = Person::new("x", "Finance").patch();
+                attrs.display_name = Some(format!("Planted {id}"));
+                let ev = event(&app, EventKind::Update, &format!("roster:many:{id}"), id, "", attrs);
+                app.submit_event(ev, "service:hr")
+            });
+            for r in futures::future::join_all(sends).await {
+                r.unwrap();
+            }
+        }
+        let out = app.sync_roster(renamed(2503, "many"), "service:hr").await.unwrap();
+        let who: Vec<&str> = out.rejected.iter().map(|(id, _)| id.as_str()).collect();
+        let first: Vec<&str> = planted.iter().take(1000).map(String::as_str).collect();
+        assert_eq!(who, first);
+        let ended = first_audit_event(
+            &app,
+            idgov_store::AuditFilter { action: "roster.sync".into(), target: "roster:workday:many".into(), ..Default::default() },
+            "the sync was never recorded",
+        ).await;
+        let detail: serde_json::Value = serde_json::from_str(&ended.detail).unwrap();
+        assert_eq!(detail["rejected_count"], 1252, "{detail}");
+        assert_eq!(detail["rejected"].as_array().unwrap().len(), 1000);
+        assert_eq!(app.store.get_identity("B02502").await.unwrap().unwrap().attrs.display_name, "Planted B02502");
+        assert_eq!(app.store.get_identity("B02501").await.unwrap().unwrap().attrs.display_name, "Renamed B02501");
+    }
 }
 
 both_backends! {
