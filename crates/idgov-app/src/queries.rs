@@ -99,6 +99,23 @@ impl App {
         Ok(self.store.list_hr_events(filter, after, limit).await?)
     }
 
+    /// The events roster sync `sync_id` of `source` made, in order of
+    /// employee id, after event id `after` (see
+    /// [`idgov_store::Store::list_roster_sync_events`]).
+    pub async fn roster_sync_events(
+        &self,
+        source: &str,
+        sync_id: &str,
+        filter: &EventFilter,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, AppError> {
+        Ok(self
+            .store
+            .list_roster_sync_events(source, sync_id, filter, after, limit)
+            .await?)
+    }
+
     pub async fn held_changes(
         &self,
         state: HeldState,

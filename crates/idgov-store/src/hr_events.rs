@@ -90,6 +90,60 @@ impl Store {
         rows.iter().map(event_from_row).collect()
     }
 
+    /// The events roster sync `sync_id` of `source` made (their ids are
+    /// `roster:{sync_id}:{employee_id}`), in order of event id (so of
+    /// employee id), after event id `after`. An id of another sync whose
+    /// id only starts alike (`roster:{sync_id}:x:E`) is not one of them:
+    /// what follows the prefix must be the event's own employee id.
+    ///
+    /// On PostgreSQL the ids are compared bytewise (`COLLATE "C"`, served
+    /// by the index `hr_events_by_roster_sync`), whatever the database's
+    /// collation: under a linguistic one the ids of one prefix need not be
+    /// neighbours.
+    pub async fn list_roster_sync_events(
+        &self,
+        source: &str,
+        sync_id: &str,
+        filter: &EventFilter,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let prefix = format!("roster:{sync_id}:");
+        // Every id of the sync is longer than the prefix, and below the
+        // prefix with its last ':' raised to ';'.
+        let below = format!("roster:{sync_id};");
+        let from = if after.as_bytes() > prefix.as_bytes() {
+            after
+        } else {
+            prefix.as_str()
+        };
+        let sql = match self.backend {
+            crate::Backend::Sqlite => select_events!(
+                "WHERE source = $1 AND event_id > $2 AND event_id < $3 \
+                 AND employee_id = substr(event_id, $4) \
+                 AND ($5 = '' OR state = $5) AND ($6 = '' OR employee_id = $6) \
+                 ORDER BY event_id LIMIT $7"
+            ),
+            crate::Backend::Postgres => select_events!(
+                "WHERE source = $1 AND event_id COLLATE \"C\" > $2 AND event_id COLLATE \"C\" < $3 \
+                 AND employee_id = substr(event_id, $4) \
+                 AND ($5 = '' OR state = $5) AND ($6 = '' OR employee_id = $6) \
+                 ORDER BY event_id COLLATE \"C\" LIMIT $7"
+            ),
+        };
+        let rows = sqlx::query(sql)
+            .bind(source)
+            .bind(from)
+            .bind(&below)
+            .bind(prefix.chars().count() as i32 + 1)
+            .bind(filter.state.map(|s| s.as_str()).unwrap_or(""))
+            .bind(&filter.employee_id)
+            .bind(limit)
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     /// Scheduled events due at `now`, oldest effective time first.
     pub async fn due_events(
         &self,

@@ -307,6 +307,14 @@ macro_rules! migrations {
                     "/0015_bulk_job_items.sql"
                 )),
             ),
+            (
+                "roster_sync_events",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0016_roster_sync_events.sql"
+                )),
+            ),
         ]
     };
 }

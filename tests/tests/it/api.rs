@@ -1553,3 +1553,209 @@ fn dry(mut roster: Vec<pb::SyncRosterRequest>) -> Vec<pb::SyncRosterRequest> {
     }
     roster
 }
+
+/// A roster snapshot `sync_id` from "workday" listing `people` (in the
+/// order given), each named `name` followed by their id.
+fn named_roster(sync_id: &str, people: &[String], name: &str) -> Vec<pb::SyncRosterRequest> {
+    let header = pb::SyncRosterRequest {
+        item: Some(pb::sync_roster_request::Item::Header(pb::RosterHeader {
+            source: "workday".into(),
+            sync_id: sync_id.into(),
+            ..Default::default()
+        })),
+    };
+    std::iter::once(header)
+        .chain(people.iter().map(|id| pb::SyncRosterRequest {
+            item: Some(pb::sync_roster_request::Item::Entry(pb::RosterEntry {
+                employee_id: id.clone(),
+                attributes: Some(pb::PersonAttributes {
+                    display_name: Some(format!("{name} {id}")),
+                    department: Some("Finance".into()),
+                    ..Default::default()
+                }),
+            })),
+        }))
+        .collect()
+}
+
+/// Every page of the events of roster sync `sync_id`, `size` at a time.
+async fn events_of_sync(
+    hr: &mut HrServiceClient<Authed>,
+    sync_id: &str,
+    size: i32,
+) -> Vec<pb::RecordedHrEvent> {
+    let (mut all, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = hr
+            .list_hr_events(pb::ListHrEventsRequest {
+                page_size: size,
+                page_token: token,
+                roster_source: "workday".into(),
+                roster_sync_id: sync_id.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("a page")
+            .into_inner();
+        assert!(page.events.len() <= size as usize);
+        all.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        token = page.next_page_token;
+    }
+}
+
+async fn the_events_of_one_roster_sync_are_listed_by_employee_id(backend: &'static str) {
+    let Some(s) = start(backend).await else {
+        return;
+    };
+    with_policy(s.app()).await;
+    let mut hr = s.hr(&[Role::HrFeed]).await;
+    let mut auditor = s.hr(&[Role::Auditor]).await;
+    // 211 joiners sent in a shuffled order, with the two people already
+    // known (moved to Finance: two movers).
+    let mut people: Vec<String> = (0..211)
+        .map(|i| format!("P{:04}", (i * 97) % 211))
+        .collect();
+    people.extend(["O1".to_string(), "O2".to_string()]);
+    let first = hr
+        .sync_roster(tokio_stream::iter(named_roster("s", &people, "Joined")))
+        .await
+        .expect("the roster applies")
+        .into_inner();
+    assert_eq!(first.outcome(), pb::ChangeOutcome::Applied);
+    // A later sync whose id starts like the first's ("s:2"), renaming
+    // nine people: its events' ids begin `roster:s:2:`, which also begins
+    // `roster:s:`.
+    let renamed: Vec<String> = people
+        .iter()
+        .filter(|p| p.ends_with('3'))
+        .cloned()
+        .collect();
+    let second = hr
+        .sync_roster(tokio_stream::iter(
+            named_roster("s:2", &people, "Joined")
+                .into_iter()
+                .map(|mut m| {
+                    if let Some(pb::sync_roster_request::Item::Entry(e)) = &mut m.item
+                        && renamed.contains(&e.employee_id)
+                    {
+                        e.attributes.as_mut().unwrap().display_name =
+                            Some(format!("Renamed {}", e.employee_id));
+                    }
+                    m
+                })
+                .collect::<Vec<_>>(),
+        ))
+        .await
+        .expect("the second roster applies")
+        .into_inner();
+    assert_eq!(second.outcome(), pb::ChangeOutcome::Applied);
+    assert_eq!(second.diff.unwrap().updates as usize, renamed.len());
+    // An HR event sent on its own, which no roster made.
+    hr.submit_hr_event(pb::SubmitHrEventRequest {
+        event: Some(pb::HrEvent {
+            source: "workday".into(),
+            event_id: "hire-Q1".into(),
+            r#type: pb::HrEventType::Hire as i32,
+            employee_id: "Q1".into(),
+            attributes: Some(pb::PersonAttributes {
+                display_name: Some("Q".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("a hire");
+
+    let mut everyone = people.clone();
+    everyone.sort();
+    for size in [1, 7, 100, 1000] {
+        let listed = events_of_sync(&mut auditor, "s", size).await;
+        let ids: Vec<String> = listed
+            .iter()
+            .map(|e| e.event.clone().unwrap().employee_id)
+            .collect();
+        assert_eq!(ids, everyone, "page size {size}");
+        for e in &listed {
+            let ev = e.event.clone().unwrap();
+            assert_eq!(ev.event_id, format!("roster:s:{}", ev.employee_id));
+            let kind = if ev.employee_id.starts_with('O') {
+                pb::HrEventType::Move
+            } else {
+                pb::HrEventType::Hire
+            };
+            assert_eq!(ev.r#type(), kind);
+        }
+    }
+    let second_ids: Vec<String> = events_of_sync(&mut auditor, "s:2", 4)
+        .await
+        .iter()
+        .map(|e| e.event.clone().unwrap().employee_id)
+        .collect();
+    let mut expected = renamed.clone();
+    expected.sort();
+    assert_eq!(second_ids, expected);
+    assert!(events_of_sync(&mut auditor, "s:", 10).await.is_empty());
+    assert!(events_of_sync(&mut auditor, "nothing", 10).await.is_empty());
+    // Narrowed by person and by state.
+    let one = auditor
+        .list_hr_events(pb::ListHrEventsRequest {
+            roster_source: "workday".into(),
+            roster_sync_id: "s".into(),
+            employee_id: "P0042".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(one.events.len(), 1);
+    let none = auditor
+        .list_hr_events(pb::ListHrEventsRequest {
+            roster_source: "workday".into(),
+            roster_sync_id: "s".into(),
+            state: pb::HrEventState::Rejected as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.events.is_empty());
+    // Half a name is refused, saying which half is missing.
+    for (source, sync_id, missing) in [
+        ("workday", "", "roster_sync_id"),
+        ("", "s", "roster_source"),
+    ] {
+        let e = auditor
+            .list_hr_events(pb::ListHrEventsRequest {
+                roster_source: source.into(),
+                roster_sync_id: sync_id.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        let fields: Vec<String> = e
+            .get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .iter()
+            .map(|v| v.field.clone())
+            .collect();
+        assert_eq!(fields, [missing]);
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_of_one_roster_sync_are_listed_by_employee_id_sqlite() {
+    the_events_of_one_roster_sync_are_listed_by_employee_id("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_of_one_roster_sync_are_listed_by_employee_id_postgres() {
+    the_events_of_one_roster_sync_are_listed_by_employee_id("postgres").await;
+}

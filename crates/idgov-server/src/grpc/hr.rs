@@ -130,19 +130,48 @@ impl HrService for Api {
         access(&req)?;
         let r = req.into_inner();
         let limit = paging::page_size(r.page_size)?;
-        let after = paging::decode_i64(&r.page_token)?;
         let state =
             convert::event_state_from(r.state).map_err(|v| invalid("invalid filter", vec![v]))?;
         let filter = EventFilter {
             state,
             employee_id: r.employee_id,
         };
-        let rows = self
-            .app
-            .hr_events(&filter, after, limit + 1)
-            .await
-            .or_status()?;
-        let (rows, next) = paging::finish(rows, limit, |e| e.arrival.to_string());
+        let (rows, next) = match (r.roster_source.as_str(), r.roster_sync_id.as_str()) {
+            ("", "") => {
+                let after = paging::decode_i64(&r.page_token)?;
+                let rows = self
+                    .app
+                    .hr_events(&filter, after, limit + 1)
+                    .await
+                    .or_status()?;
+                paging::finish(rows, limit, |e| e.arrival.to_string())
+            }
+            (source, sync_id) if !source.is_empty() && !sync_id.is_empty() => {
+                let after = paging::decode(&r.page_token)?;
+                let rows = self
+                    .app
+                    .roster_sync_events(source, sync_id, &filter, &after, limit + 1)
+                    .await
+                    .or_status()?;
+                paging::finish(rows, limit, |e| e.event.event_id.clone())
+            }
+            (source, _) => {
+                let (field, other) = if source.is_empty() {
+                    ("roster_source", "roster_sync_id")
+                } else {
+                    ("roster_sync_id", "roster_source")
+                };
+                return Err(invalid(
+                    "invalid filter",
+                    vec![FieldViolation::new(
+                        field,
+                        format!(
+                            "is required with {other}: a roster sync is named by its source and its sync id"
+                        ),
+                    )],
+                ));
+            }
+        };
         Ok(Response::new(pb::ListHrEventsResponse {
             events: rows.iter().map(convert::recorded_event).collect(),
             next_page_token: next,

@@ -134,6 +134,13 @@ pub struct EventsArgs {
     state: Option<String>,
     #[arg(long, default_value = "")]
     employee_id: String,
+    /// Only the events roster sync SYNC_ID made (needs --source), listed
+    /// by employee id.
+    #[arg(long, value_name = "SYNC_ID", requires = "source")]
+    roster_sync: Option<String>,
+    /// The source of the roster sync given with --roster-sync.
+    #[arg(long, requires = "roster_sync")]
+    source: Option<String>,
     #[arg(long, default_value_t = 100)]
     limit: i32,
 }
@@ -310,6 +317,7 @@ async fn import(
     roster: RosterFile,
 ) -> anyhow::Result<ExitCode> {
     let entries = roster.entries;
+    let source = a.source.clone();
     let sync_id = a
         .sync_id
         .unwrap_or_else(|| format!("sha256-{}", &roster.digest[..24]));
@@ -326,7 +334,7 @@ async fn import(
     );
     let header = pb::SyncRosterRequest {
         item: Some(pb::sync_roster_request::Item::Header(pb::RosterHeader {
-            source: a.source,
+            source: source.clone(),
             sync_id: sync_id.clone(),
             dry_run: a.dry_run,
             as_of: a.as_of,
@@ -374,7 +382,10 @@ async fn import(
                     } else if !r.held_change_id.is_empty() {
                         format!("`idgov hr held show {}` lists them all", r.held_change_id)
                     } else {
-                        "applied changes are HR events: `idgov hr events`".to_string()
+                        format!(
+                            "its applied changes are HR events: `idgov hr events --roster-sync {} --source {}`",
+                            r.sync_id, source
+                        )
                     };
                     crate::outln!(
                         "(showing {} of {} changes, leavers first; {all})",
@@ -452,6 +463,8 @@ async fn events(hr: &mut Hr, out: Format, a: EventsArgs) -> anyhow::Result<ExitC
             page_token: String::new(),
             state: state as i32,
             employee_id: a.employee_id,
+            roster_source: a.source.unwrap_or_default(),
+            roster_sync_id: a.roster_sync.unwrap_or_default(),
         })
         .await
         .map_err(explain)?
@@ -494,7 +507,9 @@ async fn events(hr: &mut Hr, out: Format, a: EventsArgs) -> anyhow::Result<ExitC
             }
             crate::outln!("{t}");
             if !r.next_page_token.is_empty() {
-                crate::outln!("(more follow: raise --limit, or filter by --state / --employee-id)");
+                crate::outln!(
+                    "(more follow: raise --limit, or filter by --state / --employee-id / --roster-sync)"
+                );
             }
         }
     }
