@@ -8,7 +8,9 @@ use idgov_domain::guard::{self, HeldKind, Verdict};
 use idgov_domain::history::{Presence, RosterMark};
 use idgov_domain::hr::HrEvent;
 use idgov_domain::identity::{Identity, text_problem};
-use idgov_domain::roster::{self, ChangeKind, DiffCounts, RosterChange, RosterDiff, RosterEntry};
+use idgov_domain::roster::{
+    self, ChangeKind, DiffCounts, PackedRoster, RosterChange, RosterDiff, RosterEntry,
+};
 use std::collections::HashMap;
 
 /// How many changes a sync's answer (and its stored receipt) shows.
@@ -28,7 +30,9 @@ pub struct SyncRequest {
     pub as_of: String,
     /// IANA zone for the roster's dates; empty means the policy's HR zone.
     pub time_zone: String,
-    pub entries: Vec<RosterEntry>,
+    /// The entries in the roster's order, held packed (a million-person
+    /// roster is held while it is diffed and staged).
+    pub entries: PackedRoster,
 }
 
 /// The outcome of a sync.
@@ -313,22 +317,22 @@ impl Walked {
     /// the roster walked.
     fn applying<'a>(
         &'a self,
-        entries: &'a [RosterEntry],
+        entries: &'a PackedRoster,
     ) -> impl Iterator<Item = RosterChange> + 'a {
         self.leavers.iter().cloned().chain(
             self.listed
                 .iter()
-                .map(|l| roster::change_of(&entries[l.at], l.kind, l.fields.clone())),
+                .map(|l| roster::change_of(&entries.get(l.at), l.kind, l.fields.clone())),
         )
     }
 
     /// The diff an answer shows (`RosterDiff::shown`), made from no more
     /// changes than it can show of each side.
-    fn shown(&self, entries: &[RosterEntry], max: usize) -> RosterDiff {
+    fn shown(&self, entries: &PackedRoster, max: usize) -> RosterDiff {
         let listed = self.listed.iter().take(max);
         let diff = RosterDiff {
             changes: listed
-                .map(|l| roster::change_of(&entries[l.at], l.kind, l.fields.clone()))
+                .map(|l| roster::change_of(&entries.get(l.at), l.kind, l.fields.clone()))
                 .chain(self.leavers.iter().take(max).cloned())
                 .collect(),
             unchanged: self.unchanged,
@@ -344,14 +348,14 @@ impl App {
     /// employee id.
     async fn walk_people(
         &self,
-        entries: &[RosterEntry],
+        entries: &PackedRoster,
         mark: &RosterMark,
     ) -> Result<Walked, AppError> {
         let mut order: Vec<usize> = (0..entries.len()).collect();
-        order.sort_unstable_by(|a, b| entries[*a].employee_id.cmp(&entries[*b].employee_id));
+        order.sort_unstable_by(|a, b| entries.employee_id(*a).cmp(entries.employee_id(*b)));
         let listed = |id: &str| {
             order
-                .binary_search_by(|j| entries[*j].employee_id.as_str().cmp(id))
+                .binary_search_by(|j| entries.employee_id(*j).cmp(id))
                 .is_ok()
         };
         let mut w = Walked::default();
@@ -365,10 +369,10 @@ impl App {
             let by_id: HashMap<&str, &Identity> =
                 page.iter().map(|p| (p.employee_id.as_str(), p)).collect();
             while let Some(&at) = order.get(k)
-                && entries[at].employee_id <= last
+                && entries.employee_id(at) <= last.as_str()
             {
-                let e = &entries[at];
-                w.visit(at, e, by_id.get(e.employee_id.as_str()).copied());
+                let e = entries.get(at);
+                w.visit(at, &e, by_id.get(e.employee_id.as_str()).copied());
                 k += 1;
             }
             for p in &page {
@@ -394,7 +398,7 @@ impl App {
         }
         // Everyone after the last person known is new.
         for &at in &order[k.min(order.len())..] {
-            w.visit(at, &entries[at], None);
+            w.visit(at, &entries.get(at), None);
         }
         w.listed.sort_unstable_by_key(|l| l.at);
         w.present.sort_unstable();
@@ -568,7 +572,7 @@ impl App {
             let events = walked
                 .applying(&req.entries)
                 .map(|c| roster::event_of(c, &req.source, &req.sync_id, as_of, zone));
-            let present = walked.present.iter().map(|&at| &req.entries[at]);
+            let present = walked.present.iter().map(|&at| req.entries.get(at));
             let job = self.stage_sync(&ctx, events, present).await?;
             drop(walked);
             let step = crate::held::StepJob {
@@ -612,7 +616,7 @@ impl App {
                 walked
                     .present
                     .iter()
-                    .map(|&at| serde_json::to_string(&req.entries[at])),
+                    .map(|&at| serde_json::to_string(&req.entries.get(at))),
             );
         self.stage_items(&job, None, items).await?;
         let staged = StagedSync {
@@ -870,11 +874,11 @@ impl App {
     /// while staging leaves a job that is reported (nothing of it was
     /// applied), never one applied from part of its items. Returns the
     /// running job.
-    async fn stage_sync<'a>(
+    async fn stage_sync(
         &self,
         ctx: &SyncContext,
         events: impl Iterator<Item = HrEvent>,
-        present: impl Iterator<Item = &'a RosterEntry>,
+        present: impl Iterator<Item = RosterEntry>,
     ) -> Result<idgov_store::BulkJob, AppError> {
         let now = self.now();
         let mut job = idgov_store::BulkJob {
@@ -894,7 +898,7 @@ impl App {
         let context = serde_json::to_string(ctx).map_err(unstageable)?;
         let items = events
             .map(|e| serde_json::to_string(&e))
-            .chain(present.map(serde_json::to_string));
+            .chain(present.map(|e| serde_json::to_string(&e)));
         self.stage_items(&job, Some(context), items).await?;
         job.state = "running".into();
         let job_ref = &job;

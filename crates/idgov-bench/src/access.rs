@@ -275,7 +275,7 @@ async fn sweep_and_queue(expiring: usize, waiting: usize, backend: &str) -> anyh
             dry_run: false,
             as_of: String::new(),
             time_zone: String::new(),
-            entries,
+            entries: entries.into(),
         },
         "service:bench",
     )

@@ -45,7 +45,7 @@ pub async fn campaign(people: usize, backend: &str) -> anyhow::Result<()> {
             dry_run: false,
             as_of: String::new(),
             time_zone: String::new(),
-            entries: roster(people, 0),
+            entries: roster(people, 0).into(),
         },
         "service:bench",
     )

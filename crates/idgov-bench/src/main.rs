@@ -361,7 +361,7 @@ pub(crate) async fn seed(
             dry_run: false,
             as_of: String::new(),
             time_zone: String::new(),
-            entries,
+            entries: entries.into(),
         },
         "service:bench",
     )

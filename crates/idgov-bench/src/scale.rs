@@ -206,7 +206,7 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
                 dry_run: false,
                 as_of: String::new(),
                 time_zone: String::new(),
-                entries: roster(people, 0),
+                entries: roster(people, 0).into(),
             },
             "service:bench",
         )
@@ -300,7 +300,7 @@ pub async fn scale(people: usize, backend: &str) -> anyhow::Result<()> {
                 dry_run: false,
                 as_of: String::new(),
                 time_zone: String::new(),
-                entries: roster(people, 1),
+                entries: roster(people, 1).into(),
             },
             "service:bench",
         )

@@ -40,7 +40,7 @@ pub async fn web(people: usize, requests: usize) -> anyhow::Result<()> {
             dry_run: false,
             as_of: String::new(),
             time_zone: String::new(),
-            entries: roster(people, 0),
+            entries: roster(people, 0).into(),
         },
         "service:bench",
     )

@@ -7,6 +7,7 @@ use crate::hr::{EventKind, HrEvent};
 use crate::identity::{
     AttributesPatch, FieldChange, Identity, Status, diff_attributes, is_move, validate_employee_id,
 };
+pub use crate::packed_roster::PackedRoster;
 use crate::time::{local_date, local_day_start};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -122,14 +123,14 @@ impl DiffCounts {
 
 /// Validates roster entries: ids, attributes, duplicates, and a name for
 /// everyone (joiners need one).
-pub fn validate(entries: &[RosterEntry]) -> Result<(), DomainError> {
+pub fn validate(entries: &PackedRoster) -> Result<(), DomainError> {
     let mut v = Vec::new();
     let mut seen = HashSet::new();
     for (i, e) in entries.iter().enumerate() {
         let path = format!("roster[{i}]");
         if let Err(msg) = validate_employee_id(&e.employee_id) {
             v.push(FieldViolation::new(format!("{path}.employee_id"), msg));
-        } else if !seen.insert(e.employee_id.as_str()) {
+        } else if !seen.insert(entries.employee_id(i)) {
             v.push(FieldViolation::new(
                 format!("{path}.employee_id"),
                 format!("employee {} appears twice in the roster", e.employee_id),
@@ -166,19 +167,16 @@ pub fn validate(entries: &[RosterEntry]) -> Result<(), DomainError> {
 /// person's current manager (`current`: employee id → their manager now;
 /// only those entries need be in it).
 pub fn manager_cycle(
-    entries: &[RosterEntry],
+    entries: &PackedRoster,
     current: &HashMap<String, String>,
 ) -> Option<(usize, Vec<String>)> {
-    let index: HashMap<&str, usize> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.employee_id.as_str(), i))
+    let index: HashMap<&str, usize> = (0..entries.len())
+        .map(|i| (entries.employee_id(i), i))
         .collect();
     let manager = |i: usize| -> Option<&str> {
-        let e = entries.get(i)?;
-        match &e.attrs.manager_id {
-            Some(m) => m.as_deref(),
-            None => current.get(&e.employee_id).map(String::as_str),
+        match entries.manager_id(i) {
+            Some(m) => m,
+            None => current.get(entries.employee_id(i)).map(String::as_str),
         }
     };
     // 0: unvisited, 1: on the current path, 2: done.
@@ -201,9 +199,9 @@ pub fn manager_cycle(
                     let from = path.iter().position(|&p| p == next).unwrap_or(0);
                     let mut cycle: Vec<String> = path[from..]
                         .iter()
-                        .map(|&i| entries[i].employee_id.clone())
+                        .map(|&i| entries.employee_id(i).to_string())
                         .collect();
-                    cycle.push(entries[next].employee_id.clone());
+                    cycle.push(entries.employee_id(next).to_string());
                     return Some((next, cycle));
                 }
                 _ => break,
@@ -491,14 +489,17 @@ mod tests {
         c.attrs.manager_id = Some(Some("A".into()));
         let d = entry("D", "X");
         let (at, cycle) = manager_cycle(
-            &[d.clone(), a.clone(), b.clone(), c.clone()],
+            &vec![d.clone(), a.clone(), b.clone(), c.clone()].into(),
             &HashMap::new(),
         )
         .expect("a cycle");
         assert_eq!(cycle, ["A", "B", "C", "A"]);
         assert_eq!(at, 1);
         c.attrs.manager_id = Some(Some("D".into()));
-        assert_eq!(manager_cycle(&[d, a, b, c], &HashMap::new()), None);
+        assert_eq!(
+            manager_cycle(&vec![d, a, b, c].into(), &HashMap::new()),
+            None
+        );
         // A manager column left out keeps the current manager.
         let mut known = person("Q", "X", Status::Active);
         known.attrs.manager_id = Some("P".into());
@@ -511,14 +512,14 @@ mod tests {
         )]
         .into_iter()
         .collect();
-        assert!(manager_cycle(&[p, q], &current).is_some());
+        assert!(manager_cycle(&vec![p, q].into(), &current).is_some());
     }
 
     #[test]
     fn validation_catches_duplicates_and_names() {
         let mut nameless = entry("B", "X");
         nameless.attrs.display_name = None;
-        let err = validate(&[entry("A", "X"), entry("A", "Y"), nameless]).err();
+        let err = validate(&vec![entry("A", "X"), entry("A", "Y"), nameless].into()).err();
         let fields: Vec<_> = err
             .map(|e| e.violations.into_iter().map(|v| v.field).collect())
             .unwrap_or_default();

@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 /// A roster of B00000.. B{n-1} (Finance and Sales, alternately) and the
 /// owners O1 and O2.
 fn listing(n: usize, sync_id: &str) -> SyncRequest {
+    roster_sync(sync_id, listed(n))
+}
+
+/// The entries of [`listing`].
+fn listed(n: usize) -> Vec<RosterEntry> {
     let mut entries: Vec<RosterEntry> = (0..n)
         .map(|i| RosterEntry {
             employee_id: format!("B{i:05}"),
@@ -28,16 +33,16 @@ fn listing(n: usize, sync_id: &str) -> SyncRequest {
             attrs: Person::new(o, "Management").patch(),
         });
     }
-    roster_sync(sync_id, entries)
+    entries
 }
 
 /// The roster of [`listing`] with every listed person renamed.
 fn renamed(n: usize, sync_id: &str) -> SyncRequest {
-    let mut next = listing(n, sync_id);
-    for e in &mut next.entries {
+    let mut entries = listed(n);
+    for e in &mut entries {
         e.attrs.display_name = Some(format!("Renamed {}", e.employee_id));
     }
-    next
+    roster_sync(sync_id, entries)
 }
 
 /// Stops `app` as a crash would leave it and starts a new process on the
@@ -455,7 +460,7 @@ both_backends! {
                         dry_run: true,
                         as_of: String::new(),
                         time_zone: String::new(),
-                        entries: entries.clone(),
+                        entries: entries.clone().into(),
                     },
                     "service:hr",
                 )
@@ -801,12 +806,12 @@ both_backends! {
         // updates) and three people no longer listed: the leavers are in
         // the first step, not after every update.
         let (app, _) = org_settled(&t, 2503).await;
-        let mut next = listing(2503, "daily");
-        next.entries.retain(|e| !["B00100", "B01500", "B02502"].contains(&e.employee_id.as_str()));
-        for e in &mut next.entries {
+        let mut entries = listed(2503);
+        entries.retain(|e| !["B00100", "B01500", "B02502"].contains(&e.employee_id.as_str()));
+        for e in &mut entries {
             e.attrs.display_name = Some(format!("Renamed {}", e.employee_id));
         }
-        let out = app.sync_roster(next, "service:hr").await.unwrap();
+        let out = app.sync_roster(roster_sync("daily", entries), "service:hr").await.unwrap();
         assert_eq!((out.counts.leavers, out.counts.updates), (3, 2502));
         let applied = audited(&app.store, "hr.event.applied", 20_000).await;
         let of_sync: Vec<_> = applied.iter().filter(|e| e.detail.contains("roster:daily:")).collect();
@@ -1000,9 +1005,9 @@ both_backends! {
         for seed in 1..=2u64 {
             let mut rng = Lcg(seed * 7919);
             let sync_id = format!("gen-{seed}");
-            let mut next = listing(3000, &sync_id);
-            next.entries.retain(|_| rng.below(100) >= 2);
-            for e in &mut next.entries {
+            let mut entries = listed(3000);
+            entries.retain(|_| rng.below(100) >= 2);
+            for e in &mut entries {
                 match rng.below(10) {
                     0 => e.attrs.department = Some("Engineering".into()),
                     1 => e.attrs.display_name = Some(format!("Renamed {seed} {}", e.employee_id)),
@@ -1014,11 +1019,12 @@ both_backends! {
                 }
             }
             for j in 0..rng.below(400) {
-                next.entries.push(RosterEntry {
+                entries.push(RosterEntry {
                     employee_id: format!("J{seed}{j:04}"),
                     attrs: Person::new("x", "Sales").patch(),
                 });
             }
+            let next = roster_sync(&sync_id, entries);
             reference.sync_roster(next.clone(), "service:hr").await.unwrap();
             let sync = {
                 let (app, next) = (app.clone(), next);
@@ -1081,18 +1087,18 @@ both_backends! {
 /// The held roster sync of `sync_id` on the `org` of 4,000: the first
 /// 1,000 listed (every fifth renamed), 100 joiners, 3,000 leavers.
 fn held_roster(sync_id: &str) -> SyncRequest {
-    let mut next = listing(1000, sync_id);
+    let mut entries = listed(1000);
     // Every fifth of B00000..B00999 renamed: 200 updates.
-    for e in next.entries[..1000].iter_mut().step_by(5) {
+    for e in entries[..1000].iter_mut().step_by(5) {
         e.attrs.display_name = Some(format!("Renamed {}", e.employee_id));
     }
     for j in 0..100 {
-        next.entries.push(RosterEntry {
+        entries.push(RosterEntry {
             employee_id: format!("J{j:04}"),
             attrs: Person::new("joiner", "Finance").patch(),
         });
     }
-    next
+    roster_sync(sync_id, entries)
 }
 
 /// Sends `sync` and stops it (as a crash would) while its rows are being

@@ -224,7 +224,7 @@ pub fn roster_sync(
         dry_run: false,
         as_of: String::new(),
         time_zone: String::new(),
-        entries,
+        entries: entries.into(),
     }
 }
 

@@ -402,7 +402,7 @@ async fn roster_property(backend: &str, rounds: usize) {
                 dry_run: false,
                 as_of: as_of.to_rfc3339(),
                 time_zone: ZONES[rng.random_range(0..3)].into(),
-                entries,
+                entries: entries.into(),
             }));
         }
         let mut shuffled = items.clone();
@@ -430,7 +430,7 @@ async fn roster_property(backend: &str, rounds: usize) {
                     r.entries
                         .iter()
                         .find(|e| &e.employee_id == p)
-                        .map(|e| &e.attrs)
+                        .map(|e| e.attrs)
                 )),
             };
             assert_eq!(
@@ -541,7 +541,7 @@ both_backends! {
         entries.push(e);
         app.sync_roster(SyncRequest {
             source: "workday".into(), sync_id: "s1".into(), dry_run: false, as_of: String::new(),
-            time_zone: String::new(), entries,
+            time_zone: String::new(), entries: entries.into(),
         }, "service:hr").await.unwrap();
         assert_eq!(app.store.get_identity("E2").await.unwrap().unwrap().status, Status::Terminated);
     }
@@ -585,7 +585,7 @@ both_backends! {
         let owners: Vec<RosterEntry> = ["O1", "O2"].iter().map(|o| RosterEntry { employee_id: (*o).into(), attrs: Person::new(o, "Management").patch() }).collect();
         let roster = |id: &str, entries: Vec<RosterEntry>| SyncRequest {
             source: "workday".into(), sync_id: id.into(), dry_run: false, as_of: String::new(),
-            time_zone: String::new(), entries,
+            time_zone: String::new(), entries: entries.into(),
         };
         let e1 = RosterEntry { employee_id: "E1".into(), attrs: Person::new("E1", "Finance").patch() };
         let mut first = owners.clone();
@@ -628,7 +628,7 @@ both_backends! {
         let owners: Vec<RosterEntry> = ["O1", "O2"].iter().map(|o| RosterEntry { employee_id: (*o).into(), attrs: Person::new(o, "Management").patch() }).collect();
         app.sync_roster(SyncRequest {
             source: "workday".into(), sync_id: "s1".into(), dry_run: false,
-            as_of: rfc(t0() - Duration::hours(1)), time_zone: String::new(), entries: owners,
+            as_of: rfc(t0() - Duration::hours(1)), time_zone: String::new(), entries: owners.into(),
         }, "service:hr").await.unwrap();
         // Effective before the snapshot, which did not list them.
         let out = app.submit_event(event(&app, EventKind::Hire, "h", "E1", &rfc(t0() - days(1)), Person::new("E1", "Sales").patch()), "service:hr").await.unwrap();
@@ -669,7 +669,7 @@ both_backends! {
             .collect();
         let err = app.sync_roster(SyncRequest {
             source: "workday".into(), sync_id: "loop".into(), dry_run: false, as_of: String::new(),
-            time_zone: String::new(), entries,
+            time_zone: String::new(), entries: entries.into(),
         }, "service:hr").await.unwrap_err();
         let text = format!("{err:?}");
         assert!(text.contains("A → B → A") || text.contains("B → A → B"), "{text}");

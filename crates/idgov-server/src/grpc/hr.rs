@@ -6,7 +6,7 @@ use crate::app::roster::SyncRequest;
 use crate::error::AppError;
 use idgov_domain::FieldViolation;
 use idgov_domain::hr::HrEvent;
-use idgov_domain::roster::RosterEntry;
+use idgov_domain::roster::{PackedRoster, RosterEntry};
 use idgov_proto::v1 as pb;
 use idgov_proto::v1::hr_service_server::HrService;
 use idgov_proto::v1::sync_roster_request::Item;
@@ -66,7 +66,9 @@ impl HrService for Api {
                 ));
             }
         };
-        let mut entries = Vec::new();
+        // Packed as they arrive: a million entries decoded would take
+        // about half a gigabyte (see `PackedRoster`).
+        let mut entries = PackedRoster::new();
         let mut violations = Vec::new();
         while let Some(msg) = stream.message().await? {
             match msg.item {
