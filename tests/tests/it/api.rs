@@ -618,15 +618,11 @@ async fn bad_input_is_answered_field_by_field() {
     };
     let e = hr.submit_hr_event(hostile).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let fields: Vec<String> = e
-        .get_error_details()
-        .bad_request()
-        .unwrap()
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
-        .collect();
-    assert_eq!(fields, ["event.type"], "the enum is checked first");
+    assert_eq!(
+        violated_fields(&e),
+        ["event.type"],
+        "the enum is checked first"
+    );
     let e = hr
         .submit_hr_event(pb::SubmitHrEventRequest {
             event: Some(pb::HrEvent {
@@ -641,15 +637,8 @@ async fn bad_input_is_answered_field_by_field() {
         .await
         .unwrap_err();
     let d = e.get_error_details();
-    let fields: Vec<String> = d
-        .bad_request()
-        .unwrap()
-        .field_violations
-        .iter()
-        .map(|v| v.field.clone())
-        .collect();
     assert_eq!(
-        fields,
+        violated_fields(&e),
         [
             "event.event_id",
             "event.employee_id",
@@ -1554,6 +1543,17 @@ fn dry(mut roster: Vec<pb::SyncRosterRequest>) -> Vec<pb::SyncRosterRequest> {
     roster
 }
 
+/// The fields an InvalidArgument answer names, in its order.
+fn violated_fields(e: &Status) -> Vec<String> {
+    e.get_error_details()
+        .bad_request()
+        .expect("the answer names the fields at fault")
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect()
+}
+
 /// A roster snapshot `sync_id` from "workday" listing `people` (in the
 /// order given), each named `name` followed by their id.
 fn named_roster(sync_id: &str, people: &[String], name: &str) -> Vec<pb::SyncRosterRequest> {
@@ -1737,15 +1737,7 @@ async fn the_events_of_one_roster_sync_are_listed_by_employee_id(backend: &'stat
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
-        let fields: Vec<String> = e
-            .get_error_details()
-            .bad_request()
-            .unwrap()
-            .field_violations
-            .iter()
-            .map(|v| v.field.clone())
-            .collect();
-        assert_eq!(fields, [missing]);
+        assert_eq!(violated_fields(&e), [missing]);
     }
     s.stop().await;
 }
