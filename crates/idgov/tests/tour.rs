@@ -211,6 +211,21 @@ fn the_readme_tour_works_step_by_step() {
         again["sync_id"], imported["sync_id"],
         "the same file is the same snapshot"
     );
+    // What the import did, person by person (the source defaults to the
+    // import's): 304 events, by employee id, the four 2027 starters
+    // scheduled.
+    let sync_id = imported["sync_id"].as_str().unwrap();
+    let made = cli.json(&["hr", "events", "--roster-sync", sync_id, "--limit", "1000"]);
+    let made = made.as_array().unwrap();
+    assert_eq!(made.len(), 304);
+    let ids: Vec<&str> = made
+        .iter()
+        .map(|e| e["employee_id"].as_str().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert_eq!(made.iter().filter(|e| e["state"] == "scheduled").count(), 4);
+    let none = cli.ok(&["hr", "events", "--roster-sync", "no-such-sync"]);
+    assert!(none.contains("no HR events match"), "{none}");
 
     let applied = cli.json(&["policy", "apply", policy, "--reason", "tour"]);
     assert_eq!(applied["outcome"], "applied");

@@ -134,11 +134,12 @@ pub struct EventsArgs {
     state: Option<String>,
     #[arg(long, default_value = "")]
     employee_id: String,
-    /// Only the events roster sync SYNC_ID made (needs --source), listed
-    /// by employee id.
-    #[arg(long, value_name = "SYNC_ID", requires = "source")]
+    /// Only the events roster sync SYNC_ID made (the id `idgov hr import`
+    /// printed), listed by employee id.
+    #[arg(long, value_name = "SYNC_ID")]
     roster_sync: Option<String>,
-    /// The source of the roster sync given with --roster-sync.
+    /// The source of the roster sync given with --roster-sync (default:
+    /// roster-csv, as `idgov hr import` sends).
     #[arg(long, requires = "roster_sync")]
     source: Option<String>,
     #[arg(long, default_value_t = 100)]
@@ -463,7 +464,10 @@ async fn events(hr: &mut Hr, out: Format, a: EventsArgs) -> anyhow::Result<ExitC
             page_token: String::new(),
             state: state as i32,
             employee_id: a.employee_id,
-            roster_source: a.source.unwrap_or_default(),
+            roster_source: match (&a.roster_sync, a.source) {
+                (None, _) => String::new(),
+                (Some(_), source) => source.unwrap_or_else(|| "roster-csv".into()),
+            },
             roster_sync_id: a.roster_sync.unwrap_or_default(),
         })
         .await
@@ -485,6 +489,7 @@ async fn events(hr: &mut Hr, out: Format, a: EventsArgs) -> anyhow::Result<ExitC
                 })
                 .collect(),
         )),
+        Format::Table if r.events.is_empty() => crate::outln!("no HR events match"),
         Format::Table => {
             let mut t = table(&[
                 "effective",
