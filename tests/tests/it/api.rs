@@ -1723,10 +1723,13 @@ async fn the_events_of_one_roster_sync_are_listed_by_employee_id(backend: &'stat
         .unwrap()
         .into_inner();
     assert!(none.events.is_empty());
-    // Half a name is refused, saying which half is missing.
+    // Half a name is refused, saying which half is missing; so is a name
+    // longer than a roster's header may give.
+    let long = "s".repeat(129);
     for (source, sync_id, missing) in [
         ("workday", "", "roster_sync_id"),
         ("", "s", "roster_source"),
+        ("workday", long.as_str(), "roster_sync_id"),
     ] {
         let e = auditor
             .list_hr_events(pb::ListHrEventsRequest {

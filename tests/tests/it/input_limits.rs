@@ -235,6 +235,17 @@ async fn no_rpc_echoes_an_attacker_sized_value() {
             .map(|_| ()),
         ),
         (
+            "ListHrEvents of a roster sync",
+            hr.list_hr_events(pb::ListHrEventsRequest {
+                employee_id: b(),
+                roster_source: b(),
+                roster_sync_id: b(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        ),
+        (
             "ReleaseHeldChange",
             hr.release_held_change(pb::ReleaseHeldChangeRequest {
                 id: b(),

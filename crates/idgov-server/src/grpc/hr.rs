@@ -149,6 +149,18 @@ impl HrService for Api {
                 paging::finish(rows, limit, |e| e.arrival.to_string())
             }
             (source, sync_id) if !source.is_empty() && !sync_id.is_empty() => {
+                // As long as a roster's header may make them.
+                let v: Vec<FieldViolation> =
+                    [("roster_source", source), ("roster_sync_id", sync_id)]
+                        .into_iter()
+                        .filter_map(|(field, value)| {
+                            idgov_domain::identity::text_problem(value, 128)
+                                .map(|p| FieldViolation::new(field, p))
+                        })
+                        .collect();
+                if !v.is_empty() {
+                    return Err(invalid("invalid filter", v));
+                }
                 let after = paging::decode(&r.page_token)?;
                 let rows = self
                     .app
