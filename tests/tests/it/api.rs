@@ -1150,16 +1150,20 @@ fn long_entry(i: usize, c: char) -> pb::SyncRosterRequest {
     }
 }
 
-/// A roster of the first `n` of the people `L0000..`, texts of `c`.
-fn long_roster(sync_id: &str, n: usize, c: char) -> Vec<pb::SyncRosterRequest> {
-    let header = pb::SyncRosterRequest {
+/// The header of roster snapshot `sync_id` from "workday".
+fn roster_header(sync_id: &str) -> pb::SyncRosterRequest {
+    pb::SyncRosterRequest {
         item: Some(pb::sync_roster_request::Item::Header(pb::RosterHeader {
             source: "workday".into(),
             sync_id: sync_id.into(),
             ..Default::default()
         })),
-    };
-    std::iter::once(header)
+    }
+}
+
+/// A roster of the first `n` of the people `L0000..`, texts of `c`.
+fn long_roster(sync_id: &str, n: usize, c: char) -> Vec<pb::SyncRosterRequest> {
+    std::iter::once(roster_header(sync_id))
         .chain((0..n).map(|i| long_entry(i, c)))
         .collect()
 }
@@ -1557,14 +1561,7 @@ fn violated_fields(e: &Status) -> Vec<String> {
 /// A roster snapshot `sync_id` from "workday" listing `people` (in the
 /// order given), each named `name` followed by their id.
 fn named_roster(sync_id: &str, people: &[String], name: &str) -> Vec<pb::SyncRosterRequest> {
-    let header = pb::SyncRosterRequest {
-        item: Some(pb::sync_roster_request::Item::Header(pb::RosterHeader {
-            source: "workday".into(),
-            sync_id: sync_id.into(),
-            ..Default::default()
-        })),
-    };
-    std::iter::once(header)
+    std::iter::once(roster_header(sync_id))
         .chain(people.iter().map(|id| pb::SyncRosterRequest {
             item: Some(pb::sync_roster_request::Item::Entry(pb::RosterEntry {
                 employee_id: id.clone(),
