@@ -231,10 +231,15 @@ impl RosterSteps {
                         (events, vec![])
                     }
                     Some((as_of, zone)) => {
+                        // Staged in the order they apply (leavers first):
+                        // each becomes its event in place.
                         let changes: Vec<RosterChange> = app.staged_items(job, pos, n).await?;
                         whole(changes.len())?;
                         let (source, sync_id) = (&mark.source, &mark.sync_id);
-                        let events = roster::to_events(changes, source, sync_id, *as_of, *zone);
+                        let events = changes
+                            .into_iter()
+                            .map(|c| roster::event_of(c, source, sync_id, *as_of, *zone))
+                            .collect();
                         (events, vec![])
                     }
                 })
@@ -281,6 +286,13 @@ struct Listed {
     fields: Vec<idgov_domain::identity::FieldChange>,
 }
 
+impl Listed {
+    /// The change itself, with the attributes of its entry in `entries`.
+    fn change(&self, entries: &PackedRoster) -> RosterChange {
+        roster::change_of(&entries.get(self.at), self.kind, self.fields.clone())
+    }
+}
+
 impl Walked {
     fn visit(&mut self, at: usize, e: &RosterEntry, cur: Option<&Identity>) {
         if e.attrs.manager_id.is_none()
@@ -313,17 +325,16 @@ impl Walked {
     }
 
     /// The changes in the order they apply: leavers first (see
-    /// `roster::to_events`), then the rest in roster order; `entries` is
+    /// `roster::event_of`), then the rest in roster order; `entries` is
     /// the roster walked.
     fn applying<'a>(
         &'a self,
         entries: &'a PackedRoster,
     ) -> impl Iterator<Item = RosterChange> + 'a {
-        self.leavers.iter().cloned().chain(
-            self.listed
-                .iter()
-                .map(|l| roster::change_of(&entries.get(l.at), l.kind, l.fields.clone())),
-        )
+        self.leavers
+            .iter()
+            .cloned()
+            .chain(self.listed.iter().map(|l| l.change(entries)))
     }
 
     /// The diff an answer shows (`RosterDiff::shown`), made from no more
@@ -332,7 +343,7 @@ impl Walked {
         let listed = self.listed.iter().take(max);
         let diff = RosterDiff {
             changes: listed
-                .map(|l| roster::change_of(&entries.get(l.at), l.kind, l.fields.clone()))
+                .map(|l| l.change(entries))
                 .chain(self.leavers.iter().take(max).cloned())
                 .collect(),
             unchanged: self.unchanged,

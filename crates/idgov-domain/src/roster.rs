@@ -301,35 +301,17 @@ pub fn diff(entries: &[RosterEntry], identities: &HashMap<String, Identity>) -> 
     out
 }
 
-/// Turns a diff into HR events of `source`, effective `as_of`, keyed by the
-/// sync id so that re-sending a snapshot is idempotent. A joiner whose start
-/// date (in `zone`) is after `as_of` is hired at the start of that day: the
-/// event is scheduled and the person is a pre-hire until then. The events
-/// keep the roster's zone, so its dates mean what the roster meant. The
-/// changes are consumed: a large roster is not held twice.
-///
-/// **Leavers first**: the events come in the order they are applied (in
-/// steps, for a large roster), and a leaver's access must not wait behind
-/// thousands of joiners and updates. The other changes keep the roster's
-/// order. (Nothing listed depends on a leaver being still active: a change
-/// that names a leaver as manager is applied the same either way.)
-pub fn to_events(
-    mut changes: Vec<RosterChange>,
-    source: &str,
-    sync_id: &str,
-    as_of: DateTime<Utc>,
-    zone: Tz,
-) -> Vec<HrEvent> {
-    // A stable sort: leavers by employee id, the rest in roster order.
-    changes.sort_by_key(|c| c.kind != ChangeKind::Leaver);
-    changes
-        .into_iter()
-        .map(|c| event_of(c, source, sync_id, as_of, zone))
-        .collect()
-}
-
-/// The event of one change (see [`to_events`], which orders them): a
-/// large roster turns its changes into events one at a time.
+/// The HR event of one roster change, of `source`, effective `as_of`,
+/// keyed by the sync id so that re-sending a snapshot is idempotent. A
+/// joiner whose start date (in `zone`) is after `as_of` is hired at the
+/// start of that day: the event is scheduled and the person is a pre-hire
+/// until then. The event keeps the roster's zone, so its dates mean what
+/// the roster meant. A large roster turns its changes into events one at a
+/// time, in the order they apply: **leavers first** (a leaver's access
+/// must not wait behind thousands of joiners and updates), the others in
+/// the roster's order. (Nothing listed depends on a leaver being still
+/// active: a change that names a leaver as manager is applied the same
+/// either way.)
 pub fn event_of(
     c: RosterChange,
     source: &str,
@@ -374,6 +356,22 @@ mod tests {
     use crate::Classification;
     use crate::identity::Attributes;
     use chrono::TimeZone;
+
+    /// A diff's events in the order a sync applies them (leavers first,
+    /// as the application's roster walk yields them).
+    fn to_events(
+        mut changes: Vec<RosterChange>,
+        source: &str,
+        sync_id: &str,
+        as_of: DateTime<Utc>,
+        zone: Tz,
+    ) -> Vec<HrEvent> {
+        changes.sort_by_key(|c| c.kind != ChangeKind::Leaver);
+        changes
+            .into_iter()
+            .map(|c| event_of(c, source, sync_id, as_of, zone))
+            .collect()
+    }
 
     fn t0() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
