@@ -528,8 +528,20 @@ pub async fn dirsync(people: usize, groups: usize) -> anyhow::Result<()> {
     // Raw: the same paged reads, nothing else.
     let mut d = Directory::connect(&connection(&slapd), Preset::Openldap.schema()).await?;
     let t = Instant::now();
-    let accounts = d.accounts(PEOPLE, 500).await?.len();
-    let group_count = d.groups(GROUPS, 500).await?.len();
+    let mut accounts = 0;
+    let mut reader = d.read_accounts(PEOPLE, 500).await?;
+    loop {
+        let batch = reader.next_batch(1000).await?;
+        if batch.is_empty() {
+            break;
+        }
+        accounts += batch.len();
+    }
+    let mut group_count = 0;
+    let mut reader = d.read_groups(GROUPS, 500).await?;
+    while reader.next().await?.is_some() {
+        group_count += 1;
+    }
     let raw = t.elapsed();
     // idgov: a full sync (read, correlate, compute drift, record the run).
     let store = idgov_store::Store::open_data_dir(&data).await?;

@@ -5,7 +5,7 @@ use crate::escape::eq_filter;
 use crate::preset::{DisableMethod, PERMANENT_LOCK, Schema};
 use idgov_domain::drift::{AccountView, GroupView};
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry};
+use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry, SearchStream};
 use std::collections::HashSet;
 use std::time::Duration;
 use thiserror::Error;
@@ -466,60 +466,44 @@ impl Directory {
             .and_then(|e| e.attrs.get(attr).and_then(|v| v.first().cloned())))
     }
 
-    /// Every account under `base`, read in pages.
-    pub async fn accounts(
+    /// The accounts under `base`, read in pages of `page_size` as the
+    /// caller asks for them (never more than a page held here).
+    pub async fn read_accounts(
         &mut self,
         base: &str,
         page_size: i32,
-    ) -> Result<Vec<AccountView>, DirectoryError> {
+    ) -> Result<AccountReader, DirectoryError> {
         let filter = format!("(objectClass={})", self.schema.account_class);
         let corr = self.schema.correlation_attr.clone();
         let method = self.schema.disable.clone();
         let attrs = vec![corr.clone(), method.attribute().to_string()];
-        let entries = self.paged(base, &filter, attrs, page_size).await?;
-        Ok(entries
-            .into_iter()
-            .map(|e| {
-                let first = |a: &str| e.attrs.get(a).and_then(|v| v.first().cloned());
-                AccountView {
-                    employee_id: first(&corr),
-                    disabled: method.is_disabled(first(method.attribute()).as_deref()),
-                    dn: e.dn,
-                }
-            })
-            .collect())
+        Ok(AccountReader {
+            entries: self.paged(base, &filter, attrs, page_size).await?,
+            corr,
+            method,
+        })
     }
 
-    /// Every group under `base` with its members, read in pages. The
-    /// stand-in member of an otherwise empty group is left out.
-    pub async fn groups(
+    /// The groups under `base` with their members, read in pages of
+    /// `page_size` as the caller asks for them.
+    pub async fn read_groups(
         &mut self,
         base: &str,
         page_size: i32,
-    ) -> Result<Vec<GroupView>, DirectoryError> {
+    ) -> Result<GroupReader, DirectoryError> {
         let filter = format!("(objectClass={})", self.schema.group_class);
         let member = self.schema.member_attr.clone();
-        let entries = self
-            .paged(base, &filter, vec![member.clone()], page_size)
-            .await?;
-        let stand_in = self
-            .schema
-            .empty_group_member
-            .clone()
-            .map(|s| s.to_lowercase());
-        Ok(entries
-            .into_iter()
-            .map(|mut e| GroupView {
-                members: e
-                    .attrs
-                    .remove(&member)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|m| Some(m.to_lowercase()) != stand_in)
-                    .collect(),
-                dn: e.dn,
-            })
-            .collect())
+        Ok(GroupReader {
+            entries: self
+                .paged(base, &filter, vec![member.clone()], page_size)
+                .await?,
+            member,
+            stand_in: self
+                .schema
+                .empty_group_member
+                .clone()
+                .map(|s| s.to_lowercase()),
+        })
     }
 
     async fn paged(
@@ -528,21 +512,19 @@ impl Directory {
         filter: &str,
         attrs: Vec<String>,
         page_size: i32,
-    ) -> Result<Vec<SearchEntry>, DirectoryError> {
+    ) -> Result<Entries, DirectoryError> {
         let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
             Box::new(EntriesOnly::new()),
             Box::new(PagedResults::new(page_size)),
         ];
-        let mut stream = self
+        let stream = self
             .op()
             .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)
             .await?;
-        let mut out = Vec::new();
-        while let Some(entry) = stream.next().await? {
-            out.push(SearchEntry::construct(entry));
-        }
-        stream.finish().await.success()?;
-        Ok(out)
+        Ok(Entries {
+            stream,
+            done: false,
+        })
     }
 
     /// Creates an entry with `attrs` (each with at least one value).
@@ -561,6 +543,86 @@ impl Directory {
 
     pub async fn close(mut self) {
         let _ = self.ldap.unbind().await;
+    }
+}
+
+/// The entries of one paged search, read as the caller asks: the paged
+/// results control asks the server for the next page only once this one is
+/// read.
+struct Entries {
+    stream: SearchStream<'static, String, Vec<String>>,
+    done: bool,
+}
+
+impl Entries {
+    async fn next(&mut self) -> Result<Option<SearchEntry>, DirectoryError> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.stream.next().await? {
+            Some(e) => Ok(Some(SearchEntry::construct(e))),
+            None => {
+                self.done = true;
+                self.stream.finish().await.success()?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Accounts as a directory lists them ([`Directory::read_accounts`]).
+pub struct AccountReader {
+    entries: Entries,
+    corr: String,
+    method: DisableMethod,
+}
+
+impl AccountReader {
+    /// Up to `n` more accounts; an empty batch once all are read.
+    pub async fn next_batch(&mut self, n: usize) -> Result<Vec<AccountView>, DirectoryError> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let Some(e) = self.entries.next().await? else {
+                break;
+            };
+            let first = |a: &str| e.attrs.get(a).and_then(|v| v.first().cloned());
+            out.push(AccountView {
+                employee_id: first(&self.corr),
+                disabled: self
+                    .method
+                    .is_disabled(first(self.method.attribute()).as_deref()),
+                dn: e.dn,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Groups with their members as a directory lists them
+/// ([`Directory::read_groups`]). The stand-in member of an otherwise empty
+/// group is left out.
+pub struct GroupReader {
+    entries: Entries,
+    member: String,
+    stand_in: Option<String>,
+}
+
+impl GroupReader {
+    /// The next group; none once all are read.
+    pub async fn next(&mut self) -> Result<Option<GroupView>, DirectoryError> {
+        let Some(mut e) = self.entries.next().await? else {
+            return Ok(None);
+        };
+        Ok(Some(GroupView {
+            members: e
+                .attrs
+                .remove(&self.member)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| Some(m.to_lowercase()) != self.stand_in)
+                .collect(),
+            dn: e.dn,
+        }))
     }
 }
 

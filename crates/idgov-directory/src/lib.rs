@@ -10,6 +10,6 @@ pub mod config;
 pub mod escape;
 pub mod preset;
 
-pub use client::{Directory, DirectoryError, DnCache, Pool};
+pub use client::{AccountReader, Directory, DirectoryError, DnCache, GroupReader, Pool};
 pub use config::{DirectoryConfig, DriftAction};
 pub use preset::{DisableMethod, Preset};

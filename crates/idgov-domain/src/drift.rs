@@ -85,46 +85,24 @@ pub fn normalize_dn(dn: &str) -> String {
         .join(",")
 }
 
-/// Everything that differs, sorted by kind and names.
-pub fn compute(
-    identities: &HashMap<String, Identity>,
-    active_grants: &HashMap<String, Vec<Grant>>,
-    policy: &Policy,
-    accounts: &[AccountView],
-    groups: &[GroupView],
-) -> Vec<Drift> {
-    let mut walk = DriftWalk::new(policy, accounts, groups);
-    for (id, person) in identities {
-        walk.person(
-            person,
-            active_grants.get(id).map(Vec::as_slice).unwrap_or_default(),
-        );
-    }
-    walk.finish()
+/// A member of a managed group, as the group lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub group_dn: String,
+    /// The member's DN, spelled as the group lists it.
+    pub member: String,
 }
 
-/// The drift check a person at a time: the directory's side (accounts,
-/// groups) is indexed once; idgov's side is given one person with their
-/// grants at a time, in any order, so the caller never holds every
-/// identity and grant at once. [`DriftWalk::finish`] adds what only the
-/// whole walk tells (orphan accounts, memberships of accounts nobody owns)
-/// and sorts.
-pub struct DriftWalk<'a> {
+/// The drift check, one person (or one account nobody owns, or one
+/// membership of such an account) at a time. It holds only the policy's
+/// index of managed groups: the caller hands it each person's side of the
+/// directory, so neither side is ever held whole. The directory sync stages
+/// what it reads from the directory in the store and pages through it;
+/// [`compute`] is the same check over everything in memory.
+pub struct DriftCheck<'a> {
     policy: &'a Policy,
-    accounts: &'a [AccountView],
-    groups: &'a [GroupView],
     /// Entitlements by the (normalized) group that provisions them.
     ent_of_group: HashMap<String, Vec<&'a str>>,
-    /// Accounts by the employee id they name, in the directory's order.
-    accounts_of: HashMap<&'a str, Vec<&'a AccountView>>,
-    /// Managed groups by (normalized) member, once per listing, with the
-    /// member as the group lists it.
-    groups_of: HashMap<String, Vec<(&'a GroupView, &'a str)>>,
-    /// Employee ids (as accounts name them) whose identity was seen.
-    seen: HashSet<&'a str>,
-    /// Normalized DNs of the accounts of identities seen.
-    owned: HashSet<String>,
-    out: Vec<Drift>,
 }
 
 /// The entitlements each managed group provisions, by the group's
@@ -139,43 +117,38 @@ fn entitlements_by_group(policy: &Policy) -> HashMap<String, Vec<&str>> {
     out
 }
 
-impl<'a> DriftWalk<'a> {
-    pub fn new(policy: &'a Policy, accounts: &'a [AccountView], groups: &'a [GroupView]) -> Self {
-        let ent_of_group = entitlements_by_group(policy);
-        let mut accounts_of: HashMap<&'a str, Vec<&'a AccountView>> = HashMap::new();
-        for a in accounts {
-            if let Some(e) = a.employee_id.as_deref() {
-                accounts_of.entry(e).or_default().push(a);
-            }
-        }
-        let mut groups_of: HashMap<String, Vec<(&'a GroupView, &'a str)>> = HashMap::new();
-        for g in groups {
-            for m in &g.members {
-                groups_of
-                    .entry(normalize_dn(m))
-                    .or_default()
-                    .push((g, m.as_str()));
-            }
-        }
-        DriftWalk {
+impl<'a> DriftCheck<'a> {
+    pub fn new(policy: &'a Policy) -> Self {
+        DriftCheck {
             policy,
-            accounts,
-            groups,
-            ent_of_group,
-            accounts_of,
-            groups_of,
-            seen: HashSet::new(),
-            owned: HashSet::new(),
-            out: Vec::new(),
+            ent_of_group: entitlements_by_group(policy),
         }
     }
 
-    /// The drift of one person (each person once) with their grants.
-    pub fn person(&mut self, person: &Identity, grants: &[Grant]) {
-        let Some((&key, accounts)) = self.accounts_of.get_key_value(person.employee_id.as_str())
-        else {
+    /// The first entitlement the group `dn` provisions, if it is managed.
+    fn entitlement_of(&self, dn: &str) -> Option<String> {
+        self.ent_of_group
+            .get(&normalize_dn(dn))
+            .and_then(|v| v.first())
+            .map(|s| s.to_string())
+    }
+
+    /// The drift of one person, sorted: `grants` are theirs, `accounts` the
+    /// directory's accounts naming their employee id (in the directory's
+    /// order), `memberships` the group memberships of those accounts (any
+    /// other is ignored).
+    pub fn person(
+        &self,
+        person: &Identity,
+        grants: &[Grant],
+        accounts: &[AccountView],
+        memberships: &[Membership],
+    ) -> Vec<Drift> {
+        let mut out = Vec::new();
+        // The account the grants' memberships are for: the last one.
+        let Some(account) = accounts.last() else {
             if person.may_hold_access() {
-                self.out.push(Drift {
+                out.push(Drift {
                     kind: DriftKind::MissingAccount,
                     employee_id: Some(person.employee_id.clone()),
                     account_dn: None,
@@ -183,13 +156,11 @@ impl<'a> DriftWalk<'a> {
                     entitlement_id: None,
                 });
             }
-            return;
+            return out;
         };
-        self.seen.insert(key);
-        for a in accounts {
-            self.owned.insert(normalize_dn(&a.dn));
-            if person.status == Status::Terminated && !a.disabled {
-                self.out.push(Drift {
+        if person.status == Status::Terminated {
+            for a in accounts.iter().filter(|a| !a.disabled) {
+                out.push(Drift {
                     kind: DriftKind::EnabledLeaver,
                     employee_id: Some(person.employee_id.clone()),
                     account_dn: Some(a.dn.clone()),
@@ -198,10 +169,6 @@ impl<'a> DriftWalk<'a> {
                 });
             }
         }
-        // The account the grants' memberships are for: the last one.
-        let Some(account) = accounts.last() else {
-            return;
-        };
         let account_dn = normalize_dn(&account.dn);
         // Memberships the grants give, by (group, member account).
         let mut wanted: BTreeMap<(String, String), (&str, &str)> = BTreeMap::new();
@@ -219,27 +186,22 @@ impl<'a> DriftWalk<'a> {
             }
         }
         // The memberships of each of the person's accounts.
+        let listed: Vec<(String, &Membership)> = memberships
+            .iter()
+            .map(|m| (normalize_dn(&m.member), m))
+            .collect();
         let mut present: HashSet<(String, String)> = HashSet::new();
         for a in accounts {
             let member = normalize_dn(&a.dn);
-            for (g, listed) in self
-                .groups_of
-                .get(&member)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                let key = (normalize_dn(&g.dn), member.clone());
+            for (_, m) in listed.iter().filter(|(n, _)| *n == member) {
+                let key = (normalize_dn(&m.group_dn), member.clone());
                 if !wanted.contains_key(&key) {
-                    self.out.push(Drift {
+                    out.push(Drift {
                         kind: DriftKind::UnmanagedMembership,
                         employee_id: Some(person.employee_id.clone()),
-                        account_dn: Some(listed.to_string()),
-                        group_dn: Some(g.dn.clone()),
-                        entitlement_id: self
-                            .ent_of_group
-                            .get(&key.0)
-                            .and_then(|v| v.first())
-                            .map(|s| s.to_string()),
+                        account_dn: Some(m.member.clone()),
+                        group_dn: Some(m.group_dn.clone()),
+                        entitlement_id: self.entitlement_of(&m.group_dn),
                     });
                 }
                 present.insert(key);
@@ -247,7 +209,7 @@ impl<'a> DriftWalk<'a> {
         }
         for (key, (dn, ent)) in &wanted {
             if !present.contains(key) {
-                self.out.push(Drift {
+                out.push(Drift {
                     kind: DriftKind::MissingMembership,
                     employee_id: Some(person.employee_id.clone()),
                     account_dn: Some(account.dn.clone()),
@@ -256,53 +218,103 @@ impl<'a> DriftWalk<'a> {
                 });
             }
         }
+        out.sort();
+        out
     }
 
-    /// Drift found so far (the caller may look at what a person added).
-    pub fn found(&self) -> &[Drift] {
-        &self.out
+    /// An account whose employee id names no identity (or that names none).
+    pub fn orphan(account: &AccountView) -> Drift {
+        Drift {
+            kind: DriftKind::OrphanAccount,
+            employee_id: account.employee_id.clone(),
+            account_dn: Some(account.dn.clone()),
+            group_dn: None,
+            entitlement_id: None,
+        }
     }
 
-    /// Everything that differs, sorted by kind and names.
-    pub fn finish(mut self) -> Vec<Drift> {
-        // Accounts no identity seen owns.
-        for a in self.accounts {
-            let owned = a
-                .employee_id
-                .as_deref()
-                .is_some_and(|e| self.seen.contains(e));
-            if !owned {
-                self.out.push(Drift {
-                    kind: DriftKind::OrphanAccount,
-                    employee_id: a.employee_id.clone(),
-                    account_dn: Some(a.dn.clone()),
-                    group_dn: None,
-                    entitlement_id: None,
-                });
-            }
+    /// A membership of an account no identity owns: no grant gives it.
+    pub fn unowned_membership(&self, m: &Membership) -> Drift {
+        Drift {
+            kind: DriftKind::UnmanagedMembership,
+            employee_id: None,
+            account_dn: Some(m.member.clone()),
+            group_dn: Some(m.group_dn.clone()),
+            entitlement_id: self.entitlement_of(&m.group_dn),
         }
-        // Memberships of accounts nobody owns: no grant gives them.
-        for g in self.groups {
-            let gdn = normalize_dn(&g.dn);
-            for m in &g.members {
-                if !self.owned.contains(&normalize_dn(m)) {
-                    self.out.push(Drift {
-                        kind: DriftKind::UnmanagedMembership,
-                        employee_id: None,
-                        account_dn: Some(m.clone()),
-                        group_dn: Some(g.dn.clone()),
-                        entitlement_id: self
-                            .ent_of_group
-                            .get(&gdn)
-                            .and_then(|v| v.first())
-                            .map(|s| s.to_string()),
-                    });
-                }
-            }
-        }
-        self.out.sort();
-        self.out
     }
+}
+
+/// Everything that differs, sorted by kind and names: the check over
+/// everyone at once, in memory. The directory sync gets the same answer
+/// page by page (its tests compare the two).
+pub fn compute(
+    identities: &HashMap<String, Identity>,
+    active_grants: &HashMap<String, Vec<Grant>>,
+    policy: &Policy,
+    accounts: &[AccountView],
+    groups: &[GroupView],
+) -> Vec<Drift> {
+    let check = DriftCheck::new(policy);
+    let mut accounts_of: HashMap<&str, Vec<AccountView>> = HashMap::new();
+    for a in accounts {
+        if let Some(e) = a.employee_id.as_deref() {
+            accounts_of.entry(e).or_default().push(a.clone());
+        }
+    }
+    let memberships: Vec<Membership> = groups
+        .iter()
+        .flat_map(|g| {
+            g.members.iter().map(|m| Membership {
+                group_dn: g.dn.clone(),
+                member: m.clone(),
+            })
+        })
+        .collect();
+    let mut of_member: HashMap<String, Vec<Membership>> = HashMap::new();
+    for m in &memberships {
+        of_member
+            .entry(normalize_dn(&m.member))
+            .or_default()
+            .push(m.clone());
+    }
+    let mut out = Vec::new();
+    let mut owned: HashSet<String> = HashSet::new();
+    for (id, person) in identities {
+        let mine = accounts_of
+            .get(id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut theirs = Vec::new();
+        for a in mine {
+            let dn = normalize_dn(&a.dn);
+            if owned.insert(dn.clone()) {
+                theirs.extend(of_member.get(&dn).into_iter().flatten().cloned());
+            }
+        }
+        out.extend(check.person(
+            person,
+            active_grants.get(id).map(Vec::as_slice).unwrap_or_default(),
+            mine,
+            &theirs,
+        ));
+    }
+    for a in accounts {
+        if !a
+            .employee_id
+            .as_deref()
+            .is_some_and(|e| identities.contains_key(e))
+        {
+            out.push(DriftCheck::orphan(a));
+        }
+    }
+    for m in &memberships {
+        if !owned.contains(&normalize_dn(&m.member)) {
+            out.push(check.unowned_membership(m));
+        }
+    }
+    out.sort();
+    out
 }
 
 #[cfg(test)]
@@ -371,7 +383,7 @@ ldap_group_dn = "cn=Finance, ou=groups,dc=x"
     }
 
     /// The drift check as it was first written, over everyone at once: the
-    /// reference the walk must agree with.
+    /// reference the check must agree with.
     fn reference(
         identities: &HashMap<String, Identity>,
         active_grants: &HashMap<String, Vec<Grant>>,
@@ -473,7 +485,7 @@ ldap_group_dn = "cn=Finance, ou=groups,dc=x"
     }
 
     #[test]
-    fn the_walk_agrees_with_the_check_over_everyone() {
+    fn the_check_agrees_with_the_reference() {
         // Generated directories and people: accounts with and without
         // employee ids (some unknown, some twice), DNs spelled differently
         // in groups, statuses, grants with and without groups.
@@ -565,21 +577,9 @@ kind = \"app_role\"
                     members,
                 });
             }
-            let walked = compute(&ids, &grants, &policy, &accounts, &groups);
+            let computed = compute(&ids, &grants, &policy, &accounts, &groups);
             let expected = reference(&ids, &grants, &policy, &accounts, &groups);
-            assert_eq!(walked, expected, "{ids:?} {accounts:?} {groups:?}");
-            // Any order of people gives the same answer.
-            let mut walk = DriftWalk::new(&policy, &accounts, &groups);
-            let mut order: Vec<&String> = ids.keys().collect();
-            order.sort();
-            order.reverse();
-            for id in order {
-                walk.person(
-                    &ids[id],
-                    grants.get(id).map(Vec::as_slice).unwrap_or_default(),
-                );
-            }
-            assert_eq!(walk.finish(), expected);
+            assert_eq!(computed, expected, "{ids:?} {accounts:?} {groups:?}");
         }
     }
 

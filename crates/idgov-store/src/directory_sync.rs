@@ -31,15 +31,16 @@ pub struct DriftRow {
 }
 
 impl WriteTx {
-    /// Records a run and its findings.
+    /// Records a run and its first findings. The run is not complete (never
+    /// the latest) until [`WriteTx::complete_sync_run`].
     pub async fn insert_sync_run(
         &mut self,
         run: &SyncRun,
         drift: &[DriftRow],
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO directory_syncs (id, started_at, finished_at, actor, dry_run, account_count, group_count, summary) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO directory_syncs (id, started_at, finished_at, actor, dry_run, account_count, group_count, summary, \
+             complete) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
         )
         .bind(&run.id)
         .bind(micros(run.started_at))
@@ -52,6 +53,20 @@ impl WriteTx {
         .execute(&mut *self.tx)
         .await?;
         self.insert_sync_drift(&run.id, drift).await
+    }
+
+    /// Marks run `run_id` complete: all its drift is recorded.
+    pub async fn complete_sync_run(
+        &mut self,
+        run_id: &str,
+        finished_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE directory_syncs SET complete = 1, finished_at = $2 WHERE id = $1")
+            .bind(run_id)
+            .bind(micros(finished_at))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
     }
 
     /// More drift rows of the run `run_id` (recorded in steps).
@@ -109,11 +124,11 @@ impl Store {
         row.as_ref().map(run_from_row).transpose()
     }
 
-    /// The newest run that was not a dry run.
+    /// The newest complete run that was not a dry run.
     pub async fn latest_sync_run(&self) -> Result<Option<SyncRun>, StoreError> {
         let row = sqlx::query(
             "SELECT id, started_at, finished_at, actor, dry_run, account_count, group_count, summary FROM directory_syncs \
-             WHERE dry_run = 0 ORDER BY started_at DESC, id DESC LIMIT 1",
+             WHERE dry_run = 0 AND complete = 1 ORDER BY started_at DESC, id DESC LIMIT 1",
         )
         .fetch_optional(self.reader())
         .await?;

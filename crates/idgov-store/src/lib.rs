@@ -50,6 +50,7 @@ mod coalesce;
 pub use coalesce::BatchStats;
 mod convert;
 mod directory_ops;
+mod directory_stage;
 mod directory_sync;
 pub mod error;
 pub mod grants;
@@ -68,6 +69,7 @@ pub use audit::{AuditFilter, Checkpoint, VerifyReport};
 pub use bulk::{EventRow, GrantRow};
 pub use bulk_jobs::BulkJob;
 pub use directory_ops::{DirOp, DirOpKind, DirOpState, Lane, NewDirOp};
+pub use directory_stage::StagedDrift;
 pub use directory_sync::{DriftRow, SyncRun};
 pub use error::StoreError;
 pub use held::{HeldChange, HeldKind, HeldState};
@@ -313,6 +315,14 @@ macro_rules! migrations {
                     "../../../migrations/",
                     $dir,
                     "/0016_roster_sync_events.sql"
+                )),
+            ),
+            (
+                "directory_stage",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0017_directory_stage.sql"
                 )),
             ),
         ]

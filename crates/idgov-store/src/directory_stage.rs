@@ -1,0 +1,323 @@
+//! What a directory sync reads from the directory, staged in the store
+//! while it runs (migration `0017_directory_stage`), so that the sync pages
+//! through the directory beside idgov's own people instead of holding
+//! either whole. Scratch rows under the sync's run id: nothing here is
+//! audited or kept once the sync ends.
+
+use crate::bulk::values;
+use crate::convert::{get, micros, parsed};
+use crate::{Store, StoreError, WriteTx};
+use chrono::{DateTime, Utc};
+use idgov_domain::drift::{AccountView, Drift, Membership, normalize_dn};
+use sqlx::AssertSqlSafe;
+
+/// Rows per INSERT statement.
+const INSERT_ROWS: usize = 500;
+
+/// Rows per DELETE when a stage is dropped (each its own short statement).
+const DELETE_ROWS: i64 = 5000;
+
+/// A drift finding staged before it is recorded: its place in the order
+/// the sync records drift (kind first, then as found) and what the sync
+/// decided to do about it when it found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedDrift {
+    /// The kind's place in the recording order.
+    pub kind_rank: i64,
+    /// The order it was found in, unique within the run.
+    pub seq: i64,
+    pub drift: Drift,
+    /// `reported`, `remediated` or `imported`.
+    pub action: String,
+}
+
+impl WriteTx {
+    /// Opens the stage of run `run_id`.
+    pub async fn open_directory_stage(
+        &mut self,
+        run_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO directory_stage_runs (run_id, started_at) VALUES ($1, $2)")
+            .bind(run_id)
+            .bind(micros(now))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Stages accounts as the directory listed them, numbered from
+    /// `first_seq`.
+    pub async fn stage_directory_accounts(
+        &mut self,
+        run_id: &str,
+        first_seq: i64,
+        accounts: &[AccountView],
+    ) -> Result<(), StoreError> {
+        for (n, chunk) in accounts.chunks(INSERT_ROWS).enumerate() {
+            let sql = format!(
+                "INSERT INTO directory_stage_accounts (run_id, seq, dn, dn_norm, employee_id, disabled) VALUES {}",
+                values(self.backend, chunk.len(), 6)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            let base = first_seq + (n * INSERT_ROWS) as i64;
+            for (seq, a) in (base..).zip(chunk) {
+                q = q
+                    .bind(run_id.to_string())
+                    .bind(seq)
+                    .bind(a.dn.clone())
+                    .bind(normalize_dn(&a.dn))
+                    .bind(a.employee_id.clone())
+                    .bind(i64::from(a.disabled));
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Stages memberships of managed groups as the groups listed them,
+    /// numbered from `first_seq`.
+    pub async fn stage_directory_members(
+        &mut self,
+        run_id: &str,
+        first_seq: i64,
+        members: &[Membership],
+    ) -> Result<(), StoreError> {
+        for (n, chunk) in members.chunks(INSERT_ROWS).enumerate() {
+            let sql = format!(
+                "INSERT INTO directory_stage_members (run_id, seq, group_dn, member, member_norm) VALUES {}",
+                values(self.backend, chunk.len(), 5)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            let base = first_seq + (n * INSERT_ROWS) as i64;
+            for (seq, m) in (base..).zip(chunk) {
+                q = q
+                    .bind(run_id.to_string())
+                    .bind(seq)
+                    .bind(m.group_dn.clone())
+                    .bind(m.member.clone())
+                    .bind(normalize_dn(&m.member));
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Stages drift found, with what is to be done about it.
+    pub async fn stage_drift(
+        &mut self,
+        run_id: &str,
+        drift: &[StagedDrift],
+    ) -> Result<(), StoreError> {
+        for chunk in drift.chunks(INSERT_ROWS) {
+            let sql = format!(
+                "INSERT INTO directory_stage_drift (run_id, kind_rank, seq, kind, employee_id, account_dn, \
+                 group_dn, entitlement_id, action) VALUES {}",
+                values(self.backend, chunk.len(), 9)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for d in chunk {
+                q = q
+                    .bind(run_id.to_string())
+                    .bind(d.kind_rank)
+                    .bind(d.seq)
+                    .bind(d.drift.kind.as_str())
+                    .bind(d.drift.employee_id.clone())
+                    .bind(d.drift.account_dn.clone())
+                    .bind(d.drift.group_dn.clone())
+                    .bind(d.drift.entitlement_id.clone())
+                    .bind(d.action.clone());
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+}
+
+fn account_from_row(r: &sqlx::any::AnyRow) -> Result<AccountView, StoreError> {
+    Ok(AccountView {
+        dn: get(r, "dn")?,
+        employee_id: get(r, "employee_id")?,
+        disabled: get::<i64>(r, "disabled")? != 0,
+    })
+}
+
+fn membership_from_row(r: &sqlx::any::AnyRow) -> Result<Membership, StoreError> {
+    Ok(Membership {
+        group_dn: get(r, "group_dn")?,
+        member: get(r, "member")?,
+    })
+}
+
+impl Store {
+    /// Staged accounts naming an employee id after `after` up to `last`
+    /// (the bounds of a page of identities, compared as identities are
+    /// ordered), by employee id and then in the directory's order.
+    pub async fn staged_accounts_between(
+        &self,
+        run_id: &str,
+        after: &str,
+        last: &str,
+    ) -> Result<Vec<AccountView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT dn, employee_id, disabled FROM directory_stage_accounts \
+             WHERE run_id = $1 AND employee_id > $2 AND employee_id <= $3 ORDER BY employee_id, seq",
+        )
+        .bind(run_id)
+        .bind(after)
+        .bind(last)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    /// The staged memberships of the accounts [`Store::staged_accounts_between`]
+    /// gives, in the directory's order.
+    pub async fn staged_memberships_between(
+        &self,
+        run_id: &str,
+        after: &str,
+        last: &str,
+    ) -> Result<Vec<Membership>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT group_dn, member FROM directory_stage_members \
+             WHERE run_id = $1 AND member_norm IN (SELECT dn_norm FROM directory_stage_accounts \
+             WHERE run_id = $1 AND employee_id > $2 AND employee_id <= $3) ORDER BY seq",
+        )
+        .bind(run_id)
+        .bind(after)
+        .bind(last)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(membership_from_row).collect()
+    }
+
+    /// Staged accounts no identity owns (no employee id, or one no identity
+    /// has), after `after_seq` in the directory's order, with their seq.
+    pub async fn staged_orphan_accounts(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, AccountView)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, dn, employee_id, disabled FROM directory_stage_accounts a \
+             WHERE run_id = $1 AND seq > $2 AND (employee_id IS NULL OR NOT EXISTS \
+             (SELECT 1 FROM identities i WHERE i.employee_id = a.employee_id)) ORDER BY seq LIMIT $3",
+        )
+        .bind(run_id)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((get(r, "seq")?, account_from_row(r)?)))
+            .collect()
+    }
+
+    /// Staged memberships whose member is no account an identity owns,
+    /// after `after_seq` in the directory's order, with their seq.
+    pub async fn staged_unowned_memberships(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Membership)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, group_dn, member FROM directory_stage_members m \
+             WHERE run_id = $1 AND seq > $2 AND NOT EXISTS (SELECT 1 FROM directory_stage_accounts a \
+             JOIN identities i ON i.employee_id = a.employee_id \
+             WHERE a.run_id = $1 AND a.dn_norm = m.member_norm) ORDER BY seq LIMIT $3",
+        )
+        .bind(run_id)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((get(r, "seq")?, membership_from_row(r)?)))
+            .collect()
+    }
+
+    /// Staged drift after `(kind_rank, seq)`, in recording order.
+    pub async fn staged_drift(
+        &self,
+        run_id: &str,
+        after: (i64, i64),
+        limit: i64,
+    ) -> Result<Vec<StagedDrift>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind_rank, seq, kind, employee_id, account_dn, group_dn, entitlement_id, action \
+             FROM directory_stage_drift WHERE run_id = $1 AND (kind_rank > $2 OR (kind_rank = $2 AND seq > $3)) \
+             ORDER BY kind_rank, seq LIMIT $4",
+        )
+        .bind(run_id)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StagedDrift {
+                    kind_rank: get(r, "kind_rank")?,
+                    seq: get(r, "seq")?,
+                    drift: Drift {
+                        kind: parsed(r, "kind")?,
+                        employee_id: get(r, "employee_id")?,
+                        account_dn: get(r, "account_dn")?,
+                        group_dn: get(r, "group_dn")?,
+                        entitlement_id: get(r, "entitlement_id")?,
+                    },
+                    action: get(r, "action")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stages opened before `before` (syncs a crash interrupted).
+    pub async fn stale_directory_stages(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id FROM directory_stage_runs WHERE started_at < $1 ORDER BY run_id LIMIT 100",
+        )
+        .bind(micros(before))
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(|r| get(r, "run_id")).collect()
+    }
+
+    /// Drops the stage of `run_id`, a few thousand rows per statement so
+    /// that no statement holds the writer for long.
+    pub async fn drop_directory_stage(&self, run_id: &str) -> Result<(), StoreError> {
+        for table in [
+            "directory_stage_accounts",
+            "directory_stage_members",
+            "directory_stage_drift",
+        ] {
+            let sql = format!(
+                "DELETE FROM {table} WHERE run_id = $1 AND seq IN \
+                 (SELECT seq FROM {table} WHERE run_id = $1 ORDER BY seq LIMIT $2)"
+            );
+            loop {
+                let gone = sqlx::query(AssertSqlSafe(sql.clone()))
+                    .bind(run_id)
+                    .bind(DELETE_ROWS)
+                    .execute(self.writer())
+                    .await?
+                    .rows_affected();
+                if gone == 0 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        sqlx::query("DELETE FROM directory_stage_runs WHERE run_id = $1")
+            .bind(run_id)
+            .execute(self.writer())
+            .await?;
+        Ok(())
+    }
+}
