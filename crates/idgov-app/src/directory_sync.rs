@@ -405,6 +405,7 @@ impl App {
                 "remediations_queued": found.remediations,
                 "grants_imported": found.imports,
             }),
+            complete: dry_run,
         };
         // Recorded in kind order, in steps of [`RECORD_STEP`] rows, each
         // with its operations, imported grants and security events in one
@@ -479,6 +480,7 @@ impl App {
                 audit_sync(&mut tx, &run, &security, actor);
                 tx.complete_sync_run(&run.id, now).await?;
                 run.finished_at = now;
+                run.complete = true;
             }
             tx.commit(now).await?;
             if !ops.is_empty() {

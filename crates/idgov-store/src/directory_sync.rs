@@ -19,6 +19,9 @@ pub struct SyncRun {
     pub groups: i64,
     /// Counts per drift kind and per action, as JSON.
     pub summary: serde_json::Value,
+    /// All its drift is recorded (a sync records in steps; one a crash cut
+    /// short stays incomplete).
+    pub complete: bool,
 }
 
 /// One drift finding of a run, and what was done about it.
@@ -110,13 +113,14 @@ fn run_from_row(r: &sqlx::any::AnyRow) -> Result<SyncRun, StoreError> {
         accounts: get(r, "account_count")?,
         groups: get(r, "group_count")?,
         summary: serde_json::from_str(&summary).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        complete: get::<i64>(r, "complete")? != 0,
     })
 }
 
 impl Store {
     pub async fn get_sync_run(&self, id: &str) -> Result<Option<SyncRun>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, started_at, finished_at, actor, dry_run, account_count, group_count, summary FROM directory_syncs WHERE id = $1",
+            "SELECT id, started_at, finished_at, actor, dry_run, account_count, group_count, summary, complete FROM directory_syncs WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.reader())
@@ -127,7 +131,7 @@ impl Store {
     /// The newest complete run that was not a dry run.
     pub async fn latest_sync_run(&self) -> Result<Option<SyncRun>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, started_at, finished_at, actor, dry_run, account_count, group_count, summary FROM directory_syncs \
+            "SELECT id, started_at, finished_at, actor, dry_run, account_count, group_count, summary, complete FROM directory_syncs \
              WHERE dry_run = 0 AND complete = 1 ORDER BY started_at DESC, id DESC LIMIT 1",
         )
         .fetch_optional(self.reader())

@@ -553,7 +553,9 @@ both_backends! {
             assert_eq!(run.summary["drift"][kind.as_str()], n, "{kind:?}");
             assert_eq!(dry.summary["drift"][kind.as_str()], n, "{kind:?}");
         }
-        assert_eq!(app.store.latest_sync_run().await.unwrap().map(|r| r.id), Some(run.id.clone()));
+        assert!(run.complete && dry.complete);
+        let latest = app.store.latest_sync_run().await.unwrap().expect("the run");
+        assert_eq!((latest.id.as_str(), latest.complete), (run.id.as_str(), true));
         // No stage left behind.
         let later = chrono::Utc::now() + chrono::Duration::days(2);
         assert!(app.store.stale_directory_stages(later).await.unwrap().is_empty());

@@ -87,6 +87,122 @@ async fn raw(t: &TestStore) -> sqlx::AnyConnection {
 }
 
 both_backends! {
+    /// A directory sync's stage: accounts and memberships looked up by a
+    /// page's employee-id bounds, those nobody owns found, drift read back
+    /// in kind order, a stage dropped whole or found stale; and a run that
+    /// is not complete is never the latest.
+    async fn a_directory_stage_pages_and_goes(t: TestStore) {
+        use idgov_domain::drift::{AccountView, Drift, DriftKind, Membership};
+        use idgov_store::{StagedDrift, SyncRun};
+        let s = &t.store;
+        let mut tx = s.begin().await.unwrap();
+        for id in ["E1", "E2", "E3"] {
+            tx.put_identity(&person(id, "Sales", None, Status::Active)).await.unwrap();
+        }
+        tx.commit(at(0)).await.unwrap();
+        let account = |uid: &str, emp: Option<&str>| AccountView {
+            dn: format!("uid={uid},ou=people,dc=x"),
+            employee_id: emp.map(String::from),
+            disabled: false,
+        };
+        let accounts = [
+            account("e2", Some("E2")),
+            account("e1", Some("E1")),
+            account("x1", Some("E1")),
+            account("z", Some("Z9")),
+            account("n", None),
+            account("e3", Some("E3")),
+        ];
+        let member = |g: &str, m: &str| Membership { group_dn: format!("cn={g},dc=x"), member: m.to_string() };
+        let members = [
+            member("a", "UID=E1, ou=people,dc=x"),
+            member("a", "uid=z,ou=people,dc=x"),
+            member("b", "uid=x1,ou=people,dc=x"),
+            member("b", "uid=ghost,ou=people,dc=x"),
+            member("b", "uid=e3,ou=people,dc=x"),
+        ];
+        let drift = |rank: i64, seq: i64, kind: DriftKind, who: &str| StagedDrift {
+            kind_rank: rank,
+            seq,
+            drift: Drift { kind, employee_id: Some(who.into()), account_dn: None, group_dn: None, entitlement_id: None },
+            action: "reported".into(),
+        };
+        let staged = [
+            drift(4, 1, DriftKind::MissingAccount, "E7"),
+            drift(0, 2, DriftKind::OrphanAccount, "Z9"),
+            drift(4, 3, DriftKind::MissingAccount, "E8"),
+            drift(0, 4, DriftKind::OrphanAccount, "Z8"),
+        ];
+        for run in ["r1", "r2"] {
+            let mut tx = s.begin().await.unwrap();
+            tx.open_directory_stage(run, at(if run == "r1" { 0 } else { 48 })).await.unwrap();
+            // Accounts staged in two steps, numbered on.
+            tx.stage_directory_accounts(run, 1, &accounts[..2]).await.unwrap();
+            tx.stage_directory_accounts(run, 3, &accounts[2..]).await.unwrap();
+            tx.stage_directory_members(run, 1, &members).await.unwrap();
+            tx.stage_drift(run, &staged).await.unwrap();
+            tx.commit(at(0)).await.unwrap();
+        }
+        let dns = |v: Vec<AccountView>| v.into_iter().map(|a| a.dn).collect::<Vec<_>>();
+        // The page (E1, E3]: E2's and E3's accounts, by employee id.
+        assert_eq!(
+            dns(s.staged_accounts_between("r1", "E1", "E3").await.unwrap()),
+            ["uid=e2,ou=people,dc=x", "uid=e3,ou=people,dc=x"]
+        );
+        // The page ("", E1]: both of E1's accounts in the directory's order.
+        assert_eq!(
+            dns(s.staged_accounts_between("r1", "", "E1").await.unwrap()),
+            ["uid=e1,ou=people,dc=x", "uid=x1,ou=people,dc=x"]
+        );
+        // Their memberships, however the group spells the member.
+        let of = s.staged_memberships_between("r1", "", "E1").await.unwrap();
+        assert_eq!(of, [members[0].clone(), members[2].clone()]);
+        // Nobody owns z (Z9 is no identity) nor n (no employee id); nor
+        // the members z and ghost.
+        let orphans = s.staged_orphan_accounts("r1", 0, 10).await.unwrap();
+        assert_eq!(orphans.iter().map(|(seq, a)| (*seq, a.dn.as_str())).collect::<Vec<_>>(),
+            [(4, "uid=z,ou=people,dc=x"), (5, "uid=n,ou=people,dc=x")]);
+        assert_eq!(s.staged_orphan_accounts("r1", 4, 10).await.unwrap().len(), 1);
+        let unowned = s.staged_unowned_memberships("r1", 0, 10).await.unwrap();
+        assert_eq!(unowned, [(2, members[1].clone()), (4, members[3].clone())]);
+        // Drift in kind order, then as found; paged.
+        let first = s.staged_drift("r1", (-1, 0), 3).await.unwrap();
+        assert_eq!(first.iter().map(|d| (d.kind_rank, d.seq)).collect::<Vec<_>>(), [(0, 2), (0, 4), (4, 1)]);
+        assert_eq!(s.staged_drift("r1", (4, 1), 3).await.unwrap(), [staged[2].clone()]);
+        // r1 was opened two days before r2: stale a day after r1 only.
+        assert_eq!(s.stale_directory_stages(at(24)).await.unwrap(), ["r1"]);
+        s.drop_directory_stage("r1").await.unwrap();
+        assert!(s.staged_accounts_between("r1", "", "E9").await.unwrap().is_empty());
+        assert!(s.staged_orphan_accounts("r1", 0, 10).await.unwrap().is_empty());
+        assert!(s.staged_unowned_memberships("r1", 0, 10).await.unwrap().is_empty());
+        assert!(s.staged_drift("r1", (-1, 0), 10).await.unwrap().is_empty());
+        assert!(s.stale_directory_stages(at(1000)).await.unwrap() == ["r2"], "r2 untouched");
+        assert_eq!(s.staged_accounts_between("r2", "", "E9").await.unwrap().len(), 4);
+
+        // A run is the latest only once complete.
+        let run = SyncRun {
+            id: "run-1".into(),
+            started_at: at(1),
+            finished_at: at(1),
+            actor: "user:admin".into(),
+            dry_run: false,
+            accounts: 6,
+            groups: 2,
+            summary: serde_json::json!({}),
+            complete: false,
+        };
+        let mut tx = s.begin().await.unwrap();
+        tx.insert_sync_run(&run, &[]).await.unwrap();
+        tx.commit(at(1)).await.unwrap();
+        assert!(s.latest_sync_run().await.unwrap().is_none());
+        assert!(!s.get_sync_run("run-1").await.unwrap().unwrap().complete);
+        let mut tx = s.begin().await.unwrap();
+        tx.complete_sync_run("run-1", at(2)).await.unwrap();
+        tx.commit(at(2)).await.unwrap();
+        let latest = s.latest_sync_run().await.unwrap().unwrap();
+        assert_eq!((latest.id.as_str(), latest.complete, latest.finished_at), ("run-1", true, at(2)));
+    }
+
     async fn identities_round_trip_and_page(t: TestStore) {
         let s = &t.store;
         let mut tx = s.begin().await.unwrap();

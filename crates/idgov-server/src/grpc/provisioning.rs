@@ -148,12 +148,14 @@ fn sync_run(run: &SyncRun, drift: &[DriftRow]) -> pb::DirectorySync {
             .get("remediations_queued")
             .and_then(|v| v.as_i64())
             .unwrap_or(0),
-        drift: drift.iter().take(1000).map(drift_item).collect(),
+        // The application answers with the first `DRIFT_SHOWN` rows.
+        drift: drift.iter().map(drift_item).collect(),
         grants_imported: run
             .summary
             .get("grants_imported")
             .and_then(|v| v.as_i64())
             .unwrap_or(0),
+        complete: run.complete,
     }
 }
 

@@ -64,11 +64,19 @@ pub async fn run(opts: &ClientOpts, c: DirectoryCommand) -> anyhow::Result<ExitC
                     "id": r.id, "dry_run": r.dry_run, "accounts": r.accounts, "groups": r.groups,
                     "drift": r.drift_counts, "remediations_queued": r.remediations_queued, "grants_imported": r.grants_imported,
                     "started_at": time(&r.started_at), "finished_at": time(&r.finished_at),
+                    "complete": r.complete,
                     "items": r.drift.iter().map(drift_json).collect::<Vec<_>>(),
                 })),
                 Format::Table => {
                     if !r.drift.is_empty() {
                         crate::outln!("{}", drift_table(&r.drift));
+                        let total: i64 = r.drift_counts.values().sum();
+                        if total > r.drift.len() as i64 {
+                            crate::outln!(
+                                "(showing the first {} of {total} drift items)",
+                                r.drift.len()
+                            );
+                        }
                     }
                     let counts: Vec<String> = r
                         .drift_counts
