@@ -31,6 +31,33 @@ pub struct StagedDrift {
     pub action: String,
 }
 
+/// A statement being bound.
+type Query = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Inserts `rows` into `into` (a table and its `cols` columns),
+/// [`INSERT_ROWS`] to a statement; `bind` binds the values of the row at an
+/// index of `rows`.
+pub(crate) async fn insert_rows<T>(
+    tx: &mut WriteTx,
+    into: &str,
+    cols: usize,
+    rows: &[T],
+    bind: impl Fn(Query, usize, &T) -> Query,
+) -> Result<(), StoreError> {
+    for (n, chunk) in rows.chunks(INSERT_ROWS).enumerate() {
+        let sql = format!(
+            "INSERT INTO {into} VALUES {}",
+            values(tx.backend, chunk.len(), cols)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        for (i, row) in chunk.iter().enumerate() {
+            q = bind(q, n * INSERT_ROWS + i, row);
+        }
+        q.execute(&mut *tx.tx).await?;
+    }
+    Ok(())
+}
+
 impl WriteTx {
     /// Opens the stage of run `run_id`.
     pub async fn open_directory_stage(
@@ -54,25 +81,21 @@ impl WriteTx {
         first_seq: i64,
         accounts: &[AccountView],
     ) -> Result<(), StoreError> {
-        for (n, chunk) in accounts.chunks(INSERT_ROWS).enumerate() {
-            let sql = format!(
-                "INSERT INTO directory_stage_accounts (run_id, seq, dn, dn_norm, employee_id, disabled) VALUES {}",
-                values(self.backend, chunk.len(), 6)
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            let base = first_seq + (n * INSERT_ROWS) as i64;
-            for (seq, a) in (base..).zip(chunk) {
-                q = q
-                    .bind(run_id.to_string())
-                    .bind(seq)
+        insert_rows(
+            self,
+            "directory_stage_accounts (run_id, seq, dn, dn_norm, employee_id, disabled)",
+            6,
+            accounts,
+            |q, i, a| {
+                q.bind(run_id.to_string())
+                    .bind(first_seq + i as i64)
                     .bind(a.dn.clone())
                     .bind(normalize_dn(&a.dn))
                     .bind(a.employee_id.clone())
-                    .bind(i64::from(a.disabled));
-            }
-            q.execute(&mut *self.tx).await?;
-        }
-        Ok(())
+                    .bind(i64::from(a.disabled))
+            },
+        )
+        .await
     }
 
     /// Stages memberships of managed groups as the groups listed them,
@@ -83,24 +106,20 @@ impl WriteTx {
         first_seq: i64,
         members: &[Membership],
     ) -> Result<(), StoreError> {
-        for (n, chunk) in members.chunks(INSERT_ROWS).enumerate() {
-            let sql = format!(
-                "INSERT INTO directory_stage_members (run_id, seq, group_dn, member, member_norm) VALUES {}",
-                values(self.backend, chunk.len(), 5)
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            let base = first_seq + (n * INSERT_ROWS) as i64;
-            for (seq, m) in (base..).zip(chunk) {
-                q = q
-                    .bind(run_id.to_string())
-                    .bind(seq)
+        insert_rows(
+            self,
+            "directory_stage_members (run_id, seq, group_dn, member, member_norm)",
+            5,
+            members,
+            |q, i, m| {
+                q.bind(run_id.to_string())
+                    .bind(first_seq + i as i64)
                     .bind(m.group_dn.clone())
                     .bind(m.member.clone())
-                    .bind(normalize_dn(&m.member));
-            }
-            q.execute(&mut *self.tx).await?;
-        }
-        Ok(())
+                    .bind(normalize_dn(&m.member))
+            },
+        )
+        .await
     }
 
     /// Stages drift found, with what is to be done about it.
@@ -109,16 +128,14 @@ impl WriteTx {
         run_id: &str,
         drift: &[StagedDrift],
     ) -> Result<(), StoreError> {
-        for chunk in drift.chunks(INSERT_ROWS) {
-            let sql = format!(
-                "INSERT INTO directory_stage_drift (run_id, kind_rank, seq, kind, employee_id, account_dn, \
-                 group_dn, entitlement_id, action) VALUES {}",
-                values(self.backend, chunk.len(), 9)
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for d in chunk {
-                q = q
-                    .bind(run_id.to_string())
+        insert_rows(
+            self,
+            "directory_stage_drift (run_id, kind_rank, seq, kind, employee_id, account_dn, group_dn, \
+             entitlement_id, action)",
+            9,
+            drift,
+            |q, _, d| {
+                q.bind(run_id.to_string())
                     .bind(d.kind_rank)
                     .bind(d.seq)
                     .bind(d.drift.kind.as_str())
@@ -126,11 +143,10 @@ impl WriteTx {
                     .bind(d.drift.account_dn.clone())
                     .bind(d.drift.group_dn.clone())
                     .bind(d.drift.entitlement_id.clone())
-                    .bind(d.action.clone());
-            }
-            q.execute(&mut *self.tx).await?;
-        }
-        Ok(())
+                    .bind(d.action.clone())
+            },
+        )
+        .await
     }
 }
 

@@ -1,11 +1,9 @@
 //! Directory sync runs and their drift.
 
-use crate::bulk::values;
 use crate::convert::{get, micros, parsed, time};
 use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::drift::{Drift, DriftKind};
-use sqlx::AssertSqlSafe;
 
 /// A sync run's summary.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,27 +76,23 @@ impl WriteTx {
         run_id: &str,
         drift: &[DriftRow],
     ) -> Result<(), StoreError> {
-        for chunk in drift.chunks(300) {
-            let sql = format!(
-                "INSERT INTO directory_drift (sync_id, seq, kind, employee_id, account_dn, group_dn, entitlement_id, \
-                 action) VALUES {}",
-                values(self.backend, chunk.len(), 8)
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for d in chunk {
-                q = q
-                    .bind(run_id.to_string())
+        crate::directory_stage::insert_rows(
+            self,
+            "directory_drift (sync_id, seq, kind, employee_id, account_dn, group_dn, entitlement_id, action)",
+            8,
+            drift,
+            |q, _, d| {
+                q.bind(run_id.to_string())
                     .bind(d.seq)
                     .bind(d.drift.kind.as_str())
                     .bind(d.drift.employee_id.clone())
                     .bind(d.drift.account_dn.clone())
                     .bind(d.drift.group_dn.clone())
                     .bind(d.drift.entitlement_id.clone())
-                    .bind(d.action.clone());
-            }
-            q.execute(&mut *self.tx).await?;
-        }
-        Ok(())
+                    .bind(d.action.clone())
+            },
+        )
+        .await
     }
 }
 
