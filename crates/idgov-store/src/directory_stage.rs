@@ -188,7 +188,9 @@ impl Store {
     }
 
     /// The staged memberships of the accounts [`Store::staged_accounts_between`]
-    /// gives, in the directory's order.
+    /// gives, each once, by employee id and then in the directory's order.
+    /// (Read from the accounts' side, so a page reads only its own
+    /// memberships.)
     pub async fn staged_memberships_between(
         &self,
         run_id: &str,
@@ -196,16 +198,24 @@ impl Store {
         last: &str,
     ) -> Result<Vec<Membership>, StoreError> {
         let rows = sqlx::query(
-            "SELECT group_dn, member FROM directory_stage_members \
-             WHERE run_id = $1 AND member_norm IN (SELECT dn_norm FROM directory_stage_accounts \
-             WHERE run_id = $1 AND employee_id > $2 AND employee_id <= $3) ORDER BY seq",
+            "SELECT m.seq, m.group_dn, m.member FROM directory_stage_accounts a \
+             JOIN directory_stage_members m ON m.run_id = a.run_id AND m.member_norm = a.dn_norm \
+             WHERE a.run_id = $1 AND a.employee_id > $2 AND a.employee_id <= $3 ORDER BY a.employee_id, m.seq",
         )
         .bind(run_id)
         .bind(after)
         .bind(last)
         .fetch_all(self.reader())
         .await?;
-        rows.iter().map(membership_from_row).collect()
+        // Two accounts whose DNs differ only in spelling list a member once.
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if seen.insert(get::<i64>(r, "seq")?) {
+                out.push(membership_from_row(r)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Staged accounts no identity owns (no employee id, or one no identity
