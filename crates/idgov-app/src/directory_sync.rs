@@ -136,7 +136,7 @@ impl Found<'_> {
                             .and_then(|e| self.policy.entitlements.get(e))
                             .is_some_and(|e| e.classification <= ceiling)
                 });
-                if within && adoption(self.policy, &d, self.run_id, self.cause).is_some() {
+                if within {
                     self.imports += 1;
                     "imported"
                 } else {
@@ -323,12 +323,11 @@ impl App {
                 .store
                 .staged_memberships_between(id, &after, &last)
                 .await?;
-            let mut accounts_of: HashMap<&str, Vec<AccountView>> = HashMap::new();
-            for a in &staged {
-                if let Some(e) = a.employee_id.as_deref() {
-                    accounts_of.entry(e).or_default().push(a.clone());
-                }
-            }
+            // Staged by employee id: each person's accounts are one run.
+            let accounts_of: HashMap<&str, &[AccountView]> = staged
+                .chunk_by(|a, b| a.employee_id == b.employee_id)
+                .filter_map(|run| Some((run.first()?.employee_id.as_deref()?, run)))
+                .collect();
             let mut of_member: HashMap<String, Vec<&Membership>> = HashMap::new();
             for m in &memberships {
                 of_member
@@ -339,7 +338,7 @@ impl App {
             for (person, grants) in &page {
                 let mine = accounts_of
                     .get(person.employee_id.as_str())
-                    .map(Vec::as_slice)
+                    .copied()
                     .unwrap_or_default();
                 let mut seen = HashSet::new();
                 let theirs: Vec<Membership> = mine

@@ -5,7 +5,7 @@
 //! audited or kept once the sync ends.
 
 use crate::bulk::values;
-use crate::convert::{get, micros, parsed};
+use crate::convert::{get, micros};
 use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::drift::{AccountView, Drift, Membership, normalize_dn};
@@ -288,13 +288,7 @@ impl Store {
                 Ok(StagedDrift {
                     kind_rank: get(r, "kind_rank")?,
                     seq: get(r, "seq")?,
-                    drift: Drift {
-                        kind: parsed(r, "kind")?,
-                        employee_id: get(r, "employee_id")?,
-                        account_dn: get(r, "account_dn")?,
-                        group_dn: get(r, "group_dn")?,
-                        entitlement_id: get(r, "entitlement_id")?,
-                    },
+                    drift: crate::directory_sync::drift_from_row(r)?,
                     action: get(r, "action")?,
                 })
             })

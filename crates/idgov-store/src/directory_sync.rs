@@ -96,6 +96,17 @@ impl WriteTx {
     }
 }
 
+/// The finding of a drift row (recorded or staged: the same columns).
+pub(crate) fn drift_from_row(r: &sqlx::any::AnyRow) -> Result<Drift, StoreError> {
+    Ok(Drift {
+        kind: parsed(r, "kind")?,
+        employee_id: get(r, "employee_id")?,
+        account_dn: get(r, "account_dn")?,
+        group_dn: get(r, "group_dn")?,
+        entitlement_id: get(r, "entitlement_id")?,
+    })
+}
+
 fn run_from_row(r: &sqlx::any::AnyRow) -> Result<SyncRun, StoreError> {
     let summary: String = get(r, "summary")?;
     Ok(SyncRun {
@@ -155,13 +166,7 @@ impl Store {
             .map(|r| {
                 Ok(DriftRow {
                     seq: get(r, "seq")?,
-                    drift: Drift {
-                        kind: parsed(r, "kind")?,
-                        employee_id: get(r, "employee_id")?,
-                        account_dn: get(r, "account_dn")?,
-                        group_dn: get(r, "group_dn")?,
-                        entitlement_id: get(r, "entitlement_id")?,
-                    },
+                    drift: drift_from_row(r)?,
                     action: get(r, "action")?,
                 })
             })

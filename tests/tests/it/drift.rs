@@ -569,3 +569,37 @@ both_backends! {
         assert_eq!(more["more"], orphans - 100);
     }
 }
+
+/// A sync that fails half-way (the directory goes away) answers with the
+/// error, records no run and leaves no stage behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_against_a_directory_that_went_away_fails_and_leaves_nothing() {
+    let Some(mut s) = Slapd::start_with(&seeded()) else {
+        return;
+    };
+    let t = idgov_tests::backends::open("sqlite").await.unwrap();
+    {
+        let (app, _) = app_on(&t).await;
+        with_ldap_policy(&app).await;
+    }
+    let app = App::start(
+        t.store.clone(),
+        Arc::new(idgov_server::SystemClock),
+        Some(config(&s)),
+    )
+    .await
+    .unwrap();
+    s.stop();
+    let err = app.sync_directory(false, "user:admin").await.unwrap_err();
+    assert!(err.to_string().contains("directory"), "{err}");
+    assert!(app.store.latest_sync_run().await.unwrap().is_none());
+    let later = chrono::Utc::now() + chrono::Duration::days(2);
+    assert!(
+        app.store
+            .stale_directory_stages(later)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the failed sync's stage was dropped"
+    );
+}
