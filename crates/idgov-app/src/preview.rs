@@ -67,7 +67,7 @@ impl App {
         &self,
         source: &str,
         sync_id: &str,
-        changes: impl Iterator<Item = RosterChange>,
+        changes: crate::roster::SyncItems<'_>,
         total: usize,
         actor: &str,
     ) -> Result<String, AppError> {
@@ -87,8 +87,7 @@ impl App {
             updated_at: now,
         };
         let staged = async {
-            let items = changes.map(|c| serde_json::to_string(&c));
-            self.stage_items(&job, None, items).await?;
+            self.stage_items(&job, None, changes).await?;
             let job = &job;
             self.retrying(|| async move {
                 let now = self.now();

@@ -8,15 +8,13 @@ use idgov_domain::guard::{self, HeldKind, Verdict};
 use idgov_domain::history::{Presence, RosterMark};
 use idgov_domain::hr::HrEvent;
 use idgov_domain::identity::{Identity, text_problem};
-use idgov_domain::roster::{
-    self, ChangeKind, DiffCounts, PackedRoster, RosterChange, RosterDiff, RosterEntry,
-};
+use idgov_domain::roster::{self, ChangeKind, DiffCounts, RosterChange, RosterDiff, RosterEntry};
 use std::collections::HashMap;
 
 /// How many changes a sync's answer (and its stored receipt) shows.
 pub const SHOWN_CHANGES: usize = 1000;
 use idgov_domain::{DomainError, FieldViolation};
-use idgov_store::StoredSync;
+use idgov_store::{StagedEntry, StoredSync};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -30,9 +28,142 @@ pub struct SyncRequest {
     pub as_of: String,
     /// IANA zone for the roster's dates; empty means the policy's HR zone.
     pub time_zone: String,
-    /// The entries in the roster's order, held packed (a million-person
-    /// roster is held while it is diffed and staged).
-    pub entries: PackedRoster,
+    /// The entries in the roster's order.
+    pub entries: RosterInput,
+}
+
+/// A roster's entries, in the roster's order.
+#[derive(Debug, Clone)]
+pub enum RosterInput {
+    /// Held in memory by an in-process caller: the sync stages them first.
+    Entries(Vec<RosterEntry>),
+    /// Staged as they arrived ([`App::begin_roster_upload`]): a
+    /// million-person roster streamed in is never held whole.
+    Staged(StagedRoster),
+}
+
+impl From<Vec<RosterEntry>> for RosterInput {
+    fn from(entries: Vec<RosterEntry>) -> Self {
+        RosterInput::Entries(entries)
+    }
+}
+
+/// Entries staged per transaction while a roster arrives.
+const UPLOAD_STEP: usize = 1000;
+
+/// A roster being staged as it arrives, an entry at a time (see
+/// [`App::begin_roster_upload`]). Each entry is checked on its own as it
+/// comes (its id, attributes and name, and what the directory can hold);
+/// the entries without problems are staged, [`UPLOAD_STEP`] to a
+/// transaction. Ids listed twice and management cycles are found across
+/// the staged entries by the sync.
+#[derive(Debug)]
+pub struct RosterUpload {
+    run: String,
+    buffer: Vec<StagedEntry>,
+    len: usize,
+    checked: Checked,
+}
+
+/// What the checks of each entry on its own found.
+#[derive(Debug, Clone, Default)]
+struct Checked {
+    /// The first problems, by place.
+    problems: Vec<(usize, FieldViolation)>,
+    /// Values the directory cannot hold (the first 100).
+    unholdable: Vec<FieldViolation>,
+}
+
+/// A roster staged in the store, ready to sync.
+#[derive(Debug, Clone)]
+pub struct StagedRoster {
+    run: String,
+    len: usize,
+    checked: Checked,
+}
+
+impl StagedRoster {
+    /// How many entries the roster has.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl RosterUpload {
+    /// How many entries have arrived.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Takes the next entry of the roster.
+    pub async fn push(&mut self, app: &App, e: RosterEntry) -> Result<(), AppError> {
+        let at = self.len;
+        self.len += 1;
+        let problems = roster::entry_problems(at, &e);
+        if !problems.is_empty() {
+            let room = (roster::MAX_PROBLEMS + 1).saturating_sub(self.checked.problems.len());
+            self.checked
+                .problems
+                .extend(problems.into_iter().take(room).map(|v| (at, v)));
+            return Ok(());
+        }
+        if self.checked.unholdable.len() < roster::MAX_PROBLEMS {
+            let v = app.directory_violations(&e.attrs, &format!("roster[{at}]"));
+            self.checked.unholdable.extend(v);
+        }
+        self.buffer.push((at, e));
+        if self.buffer.len() >= UPLOAD_STEP {
+            self.flush(app).await?;
+        }
+        Ok(())
+    }
+
+    /// Counts the place of an entry the caller could not read (and
+    /// reports itself), so that the entries after it keep their places.
+    pub fn skip(&mut self) {
+        self.len += 1;
+    }
+
+    async fn flush(&mut self, app: &App) -> Result<(), AppError> {
+        let (run, rows) = (&self.run, &self.buffer);
+        app.retrying(|| async move {
+            let now = app.now();
+            let mut tx = app.store.begin().await?;
+            tx.stage_roster_entries(run, rows).await?;
+            tx.commit(now).await?;
+            Ok(())
+        })
+        .await?;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// The roster once its last entry arrived.
+    pub async fn finish(mut self, app: &App) -> Result<StagedRoster, AppError> {
+        if let Err(e) = self.flush(app).await {
+            app.drop_roster_stage(&self.run).await;
+            return Err(e);
+        }
+        Ok(StagedRoster {
+            run: self.run,
+            len: self.len,
+            checked: self.checked,
+        })
+    }
+
+    /// Gives up on the roster (its sender went away, or it was refused
+    /// before it was whole) and drops what was staged of it.
+    pub async fn abandon(self, app: &App) {
+        app.drop_roster_stage(&self.run).await;
+    }
 }
 
 /// The outcome of a sync.
@@ -248,8 +379,10 @@ impl RosterSteps {
     }
 }
 
-/// How many people a roster diff reads at a time.
+/// How many people, and staged entries, a roster diff reads at a time.
 const WALK_PAGE: i64 = 2000;
+/// How many entries' managers the cycle check reads at a time.
+const CYCLE_PAGE: i64 = 10_000;
 
 /// A roster against the people, read a page at a time (never the whole
 /// table at once).
@@ -269,37 +402,21 @@ struct Walked {
     /// effective order its absence may still concern them, so they are
     /// replayed with it.
     behind: Vec<String>,
-    /// The current manager of each listed person whose entry leaves the
-    /// manager out (the cycle check keeps it).
-    managers: HashMap<String, String>,
     /// People working here (active or suspended): the guard's base.
     active: u64,
 }
 
 /// A listed person's change, by the place of their entry in the roster:
-/// the change itself (with the entry's attributes) is made when it is
-/// taken ([`Walked::applying`]), so a million-person roster is not held
-/// twice, as entries and as changes.
+/// the change itself (with the entry's attributes, read back from the
+/// stage) is made when it is taken ([`App::sync_changes`]).
 struct Listed {
     at: usize,
     kind: ChangeKind,
     fields: Vec<idgov_domain::identity::FieldChange>,
 }
 
-impl Listed {
-    /// The change itself, with the attributes of its entry in `entries`.
-    fn change(&self, entries: &PackedRoster) -> RosterChange {
-        roster::change_of(&entries.get(self.at), self.kind, self.fields.clone())
-    }
-}
-
 impl Walked {
     fn visit(&mut self, at: usize, e: &RosterEntry, cur: Option<&Identity>) {
-        if e.attrs.manager_id.is_none()
-            && let Some(m) = cur.and_then(|p| p.attrs.manager_id.clone())
-        {
-            self.managers.insert(e.employee_id.clone(), m);
-        }
         match roster::classify_kind(e, cur) {
             Some((kind, fields)) => self.listed.push(Listed { at, kind, fields }),
             None => {
@@ -323,54 +440,144 @@ impl Walked {
             self.unchanged,
         )
     }
-
-    /// The changes in the order they apply: leavers first (see
-    /// `roster::event_of`), then the rest in roster order; `entries` is
-    /// the roster walked.
-    fn applying<'a>(
-        &'a self,
-        entries: &'a PackedRoster,
-    ) -> impl Iterator<Item = RosterChange> + 'a {
-        self.leavers
-            .iter()
-            .cloned()
-            .chain(self.listed.iter().map(|l| l.change(entries)))
-    }
-
-    /// The diff an answer shows (`RosterDiff::shown`), made from no more
-    /// changes than it can show of each side.
-    fn shown(&self, entries: &PackedRoster, max: usize) -> RosterDiff {
-        let listed = self.listed.iter().take(max);
-        let diff = RosterDiff {
-            changes: listed
-                .map(|l| l.change(entries))
-                .chain(self.leavers.iter().take(max).cloned())
-                .collect(),
-            unchanged: self.unchanged,
-        };
-        diff.shown(max)
-    }
 }
 
 impl App {
-    /// Diffs `entries` against the people a page at a time, in a merge of
-    /// both by employee id: what `roster::diff` computes over everyone,
-    /// with the listed people's changes in roster order and the leavers by
-    /// employee id.
-    async fn walk_people(
+    /// Opens the stage of a roster about to arrive (see [`RosterUpload`]).
+    /// Stages a crash left behind more than a day ago are dropped first.
+    pub async fn begin_roster_upload(&self) -> Result<RosterUpload, AppError> {
+        let now = self.now();
+        for stale in self
+            .store
+            .stale_roster_stages(now - chrono::Duration::days(1))
+            .await?
+        {
+            tracing::warn!(run = %stale, "dropping a roster stage a crash left behind");
+            self.drop_roster_stage(&stale).await;
+        }
+        let run = uuid::Uuid::now_v7().to_string();
+        let run_ref = &run;
+        self.retrying(|| async move {
+            let now = self.now();
+            let mut tx = self.store.begin().await?;
+            tx.open_roster_stage(run_ref, now).await?;
+            tx.commit(now).await?;
+            Ok(())
+        })
+        .await?;
+        Ok(RosterUpload {
+            run,
+            buffer: Vec::with_capacity(UPLOAD_STEP),
+            len: 0,
+            checked: Checked::default(),
+        })
+    }
+
+    /// Stages a roster held in memory, as one streamed in is staged.
+    async fn stage_roster(&self, entries: Vec<RosterEntry>) -> Result<StagedRoster, AppError> {
+        let mut upload = self.begin_roster_upload().await?;
+        for e in entries {
+            if let Err(err) = upload.push(self, e).await {
+                upload.abandon(self).await;
+                return Err(err);
+            }
+        }
+        upload.finish(self).await
+    }
+
+    /// Drops a roster's stage. Best effort: what a failure leaves is
+    /// dropped by a roster sync a day later.
+    pub(crate) async fn drop_roster_stage(&self, run: &str) {
+        if let Err(e) = self.store.drop_roster_stage(run).await {
+            tracing::warn!(run, error = %e, "cannot drop a roster's stage; it is dropped a day later");
+        }
+    }
+
+    /// The problems of a staged roster: those of its entries on their
+    /// own, and the ids it lists twice, by place.
+    async fn roster_problems(&self, roster: &StagedRoster) -> Result<(), AppError> {
+        let max = roster::MAX_PROBLEMS;
+        let twice = self
+            .store
+            .staged_roster_duplicates(&roster.run, max as i64 + 1)
+            .await?;
+        let mut more = twice.len() > max || roster.checked.problems.len() > max;
+        let mut all: Vec<(usize, FieldViolation)> = roster.checked.problems.clone();
+        all.extend(
+            twice
+                .iter()
+                .map(|(at, id)| (*at, roster::duplicate_problem(*at, id))),
+        );
+        if all.is_empty() {
+            return Ok(());
+        }
+        all.sort_by_key(|(at, _)| *at);
+        if all.len() > max {
+            all.truncate(max);
+            more = true;
+        }
+        Err(AppError::Domain(roster::invalid_roster(
+            all.into_iter().map(|(_, v)| v).collect(),
+            more,
+        )))
+    }
+
+    /// The first management cycle a staged roster would make, as the
+    /// entry it starts at and the people in it.
+    async fn roster_cycle(
         &self,
-        entries: &PackedRoster,
-        mark: &RosterMark,
-    ) -> Result<Walked, AppError> {
-        let mut order: Vec<usize> = (0..entries.len()).collect();
-        order.sort_unstable_by(|a, b| entries.employee_id(*a).cmp(entries.employee_id(*b)));
-        let listed = |id: &str| {
-            order
-                .binary_search_by(|j| entries.employee_id(*j).cmp(id))
-                .is_ok()
+        roster: &StagedRoster,
+    ) -> Result<Option<(usize, Vec<String>)>, AppError> {
+        const NONE: u32 = u32::MAX;
+        // A manager's place per place: 4 bytes a person.
+        let mut manager = vec![NONE; roster.len];
+        let mut after = -1i64;
+        loop {
+            let page = self
+                .store
+                .staged_roster_managers(&roster.run, after, CYCLE_PAGE)
+                .await?;
+            let Some(&(last, _)) = page.last() else {
+                break;
+            };
+            for (at, m) in page {
+                if let (Some(slot), Ok(m)) = (manager.get_mut(at), u32::try_from(m)) {
+                    *slot = m;
+                }
+            }
+            after = last as i64;
+        }
+        let found = roster::first_cycle(manager.len(), |i| {
+            manager.get(i).filter(|&&m| m != NONE).map(|&m| m as usize)
+        });
+        drop(manager);
+        let Some((at, cycle)) = found else {
+            return Ok(None);
         };
+        let mut places = cycle.clone();
+        places.sort_unstable();
+        places.dedup();
+        let ids: HashMap<usize, String> = self
+            .store
+            .staged_roster_at(&roster.run, &places)
+            .await?
+            .into_iter()
+            .map(|(at, e)| (at, e.employee_id))
+            .collect();
+        let names = cycle
+            .iter()
+            .map(|at| ids.get(at).cloned().unwrap_or_default())
+            .collect();
+        Ok(Some((at, names)))
+    }
+
+    /// Diffs a staged roster against the people a page at a time, in a
+    /// merge of both by employee id (each read a page at a time, in the
+    /// store's order): what `roster::diff` computes over everyone, with the
+    /// listed people's changes in roster order and the leavers by employee
+    /// id.
+    async fn walk_people(&self, run: &str, mark: &RosterMark) -> Result<Walked, AppError> {
         let mut w = Walked::default();
-        let mut k = 0;
         let mut after = String::new();
         loop {
             let page = self.store.identities_page(&after, WALK_PAGE).await?;
@@ -379,19 +586,34 @@ impl App {
             };
             let by_id: HashMap<&str, &Identity> =
                 page.iter().map(|p| (p.employee_id.as_str(), p)).collect();
-            while let Some(&at) = order.get(k)
-                && entries.employee_id(at) <= last.as_str()
-            {
-                let e = entries.get(at);
-                w.visit(at, &e, by_id.get(e.employee_id.as_str()).copied());
-                k += 1;
+            // The page's people the roster lists.
+            let mut listed: std::collections::HashSet<String> = Default::default();
+            let mut from = after.clone();
+            loop {
+                let entries = self
+                    .store
+                    .staged_roster_by_id(run, &from, Some(&last), WALK_PAGE)
+                    .await?;
+                for (at, e) in &entries {
+                    let cur = by_id.get(e.employee_id.as_str()).copied();
+                    if cur.is_some() {
+                        listed.insert(e.employee_id.clone());
+                    }
+                    w.visit(*at, e, cur);
+                }
+                match entries.last() {
+                    Some((_, e)) if entries.len() as i64 == WALK_PAGE => {
+                        from = e.employee_id.clone();
+                    }
+                    _ => break,
+                }
             }
             for p in &page {
                 let works_here = roster::leaves_when_unlisted(p);
                 if works_here {
                     w.active += 1;
                 }
-                if listed(&p.employee_id) {
+                if listed.contains(&p.employee_id) {
                     continue;
                 }
                 if works_here {
@@ -408,12 +630,69 @@ impl App {
             after = last;
         }
         // Everyone after the last person known is new.
-        for &at in &order[k.min(order.len())..] {
-            w.visit(at, &entries.get(at), None);
+        loop {
+            let entries = self
+                .store
+                .staged_roster_by_id(run, &after, None, WALK_PAGE)
+                .await?;
+            for (at, e) in &entries {
+                w.visit(*at, e, None);
+            }
+            match entries.last() {
+                Some((_, e)) if entries.len() as i64 == WALK_PAGE => {
+                    after = e.employee_id.clone();
+                }
+                _ => break,
+            }
         }
         w.listed.sort_unstable_by_key(|l| l.at);
         w.present.sort_unstable();
         Ok(w)
+    }
+
+    /// Changes `from..from + n` of a walked roster in the order they apply
+    /// (leavers first, see `roster::event_of`, then the rest in roster
+    /// order), each listed person's made with their entry read back from
+    /// the stage.
+    async fn sync_changes(
+        &self,
+        run: &str,
+        w: &Walked,
+        from: usize,
+        n: usize,
+    ) -> Result<Vec<RosterChange>, AppError> {
+        let leavers = w.leavers.len();
+        let mut out: Vec<RosterChange> = w.leavers.iter().skip(from).take(n).cloned().collect();
+        let start = from.saturating_sub(leavers).min(w.listed.len());
+        let end = (from + n).saturating_sub(leavers).min(w.listed.len());
+        let listed = &w.listed[start..end];
+        let ats: Vec<usize> = listed.iter().map(|l| l.at).collect();
+        let entries = self.store.staged_roster_at(run, &ats).await?;
+        if entries.len() != listed.len() {
+            return Err(AppError::Store(idgov_store::StoreError::Corrupt(format!(
+                "roster stage {run}: {} of {} entries read back",
+                entries.len(),
+                listed.len()
+            ))));
+        }
+        for (l, (_, e)) in listed.iter().zip(entries) {
+            out.push(roster::change_of(&e, l.kind, l.fields.clone()));
+        }
+        Ok(out)
+    }
+
+    /// The diff an answer shows (`RosterDiff::shown`), made from no more
+    /// changes than it can show of each side.
+    async fn shown_diff(&self, run: &str, w: &Walked, max: usize) -> Result<RosterDiff, AppError> {
+        let mut changes = self
+            .sync_changes(run, w, w.leavers.len(), max.min(w.listed.len()))
+            .await?;
+        changes.extend(w.leavers.iter().take(max).cloned());
+        Ok(RosterDiff {
+            changes,
+            unchanged: w.unchanged,
+        }
+        .shown(max))
     }
 
     /// Syncs a roster snapshot. Re-sending the same (source, sync_id) returns
@@ -424,22 +703,29 @@ impl App {
         req: SyncRequest,
         actor: &str,
     ) -> Result<SyncOutcome, AppError> {
+        let mut req = req;
+        let roster = match std::mem::replace(&mut req.entries, RosterInput::Entries(vec![])) {
+            RosterInput::Entries(entries) => self.stage_roster(entries).await?,
+            RosterInput::Staged(staged) => staged,
+        };
         let mut attempt = 0;
-        loop {
-            // Borrowed: a retry must not cost a copy of the whole roster.
-            match self.sync_roster_once(&req, actor).await {
+        let out = loop {
+            match self.sync_roster_once(&req, &roster, actor).await {
                 Err(e) if e.is_retryable() && attempt < 5 => {
                     attempt += 1;
                     self.after_conflict(&e, attempt).await;
                 }
-                r => return r,
+                r => break r,
             }
-        }
+        };
+        self.drop_roster_stage(&roster.run).await;
+        out
     }
 
     async fn sync_roster_once(
         &self,
         req: &SyncRequest,
+        roster: &StagedRoster,
         actor: &str,
     ) -> Result<SyncOutcome, AppError> {
         let mut v = Vec::new();
@@ -486,7 +772,7 @@ impl App {
                 "a roster snapshot cannot be in the future; send future changes as dated HR events",
             ));
         }
-        if req.entries.is_empty() {
+        if roster.is_empty() {
             v.push(FieldViolation::new(
                 "entries",
                 "the roster is empty; an empty roster would terminate everyone and is refused",
@@ -498,21 +784,15 @@ impl App {
                 v,
             )));
         }
-        roster::validate(&req.entries)?;
-        let mut dv = Vec::new();
-        for (i, e) in req.entries.iter().enumerate() {
-            dv.extend(self.directory_violations(&e.attrs, &format!("roster[{i}]")));
-            if dv.len() >= 100 {
-                break;
-            }
-        }
+        self.roster_problems(roster).await?;
+        let dv = &roster.checked.unholdable;
         if !dv.is_empty() {
             return Err(AppError::Domain(DomainError::invalid(
                 format!(
                     "{} roster value(s) the directory cannot hold; nothing was applied",
                     dv.len()
                 ),
-                dv,
+                dv.clone(),
             )));
         }
 
@@ -528,8 +808,7 @@ impl App {
             as_of,
             time_zone: zone.name().to_string(),
         };
-        let mut walked = self.walk_people(&req.entries, &mark).await?;
-        if let Some((at, cycle)) = roster::manager_cycle(&req.entries, &walked.managers) {
+        if let Some((at, cycle)) = self.roster_cycle(roster).await? {
             return Err(AppError::invalid(
                 &format!("roster[{at}].manager_employee_id"),
                 format!(
@@ -538,6 +817,7 @@ impl App {
                 ),
             ));
         }
+        let mut walked = self.walk_people(&roster.run, &mark).await?;
         let verdict = guard::evaluate(
             walked.active,
             walked.leavers.len() as u64,
@@ -547,17 +827,17 @@ impl App {
             sync_id: req.sync_id.clone(),
             outcome: Outcome::DryRun,
             counts: walked.counts(),
-            diff: walked.shown(&req.entries, SHOWN_CHANGES),
+            diff: self.shown_diff(&roster.run, &walked, SHOWN_CHANGES).await?,
             guard: verdict,
             held_change_id: None,
-            entries_received: req.entries.len() as u64,
+            entries_received: roster.len as u64,
             rejected: vec![],
             preview_id: None,
         };
         let total = walked.total();
         if req.dry_run {
             if crate::preview::needs_preview(total, &out.diff) {
-                let changes = walked.applying(&req.entries);
+                let changes = SyncItems::new(&roster.run, &walked, None, false);
                 out.preview_id = Some(
                     self.stage_preview(&req.source, &req.sync_id, changes, total, actor)
                         .await?,
@@ -580,11 +860,8 @@ impl App {
                 present: walked.present.len(),
                 actor: actor.to_string(),
             };
-            let events = walked
-                .applying(&req.entries)
-                .map(|c| roster::event_of(c, &req.source, &req.sync_id, as_of, zone));
-            let present = walked.present.iter().map(|&at| req.entries.get(at));
-            let job = self.stage_sync(&ctx, events, present).await?;
+            let items = SyncItems::new(&roster.run, &walked, Some((&ctx.mark, zone)), true);
+            let job = self.stage_sync(&ctx, items).await?;
             drop(walked);
             let step = crate::held::StepJob {
                 id: &job.id,
@@ -620,15 +897,7 @@ impl App {
             created_at: self.now(),
             updated_at: self.now(),
         };
-        let items = walked
-            .applying(&req.entries)
-            .map(|c| serde_json::to_string(&c))
-            .chain(
-                walked
-                    .present
-                    .iter()
-                    .map(|&at| serde_json::to_string(&req.entries.get(at))),
-            );
+        let items = SyncItems::new(&roster.run, &walked, None, true);
         self.stage_items(&job, None, items).await?;
         let staged = StagedSync {
             behind: walked.behind,
@@ -832,6 +1101,83 @@ impl App {
     }
 }
 
+/// What a sync stages as items, read a chunk at a time (see
+/// [`App::stage_items`]): its changes in the order they apply (as HR
+/// events at the snapshot's time and zone, with `events`; else as they
+/// are), then, with `present`, the entries of the people it lists
+/// unchanged.
+pub(crate) struct SyncItems<'a> {
+    run: &'a str,
+    walked: &'a Walked,
+    events: Option<(&'a RosterMark, chrono_tz::Tz)>,
+    present: bool,
+    pos: usize,
+}
+
+impl<'a> SyncItems<'a> {
+    fn new(
+        run: &'a str,
+        walked: &'a Walked,
+        events: Option<(&'a RosterMark, chrono_tz::Tz)>,
+        present: bool,
+    ) -> Self {
+        SyncItems {
+            run,
+            walked,
+            events,
+            present,
+            pos: 0,
+        }
+    }
+
+    /// The next `n` items, as JSON (fewer only at the end; none once all
+    /// are taken): a staged row holds a whole chunk, whether it spans the
+    /// changes and the people present or not.
+    pub(crate) async fn next(&mut self, app: &App, n: usize) -> Result<Vec<String>, AppError> {
+        let w = self.walked;
+        let changes = w.total();
+        let mut out = Vec::with_capacity(n);
+        if self.pos < changes {
+            let taken = app.sync_changes(self.run, w, self.pos, n).await?;
+            for c in taken {
+                out.push(match self.events {
+                    Some((mark, zone)) => serde_json::to_string(&roster::event_of(
+                        c,
+                        &mark.source,
+                        &mark.sync_id,
+                        mark.as_of,
+                        zone,
+                    )),
+                    None => serde_json::to_string(&c),
+                });
+            }
+        }
+        let from = (self.pos + out.len()).saturating_sub(changes);
+        let end = (from + n - out.len()).min(w.present.len());
+        if self.present && self.pos + out.len() >= changes && from < end {
+            let entries = app
+                .store
+                .staged_roster_at(self.run, &w.present[from..end])
+                .await?;
+            if entries.len() != end - from {
+                return Err(AppError::Store(idgov_store::StoreError::Corrupt(format!(
+                    "roster stage {}: {} of {} entries read back",
+                    self.run,
+                    entries.len(),
+                    end - from
+                ))));
+            }
+            for (_, e) in entries {
+                out.push(serde_json::to_string(&e));
+            }
+        }
+        self.pos += out.len();
+        out.into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(unstageable)
+    }
+}
+
 /// What an unheld sync's job keeps besides its items: enough to finish
 /// it, and to answer and audit it as the sync itself would have.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -888,8 +1234,7 @@ impl App {
     async fn stage_sync(
         &self,
         ctx: &SyncContext,
-        events: impl Iterator<Item = HrEvent>,
-        present: impl Iterator<Item = RosterEntry>,
+        items: SyncItems<'_>,
     ) -> Result<idgov_store::BulkJob, AppError> {
         let now = self.now();
         let mut job = idgov_store::BulkJob {
@@ -907,9 +1252,6 @@ impl App {
             updated_at: now,
         };
         let context = serde_json::to_string(ctx).map_err(unstageable)?;
-        let items = events
-            .map(|e| serde_json::to_string(&e))
-            .chain(present.map(|e| serde_json::to_string(&e)));
         self.stage_items(&job, Some(context), items).await?;
         job.state = "running".into();
         let job_ref = &job;
@@ -934,7 +1276,7 @@ impl App {
         &self,
         job: &idgov_store::BulkJob,
         context: Option<String>,
-        mut items: impl Iterator<Item = Result<String, serde_json::Error>>,
+        mut items: SyncItems<'_>,
     ) -> Result<(), AppError> {
         let context = &context;
         self.retrying(|| async move {
@@ -952,11 +1294,7 @@ impl App {
         .await?;
         let mut n = 0i64;
         loop {
-            let chunk: Vec<String> = items
-                .by_ref()
-                .take(STAGE_STEP)
-                .collect::<Result<_, _>>()
-                .map_err(unstageable)?;
+            let chunk = items.next(self, STAGE_STEP).await?;
             if chunk.is_empty() {
                 return Ok(());
             }

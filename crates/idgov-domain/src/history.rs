@@ -116,7 +116,7 @@ impl Presence {
             at: self.as_of,
             rank: PRESENCE_RANK,
             source: self.source.clone(),
-            event_id: format!("roster:{}:{employee_id}", self.sync_id),
+            event_id: crate::roster::event_id(&self.sync_id, employee_id),
         }
     }
 }
@@ -140,7 +140,7 @@ impl RosterMark {
             at: self.as_of,
             rank: rank(EventKind::Terminate),
             source: self.source.clone(),
-            event_id: format!("roster:{}:{employee_id}", self.sync_id),
+            event_id: crate::roster::event_id(&self.sync_id, employee_id),
         }
     }
 
@@ -476,7 +476,7 @@ fn step_item(
         p.updated_at = now;
         let sync = m
             .sync_id
-            .strip_prefix("roster:")
+            .strip_prefix(crate::roster::EVENT_ID_PREFIX)
             .and_then(|r| r.split(':').next())
             .unwrap_or(&m.sync_id);
         let note = format!(

@@ -96,6 +96,16 @@ impl HrEvent {
         let mut v = Vec::new();
         check_key_part("event.source", &input.source, 128, &mut v);
         check_key_part("event.event_id", &input.event_id, 256, &mut v);
+        if crate::roster::is_roster_event_id(&input.event_id) {
+            v.push(FieldViolation::new(
+                "event.event_id",
+                format!(
+                    "starts with {:?}, which idgov keeps for the events it makes from roster \
+                     snapshots; give the event an id of your own",
+                    crate::roster::EVENT_ID_PREFIX
+                ),
+            ));
+        }
         if let Err(e) = validate_employee_id(&input.employee_id) {
             v.push(FieldViolation::new("event.employee_id", e));
         }
@@ -324,6 +334,29 @@ mod tests {
                 "event.attributes.start_date"
             ]
         );
+    }
+
+    #[test]
+    fn an_event_cannot_take_a_roster_snapshots_id() {
+        for id in ["roster:s2:E1", "ROSTER:s2:E1", "Roster:", "roster:"] {
+            let mut i = input(EventKind::Update);
+            i.event_id = id.into();
+            let err = HrEvent::parse(i, chrono_tz::UTC, now())
+                .err()
+                .map(|e| e.violations)
+                .unwrap_or_default();
+            assert_eq!(err.len(), 1, "{id}: {err:?}");
+            assert_eq!(err[0].field, "event.event_id");
+            assert!(err[0].description.contains("roster"), "{err:?}");
+        }
+        for id in ["roster-1", "rostered:1", "s2:roster:E1", "roster"] {
+            let mut i = input(EventKind::Update);
+            i.event_id = id.into();
+            assert!(
+                HrEvent::parse(i, chrono_tz::UTC, now()).is_ok(),
+                "{id} is an id of the feed's own"
+            );
+        }
     }
 
     #[test]

@@ -64,7 +64,6 @@ pub mod history;
 pub mod hr;
 pub mod identity;
 pub mod lifecycle;
-pub mod packed_roster;
 pub mod policy;
 pub mod review;
 pub mod roster;

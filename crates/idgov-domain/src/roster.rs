@@ -7,13 +7,34 @@ use crate::hr::{EventKind, HrEvent};
 use crate::identity::{
     AttributesPatch, FieldChange, Identity, Status, diff_attributes, is_move, validate_employee_id,
 };
-pub use crate::packed_roster::PackedRoster;
 use crate::time::{local_date, local_day_start};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
+
+/// How the id of every event a roster snapshot makes begins:
+/// `roster:<sync_id>:<employee_id>` (an employee id holds no ':', so the
+/// id names its snapshot and person unambiguously). Reserved: an HR event
+/// sent with such an id is refused (see [`is_roster_event_id`]), so that no
+/// feed can take the key of a snapshot's event before the snapshot makes it
+/// (which would make the snapshot's own event a conflict, or a stranger
+/// listed among its events).
+pub const EVENT_ID_PREFIX: &str = "roster:";
+
+/// The id of the event snapshot `sync_id` makes for `employee_id`.
+pub fn event_id(sync_id: &str, employee_id: &str) -> String {
+    format!("{EVENT_ID_PREFIX}{sync_id}:{employee_id}")
+}
+
+/// Whether `id` is in the range roster snapshots' events are named in
+/// ([`EVENT_ID_PREFIX`], in any letter case: an id that differs from a
+/// snapshot's only by case would still read as one of its events).
+pub fn is_roster_event_id(id: &str) -> bool {
+    id.get(..EVENT_ID_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(EVENT_ID_PREFIX))
+}
 
 /// One person in a roster snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,74 +142,71 @@ impl DiffCounts {
     }
 }
 
-/// Validates roster entries: ids, attributes, duplicates, and a name for
-/// everyone (joiners need one).
-pub fn validate(entries: &PackedRoster) -> Result<(), DomainError> {
+/// How many problems the answer to an invalid roster lists at most.
+pub const MAX_PROBLEMS: usize = 100;
+
+/// The problems of the entry at place `i` of a roster on its own: its id,
+/// its attributes, and a name (joiners need one). An id listed twice is
+/// found across entries ([`duplicate_problem`]).
+pub fn entry_problems(i: usize, e: &RosterEntry) -> Vec<FieldViolation> {
+    let path = format!("roster[{i}]");
     let mut v = Vec::new();
-    let mut seen = HashSet::new();
-    for (i, e) in entries.iter().enumerate() {
-        let path = format!("roster[{i}]");
-        if let Err(msg) = validate_employee_id(&e.employee_id) {
-            v.push(FieldViolation::new(format!("{path}.employee_id"), msg));
-        } else if !seen.insert(entries.employee_id(i)) {
-            v.push(FieldViolation::new(
-                format!("{path}.employee_id"),
-                format!("employee {} appears twice in the roster", e.employee_id),
-            ));
-        }
-        v.extend(e.attrs.validate(&path, &e.employee_id));
-        if e.attrs.display_name.as_deref().unwrap_or("").is_empty() {
-            v.push(FieldViolation::new(
-                format!("{path}.display_name"),
-                "is required",
-            ));
-        }
-        if v.len() >= 100 {
-            v.push(FieldViolation::new(
-                "roster",
-                "more problems follow; fix these first",
-            ));
-            break;
-        }
+    if let Err(msg) = validate_employee_id(&e.employee_id) {
+        v.push(FieldViolation::new(format!("{path}.employee_id"), msg));
     }
-    if v.is_empty() {
-        Ok(())
-    } else {
-        Err(DomainError::invalid(
-            format!("the roster has {} problem(s)", v.len()),
-            v,
-        ))
+    v.extend(e.attrs.validate(&path, &e.employee_id));
+    if e.attrs.display_name.as_deref().unwrap_or("").is_empty() {
+        v.push(FieldViolation::new(
+            format!("{path}.display_name"),
+            "is required",
+        ));
     }
+    v
 }
 
-/// The first management cycle the roster would create, as the people in it
-/// with the first repeated at the end (`[A, B, A]`), and the index of the
-/// entry it starts at. A manager column absent from the roster keeps the
-/// person's current manager (`current`: employee id → their manager now;
-/// only those entries need be in it).
-pub fn manager_cycle(
-    entries: &PackedRoster,
-    current: &HashMap<String, String>,
-) -> Option<(usize, Vec<String>)> {
-    let index: HashMap<&str, usize> = (0..entries.len())
-        .map(|i| (entries.employee_id(i), i))
-        .collect();
-    let manager = |i: usize| -> Option<&str> {
-        match entries.manager_id(i) {
-            Some(m) => m,
-            None => current.get(entries.employee_id(i)).map(String::as_str),
-        }
-    };
+/// The problem of the entry at place `i`, whose employee id an entry
+/// before it has.
+pub fn duplicate_problem(i: usize, employee_id: &str) -> FieldViolation {
+    FieldViolation::new(
+        format!("roster[{i}].employee_id"),
+        format!("employee {employee_id} appears twice in the roster"),
+    )
+}
+
+/// The answer to a roster with `problems` (by place; `more`: further
+/// problems were not listed).
+pub fn invalid_roster(mut problems: Vec<FieldViolation>, more: bool) -> DomainError {
+    if more {
+        problems.push(FieldViolation::new(
+            "roster",
+            "more problems follow; fix these first",
+        ));
+    }
+    DomainError::invalid(
+        format!("the roster has {} problem(s)", problems.len()),
+        problems,
+    )
+}
+
+/// The first management cycle among `n` people numbered `0..n`, each with
+/// the number of their manager among them (`manager`; `None`: none, or
+/// one outside them): the people in it with the first repeated at the end
+/// (`[a, b, a]`), and the number it was entered at. People are tried in
+/// order of number, so the same line gives the same answer.
+pub fn first_cycle(
+    n: usize,
+    manager: impl Fn(usize) -> Option<usize>,
+) -> Option<(usize, Vec<usize>)> {
     // 0: unvisited, 1: on the current path, 2: done.
-    let mut mark = vec![0u8; entries.len()];
-    for start in 0..entries.len() {
+    let mut mark = vec![0u8; n];
+    for start in 0..n {
         if mark[start] != 0 {
             continue;
         }
         let mut path = vec![start];
         mark[start] = 1;
         let mut cur = start;
-        while let Some(next) = manager(cur).and_then(|m| index.get(m).copied()) {
+        while let Some(next) = manager(cur).filter(|&m| m < n) {
             match mark[next] {
                 0 => {
                     mark[next] = 1;
@@ -197,11 +215,8 @@ pub fn manager_cycle(
                 }
                 1 => {
                     let from = path.iter().position(|&p| p == next).unwrap_or(0);
-                    let mut cycle: Vec<String> = path[from..]
-                        .iter()
-                        .map(|&i| entries.employee_id(i).to_string())
-                        .collect();
-                    cycle.push(entries.employee_id(next).to_string());
+                    let mut cycle = path[from..].to_vec();
+                    cycle.push(next);
                     return Some((next, cycle));
                 }
                 _ => break,
@@ -326,7 +341,7 @@ pub fn event_of(
         ChangeKind::Update => EventKind::Update,
         ChangeKind::Leaver => EventKind::Terminate,
     };
-    let event_id = format!("roster:{sync_id}:{}", c.employee_id);
+    let event_id = event_id(sync_id, &c.employee_id);
     let effective_at = match (c.kind, c.attrs.start_date) {
         (ChangeKind::Joiner, Some(d)) if d > local_date(as_of, zone) => {
             local_day_start(d, zone).unwrap_or(as_of)
@@ -479,48 +494,39 @@ mod tests {
 
     #[test]
     fn management_cycles_are_found_with_their_people() {
-        let mut a = entry("A", "X");
-        a.attrs.manager_id = Some(Some("B".into()));
-        let mut b = entry("B", "X");
-        b.attrs.manager_id = Some(Some("C".into()));
-        let mut c = entry("C", "X");
-        c.attrs.manager_id = Some(Some("A".into()));
-        let d = entry("D", "X");
-        let (at, cycle) = manager_cycle(
-            &vec![d.clone(), a.clone(), b.clone(), c.clone()].into(),
-            &HashMap::new(),
-        )
-        .expect("a cycle");
-        assert_eq!(cycle, ["A", "B", "C", "A"]);
+        // 0 has no manager; 1 → 2 → 3 → 1.
+        let line = [None, Some(2), Some(3), Some(1)];
+        let (at, cycle) = first_cycle(4, |i| line[i]).expect("a cycle");
+        assert_eq!(cycle, [1, 2, 3, 1]);
         assert_eq!(at, 1);
-        c.attrs.manager_id = Some(Some("D".into()));
+        // 3 reports to 0 instead: a line, no cycle.
+        let line = [None, Some(2), Some(3), Some(0)];
+        assert_eq!(first_cycle(4, |i| line[i]), None);
+        // Someone who is their own manager; a manager outside the people.
         assert_eq!(
-            manager_cycle(&vec![d, a, b, c].into(), &HashMap::new()),
-            None
+            first_cycle(2, |i| [Some(9), Some(1)][i]),
+            Some((1, vec![1, 1]))
         );
-        // A manager column left out keeps the current manager.
-        let mut known = person("Q", "X", Status::Active);
-        known.attrs.manager_id = Some("P".into());
-        let mut p = entry("P", "X");
-        p.attrs.manager_id = Some(Some("Q".into()));
-        let q = entry("Q", "X");
-        let current: HashMap<String, String> = [(
-            known.employee_id.clone(),
-            known.attrs.manager_id.clone().unwrap_or_default(),
-        )]
-        .into_iter()
-        .collect();
-        assert!(manager_cycle(&vec![p, q].into(), &current).is_some());
+        // Tried in order: the cycle entered first is the one answered.
+        let line = [Some(1), Some(0), Some(3), Some(2)];
+        assert_eq!(first_cycle(4, |i| line[i]), Some((0, vec![0, 1, 0])));
     }
 
     #[test]
-    fn validation_catches_duplicates_and_names() {
+    fn an_entry_names_its_problems_by_place() {
         let mut nameless = entry("B", "X");
         nameless.attrs.display_name = None;
-        let err = validate(&vec![entry("A", "X"), entry("A", "Y"), nameless].into()).err();
-        let fields: Vec<_> = err
-            .map(|e| e.violations.into_iter().map(|v| v.field).collect())
-            .unwrap_or_default();
-        assert_eq!(fields, ["roster[1].employee_id", "roster[2].display_name"]);
+        let fields =
+            |v: Vec<FieldViolation>| -> Vec<String> { v.into_iter().map(|v| v.field).collect() };
+        assert_eq!(
+            fields(entry_problems(2, &nameless)),
+            ["roster[2].display_name"]
+        );
+        assert!(entry_problems(0, &entry("A", "X")).is_empty());
+        let bad = entry("*)(uid=*", "X");
+        assert_eq!(fields(entry_problems(7, &bad)), ["roster[7].employee_id"]);
+        assert_eq!(duplicate_problem(1, "A").field, "roster[1].employee_id");
+        let err = invalid_roster(vec![duplicate_problem(1, "A")], true);
+        assert_eq!(fields(err.violations), ["roster[1].employee_id", "roster"]);
     }
 }

@@ -26,7 +26,7 @@ pub(crate) fn ph(backend: Backend, n: usize) -> String {
 }
 
 /// [`ph`] written onto `out` (no string of its own per placeholder).
-fn push_ph(out: &mut String, backend: Backend, n: usize) {
+pub(crate) fn push_ph(out: &mut String, backend: Backend, n: usize) {
     use std::fmt::Write;
     match backend {
         Backend::Sqlite => out.push('?'),

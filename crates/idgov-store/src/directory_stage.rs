@@ -295,49 +295,76 @@ impl Store {
             .collect()
     }
 
-    /// Stages opened before `before` (syncs a crash interrupted).
+    /// Runs whose stage was opened before `before` (left by a crash).
     pub async fn stale_directory_stages(
         &self,
         before: DateTime<Utc>,
     ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT run_id FROM directory_stage_runs WHERE started_at < $1 ORDER BY run_id LIMIT 100",
-        )
-        .bind(micros(before))
-        .fetch_all(self.reader())
-        .await?;
-        rows.iter().map(|r| get(r, "run_id")).collect()
+        stale_stages(self, "directory_stage_runs", before).await
     }
 
     /// Drops the stage of `run_id`, a few thousand rows per statement so
     /// that no statement holds the writer for long.
     pub async fn drop_directory_stage(&self, run_id: &str) -> Result<(), StoreError> {
-        for table in [
-            "directory_stage_accounts",
-            "directory_stage_members",
-            "directory_stage_drift",
-        ] {
-            let sql = format!(
-                "DELETE FROM {table} WHERE run_id = $1 AND seq IN \
-                 (SELECT seq FROM {table} WHERE run_id = $1 ORDER BY seq LIMIT $2)"
-            );
-            loop {
-                let gone = sqlx::query(AssertSqlSafe(sql.clone()))
-                    .bind(run_id)
-                    .bind(DELETE_ROWS)
-                    .execute(self.writer())
-                    .await?
-                    .rows_affected();
-                if gone == 0 {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-        }
-        sqlx::query("DELETE FROM directory_stage_runs WHERE run_id = $1")
-            .bind(run_id)
-            .execute(self.writer())
-            .await?;
-        Ok(())
+        drop_stage(
+            self,
+            "directory_stage_runs",
+            &[
+                "directory_stage_accounts",
+                "directory_stage_members",
+                "directory_stage_drift",
+            ],
+            run_id,
+        )
+        .await
     }
+}
+
+/// Up to 100 runs of a stage (`runs`: its table of runs) opened before
+/// `before`.
+pub(crate) async fn stale_stages(
+    store: &Store,
+    runs: &str,
+    before: DateTime<Utc>,
+) -> Result<Vec<String>, StoreError> {
+    let sql = format!("SELECT run_id FROM {runs} WHERE started_at < $1 ORDER BY run_id LIMIT 100");
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(micros(before))
+        .fetch_all(store.reader())
+        .await?;
+    rows.iter().map(|r| get(r, "run_id")).collect()
+}
+
+/// Deletes run `run_id` of a stage: the rows of each of `tables` (keyed by
+/// run and `seq`), [`DELETE_ROWS`] per statement, then the run itself.
+pub(crate) async fn drop_stage(
+    store: &Store,
+    runs: &str,
+    tables: &[&str],
+    run_id: &str,
+) -> Result<(), StoreError> {
+    for table in tables {
+        let sql = format!(
+            "DELETE FROM {table} WHERE run_id = $1 AND seq IN \
+             (SELECT seq FROM {table} WHERE run_id = $1 ORDER BY seq LIMIT $2)"
+        );
+        loop {
+            let gone = sqlx::query(AssertSqlSafe(sql.clone()))
+                .bind(run_id)
+                .bind(DELETE_ROWS)
+                .execute(store.writer())
+                .await?
+                .rows_affected();
+            if gone == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    let sql = format!("DELETE FROM {runs} WHERE run_id = $1");
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(run_id)
+        .execute(store.writer())
+        .await?;
+    Ok(())
 }

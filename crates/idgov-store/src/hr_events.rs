@@ -108,10 +108,10 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let prefix = format!("roster:{sync_id}:");
+        let prefix = idgov_domain::roster::event_id(sync_id, "");
         // Every id of the sync is longer than the prefix, and below the
         // prefix with its last ':' raised to ';'.
-        let below = format!("roster:{sync_id};");
+        let below = format!("{}{sync_id};", idgov_domain::roster::EVENT_ID_PREFIX);
         let from = if after.as_bytes() > prefix.as_bytes() {
             after
         } else {

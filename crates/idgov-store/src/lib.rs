@@ -60,6 +60,7 @@ mod identities;
 mod lite;
 mod policies;
 mod review;
+mod roster_stage;
 mod tx;
 pub mod web;
 pub mod webhooks;
@@ -77,6 +78,7 @@ pub use hr_events::{EventFilter, RecordedEvent, StoredSync};
 pub use identities::IdentityFilter;
 pub use policies::StoredPolicy;
 pub use review::{ItemFilter, ReviewerCounts, ScopedGrant};
+pub use roster_stage::StagedEntry;
 pub use tx::WriteTx;
 pub use web::{WebLogin, WebSession};
 
@@ -323,6 +325,14 @@ macro_rules! migrations {
                     "../../../migrations/",
                     $dir,
                     "/0017_directory_stage.sql"
+                )),
+            ),
+            (
+                "roster_stage",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0018_roster_stage.sql"
                 )),
             ),
         ]

@@ -1666,6 +1666,28 @@ async fn the_events_of_one_roster_sync_are_listed_by_employee_id(backend: &'stat
     })
     .await
     .expect("a hire");
+    // An event that takes the name of one of the snapshot's own is refused
+    // (in any letter case), so it cannot be listed among them.
+    for id in ["roster:s:Q1", "ROSTER:s:Q1"] {
+        let e = hr
+            .submit_hr_event(pb::SubmitHrEventRequest {
+                event: Some(pb::HrEvent {
+                    source: "workday".into(),
+                    event_id: id.into(),
+                    r#type: pb::HrEventType::Update as i32,
+                    employee_id: "Q1".into(),
+                    attributes: Some(pb::PersonAttributes {
+                        title: Some("Planted".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{id}");
+        assert_eq!(violated_fields(&e), ["event.event_id"], "{id}");
+    }
 
     let mut everyone = people.clone();
     everyone.sort();

@@ -8,7 +8,7 @@ use idgov_domain::hr::EventKind;
 use idgov_domain::identity::{AttributesPatch, Status};
 use idgov_domain::roster::RosterEntry;
 use idgov_server::App;
-use idgov_server::app::roster::SyncRequest;
+use idgov_server::app::roster::{RosterInput, SyncRequest};
 use idgov_tests::backends::TestStore;
 use idgov_tests::both_backends;
 use std::time::{Duration, Instant};
@@ -43,6 +43,42 @@ fn renamed(n: usize, sync_id: &str) -> SyncRequest {
         e.attrs.display_name = Some(format!("Renamed {}", e.employee_id));
     }
     roster_sync(sync_id, entries)
+}
+
+/// Records, for each of `ids`, an event under the id roster snapshot
+/// `sync_id` (source "workday") would give its change of that person, with
+/// another payload: what an earlier attempt of the same snapshot that was
+/// cut short and could not be resumed leaves behind when the snapshot is
+/// sent again with other data. (A feed cannot send such an id itself: ids
+/// starting `roster:` are refused.)
+async fn plant_roster_events(app: &App, sync_id: &str, ids: &[&str]) {
+    let mut tx = app.store.begin().await.unwrap();
+    for id in ids {
+        let mut attrs = Person::new("x", "Finance").patch();
+        attrs.display_name = Some(format!("Planted {id}"));
+        let mut ev = event(
+            app,
+            EventKind::Update,
+            &format!("planted-{id}"),
+            id,
+            "",
+            attrs,
+        );
+        ev.event_id = idgov_domain::roster::event_id(sync_id, id);
+        ev.fingerprint = format!("planted-{id}");
+        let inserted = tx
+            .insert_hr_event(
+                &ev,
+                idgov_domain::hr::EventState::Applied,
+                "",
+                "service:hr",
+                app.now(),
+            )
+            .await
+            .unwrap();
+        assert!(inserted, "{} was already recorded", ev.event_id);
+    }
+    tx.commit(app.now()).await.unwrap();
 }
 
 /// Stops `app` as a crash would leave it and starts a new process on the
@@ -833,12 +869,7 @@ both_backends! {
         // refused, the rest applied, and each refusal names its person.
         let (app, _) = org_settled(&t, 2503).await;
         let planted = ["B00500", "B01700", "B02400"];
-        for id in planted {
-            let mut attrs = Person::new("x", "Finance").patch();
-            attrs.display_name = Some(format!("Planted {id}"));
-            let ev = event(&app, EventKind::Update, &format!("roster:clash:{id}"), id, "", attrs);
-            app.submit_event(ev, "service:hr").await.unwrap();
-        }
+        plant_roster_events(&app, "clash", &planted).await;
         let out = app.sync_roster(renamed(2503, "clash"), "service:hr").await.unwrap();
         assert_eq!(out.counts.updates, 2505);
         let who: Vec<&str> = out.rejected.iter().map(|(id, _)| id.as_str()).collect();
@@ -856,7 +887,7 @@ both_backends! {
         let audited_who: Vec<&str> = detail["rejected"].as_array().unwrap().iter().map(|r| r[0].as_str().unwrap()).collect();
         assert_eq!(audited_who, planted, "{detail}");
         for id in planted {
-            assert_eq!(app.store.get_identity(id).await.unwrap().unwrap().attrs.display_name, format!("Planted {id}"));
+            assert_ne!(app.store.get_identity(id).await.unwrap().unwrap().attrs.display_name, format!("Renamed {id}"));
         }
         for id in ["B00000", "B00501", "B01699", "B02502", "O1"] {
             assert_eq!(app.store.get_identity(id).await.unwrap().unwrap().attrs.display_name, format!("Renamed {id}"));
@@ -869,17 +900,8 @@ both_backends! {
         // and counted; the first 1,000, in the roster's order, are listed.
         let (app, _) = org_settled(&t, 2503).await;
         let planted: Vec<String> = (0..2503).step_by(2).map(|i| format!("B{i:05}")).collect();
-        for chunk in planted.chunks(64) {
-            let sends = chunk.iter().map(|id| {
-                let mut attrs = Person::new("x", "Finance").patch();
-                attrs.display_name = Some(format!("Planted {id}"));
-                let ev = event(&app, EventKind::Update, &format!("roster:many:{id}"), id, "", attrs);
-                app.submit_event(ev, "service:hr")
-            });
-            for r in futures::future::join_all(sends).await {
-                r.unwrap();
-            }
-        }
+        let ids: Vec<&str> = planted.iter().map(String::as_str).collect();
+        plant_roster_events(&app, "many", &ids).await;
         let out = app.sync_roster(renamed(2503, "many"), "service:hr").await.unwrap();
         let who: Vec<&str> = out.rejected.iter().map(|(id, _)| id.as_str()).collect();
         let first: Vec<&str> = planted.iter().take(1000).map(String::as_str).collect();
@@ -892,8 +914,124 @@ both_backends! {
         let detail: serde_json::Value = serde_json::from_str(&ended.detail).unwrap();
         assert_eq!(detail["rejected_count"], 1252, "{detail}");
         assert_eq!(detail["rejected"].as_array().unwrap().len(), 1000);
-        assert_eq!(app.store.get_identity("B02502").await.unwrap().unwrap().attrs.display_name, "Planted B02502");
+        assert_ne!(app.store.get_identity("B02502").await.unwrap().unwrap().attrs.display_name, "Renamed B02502");
         assert_eq!(app.store.get_identity("B02501").await.unwrap().unwrap().attrs.display_name, "Renamed B02501");
+    }
+}
+
+/// How many roster stages are left in the store.
+async fn roster_stages_left(app: &App) -> usize {
+    let later = app.now() + chrono::Duration::days(2);
+    app.store.stale_roster_stages(later).await.unwrap().len()
+}
+
+/// The field violations of a refused roster sync.
+fn refusal(err: idgov_server::AppError) -> Vec<(String, String)> {
+    let idgov_server::AppError::Domain(d) = &err else {
+        panic!("not a refusal: {err:?}")
+    };
+    assert_eq!(
+        d.code,
+        idgov_domain::error::ErrorCode::InvalidArgument,
+        "{d:?}"
+    );
+    d.violations
+        .iter()
+        .map(|v| (v.field.clone(), v.description.clone()))
+        .collect()
+}
+
+both_backends! {
+    async fn a_roster_staged_as_it_arrives_is_checked_whole(t: TestStore) {
+        // 2,505 entries: three upload steps, so every check crosses them.
+        let (app, clock) = org_settled(&t, 2503).await;
+        let unchanged = |app: std::sync::Arc<App>| async move {
+            for id in ["B00003", "B01800", "B02400"] {
+                let name = app.store.get_identity(id).await.unwrap().unwrap().attrs.display_name;
+                assert_ne!(name, format!("Renamed {id}"), "part of a refused roster was applied");
+            }
+        };
+
+        // An id listed again in a later step, and a name missing: both
+        // named by place, in place order; nothing applied.
+        let mut req = renamed(2503, "dupes");
+        let RosterInput::Entries(entries) = &mut req.entries else { unreachable!() };
+        entries[2450].employee_id = "B00003".into();
+        entries[1800].employee_id = "B00003".into();
+        entries[2400].attrs.display_name = None;
+        let got = refusal(app.sync_roster(req, "service:hr").await.unwrap_err());
+        assert_eq!(
+            got,
+            vec![
+                ("roster[1800].employee_id".to_string(), "employee B00003 appears twice in the roster".to_string()),
+                ("roster[2400].display_name".to_string(), "is required".to_string()),
+                ("roster[2450].employee_id".to_string(), "employee B00003 appears twice in the roster".to_string()),
+            ]
+        );
+        unchanged(app.clone()).await;
+        assert_eq!(roster_stages_left(&app).await, 0, "the refused roster's stage was kept");
+
+        // More problems than are listed: the first 100 by place, then a
+        // line saying more follow. Duplicates and missing names interleave.
+        let mut req = renamed(2503, "many-problems");
+        let RosterInput::Entries(entries) = &mut req.entries else { unreachable!() };
+        for i in (1000..1300).step_by(2) {
+            entries[i].attrs.display_name = None;
+            entries[i + 1].employee_id = format!("B{:05}", i - 1000);
+        }
+        let got = refusal(app.sync_roster(req, "service:hr").await.unwrap_err());
+        assert_eq!(got.len(), 101, "{got:?}");
+        for (k, (field, _)) in got.iter().take(100).enumerate() {
+            let i = 1000 + k;
+            let want = if k % 2 == 0 { format!("roster[{i}].display_name") } else { format!("roster[{i}].employee_id") };
+            assert_eq!(*field, want, "{got:?}");
+        }
+        assert_eq!(got[100], ("roster".to_string(), "more problems follow; fix these first".to_string()));
+        unchanged(app.clone()).await;
+
+        // A management cycle through a manager the roster names, closed at
+        // the far end of the roster.
+        let mut req = renamed(2503, "named-loop");
+        let RosterInput::Entries(entries) = &mut req.entries else { unreachable!() };
+        entries[3].attrs.manager_id = Some(Some("B02400".into()));
+        entries[2400].attrs.manager_id = Some(Some("B01800".into()));
+        entries[1800].attrs.manager_id = Some(Some("B00003".into()));
+        let got = refusal(app.sync_roster(req, "service:hr").await.unwrap_err());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].0.starts_with("roster[") && got[0].0.ends_with("].manager_employee_id"), "{got:?}");
+        assert!(got[0].1.contains("B00003 → B02400 → B01800 → B00003")
+            || got[0].1.contains("B01800 → B00003 → B02400 → B01800")
+            || got[0].1.contains("B02400 → B01800 → B00003 → B02400"), "{got:?}");
+        unchanged(app.clone()).await;
+
+        // A cycle through a manager someone keeps: B00010 is managed by
+        // B02410; a roster leaving B00010's manager column out keeps that,
+        // and one naming B00010 as B02410's manager closes the loop.
+        let mut req = listing(2503, "line");
+        let RosterInput::Entries(entries) = &mut req.entries else { unreachable!() };
+        entries[10].attrs.manager_id = Some(Some("B02410".into()));
+        app.sync_roster(req, "service:hr").await.unwrap();
+        // (Later snapshots: of two at one instant, the one with the greater
+        // sync id counts as the later.)
+        clock.advance(chrono::Duration::minutes(1));
+        let mut req = renamed(2503, "kept-loop");
+        let RosterInput::Entries(entries) = &mut req.entries else { unreachable!() };
+        assert_eq!(entries[10].attrs.manager_id, None, "the column must be left out");
+        entries[2410].attrs.manager_id = Some(Some("B00010".into()));
+        let got = refusal(app.sync_roster(req, "service:hr").await.unwrap_err());
+        assert!(got[0].1.contains("B00010 → B02410 → B00010") || got[0].1.contains("B02410 → B00010 → B02410"), "{got:?}");
+        unchanged(app.clone()).await;
+        // Leaving it out with B02410 managed by someone else is no cycle.
+        let mut req = renamed(2503, "kept-line");
+        let RosterInput::Entries(entries) = &mut req.entries else { unreachable!() };
+        entries[2410].attrs.manager_id = Some(Some("B00011".into()));
+        let out = app.sync_roster(req, "service:hr").await.unwrap();
+        assert_eq!(out.outcome, idgov_server::app::roster::Outcome::Applied, "{out:?}");
+        assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+        let b10 = app.store.get_identity("B00010").await.unwrap().unwrap();
+        assert_eq!(b10.attrs.display_name, "Renamed B00010");
+        assert_eq!(b10.attrs.manager_id.as_deref(), Some("B02410"), "a left-out manager column keeps the manager");
+        assert_eq!(roster_stages_left(&app).await, 0, "a stage was kept");
     }
 }
 

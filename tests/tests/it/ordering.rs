@@ -427,10 +427,13 @@ async fn roster_property(backend: &str, rounds: usize) {
                     "roster {} as of {}: {:?}",
                     r.sync_id,
                     r.as_of,
-                    r.entries
-                        .iter()
-                        .find(|e| &e.employee_id == p)
-                        .map(|e| e.attrs)
+                    match &r.entries {
+                        idgov_server::app::roster::RosterInput::Entries(list) => list.as_slice(),
+                        idgov_server::app::roster::RosterInput::Staged(_) => &[],
+                    }
+                    .iter()
+                    .find(|e| &e.employee_id == p)
+                    .map(|e| &e.attrs)
                 )),
             };
             assert_eq!(

@@ -2,11 +2,11 @@
 
 use super::status::OrStatus;
 use super::{Api, access, convert, invalid, paging};
-use crate::app::roster::SyncRequest;
+use crate::app::App;
+use crate::app::roster::{RosterInput, RosterUpload, SyncRequest};
 use crate::error::AppError;
 use idgov_domain::FieldViolation;
 use idgov_domain::hr::HrEvent;
-use idgov_domain::roster::{PackedRoster, RosterEntry};
 use idgov_proto::v1 as pb;
 use idgov_proto::v1::hr_service_server::HrService;
 use idgov_proto::v1::sync_roster_request::Item;
@@ -66,55 +66,21 @@ impl HrService for Api {
                 ));
             }
         };
-        // Packed as they arrive: a million entries decoded would take
-        // about half a gigabyte (see `PackedRoster`).
-        let mut entries = PackedRoster::new();
-        let mut violations = Vec::new();
-        while let Some(msg) = stream.message().await? {
-            match msg.item {
-                Some(Item::Entry(e)) => {
-                    match convert::roster_entry(e, entries.len()) {
-                        Ok(entry) => entries.push(entry),
-                        Err(mut v) => {
-                            violations.append(&mut v);
-                            // Keeps the count, so later entries are named by their place.
-                            entries.push(RosterEntry::default());
-                        }
-                    }
-                    if entries.len() > MAX_ROSTER {
-                        return Err(invalid(
-                            "the roster is too large",
-                            vec![FieldViolation::new(
-                                "entries",
-                                format!("at most {MAX_ROSTER} entries per sync"),
-                            )],
-                        ));
-                    }
-                }
-                _ => {
-                    return Err(invalid(
-                        "a roster sync has one header, then only entries",
-                        vec![FieldViolation::new(
-                            format!("entries[{}]", entries.len()),
-                            "is not an entry",
-                        )],
-                    ));
-                }
-            }
-            if violations.len() > 100 {
-                break;
-            }
+        // Staged as they arrive: a roster is never held whole.
+        let mut upload = self.app.begin_roster_upload().await.or_status()?;
+        let received = receive_roster(&self.app, &mut stream, &mut upload).await;
+        if let Err(e) = received {
+            upload.abandon(&self.app).await;
+            return Err(e);
         }
-        if !violations.is_empty() {
-            return Err(invalid("the roster has invalid entries", violations));
-        }
+        let staged = upload.finish(&self.app).await.or_status()?;
         let request = SyncRequest {
             source: header.source,
             sync_id: header.sync_id,
             dry_run: header.dry_run,
             as_of: header.as_of,
             time_zone: header.time_zone,
-            entries,
+            entries: RosterInput::Staged(staged),
         };
         let actor = access.caller.actor();
         let out = super::to_the_end(&self.app, move |app| async move {
@@ -330,4 +296,56 @@ fn changes_page(
         String::new()
     };
     (changes, next)
+}
+
+/// Takes a roster's entries from `stream` into `upload`, as they arrive.
+/// An entry that cannot be read is reported (the first hundred such
+/// problems, by place); a message that is not an entry, or a roster over
+/// [`MAX_ROSTER`] entries, ends it.
+async fn receive_roster(
+    app: &App,
+    stream: &mut Streaming<pb::SyncRosterRequest>,
+    upload: &mut RosterUpload,
+) -> Result<(), Status> {
+    let mut violations = Vec::new();
+    while let Some(msg) = stream.message().await? {
+        match msg.item {
+            Some(Item::Entry(e)) => {
+                match convert::roster_entry(e, upload.len()) {
+                    Ok(entry) => upload.push(app, entry).await.or_status()?,
+                    Err(mut v) => {
+                        violations.append(&mut v);
+                        // Keeps the count, so later entries are named by their place.
+                        upload.skip();
+                    }
+                }
+                if upload.len() > MAX_ROSTER {
+                    return Err(invalid(
+                        "the roster is too large",
+                        vec![FieldViolation::new(
+                            "entries",
+                            format!("at most {MAX_ROSTER} entries per sync"),
+                        )],
+                    ));
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    "a roster sync has one header, then only entries",
+                    vec![FieldViolation::new(
+                        format!("entries[{}]", upload.len()),
+                        "is not an entry",
+                    )],
+                ));
+            }
+        }
+        if violations.len() > 100 {
+            break;
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid("the roster has invalid entries", violations))
+    }
 }

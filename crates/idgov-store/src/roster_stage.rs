@@ -1,0 +1,218 @@
+//! A roster snapshot staged in the store while its sync runs (migration
+//! `0018_roster_stage`), so that the sync reads the roster a page at a time
+//! beside idgov's own people instead of holding it whole. Scratch rows
+//! under the sync's run id: nothing here is audited or kept once the sync
+//! ends.
+
+use crate::bulk::{push_ph, values};
+use crate::convert::{get, micros, to_json};
+use crate::directory_stage::{drop_stage, insert_rows, stale_stages};
+use crate::{Store, StoreError, WriteTx};
+use chrono::{DateTime, Utc};
+use idgov_domain::roster::RosterEntry;
+use sqlx::AssertSqlSafe;
+
+/// A staged entry: its place in the roster (from 0) and the entry.
+pub type StagedEntry = (usize, RosterEntry);
+
+const ENTRIES: &str = "roster_stage_entries";
+
+impl WriteTx {
+    /// Opens the stage of run `run_id`.
+    pub async fn open_roster_stage(
+        &mut self,
+        run_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO roster_stage_runs (run_id, started_at) VALUES ($1, $2)")
+            .bind(run_id)
+            .bind(micros(now))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Stages entries at their places in the roster.
+    pub async fn stage_roster_entries(
+        &mut self,
+        run_id: &str,
+        entries: &[StagedEntry],
+    ) -> Result<(), StoreError> {
+        insert_rows(
+            self,
+            "roster_stage_entries (run_id, seq, employee_id, manager_given, manager_id, entry)",
+            6,
+            entries,
+            |q, _, (seq, e)| {
+                let manager = e.attrs.manager_id.as_ref();
+                q.bind(run_id.to_string())
+                    .bind(*seq as i64)
+                    .bind(e.employee_id.clone())
+                    .bind(i64::from(manager.is_some()))
+                    .bind(manager.and_then(|m| m.clone()))
+                    .bind(to_json(e))
+            },
+        )
+        .await
+    }
+}
+
+fn entry_from_row(r: &sqlx::any::AnyRow) -> Result<StagedEntry, StoreError> {
+    let seq: i64 = get(r, "seq")?;
+    let body: String = get(r, "entry")?;
+    let entry = serde_json::from_str(&body)
+        .map_err(|e| StoreError::Corrupt(format!("staged roster entry {seq}: {e}")))?;
+    Ok((place(seq)?, entry))
+}
+
+fn place(seq: i64) -> Result<usize, StoreError> {
+    usize::try_from(seq).map_err(|_| StoreError::Corrupt(format!("staged roster place {seq}")))
+}
+
+impl Store {
+    /// At most `limit` staged entries whose employee id comes after `after`
+    /// and, with `last`, not after `last` (the bounds of a page of
+    /// identities, compared as identities are ordered), by employee id.
+    pub async fn staged_roster_by_id(
+        &self,
+        run_id: &str,
+        after: &str,
+        last: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StagedEntry>, StoreError> {
+        let rows = match last {
+            Some(last) => {
+                sqlx::query(
+                    "SELECT seq, entry FROM roster_stage_entries WHERE run_id = $1 \
+                     AND employee_id > $2 AND employee_id <= $3 ORDER BY employee_id LIMIT $4",
+                )
+                .bind(run_id)
+                .bind(after)
+                .bind(last)
+                .bind(limit)
+                .fetch_all(self.reader())
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT seq, entry FROM roster_stage_entries WHERE run_id = $1 \
+                     AND employee_id > $2 ORDER BY employee_id LIMIT $3",
+                )
+                .bind(run_id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(self.reader())
+                .await?
+            }
+        };
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// The staged entries at the places `seqs`, by place (a place with no
+    /// entry is left out).
+    pub async fn staged_roster_at(
+        &self,
+        run_id: &str,
+        seqs: &[usize],
+    ) -> Result<Vec<StagedEntry>, StoreError> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for chunk in seqs.chunks(500) {
+            let mut sql = format!(
+                "SELECT seq, entry FROM roster_stage_entries WHERE seq IN {} AND run_id = ",
+                values(self.backend, 1, chunk.len())
+            );
+            push_ph(&mut sql, self.backend, chunk.len() + 1);
+            sql.push_str(" ORDER BY seq");
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for s in chunk {
+                q = q.bind(*s as i64);
+            }
+            let rows = q.bind(run_id).fetch_all(self.reader()).await?;
+            for r in &rows {
+                out.push(entry_from_row(r)?);
+            }
+        }
+        out.sort_unstable_by_key(|(seq, _)| *seq);
+        Ok(out)
+    }
+
+    /// Entries whose employee id an entry earlier in the roster has: at
+    /// most `limit` of them, by place, with that id.
+    pub async fn staged_roster_duplicates(
+        &self,
+        run_id: &str,
+        limit: i64,
+    ) -> Result<Vec<(usize, String)>, StoreError> {
+        // The ids listed twice (read from the index alone), then their
+        // places: duplicates are rare, and their places few.
+        let ids = sqlx::query(
+            "SELECT employee_id FROM roster_stage_entries WHERE run_id = $1 \
+             GROUP BY employee_id HAVING COUNT(*) > 1 ORDER BY employee_id LIMIT $2",
+        )
+        .bind(run_id)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        let mut out = Vec::new();
+        for r in &ids {
+            let id: String = get(r, "employee_id")?;
+            let seqs = sqlx::query(
+                "SELECT seq FROM roster_stage_entries WHERE run_id = $1 AND employee_id = $2 \
+                 ORDER BY seq LIMIT $3",
+            )
+            .bind(run_id)
+            .bind(&id)
+            .bind(limit + 1)
+            .fetch_all(self.reader())
+            .await?;
+            for s in seqs.iter().skip(1) {
+                out.push((place(get(s, "seq")?)?, id.clone()));
+            }
+        }
+        out.sort_unstable();
+        out.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(out)
+    }
+
+    /// The management line the roster would leave, for at most `limit`
+    /// entries after place `after`, by place: each entry's place with the
+    /// place of its manager's entry, for those whose manager is in the
+    /// roster. The manager is the one the entry names, or, where it
+    /// leaves the column out, the person's manager now.
+    pub async fn staged_roster_managers(
+        &self,
+        run_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(usize, usize)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.seq AS seq, m.seq AS manager_seq FROM roster_stage_entries e \
+             LEFT JOIN identities i ON e.manager_given = 0 AND i.employee_id = e.employee_id \
+             JOIN roster_stage_entries m ON m.run_id = e.run_id AND m.employee_id = \
+             CASE WHEN e.manager_given = 1 THEN e.manager_id ELSE i.manager_id END \
+             WHERE e.run_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3",
+        )
+        .bind(run_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((place(get(r, "seq")?)?, place(get(r, "manager_seq")?)?)))
+            .collect()
+    }
+
+    /// Runs whose stage was opened before `before` (left by a crash).
+    pub async fn stale_roster_stages(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        stale_stages(self, "roster_stage_runs", before).await
+    }
+
+    /// Drops the stage of `run_id`, a few thousand rows per statement so
+    /// that no statement holds the writer for long.
+    pub async fn drop_roster_stage(&self, run_id: &str) -> Result<(), StoreError> {
+        drop_stage(self, "roster_stage_runs", &[ENTRIES], run_id).await
+    }
+}
