@@ -65,12 +65,7 @@ impl WriteTx {
         run_id: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO directory_stage_runs (run_id, started_at) VALUES ($1, $2)")
-            .bind(run_id)
-            .bind(micros(now))
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
+        open_stage(self, "directory_stage_runs", run_id, now).await
     }
 
     /// Stages accounts as the directory listed them, numbered from
@@ -318,6 +313,23 @@ impl Store {
         )
         .await
     }
+}
+
+/// Opens run `run_id` of a stage (its row in the stage's `runs` table,
+/// which [`stale_stages`] reads).
+pub(crate) async fn open_stage(
+    tx: &mut WriteTx,
+    runs: &str,
+    run_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let sql = format!("INSERT INTO {runs} (run_id, started_at) VALUES ($1, $2)");
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(run_id)
+        .bind(micros(now))
+        .execute(&mut *tx.tx)
+        .await?;
+    Ok(())
 }
 
 /// Up to 100 runs of a stage (`runs`: its table of runs) opened before

@@ -5,8 +5,8 @@
 //! ends.
 
 use crate::bulk::{push_ph, values};
-use crate::convert::{get, micros, to_json};
-use crate::directory_stage::{drop_stage, insert_rows, stale_stages};
+use crate::convert::{get, to_json};
+use crate::directory_stage::{drop_stage, insert_rows, open_stage, stale_stages};
 use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::roster::RosterEntry;
@@ -15,6 +15,7 @@ use sqlx::AssertSqlSafe;
 /// A staged entry: its place in the roster (from 0) and the entry.
 pub type StagedEntry = (usize, RosterEntry);
 
+const RUNS: &str = "roster_stage_runs";
 const ENTRIES: &str = "roster_stage_entries";
 
 impl WriteTx {
@@ -24,12 +25,7 @@ impl WriteTx {
         run_id: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO roster_stage_runs (run_id, started_at) VALUES ($1, $2)")
-            .bind(run_id)
-            .bind(micros(now))
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(())
+        open_stage(self, RUNS, run_id, now).await
     }
 
     /// Stages entries at their places in the roster.
@@ -207,12 +203,12 @@ impl Store {
         &self,
         before: DateTime<Utc>,
     ) -> Result<Vec<String>, StoreError> {
-        stale_stages(self, "roster_stage_runs", before).await
+        stale_stages(self, RUNS, before).await
     }
 
     /// Drops the stage of `run_id`, a few thousand rows per statement so
     /// that no statement holds the writer for long.
     pub async fn drop_roster_stage(&self, run_id: &str) -> Result<(), StoreError> {
-        drop_stage(self, "roster_stage_runs", &[ENTRIES], run_id).await
+        drop_stage(self, RUNS, &[ENTRIES], run_id).await
     }
 }
