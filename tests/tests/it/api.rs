@@ -1169,6 +1169,79 @@ fn long_roster(sync_id: &str, n: usize, c: char) -> Vec<pb::SyncRosterRequest> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roster_refused_as_it_streams_leaves_nothing_staged() {
+    let Some(s) = start("sqlite").await else {
+        return;
+    };
+    with_policy(s.app()).await;
+    let mut hr = s.hr(&[Role::HrFeed]).await;
+    let stages_left = || async {
+        let later = s.app().now() + chrono::Duration::days(2);
+        s.app()
+            .store
+            .stale_roster_stages(later)
+            .await
+            .unwrap()
+            .len()
+    };
+    // 1,500 entries (one staged step and part of the next), then a second
+    // header where an entry should be.
+    let mut roster = long_roster("stray-header", 1500, 'x');
+    roster.push(roster_header("stray-header"));
+    let e = hr
+        .sync_roster(tokio_stream::iter(roster))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().contains("one header, then only entries"),
+        "{e:?}"
+    );
+    assert_eq!(
+        stages_left().await,
+        0,
+        "the refused roster's stage was kept"
+    );
+    // An entry that cannot be read (an unknown classification) is named by
+    // its place, after entries staged in full steps; nothing is applied.
+    let mut roster = long_roster("bad-entry", 2100, 'x');
+    if let Some(pb::sync_roster_request::Item::Entry(e)) = &mut roster[2051].item
+        && let Some(a) = &mut e.attributes
+    {
+        a.clearance = 99;
+    }
+    let e = hr
+        .sync_roster(tokio_stream::iter(roster))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert_eq!(violated_fields(&e), ["roster[2050].clearance"], "{e:?}");
+    assert_eq!(
+        stages_left().await,
+        0,
+        "the refused roster's stage was kept"
+    );
+    assert!(
+        s.app().store.get_identity("L0000").await.unwrap().is_none(),
+        "part of a refused roster was applied"
+    );
+    // The same roster whole is taken (held by the guard: the owners it does
+    // not list would leave), and its stage goes too.
+    let out = hr
+        .sync_roster(tokio_stream::iter(long_roster("whole", 2100, 'x')))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.diff.map(|d| d.joiners), Some(2100));
+    assert_eq!(
+        stages_left().await,
+        0,
+        "the applied roster's stage was kept"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_diffs_stay_under_the_message_limit_and_a_held_roster_is_read_a_page_at_a_time() {
     let Some(s) = start("sqlite").await else {
         return;
