@@ -10,6 +10,7 @@ use idgov_domain::hr::HrEvent;
 use idgov_domain::identity::{Identity, text_problem};
 use idgov_domain::roster::{self, ChangeKind, DiffCounts, RosterChange, RosterDiff, RosterEntry};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// How many changes a sync's answer (and its stored receipt) shows.
 pub const SHOWN_CHANGES: usize = 1000;
@@ -163,6 +164,44 @@ impl RosterUpload {
     /// before it was whole) and drops what was staged of it.
     pub async fn abandon(self, app: &App) {
         app.drop_roster_stage(&self.run).await;
+    }
+
+    /// A guard that drops this upload's stage if it is itself dropped
+    /// while still armed: a server drops a call's handler when its sender
+    /// goes away, and no cleanup can then be awaited, so a worker does it.
+    /// Disarm it once the upload is finished or abandoned.
+    pub fn guard(&self, app: &Arc<App>) -> UploadGuard {
+        UploadGuard {
+            app: app.clone(),
+            run: Some(self.run.clone()),
+        }
+    }
+}
+
+/// See [`RosterUpload::guard`].
+#[derive(Debug)]
+pub struct UploadGuard {
+    app: Arc<App>,
+    run: Option<String>,
+}
+
+impl UploadGuard {
+    /// The upload ended (finished or abandoned): nothing left to drop.
+    pub fn disarm(mut self) {
+        self.run = None;
+    }
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        if let Some(run) = self.run.take() {
+            tracing::info!(run = %run, "a roster's sender went away mid-upload; dropping its stage");
+            let app = self.app.clone();
+            // Not awaited: the worker runs on after this drop.
+            drop(self.app.workers.spawn("roster stage drop", async move {
+                app.drop_roster_stage(&run).await;
+            }));
+        }
     }
 }
 

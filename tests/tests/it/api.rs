@@ -1242,6 +1242,64 @@ async fn a_roster_refused_as_it_streams_leaves_nothing_staged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roster_whose_sender_goes_away_mid_stream_leaves_nothing_staged() {
+    let Some(s) = start("sqlite").await else {
+        return;
+    };
+    with_policy(s.app()).await;
+    let stages = || async {
+        let later = s.app().now() + chrono::Duration::days(2);
+        s.app().store.stale_roster_stages(later).await.unwrap()
+    };
+    // The sender streams 1,500 entries (a step is staged) and then stops
+    // sending without closing the stream; the call is then dropped, as a
+    // feed killed mid-upload drops it.
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let call = {
+        let mut hr = s.hr(&[Role::HrFeed]).await;
+        tokio::spawn(async move {
+            hr.sync_roster(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        })
+    };
+    for m in long_roster("cut", 1500, 'x') {
+        tx.send(m).await.unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    loop {
+        let runs = stages().await;
+        if let [run] = runs.as_slice()
+            && !s
+                .app()
+                .store
+                .staged_roster_at(run, &[999])
+                .await
+                .unwrap()
+                .is_empty()
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "nothing was staged: {runs:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    call.abort();
+    let _ = call.await;
+    drop(tx);
+    let t0 = std::time::Instant::now();
+    while !stages().await.is_empty() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(30),
+            "the stage of a roster whose sender went away was kept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_diffs_stay_under_the_message_limit_and_a_held_roster_is_read_a_page_at_a_time() {
     let Some(s) = start("sqlite").await else {
         return;

@@ -67,13 +67,19 @@ impl HrService for Api {
             }
         };
         // Staged as they arrive: a roster is never held whole.
+        // (The guard drops the stage when this handler is dropped mid-way,
+        // its sender gone.)
         let mut upload = self.app.begin_roster_upload().await.or_status()?;
+        let guard = upload.guard(&self.app);
         let received = receive_roster(&self.app, &mut stream, &mut upload).await;
         if let Err(e) = received {
             upload.abandon(&self.app).await;
+            guard.disarm();
             return Err(e);
         }
-        let staged = upload.finish(&self.app).await.or_status()?;
+        let staged = upload.finish(&self.app).await;
+        guard.disarm();
+        let staged = staged.or_status()?;
         let request = SyncRequest {
             source: header.source,
             sync_id: header.sync_id,
