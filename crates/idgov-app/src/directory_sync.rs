@@ -286,6 +286,11 @@ impl App {
             }
         }
         dir.close().await;
+        // Not fatal: the sync is right without it, only slower on
+        // PostgreSQL.
+        if let Err(e) = self.store.analyze_directory_stage().await {
+            tracing::warn!(sync = %id, error = %e, "cannot refresh the directory stage's statistics");
+        }
 
         let policy = self.policy();
         let policy = &policy.policy;

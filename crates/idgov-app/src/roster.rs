@@ -153,6 +153,11 @@ impl RosterUpload {
             app.drop_roster_stage(&self.run).await;
             return Err(e);
         }
+        // Not fatal: the sync is right without it, only slower on
+        // PostgreSQL.
+        if let Err(e) = app.store.analyze_roster_stage().await {
+            tracing::warn!(run = %self.run, error = %e, "cannot refresh the roster stage's statistics");
+        }
         Ok(StagedRoster {
             run: self.run,
             len: self.len,

@@ -6,7 +6,7 @@
 
 use crate::bulk::{push_ph, values};
 use crate::convert::{get, to_json};
-use crate::directory_stage::{drop_stage, insert_rows, open_stage, stale_stages};
+use crate::directory_stage::{analyze, drop_stage, insert_rows, open_stage, stale_stages};
 use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::roster::RosterEntry;
@@ -196,6 +196,12 @@ impl Store {
         rows.iter()
             .map(|r| Ok((place(get(r, "seq")?)?, place(get(r, "manager_seq")?)?)))
             .collect()
+    }
+
+    /// Brings the planner's statistics of the staged entries up to date,
+    /// once a roster is staged (see [`crate::directory_stage::analyze`]).
+    pub async fn analyze_roster_stage(&self) -> Result<(), StoreError> {
+        analyze(self, &[ENTRIES]).await
     }
 
     /// Runs whose stage was opened before `before` (left by a crash).
