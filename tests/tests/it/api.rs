@@ -1175,15 +1175,6 @@ async fn a_roster_refused_as_it_streams_leaves_nothing_staged() {
     };
     with_policy(s.app()).await;
     let mut hr = s.hr(&[Role::HrFeed]).await;
-    let stages_left = || async {
-        let later = s.app().now() + chrono::Duration::days(2);
-        s.app()
-            .store
-            .stale_roster_stages(later)
-            .await
-            .unwrap()
-            .len()
-    };
     // 1,500 entries (one staged step and part of the next), then a second
     // header where an entry should be.
     let mut roster = long_roster("stray-header", 1500, 'x');
@@ -1198,7 +1189,7 @@ async fn a_roster_refused_as_it_streams_leaves_nothing_staged() {
         "{e:?}"
     );
     assert_eq!(
-        stages_left().await,
+        roster_stages(s.app()).await.len(),
         0,
         "the refused roster's stage was kept"
     );
@@ -1217,7 +1208,7 @@ async fn a_roster_refused_as_it_streams_leaves_nothing_staged() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert_eq!(violated_fields(&e), ["roster[2050].clearance"], "{e:?}");
     assert_eq!(
-        stages_left().await,
+        roster_stages(s.app()).await.len(),
         0,
         "the refused roster's stage was kept"
     );
@@ -1234,7 +1225,7 @@ async fn a_roster_refused_as_it_streams_leaves_nothing_staged() {
         .into_inner();
     assert_eq!(out.diff.map(|d| d.joiners), Some(2100));
     assert_eq!(
-        stages_left().await,
+        roster_stages(s.app()).await.len(),
         0,
         "the applied roster's stage was kept"
     );
@@ -1247,10 +1238,6 @@ async fn a_roster_whose_sender_goes_away_mid_stream_leaves_nothing_staged() {
         return;
     };
     with_policy(s.app()).await;
-    let stages = || async {
-        let later = s.app().now() + chrono::Duration::days(2);
-        s.app().store.stale_roster_stages(later).await.unwrap()
-    };
     // The sender streams 1,500 entries (a step is staged) and then stops
     // sending without closing the stream; the call is then dropped, as a
     // feed killed mid-upload drops it.
@@ -1267,7 +1254,7 @@ async fn a_roster_whose_sender_goes_away_mid_stream_leaves_nothing_staged() {
     }
     let t0 = std::time::Instant::now();
     loop {
-        let runs = stages().await;
+        let runs = roster_stages(s.app()).await;
         if let [run] = runs.as_slice()
             && !s
                 .app()
@@ -1289,7 +1276,7 @@ async fn a_roster_whose_sender_goes_away_mid_stream_leaves_nothing_staged() {
     let _ = call.await;
     drop(tx);
     let t0 = std::time::Instant::now();
-    while !stages().await.is_empty() {
+    while !roster_stages(s.app()).await.is_empty() {
         assert!(
             t0.elapsed() < std::time::Duration::from_secs(30),
             "the stage of a roster whose sender went away was kept"
@@ -1782,38 +1769,34 @@ async fn the_events_of_one_roster_sync_are_listed_by_employee_id(backend: &'stat
     assert_eq!(second.outcome(), pb::ChangeOutcome::Applied);
     assert_eq!(second.diff.unwrap().updates as usize, renamed.len());
     // An HR event sent on its own, which no roster made.
-    hr.submit_hr_event(pb::SubmitHrEventRequest {
-        event: Some(pb::HrEvent {
-            source: "workday".into(),
-            event_id: "hire-Q1".into(),
-            r#type: pb::HrEventType::Hire as i32,
-            employee_id: "Q1".into(),
-            attributes: Some(pb::PersonAttributes {
-                display_name: Some("Q".into()),
+    let q1 = |event_id: &str, kind: pb::HrEventType, attributes: pb::PersonAttributes| {
+        pb::SubmitHrEventRequest {
+            event: Some(pb::HrEvent {
+                source: "workday".into(),
+                event_id: event_id.into(),
+                r#type: kind as i32,
+                employee_id: "Q1".into(),
+                attributes: Some(attributes),
                 ..Default::default()
             }),
-            ..Default::default()
-        }),
-    })
-    .await
-    .expect("a hire");
+        }
+    };
+    let named = pb::PersonAttributes {
+        display_name: Some("Q".into()),
+        ..Default::default()
+    };
+    hr.submit_hr_event(q1("hire-Q1", pb::HrEventType::Hire, named))
+        .await
+        .expect("a hire");
     // An event that takes the name of one of the snapshot's own is refused
     // (in any letter case), so it cannot be listed among them.
     for id in ["roster:s:Q1", "ROSTER:s:Q1"] {
+        let planted = pb::PersonAttributes {
+            title: Some("Planted".into()),
+            ..Default::default()
+        };
         let e = hr
-            .submit_hr_event(pb::SubmitHrEventRequest {
-                event: Some(pb::HrEvent {
-                    source: "workday".into(),
-                    event_id: id.into(),
-                    r#type: pb::HrEventType::Update as i32,
-                    employee_id: "Q1".into(),
-                    attributes: Some(pb::PersonAttributes {
-                        title: Some("Planted".into()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            })
+            .submit_hr_event(q1(id, pb::HrEventType::Update, planted))
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{id}");

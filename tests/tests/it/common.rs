@@ -246,3 +246,9 @@ pub async fn audited(
         .await
         .expect("audit events")
 }
+
+/// The runs of the roster stages left in `app`'s store.
+pub async fn roster_stages(app: &App) -> Vec<String> {
+    let later = app.now() + Duration::days(2);
+    app.store.stale_roster_stages(later).await.unwrap()
+}
