@@ -139,35 +139,33 @@ impl Store {
         run_id: &str,
         limit: i64,
     ) -> Result<Vec<(usize, String)>, StoreError> {
-        // The ids listed twice (read from the index alone), then their
-        // places: duplicates are rare, and their places few.
-        let ids = sqlx::query(
+        // Whether any id is listed twice, from the index alone: rarely.
+        let any = sqlx::query(
             "SELECT employee_id FROM roster_stage_entries WHERE run_id = $1 \
-             GROUP BY employee_id HAVING COUNT(*) > 1 ORDER BY employee_id LIMIT $2",
+             GROUP BY employee_id HAVING COUNT(*) > 1 LIMIT 1",
+        )
+        .bind(run_id)
+        .fetch_optional(self.reader())
+        .await?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
+        // Then the first of them by place: each entry after another of its
+        // id (a probe of the id index per entry, paid only by a roster
+        // that is refused).
+        let rows = sqlx::query(
+            "SELECT e.seq AS seq, e.employee_id AS employee_id FROM roster_stage_entries e \
+             WHERE e.run_id = $1 AND EXISTS (SELECT 1 FROM roster_stage_entries f \
+             WHERE f.run_id = e.run_id AND f.employee_id = e.employee_id AND f.seq < e.seq) \
+             ORDER BY e.seq LIMIT $2",
         )
         .bind(run_id)
         .bind(limit)
         .fetch_all(self.reader())
         .await?;
-        let mut out = Vec::new();
-        for r in &ids {
-            let id: String = get(r, "employee_id")?;
-            let seqs = sqlx::query(
-                "SELECT seq FROM roster_stage_entries WHERE run_id = $1 AND employee_id = $2 \
-                 ORDER BY seq LIMIT $3",
-            )
-            .bind(run_id)
-            .bind(&id)
-            .bind(limit + 1)
-            .fetch_all(self.reader())
-            .await?;
-            for s in seqs.iter().skip(1) {
-                out.push((place(get(s, "seq")?)?, id.clone()));
-            }
-        }
-        out.sort_unstable();
-        out.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        Ok(out)
+        rows.iter()
+            .map(|r| Ok((place(get(r, "seq")?)?, get(r, "employee_id")?)))
+            .collect()
     }
 
     /// The management line the roster would leave, for at most `limit`

@@ -966,12 +966,14 @@ both_backends! {
         assert_eq!(roster_stages(&app).await.len(), 0, "the refused roster's stage was kept");
 
         // More problems than are listed: the first 100 by place, then a
-        // line saying more follow. Duplicates and missing names interleave.
+        // line saying more follow. Duplicates (of ids in the reverse of
+        // their places) and missing names interleave.
         let mut req = renamed(2503, "many-problems");
         let RosterInput::Entries(entries) = &mut req.entries else { unreachable!() };
         for i in (1000..1300).step_by(2) {
             entries[i].attrs.display_name = None;
-            entries[i + 1].employee_id = format!("B{:05}", i - 1000);
+            // Ids listed earlier, in the reverse of their order.
+            entries[i + 1].employee_id = format!("B{:05}", 999 - (i - 1000) / 2);
         }
         let got = refusal(app.sync_roster(req, "service:hr").await.unwrap_err());
         assert_eq!(got.len(), 101, "{got:?}");
