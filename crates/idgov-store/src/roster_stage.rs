@@ -105,30 +105,53 @@ impl Store {
     }
 
     /// The staged entries at the places `seqs`, by place (a place with no
-    /// entry is left out).
+    /// entry is left out). Places close together (a run of people present,
+    /// a roster's changes when many change) are read as one range of the
+    /// stage, the rows between them skipped unparsed; scattered places
+    /// by lists of up to 500.
     pub async fn staged_roster_at(
         &self,
         run_id: &str,
         seqs: &[usize],
     ) -> Result<Vec<StagedEntry>, StoreError> {
-        let mut out = Vec::with_capacity(seqs.len());
-        for chunk in seqs.chunks(500) {
-            let mut sql = format!(
-                "SELECT seq, entry FROM roster_stage_entries WHERE seq IN {} AND run_id = ",
-                values(self.backend, 1, chunk.len())
-            );
-            push_ph(&mut sql, self.backend, chunk.len() + 1);
-            sql.push_str(" ORDER BY seq");
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for s in chunk {
-                q = q.bind(*s as i64);
-            }
-            let rows = q.bind(run_id).fetch_all(self.reader()).await?;
+        let mut sorted = seqs.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut out = Vec::with_capacity(sorted.len());
+        for chunk in sorted.chunks(500) {
+            let (Some(&lo), Some(&hi)) = (chunk.first(), chunk.last()) else {
+                continue;
+            };
+            let rows = if hi - lo < 2 * chunk.len() {
+                sqlx::query(
+                    "SELECT seq, entry FROM roster_stage_entries WHERE run_id = $1 \
+                     AND seq >= $2 AND seq <= $3 ORDER BY seq",
+                )
+                .bind(run_id)
+                .bind(lo as i64)
+                .bind(hi as i64)
+                .fetch_all(self.reader())
+                .await?
+            } else {
+                let mut sql = format!(
+                    "SELECT seq, entry FROM roster_stage_entries WHERE seq IN {} AND run_id = ",
+                    values(self.backend, 1, chunk.len())
+                );
+                push_ph(&mut sql, self.backend, chunk.len() + 1);
+                sql.push_str(" ORDER BY seq");
+                let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+                for s in chunk {
+                    q = q.bind(*s as i64);
+                }
+                q.bind(run_id).fetch_all(self.reader()).await?
+            };
             for r in &rows {
-                out.push(entry_from_row(r)?);
+                let seq = place(get(r, "seq")?)?;
+                if chunk.binary_search(&seq).is_ok() {
+                    out.push(entry_from_row(r)?);
+                }
             }
         }
-        out.sort_unstable_by_key(|(seq, _)| *seq);
         Ok(out)
     }
 
