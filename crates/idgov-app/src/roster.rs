@@ -598,12 +598,9 @@ impl App {
         let Some((at, cycle)) = found else {
             return Ok(None);
         };
-        let mut places = cycle.clone();
-        places.sort_unstable();
-        places.dedup();
         let ids: HashMap<usize, String> = self
             .store
-            .staged_roster_at(&roster.run, &places)
+            .staged_roster_at(&roster.run, &cycle)
             .await?
             .into_iter()
             .map(|(at, e)| (at, e.employee_id))

@@ -104,8 +104,9 @@ impl Store {
         rows.iter().map(entry_from_row).collect()
     }
 
-    /// The staged entries at the places `seqs`, by place (a place with no
-    /// entry is left out). Places close together (a run of people present,
+    /// The staged entries at the places `seqs` (in any order, repeats
+    /// allowed), each once, by place (a place with no entry is left out).
+    /// Places close together (a run of people present,
     /// a roster's changes when many change) are read as one range of the
     /// stage, the rows between them skipped unparsed; scattered places
     /// by lists of up to 500.

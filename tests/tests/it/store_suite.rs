@@ -91,6 +91,101 @@ both_backends! {
     /// page's employee-id bounds, those nobody owns found, drift read back
     /// in kind order, a stage dropped whole or found stale; and a run that
     /// is not complete is never the latest.
+    async fn a_roster_stage_pages_and_goes(t: TestStore) {
+        use idgov_domain::identity::AttributesPatch;
+        use idgov_domain::roster::RosterEntry;
+        let s = &t.store;
+        // Q is managed by P now; the roster leaves Q's manager column out.
+        let mut tx = s.begin().await.unwrap();
+        tx.put_identity(&person("Q", "Sales", Some("P"), Status::Active)).await.unwrap();
+        tx.commit(at(0)).await.unwrap();
+        let entry = |id: &str, manager: Option<Option<&str>>| RosterEntry {
+            employee_id: id.into(),
+            attrs: AttributesPatch {
+                display_name: Some(format!("Person {id}")),
+                manager_id: manager.map(|m| m.map(String::from)),
+                ..Default::default()
+            },
+        };
+        // Places 0..8, ids out of order; E2 listed twice (3, then 6), E1
+        // three times (5, 7 after 1); place 8 is an entry the caller could
+        // not read (not staged).
+        let roster = [
+            (0, entry("P", Some(Some("Q")))),
+            (1, entry("E1", Some(Some("P")))),
+            (2, entry("Q", None)),
+            (3, entry("E2", Some(None))),
+            (4, entry("A0", Some(Some("nobody")))),
+            (5, entry("E1", None)),
+            (6, entry("E2", Some(Some("E1")))),
+            (7, entry("E1", None)),
+        ];
+        let mut tx = s.begin().await.unwrap();
+        tx.open_roster_stage("r1", at(1)).await.unwrap();
+        tx.open_roster_stage("r2", at(3)).await.unwrap();
+        // Staged over two transactions, as an upload does.
+        tx.stage_roster_entries("r1", &roster[..3]).await.unwrap();
+        tx.stage_roster_entries("r2", &[(0, entry("E1", None)), (1, entry("E1", None))]).await.unwrap();
+        tx.commit(at(1)).await.unwrap();
+        let mut tx = s.begin().await.unwrap();
+        tx.stage_roster_entries("r1", &roster[3..]).await.unwrap();
+        tx.commit(at(1)).await.unwrap();
+        s.analyze_roster_stage().await.unwrap();
+
+        // By employee id, within a page's bounds, paged by `limit`.
+        let ids = |v: Vec<(usize, RosterEntry)>| v.into_iter().map(|(at, e)| (at, e.employee_id)).collect::<Vec<_>>();
+        let page = s.staged_roster_by_id("r1", "A0", Some("E2"), 100).await.unwrap();
+        let got = ids(page);
+        assert_eq!(got.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(), ["E1", "E1", "E1", "E2", "E2"]);
+        assert_eq!(ids(s.staged_roster_by_id("r1", "E2", None, 2).await.unwrap()), [(0, "P".to_string()), (2, "Q".to_string())]);
+        assert_eq!(s.staged_roster_by_id("r1", "", None, 100).await.unwrap().len(), 8, "another run's entries leaked in");
+
+        // By place: scattered or close, in any order, each once; a place
+        // with nothing staged is left out.
+        let places = |v: Vec<(usize, RosterEntry)>| v.into_iter().map(|(at, _)| at).collect::<Vec<_>>();
+        assert_eq!(places(s.staged_roster_at("r1", &[7, 0, 3, 3, 8]).await.unwrap()), [0, 3, 7]);
+        assert_eq!(places(s.staged_roster_at("r1", &[2, 1, 4, 5]).await.unwrap()), [1, 2, 4, 5]);
+        let far: Vec<usize> = (0..600).map(|i| i * 1000).collect();
+        assert_eq!(places(s.staged_roster_at("r1", &far).await.unwrap()), [0]);
+        let (_, e) = &s.staged_roster_at("r1", &[3]).await.unwrap()[0];
+        assert_eq!(e.attrs.manager_id, Some(None), "a cleared manager reads back cleared");
+
+        // Ids listed again, by place, at most `limit`.
+        let twice = s.staged_roster_duplicates("r1", 100).await.unwrap();
+        assert_eq!(twice, [(5, "E1".to_string()), (6, "E2".to_string()), (7, "E1".to_string())]);
+        assert_eq!(s.staged_roster_duplicates("r1", 2).await.unwrap(), twice[..2]);
+        assert_eq!(s.staged_roster_duplicates("r2", 100).await.unwrap(), [(1, "E1".to_string())]);
+
+        // The management line, paged two at a time: P → Q (named), E1 → P,
+        // Q → P (its column left out: its manager now). A cleared, unknown,
+        // or left-out-and-unknown manager makes no line. (Place 6 names E1,
+        // listed thrice: a roster with ids listed twice never gets here.)
+        let mut line = Vec::new();
+        let mut after = -1i64;
+        loop {
+            let page = s.staged_roster_managers("r1", after, 2).await.unwrap();
+            let Some(&(last, _)) = page.last() else { break };
+            assert!(page.len() <= 2);
+            line.extend(page);
+            after = last as i64;
+        }
+        let named: Vec<(usize, &str)> = line
+            .iter()
+            .filter(|&&(at, _)| at != 6)
+            .map(|&(at, m)| (at, roster[m].1.employee_id.as_str()))
+            .collect();
+        assert_eq!(named, [(0, "Q"), (1, "P"), (2, "P")]);
+
+        // Stale runs are those opened before the bound; dropping one leaves
+        // the other whole.
+        assert_eq!(s.stale_roster_stages(at(2)).await.unwrap(), ["r1"]);
+        s.drop_roster_stage("r1").await.unwrap();
+        assert!(s.staged_roster_by_id("r1", "", None, 100).await.unwrap().is_empty());
+        assert!(s.stale_roster_stages(at(2)).await.unwrap().is_empty());
+        assert_eq!(s.stale_roster_stages(at(4)).await.unwrap(), ["r2"]);
+        assert_eq!(s.staged_roster_at("r2", &[0, 1]).await.unwrap().len(), 2);
+    }
+
     async fn a_directory_stage_pages_and_goes(t: TestStore) {
         use idgov_domain::drift::{AccountView, Drift, DriftKind, Membership};
         use idgov_store::{StagedDrift, SyncRun};
