@@ -1196,9 +1196,11 @@ impl<'a> SyncItems<'a> {
         let from = (self.pos + out.len()).saturating_sub(changes);
         let end = (from + n - out.len()).min(w.present.len());
         if self.present && self.pos + out.len() >= changes && from < end {
+            // Their entries as staged: the JSON of a `RosterEntry`, what
+            // an item of a person present is, copied unparsed.
             let entries = app
                 .store
-                .staged_roster_at(self.run, &w.present[from..end])
+                .staged_roster_json_at(self.run, &w.present[from..end])
                 .await?;
             if entries.len() != end - from {
                 return Err(AppError::Store(idgov_store::StoreError::Corrupt(format!(
@@ -1208,9 +1210,7 @@ impl<'a> SyncItems<'a> {
                     end - from
                 ))));
             }
-            for (_, e) in entries {
-                out.push(serde_json::to_string(&e));
-            }
+            out.extend(entries.into_iter().map(|(_, e)| Ok(e)));
         }
         self.pos += out.len();
         out.into_iter()

@@ -82,6 +82,23 @@ impl rusqlite::ToSql for Arg<'_> {
     }
 }
 
+/// An argument of a page read ([`crate::Store::page_rows`]), owned: the
+/// read may run on another thread.
+#[derive(Debug, Clone)]
+pub enum OwnedArg {
+    Text(String),
+    Int(i64),
+}
+
+impl rusqlite::ToSql for OwnedArg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            OwnedArg::Text(s) => s.to_sql(),
+            OwnedArg::Int(i) => i.to_sql(),
+        }
+    }
+}
+
 impl ReadRow for AnyRow {
     fn col<T: Col>(&self, col: &str) -> Result<T, StoreError> {
         T::from_any(self, col)

@@ -1,6 +1,6 @@
 //! Identities: reads and writes.
 
-use crate::convert::{Arg, FromRow, ReadRow, get, opt_date, parsed, time};
+use crate::convert::{Arg, FromRow, OwnedArg, ReadRow, get, opt_date, parsed, time};
 use crate::{Store, StoreError, WriteTx};
 use idgov_domain::history::EventKey;
 use idgov_domain::identity::{Attributes, History, Identity, Status};
@@ -204,17 +204,16 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<Identity>, StoreError> {
-        let sql = concat!(
+        const SQL: &str = concat!(
             "SELECT ",
             identity_columns!(),
             " FROM identities WHERE employee_id > $1 ORDER BY employee_id LIMIT $2"
         );
-        let rows = sqlx::query(sql)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(self.reader())
-            .await?;
-        rows.iter().map(identity_from_row).collect()
+        self.page_rows(
+            SQL.into(),
+            vec![OwnedArg::Text(after.to_string()), OwnedArg::Int(limit)],
+        )
+        .await
     }
 
     /// Every identity, keyed by employee id. For tests and benchmarks only:

@@ -599,6 +599,47 @@ impl Store {
         })
     }
 
+    /// The rows of a page read (thousands of rows, committed data) on the
+    /// native path: on SQLite the SQLite library on tokio's blocking pool
+    /// (a page takes milliseconds, too long for an async worker), on
+    /// PostgreSQL its native pool, else the `Any` reader. `sql` is a fixed
+    /// text (prepared once per connection) or one made for this read
+    /// (`Cow::Owned`, not kept).
+    pub(crate) async fn page_rows<T: convert::FromRow + Send + 'static>(
+        &self,
+        sql: std::borrow::Cow<'static, str>,
+        args: Vec<convert::OwnedArg>,
+    ) -> Result<Vec<T>, StoreError> {
+        if let Fast::Lite(l) = self.fast() {
+            return l
+                .run_blocking(move |c| {
+                    let binds: Vec<&dyn rusqlite::ToSql> =
+                        args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
+                    match &sql {
+                        std::borrow::Cow::Borrowed(sql) => {
+                            lite::all(c, sql, &binds, |r| T::from_row(r))
+                        }
+                        std::borrow::Cow::Owned(sql) => {
+                            lite::all_once(c, sql, &binds, |r| T::from_row(r))
+                        }
+                    }
+                })
+                .await;
+        }
+        let keep = matches!(sql, std::borrow::Cow::Borrowed(_));
+        read_pool!(self, |pool| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.into_owned())).persistent(keep);
+            for a in &args {
+                q = match a {
+                    convert::OwnedArg::Text(s) => q.bind(s.clone()),
+                    convert::OwnedArg::Int(i) => q.bind(*i),
+                };
+            }
+            let rows = q.fetch_all(pool).await?;
+            rows.iter().map(T::from_row).collect()
+        })
+    }
+
     pub(crate) fn reader(&self) -> &AnyPool {
         &self.read
     }

@@ -258,11 +258,31 @@ pub(crate) fn all<T>(
     c: &Connection,
     sql: &str,
     args: &[&dyn ToSql],
-    mut map: impl FnMut(&LiteRow<'_, '_>) -> Result<T, StoreError>,
+    map: impl FnMut(&LiteRow<'_, '_>) -> Result<T, StoreError>,
 ) -> Result<Vec<T>, StoreError> {
     let mut st = c.prepare_cached(sql)?;
-    let names = names(&st);
-    let mut rows = query(&mut st, args)?;
+    all_of(&mut st, args, map)
+}
+
+/// [`all`] of a statement made for one read (not kept in the
+/// connection's cache of prepared statements).
+pub(crate) fn all_once<T>(
+    c: &Connection,
+    sql: &str,
+    args: &[&dyn ToSql],
+    map: impl FnMut(&LiteRow<'_, '_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut st = c.prepare(sql)?;
+    all_of(&mut st, args, map)
+}
+
+fn all_of<T>(
+    st: &mut Statement<'_>,
+    args: &[&dyn ToSql],
+    mut map: impl FnMut(&LiteRow<'_, '_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let names = names(st);
+    let mut rows = query(st, args)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         out.push(map(&LiteRow::new(r, &names))?);

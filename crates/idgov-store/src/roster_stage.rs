@@ -5,12 +5,11 @@
 //! ends.
 
 use crate::bulk::{push_ph, values};
-use crate::convert::{get, to_json};
+use crate::convert::{FromRow, OwnedArg, ReadRow, get, to_json};
 use crate::directory_stage::{analyze, drop_stage, insert_rows, open_stage, stale_stages};
 use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::roster::RosterEntry;
-use sqlx::AssertSqlSafe;
 
 /// A staged entry: its place in the roster (from 0) and the entry.
 pub type StagedEntry = (usize, RosterEntry);
@@ -53,12 +52,29 @@ impl WriteTx {
     }
 }
 
-fn entry_from_row(r: &sqlx::any::AnyRow) -> Result<StagedEntry, StoreError> {
-    let seq: i64 = get(r, "seq")?;
-    let body: String = get(r, "entry")?;
+/// A staged entry as read: its place and its JSON, parsed only when
+/// wanted ([`parse`]).
+struct Body(usize, String);
+
+impl FromRow for Body {
+    fn from_row(r: &impl ReadRow) -> Result<Self, StoreError> {
+        Ok(Body(place(r.col("seq")?)?, r.col("entry")?))
+    }
+}
+
+fn parse((at, body): (usize, String)) -> Result<StagedEntry, StoreError> {
     let entry = serde_json::from_str(&body)
-        .map_err(|e| StoreError::Corrupt(format!("staged roster entry {seq}: {e}")))?;
-    Ok((place(seq)?, entry))
+        .map_err(|e| StoreError::Corrupt(format!("staged roster entry {at}: {e}")))?;
+    Ok((at, entry))
+}
+
+/// An entry's place and its manager's.
+struct Line(usize, usize);
+
+impl FromRow for Line {
+    fn from_row(r: &impl ReadRow) -> Result<Self, StoreError> {
+        Ok(Line(place(r.col("seq")?)?, place(r.col("manager_seq")?)?))
+    }
 }
 
 fn place(seq: i64) -> Result<usize, StoreError> {
@@ -76,45 +92,50 @@ impl Store {
         last: Option<&str>,
         limit: i64,
     ) -> Result<Vec<StagedEntry>, StoreError> {
-        let rows = match last {
+        const BOUNDED: &str = "SELECT seq, entry FROM roster_stage_entries WHERE run_id = $1 \
+             AND employee_id > $2 AND employee_id <= $3 ORDER BY employee_id LIMIT $4";
+        const OPEN: &str = "SELECT seq, entry FROM roster_stage_entries WHERE run_id = $1 \
+             AND employee_id > $2 ORDER BY employee_id LIMIT $3";
+        let mut args = vec![
+            OwnedArg::Text(run_id.to_string()),
+            OwnedArg::Text(after.to_string()),
+        ];
+        let sql = match last {
             Some(last) => {
-                sqlx::query(
-                    "SELECT seq, entry FROM roster_stage_entries WHERE run_id = $1 \
-                     AND employee_id > $2 AND employee_id <= $3 ORDER BY employee_id LIMIT $4",
-                )
-                .bind(run_id)
-                .bind(after)
-                .bind(last)
-                .bind(limit)
-                .fetch_all(self.reader())
-                .await?
+                args.push(OwnedArg::Text(last.to_string()));
+                BOUNDED
             }
-            None => {
-                sqlx::query(
-                    "SELECT seq, entry FROM roster_stage_entries WHERE run_id = $1 \
-                     AND employee_id > $2 ORDER BY employee_id LIMIT $3",
-                )
-                .bind(run_id)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(self.reader())
-                .await?
-            }
+            None => OPEN,
         };
-        rows.iter().map(entry_from_row).collect()
+        args.push(OwnedArg::Int(limit));
+        let rows: Vec<Body> = self.page_rows(sql.into(), args).await?;
+        rows.into_iter().map(|Body(at, b)| parse((at, b))).collect()
     }
 
     /// The staged entries at the places `seqs` (in any order, repeats
     /// allowed), each once, by place (a place with no entry is left out).
-    /// Places close together (a run of people present,
-    /// a roster's changes when many change) are read as one range of the
-    /// stage, the rows between them skipped unparsed; scattered places
-    /// by lists of up to 500.
     pub async fn staged_roster_at(
         &self,
         run_id: &str,
         seqs: &[usize],
     ) -> Result<Vec<StagedEntry>, StoreError> {
+        self.staged_roster_json_at(run_id, seqs)
+            .await?
+            .into_iter()
+            .map(parse)
+            .collect()
+    }
+
+    /// [`Store::staged_roster_at`] with each entry as it is staged: the
+    /// JSON of its `RosterEntry`, unparsed. Places close together (a run
+    /// of people present, a roster's changes when many change) are read as
+    /// one range of the stage, the rows between them skipped; scattered
+    /// places by lists of up to 500.
+    pub async fn staged_roster_json_at(
+        &self,
+        run_id: &str,
+        seqs: &[usize],
+    ) -> Result<Vec<(usize, String)>, StoreError> {
         let mut sorted = seqs.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
@@ -123,16 +144,12 @@ impl Store {
             let (Some(&lo), Some(&hi)) = (chunk.first(), chunk.last()) else {
                 continue;
             };
-            let rows = if hi - lo < 2 * chunk.len() {
-                sqlx::query(
-                    "SELECT seq, entry FROM roster_stage_entries WHERE run_id = $1 \
-                     AND seq >= $2 AND seq <= $3 ORDER BY seq",
-                )
-                .bind(run_id)
-                .bind(lo as i64)
-                .bind(hi as i64)
-                .fetch_all(self.reader())
-                .await?
+            let run = OwnedArg::Text(run_id.to_string());
+            let rows: Vec<Body> = if hi - lo < 2 * chunk.len() {
+                const RANGE: &str = "SELECT seq, entry FROM roster_stage_entries \
+                     WHERE run_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq";
+                let args = vec![run, OwnedArg::Int(lo as i64), OwnedArg::Int(hi as i64)];
+                self.page_rows(RANGE.into(), args).await?
             } else {
                 let mut sql = format!(
                     "SELECT seq, entry FROM roster_stage_entries WHERE seq IN {} AND run_id = ",
@@ -140,18 +157,16 @@ impl Store {
                 );
                 push_ph(&mut sql, self.backend, chunk.len() + 1);
                 sql.push_str(" ORDER BY seq");
-                let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-                for s in chunk {
-                    q = q.bind(*s as i64);
-                }
-                q.bind(run_id).fetch_all(self.reader()).await?
+                let mut args: Vec<OwnedArg> =
+                    chunk.iter().map(|s| OwnedArg::Int(*s as i64)).collect();
+                args.push(run);
+                self.page_rows(sql.into(), args).await?
             };
-            for r in &rows {
-                let seq = place(get(r, "seq")?)?;
-                if chunk.binary_search(&seq).is_ok() {
-                    out.push(entry_from_row(r)?);
-                }
-            }
+            out.extend(
+                rows.into_iter()
+                    .filter(|Body(at, _)| chunk.binary_search(at).is_ok())
+                    .map(|Body(at, b)| (at, b)),
+            );
         }
         Ok(out)
     }
@@ -203,21 +218,18 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<(usize, usize)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT e.seq AS seq, m.seq AS manager_seq FROM roster_stage_entries e \
+        const SQL: &str = "SELECT e.seq AS seq, m.seq AS manager_seq FROM roster_stage_entries e \
              LEFT JOIN identities i ON e.manager_given = 0 AND i.employee_id = e.employee_id \
              JOIN roster_stage_entries m ON m.run_id = e.run_id AND m.employee_id = \
              CASE WHEN e.manager_given = 1 THEN e.manager_id ELSE i.manager_id END \
-             WHERE e.run_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3",
-        )
-        .bind(run_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(self.reader())
-        .await?;
-        rows.iter()
-            .map(|r| Ok((place(get(r, "seq")?)?, place(get(r, "manager_seq")?)?)))
-            .collect()
+             WHERE e.run_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3";
+        let args = vec![
+            OwnedArg::Text(run_id.to_string()),
+            OwnedArg::Int(after),
+            OwnedArg::Int(limit),
+        ];
+        let rows: Vec<Line> = self.page_rows(SQL.into(), args).await?;
+        Ok(rows.into_iter().map(|Line(e, m)| (e, m)).collect())
     }
 
     /// Brings the planner's statistics of the staged entries up to date,
