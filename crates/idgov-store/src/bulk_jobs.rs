@@ -2,7 +2,7 @@
 //! it runs in short transactions, resumes after a crash, and runs once
 //! across replicas (a lease).
 
-use crate::convert::{get, micros, time};
+use crate::convert::{OwnedArg, get, micros, time};
 use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
@@ -333,35 +333,37 @@ impl Store {
         )>,
         StoreError,
     > {
-        let rows = sqlx::query(concat!(
+        const PEOPLE: &str = concat!(
             "SELECT ",
             identity_columns!(),
             " FROM identities WHERE employee_id > $1 ORDER BY employee_id LIMIT $2"
-        ))
-        .bind(after)
-        .bind(limit)
-        .fetch_all(self.reader())
-        .await?;
-        let people: Vec<idgov_domain::identity::Identity> = rows
-            .iter()
-            .map(crate::identities::identity_from_row)
-            .collect::<Result<_, _>>()?;
-        let (Some(first), Some(last)) = (people.first(), people.last()) else {
-            return Ok(vec![]);
-        };
-        let grant_rows = sqlx::query(concat!(
+        );
+        const GRANTS: &str = concat!(
             "SELECT ",
             grant_columns!(),
             " FROM grants WHERE revoked_at IS NULL AND employee_id >= $1 AND employee_id <= $2"
-        ))
-        .bind(&first.employee_id)
-        .bind(&last.employee_id)
-        .fetch_all(self.reader())
-        .await?;
+        );
+        let people: Vec<idgov_domain::identity::Identity> = self
+            .page_rows(
+                PEOPLE.into(),
+                vec![OwnedArg::Text(after.to_string()), OwnedArg::Int(limit)],
+            )
+            .await?;
+        let (Some(first), Some(last)) = (people.first(), people.last()) else {
+            return Ok(vec![]);
+        };
+        let grant_rows: Vec<(idgov_domain::grant::Grant, idgov_domain::Classification)> = self
+            .page_rows(
+                GRANTS.into(),
+                vec![
+                    OwnedArg::Text(first.employee_id.clone()),
+                    OwnedArg::Text(last.employee_id.clone()),
+                ],
+            )
+            .await?;
         let mut grants: std::collections::HashMap<String, Vec<idgov_domain::grant::Grant>> =
             Default::default();
-        for r in &grant_rows {
-            let (g, _) = crate::grants::grant_from_row(r)?;
+        for (g, _) in grant_rows {
             grants.entry(g.employee_id.clone()).or_default().push(g);
         }
         Ok(people

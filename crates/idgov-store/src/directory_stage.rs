@@ -5,7 +5,7 @@
 //! audited or kept once the sync ends.
 
 use crate::bulk::values;
-use crate::convert::{get, micros};
+use crate::convert::{FromRow, OwnedArg, ReadRow, get, micros};
 use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::drift::{AccountView, Drift, Membership, normalize_dn};
@@ -145,19 +145,47 @@ impl WriteTx {
     }
 }
 
-fn account_from_row(r: &sqlx::any::AnyRow) -> Result<AccountView, StoreError> {
-    Ok(AccountView {
-        dn: get(r, "dn")?,
-        employee_id: get(r, "employee_id")?,
-        disabled: get::<i64>(r, "disabled")? != 0,
-    })
+impl FromRow for AccountView {
+    fn from_row(r: &impl ReadRow) -> Result<Self, StoreError> {
+        Ok(AccountView {
+            dn: r.col("dn")?,
+            employee_id: r.col("employee_id")?,
+            disabled: r.col::<i64>("disabled")? != 0,
+        })
+    }
 }
 
-fn membership_from_row(r: &sqlx::any::AnyRow) -> Result<Membership, StoreError> {
-    Ok(Membership {
-        group_dn: get(r, "group_dn")?,
-        member: get(r, "member")?,
-    })
+impl FromRow for Membership {
+    fn from_row(r: &impl ReadRow) -> Result<Self, StoreError> {
+        Ok(Membership {
+            group_dn: r.col("group_dn")?,
+            member: r.col("member")?,
+        })
+    }
+}
+
+/// A row with its place in the directory's order (`seq`).
+struct Placed<T>(i64, T);
+
+impl<T: FromRow> FromRow for Placed<T> {
+    fn from_row(r: &impl ReadRow) -> Result<Self, StoreError> {
+        Ok(Placed(r.col("seq")?, T::from_row(r)?))
+    }
+}
+
+impl FromRow for StagedDrift {
+    fn from_row(r: &impl ReadRow) -> Result<Self, StoreError> {
+        Ok(StagedDrift {
+            kind_rank: r.col("kind_rank")?,
+            seq: r.col("seq")?,
+            drift: crate::directory_sync::drift_from_row(r)?,
+            action: r.col("action")?,
+        })
+    }
+}
+
+fn text(s: &str) -> OwnedArg {
+    OwnedArg::Text(s.to_string())
 }
 
 impl Store {
@@ -170,16 +198,10 @@ impl Store {
         after: &str,
         last: &str,
     ) -> Result<Vec<AccountView>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT dn, employee_id, disabled FROM directory_stage_accounts \
-             WHERE run_id = $1 AND employee_id > $2 AND employee_id <= $3 ORDER BY employee_id, seq",
-        )
-        .bind(run_id)
-        .bind(after)
-        .bind(last)
-        .fetch_all(self.reader())
-        .await?;
-        rows.iter().map(account_from_row).collect()
+        const SQL: &str = "SELECT dn, employee_id, disabled FROM directory_stage_accounts \
+             WHERE run_id = $1 AND employee_id > $2 AND employee_id <= $3 ORDER BY employee_id, seq";
+        self.page_rows(SQL.into(), vec![text(run_id), text(after), text(last)])
+            .await
     }
 
     /// The staged memberships of the accounts [`Store::staged_accounts_between`]
@@ -192,25 +214,20 @@ impl Store {
         after: &str,
         last: &str,
     ) -> Result<Vec<Membership>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT m.seq, m.group_dn, m.member FROM directory_stage_accounts a \
+        const SQL: &str = "SELECT m.seq AS seq, m.group_dn AS group_dn, m.member AS member \
+             FROM directory_stage_accounts a \
              JOIN directory_stage_members m ON m.run_id = a.run_id AND m.member_norm = a.dn_norm \
-             WHERE a.run_id = $1 AND a.employee_id > $2 AND a.employee_id <= $3 ORDER BY a.employee_id, m.seq",
-        )
-        .bind(run_id)
-        .bind(after)
-        .bind(last)
-        .fetch_all(self.reader())
-        .await?;
+             WHERE a.run_id = $1 AND a.employee_id > $2 AND a.employee_id <= $3 ORDER BY a.employee_id, m.seq";
+        let rows: Vec<Placed<Membership>> = self
+            .page_rows(SQL.into(), vec![text(run_id), text(after), text(last)])
+            .await?;
         // Two accounts whose DNs differ only in spelling list a member once.
         let mut seen = std::collections::HashSet::new();
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            if seen.insert(get::<i64>(r, "seq")?) {
-                out.push(membership_from_row(r)?);
-            }
-        }
-        Ok(out)
+        Ok(rows
+            .into_iter()
+            .filter(|Placed(seq, _)| seen.insert(*seq))
+            .map(|Placed(_, m)| m)
+            .collect())
     }
 
     /// Staged accounts no identity owns (no employee id, or one no identity
@@ -221,19 +238,12 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<(i64, AccountView)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, dn, employee_id, disabled FROM directory_stage_accounts a \
+        const SQL: &str = "SELECT seq, dn, employee_id, disabled FROM directory_stage_accounts a \
              WHERE run_id = $1 AND seq > $2 AND (employee_id IS NULL OR NOT EXISTS \
-             (SELECT 1 FROM identities i WHERE i.employee_id = a.employee_id)) ORDER BY seq LIMIT $3",
-        )
-        .bind(run_id)
-        .bind(after_seq)
-        .bind(limit)
-        .fetch_all(self.reader())
-        .await?;
-        rows.iter()
-            .map(|r| Ok((get(r, "seq")?, account_from_row(r)?)))
-            .collect()
+             (SELECT 1 FROM identities i WHERE i.employee_id = a.employee_id)) ORDER BY seq LIMIT $3";
+        let args = vec![text(run_id), OwnedArg::Int(after_seq), OwnedArg::Int(limit)];
+        let rows: Vec<Placed<AccountView>> = self.page_rows(SQL.into(), args).await?;
+        Ok(rows.into_iter().map(|Placed(s, a)| (s, a)).collect())
     }
 
     /// Staged memberships whose member is no account an identity owns,
@@ -244,20 +254,13 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<(i64, Membership)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, group_dn, member FROM directory_stage_members m \
+        const SQL: &str = "SELECT seq, group_dn, member FROM directory_stage_members m \
              WHERE run_id = $1 AND seq > $2 AND NOT EXISTS (SELECT 1 FROM directory_stage_accounts a \
              JOIN identities i ON i.employee_id = a.employee_id \
-             WHERE a.run_id = $1 AND a.dn_norm = m.member_norm) ORDER BY seq LIMIT $3",
-        )
-        .bind(run_id)
-        .bind(after_seq)
-        .bind(limit)
-        .fetch_all(self.reader())
-        .await?;
-        rows.iter()
-            .map(|r| Ok((get(r, "seq")?, membership_from_row(r)?)))
-            .collect()
+             WHERE a.run_id = $1 AND a.dn_norm = m.member_norm) ORDER BY seq LIMIT $3";
+        let args = vec![text(run_id), OwnedArg::Int(after_seq), OwnedArg::Int(limit)];
+        let rows: Vec<Placed<Membership>> = self.page_rows(SQL.into(), args).await?;
+        Ok(rows.into_iter().map(|Placed(s, m)| (s, m)).collect())
     }
 
     /// Staged drift after `(kind_rank, seq)`, in recording order.
@@ -267,27 +270,16 @@ impl Store {
         after: (i64, i64),
         limit: i64,
     ) -> Result<Vec<StagedDrift>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT kind_rank, seq, kind, employee_id, account_dn, group_dn, entitlement_id, action \
+        const SQL: &str = "SELECT kind_rank, seq, kind, employee_id, account_dn, group_dn, entitlement_id, action \
              FROM directory_stage_drift WHERE run_id = $1 AND (kind_rank > $2 OR (kind_rank = $2 AND seq > $3)) \
-             ORDER BY kind_rank, seq LIMIT $4",
-        )
-        .bind(run_id)
-        .bind(after.0)
-        .bind(after.1)
-        .bind(limit)
-        .fetch_all(self.reader())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StagedDrift {
-                    kind_rank: get(r, "kind_rank")?,
-                    seq: get(r, "seq")?,
-                    drift: crate::directory_sync::drift_from_row(r)?,
-                    action: get(r, "action")?,
-                })
-            })
-            .collect()
+             ORDER BY kind_rank, seq LIMIT $4";
+        let args = vec![
+            text(run_id),
+            OwnedArg::Int(after.0),
+            OwnedArg::Int(after.1),
+            OwnedArg::Int(limit),
+        ];
+        self.page_rows(SQL.into(), args).await
     }
 
     /// Runs whose stage was opened before `before` (left by a crash).

@@ -1,6 +1,6 @@
 //! Directory sync runs and their drift.
 
-use crate::convert::{get, micros, parsed, time};
+use crate::convert::{ReadRow, get, micros, parsed, time};
 use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::drift::{Drift, DriftKind};
@@ -97,13 +97,13 @@ impl WriteTx {
 }
 
 /// The finding of a drift row (recorded or staged: the same columns).
-pub(crate) fn drift_from_row(r: &sqlx::any::AnyRow) -> Result<Drift, StoreError> {
+pub(crate) fn drift_from_row(r: &impl ReadRow) -> Result<Drift, StoreError> {
     Ok(Drift {
         kind: parsed(r, "kind")?,
-        employee_id: get(r, "employee_id")?,
-        account_dn: get(r, "account_dn")?,
-        group_dn: get(r, "group_dn")?,
-        entitlement_id: get(r, "entitlement_id")?,
+        employee_id: r.col("employee_id")?,
+        account_dn: r.col("account_dn")?,
+        group_dn: r.col("group_dn")?,
+        entitlement_id: r.col("entitlement_id")?,
     })
 }
 
