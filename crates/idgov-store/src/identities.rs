@@ -325,14 +325,6 @@ impl WriteTx {
         Ok(out)
     }
 
-    /// Every employee id, in order.
-    pub async fn identity_ids(&mut self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT employee_id FROM identities ORDER BY employee_id")
-            .fetch_all(&mut *self.tx)
-            .await?;
-        rows.iter().map(|r| get(r, "employee_id")).collect()
-    }
-
     /// Inserts or replaces an identity.
     pub async fn put_identity(&mut self, i: &Identity) -> Result<(), StoreError> {
         self.put_identities(std::slice::from_ref(i)).await
