@@ -16,6 +16,7 @@ use std::sync::Arc;
 pub const SHOWN_CHANGES: usize = 1000;
 use idgov_domain::{DomainError, FieldViolation};
 use idgov_store::{StagedEntry, StoredSync};
+use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -1238,6 +1239,59 @@ const CONTEXT_ITEM: i64 = -1;
 /// Items staged per row (and transaction).
 const STAGE_STEP: usize = 2000;
 
+/// Items `skip..skip + take` of a staged row (a JSON array of items),
+/// each made straight into a `T`; the items around them are checked as
+/// JSON and skipped, not built.
+struct ItemsOfRow<T> {
+    skip: usize,
+    take: usize,
+    item: std::marker::PhantomData<T>,
+}
+
+impl<T> ItemsOfRow<T> {
+    fn new(skip: usize, take: usize) -> Self {
+        ItemsOfRow {
+            skip,
+            take,
+            item: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for ItemsOfRow<T> {
+    type Value = Vec<T>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ItemsOfRow<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of staged items")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        use serde::de::IgnoredAny;
+        for _ in 0..self.skip {
+            if seq.next_element::<IgnoredAny>()?.is_none() {
+                return Ok(Vec::new());
+            }
+        }
+        let mut out = Vec::with_capacity(self.take.min(STAGE_STEP));
+        while out.len() < self.take {
+            match seq.next_element::<T>()? {
+                Some(item) => out.push(item),
+                None => return Ok(out),
+            }
+        }
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(out)
+    }
+}
+
 /// A staged item that cannot be written as JSON.
 fn unstageable(e: serde_json::Error) -> AppError {
     AppError::Store(idgov_store::StoreError::Database(format!(
@@ -1391,12 +1445,15 @@ impl App {
                         "staged items of job {job_id}: row {row} is missing"
                     ))));
                 }
-                let chunk: Vec<serde_json::Value> = serde_json::from_str(&body).map_err(corrupt)?;
-                for item in chunk.into_iter().skip(skip) {
-                    if out.len() == limit {
-                        return Ok(out);
-                    }
-                    out.push(serde_json::from_value(item).map_err(corrupt)?);
+                let want = limit - out.len();
+                let mut de = serde_json::Deserializer::from_str(&body);
+                let items = ItemsOfRow::<T>::new(skip, want)
+                    .deserialize(&mut de)
+                    .and_then(|items| de.end().map(|()| items))
+                    .map_err(corrupt)?;
+                out.extend(items);
+                if out.len() == limit {
+                    return Ok(out);
                 }
                 skip = 0;
                 row += 1;
@@ -1507,5 +1564,41 @@ impl App {
         tx.commit(now).await?;
         tracing::warn!(source = %source, sync_id = %sync_id, applied = %applied, "a roster sync was cut short and cannot be resumed; send it again");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ItemsOfRow;
+    use serde::de::DeserializeSeed;
+
+    fn items(body: &str, skip: usize, take: usize) -> Result<Vec<u32>, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(body);
+        let v = ItemsOfRow::<u32>::new(skip, take).deserialize(&mut de)?;
+        de.end()?;
+        Ok(v)
+    }
+
+    #[test]
+    fn a_staged_row_gives_the_items_asked_for_and_checks_the_rest() {
+        let row = "[0,1,2,3,4,5,6,7,8,9]";
+        for skip in 0..=11 {
+            for take in 0..=11 {
+                let want: Vec<u32> = (0..10).skip(skip).take(take).collect();
+                assert_eq!(
+                    items(row, skip, take).unwrap(),
+                    want,
+                    "skip {skip} take {take}"
+                );
+            }
+        }
+        // Items skipped or left are still checked as JSON, and so is
+        // what follows the row.
+        assert!(items("[0,{\"a\":}]", 0, 1).is_err());
+        assert!(items("[{\"a\":,0]", 1, 1).is_err());
+        assert!(items("[0,1] x", 0, 2).is_err());
+        // An item of the wrong shape, where one is wanted, is refused.
+        assert!(items("[0,\"one\"]", 0, 2).is_err());
+        assert!(items("{}", 0, 1).is_err());
     }
 }
