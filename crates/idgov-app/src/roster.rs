@@ -65,6 +65,8 @@ pub struct RosterUpload {
     buffer: Vec<StagedEntry>,
     len: usize,
     checked: Checked,
+    /// When the upload began (for the log of how long staging took).
+    began: std::time::Instant,
 }
 
 /// What the checks of each entry on its own found.
@@ -159,6 +161,8 @@ impl RosterUpload {
         if let Err(e) = app.store.analyze_roster_stage().await {
             tracing::warn!(run = %self.run, error = %e, "cannot refresh the roster stage's statistics");
         }
+        tracing::info!(run = %self.run, entries = self.len,
+            ms = self.began.elapsed().as_millis() as u64, "roster received and staged");
         Ok(StagedRoster {
             run: self.run,
             len: self.len,
@@ -515,6 +519,7 @@ impl App {
             buffer: Vec::with_capacity(UPLOAD_STEP),
             len: 0,
             checked: Checked::default(),
+            began: std::time::Instant::now(),
         })
     }
 
@@ -533,8 +538,16 @@ impl App {
     /// Drops a roster's stage. Best effort: what a failure leaves is
     /// dropped by a roster sync a day later.
     pub(crate) async fn drop_roster_stage(&self, run: &str) {
-        if let Err(e) = self.store.drop_roster_stage(run).await {
-            tracing::warn!(run, error = %e, "cannot drop a roster's stage; it is dropped a day later");
+        let began = std::time::Instant::now();
+        match self.store.drop_roster_stage(run).await {
+            Ok(()) => tracing::debug!(
+                run,
+                ms = began.elapsed().as_millis() as u64,
+                "roster stage dropped"
+            ),
+            Err(e) => {
+                tracing::warn!(run, error = %e, "cannot drop a roster's stage; it is dropped a day later")
+            }
         }
     }
 
@@ -770,6 +783,7 @@ impl App {
         roster: &StagedRoster,
         actor: &str,
     ) -> Result<SyncOutcome, AppError> {
+        let started = std::time::Instant::now();
         let mut v = Vec::new();
         for (field, value) in [
             ("header.source", &req.source),
@@ -859,7 +873,9 @@ impl App {
                 ),
             ));
         }
+        let checked = started.elapsed();
         let mut walked = self.walk_people(&roster.run, &mark).await?;
+        let diffed = started.elapsed();
         let verdict = guard::evaluate(
             walked.active,
             walked.leavers.len() as u64,
@@ -905,6 +921,7 @@ impl App {
             let items = SyncItems::new(&roster.run, &walked, Some((&ctx.mark, zone)), true);
             let job = self.stage_sync(&ctx, items).await?;
             drop(walked);
+            log_phases(req, roster.len, total, false, checked, diffed, started);
             let step = crate::held::StepJob {
                 id: &job.id,
                 detail: job.detail.clone(),
@@ -941,6 +958,7 @@ impl App {
         };
         let items = SyncItems::new(&roster.run, &walked, None, true);
         self.stage_items(&job, None, items).await?;
+        log_phases(req, roster.len, total, true, checked, diffed, started);
         let staged = StagedSync {
             behind: walked.behind,
             source: req.source.clone(),
@@ -1238,6 +1256,33 @@ struct SyncContext {
 const CONTEXT_ITEM: i64 = -1;
 /// Items staged per row (and transaction).
 const STAGE_STEP: usize = 2000;
+
+/// Logs how long a roster sync took to check its roster (ids listed
+/// twice, management cycles), to diff it against the people, and to stage
+/// its changes for applying or holding: what an operator of a large
+/// roster looks at first.
+fn log_phases(
+    req: &SyncRequest,
+    entries: usize,
+    changes: usize,
+    held: bool,
+    checked: std::time::Duration,
+    diffed: std::time::Duration,
+    started: std::time::Instant,
+) {
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    tracing::info!(
+        source = %req.source,
+        sync_id = %req.sync_id,
+        entries,
+        changes,
+        held,
+        check_ms = ms(checked),
+        diff_ms = ms(diffed.saturating_sub(checked)),
+        stage_ms = ms(started.elapsed().saturating_sub(diffed)),
+        "roster sync checked, diffed and staged"
+    );
+}
 
 /// Items `skip..skip + take` of a staged row (a JSON array of items),
 /// each made straight into a `T`; the items around them are checked as

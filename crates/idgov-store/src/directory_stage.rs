@@ -14,7 +14,8 @@ use sqlx::AssertSqlSafe;
 /// Rows per INSERT statement.
 const INSERT_ROWS: usize = 500;
 
-/// Rows per DELETE when a stage is dropped (each its own short statement).
+/// Places (`seq`) per DELETE when a stage is dropped, each its own short
+/// statement: at most this many rows.
 const DELETE_ROWS: i64 = 5000;
 
 /// A drift finding staged before it is recorded: its place in the order
@@ -368,8 +369,9 @@ pub(crate) async fn stale_stages(
     rows.iter().map(|r| get(r, "run_id")).collect()
 }
 
-/// Deletes run `run_id` of a stage: the rows of each of `tables` (keyed by
-/// run and `seq`), [`DELETE_ROWS`] per statement, then the run itself.
+/// Deletes run `run_id` of a stage: the rows of each of `tables` (each
+/// row's `seq` unique in its run), a range of [`DELETE_ROWS`] places per
+/// statement, then the run itself.
 pub(crate) async fn drop_stage(
     store: &Store,
     runs: &str,
@@ -377,20 +379,31 @@ pub(crate) async fn drop_stage(
     run_id: &str,
 ) -> Result<(), StoreError> {
     for table in tables {
-        let sql = format!(
-            "DELETE FROM {table} WHERE run_id = $1 AND seq IN \
-             (SELECT seq FROM {table} WHERE run_id = $1 ORDER BY seq LIMIT $2)"
-        );
-        loop {
-            let gone = sqlx::query(AssertSqlSafe(sql.clone()))
+        // By ranges of places, a range of the (run_id, seq) key of the
+        // large stages: a DELETE … IN (SELECT … LIMIT) cost PostgreSQL
+        // 1.5 s per 200,000 staged roster entries.
+        let bounds = sqlx::query(AssertSqlSafe(format!(
+            "SELECT MIN(seq) AS lo, MAX(seq) AS hi FROM {table} WHERE run_id = $1"
+        )))
+        .bind(run_id)
+        .fetch_one(store.writer())
+        .await?;
+        let (Some(lo), Some(hi)) = (
+            get::<Option<i64>>(&bounds, "lo")?,
+            get::<Option<i64>>(&bounds, "hi")?,
+        ) else {
+            continue;
+        };
+        let sql = format!("DELETE FROM {table} WHERE run_id = $1 AND seq >= $2 AND seq < $3");
+        let mut from = lo;
+        while from <= hi {
+            sqlx::query(AssertSqlSafe(sql.clone()))
                 .bind(run_id)
-                .bind(DELETE_ROWS)
+                .bind(from)
+                .bind(from.saturating_add(DELETE_ROWS))
                 .execute(store.writer())
-                .await?
-                .rows_affected();
-            if gone == 0 {
-                break;
-            }
+                .await?;
+            from = from.saturating_add(DELETE_ROWS);
             tokio::task::yield_now().await;
         }
     }

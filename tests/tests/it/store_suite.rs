@@ -186,6 +186,49 @@ both_backends! {
         assert_eq!(s.staged_roster_at("r2", &[0, 1]).await.unwrap().len(), 2);
     }
 
+    /// A stage larger than one DELETE's range of places, with gaps (places
+    /// of entries that were not staged) longer than a range, is dropped
+    /// whole, and another run's entries stay.
+    async fn a_large_roster_stage_is_dropped_whole_and_alone(t: TestStore) {
+        use idgov_domain::roster::RosterEntry;
+        let s = &t.store;
+        let entry = |at: usize| {
+            (at, RosterEntry { employee_id: format!("E{at:06}"), attrs: Default::default() })
+        };
+        // 0..12,000 but every 7th, then 20,000..20,010 and 43,210: ranges
+        // of 5,000 places find some full, some partial, some empty.
+        let places: Vec<usize> = (0..12_000)
+            .filter(|p| p % 7 != 3)
+            .chain(20_000..20_010)
+            .chain([43_210])
+            .collect();
+        let mut tx = s.begin().await.unwrap();
+        tx.open_roster_stage("big", at(1)).await.unwrap();
+        tx.open_roster_stage("other", at(1)).await.unwrap();
+        for chunk in places.chunks(1000) {
+            let rows: Vec<_> = chunk.iter().map(|&p| entry(p)).collect();
+            tx.stage_roster_entries("big", &rows).await.unwrap();
+        }
+        tx.stage_roster_entries("other", &[entry(0), entry(5_000), entry(43_210)]).await.unwrap();
+        tx.commit(at(1)).await.unwrap();
+        assert_eq!(
+            s.staged_roster_at("big", &places).await.unwrap().len(),
+            places.len()
+        );
+        s.drop_roster_stage("big").await.unwrap();
+        assert!(s.staged_roster_by_id("big", "", None, 100).await.unwrap().is_empty());
+        assert!(s.staged_roster_at("big", &places).await.unwrap().is_empty());
+        let other: Vec<usize> = s
+            .staged_roster_by_id("other", "", None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(at, _)| at)
+            .collect();
+        assert_eq!(other, [0, 5_000, 43_210]);
+        assert!(s.stale_roster_stages(at(2)).await.unwrap() == ["other"]);
+    }
+
     async fn a_directory_stage_pages_and_goes(t: TestStore) {
         use idgov_domain::drift::{AccountView, Drift, DriftKind, Membership};
         use idgov_store::{StagedDrift, SyncRun};
