@@ -2,7 +2,7 @@
 //! it runs in short transactions, resumes after a crash, and runs once
 //! across replicas (a lease).
 
-use crate::convert::{OwnedArg, get, micros, time};
+use crate::convert::{get, micros, time};
 use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
@@ -333,22 +333,12 @@ impl Store {
         )>,
         StoreError,
     > {
-        const PEOPLE: &str = concat!(
-            "SELECT ",
-            identity_columns!(),
-            " FROM identities WHERE employee_id > $1 ORDER BY employee_id LIMIT $2"
-        );
         const GRANTS: &str = concat!(
             "SELECT ",
             grant_columns!(),
             " FROM grants WHERE revoked_at IS NULL AND employee_id >= $1 AND employee_id <= $2"
         );
-        let people: Vec<idgov_domain::identity::Identity> = self
-            .page_rows(
-                PEOPLE.into(),
-                vec![OwnedArg::Text(after.to_string()), OwnedArg::Int(limit)],
-            )
-            .await?;
+        let people = self.identities_page(after, limit).await?;
         let (Some(first), Some(last)) = (people.first(), people.last()) else {
             return Ok(vec![]);
         };
@@ -356,8 +346,8 @@ impl Store {
             .page_rows(
                 GRANTS.into(),
                 vec![
-                    OwnedArg::Text(first.employee_id.clone()),
-                    OwnedArg::Text(last.employee_id.clone()),
+                    first.employee_id.as_str().into(),
+                    last.employee_id.as_str().into(),
                 ],
             )
             .await?;

@@ -90,6 +90,18 @@ pub enum OwnedArg {
     Int(i64),
 }
 
+impl From<&str> for OwnedArg {
+    fn from(s: &str) -> Self {
+        OwnedArg::Text(s.to_string())
+    }
+}
+
+impl From<i64> for OwnedArg {
+    fn from(i: i64) -> Self {
+        OwnedArg::Int(i)
+    }
+}
+
 impl rusqlite::ToSql for OwnedArg {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         match self {

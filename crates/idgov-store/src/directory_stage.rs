@@ -185,10 +185,6 @@ impl FromRow for StagedDrift {
     }
 }
 
-fn text(s: &str) -> OwnedArg {
-    OwnedArg::Text(s.to_string())
-}
-
 impl Store {
     /// Staged accounts naming an employee id after `after` up to `last`
     /// (the bounds of a page of identities, compared as identities are
@@ -201,7 +197,7 @@ impl Store {
     ) -> Result<Vec<AccountView>, StoreError> {
         const SQL: &str = "SELECT dn, employee_id, disabled FROM directory_stage_accounts \
              WHERE run_id = $1 AND employee_id > $2 AND employee_id <= $3 ORDER BY employee_id, seq";
-        self.page_rows(SQL.into(), vec![text(run_id), text(after), text(last)])
+        self.page_rows(SQL.into(), vec![run_id.into(), after.into(), last.into()])
             .await
     }
 
@@ -220,7 +216,7 @@ impl Store {
              JOIN directory_stage_members m ON m.run_id = a.run_id AND m.member_norm = a.dn_norm \
              WHERE a.run_id = $1 AND a.employee_id > $2 AND a.employee_id <= $3 ORDER BY a.employee_id, m.seq";
         let rows: Vec<Placed<Membership>> = self
-            .page_rows(SQL.into(), vec![text(run_id), text(after), text(last)])
+            .page_rows(SQL.into(), vec![run_id.into(), after.into(), last.into()])
             .await?;
         // Two accounts whose DNs differ only in spelling list a member once.
         let mut seen = std::collections::HashSet::new();
@@ -242,7 +238,11 @@ impl Store {
         const SQL: &str = "SELECT seq, dn, employee_id, disabled FROM directory_stage_accounts a \
              WHERE run_id = $1 AND seq > $2 AND (employee_id IS NULL OR NOT EXISTS \
              (SELECT 1 FROM identities i WHERE i.employee_id = a.employee_id)) ORDER BY seq LIMIT $3";
-        let args = vec![text(run_id), OwnedArg::Int(after_seq), OwnedArg::Int(limit)];
+        let args = vec![
+            run_id.into(),
+            OwnedArg::from(after_seq),
+            OwnedArg::from(limit),
+        ];
         let rows: Vec<Placed<AccountView>> = self.page_rows(SQL.into(), args).await?;
         Ok(rows.into_iter().map(|Placed(s, a)| (s, a)).collect())
     }
@@ -259,7 +259,11 @@ impl Store {
              WHERE run_id = $1 AND seq > $2 AND NOT EXISTS (SELECT 1 FROM directory_stage_accounts a \
              JOIN identities i ON i.employee_id = a.employee_id \
              WHERE a.run_id = $1 AND a.dn_norm = m.member_norm) ORDER BY seq LIMIT $3";
-        let args = vec![text(run_id), OwnedArg::Int(after_seq), OwnedArg::Int(limit)];
+        let args = vec![
+            run_id.into(),
+            OwnedArg::from(after_seq),
+            OwnedArg::from(limit),
+        ];
         let rows: Vec<Placed<Membership>> = self.page_rows(SQL.into(), args).await?;
         Ok(rows.into_iter().map(|Placed(s, m)| (s, m)).collect())
     }
@@ -275,10 +279,10 @@ impl Store {
              FROM directory_stage_drift WHERE run_id = $1 AND (kind_rank > $2 OR (kind_rank = $2 AND seq > $3)) \
              ORDER BY kind_rank, seq LIMIT $4";
         let args = vec![
-            text(run_id),
-            OwnedArg::Int(after.0),
-            OwnedArg::Int(after.1),
-            OwnedArg::Int(limit),
+            run_id.into(),
+            OwnedArg::from(after.0),
+            OwnedArg::from(after.1),
+            OwnedArg::from(limit),
         ];
         self.page_rows(SQL.into(), args).await
     }

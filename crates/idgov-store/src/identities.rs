@@ -209,11 +209,8 @@ impl Store {
             identity_columns!(),
             " FROM identities WHERE employee_id > $1 ORDER BY employee_id LIMIT $2"
         );
-        self.page_rows(
-            SQL.into(),
-            vec![OwnedArg::Text(after.to_string()), OwnedArg::Int(limit)],
-        )
-        .await
+        self.page_rows(SQL.into(), vec![after.into(), OwnedArg::from(limit)])
+            .await
     }
 
     /// Every identity, keyed by employee id. For tests and benchmarks only:

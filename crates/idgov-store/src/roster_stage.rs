@@ -96,18 +96,15 @@ impl Store {
              AND employee_id > $2 AND employee_id <= $3 ORDER BY employee_id LIMIT $4";
         const OPEN: &str = "SELECT seq, entry FROM roster_stage_entries WHERE run_id = $1 \
              AND employee_id > $2 ORDER BY employee_id LIMIT $3";
-        let mut args = vec![
-            OwnedArg::Text(run_id.to_string()),
-            OwnedArg::Text(after.to_string()),
-        ];
+        let mut args = vec![run_id.into(), after.into()];
         let sql = match last {
             Some(last) => {
-                args.push(OwnedArg::Text(last.to_string()));
+                args.push(last.into());
                 BOUNDED
             }
             None => OPEN,
         };
-        args.push(OwnedArg::Int(limit));
+        args.push(OwnedArg::from(limit));
         let rows: Vec<Body> = self.page_rows(sql.into(), args).await?;
         rows.into_iter().map(|Body(at, b)| parse((at, b))).collect()
     }
@@ -144,11 +141,11 @@ impl Store {
             let (Some(&lo), Some(&hi)) = (chunk.first(), chunk.last()) else {
                 continue;
             };
-            let run = OwnedArg::Text(run_id.to_string());
+            let run = run_id.into();
             let rows: Vec<Body> = if hi - lo < 2 * chunk.len() {
                 const RANGE: &str = "SELECT seq, entry FROM roster_stage_entries \
                      WHERE run_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq";
-                let args = vec![run, OwnedArg::Int(lo as i64), OwnedArg::Int(hi as i64)];
+                let args = vec![run, OwnedArg::from(lo as i64), OwnedArg::from(hi as i64)];
                 self.page_rows(RANGE.into(), args).await?
             } else {
                 let mut sql = format!(
@@ -158,7 +155,7 @@ impl Store {
                 push_ph(&mut sql, self.backend, chunk.len() + 1);
                 sql.push_str(" ORDER BY seq");
                 let mut args: Vec<OwnedArg> =
-                    chunk.iter().map(|s| OwnedArg::Int(*s as i64)).collect();
+                    chunk.iter().map(|s| OwnedArg::from(*s as i64)).collect();
                 args.push(run);
                 self.page_rows(sql.into(), args).await?
             };
@@ -223,11 +220,7 @@ impl Store {
              JOIN roster_stage_entries m ON m.run_id = e.run_id AND m.employee_id = \
              CASE WHEN e.manager_given = 1 THEN e.manager_id ELSE i.manager_id END \
              WHERE e.run_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3";
-        let args = vec![
-            OwnedArg::Text(run_id.to_string()),
-            OwnedArg::Int(after),
-            OwnedArg::Int(limit),
-        ];
+        let args = vec![run_id.into(), OwnedArg::from(after), OwnedArg::from(limit)];
         let rows: Vec<Line> = self.page_rows(SQL.into(), args).await?;
         Ok(rows.into_iter().map(|Line(e, m)| (e, m)).collect())
     }
