@@ -186,6 +186,40 @@ both_backends! {
         assert_eq!(s.staged_roster_at("r2", &[0, 1]).await.unwrap().len(), 2);
     }
 
+    /// A commit that chains audit events returns only once its change is
+    /// on disk: the log written before the commit is flushed when it
+    /// returns, twenty times over. (A commit that lets the audit head go
+    /// before it waits for the disk, tried and measured in BENCHMARKS.md on
+    /// 2026-12-03, must still pass this.)
+    async fn a_commit_that_chains_audit_events_returns_once_it_is_on_disk(t: TestStore) {
+        if !t.url.starts_with("postgres") {
+            return; // SQLite's commits wait for the disk themselves (synchronous = FULL)
+        }
+        // The test cluster does not wait for the disk by default; these
+        // sessions do, as on a production server.
+        let sep = if t.url.contains('?') { '&' } else { '?' };
+        let durable = format!("{}{sep}options=-c%20synchronous_commit%3Don", t.url);
+        let s = idgov_store::Store::open(&durable).await.unwrap();
+        let pool = sqlx::PgPool::connect(&t.url).await.unwrap();
+        for round in 0..20 {
+            let mut tx = s.begin().await.unwrap();
+            let id = format!("D{round:03}");
+            tx.put_identity(&person(&id, "Finance", None, Status::Active)).await.unwrap();
+            tx.audit(AuditEntry::new("user:a", Action::HrEventApplied, Target::identity(&id), json!({})));
+            // The log as far as the change's own rows, short of its commit.
+            let (written,): (String,) = sqlx::query_as("SELECT pg_current_wal_insert_lsn()::text")
+                .fetch_one(&pool).await.unwrap();
+            assert_eq!(tx.commit(at(1)).await.unwrap(), round + 1);
+            let (flushed, at_disk): (bool, String) = sqlx::query_as(
+                "SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn, pg_current_wal_flush_lsn()::text")
+                .bind(&written).fetch_one(&pool).await.unwrap();
+            assert!(flushed, "round {round}: commit returned with the log on disk only up to {at_disk}, short of {written}");
+        }
+        let report = s.verify_audit_chain().await.unwrap();
+        assert_eq!((report.checked, report.broken), (20, None));
+        pool.close().await;
+    }
+
     /// A stage larger than one DELETE's range of places, with gaps (places
     /// of entries that were not staged) longer than a range, is dropped
     /// whole, and another run's entries stay.
