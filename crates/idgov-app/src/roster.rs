@@ -599,7 +599,7 @@ impl App {
                 break;
             };
             for (at, m) in page {
-                if let (Some(slot), Some(Ok(m))) = (manager.get_mut(at), m.map(u32::try_from)) {
+                if let (Some(slot), Ok(m)) = (manager.get_mut(at), u32::try_from(m)) {
                     *slot = m;
                 }
             }

@@ -68,13 +68,12 @@ fn parse((at, body): (usize, String)) -> Result<StagedEntry, StoreError> {
     Ok((at, entry))
 }
 
-/// An entry's place and its manager's, if the manager is in the roster.
-struct Line(usize, Option<usize>);
+/// An entry's place and its manager's.
+struct Line(usize, usize);
 
 impl FromRow for Line {
     fn from_row(r: &impl ReadRow) -> Result<Self, StoreError> {
-        let manager: Option<i64> = r.col("manager_seq")?;
-        Ok(Line(place(r.col("seq")?)?, manager.map(place).transpose()?))
+        Ok(Line(place(r.col("seq")?)?, place(r.col("manager_seq")?)?))
     }
 }
 
@@ -205,29 +204,22 @@ impl Store {
             .collect()
     }
 
-    /// The management line the roster would leave, for the `limit`
+    /// The management line the roster would leave, for at most `limit`
     /// entries after place `after`, by place: each entry's place with the
-    /// place of its manager's entry if its manager is in the roster. The
-    /// manager is the one the entry names, or, where it leaves the column
-    /// out, the person's manager now.
-    ///
-    /// The manager of each entry is looked up by the stage's id index, one
-    /// probe per entry (correlated subqueries, which PostgreSQL runs as
-    /// such): as a join, PostgreSQL hashed the whole stage for every page,
-    /// 170 ms a page at 200,000 entries, a cost that grows with the square
-    /// of the roster.
+    /// place of its manager's entry, for those whose manager is in the
+    /// roster. The manager is the one the entry names, or, where it
+    /// leaves the column out, the person's manager now.
     pub async fn staged_roster_managers(
         &self,
         run_id: &str,
         after: i64,
         limit: i64,
-    ) -> Result<Vec<(usize, Option<usize>)>, StoreError> {
-        const SQL: &str = "SELECT e.seq AS seq, \
-             (SELECT m.seq FROM roster_stage_entries m WHERE m.run_id = e.run_id AND m.employee_id = \
-             CASE WHEN e.manager_given = 1 THEN e.manager_id \
-             ELSE (SELECT i.manager_id FROM identities i WHERE i.employee_id = e.employee_id) END \
-             ORDER BY m.seq LIMIT 1) AS manager_seq \
-             FROM roster_stage_entries e WHERE e.run_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3";
+    ) -> Result<Vec<(usize, usize)>, StoreError> {
+        const SQL: &str = "SELECT e.seq AS seq, m.seq AS manager_seq FROM roster_stage_entries e \
+             LEFT JOIN identities i ON e.manager_given = 0 AND i.employee_id = e.employee_id \
+             JOIN roster_stage_entries m ON m.run_id = e.run_id AND m.employee_id = \
+             CASE WHEN e.manager_given = 1 THEN e.manager_id ELSE i.manager_id END \
+             WHERE e.run_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3";
         let args = vec![run_id.into(), OwnedArg::from(after), OwnedArg::from(limit)];
         let rows: Vec<Line> = self.page_rows(SQL.into(), args).await?;
         Ok(rows.into_iter().map(|Line(e, m)| (e, m)).collect())
