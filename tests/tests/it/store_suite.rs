@@ -186,6 +186,81 @@ both_backends! {
         assert_eq!(s.staged_roster_at("r2", &[0, 1]).await.unwrap().len(), 2);
     }
 
+    /// The management line of generated rosters, against the same line
+    /// worked out here, whatever the page size: in place order, each entry
+    /// whose manager is in the roster with its manager's place, the manager
+    /// being the one it names or (column left out) the one it has now; no
+    /// line when the column is cleared, names someone not listed, or is
+    /// left out by someone with no manager or not known yet.
+    async fn the_management_line_of_generated_rosters_is_the_one_worked_out(t: TestStore) {
+        use idgov_domain::identity::AttributesPatch;
+        use idgov_domain::roster::RosterEntry;
+        use rand::rngs::StdRng;
+        use rand::seq::SliceRandom;
+        use rand::{Rng, SeedableRng};
+        let s = &t.store;
+        let id = |n: usize| format!("P{n:03}");
+        // Known people P000..P059, each with a manager among P000..P099 or none.
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut now: std::collections::HashMap<String, Option<String>> = Default::default();
+        let mut tx = s.begin().await.unwrap();
+        for n in 0..60 {
+            let m = rng.random_bool(0.8).then(|| id(rng.random_range(0..100)));
+            tx.put_identity(&person(&id(n), "Sales", m.as_deref(), Status::Active)).await.unwrap();
+            now.insert(id(n), m);
+        }
+        tx.commit(at(0)).await.unwrap();
+        for seed in 0..6u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut ids: Vec<usize> = (0..90).collect();
+            ids.shuffle(&mut rng);
+            let n = rng.random_range(1..=90);
+            let roster: Vec<(usize, RosterEntry)> = ids[..n]
+                .iter()
+                .enumerate()
+                .map(|(at, &p)| {
+                    let manager = match rng.random_range(0..4) {
+                        0 => None,                                           // left out
+                        1 => Some(None),                                     // cleared
+                        _ => Some(Some(id(rng.random_range(0..100)))),       // named
+                    };
+                    let attrs = AttributesPatch { display_name: Some(id(p)), manager_id: manager, ..Default::default() };
+                    (at, RosterEntry { employee_id: id(p), attrs })
+                })
+                .collect();
+            let run = format!("gen{seed}");
+            let mut tx = s.begin().await.unwrap();
+            tx.open_roster_stage(&run, at(1)).await.unwrap();
+            tx.stage_roster_entries(&run, &roster).await.unwrap();
+            tx.commit(at(1)).await.unwrap();
+            s.analyze_roster_stage().await.unwrap();
+            let place: std::collections::HashMap<&str, usize> =
+                roster.iter().map(|(at, e)| (e.employee_id.as_str(), *at)).collect();
+            let expected: Vec<(usize, usize)> = roster
+                .iter()
+                .filter_map(|(at, e)| {
+                    let manager = match &e.attrs.manager_id {
+                        Some(given) => given.clone(),
+                        None => now.get(&e.employee_id).cloned().flatten(),
+                    };
+                    Some((*at, *place.get(manager?.as_str())?))
+                })
+                .collect();
+            let size = rng.random_range(1..=25);
+            let mut line = Vec::new();
+            let mut after = -1i64;
+            loop {
+                let page = s.staged_roster_managers(&run, after, size).await.unwrap();
+                let Some(&(last, _)) = page.last() else { break };
+                assert!(page.len() as i64 <= size);
+                line.extend(page);
+                after = last as i64;
+            }
+            assert_eq!(line, expected, "seed {seed}, {n} entries, pages of {size}");
+            s.drop_roster_stage(&run).await.unwrap();
+        }
+    }
+
     /// A commit that chains audit events returns only once its change is
     /// on disk: the log written before the commit is flushed when it
     /// returns, twenty times over. (A commit that lets the audit head go
