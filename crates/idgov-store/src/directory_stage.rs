@@ -398,16 +398,20 @@ pub(crate) async fn drop_stage(
         ) else {
             continue;
         };
-        let sql = format!("DELETE FROM {table} WHERE run_id = $1 AND seq >= $2 AND seq < $3");
+        let sql = format!("DELETE FROM {table} WHERE run_id = $1 AND seq >= $2 AND seq <= $3");
         let mut from = lo;
-        while from <= hi {
+        loop {
+            let to = from.saturating_add(DELETE_ROWS - 1).min(hi);
             sqlx::query(AssertSqlSafe(sql.clone()))
                 .bind(run_id)
                 .bind(from)
-                .bind(from.saturating_add(DELETE_ROWS))
+                .bind(to)
                 .execute(store.writer())
                 .await?;
-            from = from.saturating_add(DELETE_ROWS);
+            if to >= hi {
+                break;
+            }
+            from = to + 1;
             tokio::task::yield_now().await;
         }
     }

@@ -199,22 +199,22 @@ both_backends! {
         use rand::seq::SliceRandom;
         use rand::{Rng, SeedableRng};
         let s = &t.store;
-        let id = |n: usize| format!("P{n:03}");
-        // Known people P000..P059, each with a manager among P000..P099 or none.
+        let id = |n: usize| format!("P{n:04}");
+        // Known people P0000..P0599, each with a manager among P0000..P0999 or none.
         let mut rng = StdRng::seed_from_u64(9);
         let mut now: std::collections::HashMap<String, Option<String>> = Default::default();
         let mut tx = s.begin().await.unwrap();
-        for n in 0..60 {
-            let m = rng.random_bool(0.8).then(|| id(rng.random_range(0..100)));
+        for n in 0..600 {
+            let m = rng.random_bool(0.8).then(|| id(rng.random_range(0..1000)));
             tx.put_identity(&person(&id(n), "Sales", m.as_deref(), Status::Active)).await.unwrap();
             now.insert(id(n), m);
         }
         tx.commit(at(0)).await.unwrap();
         for seed in 0..6u64 {
             let mut rng = StdRng::seed_from_u64(seed);
-            let mut ids: Vec<usize> = (0..90).collect();
+            let mut ids: Vec<usize> = (0..900).collect();
             ids.shuffle(&mut rng);
-            let n = rng.random_range(1..=90);
+            let n = if seed == 0 { 900 } else { rng.random_range(1..=900) };
             let roster: Vec<(usize, RosterEntry)> = ids[..n]
                 .iter()
                 .enumerate()
@@ -222,7 +222,7 @@ both_backends! {
                     let manager = match rng.random_range(0..4) {
                         0 => None,                                           // left out
                         1 => Some(None),                                     // cleared
-                        _ => Some(Some(id(rng.random_range(0..100)))),       // named
+                        _ => Some(Some(id(rng.random_range(0..1000)))),       // named
                     };
                     let attrs = AttributesPatch { display_name: Some(id(p)), manager_id: manager, ..Default::default() };
                     (at, RosterEntry { employee_id: id(p), attrs })
@@ -246,7 +246,7 @@ both_backends! {
                     Some((*at, *place.get(manager?.as_str())?))
                 })
                 .collect();
-            let size = rng.random_range(1..=25);
+            let size = rng.random_range(1..=200);
             let mut line = Vec::new();
             let mut after = -1i64;
             loop {
