@@ -50,8 +50,18 @@ const MAX_BATCH: usize = 512;
 /// reports one.
 const RETRIES: u32 = 8;
 
-/// How many events (or presences) of a roster one transaction applies.
+/// How many events (or presences) of a roster the first step applies, in
+/// one transaction.
 pub const ROSTER_STEP: usize = 1000;
+
+/// The fewest events or presences a step of a roster takes; later steps
+/// than the first take as many as hold the writer for about
+/// [`crate::policy::STEP_TARGET`] ([`crate::steps::StepSize`]).
+pub const ROSTER_STEP_MIN: u64 = 50;
+
+/// The most events or presences a step of a roster takes (what a step
+/// holds in memory).
+pub const ROSTER_STEP_MAX: u64 = 4_000;
 
 /// What a batch knows about a recorded event.
 #[derive(Debug, Clone)]
@@ -1327,8 +1337,9 @@ impl App {
         Ok((results, queued))
     }
 
-    /// Applies a roster snapshot in bounded steps: [`ROSTER_STEP`] events
-    /// or presences per transaction, read from `steps` one step at a time,
+    /// Applies a roster snapshot in bounded steps: events or presences per
+    /// transaction, [`ROSTER_STEP`] in the first and then as many as take
+    /// about [`crate::policy::STEP_TARGET`], read from `steps` one step at a time,
     /// so intake (a leaver above all) gets the writer between steps and a
     /// million-person roster is never held whole. The caller finishes with
     /// [`App::finish_roster`] in its own transaction.
@@ -1355,11 +1366,18 @@ impl App {
         let total = ne + steps.present;
         let mut pos = from.min(total);
         let mut n = 0u64;
+        let mut size = crate::steps::StepSize::new(
+            ROSTER_STEP as u64,
+            ROSTER_STEP_MIN,
+            ROSTER_STEP_MAX,
+            crate::policy::STEP_TARGET,
+        );
         while pos < total {
+            let step = usize::try_from(size.get()).unwrap_or(ROSTER_STEP);
             let len = if pos < ne {
-                ROSTER_STEP.min(ne - pos)
+                step.min(ne - pos)
             } else {
-                ROSTER_STEP.min(total - pos)
+                step.min(total - pos)
             };
             let (ev_chunk, pr_chunk) = steps.read(self, mark, pos, len).await?;
             let (ev_chunk, pr_chunk) = (&ev_chunk[..], &pr_chunk[..]);
@@ -1369,6 +1387,7 @@ impl App {
             }
             n += 1;
             let done = &detail;
+            let began = std::time::Instant::now();
             let next = self
                 .retrying(|| async move {
                     let now = self.now();
@@ -1398,6 +1417,7 @@ impl App {
                     Ok(next)
                 })
                 .await?;
+            size.record(len as u64, began.elapsed());
             detail = next;
             pos = end;
             if pos < total {

@@ -17,7 +17,8 @@
 //! - [`held`]: releasing and discarding held changes;
 //! - [`scheduler`]: applying future-dated events and end dates when due;
 //! - [`provisioning`]: the worker that applies the directory outbox;
-//! - [`directory_sync`]: reading the directory, recording and remediating drift.
+//! - [`directory_sync`]: reading the directory, recording and remediating drift;
+//! - [`steps`]: how many items the next step of bulk work takes.
 
 pub mod access;
 pub mod audit_checkpoints;
@@ -36,6 +37,7 @@ pub mod queries;
 pub mod review;
 pub mod roster;
 pub mod scheduler;
+pub mod steps;
 pub mod web_sessions;
 pub mod webhooks;
 pub mod workers;

@@ -4,6 +4,7 @@
 use super::intake::Batch;
 use super::{ActivePolicy, App};
 use crate::error::AppError;
+use crate::steps::StepSize;
 use chrono::{DateTime, Utc};
 use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::grant::GrantChange;
@@ -62,9 +63,25 @@ pub(crate) struct StagedPolicy {
     pub base_version: i64,
 }
 
-/// How many people a step of bulk work takes: short write transactions,
-/// so intake (a leaver above all) never waits long behind them.
+/// How many people the first step of a policy recompute takes; later
+/// steps take as many as hold the writer for about [`STEP_TARGET`]
+/// ([`crate::steps::StepSize`]), between [`STEP_PEOPLE_MIN`] and
+/// [`STEP_PEOPLE_MAX`]. Short write transactions, so intake (a leaver
+/// above all) never waits long behind them.
 pub const STEP_PEOPLE: i64 = 500;
+
+/// The fewest people a step of the policy recompute takes.
+pub const STEP_PEOPLE_MIN: u64 = 50;
+
+/// The most people a step of the policy recompute takes: a step holds its
+/// people's grants, changes and audit events in memory (about 10 grants a
+/// person under a typical policy).
+pub const STEP_PEOPLE_MAX: u64 = 2_000;
+
+/// How long a step of the policy recompute should hold the writer: an HR
+/// event sent meanwhile waits for at most about this long, well inside the
+/// second in which a leaver must be applied.
+pub const STEP_TARGET: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Bulk work refreshes the database's planner statistics every this many
 /// steps (see `Store::refresh_statistics`).
@@ -306,7 +323,8 @@ impl App {
     }
 
     /// Recomputes everyone's grants under the job's policy version, a step
-    /// of [`STEP_PEOPLE`] people per transaction, recording progress in the
+    /// of people per transaction (as many as take about [`STEP_TARGET`]),
+    /// recording progress in the
     /// same transaction: intake goes on between steps, a crash resumes
     /// where it stopped, and a step done twice changes nothing. Stops when
     /// a newer policy supersedes it (that one's recompute covers everyone).
@@ -321,6 +339,12 @@ impl App {
             serde_json::from_value(job.detail["impact"].clone()).unwrap_or_default();
         let cause = format!("policy:v{}", job.policy_version);
         let mut steps = 0u64;
+        let mut size = StepSize::new(
+            STEP_PEOPLE as u64,
+            STEP_PEOPLE_MIN,
+            STEP_PEOPLE_MAX,
+            STEP_TARGET,
+        );
         loop {
             if steps.is_multiple_of(STATISTICS_EVERY) {
                 self.store.refresh_statistics().await;
@@ -329,6 +353,7 @@ impl App {
             let now = self.now();
             let lease = now + chrono::Duration::seconds(JOB_LEASE_SECONDS);
             self.store.claim_bulk_job(&job.id, now, lease, true).await?;
+            let began = std::time::Instant::now();
             let mut tx = self.store.begin().await?;
             let policy = self.policy_for(&mut tx);
             if policy.version != job.policy_version {
@@ -351,7 +376,9 @@ impl App {
                 }
                 continue;
             }
-            let ids = tx.identity_ids_after(&cursor, STEP_PEOPLE).await?;
+            let ids = tx
+                .identity_ids_after(&cursor, i64::try_from(size.get()).unwrap_or(STEP_PEOPLE))
+                .await?;
             let Some(last) = ids.last().cloned() else {
                 tx.update_bulk_job(
                     &job.id,
@@ -412,6 +439,14 @@ impl App {
             .await?;
             match tx.commit(now).await {
                 Ok(_) => {
+                    let took = began.elapsed();
+                    tracing::debug!(
+                        job = %job.id,
+                        people = ids.len(),
+                        ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                        "policy recompute step"
+                    );
+                    size.record(ids.len() as u64, took);
                     impact = total;
                     cursor = last;
                     if step.identities_affected > 0 {
