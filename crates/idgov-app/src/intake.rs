@@ -1387,8 +1387,7 @@ impl App {
             }
             n += 1;
             let done = &detail;
-            let began = std::time::Instant::now();
-            let next = self
+            let (next, held) = self
                 .retrying(|| async move {
                     let now = self.now();
                     let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
@@ -1399,6 +1398,8 @@ impl App {
                         )));
                     }
                     let mut tx = self.store.begin().await?;
+                    // The writer is held from here (a wait for it is not counted).
+                    let began = std::time::Instant::now();
                     let (res, queued) = self
                         .record_roster_part(&mut tx, ev_chunk, pr_chunk, mark, actor, now)
                         .await?;
@@ -1411,13 +1412,14 @@ impl App {
                     tx.update_bulk_job(job.id, "running", &end.to_string(), &next, now)
                         .await?;
                     tx.commit(now).await?;
+                    let held = began.elapsed();
                     if queued > 0 {
                         self.wake_provisioning();
                     }
-                    Ok(next)
+                    Ok((next, held))
                 })
                 .await?;
-            size.record(len as u64, began.elapsed());
+            size.record(len as u64, held);
             detail = next;
             pos = end;
             if pos < total {

@@ -353,8 +353,9 @@ impl App {
             let now = self.now();
             let lease = now + chrono::Duration::seconds(JOB_LEASE_SECONDS);
             self.store.claim_bulk_job(&job.id, now, lease, true).await?;
-            let began = std::time::Instant::now();
             let mut tx = self.store.begin().await?;
+            // The writer is held from here (a wait for it is not counted).
+            let began = std::time::Instant::now();
             let policy = self.policy_for(&mut tx);
             if policy.version != job.policy_version {
                 // A newer policy is in force (its own recompute covers
@@ -398,6 +399,7 @@ impl App {
                 self.wake_provisioning();
                 return Ok(impact);
             };
+            let read_at = std::time::Instant::now();
             let mut batch = Batch::for_people(
                 &mut tx,
                 policy.clone(),
@@ -407,6 +409,7 @@ impl App {
                 self.creates_accounts(),
             )
             .await?;
+            let read_done = std::time::Instant::now();
             let mut step = Impact::default();
             for id in &ids {
                 let (Some(person), grants) = batch.current(id) else {
@@ -423,7 +426,9 @@ impl App {
                 batch.stage_grant_changes(&mut tx, id, &changes, &cause, &actor);
                 add_impact(&mut step, &changes);
             }
+            let planned_at = std::time::Instant::now();
             batch.flush(&mut tx).await?;
+            let flushed_at = std::time::Instant::now();
             let mut total = impact.clone();
             total.grants_added += step.grants_added;
             total.grants_revoked += step.grants_revoked;
@@ -440,10 +445,20 @@ impl App {
             match tx.commit(now).await {
                 Ok(_) => {
                     let took = began.elapsed();
+                    let ms = |from: std::time::Instant, to: std::time::Instant| {
+                        u64::try_from(to.saturating_duration_since(from).as_millis())
+                            .unwrap_or(u64::MAX)
+                    };
+                    let end = std::time::Instant::now();
                     tracing::debug!(
                         job = %job.id,
                         people = ids.len(),
-                        ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                        ms = ms(began, end),
+                        ids_ms = ms(began, read_at),
+                        read_ms = ms(read_at, read_done),
+                        plan_ms = ms(read_done, planned_at),
+                        flush_ms = ms(planned_at, flushed_at),
+                        commit_ms = ms(flushed_at, end),
                         "policy recompute step"
                     );
                     size.record(ids.len() as u64, took);
