@@ -36,49 +36,6 @@ pub(crate) fn push_ph(out: &mut String, backend: Backend, n: usize) {
     }
 }
 
-/// SQLite: `SELECT value ->> 0, …, value ->> cols-1 FROM json_each(?)`,
-/// the rows of a multi-row INSERT read from one JSON array of row arrays
-/// bound as a single text ([`json_rows`]).
-///
-/// Why: through sqlx's `Any` driver every bound value is copied into an
-/// argument buffer of its own, re-encoded for SQLite and handed to the
-/// connection's worker thread, and SQLite binds each one; a chunk of 250
-/// grants is 3,250 values. As one JSON text the chunk is one value, and
-/// SQLite's JSON reader (in C, on the writer's thread) takes the rows
-/// apart. Measured on the 100k policy apply: see BENCHMARKS.md
-/// (2026-12-03, evening). PostgreSQL keeps its prepared multi-row
-/// statements, which bind in binary.
-///
-/// Not for text holding a NUL character: the SQLite build here keeps it
-/// whole (the store suite's hostile-text test), but SQLite documents no
-/// such promise for its JSON functions. [`json_safe`] tells; callers bind
-/// such chunks value by value.
-pub(crate) fn json_rows_select(cols: usize) -> String {
-    use std::fmt::Write;
-    let mut out = String::from("SELECT ");
-    for c in 0..cols {
-        if c > 0 {
-            out.push_str(", ");
-        }
-        let _ = write!(out, "value ->> {c}");
-    }
-    out.push_str(" FROM json_each(?)");
-    out
-}
-
-/// The JSON text of `rows` (each a tuple, which serializes as an array)
-/// for [`json_rows_select`].
-pub(crate) fn json_rows<T: serde::Serialize>(rows: &[T]) -> Result<String, StoreError> {
-    serde_json::to_string(rows)
-        .map_err(|e| StoreError::Corrupt(format!("cannot write rows as JSON: {e}")))
-}
-
-/// Whether every text of a row may travel through SQLite's JSON reader
-/// (see [`json_rows_select`]).
-pub(crate) fn json_safe<'a>(texts: impl IntoIterator<Item = &'a str>) -> bool {
-    texts.into_iter().all(|t| !t.contains('\0'))
-}
-
 /// `(p1, p2, …), (…)` for `rows` rows of `cols` columns.
 pub(crate) fn values(backend: Backend, rows: usize, cols: usize) -> String {
     let mut out = String::with_capacity(rows * cols * 5);
@@ -417,58 +374,12 @@ impl WriteTx {
         rows: &[GrantRow],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        const INTO: &str = "INSERT INTO grants (id, employee_id, entitlement_id, classification, source, \
-                            source_ref, granted_at, approvers, justification, cause, review_pending, \
-                            expires_at, exception_id)";
         for chunk in crate::bulk::stable_chunks(self.backend, rows, 250) {
-            if self.backend == Backend::Sqlite
-                && chunk.iter().all(|g| {
-                    json_safe(
-                        [
-                            &g.id,
-                            &g.employee_id,
-                            &g.entitlement_id,
-                            &g.classification,
-                            &g.source,
-                            &g.source_ref,
-                            &g.justification,
-                            &g.cause,
-                        ]
-                        .into_iter()
-                        .map(String::as_str)
-                        .chain(g.approvers.iter().map(String::as_str))
-                        .chain(g.exception_id.as_deref()),
-                    )
-                })
-            {
-                let at = micros(now);
-                let json: Vec<_> = chunk
-                    .iter()
-                    .map(|g| {
-                        (
-                            &g.id,
-                            &g.employee_id,
-                            &g.entitlement_id,
-                            &g.classification,
-                            &g.source,
-                            &g.source_ref,
-                            at,
-                            to_json(&g.approvers),
-                            &g.justification,
-                            &g.cause,
-                            i64::from(g.review_pending),
-                            g.expires_at.map(micros),
-                            &g.exception_id,
-                        )
-                    })
-                    .collect();
-                sqlx::query(AssertSqlSafe(format!("{INTO} {}", json_rows_select(13))))
-                    .bind(json_rows(&json)?)
-                    .execute(&mut *self.tx)
-                    .await?;
-                continue;
-            }
-            let sql = format!("{INTO} VALUES {}", values(self.backend, chunk.len(), 13));
+            let sql = format!(
+                "INSERT INTO grants (id, employee_id, entitlement_id, classification, source, source_ref, \
+                 granted_at, approvers, justification, cause, review_pending, expires_at, exception_id) VALUES {}",
+                values(self.backend, chunk.len(), 13)
+            );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(self.backend.prepares());
             for g in chunk {
                 q = q

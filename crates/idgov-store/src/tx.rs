@@ -141,44 +141,6 @@ impl WriteTx {
             // statement; SQLite (in-process) runs them one after the other.
             let chunks: Vec<_> = crate::bulk::stable_chunks(self.backend, &rows, 500).collect();
             for (n, chunk) in chunks.iter().enumerate() {
-                if self.backend == Backend::Sqlite
-                    && chunk.iter().all(|(_, e, _, _, _)| {
-                        crate::bulk::json_safe([
-                            e.actor.as_str(),
-                            e.action.as_str(),
-                            e.target.as_str(),
-                        ])
-                    })
-                {
-                    // One JSON text for the chunk (see `bulk::json_rows_select`);
-                    // the detail is JSON already and holds no NUL (serde_json
-                    // escapes control characters), the hashes are hex.
-                    let json: Vec<_> = chunk
-                        .iter()
-                        .map(|(seq, e, detail, prev_hash, hash)| {
-                            (
-                                seq,
-                                at,
-                                &e.actor,
-                                &e.action,
-                                &e.target,
-                                detail,
-                                i64::from(e.security),
-                                prev_hash,
-                                hash,
-                            )
-                        })
-                        .collect();
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "INSERT INTO audit_events (seq, occurred_at, actor, action, target, detail, \
-                         security, prev_hash, hash) {}",
-                        crate::bulk::json_rows_select(9)
-                    )))
-                    .bind(crate::bulk::json_rows(&json)?)
-                    .execute(&mut *self.tx)
-                    .await?;
-                    continue;
-                }
                 let cols = crate::bulk::values(self.backend, chunk.len(), 9);
                 let fold_head = self.backend == Backend::Postgres && n + 1 == chunks.len();
                 let sql = if fold_head {
