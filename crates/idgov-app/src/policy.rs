@@ -81,7 +81,7 @@ pub const STEP_PEOPLE_MAX: u64 = 2_000;
 /// How long a step of the policy recompute should hold the writer: an HR
 /// event sent meanwhile waits for at most about this long, well inside the
 /// second in which a leaver must be applied.
-pub const STEP_TARGET: std::time::Duration = std::time::Duration::from_millis(250);
+pub const STEP_TARGET: std::time::Duration = std::time::Duration::from_millis(150);
 
 /// Bulk work refreshes the database's planner statistics every this many
 /// steps (see `Store::refresh_statistics`).
