@@ -1391,15 +1391,16 @@ impl App {
                 .retrying(|| async move {
                     let now = self.now();
                     let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
-                    if !self.store.claim_bulk_job(job.id, now, lease, true).await? {
+                    let mut tx = self.store.begin().await?;
+                    // The writer is held from here (a wait for it is not counted).
+                    let began = std::time::Instant::now();
+                    // The lease is renewed with the step, in its transaction.
+                    if !tx.renew_bulk_job(job.id, lease).await? {
                         return Err(AppError::precondition(format!(
                             "bulk job {} is no longer running here",
                             job.id
                         )));
                     }
-                    let mut tx = self.store.begin().await?;
-                    // The writer is held from here (a wait for it is not counted).
-                    let began = std::time::Instant::now();
                     let (res, queued) = self
                         .record_roster_part(&mut tx, ev_chunk, pr_chunk, mark, actor, now)
                         .await?;

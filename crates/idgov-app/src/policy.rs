@@ -352,10 +352,11 @@ impl App {
             steps += 1;
             let now = self.now();
             let lease = now + chrono::Duration::seconds(JOB_LEASE_SECONDS);
-            self.store.claim_bulk_job(&job.id, now, lease, true).await?;
             let mut tx = self.store.begin().await?;
             // The writer is held from here (a wait for it is not counted).
             let began = std::time::Instant::now();
+            // The lease is renewed with the step, in its transaction.
+            tx.renew_bulk_job(&job.id, lease).await?;
             let policy = self.policy_for(&mut tx);
             if policy.version != job.policy_version {
                 // A newer policy is in force (its own recompute covers

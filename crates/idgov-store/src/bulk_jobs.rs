@@ -264,6 +264,25 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Renews the lease on running (or staging) job `id` until `until`, in
+    /// the transaction of the step about to run: the step and its lease
+    /// commit together, one commit a step instead of two. Returns false
+    /// when the job is no longer running.
+    pub async fn renew_bulk_job(
+        &mut self,
+        id: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE bulk_jobs SET claimed_until = $1 WHERE id = $2 AND state IN ('running', 'staging')",
+        )
+        .bind(micros(until))
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Leases job `id` to the caller until `until`, whatever its lease was
     /// (a held job that its release starts).
     pub async fn lease_bulk_job(
