@@ -324,8 +324,8 @@ impl App {
 
     /// Recomputes everyone's grants under the job's policy version, a step
     /// of people per transaction (as many as take about [`STEP_TARGET`]),
-    /// recording progress in the
-    /// same transaction: intake goes on between steps, a crash resumes
+    /// recording progress and renewing the job's lease in the same
+    /// transaction: intake goes on between steps, a crash resumes
     /// where it stopped, and a step done twice changes nothing. Stops when
     /// a newer policy supersedes it (that one's recompute covers everyone).
     /// Returns the impact.
@@ -445,24 +445,24 @@ impl App {
             .await?;
             match tx.commit(now).await {
                 Ok(_) => {
-                    let took = began.elapsed();
+                    let end = std::time::Instant::now();
                     let ms = |from: std::time::Instant, to: std::time::Instant| {
                         u64::try_from(to.saturating_duration_since(from).as_millis())
                             .unwrap_or(u64::MAX)
                     };
-                    let end = std::time::Instant::now();
+                    // `start_ms`: the lease and the step's people.
                     tracing::debug!(
                         job = %job.id,
                         people = ids.len(),
                         ms = ms(began, end),
-                        ids_ms = ms(began, read_at),
+                        start_ms = ms(began, read_at),
                         read_ms = ms(read_at, read_done),
                         plan_ms = ms(read_done, planned_at),
                         flush_ms = ms(planned_at, flushed_at),
                         commit_ms = ms(flushed_at, end),
                         "policy recompute step"
                     );
-                    size.record(ids.len() as u64, took);
+                    size.record(ids.len() as u64, end.saturating_duration_since(began));
                     impact = total;
                     cursor = last;
                     if step.identities_affected > 0 {
