@@ -355,8 +355,20 @@ impl App {
             let mut tx = self.store.begin().await?;
             // The writer is held from here (a wait for it is not counted).
             let began = std::time::Instant::now();
-            // The lease is renewed with the step, in its transaction.
-            tx.renew_bulk_job(&job.id, lease).await?;
+            // The lease is renewed with the step, in its transaction. A job
+            // no longer running (done, superseded, or finished by a replica
+            // that took it over while this process stalled) is left as it
+            // is: its recorded impact is the answer, and nothing is written
+            // over its state or audited twice.
+            if !tx.renew_bulk_job(&job.id, lease).await? {
+                drop(tx);
+                return match self.store.get_bulk_job(&job.id).await? {
+                    Some(j) => {
+                        Ok(serde_json::from_value(j.detail["impact"].clone()).unwrap_or(impact))
+                    }
+                    None => Ok(impact),
+                };
+            }
             let policy = self.policy_for(&mut tx);
             if policy.version != job.policy_version {
                 // A newer policy is in force (its own recompute covers

@@ -249,11 +249,21 @@ both_backends! {
         }
         assert_eq!(active_grants(&app, "B00001").await, ["ledger", "lobby", "wiki"]);
         assert_eq!(active_grants(&app, "B01199").await, ["ledger", "lobby", "wiki"]);
-        // Done once: running it again changes nothing.
+        // Done once: running it again (a process that stalled while a
+        // replica finished it) changes nothing, writes nothing over its
+        // state and audits nothing twice.
+        let recomputed = idgov_store::AuditFilter { action: "policy.recomputed".into(), ..Default::default() };
+        let audited = app.store.list_audit_events(&recomputed, 0, 10).await.unwrap();
+        assert_eq!(audited.iter().filter(|e| e.detail.contains(r#""version":2"#)).count(), 1, "{audited:?}");
+        let head = app.store.audit_head().await.unwrap();
         let j = app.store.get_bulk_job(&job).await.unwrap().unwrap();
         let again = app.run_recompute(&j).await.unwrap();
         assert_eq!(again.grants_added, 602, "the recorded total (Sales and the owners), not a second round");
         assert_eq!(active_grants(&app, "B00001").await, ["ledger", "lobby", "wiki"]);
+        assert_eq!(app.store.audit_head().await.unwrap(), head, "nothing audited by the second run");
+        assert_eq!(app.store.list_audit_events(&recomputed, 0, 10).await.unwrap(), audited);
+        let after = app.store.get_bulk_job(&job).await.unwrap().unwrap();
+        assert_eq!((after.state.as_str(), &after.cursor, after.updated_at), ("done", &j.cursor, j.updated_at));
     }
 }
 
