@@ -1,16 +1,17 @@
 //! How much the next step of bulk work takes.
 //!
-//! A step of bulk work (a policy recompute's people) holds the writer from
-//! its `BEGIN` to its commit; an HR event that arrives meanwhile, a leaver
-//! above all, waits for it. A fixed count of items per step bounds that
-//! wait only on the machine the count was tuned on: on a slower disk or
-//! CPU the same step takes longer, and on a faster one steps stay smaller
-//! than they need to be, paying each step's fixed cost (its claim, its
-//! commit) more often. [`StepSize`] bounds the step by time instead: after
-//! each step it sets the next step's count from the pace just measured, so
-//! that a step holds the writer for about [`StepSize::target`], never more
-//! than [`StepSize::max`] items (which bounds the memory a step holds) and
-//! never fewer than [`StepSize::min`] (so bulk work always moves on).
+//! A step of bulk work (a policy recompute's people, a roster's events)
+//! holds the writer from its `BEGIN` to its commit; an HR event that
+//! arrives meanwhile, a leaver above all, waits for it. A fixed count of
+//! items per step bounds that wait only on the machine the count was tuned
+//! on: on a slower disk or CPU the same step takes longer, and on a faster
+//! one steps stay smaller than they need to be, paying each step's fixed
+//! cost (its commit, the index pages it writes again) more often.
+//! [`StepSize`] bounds the step by time instead: after each step it sets
+//! the next step's count from the pace just measured, so that a step holds
+//! the writer for about [`StepSize::target`], never more than
+//! [`StepSize::max`] items (which bounds the memory a step holds) and never
+//! fewer than [`StepSize::min`] (so bulk work always moves on).
 //!
 //! Pure arithmetic over durations passed in: no clock is read here.
 
