@@ -1370,7 +1370,7 @@ impl App {
             ROSTER_STEP as u64,
             ROSTER_STEP_MIN,
             ROSTER_STEP_MAX,
-            crate::policy::STEP_TARGET,
+            self.step_target(),
         );
         while pos < total {
             let step = usize::try_from(size.get()).unwrap_or(ROSTER_STEP);

@@ -105,6 +105,9 @@ pub struct App {
     pub(crate) audit_signer: std::sync::OnceLock<Arc<audit_checkpoints::AuditSigner>>,
     /// Every task of the process, under one shutdown.
     pub workers: workers::Workers,
+    /// How long a step of bulk work should hold the writer, in nanoseconds
+    /// ([`policy::STEP_TARGET`]; tests set others).
+    step_target: std::sync::atomic::AtomicU64,
 }
 
 /// The actor name of work the service does by itself.
@@ -147,6 +150,9 @@ impl App {
             development: std::sync::atomic::AtomicBool::new(false),
             metrics,
             workers: workers::Workers::default(),
+            step_target: std::sync::atomic::AtomicU64::new(
+                u64::try_from(policy::STEP_TARGET.as_nanos()).unwrap_or(u64::MAX),
+            ),
         });
         app.reload_policy().await?;
         for rx in receivers {
@@ -244,6 +250,21 @@ impl App {
         Err(AppError::GoesOnLater(format!(
             "the service is stopping: {what} stopped after a step, with its progress recorded, and goes on from there when the service is back; nothing needs to be sent again"
         )))
+    }
+
+    /// How long a step of a policy recompute or a roster should hold the
+    /// writer ([`steps::StepSize`]).
+    pub(crate) fn step_target(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.step_target.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Sets [`App::step_target`], for tests that watch steps shrink or grow.
+    #[doc(hidden)]
+    pub fn set_step_target_for_test(&self, target: std::time::Duration) {
+        self.step_target.store(
+            u64::try_from(target.as_nanos()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     pub fn now(&self) -> DateTime<Utc> {

@@ -343,8 +343,11 @@ impl App {
             STEP_PEOPLE as u64,
             STEP_PEOPLE_MIN,
             STEP_PEOPLE_MAX,
-            STEP_TARGET,
+            self.step_target(),
         );
+        // Steps committed, carried over a resume: the job's record says
+        // how the work was cut.
+        let mut done_steps = job.detail["steps"].as_u64().unwrap_or(0);
         loop {
             if steps.is_multiple_of(STATISTICS_EVERY) {
                 self.store.refresh_statistics().await;
@@ -398,7 +401,7 @@ impl App {
                     &job.id,
                     "done",
                     &cursor,
-                    &json!({"actor": actor, "impact": impact}),
+                    &json!({"actor": actor, "impact": impact, "steps": done_steps}),
                     now,
                 )
                 .await?;
@@ -451,7 +454,7 @@ impl App {
                 &job.id,
                 "running",
                 &last,
-                &json!({"actor": actor, "impact": total}),
+                &json!({"actor": actor, "impact": total, "steps": done_steps + 1}),
                 now,
             )
             .await?;
@@ -477,6 +480,7 @@ impl App {
                     size.record(ids.len() as u64, end.saturating_duration_since(began));
                     impact = total;
                     cursor = last;
+                    done_steps += 1;
                     if step.identities_affected > 0 {
                         self.wake_provisioning();
                     }

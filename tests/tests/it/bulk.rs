@@ -173,6 +173,39 @@ both_backends! {
         assert!(report.broken.is_none());
     }
 
+    /// A recompute's steps follow the time they take: with a target no
+    /// step can meet they halve down to their floor of 50 people, with one
+    /// no step reaches they double up to their ceiling; either way everyone
+    /// ends as the policy says. (The job's record counts its steps.)
+    async fn a_recompute_sizes_its_steps_by_the_time_they_take(t: TestStore) {
+        let (app, _) = app_on(&t).await;
+        with_policy(&app).await;
+        org(&app, 3000).await;
+        app.set_step_target_for_test(Duration::ZERO);
+        let r = app.apply_policy(&wider(), false, "everyone gets the ledger", "user:admin").await.unwrap();
+        assert_eq!(r.impact.grants_added, 1502);
+        let job = app.store.get_bulk_job("policy-v2").await.unwrap().unwrap();
+        // 3,002 people: 500, 250, 125, 62, then 50 a step: 46 steps
+        // (fixed steps of 500 would be 7).
+        let small = job.detail["steps"].as_u64().unwrap();
+        assert!((40..=50).contains(&small), "{small} steps: {job:?}");
+        assert_eq!(active_grants(&app, "B02999").await, ["ledger", "lobby", "wiki"]);
+
+        // An entitlement nobody holds: the recompute walks everyone and
+        // changes nothing. 500, 1,000, 2,000: three steps.
+        app.set_step_target_for_test(Duration::from_secs(3600));
+        let more = format!(
+            "{}\n[[entitlements]]\nid = \"badge\"\nsystem = \"site\"\nclassification = \"public\"\nkind = \"physical_area\"\n",
+            wider()
+        );
+        let r = app.apply_policy(&more, false, "a badge entitlement", "user:admin").await.unwrap();
+        assert_eq!((r.impact.grants_added, r.impact.grants_revoked), (0, 0));
+        let job = app.store.get_bulk_job("policy-v3").await.unwrap().unwrap();
+        assert_eq!(job.detail["steps"].as_u64(), Some(3), "{job:?}");
+        assert_eq!(active_grants(&app, "B00001").await, ["ledger", "lobby", "wiki"]);
+        assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
+    }
+
     async fn the_record_of_a_bulk_job_goes_thirty_days_after_it_ended_and_its_audit_stays(t: TestStore) {
         let (app, clock) = org_settled(&t, 600).await;
         app.apply_policy(&wider(), false, "everyone gets the ledger", "user:admin")
