@@ -367,12 +367,12 @@ impl App {
                     Some(items) => {
                         tx.update_bulk_job(&items.job, "running", "0", &job.detail, now)
                             .await?;
-                        tx.lease_bulk_job(&items.job, lease).await?;
+                        tx.lease_bulk_job(&items.job, &self.holder, lease).await?;
                         json!({"events": events, "release_job": items.job})
                     }
                     // Held before changes were staged: all in the payload.
                     None => {
-                        tx.insert_bulk_job(&job, lease).await?;
+                        tx.insert_bulk_job(&job, &self.holder, lease).await?;
                         json!({"events": events, "release_job": job.id})
                     }
                 }

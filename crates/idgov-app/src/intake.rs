@@ -1395,7 +1395,7 @@ impl App {
                     // The writer is held from here (a wait for it is not counted).
                     let began = std::time::Instant::now();
                     // The lease is renewed with the step, in its transaction.
-                    if !tx.renew_bulk_job(job.id, lease).await? {
+                    if !tx.renew_bulk_job(job.id, &self.holder, lease).await? {
                         return Err(AppError::precondition(format!(
                             "bulk job {} is no longer running here",
                             job.id

@@ -108,6 +108,9 @@ pub struct App {
     /// How long a step of bulk work should hold the writer, in nanoseconds
     /// ([`policy::STEP_TARGET`]; tests set others).
     step_target: std::sync::atomic::AtomicU64,
+    /// This process's name on the bulk jobs it holds (a lease renews only
+    /// for its holder), unique to each start.
+    holder: String,
 }
 
 /// The actor name of work the service does by itself.
@@ -153,6 +156,7 @@ impl App {
             step_target: std::sync::atomic::AtomicU64::new(
                 u64::try_from(policy::STEP_TARGET.as_nanos()).unwrap_or(u64::MAX),
             ),
+            holder: format!("process-{}", uuid::Uuid::now_v7()),
         });
         app.reload_policy().await?;
         for rx in receivers {
@@ -237,7 +241,7 @@ impl App {
             return Ok(());
         }
         if let Some(id) = job
-            && let Err(e) = self.store.release_bulk_job(id).await
+            && let Err(e) = self.store.release_bulk_job(id, &self.holder).await
         {
             // Its lease runs out by itself; the work goes on later.
             tracing::warn!(job = id, error = %e, "cannot give up a bulk job's lease at shutdown");
@@ -254,6 +258,11 @@ impl App {
 
     /// How long a step of a policy recompute or a roster should hold the
     /// writer ([`steps::StepSize`]).
+    /// This process's name on the bulk jobs it holds.
+    pub fn bulk_job_holder(&self) -> &str {
+        &self.holder
+    }
+
     pub(crate) fn step_target(&self) -> std::time::Duration {
         std::time::Duration::from_nanos(self.step_target.load(std::sync::atomic::Ordering::Relaxed))
     }

@@ -308,8 +308,12 @@ impl App {
             created_at: now,
             updated_at: now,
         };
-        tx.insert_bulk_job(&job, now + chrono::Duration::seconds(JOB_LEASE_SECONDS))
-            .await?;
+        tx.insert_bulk_job(
+            &job,
+            &self.holder,
+            now + chrono::Duration::seconds(JOB_LEASE_SECONDS),
+        )
+        .await?;
         tx.audit(AuditEntry::new(
             actor,
             Action::PolicyApplied,
@@ -358,14 +362,22 @@ impl App {
             let mut tx = self.store.begin().await?;
             // The writer is held from here (a wait for it is not counted).
             let began = std::time::Instant::now();
-            // The lease is renewed with the step, in its transaction. A job
-            // no longer running (done, superseded, or finished by a replica
-            // that took it over while this process stalled) is left as it
-            // is: its recorded impact is the answer, and nothing is written
-            // over its state or audited twice.
-            if !tx.renew_bulk_job(&job.id, lease).await? {
+            // The lease is renewed with the step, in its transaction, and
+            // only while this process holds it. A job no longer running
+            // (done, superseded, or finished by a replica that took it over
+            // while this process stalled) is left as it is: its recorded
+            // impact is the answer, and nothing is written over its state or
+            // audited twice. A job another process took over and still runs
+            // goes on there alone.
+            if !tx.renew_bulk_job(&job.id, &self.holder, lease).await? {
                 drop(tx);
                 return match self.store.get_bulk_job(&job.id).await? {
+                    Some(j) if j.state == "running" => Err(AppError::GoesOnLater(format!(
+                        "the recompute of policy version {} ({}) was taken over by another idgov \
+                         process while this one stalled; it goes on there, and its `policy.recomputed` \
+                         audit event says when it is done",
+                        job.policy_version, job.id
+                    ))),
                     Some(j) => {
                         Ok(serde_json::from_value(j.detail["impact"].clone()).unwrap_or(impact))
                     }
@@ -581,7 +593,7 @@ impl App {
             if known
                 && self
                     .store
-                    .claim_bulk_job(&job.id, now, lease, false)
+                    .claim_bulk_job(&job.id, &self.holder, now, lease, false)
                     .await?
             {
                 tracing::info!(job = %job.id, kind = %job.kind, cursor = %job.cursor, "resuming bulk work");

@@ -1423,7 +1423,7 @@ impl App {
             let now = self.now();
             let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
             let mut tx = self.store.begin().await?;
-            tx.insert_bulk_job(job, lease).await?;
+            tx.insert_bulk_job(job, &self.holder, lease).await?;
             if let Some(context) = context {
                 tx.insert_bulk_job_items(&job.id, CONTEXT_ITEM, std::slice::from_ref(context))
                     .await?;
@@ -1445,7 +1445,7 @@ impl App {
             self.retrying(|| async move {
                 let now = self.now();
                 let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
-                if !self.store.claim_bulk_job(id, now, lease, true).await? {
+                if !self.store.claim_bulk_job(id, &self.holder, now, lease, true).await? {
                     return Err(AppError::Unavailable(format!(
                         "roster sync job {id} was taken over while it was staged; send the roster again"
                     )));

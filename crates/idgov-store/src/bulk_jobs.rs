@@ -93,24 +93,29 @@ impl Store {
         rows.iter().map(job_from_row).collect()
     }
 
-    /// Takes (or renews) the lease on a running (or staging) job until
-    /// `until`. Returns false when another process holds it or it is no
-    /// longer running.
+    /// Takes the lease on a running (or staging) job for `holder` until
+    /// `until`: with `renew`, only a lease `holder` already has; without,
+    /// only a lease that ran out by `now` (a job whose holder crashed or
+    /// stalled), which then is `holder`'s alone. Returns false when another
+    /// process holds it or it is no longer running.
     pub async fn claim_bulk_job(
         &self,
         id: &str,
+        holder: &str,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
         renew: bool,
     ) -> Result<bool, StoreError> {
         let sql = if renew {
-            "UPDATE bulk_jobs SET claimed_until = $1 WHERE id = $2 AND state IN ('running', 'staging') AND ($3 = $3)"
+            "UPDATE bulk_jobs SET claimed_until = $1, claimed_by = $2 WHERE id = $3 \
+             AND state IN ('running', 'staging') AND claimed_by = $2 AND ($4 = $4)"
         } else {
-            "UPDATE bulk_jobs SET claimed_until = $1 WHERE id = $2 AND state IN ('running', 'staging') \
-             AND claimed_until <= $3"
+            "UPDATE bulk_jobs SET claimed_until = $1, claimed_by = $2 WHERE id = $3 \
+             AND state IN ('running', 'staging') AND claimed_until <= $4"
         };
         let r = sqlx::query(sql)
             .bind(micros(until))
+            .bind(holder)
             .bind(id)
             .bind(micros(now))
             .execute(&self.write)
@@ -118,17 +123,33 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Gives up the lease on a running (or staging) job, so that the next
-    /// start (or another replica) carries it on at once: what bulk work
-    /// stopped between two steps by a shutdown leaves.
-    pub async fn release_bulk_job(&self, id: &str) -> Result<(), StoreError> {
+    /// Gives up `holder`'s lease on a running (or staging) job, so that the
+    /// next start (or another replica) carries it on at once: what bulk
+    /// work stopped between two steps by a shutdown leaves. A lease another
+    /// process took over meanwhile stays its own.
+    pub async fn release_bulk_job(&self, id: &str, holder: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE bulk_jobs SET claimed_until = 0 WHERE id = $1 AND state IN ('running', 'staging')",
+            "UPDATE bulk_jobs SET claimed_until = 0 WHERE id = $1 AND claimed_by = $2 \
+             AND state IN ('running', 'staging')",
         )
         .bind(id)
+        .bind(holder)
         .execute(&self.write)
         .await?;
         Ok(())
+    }
+
+    /// Who holds job `id`'s lease and until when ("" for nobody named).
+    pub async fn bulk_job_lease(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let row = sqlx::query("SELECT claimed_by, claimed_until FROM bulk_jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await?;
+        row.map(|r| Ok((get(&r, "claimed_by")?, time(get(&r, "claimed_until")?)?)))
+            .transpose()
     }
 }
 
@@ -240,15 +261,16 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Starts a job, leased to the caller until `until`.
+    /// Starts a job, leased to `holder` until `until`.
     pub async fn insert_bulk_job(
         &mut self,
         job: &BulkJob,
+        holder: &str,
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO bulk_jobs (id, kind, state, policy_version, cursor, detail, claimed_until, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO bulk_jobs (id, kind, state, policy_version, cursor, detail, claimed_until, created_at, \
+             updated_at, claimed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&job.id)
         .bind(&job.kind)
@@ -259,39 +281,46 @@ impl WriteTx {
         .bind(micros(until))
         .bind(micros(job.created_at))
         .bind(micros(job.updated_at))
+        .bind(holder)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
     }
 
-    /// Renews the lease on running (or staging) job `id` until `until`, in
-    /// the transaction of the step about to run: the step and its lease
-    /// commit together, one commit a step instead of two. Returns false
-    /// when the job is no longer running.
+    /// Renews `holder`'s lease on running (or staging) job `id` until
+    /// `until`, in the transaction of the step about to run: the step and
+    /// its lease commit together, one commit a step instead of two.
+    /// Returns false when the job is no longer running or another process
+    /// took it over (its lease ran out while this one stalled).
     pub async fn renew_bulk_job(
         &mut self,
         id: &str,
+        holder: &str,
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
-            "UPDATE bulk_jobs SET claimed_until = $1 WHERE id = $2 AND state IN ('running', 'staging')",
+            "UPDATE bulk_jobs SET claimed_until = $1 WHERE id = $2 AND claimed_by = $3 \
+             AND state IN ('running', 'staging')",
         )
         .bind(micros(until))
         .bind(id)
+        .bind(holder)
         .execute(&mut *self.tx)
         .await?;
         Ok(r.rows_affected() == 1)
     }
 
-    /// Leases job `id` to the caller until `until`, whatever its lease was
+    /// Leases job `id` to `holder` until `until`, whatever its lease was
     /// (a held job that its release starts).
     pub async fn lease_bulk_job(
         &mut self,
         id: &str,
+        holder: &str,
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE bulk_jobs SET claimed_until = $1 WHERE id = $2")
+        sqlx::query("UPDATE bulk_jobs SET claimed_until = $1, claimed_by = $2 WHERE id = $3")
             .bind(micros(until))
+            .bind(holder)
             .bind(id)
             .execute(&mut *self.tx)
             .await?;

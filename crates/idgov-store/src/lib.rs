@@ -335,6 +335,14 @@ macro_rules! migrations {
                     "/0018_roster_stage.sql"
                 )),
             ),
+            (
+                "bulk_job_holder",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0019_bulk_job_holder.sql"
+                )),
+            ),
         ]
     };
 }

@@ -298,6 +298,55 @@ both_backends! {
         let after = app.store.get_bulk_job(&job).await.unwrap().unwrap();
         assert_eq!((after.state.as_str(), &after.cursor, after.updated_at), ("done", &j.cursor, j.updated_at));
     }
+
+    async fn a_recompute_taken_over_by_another_process_runs_there_alone(t: TestStore) {
+        let (app, clock) = app_on(&t).await;
+        with_policy(&app).await;
+        org(&app, 1200).await;
+        let job = {
+            let now = app.now();
+            let new = idgov_domain::policy::Policy::parse(&wider()).unwrap();
+            let mut tx = app.store.begin().await.unwrap();
+            let diff = app.policy().policy.diff(&new);
+            let job = app.store_policy_for_test(&mut tx, &new, 1, &diff, now).await;
+            tx.commit(now).await.unwrap();
+            job
+        };
+        let lease = app.store.bulk_job_lease(&job).await.unwrap().unwrap();
+        assert_eq!(lease.0, app.bulk_job_holder(), "the job is leased to the process that started it");
+        // This process stalls past the lease; another replica takes the job.
+        clock.advance(chrono::Duration::seconds(120));
+        let now = app.now();
+        assert!(
+            app.store
+                .claim_bulk_job(&job, "replica-b", now, now + chrono::Duration::seconds(60), false)
+                .await
+                .unwrap()
+        );
+        // The stalled process wakes up and goes on with its recompute: its
+        // first step finds the job taken over and stops, writing nothing.
+        let head = app.store.audit_head().await.unwrap();
+        let j = app.store.get_bulk_job(&job).await.unwrap().unwrap();
+        let answer = app.run_recompute(&j).await;
+        assert!(
+            matches!(&answer, Err(idgov_server::AppError::GoesOnLater(m)) if m.contains("taken over")),
+            "{answer:?}"
+        );
+        assert_eq!(app.store.audit_head().await.unwrap(), head, "the stalled process wrote a step");
+        assert_eq!(active_grants(&app, "B00001").await, ["lobby", "wiki"]);
+        assert_eq!(app.store.get_bulk_job(&job).await.unwrap().unwrap(), j, "the job's record changed");
+        assert_eq!(app.store.bulk_job_lease(&job).await.unwrap().unwrap().0, "replica-b");
+        // Nor does its shutdown give the job up: it is the replica's.
+        app.store.release_bulk_job(&job, app.bulk_job_holder()).await.unwrap();
+        assert!(app.store.unclaimed_bulk_jobs(now).await.unwrap().is_empty());
+        // Once the replica's lease runs out (it stopped too), the job is
+        // resumed and done once.
+        clock.advance(chrono::Duration::seconds(120));
+        assert_eq!(app.resume_bulk_jobs().await.unwrap(), 1);
+        assert_eq!(app.store.get_bulk_job(&job).await.unwrap().unwrap().state, "done");
+        assert_eq!(active_grants(&app, "B01199").await, ["ledger", "lobby", "wiki"]);
+        assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
+    }
 }
 
 both_backends! {

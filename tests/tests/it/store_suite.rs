@@ -1017,7 +1017,7 @@ both_backends! {
         let bodies: Vec<String> = (0..1234).map(|i| format!("{{\"i\":{i},\"name\":\"O'Brien \\u00e9 ; DROP\"}}")).collect();
         let mut tx = s.begin().await.unwrap();
         for (id, state) in [("a", "staging"), ("b", "running"), ("c", "done")] {
-            tx.insert_bulk_job(&sync_job(id, state), at(1)).await.unwrap();
+            tx.insert_bulk_job(&sync_job(id, state), "test", at(1)).await.unwrap();
             tx.insert_bulk_job_items(id, -1, &["context".to_string()]).await.unwrap();
             tx.insert_bulk_job_items(id, 0, &bodies).await.unwrap();
         }
@@ -1047,6 +1047,47 @@ both_backends! {
         assert_eq!(s.bulk_job_items("b", i64::MIN, 2000).await.unwrap().len(), 1235);
     }
 
+    /// A bulk job's lease is its holder's: only the holder renews or gives
+    /// it up, another process takes it only once it ran out, and then the
+    /// first holder can neither renew it (its next step stops) nor give up
+    /// the new holder's lease.
+    async fn a_bulk_job_lease_is_renewed_and_given_up_only_by_its_holder(t: TestStore) {
+        let s = &t.store;
+        let job = sync_job("job-1", "running");
+        let mut tx = s.begin().await.unwrap();
+        tx.insert_bulk_job(&job, "a", at(60)).await.unwrap();
+        tx.commit(at(0)).await.unwrap();
+        assert_eq!(s.bulk_job_lease("job-1").await.unwrap(), Some(("a".to_string(), at(60))));
+        // Within the lease: only A renews; B cannot take it.
+        assert!(!s.claim_bulk_job("job-1", "b", at(30), at(90), false).await.unwrap());
+        assert!(!s.claim_bulk_job("job-1", "b", at(30), at(90), true).await.unwrap());
+        let mut tx = s.begin().await.unwrap();
+        assert!(!tx.renew_bulk_job("job-1", "b", at(90)).await.unwrap(), "B renewed A's lease");
+        assert!(tx.renew_bulk_job("job-1", "a", at(90)).await.unwrap(), "A could not renew its own lease");
+        tx.commit(at(30)).await.unwrap();
+        s.release_bulk_job("job-1", "b").await.unwrap();
+        assert!(s.unclaimed_bulk_jobs(at(60)).await.unwrap().is_empty(), "B gave up A's lease");
+        // A stalls past its lease; B takes the job over.
+        assert!(s.claim_bulk_job("job-1", "b", at(91), at(151), false).await.unwrap());
+        assert_eq!(s.bulk_job_lease("job-1").await.unwrap(), Some(("b".to_string(), at(151))));
+        // A wakes up: its step's renewal fails, and so does a claim to renew.
+        let mut tx = s.begin().await.unwrap();
+        assert!(!tx.renew_bulk_job("job-1", "a", at(152)).await.unwrap(), "A renewed a lease B took over");
+        drop(tx);
+        assert!(!s.claim_bulk_job("job-1", "a", at(92), at(152), true).await.unwrap());
+        // A's shutdown does not give up B's lease; B's does.
+        s.release_bulk_job("job-1", "a").await.unwrap();
+        assert!(s.unclaimed_bulk_jobs(at(100)).await.unwrap().is_empty(), "A gave up B's lease");
+        s.release_bulk_job("job-1", "b").await.unwrap();
+        assert_eq!(s.unclaimed_bulk_jobs(at(100)).await.unwrap().len(), 1);
+        // A held job its release starts is leased to whoever releases it.
+        let mut tx = s.begin().await.unwrap();
+        tx.lease_bulk_job("job-1", "c", at(200)).await.unwrap();
+        tx.commit(at(100)).await.unwrap();
+        assert_eq!(s.bulk_job_lease("job-1").await.unwrap(), Some(("c".to_string(), at(200))));
+        assert_eq!(s.bulk_job_lease("job-2").await.unwrap(), None);
+    }
+
     /// A caller dropped while its transaction begins (a cancelled request,
     /// an aborted job) leaves no connection inside a transaction: every
     /// write acknowledged afterwards is committed and seen by another
@@ -1064,7 +1105,7 @@ both_backends! {
             updated_at: at(0),
         };
         let mut tx = s.begin().await.unwrap();
-        tx.insert_bulk_job(&job, at(0)).await.unwrap();
+        tx.insert_bulk_job(&job, "test", at(0)).await.unwrap();
         tx.commit(at(0)).await.unwrap();
         let other = idgov_store::Store::open(&t.url).await.unwrap();
         let mut finished = 0;
@@ -1086,7 +1127,7 @@ both_backends! {
             let now = at(round);
             let claimed = tokio::time::timeout(
                 std::time::Duration::from_secs(10),
-                s.claim_bulk_job("job-1", now, now + Duration::minutes(30), false),
+                s.claim_bulk_job("job-1", "test", now, now + Duration::minutes(30), false),
             )
             .await
             .unwrap_or_else(|_| panic!("round {round}: the claim waited on a lock an abandoned transaction holds"))
@@ -1143,7 +1184,7 @@ async fn sqlite_commits_reach_the_database_file_beside_the_writer() {
     let job = sync_job("job-1", "running");
     let bodies: Vec<String> = (0..300).map(|i| format!("{{\"item\":{i}}}")).collect();
     let mut tx = t.store.begin().await.unwrap();
-    tx.insert_bulk_job(&job, at(1)).await.unwrap();
+    tx.insert_bulk_job(&job, "test", at(1)).await.unwrap();
     tx.insert_bulk_job_items("job-1", 0, &bodies).await.unwrap();
     tx.commit(at(0)).await.unwrap();
     let path = t
