@@ -1394,12 +1394,11 @@ impl App {
                     let mut tx = self.store.begin().await?;
                     // The writer is held from here (a wait for it is not counted).
                     let began = std::time::Instant::now();
-                    // The lease is renewed with the step, in its transaction.
+                    // The lease is renewed with the step, in its transaction,
+                    // and only while this process holds it.
                     if !tx.renew_bulk_job(job.id, &self.holder, lease).await? {
-                        return Err(AppError::precondition(format!(
-                            "bulk job {} is no longer running here",
-                            job.id
-                        )));
+                        drop(tx);
+                        return Err(self.job_gone(job.id).await);
                     }
                     let (res, queued) = self
                         .record_roster_part(&mut tx, ev_chunk, pr_chunk, mark, actor, now)

@@ -258,6 +258,26 @@ impl App {
 
     /// How long a step of a policy recompute or a roster should hold the
     /// writer ([`steps::StepSize`]).
+    /// Why a step of bulk job `id` cannot renew this process's lease: the
+    /// job ended (or was discarded), or another process took it over when
+    /// this one stalled past its lease and carries it on alone.
+    pub(crate) async fn job_gone(&self, id: &str) -> AppError {
+        match self.store.get_bulk_job(id).await {
+            Ok(Some(j)) if j.state == "running" || j.state == "staging" => {
+                AppError::GoesOnLater(format!(
+                    "bulk job {id} was taken over by another idgov process while this one \
+                     stalled; it goes on there, and nothing needs to be sent again"
+                ))
+            }
+            Ok(Some(j)) => AppError::precondition(format!(
+                "bulk job {id} is no longer running here (it is {})",
+                j.state
+            )),
+            Ok(None) => AppError::precondition(format!("bulk job {id} is no longer running here")),
+            Err(e) => e.into(),
+        }
+    }
+
     /// This process's name on the bulk jobs it holds.
     pub fn bulk_job_holder(&self) -> &str {
         &self.holder

@@ -372,12 +372,7 @@ impl App {
             if !tx.renew_bulk_job(&job.id, &self.holder, lease).await? {
                 drop(tx);
                 return match self.store.get_bulk_job(&job.id).await? {
-                    Some(j) if j.state == "running" => Err(AppError::GoesOnLater(format!(
-                        "the recompute of policy version {} ({}) was taken over by another idgov \
-                         process while this one stalled; it goes on there, and its `policy.recomputed` \
-                         audit event says when it is done",
-                        job.policy_version, job.id
-                    ))),
+                    Some(j) if j.state == "running" => Err(self.job_gone(&job.id).await),
                     Some(j) => {
                         Ok(serde_json::from_value(j.detail["impact"].clone()).unwrap_or(impact))
                     }

@@ -511,6 +511,61 @@ both_backends! {
             "the release's end is audited"
         );
     }
+
+    async fn a_release_taken_over_by_another_process_runs_there_alone(t: TestStore) {
+        let (app, clock) = app_on(&t).await;
+        with_policy(&app).await;
+        org(&app, 3000).await;
+        let held = app.sync_roster(shorter(1000), "service:hr").await.unwrap();
+        let held_id = held.held_change_id.clone().expect("held");
+        clock.advance(chrono::Duration::seconds(60));
+        let release = release_in_background(&app, &held_id);
+        // This process stalls after the release's first step...
+        let t0 = Instant::now();
+        loop {
+            if let Some(j) = release_job(&app, &held_id).await
+                && j.cursor.parse::<usize>().unwrap_or(0) > 0
+            {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(120), "the release never made a step");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        release.abort();
+        let _ = release.await;
+        let cut = release_job(&app, &held_id).await.unwrap();
+        assert_eq!(cut.state, "running");
+        // ...past its lease, and another replica takes the job over.
+        clock.advance(chrono::Duration::seconds(120));
+        let now = app.now();
+        assert!(
+            app.store
+                .claim_bulk_job(&cut.id, "replica-b", now, now + chrono::Duration::seconds(60), false)
+                .await
+                .unwrap()
+        );
+        // The stalled process goes on: its next step stops, writing nothing.
+        let head = app.store.audit_head().await.unwrap();
+        let active = app.store.count_identities(Status::Active).await.unwrap();
+        let answer = app.run_roster_release(&cut).await;
+        assert!(
+            matches!(&answer, Err(idgov_server::AppError::GoesOnLater(m)) if m.contains("taken over")),
+            "{answer:?}"
+        );
+        assert_eq!(app.store.audit_head().await.unwrap(), head, "the stalled process wrote a step");
+        assert_eq!(app.store.count_identities(Status::Active).await.unwrap(), active);
+        assert_eq!(release_job(&app, &held_id).await.unwrap(), cut, "the job's record changed");
+        // The replica stops too; once its lease runs out the release is
+        // resumed and ends with every leaver terminated once.
+        clock.advance(chrono::Duration::seconds(120));
+        assert_eq!(app.resume_bulk_jobs().await.unwrap(), 1);
+        assert_eq!(release_job(&app, &held_id).await.unwrap().state, "done");
+        assert_eq!(app.store.count_identities(Status::Active).await.unwrap(), 1002);
+        let applied = audited(&app.store, "hr.event.applied", 20_000).await;
+        let terminates = applied.iter().filter(|e| e.detail.contains("\"to\":\"terminated\"")).count();
+        assert_eq!(terminates, 2000, "every leaver once, none twice");
+        assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
+    }
 }
 
 /// A small deterministic generator (no dependency): the same seed, the same case.
