@@ -23,6 +23,12 @@ const DRIFT_PAGE: i64 = 1000;
 /// records per transaction.
 const RECORD_STEP: usize = 500;
 
+/// Bounds of a recording step, in drift rows; within them a step takes as
+/// many as hold the writer for about [`crate::policy::STEP_TARGET`]
+/// ([`crate::steps::StepSize`]), starting at [`RECORD_STEP`].
+pub const RECORD_STEP_MIN: u64 = 50;
+pub const RECORD_STEP_MAX: u64 = 4_000;
+
 /// Security events per kind recorded one by one; beyond, one aggregate.
 const SECURITY_EVENTS_PER_KIND: usize = 100;
 
@@ -411,7 +417,7 @@ impl App {
             }),
             complete: dry_run,
         };
-        // Recorded in kind order, in steps of [`RECORD_STEP`] rows, each
+        // Recorded in kind order, in steps of rows sized by time, each
         // with its operations, imported grants and security events in one
         // short transaction, so that HR intake goes on between them however
         // much drift a sync finds (a first sync of a directory nobody
@@ -423,9 +429,19 @@ impl App {
         let mut at = (-1, 0);
         let mut seq = 0;
         let mut first = true;
+        let mut size = crate::steps::StepSize::new(
+            RECORD_STEP as u64,
+            RECORD_STEP_MIN,
+            RECORD_STEP_MAX,
+            self.step_target(),
+        );
         loop {
-            let page = self.store.staged_drift(id, at, RECORD_STEP as i64).await?;
-            let done = page.len() < RECORD_STEP;
+            let asked = usize::try_from(size.get()).unwrap_or(RECORD_STEP);
+            let page = self
+                .store
+                .staged_drift(id, at, i64::try_from(asked).unwrap_or(RECORD_STEP as i64))
+                .await?;
+            let done = page.len() < asked;
             if let Some(l) = page.last() {
                 at = (l.kind_rank, l.seq);
             }
@@ -450,6 +466,8 @@ impl App {
             }
             let now = self.now();
             let mut tx = self.store.begin().await?;
+            // The writer is held from here (a wait for it is not counted).
+            let began = std::time::Instant::now();
             if first {
                 tx.insert_sync_run(&run, &rows).await?;
                 first = false;
@@ -487,6 +505,7 @@ impl App {
                 run.complete = true;
             }
             tx.commit(now).await?;
+            size.record(rows.len() as u64, began.elapsed());
             if !ops.is_empty() {
                 self.wake_provisioning();
             }

@@ -28,13 +28,25 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// Items read (or written) per step of close, report and export.
 const PAGE: i64 = 1000;
 
-/// People whose grants are read per step of generation.
+/// People whose grants are read per step of generation (a preview's
+/// page; a generation's first step).
 const PEOPLE_PAGE: i64 = 200;
+
+/// Bounds of a generation's step, in people; within them a step takes as
+/// many as hold the writer for about [`crate::policy::STEP_TARGET`]
+/// ([`crate::steps::StepSize`]).
+pub const GENERATION_STEP_MIN: u64 = 10;
+pub const GENERATION_STEP_MAX: u64 = 2_000;
+
+/// Bounds of a close's step, in items given their default (it starts at
+/// [`PAGE`]).
+pub const CLOSE_STEP_MIN: u64 = 50;
+pub const CLOSE_STEP_MAX: u64 = 4_000;
 
 /// What one step of a generation did.
 enum Step {
-    /// Wrote a page; more follow.
-    Wrote,
+    /// Wrote a page, holding the writer this long; more follow.
+    Wrote(std::time::Duration),
     /// Another replica wrote from this cursor on: read again from there.
     Moved(String),
     /// The campaign is open (or was already past starting).
@@ -52,6 +64,8 @@ struct Ahead {
     items: Vec<ReviewItem>,
     /// The last person of the page; `None`: nobody is left.
     last: Option<String>,
+    /// The people the page was asked for (fewer only at the end).
+    asked: u64,
 }
 
 /// People kept for reviewer routing across the pages of one generation.
@@ -463,10 +477,29 @@ impl App {
         // since it was read (the audit head has not moved); otherwise it is
         // planned again inside the writer from what is true now. It is
         // thrown away if another replica moved the cursor.
+        //
+        // A step takes as many people as hold the writer for about the
+        // step target; the page read beside a write is sized by the steps
+        // before it.
+        let mut size = crate::steps::StepSize::new(
+            PEOPLE_PAGE as u64,
+            GENERATION_STEP_MIN,
+            GENERATION_STEP_MAX,
+            self.step_target(),
+        );
         let mut org = (0i64, OrgMap(HashMap::new()));
         let mut after = first.generated_after.clone().unwrap_or_default();
         let mut ahead = self
-            .plan_ahead(id, &def, &ents, &after, &peers, &mut org, decided_ever)
+            .plan_ahead(
+                id,
+                &def,
+                &ents,
+                &after,
+                &peers,
+                &mut org,
+                decided_ever,
+                size.get(),
+            )
             .await?;
         let mut pages = 1u64;
         loop {
@@ -479,10 +512,13 @@ impl App {
                 page,
                 items: planned,
                 last,
+                asked,
             } = ahead;
             let write = async {
                 let now = self.now();
                 let mut tx = self.store.begin().await?;
+                // The writer is held from here (a wait for it is not counted).
+                let began = std::time::Instant::now();
                 let Some(mut c) = tx.campaign_for_update(id).await? else {
                     return Err(AppError::not_found(format!("campaign {id} is gone")));
                 };
@@ -565,14 +601,24 @@ impl App {
                 Ok(if done {
                     Step::Finished(Box::new(c))
                 } else {
-                    Step::Wrote
+                    Step::Wrote(began.elapsed())
                 })
             };
+            let next_size = size.get();
             let read_next = async {
                 match &last {
                     Some(l) => Some(
-                        self.plan_ahead(id, &def, &ents, l, &peers, &mut org, decided_ever)
-                            .await,
+                        self.plan_ahead(
+                            id,
+                            &def,
+                            &ents,
+                            l,
+                            &peers,
+                            &mut org,
+                            decided_ever,
+                            next_size,
+                        )
+                        .await,
                     ),
                     None => None,
                 }
@@ -585,7 +631,8 @@ impl App {
                     }
                     return Ok(*c);
                 }
-                Step::Wrote => {
+                Step::Wrote(took) => {
+                    size.record(asked, took);
                     after = last.unwrap_or_default();
                     ahead = match next {
                         Some(n) => n?,
@@ -597,7 +644,16 @@ impl App {
                 Step::Moved(cursor) => {
                     after = cursor;
                     ahead = self
-                        .plan_ahead(id, &def, &ents, &after, &peers, &mut org, decided_ever)
+                        .plan_ahead(
+                            id,
+                            &def,
+                            &ents,
+                            &after,
+                            &peers,
+                            &mut org,
+                            decided_ever,
+                            size.get(),
+                        )
                         .await?;
                 }
             }
@@ -619,13 +675,15 @@ impl App {
         peers: &Peers,
         org: &mut (i64, OrgMap),
         decided_ever: bool,
+        people: u64,
     ) -> Result<Ahead, AppError> {
         let read_at = self.store.audit_head().await?.0;
         if org.0 != read_at {
             org.1.0.clear();
             org.0 = read_at;
         }
-        let (page, last) = self.store.grants_in_scope(ents, after, PEOPLE_PAGE).await?;
+        let asked = i64::try_from(people).unwrap_or(PEOPLE_PAGE);
+        let (page, last) = self.store.grants_in_scope(ents, after, asked).await?;
         let page = in_scope(&self.policy().policy, def, page);
         let items = if page.is_empty() {
             Vec::new()
@@ -651,6 +709,7 @@ impl App {
             page,
             items,
             last,
+            asked: people,
         })
     }
 
@@ -1036,23 +1095,33 @@ impl App {
                 return Ok(out);
             }
         }
+        let mut size = crate::steps::StepSize::new(
+            PAGE as u64,
+            CLOSE_STEP_MIN,
+            CLOSE_STEP_MAX,
+            self.step_target(),
+        );
         loop {
-            let closed = self
+            let take = i64::try_from(size.get()).unwrap_or(PAGE);
+            let (closed, items, took) = self
                 .retrying(|| async move {
                     let now = self.now();
                     let mut tx = self.store.begin().await?;
+                    // The writer is held from here (a wait for it is not counted).
+                    let began = std::time::Instant::now();
                     let Some(mut c) = tx.campaign_for_update(id).await? else {
                         return Err(AppError::not_found("the campaign is gone"));
                     };
                     if c.state != CampaignState::Closing {
-                        return Ok(Some(c));
+                        return Ok((Some(c), 0, began.elapsed()));
                     }
-                    let done = self.close_step(&mut tx, &mut c, now).await?;
+                    let (done, items) = self.close_step(&mut tx, &mut c, now, take).await?;
                     tx.update_campaign(&c).await?;
                     tx.commit(now).await?;
-                    Ok(done.then_some(c))
+                    Ok((done.then_some(c), items, began.elapsed()))
                 })
                 .await?;
+            size.record(items, took);
             let Some(c) = closed else {
                 self.between_steps("the campaign's close", None).await?;
                 continue;
@@ -1184,7 +1253,8 @@ impl App {
         tx: &mut WriteTx,
         c: &mut Campaign,
         now: DateTime<Utc>,
-    ) -> Result<bool, AppError> {
+        take: i64,
+    ) -> Result<(bool, u64), AppError> {
         let policy = self.policy_for(tx);
         let mut p = c.closing.clone().unwrap_or_default();
         let actor = closing_actor(&p);
@@ -1192,7 +1262,8 @@ impl App {
         // (decisions are refused while closing): go on after the last one.
         // (Reading from the start again walks the index entries of every
         // item already defaulted.)
-        let page = tx.open_items(&c.id, &p.after, PAGE).await?;
+        let page = tx.open_items(&c.id, &p.after, take).await?;
+        let items = page.len() as u64;
         let Some(last) = page.last() else {
             p.superseded += supersede(tx, &c.id, &actor).await?;
             c.state = CampaignState::Closed;
@@ -1204,9 +1275,10 @@ impl App {
                 json!({"defaulted": p.defaulted, "revoked_by_default": p.revoked, "revocations_applied": p.revoke}),
             ));
             c.closing = Some(p);
-            return Ok(true);
+            return Ok((true, 0));
         };
         p.after = last.id.clone();
+        p.steps += 1;
         let mut to_revoke = Vec::new();
         let mut by_state: BTreeMap<ItemState, Vec<String>> = BTreeMap::new();
         for mut i in page {
@@ -1246,7 +1318,7 @@ impl App {
         self.revoke_reviewed(tx, &policy, &to_revoke, &actor, now)
             .await?;
         c.closing = Some(p);
-        Ok(false)
+        Ok((false, items))
     }
 
     /// Completion and decisions per reviewer, with rubber-stamp indicators.

@@ -55,6 +55,9 @@ pub struct CloseProgress {
     pub defaulted: u64,
     pub revoked: u64,
     pub superseded: u64,
+    /// Steps of defaults committed so far (their size is set by time).
+    #[serde(default)]
+    pub steps: u64,
 }
 
 string_enum!(

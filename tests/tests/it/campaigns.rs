@@ -632,6 +632,36 @@ async fn accountants(app: &App, n: usize) {
 }
 
 both_backends! {
+    /// A close gives the unanswered their default in steps sized by the
+    /// time they take: halved to the floor under a target no step meets,
+    /// doubled under one no step reaches (fixed steps of a thousand would
+    /// take four steps for ~3,000 items either way).
+    async fn a_close_sizes_its_steps_by_the_time_they_take(t: TestStore) {
+        let (app, _) = setup(&t).await;
+        accountants(&app, 3000).await;
+        let mut seen = Vec::new();
+        for target in [std::time::Duration::ZERO, std::time::Duration::from_secs(3600)] {
+            let c = app.start_campaign("internal", "user:admin").await.unwrap();
+            let total = items_of(&app, &c.id).await.len();
+            assert!((3000..4000).contains(&total), "{total} items");
+            app.set_step_target_for_test(target);
+            let out = app.close_campaign(&c.id, "user:admin").await.unwrap();
+            app.set_step_target_for_test(idgov_server::app::policy::STEP_TARGET);
+            assert_eq!(out.campaign.state, CampaignState::Closed);
+            let p = out.campaign.closing.clone().unwrap();
+            assert_eq!(p.defaulted as usize, total, "every item once");
+            let after = items_of(&app, &c.id).await;
+            assert!(after.iter().all(|i| i.state == ItemState::Flagged), "internal: kept, flagged");
+            seen.push(p.steps);
+        }
+        eprintln!("close steps (zero target, an hour): {seen:?}");
+        // Zero: 1,000, 500, 250, 125, 62, then 50 at a time.
+        assert!((20..=60).contains(&seen[0]), "steps under a zero target: {seen:?}");
+        // An hour: 1,000, then 2,000, then what is left.
+        assert!(seen[1] <= 3, "steps under an hour's target: {seen:?}");
+        assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
+    }
+
     async fn a_leaver_is_applied_at_once_during_a_large_close(t: TestStore) {
         let (app, _) = setup(&t).await;
         accountants(&app, 5100).await;
