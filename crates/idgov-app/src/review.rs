@@ -68,6 +68,19 @@ struct Ahead {
     asked: u64,
 }
 
+/// What every page of one generation is planned against.
+#[derive(Clone, Copy)]
+struct PlanAgainst<'a> {
+    /// The campaign.
+    id: &'a str,
+    def: &'a CampaignDef,
+    /// The entitlements in its scope.
+    ents: &'a [String],
+    peers: &'a Peers,
+    /// Whether any item was ever decided (asked once per generation).
+    decided_ever: bool,
+}
+
 /// People kept for reviewer routing across the pages of one generation.
 const ORG_CACHE: usize = 50_000;
 
@@ -487,20 +500,16 @@ impl App {
             GENERATION_STEP_MAX,
             self.step_target(),
         );
+        let plan = PlanAgainst {
+            id,
+            def: &def,
+            ents: &ents,
+            peers: &peers,
+            decided_ever,
+        };
         let mut org = (0i64, OrgMap(HashMap::new()));
         let mut after = first.generated_after.clone().unwrap_or_default();
-        let mut ahead = self
-            .plan_ahead(
-                id,
-                &def,
-                &ents,
-                &after,
-                &peers,
-                &mut org,
-                decided_ever,
-                size.get(),
-            )
-            .await?;
+        let mut ahead = self.plan_ahead(&plan, &after, &mut org, size.get()).await?;
         let mut pages = 1u64;
         loop {
             if pages.is_multiple_of(crate::policy::STATISTICS_EVERY * 5) {
@@ -607,19 +616,7 @@ impl App {
             let next_size = size.get();
             let read_next = async {
                 match &last {
-                    Some(l) => Some(
-                        self.plan_ahead(
-                            id,
-                            &def,
-                            &ents,
-                            l,
-                            &peers,
-                            &mut org,
-                            decided_ever,
-                            next_size,
-                        )
-                        .await,
-                    ),
+                    Some(l) => Some(self.plan_ahead(&plan, l, &mut org, next_size).await),
                     None => None,
                 }
             };
@@ -643,18 +640,7 @@ impl App {
                 }
                 Step::Moved(cursor) => {
                     after = cursor;
-                    ahead = self
-                        .plan_ahead(
-                            id,
-                            &def,
-                            &ents,
-                            &after,
-                            &peers,
-                            &mut org,
-                            decided_ever,
-                            size.get(),
-                        )
-                        .await?;
+                    ahead = self.plan_ahead(&plan, &after, &mut org, size.get()).await?;
                 }
             }
         }
@@ -665,18 +651,20 @@ impl App {
     /// position that tells whether anything changed since. `org` caches
     /// the people around the pages, valid while the audit head stays where
     /// it says; a move empties it.
-    #[allow(clippy::too_many_arguments)]
     async fn plan_ahead(
         &self,
-        id: &str,
-        def: &CampaignDef,
-        ents: &[String],
+        plan: &PlanAgainst<'_>,
         after: &str,
-        peers: &Peers,
         org: &mut (i64, OrgMap),
-        decided_ever: bool,
         people: u64,
     ) -> Result<Ahead, AppError> {
+        let PlanAgainst {
+            id,
+            def,
+            ents,
+            peers,
+            decided_ever,
+        } = *plan;
         let read_at = self.store.audit_head().await?.0;
         if org.0 != read_at {
             org.1.0.clear();

@@ -81,6 +81,21 @@ async fn plant_roster_events(app: &App, sync_id: &str, ids: &[&str]) {
     tx.commit(app.now()).await.unwrap();
 }
 
+/// Stores the [`wider`] policy with its recompute job, as a crash right
+/// after the new version was stored leaves it: none of it ran. Returns the
+/// job's id.
+async fn wider_stored_not_run(app: &App) -> String {
+    let now = app.now();
+    let new = idgov_domain::policy::Policy::parse(&wider()).unwrap();
+    let mut tx = app.store.begin().await.unwrap();
+    let diff = app.policy().policy.diff(&new);
+    let job = app
+        .store_policy_for_test(&mut tx, &new, 1, &diff, now)
+        .await;
+    tx.commit(now).await.unwrap();
+    job
+}
+
 /// Stops `app` as a crash would leave it and starts a new process on the
 /// same store once the stopped one's leases ran out (two minutes later).
 async fn restart_after_leases(
@@ -259,15 +274,7 @@ both_backends! {
         org(&app, 1200).await;
         // A crash right after the new version was stored: the recompute job
         // is recorded, none of it ran.
-        let job = {
-            let now = app.now();
-            let new = idgov_domain::policy::Policy::parse(&wider()).unwrap();
-            let mut tx = app.store.begin().await.unwrap();
-            let diff = app.policy().policy.diff(&new);
-            let job = app.store_policy_for_test(&mut tx, &new, 1, &diff, now).await;
-            tx.commit(now).await.unwrap();
-            job
-        };
+        let job = wider_stored_not_run(&app).await;
         assert_eq!(active_grants(&app, "B00001").await, ["lobby", "wiki"]);
         // The lease runs out; a new process picks the job up at start.
         let app = restart_after_leases(&t, app, &clock).await;
@@ -303,15 +310,7 @@ both_backends! {
         let (app, clock) = app_on(&t).await;
         with_policy(&app).await;
         org(&app, 1200).await;
-        let job = {
-            let now = app.now();
-            let new = idgov_domain::policy::Policy::parse(&wider()).unwrap();
-            let mut tx = app.store.begin().await.unwrap();
-            let diff = app.policy().policy.diff(&new);
-            let job = app.store_policy_for_test(&mut tx, &new, 1, &diff, now).await;
-            tx.commit(now).await.unwrap();
-            job
-        };
+        let job = wider_stored_not_run(&app).await;
         let lease = app.store.bulk_job_lease(&job).await.unwrap().unwrap();
         assert_eq!(lease.0, app.bulk_job_holder(), "the job is leased to the process that started it");
         // This process stalls past the lease; another replica takes the job.
@@ -402,6 +401,30 @@ fn release_in_background(
 }
 
 /// The release's bulk job, once the release committed its decision.
+/// Releases held change `held` in the background and stops the release
+/// once it has made a step (as a crash or a stall would); returns its job.
+async fn release_cut_after_a_step(app: &std::sync::Arc<App>, held: &str) -> idgov_store::BulkJob {
+    let release = release_in_background(app, held);
+    let t0 = Instant::now();
+    loop {
+        if let Some(j) = release_job(app, held).await
+            && j.cursor.parse::<usize>().unwrap_or(0) > 0
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the release never made a step"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    release.abort();
+    let _ = release.await;
+    let cut = release_job(app, held).await.unwrap();
+    assert_eq!(cut.state, "running", "cut short: {cut:?}");
+    cut
+}
+
 async fn release_job(app: &App, held: &str) -> Option<idgov_store::BulkJob> {
     app.store
         .get_bulk_job(&format!("release-{held}"))
@@ -454,22 +477,8 @@ both_backends! {
         let held = app.sync_roster(shorter(1000), "service:hr").await.unwrap();
         let held_id = held.held_change_id.clone().expect("held");
         clock.advance(chrono::Duration::seconds(60));
-        let release = release_in_background(&app, &held_id);
         // The process stops after the first step of the release.
-        let t0 = Instant::now();
-        loop {
-            if let Some(j) = release_job(&app, &held_id).await
-                && j.cursor.parse::<usize>().unwrap_or(0) > 0
-            {
-                break;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(120), "the release never made a step");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        release.abort();
-        let _ = release.await;
-        let cut = release_job(&app, &held_id).await.unwrap();
-        assert_eq!(cut.state, "running", "cut short: {cut:?}");
+        release_cut_after_a_step(&app, &held_id).await;
         let left_active = app.store.count_identities(Status::Active).await.unwrap();
         assert!(left_active > 1002, "some leavers are still to go: {left_active}");
         assert_eq!(
@@ -519,22 +528,8 @@ both_backends! {
         let held = app.sync_roster(shorter(1000), "service:hr").await.unwrap();
         let held_id = held.held_change_id.clone().expect("held");
         clock.advance(chrono::Duration::seconds(60));
-        let release = release_in_background(&app, &held_id);
         // This process stalls after the release's first step...
-        let t0 = Instant::now();
-        loop {
-            if let Some(j) = release_job(&app, &held_id).await
-                && j.cursor.parse::<usize>().unwrap_or(0) > 0
-            {
-                break;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(120), "the release never made a step");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        release.abort();
-        let _ = release.await;
-        let cut = release_job(&app, &held_id).await.unwrap();
-        assert_eq!(cut.state, "running");
+        let cut = release_cut_after_a_step(&app, &held_id).await;
         // ...past its lease, and another replica takes the job over.
         clock.advance(chrono::Duration::seconds(120));
         let now = app.now();
