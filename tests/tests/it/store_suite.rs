@@ -1088,6 +1088,35 @@ both_backends! {
         assert_eq!(s.bulk_job_lease("job-2").await.unwrap(), None);
     }
 
+    /// A takeover claim made while the holder's step is under way (its
+    /// lease ran out, but the step renewed it in its own transaction)
+    /// waits for that step and then finds the lease renewed: the job is
+    /// not taken from a process that is working on it.
+    async fn a_takeover_claim_waits_for_the_step_under_way_and_loses_to_it(t: TestStore) {
+        let s = &t.store;
+        let mut tx = s.begin().await.unwrap();
+        tx.insert_bulk_job(&sync_job("job-1", "running"), "a", at(1)).await.unwrap();
+        tx.commit(at(0)).await.unwrap();
+        // A's lease ran out at hour 1; at hour 2 its next step begins and
+        // renews it, and B tries to take the job over meanwhile.
+        let mut step = s.begin().await.unwrap();
+        assert!(step.renew_bulk_job("job-1", "a", at(3)).await.unwrap());
+        let claim = {
+            let s = s.clone();
+            tokio::spawn(async move { s.claim_bulk_job("job-1", "b", at(2), at(3), false).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!claim.is_finished(), "the claim did not wait for the step under way");
+        step.commit(at(2)).await.unwrap();
+        let taken = tokio::time::timeout(std::time::Duration::from_secs(10), claim)
+            .await
+            .expect("the claim still waits after the step committed")
+            .unwrap()
+            .unwrap();
+        assert!(!taken, "B took over a job whose holder was working on it");
+        assert_eq!(s.bulk_job_lease("job-1").await.unwrap(), Some(("a".to_string(), at(3))));
+    }
+
     /// A caller dropped while its transaction begins (a cancelled request,
     /// an aborted job) leaves no connection inside a transaction: every
     /// write acknowledged afterwards is committed and seen by another
