@@ -247,6 +247,11 @@ pub fn classify_kind(
     match cur {
         None => Some((ChangeKind::Joiner, vec![])),
         Some(cur) if cur.status == Status::Terminated => Some((ChangeKind::Rehire, vec![])),
+        // Announced by a future hire that is still to come, and listed as
+        // that hire says (same start date, same attributes): nothing new.
+        // Hiring them again would schedule a second hire at each roster
+        // that lists them before their first day.
+        Some(cur) if announced_as_listed(e, cur) => None,
         // Not working here yet (announced by a future hire, or known only
         // from events before it): a joiner, hired on the roster's start
         // date like anyone new.
@@ -263,6 +268,18 @@ pub fn classify_kind(
             }
         }
     }
+}
+
+/// True when `cur` is a pre-hire only a future hire announced, and entry
+/// `e` says what that hire says: the same start date (given, not left
+/// out) and no attribute that would change.
+fn announced_as_listed(e: &RosterEntry, cur: &Identity) -> bool {
+    cur.status == Status::PreHire
+        && cur.history.last.is_none()
+        && cur.history.announced.is_some()
+        && e.attrs.start_date.is_some()
+        && e.attrs.start_date == cur.attrs.start_date
+        && diff_attributes(&cur.attrs, &crate::history::preview_update(cur, &e.attrs)).is_empty()
 }
 
 /// The change entry `e` makes, of `kind`, changing `fields` (see
@@ -420,6 +437,50 @@ mod tests {
                 ..Default::default()
             },
         }
+    }
+
+    /// A pre-hire announced by a future hire, and a roster entry that says
+    /// the same: unchanged (no second hire is scheduled). Any difference
+    /// (start date, an attribute, no start date given, a history beyond
+    /// the announcement) keeps it a joiner.
+    #[test]
+    fn a_future_starter_listed_as_announced_is_unchanged() {
+        let day = |m, d| chrono::NaiveDate::from_ymd_opt(2027, m, d);
+        let mut announced = person("P", "Sales", Status::PreHire);
+        announced.attrs.start_date = day(6, 1);
+        announced.history.announced = Some(crate::history::EventKey {
+            at: t0(),
+            rank: 0,
+            source: "workday".into(),
+            event_id: "roster:s0:P".into(),
+        });
+        let listed = |f: &dyn Fn(&mut AttributesPatch)| {
+            let mut e = entry("P", "Sales");
+            e.attrs.start_date = day(6, 1);
+            f(&mut e.attrs);
+            e
+        };
+        assert_eq!(classify_kind(&listed(&|_| {}), Some(&announced)), None);
+        let joiner = Some((ChangeKind::Joiner, vec![]));
+        for (what, e) in [
+            ("a later start", listed(&|a| a.start_date = day(7, 1))),
+            ("an earlier start", listed(&|a| a.start_date = day(5, 1))),
+            ("no start date", listed(&|a| a.start_date = None)),
+            (
+                "another department",
+                listed(&|a| a.department = Some("Finance".into())),
+            ),
+            ("another title", listed(&|a| a.title = Some("Lead".into()))),
+        ] {
+            assert_eq!(classify_kind(&e, Some(&announced)), joiner, "{what}");
+        }
+        // Known from an event before the hire, or never announced: a joiner.
+        let mut known = announced.clone();
+        known.history.last = known.history.announced.clone();
+        assert_eq!(classify_kind(&listed(&|_| {}), Some(&known)), joiner);
+        let mut unannounced = announced.clone();
+        unannounced.history.announced = None;
+        assert_eq!(classify_kind(&listed(&|_| {}), Some(&unannounced)), joiner);
     }
 
     #[test]

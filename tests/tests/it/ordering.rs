@@ -583,6 +583,47 @@ both_backends! {
         assert_eq!(p.attrs.start_date.map(|d| d.to_string()).as_deref(), Some("2026-03-02"));
     }
 
+    /// A future starter listed by roster after roster before their first
+    /// day is hired once: a roster that says what their announced hire says
+    /// leaves them unchanged instead of scheduling another hire each time.
+    async fn a_future_starter_listed_by_every_roster_is_hired_once(t: TestStore) {
+        let (app, clock) = setup(&t).await;
+        let roster = |id: &str, entries: Vec<RosterEntry>| SyncRequest {
+            source: "workday".into(), sync_id: id.into(), dry_run: false, as_of: String::new(),
+            time_zone: String::new(), entries: entries.into(),
+        };
+        let listed = |title: &str| {
+            let mut entries: Vec<RosterEntry> = ["O1", "O2"].iter().map(|o| RosterEntry { employee_id: (*o).into(), attrs: Person::new(o, "Management").patch() }).collect();
+            let mut f = Person::new("F1", "Finance").patch();
+            f.start_date = chrono::NaiveDate::from_ymd_opt(2026, 6, 1);
+            entries.push(RosterEntry { employee_id: "F1".into(), attrs: f });
+            // Someone else's title changes from roster to roster, so each is a new snapshot.
+            entries[0].attrs.title = Some(title.into());
+            entries
+        };
+        let scheduled = |app: Arc<App>| async move {
+            let filter = idgov_store::EventFilter { state: Some(EventState::Scheduled), employee_id: "F1".into() };
+            app.store.list_hr_events(&filter, 0, 100).await.unwrap().len()
+        };
+        let first = app.sync_roster(roster("s1", listed("Director")), "service:hr").await.unwrap();
+        assert_eq!(first.counts.joiners, 1);
+        assert_eq!(app.store.get_identity("F1").await.unwrap().unwrap().status, Status::PreHire);
+        for (i, title) in ["Chief", "Head", "Boss"].iter().enumerate() {
+            clock.advance(days(7));
+            let again = app.sync_roster(roster(&format!("s{}", i + 2), listed(title)), "service:hr").await.unwrap();
+            assert_eq!((again.counts.joiners, again.counts.total), (0, 1), "{title}: {:?}", again.counts);
+            assert_eq!(scheduled(app.clone()).await, 1, "{title}: another hire was scheduled");
+        }
+        // Their first day comes: hired once, from the first roster.
+        let start = DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        settle(&app, &clock, start).await;
+        let p = app.store.get_identity("F1").await.unwrap().unwrap();
+        assert_eq!(p.status, Status::Active);
+        let applied = idgov_store::EventFilter { state: Some(EventState::Applied), employee_id: "F1".into() };
+        let hires = app.store.list_hr_events(&applied, 0, 100).await.unwrap();
+        assert_eq!(hires.iter().filter(|e| e.event.kind == EventKind::Hire).count(), 1, "{hires:?}");
+    }
+
     async fn a_rehire_through_a_roster_needs_a_check_dated_after_the_new_start(t: TestStore) {
         let (app, clock) = setup(&t).await;
         let owners: Vec<RosterEntry> = ["O1", "O2"].iter().map(|o| RosterEntry { employee_id: (*o).into(), attrs: Person::new(o, "Management").patch() }).collect();
