@@ -523,6 +523,10 @@ impl App {
                 last,
                 asked,
             } = ahead;
+            // The write steps of this run (of this process, after a
+            // resume), this one included: the `campaign.started` event
+            // records them.
+            let steps = pages - 1;
             let write = async {
                 let now = self.now();
                 let mut tx = self.store.begin().await?;
@@ -600,7 +604,7 @@ impl App {
                             Target::Campaign(id.to_string()),
                             json!({
                                 "definition": def, "policy_version": c.policy_version, "items": c.items,
-                                "due_at": c.due_at,
+                                "due_at": c.due_at, "steps": steps,
                             }),
                         ));
                     }
@@ -629,7 +633,9 @@ impl App {
                     return Ok(*c);
                 }
                 Step::Wrote(took) => {
-                    size.record(asked, took);
+                    // The page was asked for beside the step before, at
+                    // the size then.
+                    size.record_asked(asked, asked, took);
                     after = last.unwrap_or_default();
                     ahead = match next {
                         Some(n) => n?,

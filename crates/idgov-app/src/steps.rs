@@ -66,6 +66,15 @@ impl StepSize {
     /// items with nothing to do) says little about the pace, so it can only
     /// make steps smaller, when it alone overran the target.
     pub fn record(&mut self, items: u64, took: Duration) {
+        self.record_asked(self.size, items, took);
+    }
+
+    /// [`StepSize::record`] for a step that asked for `asked` items, not
+    /// the current size: work that reads its next step while it writes
+    /// this one (a campaign's generation) asks with the size of a step
+    /// before, and such a step is short only when it got fewer than it
+    /// asked for.
+    pub fn record_asked(&mut self, asked: u64, items: u64, took: Duration) {
         if items == 0 {
             return;
         }
@@ -73,7 +82,7 @@ impl StepSize {
         let ideal = self.target.as_nanos().saturating_mul(u128::from(items)) / nanos;
         let ideal = u64::try_from(ideal).unwrap_or(u64::MAX);
         let next = ideal.clamp(self.size / 2, self.size.saturating_mul(2));
-        let next = if items < self.size {
+        let next = if items < asked {
             next.min(self.size)
         } else {
             next
@@ -85,6 +94,25 @@ impl StepSize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A step asked for at an older, smaller size and given all it asked
+    /// for is a full step: it grows the size (as `record` would shrink
+    /// nothing for it), where the same items recorded against the current
+    /// size would count as short and leave it where it is.
+    #[test]
+    fn a_full_step_asked_at_an_older_size_still_grows_the_next() {
+        let fast = Duration::from_millis(1);
+        let mut s = StepSize::new(400, 10, 10_000, Duration::from_millis(150));
+        s.record_asked(200, 200, fast);
+        assert_eq!(s.get(), 800);
+        let mut t = StepSize::new(400, 10, 10_000, Duration::from_millis(150));
+        t.record(200, fast);
+        assert_eq!(t.get(), 400, "counted against the current size it is short");
+        // Fewer than asked: short, so it can only shrink.
+        let mut u = StepSize::new(400, 10, 10_000, Duration::from_millis(150));
+        u.record_asked(400, 100, fast);
+        assert_eq!(u.get(), 400);
+    }
 
     /// A small deterministic generator (xorshift), so that a failure names
     /// the case that produced it.

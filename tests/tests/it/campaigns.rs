@@ -662,6 +662,44 @@ both_backends! {
         assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
     }
 
+    /// A generation writes its items in steps sized by the time they take
+    /// (its `campaign.started` event records how many): shrunk to their
+    /// floor of 10 people under a target no step meets, grown under one no
+    /// step reaches (fixed pages of 200 people would take 16 steps for
+    /// ~3,000 people either way).
+    async fn a_generation_sizes_its_steps_by_the_time_they_take(t: TestStore) {
+        let (app, _) = setup(&t).await;
+        accountants(&app, 3000).await;
+        let mut seen = Vec::new();
+        for target in [std::time::Duration::ZERO, std::time::Duration::from_secs(3600)] {
+            app.set_step_target_for_test(target);
+            let c = app.start_campaign("internal", "user:admin").await.unwrap();
+            app.set_step_target_for_test(idgov_server::app::policy::STEP_TARGET);
+            assert_eq!(c.state, CampaignState::Open);
+            let items = items_of(&app, &c.id).await;
+            let people: BTreeSet<&str> = items.iter().map(|i| i.employee_id.as_str()).collect();
+            assert!(people.len() > 3000, "{} people", people.len());
+            assert!(items.iter().all(|i| i.state == ItemState::Open));
+            let filter = idgov_store::AuditFilter {
+                action: "campaign.started".into(),
+                target: format!("campaign:{}", c.id),
+                ..Default::default()
+            };
+            let started = app.store.list_audit_events(&filter, 0, 10).await.unwrap();
+            let detail: serde_json::Value = serde_json::from_str(&started[0].detail).unwrap();
+            assert_eq!(detail["items"].as_u64(), Some(items.len() as u64));
+            seen.push(detail["steps"].as_u64().unwrap());
+            app.close_campaign(&c.id, "user:admin").await.unwrap();
+        }
+        eprintln!("generation steps (zero target, an hour): {seen:?}");
+        // Zero: 200, 100, 50, 25, 12, then 10 people at a time.
+        assert!(seen[0] > 200, "steps under a zero target: {seen:?}");
+        // An hour: 200, 200 (read beside the first), 400, 800, 1,600, then
+        // the step that finds nobody left.
+        assert!(seen[1] <= 6, "steps under an hour's target: {seen:?}");
+        assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
+    }
+
     async fn a_leaver_is_applied_at_once_during_a_large_close(t: TestStore) {
         let (app, _) = setup(&t).await;
         accountants(&app, 5100).await;
