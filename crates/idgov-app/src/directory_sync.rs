@@ -436,12 +436,12 @@ impl App {
             self.step_target(),
         );
         loop {
-            let asked = usize::try_from(size.get()).unwrap_or(RECORD_STEP);
+            let asked = size.get();
             let page = self
                 .store
                 .staged_drift(id, at, i64::try_from(asked).unwrap_or(RECORD_STEP as i64))
                 .await?;
-            let done = page.len() < asked;
+            let done = (page.len() as u64) < asked;
             if let Some(l) = page.last() {
                 at = (l.kind_rank, l.seq);
             }

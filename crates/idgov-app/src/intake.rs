@@ -1390,16 +1390,12 @@ impl App {
             let (next, held) = self
                 .retrying(|| async move {
                     let now = self.now();
-                    let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
-                    let mut tx = self.store.begin().await?;
-                    // The writer is held from here (a wait for it is not counted).
-                    let began = std::time::Instant::now();
-                    // The lease is renewed with the step, in its transaction,
-                    // and only while this process holds it.
-                    if !tx.renew_bulk_job(job.id, &self.holder, lease).await? {
-                        drop(tx);
-                        return Err(self.job_gone(job.id).await);
-                    }
+                    let (mut tx, began) = match self.begin_step(job.id).await? {
+                        crate::StepStart::Held(tx, began) => (tx, began),
+                        crate::StepStart::Gone(j) => {
+                            return Err(crate::StepStart::gone(job.id, j.as_ref()));
+                        }
+                    };
                     let (res, queued) = self
                         .record_roster_part(&mut tx, ev_chunk, pr_chunk, mark, actor, now)
                         .await?;

@@ -113,6 +113,35 @@ pub struct App {
     holder: String,
 }
 
+/// How a step of bulk work begins ([`App::begin_step`]).
+pub(crate) enum StepStart {
+    /// This process holds the job: the step's transaction, and the instant
+    /// it took the writer.
+    Held(idgov_store::WriteTx, std::time::Instant),
+    /// It does not (any more): the job as it is now, if it still exists.
+    Gone(Option<idgov_store::BulkJob>),
+}
+
+impl StepStart {
+    /// Why a step of job `id` found it [`StepStart::Gone`]: still running (or
+    /// staging) elsewhere goes on there; ended, it is no longer running here.
+    pub(crate) fn gone(id: &str, job: Option<&idgov_store::BulkJob>) -> AppError {
+        match job {
+            Some(j) if j.state == "running" || j.state == "staging" => {
+                AppError::GoesOnLater(format!(
+                    "bulk job {id} was taken over by another idgov process while this one \
+                     stalled; it goes on there, and nothing needs to be sent again"
+                ))
+            }
+            Some(j) => AppError::precondition(format!(
+                "bulk job {id} is no longer running here (it is {})",
+                j.state
+            )),
+            None => AppError::precondition(format!("bulk job {id} is no longer running here")),
+        }
+    }
+}
+
 /// The actor name of work the service does by itself.
 pub const SYSTEM_SCHEDULER: &str = "system:scheduler";
 
@@ -256,26 +285,21 @@ impl App {
         )))
     }
 
-    /// How long a step of a policy recompute or a roster should hold the
-    /// writer ([`steps::StepSize`]).
-    /// Why a step of bulk job `id` cannot renew this process's lease: the
-    /// job ended (or was discarded), or another process took it over when
-    /// this one stalled past its lease and carries it on alone.
-    pub(crate) async fn job_gone(&self, id: &str) -> AppError {
-        match self.store.get_bulk_job(id).await {
-            Ok(Some(j)) if j.state == "running" || j.state == "staging" => {
-                AppError::GoesOnLater(format!(
-                    "bulk job {id} was taken over by another idgov process while this one \
-                     stalled; it goes on there, and nothing needs to be sent again"
-                ))
-            }
-            Ok(Some(j)) => AppError::precondition(format!(
-                "bulk job {id} is no longer running here (it is {})",
-                j.state
-            )),
-            Ok(None) => AppError::precondition(format!("bulk job {id} is no longer running here")),
-            Err(e) => e.into(),
+    /// Begins a step of bulk job `id`: takes the writer and renews this
+    /// process's lease in the step's transaction, so that the step and its
+    /// lease commit together. [`StepStart::Gone`] (with the job as it is now)
+    /// when this process no longer holds it: the job ended, or another
+    /// process took it over when this one stalled past its lease.
+    pub(crate) async fn begin_step(&self, id: &str) -> Result<StepStart, AppError> {
+        let lease = self.now() + chrono::Duration::seconds(policy::JOB_LEASE_SECONDS);
+        let mut tx = self.store.begin().await?;
+        // The writer is held from here (a wait for it is not counted).
+        let began = std::time::Instant::now();
+        if tx.renew_bulk_job(id, &self.holder, lease).await? {
+            return Ok(StepStart::Held(tx, began));
         }
+        drop(tx);
+        Ok(StepStart::Gone(self.store.get_bulk_job(id).await?))
     }
 
     /// This process's name on the bulk jobs it holds.
@@ -283,6 +307,8 @@ impl App {
         &self.holder
     }
 
+    /// How long a step of bulk work should hold the writer
+    /// ([`steps::StepSize`]).
     pub(crate) fn step_target(&self) -> std::time::Duration {
         std::time::Duration::from_nanos(self.step_target.load(std::sync::atomic::Ordering::Relaxed))
     }

@@ -358,27 +358,21 @@ impl App {
             }
             steps += 1;
             let now = self.now();
-            let lease = now + chrono::Duration::seconds(JOB_LEASE_SECONDS);
-            let mut tx = self.store.begin().await?;
-            // The writer is held from here (a wait for it is not counted).
-            let began = std::time::Instant::now();
-            // The lease is renewed with the step, in its transaction, and
-            // only while this process holds it. A job no longer running
-            // (done, superseded, or finished by a replica that took it over
-            // while this process stalled) is left as it is: its recorded
-            // impact is the answer, and nothing is written over its state or
-            // audited twice. A job another process took over and still runs
-            // goes on there alone.
-            if !tx.renew_bulk_job(&job.id, &self.holder, lease).await? {
-                drop(tx);
-                return match self.store.get_bulk_job(&job.id).await? {
-                    Some(j) if j.state == "running" => Err(self.job_gone(&job.id).await),
-                    Some(j) => {
-                        Ok(serde_json::from_value(j.detail["impact"].clone()).unwrap_or(impact))
-                    }
-                    None => Ok(impact),
-                };
-            }
+            // A job no longer running (done, superseded, or finished by a
+            // replica that took it over while this process stalled) is left
+            // as it is: its recorded impact is the answer, and nothing is
+            // written over its state or audited twice. A job another process
+            // took over and still runs goes on there alone.
+            let (mut tx, began) = match self.begin_step(&job.id).await? {
+                crate::StepStart::Held(tx, began) => (tx, began),
+                crate::StepStart::Gone(Some(j)) if j.state != "running" => {
+                    return Ok(serde_json::from_value(j.detail["impact"].clone()).unwrap_or(impact));
+                }
+                crate::StepStart::Gone(None) => return Ok(impact),
+                crate::StepStart::Gone(j) => {
+                    return Err(crate::StepStart::gone(&job.id, j.as_ref()));
+                }
+            };
             let policy = self.policy_for(&mut tx);
             if policy.version != job.policy_version {
                 // A newer policy is in force (its own recompute covers

@@ -295,25 +295,7 @@ async fn a_sync_that_imports_a_grant_per_person_records_it_in_short_steps() {
     let Some(s) = Slapd::start_with(&ldif) else {
         return;
     };
-    let t = idgov_tests::backends::open("sqlite").await.unwrap();
-    {
-        let (app, _) = app_on(&t).await;
-        with_ldap_policy(&app).await;
-        let mut entries: Vec<idgov_domain::roster::RosterEntry> = ids
-            .iter()
-            .map(|id| idgov_domain::roster::RosterEntry {
-                employee_id: id.clone(),
-                attrs: Person::new(id, "Sales").patch(),
-            })
-            .collect();
-        entries.push(idgov_domain::roster::RosterEntry {
-            employee_id: "O1".into(),
-            attrs: Person::new("O1", "Management").patch(),
-        });
-        app.sync_roster(roster_sync("brownfield", entries), "service:hr")
-            .await
-            .unwrap();
-    }
+    let t = brownfield_store(&ids).await;
     let app = importing(&t, &s).await;
     let (run, shown) = app.sync_directory(false, "user:admin").await.unwrap();
     assert_eq!(run.summary["grants_imported"], N, "{}", run.summary);
@@ -371,6 +353,44 @@ async fn a_sync_that_imports_a_grant_per_person_records_it_in_short_steps() {
             .broken
             .is_none()
     );
+    // The steps are sized by time, not fixed at 500: under a target no
+    // step meets they halve to their floor of 50 (500, 250, 125, 62, then
+    // 50 at a time: 12 steps for 1,300 rows, where fixed steps take 3).
+    let t = brownfield_store(&ids).await;
+    let app = importing(&t, &s).await;
+    app.set_step_target_for_test(std::time::Duration::ZERO);
+    let (run, _) = app.sync_directory(false, "user:admin").await.unwrap();
+    assert_eq!(run.summary["grants_imported"], N, "{}", run.summary);
+    let imported = audited(&app.store, "grant.imported", 10_000).await;
+    let instants: std::collections::BTreeSet<_> = imported.iter().map(|e| e.occurred_at).collect();
+    assert!(
+        instants.len() >= 10,
+        "recorded in {} transaction(s) under a zero target",
+        instants.len()
+    );
+}
+
+/// A SQLite store where `ids` (in Sales) and the owner O1 work, under the
+/// directory policy, and nothing was provisioned.
+async fn brownfield_store(ids: &[String]) -> idgov_tests::backends::TestStore {
+    let t = idgov_tests::backends::open("sqlite").await.unwrap();
+    let (app, _) = app_on(&t).await;
+    with_ldap_policy(&app).await;
+    let mut entries: Vec<idgov_domain::roster::RosterEntry> = ids
+        .iter()
+        .map(|id| idgov_domain::roster::RosterEntry {
+            employee_id: id.clone(),
+            attrs: Person::new(id, "Sales").patch(),
+        })
+        .collect();
+    entries.push(idgov_domain::roster::RosterEntry {
+        employee_id: "O1".into(),
+        attrs: Person::new("O1", "Management").patch(),
+    });
+    app.sync_roster(roster_sync("brownfield", entries), "service:hr")
+        .await
+        .unwrap();
+    t
 }
 
 /// An account's LDIF: `uid` under people, correlated by `employee` (none
