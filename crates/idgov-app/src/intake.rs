@@ -257,6 +257,14 @@ impl Batch {
         Ok(())
     }
 
+    /// True when `employee_id` is known as a pre-hire (read without a copy).
+    pub(crate) fn is_pre_hire(&self, employee_id: &str) -> bool {
+        self.identities
+            .get(employee_id)
+            .and_then(Option::as_ref)
+            .is_some_and(|p| p.status == Status::PreHire)
+    }
+
     pub(crate) fn current(&self, employee_id: &str) -> (Option<Identity>, Vec<Grant>) {
         (
             self.identities.get(employee_id).cloned().flatten(),
@@ -1043,6 +1051,27 @@ impl Batch {
                 ),
             ));
         }
+        // A snapshot's withdrawal applied after a newer snapshot of its
+        // source (a held sync released late): the newer one decided.
+        if ev.from_roster
+            && let Some(sync) = idgov_domain::roster::sync_of_event_id(&ev.event_id)
+            && let Some((newest, at)) = tx.newest_roster_snapshot(&ev.source).await?
+            && idgov_domain::roster::newer_snapshot((at, newest.as_str()), (ev.effective_at, sync))
+        {
+            let reason = format!(
+                "a newer roster snapshot of {} ({newest}, as of {}) decides their start",
+                ev.source,
+                at.to_rfc3339()
+            );
+            self.record(ev, EventState::Superseded, &reason, actor);
+            tx.audit(AuditEntry::new(
+                actor,
+                Action::HrEventSuperseded,
+                Target::identity(&ev.employee_id),
+                json!({"source": ev.source, "event_id": ev.event_id, "kind": ev.kind, "reason": reason}),
+            ));
+            return Ok(self.outcome(ev, EventState::Superseded, reason));
+        }
         if target.state != EventState::Scheduled {
             return Err(AppError::precondition(format!(
                 "event {shown} is {}, not scheduled; only future-dated events can be rescinded — \
@@ -1066,62 +1095,218 @@ impl Batch {
         ));
         // A withdrawn offer: the pre-hire shows the earliest hire still
         // announced, or, with none left, never starts.
-        if let Some(person) = self.identities.get(&id).cloned().flatten()
-            && person.status == Status::PreHire
-            && person.history.last.is_none()
-            && person
-                .history
-                .announced
-                .as_ref()
-                .is_some_and(|k| k.source == ev.source && k.event_id == target_id)
+        self.reannounce_unless_announced(tx, &id, actor).await?;
+        Ok(self.outcome(ev, EventState::Applied, detail))
+    }
+
+    /// A pre-hire known only from the hires that announce them whose
+    /// announcing hire is no longer scheduled (rescinded, or superseded):
+    /// they show the earliest hire still scheduled, or, with none left,
+    /// never start (a departed record that keeps no HR data of the offer).
+    async fn reannounce_unless_announced(
+        &mut self,
+        tx: &mut WriteTx,
+        id: &str,
+        actor: &str,
+    ) -> Result<(), AppError> {
+        let Some(person) = self.identities.get(id).cloned().flatten() else {
+            return Ok(());
+        };
+        let Some(announced) = person.history.announced.as_ref() else {
+            return Ok(());
+        };
+        let still = self
+            .events
+            .get(&(announced.source.clone(), announced.event_id.clone()))
+            .is_none_or(|k| k.state == EventState::Scheduled);
+        if person.status != Status::PreHire || person.history.last.is_some() || still {
+            return Ok(());
+        }
+        let ctx = lifecycle::fold_context(&self.policy.policy);
+        let mut remaining: Vec<HrEvent> = self.scheduled_starts_of(tx, id).await?;
+        remaining.sort_by_key(history::EventKey::of);
+        let blank = history::withdrawn(&person, &ctx, self.now);
+        match remaining
+            .first()
+            .and_then(|next| history::announce(Some(&blank), next, &ctx, self.now))
         {
-            let ctx = lifecycle::fold_context(&self.policy.policy);
-            let mut remaining: Vec<HrEvent> = tx
-                .scheduled_events_of(&id)
-                .await?
-                .into_iter()
-                .filter(|e| matches!(e.kind, EventKind::Hire | EventKind::Rehire))
-                .filter(|e| {
-                    self.events
-                        .get(&(e.source.clone(), e.event_id.clone()))
-                        .is_none_or(|k| k.state == EventState::Scheduled)
-                })
+            Some(next) => {
+                tx.audit(AuditEntry::new(
+                    actor,
+                    Action::IdentityPreHireAnnounced,
+                    Target::identity(id),
+                    json!({"employee_id": id, "announced_by": next.history.announced.as_ref().map(|k| k.event_id.clone())}),
+                ));
+                self.set_identity(next);
+            }
+            None => {
+                self.set_identity(blank);
+                tx.audit(AuditEntry::new(
+                    actor,
+                    Action::IdentityPreHireWithdrawn,
+                    Target::identity(id),
+                    json!({"employee_id": id}),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The hires of `id` still scheduled: stored ones this batch has not
+    /// moved out of `scheduled`, and this batch's own.
+    async fn scheduled_starts_of(
+        &mut self,
+        tx: &mut WriteTx,
+        id: &str,
+    ) -> Result<Vec<HrEvent>, AppError> {
+        let mut out: Vec<HrEvent> = tx
+            .scheduled_events_of(id)
+            .await?
+            .into_iter()
+            .filter(|e| {
+                self.events
+                    .get(&(e.source.clone(), e.event_id.clone()))
+                    .is_none_or(|k| k.state == EventState::Scheduled)
+            })
+            .collect();
+        out.extend(
+            self.new_events
+                .iter()
+                .filter(|r| r.state == EventState::Scheduled && r.event.employee_id == id)
+                .map(|r| r.event.clone()),
+        );
+        out.retain(|e| matches!(e.kind, EventKind::Hire | EventKind::Rehire));
+        Ok(out)
+    }
+
+    /// The rule [`idgov_domain::roster::newer_snapshot`] names, after
+    /// `ev`, an event roster snapshot `mark` made about a person it lists
+    /// as starting (a hire) or no longer lists (a withdrawal): of the
+    /// starts snapshots of its source scheduled for them, only the newest
+    /// snapshot's stands.
+    ///
+    /// When a newer snapshot of the source was applied already, it decided
+    /// their start (it scheduled its own, listed them as announced, or did
+    /// not list them): `ev`'s own start, if scheduled, is rescinded, and
+    /// nothing else changes. Otherwise the starts older snapshots scheduled
+    /// are rescinded. A start whose snapshot is not recorded as applied
+    /// (one still being applied) is left as it is.
+    pub(crate) async fn keep_newest_roster_start(
+        &mut self,
+        tx: &mut WriteTx,
+        ev: &HrEvent,
+        mark: &RosterMark,
+        actor: &str,
+    ) -> Result<(), AppError> {
+        use idgov_domain::roster::{newer_snapshot, sync_of_event_id};
+        let id = ev.employee_id.clone();
+        let starts: Vec<HrEvent> = self
+            .scheduled_starts_of(tx, &id)
+            .await?
+            .into_iter()
+            .filter(|e| e.from_roster && e.source == mark.source)
+            .filter(|e| sync_of_event_id(&e.event_id).is_some())
+            .collect();
+        if starts.is_empty() {
+            return Ok(());
+        }
+        let own = |e: &HrEvent| e.event_id == ev.event_id;
+        let mut superseded: Vec<(HrEvent, String)> = Vec::new();
+        if self.newer_applied(tx, mark).await? {
+            if let Some(mine) = starts.iter().find(|e| own(e)) {
+                let detail = format!(
+                    "superseded on arrival: a newer roster snapshot of {} than {} (as of {}) decides their start",
+                    mark.source,
+                    mark.sync_id,
+                    mark.as_of.to_rfc3339()
+                );
+                superseded.push((mine.clone(), detail));
+            }
+        } else {
+            let syncs: Vec<String> = starts
+                .iter()
+                .filter(|e| !own(e))
+                .filter_map(|e| sync_of_event_id(&e.event_id).map(str::to_string))
                 .collect();
-            remaining.extend(
-                self.new_events
-                    .iter()
-                    .filter(|r| r.state == EventState::Scheduled && r.event.employee_id == id)
-                    .filter(|r| matches!(r.event.kind, EventKind::Hire | EventKind::Rehire))
-                    .map(|r| r.event.clone()),
-            );
-            remaining.retain(|e| !(e.source == ev.source && e.event_id == target_id));
-            remaining.sort_by_key(history::EventKey::of);
-            let blank = history::withdrawn(&person, &ctx, self.now);
-            match remaining
-                .first()
-                .and_then(|next| history::announce(Some(&blank), next, &ctx, self.now))
-            {
-                Some(next) => {
-                    tx.audit(AuditEntry::new(
-                        actor,
-                        Action::IdentityPreHireAnnounced,
-                        Target::identity(&id),
-                        json!({"employee_id": id, "announced_by": next.history.announced.as_ref().map(|k| k.event_id.clone())}),
-                    ));
-                    self.set_identity(next);
+            let times = tx.roster_snapshot_times(&mark.source, &syncs).await?;
+            let this = (mark.as_of, mark.sync_id.as_str());
+            let detail = format!(
+                "superseded by roster snapshot {} of {} (as of {}), which {}",
+                mark.sync_id,
+                mark.source,
+                mark.as_of.to_rfc3339(),
+                if ev.kind == EventKind::Rescind {
+                    "no longer lists them"
+                } else {
+                    "lists them with another start"
                 }
-                None => {
-                    self.set_identity(blank);
-                    tx.audit(AuditEntry::new(
-                        actor,
-                        Action::IdentityPreHireWithdrawn,
-                        Target::identity(&id),
-                        json!({"employee_id": id}),
-                    ));
+            );
+            for e in starts.iter().filter(|e| !own(e)) {
+                let Some(sync) = sync_of_event_id(&e.event_id) else {
+                    continue;
+                };
+                match times.get(sync) {
+                    Some(at) if newer_snapshot(this, (*at, sync)) => {
+                        superseded.push((e.clone(), detail.clone()));
+                    }
+                    Some(_) => {}
+                    None => tracing::info!(employee = %id, event = %e.event_id,
+                        "a scheduled start of a roster snapshot not yet applied is left as it is"),
                 }
             }
         }
-        Ok(self.outcome(ev, EventState::Applied, detail))
+        if superseded.is_empty() {
+            return Ok(());
+        }
+        for (e, detail) in &superseded {
+            self.rescind_start(tx, e, detail, &ev.event_id, actor);
+        }
+        self.reannounce_unless_announced(tx, &id, actor).await
+    }
+
+    /// True when a roster snapshot of `mark`'s source newer than it was
+    /// applied already.
+    async fn newer_applied(
+        &mut self,
+        tx: &mut WriteTx,
+        mark: &RosterMark,
+    ) -> Result<bool, AppError> {
+        Ok(match tx.newest_roster_snapshot(&mark.source).await? {
+            Some((sync, at)) => idgov_domain::roster::newer_snapshot(
+                (at, sync.as_str()),
+                (mark.as_of, mark.sync_id.as_str()),
+            ),
+            None => false,
+        })
+    }
+
+    /// Moves scheduled start `e` to `rescinded` (`detail` says why;
+    /// `by`: the event that decided it), with its audit event.
+    fn rescind_start(
+        &mut self,
+        tx: &mut WriteTx,
+        e: &HrEvent,
+        detail: &str,
+        by: &str,
+        actor: &str,
+    ) {
+        let key = (e.source.clone(), e.event_id.clone());
+        self.events.entry(key.clone()).or_insert_with(|| Known {
+            fingerprint: e.fingerprint.clone(),
+            state: EventState::Scheduled,
+            detail: String::new(),
+            effective_at: e.effective_at,
+            kind: e.kind,
+            employee_id: e.employee_id.clone(),
+        });
+        self.transition(&key, EventState::Rescinded, detail);
+        tx.audit(AuditEntry::new(
+            actor,
+            Action::HrEventRescinded,
+            Target::identity(&e.employee_id),
+            json!({"source": e.source, "event_id": e.event_id, "kind": e.kind,
+                   "rescinded_by": by, "reason": detail}),
+        ));
     }
 
     /// The ids of the grants staged so far.
@@ -1463,11 +1648,20 @@ impl App {
         };
         let mut results = Vec::with_capacity(events.len());
         for ev in events {
+            // Only a future starter (or a withdrawal) can have a start an
+            // older snapshot scheduled: nobody else costs a look.
+            let was_future_starter = batch.is_pre_hire(&ev.employee_id);
             match batch.submit(tx, ev, actor).await {
                 // The transaction may be unusable: fail the whole step.
                 Err(e) if e.is_store() => return Err(e),
                 Ok(o) => {
-                    if ev.kind != EventKind::Terminate {
+                    let start = matches!(ev.kind, EventKind::Hire | EventKind::Rehire);
+                    if ev.kind == EventKind::Rescind
+                        || (start && (was_future_starter || o.state == EventState::Scheduled))
+                    {
+                        batch.keep_newest_roster_start(tx, ev, mark, actor).await?;
+                    }
+                    if !matches!(ev.kind, EventKind::Terminate | EventKind::Rescind) {
                         batch.attach_listing(
                             &ev.employee_id,
                             &Presence {

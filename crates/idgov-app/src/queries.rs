@@ -10,7 +10,7 @@ use idgov_authz::{Access, Grant as Reach, ObjectFacts, check_object, out_of_reac
 use idgov_domain::audit::{Action, AuditEntry, AuditRecord, Target};
 use idgov_domain::grant::Grant;
 use idgov_domain::identity::{Identity, validate_employee_id};
-use idgov_domain::roster::{ChangeKind, RosterChange};
+use idgov_domain::roster::RosterChange;
 use idgov_domain::{DomainError, FieldViolation};
 use idgov_store::{
     AuditFilter, DirOp, DirOpState, DriftRow, EventFilter, HeldChange, HeldKind, HeldState,
@@ -174,7 +174,7 @@ impl App {
             None => {
                 let (diff, _) = crate::held::held_diff(&held).unwrap_or_default();
                 let mut changes = diff.changes;
-                changes.sort_by_key(|c| c.kind != ChangeKind::Leaver);
+                changes.sort_by_key(|c| !c.kind.ends());
                 let total = changes.len();
                 Ok((changes.into_iter().skip(from).take(limit).collect(), total))
             }

@@ -7,7 +7,7 @@ use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::guard::{self, HeldKind, Verdict};
 use idgov_domain::history::{Presence, RosterMark};
 use idgov_domain::hr::HrEvent;
-use idgov_domain::identity::{Identity, text_problem};
+use idgov_domain::identity::{Identity, Status, text_problem};
 use idgov_domain::roster::{self, ChangeKind, DiffCounts, RosterChange, RosterDiff, RosterEntry};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -439,8 +439,9 @@ const CYCLE_PAGE: i64 = 10_000;
 struct Walked {
     /// The listed people's changes, in roster order.
     listed: Vec<Listed>,
-    /// The people working here whom the roster does not list, by employee
-    /// id.
+    /// The people the roster does not list whom it ends, by employee id:
+    /// those working here (leavers), and future starters whose start an
+    /// older snapshot scheduled (withdrawals). The guard counts both.
     leavers: Vec<RosterChange>,
     unchanged: u64,
     /// The entries (by place) of people listed, unchanged, who work here:
@@ -663,6 +664,8 @@ impl App {
                     _ => break,
                 }
             }
+            let ends_before = w.leavers.len();
+            let mut future_starters: Vec<&Identity> = Vec::new();
             for p in &page {
                 let works_here = roster::leaves_when_unlisted(p);
                 if works_here {
@@ -670,6 +673,9 @@ impl App {
                 }
                 if listed.contains(&p.employee_id) {
                     continue;
+                }
+                if p.status == Status::PreHire {
+                    future_starters.push(p);
                 }
                 if works_here {
                     w.leavers.push(roster::leaver(p));
@@ -681,6 +687,11 @@ impl App {
                 {
                     w.behind.push(p.employee_id.clone());
                 }
+            }
+            if !future_starters.is_empty() {
+                self.withdrawals(mark, &future_starters, &mut w.leavers)
+                    .await?;
+                w.leavers[ends_before..].sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
             }
             after = last;
         }
@@ -703,6 +714,66 @@ impl App {
         w.listed.sort_unstable_by_key(|l| l.at);
         w.present.sort_unstable();
         Ok(w)
+    }
+
+    /// The withdrawals of `unlisted`, pre-hires a roster (`mark`) does not
+    /// list: those with a start an older snapshot of its source scheduled
+    /// (see [`roster::newer_snapshot`]), each rescinding the newest such
+    /// start (its event rescinds the others). None when a newer snapshot
+    /// of the source was applied: it decided their start already.
+    async fn withdrawals(
+        &self,
+        mark: &RosterMark,
+        unlisted: &[&Identity],
+        out: &mut Vec<RosterChange>,
+    ) -> Result<(), AppError> {
+        let this = (mark.as_of, mark.sync_id.as_str());
+        if let Some((sync, at)) = self.store.newest_roster_snapshot(&mark.source).await?
+            && roster::newer_snapshot((at, sync.as_str()), this)
+        {
+            return Ok(());
+        }
+        let ids: Vec<String> = unlisted.iter().map(|p| p.employee_id.clone()).collect();
+        let starts = self
+            .store
+            .scheduled_roster_starts(&mark.source, &ids)
+            .await?;
+        if starts.is_empty() {
+            return Ok(());
+        }
+        let syncs: Vec<String> = starts
+            .iter()
+            .filter_map(|(_, e)| roster::sync_of_event_id(e).map(str::to_string))
+            .collect();
+        let times = self
+            .store
+            .roster_snapshot_times(&mark.source, &syncs)
+            .await?;
+        // The newest older start per person.
+        let mut newest: HashMap<&str, (DateTime<Utc>, &str, &str)> = HashMap::new();
+        for (person, event_id) in &starts {
+            let Some(sync) = roster::sync_of_event_id(event_id) else {
+                continue;
+            };
+            let Some(at) = times.get(sync) else {
+                continue;
+            };
+            if !roster::newer_snapshot(this, (*at, sync)) {
+                continue;
+            }
+            let slot = newest
+                .entry(person.as_str())
+                .or_insert((*at, sync, event_id.as_str()));
+            if roster::newer_snapshot((*at, sync), (slot.0, slot.1)) {
+                *slot = (*at, sync, event_id.as_str());
+            }
+        }
+        for p in unlisted {
+            if let Some((_, _, event_id)) = newest.get(p.employee_id.as_str()) {
+                out.push(roster::withdrawal(p, event_id.to_string()));
+            }
+        }
+        Ok(())
     }
 
     /// Changes `from..from + n` of a walked roster in the order they apply
@@ -1355,10 +1426,15 @@ fn stored_outcome(prev: StoredSync) -> Result<SyncOutcome, AppError> {
 
 /// "2 joiners, 1 mover, 0 updates, 3 leavers, 0 rehires".
 pub fn summary(c: &DiffCounts) -> String {
-    format!(
+    let mut s = format!(
         "{} joiners, {} movers, {} updates, {} leavers, {} rehires",
         c.joiners, c.movers, c.updates, c.leavers, c.rehires
-    )
+    );
+    // Rare: named only when there are some.
+    if c.withdrawals > 0 {
+        s.push_str(&format!(", {} withdrawn starts", c.withdrawals));
+    }
+    s
 }
 
 /// The kind of an unheld roster sync's bulk job.

@@ -52,6 +52,20 @@ pub enum ChangeKind {
     Update,
     Leaver,
     Rehire,
+    /// A future starter whose start an older snapshot of the same source
+    /// scheduled, and whom this one no longer lists: the offer is
+    /// withdrawn (their scheduled start is rescinded; see
+    /// [`newer_snapshot`]).
+    Withdrawal,
+}
+
+impl ChangeKind {
+    /// True for the changes that end someone's access or a start to come
+    /// (leavers, withdrawals): a sync applies them first and shows them
+    /// first, and the guard counts them.
+    pub fn ends(self) -> bool {
+        matches!(self, ChangeKind::Leaver | ChangeKind::Withdrawal)
+    }
 }
 
 /// One change a roster would make.
@@ -62,6 +76,10 @@ pub struct RosterChange {
     pub display_name: String,
     pub changes: Vec<FieldChange>,
     pub attrs: AttributesPatch,
+    /// A withdrawal's scheduled start (the event id an older snapshot
+    /// gave it), which its event rescinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rescinds: Option<String>,
 }
 
 /// The diff of a roster against the identities.
@@ -81,8 +99,9 @@ impl RosterDiff {
         DiffCounts::of(self.changes.iter().map(|c| c.kind), self.unchanged)
     }
 
-    /// At most `max` changes to show a person (leavers first: they are what
-    /// the guard is about); the counts tell how many there are in all.
+    /// At most `max` changes to show a person (leavers and withdrawals
+    /// first: they are what the guard is about); the counts tell how many
+    /// there are in all.
     pub fn shown(&self, max: usize) -> RosterDiff {
         if self.changes.len() <= max {
             return self.clone();
@@ -90,7 +109,7 @@ impl RosterDiff {
         let mut changes: Vec<RosterChange> = self
             .changes
             .iter()
-            .filter(|c| c.kind == ChangeKind::Leaver)
+            .filter(|c| c.kind.ends())
             .take(max)
             .cloned()
             .collect();
@@ -98,7 +117,7 @@ impl RosterDiff {
         changes.extend(
             self.changes
                 .iter()
-                .filter(|c| c.kind != ChangeKind::Leaver)
+                .filter(|c| !c.kind.ends())
                 .take(room)
                 .cloned(),
         );
@@ -117,6 +136,9 @@ pub struct DiffCounts {
     pub updates: u64,
     pub leavers: u64,
     pub rehires: u64,
+    /// Future starters whose start is withdrawn.
+    #[serde(default)]
+    pub withdrawals: u64,
     pub unchanged: u64,
     pub total: u64,
 }
@@ -135,6 +157,7 @@ impl DiffCounts {
                 ChangeKind::Update => &mut c.updates,
                 ChangeKind::Leaver => &mut c.leavers,
                 ChangeKind::Rehire => &mut c.rehires,
+                ChangeKind::Withdrawal => &mut c.withdrawals,
             } += 1;
             c.total += 1;
         }
@@ -246,6 +269,11 @@ pub fn classify_kind(
 ) -> Option<(ChangeKind, Vec<FieldChange>)> {
     match cur {
         None => Some((ChangeKind::Joiner, vec![])),
+        // Never employed (an offer withdrawn, or a leaver never hired): a
+        // joiner, not a returning employee.
+        Some(cur) if cur.status == Status::Terminated && cur.history.employments == 0 => {
+            Some((ChangeKind::Joiner, vec![]))
+        }
         Some(cur) if cur.status == Status::Terminated => Some((ChangeKind::Rehire, vec![])),
         // Announced by a future hire that is still to come, and listed as
         // that hire says (same start date, same attributes): nothing new.
@@ -291,6 +319,48 @@ pub fn change_of(e: &RosterEntry, kind: ChangeKind, fields: Vec<FieldChange>) ->
         display_name: e.attrs.display_name.clone().unwrap_or_default(),
         changes: fields,
         attrs: e.attrs.clone(),
+        rescinds: None,
+    }
+}
+
+/// Which of two roster snapshots of one source is HR's newer word: the
+/// later `as_of`, and of two with the same time the greater sync id (so
+/// that snapshots taken in any order decide the same way).
+///
+/// The rule it serves, **the newest snapshot decides a future start**: a
+/// snapshot that lists a person with a start date after its time
+/// schedules their hire; of the starts snapshots of one source schedule
+/// for one person, only the newest snapshot's stands. A newer snapshot
+/// that lists them with another start date or other attributes schedules
+/// a new start and rescinds the older one; one that does not list them
+/// withdraws it ([`ChangeKind::Withdrawal`]); one that lists them as
+/// announced changes nothing. A snapshot older than one already applied
+/// schedules nothing for a person the newer one already decided.
+pub fn newer_snapshot(a: (DateTime<Utc>, &str), b: (DateTime<Utc>, &str)) -> bool {
+    a > b
+}
+
+/// The sync id of the snapshot that made roster event `event_id`
+/// (`roster:<sync_id>:<employee_id>`, see [`event_id`]); `None` for an
+/// event no snapshot made.
+pub fn sync_of_event_id(event_id: &str) -> Option<&str> {
+    if !is_roster_event_id(event_id) {
+        return None;
+    }
+    let rest = event_id.get(EVENT_ID_PREFIX.len()..)?;
+    rest.rsplit_once(':').map(|(sync, _)| sync)
+}
+
+/// The withdrawal of future starter `i`, whom the roster does not list,
+/// rescinding their scheduled start `rescinds`.
+pub fn withdrawal(i: &Identity, rescinds: String) -> RosterChange {
+    RosterChange {
+        employee_id: i.employee_id.clone(),
+        kind: ChangeKind::Withdrawal,
+        display_name: i.attrs.display_name.clone(),
+        changes: vec![],
+        attrs: AttributesPatch::default(),
+        rescinds: Some(rescinds),
     }
 }
 
@@ -307,6 +377,7 @@ pub fn leaver(i: &Identity) -> RosterChange {
         display_name: i.attrs.display_name.clone(),
         changes: vec![],
         attrs: AttributesPatch::default(),
+        rescinds: None,
     }
 }
 
@@ -335,9 +406,10 @@ pub fn diff(entries: &[RosterEntry], identities: &HashMap<String, Identity>) -> 
 
 /// The HR event of one roster change, of `source`, effective `as_of`,
 /// keyed by the sync id so that re-sending a snapshot is idempotent. A
-/// joiner whose start date (in `zone`) is after `as_of` is hired at the
-/// start of that day: the event is scheduled and the person is a pre-hire
-/// until then. The event keeps the roster's zone, so its dates mean what
+/// joiner (or a returning employee) whose start date (in `zone`) is after
+/// `as_of` is hired at the start of that day: the event is scheduled, and
+/// nobody gets access before their first day (a joiner is a pre-hire
+/// until then). The event keeps the roster's zone, so its dates mean what
 /// the roster meant. A large roster turns its changes into events one at a
 /// time, in the order they apply: **leavers first** (a leaver's access
 /// must not wait behind thousands of joiners and updates), the others in
@@ -357,15 +429,20 @@ pub fn event_of(
         ChangeKind::Mover => EventKind::Move,
         ChangeKind::Update => EventKind::Update,
         ChangeKind::Leaver => EventKind::Terminate,
+        ChangeKind::Withdrawal => EventKind::Rescind,
     };
     let event_id = event_id(sync_id, &c.employee_id);
     let effective_at = match (c.kind, c.attrs.start_date) {
-        (ChangeKind::Joiner, Some(d)) if d > local_date(as_of, zone) => {
+        (ChangeKind::Joiner | ChangeKind::Rehire, Some(d)) if d > local_date(as_of, zone) => {
             local_day_start(d, zone).unwrap_or(as_of)
         }
         _ => as_of,
     };
-    let payload = serde_json::to_vec(&(&event_id, kind, &c.attrs)).unwrap_or_default();
+    let payload = match &c.rescinds {
+        None => serde_json::to_vec(&(&event_id, kind, &c.attrs)),
+        Some(target) => serde_json::to_vec(&(&event_id, kind, &c.attrs, target)),
+    }
+    .unwrap_or_default();
     HrEvent {
         source: source.to_string(),
         event_id,
@@ -375,7 +452,7 @@ pub fn event_of(
         effective_input: effective_at.to_rfc3339(),
         time_zone: zone.name().to_string(),
         attrs: c.attrs,
-        rescinds_event_id: None,
+        rescinds_event_id: c.rescinds,
         fingerprint: hex::encode(Sha256::digest(payload)),
         from_roster: true,
         earlier_fingerprint: None,
@@ -398,7 +475,7 @@ mod tests {
         as_of: DateTime<Utc>,
         zone: Tz,
     ) -> Vec<HrEvent> {
-        changes.sort_by_key(|c| c.kind != ChangeKind::Leaver);
+        changes.sort_by_key(|c| !c.kind.ends());
         changes
             .into_iter()
             .map(|c| event_of(c, source, sync_id, as_of, zone))
@@ -489,7 +566,13 @@ mod tests {
             person("A", "Sales", Status::Active),
             person("B", "Sales", Status::Active),
             person("C", "Sales", Status::Active),
-            person("D", "Sales", Status::Terminated),
+            Identity {
+                history: crate::history::History {
+                    employments: 1,
+                    ..Default::default()
+                },
+                ..person("D", "Sales", Status::Terminated)
+            },
             person("E", "Sales", Status::Active),
             person("P", "Sales", Status::PreHire),
         ]
@@ -551,6 +634,112 @@ mod tests {
             events[0].effective_at.to_rfc3339(),
             "2026-01-31T23:00:00+00:00"
         );
+    }
+
+    /// A returning employee whose start date is ahead is rehired on it,
+    /// not when the roster arrives; someone terminated who never worked
+    /// here (an offer withdrawn) is a joiner.
+    #[test]
+    fn a_returning_employee_starting_later_is_rehired_on_their_start_date() {
+        let mut departed = person("D", "Sales", Status::Terminated);
+        departed.history.employments = 1;
+        let mut back = entry("D", "Sales");
+        back.attrs.start_date = chrono::NaiveDate::from_ymd_opt(2026, 2, 1);
+        let (kind, _) =
+            classify_kind(&back, Some(&departed)).unwrap_or((ChangeKind::Update, vec![]));
+        assert_eq!(kind, ChangeKind::Rehire);
+        let ev = event_of(
+            change_of(&back, kind, vec![]),
+            "hr",
+            "s1",
+            t0(),
+            chrono_tz::Europe::Oslo,
+        );
+        assert_eq!(ev.kind, EventKind::Rehire);
+        assert_eq!(ev.effective_at.to_rfc3339(), "2026-01-31T23:00:00+00:00");
+        // Back today or earlier: rehired as of the snapshot.
+        back.attrs.start_date = chrono::NaiveDate::from_ymd_opt(2025, 12, 1);
+        let ev = event_of(
+            change_of(&back, kind, vec![]),
+            "hr",
+            "s1",
+            t0(),
+            chrono_tz::UTC,
+        );
+        assert_eq!(ev.effective_at, t0());
+        let withdrawn = person("W", "Sales", Status::Terminated);
+        assert_eq!(
+            classify_kind(&entry("W", "Sales"), Some(&withdrawn)),
+            Some((ChangeKind::Joiner, vec![]))
+        );
+    }
+
+    /// A withdrawal rescinds the start an older snapshot scheduled, under
+    /// the snapshot's own event id, and applies before the other changes.
+    #[test]
+    fn a_withdrawal_rescinds_the_start_an_older_snapshot_scheduled() {
+        let p = person("P", "Sales", Status::PreHire);
+        let changes = vec![
+            change_of(&entry("N", "Sales"), ChangeKind::Joiner, vec![]),
+            withdrawal(&p, "roster:s0:P".into()),
+        ];
+        let events = to_events(changes, "hr", "s1", t0(), chrono_tz::UTC);
+        let w = &events[0];
+        assert_eq!(
+            (w.kind, w.event_id.as_str(), w.rescinds_event_id.as_deref()),
+            (EventKind::Rescind, "roster:s1:P", Some("roster:s0:P"))
+        );
+        assert!(w.from_roster);
+        // Another target is another payload: a re-sent snapshot that
+        // rescinds something else is a conflict, not a duplicate.
+        let other = event_of(
+            withdrawal(&p, "roster:s9:P".into()),
+            "hr",
+            "s1",
+            t0(),
+            chrono_tz::UTC,
+        );
+        assert_ne!(other.fingerprint, w.fingerprint);
+        let counts = DiffCounts::of([ChangeKind::Withdrawal, ChangeKind::Leaver].into_iter(), 0);
+        assert_eq!(
+            (counts.withdrawals, counts.leavers, counts.total),
+            (1, 1, 2)
+        );
+    }
+
+    #[test]
+    fn a_roster_event_names_its_snapshot() {
+        assert_eq!(sync_of_event_id(&event_id("s1", "E")), Some("s1"));
+        assert_eq!(
+            sync_of_event_id(&event_id("2026:12:03", "E-1")),
+            Some("2026:12:03")
+        );
+        assert_eq!(sync_of_event_id("ROSTER:s2:E"), Some("s2"));
+        assert_eq!(sync_of_event_id("hr-1"), None);
+        assert_eq!(sync_of_event_id("roster:"), None);
+    }
+
+    /// The newer of two snapshots: the later time, and of two at the same
+    /// time the greater sync id; never both, never neither unless equal.
+    #[test]
+    fn the_newer_snapshot_is_decided_the_same_way_in_any_order() {
+        let times = [t0(), t0() + chrono::Duration::hours(1)];
+        let ids = ["a", "b"];
+        for &ta in &times {
+            for &tb in &times {
+                for ia in ids {
+                    for ib in ids {
+                        let (x, y) = ((ta, ia), (tb, ib));
+                        let (xy, yx) = (newer_snapshot(x, y), newer_snapshot(y, x));
+                        assert!(!(xy && yx), "{x:?} {y:?}");
+                        assert_eq!(xy || yx, x != y, "{x:?} {y:?}");
+                        if ta != tb {
+                            assert_eq!(xy, ta > tb);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@ use crate::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use idgov_domain::history::RosterMark;
 use idgov_domain::hr::{EventState, HrEvent};
+use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
+use std::collections::HashMap;
 
 /// An HR event as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -350,5 +352,139 @@ impl WriteTx {
         .execute(&mut *self.tx)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+}
+
+/// How many ids one `IN (…)` list of a roster-snapshot query holds.
+const SNAPSHOT_CHUNK: usize = 500;
+
+/// The query for when roster snapshots of one source describe, for `n`
+/// sync ids: `$1` the source, then the ids.
+fn snapshot_times_sql(backend: crate::Backend, n: usize) -> String {
+    format!(
+        "SELECT sync_id, as_of FROM roster_snapshots WHERE source = {} AND sync_id IN ({})",
+        crate::bulk::ph(backend, 1),
+        crate::bulk::list(backend, n, 2)
+    )
+}
+
+fn snapshot_times_from(
+    rows: &[AnyRow],
+    out: &mut HashMap<String, DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    for r in rows {
+        out.insert(get(r, "sync_id")?, time(get(r, "as_of")?)?);
+    }
+    Ok(())
+}
+
+/// The newest roster snapshot of a source (`$1`).
+const NEWEST_SNAPSHOT: &str = "SELECT sync_id, as_of FROM roster_snapshots WHERE source = $1 \
+     ORDER BY as_of DESC, sync_id DESC LIMIT 1";
+
+fn newest_from(row: Option<AnyRow>) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+    row.map(|r| Ok((get(&r, "sync_id")?, time(get(&r, "as_of")?)?)))
+        .transpose()
+}
+
+impl Store {
+    /// [`WriteTx::newest_roster_snapshot`], outside a transaction.
+    pub async fn newest_roster_snapshot(
+        &self,
+        source: &str,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let row = sqlx::query(NEWEST_SNAPSHOT)
+            .bind(source)
+            .fetch_optional(self.reader())
+            .await?;
+        newest_from(row)
+    }
+
+    /// The starts roster snapshots of `source` scheduled for these people
+    /// that are still to come: (employee id, event id), by employee id.
+    /// A person with a start scheduled is a future starter, so the list is
+    /// as short as the people given who are.
+    pub async fn scheduled_roster_starts(
+        &self,
+        source: &str,
+        ids: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(SNAPSHOT_CHUNK) {
+            let sql = format!(
+                "SELECT employee_id, event_id FROM hr_events \
+                 WHERE employee_id IN ({}) AND state = 'scheduled' AND source = {} \
+                 AND kind IN ('hire', 'rehire') ORDER BY employee_id, arrival",
+                crate::bulk::list(self.backend, chunk.len(), 1),
+                crate::bulk::ph(self.backend, chunk.len() + 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            for r in q.bind(source).fetch_all(self.reader()).await? {
+                let event_id: String = get(&r, "event_id")?;
+                if idgov_domain::roster::is_roster_event_id(&event_id) {
+                    out.push((get(&r, "employee_id")?, event_id));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the roster snapshots of `source` among `sync_ids` that were
+    /// applied describe (their `as_of`), by sync id.
+    pub async fn roster_snapshot_times(
+        &self,
+        source: &str,
+        sync_ids: &[String],
+    ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in sync_ids.chunks(SNAPSHOT_CHUNK) {
+            let sql = snapshot_times_sql(self.backend, chunk.len());
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(source);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            snapshot_times_from(&q.fetch_all(self.reader()).await?, &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+impl WriteTx {
+    /// [`Store::roster_snapshot_times`], in this transaction.
+    pub async fn roster_snapshot_times(
+        &mut self,
+        source: &str,
+        sync_ids: &[String],
+    ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in sync_ids.chunks(SNAPSHOT_CHUNK) {
+            let sql = snapshot_times_sql(self.backend, chunk.len());
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(source);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            snapshot_times_from(&q.fetch_all(&mut *self.tx).await?, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// The newest roster snapshot of `source` applied, by
+    /// [`idgov_domain::roster::newer_snapshot`]: its sync id and time.
+    pub async fn newest_roster_snapshot(
+        &mut self,
+        source: &str,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let row = sqlx::query(NEWEST_SNAPSHOT)
+            .bind(source)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        newest_from(row)
     }
 }

@@ -1393,6 +1393,7 @@ async fn held_page(
                     ChangeKind::Update => "update",
                     ChangeKind::Leaver => "leaver",
                     ChangeKind::Rehire => "rehire",
+                    ChangeKind::Withdrawal => "withdrawal",
                 },
                 name: bounded(&c.display_name, 200),
                 fields: bounded(

@@ -450,6 +450,181 @@ async fn roster_property(backend: &str, rounds: usize) {
     }
 }
 
+/// What a future starter's roster entry says in a generated snapshot.
+#[derive(Clone, Debug)]
+struct Start {
+    day: i64,
+    title: String,
+}
+
+/// Future starters through roster snapshots of one source only, sent in
+/// a random order to one store and in the order of their times to
+/// another. Both end as the newest snapshot says, whatever the order:
+/// listed, the person starts on its start date with its attributes;
+/// not listed, they never start. At most one start is ever left scheduled
+/// per person, and a person is hired once.
+async fn future_starts_property(backend: &str, rounds: usize) {
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xf57a);
+    let people: Vec<String> = (0..6).map(|i| format!("F{i}")).collect();
+    let (mut kinds, mut held) = ([0usize; 3], 0);
+    for round in 0..rounds {
+        let (Some(ta), Some(ts)) = (
+            idgov_tests::backends::open(backend).await,
+            idgov_tests::backends::open(backend).await,
+        ) else {
+            return;
+        };
+        let (a, clock_a) = setup(&ta).await;
+        let (s, clock_s) = setup(&ts).await;
+        let n = rng.random_range(2..5usize);
+        // Some rounds list most starters, some drop most of them.
+        let listed = rng.random_range(0.2..0.9);
+        let mut snapshots: Vec<(SyncRequest, Vec<Option<Start>>)> = Vec::new();
+        for k in 0..n {
+            let as_of = t0() - Duration::days((n - k) as i64) - Duration::minutes(30);
+            let mut entries: Vec<RosterEntry> = ["O1", "O2"]
+                .iter()
+                .map(|o| RosterEntry {
+                    employee_id: (*o).into(),
+                    attrs: AttributesPatch {
+                        display_name: Some(format!("Person {o}")),
+                        ..Default::default()
+                    },
+                })
+                .collect();
+            let mut said = Vec::new();
+            for p in &people {
+                if rng.random_bool(listed) {
+                    let start = Start {
+                        day: rng.random_range(3..6),
+                        title: format!("Title {}", rng.random_range(0..2)),
+                    };
+                    let mut attrs = Person::new(p, "Finance").patch();
+                    attrs.start_date = Some((t0() + Duration::days(start.day)).date_naive());
+                    attrs.title = Some(start.title.clone());
+                    entries.push(RosterEntry {
+                        employee_id: p.clone(),
+                        attrs,
+                    });
+                    said.push(Some(start));
+                } else {
+                    said.push(None);
+                }
+            }
+            let sync = SyncRequest {
+                source: "workday-roster".into(),
+                sync_id: format!("r{round}-{k}"),
+                dry_run: false,
+                as_of: as_of.to_rfc3339(),
+                time_zone: "UTC".into(),
+                entries: entries.into(),
+            };
+            snapshots.push((sync, said));
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rng);
+        for (app, order) in [(&a, order.clone()), (&s, (0..n).collect::<Vec<_>>())] {
+            for k in order {
+                let out = app
+                    .sync_roster(snapshots[k].0.clone(), "service:hr")
+                    .await
+                    .unwrap_or_else(|e| panic!("seed {seed}: roster {k} refused: {e}"));
+                // Withdrawals count with leavers: more than the two people
+                // working here is held. Released, it applies the same.
+                if out.outcome == Outcome::Held {
+                    held += 1;
+                    let id = out.held_change_id.clone().unwrap_or_default();
+                    app.release_held(&id, "reviewed", "user:sec")
+                        .await
+                        .expect("release");
+                } else {
+                    assert!(matches!(out.outcome, Outcome::Applied | Outcome::Unchanged));
+                }
+            }
+        }
+        let shown = || {
+            snapshots
+                .iter()
+                .map(|(r, said)| format!("{} as of {}: {said:?}", r.sync_id, r.as_of))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let context = format!(
+            "seed {seed} (IDGOV_PROPTEST_SEED={seed}), round {round}, {backend}; shuffled order {order:?} of\n{}",
+            shown()
+        );
+        for app in [&a, &s] {
+            for p in &people {
+                let filter = idgov_store::EventFilter {
+                    state: Some(EventState::Scheduled),
+                    employee_id: p.clone(),
+                };
+                let scheduled = app.store.list_hr_events(&filter, 0, 100).await.unwrap();
+                assert!(
+                    scheduled.len() <= 1,
+                    "{p}: {} starts scheduled; {context}",
+                    scheduled.len()
+                );
+            }
+        }
+        settle(&a, &clock_a, t0() + Duration::days(10)).await;
+        settle(&s, &clock_s, t0() + Duration::days(10)).await;
+        let newest = &snapshots[n - 1].1;
+        for (i, p) in people.iter().enumerate() {
+            let (ta, ts) = (truth(&a, p).await, truth(&s, p).await);
+            assert_eq!(ta, ts, "{p} differs; {context}");
+            let person = a.store.get_identity(p).await.unwrap();
+            let applied = idgov_store::EventFilter {
+                state: Some(EventState::Applied),
+                employee_id: p.clone(),
+            };
+            let hires = a
+                .store
+                .list_hr_events(&applied, 0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| matches!(e.event.kind, EventKind::Hire | EventKind::Rehire))
+                .count();
+            match &newest[i] {
+                Some(start) => {
+                    let person = person.unwrap_or_else(|| panic!("{p} unknown; {context}"));
+                    assert_eq!(person.status, Status::Active, "{p}; {context}");
+                    let first_day = (t0() + Duration::days(start.day))
+                        .date_naive()
+                        .and_time(chrono::NaiveTime::MIN)
+                        .and_utc();
+                    assert_eq!(
+                        person.status_effective_at, first_day,
+                        "{p} started on another day; {context}"
+                    );
+                    assert_eq!(person.attrs.title, start.title, "{p}; {context}");
+                    assert_eq!(hires, 1, "{p} hired {hires} times; {context}");
+                    kinds[0] += 1;
+                }
+                None => {
+                    assert!(
+                        person.as_ref().is_none_or(|x| x.status != Status::Active),
+                        "{p} started; {context}"
+                    );
+                    assert_eq!(hires, 0, "{p}; {context}");
+                    assert!(active_grants(&a, p).await.is_empty(), "{p}; {context}");
+                    kinds[usize::from(person.is_some()) + 1] += 1;
+                }
+            }
+        }
+        let report = a.store.verify_audit_chain().await.expect("verify");
+        assert!(report.broken.is_none(), "{report:?}");
+    }
+    // The generated cases exercise what they should: people who start,
+    // people whose start is withdrawn, and held snapshots released.
+    assert!(
+        kinds[0] > 0 && kinds[2] > 0 && held > 0,
+        "{kinds:?}, {held} held"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_arrival_order_gives_the_effective_order_state_sqlite() {
     if let Some(t) = idgov_tests::backends::open("sqlite").await {
@@ -472,6 +647,16 @@ async fn rosters_and_events_in_any_order_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rosters_and_events_in_any_order_postgres() {
     roster_property("postgres", cases(1500) / 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn future_starts_in_any_order_of_snapshots_sqlite() {
+    future_starts_property("sqlite", cases(1500) / 60).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn future_starts_in_any_order_of_snapshots_postgres() {
+    future_starts_property("postgres", cases(1500) / 150).await;
 }
 
 both_backends! {

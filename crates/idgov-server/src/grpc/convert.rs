@@ -431,6 +431,7 @@ pub fn roster_change(c: &RosterChange) -> pb::RosterChange {
         ChangeKind::Update => pb::RosterChangeKind::Update,
         ChangeKind::Leaver => pb::RosterChangeKind::Leaver,
         ChangeKind::Rehire => pb::RosterChangeKind::Rehire,
+        ChangeKind::Withdrawal => pb::RosterChangeKind::Withdrawal,
     };
     pb::RosterChange {
         employee_id: c.employee_id.clone(),
@@ -460,6 +461,7 @@ pub fn diff(d: &RosterDiff, counts: &DiffCounts) -> pb::RosterDiff {
         updates: counts.updates as i32,
         leavers: counts.leavers as i32,
         rehires: counts.rehires as i32,
+        withdrawals: counts.withdrawals as i32,
         unchanged: counts.unchanged as i32,
         total_changes: counts.total as i32,
     }

@@ -362,7 +362,7 @@ async fn import(
             "sync_id": r.sync_id, "outcome": outcome, "entries": r.entries_received,
             "joiners": d.joiners, "movers": d.movers, "updates": d.updates, "leavers": d.leavers,
             "total_changes": d.total_changes, "changes_truncated": d.changes_truncated,
-            "rehires": d.rehires, "unchanged": d.unchanged,
+            "rehires": d.rehires, "withdrawals": d.withdrawals, "unchanged": d.unchanged,
             "guard": {"active": g.active, "affected": g.affected, "threshold": g.threshold, "tripped": g.tripped},
             "held_change_id": r.held_change_id, "preview_id": r.preview_id,
             "changes": d.changes.iter().map(|c| json!({
@@ -395,8 +395,14 @@ async fn import(
                     );
                 }
             }
+            // Withdrawn starts are rare: named only when there are some.
+            let withdrawn = if d.withdrawals > 0 {
+                format!(", {} withdrawn starts", d.withdrawals)
+            } else {
+                String::new()
+            };
             crate::outln!(
-                "roster {}: {} entries — {} joiners, {} movers, {} updates, {} leavers, {} rehires, {} unchanged",
+                "roster {}: {} entries — {} joiners, {} movers, {} updates, {} leavers, {} rehires{withdrawn}, {} unchanged",
                 r.sync_id,
                 r.entries_received,
                 d.joiners,
@@ -409,9 +415,14 @@ async fn import(
             match r.outcome() {
                 pb::ChangeOutcome::DryRun => crate::outln!("dry run: nothing was applied"),
                 pb::ChangeOutcome::Held => crate::outln!(
-                    "HELD: {} leavers exceed the guard's threshold of {} ({} active). Nothing was applied.\n\
+                    "HELD: {} leavers{} exceed the guard's threshold of {} ({} active). Nothing was applied.\n\
                      Review it, then `idgov hr held release {} --reason …` or `idgov hr held discard {} --reason …`",
                     g.affected,
+                    if d.withdrawals > 0 {
+                        " and withdrawn starts"
+                    } else {
+                        ""
+                    },
                     g.threshold,
                     g.active,
                     r.held_change_id,
