@@ -103,9 +103,6 @@ impl RosterDiff {
     /// first: they are what the guard is about); the counts tell how many
     /// there are in all.
     pub fn shown(&self, max: usize) -> RosterDiff {
-        if self.changes.len() <= max {
-            return self.clone();
-        }
         let mut changes: Vec<RosterChange> = self
             .changes
             .iter()
@@ -352,13 +349,22 @@ pub fn sync_of_event_id(event_id: &str) -> Option<&str> {
 }
 
 /// The withdrawal of future starter `i`, whom the roster does not list,
-/// rescinding their scheduled start `rescinds`.
+/// rescinding their scheduled start `rescinds`. It shows the start date
+/// they would have had going.
 pub fn withdrawal(i: &Identity, rescinds: String) -> RosterChange {
     RosterChange {
         employee_id: i.employee_id.clone(),
         kind: ChangeKind::Withdrawal,
         display_name: i.attrs.display_name.clone(),
-        changes: vec![],
+        changes: vec![FieldChange {
+            field: "start_date".into(),
+            old: i
+                .attrs
+                .start_date
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            new: String::new(),
+        }],
         attrs: AttributesPatch::default(),
         rescinds: Some(rescinds),
     }

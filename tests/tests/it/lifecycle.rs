@@ -250,6 +250,44 @@ both_backends! {
         assert!(app.store.verify_audit_chain().await.unwrap().broken.is_none());
     }
 
+    /// A roster that drops future starters withdraws their starts, and the
+    /// guard counts them with the leavers: a roster that lost its future
+    /// starters (an export filtered by start date) is held, not applied.
+    async fn a_roster_withdrawing_many_future_starts_is_held(t: TestStore) {
+        let (app, clock) = app_on(&t).await;
+        with_policy(&app).await;
+        let everyone: Vec<RosterEntry> = (0..38).map(|i| entry(&format!("E{i:03}"), "Finance"))
+            .chain(["O1", "O2"].iter().map(|o| entry(o, "Management")))
+            .collect();
+        let starters: Vec<RosterEntry> = (0..3).map(|i| {
+            let mut e = entry(&format!("N{i}"), "Finance");
+            e.attrs.start_date = Some(app.now().date_naive() + chrono::Days::new(30));
+            e
+        }).collect();
+        let first = app.sync_roster(roster_sync("s1", [everyone.clone(), starters].concat()), "service:hr").await.unwrap();
+        assert_eq!((first.outcome, first.counts.joiners), (Outcome::Applied, 41));
+        clock.advance(chrono::Duration::days(1));
+        let held = app.sync_roster(roster_sync("s2", everyone.clone()), "service:hr").await.unwrap();
+        assert_eq!(held.outcome, Outcome::Held, "{:?}", held.counts);
+        assert_eq!((held.counts.withdrawals, held.counts.leavers), (3, 0));
+        assert_eq!((held.guard.active, held.guard.affected, held.guard.threshold), (40, 3, 2));
+        for i in 0..3 {
+            assert_eq!(app.store.get_identity(&format!("N{i}")).await.unwrap().unwrap().status, Status::PreHire, "held: nothing applied");
+        }
+        // Released: the starts are withdrawn.
+        let id = held.held_change_id.clone().unwrap();
+        let changes = app.held_roster_changes(&id, 0, 10).await.unwrap().0;
+        assert!(changes.iter().all(|c| c.kind == idgov_domain::roster::ChangeKind::Withdrawal), "{changes:?}");
+        assert_eq!(changes[0].changes[0].field, "start_date", "it shows the start that goes");
+        app.release_held(&id, "offers withdrawn", "user:sec").await.unwrap();
+        for i in 0..3 {
+            let p = app.store.get_identity(&format!("N{i}")).await.unwrap().unwrap();
+            assert_eq!((p.status, p.history.employments), (Status::Terminated, 0));
+        }
+        let filter = idgov_store::EventFilter { state: Some(EventState::Scheduled), ..Default::default() };
+        assert!(app.store.list_hr_events(&filter, 0, 10).await.unwrap().is_empty(), "no start left scheduled");
+    }
+
     async fn a_roster_missing_ten_percent_is_held_and_nothing_applied(t: TestStore) {
         let (app, _) = app_on(&t).await;
         with_policy(&app).await;
@@ -312,7 +350,8 @@ both_backends! {
         assert_eq!(d.outcome, Outcome::DryRun);
         let kinds: Vec<_> = d.diff.changes.iter().map(|c| (c.employee_id.as_str(), c.kind)).collect();
         use idgov_domain::roster::ChangeKind::*;
-        assert_eq!(kinds, [("E001", Mover), ("N1", Joiner), ("E000", Leaver)]);
+        // Leavers first, as they apply; the rest in roster order.
+        assert_eq!(kinds, [("E000", Leaver), ("E001", Mover), ("N1", Joiner)]);
         assert_eq!(snapshot(&app).await, before, "a dry run writes nothing");
         let applied = app.sync_roster(roster_sync("s2", people), "service:hr").await.unwrap();
         assert_eq!(applied.outcome, Outcome::Applied);

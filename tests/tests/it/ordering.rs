@@ -809,6 +809,98 @@ both_backends! {
         assert_eq!(hires.iter().filter(|e| e.event.kind == EventKind::Hire).count(), 1, "{hires:?}");
     }
 
+    /// A start date moved by a later roster: they start on the new date,
+    /// not on the first one (the first start is rescinded, and says why);
+    /// a later roster that no longer lists them withdraws the offer, and
+    /// they never start.
+    async fn a_moved_start_starts_them_on_the_new_date_and_a_dropped_one_never_starts(t: TestStore) {
+        let (app, clock) = setup(&t).await;
+        let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 6, d);
+        let at = |d: u32| DateTime::parse_from_rfc3339(&format!("2026-06-{d:02}T00:00:00+02:00")).unwrap().with_timezone(&Utc);
+        let listed = |starts: &[(&str, Option<chrono::NaiveDate>)]| {
+            let mut entries: Vec<RosterEntry> = ["O1", "O2"].iter().map(|o| RosterEntry { employee_id: (*o).into(), attrs: Person::new(o, "Management").patch() }).collect();
+            for (id, start) in starts {
+                let mut f = Person::new(id, "Finance").patch();
+                f.start_date = *start;
+                entries.push(RosterEntry { employee_id: (*id).into(), attrs: f });
+            }
+            entries
+        };
+        let sync = |id: &str, entries| SyncRequest {
+            source: "workday".into(), sync_id: id.into(), dry_run: false, as_of: String::new(),
+            time_zone: String::new(), entries,
+        };
+        let scheduled = |app: Arc<App>, who: &'static str| async move {
+            let filter = idgov_store::EventFilter { state: Some(EventState::Scheduled), employee_id: who.into() };
+            app.store.list_hr_events(&filter, 0, 100).await.unwrap().into_iter().map(|e| e.event.event_id).collect::<Vec<_>>()
+        };
+        let first = app.sync_roster(sync("s1", listed(&[("F1", day(1)), ("F2", day(1))]).into()), "service:hr").await.unwrap();
+        assert_eq!(first.counts.joiners, 2);
+        // F1 now starts on the 15th; F2 is no longer listed.
+        clock.advance(days(7));
+        let moved = app.sync_roster(sync("s2", listed(&[("F1", day(15))]).into()), "service:hr").await.unwrap();
+        assert_eq!((moved.counts.joiners, moved.counts.withdrawals, moved.counts.leavers), (1, 1, 0), "{:?}", moved.counts);
+        let w = &moved.diff.changes[0];
+        assert_eq!((w.employee_id.as_str(), w.kind), ("F2", idgov_domain::roster::ChangeKind::Withdrawal), "withdrawals first");
+        assert_eq!(scheduled(app.clone(), "F1").await, ["roster:s2:F1"]);
+        assert!(scheduled(app.clone(), "F2").await.is_empty());
+        let f2 = app.store.get_identity("F2").await.unwrap().unwrap();
+        assert_eq!((f2.status, f2.history.employments), (Status::Terminated, 0), "the offer is withdrawn");
+        let rescinded = audited(&app.store, "hr.event.rescinded", 10).await;
+        let reasons: Vec<String> = rescinded.iter().map(|a| {
+            let d: serde_json::Value = serde_json::from_str(&a.detail).unwrap_or_default();
+            format!("{} {}", d["event_id"], d["rescinded_by"])
+        }).collect();
+        assert!(reasons.contains(&"\"roster:s1:F1\" \"roster:s2:F1\"".to_string()), "{reasons:?}");
+        assert!(reasons.contains(&"\"roster:s1:F2\" \"roster:s2:F2\"".to_string()), "{reasons:?}");
+        assert_eq!(audited(&app.store, "identity.pre_hire_withdrawn", 10).await.len(), 1);
+        // The first of June: nobody starts.
+        settle(&app, &clock, at(1) + Duration::hours(1)).await;
+        for who in ["F1", "F2"] {
+            assert_ne!(app.store.get_identity(who).await.unwrap().unwrap().status, Status::Active, "{who}");
+            assert!(active_grants(&app, who).await.is_empty(), "{who}: access before the first day");
+        }
+        // The fifteenth: F1 starts, once.
+        settle(&app, &clock, at(15) + Duration::hours(1)).await;
+        let f1 = app.store.get_identity("F1").await.unwrap().unwrap();
+        assert_eq!((f1.status, f1.status_effective_at), (Status::Active, at(15)));
+        assert_eq!(f1.history.employments, 1);
+        assert_eq!(app.store.get_identity("F2").await.unwrap().unwrap().status, Status::Terminated);
+    }
+
+    /// Someone who left and comes back on a date ahead is rehired on that
+    /// date, not when the roster arrives; rosters listing them until then
+    /// leave one rehire scheduled.
+    async fn a_returning_employee_is_rehired_on_their_start_date(t: TestStore) {
+        let (app, clock) = setup(&t).await;
+        let owners: Vec<RosterEntry> = ["O1", "O2"].iter().map(|o| RosterEntry { employee_id: (*o).into(), attrs: Person::new(o, "Management").patch() }).collect();
+        let sync = |id: &str, entries: Vec<RosterEntry>| SyncRequest {
+            source: "workday".into(), sync_id: id.into(), dry_run: false, as_of: String::new(),
+            time_zone: String::new(), entries: entries.into(),
+        };
+        let e1 = RosterEntry { employee_id: "E1".into(), attrs: Person::new("E1", "Finance").patch() };
+        app.sync_roster(sync("s1", [owners.clone(), vec![e1.clone()]].concat()), "service:hr").await.unwrap();
+        clock.advance(days(1));
+        app.sync_roster(sync("s2", owners.clone()), "service:hr").await.unwrap();
+        assert_eq!(app.store.get_identity("E1").await.unwrap().unwrap().status, Status::Terminated);
+        let back_on = app.now().date_naive() + chrono::Days::new(20);
+        let mut back = e1.clone();
+        back.attrs.start_date = Some(back_on);
+        for (i, sync_id) in ["s3", "s4", "s5"].iter().enumerate() {
+            clock.advance(days(1));
+            let out = app.sync_roster(sync(sync_id, [owners.clone(), vec![back.clone()]].concat()), "service:hr").await.unwrap();
+            assert_eq!(out.counts.rehires, 1, "{i}");
+            assert_eq!(app.store.get_identity("E1").await.unwrap().unwrap().status, Status::Terminated, "not back yet");
+            assert!(active_grants(&app, "E1").await.is_empty());
+            let filter = idgov_store::EventFilter { state: Some(EventState::Scheduled), employee_id: "E1".into() };
+            assert_eq!(app.store.list_hr_events(&filter, 0, 100).await.unwrap().len(), 1, "{sync_id}: one rehire scheduled");
+        }
+        let first_day = back_on.and_time(chrono::NaiveTime::MIN).and_utc() - Duration::hours(2);
+        settle(&app, &clock, first_day + Duration::hours(1)).await;
+        let p = app.store.get_identity("E1").await.unwrap().unwrap();
+        assert_eq!((p.status, p.history.employments), (Status::Active, 2));
+    }
+
     async fn a_rehire_through_a_roster_needs_a_check_dated_after_the_new_start(t: TestStore) {
         let (app, clock) = setup(&t).await;
         let owners: Vec<RosterEntry> = ["O1", "O2"].iter().map(|o| RosterEntry { employee_id: (*o).into(), attrs: Person::new(o, "Management").patch() }).collect();
