@@ -1046,8 +1046,13 @@ impl App {
                 counts: out.counts,
             }),
         };
+        let ended = if out.counts.withdrawals > 0 {
+            "leavers and withdrawn starts"
+        } else {
+            "leavers"
+        };
         let summary_text = format!(
-            "roster sync {} from {}: {} leavers of {} active (threshold {}); {}",
+            "roster sync {} from {}: {} {ended} of {} active (threshold {}); {}",
             req.sync_id, req.source, verdict.affected, verdict.active, verdict.threshold, counts
         );
         out.outcome = Outcome::Held;

@@ -358,14 +358,25 @@ impl WriteTx {
 /// How many ids one `IN (…)` list of a roster-snapshot query holds.
 const SNAPSHOT_CHUNK: usize = 500;
 
-/// The query for when roster snapshots of one source describe, for `n`
-/// sync ids: `$1` the source, then the ids.
-fn snapshot_times_sql(backend: crate::Backend, n: usize) -> String {
-    format!(
+/// The query for when the roster snapshots of `source` among `sync_ids`
+/// (at most [`SNAPSHOT_CHUNK`]) describe.
+fn snapshot_times_query<'q>(
+    backend: crate::Backend,
+    source: &'q str,
+    sync_ids: &'q [String],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    let sql = format!(
         "SELECT sync_id, as_of FROM roster_snapshots WHERE source = {} AND sync_id IN ({})",
         crate::bulk::ph(backend, 1),
-        crate::bulk::list(backend, n, 2)
-    )
+        crate::bulk::list(backend, sync_ids.len(), 2)
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql))
+        .persistent(false)
+        .bind(source);
+    for id in sync_ids {
+        q = q.bind(id.as_str());
+    }
+    q
 }
 
 fn snapshot_times_from(
@@ -441,13 +452,7 @@ impl Store {
     ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
         let mut out = HashMap::new();
         for chunk in sync_ids.chunks(SNAPSHOT_CHUNK) {
-            let sql = snapshot_times_sql(self.backend, chunk.len());
-            let mut q = sqlx::query(AssertSqlSafe(sql))
-                .persistent(false)
-                .bind(source);
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
+            let q = snapshot_times_query(self.backend, source, chunk);
             snapshot_times_from(&q.fetch_all(self.reader()).await?, &mut out)?;
         }
         Ok(out)
@@ -463,13 +468,7 @@ impl WriteTx {
     ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
         let mut out = HashMap::new();
         for chunk in sync_ids.chunks(SNAPSHOT_CHUNK) {
-            let sql = snapshot_times_sql(self.backend, chunk.len());
-            let mut q = sqlx::query(AssertSqlSafe(sql))
-                .persistent(false)
-                .bind(source);
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
+            let q = snapshot_times_query(self.backend, source, chunk);
             snapshot_times_from(&q.fetch_all(&mut *self.tx).await?, &mut out)?;
         }
         Ok(out)

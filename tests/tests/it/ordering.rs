@@ -291,6 +291,20 @@ async fn arrival_order_property(t: TestStore, histories: usize) {
     assert!(report.broken.is_none(), "{report:?}");
 }
 
+/// The two owners as the generated rosters list them: by name only.
+fn owners_by_name() -> Vec<RosterEntry> {
+    ["O1", "O2"]
+        .iter()
+        .map(|o| RosterEntry {
+            employee_id: (*o).into(),
+            attrs: AttributesPatch {
+                display_name: Some(format!("Person {o}")),
+                ..Default::default()
+            },
+        })
+        .collect()
+}
+
 /// A roster entry for `id` with random attributes.
 fn random_entry(rng: &mut StdRng, id: &str) -> RosterEntry {
     let mut attrs = random_patch(rng, true);
@@ -381,16 +395,7 @@ async fn roster_property(backend: &str, rounds: usize) {
         for r in 0..3 {
             // Between whole hours, so a roster never ties with an event.
             let as_of = t0() - Duration::days(rng.random_range(0..20)) - Duration::minutes(30);
-            let mut entries: Vec<RosterEntry> = ["O1", "O2"]
-                .iter()
-                .map(|o| RosterEntry {
-                    employee_id: (*o).into(),
-                    attrs: AttributesPatch {
-                        display_name: Some(format!("Person {o}")),
-                        ..Default::default()
-                    },
-                })
-                .collect();
+            let mut entries = owners_by_name();
             for p in &people {
                 if rng.random_bool(0.7) {
                     entries.push(random_entry(&mut rng, p));
@@ -483,16 +488,7 @@ async fn future_starts_property(backend: &str, rounds: usize) {
         let mut snapshots: Vec<(SyncRequest, Vec<Option<Start>>)> = Vec::new();
         for k in 0..n {
             let as_of = t0() - Duration::days((n - k) as i64) - Duration::minutes(30);
-            let mut entries: Vec<RosterEntry> = ["O1", "O2"]
-                .iter()
-                .map(|o| RosterEntry {
-                    employee_id: (*o).into(),
-                    attrs: AttributesPatch {
-                        display_name: Some(format!("Person {o}")),
-                        ..Default::default()
-                    },
-                })
-                .collect();
+            let mut entries = owners_by_name();
             let mut said = Vec::new();
             for p in &people {
                 if rng.random_bool(listed) {
