@@ -244,6 +244,15 @@ pub struct SyncOutcome {
     /// that lists them all (see `preview.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_id: Option<String>,
+    /// This (source, sync id) was received before: the answer is the first
+    /// one's, and nothing was applied now. Not stored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resent: bool,
+    /// For a snapshot received before: a newer snapshot of the same source
+    /// applied since, which is what counts now (so sending this one again
+    /// is no longer a retry, but an older statement). Not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
 }
 
 /// What a held roster sync stores for its release.
@@ -926,7 +935,7 @@ impl App {
         if !req.dry_run
             && let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await?
         {
-            return stored_outcome(prev);
+            return self.resent(&req.source, &req.sync_id, prev).await;
         }
 
         let mark = RosterMark {
@@ -962,6 +971,8 @@ impl App {
             entries_received: roster.len as u64,
             rejected: vec![],
             preview_id: None,
+            resent: false,
+            superseded_by: None,
         };
         let total = walked.total();
         if req.dry_run {
@@ -1120,10 +1131,35 @@ impl App {
         }
     }
 
+    /// The answer to snapshot `sync_id` of `source` sent again: the first
+    /// answer, marked as such, and the newer snapshot of the source applied
+    /// since, if any.
+    async fn resent(
+        &self,
+        source: &str,
+        sync_id: &str,
+        prev: StoredSync,
+    ) -> Result<SyncOutcome, AppError> {
+        let mut out = stored_outcome(prev)?;
+        out.resent = true;
+        let mine = self
+            .store
+            .roster_snapshot_times(source, &[sync_id.to_string()])
+            .await?;
+        if let (Some(at), Some((newest, newest_at))) = (
+            mine.get(sync_id),
+            self.store.newest_roster_snapshot(source).await?,
+        ) && roster::newer_snapshot((newest_at, newest.as_str()), (*at, sync_id))
+        {
+            out.superseded_by = Some(newest);
+        }
+        Ok(out)
+    }
+
     /// The outcome of a snapshot another send of it recorded first.
     async fn concurrent_sync(&self, source: &str, sync_id: &str) -> Result<SyncOutcome, AppError> {
         if let Some(prev) = self.store.get_sync(source, sync_id).await? {
-            return stored_outcome(prev);
+            return self.resent(source, sync_id, prev).await;
         }
         Err(AppError::Store(idgov_store::StoreError::Conflict(
             "the same sync is being processed concurrently; retry".into(),

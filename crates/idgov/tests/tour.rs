@@ -211,6 +211,8 @@ fn the_readme_tour_works_step_by_step() {
         again["sync_id"], imported["sync_id"],
         "the same file is the same snapshot"
     );
+    assert_eq!(again["resent"], true, "{again}");
+    assert_eq!(again["superseded_by"], "", "{again}");
     // What the import did, person by person (the source defaults to the
     // import's): 304 events, by employee id, the four 2027 starters
     // scheduled.
@@ -342,6 +344,14 @@ fn the_readme_tour_works_step_by_step() {
     );
     let leavers = changes.iter().filter(|c| c["kind"] == "leaver").count() as u64;
     assert_eq!(leavers, held["leavers"].as_u64().unwrap());
+    // One of the dropped lines is a 2027 starter's: their start is withdrawn.
+    assert_eq!(held["withdrawals"], 1, "{held}");
+    let withdrawn: Vec<&str> = changes
+        .iter()
+        .filter(|c| c["kind"] == "withdrawal")
+        .map(|c| c["employee_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(withdrawn, ["E1302"]);
     assert!(
         leavers > 0
             && changes[..leavers as usize]
@@ -1051,6 +1061,63 @@ fn client_options_go_before_or_after_the_subcommand() {
     let out = run(&["-o", "json", "authz", "matrix"]);
     assert!(out.status.success());
     assert!(serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok());
+}
+
+#[test]
+fn the_same_file_after_a_newer_export_is_a_new_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = serve(dir.path(), &[]);
+    let cli = Cli {
+        dir: dir.path(),
+        url: server.url.clone(),
+    };
+    cli.ok(&["dev", "token", "--role", "hr-feed", "--role", "it-admin"]);
+    let path = examples().join("northwind-roster.csv");
+    let roster = path.to_str().unwrap();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let first = cli.json(&["hr", "import", roster, "--time-zone", "Europe/Oslo"]);
+    assert_eq!(first["outcome"], "applied", "{first}");
+    // The same file again after a newer export (A, B, A): a new snapshot
+    // that restates A, not a retry of the first import ignored as one.
+    let retitled = original.replace(
+        "Yara Lund,yara.lund@northwind.example,Finance,Payroll Specialist,",
+        "Yara Lund,yara.lund@northwind.example,Finance,Payroll Lead,",
+    );
+    let b = dir.path().join("retitled.csv");
+    std::fs::write(&b, retitled).unwrap();
+    let moved = cli.json(&[
+        "hr",
+        "import",
+        b.to_str().unwrap(),
+        "--time-zone",
+        "Europe/Oslo",
+    ]);
+    assert_eq!(moved["outcome"], "applied", "{moved}");
+    assert_eq!(
+        cli.json(&["identity", "get", "E1010"])["title"],
+        "Payroll Lead"
+    );
+    let restated = cli.json(&["hr", "import", roster, "--time-zone", "Europe/Oslo"]);
+    assert_eq!(restated["outcome"], "applied", "{restated}");
+    assert_eq!(restated["resent"], false, "{restated}");
+    let first_id = first["sync_id"].as_str().unwrap();
+    let new_id = restated["sync_id"].as_str().unwrap();
+    assert!(
+        new_id.starts_with(first_id) && new_id != first_id,
+        "{restated}"
+    );
+    assert_eq!(
+        cli.json(&["identity", "get", "E1010"])["title"],
+        "Payroll Specialist"
+    );
+    // Imported once more, it is a retry of that restatement: the first
+    // answer, marked as such, and no new snapshot.
+    let retried = cli.json(&["hr", "import", roster, "--time-zone", "Europe/Oslo"]);
+    assert_eq!(retried["resent"], true, "{retried}");
+    assert_eq!(retried["sync_id"], first["sync_id"], "{retried}");
+    assert_eq!(retried["superseded_by"], new_id, "{retried}");
+    let table = cli.ok(&["hr", "import", roster, "--time-zone", "Europe/Oslo"]);
+    assert!(table.contains("nothing was applied now"), "{table}");
 }
 
 #[test]

@@ -864,6 +864,29 @@ both_backends! {
         assert_eq!(app.store.get_identity("F2").await.unwrap().unwrap().status, Status::Terminated);
     }
 
+    /// A snapshot sent again is answered with its first answer, marked as
+    /// sent again; once a newer snapshot of the source was applied, the
+    /// answer names it (sending the old one again restates nothing).
+    async fn a_snapshot_sent_again_says_so_and_names_a_newer_one(t: TestStore) {
+        let (app, clock) = setup(&t).await;
+        let sync = |id: &str, title: &str| {
+            let mut entries = owners_by_name();
+            entries[0].attrs.title = Some(title.into());
+            SyncRequest { source: "workday".into(), sync_id: id.into(), dry_run: false, as_of: String::new(), time_zone: String::new(), entries: entries.into() }
+        };
+        let first = app.sync_roster(sync("s1", "Chief"), "service:hr").await.unwrap();
+        assert!(!first.resent && first.superseded_by.is_none());
+        let again = app.sync_roster(sync("s1", "Chief"), "service:hr").await.unwrap();
+        assert!(again.resent, "{again:?}");
+        assert_eq!((again.superseded_by.as_deref(), again.counts), (None, first.counts));
+        clock.advance(days(1));
+        app.sync_roster(sync("s2", "Head"), "service:hr").await.unwrap();
+        let late = app.sync_roster(sync("s1", "Chief"), "service:hr").await.unwrap();
+        assert!(late.resent);
+        assert_eq!(late.superseded_by.as_deref(), Some("s2"));
+        assert_eq!(app.store.get_identity("O1").await.unwrap().unwrap().attrs.title, "Head", "nothing applied");
+    }
+
     /// Someone who left and comes back on a date ahead is rehired on that
     /// date, not when the roster arrives; rosters listing them until then
     /// leave one rehire scheduled.

@@ -485,6 +485,8 @@ pub fn sync_response(o: &SyncOutcome) -> pb::SyncRosterResponse {
         held_change_id: o.held_change_id.clone().unwrap_or_default(),
         entries_received: o.entries_received as i32,
         preview_id: o.preview_id.clone().unwrap_or_default(),
+        resent: o.resent,
+        superseded_by: o.superseded_by.clone().unwrap_or_default(),
     }
 }
 

@@ -311,20 +311,16 @@ fn read_roster(file: &PathBuf) -> anyhow::Result<RosterFile> {
     })
 }
 
-async fn import(
+/// Streams a roster to the server under `header`, with a progress bar in
+/// table output.
+async fn send_roster(
     hr: &mut Hr,
     out: Format,
-    a: ImportArgs,
-    roster: RosterFile,
-) -> anyhow::Result<ExitCode> {
-    let entries = roster.entries;
-    let source = a.source.clone();
-    let sync_id = a
-        .sync_id
-        .unwrap_or_else(|| format!("sha256-{}", &roster.digest[..24]));
-    let total = entries.len() as u64;
+    header: pb::RosterHeader,
+    entries: Vec<pb::RosterEntry>,
+) -> anyhow::Result<pb::SyncRosterResponse> {
     let bar = Arc::new(if matches!(out, Format::Table) {
-        ProgressBar::new(total)
+        ProgressBar::new(entries.len() as u64)
     } else {
         ProgressBar::hidden()
     });
@@ -334,13 +330,7 @@ async fn import(
             .progress_chars("=> "),
     );
     let header = pb::SyncRosterRequest {
-        item: Some(pb::sync_roster_request::Item::Header(pb::RosterHeader {
-            source: source.clone(),
-            sync_id: sync_id.clone(),
-            dry_run: a.dry_run,
-            as_of: a.as_of,
-            time_zone: a.time_zone,
-        })),
+        item: Some(pb::sync_roster_request::Item::Header(header)),
     };
     let counter = bar.clone();
     let stream = tokio_stream::iter(std::iter::once(header).chain(entries.into_iter().map(
@@ -353,7 +343,57 @@ async fn import(
     )));
     let result = hr.sync_roster(stream).await;
     bar.finish_and_clear();
-    let r = result.map_err(explain)?.into_inner();
+    Ok(result.map_err(explain)?.into_inner())
+}
+
+async fn import(
+    hr: &mut Hr,
+    out: Format,
+    a: ImportArgs,
+    roster: RosterFile,
+) -> anyhow::Result<ExitCode> {
+    let source = a.source.clone();
+    // By default a file's snapshot is named by its content, so importing
+    // the same file twice (a retry) changes nothing the second time.
+    let derived = a.sync_id.is_none();
+    let digest = roster
+        .digest
+        .get(..24)
+        .unwrap_or(&roster.digest)
+        .to_string();
+    let header = pb::RosterHeader {
+        source: source.clone(),
+        sync_id: a
+            .sync_id
+            .clone()
+            .unwrap_or_else(|| format!("sha256-{digest}")),
+        dry_run: a.dry_run,
+        as_of: a.as_of.clone(),
+        time_zone: a.time_zone.clone(),
+    };
+    let mut r = send_roster(hr, out, header.clone(), roster.entries).await?;
+    // Unless the newer snapshot is this file's own restatement: then this
+    // is a retry of it.
+    let restated = r.superseded_by.starts_with(&format!("{}-", header.sync_id));
+    if r.resent && derived && !r.superseded_by.is_empty() && !restated {
+        // The same content as an earlier import, but HR's newer snapshot
+        // came in between (A, then B, then A again): this file states its
+        // content anew, so it is a new snapshot, not a retry.
+        eprintln!(
+            "{} was imported before as {}, and snapshot {} came since: importing it again as a new snapshot",
+            a.file.display(),
+            header.sync_id,
+            r.superseded_by
+        );
+        let again = read_roster(&a.file)?;
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
+        let digest = again.digest.get(..24).unwrap_or(&again.digest);
+        let header = pb::RosterHeader {
+            sync_id: format!("sha256-{digest}-{stamp}"),
+            ..header
+        };
+        r = send_roster(hr, out, header, again.entries).await?;
+    }
     let outcome = enum_name(r.outcome().as_str_name(), "CHANGE_OUTCOME_");
     let d = r.diff.clone().unwrap_or_default();
     let g = r.guard.unwrap_or_default();
@@ -363,6 +403,7 @@ async fn import(
             "joiners": d.joiners, "movers": d.movers, "updates": d.updates, "leavers": d.leavers,
             "total_changes": d.total_changes, "changes_truncated": d.changes_truncated,
             "rehires": d.rehires, "withdrawals": d.withdrawals, "unchanged": d.unchanged,
+            "resent": r.resent, "superseded_by": r.superseded_by,
             "guard": {"active": g.active, "affected": g.affected, "threshold": g.threshold, "tripped": g.tripped},
             "held_change_id": r.held_change_id, "preview_id": r.preview_id,
             "changes": d.changes.iter().map(|c| json!({
@@ -412,6 +453,18 @@ async fn import(
                 d.rehires,
                 d.unchanged
             );
+            if r.resent {
+                crate::outln!(
+                    "already received as snapshot {} from {source}: this is its first answer; nothing was applied now",
+                    r.sync_id
+                );
+                if !r.superseded_by.is_empty() {
+                    crate::outln!(
+                        "snapshot {} of {source} came since; to state this content as current again, import it with a new --sync-id",
+                        r.superseded_by
+                    );
+                }
+            }
             match r.outcome() {
                 pb::ChangeOutcome::DryRun => crate::outln!("dry run: nothing was applied"),
                 pb::ChangeOutcome::Held => crate::outln!(
