@@ -472,12 +472,20 @@ struct Listed {
     at: usize,
     kind: ChangeKind,
     fields: Vec<idgov_domain::identity::FieldChange>,
+    /// The start date a pre-hire keeps when the entry gives none
+    /// (`roster::kept_start`).
+    kept_start: Option<chrono::NaiveDate>,
 }
 
 impl Walked {
     fn visit(&mut self, at: usize, e: &RosterEntry, cur: Option<&Identity>) {
         match roster::classify_kind(e, cur) {
-            Some((kind, fields)) => self.listed.push(Listed { at, kind, fields }),
+            Some((kind, fields)) => self.listed.push(Listed {
+                at,
+                kind,
+                fields,
+                kept_start: roster::kept_start(e, cur),
+            }),
             None => {
                 self.unchanged += 1;
                 if cur.is_some_and(|p| p.may_hold_access()) {
@@ -811,7 +819,11 @@ impl App {
             ))));
         }
         for (l, (_, e)) in listed.iter().zip(entries) {
-            out.push(roster::change_of(&e, l.kind, l.fields.clone()));
+            let mut c = roster::change_of(&e, l.kind, l.fields.clone());
+            if l.kept_start.is_some() {
+                c.attrs.start_date = l.kept_start;
+            }
+            out.push(c);
         }
         Ok(out)
     }

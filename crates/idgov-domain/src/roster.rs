@@ -253,7 +253,25 @@ pub fn first_cycle(
 /// known of them (`None`: unknown): a change, or `None` when it changes
 /// nothing.
 pub fn classify(e: &RosterEntry, cur: Option<&Identity>) -> Option<RosterChange> {
-    classify_kind(e, cur).map(|(kind, fields)| change_of(e, kind, fields))
+    classify_kind(e, cur).map(|(kind, fields)| {
+        let mut c = change_of(e, kind, fields);
+        if let Some(d) = kept_start(e, cur) {
+            c.attrs.start_date = Some(d);
+        }
+        c
+    })
+}
+
+/// The start date a listed pre-hire keeps when their entry gives none (an
+/// absent or empty `start_date` keeps the one known). The change made from
+/// the entry carries it, so their hire is scheduled on that day, not made
+/// at once: leaving the date out never gives access before the first day.
+pub fn kept_start(e: &RosterEntry, cur: Option<&Identity>) -> Option<chrono::NaiveDate> {
+    let cur = cur?;
+    if e.attrs.start_date.is_some() || cur.status != Status::PreHire {
+        return None;
+    }
+    cur.attrs.start_date
 }
 
 /// What [`classify`] finds, without the change itself: its kind and the
@@ -296,14 +314,15 @@ pub fn classify_kind(
 }
 
 /// True when `cur` is a pre-hire only a future hire announced, and entry
-/// `e` says what that hire says: the same start date (given, not left
-/// out) and no attribute that would change.
+/// `e` says what that hire says: the same start date (or none, which keeps
+/// it) and no attribute that would change.
 fn announced_as_listed(e: &RosterEntry, cur: &Identity) -> bool {
     cur.status == Status::PreHire
         && cur.history.last.is_none()
         && cur.history.announced.is_some()
-        && e.attrs.start_date.is_some()
-        && e.attrs.start_date == cur.attrs.start_date
+        && e.attrs
+            .start_date
+            .is_none_or(|d| Some(d) == cur.attrs.start_date)
         && diff_attributes(&cur.attrs, &crate::history::preview_update(cur, &e.attrs)).is_empty()
 }
 
@@ -544,11 +563,22 @@ mod tests {
             e
         };
         assert_eq!(classify_kind(&listed(&|_| {}), Some(&announced)), None);
+        // No start date keeps the one known.
+        assert_eq!(
+            classify_kind(&listed(&|a| a.start_date = None), Some(&announced)),
+            None
+        );
         let joiner = Some((ChangeKind::Joiner, vec![]));
         for (what, e) in [
             ("a later start", listed(&|a| a.start_date = day(7, 1))),
             ("an earlier start", listed(&|a| a.start_date = day(5, 1))),
-            ("no start date", listed(&|a| a.start_date = None)),
+            (
+                "no start date and another title",
+                listed(&|a| {
+                    a.start_date = None;
+                    a.title = Some("Lead".into());
+                }),
+            ),
             (
                 "another department",
                 listed(&|a| a.department = Some("Finance".into())),
@@ -564,6 +594,19 @@ mod tests {
         let mut unannounced = announced.clone();
         unannounced.history.announced = None;
         assert_eq!(classify_kind(&listed(&|_| {}), Some(&unannounced)), joiner);
+        // Their start kept, a change without a start date is still hired
+        // on it, not when the roster arrives.
+        let retitled = listed(&|a| {
+            a.start_date = None;
+            a.title = Some("Lead".into());
+        });
+        let c = classify(&retitled, Some(&announced)).expect("a joiner");
+        assert_eq!(c.attrs.start_date, day(6, 1));
+        let ev = event_of(c, "hr", "s1", t0(), chrono_tz::UTC);
+        assert_eq!(ev.effective_at.date_naive(), day(6, 1).unwrap_or_default());
+        // Someone working here keeps nothing this way: their start is past.
+        let active = person("A", "Sales", Status::Active);
+        assert_eq!(kept_start(&entry("A", "Sales"), Some(&active)), None);
     }
 
     #[test]

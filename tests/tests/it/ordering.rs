@@ -864,6 +864,38 @@ both_backends! {
         assert_eq!(app.store.get_identity("F2").await.unwrap().unwrap().status, Status::Terminated);
     }
 
+    /// A later roster that leaves a future starter's start date out keeps
+    /// the date known: listed as before, they are unchanged; with a new
+    /// title, they start with it on that day, not when the roster arrives.
+    async fn a_start_date_left_out_keeps_the_start(t: TestStore) {
+        let (app, clock) = setup(&t).await;
+        let sync = |id: &str, start: Option<chrono::NaiveDate>, title: &str| {
+            let mut entries = owners_by_name();
+            let mut f = Person::new("F1", "Finance").patch();
+            f.start_date = start;
+            f.title = Some(title.into());
+            entries.push(RosterEntry { employee_id: "F1".into(), attrs: f });
+            SyncRequest { source: "workday".into(), sync_id: id.into(), dry_run: false, as_of: String::new(), time_zone: "UTC".into(), entries: entries.into() }
+        };
+        let june = chrono::NaiveDate::from_ymd_opt(2026, 6, 1);
+        app.sync_roster(sync("s1", june, "Analyst"), "service:hr").await.unwrap();
+        clock.advance(days(1));
+        let same = app.sync_roster(sync("s2", None, "Analyst"), "service:hr").await.unwrap();
+        assert_eq!(same.counts.total, 0, "{:?}", same.counts);
+        clock.advance(days(1));
+        let retitled = app.sync_roster(sync("s3", None, "Lead"), "service:hr").await.unwrap();
+        assert_eq!(retitled.counts.joiners, 1);
+        let p = app.store.get_identity("F1").await.unwrap().unwrap();
+        assert_eq!((p.status, p.attrs.start_date), (Status::PreHire, june), "not hired at once");
+        assert!(active_grants(&app, "F1").await.is_empty());
+        let filter = idgov_store::EventFilter { state: Some(EventState::Scheduled), employee_id: "F1".into() };
+        let starts: Vec<_> = app.store.list_hr_events(&filter, 0, 10).await.unwrap().into_iter().map(|e| (e.event.event_id, e.event.effective_at.to_rfc3339())).collect();
+        assert_eq!(starts, [("roster:s3:F1".to_string(), "2026-06-01T00:00:00+00:00".to_string())]);
+        settle(&app, &clock, DateTime::parse_from_rfc3339("2026-06-01T01:00:00Z").unwrap().with_timezone(&Utc)).await;
+        let p = app.store.get_identity("F1").await.unwrap().unwrap();
+        assert_eq!((p.status, p.attrs.title.as_str()), (Status::Active, "Lead"));
+    }
+
     /// A snapshot sent again is answered with its first answer, marked as
     /// sent again; once a newer snapshot of the source was applied, the
     /// answer names it (sending the old one again restates nothing).
