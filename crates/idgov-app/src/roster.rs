@@ -463,6 +463,9 @@ struct Walked {
     behind: Vec<String>,
     /// People working here (active or suspended): the guard's base.
     active: u64,
+    /// The roster's day (its `as_of` in its zone): a pre-hire's start
+    /// after it is still to come.
+    today: chrono::NaiveDate,
 }
 
 /// A listed person's change, by the place of their entry in the roster:
@@ -479,12 +482,12 @@ struct Listed {
 
 impl Walked {
     fn visit(&mut self, at: usize, e: &RosterEntry, cur: Option<&Identity>) {
-        match roster::classify_kind(e, cur) {
+        match roster::classify_kind(e, cur, self.today) {
             Some((kind, fields)) => self.listed.push(Listed {
                 at,
                 kind,
                 fields,
-                kept_start: roster::kept_start(e, cur),
+                kept_start: roster::kept_start(e, cur, self.today),
             }),
             None => {
                 self.unchanged += 1;
@@ -649,8 +652,16 @@ impl App {
     /// store's order): what `roster::diff` computes over everyone, with the
     /// listed people's changes in roster order and the leavers by employee
     /// id.
-    async fn walk_people(&self, run: &str, mark: &RosterMark) -> Result<Walked, AppError> {
-        let mut w = Walked::default();
+    async fn walk_people(
+        &self,
+        run: &str,
+        mark: &RosterMark,
+        today: chrono::NaiveDate,
+    ) -> Result<Walked, AppError> {
+        let mut w = Walked {
+            today,
+            ..Walked::default()
+        };
         let mut after = String::new();
         loop {
             let page = self.store.identities_page(&after, WALK_PAGE).await?;
@@ -966,7 +977,8 @@ impl App {
             ));
         }
         let checked = started.elapsed();
-        let mut walked = self.walk_people(&roster.run, &mark).await?;
+        let today = idgov_domain::time::local_date(as_of, zone);
+        let mut walked = self.walk_people(&roster.run, &mark, today).await?;
         let diffed = started.elapsed();
         let verdict = guard::evaluate(
             walked.active,

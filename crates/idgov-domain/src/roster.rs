@@ -8,7 +8,7 @@ use crate::identity::{
     AttributesPatch, FieldChange, Identity, Status, diff_attributes, is_move, validate_employee_id,
 };
 use crate::time::{local_date, local_day_start};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -251,27 +251,38 @@ pub fn first_cycle(
 
 /// What the roster says of one person listed in it, against what is
 /// known of them (`None`: unknown): a change, or `None` when it changes
-/// nothing.
-pub fn classify(e: &RosterEntry, cur: Option<&Identity>) -> Option<RosterChange> {
-    classify_kind(e, cur).map(|(kind, fields)| {
+/// nothing. `today` is the roster's day (the local date of its `as_of` in
+/// its zone): a pre-hire's start after it is still to come.
+pub fn classify(e: &RosterEntry, cur: Option<&Identity>, today: NaiveDate) -> Option<RosterChange> {
+    classify_kind(e, cur, today).map(|(kind, fields)| {
         let mut c = change_of(e, kind, fields);
-        if let Some(d) = kept_start(e, cur) {
+        if let Some(d) = kept_start(e, cur, today) {
             c.attrs.start_date = Some(d);
         }
         c
     })
 }
 
+/// The start a pre-hire is known to have after the roster's day
+/// (`today`): their first day is still to come.
+fn start_to_come(cur: &Identity, today: NaiveDate) -> Option<NaiveDate> {
+    (cur.status == Status::PreHire)
+        .then_some(cur.attrs.start_date)
+        .flatten()
+        .filter(|d| *d > today)
+}
+
 /// The start date a listed pre-hire keeps when their entry gives none (an
-/// absent or empty `start_date` keeps the one known). The change made from
-/// the entry carries it, so their hire is scheduled on that day, not made
-/// at once: leaving the date out never gives access before the first day.
-pub fn kept_start(e: &RosterEntry, cur: Option<&Identity>) -> Option<chrono::NaiveDate> {
-    let cur = cur?;
-    if e.attrs.start_date.is_some() || cur.status != Status::PreHire {
+/// absent or empty `start_date` keeps the one known), when it is after the
+/// roster's day (`today`). The change made from the entry carries it, so
+/// their hire is scheduled on that day, not made at once: leaving the date
+/// out never gives access before the first day. (A pre-hire with no start
+/// to come is listed as working here: hired as of the roster.)
+pub fn kept_start(e: &RosterEntry, cur: Option<&Identity>, today: NaiveDate) -> Option<NaiveDate> {
+    if e.attrs.start_date.is_some() {
         return None;
     }
-    cur.attrs.start_date
+    start_to_come(cur?, today)
 }
 
 /// What [`classify`] finds, without the change itself: its kind and the
@@ -281,6 +292,7 @@ pub fn kept_start(e: &RosterEntry, cur: Option<&Identity>) -> Option<chrono::Nai
 pub fn classify_kind(
     e: &RosterEntry,
     cur: Option<&Identity>,
+    today: NaiveDate,
 ) -> Option<(ChangeKind, Vec<FieldChange>)> {
     match cur {
         None => Some((ChangeKind::Joiner, vec![])),
@@ -294,7 +306,7 @@ pub fn classify_kind(
         // that hire says (same start date, same attributes): nothing new.
         // Hiring them again would schedule a second hire at each roster
         // that lists them before their first day.
-        Some(cur) if announced_as_listed(e, cur) => None,
+        Some(cur) if announced_as_listed(e, cur, today) => None,
         // Not working here yet (announced by a future hire, or known only
         // from events before it): a joiner, hired on the roster's start
         // date like anyone new.
@@ -313,16 +325,17 @@ pub fn classify_kind(
     }
 }
 
-/// True when `cur` is a pre-hire only a future hire announced, and entry
-/// `e` says what that hire says: the same start date (or none, which keeps
-/// it) and no attribute that would change.
-fn announced_as_listed(e: &RosterEntry, cur: &Identity) -> bool {
-    cur.status == Status::PreHire
-        && cur.history.last.is_none()
+/// True when `cur` is a pre-hire only a future hire announced, with a
+/// start after the roster's day (`today`), and entry `e` says what that
+/// hire says: the same start date (or none, which keeps it) and no
+/// attribute that would change.
+fn announced_as_listed(e: &RosterEntry, cur: &Identity, today: NaiveDate) -> bool {
+    let Some(start) = start_to_come(cur, today) else {
+        return false;
+    };
+    cur.history.last.is_none()
         && cur.history.announced.is_some()
-        && e.attrs
-            .start_date
-            .is_none_or(|d| Some(d) == cur.attrs.start_date)
+        && e.attrs.start_date.is_none_or(|d| d == start)
         && diff_attributes(&cur.attrs, &crate::history::preview_update(cur, &e.attrs)).is_empty()
 }
 
@@ -409,12 +422,16 @@ pub fn leaver(i: &Identity) -> RosterChange {
 /// Diffs `entries` against `identities` (every known identity): the
 /// listed people's changes in roster order, then the leavers by employee
 /// id. (The service computes the same a page of people at a time.)
-pub fn diff(entries: &[RosterEntry], identities: &HashMap<String, Identity>) -> RosterDiff {
+pub fn diff(
+    entries: &[RosterEntry],
+    identities: &HashMap<String, Identity>,
+    today: NaiveDate,
+) -> RosterDiff {
     let mut out = RosterDiff::default();
     let mut present = HashSet::with_capacity(entries.len());
     for e in entries {
         present.insert(e.employee_id.as_str());
-        match classify(e, identities.get(&e.employee_id)) {
+        match classify(e, identities.get(&e.employee_id), today) {
             Some(c) => out.changes.push(c),
             None => out.unchanged += 1,
         }
@@ -513,6 +530,11 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// The tests' roster day.
+    fn today() -> NaiveDate {
+        t0().date_naive()
+    }
+
     fn person(id: &str, dept: &str, status: Status) -> Identity {
         Identity {
             employee_id: id.into(),
@@ -562,10 +584,13 @@ mod tests {
             f(&mut e.attrs);
             e
         };
-        assert_eq!(classify_kind(&listed(&|_| {}), Some(&announced)), None);
+        assert_eq!(
+            classify_kind(&listed(&|_| {}), Some(&announced), today()),
+            None
+        );
         // No start date keeps the one known.
         assert_eq!(
-            classify_kind(&listed(&|a| a.start_date = None), Some(&announced)),
+            classify_kind(&listed(&|a| a.start_date = None), Some(&announced), today()),
             None
         );
         let joiner = Some((ChangeKind::Joiner, vec![]));
@@ -585,28 +610,41 @@ mod tests {
             ),
             ("another title", listed(&|a| a.title = Some("Lead".into()))),
         ] {
-            assert_eq!(classify_kind(&e, Some(&announced)), joiner, "{what}");
+            assert_eq!(
+                classify_kind(&e, Some(&announced), today()),
+                joiner,
+                "{what}"
+            );
         }
         // Known from an event before the hire, or never announced: a joiner.
         let mut known = announced.clone();
         known.history.last = known.history.announced.clone();
-        assert_eq!(classify_kind(&listed(&|_| {}), Some(&known)), joiner);
+        assert_eq!(
+            classify_kind(&listed(&|_| {}), Some(&known), today()),
+            joiner
+        );
         let mut unannounced = announced.clone();
         unannounced.history.announced = None;
-        assert_eq!(classify_kind(&listed(&|_| {}), Some(&unannounced)), joiner);
+        assert_eq!(
+            classify_kind(&listed(&|_| {}), Some(&unannounced), today()),
+            joiner
+        );
         // Their start kept, a change without a start date is still hired
         // on it, not when the roster arrives.
         let retitled = listed(&|a| {
             a.start_date = None;
             a.title = Some("Lead".into());
         });
-        let c = classify(&retitled, Some(&announced)).expect("a joiner");
+        let c = classify(&retitled, Some(&announced), today()).expect("a joiner");
         assert_eq!(c.attrs.start_date, day(6, 1));
         let ev = event_of(c, "hr", "s1", t0(), chrono_tz::UTC);
         assert_eq!(ev.effective_at.date_naive(), day(6, 1).unwrap_or_default());
         // Someone working here keeps nothing this way: their start is past.
         let active = person("A", "Sales", Status::Active);
-        assert_eq!(kept_start(&entry("A", "Sales"), Some(&active)), None);
+        assert_eq!(
+            kept_start(&entry("A", "Sales"), Some(&active), today()),
+            None
+        );
     }
 
     #[test]
@@ -637,7 +675,7 @@ mod tests {
             entry("D", "Sales"),
             entry("N", "Sales"),
         ];
-        let d = diff(&roster, &known);
+        let d = diff(&roster, &known, today());
         let kinds: Vec<_> = d
             .changes
             .iter()
@@ -677,7 +715,7 @@ mod tests {
     fn a_joiner_starting_later_is_hired_on_their_start_date() {
         let mut later = entry("N", "Sales");
         later.attrs.start_date = chrono::NaiveDate::from_ymd_opt(2026, 2, 1);
-        let d = diff(&[later], &HashMap::new());
+        let d = diff(&[later], &HashMap::new(), today());
         let events = to_events(d.changes, "hr", "s1", t0(), chrono_tz::Europe::Oslo);
         assert_eq!(
             events[0].effective_at.to_rfc3339(),
@@ -695,7 +733,7 @@ mod tests {
         let mut back = entry("D", "Sales");
         back.attrs.start_date = chrono::NaiveDate::from_ymd_opt(2026, 2, 1);
         let (kind, _) =
-            classify_kind(&back, Some(&departed)).unwrap_or((ChangeKind::Update, vec![]));
+            classify_kind(&back, Some(&departed), today()).unwrap_or((ChangeKind::Update, vec![]));
         assert_eq!(kind, ChangeKind::Rehire);
         let ev = event_of(
             change_of(&back, kind, vec![]),
@@ -718,7 +756,7 @@ mod tests {
         assert_eq!(ev.effective_at, t0());
         let withdrawn = person("W", "Sales", Status::Terminated);
         assert_eq!(
-            classify_kind(&entry("W", "Sales"), Some(&withdrawn)),
+            classify_kind(&entry("W", "Sales"), Some(&withdrawn), today()),
             Some((ChangeKind::Joiner, vec![]))
         );
     }

@@ -629,7 +629,8 @@ both_backends! {
             for k in (1..entries.len()).rev() {
                 entries.swap(k, rng.below(k as u64 + 1) as usize);
             }
-            let expected = idgov_domain::roster::diff(&entries, &everyone);
+            let today = idgov_domain::time::local_date(app.now(), app.policy().policy.hr_time_zone);
+            let expected = idgov_domain::roster::diff(&entries, &everyone, today);
             let out = app
                 .sync_roster(
                     SyncRequest {
