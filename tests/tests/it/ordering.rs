@@ -31,7 +31,7 @@ fn policy() -> String {
     )
 }
 
-async fn setup(t: &TestStore) -> (Arc<App>, Arc<idgov_server::ManualClock>) {
+async fn setup(t: &TestStore) -> Setup {
     let (app, clock) = app_on(t).await;
     for o in ["O1", "O2"] {
         hire(&app, &Person::new(o, "Management")).await;
@@ -369,20 +369,29 @@ async fn send_items(app: &App, items: &[Item]) {
     }
 }
 
+/// An app of these tests and its clock.
+type Setup = (Arc<App>, Arc<idgov_server::ManualClock>);
+
+/// Two fresh stores of `backend`, each set up for these tests: one gets
+/// what HR sends in a random order, the other in effective order. The
+/// stores are kept alive with the apps.
+async fn two_stores(backend: &str) -> Option<([TestStore; 2], Setup, Setup)> {
+    let ta = idgov_tests::backends::open(backend).await?;
+    let ts = idgov_tests::backends::open(backend).await?;
+    let a = setup(&ta).await;
+    let s = setup(&ts).await;
+    Some(([ta, ts], a, s))
+}
+
 /// Events for a small organisation and roster snapshots of it, sent in a
 /// random order to one store and in effective order to another.
 async fn roster_property(backend: &str, rounds: usize) {
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     for round in 0..rounds {
-        let (Some(ta), Some(ts)) = (
-            idgov_tests::backends::open(backend).await,
-            idgov_tests::backends::open(backend).await,
-        ) else {
+        let Some((_stores, (a, clock_a), (s, clock_s))) = two_stores(backend).await else {
             return;
         };
-        let (a, clock_a) = setup(&ta).await;
-        let (s, clock_s) = setup(&ts).await;
         let people: Vec<String> = (0..12).map(|i| format!("P{i}")).collect();
         let mut items: Vec<Item> = Vec::new();
         for p in &people {
@@ -474,14 +483,9 @@ async fn future_starts_property(backend: &str, rounds: usize) {
     let people: Vec<String> = (0..6).map(|i| format!("F{i}")).collect();
     let (mut kinds, mut held) = ([0usize; 3], 0);
     for round in 0..rounds {
-        let (Some(ta), Some(ts)) = (
-            idgov_tests::backends::open(backend).await,
-            idgov_tests::backends::open(backend).await,
-        ) else {
+        let Some((_stores, (a, clock_a), (s, clock_s))) = two_stores(backend).await else {
             return;
         };
-        let (a, clock_a) = setup(&ta).await;
-        let (s, clock_s) = setup(&ts).await;
         let n = rng.random_range(2..5usize);
         // Some rounds list most starters, some drop most of them.
         let listed = rng.random_range(0.2..0.9);
