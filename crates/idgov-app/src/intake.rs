@@ -100,6 +100,9 @@ pub(crate) struct Batch {
     managers: HashMap<String, Option<String>>,
     /// The newest roster snapshots applied, read when first needed.
     latest_rosters: Option<Vec<RosterMark>>,
+    /// The newest roster snapshot applied of each source asked about
+    /// (sync id and time), read once per batch.
+    newest_snapshots: HashMap<String, Option<(String, DateTime<Utc>)>>,
     /// People whose grants are not loaded yet (loaded when needed).
     grants_unloaded: std::collections::HashSet<String>,
     /// History-only changes (a roster presence that changed nothing else).
@@ -216,6 +219,7 @@ impl Batch {
             folded: HashMap::new(),
             managers: HashMap::new(),
             latest_rosters: None,
+            newest_snapshots: HashMap::new(),
             grants_unloaded: Default::default(),
             histories: HashMap::new(),
             leavers: Vec::new(),
@@ -257,12 +261,14 @@ impl Batch {
         Ok(())
     }
 
-    /// True when `employee_id` is known as a pre-hire (read without a copy).
-    pub(crate) fn is_pre_hire(&self, employee_id: &str) -> bool {
+    /// True when `employee_id` is known and not working here (a pre-hire,
+    /// or departed), read without a copy: only they can have a start (or a
+    /// return) a roster scheduled.
+    pub(crate) fn is_not_working(&self, employee_id: &str) -> bool {
         self.identities
             .get(employee_id)
             .and_then(Option::as_ref)
-            .is_some_and(|p| p.status == Status::PreHire)
+            .is_some_and(|p| matches!(p.status, Status::PreHire | Status::Terminated))
     }
 
     pub(crate) fn current(&self, employee_id: &str) -> (Option<Identity>, Vec<Grant>) {
@@ -346,6 +352,7 @@ impl Batch {
         marks.insert(at, mark);
         marks.truncate(history::ROSTER_HORIZON);
         self.latest_rosters = Some(marks);
+        self.newest_snapshots.clear();
         Ok(())
     }
 
@@ -1055,8 +1062,9 @@ impl Batch {
         // source (a held sync released late): the newer one decided.
         if ev.from_roster
             && let Some(sync) = idgov_domain::roster::sync_of_event_id(&ev.event_id)
-            && let Some((newest, at)) = tx.newest_roster_snapshot(&ev.source).await?
-            && idgov_domain::roster::newer_snapshot((at, newest.as_str()), (ev.effective_at, sync))
+            && let Some((newest, at)) = self
+                .newer_snapshot_applied(tx, &ev.source, (ev.effective_at, sync))
+                .await?
         {
             let reason = format!(
                 "a newer roster snapshot of {} ({newest}, as of {}) decides their start",
@@ -1212,7 +1220,11 @@ impl Batch {
         }
         let own = |e: &HrEvent| e.event_id == ev.event_id;
         let mut superseded: Vec<(HrEvent, String)> = Vec::new();
-        if self.newer_applied(tx, mark).await? {
+        if self
+            .newer_snapshot_applied(tx, &mark.source, (mark.as_of, &mark.sync_id))
+            .await?
+            .is_some()
+        {
             if let Some(mine) = starts.iter().find(|e| own(e)) {
                 let detail = format!(
                     "superseded on arrival: a newer roster snapshot of {} than {} (as of {}) decides their start",
@@ -1264,20 +1276,25 @@ impl Batch {
         self.reannounce_unless_announced(tx, &id, actor).await
     }
 
-    /// True when a roster snapshot of `mark`'s source newer than it was
-    /// applied already.
-    async fn newer_applied(
+    /// The newest roster snapshot of `source` applied (sync id and time),
+    /// when it is newer than `this` snapshot (its time and sync id; see
+    /// [`idgov_domain::roster::newer_snapshot`]). Read once per batch and
+    /// source: a roster's step asks it for each future starter.
+    async fn newer_snapshot_applied(
         &mut self,
         tx: &mut WriteTx,
-        mark: &RosterMark,
-    ) -> Result<bool, AppError> {
-        Ok(match tx.newest_roster_snapshot(&mark.source).await? {
-            Some((sync, at)) => idgov_domain::roster::newer_snapshot(
-                (at, sync.as_str()),
-                (mark.as_of, mark.sync_id.as_str()),
-            ),
-            None => false,
-        })
+        source: &str,
+        this: (DateTime<Utc>, &str),
+    ) -> Result<Option<(String, DateTime<Utc>)>, AppError> {
+        let newest = match self.newest_snapshots.get(source) {
+            Some(n) => n.clone(),
+            None => {
+                let n = tx.newest_roster_snapshot(source).await?;
+                self.newest_snapshots.insert(source.to_string(), n.clone());
+                n
+            }
+        };
+        Ok(newest.filter(|(sync, at)| idgov_domain::roster::newer_snapshot((*at, sync), this)))
     }
 
     /// Moves scheduled start `e` to `rescinded` (`detail` says why;
@@ -1648,16 +1665,17 @@ impl App {
         };
         let mut results = Vec::with_capacity(events.len());
         for ev in events {
-            // Only a future starter (or a withdrawal) can have a start an
-            // older snapshot scheduled: nobody else costs a look.
-            let was_future_starter = batch.is_pre_hire(&ev.employee_id);
+            // Only someone not working here (a future starter, a departed
+            // person due back) can have a start an older snapshot
+            // scheduled: nobody else costs a look.
+            let was_not_working = batch.is_not_working(&ev.employee_id);
             match batch.submit(tx, ev, actor).await {
                 // The transaction may be unusable: fail the whole step.
                 Err(e) if e.is_store() => return Err(e),
                 Ok(o) => {
                     let start = matches!(ev.kind, EventKind::Hire | EventKind::Rehire);
                     if ev.kind == EventKind::Rescind
-                        || (start && (was_future_starter || o.state == EventState::Scheduled))
+                        || (start && (was_not_working || o.state == EventState::Scheduled))
                     {
                         batch.keep_newest_roster_start(tx, ev, mark, actor).await?;
                     }

@@ -7,7 +7,7 @@ use idgov_domain::audit::{Action, AuditEntry, Target};
 use idgov_domain::guard::{self, HeldKind, Verdict};
 use idgov_domain::history::{Presence, RosterMark};
 use idgov_domain::hr::HrEvent;
-use idgov_domain::identity::{Identity, Status, text_problem};
+use idgov_domain::identity::{Identity, text_problem};
 use idgov_domain::roster::{self, ChangeKind, DiffCounts, RosterChange, RosterDiff, RosterEntry};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -662,6 +662,9 @@ impl App {
             today,
             ..Walked::default()
         };
+        // The starts older snapshots of the source scheduled, which this
+        // one withdraws from people it does not list (read once).
+        let older_starts = self.older_roster_starts(mark).await?;
         let mut after = String::new();
         loop {
             let page = self.store.identities_page(&after, WALK_PAGE).await?;
@@ -692,8 +695,6 @@ impl App {
                     _ => break,
                 }
             }
-            let ends_before = w.leavers.len();
-            let mut future_starters: Vec<&Identity> = Vec::new();
             for p in &page {
                 let works_here = roster::leaves_when_unlisted(p);
                 if works_here {
@@ -702,8 +703,8 @@ impl App {
                 if listed.contains(&p.employee_id) {
                     continue;
                 }
-                if p.status == Status::PreHire {
-                    future_starters.push(p);
+                if !works_here && let Some(start) = older_starts.get(&p.employee_id) {
+                    w.leavers.push(roster::withdrawal(p, start.clone()));
                 }
                 if works_here {
                     w.leavers.push(roster::leaver(p));
@@ -715,11 +716,6 @@ impl App {
                 {
                     w.behind.push(p.employee_id.clone());
                 }
-            }
-            if !future_starters.is_empty() {
-                self.withdrawals(mark, &future_starters, &mut w.leavers)
-                    .await?;
-                w.leavers[ends_before..].sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
             }
             after = last;
         }
@@ -744,64 +740,60 @@ impl App {
         Ok(w)
     }
 
-    /// The withdrawals of `unlisted`, pre-hires a roster (`mark`) does not
-    /// list: those with a start an older snapshot of its source scheduled
-    /// (see [`roster::newer_snapshot`]), each rescinding the newest such
-    /// start (its event rescinds the others). None when a newer snapshot
-    /// of the source was applied: it decided their start already.
-    async fn withdrawals(
+    /// The starts older snapshots of `mark`'s source scheduled that are
+    /// still to come, by person: the newest of each person's (see
+    /// [`roster::newer_snapshot`]). A person not working here whom `mark`
+    /// does not list is withdrawn from it (intake rescinds the others with
+    /// it). Empty when a newer snapshot of the source was applied: that one
+    /// decided already. Scheduled starts are the future starters and the
+    /// people due back, so this is as small as they are few.
+    async fn older_roster_starts(
         &self,
         mark: &RosterMark,
-        unlisted: &[&Identity],
-        out: &mut Vec<RosterChange>,
-    ) -> Result<(), AppError> {
+    ) -> Result<HashMap<String, String>, AppError> {
         let this = (mark.as_of, mark.sync_id.as_str());
         if let Some((sync, at)) = self.store.newest_roster_snapshot(&mark.source).await?
             && roster::newer_snapshot((at, sync.as_str()), this)
         {
-            return Ok(());
+            return Ok(HashMap::new());
         }
-        let ids: Vec<String> = unlisted.iter().map(|p| p.employee_id.clone()).collect();
-        let starts = self
-            .store
-            .scheduled_roster_starts(&mark.source, &ids)
-            .await?;
+        let starts = self.store.scheduled_roster_starts(&mark.source).await?;
         if starts.is_empty() {
-            return Ok(());
+            return Ok(HashMap::new());
         }
-        let syncs: Vec<String> = starts
+        let mut syncs: Vec<String> = starts
             .iter()
             .filter_map(|(_, e)| roster::sync_of_event_id(e).map(str::to_string))
             .collect();
+        syncs.sort();
+        syncs.dedup();
         let times = self
             .store
             .roster_snapshot_times(&mark.source, &syncs)
             .await?;
-        // The newest older start per person.
-        let mut newest: HashMap<&str, (DateTime<Utc>, &str, &str)> = HashMap::new();
-        for (person, event_id) in &starts {
-            let Some(sync) = roster::sync_of_event_id(event_id) else {
+        let mut newest: HashMap<String, (DateTime<Utc>, String, String)> = HashMap::new();
+        for (person, event_id) in starts {
+            let Some(sync) = roster::sync_of_event_id(&event_id) else {
                 continue;
             };
-            let Some(at) = times.get(sync) else {
+            let Some(at) = times.get(sync).copied() else {
                 continue;
             };
-            if !roster::newer_snapshot(this, (*at, sync)) {
+            if !roster::newer_snapshot(this, (at, sync)) {
                 continue;
             }
-            let slot = newest
-                .entry(person.as_str())
-                .or_insert((*at, sync, event_id.as_str()));
-            if roster::newer_snapshot((*at, sync), (slot.0, slot.1)) {
-                *slot = (*at, sync, event_id.as_str());
+            let sync = sync.to_string();
+            match newest.get(&person) {
+                Some((t, s, _)) if !roster::newer_snapshot((at, &sync), (*t, s)) => {}
+                _ => {
+                    newest.insert(person, (at, sync, event_id));
+                }
             }
         }
-        for p in unlisted {
-            if let Some((_, _, event_id)) = newest.get(p.employee_id.as_str()) {
-                out.push(roster::withdrawal(p, event_id.to_string()));
-            }
-        }
-        Ok(())
+        Ok(newest
+            .into_iter()
+            .map(|(person, (_, _, event_id))| (person, event_id))
+            .collect())
     }
 
     /// Changes `from..from + n` of a walked roster in the order they apply
@@ -830,11 +822,12 @@ impl App {
             ))));
         }
         for (l, (_, e)) in listed.iter().zip(entries) {
-            let mut c = roster::change_of(&e, l.kind, l.fields.clone());
-            if l.kept_start.is_some() {
-                c.attrs.start_date = l.kept_start;
-            }
-            out.push(c);
+            out.push(roster::change_of(
+                &e,
+                l.kind,
+                l.fields.clone(),
+                l.kept_start,
+            ));
         }
         Ok(out)
     }

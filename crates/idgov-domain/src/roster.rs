@@ -254,13 +254,8 @@ pub fn first_cycle(
 /// nothing. `today` is the roster's day (the local date of its `as_of` in
 /// its zone): a pre-hire's start after it is still to come.
 pub fn classify(e: &RosterEntry, cur: Option<&Identity>, today: NaiveDate) -> Option<RosterChange> {
-    classify_kind(e, cur, today).map(|(kind, fields)| {
-        let mut c = change_of(e, kind, fields);
-        if let Some(d) = kept_start(e, cur, today) {
-            c.attrs.start_date = Some(d);
-        }
-        c
-    })
+    classify_kind(e, cur, today)
+        .map(|(kind, fields)| change_of(e, kind, fields, kept_start(e, cur, today)))
 }
 
 /// The start a pre-hire is known to have after the roster's day
@@ -340,14 +335,24 @@ fn announced_as_listed(e: &RosterEntry, cur: &Identity, today: NaiveDate) -> boo
 }
 
 /// The change entry `e` makes, of `kind`, changing `fields` (see
-/// [`classify_kind`]).
-pub fn change_of(e: &RosterEntry, kind: ChangeKind, fields: Vec<FieldChange>) -> RosterChange {
+/// [`classify_kind`]), with the start date the person keeps when the entry
+/// gives none (`kept`, see [`kept_start`]).
+pub fn change_of(
+    e: &RosterEntry,
+    kind: ChangeKind,
+    fields: Vec<FieldChange>,
+    kept: Option<NaiveDate>,
+) -> RosterChange {
+    let mut attrs = e.attrs.clone();
+    if attrs.start_date.is_none() {
+        attrs.start_date = kept;
+    }
     RosterChange {
         employee_id: e.employee_id.clone(),
         kind,
         display_name: e.attrs.display_name.clone().unwrap_or_default(),
         changes: fields,
-        attrs: e.attrs.clone(),
+        attrs,
         rescinds: None,
     }
 }
@@ -736,7 +741,7 @@ mod tests {
             classify_kind(&back, Some(&departed), today()).unwrap_or((ChangeKind::Update, vec![]));
         assert_eq!(kind, ChangeKind::Rehire);
         let ev = event_of(
-            change_of(&back, kind, vec![]),
+            change_of(&back, kind, vec![], None),
             "hr",
             "s1",
             t0(),
@@ -747,7 +752,7 @@ mod tests {
         // Back today or earlier: rehired as of the snapshot.
         back.attrs.start_date = chrono::NaiveDate::from_ymd_opt(2025, 12, 1);
         let ev = event_of(
-            change_of(&back, kind, vec![]),
+            change_of(&back, kind, vec![], None),
             "hr",
             "s1",
             t0(),
@@ -767,7 +772,7 @@ mod tests {
     fn a_withdrawal_rescinds_the_start_an_older_snapshot_scheduled() {
         let p = person("P", "Sales", Status::PreHire);
         let changes = vec![
-            change_of(&entry("N", "Sales"), ChangeKind::Joiner, vec![]),
+            change_of(&entry("N", "Sales"), ChangeKind::Joiner, vec![], None),
             withdrawal(&p, "roster:s0:P".into()),
         ];
         let events = to_events(changes, "hr", "s1", t0(), chrono_tz::UTC);

@@ -411,33 +411,26 @@ impl Store {
         newest_from(row)
     }
 
-    /// The starts roster snapshots of `source` scheduled for these people
-    /// that are still to come: (employee id, event id), by employee id.
-    /// A person with a start scheduled is a future starter, so the list is
-    /// as short as the people given who are.
+    /// The starts roster snapshots of `source` scheduled that are still to
+    /// come: (employee id, event id). Read through the index of scheduled
+    /// events: as many rows as there are future starters and people due
+    /// back, not a row of anyone's history.
     pub async fn scheduled_roster_starts(
         &self,
         source: &str,
-        ids: &[String],
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(SNAPSHOT_CHUNK) {
-            let sql = format!(
-                "SELECT employee_id, event_id FROM hr_events \
-                 WHERE employee_id IN ({}) AND state = 'scheduled' AND source = {} \
-                 AND kind IN ('hire', 'rehire') ORDER BY employee_id, arrival",
-                crate::bulk::list(self.backend, chunk.len(), 1),
-                crate::bulk::ph(self.backend, chunk.len() + 1)
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
-            for r in q.bind(source).fetch_all(self.reader()).await? {
-                let event_id: String = get(&r, "event_id")?;
-                if idgov_domain::roster::is_roster_event_id(&event_id) {
-                    out.push((get(&r, "employee_id")?, event_id));
-                }
+        let rows = sqlx::query(
+            "SELECT employee_id, event_id FROM hr_events \
+             WHERE state = 'scheduled' AND source = $1 AND kind IN ('hire', 'rehire')",
+        )
+        .bind(source)
+        .fetch_all(self.reader())
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let event_id: String = get(r, "event_id")?;
+            if idgov_domain::roster::is_roster_event_id(&event_id) {
+                out.push((get(r, "employee_id")?, event_id));
             }
         }
         Ok(out)

@@ -868,6 +868,70 @@ both_backends! {
         assert_eq!(app.store.get_identity("F2").await.unwrap().unwrap().status, Status::Terminated);
     }
 
+    /// A departed person whose return an older roster scheduled, and whom a
+    /// newer roster lists as back now: the older return is rescinded, so it
+    /// does not fire later and put back what the older roster said.
+    async fn a_return_a_newer_roster_makes_now_cancels_the_one_scheduled(t: TestStore) {
+        let (app, clock) = setup(&t).await;
+        let sync = |id: &str, e1: Option<RosterEntry>| {
+            let mut entries = owners_by_name();
+            entries.extend(e1);
+            SyncRequest { source: "workday".into(), sync_id: id.into(), dry_run: false, as_of: String::new(), time_zone: "UTC".into(), entries: entries.into() }
+        };
+        let e1 = |title: &str, start: Option<chrono::NaiveDate>| {
+            let mut a = Person::new("E1", "Finance").patch();
+            a.title = Some(title.into());
+            a.start_date = start;
+            RosterEntry { employee_id: "E1".into(), attrs: a }
+        };
+        app.sync_roster(sync("s1", Some(e1("Clerk", None))), "service:hr").await.unwrap();
+        clock.advance(days(1));
+        app.sync_roster(sync("s2", None), "service:hr").await.unwrap();
+        clock.advance(days(1));
+        let back_on = app.now().date_naive() + chrono::Days::new(20);
+        app.sync_roster(sync("s3", Some(e1("Clerk", Some(back_on)))), "service:hr").await.unwrap();
+        clock.advance(days(1));
+        // Back today after all, as a controller.
+        let now = app.sync_roster(sync("s4", Some(e1("Controller", None))), "service:hr").await.unwrap();
+        assert_eq!(now.counts.rehires, 1);
+        let filter = idgov_store::EventFilter { state: Some(EventState::Scheduled), employee_id: "E1".into() };
+        assert!(app.store.list_hr_events(&filter, 0, 10).await.unwrap().is_empty(), "the scheduled return is rescinded");
+        settle(&app, &clock, back_on.and_time(chrono::NaiveTime::MIN).and_utc() + Duration::hours(1)).await;
+        let p = app.store.get_identity("E1").await.unwrap().unwrap();
+        assert_eq!((p.status, p.attrs.title.as_str(), p.history.employments), (Status::Active, "Controller", 2));
+    }
+
+    /// A departed person whose return an older roster scheduled, and whom a
+    /// newer roster does not list: the return is withdrawn, and they stay
+    /// departed past the date.
+    async fn a_return_a_newer_roster_drops_is_withdrawn(t: TestStore) {
+        let (app, clock) = setup(&t).await;
+        let sync = |id: &str, e1: Option<RosterEntry>| {
+            let mut entries = owners_by_name();
+            entries.extend(e1);
+            SyncRequest { source: "workday".into(), sync_id: id.into(), dry_run: false, as_of: String::new(), time_zone: "UTC".into(), entries: entries.into() }
+        };
+        let e1 = |start: Option<chrono::NaiveDate>| {
+            let mut a = Person::new("E1", "Finance").patch();
+            a.start_date = start;
+            RosterEntry { employee_id: "E1".into(), attrs: a }
+        };
+        app.sync_roster(sync("s1", Some(e1(None))), "service:hr").await.unwrap();
+        clock.advance(days(1));
+        app.sync_roster(sync("s2", None), "service:hr").await.unwrap();
+        clock.advance(days(1));
+        let back_on = app.now().date_naive() + chrono::Days::new(20);
+        app.sync_roster(sync("s3", Some(e1(Some(back_on)))), "service:hr").await.unwrap();
+        clock.advance(days(1));
+        let dropped = app.sync_roster(sync("s4", None), "service:hr").await.unwrap();
+        assert_eq!((dropped.counts.withdrawals, dropped.counts.leavers), (1, 0), "{:?}", dropped.counts);
+        let filter = idgov_store::EventFilter { state: Some(EventState::Scheduled), employee_id: "E1".into() };
+        assert!(app.store.list_hr_events(&filter, 0, 10).await.unwrap().is_empty());
+        settle(&app, &clock, back_on.and_time(chrono::NaiveTime::MIN).and_utc() + Duration::hours(1)).await;
+        let p = app.store.get_identity("E1").await.unwrap().unwrap();
+        assert_eq!((p.status, p.history.employments), (Status::Terminated, 1));
+    }
+
     /// A later roster that leaves a future starter's start date out keeps
     /// the date known: listed as before, they are unchanged; with a new
     /// title, they start with it on that day, not when the roster arrives.
