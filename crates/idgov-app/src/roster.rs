@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 /// How many changes a sync's answer (and its stored receipt) shows.
 pub const SHOWN_CHANGES: usize = 1000;
-use idgov_domain::{DomainError, FieldViolation};
+use idgov_domain::{DomainError, ErrorCode, FieldViolation};
 use idgov_store::{StagedEntry, StoredSync};
 use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,8 @@ pub struct RosterUpload {
     buffer: Vec<StagedEntry>,
     len: usize,
     checked: Checked,
+    /// The fingerprint of the entries so far.
+    digest: roster::RosterDigest,
     /// When the upload began (for the log of how long staging took).
     began: std::time::Instant,
 }
@@ -84,6 +86,8 @@ pub struct StagedRoster {
     run: String,
     len: usize,
     checked: Checked,
+    /// The fingerprint of its entries (see [`roster::RosterDigest`]).
+    digest: roster::RosterDigest,
 }
 
 impl StagedRoster {
@@ -111,6 +115,7 @@ impl RosterUpload {
     pub async fn push(&mut self, app: &App, e: RosterEntry) -> Result<(), AppError> {
         let at = self.len;
         self.len += 1;
+        self.digest.add(&e);
         let problems = roster::entry_problems(at, &e);
         if !problems.is_empty() {
             let room = (roster::MAX_PROBLEMS + 1).saturating_sub(self.checked.problems.len());
@@ -134,6 +139,7 @@ impl RosterUpload {
     /// reports itself), so that the entries after it keep their places.
     pub fn skip(&mut self) {
         self.len += 1;
+        self.digest.add_unreadable();
     }
 
     async fn flush(&mut self, app: &App) -> Result<(), AppError> {
@@ -167,6 +173,7 @@ impl RosterUpload {
             run: self.run,
             len: self.len,
             checked: self.checked,
+            digest: self.digest,
         })
     }
 
@@ -253,6 +260,12 @@ pub struct SyncOutcome {
     /// is no longer a retry, but an older statement). Not stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
+    /// The fingerprint of the snapshot as received: its header and its
+    /// entries in any order (see [`roster::RosterDigest`]). Stored with
+    /// the answer: the same sync id sent again with another fingerprint
+    /// is refused. `None` in answers stored before fingerprints were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<String>,
 }
 
 /// What a held roster sync stores for its release.
@@ -540,6 +553,7 @@ impl App {
             buffer: Vec::with_capacity(UPLOAD_STEP),
             len: 0,
             checked: Checked::default(),
+            digest: roster::RosterDigest::default(),
             began: std::time::Instant::now(),
         })
     }
@@ -948,10 +962,11 @@ impl App {
             )));
         }
 
+        let content = roster.digest.finish(&req.as_of, &req.time_zone);
         if !req.dry_run
             && let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await?
         {
-            return self.resent(&req.source, &req.sync_id, prev).await;
+            return self.resent(&req.source, &req.sync_id, prev, &content).await;
         }
 
         let mark = RosterMark {
@@ -990,6 +1005,7 @@ impl App {
             preview_id: None,
             resent: false,
             superseded_by: None,
+            content_sha256: Some(content.clone()),
         };
         let total = walked.total();
         if req.dry_run {
@@ -1139,7 +1155,8 @@ impl App {
             Ok(false) => {
                 // A concurrent send of the same snapshot won; report its outcome.
                 self.end_sync_job(&job.id, "failed").await;
-                self.concurrent_sync(&req.source, &req.sync_id).await
+                self.concurrent_sync(&req.source, &req.sync_id, &content)
+                    .await
             }
             Err(e) => {
                 self.end_sync_job(&job.id, "failed").await;
@@ -1148,16 +1165,36 @@ impl App {
         }
     }
 
-    /// The answer to snapshot `sync_id` of `source` sent again: the first
-    /// answer, marked as such, and the newer snapshot of the source applied
-    /// since, if any.
+    /// The answer to snapshot `sync_id` of `source` sent again with
+    /// fingerprint `content`: the first answer, marked as such, and the
+    /// newer snapshot of the source applied since, if any. Refused when
+    /// the first was another roster (a different fingerprint): answering
+    /// it with the first one's outcome would drop this one unseen.
     async fn resent(
         &self,
         source: &str,
         sync_id: &str,
         prev: StoredSync,
+        content: &str,
     ) -> Result<SyncOutcome, AppError> {
         let mut out = stored_outcome(prev)?;
+        if let Some(first) = out.content_sha256.as_deref()
+            && first != content
+        {
+            return Err(AppError::Domain(DomainError::new(
+                ErrorCode::IdempotencyConflict,
+                format!(
+                    "roster snapshot {} from {} was already received with different content \
+                     ({} entries, fingerprint {}…; this one is {}…); nothing was applied. \
+                     A corrected or newer export is a new snapshot: send it under a new sync_id",
+                    idgov_domain::error::echo(sync_id),
+                    idgov_domain::error::echo(source),
+                    out.entries_received,
+                    first.get(..12).unwrap_or(first),
+                    content.get(..12).unwrap_or(content),
+                ),
+            )));
+        }
         out.resent = true;
         let mine = self
             .store
@@ -1174,9 +1211,14 @@ impl App {
     }
 
     /// The outcome of a snapshot another send of it recorded first.
-    async fn concurrent_sync(&self, source: &str, sync_id: &str) -> Result<SyncOutcome, AppError> {
+    async fn concurrent_sync(
+        &self,
+        source: &str,
+        sync_id: &str,
+        content: &str,
+    ) -> Result<SyncOutcome, AppError> {
         if let Some(prev) = self.store.get_sync(source, sync_id).await? {
-            return self.resent(source, sync_id, prev).await;
+            return self.resent(source, sync_id, prev, content).await;
         }
         Err(AppError::Store(idgov_store::StoreError::Conflict(
             "the same sync is being processed concurrently; retry".into(),
@@ -1252,7 +1294,8 @@ impl App {
         if !recorded {
             // A concurrent send of the same snapshot won; report its outcome.
             self.end_sync_job(job_id, "failed").await;
-            return self.concurrent_sync(source, sync_id).await;
+            let content = out.content_sha256.clone().unwrap_or_default();
+            return self.concurrent_sync(source, sync_id, &content).await;
         }
         self.wake_provisioning();
         self.drop_staged(job_id, ctx.events + ctx.present).await;

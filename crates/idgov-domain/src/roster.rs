@@ -357,6 +357,66 @@ pub fn change_of(
     }
 }
 
+/// What a roster snapshot said, as a fingerprint: the same for the same
+/// header (`as_of` and time zone, as sent) and the same entries in any
+/// order, different when any entry differs. A snapshot sent again under a
+/// sync id already used is a retry only if its fingerprint is the same; a
+/// different one is refused (a correction needs a new sync id), so that
+/// no export is silently answered with another's outcome.
+///
+/// Order does not count: each entry's SHA-256 is added (as a 256-bit
+/// number, wrapping) to a running sum, so a feed that streams its roster
+/// in another order on a retry is still retrying, and the fingerprint of a
+/// million entries needs 40 bytes, not the entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RosterDigest {
+    sum: [u64; 4],
+    entries: u64,
+}
+
+impl RosterDigest {
+    /// Adds one entry.
+    pub fn add(&mut self, e: &RosterEntry) {
+        let bytes = serde_json::to_vec(e).unwrap_or_default();
+        self.add_bytes(&bytes);
+    }
+
+    /// Adds an entry the sender sent but that could not be read.
+    pub fn add_unreadable(&mut self) {
+        self.add_bytes(b"\0unreadable entry");
+    }
+
+    fn add_bytes(&mut self, bytes: &[u8]) {
+        let h = Sha256::digest(bytes);
+        let mut carry = 0u64;
+        for (i, limb) in self.sum.iter_mut().enumerate() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&h[i * 8..i * 8 + 8]);
+            let (a, c1) = limb.overflowing_add(u64::from_le_bytes(word));
+            let (b, c2) = a.overflowing_add(carry);
+            *limb = b;
+            carry = u64::from(c1) + u64::from(c2);
+        }
+        self.entries += 1;
+    }
+
+    /// The fingerprint of the snapshot: its header as sent (`as_of` and
+    /// `time_zone`, trimmed) and its entries, as 64 hex digits.
+    pub fn finish(&self, as_of: &str, time_zone: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(b"idgov roster v1\0");
+        h.update(as_of.trim().as_bytes());
+        h.update(b"\0");
+        h.update(time_zone.trim().as_bytes());
+        h.update(b"\0");
+        h.update(self.entries.to_le_bytes());
+        for limb in self.sum {
+            h.update(limb.to_le_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+}
+
 /// Which of two roster snapshots of one source is HR's newer word: the
 /// later `as_of`, and of two with the same time the greater sync id (so
 /// that snapshots taken in any order decide the same way).
@@ -870,5 +930,102 @@ mod tests {
         assert_eq!(duplicate_problem(1, "A").field, "roster[1].employee_id");
         let err = invalid_roster(vec![duplicate_problem(1, "A")], true);
         assert_eq!(fields(err.violations), ["roster[1].employee_id", "roster"]);
+    }
+
+    fn digest_of(entries: &[RosterEntry], as_of: &str, zone: &str) -> String {
+        let mut d = RosterDigest::default();
+        for e in entries {
+            d.add(e);
+        }
+        d.finish(as_of, zone)
+    }
+
+    /// The fingerprint of a snapshot: the same for its entries in any
+    /// order (generated shuffles), different for any one entry changed,
+    /// added, dropped or listed twice, or another header.
+    #[test]
+    fn a_roster_fingerprint_ignores_order_and_sees_every_change() {
+        use rand::rngs::StdRng;
+        use rand::seq::SliceRandom;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(20261203);
+        for round in 0..200 {
+            let n = rng.random_range(1..40);
+            let entries: Vec<RosterEntry> = (0..n)
+                .map(|i| {
+                    entry(
+                        &format!("E{i}"),
+                        ["Sales", "Finance", "IT"][rng.random_range(0..3)],
+                    )
+                })
+                .collect();
+            let at = "2026-12-01T00:00:00Z";
+            let first = digest_of(&entries, at, "Europe/Oslo");
+            let mut shuffled = entries.clone();
+            shuffled.shuffle(&mut rng);
+            assert_eq!(
+                digest_of(&shuffled, at, "Europe/Oslo"),
+                first,
+                "round {round}"
+            );
+            assert_eq!(
+                digest_of(&shuffled, " 2026-12-01T00:00:00Z ", "Europe/Oslo "),
+                first
+            );
+
+            let k = rng.random_range(0..n);
+            let mut changed = shuffled.clone();
+            changed[k].attrs.title = Some("Changed".into());
+            assert_ne!(
+                digest_of(&changed, at, "Europe/Oslo"),
+                first,
+                "round {round}"
+            );
+            let mut dropped = shuffled.clone();
+            dropped.remove(k);
+            assert_ne!(
+                digest_of(&dropped, at, "Europe/Oslo"),
+                first,
+                "round {round}"
+            );
+            let mut twice = shuffled.clone();
+            twice.push(shuffled[k].clone());
+            assert_ne!(digest_of(&twice, at, "Europe/Oslo"), first, "round {round}");
+            let mut added = shuffled.clone();
+            added.push(entry("NEW", "Sales"));
+            assert_ne!(digest_of(&added, at, "Europe/Oslo"), first, "round {round}");
+            assert_ne!(
+                digest_of(&entries, "2026-12-02T00:00:00Z", "Europe/Oslo"),
+                first
+            );
+            assert_ne!(digest_of(&entries, at, "UTC"), first);
+            assert_ne!(digest_of(&entries, at, ""), first);
+        }
+        // An unreadable entry counts as an entry of its own.
+        let mut d = RosterDigest::default();
+        d.add(&entry("A", "Sales"));
+        let one = d.finish("", "");
+        d.add_unreadable();
+        assert_ne!(d.finish("", ""), one);
+        assert_eq!(one.len(), 64);
+    }
+
+    /// The running sum carries between its 64-bit limbs (a sum that
+    /// dropped carries would still be order-free, but weaker).
+    #[test]
+    fn the_fingerprint_sum_carries() {
+        let mut d = RosterDigest {
+            sum: [u64::MAX, u64::MAX, 0, 0],
+            entries: 0,
+        };
+        d.add_bytes(b"x");
+        let h = Sha256::digest(b"x");
+        let limb =
+            |i: usize| u64::from_le_bytes(h[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        // SHA-256("x") has no zero low limb and no all-ones third limb, so
+        // the carries are exactly: out of limb 0, through limb 1, into 2.
+        assert!(limb(0) != 0 && limb(2) != u64::MAX);
+        assert_eq!(d.sum, [limb(0) - 1, limb(1), limb(2) + 1, limb(3)]);
+        assert_eq!(d.entries, 1);
     }
 }

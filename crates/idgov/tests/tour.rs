@@ -1121,6 +1121,79 @@ fn the_same_file_after_a_newer_export_is_a_new_snapshot() {
 }
 
 #[test]
+fn a_sync_id_names_one_roster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = serve(dir.path(), &[]);
+    let cli = Cli {
+        dir: dir.path(),
+        url: server.url.clone(),
+    };
+    cli.ok(&["dev", "token", "--role", "hr-feed", "--role", "it-admin"]);
+    let path = examples().join("northwind-roster.csv");
+    let roster = path.to_str().unwrap();
+    // The same file read in another zone is another snapshot.
+    let oslo = cli.json(&[
+        "hr",
+        "import",
+        roster,
+        "--time-zone",
+        "Europe/Oslo",
+        "--dry-run",
+    ]);
+    let utc = cli.json(&["hr", "import", roster, "--time-zone", "UTC", "--dry-run"]);
+    assert_ne!(oslo["sync_id"], utc["sync_id"], "{oslo} {utc}");
+    let first = cli.json(&[
+        "hr",
+        "import",
+        roster,
+        "--time-zone",
+        "Europe/Oslo",
+        "--sync-id",
+        "daily",
+    ]);
+    assert_eq!(first["outcome"], "applied", "{first}");
+    // A corrected export under the same id is refused, not answered with
+    // the first one's outcome; nothing of it is applied.
+    let original = std::fs::read_to_string(&path).unwrap();
+    let retitled = original.replace(
+        "Yara Lund,yara.lund@northwind.example,Finance,Payroll Specialist,",
+        "Yara Lund,yara.lund@northwind.example,Finance,Payroll Lead,",
+    );
+    let b = dir.path().join("retitled.csv");
+    std::fs::write(&b, retitled).unwrap();
+    let out = cli.run(&[
+        "hr",
+        "import",
+        b.to_str().unwrap(),
+        "--time-zone",
+        "Europe/Oslo",
+        "--sync-id",
+        "daily",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("already received with different content") && err.contains("new sync_id"),
+        "{err}"
+    );
+    assert_eq!(
+        cli.json(&["identity", "get", "E1010"])["title"],
+        "Payroll Specialist"
+    );
+    // The same file under the same id is a retry.
+    let again = cli.json(&[
+        "hr",
+        "import",
+        roster,
+        "--time-zone",
+        "Europe/Oslo",
+        "--sync-id",
+        "daily",
+    ]);
+    assert_eq!(again["resent"], true, "{again}");
+}
+
+#[test]
 fn a_policy_naming_people_not_yet_imported_waits_for_them() {
     let dir = tempfile::tempdir().unwrap();
     let policy = examples().join("northwind-policy.toml");

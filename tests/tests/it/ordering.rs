@@ -323,7 +323,7 @@ fn random_entry(rng: &mut StdRng, id: &str) -> RosterEntry {
 #[derive(Clone)]
 enum Item {
     Event(Box<HrEvent>),
-    Roster(SyncRequest),
+    Roster(Box<SyncRequest>),
 }
 
 impl Item {
@@ -351,7 +351,7 @@ async fn send_items(app: &App, items: &[Item]) {
             },
             Item::Roster(r) => {
                 let out = app
-                    .sync_roster(r.clone(), "service:hr")
+                    .sync_roster((**r).clone(), "service:hr")
                     .await
                     .unwrap_or_else(|e| panic!("roster {} refused: {e}", r.sync_id));
                 assert!(
@@ -410,14 +410,14 @@ async fn roster_property(backend: &str, rounds: usize) {
                     entries.push(random_entry(&mut rng, p));
                 }
             }
-            items.push(Item::Roster(SyncRequest {
+            items.push(Item::Roster(Box::new(SyncRequest {
                 source: "workday-roster".into(),
                 sync_id: format!("r{round}-{r}"),
                 dry_run: false,
                 as_of: as_of.to_rfc3339(),
                 time_zone: ZONES[rng.random_range(0..3)].into(),
                 entries: entries.into(),
-            }));
+            })));
         }
         let mut shuffled = items.clone();
         shuffled.shuffle(&mut rng);
@@ -985,6 +985,72 @@ both_backends! {
         assert!(late.resent);
         assert_eq!(late.superseded_by.as_deref(), Some("s2"));
         assert_eq!(app.store.get_identity("O1").await.unwrap().unwrap().attrs.title, "Head", "nothing applied");
+    }
+
+    /// A sync id names one roster: sent again with the same entries in
+    /// any order it is a retry; with anything different (an entry's title,
+    /// an entry more, another `as_of` or zone) it is refused, and nothing
+    /// is applied or audited. A held sync's id is taken the same way; a
+    /// dry run records nothing and is never refused.
+    async fn a_sync_id_sent_again_with_other_content_is_refused(t: TestStore) {
+        let (app, clock) = setup(&t).await;
+        let mut rng = StdRng::seed_from_u64(20261203);
+        let people: Vec<RosterEntry> = owners_by_name()
+            .into_iter()
+            .chain((0..40).map(|i| RosterEntry { employee_id: format!("E{i}"), attrs: Person::new(&format!("E{i}"), "Finance").patch() }))
+            .collect();
+        let sync = |id: &str, entries: Vec<RosterEntry>, as_of: &str, zone: &str, dry_run: bool| SyncRequest {
+            source: "workday".into(), sync_id: id.into(), dry_run, as_of: as_of.into(), time_zone: zone.into(), entries: entries.into(),
+        };
+        let conflict = |r: Result<idgov_server::app::roster::SyncOutcome, idgov_server::app::AppError>| match r {
+            Err(idgov_server::app::AppError::Domain(d)) if d.code == idgov_domain::ErrorCode::IdempotencyConflict => d.message,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let as_of = rfc(app.now() - Duration::hours(1));
+        let first = app.sync_roster(sync("s1", people.clone(), &as_of, "UTC", false), "service:hr").await.unwrap();
+        assert_eq!(first.counts.joiners, 40, "the owners are known");
+        let fingerprint = first.content_sha256.clone().expect("a fingerprint");
+        let all = idgov_store::AuditFilter::default();
+        let audited = app.store.list_audit_events(&all, 0, 100_000).await.unwrap().len();
+        for round in 0..5 {
+            let mut shuffled = people.clone();
+            shuffled.shuffle(&mut rng);
+            let again = app.sync_roster(sync("s1", shuffled.clone(), &as_of, "UTC", false), "service:hr").await.unwrap();
+            assert!(again.resent, "round {round}: the same entries in another order are a retry");
+            assert_eq!(again.content_sha256.as_deref(), Some(fingerprint.as_str()));
+            let k = rng.random_range(0..shuffled.len());
+            let mut retitled = shuffled.clone();
+            retitled[k].attrs.title = Some(format!("Changed {round}"));
+            let msg = conflict(app.sync_roster(sync("s1", retitled.clone(), &as_of, "UTC", false), "service:hr").await);
+            assert!(msg.contains("new sync_id") && msg.contains("s1"), "{msg}");
+            let mut more = shuffled.clone();
+            more.push(RosterEntry { employee_id: format!("N{round}"), attrs: Person::new(&format!("N{round}"), "Sales").patch() });
+            conflict(app.sync_roster(sync("s1", more, &as_of, "UTC", false), "service:hr").await);
+            conflict(app.sync_roster(sync("s1", shuffled.clone(), &rfc(app.now() - Duration::hours(2)), "UTC", false), "service:hr").await);
+            conflict(app.sync_roster(sync("s1", shuffled.clone(), &as_of, "Europe/Oslo", false), "service:hr").await);
+            // A dry run is a question, not a snapshot: answered, not refused.
+            let dry = app.sync_roster(sync("s1", retitled, &as_of, "UTC", true), "service:hr").await.unwrap();
+            assert_eq!((dry.outcome, dry.counts.total), (Outcome::DryRun, 1), "a new title");
+        }
+        for p in &people[2..] {
+            assert_eq!(app.store.get_identity(&p.employee_id).await.unwrap().unwrap().attrs.title, "", "nothing applied");
+        }
+        assert_eq!(app.store.list_audit_events(&all, 0, 100_000).await.unwrap().len(), audited, "nothing audited");
+
+        // A held snapshot: its id is taken by what it held.
+        let strict = policy().replace("max_leavers = 100000", "max_leavers = 2");
+        app.apply_policy(&strict, false, "a guard that holds", "user:admin").await.unwrap();
+        clock.advance(days(1));
+        let short: Vec<RosterEntry> = people[..30].to_vec();
+        let held = app.sync_roster(sync("s2", short.clone(), "", "", false), "service:hr").await.unwrap();
+        assert_eq!(held.outcome, Outcome::Held);
+        let mut other = short.clone();
+        other[5].attrs.title = Some("Other".into());
+        conflict(app.sync_roster(sync("s2", other, "", "", false), "service:hr").await);
+        let retry = app.sync_roster(sync("s2", short, "", "", false), "service:hr").await.unwrap();
+        assert!(retry.resent && retry.outcome == Outcome::Held, "{retry:?}");
+        let open = app.held_changes(idgov_domain::guard::HeldState::Held, "", 10).await.unwrap();
+        assert_eq!(open.len(), 1, "one held change");
     }
 
     /// Someone who left and comes back on a date ahead is rehired on that

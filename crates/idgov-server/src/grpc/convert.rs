@@ -487,6 +487,7 @@ pub fn sync_response(o: &SyncOutcome) -> pb::SyncRosterResponse {
         preview_id: o.preview_id.clone().unwrap_or_default(),
         resent: o.resent,
         superseded_by: o.superseded_by.clone().unwrap_or_default(),
+        content_sha256: o.content_sha256.clone().unwrap_or_default(),
     }
 }
 

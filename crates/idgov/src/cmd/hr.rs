@@ -311,6 +311,20 @@ fn read_roster(file: &PathBuf) -> anyhow::Result<RosterFile> {
     })
 }
 
+/// The content part of a file's derived sync id: the first 24 hex digits
+/// of the file's SHA-256 (`file`) when neither `--as-of` nor `--time-zone`
+/// is given, else of the SHA-256 of the file's digest with both.
+fn snapshot_digest(file: &str, as_of: &str, time_zone: &str) -> String {
+    let full = if as_of.trim().is_empty() && time_zone.trim().is_empty() {
+        file.to_string()
+    } else {
+        hex::encode(Sha256::digest(
+            format!("{file}\0{}\0{}", as_of.trim(), time_zone.trim()).as_bytes(),
+        ))
+    };
+    full.get(..24).unwrap_or(&full).to_string()
+}
+
 /// Streams a roster to the server under `header`, with a progress bar in
 /// table output.
 async fn send_roster(
@@ -353,14 +367,12 @@ async fn import(
     roster: RosterFile,
 ) -> anyhow::Result<ExitCode> {
     let source = a.source.clone();
-    // By default a file's snapshot is named by its content, so importing
-    // the same file twice (a retry) changes nothing the second time.
+    // By default a file's snapshot is named by its content (and the time
+    // and zone it is read in, when given), so importing the same file the
+    // same way twice (a retry) changes nothing the second time, and the
+    // same file read in another zone is another snapshot.
     let derived = a.sync_id.is_none();
-    let digest = roster
-        .digest
-        .get(..24)
-        .unwrap_or(&roster.digest)
-        .to_string();
+    let digest = snapshot_digest(&roster.digest, &a.as_of, &a.time_zone);
     let header = pb::RosterHeader {
         source: source.clone(),
         sync_id: a
@@ -387,7 +399,7 @@ async fn import(
         );
         let again = read_roster(&a.file)?;
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
-        let digest = again.digest.get(..24).unwrap_or(&again.digest);
+        let digest = snapshot_digest(&again.digest, &a.as_of, &a.time_zone);
         let header = pb::RosterHeader {
             sync_id: format!("sha256-{digest}-{stamp}"),
             ..header
@@ -403,7 +415,7 @@ async fn import(
             "joiners": d.joiners, "movers": d.movers, "updates": d.updates, "leavers": d.leavers,
             "total_changes": d.total_changes, "changes_truncated": d.changes_truncated,
             "rehires": d.rehires, "withdrawals": d.withdrawals, "unchanged": d.unchanged,
-            "resent": r.resent, "superseded_by": r.superseded_by,
+            "resent": r.resent, "superseded_by": r.superseded_by, "content_sha256": r.content_sha256,
             "guard": {"active": g.active, "affected": g.affected, "threshold": g.threshold, "tripped": g.tripped},
             "held_change_id": r.held_change_id, "preview_id": r.preview_id,
             "changes": d.changes.iter().map(|c| json!({
