@@ -968,6 +968,10 @@ impl App {
         {
             return self.resent(&req.source, &req.sync_id, prev, &content).await;
         }
+        if !req.dry_run {
+            self.refuse_other_in_flight(&req.source, &req.sync_id, &content)
+                .await?;
+        }
 
         let mark = RosterMark {
             source: req.source.clone(),
@@ -1208,6 +1212,49 @@ impl App {
             out.superseded_by = Some(newest);
         }
         Ok(out)
+    }
+
+    /// Refuses snapshot `sync_id` of `source` with fingerprint `content`
+    /// while a sync of the same id with another fingerprint is still being
+    /// applied (sent, say, by a feed that gave up waiting and sent a
+    /// corrected export under the same id): its answer is not recorded yet,
+    /// so the check of [`Self::resent`] cannot see it, and both would apply.
+    /// The same content sent again goes on: its events are the same, and
+    /// the first to finish records the answer.
+    async fn refuse_other_in_flight(
+        &self,
+        source: &str,
+        sync_id: &str,
+        content: &str,
+    ) -> Result<(), AppError> {
+        let running = self
+            .store
+            .bulk_jobs_started_before(
+                ROSTER_SYNC,
+                ["running", "staging", "staging"],
+                self.now(),
+                100,
+            )
+            .await?;
+        let other = running.iter().find(|j| {
+            j.detail["source"] == source
+                && j.detail["sync_id"] == sync_id
+                && j.detail["content"].as_str().is_some_and(|c| c != content)
+        });
+        match other {
+            None => Ok(()),
+            Some(job) => Err(AppError::Domain(DomainError::new(
+                ErrorCode::IdempotencyConflict,
+                format!(
+                    "roster snapshot {} from {} is being applied with different content (job {}); \
+                     nothing of this one was applied. A corrected or newer export is a new \
+                     snapshot: send it under a new sync_id",
+                    idgov_domain::error::echo(sync_id),
+                    idgov_domain::error::echo(source),
+                    job.id
+                ),
+            ))),
+        }
     }
 
     /// The outcome of a snapshot another send of it recorded first.
@@ -1562,6 +1609,7 @@ impl App {
             cursor: "0".into(),
             detail: json!({
                 "source": ctx.mark.source, "sync_id": ctx.mark.sync_id,
+                "content": ctx.out.content_sha256,
                 "changes": ctx.events + ctx.present, "actor": ctx.actor,
                 "refused_count": 0, "refused": [],
             }),

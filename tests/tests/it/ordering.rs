@@ -1053,6 +1053,37 @@ both_backends! {
         assert_eq!(open.len(), 1, "one held change");
     }
 
+    /// While a sync is still being applied (its answer not recorded yet),
+    /// the same id with other content is refused; once that sync ended
+    /// (here: failed), the id is free again.
+    async fn a_sync_id_being_applied_with_other_content_is_refused(t: TestStore) {
+        let (app, _clock) = setup(&t).await;
+        let now = app.now();
+        let detail = serde_json::json!({"source": "workday", "sync_id": "s1", "content": "0".repeat(64)});
+        let job = idgov_store::BulkJob {
+            id: "sync-in-flight".into(), kind: idgov_server::app::roster::ROSTER_SYNC.into(), state: "running".into(),
+            policy_version: 1, cursor: "0".into(), detail: detail.clone(), created_at: now, updated_at: now,
+        };
+        let mut tx = app.store.begin().await.unwrap();
+        tx.insert_bulk_job(&job, "elsewhere", now + Duration::minutes(5)).await.unwrap();
+        tx.commit(now).await.unwrap();
+        let req = || SyncRequest { source: "workday".into(), sync_id: "s1".into(), dry_run: false, as_of: String::new(), time_zone: "UTC".into(), entries: owners_by_name().into() };
+        match app.sync_roster(req(), "service:hr").await {
+            Err(idgov_server::app::AppError::Domain(d)) if d.code == idgov_domain::ErrorCode::IdempotencyConflict => {
+                assert!(d.message.contains("being applied") && d.message.contains("sync-in-flight"), "{}", d.message);
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(app.store.get_sync("workday", "s1").await.unwrap().is_none(), "nothing recorded");
+        // Another id, or a dry run, is not held up by it.
+        let other = SyncRequest { sync_id: "s2".into(), ..req() };
+        assert_eq!(app.sync_roster(other, "service:hr").await.unwrap().outcome, Outcome::Unchanged);
+        let mut tx = app.store.begin().await.unwrap();
+        tx.update_bulk_job(&job.id, "failed", "0", &detail, now).await.unwrap();
+        tx.commit(now).await.unwrap();
+        assert_eq!(app.sync_roster(req(), "service:hr").await.unwrap().outcome, Outcome::Unchanged);
+    }
+
     /// Someone who left and comes back on a date ahead is rehired on that
     /// date, not when the roster arrives; rosters listing them until then
     /// leave one rehire scheduled.
