@@ -1173,7 +1173,9 @@ fn a_sync_id_names_one_roster() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
-        err.contains("already received with different content") && err.contains("new sync_id"),
+        err.contains("already received with different content")
+            && err.contains("new sync_id")
+            && err.contains("leave --sync-id out"),
         "{err}"
     );
     assert_eq!(

@@ -383,7 +383,15 @@ async fn import(
         as_of: a.as_of.clone(),
         time_zone: a.time_zone.clone(),
     };
-    let mut r = send_roster(hr, out, header.clone(), roster.entries).await?;
+    let mut r = match send_roster(hr, out, header.clone(), roster.entries).await {
+        Err(e) if a.sync_id.is_some() && e.to_string().contains("different content") => {
+            return Err(e.context(
+                "this --sync-id names another roster: pass a new one, or leave --sync-id out \
+                 and the snapshot is named by the file's content",
+            ));
+        }
+        r => r?,
+    };
     // Unless the newer snapshot is this file's own restatement: then this
     // is a retry of it.
     let restated = r.superseded_by.starts_with(&format!("{}-", header.sync_id));
