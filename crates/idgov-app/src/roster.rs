@@ -479,6 +479,11 @@ struct Walked {
     /// The roster's day (its `as_of` in its zone): a pre-hire's start
     /// after it is still to come.
     today: chrono::NaiveDate,
+    /// Departed people listed with a return date ahead whose return an
+    /// older snapshot already scheduled: (entry place, that start's event
+    /// id, the entry). Listed as that start says, they are unchanged
+    /// ([`App::returns_as_scheduled`]).
+    returns: Vec<(usize, String, RosterEntry)>,
 }
 
 /// A listed person's change, by the place of their entry in the roster:
@@ -700,6 +705,14 @@ impl App {
                     if cur.is_some() {
                         listed.insert(e.employee_id.clone());
                     }
+                    if let Some(p) = cur
+                        && p.status == idgov_domain::identity::Status::Terminated
+                        && p.history.employments > 0
+                        && e.attrs.start_date.is_some_and(|d| d > today)
+                        && let Some(start) = older_starts.get(&e.employee_id)
+                    {
+                        w.returns.push((*at, start.clone(), e.clone()));
+                    }
                     w.visit(*at, e, cur);
                 }
                 match entries.last() {
@@ -751,7 +764,50 @@ impl App {
         }
         w.listed.sort_unstable_by_key(|l| l.at);
         w.present.sort_unstable();
+        self.returns_as_scheduled(&mut w, mark).await?;
         Ok(w)
+    }
+
+    /// A departed person due back is listed by each snapshot until their
+    /// return: one that lists them as the start an older snapshot
+    /// scheduled says (the same entry, the same zone) changes nothing,
+    /// as a pre-hire listed as announced changes nothing. (Counted as a
+    /// rehire, the same return was reported again at every roster.) The
+    /// older start stands; any difference makes the entry a rehire, and
+    /// the newest snapshot's start replaces it.
+    async fn returns_as_scheduled(
+        &self,
+        w: &mut Walked,
+        mark: &RosterMark,
+    ) -> Result<(), AppError> {
+        if w.returns.is_empty() {
+            return Ok(());
+        }
+        // The people due back are few: one read each, by key.
+        let mut scheduled: HashMap<String, HrEvent> = HashMap::new();
+        for (_, id, _) in &w.returns {
+            if let Some(r) = self.store.get_hr_event(&mark.source, id).await?
+                && r.state == idgov_domain::hr::EventState::Scheduled
+            {
+                scheduled.insert(id.clone(), r.event);
+            }
+        }
+        let same: std::collections::HashSet<usize> = std::mem::take(&mut w.returns)
+            .into_iter()
+            .filter(|(_, id, e)| {
+                scheduled.get(id).is_some_and(|ev| {
+                    ev.employee_id == e.employee_id
+                        && ev.time_zone == mark.time_zone
+                        && ev.attrs == e.attrs
+                })
+            })
+            .map(|(at, _, _)| at)
+            .collect();
+        let before = w.listed.len();
+        w.listed
+            .retain(|l| !(l.kind == ChangeKind::Rehire && same.contains(&l.at)));
+        w.unchanged += (before - w.listed.len()) as u64;
+        Ok(())
     }
 
     /// The starts older snapshots of `mark`'s source scheduled that are

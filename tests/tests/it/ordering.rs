@@ -1102,10 +1102,18 @@ both_backends! {
         let back_on = app.now().date_naive() + chrono::Days::new(20);
         let mut back = e1.clone();
         back.attrs.start_date = Some(back_on);
-        for (i, sync_id) in ["s3", "s4", "s5"].iter().enumerate() {
+        for (i, sync_id) in ["s3", "s4", "s5", "s6"].iter().enumerate() {
             clock.advance(days(1));
+            if i == 2 {
+                // A new title for the return: a rehire again, replacing
+                // the one scheduled.
+                back.attrs.title = Some("Returning Controller".into());
+            }
             let out = app.sync_roster(sync(sync_id, [owners.clone(), vec![back.clone()]].concat()), "service:hr").await.unwrap();
-            assert_eq!(out.counts.rehires, 1, "{i}");
+            // Listed as the scheduled return says, nothing new: the return
+            // is reported once, not at every roster until the day.
+            assert_eq!(out.counts.rehires, u64::from(i == 0 || i == 2), "{sync_id}: {:?}", out.counts);
+            assert_eq!(out.counts.total, u64::from(i == 0 || i == 2), "{sync_id}");
             assert_eq!(app.store.get_identity("E1").await.unwrap().unwrap().status, Status::Terminated, "not back yet");
             assert!(active_grants(&app, "E1").await.is_empty());
             let filter = idgov_store::EventFilter { state: Some(EventState::Scheduled), employee_id: "E1".into() };
@@ -1115,6 +1123,7 @@ both_backends! {
         settle(&app, &clock, first_day + Duration::hours(1)).await;
         let p = app.store.get_identity("E1").await.unwrap().unwrap();
         assert_eq!((p.status, p.history.employments), (Status::Active, 2));
+        assert_eq!(p.attrs.title, "Returning Controller", "the newest snapshot's return");
     }
 
     async fn a_rehire_through_a_roster_needs_a_check_dated_after_the_new_start(t: TestStore) {
