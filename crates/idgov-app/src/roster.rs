@@ -1025,7 +1025,7 @@ impl App {
             return self.resent(&req.source, &req.sync_id, prev, &content).await;
         }
         if !req.dry_run {
-            self.refuse_other_in_flight(&req.source, &req.sync_id, &content)
+            self.refuse_other_in_flight(&req.source, &req.sync_id, &content, None)
                 .await?;
         }
 
@@ -1096,6 +1096,20 @@ impl App {
             let items = SyncItems::new(&roster.run, &walked, Some((&ctx.mark, zone)), true);
             let job = self.stage_sync(&ctx, items).await?;
             drop(walked);
+            // Two sends of one id with different content may both have
+            // passed the check above while they were diffed: now that this
+            // one's job is recorded, it stops before applying anything if
+            // the other's is there too. Of two that check after both were
+            // recorded, both stop (refused, nothing applied: the safe
+            // side); of two that do not, the later sees the earlier. So
+            // never both apply.
+            if let Err(e) = self
+                .refuse_other_in_flight(&req.source, &req.sync_id, &content, Some(&job))
+                .await
+            {
+                self.end_sync_job(&job.id, "failed").await;
+                return Err(e);
+            }
             log_phases(req, roster.len, total, false, checked, diffed, started);
             let step = crate::held::StepJob {
                 id: &job.id,
@@ -1276,12 +1290,14 @@ impl App {
     /// corrected export under the same id): its answer is not recorded yet,
     /// so the check of [`Self::resent`] cannot see it, and both would apply.
     /// The same content sent again goes on: its events are the same, and
-    /// the first to finish records the answer.
+    /// the first to finish records the answer. `mine`: this sync's own
+    /// job, once recorded, which does not count.
     async fn refuse_other_in_flight(
         &self,
         source: &str,
         sync_id: &str,
         content: &str,
+        mine: Option<&idgov_store::BulkJob>,
     ) -> Result<(), AppError> {
         let running = self
             .store
@@ -1293,7 +1309,8 @@ impl App {
             )
             .await?;
         let other = running.iter().find(|j| {
-            j.detail["source"] == source
+            mine.is_none_or(|m| m.id != j.id)
+                && j.detail["source"] == source
                 && j.detail["sync_id"] == sync_id
                 && j.detail["content"].as_str().is_some_and(|c| c != content)
         });
