@@ -829,6 +829,32 @@ impl App {
             security_officer: access.caller.roles.contains(&Role::SecurityOfficer),
         };
         let actor = access.caller.actor();
+        let (who, actor, decisions) = (&who, &actor, &decisions);
+        // One transaction for every decision; the server's own concurrency
+        // (a deadlock with a close taking the same rows, a busy writer) is
+        // retried here, so the caller never resends for it.
+        let (outcomes, queued) = self
+            .retrying(|| async move { self.decide_items_once(who, actor, decisions).await })
+            .await?;
+        if queued > 0 {
+            self.wake_provisioning();
+        }
+        Ok(outcomes)
+    }
+
+    /// [`Self::decide_items`] in one transaction: the outcome of each
+    /// decision, and how many directory operations it queued. A decision
+    /// refused by the rules is an outcome of its own; a store error ends
+    /// the whole call (on PostgreSQL the transaction can run nothing more
+    /// after one: going on made every later statement fail with "current
+    /// transaction is aborted", which hid the error and could not be
+    /// retried).
+    async fn decide_items_once(
+        &self,
+        who: &Reviewer,
+        actor: &str,
+        decisions: &[ItemDecision],
+    ) -> Result<(Vec<ItemOutcome>, usize), AppError> {
         let now = self.now();
         let mut tx = self.store.begin().await?;
         let policy = self.policy_for(&mut tx);
@@ -838,20 +864,32 @@ impl App {
         let mut next_stage: Vec<ReviewItem> = Vec::new();
         for d in decisions {
             let result = async {
-                let Some(mut item) = tx.item_for_update(&d.item_id).await? else {
-                    return Err(AppError::not_found(format!(
+                let missing = || {
+                    AppError::not_found(format!(
                         "there is no review item {}",
                         idgov_domain::error::echo(&d.item_id)
-                    )));
+                    ))
                 };
-                let open = tx.campaign_for_update(&item.campaign_id).await?;
+                // The campaign is locked before its item, in the order a
+                // close takes them (a decision that took the item first
+                // and a close step that took the campaign first waited on
+                // each other until PostgreSQL broke the deadlock). An
+                // item's campaign never changes, so it is read unlocked.
+                let campaign_id = match self.store.get_item(&d.item_id).await? {
+                    Some(seen) => seen.campaign_id,
+                    None => return Err(missing()),
+                };
+                let open = tx.campaign_for_update(&campaign_id).await?;
+                let Some(mut item) = tx.item_for_update(&d.item_id).await? else {
+                    return Err(missing());
+                };
                 if open.as_ref().map(|c| c.state) != Some(CampaignState::Open) {
                     return Err(AppError::precondition(format!(
                         "campaign {} is closed",
                         item.campaign_id
                     )));
                 }
-                let outcome = review::decide(&mut item, &who, d.verdict, &d.justification, now)?;
+                let outcome = review::decide(&mut item, who, d.verdict, &d.justification, now)?;
                 if !tx.update_item(&mut item).await? {
                     return Err(AppError::precondition(
                         "this item was decided meanwhile; read it again",
@@ -869,7 +907,7 @@ impl App {
                 detail["entitlement"] = json!(item.entitlement_id);
                 detail["justification"] = json!(item.justification);
                 tx.audit(AuditEntry::new(
-                    &actor,
+                    actor,
                     action,
                     Target::ReviewItem(item.id.clone()),
                     detail,
@@ -882,8 +920,11 @@ impl App {
                 Ok(item)
             }
             .await;
+            if let Err(e @ AppError::Store(_)) = result {
+                return Err(e);
+            }
             outcomes.push(ItemOutcome {
-                item_id: d.item_id,
+                item_id: d.item_id.clone(),
                 result,
             });
         }
@@ -930,13 +971,10 @@ impl App {
         }
         tx.clear_review_pending(&cleared).await?;
         let queued = self
-            .revoke_reviewed(&mut tx, &policy, &revoke, &actor, now)
+            .revoke_reviewed(&mut tx, &policy, &revoke, actor, now)
             .await?;
         tx.commit(now).await?;
-        if queued > 0 {
-            self.wake_provisioning();
-        }
-        Ok(outcomes)
+        Ok((outcomes, queued))
     }
 
     /// Revokes the grants of `items` (reason `review`) through the intake
