@@ -920,9 +920,11 @@ impl App {
                 Ok(item)
             }
             .await;
-            if let Err(e @ AppError::Store(_)) = result {
-                return Err(e);
-            }
+            let result = match result {
+                // The transaction may be unusable: fail the whole call.
+                Err(e) if e.is_store() => return Err(e),
+                r => r,
+            };
             outcomes.push(ItemOutcome {
                 item_id: d.item_id.clone(),
                 result,
