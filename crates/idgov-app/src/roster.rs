@@ -1027,6 +1027,12 @@ impl App {
         if !req.dry_run {
             self.refuse_other_in_flight(&req.source, &req.sync_id, &content, None)
                 .await?;
+            if let Some(answer) = self
+                .answer_of_the_same_in_flight(&req.source, &req.sync_id, &content)
+                .await?
+            {
+                return Ok(answer);
+            }
         }
 
         let mark = RosterMark {
@@ -1299,19 +1305,9 @@ impl App {
         content: &str,
         mine: Option<&idgov_store::BulkJob>,
     ) -> Result<(), AppError> {
-        let running = self
-            .store
-            .bulk_jobs_started_before(
-                ROSTER_SYNC,
-                ["running", "staging", "staging"],
-                self.now(),
-                100,
-            )
-            .await?;
+        let running = self.syncs_in_flight(source, sync_id).await?;
         let other = running.iter().find(|j| {
             mine.is_none_or(|m| m.id != j.id)
-                && j.detail["source"] == source
-                && j.detail["sync_id"] == sync_id
                 && j.detail["content"].as_str().is_some_and(|c| c != content)
         });
         match other {
@@ -1327,6 +1323,69 @@ impl App {
                     job.id
                 ),
             ))),
+        }
+    }
+
+    /// The jobs of syncs of snapshot `sync_id` of `source` being applied.
+    async fn syncs_in_flight(
+        &self,
+        source: &str,
+        sync_id: &str,
+    ) -> Result<Vec<idgov_store::BulkJob>, AppError> {
+        let running = self
+            .store
+            .bulk_jobs_started_before(
+                ROSTER_SYNC,
+                ["running", "staging", "staging"],
+                self.now(),
+                100,
+            )
+            .await?;
+        Ok(running
+            .into_iter()
+            .filter(|j| j.detail["source"] == source && j.detail["sync_id"] == sync_id)
+            .collect())
+    }
+
+    /// A retry of snapshot `sync_id` of `source` (fingerprint `content`)
+    /// sent while the first send is still being applied (a feed that gave
+    /// up waiting on a large roster, say) waits for it, and is answered
+    /// with its answer, marked `resent`, rather than diffing and applying
+    /// the whole roster a second time beside it. `None` when no such sync
+    /// is running, or when it ended without an answer (it failed): this
+    /// send then does the work.
+    async fn answer_of_the_same_in_flight(
+        &self,
+        source: &str,
+        sync_id: &str,
+        content: &str,
+    ) -> Result<Option<SyncOutcome>, AppError> {
+        let mut waited = false;
+        loop {
+            let same = self
+                .syncs_in_flight(source, sync_id)
+                .await?
+                .into_iter()
+                .any(|j| j.detail["content"].as_str() == Some(content));
+            if !same {
+                break;
+            }
+            if !waited {
+                tracing::info!(
+                    source,
+                    sync_id,
+                    "the same roster snapshot is being applied; waiting for its answer"
+                );
+                waited = true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        if !waited {
+            return Ok(None);
+        }
+        match self.store.get_sync(source, sync_id).await? {
+            Some(prev) => Ok(Some(self.resent(source, sync_id, prev, content).await?)),
+            None => Ok(None),
         }
     }
 

@@ -1084,6 +1084,57 @@ both_backends! {
         assert_eq!(app.sync_roster(req(), "service:hr").await.unwrap().outcome, Outcome::Unchanged);
     }
 
+    /// A retry sent while the first send of the same roster is still being
+    /// applied waits for it and is answered with its answer (`resent`), not
+    /// diffed and applied a second time beside it; if the first ends
+    /// without an answer (it failed), the retry does the work itself.
+    async fn a_retry_during_the_first_send_waits_for_its_answer(t: TestStore) {
+        let (app, _clock) = setup(&t).await;
+        let entries = owners_by_name();
+        let req = |id: &str| SyncRequest { source: "workday".into(), sync_id: id.into(), dry_run: false, as_of: String::new(), time_zone: "UTC".into(), entries: entries.clone().into() };
+        let mut digest = idgov_domain::roster::RosterDigest::default();
+        for e in &entries {
+            digest.add(e);
+        }
+        let content = digest.finish("", "UTC");
+        // A real answer to copy as the first send's.
+        let model = app.sync_roster(req("model"), "service:hr").await.unwrap();
+        assert_eq!(model.content_sha256.as_deref(), Some(content.as_str()));
+        let in_flight = |id: &str, sync: &str| idgov_store::BulkJob {
+            id: id.into(), kind: idgov_server::app::roster::ROSTER_SYNC.into(), state: "running".into(),
+            policy_version: 1, cursor: "0".into(),
+            detail: serde_json::json!({"source": "workday", "sync_id": sync, "content": content}),
+            created_at: app.now(), updated_at: app.now(),
+        };
+        for (sync, answered) in [("s1", true), ("s2", false)] {
+            let job = in_flight(&format!("sync-first-{sync}"), sync);
+            let now = app.now();
+            let mut tx = app.store.begin().await.unwrap();
+            tx.insert_bulk_job(&job, "elsewhere", now + Duration::minutes(5)).await.unwrap();
+            tx.commit(now).await.unwrap();
+            let retry = {
+                let (app, r) = (app.clone(), req(sync));
+                tokio::spawn(async move { app.sync_roster(r, "service:hr").await })
+            };
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            assert!(!retry.is_finished(), "{sync}: the retry waits while the first is applied");
+            // The first ends: with its answer recorded, or failed.
+            let mut tx = app.store.begin().await.unwrap();
+            if answered {
+                let mut first = model.clone();
+                first.sync_id = sync.into();
+                let receipt = idgov_store::StoredSync { outcome: "unchanged".into(), held_change_id: None, response: serde_json::to_value(&first).unwrap() };
+                assert!(tx.insert_sync("workday", sync, &receipt, now).await.unwrap());
+            }
+            tx.update_bulk_job(&job.id, if answered { "done" } else { "failed" }, "0", &job.detail, now).await.unwrap();
+            tx.commit(now).await.unwrap();
+            let out = retry.await.unwrap().unwrap();
+            assert_eq!(out.resent, answered, "{sync}: {out:?}");
+            assert_eq!(out.sync_id, sync);
+            assert!(app.store.get_sync("workday", sync).await.unwrap().is_some(), "{sync}: an answer is recorded");
+        }
+    }
+
     /// Two rosters sent at once under one sync id never both apply: one
     /// is applied and the other refused, or (when each finds the other
     /// being applied) both are refused; the people are as the one applied
