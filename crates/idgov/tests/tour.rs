@@ -1063,6 +1063,19 @@ fn client_options_go_before_or_after_the_subcommand() {
     assert!(serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok());
 }
 
+/// The tour's roster with one person retitled (E1010, Yara Lund: Payroll
+/// Lead instead of Payroll Specialist), written to `dir`: a newer export.
+fn retitled_export(dir: &Path) -> PathBuf {
+    let original = std::fs::read_to_string(examples().join("northwind-roster.csv")).unwrap();
+    let retitled = original.replace(
+        "Yara Lund,yara.lund@northwind.example,Finance,Payroll Specialist,",
+        "Yara Lund,yara.lund@northwind.example,Finance,Payroll Lead,",
+    );
+    let b = dir.join("retitled.csv");
+    std::fs::write(&b, retitled).unwrap();
+    b
+}
+
 #[test]
 fn the_same_file_after_a_newer_export_is_a_new_snapshot() {
     let dir = tempfile::tempdir().unwrap();
@@ -1074,17 +1087,11 @@ fn the_same_file_after_a_newer_export_is_a_new_snapshot() {
     cli.ok(&["dev", "token", "--role", "hr-feed", "--role", "it-admin"]);
     let path = examples().join("northwind-roster.csv");
     let roster = path.to_str().unwrap();
-    let original = std::fs::read_to_string(&path).unwrap();
     let first = cli.json(&["hr", "import", roster, "--time-zone", "Europe/Oslo"]);
     assert_eq!(first["outcome"], "applied", "{first}");
     // The same file again after a newer export (A, B, A): a new snapshot
     // that restates A, not a retry of the first import ignored as one.
-    let retitled = original.replace(
-        "Yara Lund,yara.lund@northwind.example,Finance,Payroll Specialist,",
-        "Yara Lund,yara.lund@northwind.example,Finance,Payroll Lead,",
-    );
-    let b = dir.path().join("retitled.csv");
-    std::fs::write(&b, retitled).unwrap();
+    let b = retitled_export(dir.path());
     let moved = cli.json(&[
         "hr",
         "import",
@@ -1154,13 +1161,7 @@ fn a_sync_id_names_one_roster() {
     assert_eq!(first["outcome"], "applied", "{first}");
     // A corrected export under the same id is refused, not answered with
     // the first one's outcome; nothing of it is applied.
-    let original = std::fs::read_to_string(&path).unwrap();
-    let retitled = original.replace(
-        "Yara Lund,yara.lund@northwind.example,Finance,Payroll Specialist,",
-        "Yara Lund,yara.lund@northwind.example,Finance,Payroll Lead,",
-    );
-    let b = dir.path().join("retitled.csv");
-    std::fs::write(&b, retitled).unwrap();
+    let b = retitled_export(dir.path());
     let out = cli.run(&[
         "hr",
         "import",
