@@ -1102,13 +1102,19 @@ impl App {
             let items = SyncItems::new(&roster.run, &walked, Some((&ctx.mark, zone)), true);
             let job = self.stage_sync(&ctx, items).await?;
             drop(walked);
-            // Two sends of one id with different content may both have
-            // passed the check above while they were diffed: now that this
-            // one's job is recorded, it stops before applying anything if
-            // the other's is there too. Of two that check after both were
-            // recorded, both stop (refused, nothing applied: the safe
-            // side); of two that do not, the later sees the earlier. So
-            // never both apply.
+            // Two sends of one id may both have passed the checks above
+            // while they were diffed. Now that this one's job is recorded,
+            // it stops before applying anything if the other has recorded
+            // its answer meanwhile (a small roster is done in a moment), or
+            // is being applied with other content. A sync records its
+            // answer and ends its job in one transaction, so of two sends
+            // the later to look finds the other one way or the other; of
+            // two that look at once, both stop (refused, nothing applied:
+            // the safe side). So never both apply.
+            if let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await? {
+                self.end_sync_job(&job.id, "superseded").await;
+                return self.resent(&req.source, &req.sync_id, prev, &content).await;
+            }
             if let Err(e) = self
                 .refuse_other_in_flight(&req.source, &req.sync_id, &content, Some(&job))
                 .await

@@ -1138,12 +1138,15 @@ both_backends! {
     /// Two rosters sent at once under one sync id never both apply: one
     /// is applied and the other refused, or (when each finds the other
     /// being applied) both are refused; the people are as the one applied
-    /// says, never a mix of both. Without the check after staging, both
-    /// passed the first one while they were diffed, and both applied.
+    /// says, never a mix of both. Without the checks after staging, both
+    /// passed the first one while they were diffed, and both applied; with
+    /// only the look for a job in flight, a small roster that was already
+    /// done (its job ended, its answer recorded) was missed (seen once in
+    /// CI at round 2 on SQLite).
     async fn two_rosters_sent_at_once_under_one_id_never_both_apply(t: TestStore) {
         let (app, clock) = setup(&t).await;
         let mut applied = Vec::new();
-        for round in 0..6 {
+        for round in 0..12 {
             clock.advance(days(1));
             let roster = |title: &str, extra: bool| {
                 let mut entries = owners_by_name();
