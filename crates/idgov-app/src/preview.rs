@@ -87,7 +87,7 @@ impl App {
             updated_at: now,
         };
         let staged = async {
-            self.stage_items(&job, None, changes).await?;
+            self.stage_items(&job, None, changes, None).await?;
             let job = &job;
             self.retrying(|| async move {
                 let now = self.now();

@@ -1024,15 +1024,13 @@ impl App {
         {
             return self.resent(&req.source, &req.sync_id, prev, &content).await;
         }
-        if !req.dry_run {
-            self.refuse_other_in_flight(&req.source, &req.sync_id, &content, None)
-                .await?;
-            if let Some(answer) = self
-                .answer_of_the_same_in_flight(&req.source, &req.sync_id, &content)
+        let claim = sync_claim(&req.source, &req.sync_id);
+        if !req.dry_run
+            && let Some(answer) = self
+                .after_the_claim_holder(&claim, &req.source, &req.sync_id, &content)
                 .await?
-            {
-                return Ok(answer);
-            }
+        {
+            return Ok(answer);
         }
 
         let mark = RosterMark {
@@ -1099,28 +1097,29 @@ impl App {
                 present: walked.present.len(),
                 actor: actor.to_string(),
             };
-            let items = SyncItems::new(&roster.run, &walked, Some((&ctx.mark, zone)), true);
-            let job = self.stage_sync(&ctx, items).await?;
-            drop(walked);
             // Two sends of one id may both have passed the checks above
-            // while they were diffed. Now that this one's job is recorded,
-            // it stops before applying anything if the other has recorded
-            // its answer meanwhile (a small roster is done in a moment), or
-            // is being applied with other content. A sync records its
-            // answer and ends its job in one transaction, so of two sends
-            // the later to look finds the other one way or the other; of
-            // two that look at once, both stop (refused, nothing applied:
-            // the safe side). So never both apply.
-            if let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await? {
-                self.end_sync_job(&job.id, "superseded").await;
-                return self.resent(&req.source, &req.sync_id, prev, &content).await;
-            }
-            if let Err(e) = self
-                .refuse_other_in_flight(&req.source, &req.sync_id, &content, Some(&job))
-                .await
+            // while they were diffed; the database lets one job at a time
+            // hold the snapshot's claim (see `sync_claim`). The other waits
+            // for it and is answered (the same roster) or refused (another
+            // one); if it ended without an answer, this one claims again.
+            let job = loop {
+                let items = SyncItems::new(&roster.run, &walked, Some((&ctx.mark, zone)), true);
+                if let Some(job) = self.stage_sync(&ctx, items, &claim).await? {
+                    break job;
+                }
+                if let Some(answer) = self
+                    .after_the_claim_holder(&claim, &req.source, &req.sync_id, &content)
+                    .await?
+                {
+                    return Ok(answer);
+                }
+            };
+            drop(walked);
+            if let Some(answer) = self
+                .answered_before_the_claim(&job.id, req, &content)
+                .await?
             {
-                self.end_sync_job(&job.id, "failed").await;
-                return Err(e);
+                return Ok(answer);
             }
             log_phases(req, roster.len, total, false, checked, diffed, started);
             let step = crate::held::StepJob {
@@ -1151,14 +1150,31 @@ impl App {
             cursor: "0".into(),
             detail: json!({
                 "source": req.source, "sync_id": req.sync_id, "held": held_id,
+                "content": content,
                 "changes": total + walked.present.len(), "actor": actor,
                 "refused_count": 0, "refused": [],
             }),
             created_at: self.now(),
             updated_at: self.now(),
         };
-        let items = SyncItems::new(&roster.run, &walked, None, true);
-        self.stage_items(&job, None, items).await?;
+        loop {
+            let items = SyncItems::new(&roster.run, &walked, None, true);
+            if self.stage_items(&job, None, items, Some(&claim)).await? {
+                break;
+            }
+            if let Some(answer) = self
+                .after_the_claim_holder(&claim, &req.source, &req.sync_id, &content)
+                .await?
+            {
+                return Ok(answer);
+            }
+        }
+        if let Some(answer) = self
+            .answered_before_the_claim(&job.id, req, &content)
+            .await?
+        {
+            return Ok(answer);
+        }
         log_phases(req, roster.len, total, true, checked, diffed, started);
         let staged = StagedSync {
             behind: walked.behind,
@@ -1296,90 +1312,43 @@ impl App {
         Ok(out)
     }
 
-    /// Refuses snapshot `sync_id` of `source` with fingerprint `content`
-    /// while a sync of the same id with another fingerprint is still being
-    /// applied (sent, say, by a feed that gave up waiting and sent a
-    /// corrected export under the same id): its answer is not recorded yet,
-    /// so the check of [`Self::resent`] cannot see it, and both would apply.
-    /// The same content sent again goes on: its events are the same, and
-    /// the first to finish records the answer. `mine`: this sync's own
-    /// job, once recorded, which does not count.
-    async fn refuse_other_in_flight(
+    /// What a send of snapshot `sync_id` of `source` (fingerprint
+    /// `content`) does about another sync holding the snapshot's `claim`,
+    /// one whose answer is not recorded yet, so that [`Self::resent`] cannot
+    /// see it. Another roster under the same id (a feed that gave up waiting
+    /// and sent a corrected export, say) is refused: both would apply. The
+    /// same roster (a retry) waits for it and is answered with its answer,
+    /// marked `resent`, rather than diffing and applying the whole roster a
+    /// second time beside it. `None` when no sync holds the claim, or when
+    /// the one that did ended without an answer (it failed): this send then
+    /// does the work.
+    async fn after_the_claim_holder(
         &self,
-        source: &str,
-        sync_id: &str,
-        content: &str,
-        mine: Option<&idgov_store::BulkJob>,
-    ) -> Result<(), AppError> {
-        let running = self.syncs_in_flight(source, sync_id).await?;
-        let other = running.iter().find(|j| {
-            mine.is_none_or(|m| m.id != j.id)
-                && j.detail["content"].as_str().is_some_and(|c| c != content)
-        });
-        match other {
-            None => Ok(()),
-            Some(job) => Err(AppError::Domain(DomainError::new(
-                ErrorCode::IdempotencyConflict,
-                format!(
-                    "roster snapshot {} from {} is being applied with different content (job {}); \
-                     nothing of this one was applied. A corrected or newer export is a new \
-                     snapshot: send it under a new sync_id",
-                    idgov_domain::error::echo(sync_id),
-                    idgov_domain::error::echo(source),
-                    job.id
-                ),
-            ))),
-        }
-    }
-
-    /// The jobs of syncs of snapshot `sync_id` of `source` being applied.
-    async fn syncs_in_flight(
-        &self,
-        source: &str,
-        sync_id: &str,
-    ) -> Result<Vec<idgov_store::BulkJob>, AppError> {
-        let running = self
-            .store
-            .bulk_jobs_started_before(
-                ROSTER_SYNC,
-                ["running", "staging", "staging"],
-                self.now(),
-                100,
-            )
-            .await?;
-        Ok(running
-            .into_iter()
-            .filter(|j| j.detail["source"] == source && j.detail["sync_id"] == sync_id)
-            .collect())
-    }
-
-    /// A retry of snapshot `sync_id` of `source` (fingerprint `content`)
-    /// sent while the first send is still being applied (a feed that gave
-    /// up waiting on a large roster, say) waits for it, and is answered
-    /// with its answer, marked `resent`, rather than diffing and applying
-    /// the whole roster a second time beside it. `None` when no such sync
-    /// is running, or when it ended without an answer (it failed): this
-    /// send then does the work.
-    async fn answer_of_the_same_in_flight(
-        &self,
+        claim: &str,
         source: &str,
         sync_id: &str,
         content: &str,
     ) -> Result<Option<SyncOutcome>, AppError> {
         let mut waited = false;
-        loop {
-            let same = self
-                .syncs_in_flight(source, sync_id)
-                .await?
-                .into_iter()
-                .any(|j| j.detail["content"].as_str() == Some(content));
-            if !same {
-                break;
+        while let Some(job) = self.store.claim_holder(claim).await? {
+            if job.detail["content"].as_str() != Some(content) {
+                return Err(AppError::Domain(DomainError::new(
+                    ErrorCode::IdempotencyConflict,
+                    format!(
+                        "roster snapshot {} from {} is being applied with different content (job {}); \
+                         nothing of this one was applied. A corrected or newer export is a new \
+                         snapshot: send it under a new sync_id",
+                        idgov_domain::error::echo(sync_id),
+                        idgov_domain::error::echo(source),
+                        job.id
+                    ),
+                )));
             }
             if !waited {
                 tracing::info!(
                     source,
                     sync_id,
+                    job = %job.id,
                     "the same roster snapshot is being applied; waiting for its answer"
                 );
                 waited = true;
@@ -1393,6 +1362,26 @@ impl App {
             Some(prev) => Ok(Some(self.resent(source, sync_id, prev, content).await?)),
             None => Ok(None),
         }
+    }
+
+    /// After a sync's job `job_id` took its snapshot's claim: the answer,
+    /// when a send that held the claim before recorded one after this send
+    /// first looked (its job then ends, superseded, with nothing applied).
+    /// A sync records its answer and gives up its claim in one transaction,
+    /// so a claim taken is never taken before that answer is readable.
+    async fn answered_before_the_claim(
+        &self,
+        job_id: &str,
+        req: &SyncRequest,
+        content: &str,
+    ) -> Result<Option<SyncOutcome>, AppError> {
+        let Some(prev) = self.store.get_sync(&req.source, &req.sync_id).await? else {
+            return Ok(None);
+        };
+        self.end_sync_job(job_id, "superseded").await;
+        self.resent(&req.source, &req.sync_id, prev, content)
+            .await
+            .map(Some)
     }
 
     /// The outcome of a snapshot another send of it recorded first.
@@ -1726,18 +1715,28 @@ pub fn summary(c: &DiffCounts) -> String {
 /// The kind of an unheld roster sync's bulk job.
 pub const ROSTER_SYNC: &str = "roster_sync";
 
+/// The claim a sync of snapshot `sync_id` of `source` holds while it is
+/// staged and applied (held: while it is staged): the database lets one job
+/// at a time hold it (see `bulk_jobs_one_claim` in the migrations), so two
+/// sends of one snapshot that arrive together never both apply.
+pub fn sync_claim(source: &str, sync_id: &str) -> String {
+    serde_json::json!(["roster", source, sync_id]).to_string()
+}
+
 impl App {
     /// Stages an unheld sync as a bulk job leased to this process (its
     /// context, its events, then the entries of the people it lists
     /// unchanged; see [`App::stage_items`]), and marks it `running`: a crash
     /// while staging leaves a job that is reported (nothing of it was
     /// applied), never one applied from part of its items. Returns the
-    /// running job.
+    /// running job, or `None` when another job holds `claim` (nothing
+    /// staged).
     async fn stage_sync(
         &self,
         ctx: &SyncContext,
         items: SyncItems<'_>,
-    ) -> Result<idgov_store::BulkJob, AppError> {
+        claim: &str,
+    ) -> Result<Option<idgov_store::BulkJob>, AppError> {
         let now = self.now();
         let mut job = idgov_store::BulkJob {
             id: format!("sync-{}", uuid::Uuid::now_v7()),
@@ -1755,7 +1754,12 @@ impl App {
             updated_at: now,
         };
         let context = serde_json::to_string(ctx).map_err(unstageable)?;
-        self.stage_items(&job, Some(context), items).await?;
+        if !self
+            .stage_items(&job, Some(context), items, Some(claim))
+            .await?
+        {
+            return Ok(None);
+        }
         job.state = "running".into();
         let job_ref = &job;
         self.retrying(|| async move {
@@ -1767,39 +1771,53 @@ impl App {
             Ok(())
         })
         .await?;
-        Ok(job)
+        Ok(Some(job))
     }
 
     /// Starts `job` (in state `staging`, leased to this process) with its
     /// `context` item, then writes `items` as its staged rows,
     /// [`STAGE_STEP`] to a row (a JSON array), a row per transaction
     /// (intake goes on between them), renewing the lease before each. The
-    /// job stays `staging`: the caller says what it becomes.
+    /// job stays `staging`: the caller says what it becomes. With a
+    /// `claim` (see [`sync_claim`]), the job holds it from its start;
+    /// false, and nothing written, when another job holds it.
     pub(crate) async fn stage_items(
         &self,
         job: &idgov_store::BulkJob,
         context: Option<String>,
         mut items: SyncItems<'_>,
-    ) -> Result<(), AppError> {
+        claim: Option<&str>,
+    ) -> Result<bool, AppError> {
         let context = &context;
-        self.retrying(|| async move {
-            let now = self.now();
-            let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
-            let mut tx = self.store.begin().await?;
-            tx.insert_bulk_job(job, &self.holder, lease).await?;
-            if let Some(context) = context {
-                tx.insert_bulk_job_items(&job.id, CONTEXT_ITEM, std::slice::from_ref(context))
-                    .await?;
-            }
-            tx.commit(now).await?;
-            Ok(())
-        })
-        .await?;
+        let started = self
+            .retrying(|| async move {
+                let now = self.now();
+                let lease = now + chrono::Duration::seconds(crate::policy::JOB_LEASE_SECONDS);
+                let mut tx = self.store.begin().await?;
+                if claim.is_none() {
+                    tx.insert_bulk_job(job, &self.holder, lease).await?;
+                } else if !tx
+                    .insert_claiming_bulk_job(job, &self.holder, lease, claim)
+                    .await?
+                {
+                    return Ok(false);
+                }
+                if let Some(context) = context {
+                    tx.insert_bulk_job_items(&job.id, CONTEXT_ITEM, std::slice::from_ref(context))
+                        .await?;
+                }
+                tx.commit(now).await?;
+                Ok(true)
+            })
+            .await?;
+        if !started {
+            return Ok(false);
+        }
         let mut n = 0i64;
         loop {
             let chunk = items.next(self, STAGE_STEP).await?;
             if chunk.is_empty() {
-                return Ok(());
+                return Ok(true);
             }
             // One row per chunk, a JSON array of its items: a row per item
             // cost PostgreSQL a sixth more on a million-person import.

@@ -93,6 +93,19 @@ impl Store {
         rows.iter().map(job_from_row).collect()
     }
 
+    /// The job holding `claim` (see [`WriteTx::insert_claiming_bulk_job`]):
+    /// one being staged, or a roster sync being applied.
+    pub async fn claim_holder(&self, claim: &str) -> Result<Option<BulkJob>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM bulk_jobs WHERE claim = $1 \
+             AND (state = 'staging' OR (state = 'running' AND kind = 'roster_sync'))"
+        )))
+        .bind(claim)
+        .fetch_optional(self.reader())
+        .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
     /// Takes the lease on a running (or staging) job for `holder` until
     /// `until`: with `renew`, only a lease `holder` already has; without,
     /// only a lease that ran out by `now` (a job whose holder crashed or
@@ -268,9 +281,34 @@ impl WriteTx {
         holder: &str,
         until: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        if self
+            .insert_claiming_bulk_job(job, holder, until, None)
+            .await?
+        {
+            return Ok(());
+        }
+        Err(StoreError::Conflict(format!(
+            "bulk job {} exists already",
+            job.id
+        )))
+    }
+
+    /// Starts a job, leased to `holder` until `until`, holding `claim`
+    /// while it is staged (or, a roster sync, applied): false, and nothing
+    /// written, when another job holds it (see [`Store::claim_holder`]).
+    /// Of two transactions that insert one claim at once, the second waits
+    /// for the first to commit and is then told it is taken.
+    pub async fn insert_claiming_bulk_job(
+        &mut self,
+        job: &BulkJob,
+        holder: &str,
+        until: DateTime<Utc>,
+        claim: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
             "INSERT INTO bulk_jobs (id, kind, state, policy_version, cursor, detail, claimed_until, created_at, \
-             updated_at, claimed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             updated_at, claimed_by, claim) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(&job.id)
         .bind(&job.kind)
@@ -282,9 +320,10 @@ impl WriteTx {
         .bind(micros(job.created_at))
         .bind(micros(job.updated_at))
         .bind(holder)
+        .bind(claim)
         .execute(&mut *self.tx)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Renews `holder`'s lease on running (or staging) job `id` until

@@ -343,6 +343,14 @@ macro_rules! migrations {
                     "/0019_bulk_job_holder.sql"
                 )),
             ),
+            (
+                "sync_claim",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0020_sync_claim.sql"
+                )),
+            ),
         ]
     };
 }
