@@ -111,6 +111,29 @@ impl Client {
     }
 }
 
+/// An error the server answered, explained for people (see [`explain`]),
+/// with its stable code (`IDGOV_…`, the `ErrorInfo` reason) for a command
+/// that handles one case itself.
+#[derive(Debug)]
+pub struct ServerError {
+    /// The stable code, empty when the answer carried none.
+    pub reason: String,
+    message: String,
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// The stable code of the server's answer that `e` is, if it is one.
+pub fn server_reason(e: &anyhow::Error) -> Option<&str> {
+    e.downcast_ref::<ServerError>().map(|s| s.reason.as_str())
+}
+
 /// Turns a gRPC error into a message for people: what happened, which
 /// fields were wrong, and what to do.
 pub fn explain(s: Status) -> anyhow::Error {
@@ -148,7 +171,13 @@ pub fn explain(s: Status) -> anyhow::Error {
     if let Some(h) = hint {
         msg.push_str(&format!("\nhint: {h}"));
     }
-    anyhow!("{msg}")
+    anyhow::Error::new(ServerError {
+        reason: details
+            .error_info()
+            .map(|i| i.reason.clone())
+            .unwrap_or_default(),
+        message: msg,
+    })
 }
 
 #[cfg(test)]

@@ -1063,6 +1063,22 @@ fn client_options_go_before_or_after_the_subcommand() {
     assert!(serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok());
 }
 
+/// A service on `dir`, started with `extra`, and the CLI signed in to it
+/// with a development token of `roles`.
+fn signed_in<'a>(dir: &'a Path, extra: &[&str], roles: &[&str]) -> (Server, Cli<'a>) {
+    let (server, _) = serve(dir, extra);
+    let cli = Cli {
+        dir,
+        url: server.url.clone(),
+    };
+    let mut args = vec!["dev", "token"];
+    for role in roles {
+        args.extend(["--role", role]);
+    }
+    cli.ok(&args);
+    (server, cli)
+}
+
 /// The tour's roster with one person retitled (E1010, Yara Lund: Payroll
 /// Lead instead of Payroll Specialist), written to `dir`: a newer export.
 fn retitled_export(dir: &Path) -> PathBuf {
@@ -1079,12 +1095,7 @@ fn retitled_export(dir: &Path) -> PathBuf {
 #[test]
 fn the_same_file_after_a_newer_export_is_a_new_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, _) = serve(dir.path(), &[]);
-    let cli = Cli {
-        dir: dir.path(),
-        url: server.url.clone(),
-    };
-    cli.ok(&["dev", "token", "--role", "hr-feed", "--role", "it-admin"]);
+    let (_server, cli) = signed_in(dir.path(), &[], &["hr-feed", "it-admin"]);
     let path = examples().join("northwind-roster.csv");
     let roster = path.to_str().unwrap();
     let first = cli.json(&["hr", "import", roster, "--time-zone", "Europe/Oslo"]);
@@ -1130,12 +1141,7 @@ fn the_same_file_after_a_newer_export_is_a_new_snapshot() {
 #[test]
 fn a_sync_id_names_one_roster() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, _) = serve(dir.path(), &[]);
-    let cli = Cli {
-        dir: dir.path(),
-        url: server.url.clone(),
-    };
-    cli.ok(&["dev", "token", "--role", "hr-feed", "--role", "it-admin"]);
+    let (_server, cli) = signed_in(dir.path(), &[], &["hr-feed", "it-admin"]);
     let path = examples().join("northwind-roster.csv");
     let roster = path.to_str().unwrap();
     // The same file read in another zone is another snapshot.
@@ -1200,12 +1206,11 @@ fn a_sync_id_names_one_roster() {
 fn a_policy_naming_people_not_yet_imported_waits_for_them() {
     let dir = tempfile::tempdir().unwrap();
     let policy = examples().join("northwind-policy.toml");
-    let (server, _) = serve(dir.path(), &["--policy", policy.to_str().unwrap()]);
-    let cli = Cli {
-        dir: dir.path(),
-        url: server.url.clone(),
-    };
-    cli.ok(&["dev", "token", "--role", "hr-feed", "--role", "it-admin"]);
+    let (_server, cli) = signed_in(
+        dir.path(),
+        &["--policy", policy.to_str().unwrap()],
+        &["hr-feed", "it-admin"],
+    );
     let v = cli.json(&["policy", "show"]);
     assert_eq!(v["version"], 0, "not applied before its owners exist: {v}");
     let roster = examples().join("northwind-roster.csv");
@@ -1239,12 +1244,11 @@ fn sigterm_stops_serve_with_every_worker_even_one_waiting_for_its_policy() {
     let dir = tempfile::tempdir().unwrap();
     let policy = examples().join("northwind-policy.toml");
     // A policy whose owners are not imported: a worker retries it.
-    let (server, _) = serve(dir.path(), &["--policy", policy.to_str().unwrap()]);
-    let cli = Cli {
-        dir: dir.path(),
-        url: server.url.clone(),
-    };
-    cli.ok(&["dev", "token", "--role", "auditor"]);
+    let (server, cli) = signed_in(
+        dir.path(),
+        &["--policy", policy.to_str().unwrap()],
+        &["auditor"],
+    );
     assert_eq!(cli.json(&["policy", "show"])["version"], 0);
     server.terminate_cleanly();
     // The data directory opens again: the store was closed cleanly.

@@ -384,7 +384,10 @@ async fn import(
         time_zone: a.time_zone.clone(),
     };
     let mut r = match send_roster(hr, out, header.clone(), roster.entries).await {
-        Err(e) if a.sync_id.is_some() && e.to_string().contains("different content") => {
+        Err(e)
+            if a.sync_id.is_some()
+                && crate::client::server_reason(&e) == Some("IDGOV_IDEMPOTENCY_CONFLICT") =>
+        {
             return Err(e.context(
                 "this --sync-id names another roster: pass a new one, or leave --sync-id out \
                  and the snapshot is named by the file's content",
