@@ -223,6 +223,34 @@ impl WriteTx {
         Ok(out)
     }
 
+    /// The manager of each of `ids` that exists, read without locking
+    /// (for management-cycle checks, which must not serialise writers on a
+    /// shared manager's row): one query per 500 ids.
+    pub async fn managers_of(
+        &mut self,
+        ids: &[String],
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT employee_id, manager_id FROM identities WHERE employee_id IN ({})",
+                list(self.backend, chunk.len(), 1)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                let m: Option<String> = crate::convert::get(&row, "manager_id")?;
+                out.push((
+                    crate::convert::get(&row, "employee_id")?,
+                    m.filter(|m| !m.is_empty()),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// The active grants of these identities, by holder.
     pub async fn active_grants_of(
         &mut self,

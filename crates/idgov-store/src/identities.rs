@@ -1,6 +1,6 @@
 //! Identities: reads and writes.
 
-use crate::convert::{Arg, FromRow, OwnedArg, ReadRow, get, opt_date, parsed, time};
+use crate::convert::{Arg, FromRow, OwnedArg, ReadRow, opt_date, parsed, time};
 use crate::{Store, StoreError, WriteTx};
 use idgov_domain::history::EventKey;
 use idgov_domain::identity::{Attributes, History, Identity, Status};
@@ -295,31 +295,6 @@ impl WriteTx {
             crate::Backend::Sqlite => select_identity!(""),
         };
         fetch_identity(&mut *self.tx, sql, employee_id).await
-    }
-
-    /// The manager of each of `ids` that exists, read without locking
-    /// (for management-cycle checks, which must not serialise writers on a
-    /// shared manager's row).
-    pub async fn managers_of(
-        &mut self,
-        ids: &[String],
-    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let row = sqlx::query(
-                "SELECT employee_id, manager_id FROM identities WHERE employee_id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-            if let Some(r) = row {
-                out.push((
-                    get(&r, "employee_id")?,
-                    get::<Option<String>>(&r, "manager_id")?.filter(|m| !m.is_empty()),
-                ));
-            }
-        }
-        Ok(out)
     }
 
     /// Inserts or replaces an identity.
