@@ -737,7 +737,8 @@ impl WriteTx {
         let mut out = std::collections::HashSet::new();
         for chunk in ids.chunks(500) {
             let sql = format!(
-                "SELECT id FROM grants WHERE revoked_at IS NULL AND id IN ({})",
+                "SELECT id FROM grants WHERE {} AND id IN ({})",
+                crate::bulk::STILL_ACTIVE,
                 list(self.backend, chunk.len(), 1)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
