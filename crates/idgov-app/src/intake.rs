@@ -416,14 +416,13 @@ impl Batch {
         Ok(m)
     }
 
-    /// Reads, a level at a time, the management chains above the managers
-    /// `named` gives people (a batch's events, a roster part's presences)
-    /// where that is a change, the only case [`Batch::check_no_cycle`]
-    /// walks: one query per level for all of them, where each person's
-    /// check would read their chain a manager at a time (two round trips
-    /// per joiner on PostgreSQL, most of a roster import's time). The
-    /// chains land where [`Batch::manager_of`] looks first; what it reads
-    /// is unchanged.
+    /// Reads the management chains above the managers `named` gives
+    /// people (a batch's events, a roster part's presences) where that is a
+    /// change (the only case [`Batch::check_no_cycle`] walks), a level at a
+    /// time: one query per level for all of them, instead of one per
+    /// manager in each person's walk (two round trips per joiner on
+    /// PostgreSQL). The chains land where [`Batch::manager_of`] looks, so
+    /// the checks read what they read before.
     pub(crate) async fn read_management_chains<'a>(
         &mut self,
         tx: &mut WriteTx,

@@ -569,6 +569,17 @@ both_backends! {
             assert!(batches < 400, "400 concurrent reads shared no batch: {stats:?}");
         }
 
+        // A mover-review mark, and the review's check of what is still
+        // active, pass over a revoked grant (both name grants by id and
+        // test "still active" as a revoke does).
+        let mut tx = s.begin().await.unwrap();
+        tx.mark_mover_review(std::slice::from_ref(&wiki)).await.unwrap();
+        let live = tx.active_grant_ids(&[wiki.clone(), ledger.clone()]).await.unwrap();
+        assert_eq!(live, std::collections::HashSet::from([ledger.clone()]));
+        tx.commit(at(3)).await.unwrap();
+        let all = s.list_grants("E1", true, "", 100).await.unwrap();
+        assert!(!all.iter().any(|(g, _)| g.id == wiki && g.review_pending), "a revoked grant is not marked");
+
         // Revoking what is no longer active is a conflict, and rolls back.
         let mut tx = s.begin().await.unwrap();
         let err = tx.apply_grant_changes("E1", &[GrantChange::Revoke {
