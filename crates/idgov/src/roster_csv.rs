@@ -95,8 +95,22 @@ pub fn parse(data: &[u8]) -> Result<Vec<pb::RosterEntry>, Vec<String>> {
         return Err(errors);
     }
     let mut out = Vec::new();
-    for (n, rec) in rdr.records().enumerate() {
-        let line = n + 2;
+    // Where the last record starts: a quoted field left open runs to the
+    // end of the file, so only the last record can hide one.
+    let mut last = (0usize, 1u64);
+    let mut next_line = 2u64;
+    for rec in rdr.records() {
+        // The line a record starts on (a quoted field may span lines).
+        let line = match &rec {
+            Ok(r) => r.position().map_or(next_line, |p| p.line()),
+            Err(e) => e.position().map_or(next_line, |p| p.line()),
+        };
+        if let Ok(r) = &rec
+            && let Some(p) = r.position()
+        {
+            last = (usize::try_from(p.byte()).unwrap_or(usize::MAX), p.line());
+        }
+        next_line = line + 1;
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
@@ -152,11 +166,50 @@ pub fn parse(data: &[u8]) -> Result<Vec<pb::RosterEntry>, Vec<String>> {
             break;
         }
     }
+    if errors.len() < 20
+        && let Some(tail) = data.get(last.0..)
+        && ends_inside_quotes(tail)
+    {
+        errors.push(format!(
+            "line {}: a quoted field opened here is never closed, so the rest of the file \
+             was read as one value; the file may be cut short or have a stray '\"': \
+             check the export",
+            last.1
+        ));
+    }
     if errors.is_empty() {
         Ok(out)
     } else {
         Err(errors)
     }
+}
+
+/// True when the CSV text `record` (one record and whatever follows it to
+/// the end of the file) ends inside a quoted field. The `csv` crate reads
+/// such a field to the end of the file without an error; a roster cut short
+/// in the middle of a quoted name would otherwise import as if whole.
+fn ends_inside_quotes(record: &[u8]) -> bool {
+    #[derive(PartialEq)]
+    enum S {
+        FieldStart,
+        Unquoted,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let mut s = S::FieldStart;
+    for &b in record {
+        s = match (s, b) {
+            (S::Quoted, b'"') => S::QuoteInQuoted,
+            (S::Quoted, _) => S::Quoted,
+            (S::QuoteInQuoted, b'"') => S::Quoted,
+            (S::FieldStart, b'"') => S::Quoted,
+            (_, b',') => S::FieldStart,
+            // The record ends: anything after it was read as later records.
+            (_, b'\n' | b'\r') => return false,
+            _ => S::Unquoted,
+        };
+    }
+    s == S::Quoted
 }
 
 #[cfg(test)]
@@ -219,5 +272,50 @@ mod tests {
             .unwrap_or_default();
         assert!(errs[0].starts_with("line 2, column clearance"), "{errs:?}");
         assert!(errs[1].starts_with("line 3"), "{errs:?}");
+    }
+
+    /// A roster cut short inside a quoted field is refused, not read as a
+    /// last person whose name runs to the end of the file.
+    #[test]
+    fn a_quoted_field_left_open_is_refused() {
+        for (csv, line) in [
+            ("employee_id,display_name\nE1,Ada\nE2,\"Bob\n", 3),
+            (
+                "employee_id,display_name\nE1,Ada\nE2,\"Bob\nE3,Cy\nE4,Di",
+                3,
+            ),
+            (
+                "employee_id,display_name\nE1,\"Ada \"\"A\"\" L\nE2,Bob\n",
+                2,
+            ),
+            ("employee_id,\"display_name\n", 1),
+        ] {
+            let errs = parse(csv.as_bytes()).err().unwrap_or_default();
+            assert!(
+                errs.iter()
+                    .any(|e| e.starts_with(&format!("line {line}: a quoted field"))
+                        && e.contains("never closed")),
+                "{csv:?}: {errs:?}"
+            );
+        }
+        // Closed quotes, escaped quotes, a name over two lines, quotes in
+        // the last field and no final newline are all fine.
+        for csv in [
+            "employee_id,display_name\nE1,\"Lovelace, Ada\"\nE2,\"Bob \"\"B\"\"\"\n",
+            "employee_id,display_name\nE1,\"Ada\"",
+            "employee_id,display_name\r\nE1,\"Ada\"\r\n",
+            "employee_id,display_name,title\nE1,Ada,\"Head, \"\"Ops\"\"\"\n\n",
+        ] {
+            assert!(
+                parse(csv.as_bytes()).is_ok(),
+                "{csv:?}: {:?}",
+                parse(csv.as_bytes())
+            );
+        }
+        // Lines are counted as the file has them, across a quoted line break.
+        let errs = parse(b"employee_id,display_name,clearance\nE1,\"A\nB\",public\nE2,C,secret\n")
+            .err()
+            .unwrap_or_default();
+        assert!(errs[0].starts_with("line 4, column clearance"), "{errs:?}");
     }
 }
