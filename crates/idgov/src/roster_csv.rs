@@ -70,6 +70,23 @@ pub fn parse(data: &[u8]) -> Result<Vec<pb::RosterEntry>, Vec<String>> {
         Err(e) => return Err(vec![format!("cannot read the header line: {e}")]),
     };
     let mut errors = Vec::new();
+    // An export from a spreadsheet set up for another locale: say so
+    // rather than list every column as unknown.
+    if headers.len() == 1
+        && let Some(sep) = [';', '\t', '|']
+            .into_iter()
+            .find(|c| headers[0].contains(*c))
+    {
+        let name = if sep == '\t' {
+            "tab".to_string()
+        } else {
+            format!("'{sep}'")
+        };
+        return Err(vec![format!(
+            "line 1: the columns are separated by {name}; idgov reads comma-separated \
+             values: export the roster as CSV with ',' between columns"
+        )]);
+    }
     let mut col: HashMap<&str, usize> = HashMap::new();
     for (i, h) in headers.iter().enumerate() {
         match COLUMNS.iter().find(|c| **c == h) {
@@ -272,6 +289,23 @@ mod tests {
             .unwrap_or_default();
         assert!(errs[0].starts_with("line 2, column clearance"), "{errs:?}");
         assert!(errs[1].starts_with("line 3"), "{errs:?}");
+    }
+
+    /// A file separated by semicolons or tabs is refused with one plain
+    /// error naming the separator.
+    #[test]
+    fn another_separator_is_named() {
+        for (csv, name) in [
+            ("employee_id;display_name\nE1;Ada\n", "';'"),
+            ("employee_id\tdisplay_name\nE1\tAda\n", "tab"),
+        ] {
+            let errs = parse(csv.as_bytes()).err().unwrap_or_default();
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(
+                errs[0].contains(&format!("separated by {name}")),
+                "{errs:?}"
+            );
+        }
     }
 
     /// A roster cut short inside a quoted field is refused, not read as a
