@@ -86,6 +86,10 @@ enum Cmd {
         /// sqlite or postgres.
         #[arg(long, default_value = "sqlite")]
         backend: String,
+        /// Requests of each read run at 64 clients (longer runs leave time
+        /// to profile them).
+        #[arg(long, default_value_t = 40_000)]
+        reads: u64,
     },
     /// Backlog drain after a directory outage, beside raw modify throughput.
     Drain {
@@ -187,7 +191,11 @@ fn main() -> anyhow::Result<()> {
                 burst: _,
             } => directory::leaver(people, groups, leavers).await,
             Cmd::Dirsync { people, groups } => directory::dirsync(people, groups).await,
-            Cmd::Scale { people, backend } => scale::scale(people, &backend).await,
+            Cmd::Scale {
+                people,
+                backend,
+                reads,
+            } => scale::scale(people, &backend, reads).await,
             Cmd::Drain { people, workers } => directory::drain(people, workers).await,
             Cmd::Campaign { people, backend } => campaign::campaign(people, &backend).await,
             Cmd::Web { people, requests } => web::web(people, requests).await,
