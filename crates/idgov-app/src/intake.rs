@@ -1630,7 +1630,9 @@ impl App {
             let (ev_chunk, pr_chunk) = steps.read(self, mark, pos, len).await?;
             let (ev_chunk, pr_chunk) = (&ev_chunk[..], &pr_chunk[..]);
             let end = pos + len;
-            if n.is_multiple_of(crate::policy::STATISTICS_EVERY) {
+            // Presences rewrite only histories, which no index or plan
+            // looks at: statistics are refreshed while events are applied.
+            if pos < ne && n.is_multiple_of(crate::policy::STATISTICS_EVERY) {
                 self.store.refresh_statistics().await;
             }
             n += 1;

@@ -324,16 +324,21 @@ impl WriteTx {
     }
 
     /// Replaces only the `history` of identities: what a roster's presence
-    /// changes for people it leaves as they were.
+    /// changes for people it leaves as they were. `rows` names each person
+    /// once.
+    ///
+    /// A join (`UPDATE … FROM`), not a subquery per row: the subquery
+    /// scanned the chunk's 400 values for every row it updated, and took
+    /// twice as long on both backends (100,000 histories: PostgreSQL 8.0–9.3
+    /// s against 4.7 s, SQLite 1.6–2.2 s against 0.6–0.9 s).
     pub async fn put_histories(
         &mut self,
         rows: &[(String, idgov_domain::identity::History)],
     ) -> Result<(), StoreError> {
         for chunk in rows.chunks(400) {
             let sql = format!(
-                "WITH v(id, h) AS (VALUES {}) UPDATE identities SET history = \
-                 (SELECT h FROM v WHERE v.id = identities.employee_id) \
-                 WHERE employee_id IN (SELECT id FROM v)",
+                "WITH v(id, h) AS (VALUES {}) UPDATE identities SET history = v.h \
+                 FROM v WHERE identities.employee_id = v.id",
                 values(self.backend, chunk.len(), 2)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
