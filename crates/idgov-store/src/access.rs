@@ -561,9 +561,7 @@ impl WriteTx {
                 self.backend.for_update()
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
+            q = crate::bulk::bind_each(q, chunk.iter().cloned());
             for r in &q.fetch_all(&mut *self.tx).await? {
                 out.push(grant_from_row(r)?.0);
             }

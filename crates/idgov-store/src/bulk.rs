@@ -36,6 +36,21 @@ pub(crate) fn push_ph(out: &mut String, backend: Backend, n: usize) {
     }
 }
 
+/// Binds each of `values` in turn (the placeholders of an `IN (…)` list,
+/// after whatever the query bound before).
+pub(crate) fn bind_each<'q, T>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    values: impl IntoIterator<Item = T>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>
+where
+    T: sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    for v in values {
+        q = q.bind(v);
+    }
+    q
+}
+
 /// `(p1, p2, …), (…)` for `rows` rows of `cols` columns.
 pub(crate) fn values(backend: Backend, rows: usize, cols: usize) -> String {
     let mut out = String::with_capacity(rows * cols * 5);
@@ -196,9 +211,7 @@ impl WriteTx {
                 let mut q = sqlx::query(AssertSqlSafe(sql))
                     .persistent(false)
                     .bind(source.to_string());
-                for id in chunk {
-                    q = q.bind(id.to_string());
-                }
+                q = bind_each(q, chunk.iter().map(|id| id.to_string()));
                 for row in q.fetch_all(&mut *self.tx).await? {
                     out.push(event_from_row(&row)?);
                 }
@@ -222,9 +235,7 @@ impl WriteTx {
                 self.backend.for_update()
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
+            q = bind_each(q, chunk.iter().cloned());
             for row in q.fetch_all(&mut *self.tx).await? {
                 out.push(identity_from_row(&row)?);
             }
@@ -246,9 +257,7 @@ impl WriteTx {
                 list(self.backend, chunk.len(), 1)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
+            q = bind_each(q, chunk.iter().cloned());
             for row in q.fetch_all(&mut *self.tx).await? {
                 let m: Option<String> = crate::convert::get(&row, "manager_id")?;
                 out.push((
@@ -277,9 +286,7 @@ impl WriteTx {
                 list(self.backend, chunk.len(), 1)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
+            q = bind_each(q, chunk.iter().cloned());
             for row in q.fetch_all(&mut *self.tx).await? {
                 let (g, _) = grant_from_row(&row)?;
                 out.entry(g.employee_id.clone()).or_default().push(g);
@@ -488,9 +495,7 @@ impl WriteTx {
                 list(self.backend, chunk.len(), 1)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
+            q = bind_each(q, chunk.iter().cloned());
             q.execute(&mut *self.tx).await?;
         }
         Ok(())

@@ -119,9 +119,7 @@ impl WriteTx {
             let mut q = sqlx::query(AssertSqlSafe(sql))
                 .persistent(false)
                 .bind(micros(now));
-            for id in chunk {
-                q = q.bind(id.to_string());
-            }
+            q = crate::bulk::bind_each(q, chunk.iter().map(|id| id.to_string()));
             q.execute(&mut *self.tx).await?;
         }
         // In this very batch too: what comes before a person's disable is moot.

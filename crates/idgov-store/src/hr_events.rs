@@ -370,13 +370,10 @@ fn snapshot_times_query<'q>(
         crate::bulk::ph(backend, 1),
         crate::bulk::list(backend, sync_ids.len(), 2)
     );
-    let mut q = sqlx::query(AssertSqlSafe(sql))
+    let q = sqlx::query(AssertSqlSafe(sql))
         .persistent(false)
         .bind(source);
-    for id in sync_ids {
-        q = q.bind(id.as_str());
-    }
-    q
+    crate::bulk::bind_each(q, sync_ids.iter().map(|id| id.as_str()))
 }
 
 fn snapshot_times_from(

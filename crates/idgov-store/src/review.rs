@@ -379,9 +379,7 @@ impl Store {
                 params.join(", ")
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).bind(micros(now));
-            for id in chunk {
-                q = q.bind(id);
-            }
+            q = crate::bulk::bind_each(q, chunk);
             q.execute(self.writer()).await?;
         }
         Ok(())
@@ -527,9 +525,7 @@ impl WriteTx {
                 .persistent(chunk.len() == 500)
                 .bind(state.as_str())
                 .bind(micros(now));
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
+            q = crate::bulk::bind_each(q, chunk.iter().cloned());
             n += q.execute(&mut *self.tx).await?.rows_affected();
         }
         Ok(n)
@@ -742,9 +738,7 @@ impl WriteTx {
                 list(self.backend, chunk.len(), 1)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
+            q = crate::bulk::bind_each(q, chunk.iter().cloned());
             for r in q.fetch_all(&mut *self.tx).await? {
                 out.insert(get::<String>(&r, "id")?);
             }
@@ -894,9 +888,7 @@ impl WriteTx {
                 list(self.backend, chunk.len(), 1)
             );
             let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
+            q = crate::bulk::bind_each(q, chunk.iter().cloned());
             for row in q.fetch_all(&mut *self.tx).await? {
                 out.push(crate::identities::identity_from_row(&row)?);
             }
