@@ -46,6 +46,11 @@ pub(crate) struct Job {
 
 const MAX_BATCH: usize = 512;
 
+/// How far up a management chain the cycle check (and the read of the
+/// chains before it) goes; a longer chain is older data's loop, not the
+/// new manager's.
+const MAX_CHAIN: usize = 10_000;
+
 /// How often the server retries its own concurrency conflicts before it
 /// reports one.
 const RETRIES: u32 = 8;
@@ -393,7 +398,7 @@ impl Batch {
                 chain.push(m);
                 return Ok(Some(chain));
             }
-            if chain.contains(&m) || chain.len() > 10_000 {
+            if chain.contains(&m) || chain.len() > MAX_CHAIN {
                 // A loop above this person (older data): not theirs to fix.
                 return Ok(None);
             }
@@ -438,7 +443,7 @@ impl Batch {
             })
             .collect();
         // As deep as the walk in `manager_cycle` goes.
-        for _ in 0..10_000 {
+        for _ in 0..MAX_CHAIN {
             level.retain(|m| !self.identities.contains_key(m) && !self.managers.contains_key(m));
             level.sort_unstable();
             level.dedup();

@@ -560,8 +560,7 @@ impl WriteTx {
                 list(self.backend, chunk.len(), 1),
                 self.backend.for_update()
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            q = crate::bulk::bind_each(q, chunk.iter().cloned());
+            let q = crate::bulk::by_ids(sql, chunk);
             for r in &q.fetch_all(&mut *self.tx).await? {
                 out.push(grant_from_row(r)?.0);
             }

@@ -36,6 +36,18 @@ pub(crate) fn push_ph(out: &mut String, backend: Backend, n: usize) {
     }
 }
 
+/// `sql`, an unprepared statement whose placeholders end with an
+/// `IN (…)` list, with `ids` bound to that list.
+pub(crate) fn by_ids<'q>(
+    sql: String,
+    ids: &[String],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    bind_each(
+        sqlx::query(AssertSqlSafe(sql)).persistent(false),
+        ids.iter().cloned(),
+    )
+}
+
 /// Binds each of `values` in turn (the placeholders of an `IN (…)` list,
 /// after whatever the query bound before).
 pub(crate) fn bind_each<'q, T>(
@@ -208,10 +220,12 @@ impl WriteTx {
                     ph(self.backend, 1),
                     list(self.backend, chunk.len(), 2)
                 );
-                let mut q = sqlx::query(AssertSqlSafe(sql))
-                    .persistent(false)
-                    .bind(source.to_string());
-                q = bind_each(q, chunk.iter().map(|id| id.to_string()));
+                let q = bind_each(
+                    sqlx::query(AssertSqlSafe(sql))
+                        .persistent(false)
+                        .bind(source.to_string()),
+                    chunk.iter().map(|id| id.to_string()),
+                );
                 for row in q.fetch_all(&mut *self.tx).await? {
                     out.push(event_from_row(&row)?);
                 }
@@ -234,8 +248,7 @@ impl WriteTx {
                 list(self.backend, chunk.len(), 1),
                 self.backend.for_update()
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            q = bind_each(q, chunk.iter().cloned());
+            let q = by_ids(sql, chunk);
             for row in q.fetch_all(&mut *self.tx).await? {
                 out.push(identity_from_row(&row)?);
             }
@@ -256,8 +269,7 @@ impl WriteTx {
                 "SELECT employee_id, manager_id FROM identities WHERE employee_id IN ({})",
                 list(self.backend, chunk.len(), 1)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            q = bind_each(q, chunk.iter().cloned());
+            let q = by_ids(sql, chunk);
             for row in q.fetch_all(&mut *self.tx).await? {
                 let m: Option<String> = crate::convert::get(&row, "manager_id")?;
                 out.push((
@@ -285,8 +297,7 @@ impl WriteTx {
                 ),
                 list(self.backend, chunk.len(), 1)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            q = bind_each(q, chunk.iter().cloned());
+            let q = by_ids(sql, chunk);
             for row in q.fetch_all(&mut *self.tx).await? {
                 let (g, _) = grant_from_row(&row)?;
                 out.entry(g.employee_id.clone()).or_default().push(g);
@@ -494,8 +505,7 @@ impl WriteTx {
                 "UPDATE grants SET review_pending = 1 WHERE {STILL_ACTIVE} AND id IN ({})",
                 list(self.backend, chunk.len(), 1)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            q = bind_each(q, chunk.iter().cloned());
+            let q = by_ids(sql, chunk);
             q.execute(&mut *self.tx).await?;
         }
         Ok(())

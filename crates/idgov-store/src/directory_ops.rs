@@ -116,10 +116,12 @@ impl WriteTx {
                 crate::bulk::ph(self.backend, 1),
                 crate::bulk::list(self.backend, chunk.len(), 2)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql))
-                .persistent(false)
-                .bind(micros(now));
-            q = crate::bulk::bind_each(q, chunk.iter().map(|id| id.to_string()));
+            let q = crate::bulk::bind_each(
+                sqlx::query(AssertSqlSafe(sql))
+                    .persistent(false)
+                    .bind(micros(now)),
+                chunk.iter().map(|id| id.to_string()),
+            );
             q.execute(&mut *self.tx).await?;
         }
         // In this very batch too: what comes before a person's disable is moot.

@@ -378,8 +378,8 @@ impl Store {
                 "UPDATE review_items SET shown_at = $1 WHERE shown_at IS NULL AND id IN ({})",
                 params.join(", ")
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(micros(now));
-            q = crate::bulk::bind_each(q, chunk);
+            let q =
+                crate::bulk::bind_each(sqlx::query(AssertSqlSafe(sql)).bind(micros(now)), chunk);
             q.execute(self.writer()).await?;
         }
         Ok(())
@@ -521,11 +521,13 @@ impl WriteTx {
                 crate::bulk::ph(self.backend, 2),
                 list(self.backend, chunk.len(), 3)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql))
-                .persistent(chunk.len() == 500)
-                .bind(state.as_str())
-                .bind(micros(now));
-            q = crate::bulk::bind_each(q, chunk.iter().cloned());
+            let q = crate::bulk::bind_each(
+                sqlx::query(AssertSqlSafe(sql))
+                    .persistent(chunk.len() == 500)
+                    .bind(state.as_str())
+                    .bind(micros(now)),
+                chunk.iter().cloned(),
+            );
             n += q.execute(&mut *self.tx).await?.rows_affected();
         }
         Ok(n)
@@ -737,8 +739,7 @@ impl WriteTx {
                 crate::bulk::STILL_ACTIVE,
                 list(self.backend, chunk.len(), 1)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            q = crate::bulk::bind_each(q, chunk.iter().cloned());
+            let q = crate::bulk::by_ids(sql, chunk);
             for r in q.fetch_all(&mut *self.tx).await? {
                 out.insert(get::<String>(&r, "id")?);
             }
@@ -887,8 +888,7 @@ impl WriteTx {
                 ),
                 list(self.backend, chunk.len(), 1)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            q = crate::bulk::bind_each(q, chunk.iter().cloned());
+            let q = crate::bulk::by_ids(sql, chunk);
             for row in q.fetch_all(&mut *self.tx).await? {
                 out.push(crate::identities::identity_from_row(&row)?);
             }

@@ -117,15 +117,14 @@ pub fn parse(data: &[u8]) -> Result<Vec<pb::RosterEntry>, Vec<String>> {
     let mut last = (0usize, 1u64);
     let mut next_line = 2u64;
     for rec in rdr.records() {
-        // The line a record starts on (a quoted field may span lines).
-        let line = match &rec {
-            Ok(r) => r.position().map_or(next_line, |p| p.line()),
-            Err(e) => e.position().map_or(next_line, |p| p.line()),
+        // Where the record starts (a quoted field may span lines).
+        let at = match &rec {
+            Ok(r) => r.position(),
+            Err(e) => e.position(),
         };
-        if let Ok(r) = &rec
-            && let Some(p) = r.position()
-        {
-            last = (usize::try_from(p.byte()).unwrap_or(usize::MAX), p.line());
+        let line = at.map_or(next_line, |p| p.line());
+        if let (Ok(_), Some(p)) = (&rec, at) {
+            last = (usize::try_from(p.byte()).unwrap_or(usize::MAX), line);
         }
         next_line = line + 1;
         let rec = match rec {
@@ -323,6 +322,7 @@ mod tests {
                 2,
             ),
             ("employee_id,\"display_name\n", 1),
+            ("\u{feff}employee_id,display_name\nE1,Ada\nE2,\"Bob\n", 3),
         ] {
             let errs = parse(csv.as_bytes()).err().unwrap_or_default();
             assert!(
@@ -339,6 +339,7 @@ mod tests {
             "employee_id,display_name\nE1,\"Ada\"",
             "employee_id,display_name\r\nE1,\"Ada\"\r\n",
             "employee_id,display_name,title\nE1,Ada,\"Head, \"\"Ops\"\"\"\n\n",
+            "\u{feff}employee_id,display_name\nE1,\"Lovelace, \"\"Ada\"\"\"\n",
         ] {
             assert!(
                 parse(csv.as_bytes()).is_ok(),
