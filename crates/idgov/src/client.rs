@@ -134,6 +134,16 @@ pub fn server_reason(e: &anyhow::Error) -> Option<&str> {
     e.downcast_ref::<ServerError>().map(|s| s.reason.as_str())
 }
 
+/// True when the authorization table refused the caller's roles (the
+/// server's `ErrorInfo` says `denied_by: role`), not a rule about the
+/// object or the caller.
+fn denied_by_role(details: &tonic_types::ErrorDetails) -> bool {
+    details
+        .error_info()
+        .and_then(|i| i.metadata.get("denied_by"))
+        .is_some_and(|by| by == "role")
+}
+
 /// Turns a gRPC error into a message for people: what happened, which
 /// fields were wrong, and what to do.
 pub fn explain(s: Status) -> anyhow::Error {
@@ -151,7 +161,10 @@ pub fn explain(s: Status) -> anyhow::Error {
         Code::Unauthenticated => Some(
             "mint a token with `idgov dev token --role ROLE` (development mode), or set IDGOV_TOKEN",
         ),
-        Code::PermissionDenied => Some(
+        // Only the authorization table's refusal is about roles; a rule
+        // (one's own request, someone outside one's reach) says itself
+        // what refused, and another token would not change it.
+        Code::PermissionDenied if denied_by_role(&details) => Some(
             "your token does not carry a role this needs; `idgov authz matrix` lists who may do what",
         ),
         Code::Unavailable
@@ -189,6 +202,32 @@ mod tests {
         let mut d = ErrorDetails::new();
         d.set_error_info(reason, "idgov.dev", std::collections::HashMap::new());
         explain(Status::with_error_details(Code::Unavailable, "stopped", d)).to_string()
+    }
+
+    fn denied(by: Option<&str>) -> String {
+        let mut d = ErrorDetails::new();
+        let metadata = by
+            .map(|b| std::collections::HashMap::from([("denied_by".to_string(), b.to_string())]))
+            .unwrap_or_default();
+        d.set_error_info("IDGOV_PERMISSION_DENIED", "idgov.dev", metadata);
+        explain(Status::with_error_details(
+            Code::PermissionDenied,
+            "refused",
+            d,
+        ))
+        .to_string()
+    }
+
+    /// "Get a role" is said only when a role is what is missing: a rule
+    /// (approving one's own request) is not fixed by another token.
+    #[test]
+    fn only_a_refused_role_is_explained_as_a_missing_role() {
+        assert!(denied(Some("role")).contains("does not carry a role"));
+        for by in [Some("rule"), None] {
+            let m = denied(by);
+            assert!(!m.contains("role"), "{by:?}: {m}");
+            assert!(m.starts_with("refused"), "{m}");
+        }
     }
 
     #[test]

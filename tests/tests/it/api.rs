@@ -405,6 +405,14 @@ async fn matrix(backend: &'static str) {
                     Some(Code::PermissionDenied),
                     "{roles:?} calling {rpc:?}: {r:?}"
                 );
+                // The table refused a role: the answer says so, so a
+                // client tells it from a rule that no role changes.
+                let by = r.as_ref().err().and_then(|e| {
+                    e.get_error_details()
+                        .error_info()
+                        .and_then(|i| i.metadata.get("denied_by").cloned())
+                });
+                assert_eq!(by.as_deref(), Some("role"), "{roles:?} calling {rpc:?}");
             }
             checked += 1;
         }

@@ -7,7 +7,7 @@
 use super::denials::DenialLog;
 use super::{Authenticator, CertRoles};
 use crate::error::AppError;
-use crate::grpc::status::to_status;
+use crate::grpc::status::refused_at_the_door;
 use idgov_authz::{Rpc, check_rpc};
 use idgov_domain::identity::Status;
 use idgov_store::Store;
@@ -183,7 +183,7 @@ where
                     };
                     shared.denials.record(kind, &caller, &path, &e.to_string());
                     tracing::info!(path = %path, error = %e, "call refused");
-                    Ok(to_status(e).into_http())
+                    Ok(refused_at_the_door(e).into_http())
                 }
             }
         });

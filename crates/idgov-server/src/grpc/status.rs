@@ -37,9 +37,34 @@ fn cap(s: &str, max: usize) -> String {
     }
 }
 
+/// The `ErrorInfo.metadata` key of a PERMISSION_DENIED answer that says
+/// what refused the call: [`DENIED_BY_ROLE`], the authorization table (no
+/// role of the caller's may call the method: another token is the fix), or
+/// [`DENIED_BY_RULE`], a rule about this object or this caller (their own
+/// request, someone outside their reach, a second step of one request: the
+/// message names it, and no other role changes it).
+pub const DENIED_BY: &str = "denied_by";
+pub const DENIED_BY_ROLE: &str = "role";
+pub const DENIED_BY_RULE: &str = "rule";
+
 fn status(code: Code, reason: &str, message: String, violations: &[(String, String)]) -> Status {
+    let metadata = if code == Code::PermissionDenied {
+        HashMap::from([(DENIED_BY.to_string(), DENIED_BY_RULE.to_string())])
+    } else {
+        HashMap::new()
+    };
+    status_with(code, reason, message, violations, metadata)
+}
+
+fn status_with(
+    code: Code,
+    reason: &str,
+    message: String,
+    violations: &[(String, String)],
+    metadata: HashMap<String, String>,
+) -> Status {
     let mut d = ErrorDetails::new();
-    d.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    d.set_error_info(reason, ERROR_DOMAIN, metadata);
     for (field, description) in violations.iter().take(MAX_VIOLATIONS) {
         d.add_bad_request_violation(cap(field, MAX_FIELD), cap(description, MAX_DESCRIPTION));
     }
@@ -111,6 +136,23 @@ pub fn to_status(e: AppError) -> Status {
     }
 }
 
+/// Maps a refusal of the authentication layer, before any handler runs:
+/// as [`to_status`], with a PERMISSION_DENIED marked as the authorization
+/// table's ([`DENIED_BY_ROLE`]): none of the caller's roles may call the
+/// method.
+pub fn refused_at_the_door(e: AppError) -> Status {
+    match e {
+        AppError::PermissionDenied(m) => status_with(
+            Code::PermissionDenied,
+            "IDGOV_PERMISSION_DENIED",
+            m,
+            &[],
+            HashMap::from([(DENIED_BY.to_string(), DENIED_BY_ROLE.to_string())]),
+        ),
+        other => to_status(other),
+    }
+}
+
 /// `?` for application results in handlers: maps the error through
 /// [`to_status`] (the application layer is another crate, so `From` cannot
 /// be implemented here).
@@ -148,6 +190,34 @@ mod tests {
             d.error_info().map(|i| i.reason.as_str()),
             Some("IDGOV_INVALID_ARGUMENT")
         );
+    }
+
+    /// A refusal says whether the table refused the caller's roles or a
+    /// rule refused this call: a client tells "get another role" from
+    /// "nobody may do this" only by it.
+    #[test]
+    fn a_refusal_says_whether_a_role_or_a_rule_refused() {
+        let denied_by = |s: &Status| {
+            s.get_error_details()
+                .error_info()
+                .and_then(|i| i.metadata.get(DENIED_BY).cloned())
+        };
+        let door = refused_at_the_door(AppError::PermissionDenied(
+            "ApplyPolicy requires one of the roles: it-admin".into(),
+        ));
+        assert_eq!(door.code(), Code::PermissionDenied);
+        assert_eq!(denied_by(&door).as_deref(), Some(DENIED_BY_ROLE));
+        let rule = to_status(AppError::Domain(DomainError::new(
+            ErrorCode::PermissionDenied,
+            "nobody approves a request they made or one for themselves",
+        )));
+        assert_eq!(rule.code(), Code::PermissionDenied);
+        assert_eq!(denied_by(&rule).as_deref(), Some(DENIED_BY_RULE));
+        let reach = to_status(AppError::PermissionDenied("out of reach".into()));
+        assert_eq!(denied_by(&reach).as_deref(), Some(DENIED_BY_RULE));
+        let unauthenticated = refused_at_the_door(AppError::Unauthenticated("expired".into()));
+        assert_eq!(unauthenticated.code(), Code::Unauthenticated);
+        assert_eq!(denied_by(&unauthenticated), None);
     }
 
     #[test]
