@@ -60,6 +60,50 @@ macro_rules! limited {
 }
 pub(crate) use limited;
 
+/// The most items the server answers in one page of a list.
+pub const SERVER_PAGE: i32 = 1000;
+
+/// Up to `limit` items of a paged list, asking `page(size, token)` page
+/// after page from `token`: the server answers at most [`SERVER_PAGE`] a
+/// page, and `--limit 5000` still means 5,000 (it gave 1,000, silently in
+/// JSON). `limit` 0 asks one page of the server's default size; a negative
+/// one goes to the server, which refuses it. Returns the items and the
+/// token of what follows ("" when nothing does).
+pub async fn up_to<T, Fut>(
+    limit: i32,
+    mut token: String,
+    mut page: impl FnMut(i32, String) -> Fut,
+) -> anyhow::Result<(Vec<T>, String)>
+where
+    Fut: std::future::Future<Output = anyhow::Result<(Vec<T>, String)>>,
+{
+    let mut all: Vec<T> = Vec::new();
+    loop {
+        let size = if limit <= 0 {
+            limit
+        } else {
+            (limit - i32::try_from(all.len()).unwrap_or(i32::MAX)).min(SERVER_PAGE)
+        };
+        let (items, next) = page(size, token).await?;
+        let got = items.len();
+        all.extend(items);
+        token = next;
+        let full = limit > 0 && all.len() >= usize::try_from(limit).unwrap_or(usize::MAX);
+        if limit <= 0 || token.is_empty() || full || got == 0 {
+            return Ok((all, token));
+        }
+    }
+}
+
+/// For `--output json`: says on stderr (stdout stays one JSON document)
+/// that the list stopped at its limit with more to follow, and how to see
+/// the rest.
+pub fn more_follow_on_stderr(token: &str, how: &str) {
+    if !token.is_empty() {
+        eprintln!("(more follow: {how})");
+    }
+}
+
 /// A connection to the server.
 pub struct Client {
     pub channel: Authed,
@@ -228,6 +272,42 @@ mod tests {
             assert!(!m.contains("role"), "{by:?}: {m}");
             assert!(m.starts_with("refused"), "{m}");
         }
+    }
+
+    /// A limit above the server's page is met page by page; a page cut
+    /// short by the server (its own cap) does not end the list early.
+    #[tokio::test]
+    async fn a_limit_above_one_page_is_met_page_by_page() {
+        // A server of 2,500 items that answers at most `cap` a page.
+        let serve = |cap: i32| {
+            move |size: i32, token: String| async move {
+                let from: i32 = token.parse().unwrap_or(0);
+                let size = if size == 0 { 100 } else { size.min(cap) };
+                let to = (from + size).min(2500);
+                let next = if to < 2500 {
+                    to.to_string()
+                } else {
+                    String::new()
+                };
+                Ok::<_, anyhow::Error>(((from..to).collect::<Vec<i32>>(), next))
+            }
+        };
+        for (limit, cap, want, more) in [
+            (2000, 1000, 2000, true),
+            (2000, 300, 2000, true),
+            (5000, 1000, 2500, false),
+            (2500, 1000, 2500, false),
+            (0, 1000, 100, true),
+            (7, 1000, 7, true),
+        ] {
+            let (items, next) = up_to(limit, String::new(), serve(cap)).await.unwrap();
+            assert_eq!(items.len(), want, "limit {limit}, cap {cap}");
+            assert_eq!(items, (0..want as i32).collect::<Vec<_>>());
+            assert_eq!(!next.is_empty(), more, "limit {limit}, cap {cap}");
+        }
+        // From a token: where the last page stopped.
+        let (items, _) = up_to(10, "2495".into(), serve(1000)).await.unwrap();
+        assert_eq!(items, (2495..2500).collect::<Vec<_>>());
     }
 
     #[test]

@@ -1260,3 +1260,56 @@ fn sigterm_stops_serve_with_every_worker_even_one_waiting_for_its_policy() {
     let v = cli.ok(&["audit", "verify"]);
     assert!(v.starts_with("audit chain OK"), "{v}");
 }
+
+/// `--limit` means what it says above the server's page of 1,000: the
+/// client asks page after page. With more to follow, JSON output stays one
+/// document and says so on stderr, with the token to go on from.
+#[test]
+fn a_limit_above_one_page_lists_that_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, cli) = signed_in(dir.path(), &[], &["hr-feed", "it-admin", "auditor"]);
+    let roster = examples().join("northwind-roster.csv");
+    cli.ok(&[
+        "hr",
+        "import",
+        roster.to_str().unwrap(),
+        "--time-zone",
+        "Europe/Oslo",
+    ]);
+    let policy = examples().join("northwind-policy.toml");
+    cli.ok(&["policy", "apply", policy.to_str().unwrap(), "--reason", "t"]);
+    let seqs = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .map(|e| e["seq"].as_i64().expect("seq"))
+            .collect()
+    };
+    let list = |args: &[&str]| {
+        let mut a = vec!["audit", "list", "--output", "json"];
+        a.extend(args);
+        let out = cli.run(&a);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
+        (seqs(&v), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (all, note) = list(&["--limit", "100000"]);
+    assert!(all.len() > 2500, "{} audit events", all.len());
+    assert_eq!(all, (1..=all.len() as i64).collect::<Vec<_>>());
+    assert!(!note.contains("more follow"), "{note}");
+    let (first, note) = list(&["--limit", "2500"]);
+    assert_eq!(first, (1..=2500).collect::<Vec<_>>());
+    let token = note
+        .split("--page-token ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no token to go on from: {note}"));
+    let (rest, note) = list(&["--limit", "100000", "--page-token", token]);
+    assert_eq!(rest, (2501..=all.len() as i64).collect::<Vec<_>>());
+    assert!(!note.contains("more follow"), "{note}");
+    // The table says the same to people.
+    let table = cli.ok(&["audit", "list", "--limit", "1500"]);
+    assert!(table.contains("more follow"), "{table}");
+    assert!(table.contains("│ 1500 "), "the 1,500th event is listed");
+    assert!(!table.contains("│ 1501 "), "no more than 1,500");
+}

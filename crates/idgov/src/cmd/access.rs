@@ -3,7 +3,7 @@
 //! grants and separation of duties.
 
 use crate::ClientOpts;
-use crate::client::{Client, explain};
+use crate::client::{Client, explain, more_follow_on_stderr, up_to};
 use crate::output::{Format, enum_name, json, plain, table, time};
 use clap::{Subcommand, ValueEnum};
 use idgov_proto::v1 as pb;
@@ -281,21 +281,40 @@ pub async fn run_request(opts: &ClientOpts, c: RequestCommand) -> anyhow::Result
             beneficiary,
             limit,
         } => {
-            let r = svc
-                .list_access_requests(pb::ListAccessRequestsRequest {
-                    view: match view {
-                        View::All => pb::AccessRequestView::All,
-                        View::Mine => pb::AccessRequestView::Mine,
-                        View::Waiting => pb::AccessRequestView::WaitingForMe,
-                    } as i32,
-                    state: parse_state(state.as_deref())? as i32,
-                    beneficiary_employee_id: beneficiary.unwrap_or_default(),
-                    page_size: limit,
-                    page_token: String::new(),
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
+            let waiting = view == View::Waiting;
+            let view = match view {
+                View::All => pb::AccessRequestView::All,
+                View::Mine => pb::AccessRequestView::Mine,
+                View::Waiting => pb::AccessRequestView::WaitingForMe,
+            } as i32;
+            let state = parse_state(state.as_deref())? as i32;
+            let beneficiary = beneficiary.unwrap_or_default();
+            let (items, next) = up_to(limit, String::new(), |page_size, page_token| {
+                let mut svc = svc.clone();
+                let req = pb::ListAccessRequestsRequest {
+                    view,
+                    state,
+                    beneficiary_employee_id: beneficiary.clone(),
+                    page_size,
+                    page_token,
+                };
+                async move {
+                    let r = svc
+                        .list_access_requests(req)
+                        .await
+                        .map_err(explain)?
+                        .into_inner();
+                    Ok((r.requests, r.next_page_token))
+                }
+            })
+            .await?;
+            if matches!(opts.output, Format::Json) {
+                more_follow_on_stderr(&next, "raise --limit or filter by --state / --for");
+            }
+            let r = pb::ListAccessRequestsResponse {
+                requests: items,
+                next_page_token: next,
+            };
             match opts.output {
                 Format::Json => json(&serde_json::Value::Array(
                     r.requests.iter().map(request_json).collect(),
@@ -326,11 +345,7 @@ pub async fn run_request(opts: &ClientOpts, c: RequestCommand) -> anyhow::Result
                     if r.requests.is_empty() {
                         crate::outln!(
                             "no requests{}",
-                            if view == View::Waiting {
-                                " are waiting for you"
-                            } else {
-                                ""
-                            }
+                            if waiting { " are waiting for you" } else { "" }
                         );
                     } else {
                         crate::outln!("{t}");
@@ -390,16 +405,32 @@ pub async fn expiring(
     limit: i32,
 ) -> anyhow::Result<ExitCode> {
     let client = Client::connect(opts).await?;
-    let r = crate::client::limited!(AccessServiceClient::new(client.channel))
-        .list_expiring_grants(pb::ListExpiringGrantsRequest {
-            employee_id,
+    let svc = crate::client::limited!(AccessServiceClient::new(client.channel));
+    let (items, next) = up_to(limit, String::new(), |page_size, page_token| {
+        let mut svc = svc.clone();
+        let req = pb::ListExpiringGrantsRequest {
+            employee_id: employee_id.clone(),
             within_days: i32::try_from(within).unwrap_or(i32::MAX),
-            page_size: limit,
-            page_token: String::new(),
-        })
-        .await
-        .map_err(explain)?
-        .into_inner();
+            page_size,
+            page_token,
+        };
+        async move {
+            let r = svc
+                .list_expiring_grants(req)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            Ok((r.grants, r.next_page_token))
+        }
+    })
+    .await?;
+    if matches!(opts.output, Format::Json) {
+        more_follow_on_stderr(&next, "raise --limit or name one person");
+    }
+    let r = pb::ListGrantsResponse {
+        grants: items,
+        next_page_token: next,
+    };
     match opts.output {
         Format::Json => json(&serde_json::Value::Array(
             r.grants
@@ -433,6 +464,9 @@ pub async fn expiring(
                  idgov request create ENTITLEMENT --extends GRANT_ID --days N",
                 r.grants.len()
             );
+            if !r.next_page_token.is_empty() {
+                crate::outln!("(more follow: raise --limit or name one person)");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -443,15 +477,30 @@ pub async fn run_sod(opts: &ClientOpts, c: SodCommand) -> anyhow::Result<ExitCod
     let mut svc = crate::client::limited!(AccessServiceClient::new(client.channel));
     match c {
         SodCommand::Violations { all, limit } => {
-            let r = svc
-                .list_sod_violations(pb::ListSodViolationsRequest {
+            let (items, next) = up_to(limit, String::new(), |page_size, page_token| {
+                let mut svc = svc.clone();
+                let req = pb::ListSodViolationsRequest {
                     include_resolved: all,
-                    page_size: limit,
-                    page_token: String::new(),
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
+                    page_size,
+                    page_token,
+                };
+                async move {
+                    let r = svc
+                        .list_sod_violations(req)
+                        .await
+                        .map_err(explain)?
+                        .into_inner();
+                    Ok((r.violations, r.next_page_token))
+                }
+            })
+            .await?;
+            if matches!(opts.output, Format::Json) {
+                more_follow_on_stderr(&next, "raise --limit");
+            }
+            let r = pb::ListSodViolationsResponse {
+                violations: items,
+                next_page_token: next,
+            };
             match opts.output {
                 Format::Json => json(&serde_json::Value::Array(
                     r.violations
@@ -485,6 +534,9 @@ pub async fn run_sod(opts: &ClientOpts, c: SodCommand) -> anyhow::Result<ExitCod
                              or by a time-bound exception (idgov sod grant-exception)",
                             r.violations.len()
                         );
+                        if !r.next_page_token.is_empty() {
+                            crate::outln!("(more follow: raise --limit)");
+                        }
                     }
                 }
             }
@@ -494,16 +546,31 @@ pub async fn run_sod(opts: &ClientOpts, c: SodCommand) -> anyhow::Result<ExitCod
             active,
             limit,
         } => {
-            let r = svc
-                .list_sod_exceptions(pb::ListSodExceptionsRequest {
-                    employee_id,
+            let (items, next) = up_to(limit, String::new(), |page_size, page_token| {
+                let mut svc = svc.clone();
+                let req = pb::ListSodExceptionsRequest {
+                    employee_id: employee_id.clone(),
                     active_only: active,
-                    page_size: limit,
-                    page_token: String::new(),
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
+                    page_size,
+                    page_token,
+                };
+                async move {
+                    let r = svc
+                        .list_sod_exceptions(req)
+                        .await
+                        .map_err(explain)?
+                        .into_inner();
+                    Ok((r.exceptions, r.next_page_token))
+                }
+            })
+            .await?;
+            if matches!(opts.output, Format::Json) {
+                more_follow_on_stderr(&next, "raise --limit or name one person");
+            }
+            let r = pb::ListSodExceptionsResponse {
+                exceptions: items,
+                next_page_token: next,
+            };
             match opts.output {
                 Format::Json => json(&serde_json::Value::Array(
                     r.exceptions.iter().map(exception_json).collect(),
@@ -533,6 +600,9 @@ pub async fn run_sod(opts: &ClientOpts, c: SodCommand) -> anyhow::Result<ExitCod
                             ]);
                         }
                         crate::outln!("{t}");
+                        if !r.next_page_token.is_empty() {
+                            crate::outln!("(more follow: raise --limit or name one person)");
+                        }
                     }
                 }
             }

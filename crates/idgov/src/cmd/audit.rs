@@ -1,7 +1,7 @@
 //! `idgov audit`: list, verify (online, or offline from an export) and export.
 
 use crate::ClientOpts;
-use crate::client::{Client, explain};
+use crate::client::{Client, explain, more_follow_on_stderr, up_to};
 use crate::output::{Format, json, table, time};
 use anyhow::Context;
 use clap::Subcommand;
@@ -266,25 +266,39 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
             limit,
             page_token,
         } => {
-            let r = audit
-                .list_audit_events(pb::ListAuditEventsRequest {
-                    page_size: limit,
+            let (events, next) = up_to(limit, page_token, |page_size, page_token| {
+                let mut audit = audit.clone();
+                let req = pb::ListAuditEventsRequest {
+                    page_size,
                     page_token,
-                    actor,
-                    target,
-                    action,
+                    actor: actor.clone(),
+                    target: target.clone(),
+                    action: action.clone(),
                     ..Default::default()
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
+                };
+                async move {
+                    let r = audit
+                        .list_audit_events(req)
+                        .await
+                        .map_err(explain)?
+                        .into_inner();
+                    Ok((r.events, r.next_page_token))
+                }
+            })
+            .await?;
             match opts.output {
-                Format::Json => json(&serde_json::Value::Array(
-                    r.events.iter().map(event_line).collect(),
-                )),
+                Format::Json => {
+                    json(&serde_json::Value::Array(
+                        events.iter().map(event_line).collect(),
+                    ));
+                    more_follow_on_stderr(
+                        &next,
+                        &format!("add --page-token {next} for the next ones, or raise --limit"),
+                    );
+                }
                 Format::Table => {
                     let mut t = table(&["seq", "time", "actor", "action", "target", "detail"]);
-                    for e in &r.events {
+                    for e in &events {
                         let mut detail = e.detail_json.clone();
                         if detail.len() > 120 {
                             detail.truncate(
@@ -307,11 +321,9 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
                     }
                     crate::outln!("{t}");
                     crate::outln!("(! marks security events)");
-                    if !r.next_page_token.is_empty() {
+                    if !next.is_empty() {
                         crate::outln!(
-                            "(more follow: add --page-token {} for the next {} events, or filter with --actor / --target / --action; `idgov audit export` writes them all)",
-                            r.next_page_token,
-                            r.events.len()
+                            "(more follow: add --page-token {next} for the next ones, or raise --limit, or filter with --actor / --target / --action; `idgov audit export` writes them all)"
                         );
                     }
                 }

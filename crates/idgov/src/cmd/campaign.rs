@@ -2,7 +2,7 @@
 //! the report, and the evidence an auditor verifies offline.
 
 use crate::ClientOpts;
-use crate::client::{Client, explain};
+use crate::client::{Client, explain, more_follow_on_stderr, up_to};
 use crate::output::{Format, enum_name, json, plain, table, time};
 use clap::Subcommand;
 use idgov_domain::evidence::{Checker, Line};
@@ -214,15 +214,26 @@ pub async fn run(opts: &ClientOpts, c: CampaignCommand) -> anyhow::Result<ExitCo
             }
         }
         CampaignCommand::List { open, limit } => {
-            let r = svc
-                .list_campaigns(pb::ListCampaignsRequest {
+            let (items, next) = up_to(limit, String::new(), |page_size, page_token| {
+                let mut svc = svc.clone();
+                let req = pb::ListCampaignsRequest {
                     open_only: open,
-                    page_size: limit,
-                    page_token: String::new(),
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
+                    page_size,
+                    page_token,
+                };
+                async move {
+                    let r = svc.list_campaigns(req).await.map_err(explain)?.into_inner();
+                    Ok((r.campaigns, r.next_page_token))
+                }
+            })
+            .await?;
+            if matches!(opts.output, Format::Json) {
+                more_follow_on_stderr(&next, "raise --limit or list --open ones");
+            }
+            let r = pb::ListCampaignsResponse {
+                campaigns: items,
+                next_page_token: next,
+            };
             match opts.output {
                 Format::Json => json(&serde_json::Value::Array(
                     r.campaigns.iter().map(campaign_json).collect(),
@@ -246,6 +257,9 @@ pub async fn run(opts: &ClientOpts, c: CampaignCommand) -> anyhow::Result<ExitCo
                             ]);
                         }
                         crate::outln!("{t}");
+                        if !r.next_page_token.is_empty() {
+                            crate::outln!("(more follow: raise --limit or list --open ones)");
+                        }
                     }
                 }
             }
@@ -256,18 +270,35 @@ pub async fn run(opts: &ClientOpts, c: CampaignCommand) -> anyhow::Result<ExitCo
             all,
             limit,
         } => {
-            let r = svc
-                .list_review_items(pb::ListReviewItemsRequest {
+            let campaign_id = campaign.unwrap_or_default();
+            let state = state_from(state.as_deref())? as i32;
+            let (items, next) = up_to(limit, String::new(), |page_size, page_token| {
+                let mut svc = svc.clone();
+                let req = pb::ListReviewItemsRequest {
                     mine: !all,
-                    campaign_id: campaign.unwrap_or_default(),
-                    state: state_from(state.as_deref())? as i32,
+                    campaign_id: campaign_id.clone(),
+                    state,
                     employee_id: String::new(),
-                    page_size: limit,
-                    page_token: String::new(),
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
+                    page_size,
+                    page_token,
+                };
+                async move {
+                    let r = svc
+                        .list_review_items(req)
+                        .await
+                        .map_err(explain)?
+                        .into_inner();
+                    Ok((r.items, r.next_page_token))
+                }
+            })
+            .await?;
+            if matches!(opts.output, Format::Json) {
+                more_follow_on_stderr(&next, "raise --limit or filter by --state");
+            }
+            let r = pb::ListReviewItemsResponse {
+                items,
+                next_page_token: next,
+            };
             match opts.output {
                 Format::Json => json(&serde_json::Value::Array(
                     r.items.iter().map(item_json).collect(),

@@ -1,7 +1,7 @@
 //! `idgov hr`: send events, import rosters, list events, handle held changes.
 
 use crate::ClientOpts;
-use crate::client::{Client, explain};
+use crate::client::{Client, explain, more_follow_on_stderr, up_to};
 use crate::output::{Format, enum_name, json, table, time};
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
@@ -545,25 +545,33 @@ async fn events(hr: &mut Hr, out: Format, a: EventsArgs) -> anyhow::Result<ExitC
             })?
         }
     };
-    let r = hr
-        .list_hr_events(pb::ListHrEventsRequest {
-            page_size: a.limit,
-            page_token: String::new(),
+    let roster_source = match (&a.roster_sync, a.source) {
+        (None, _) => String::new(),
+        (Some(_), source) => source.unwrap_or_else(|| "roster-csv".into()),
+    };
+    let roster_sync_id = a.roster_sync.unwrap_or_default();
+    let (events, next) = up_to(a.limit, String::new(), |page_size, page_token| {
+        let mut hr = hr.clone();
+        let req = pb::ListHrEventsRequest {
+            page_size,
+            page_token,
             state: state as i32,
-            employee_id: a.employee_id,
-            roster_source: match (&a.roster_sync, a.source) {
-                (None, _) => String::new(),
-                (Some(_), source) => source.unwrap_or_else(|| "roster-csv".into()),
-            },
-            roster_sync_id: a.roster_sync.unwrap_or_default(),
-        })
-        .await
-        .map_err(explain)?
-        .into_inner();
+            employee_id: a.employee_id.clone(),
+            roster_source: roster_source.clone(),
+            roster_sync_id: roster_sync_id.clone(),
+        };
+        async move {
+            let r = hr.list_hr_events(req).await.map_err(explain)?.into_inner();
+            Ok((r.events, r.next_page_token))
+        }
+    })
+    .await?;
+    let more = "raise --limit, or filter by --state / --employee-id / --roster-sync";
     match out {
-        Format::Json => json(&serde_json::Value::Array(
-            r.events
-                .iter()
+        Format::Json => {
+            json(&serde_json::Value::Array(
+                events
+                    .iter()
                 .map(|e| {
                     let ev = e.event.clone().unwrap_or_default();
                     json!({
@@ -574,9 +582,11 @@ async fn events(hr: &mut Hr, out: Format, a: EventsArgs) -> anyhow::Result<ExitC
                         "applied_at": time(&e.applied_at), "detail": e.detail,
                     })
                 })
-                .collect(),
-        )),
-        Format::Table if r.events.is_empty() => crate::outln!("no HR events match"),
+                    .collect(),
+            ));
+            more_follow_on_stderr(&next, more);
+        }
+        Format::Table if events.is_empty() => crate::outln!("no HR events match"),
         Format::Table => {
             let mut t = table(&[
                 "effective",
@@ -586,7 +596,7 @@ async fn events(hr: &mut Hr, out: Format, a: EventsArgs) -> anyhow::Result<ExitC
                 "source / event",
                 "detail",
             ]);
-            for e in &r.events {
+            for e in &events {
                 let ev = e.event.clone().unwrap_or_default();
                 t.add_row(vec![
                     time(&e.effective_at),
@@ -598,10 +608,8 @@ async fn events(hr: &mut Hr, out: Format, a: EventsArgs) -> anyhow::Result<ExitC
                 ]);
             }
             crate::outln!("{t}");
-            if !r.next_page_token.is_empty() {
-                crate::outln!(
-                    "(more follow: raise --limit, or filter by --state / --employee-id / --roster-sync)"
-                );
+            if !next.is_empty() {
+                crate::outln!("(more follow: {more})");
             }
         }
     }

@@ -1,7 +1,7 @@
 //! `idgov provisioning`: the directory operations idgov owes the directory.
 
 use crate::ClientOpts;
-use crate::client::{Client, explain};
+use crate::client::{Client, explain, more_follow_on_stderr, up_to};
 use crate::output::{Format, enum_name, json, table, time};
 use clap::Subcommand;
 use idgov_proto::v1 as pb;
@@ -66,16 +66,32 @@ pub async fn run(opts: &ClientOpts, c: ProvisioningCommand) -> anyhow::Result<Ex
         Some(o) => anyhow::bail!("--state {o:?}: use pending, done, failed or superseded"),
     };
     let client = Client::connect(opts).await?;
-    let r = crate::client::limited!(ProvisioningServiceClient::new(client.channel))
-        .list_directory_operations(pb::ListDirectoryOperationsRequest {
-            page_size: limit,
-            page_token: String::new(),
+    let svc = crate::client::limited!(ProvisioningServiceClient::new(client.channel));
+    let (items, next) = up_to(limit, String::new(), |page_size, page_token| {
+        let mut svc = svc.clone();
+        let req = pb::ListDirectoryOperationsRequest {
+            page_size,
+            page_token,
             state: state as i32,
-            employee_id,
-        })
-        .await
-        .map_err(explain)?
-        .into_inner();
+            employee_id: employee_id.clone(),
+        };
+        async move {
+            let r = svc
+                .list_directory_operations(req)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            Ok((r.operations, r.next_page_token))
+        }
+    })
+    .await?;
+    if matches!(opts.output, Format::Json) {
+        more_follow_on_stderr(&next, "raise --limit or filter by --state / --employee-id");
+    }
+    let r = pb::ListDirectoryOperationsResponse {
+        operations: items,
+        next_page_token: next,
+    };
     match opts.output {
         Format::Json => json(&serde_json::Value::Array(
             r.operations
