@@ -283,11 +283,13 @@ impl App {
             .await?;
         let (events, total) = (steps.events, steps.events + steps.present);
         let refused_count = detail["refused_count"].as_u64().unwrap_or(0);
+        let held_at = held.created_at;
         let (staged, mark, detail, actor, held_id) = (&staged, &mark, &detail, &actor, &held.id);
         self.retrying(|| async move {
             let now = self.now();
             let mut tx = self.store.begin().await?;
-            self.finish_roster(&mut tx, &staged.behind, mark.clone(), actor, now)
+            let read_at = staged.read_at.unwrap_or(held_at);
+            self.finish_roster(&mut tx, &staged.behind, read_at, mark.clone(), actor, now)
                 .await?;
             tx.update_bulk_job(&job.id, "done", &total.to_string(), detail, now)
                 .await?;

@@ -23,7 +23,7 @@ use idgov_domain::lifecycle::{self, Decision, Transition, decide};
 use idgov_domain::{DomainError, ErrorCode};
 use idgov_store::{DirOpKind, EventRow, GrantRow, NewDirOp, RecordedEvent, StoreError, WriteTx};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,6 +54,10 @@ const MAX_CHAIN: usize = 10_000;
 /// How often the server retries its own concurrency conflicts before it
 /// reports one.
 const RETRIES: u32 = 8;
+
+/// How many people with HR events newer than a roster's read of the people
+/// [`App::finish_roster`] replays at a time.
+const LATE_CHANGES_CHUNK: usize = 500;
 
 /// How many events (or presences) of a roster the first step applies, in
 /// one transaction.
@@ -1764,11 +1768,24 @@ impl App {
     }
 
     /// Records a roster snapshot as applied, in `tx`, and replays the
-    /// people `behind` it (see `roster::behind`).
+    /// people `behind` it (see `roster::behind`) and the people working
+    /// here whose HR events came after the snapshot read the people
+    /// (`read_at`) and whom it does not list.
+    ///
+    /// The snapshot's diff was made from the people as they were when it
+    /// was read; a snapshot applied in steps lets intake go on between
+    /// them, and a held one waits for its release. A hire that came
+    /// meanwhile, of someone the snapshot does not list, is no leaver in
+    /// that diff, yet in effective order the snapshot's absence ends them
+    /// if they worked here at its time. Only now, with the snapshot among
+    /// the applied ones, does a replay of such a person see it (without
+    /// this, they kept their access until some older event of theirs
+    /// happened to make their history replay).
     pub(crate) async fn finish_roster(
         &self,
         tx: &mut WriteTx,
         behind: &[String],
+        read_at: DateTime<Utc>,
         mark: RosterMark,
         actor: &str,
         now: DateTime<Utc>,
@@ -1785,11 +1802,47 @@ impl App {
         )
         .await?;
         let cause = format!("roster:{}:{}", mark.source, mark.sync_id);
-        batch.roster_applied(tx, mark).await?;
+        batch.roster_applied(tx, mark.clone()).await?;
         for id in behind {
             batch.reconsider(tx, id, actor, &cause).await?;
         }
-        batch.flush(tx).await
+        let mut queued = batch.flush(tx).await?;
+        // A margin for the clocks of several replicas: replaying someone
+        // the snapshot does not concern changes nothing.
+        let since = read_at - chrono::Duration::minutes(5);
+        let behind: HashSet<&str> = behind.iter().map(String::as_str).collect();
+        let changed: Vec<String> = tx
+            .people_with_events_since(since, &mark.source, &mark.sync_id)
+            .await?
+            .into_iter()
+            .filter(|id| !behind.contains(id.as_str()))
+            .collect();
+        for part in changed.chunks(LATE_CHANGES_CHUNK) {
+            let policy = self.policy_for(tx);
+            let mut batch = Batch::load(
+                tx,
+                policy,
+                now,
+                &[],
+                part,
+                self.provisioning(),
+                self.creates_accounts(),
+            )
+            .await?;
+            for id in part {
+                // Someone working here now: the snapshot's absence may end
+                // them. (Anyone else holds no access; a pre-hire only
+                // announced by hires to come is not a history to replay.)
+                let (person, _) = batch.current(id);
+                if person.as_ref().is_some_and(|p| p.may_hold_access())
+                    && !mark.lists(person.as_ref())
+                {
+                    batch.reconsider(tx, id, actor, &cause).await?;
+                }
+            }
+            queued += batch.flush(tx).await?;
+        }
+        Ok(queued)
     }
 
     /// Processes queued jobs in one transaction; on failure, each alone.

@@ -285,6 +285,10 @@ pub(crate) struct StagedSync {
     /// People to replay with the snapshot (see `behind`).
     #[serde(default)]
     pub behind: Vec<String>,
+    /// When the snapshot read the people (its diff is as of then); a
+    /// sync held before this was kept was read when it was held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<DateTime<Utc>>,
     /// Where the changes and the people present are kept when they are
     /// not in the payload: a held sync's release job holds them as staged
     /// items, 2,000 to a row (its changes, leavers first, then the people
@@ -1092,6 +1096,7 @@ impl App {
             let ctx = SyncContext {
                 mark,
                 behind: std::mem::take(&mut walked.behind),
+                read_at: Some(now),
                 out,
                 events: total,
                 present: walked.present.len(),
@@ -1178,6 +1183,7 @@ impl App {
         log_phases(req, roster.len, total, true, checked, diffed, started);
         let staged = StagedSync {
             behind: walked.behind,
+            read_at: Some(now),
             source: req.source.clone(),
             sync_id: req.sync_id.clone(),
             events: vec![],
@@ -1441,8 +1447,16 @@ impl App {
                 let mut tx = self.store.begin().await?;
                 tx.update_bulk_job(job_id, "done", total, detail, now)
                     .await?;
-                self.finish_roster(&mut tx, &ctx.behind, ctx.mark.clone(), &ctx.actor, now)
-                    .await?;
+                let read_at = ctx.read_at.unwrap_or(now - chrono::Duration::days(1));
+                self.finish_roster(
+                    &mut tx,
+                    &ctx.behind,
+                    read_at,
+                    ctx.mark.clone(),
+                    &ctx.actor,
+                    now,
+                )
+                .await?;
                 tx.audit(AuditEntry::new(
                     &ctx.actor,
                     Action::RosterSync,
@@ -1590,6 +1604,10 @@ impl<'a> SyncItems<'a> {
 struct SyncContext {
     mark: RosterMark,
     behind: Vec<String>,
+    /// When the snapshot read the people (a job staged before this was
+    /// kept: a day before it finishes, which only replays more people).
+    #[serde(default)]
+    read_at: Option<DateTime<Utc>>,
     /// The answer without its outcome and refusals (known at the end).
     out: SyncOutcome,
     /// How many events (items 0..events), then presences, are staged.

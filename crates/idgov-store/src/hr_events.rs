@@ -255,6 +255,38 @@ impl WriteTx {
             .collect()
     }
 
+    /// The people with an HR event received or applied at or after
+    /// `since`, other than the events of roster snapshot `sync_id` of
+    /// `source` itself (by employee id, each once). A snapshot applied in
+    /// steps, or held and released later, asks this at its end: these
+    /// people changed after it read them.
+    pub async fn people_with_events_since(
+        &mut self,
+        since: DateTime<Utc>,
+        source: &str,
+        sync_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let own = format!("{}{sync_id}:", idgov_domain::roster::EVENT_ID_PREFIX);
+        // The prefix's length goes into the text as a number (both backends'
+        // `substr` take an integer; a bound value would be a bigint on
+        // PostgreSQL), the prefix itself is bound.
+        let sql = format!(
+            "SELECT DISTINCT employee_id FROM hr_events \
+             WHERE (received_at >= $1 OR applied_at >= $1) \
+             AND NOT (source = $2 AND substr(event_id, 1, {}) = $3) \
+             ORDER BY employee_id",
+            own.chars().count()
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(micros(since))
+            .bind(source)
+            .bind(own)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(|r| get(r, "employee_id")).collect()
+    }
+
     /// The events of `employee_id` still scheduled, in arrival order.
     pub async fn scheduled_events_of(
         &mut self,

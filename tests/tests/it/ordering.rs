@@ -673,6 +673,61 @@ async fn future_starts_in_any_order_of_snapshots_postgres() {
 }
 
 both_backends! {
+    /// A snapshot held by the guard was read when it was held. A hire that
+    /// comes while it waits, of someone it does not list, dated before its
+    /// time, is no leaver in that diff. Released, the snapshot still ends
+    /// them as of its time (the ordering rule), at once: not only when some
+    /// older event of theirs happens to replay their history, as before.
+    async fn a_held_snapshot_released_ends_whom_it_does_not_list_though_hired_while_it_waited(t: TestStore) {
+        let (app, clock) = setup(&t).await;
+        let strict = policy().replace("max_leavers = 100000", "max_leavers = 1");
+        app.apply_policy(&strict, false, "a guard that holds", "user:admin").await.unwrap();
+        let hire_at = |id: &str, when: DateTime<Utc>| {
+            event(&app, EventKind::Hire, &format!("hire-{id}"), id, &rfc(when), Person::new(id, "Finance").patch())
+        };
+        for id in ["A", "B", "C"] {
+            app.submit_event(hire_at(id, app.now() - days(10)), "service:hr").await.unwrap();
+        }
+        let as_of = app.now() - Duration::hours(1);
+        let mut entries = owners_by_name();
+        entries.push(RosterEntry { employee_id: "A".into(), attrs: Person::new("A", "Finance").patch() });
+        let sync = SyncRequest {
+            source: "workday-roster".into(),
+            sync_id: "r1".into(),
+            dry_run: false,
+            as_of: rfc(as_of),
+            time_zone: "UTC".into(),
+            entries: entries.into(),
+        };
+        let held = app.sync_roster(sync, "service:hr").await.unwrap();
+        assert_eq!(held.outcome, Outcome::Held, "B and C leave: more than the guard allows");
+        // While it waits: D's hire, dated before the snapshot's time; and E's,
+        // dated after it (the snapshot says nothing of E's time).
+        app.submit_event(hire_at("D", app.now() - days(5)), "service:hr").await.unwrap();
+        app.submit_event(hire_at("E", app.now() - Duration::minutes(30)), "service:hr").await.unwrap();
+        assert_eq!(app.store.get_identity("D").await.unwrap().unwrap().status, Status::Active);
+        assert!(!active_grants(&app, "D").await.is_empty(), "D has birthright while the snapshot waits");
+        clock.advance(Duration::minutes(10));
+        let id = held.held_change_id.clone().unwrap_or_default();
+        app.release_held(&id, "reviewed", "user:sec").await.expect("release");
+        for who in ["B", "C", "D"] {
+            let p = app.store.get_identity(who).await.unwrap().unwrap();
+            assert_eq!((p.status, p.status_effective_at), (Status::Terminated, as_of), "{who}");
+            assert!(active_grants(&app, who).await.is_empty(), "{who} keeps no access");
+        }
+        for who in ["A", "E", "O1", "O2"] {
+            let p = app.store.get_identity(who).await.unwrap().unwrap();
+            assert_eq!(p.status, Status::Active, "{who}");
+        }
+        // The same state as a replay of D's whole history gives: an older
+        // event of D's changes nothing more.
+        let before = app.store.get_identity("D").await.unwrap().unwrap();
+        let upd = event(&app, EventKind::Update, "upd-D", "D", &rfc(app.now() - days(4)), AttributesPatch { title: Some("Analyst".into()), ..Default::default() });
+        app.submit_event(upd, "service:hr").await.unwrap();
+        let after = app.store.get_identity("D").await.unwrap().unwrap();
+        assert_eq!((after.status, after.status_effective_at), (before.status, before.status_effective_at));
+    }
+
     async fn a_newer_terminate_is_not_undone_by_an_older_rehire(t: TestStore) {
         let (app, _) = setup(&t).await;
         let at = |d: i64| rfc(t0() - days(10 - d));
