@@ -288,8 +288,11 @@ impl App {
         self.retrying(|| async move {
             let now = self.now();
             let mut tx = self.store.begin().await?;
-            let read_at = staged.read_at.unwrap_or(held_at);
-            self.finish_roster(&mut tx, &staged.behind, read_at, mark.clone(), actor, now)
+            let read = crate::intake::RosterRead {
+                at: staged.read_at.unwrap_or(held_at),
+                arrival: staged.read_arrival,
+            };
+            self.finish_roster(&mut tx, &staged.behind, read, mark.clone(), actor, now)
                 .await?;
             tx.update_bulk_job(&job.id, "done", &total.to_string(), detail, now)
                 .await?;

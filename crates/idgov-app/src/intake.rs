@@ -56,8 +56,35 @@ const MAX_CHAIN: usize = 10_000;
 const RETRIES: u32 = 8;
 
 /// How many people with HR events newer than a roster's read of the people
-/// [`App::finish_roster`] replays at a time.
+/// [`App::finish_roster`] looks at a time.
 const LATE_CHANGES_CHUNK: usize = 500;
+
+/// When a roster snapshot read the people it diffs against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RosterRead {
+    pub at: DateTime<Utc>,
+    /// The newest HR event's place in the arrival order then.
+    pub arrival: Option<i64>,
+}
+
+impl RosterRead {
+    /// How far back in the arrival order the events that may have come
+    /// after the read begin: events of transactions still open at the read
+    /// took their places before it. At most a few steps' worth (a roster
+    /// step takes up to 4,000 events, an intake batch a few hundred).
+    const IN_FLIGHT: i64 = 10_000;
+
+    /// The events that may have come after the read. Without its place
+    /// (a sync staged before it was kept): those received or applied from
+    /// five minutes before its time (a margin for in-flight transactions
+    /// and the clocks of several replicas).
+    fn window(&self) -> idgov_store::EventsAfter {
+        match self.arrival {
+            Some(a) => idgov_store::EventsAfter::Arrival(a - Self::IN_FLIGHT),
+            None => idgov_store::EventsAfter::Time(self.at - chrono::Duration::minutes(5)),
+        }
+    }
+}
 
 /// How many events (or presences) of a roster the first step applies, in
 /// one transaction.
@@ -1769,8 +1796,8 @@ impl App {
 
     /// Records a roster snapshot as applied, in `tx`, and replays the
     /// people `behind` it (see `roster::behind`) and the people working
-    /// here whose HR events came after the snapshot read the people
-    /// (`read_at`) and whom it does not list.
+    /// here whom it does not list and whose HR events, dated at or before
+    /// its time, came after it read the people (`read`).
     ///
     /// The snapshot's diff was made from the people as they were when it
     /// was read; a snapshot applied in steps lets intake go on between
@@ -1785,7 +1812,7 @@ impl App {
         &self,
         tx: &mut WriteTx,
         behind: &[String],
-        read_at: DateTime<Utc>,
+        read: RosterRead,
         mark: RosterMark,
         actor: &str,
         now: DateTime<Utc>,
@@ -1807,38 +1834,41 @@ impl App {
             batch.reconsider(tx, id, actor, &cause).await?;
         }
         let mut queued = batch.flush(tx).await?;
-        // A margin for the clocks of several replicas: replaying someone
-        // the snapshot does not concern changes nothing.
-        let since = read_at - chrono::Duration::minutes(5);
         let behind: HashSet<&str> = behind.iter().map(String::as_str).collect();
         let changed: Vec<String> = tx
-            .people_with_events_since(since, &mark.source, &mark.sync_id)
+            .people_with_events_after(read.window(), mark.as_of, &mark.source, &mark.sync_id)
             .await?
             .into_iter()
             .filter(|id| !behind.contains(id.as_str()))
             .collect();
         for part in changed.chunks(LATE_CHANGES_CHUNK) {
+            // Someone working here now whom the snapshot does not list: its
+            // absence may end them. (Anyone else holds no access; a
+            // pre-hire only announced by hires to come is not a history
+            // to replay.) Most are listed: read without their grants first.
+            let concerned: Vec<String> = tx
+                .identities_by_ids(part)
+                .await?
+                .into_iter()
+                .filter(|p| p.may_hold_access() && !mark.lists(Some(p)))
+                .map(|p| p.employee_id)
+                .collect();
+            if concerned.is_empty() {
+                continue;
+            }
             let policy = self.policy_for(tx);
             let mut batch = Batch::load(
                 tx,
                 policy,
                 now,
                 &[],
-                part,
+                &concerned,
                 self.provisioning(),
                 self.creates_accounts(),
             )
             .await?;
-            for id in part {
-                // Someone working here now: the snapshot's absence may end
-                // them. (Anyone else holds no access; a pre-hire only
-                // announced by hires to come is not a history to replay.)
-                let (person, _) = batch.current(id);
-                if person.as_ref().is_some_and(|p| p.may_hold_access())
-                    && !mark.lists(person.as_ref())
-                {
-                    batch.reconsider(tx, id, actor, &cause).await?;
-                }
+            for id in &concerned {
+                batch.reconsider(tx, id, actor, &cause).await?;
             }
             queued += batch.flush(tx).await?;
         }

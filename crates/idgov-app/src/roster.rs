@@ -289,6 +289,9 @@ pub(crate) struct StagedSync {
     /// sync held before this was kept was read when it was held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_at: Option<DateTime<Utc>>,
+    /// The newest HR event's place in the arrival order then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_arrival: Option<i64>,
     /// Where the changes and the people present are kept when they are
     /// not in the payload: a held sync's release job holds them as staged
     /// items, 2,000 to a row (its changes, leavers first, then the people
@@ -1054,6 +1057,10 @@ impl App {
         }
         let checked = started.elapsed();
         let today = idgov_domain::time::local_date(as_of, zone);
+        // Where the HR events stood when the people were read: at its end
+        // the snapshot looks at the people whose events came after
+        // (`App::finish_roster`).
+        let read_arrival = self.store.last_hr_event_arrival().await?;
         let mut walked = self.walk_people(&roster.run, &mark, today).await?;
         let diffed = started.elapsed();
         let verdict = guard::evaluate(
@@ -1097,6 +1104,7 @@ impl App {
                 mark,
                 behind: std::mem::take(&mut walked.behind),
                 read_at: Some(now),
+                read_arrival: Some(read_arrival),
                 out,
                 events: total,
                 present: walked.present.len(),
@@ -1184,6 +1192,7 @@ impl App {
         let staged = StagedSync {
             behind: walked.behind,
             read_at: Some(now),
+            read_arrival: Some(read_arrival),
             source: req.source.clone(),
             sync_id: req.sync_id.clone(),
             events: vec![],
@@ -1447,11 +1456,14 @@ impl App {
                 let mut tx = self.store.begin().await?;
                 tx.update_bulk_job(job_id, "done", total, detail, now)
                     .await?;
-                let read_at = ctx.read_at.unwrap_or(now - chrono::Duration::days(1));
+                let read = crate::intake::RosterRead {
+                    at: ctx.read_at.unwrap_or(now - chrono::Duration::days(1)),
+                    arrival: ctx.read_arrival,
+                };
                 self.finish_roster(
                     &mut tx,
                     &ctx.behind,
-                    read_at,
+                    read,
                     ctx.mark.clone(),
                     &ctx.actor,
                     now,
@@ -1608,6 +1620,8 @@ struct SyncContext {
     /// kept: a day before it finishes, which only replays more people).
     #[serde(default)]
     read_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    read_arrival: Option<i64>,
     /// The answer without its outcome and refusals (known at the end).
     out: SyncOutcome,
     /// How many events (items 0..events), then presences, are staged.

@@ -194,6 +194,26 @@ impl Store {
     }
 }
 
+/// Which HR events [`WriteTx::people_with_events_after`] looks at.
+#[derive(Debug, Clone, Copy)]
+pub enum EventsAfter {
+    /// Those that arrived after this place in the arrival order (an index
+    /// seek, however long the table).
+    Arrival(i64),
+    /// Those received or applied at or after this time (a scan).
+    Time(DateTime<Utc>),
+}
+
+impl Store {
+    /// The place of the newest HR event in the arrival order (0 with none).
+    pub async fn last_hr_event_arrival(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(arrival), 0) AS a FROM hr_events")
+            .fetch_one(self.reader())
+            .await?;
+        get(&row, "a")
+    }
+}
+
 impl WriteTx {
     /// The `n` newest roster snapshots applied (by the time they
     /// describe), newest first.
@@ -255,31 +275,38 @@ impl WriteTx {
             .collect()
     }
 
-    /// The people with an HR event received or applied at or after
-    /// `since`, other than the events of roster snapshot `sync_id` of
-    /// `source` itself (by employee id, each once). A snapshot applied in
-    /// steps, or held and released later, asks this at its end: these
-    /// people changed after it read them.
-    pub async fn people_with_events_since(
+    /// The people with an HR event that arrived after `read` (see
+    /// [`EventsAfter`]), effective at or before `effective_until`, other
+    /// than the events of roster snapshot `sync_id` of `source` itself (by
+    /// employee id, each once). A snapshot applied in steps, or held and
+    /// released later, asks this at its end: these people changed after it
+    /// read them, at a time it speaks for.
+    pub async fn people_with_events_after(
         &mut self,
-        since: DateTime<Utc>,
+        read: EventsAfter,
+        effective_until: DateTime<Utc>,
         source: &str,
         sync_id: &str,
     ) -> Result<Vec<String>, StoreError> {
         let own = format!("{}{sync_id}:", idgov_domain::roster::EVENT_ID_PREFIX);
+        let (window, bound) = match read {
+            EventsAfter::Arrival(a) => ("arrival > $1", a),
+            EventsAfter::Time(t) => ("(received_at >= $1 OR applied_at >= $1)", micros(t)),
+        };
         // The prefix's length goes into the text as a number (both backends'
         // `substr` take an integer; a bound value would be a bigint on
         // PostgreSQL), the prefix itself is bound.
         let sql = format!(
             "SELECT DISTINCT employee_id FROM hr_events \
-             WHERE (received_at >= $1 OR applied_at >= $1) \
-             AND NOT (source = $2 AND substr(event_id, 1, {}) = $3) \
+             WHERE {window} AND effective_at <= $2 \
+             AND NOT (source = $3 AND substr(event_id, 1, {}) = $4) \
              ORDER BY employee_id",
             own.chars().count()
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .persistent(false)
-            .bind(micros(since))
+            .bind(bound)
+            .bind(micros(effective_until))
             .bind(source)
             .bind(own)
             .fetch_all(&mut *self.tx)

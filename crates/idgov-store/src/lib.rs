@@ -74,7 +74,7 @@ pub use directory_stage::StagedDrift;
 pub use directory_sync::{DriftRow, SyncRun};
 pub use error::StoreError;
 pub use held::{HeldChange, HeldKind, HeldState};
-pub use hr_events::{EventFilter, RecordedEvent, StoredSync};
+pub use hr_events::{EventFilter, EventsAfter, RecordedEvent, StoredSync};
 pub use identities::IdentityFilter;
 pub use policies::StoredPolicy;
 pub use review::{ItemFilter, ReviewerCounts, ScopedGrant};
