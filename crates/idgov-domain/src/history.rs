@@ -371,8 +371,17 @@ fn blank(employee_id: &str, ctx: &FoldContext, now: DateTime<Utc>, t: DateTime<U
 }
 
 /// Sets the fields `patch` carries, keeping track of the reported check and
-/// the zone of the end date.
+/// the zone of the end date. The attributes' time moves only when they
+/// change: a roster restating a person as they are says nothing new, and
+/// whether its restatement came as an event or as a presence depends on
+/// what was known when it arrived, so a restatement moving the time would
+/// make the state depend on arrival order.
 fn patch_into(p: &mut Identity, patch: &AttributesPatch, zone: Tz, t: DateTime<Utc>) {
+    let before = (
+        p.attrs.clone(),
+        p.history.reported_check,
+        p.history.end_zone.clone(),
+    );
     p.attrs = patch.apply_to(&p.attrs);
     if let Some(b) = patch.background_check {
         p.history.reported_check = b;
@@ -382,7 +391,13 @@ fn patch_into(p: &mut Identity, patch: &AttributesPatch, zone: Tz, t: DateTime<U
     } else if patch.clear_end_date {
         p.history.end_zone = None;
     }
-    if !patch.is_empty() {
+    if before
+        != (
+            p.attrs.clone(),
+            p.history.reported_check,
+            p.history.end_zone.clone(),
+        )
+    {
         p.attrs_effective_at = p.attrs_effective_at.max(t);
     }
 }

@@ -228,11 +228,14 @@ async fn truth(app: &App, id: &str) -> String {
     let Some(p) = app.store.get_identity(id).await.expect("read") else {
         return "unknown".into();
     };
+    // The API shows the newest of the two times (`state_effective_at`):
+    // both are part of what a person is.
     format!(
-        "{:?} {} {} start={:?} employments={} grants={:?}",
+        "{:?} {} {} attrs_at={} start={:?} employments={} grants={:?}",
         p.attrs,
         p.status,
         p.status_effective_at.to_rfc3339(),
+        p.attrs_effective_at.to_rfc3339(),
         p.history.employment_start.map(|t| t.to_rfc3339()),
         p.history.employments,
         active_grants(app, id).await
@@ -726,6 +729,36 @@ both_backends! {
         app.submit_event(upd, "service:hr").await.unwrap();
         let after = app.store.get_identity("D").await.unwrap().unwrap();
         assert_eq!((after.status, after.status_effective_at), (before.status, before.status_effective_at));
+    }
+
+    /// A roster restating a person as they are changes nothing, the time
+    /// of their attributes included, whether it arrives after their hire
+    /// (a presence) or before it (an event, replayed after the hire). The
+    /// API shows that time (`state_effective_at`); it moved only in the
+    /// second order, found by sending random events and rosters in
+    /// shuffled orders from outside.
+    async fn a_roster_restating_a_person_moves_no_time_in_either_order(t: TestStore) {
+        let (app, _) = setup(&t).await;
+        let hired = app.now() - days(10);
+        let as_of = app.now() - days(3);
+        let attrs = |id: &str| Person::new(id, "Finance").patch();
+        let hire = |id: &str| event(&app, EventKind::Hire, &format!("hire-{id}"), id, &rfc(hired), attrs(id));
+        let roster = |sync: &str, as_of: DateTime<Utc>, ids: &[&str]| {
+            let mut entries = owners_by_name();
+            entries.extend(ids.iter().map(|id| RosterEntry { employee_id: (*id).into(), attrs: attrs(id) }));
+            SyncRequest { source: "workday-roster".into(), sync_id: sync.into(), dry_run: false, as_of: rfc(as_of), time_zone: "UTC".into(), entries: entries.into() }
+        };
+        // A: hired first, then the rosters (presences). B: the rosters first
+        // (a joiner event, then a presence), then the hire.
+        app.submit_event(hire("A"), "service:hr").await.unwrap();
+        app.sync_roster(roster("ra", as_of, &["A", "B"]), "service:hr").await.unwrap();
+        app.sync_roster(roster("rb", as_of + Duration::hours(1), &["A", "B"]), "service:hr").await.unwrap();
+        app.submit_event(hire("B"), "service:hr").await.unwrap();
+        for id in ["A", "B"] {
+            let p = app.store.get_identity(id).await.unwrap().unwrap();
+            assert_eq!(p.status, Status::Active, "{id}");
+            assert_eq!((p.status_effective_at, p.attrs_effective_at), (hired, hired), "{id}");
+        }
     }
 
     async fn a_newer_terminate_is_not_undone_by_an_older_rehire(t: TestStore) {
