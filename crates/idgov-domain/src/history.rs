@@ -787,9 +787,12 @@ pub fn withdrawn(current: &Identity, ctx: &FoldContext, now: DateTime<Utc>) -> I
 }
 
 /// True when two states of a person are the same HR truth (ignoring when
-/// they were written).
+/// they were written). The times their attributes and status last changed
+/// are part of it: a late event whose replay leaves the attributes as they
+/// were may still place their last change elsewhere.
 pub fn same_state(a: &Identity, b: &Identity) -> bool {
     a.attrs == b.attrs
+        && a.attrs_effective_at == b.attrs_effective_at
         && a.status == b.status
         && a.status_effective_at == b.status_effective_at
         && a.history.employment_start == b.history.employment_start

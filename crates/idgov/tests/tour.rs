@@ -1304,8 +1304,11 @@ fn a_limit_above_one_page_lists_that_many() {
         .nth(1)
         .and_then(|t| t.split_whitespace().next())
         .unwrap_or_else(|| panic!("no token to go on from: {note}"));
+    // The service's own workers may have added events meanwhile (signed
+    // checkpoints): the rest goes on from 2,501 without a gap.
     let (rest, note) = list(&["--limit", "100000", "--page-token", token]);
-    assert_eq!(rest, (2501..=all.len() as i64).collect::<Vec<_>>());
+    assert!(rest.len() >= all.len() - 2500, "{} after 2,500", rest.len());
+    assert_eq!(rest, (2501..2501 + rest.len() as i64).collect::<Vec<_>>());
     assert!(!note.contains("more follow"), "{note}");
     // The table says the same to people.
     let table = cli.ok(&["audit", "list", "--limit", "1500"]);
