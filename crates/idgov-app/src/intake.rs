@@ -1817,23 +1817,10 @@ impl App {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<usize, AppError> {
-        let policy = self.policy_for(tx);
-        let mut batch = Batch::load(
-            tx,
-            policy,
-            now,
-            &[],
-            behind,
-            self.provisioning(),
-            self.creates_accounts(),
-        )
-        .await?;
         let cause = format!("roster:{}:{}", mark.source, mark.sync_id);
-        batch.roster_applied(tx, mark.clone()).await?;
-        for id in behind {
-            batch.reconsider(tx, id, actor, &cause).await?;
-        }
-        let mut queued = batch.flush(tx).await?;
+        let mut queued = self
+            .replay_people(tx, behind, Some(&mark), actor, &cause, now)
+            .await?;
         let behind: HashSet<&str> = behind.iter().map(String::as_str).collect();
         let changed: Vec<String> = tx
             .people_with_events_after(read.window(), mark.as_of, &mark.source, &mark.sync_id)
@@ -1853,26 +1840,45 @@ impl App {
                 .filter(|p| p.may_hold_access() && !mark.lists(Some(p)))
                 .map(|p| p.employee_id)
                 .collect();
-            if concerned.is_empty() {
-                continue;
+            if !concerned.is_empty() {
+                queued += self
+                    .replay_people(tx, &concerned, None, actor, &cause, now)
+                    .await?;
             }
-            let policy = self.policy_for(tx);
-            let mut batch = Batch::load(
-                tx,
-                policy,
-                now,
-                &[],
-                &concerned,
-                self.provisioning(),
-                self.creates_accounts(),
-            )
-            .await?;
-            for id in &concerned {
-                batch.reconsider(tx, id, actor, &cause).await?;
-            }
-            queued += batch.flush(tx).await?;
         }
         Ok(queued)
+    }
+
+    /// Replays `ids` with the newest roster snapshots, in `tx`, after
+    /// recording `applied` among them (when given). Returns how many
+    /// directory operations were queued.
+    async fn replay_people(
+        &self,
+        tx: &mut WriteTx,
+        ids: &[String],
+        applied: Option<&RosterMark>,
+        actor: &str,
+        cause: &str,
+        now: DateTime<Utc>,
+    ) -> Result<usize, AppError> {
+        let policy = self.policy_for(tx);
+        let mut batch = Batch::load(
+            tx,
+            policy,
+            now,
+            &[],
+            ids,
+            self.provisioning(),
+            self.creates_accounts(),
+        )
+        .await?;
+        if let Some(mark) = applied {
+            batch.roster_applied(tx, mark.clone()).await?;
+        }
+        for id in ids {
+            batch.reconsider(tx, id, actor, cause).await?;
+        }
+        batch.flush(tx).await
     }
 
     /// Processes queued jobs in one transaction; on failure, each alone.
