@@ -681,13 +681,14 @@ impl Batch {
         Ok(true)
     }
 
-    /// Notes that a roster snapshot listed `employee_id` and changed them
-    /// with an event (which carries the attributes).
-    pub(crate) fn attach_listing(&mut self, employee_id: &str, presence: &Presence) {
+    /// Notes that a roster snapshot listed `employee_id` without a
+    /// presence of its own: it changed them with an event (which carries
+    /// the attributes), or their row was refused (and says nothing).
+    pub(crate) fn attach_listing(&mut self, employee_id: &str, mark: &RosterMark) {
         let Some(mut p) = self.identities.get(employee_id).cloned().flatten() else {
             return;
         };
-        history::note_listing(&mut p.history, presence.listing(None));
+        history::note_listing(&mut p.history, mark.listing_without_attributes());
         self.set_identity(p);
     }
 
@@ -1756,37 +1757,34 @@ impl App {
             // person due back) can have a start an older snapshot
             // scheduled: nobody else costs a look.
             let was_not_working = batch.is_not_working(&ev.employee_id);
-            match batch.submit(tx, ev, actor).await {
+            let res = match batch.submit(tx, ev, actor).await {
                 // The transaction may be unusable: fail the whole step.
                 Err(e) if e.is_store() => return Err(e),
-                Ok(o) => {
-                    let start = matches!(ev.kind, EventKind::Hire | EventKind::Rehire);
-                    if ev.kind == EventKind::Rescind
-                        || (start && (was_not_working || o.state == EventState::Scheduled))
-                    {
-                        batch.keep_newest_roster_start(tx, ev, mark, actor).await?;
-                    }
-                    if !matches!(ev.kind, EventKind::Terminate | EventKind::Rescind) {
-                        batch.attach_listing(
-                            &ev.employee_id,
-                            &Presence {
-                                source: mark.source.clone(),
-                                sync_id: mark.sync_id.clone(),
-                                as_of: mark.as_of,
-                                time_zone: mark.time_zone.clone(),
-                                attrs: ev.attrs.clone(),
-                            },
-                        );
-                    }
-                    results.push(Ok(o));
+                r => r,
+            };
+            if let Ok(o) = &res {
+                let start = matches!(ev.kind, EventKind::Hire | EventKind::Rehire);
+                if ev.kind == EventKind::Rescind
+                    || (start && (was_not_working || o.state == EventState::Scheduled))
+                {
+                    batch.keep_newest_roster_start(tx, ev, mark, actor).await?;
                 }
-                Err(e) => results.push(Err(e)),
             }
+            // The snapshot listed them, whether their row applied or was
+            // refused (a refused row says nothing of them, but its absence
+            // must never end them).
+            if !matches!(ev.kind, EventKind::Terminate | EventKind::Rescind) {
+                batch.attach_listing(&ev.employee_id, mark);
+            }
+            results.push(res);
         }
         for (id, presence) in unchanged {
             match batch.present(tx, id, presence, actor).await {
                 Err(e) if e.is_store() => return Err(e),
-                Err(e) => tracing::warn!(employee = %id, error = %e, "roster presence refused"),
+                Err(e) => {
+                    tracing::warn!(employee = %id, error = %e, "roster presence refused");
+                    batch.attach_listing(id, mark);
+                }
                 Ok(_) => {}
             }
         }

@@ -157,6 +157,19 @@ impl RosterMark {
     pub fn lists(&self, person: Option<&Identity>) -> bool {
         self.listing(person).is_some()
     }
+
+    /// A listing in this snapshot that gives no attributes: the person's
+    /// row was an event of its own, or was refused.
+    pub fn listing_without_attributes(&self) -> Listing {
+        Listing {
+            source: self.source.clone(),
+            sync_id: self.sync_id.clone(),
+            as_of: self.as_of,
+            time_zone: self.time_zone.clone(),
+            attrs: None,
+            same_as_newer: false,
+        }
+    }
 }
 
 /// How many of the newest roster snapshots a replay takes into account

@@ -761,6 +761,61 @@ both_backends! {
         }
     }
 
+    /// A snapshot that lists someone whose row it could not apply still
+    /// listed them: its absence must never end them. Here the row is a
+    /// change of manager that became a management loop while the snapshot
+    /// was held (the roster itself had none). Before, the refused row left
+    /// no trace of the listing, and the next older event of theirs replayed
+    /// their history with the snapshot "not listing" them: terminated, as
+    /// of a snapshot that named them.
+    async fn a_snapshot_row_refused_still_lists_the_person(t: TestStore) {
+        let (app, _) = setup(&t).await;
+        let strict = policy().replace("max_leavers = 100000", "max_leavers = 1");
+        app.apply_policy(&strict, false, "a guard that holds", "user:admin").await.unwrap();
+        let hired = app.now() - days(10);
+        let as_of = app.now() - Duration::hours(1);
+        for id in ["A", "B", "C", "D"] {
+            let p = Person::new(id, "Finance");
+            let hire = event(&app, EventKind::Hire, &format!("hire-{id}"), id, &rfc(hired), p.patch());
+            app.submit_event(hire, "service:hr").await.unwrap();
+        }
+        // The snapshot gives A the manager B, and does not list C and D:
+        // held.
+        let mut entries = owners_by_name();
+        let managed = Person { manager: Some("B"), ..Person::new("A", "Finance") };
+        entries.push(RosterEntry { employee_id: "A".into(), attrs: managed.patch() });
+        entries.push(RosterEntry { employee_id: "B".into(), attrs: Person::new("B", "Finance").patch() });
+        let sync = SyncRequest {
+            source: "workday-roster".into(),
+            sync_id: "r1".into(),
+            dry_run: false,
+            as_of: rfc(as_of),
+            time_zone: "UTC".into(),
+            entries: entries.into(),
+        };
+        let held = app.sync_roster(sync, "service:hr").await.unwrap();
+        assert_eq!(held.outcome, Outcome::Held);
+        // Meanwhile B gets the manager A: the snapshot's row for A now
+        // closes a loop, and is refused when it is released.
+        let b = Person { manager: Some("A"), ..Person::new("B", "Finance") };
+        let upd = event(&app, EventKind::Update, "mgr-B", "B", &rfc(app.now() - Duration::minutes(30)), b.patch());
+        app.submit_event(upd, "service:hr").await.unwrap();
+        let id = held.held_change_id.clone().unwrap_or_default();
+        app.release_held(&id, "reviewed", "user:sec").await.expect("release");
+        let person = app.store.get_identity("A").await.unwrap().unwrap();
+        assert_eq!((person.status, person.attrs.manager_id.as_deref()), (Status::Active, None), "the loop was refused");
+        for who in ["C", "D"] {
+            assert_eq!(app.store.get_identity(who).await.unwrap().unwrap().status, Status::Terminated, "{who}");
+        }
+        // An older event of A's replays their history with the snapshot.
+        let upd = event(&app, EventKind::Update, "upd-A", "A", &rfc(app.now() - days(4)), AttributesPatch { title: Some("Analyst".into()), ..Default::default() });
+        app.submit_event(upd, "service:hr").await.unwrap();
+        let person = app.store.get_identity("A").await.unwrap().unwrap();
+        assert_eq!(person.status, Status::Active, "the snapshot named A");
+        assert_eq!(person.attrs.title, "Analyst");
+        assert!(!active_grants(&app, "A").await.is_empty(), "A keeps their access");
+    }
+
     async fn a_newer_terminate_is_not_undone_by_an_older_rehire(t: TestStore) {
         let (app, _) = setup(&t).await;
         let at = |d: i64| rfc(t0() - days(10 - d));
