@@ -187,23 +187,42 @@ impl App {
         } else {
             new.beneficiary.trim().to_string()
         };
-        check_id("beneficiary", &beneficiary_id)?;
-        let Some(target_kind) = new.target_kind else {
-            return Err(AppError::invalid(
+        // Every problem with the request's shape is named at once.
+        let mut problems = Vec::new();
+        if let Err(e) = validate_employee_id(&beneficiary_id) {
+            problems.push(FieldViolation::new("beneficiary", e));
+        }
+        if new.target_kind.is_none() {
+            problems.push(FieldViolation::new(
                 "target_kind",
                 "say what is asked for: entitlement or role",
             ));
-        };
-        check_text("target_id", &new.target_id, 256)?;
-        if new.target_id.trim().is_empty() {
-            return Err(AppError::invalid(
+        }
+        if let Some(p) = text_problem(&new.target_id, 256) {
+            problems.push(FieldViolation::new("target_id", p));
+        } else if new.target_id.trim().is_empty() {
+            problems.push(FieldViolation::new(
                 "target_id",
                 "name the entitlement or role asked for",
             ));
         }
-        if let Some(g) = &new.extends_grant_id {
-            check_text("extends_grant_id", g, 64)?;
+        if let Some(p) = new
+            .extends_grant_id
+            .as_deref()
+            .and_then(|g| text_problem(g, 64))
+        {
+            problems.push(FieldViolation::new("extends_grant_id", p));
         }
+        problems.extend(access::shape_problems(
+            &new.justification,
+            new.duration_days,
+        ));
+        let Some(target_kind) = new.target_kind.filter(|_| problems.is_empty()) else {
+            return Err(AppError::Domain(DomainError::invalid(
+                "the access request cannot be made",
+                problems,
+            )));
+        };
         // Only oneself or one's direct reports; nobody learns who exists.
         let beneficiary = match self.store.get_identity(&beneficiary_id).await? {
             Some(p) => p,

@@ -230,6 +230,57 @@ pub fn ceiling_problem(beneficiary: &Identity, classification: Classification) -
     })
 }
 
+/// What is wrong with a request's justification and duration whatever it
+/// asks for (see [`plan`] for the rules that depend on the target).
+pub fn shape_problems(justification: &str, duration_days: Option<u32>) -> Vec<FieldViolation> {
+    let mut v = Vec::new();
+    if let Some(p) = optional_text_problem(justification.trim(), MAX_JUSTIFICATION) {
+        v.push(FieldViolation::new("justification", p));
+    }
+    if duration_days == Some(0) {
+        v.push(FieldViolation::new(
+            "duration_days",
+            "must be at least 1 day",
+        ));
+    }
+    v
+}
+
+/// What the target's classification asks of the beneficiary, the
+/// justification and the duration.
+fn classification_problems(
+    beneficiary: &Identity,
+    classification: Classification,
+    new: &NewRequest,
+    policy: &Policy,
+) -> Vec<FieldViolation> {
+    let mut v = Vec::new();
+    if let Some(p) = ceiling_problem(beneficiary, classification) {
+        v.push(FieldViolation::new("beneficiary", p));
+    }
+    if needs_justification(classification) && new.justification.trim().is_empty() {
+        v.push(FieldViolation::new(
+            "justification",
+            format!("is required for {classification} access: say why it is needed"),
+        ));
+    }
+    match (
+        new.duration_days,
+        policy.level(classification).max_grant_days,
+    ) {
+        (Some(d), m) if m > 0 && d > m => v.push(FieldViolation::new(
+            "duration_days",
+            format!("{classification} access lasts at most {m} days"),
+        )),
+        (None, m) if m > 0 => v.push(FieldViolation::new(
+            "duration_days",
+            format!("is required for {classification} access (at most {m} days)"),
+        )),
+        _ => {}
+    }
+    v
+}
+
 /// Checks a new request against the rules and plans its steps. `held` are
 /// the beneficiary's active grants; `open_for_same` is true when an open
 /// request for the same target exists; `manager_of` looks a manager up;
@@ -245,10 +296,38 @@ pub fn plan(
     exceptions: &[SodException],
     now: DateTime<Utc>,
 ) -> Result<AccessRequest, DomainError> {
-    let (entitlements, classification) = resolve_target(policy, new.target_kind, &new.target_id)?;
-    if let Some(p) = ceiling_problem(beneficiary, classification) {
-        return Err(invalid("beneficiary", p));
+    // Every problem with what was asked is named at once (the target,
+    // the beneficiary's ceiling, the justification, the duration); the
+    // state checks below (held, open, separation of duties) come after.
+    let mut problems = shape_problems(&new.justification, new.duration_days);
+    let resolved = match resolve_target(policy, new.target_kind, &new.target_id) {
+        Ok(r) => Some(r),
+        Err(e) if e.code == ErrorCode::InvalidArgument && !e.violations.is_empty() => {
+            problems.splice(0..0, e.violations);
+            None
+        }
+        // Nothing to name the target by: what is wrong whatever it is
+        // comes first.
+        Err(e) if problems.is_empty() => return Err(e),
+        Err(_) => None,
+    };
+    if let Some((_, classification)) = &resolved {
+        problems.extend(classification_problems(
+            beneficiary,
+            *classification,
+            new,
+            policy,
+        ));
     }
+    let (entitlements, classification) = match resolved {
+        Some(r) if problems.is_empty() => r,
+        _ => {
+            return Err(DomainError::invalid(
+                "the access request cannot be made",
+                problems,
+            ));
+        }
+    };
     let level = policy.level(classification);
     let held_ids: BTreeSet<String> = held
         .iter()
@@ -292,32 +371,6 @@ pub fn plan(
         ));
     }
     let justification = new.justification.trim().to_string();
-    if let Some(p) = optional_text_problem(&justification, MAX_JUSTIFICATION) {
-        return Err(invalid("justification", p));
-    }
-    if needs_justification(classification) && justification.is_empty() {
-        return Err(invalid(
-            "justification",
-            format!("is required for {classification} access: say why it is needed"),
-        ));
-    }
-    let max = level.max_grant_days;
-    match (new.duration_days, max) {
-        (Some(0), _) => return Err(invalid("duration_days", "must be at least 1 day")),
-        (Some(d), m) if m > 0 && d > m => {
-            return Err(invalid(
-                "duration_days",
-                format!("{classification} access lasts at most {m} days"),
-            ));
-        }
-        (None, m) if m > 0 => {
-            return Err(invalid(
-                "duration_days",
-                format!("is required for {classification} access (at most {m} days)"),
-            ));
-        }
-        _ => {}
-    }
     // Separation of duties: would the beneficiary then hold both sides?
     let mut after = held_ids.clone();
     after.extend(entitlements.iter().cloned());

@@ -619,6 +619,15 @@ both_backends! {
         let mut no_kind = ask("", TargetKind::Entitlement, "ledger", "x", Some(5));
         no_kind.target_kind = None;
         assert!(field_of(&request(&app, "E1", no_kind).await.unwrap_err()).starts_with("target_kind"));
+        // Every problem with a request's shape is named in one answer.
+        let mut all_wrong = ask("", TargetKind::Entitlement, "", &"x".repeat(5000), Some(0));
+        all_wrong.target_kind = None;
+        let e = request(&app, "E1", all_wrong).await.unwrap_err();
+        let fields: Vec<String> = match &e {
+            AppError::Domain(d) => d.violations.iter().map(|v| v.field.clone()).collect(),
+            other => panic!("{other}"),
+        };
+        assert_eq!(fields, ["target_kind", "target_id", "justification", "duration_days"], "{e}");
         // A service (no person) cannot make requests.
         let svc = Caller { subject: "svc".into(), employee_id: None, roles: Default::default(), method: "test".into() };
         assert!(check_rpc(&svc, Rpc::CreateAccessRequest).is_err());

@@ -130,6 +130,53 @@ fn steps_follow_the_level_and_nobody_approves_for_themselves() {
 }
 
 #[test]
+fn every_problem_with_what_is_asked_is_named_at_once() {
+    let fields =
+        |e: DomainError| -> Vec<String> { e.violations.into_iter().map(|v| v.field).collect() };
+    // Confidential access with neither a justification nor a duration.
+    let mut n = new("B", "B", "pay", None);
+    n.justification = String::new();
+    assert_eq!(
+        fields(planned(&n).unwrap_err()),
+        ["justification", "duration_days"]
+    );
+    // A target that cannot be asked for: what it needs is not looked at,
+    // but what is wrong whatever it is still is.
+    let mut n = new("B", "B", "hidden", Some(0));
+    n.justification = "x".repeat(3000);
+    assert_eq!(
+        fields(planned(&n).unwrap_err()),
+        ["target_id", "justification", "duration_days"]
+    );
+    // An unknown one is not found, unless the request is wrong anyway.
+    n.target_id = "nope".into();
+    assert_eq!(
+        fields(planned(&n).unwrap_err()),
+        ["justification", "duration_days"]
+    );
+    n.justification = "fine".into();
+    n.duration_days = Some(3);
+    assert_eq!(planned(&n).unwrap_err().code, ErrorCode::NotFound);
+    // Above the beneficiary's ceiling, and too long.
+    let policy = Policy::parse(POLICY).unwrap();
+    let mut b = person("B");
+    b.attrs.background_check = BackgroundCheck::Pending;
+    let m = managers();
+    let e = plan(
+        &new("B", "B", "vault", Some(500)),
+        &b,
+        &[],
+        false,
+        &policy,
+        &|p: &str| m.get(p).map(|s| s.to_string()),
+        &[],
+        now(),
+    )
+    .unwrap_err();
+    assert_eq!(fields(e), ["beneficiary", "duration_days"]);
+}
+
+#[test]
 fn what_cannot_be_asked_is_refused_with_the_reason() {
     let e = planned(&new("B", "B", "hidden", None)).unwrap_err();
     assert!(e.violations[0].description.contains("not requestable"));
