@@ -1253,7 +1253,7 @@ pub(crate) async fn requests_after_leavers(
             &actor,
             Action::AccessRequestReassigned,
             Target::Request(r.id.clone()),
-            json!({"from": from, "to": to, "reason": format!("{from} left")}),
+            json!({"beneficiary": r.beneficiary, "from": from, "to": to, "reason": format!("{from} left")}),
         ));
         if !tx.update_request(&mut r, now).await? {
             return Err(AppError::Store(idgov_store::StoreError::Conflict(

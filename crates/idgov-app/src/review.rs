@@ -1067,7 +1067,7 @@ impl App {
             &actor,
             Action::ReviewReassigned,
             Target::ReviewItem(item.id.clone()),
-            json!({"campaign": item.campaign_id, "from": from, "to": to, "reason": reason.trim()}),
+            json!({"campaign": item.campaign_id, "employee": item.employee_id, "from": from, "to": to, "reason": reason.trim()}),
         ));
         tx.commit(now).await?;
         Ok(item)
@@ -1851,7 +1851,7 @@ pub(crate) async fn items_after_leavers(
                     actor,
                     Action::ReviewReassigned,
                     Target::ReviewItem(item.id.clone()),
-                    json!({"campaign": item.campaign_id, "from": id, "to": to, "reason": "the reviewer left"}),
+                    json!({"campaign": item.campaign_id, "employee": item.employee_id, "from": id, "to": to, "reason": "the reviewer left"}),
                 ));
             }
         }

@@ -177,6 +177,31 @@ impl AuditEntry {
         self.security = true;
         self
     }
+
+    /// The person this event is about (see [`subject_of`]).
+    pub fn subject(&self) -> Option<&str> {
+        subject_of(&self.target, &self.detail)
+    }
+}
+
+/// The keys of an audit detail that name the person an event is about, in
+/// the order they are looked at: a grant's holder, a request's
+/// beneficiary, a review item's person.
+pub const SUBJECT_KEYS: [&str; 3] = ["employee_id", "beneficiary", "employee"];
+
+/// The person an audit event is about, for the per-person audit filter:
+/// the identity it targets, or else the first of [`SUBJECT_KEYS`] its
+/// detail gives as text. Derived from what the chain hashes, so stored
+/// beside it as an index (the migration that added it derives the same
+/// from older events).
+pub fn subject_of<'a>(target: &'a str, detail: &'a serde_json::Value) -> Option<&'a str> {
+    match target.strip_prefix("identity:") {
+        Some(id) => Some(id),
+        None => SUBJECT_KEYS
+            .iter()
+            .find_map(|k| detail.get(k).and_then(serde_json::Value::as_str)),
+    }
+    .filter(|s| !s.is_empty())
 }
 
 /// A stored audit event.

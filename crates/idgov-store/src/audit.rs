@@ -12,6 +12,8 @@ pub struct AuditFilter {
     pub actor: String,
     pub target: String,
     pub action: String,
+    /// The person the events are about (`idgov_domain::audit::subject_of`).
+    pub subject: String,
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
 }
@@ -72,6 +74,7 @@ impl Store {
             ("actor", &f.actor),
             ("target", &f.target),
             ("action", &f.action),
+            ("subject", &f.subject),
         ] {
             if !v.is_empty() {
                 n += 1;

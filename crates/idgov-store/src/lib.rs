@@ -351,6 +351,14 @@ macro_rules! migrations {
                     "/0020_sync_claim.sql"
                 )),
             ),
+            (
+                "audit_subject",
+                include_str!(concat!(
+                    "../../../migrations/",
+                    $dir,
+                    "/0021_audit_subject.sql"
+                )),
+            ),
         ]
     };
 }

@@ -141,13 +141,13 @@ impl WriteTx {
             // statement; SQLite (in-process) runs them one after the other.
             let chunks: Vec<_> = crate::bulk::stable_chunks(self.backend, &rows, 500).collect();
             for (n, chunk) in chunks.iter().enumerate() {
-                let cols = crate::bulk::values(self.backend, chunk.len(), 9);
+                let cols = crate::bulk::values(self.backend, chunk.len(), 10);
                 let fold_head = self.backend == Backend::Postgres && n + 1 == chunks.len();
                 let sql = if fold_head {
-                    let p = chunk.len() * 9;
+                    let p = chunk.len() * 10;
                     format!(
                         "WITH appended AS (INSERT INTO audit_events (seq, occurred_at, actor, action, target, \
-                         detail, security, prev_hash, hash) VALUES {cols}) \
+                         detail, security, prev_hash, hash, subject) VALUES {cols}) \
                          UPDATE audit_head SET seq = ${}, hash = ${} WHERE id = 1",
                         p + 1,
                         p + 2
@@ -155,7 +155,7 @@ impl WriteTx {
                 } else {
                     format!(
                         "INSERT INTO audit_events (seq, occurred_at, actor, action, target, detail, security, \
-                         prev_hash, hash) VALUES {cols}"
+                         prev_hash, hash, subject) VALUES {cols}"
                     )
                 };
                 let mut q =
@@ -170,7 +170,8 @@ impl WriteTx {
                         .bind(detail.clone())
                         .bind(i64::from(e.security))
                         .bind(prev_hash.clone())
-                        .bind(hash.clone());
+                        .bind(hash.clone())
+                        .bind(e.subject().map(str::to_string));
                 }
                 if fold_head {
                     q = q.bind(seq).bind(prev.clone());

@@ -1515,6 +1515,7 @@ struct AuditPage {
     actor: String,
     target: String,
     action: String,
+    employee: String,
     from: String,
     to: String,
     rows: Vec<AuditRow>,
@@ -1532,6 +1533,9 @@ struct AuditQuery {
     target: String,
     #[serde(default)]
     action: String,
+    /// The person the events are about.
+    #[serde(default)]
+    employee: String,
     /// A day (YYYY-MM-DD) in the viewer's zone: events from its start.
     #[serde(default)]
     from: String,
@@ -1580,6 +1584,7 @@ async fn audit_page(
         actor: bounded(q.actor.trim(), 256),
         target: bounded(q.target.trim(), 256),
         action: bounded(q.action.trim(), 64),
+        subject: bounded(q.employee.trim(), 64),
         start,
         end,
     };
@@ -1591,10 +1596,11 @@ async fn audit_page(
     let next = if rows.len() as i64 == PAGE {
         let last = rows.last().map(|r| r.seq).unwrap_or_default();
         format!(
-            "/audit?actor={}&target={}&action={}&from={}&to={}&after={last}",
+            "/audit?actor={}&target={}&action={}&employee={}&from={}&to={}&after={last}",
             encode(&filter.actor),
             encode(&filter.target),
             encode(&filter.action),
+            encode(&filter.subject),
             encode(q.from.trim()),
             encode(q.to.trim())
         )
@@ -1628,6 +1634,7 @@ async fn audit_page(
         actor: filter.actor,
         target: filter.target,
         action: filter.action,
+        employee: filter.subject,
         from: bounded(q.from.trim(), 10),
         to: bounded(q.to.trim(), 10),
         next,

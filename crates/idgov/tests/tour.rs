@@ -307,6 +307,22 @@ fn the_readme_tour_works_step_by_step() {
     assert_eq!(person["active_grants"], 0);
     let table = cli.ok(&["grant", "list", "E1007", "--all"]);
     assert!(table.contains("0 active grant(s)"), "{table}");
+    // The README's audit trail of E1007: their HR events and their grants'.
+    let trail = cli.json(&["audit", "list", "--employee", "E1007", "--limit", "1000"]);
+    let actions: Vec<&str> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in ["hr.event.applied", "grant.added", "grant.revoked"] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    let table = cli.ok(&["audit", "list", "--employee", "E1007"]);
+    assert!(
+        table.contains("grant.revoked") && table.contains("identity:E1007"),
+        "{table}"
+    );
 
     // A roster that drops 10% of people is held, and nothing applied.
     let csv = std::fs::read_to_string(examples().join("northwind-roster.csv")).unwrap();
@@ -704,6 +720,29 @@ fn access_tour(cli: &Cli) {
         .find(|g| g["id"] == grant)
         .unwrap();
     assert_eq!(g["revoke_reason"], "manual");
+    // Everything about E1203, as an auditor asks for it: their HR record,
+    // the request and its steps, the grant it gave and its revocation.
+    let about = cli.json(&["audit", "list", "--employee", "E1203", "--limit", "5000"]);
+    let about = about.as_array().unwrap();
+    let actions: Vec<&str> = about
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "hr.event.applied",
+        "access.request.created",
+        "access.request.step_approved",
+        "grant.added",
+        "grant.revoked",
+    ] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    for e in about {
+        assert!(
+            e["target"] == "identity:E1203" || e["detail"].to_string().contains("\"E1203\""),
+            "{e}"
+        );
+    }
     campaign_tour(cli, &as_person);
     // The tour's own token again.
     cli.ok(&[

@@ -796,6 +796,36 @@ both_backends! {
         assert_eq!(report.head_hash, all[1].hash);
     }
 
+    /// An auditor lists everything about one person: the events that target
+    /// them, and those about their grants, requests and review items, which
+    /// name them in the detail. Nobody else's, whatever their detail says.
+    async fn the_events_about_a_person_are_listed_by_person(t: TestStore) {
+        let s = &t.store;
+        let mut tx = s.begin().await.unwrap();
+        let entries = [
+            (Target::identity("E1"), json!({"employee_id": "E2"})),
+            (Target::grant("g1"), json!({"employee_id": "E1", "entitlement_id": "wiki"})),
+            (Target::Request("r1".into()), json!({"beneficiary": "E1", "requester": "E2"})),
+            (Target::ReviewItem("i1".into()), json!({"employee": "E1", "campaign": "c"})),
+            (Target::grant("g2"), json!({"employee_id": "E2"})),
+            (Target::Policy, json!({"employee_id": 1})),
+            (Target::grant("g3"), json!({"holder": {"employee_id": "E1"}})),
+        ];
+        for (target, detail) in entries {
+            tx.audit(AuditEntry::new("user:x", Action::GrantAdded, target, detail));
+        }
+        tx.commit(at(1)).await.unwrap();
+        let about = |who: &str| AuditFilter { subject: who.into(), ..Default::default() };
+        let seqs = |rows: Vec<idgov_domain::audit::AuditRecord>| rows.into_iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(s.list_audit_events(&about("E1"), 0, 100).await.unwrap()), [1, 2, 3, 4]);
+        assert_eq!(seqs(s.list_audit_events(&about("E2"), 0, 100).await.unwrap()), [5]);
+        assert_eq!(seqs(s.list_audit_events(&about("E1"), 2, 100).await.unwrap()), [3, 4], "paged after a position");
+        let both = AuditFilter { subject: "E1".into(), target: "grant:g1".into(), ..Default::default() };
+        assert_eq!(seqs(s.list_audit_events(&both, 0, 100).await.unwrap()), [2]);
+        assert!(s.list_audit_events(&about("1"), 0, 100).await.unwrap().is_empty(), "a number names nobody");
+        assert_eq!(s.verify_audit_chain().await.unwrap().broken, None);
+    }
+
     /// Grants and audit events written in multi-row chunks come back
     /// exactly as written, whatever their text: quotes, backslashes, JSON
     /// and SQL look-alikes, escapes spelled out, control characters,
@@ -1257,4 +1287,162 @@ async fn sqlite_commits_reach_the_database_file_beside_the_writer() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// A database from before the per-person audit filter: its migration gives
+/// the events already recorded their person, by the same rule as new ones
+/// (`idgov_domain::audit::subject_of`, checked here against the SQL on
+/// awkward details), and changes nothing the chain hashes.
+async fn older_audit_events_get_their_person(backend: &str) {
+    use idgov_domain::audit::{GENESIS_HASH, event_hash, subject_of};
+    let (url, _dir) = match backend {
+        "sqlite" => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite:{}?mode=rwc", dir.path().join("old.db").display());
+            (url, Some(dir))
+        }
+        _ => {
+            let Some(server) = idgov_tests::pg::shared() else {
+                return;
+            };
+            (server.fresh_database().await.unwrap(), None)
+        }
+    };
+    // The schema as it was: every migration before 0021.
+    let old = tempfile::tempdir().unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../migrations")
+        .join(backend);
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap();
+        let name = f.file_name().into_string().unwrap();
+        if name.as_str() < "0021" {
+            std::fs::copy(f.path(), old.path().join(&name)).unwrap();
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+    assert_eq!(migrator.iter().count(), 20);
+    match backend {
+        "sqlite" => {
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            migrator.run(&mut c).await.unwrap();
+        }
+        _ => {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            migrator.run(&mut c).await.unwrap();
+        }
+    }
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let details = [
+        ("identity:E1", r#"{}"#),
+        ("identity:E6", r#"{"employee_id":"E7"}"#),
+        ("grant:g1", r#"{"employee_id":"E2","beneficiary":"E3"}"#),
+        ("request:r1", r#"{"beneficiary":"E3","requester":"E9"}"#),
+        ("review_item:i1", r#"{"employee":"E4"}"#),
+        ("grant:g2", r#"{"employee_id":7,"beneficiary":"E5"}"#),
+        ("grant:g3", r#"{"employee_id":"","beneficiary":"E8"}"#),
+        ("IDENTITY:E9", r#"{}"#),
+        ("grant:g4", r#"{"employee_id":"\u00d8\"q"}"#),
+        ("policy", r#"[1,2]"#),
+        ("grant:g5", r#"{"x":{"employee_id":"E1"}}"#),
+        ("identity:", r#"{"employee_id":"E2"}"#),
+        ("grant:g6", r#"{"employee_id":null,"employee":"E4"}"#),
+    ];
+    let mut prev = GENESIS_HASH.to_string();
+    let mut expected: Vec<(i64, Option<String>)> = Vec::new();
+    for (i, (target, detail)) in details.iter().enumerate() {
+        let seq = i as i64 + 1;
+        let when = 1_767_225_600_000_000i64 + seq;
+        let hash = event_hash(
+            &prev,
+            seq,
+            when,
+            "user:old",
+            "grant.added",
+            target,
+            detail,
+            false,
+        );
+        sqlx::query("INSERT INTO audit_events (seq, occurred_at, actor, action, target, detail, security, prev_hash, hash) VALUES ($1, $2, 'user:old', 'grant.added', $3, $4, 0, $5, $6)")
+            .bind(seq).bind(when).bind(*target).bind(*detail).bind(prev.clone()).bind(hash.clone())
+            .execute(&mut conn).await.unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(detail).unwrap();
+        expected.push((seq, subject_of(target, &parsed).map(str::to_string)));
+        prev = hash;
+    }
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(details.len() as i64)
+        .bind(prev)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let store = idgov_store::Store::open(&url)
+        .await
+        .expect("the migration runs");
+    let mut named = 0;
+    for who in [
+        "E1",
+        "E2",
+        "E3",
+        "E4",
+        "E5",
+        "E6",
+        "E7",
+        "E8",
+        "E9",
+        "\u{d8}\"q",
+        "7",
+        "",
+    ] {
+        let want: Vec<i64> = expected
+            .iter()
+            .filter(|(_, s)| s.as_deref() == Some(who))
+            .map(|(q, _)| *q)
+            .collect();
+        let got: Vec<i64> = store
+            .list_audit_events(
+                &AuditFilter {
+                    subject: who.into(),
+                    ..Default::default()
+                },
+                0,
+                100,
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.seq)
+            .collect();
+        if who.is_empty() {
+            assert_eq!(got.len(), details.len(), "an empty filter lists all");
+            continue;
+        }
+        assert_eq!(got, want, "{who}");
+        named += got.len();
+    }
+    assert_eq!(named, expected.iter().filter(|(_, s)| s.is_some()).count());
+    assert!(named >= 8, "{expected:?}");
+    let report = store.verify_audit_chain().await.unwrap();
+    assert_eq!(
+        (report.checked, report.broken),
+        (details.len() as u64, None)
+    );
+    // The log stays append-only after the migration.
+    let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let e = sqlx::query("UPDATE audit_events SET subject = 'E1' WHERE seq = 1")
+        .execute(&mut c)
+        .await;
+    assert!(e.is_err(), "the append-only trigger is back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_audit_events_get_their_person_sqlite() {
+    older_audit_events_get_their_person("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_audit_events_get_their_person_postgres() {
+    older_audit_events_get_their_person("postgres").await;
 }

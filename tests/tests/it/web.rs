@@ -755,6 +755,15 @@ async fn headers_cookies_and_staff_pages() {
     b.goto(&w.url("/audit?action=web.signed_in")).await.unwrap();
     let log = Web::text(&b, "#audit").await;
     assert!(log.contains("user:S1"), "{log}");
+    // Everything about one person.
+    b.goto(&w.url("/audit?employee=S1")).await.unwrap();
+    let about = Web::text(&b, "#audit").await;
+    assert!(
+        about.contains("web.signed_in") && about.contains("identity:S1"),
+        "{about}"
+    );
+    b.goto(&w.url("/audit?employee=nobody-here")).await.unwrap();
+    assert!(Web::text(&b, "main").await.contains("No event matches"));
     Web::click(&b, "#verify").await;
     Web::wait_path(&b, "/audit/verify").await;
     assert!(Web::text(&b, "#verify-result").await.contains("intact"));

@@ -21,6 +21,7 @@ impl AuditService for Api {
             actor: r.actor,
             target: r.target,
             action: r.action,
+            subject: r.employee_id,
             start: r.start_time.as_ref().and_then(convert::from_ts),
             end: r.end_time.as_ref().and_then(convert::from_ts),
         };

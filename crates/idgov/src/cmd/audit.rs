@@ -34,6 +34,9 @@ pub enum AuditCommand {
         actor: String,
         #[arg(long, default_value = "")]
         target: String,
+        /// Only the events about this person (see `list --employee`).
+        #[arg(long, default_value = "")]
+        employee: String,
     },
     /// List audit events, oldest first.
     List {
@@ -43,6 +46,10 @@ pub enum AuditCommand {
         target: String,
         #[arg(long, default_value = "")]
         action: String,
+        /// Only the events about this person: their HR events and identity,
+        /// and their grants', requests', review items' and SoD events.
+        #[arg(long, default_value = "")]
+        employee: String,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: i32,
@@ -222,7 +229,12 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
                 ExitCode::FAILURE
             })
         }
-        AuditCommand::Export { out, actor, target } => {
+        AuditCommand::Export {
+            out,
+            actor,
+            target,
+            employee,
+        } => {
             let mut w: Box<dyn Write> = match &out {
                 Some(p) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(p)
@@ -239,6 +251,7 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
                         page_token: token,
                         actor: actor.clone(),
                         target: target.clone(),
+                        employee_id: employee.clone(),
                         ..Default::default()
                     })
                     .await
@@ -263,6 +276,7 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
             actor,
             target,
             action,
+            employee,
             limit,
             page_token,
         } => {
@@ -274,6 +288,7 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
                     actor: actor.clone(),
                     target: target.clone(),
                     action: action.clone(),
+                    employee_id: employee.clone(),
                     ..Default::default()
                 };
                 async move {
@@ -323,7 +338,7 @@ pub async fn run(opts: &ClientOpts, c: AuditCommand) -> anyhow::Result<ExitCode>
                     crate::outln!("(! marks security events)");
                     if !next.is_empty() {
                         crate::outln!(
-                            "(more follow: add --page-token {next} for the next ones, or raise --limit, or filter with --actor / --target / --action; `idgov audit export` writes them all)"
+                            "(more follow: add --page-token {next} for the next ones, or raise --limit, or filter with --actor / --target / --action / --employee; `idgov audit export` writes them all)"
                         );
                     }
                 }
