@@ -1180,6 +1180,7 @@ both_backends! {
         // A finished sync leaves no job behind.
         let far = app.now() + chrono::Duration::days(1);
         assert!(app.store.unclaimed_bulk_jobs(far).await.unwrap().is_empty());
+        let as_of = app.now();
         let sync = {
             let (app, next) = (app.clone(), renamed(4000, "renames"));
             tokio::spawn(async move { app.sync_roster(next, "service:hr").await })
@@ -1197,6 +1198,14 @@ both_backends! {
             "Renamed B03999",
             "the sync finished before it was cut short: nothing was tested"
         );
+        // While it is stopped between two steps, HR hires someone the
+        // snapshot does not list, dated before its time (and after the one
+        // before it): no leaver in its
+        // diff, which was made before, yet in effective order the snapshot
+        // ends them, once it is applied whole.
+        let hire = event(&app, EventKind::Hire, "hire-X1", "X1", &rfc(as_of - chrono::Duration::seconds(30)), Person::new("X1", "Finance").patch());
+        app.submit_event(hire, "service:hr").await.unwrap();
+        assert_eq!(app.store.get_identity("X1").await.unwrap().unwrap().status, Status::Active);
         // At the next start (or on any replica once its lease ran out) the
         // sync goes on from its place, with nothing sent again.
         let app = restart_after_leases(&t, app, &clock).await;
@@ -1211,6 +1220,9 @@ both_backends! {
         for id in ["B00000", "B02000", "B03999"] {
             assert_eq!(app.store.get_identity(id).await.unwrap().unwrap().attrs.display_name, format!("Renamed {id}"));
         }
+        let x1 = app.store.get_identity("X1").await.unwrap().unwrap();
+        assert_eq!((x1.status, x1.status_effective_at), (Status::Terminated, as_of), "hired while the sync was stopped");
+        assert!(active_grants(&app, "X1").await.is_empty());
         // Every change applied once: none skipped, none replayed.
         let applied = audited(&app.store, "hr.event.applied", 20_000).await;
         assert_eq!(applied.iter().filter(|e| e.detail.contains("roster:renames:")).count(), 4002);
