@@ -675,6 +675,21 @@ async fn future_starts_in_any_order_of_snapshots_postgres() {
     future_starts_property("postgres", cases(1500) / 150).await;
 }
 
+/// A snapshot of `workday-roster` as of `as_of` (dates in UTC) that lists
+/// the owners and `people`.
+fn snapshot(sync_id: &str, as_of: DateTime<Utc>, people: Vec<RosterEntry>) -> SyncRequest {
+    let mut entries = owners_by_name();
+    entries.extend(people);
+    SyncRequest {
+        source: "workday-roster".into(),
+        sync_id: sync_id.into(),
+        dry_run: false,
+        as_of: rfc(as_of),
+        time_zone: "UTC".into(),
+        entries: entries.into(),
+    }
+}
+
 both_backends! {
     /// A snapshot held by the guard was read when it was held. A hire that
     /// comes while it waits, of someone it does not list, dated before its
@@ -692,17 +707,8 @@ both_backends! {
             app.submit_event(hire_at(id, app.now() - days(10)), "service:hr").await.unwrap();
         }
         let as_of = app.now() - Duration::hours(1);
-        let mut entries = owners_by_name();
-        entries.push(RosterEntry { employee_id: "A".into(), attrs: Person::new("A", "Finance").patch() });
-        let sync = SyncRequest {
-            source: "workday-roster".into(),
-            sync_id: "r1".into(),
-            dry_run: false,
-            as_of: rfc(as_of),
-            time_zone: "UTC".into(),
-            entries: entries.into(),
-        };
-        let held = app.sync_roster(sync, "service:hr").await.unwrap();
+        let only_a = vec![RosterEntry { employee_id: "A".into(), attrs: Person::new("A", "Finance").patch() }];
+        let held = app.sync_roster(snapshot("r1", as_of, only_a), "service:hr").await.unwrap();
         assert_eq!(held.outcome, Outcome::Held, "B and C leave: more than the guard allows");
         // While it waits: D's hire, dated before the snapshot's time; and E's,
         // dated after it (the snapshot says nothing of E's time).
@@ -744,9 +750,7 @@ both_backends! {
         let attrs = |id: &str| Person::new(id, "Finance").patch();
         let hire = |id: &str| event(&app, EventKind::Hire, &format!("hire-{id}"), id, &rfc(hired), attrs(id));
         let roster = |sync: &str, as_of: DateTime<Utc>, ids: &[&str]| {
-            let mut entries = owners_by_name();
-            entries.extend(ids.iter().map(|id| RosterEntry { employee_id: (*id).into(), attrs: attrs(id) }));
-            SyncRequest { source: "workday-roster".into(), sync_id: sync.into(), dry_run: false, as_of: rfc(as_of), time_zone: "UTC".into(), entries: entries.into() }
+            snapshot(sync, as_of, ids.iter().map(|id| RosterEntry { employee_id: (*id).into(), attrs: attrs(id) }).collect())
         };
         // A: hired first, then the rosters (presences). B: the rosters first
         // (a joiner event, then a presence), then the hire.
@@ -781,19 +785,12 @@ both_backends! {
         }
         // The snapshot gives A the manager B, and does not list C and D:
         // held.
-        let mut entries = owners_by_name();
         let managed = Person { manager: Some("B"), ..Person::new("A", "Finance") };
-        entries.push(RosterEntry { employee_id: "A".into(), attrs: managed.patch() });
-        entries.push(RosterEntry { employee_id: "B".into(), attrs: Person::new("B", "Finance").patch() });
-        let sync = SyncRequest {
-            source: "workday-roster".into(),
-            sync_id: "r1".into(),
-            dry_run: false,
-            as_of: rfc(as_of),
-            time_zone: "UTC".into(),
-            entries: entries.into(),
-        };
-        let held = app.sync_roster(sync, "service:hr").await.unwrap();
+        let entries = vec![
+            RosterEntry { employee_id: "A".into(), attrs: managed.patch() },
+            RosterEntry { employee_id: "B".into(), attrs: Person::new("B", "Finance").patch() },
+        ];
+        let held = app.sync_roster(snapshot("r1", as_of, entries), "service:hr").await.unwrap();
         assert_eq!(held.outcome, Outcome::Held);
         // Meanwhile B gets the manager A: the snapshot's row for A now
         // closes a loop, and is refused when it is released.

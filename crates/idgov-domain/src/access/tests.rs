@@ -96,11 +96,16 @@ fn new(requester: &str, beneficiary: &str, target: &str, days: Option<u32>) -> N
 }
 
 fn planned(n: &NewRequest) -> Result<AccessRequest, DomainError> {
+    planned_for(n, &person(&n.beneficiary))
+}
+
+/// [`planned`] for a beneficiary as given.
+fn planned_for(n: &NewRequest, beneficiary: &Identity) -> Result<AccessRequest, DomainError> {
     let policy = Policy::parse(POLICY).unwrap();
     let m = managers();
     plan(
         n,
-        &person(&n.beneficiary),
+        beneficiary,
         &[],
         false,
         &policy,
@@ -158,21 +163,9 @@ fn every_problem_with_what_is_asked_is_named_at_once() {
     n.duration_days = Some(3);
     assert_eq!(planned(&n).unwrap_err().code, ErrorCode::NotFound);
     // Above the beneficiary's ceiling, and too long.
-    let policy = Policy::parse(POLICY).unwrap();
     let mut b = person("B");
     b.attrs.background_check = BackgroundCheck::Pending;
-    let m = managers();
-    let e = plan(
-        &new("B", "B", "vault", Some(500)),
-        &b,
-        &[],
-        false,
-        &policy,
-        &|p: &str| m.get(p).map(|s| s.to_string()),
-        &[],
-        now(),
-    )
-    .unwrap_err();
+    let e = planned_for(&new("B", "B", "vault", Some(500)), &b).unwrap_err();
     assert_eq!(fields(e), ["beneficiary", "duration_days"]);
 }
 
@@ -196,21 +189,9 @@ fn what_cannot_be_asked_is_refused_with_the_reason() {
         "justification"
     );
     // Above the ceiling.
-    let policy = Policy::parse(POLICY).unwrap();
     let mut b = person("B");
     b.attrs.background_check = BackgroundCheck::Pending;
-    let m = managers();
-    let e = plan(
-        &new("B", "B", "wiki", None),
-        &b,
-        &[],
-        false,
-        &policy,
-        &|p: &str| m.get(p).map(|s| s.to_string()),
-        &[],
-        now(),
-    )
-    .unwrap_err();
+    let e = planned_for(&new("B", "B", "wiki", None), &b).unwrap_err();
     assert!(e.violations[0].description.contains("ceiling"), "{e:?}");
 }
 
