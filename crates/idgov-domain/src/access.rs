@@ -741,39 +741,48 @@ pub fn check_exception(
     justification: &str,
     days: u32,
 ) -> Result<(), DomainError> {
-    let Some(rule) = policy.sod.iter().find(|r| r.id == rule_id) else {
-        return Err(invalid(
+    // Every problem is named at once.
+    let mut v = Vec::new();
+    let rule = policy.sod.iter().find(|r| r.id == rule_id);
+    if rule.is_none() {
+        v.push(FieldViolation::new(
             "rule_id",
             format!(
                 "there is no separation-of-duties rule {}",
                 crate::error::echo(rule_id)
             ),
         ));
-    };
+    }
     let j = justification.trim();
     if j.is_empty() {
-        return Err(invalid("justification", "say why the exception is needed"));
-    }
-    if let Some(p) = text_problem(j, MAX_JUSTIFICATION) {
-        return Err(invalid("justification", p));
-    }
-    // At most the cap of the most sensitive level the rule touches.
-    let top = policy
-        .sod_sides(rule)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| policy.entitlements.get(&e).map(|e| e.classification))
-        .max()
-        .unwrap_or(Classification::Internal);
-    let cap = policy.level(top).max_grant_days;
-    if days == 0 {
-        return Err(invalid("days", "must be at least 1 day"));
-    }
-    if cap > 0 && days > cap {
-        return Err(invalid(
-            "days",
-            format!("an exception to {rule_id} lasts at most {cap} days ({top} access)"),
+        v.push(FieldViolation::new(
+            "justification",
+            "say why the exception is needed",
         ));
+    } else if let Some(p) = text_problem(j, MAX_JUSTIFICATION) {
+        v.push(FieldViolation::new("justification", p));
+    }
+    if days == 0 {
+        v.push(FieldViolation::new("days", "must be at least 1 day"));
+    } else if let Some(rule) = rule {
+        // At most the cap of the most sensitive level the rule touches.
+        let top = policy
+            .sod_sides(rule)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| policy.entitlements.get(&e).map(|e| e.classification))
+            .max()
+            .unwrap_or(Classification::Internal);
+        let cap = policy.level(top).max_grant_days;
+        if cap > 0 && days > cap {
+            v.push(FieldViolation::new(
+                "days",
+                format!("an exception to {rule_id} lasts at most {cap} days ({top} access)"),
+            ));
+        }
+    }
+    if !v.is_empty() {
+        return Err(DomainError::invalid("the exception cannot be granted", v));
     }
     Ok(())
 }

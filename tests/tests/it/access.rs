@@ -509,6 +509,13 @@ both_backends! {
         assert!(app.grant_sod_exception(&sec, "E2", "payments-four-eyes", "", 10).await.is_err(), "justification required");
         assert!(app.grant_sod_exception(&sec, "E2", "payments-four-eyes", "cover", 181).await.is_err(), "capped");
         assert!(app.grant_sod_exception(&sec, "E2", "no-such-rule", "cover", 10).await.is_err());
+        // Every problem at once.
+        let e = app.grant_sod_exception(&sec, "E2", "no-such-rule", " ", 0).await.unwrap_err();
+        let fields: Vec<String> = match &e {
+            AppError::Domain(d) => d.violations.iter().map(|v| v.field.clone()).collect(),
+            other => panic!("{other}"),
+        };
+        assert_eq!(fields, ["rule_id", "justification", "days"], "{e}");
         let x = app.grant_sod_exception(&sec, "E2", "payments-four-eyes", "holiday cover for M1's team", 10).await.unwrap();
         let r = request(&app, "E2", ask("", TargetKind::Entitlement, "approve-payments", "holiday cover", Some(30))).await.unwrap();
         assert_eq!(r.sod_exception_id.as_deref(), Some(x.id.as_str()));
