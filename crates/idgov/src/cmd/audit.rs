@@ -25,13 +25,16 @@ pub enum AuditCommand {
         #[arg(long, requires = "file")]
         public_key: Option<String>,
     },
-    /// Export the audit log as JSON lines.
+    /// Export the audit log as JSON lines (filtered: for reading; verify a
+    /// whole export).
     Export {
         /// Write to this file instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Only the events caused by this actor (see `list --actor`).
         #[arg(long, default_value = "")]
         actor: String,
+        /// Only the events about this object (see `list --target`).
         #[arg(long, default_value = "")]
         target: String,
         /// Only the events about this person (see `list --employee`).
@@ -40,10 +43,15 @@ pub enum AuditCommand {
     },
     /// List audit events, oldest first.
     List {
+        /// Only the events caused by this actor: user:E1001,
+        /// service:hr-feed, system:scheduler.
         #[arg(long, default_value = "")]
         actor: String,
+        /// Only the events about this object: identity:E1001, grant:ID,
+        /// request:ID, policy.
         #[arg(long, default_value = "")]
         target: String,
+        /// Only this action: hr.event.applied, grant.revoked, …
         #[arg(long, default_value = "")]
         action: String,
         /// Only the events about this person: their HR events and identity,
