@@ -492,26 +492,21 @@ pub fn check_reassign(item: &ReviewItem, to: &str, reason: &str) -> Result<(), D
             format!("item {} is {}, not open", item.id, item.state),
         ));
     }
+    // Every problem is named at once.
+    let mut v = Vec::new();
     if to == item.employee_id {
-        return Err(DomainError::invalid(
-            "invalid reassignment",
-            vec![FieldViolation::new(
-                "to",
-                "an item is never reassigned to the person whose access it is",
-            )],
+        v.push(FieldViolation::new(
+            "to",
+            "an item is never reassigned to the person whose access it is",
         ));
     }
     if reason.trim().is_empty() {
-        return Err(DomainError::invalid(
-            "invalid reassignment",
-            vec![FieldViolation::new("reason", "say why it is reassigned")],
-        ));
+        v.push(FieldViolation::new("reason", "say why it is reassigned"));
+    } else if let Some(p) = optional_text_problem(reason.trim(), MAX_JUSTIFICATION) {
+        v.push(FieldViolation::new("reason", p));
     }
-    if let Some(p) = optional_text_problem(reason.trim(), MAX_JUSTIFICATION) {
-        return Err(DomainError::invalid(
-            "invalid reassignment",
-            vec![FieldViolation::new("reason", p)],
-        ));
+    if !v.is_empty() {
+        return Err(DomainError::invalid("invalid reassignment", v));
     }
     Ok(())
 }

@@ -293,3 +293,18 @@ scheduled = false
         .unwrap_err();
     assert!(bad.violations.len() >= 2, "{bad:?}");
 }
+
+#[test]
+fn a_reassignment_names_every_problem_at_once() {
+    let i = item(Classification::Confidential, ReviewerStrategy::Manager);
+    let fields = |to: &str, reason: &str| -> Vec<String> {
+        check_reassign(&i, to, reason)
+            .err()
+            .map(|e| e.violations.into_iter().map(|v| v.field).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(fields("E1", " "), ["to", "reason"]);
+    assert_eq!(fields("E1", &"x".repeat(5000)), ["to", "reason"]);
+    assert_eq!(fields("O1", ""), ["reason"]);
+    assert!(fields("O1", "knows the ledger").is_empty());
+}
