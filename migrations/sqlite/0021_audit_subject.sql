@@ -3,7 +3,7 @@
 -- `beneficiary`, `employee` that its detail gives as text. It lets an
 -- auditor list everything about one person (their grants' and requests'
 -- events target the grant or the request). It is derived from what the
--- chain hashes, and is not hashed itself: an index, not evidence.
+-- chain hashes and not hashed itself: `audit verify` checks it against them.
 --
 -- Older events get theirs here: the append-only trigger is lifted for this
 -- one derivation, inside the migration's transaction, and put back.

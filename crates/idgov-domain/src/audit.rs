@@ -189,11 +189,104 @@ impl AuditEntry {
 /// beneficiary, a review item's person.
 pub const SUBJECT_KEYS: [&str; 3] = ["employee_id", "beneficiary", "employee"];
 
+/// [`subject_of`] for a detail stored as JSON text, as `audit verify`
+/// reads it. Most details are read by a parse that keeps only the three
+/// keys; any detail that parse does not take (not an object, a key twice)
+/// is read whole, so the answer is always [`subject_of`]'s.
+pub fn subject_in_text(target: &str, detail: &str) -> Option<String> {
+    if let Some(id) = target.strip_prefix("identity:") {
+        return Some(id).filter(|s| !s.is_empty()).map(str::to_string);
+    }
+    let named = if detail.trim_start().starts_with('{') {
+        serde_json::from_str::<Named>(detail).ok()
+    } else {
+        None
+    };
+    match named {
+        Some(n) => [n.employee_id, n.beneficiary, n.employee]
+            .into_iter()
+            .find_map(|t| match t {
+                Some(Text::Str(s)) => Some(s),
+                _ => None,
+            })
+            .filter(|s| !s.is_empty()),
+        None => {
+            let v: serde_json::Value = serde_json::from_str(detail).ok()?;
+            subject_of(target, &v).map(str::to_string)
+        }
+    }
+}
+
+/// The keys of a detail that can name its person (see [`SUBJECT_KEYS`]).
+#[derive(Deserialize)]
+struct Named {
+    #[serde(default)]
+    employee_id: Option<Text>,
+    #[serde(default)]
+    beneficiary: Option<Text>,
+    #[serde(default)]
+    employee: Option<Text>,
+}
+
+/// A value that is text, or anything else (skipped unread).
+enum Text {
+    Str(String),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text, E> {
+                Ok(Text::Str(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text, E> {
+                Ok(Text::Str(v))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Text, E> {
+                Ok(Text::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Text, E> {
+                Ok(Text::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Text, E> {
+                Ok(Text::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Text, E> {
+                Ok(Text::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Text, E> {
+                Ok(Text::Other)
+            }
+            fn visit_none<E>(self) -> Result<Text, E> {
+                Ok(Text::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Text, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Text::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Text, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Text::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// The person an audit event is about, for the per-person audit filter:
 /// the identity it targets, or else the first of [`SUBJECT_KEYS`] its
 /// detail gives as text. Derived from what the chain hashes, so stored
-/// beside it as an index (the migration that added it derives the same
-/// from older events).
+/// beside it as an index that verification derives again (the migration
+/// that added it derives the same from older events).
 pub fn subject_of<'a>(target: &'a str, detail: &'a serde_json::Value) -> Option<&'a str> {
     match target.strip_prefix("identity:") {
         Some(id) => Some(id),
@@ -458,6 +551,15 @@ impl ChainPart {
         }
     }
 
+    /// Records a problem with event `seq` found beside its hash (its
+    /// person index does not match its content), unless the part broke
+    /// before it.
+    pub fn mismatch(&mut self, seq: i64, problem: String) {
+        if self.broken.is_none() {
+            self.broken = Some(ChainBreak { seq, problem });
+        }
+    }
+
     /// Records a stored event that does not even read as an event (`seq`
     /// when its position could be read).
     pub fn unreadable(&mut self, seq: Option<i64>, error: &str) {
@@ -535,6 +637,74 @@ pub fn split_chain(head_seq: i64, n: usize) -> Vec<ChainPart> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    /// The person read from a stored detail is the one written: the same
+    /// as [`subject_of`] on the parsed detail, for generated details with
+    /// the keys as text, numbers, null, objects, arrays, nested, repeated,
+    /// escaped, and for details that are not objects.
+    #[test]
+    fn the_person_read_from_text_is_the_one_written() {
+        let values = [
+            r#""E1""#,
+            r#""""#,
+            "7",
+            "null",
+            "true",
+            r#"{"employee_id":"E9"}"#,
+            r#"["E1"]"#,
+            r#""\u00d8\"q""#,
+            r#""E2""#,
+            "1.5e3",
+        ];
+        let keys = ["employee_id", "beneficiary", "employee", "x", "Employee_id"];
+        let mut seed = 0x5eed_u64;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as usize) % n
+        };
+        let mut details: Vec<String> = vec![
+            "[1,2]".into(),
+            "\"E1\"".into(),
+            "null".into(),
+            "{}".into(),
+            " {\"employee\":\"E3\"}".into(),
+            r#"{"employee_id":"E1","employee_id":"E2"}"#.into(),
+            "{not json".into(),
+        ];
+        for _ in 0..3000 {
+            let n = next(5);
+            let fields: Vec<String> = (0..n)
+                .map(|_| {
+                    format!(
+                        "\"{}\":{}",
+                        keys[next(keys.len())],
+                        values[next(values.len())]
+                    )
+                })
+                .collect();
+            details.push(format!("{{{}}}", fields.join(",")));
+        }
+        let mut named = 0;
+        for d in &details {
+            for target in ["grant:g1", "identity:E5", "identity:", "IDENTITY:E5"] {
+                let want = serde_json::from_str::<serde_json::Value>(d)
+                    .ok()
+                    .and_then(|v| subject_of(target, &v).map(str::to_string))
+                    .or_else(|| {
+                        target
+                            .strip_prefix("identity:")
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                    });
+                let got = subject_in_text(target, d);
+                assert_eq!(got, want, "{target} {d}");
+                named += usize::from(got.is_some());
+            }
+        }
+        assert!(named > 3000, "{named}");
+    }
 
     fn chain(n: i64) -> Vec<AuditRecord> {
         let mut prev = GENESIS_HASH.to_string();

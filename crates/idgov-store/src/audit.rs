@@ -4,7 +4,9 @@ use crate::convert::{ReadRow, get, micros, time};
 use crate::{Fast, Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use idgov_domain::audit::{AuditRecord, ChainBreak, ChainPart, join_parts, split_chain};
+use idgov_domain::audit::{
+    AuditRecord, ChainBreak, ChainPart, join_parts, split_chain, subject_in_text,
+};
 
 /// Filters of [`Store::list_audit_events`]; empty fields match everything.
 #[derive(Debug, Clone, Default)]
@@ -148,7 +150,7 @@ impl Store {
     /// Reads and checks one part of the chain.
     async fn check_part(&self, mut part: ChainPart) -> Result<ChainPart, StoreError> {
         const SQL: &str = "SELECT seq, occurred_at, actor, action, target, detail, security, \
-                           prev_hash, hash FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq";
+                           prev_hash, hash, subject FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq";
         let (after, through) = part.bounds();
         if let Fast::Lite(l) = self.fast() {
             return l
@@ -179,14 +181,43 @@ impl Store {
 
 /// Feeds one stored row to a part; a row that does not read as an event is
 /// the part's problem, named by its position when that reads.
+///
+/// The event's person (the index of `audit list --employee`) is checked
+/// against its content too: it is not hashed, but derived from what is, so
+/// a person index altered to hide an event from one person's trail is
+/// found like an altered event.
 fn feed_row(part: &mut ChainPart, row: &impl ReadRow) -> bool {
-    match record_from_row(row) {
-        Ok(rec) => part.feed(&rec),
+    let rec = match record_from_row(row) {
+        Ok(rec) => rec,
         Err(e) => {
             part.unreadable(row.col::<i64>("seq").ok(), &e.to_string());
-            false
+            return false;
         }
+    };
+    if !part.feed(&rec) {
+        return false;
     }
+    let stored = match row.col::<Option<String>>("subject") {
+        Ok(s) => s,
+        Err(e) => {
+            part.unreadable(Some(rec.seq), &e.to_string());
+            return false;
+        }
+    };
+    let derived = subject_in_text(&rec.target, &rec.detail);
+    if stored != derived {
+        part.mismatch(
+            rec.seq,
+            format!(
+                "event {}: its person index reads {} but its content names {}: the index was altered",
+                rec.seq,
+                stored.as_deref().unwrap_or("nobody"),
+                derived.as_deref().unwrap_or("nobody"),
+            ),
+        );
+        return false;
+    }
+    true
 }
 
 impl Store {

@@ -941,6 +941,19 @@ both_backends! {
         sqlx::query("UPDATE audit_events SET detail = '{\"i\":2}' WHERE seq = 3").execute(&mut c).await.unwrap();
         assert!(s.verify_audit_chain().await.unwrap().broken.is_none(), "restoring the row restores the chain");
 
+        // The person index is not hashed, but derived from what is: hiding
+        // an event from one person's trail, or pinning it on another, is
+        // found like an altered event.
+        for (set, seq) in [("NULL", 4), ("'someone-else'", 4), ("'n1'", 1)] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE audit_events SET subject = {set} WHERE seq = {seq}"))).execute(&mut c).await.unwrap();
+            let r = s.verify_audit_chain().await.unwrap();
+            assert_eq!(r.broken.as_ref().map(|b| b.seq), Some(seq), "{set}: {r:?}");
+            assert!(r.broken.unwrap().problem.contains("person index"), "{set}");
+            let back = if seq == 4 { "'n3'" } else { "'n0'" };
+            sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE audit_events SET subject = {back} WHERE seq = {seq}"))).execute(&mut c).await.unwrap();
+            assert!(s.verify_audit_chain().await.unwrap().broken.is_none(), "{set}: restored");
+        }
+
         sqlx::query("DELETE FROM audit_events WHERE seq = 2").execute(&mut c).await.unwrap();
         let r = s.verify_audit_chain().await.unwrap();
         assert_eq!(r.broken.as_ref().map(|b| b.seq), Some(2), "{r:?}");
